@@ -1,0 +1,1 @@
+//! The TOML configuration file: Graph, AD, rules, state, safety settings.

@@ -1,0 +1,12 @@
+//! Writeback: keeps on-premises Active Directory in step with Microsoft Entra ID groups.
+//!
+//! The flow runs one way (see `docs/ARCHITECTURE.md`):
+//! Graph delta -> cloud cache (`state`) -> rules (`rules`) -> desired AD state
+//! -> diff against owned AD objects (`sync::plan`) -> gate -> apply (`ad`) -> record.
+
+pub mod ad;
+pub mod config;
+pub mod graph;
+pub mod rules;
+pub mod state;
+pub mod sync;

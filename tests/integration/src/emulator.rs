@@ -1,0 +1,1 @@
+//! The Graph emulator as a child process, stopped by PID when dropped.
