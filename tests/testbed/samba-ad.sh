@@ -1,0 +1,550 @@
+#!/usr/bin/env bash
+# A throwaway Samba AD DC (domain CORP.EXAMPLE.TEST) on 127.0.0.1 for the integration tests.
+#
+#   samba-ad.sh install   install the Debian packages (root; apt-get)
+#   samba-ad.sh up        install if needed, provision the cached template once, start, print settings
+#   samba-ad.sh down      stop the DC this script started (by its recorded PID)
+#   samba-ad.sh reset     down, replace the instance with a fresh copy of the template, up
+#   samba-ad.sh status    say whether it runs (exit 0 when running, 3 when not)
+#   samba-ad.sh env       print the settings (KEY=VALUE lines, shell-sourceable)
+#
+# Environment:
+#   WRITEBACK_TESTBED_DIR          state directory (default: <repo>/.testbed)
+#   WRITEBACK_TESTBED_MAX_RUNTIME  seconds after which samba exits by itself (default 14400 = 4 h),
+#                                  a guard against leaked servers
+#   WRITEBACK_TESTBED_START_TIMEOUT seconds to wait for the DC to answer (default 60)
+#
+# Layout under the state directory:
+#   samba-template/  provisioned once, never started; copied for each clean instance
+#   samba/           the running instance (etc/smb.conf, private/, private/tls/ca.pem, ...)
+#   samba.pid        PID of the samba process this script started
+#   samba.log        its stdout/stderr
+#   samba.env        the settings, written by `up`, removed by `down`
+#
+# Nothing outside the state directory is touched except by `install` (apt-get): no
+# /etc/samba/smb.conf, /run/samba or /var/log/samba.
+set -euo pipefail
+
+# Bump when anything that goes into the template changes (provision options, smb.conf patch,
+# schema LDIFs, certificates): the next `up` then re-provisions the template.
+readonly TEMPLATE_VERSION="wb-samba-template-1"
+
+readonly PACKAGES=(samba-ad-dc samba-ad-provision ldb-tools ldap-utils openssl)
+readonly REALM="CORP.EXAMPLE.TEST"
+readonly NETBIOS_DOMAIN="CORP"
+readonly HOST_NAME="dc1"
+readonly DC_FQDN="dc1.corp.example.test"
+readonly BASE_DN="DC=corp,DC=example,DC=test"
+readonly BIND_DN="CN=Administrator,CN=Users,${BASE_DN}"
+# Throwaway domain on loopback only; meets AD's default complexity rules.
+readonly ADMIN_PASSWORD="Wb-Testbed-Passw0rd.1"
+readonly IP="127.0.0.1"
+readonly LDAP_URL="ldap://${IP}:389"
+readonly LDAPS_URL="ldaps://${IP}:636"
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly SCRIPT_DIR
+REPO_ROOT="$(cd "${SCRIPT_DIR}/../.." && pwd)"
+readonly REPO_ROOT
+STATE_DIR="${WRITEBACK_TESTBED_DIR:-${REPO_ROOT}/.testbed}"
+readonly MAX_RUNTIME="${WRITEBACK_TESTBED_MAX_RUNTIME:-14400}"
+readonly START_TIMEOUT="${WRITEBACK_TESTBED_START_TIMEOUT:-60}"
+
+log() { printf 'samba-ad: %s\n' "$*" >&2; }
+die() {
+    printf 'samba-ad: error: %s\n' "$*" >&2
+    exit 1
+}
+
+require_root() {
+    if [[ "$(id -u)" -ne 0 ]]; then
+        die "must run as root (apt-get, provisioning and binding ports 389/636 need it); try: sudo $0 ${1:-up}"
+    fi
+}
+
+# Absolute paths, fixed once the state directory exists.
+set_paths() {
+    mkdir -p "${STATE_DIR}"
+    STATE_DIR="$(cd "${STATE_DIR}" && pwd)"
+    TEMPLATE_DIR="${STATE_DIR}/samba-template"
+    INSTANCE_DIR="${STATE_DIR}/samba"
+    INSTANCE_CONF="${INSTANCE_DIR}/etc/smb.conf"
+    CA_FILE="${INSTANCE_DIR}/private/tls/ca.pem"
+    PID_FILE="${STATE_DIR}/samba.pid"
+    LOG_FILE="${STATE_DIR}/samba.log"
+    ENV_FILE="${STATE_DIR}/samba.env"
+    LOCK_FILE="${STATE_DIR}/.lock"
+}
+
+# Serialise concurrent invocations (several test runs may call `up` at once).
+take_lock() {
+    exec 9>"${LOCK_FILE}"
+    if ! flock -w 300 9; then
+        die "another samba-ad.sh holds ${LOCK_FILE} for more than 300 s"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# install
+
+missing_packages() {
+    local p status
+    for p in "${PACKAGES[@]}"; do
+        status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+        if [[ "${status}" != "install ok installed" ]]; then
+            printf '%s\n' "$p"
+        fi
+    done
+}
+
+cmd_install() {
+    require_root install
+    local missing
+    missing="$(missing_packages)"
+    if [[ -z "${missing}" ]]; then
+        log "packages already installed: ${PACKAGES[*]}"
+        return 0
+    fi
+    log "installing: $(echo "${missing}" | tr '\n' ' ')"
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep apt from starting smbd/nmbd/winbind on a host with an init system; only when the
+    # host has no policy of its own, and removed again afterwards.
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [[ ! -e "${policy}" ]]; then
+        printf '#!/bin/sh\n# temporary, from samba-ad.sh install\nexit 101\n' >"${policy}"
+        chmod 0755 "${policy}"
+        created_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    # `apt-get update` only when a package has no install candidate (empty or stale lists).
+    local p need_update=0
+    for p in ${missing}; do
+        if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [^(]'; then
+            need_update=1
+        fi
+    done
+    if [[ "${need_update}" -eq 1 ]]; then
+        apt-get update
+    fi
+    if ! apt-get install -y --no-install-recommends "${PACKAGES[@]}"; then
+        # A stale list can name .debs the mirror no longer has: refresh once and retry.
+        apt-get update
+        apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+    fi
+    if [[ "${created_policy}" -eq 1 ]]; then
+        rm -f "${policy}"
+        trap - EXIT
+    fi
+    missing="$(missing_packages)"
+    [[ -z "${missing}" ]] || die "still missing after apt-get install: ${missing}"
+    log "installed"
+}
+
+# ---------------------------------------------------------------------------------------------
+# template (provisioned once, cached)
+
+template_is_current() {
+    [[ -f "${TEMPLATE_DIR}/.version" && -f "${TEMPLATE_DIR}/.origin" ]] &&
+        [[ "$(cat "${TEMPLATE_DIR}/.version")" == "${TEMPLATE_VERSION}" ]]
+}
+
+# Rewrite [global] of a freshly provisioned smb.conf: drop what provision wrote for the keys we
+# set (and what it silently dropped from --option), then add ours right after the header.
+patch_smb_conf() {
+    local dir="$1" conf="$1/etc/smb.conf" tmp
+    tmp="$(mktemp "${conf}.XXXXXX")"
+    awk -v dir="${dir}" -v ip="${IP}" '
+        function key(line) { sub(/=.*/, "", line); gsub(/^[ \t]+|[ \t]+$/, "", line); return tolower(line) }
+        BEGIN {
+            drop["interfaces"]; drop["bind interfaces only"]; drop["server services"]
+            drop["log file"]; drop["pid directory"]; drop["ncalrpc dir"]
+            drop["winbindd socket directory"]; drop["ldap server require strong auth"]
+            drop["tls enabled"]; drop["tls certfile"]; drop["tls keyfile"]; drop["tls cafile"]
+            drop["ldb:nosync"]; drop["dsdb:schema update allowed"]
+        }
+        /^[ \t]*\[/ { section = tolower($0); gsub(/[ \t]/, "", section) }
+        section == "[global]" && /=/ && (key($0) in drop) { next }
+        { print }
+        section == "[global]" && /^[ \t]*\[/ {
+            print "\t# Test bed: loopback only, one process serving LDAP only, everything under the instance dir."
+            print "\tinterfaces = " ip
+            print "\tbind interfaces only = yes"
+            print "\tserver services = ldap, cldap"
+            print "\tldap server require strong auth = no"
+            print "\tlog file = " dir "/log/samba.log"
+            print "\tpid directory = " dir "/run"
+            print "\tncalrpc dir = " dir "/run/ncalrpc"
+            print "\twinbindd socket directory = " dir "/run/winbindd"
+            print "\ttls enabled = yes"
+            print "\ttls certfile = " dir "/private/tls/cert.pem"
+            print "\ttls keyfile = " dir "/private/tls/key.pem"
+            print "\ttls cafile = " dir "/private/tls/ca.pem"
+            print "\t# Tests only: no fsync, about 3x faster writes."
+            print "\tldb:nosync = true"
+        }
+    ' "${conf}" >"${tmp}"
+    mv "${tmp}" "${conf}"
+    mkdir -p "${dir}/log" "${dir}/run"
+}
+
+# Our own CA and a server certificate whose SAN names 127.0.0.1, so clients verify the server
+# (Samba's autogenerated certificate has no SAN). Made before the first start, so samba does
+# not generate its own.
+make_certs() {
+    local tls="$1/private/tls" work
+    mkdir -p "${tls}"
+    work="$(mktemp -d)"
+    openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days 3650 \
+        -keyout "${work}/ca-key.pem" -out "${tls}/ca.pem" \
+        -subj "/O=Writeback test bed/CN=Writeback test bed CA" \
+        -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -new -newkey rsa:2048 -nodes -sha256 \
+        -keyout "${tls}/key.pem" -out "${work}/server.csr" \
+        -subj "/O=Writeback test bed/CN=${DC_FQDN}" 2>/dev/null
+    printf '%s\n' \
+        "basicConstraints=critical,CA:FALSE" \
+        "keyUsage=critical,digitalSignature,keyEncipherment" \
+        "extendedKeyUsage=serverAuth" \
+        "subjectAltName=IP:${IP},DNS:localhost,DNS:${DC_FQDN}" >"${work}/server.ext"
+    openssl x509 -req -sha256 -days 3650 -in "${work}/server.csr" \
+        -CA "${tls}/ca.pem" -CAkey "${work}/ca-key.pem" -set_serial "0x$(openssl rand -hex 16)" \
+        -extfile "${work}/server.ext" -out "${tls}/cert.pem" 2>/dev/null
+    # The CA key is not kept: nothing else should be signed by this CA.
+    rm -rf "${work}"
+    chmod 0600 "${tls}/key.pem"
+    chmod 0644 "${tls}/ca.pem" "${tls}/cert.pem"
+}
+
+# Add the attributes the stock 2012_R2 schema lacks, offline, in two runs (the class change
+# needs the reloaded schema).
+extend_schema() {
+    local dir="$1" f
+    for f in schema-1-attributes.ldif schema-2-mail-recipient.ldif; do
+        sed "s/@BASE_DN@/${BASE_DN}/g" "${SCRIPT_DIR}/${f}" |
+            ldbmodify --configfile="${dir}/etc/smb.conf" -H "${dir}/private/sam.ldb" \
+                --option="dsdb:schema update allowed=true" >/dev/null ||
+            die "schema extension ${f} failed"
+    done
+}
+
+provision_template() {
+    local tmp="${STATE_DIR}/samba-template.new" out
+    log "provisioning template ${TEMPLATE_DIR} (${TEMPLATE_VERSION}); takes about 10 s"
+    rm -rf "${tmp}"
+    mkdir -p "${tmp}"
+    if ! out="$(samba-tool domain provision \
+        --realm="${REALM}" --domain="${NETBIOS_DOMAIN}" --host-name="${HOST_NAME}" \
+        --server-role=dc --dns-backend=NONE --use-rfc2307 \
+        --base-schema=2012_R2 --function-level=2008_R2 --host-ip="${IP}" \
+        --backend-store=mdb --adminpass="${ADMIN_PASSWORD}" \
+        --option="interfaces = ${IP}" --option="bind interfaces only = yes" \
+        --targetdir="${tmp}" 2>&1)"; then
+        printf '%s\n' "${out}" | tail -n 30 >&2
+        die "samba-tool domain provision failed"
+    fi
+    patch_smb_conf "${tmp}"
+    make_certs "${tmp}"
+    extend_schema "${tmp}"
+    # AD's default 42-day maximum password age would lock a cached template out.
+    samba-tool user setexpiry Administrator --noexpiry \
+        -s "${tmp}/etc/smb.conf" -H "${tmp}/private/sam.ldb" >/dev/null ||
+        die "samba-tool user setexpiry failed"
+    # The directory this was provisioned in: clones rewrite it in smb.conf.
+    printf '%s\n' "${tmp}" >"${tmp}/.origin"
+    printf '%s\n' "${TEMPLATE_VERSION}" >"${tmp}/.version"
+    rm -rf "${TEMPLATE_DIR}"
+    mv "${tmp}" "${TEMPLATE_DIR}"
+}
+
+ensure_template() {
+    if template_is_current; then
+        return 0
+    fi
+    provision_template
+}
+
+# A clean instance: a copy of the template with its absolute paths rewritten.
+clone_template() {
+    local origin tmp="${INSTANCE_DIR}.new"
+    origin="$(cat "${TEMPLATE_DIR}/.origin")"
+    rm -rf "${tmp}"
+    cp -a "${TEMPLATE_DIR}" "${tmp}"
+    sed -i "s|${origin}|${INSTANCE_DIR}|g" "${tmp}/etc/smb.conf"
+    rm -rf "${INSTANCE_DIR}"
+    mv "${tmp}" "${INSTANCE_DIR}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# process
+
+# True when PID is a samba process serving our instance. Samba rewrites its process title
+# ("samba: root process"), which overwrites /proc/PID/cmdline and environ soon after start, so
+# besides the command line (which names our conf only in the first moments) the proof is the
+# executable plus an open descriptor on our instance's sam.ldb.
+is_our_samba() {
+    local pid="$1" exe fd
+    [[ "${pid}" =~ ^[0-9]+$ && -d "/proc/${pid}" ]] || return 1
+    exe="$(readlink "/proc/${pid}/exe" 2>/dev/null)" || return 1
+    [[ "$(basename "${exe}")" == "samba" ]] || return 1
+    if tr '\0' '\n' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qxF -- "${INSTANCE_CONF}"; then
+        return 0
+    fi
+    for fd in "/proc/${pid}/fd/"*; do
+        if [[ "$(readlink "${fd}" 2>/dev/null)" == "${INSTANCE_DIR}/private/sam.ldb" ]]; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+recorded_pid() {
+    [[ -f "${PID_FILE}" ]] && tr -dc '0-9' <"${PID_FILE}"
+}
+
+# PID of our running samba, or nothing. Adopts one that runs with our conf but lost its pidfile.
+running_pid() {
+    local pid
+    pid="$(recorded_pid || true)"
+    if [[ -n "${pid}" ]] && is_our_samba "${pid}"; then
+        printf '%s\n' "${pid}"
+        return 0
+    fi
+    local f
+    for f in /proc/[0-9]*/cmdline; do
+        pid="${f#/proc/}"
+        pid="${pid%/cmdline}"
+        if is_our_samba "${pid}"; then
+            printf '%s\n' "${pid}" >"${PID_FILE}"
+            printf '%s\n' "${pid}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+port_in_use() {
+    (exec 3<>"/dev/tcp/${IP}/$1") 2>/dev/null
+}
+
+ldap_answers() {
+    ldapsearch -x -LLL -o nettimeout=2 -H "${LDAP_URL}" -D "${BIND_DN}" -w "${ADMIN_PASSWORD}" \
+        -b "${BASE_DN}" -s base dn >/dev/null 2>&1
+}
+
+ldaps_answers() {
+    LDAPTLS_CACERT="${CA_FILE}" LDAPTLS_REQCERT=demand \
+        ldapsearch -x -LLL -o nettimeout=2 -H "${LDAPS_URL}" -D "${BIND_DN}" -w "${ADMIN_PASSWORD}" \
+        -b "${BASE_DN}" -s base dn >/dev/null 2>&1
+}
+
+print_log_tail() {
+    if [[ -f "${LOG_FILE}" ]]; then
+        log "last lines of ${LOG_FILE}:"
+        tail -n 40 "${LOG_FILE}" >&2
+    fi
+}
+
+start_samba() {
+    local port owner
+    for port in 389 636; do
+        if port_in_use "${port}"; then
+            owner="$(ss -ltnpH "sport = :${port}" 2>/dev/null | sed -n 's/.*users:((\(.*\)))/\1/p' | head -n 1 || true)"
+            die "port ${port} on ${IP} is already taken by another process${owner:+ (${owner})}; the test bed needs 389 and 636 (stop that server first)"
+        fi
+    done
+    : >"${LOG_FILE}"
+    # setsid: its own session, so a caller's process-group cleanup does not take the DC down.
+    # 9>&-: samba must not inherit (and hold) our lock.
+    setsid samba --foreground --no-process-group -M single --debug-stdout -s "${INSTANCE_CONF}" \
+        --maximum-runtime="${MAX_RUNTIME}" </dev/null >>"${LOG_FILE}" 2>&1 9>&- &
+    local pid=$!
+    printf '%s\n' "${pid}" >"${PID_FILE}"
+    local deadline=$((SECONDS + START_TIMEOUT))
+    while ! ldap_answers; do
+        if ! kill -0 "${pid}" 2>/dev/null; then
+            rm -f "${PID_FILE}"
+            print_log_tail
+            die "samba exited during start-up"
+        fi
+        if ((SECONDS >= deadline)); then
+            print_log_tail
+            stop_pid "${pid}"
+            rm -f "${PID_FILE}"
+            die "samba did not answer an authenticated LDAP search within ${START_TIMEOUT} s"
+        fi
+        sleep 0.2
+    done
+    if ! ldaps_answers; then
+        print_log_tail
+        die "LDAP answers but LDAPS with CA verification (${CA_FILE}) does not"
+    fi
+}
+
+# SIGTERM, then SIGKILL after about 10 s. Only ever called for a PID that is_our_samba.
+stop_pid() {
+    local pid="$1" i
+    kill -TERM "${pid}" 2>/dev/null || return 0
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "${pid}" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    log "samba (PID ${pid}) ignored SIGTERM for 10 s; sending SIGKILL"
+    kill -KILL "${pid}" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "${pid}" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    die "samba (PID ${pid}) survived SIGKILL"
+}
+
+# ---------------------------------------------------------------------------------------------
+# settings
+
+# KEY=VALUE, single-quoted only when the value needs it (the Rust loader strips the quotes).
+env_line() {
+    local key="$1" value="$2"
+    if [[ "${value}" =~ ^[A-Za-z0-9_./:=,@+-]*$ ]]; then
+        printf '%s=%s\n' "${key}" "${value}"
+    else
+        printf "%s='%s'\n" "${key}" "${value//\'/\'\\\'\'}"
+    fi
+}
+
+write_env() {
+    local pid="$1" tmp
+    tmp="$(mktemp "${ENV_FILE}.XXXXXX")"
+    {
+        echo "# Samba AD test bed settings, written by tests/testbed/samba-ad.sh up"
+        env_line AD_LDAP_URL "${LDAP_URL}"
+        env_line AD_LDAPS_URL "${LDAPS_URL}"
+        env_line AD_BASE_DN "${BASE_DN}"
+        env_line AD_BIND_DN "${BIND_DN}"
+        env_line AD_BIND_PASSWORD "${ADMIN_PASSWORD}"
+        env_line AD_CA_FILE "${CA_FILE}"
+        env_line AD_PID "${pid}"
+        env_line AD_REALM "${REALM}"
+        env_line AD_NETBIOS_DOMAIN "${NETBIOS_DOMAIN}"
+        env_line AD_INSTANCE_DIR "${INSTANCE_DIR}"
+        env_line AD_LOG_FILE "${LOG_FILE}"
+    } >"${tmp}"
+    chmod 0644 "${tmp}"
+    mv "${tmp}" "${ENV_FILE}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# subcommands
+
+do_up() {
+    local pid
+    if pid="$(running_pid)"; then
+        write_env "${pid}"
+        cat "${ENV_FILE}"
+        return 0
+    fi
+    if [[ -n "$(missing_packages)" ]]; then
+        cmd_install
+    fi
+    ensure_template
+    if [[ ! -f "${INSTANCE_CONF}" ]]; then
+        clone_template
+    fi
+    start_samba
+    pid="$(recorded_pid)"
+    write_env "${pid}"
+    log "running: PID ${pid}, ${LDAP_URL} and ${LDAPS_URL}, settings in ${ENV_FILE}"
+    cat "${ENV_FILE}"
+}
+
+do_down() {
+    local pid
+    rm -f "${ENV_FILE}"
+    if pid="$(running_pid)"; then
+        stop_pid "${pid}"
+        log "stopped samba (PID ${pid})"
+    else
+        log "not running"
+    fi
+    rm -f "${PID_FILE}"
+}
+
+cmd_up() {
+    require_root up
+    set_paths
+    take_lock
+    do_up
+}
+
+cmd_down() {
+    require_root down
+    set_paths
+    take_lock
+    do_down
+}
+
+cmd_reset() {
+    require_root reset
+    set_paths
+    take_lock
+    do_down
+    if [[ -n "$(missing_packages)" ]]; then
+        cmd_install
+    fi
+    ensure_template
+    clone_template
+    do_up
+}
+
+cmd_status() {
+    set_paths
+    local pid
+    if pid="$(running_pid 2>/dev/null)"; then
+        echo "running: PID ${pid}, ${LDAP_URL}, ${LDAPS_URL}"
+    else
+        echo "stopped"
+    fi
+    if template_is_current; then
+        echo "template: ${TEMPLATE_DIR} (${TEMPLATE_VERSION})"
+    elif [[ -d "${TEMPLATE_DIR}" ]]; then
+        echo "template: ${TEMPLATE_DIR} (outdated; re-provisioned by the next up)"
+    else
+        echo "template: none (provisioned by the next up)"
+    fi
+    if [[ -f "${INSTANCE_CONF}" ]]; then
+        echo "instance: ${INSTANCE_DIR}"
+    else
+        echo "instance: none"
+    fi
+    echo "settings: ${ENV_FILE}"
+    [[ -n "${pid:-}" ]] || return 3
+}
+
+cmd_env() {
+    set_paths
+    local pid
+    pid="$(running_pid 2>/dev/null)" || die "the test bed is not running; run: $0 up"
+    [[ -f "${ENV_FILE}" ]] || write_env "${pid}"
+    cat "${ENV_FILE}"
+}
+
+usage() {
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+    case "${1:-}" in
+    install) cmd_install ;;
+    up) cmd_up ;;
+    down) cmd_down ;;
+    reset) cmd_reset ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    -h | --help | help) usage ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
+    esac
+}
+
+main "$@"
