@@ -1,1 +1,698 @@
 //! The TOML configuration file: Graph, AD, rules, state, safety settings.
+//!
+//! Secrets never sit in the file: each one is named by an environment variable (`*_env`) or a
+//! file (`*_file`). Relative paths are taken from the config file's own folder, so a config and
+//! its rules can move together. Every error names the key and the file.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The file as written, before secrets are read and paths resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    graph: RawGraph,
+    ad: RawAd,
+    rules: RawRules,
+    state: RawState,
+    #[serde(default)]
+    members: RawMembers,
+    #[serde(default)]
+    safety: RawSafety,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGraph {
+    tenant_id: String,
+    client_id: String,
+    client_secret: Option<toml::Value>,
+    client_secret_env: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    certificate_file: Option<PathBuf>,
+    private_key_file: Option<PathBuf>,
+    #[serde(default)]
+    cloud: Cloud,
+    graph_url: Option<String>,
+    token_url: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_timeout_secs")]
+    timeout_secs: u64,
+    #[serde(default = "default_max_retries")]
+    max_retries: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAd {
+    url: String,
+    bind_dn: String,
+    password: Option<toml::Value>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    starttls: bool,
+    #[serde(default)]
+    allow_plain_ldap: bool,
+    managed_ous: Vec<String>,
+    #[serde(default)]
+    member_search_bases: Vec<String>,
+    #[serde(default = "default_timeout_secs")]
+    timeout_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    folder: PathBuf,
+    stdlib: Option<PathBuf>,
+    #[serde(default)]
+    settings: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    path: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMembers {
+    #[serde(default)]
+    user_match: UserMatch,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSafety {
+    #[serde(default = "default_delete_threshold")]
+    delete_threshold: usize,
+}
+
+impl Default for RawSafety {
+    fn default() -> Self {
+        RawSafety {
+            delete_threshold: default_delete_threshold(),
+        }
+    }
+}
+
+fn default_timeout_secs() -> u64 {
+    30
+}
+fn default_max_retries() -> u32 {
+    5
+}
+fn default_delete_threshold() -> usize {
+    10
+}
+
+/// Which Microsoft cloud: decides the default Graph and login hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    #[default]
+    Global,
+    UsGov,
+    UsGovDod,
+    China,
+}
+
+impl Cloud {
+    fn graph_root(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://graph.microsoft.com",
+            Cloud::UsGov => "https://graph.microsoft.us",
+            Cloud::UsGovDod => "https://dod-graph.microsoft.us",
+            Cloud::China => "https://microsoftgraph.chinacloudapi.cn",
+        }
+    }
+    fn login_root(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://login.microsoftonline.com",
+            Cloud::UsGov | Cloud::UsGovDod => "https://login.microsoftonline.us",
+            Cloud::China => "https://login.partner.microsoftonline.cn",
+        }
+    }
+}
+
+/// How a cloud user is matched to its AD account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserMatch {
+    /// `onPremisesSecurityIdentifier` = AD `objectSid` (works for every synced user).
+    #[default]
+    Sid,
+    /// `onPremisesImmutableId` = base64 of AD `objectGUID` (Connect's default source anchor).
+    ImmutableId,
+}
+
+/// How the app proves who it is to the token endpoint.
+#[derive(Clone)]
+pub enum GraphCredential {
+    Secret(String),
+    Certificate {
+        certificate_pem: String,
+        private_key_pem: String,
+    },
+}
+
+impl std::fmt::Debug for GraphCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GraphCredential::Secret(_) => f.write_str("Secret(<redacted>)"),
+            GraphCredential::Certificate { .. } => f.write_str("Certificate(<redacted key>)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphConfig {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub credential: GraphCredential,
+    /// Graph's versioned root, e.g. `https://graph.microsoft.com/v1.0`.
+    pub graph_url: String,
+    pub token_url: String,
+    /// `<graph root>/.default`.
+    pub scope: String,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub max_retries: u32,
+}
+
+#[derive(Clone)]
+pub struct AdConfig {
+    pub url: String,
+    pub bind_dn: String,
+    pub password: String,
+    pub ca_file: Option<PathBuf>,
+    pub starttls: bool,
+    pub allow_plain_ldap: bool,
+    pub managed_ous: Vec<String>,
+    /// Where members are looked up; empty = the domain root.
+    pub member_search_bases: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for AdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdConfig")
+            .field("url", &self.url)
+            .field("bind_dn", &self.bind_dn)
+            .field("password", &"<redacted>")
+            .field("ca_file", &self.ca_file)
+            .field("starttls", &self.starttls)
+            .field("allow_plain_ldap", &self.allow_plain_ldap)
+            .field("managed_ous", &self.managed_ous)
+            .field("member_search_bases", &self.member_search_bases)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RulesConfig {
+    pub folder: PathBuf,
+    pub stdlib: PathBuf,
+    pub settings: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub graph: GraphConfig,
+    pub ad: AdConfig,
+    pub rules: RulesConfig,
+    pub state_path: PathBuf,
+    pub user_match: UserMatch,
+    pub delete_threshold: usize,
+}
+
+impl Config {
+    /// Reads and validates the file, and reads the secrets it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (used by `load` and by tests).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let v = Validator { path };
+        let resolve = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        // Graph
+        let g = raw.graph;
+        v.non_empty("graph.tenant_id", &g.tenant_id)?;
+        v.non_empty("graph.client_id", &g.client_id)?;
+        if g.client_secret.is_some() {
+            return Err(v.invalid(
+                "graph.client_secret",
+                "secrets are not accepted inline; use client_secret_env or client_secret_file",
+            ));
+        }
+        let secret_sources = [g.client_secret_env.is_some(), g.client_secret_file.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        let has_cert = g.certificate_file.is_some() || g.private_key_file.is_some();
+        let credential = match (secret_sources, has_cert) {
+            (0, false) => {
+                return Err(v.invalid(
+                    "graph",
+                    "no app credential: set client_secret_env, client_secret_file, or certificate_file + private_key_file",
+                ))
+            }
+            (n, true) if n > 0 => {
+                return Err(v.invalid(
+                    "graph",
+                    "give either a client secret or a certificate, not both",
+                ))
+            }
+            (n, false) if n > 1 => {
+                return Err(v.invalid(
+                    "graph",
+                    "give only one of client_secret_env and client_secret_file",
+                ))
+            }
+            (_, false) => GraphCredential::Secret(v.secret(
+                "graph.client_secret",
+                g.client_secret_env.as_deref(),
+                g.client_secret_file.as_deref().map(resolve).as_deref(),
+            )?),
+            (_, true) => {
+                let cert = g.certificate_file.as_deref().ok_or_else(|| {
+                    v.invalid(
+                        "graph.certificate_file",
+                        "required with graph.private_key_file",
+                    )
+                })?;
+                let key = g.private_key_file.as_deref().ok_or_else(|| {
+                    v.invalid(
+                        "graph.private_key_file",
+                        "required with graph.certificate_file",
+                    )
+                })?;
+                GraphCredential::Certificate {
+                    certificate_pem: v.read_file("graph.certificate_file", &resolve(cert))?,
+                    private_key_pem: v.read_file("graph.private_key_file", &resolve(key))?,
+                }
+            }
+        };
+        let graph_root = match &g.graph_url {
+            Some(u) => {
+                v.url("graph.graph_url", u)?;
+                u.trim_end_matches('/').to_string()
+            }
+            None => format!("{}/v1.0", g.cloud.graph_root()),
+        };
+        // The scope is the resource root, without the version segment.
+        let scope_root = graph_root
+            .strip_suffix("/v1.0")
+            .or_else(|| graph_root.strip_suffix("/beta"))
+            .unwrap_or(&graph_root);
+        let scope = match &g.graph_url {
+            Some(_) if scope_root.starts_with("http://") => {
+                // A local emulator: scope it like the public cloud so tokens look real.
+                format!("{}/.default", Cloud::Global.graph_root())
+            }
+            Some(_) => format!("{scope_root}/.default"),
+            None => format!("{}/.default", g.cloud.graph_root()),
+        };
+        let token_url = match &g.token_url {
+            Some(u) => {
+                v.url("graph.token_url", u)?;
+                u.clone()
+            }
+            None => format!(
+                "{}/{}/oauth2/v2.0/token",
+                g.cloud.login_root(),
+                g.tenant_id
+            ),
+        };
+        if g.timeout_secs == 0 {
+            return Err(v.invalid("graph.timeout_secs", "must be at least 1"));
+        }
+        let graph = GraphConfig {
+            tenant_id: g.tenant_id,
+            client_id: g.client_id,
+            credential,
+            graph_url: graph_root,
+            token_url,
+            scope,
+            ca_file: g.ca_file.as_deref().map(resolve),
+            timeout: Duration::from_secs(g.timeout_secs),
+            max_retries: g.max_retries,
+        };
+
+        // AD
+        let a = raw.ad;
+        let url_l = a.url.to_ascii_lowercase();
+        if !(url_l.starts_with("ldaps://") || url_l.starts_with("ldap://")) {
+            return Err(v.invalid("ad.url", "must start with ldaps:// or ldap://"));
+        }
+        if url_l.starts_with("ldap://") && !a.starttls && !a.allow_plain_ldap {
+            return Err(v.invalid(
+                "ad.url",
+                "ldap:// without TLS sends the bind password in clear: use ldaps://, set starttls = true, or set allow_plain_ldap = true explicitly",
+            ));
+        }
+        if url_l.starts_with("ldaps://") && a.starttls {
+            return Err(v.invalid(
+                "ad.starttls",
+                "StartTLS applies to ldap:// URLs; ldaps:// is TLS already",
+            ));
+        }
+        v.non_empty("ad.bind_dn", &a.bind_dn)?;
+        if a.password.is_some() {
+            return Err(v.invalid(
+                "ad.password",
+                "secrets are not accepted inline; use password_env or password_file",
+            ));
+        }
+        let password = v.secret(
+            "ad.password",
+            a.password_env.as_deref(),
+            a.password_file.as_deref().map(resolve).as_deref(),
+        )?;
+        if a.managed_ous.is_empty() {
+            return Err(v.invalid(
+                "ad.managed_ous",
+                "name at least one OU: Writeback writes only inside these",
+            ));
+        }
+        for (i, ou) in a.managed_ous.iter().enumerate() {
+            if !looks_like_dn(ou) {
+                return Err(v.invalid(
+                    &format!("ad.managed_ous[{i}]"),
+                    &format!("{ou:?} is not a valid distinguished name"),
+                ));
+            }
+        }
+        for (i, b) in a.member_search_bases.iter().enumerate() {
+            if !looks_like_dn(b) {
+                return Err(v.invalid(
+                    &format!("ad.member_search_bases[{i}]"),
+                    &format!("{b:?} is not a valid distinguished name"),
+                ));
+            }
+        }
+        let ad = AdConfig {
+            url: a.url,
+            bind_dn: a.bind_dn,
+            password,
+            ca_file: a.ca_file.as_deref().map(resolve),
+            starttls: a.starttls,
+            allow_plain_ldap: a.allow_plain_ldap,
+            managed_ous: a.managed_ous,
+            member_search_bases: a.member_search_bases,
+            timeout: Duration::from_secs(a.timeout_secs.max(1)),
+        };
+
+        // Rules
+        let folder = resolve(&raw.rules.folder);
+        let stdlib = match &raw.rules.stdlib {
+            Some(p) => resolve(p),
+            None => folder
+                .parent()
+                .map(|p| p.join("stdlib"))
+                .unwrap_or_else(|| PathBuf::from("stdlib")),
+        };
+        let mut settings = BTreeMap::new();
+        for (k, val) in raw.rules.settings {
+            let json = serde_json::to_value(&val).map_err(|e| {
+                v.invalid(&format!("rules.settings.{k}"), &format!("unusable value: {e}"))
+            })?;
+            settings.insert(k, json);
+        }
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            graph,
+            ad,
+            rules: RulesConfig {
+                folder,
+                stdlib,
+                settings,
+            },
+            state_path: resolve(&raw.state.path),
+            user_match: raw.members.user_match,
+            delete_threshold: raw.safety.delete_threshold,
+        })
+    }
+}
+
+/// A cheap shape check (every comma-separated part is `type=value`); AD itself has the last word.
+fn looks_like_dn(dn: &str) -> bool {
+    !dn.trim().is_empty()
+        && dn
+            .split(',')
+            .all(|rdn| rdn.split_once('=').is_some_and(|(t, _)| !t.trim().is_empty()))
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, message: &str) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn non_empty(&self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if value.trim().is_empty() {
+            Err(self.invalid(key, "must not be empty"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn url(&self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if value.starts_with("https://") || value.starts_with("http://") {
+            Ok(())
+        } else {
+            Err(self.invalid(key, "must be an http:// or https:// URL"))
+        }
+    }
+
+    fn read_file(&self, key: &str, file: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(file)
+            .map_err(|e| self.invalid(key, &format!("cannot read {}: {e}", file.display())))
+    }
+
+    /// A secret from an environment variable or a file (trailing newline removed).
+    fn secret(
+        &self,
+        key: &str,
+        env: Option<&str>,
+        file: Option<&Path>,
+    ) -> Result<String, ConfigError> {
+        let value = match (env, file) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(key, "give either the _env or the _file form, not both"))
+            }
+            (Some(var), None) => std::env::var(var).map_err(|_| {
+                self.invalid(
+                    &format!("{key}_env"),
+                    &format!("environment variable {var} is not set"),
+                )
+            })?,
+            (None, Some(f)) => self
+                .read_file(&format!("{key}_file"), f)?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+            (None, None) => {
+                return Err(self.invalid(key, "set the _env or the _file form of this secret"))
+            }
+        };
+        if value.is_empty() {
+            return Err(self.invalid(key, "the secret is empty"));
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/writeback/writeback.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+[graph]
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "11111111-2222-3333-4444-555555555555"
+client_secret_env = "WB_TEST_SECRET_PRESENT"
+
+[ad]
+url = "ldaps://dc1.corp.example.test"
+bind_dn = "CN=svc,DC=corp,DC=example,DC=test"
+password_env = "WB_TEST_SECRET_PRESENT"
+managed_ous = ["OU=Cloud Groups,DC=corp,DC=example,DC=test"]
+
+[rules]
+folder = "rules"
+[rules.settings]
+m365_container = "OU=Cloud Groups,DC=corp,DC=example,DC=test"
+
+[state]
+path = "state.db"
+"#;
+
+    fn with_env() {
+        std::env::set_var("WB_TEST_SECRET_PRESENT", "s3cret");
+    }
+
+    #[test]
+    fn good_config_resolves_paths_and_defaults() {
+        with_env();
+        let c = cfg(GOOD).expect("valid");
+        assert_eq!(c.state_path, PathBuf::from("/etc/writeback/state.db"));
+        assert_eq!(c.rules.folder, PathBuf::from("/etc/writeback/rules"));
+        assert_eq!(c.rules.stdlib, PathBuf::from("/etc/writeback/stdlib"));
+        assert_eq!(c.graph.graph_url, "https://graph.microsoft.com/v1.0");
+        assert_eq!(
+            c.graph.token_url,
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert_eq!(c.graph.scope, "https://graph.microsoft.com/.default");
+        assert_eq!(c.delete_threshold, 10);
+        assert_eq!(c.user_match, UserMatch::Sid);
+        assert_eq!(
+            c.rules.settings["m365_container"],
+            serde_json::json!("OU=Cloud Groups,DC=corp,DC=example,DC=test")
+        );
+        // Secrets never show in Debug output.
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cret"), "{dbg}");
+    }
+
+    #[test]
+    fn national_cloud_endpoints() {
+        with_env();
+        let text = GOOD.replace(
+            "client_secret_env",
+            "cloud = \"us-gov\"\nclient_secret_env",
+        );
+        let c = cfg(&text).expect("valid");
+        assert_eq!(c.graph.graph_url, "https://graph.microsoft.us/v1.0");
+        assert!(c.graph.token_url.starts_with("https://login.microsoftonline.us/"));
+        assert_eq!(c.graph.scope, "https://graph.microsoft.us/.default");
+    }
+
+    #[test]
+    fn inline_secret_is_refused_naming_the_key() {
+        with_env();
+        let text = GOOD.replace(
+            "client_secret_env = \"WB_TEST_SECRET_PRESENT\"",
+            "client_secret = \"abc\"",
+        );
+        let e = cfg(&text).unwrap_err().to_string();
+        assert!(e.contains("graph.client_secret"), "{e}");
+        assert!(e.contains("inline"), "{e}");
+    }
+
+    #[test]
+    fn missing_env_var_names_key_and_variable() {
+        let text = GOOD.replace(
+            "password_env = \"WB_TEST_SECRET_PRESENT\"",
+            "password_env = \"WB_TEST_SECRET_ABSENT_XYZ\"",
+        );
+        with_env();
+        let e = cfg(&text).unwrap_err().to_string();
+        assert!(e.contains("ad.password_env"), "{e}");
+        assert!(e.contains("WB_TEST_SECRET_ABSENT_XYZ"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_name() {
+        with_env();
+        let text = GOOD.replace("[state]", "[state]\nfrobnicate = 1");
+        let e = cfg(&text).unwrap_err().to_string();
+        assert!(e.contains("frobnicate"), "{e}");
+        assert!(e.contains("/etc/writeback/writeback.toml"), "{e}");
+    }
+
+    #[test]
+    fn plain_ldap_needs_explicit_consent() {
+        with_env();
+        let text = GOOD.replace("ldaps://dc1", "ldap://dc1");
+        let e = cfg(&text).unwrap_err().to_string();
+        assert!(e.contains("ad.url") && e.contains("allow_plain_ldap"), "{e}");
+        let ok = text.replace("managed_ous", "allow_plain_ldap = true\nmanaged_ous");
+        assert!(cfg(&ok).is_ok());
+        let tls = text.replace("managed_ous", "starttls = true\nmanaged_ous");
+        assert!(cfg(&tls).is_ok());
+    }
+
+    #[test]
+    fn managed_ous_required_and_valid() {
+        with_env();
+        let text = GOOD.replace(
+            "managed_ous = [\"OU=Cloud Groups,DC=corp,DC=example,DC=test\"]",
+            "managed_ous = []",
+        );
+        let e = cfg(&text).unwrap_err().to_string();
+        assert!(e.contains("ad.managed_ous"), "{e}");
+        let text = GOOD.replace(
+            "managed_ous = [\"OU=Cloud Groups,DC=corp,DC=example,DC=test\"]",
+            "managed_ous = [\"not a dn\"]",
+        );
+        let e = cfg(&text).unwrap_err().to_string();
+        assert!(e.contains("ad.managed_ous[0]"), "{e}");
+    }
+
+    #[test]
+    fn secret_and_certificate_together_refused() {
+        with_env();
+        let text = GOOD.replace(
+            "client_secret_env",
+            "certificate_file = \"a.pem\"\nprivate_key_file = \"a.key\"\nclient_secret_env",
+        );
+        let e = cfg(&text).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
+    }
+}
