@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test command (`make test`): installs what the tests need, starts a clean Samba AD DC with
+# the project's own script, runs the Rust suites (unit, emulator, integration) and the Python
+# conformance suite, and stops the DC by its PID whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Installing the test bed's Debian packages (if missing)"
+tests/testbed/samba-ad.sh install
+
+step "Building the workspace"
+cargo build --workspace --all-targets
+
+step "Starting a clean Samba AD DC on 127.0.0.1"
+trap 'tests/testbed/samba-ad.sh down || true' EXIT
+tests/testbed/samba-ad.sh reset
+
+export WRITEBACK_TESTBED_ENV="$ROOT/.testbed/samba.env"
+export GRAPH_EMULATOR_BIN="$ROOT/target/debug/graph-emulator"
+export WRITEBACK_BIN="$ROOT/target/debug/writeback"
+
+step "Rust tests (unit, Graph emulator, integration against Samba AD and the emulator)"
+if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+else
+    cargo test --workspace --no-fail-fast
+fi
