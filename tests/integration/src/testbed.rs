@@ -1,1 +1,299 @@
-//! Settings of the running Samba AD test bed.
+//! Settings of the running Samba AD test bed (`tests/testbed/samba-ad.sh up`) and LDAP helpers
+//! shared by the integration tests.
+//!
+//! The helpers panic with a clear message instead of returning errors: they are test set-up and
+//! tear-down, where a failure must stop the test loudly.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+/// The message every test that needs Samba fails with when the test bed is not up.
+pub const NOT_RUNNING: &str =
+    "Samba AD test bed is not running: run `tests/testbed/samba-ad.sh up` or `make test`";
+
+/// Environment variable naming the settings file (default `<workspace>/.testbed/samba.env`).
+pub const ENV_FILE_VAR: &str = "WRITEBACK_TESTBED_ENV";
+
+/// LDAP result code noSuchObject.
+const NO_SUCH_OBJECT: u32 = 32;
+
+/// Connection settings of the running test bed, as written by `samba-ad.sh up`.
+#[derive(Clone, Debug)]
+pub struct AdTestbed {
+    /// `ldap://127.0.0.1:389` (plain; StartTLS available).
+    pub ldap_url: String,
+    /// `ldaps://127.0.0.1:636`.
+    pub ldaps_url: String,
+    /// `DC=corp,DC=example,DC=test`.
+    pub base_dn: String,
+    /// The domain administrator's DN.
+    pub bind_dn: String,
+    pub bind_password: String,
+    /// PEM file of the test bed's own CA, which signed the DC's certificate.
+    pub ca_file: PathBuf,
+}
+
+impl AdTestbed {
+    /// Reads the settings file. Panics with [`NOT_RUNNING`] when the file is missing or the DC
+    /// process it names is gone.
+    pub fn load() -> AdTestbed {
+        let path = env_file_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) => panic!("{NOT_RUNNING} (cannot read {}: {e})", path.display()),
+        };
+        let testbed = match parse_env(&text) {
+            Ok(parsed) => parsed,
+            Err(e) => panic!("{NOT_RUNNING} ({}: {e})", path.display()),
+        };
+        // A DC that exited (e.g. after its maximum runtime) leaves the file behind.
+        if let Some(pid) = env_value(&text, "AD_PID") {
+            if Path::new("/proc/self").exists() && !Path::new("/proc").join(&pid).exists() {
+                panic!(
+                    "{NOT_RUNNING} (the DC process {pid} named in {} is gone)",
+                    path.display()
+                );
+            }
+        }
+        testbed
+    }
+
+    /// A rustls client configuration trusting only the test bed's CA.
+    pub fn tls_config(&self) -> Arc<ClientConfig> {
+        // Process-wide provider; a second install (other test, other helper) is not an error.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let pem = std::fs::read(&self.ca_file).unwrap_or_else(|e| {
+            panic!(
+                "{NOT_RUNNING} (cannot read CA file {}: {e})",
+                self.ca_file.display()
+            )
+        });
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert
+                .unwrap_or_else(|e| panic!("bad PEM in CA file {}: {e}", self.ca_file.display()));
+            roots.add(cert).unwrap_or_else(|e| {
+                panic!("bad certificate in CA file {}: {e}", self.ca_file.display())
+            });
+        }
+        Arc::new(
+            ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// Connection settings with the test bed's CA (and a connect timeout).
+    pub fn conn_settings(&self) -> LdapConnSettings {
+        LdapConnSettings::new()
+            .set_config(self.tls_config())
+            .set_conn_timeout(Duration::from_secs(10))
+    }
+
+    /// An LDAPS connection, server certificate verified against the test bed's CA, bound as the
+    /// administrator.
+    pub async fn connect_ldaps(&self) -> Ldap {
+        self.connect(self.conn_settings(), &self.ldaps_url).await
+    }
+
+    /// A plain LDAP connection upgraded with StartTLS (CA-verified), bound as the administrator.
+    pub async fn connect_starttls(&self) -> Ldap {
+        self.connect(self.conn_settings().set_starttls(true), &self.ldap_url)
+            .await
+    }
+
+    async fn connect(&self, settings: LdapConnSettings, url: &str) -> Ldap {
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+            .await
+            .unwrap_or_else(|e| panic!("{NOT_RUNNING} (cannot connect to {url}: {e})"));
+        ldap3::drive!(conn);
+        let bound = ldap
+            .simple_bind(&self.bind_dn, &self.bind_password)
+            .await
+            .and_then(|r| r.success());
+        if let Err(e) = bound {
+            panic!("simple bind as {} to {url} failed: {e}", self.bind_dn);
+        }
+        ldap
+    }
+
+    /// `OU=<name>,<base DN>`.
+    pub fn ou_dn(&self, name: &str) -> String {
+        format!("OU={},{}", ldap3::dn_escape(name), self.base_dn)
+    }
+
+    /// Runs `body` with a fresh OU (named by [`unique_ou_name`]) directly under the base DN and
+    /// deletes that OU's subtree afterwards, also when `body` panics. `body` gets its own bound
+    /// LDAPS connection and the OU's DN.
+    pub async fn with_scratch_ou<F, Fut, T>(&self, prefix: &str, body: F) -> T
+    where
+        F: FnOnce(Ldap, String) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let ou = self.ou_dn(&unique_ou_name(prefix));
+        let mut admin = self.connect_ldaps().await;
+        create_ou(&mut admin, &ou).await;
+        let work = self.connect_ldaps().await;
+        // A task, so a panic in the body is caught and the OU still gets deleted.
+        let outcome = ldap3::tokio::spawn(body(work, ou.clone())).await;
+        delete_subtree(&mut admin, &ou).await;
+        let _ = admin.unbind().await;
+        match outcome {
+            Ok(value) => value,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("test body in {ou} did not finish: {e}"),
+        }
+    }
+}
+
+/// The settings file: `$WRITEBACK_TESTBED_ENV`, else `<workspace root>/.testbed/samba.env`.
+pub fn env_file_path() -> PathBuf {
+    match std::env::var_os(ENV_FILE_VAR) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(".testbed/samba.env"),
+    }
+}
+
+/// Parses `KEY=VALUE` lines (comments and blank lines allowed; values optionally single- or
+/// double-quoted, as `samba-ad.sh` writes them).
+fn parse_env(text: &str) -> Result<AdTestbed, String> {
+    let get = |key: &str| env_value(text, key).ok_or_else(|| format!("{key} is missing"));
+    Ok(AdTestbed {
+        ldap_url: get("AD_LDAP_URL")?,
+        ldaps_url: get("AD_LDAPS_URL")?,
+        base_dn: get("AD_BASE_DN")?,
+        bind_dn: get("AD_BIND_DN")?,
+        bind_password: get("AD_BIND_PASSWORD")?,
+        ca_file: PathBuf::from(get("AD_CA_FILE")?),
+    })
+}
+
+/// The last value of `key` in the file (as a shell would see it after sourcing).
+fn env_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|line| line.trim().split_once('='))
+        .filter(|(k, _)| !k.starts_with('#') && k.trim() == key)
+        .map(|(_, v)| unquote(v.trim()))
+        .next_back()
+}
+
+fn unquote(value: &str) -> String {
+    if value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'') {
+        // samba-ad.sh writes a ' inside single quotes as '\''
+        value[1..value.len() - 1].replace("'\\''", "'")
+    } else if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+        value[1..value.len() - 1].to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// A name for a test's own OU: `wb-<prefix>-<16 hex digits>`, different on every call.
+pub fn unique_ou_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = prefix.strip_prefix("wb-").unwrap_or(prefix);
+    // RandomState is seeded randomly per process; time, PID and counter separate the calls.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("wb-{prefix}-{:016x}", hasher.finish())
+}
+
+/// Creates an organizational unit. Panics when it cannot (including when it exists).
+pub async fn create_ou(ldap: &mut Ldap, dn: &str) {
+    let attrs = vec![("objectClass", HashSet::from(["top", "organizationalUnit"]))];
+    if let Err(e) = ldap.add(dn, attrs).await.and_then(|r| r.success()) {
+        panic!("cannot create OU {dn}: {e}");
+    }
+}
+
+/// Deletes `dn` and everything below it, deepest entries first. A missing `dn` is not an error.
+/// Uses a paged subtree search, so it works for any number of entries; referrals are skipped.
+pub async fn delete_subtree(ldap: &mut Ldap, dn: &str) {
+    let adapters: Vec<Box<dyn Adapter<&str, Vec<&str>>>> = vec![
+        Box::new(EntriesOnly::new()),
+        Box::new(PagedResults::new(500)),
+    ];
+    let mut dns = Vec::new();
+    let mut stream = ldap
+        .streaming_search_with(adapters, dn, Scope::Subtree, "(objectClass=*)", vec!["1.1"])
+        .await
+        .unwrap_or_else(|e| panic!("cannot search {dn} for deletion: {e}"));
+    loop {
+        match stream.next().await {
+            Ok(Some(entry)) => dns.push(ldap3::SearchEntry::construct(entry).dn),
+            Ok(None) => break,
+            Err(e) => panic!("search of {dn} for deletion failed: {e}"),
+        }
+    }
+    let result = stream.finish().await;
+    if result.rc == NO_SUCH_OBJECT {
+        return;
+    }
+    if let Err(e) = result.success() {
+        panic!("search of {dn} for deletion failed: {e}");
+    }
+    // A child's DN is its parent's DN plus an RDN, so longest first deletes children first.
+    dns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    for entry_dn in &dns {
+        match ldap.delete(entry_dn).await {
+            Ok(r) if r.rc == 0 || r.rc == NO_SUCH_OBJECT => {}
+            Ok(r) => panic!("cannot delete {entry_dn}: {r}"),
+            Err(e) => panic!("cannot delete {entry_dn}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_env_file_samba_ad_sh_writes() {
+        let text =
+            "# comment\nAD_LDAP_URL=ldap://127.0.0.1:389\nAD_LDAPS_URL=ldaps://127.0.0.1:636\n\
+                    AD_BASE_DN=DC=corp,DC=example,DC=test\n\
+                    AD_BIND_DN=CN=Administrator,CN=Users,DC=corp,DC=example,DC=test\n\
+                    AD_BIND_PASSWORD='it'\\''s secret'\nAD_CA_FILE=/x/ca.pem\nAD_PID=42\n";
+        let tb = parse_env(text).unwrap();
+        assert_eq!(tb.base_dn, "DC=corp,DC=example,DC=test");
+        assert_eq!(tb.bind_password, "it's secret");
+        assert_eq!(tb.ca_file, PathBuf::from("/x/ca.pem"));
+        assert_eq!(env_value(text, "AD_PID").as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn reports_missing_keys() {
+        let err = parse_env("AD_LDAP_URL=ldap://127.0.0.1:389\n").unwrap_err();
+        assert_eq!(err, "AD_LDAPS_URL is missing");
+    }
+
+    #[test]
+    fn unique_ou_names_differ_and_carry_the_prefix() {
+        let a = unique_ou_name("ad-smoke");
+        let b = unique_ou_name("wb-ad-smoke");
+        assert!(a.starts_with("wb-ad-smoke-"), "{a}");
+        assert!(b.starts_with("wb-ad-smoke-"), "{b}");
+        assert_ne!(a, b);
+    }
+}
