@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make demo`: group writeback end to end on the local test bed.
+#
+# Starts the Samba AD DC (tests/testbed/samba-ad.sh), creates the demo's on-premises users,
+# seeds the Graph emulator with examples/demo/tenant.template.json (users synced from AD with
+# their real SIDs, cloud-only users, Microsoft 365 and security groups, a nested group, an empty
+# group, a name full of LDAP special characters), then: check, plan, sync, sync again (nothing
+# to do), and shows what is now in AD. The emulator is stopped by its PID at the end; the DC
+# keeps running (`make testbed-down` stops it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO="$(pwd)"
+DEMO="$REPO/.testbed/demo"
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+say "Starting the Samba AD test bed"
+tests/testbed/samba-ad.sh up >/dev/null
+# shellcheck disable=SC1091
+source "$REPO/.testbed/samba.env"
+export LDAPTLS_CACERT="$AD_CA_FILE"
+LDAP=(-H "$AD_LDAPS_URL" -x -D "$AD_BIND_DN" -w "$AD_BIND_PASSWORD")
+
+say "Building writeback and the Graph emulator"
+cargo build -q -p writeback -p graph-emulator
+WB="$REPO/target/debug/writeback"
+EMU="$REPO/target/debug/graph-emulator"
+
+say "Preparing AD: demo users and an empty 'OU=Cloud Groups'"
+# A clean start: remove what an earlier demo left (only the demo's own OUs).
+for ou in "OU=Cloud Groups,$AD_BASE_DN" "OU=Demo Users,$AD_BASE_DN"; do
+    ldapdelete "${LDAP[@]}" -r "$ou" 2>/dev/null || true
+done
+ldapadd "${LDAP[@]}" -f examples/demo/ad-users.ldif >/dev/null
+
+say "Seeding the Graph emulator with the sample tenant"
+rm -rf "$DEMO" && mkdir -p "$DEMO"
+ldapsearch "${LDAP[@]}" -LLL -b "OU=Demo Users,$AD_BASE_DN" '(objectClass=user)' \
+    sAMAccountName objectSid objectGUID | examples/demo/fill_tenant.py examples/demo/tenant.template.json >"$DEMO/tenant.json"
+"$EMU" serve --listen 127.0.0.1:0 --tenant "$DEMO/tenant.json" >"$DEMO/emulator.out" 2>"$DEMO/emulator.log" &
+EMU_PID=$!
+trap 'kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    [[ -s "$DEMO/emulator.out" ]] && break
+    sleep 0.1
+done
+GRAPH_BASE="$(head -n1 "$DEMO/emulator.out")"
+[[ "$GRAPH_BASE" == http* ]] || { echo "the emulator did not start:"; cat "$DEMO/emulator.log"; exit 1; }
+echo "Graph emulator at $GRAPH_BASE (PID $EMU_PID)"
+
+sed -e "s|@GRAPH_BASE@|$GRAPH_BASE|g" -e "s|@AD_LDAPS_URL@|$AD_LDAPS_URL|g" \
+    -e "s|@AD_BIND_DN@|$AD_BIND_DN|g" -e "s|@AD_CA_FILE@|$AD_CA_FILE|g" -e "s|@REPO@|$REPO|g" \
+    examples/demo/writeback.toml.in >"$DEMO/writeback.toml"
+export WRITEBACK_CONFIG="$DEMO/writeback.toml"
+export WRITEBACK_DEMO_GRAPH_SECRET="demo-secret-not-for-production"
+export WRITEBACK_DEMO_AD_PASSWORD="$AD_BIND_PASSWORD"
+
+say "writeback check (config and rules, offline)"
+"$WB" check
+
+say "writeback plan (what a sync would change; nothing is written)"
+"$WB" plan
+
+say "writeback sync"
+"$WB" sync
+
+say "writeback sync again: nothing changed in the cloud, so nothing is written"
+"$WB" sync
+
+say "What is now in AD under OU=Cloud Groups"
+ldapsearch "${LDAP[@]}" -LLL -o ldif-wrap=no -b "OU=Cloud Groups,$AD_BASE_DN" '(objectClass=group)' \
+    cn displayName groupType sAMAccountName mail proxyAddresses mailNickname \
+    msExchRecipientDisplayType msExchRecipientTypeDetails msDS-ExternalDirectoryObjectId member
+
+say "Done. State: $DEMO/state.db (open it with sqlite3). Stop the DC with: make testbed-down"
