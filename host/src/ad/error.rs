@@ -1,0 +1,226 @@
+//! Errors of the AD connector. Every variant names what was being done and to which DN, and
+//! carries AD's own result code and message when the server answered.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The LDAP operation an error belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdOp {
+    Connect,
+    Bind,
+    Search,
+    Add,
+    Modify,
+    Rename,
+    Delete,
+}
+
+impl fmt::Display for AdOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdOp::Connect => "connect",
+            AdOp::Bind => "bind",
+            AdOp::Search => "search",
+            AdOp::Add => "add",
+            AdOp::Modify => "modify",
+            AdOp::Rename => "rename",
+            AdOp::Delete => "delete",
+        })
+    }
+}
+
+/// A malformed DN, SID or GUID (pure parsing, no server involved).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnError {
+    #[error("invalid DN {dn:?}: {reason}")]
+    Dn { dn: String, reason: String },
+    #[error("invalid SID {sid:?}: {reason}")]
+    Sid { sid: String, reason: String },
+    #[error("invalid GUID bytes: {reason}")]
+    Guid { reason: String },
+}
+
+/// Errors of the AD connector.
+#[derive(Debug, thiserror::Error)]
+pub enum AdError {
+    /// The settings cannot work (e.g. plain ldap:// without `allow_plain`).
+    #[error("invalid AD connection settings: {0}")]
+    Settings(String),
+
+    /// The CA file for TLS verification could not be read or holds no usable certificate.
+    #[error("cannot use CA file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+
+    /// TCP/TLS connection or StartTLS failed.
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+
+    /// The simple bind was refused. Never carries the password.
+    #[error("bind as {bind_dn:?} failed: rc={rc} ({}): {message}", rc_name(*rc))]
+    Bind {
+        bind_dn: String,
+        rc: u32,
+        message: String,
+    },
+
+    /// The server answered an operation with a non-success result code.
+    #[error("{op} {dn:?} failed: rc={rc} ({}): {message}", rc_name(*rc))]
+    Ldap {
+        op: AdOp,
+        dn: String,
+        rc: u32,
+        message: String,
+    },
+
+    /// The operation did not get an answer: I/O error, timeout, closed connection.
+    #[error("{op} {dn:?}: {message}")]
+    Transport {
+        op: AdOp,
+        dn: String,
+        message: String,
+    },
+
+    /// The server's answer could not be understood (or would have been silently truncated).
+    #[error("{op} {dn:?}: unexpected response: {reason}")]
+    Protocol {
+        op: AdOp,
+        dn: String,
+        reason: String,
+    },
+
+    /// A caller-supplied argument is unusable (bad attribute name, bad DN, ...).
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+
+    #[error(transparent)]
+    Dn(#[from] DnError),
+}
+
+impl AdError {
+    /// AD's LDAP result code, when the server answered with one.
+    pub fn rc(&self) -> Option<u32> {
+        match self {
+            AdError::Bind { rc, .. } | AdError::Ldap { rc, .. } => Some(*rc),
+            _ => None,
+        }
+    }
+
+    /// True when the connection is (probably) unusable and a reconnect may help.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(self, AdError::Transport { .. } | AdError::Connect { .. })
+            || matches!(self.rc(), Some(51 | 52 | 81))
+    }
+
+    /// Maps an ldap3 error of an operation on `dn`: server result codes become `Ldap`,
+    /// everything else (I/O, timeouts, closed channels) becomes `Transport`.
+    pub(crate) fn from_ldap(op: AdOp, dn: &str, err: ldap3::LdapError) -> AdError {
+        match err {
+            ldap3::LdapError::LdapResult { result } => AdError::Ldap {
+                op,
+                dn: dn.to_string(),
+                rc: result.rc,
+                message: result.text,
+            },
+            other => AdError::Transport {
+                op,
+                dn: dn.to_string(),
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// Turns a server result into `Ok(())` (rc 0) or an `Ldap` error.
+    pub(crate) fn check(op: AdOp, dn: &str, res: &ldap3::LdapResult) -> Result<(), AdError> {
+        if res.rc == 0 {
+            Ok(())
+        } else {
+            Err(AdError::Ldap {
+                op,
+                dn: dn.to_string(),
+                rc: res.rc,
+                message: res.text.clone(),
+            })
+        }
+    }
+}
+
+/// The RFC 4511 name of an LDAP result code (for messages only).
+pub fn rc_name(rc: u32) -> &'static str {
+    match rc {
+        0 => "success",
+        1 => "operationsError",
+        2 => "protocolError",
+        3 => "timeLimitExceeded",
+        4 => "sizeLimitExceeded",
+        7 => "authMethodNotSupported",
+        8 => "strongerAuthRequired",
+        10 => "referral",
+        11 => "adminLimitExceeded",
+        12 => "unavailableCriticalExtension",
+        13 => "confidentialityRequired",
+        16 => "noSuchAttribute",
+        17 => "undefinedAttributeType",
+        18 => "inappropriateMatching",
+        19 => "constraintViolation",
+        20 => "attributeOrValueExists",
+        21 => "invalidAttributeSyntax",
+        32 => "noSuchObject",
+        34 => "invalidDNSyntax",
+        48 => "inappropriateAuthentication",
+        49 => "invalidCredentials",
+        50 => "insufficientAccessRights",
+        51 => "busy",
+        52 => "unavailable",
+        53 => "unwillingToPerform",
+        54 => "loopDetect",
+        64 => "namingViolation",
+        65 => "objectClassViolation",
+        66 => "notAllowedOnNonLeaf",
+        67 => "notAllowedOnRDN",
+        68 => "entryAlreadyExists",
+        69 => "objectClassModsProhibited",
+        71 => "affectsMultipleDSAs",
+        80 => "other",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_error_names_dn_and_message() {
+        let e = AdError::Bind {
+            bind_dn: "CN=Administrator,CN=Users,DC=corp".into(),
+            rc: 49,
+            message: "80090308: LdapErr: data 52e".into(),
+        };
+        let s = e.to_string();
+        assert!(s.contains("CN=Administrator,CN=Users,DC=corp"), "{s}");
+        assert!(s.contains("rc=49 (invalidCredentials)"), "{s}");
+        assert!(s.contains("data 52e"), "{s}");
+        assert_eq!(e.rc(), Some(49));
+    }
+
+    #[test]
+    fn ldap_result_maps_to_ldap_variant() {
+        let res = ldap3::LdapResult {
+            rc: 68,
+            matched: String::new(),
+            text: "already exists".into(),
+            refs: vec![],
+            ctrls: vec![],
+        };
+        let e = AdError::from_ldap(AdOp::Add, "CN=x", ldap3::LdapError::from(res));
+        assert_eq!(e.rc(), Some(68));
+        assert!(!e.is_connection_error());
+        assert_eq!(
+            e.to_string(),
+            "add \"CN=x\" failed: rc=68 (entryAlreadyExists): already exists"
+        );
+        let t = AdError::from_ldap(AdOp::Search, "CN=x", ldap3::LdapError::EndOfStream);
+        assert!(t.is_connection_error());
+    }
+}

@@ -1,0 +1,161 @@
+//! Batched lookups: SIDs and GUIDs to DNs with OR filters (one search per ~100 values and
+//! base, never one per member), and the groups the host owns (anchor attribute `Group_...`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use uuid::Uuid;
+
+use super::conn::AdConn;
+use super::dn;
+use super::error::AdError;
+use super::search::{AdEntry, Scope};
+
+/// Values per OR filter.
+pub const RESOLVE_BATCH: usize = 100;
+
+/// `(|(a)(b)...)`, or the single term itself.
+fn or_filter(terms: &[String]) -> String {
+    if terms.len() == 1 {
+        terms[0].clone()
+    } else {
+        format!("(|{})", terms.concat())
+    }
+}
+
+impl AdConn {
+    /// The bases to search: the given ones, or the domain root when none are given.
+    async fn bases_or_root(&mut self, bases: &[String]) -> Result<Vec<String>, AdError> {
+        if bases.is_empty() {
+            Ok(vec![self.domain_root().await?])
+        } else {
+            Ok(bases.to_vec())
+        }
+    }
+
+    /// Maps SIDs (`S-1-5-21-...`) to the DNs of the objects under `bases` (empty: the domain
+    /// root) that carry them. SIDs not found are absent from the map.
+    pub async fn resolve_sids(
+        &mut self,
+        sids: &[String],
+        bases: &[String],
+    ) -> Result<BTreeMap<String, String>, AdError> {
+        let unique: BTreeSet<&String> = sids.iter().collect();
+        let mut terms = Vec::with_capacity(unique.len());
+        for s in &unique {
+            match dn::sid_filter(s) {
+                Ok(t) => terms.push(t),
+                // a malformed SID resolves to nothing, like an unknown one
+                Err(e) => tracing::warn!(error = %e, "skipping malformed SID"),
+            }
+        }
+        let mut out = BTreeMap::new();
+        for base in self.bases_or_root(bases).await? {
+            for chunk in terms.chunks(RESOLVE_BATCH) {
+                let entries = self
+                    .search(&base, Scope::Subtree, &or_filter(chunk), &["objectSid"])
+                    .await?;
+                for e in entries {
+                    if let Some(sid) = e.sid {
+                        out.entry(sid).or_insert(e.dn);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Maps objectGUIDs to the DNs of the objects under `bases` (empty: the domain root).
+    /// GUIDs not found are absent from the map.
+    pub async fn resolve_guids(
+        &mut self,
+        guids: &[Uuid],
+        bases: &[String],
+    ) -> Result<BTreeMap<Uuid, String>, AdError> {
+        let unique: BTreeSet<&Uuid> = guids.iter().collect();
+        let terms: Vec<String> = unique.into_iter().map(dn::guid_filter).collect();
+        let mut out = BTreeMap::new();
+        for base in self.bases_or_root(bases).await? {
+            for chunk in terms.chunks(RESOLVE_BATCH) {
+                let entries = self
+                    .search(&base, Scope::Subtree, &or_filter(chunk), &["objectGUID"])
+                    .await?;
+                for e in entries {
+                    if let Some(g) = e.guid {
+                        out.entry(g).or_insert(e.dn);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The groups under `bases` (empty: the domain root) whose `anchor_attr` starts with
+    /// `prefix` (e.g. `msDS-ExternalDirectoryObjectId` and `Group_`), sorted by DN, each
+    /// with `attrs` plus the anchor, objectGUID and (when asked for) all `member` values.
+    pub async fn find_owned_groups(
+        &mut self,
+        bases: &[String],
+        anchor_attr: &str,
+        prefix: &str,
+        attrs: &[&str],
+    ) -> Result<Vec<AdEntry>, AdError> {
+        if !dn::is_attr_name(anchor_attr) || anchor_attr.contains(';') {
+            return Err(AdError::Invalid(format!(
+                "malformed anchor attribute {anchor_attr:?}"
+            )));
+        }
+        if prefix.is_empty() {
+            // an empty prefix would claim every group that has the attribute at all
+            return Err(AdError::Invalid("empty anchor prefix".into()));
+        }
+        let filter = format!(
+            "(&(objectClass=group)({anchor_attr}={}*))",
+            dn::escape_filter_value(prefix)
+        );
+        let mut want: Vec<&str> = attrs.to_vec();
+        for extra in [anchor_attr, "objectGUID"] {
+            if !want.iter().any(|a| a.eq_ignore_ascii_case(extra)) {
+                want.push(extra);
+            }
+        }
+        let mut by_dn: BTreeMap<String, AdEntry> = BTreeMap::new();
+        let anchor_key = anchor_attr.to_ascii_lowercase();
+        let prefix_lower = prefix.to_lowercase();
+        for base in self.bases_or_root(bases).await? {
+            for e in self.search(&base, Scope::Subtree, &filter, &want).await? {
+                // AD matches case-insensitively; ownership needs the prefix as such
+                let owned = e
+                    .values(&anchor_key)
+                    .iter()
+                    .any(|v| v.to_lowercase().starts_with(&prefix_lower));
+                if owned {
+                    let key = dn::normalize(&e.dn).unwrap_or_else(|_| e.dn.clone());
+                    by_dn.entry(key).or_insert(e);
+                }
+            }
+        }
+        Ok(by_dn.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn or_filters() {
+        let one = vec!["(a=1)".to_string()];
+        assert_eq!(or_filter(&one), "(a=1)");
+        let two = vec!["(a=1)".to_string(), "(a=2)".to_string()];
+        assert_eq!(or_filter(&two), "(|(a=1)(a=2))");
+        assert!(ldap3::parse_filter(or_filter(&two)).is_ok());
+        let many: Vec<String> = (0..RESOLVE_BATCH)
+            .map(|i| dn::guid_filter(&Uuid::from_u128(i as u128)))
+            .collect();
+        assert!(ldap3::parse_filter(or_filter(&many)).is_ok());
+        let sids: Vec<String> = (0..3)
+            .map(|i| dn::sid_filter(&format!("S-1-5-21-1-2-3-{i}")).unwrap())
+            .collect();
+        assert!(ldap3::parse_filter(or_filter(&sids)).is_ok());
+    }
+}
