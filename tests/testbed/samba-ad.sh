@@ -279,15 +279,22 @@ clone_template() {
 # process
 
 # True when PID is a samba process serving our instance. Samba rewrites its process title
-# ("samba: root process"), which overwrites /proc/PID/cmdline and environ soon after start, so
-# besides the command line (which names our conf only in the first moments) the proof is the
-# executable plus an open descriptor on our instance's sam.ldb.
+# ("samba: root process"), which overwrites /proc/PID/cmdline (and environ) right after start,
+# so the command line names our conf only in the first moments. Any of these proves the
+# instance: the command line, an open descriptor on our sam.ldb, or samba's own pidfile in our
+# instance's pid directory holding this PID (the only proof a non-root `status` can read).
 is_our_samba() {
     local pid="$1" exe fd
     [[ "${pid}" =~ ^[0-9]+$ && -d "/proc/${pid}" ]] || return 1
-    exe="$(readlink "/proc/${pid}/exe" 2>/dev/null)" || return 1
-    [[ "$(basename "${exe}")" == "samba" ]] || return 1
-    if tr '\0' '\n' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qxF -- "${INSTANCE_CONF}"; then
+    if exe="$(readlink "/proc/${pid}/exe" 2>/dev/null)"; then
+        [[ "$(basename "${exe}")" == "samba" ]] || return 1
+    else
+        [[ "$(cat "/proc/${pid}/comm" 2>/dev/null)" == "samba" ]] || return 1
+    fi
+    if tr '\0' '\n' 2>/dev/null <"/proc/${pid}/cmdline" | grep -qxF -- "${INSTANCE_CONF}"; then
+        return 0
+    fi
+    if [[ "$(tr -dc '0-9' 2>/dev/null <"${INSTANCE_DIR}/run/samba.pid")" == "${pid}" ]]; then
         return 0
     fi
     for fd in "/proc/${pid}/fd/"*; do
@@ -345,7 +352,8 @@ print_log_tail() {
     fi
 }
 
-start_samba() {
+# Called when our samba is not running: anything on the ports is someone else's.
+require_free_ports() {
     local port owner
     for port in 389 636; do
         if port_in_use "${port}"; then
@@ -353,6 +361,10 @@ start_samba() {
             die "port ${port} on ${IP} is already taken by another process${owner:+ (${owner})}; the test bed needs 389 and 636 (stop that server first)"
         fi
     done
+}
+
+start_samba() {
+    require_free_ports
     : >"${LOG_FILE}"
     # setsid: its own session, so a caller's process-group cleanup does not take the DC down.
     # 9>&-: samba must not inherit (and hold) our lock.
@@ -442,11 +454,15 @@ do_up() {
         cat "${ENV_FILE}"
         return 0
     fi
+    # Fail fast, before installing or provisioning.
+    require_free_ports
     if [[ -n "$(missing_packages)" ]]; then
         cmd_install
     fi
     ensure_template
-    if [[ ! -f "${INSTANCE_CONF}" ]]; then
+    # A stopped instance cloned from an older template is replaced (its data is throwaway).
+    if [[ ! -f "${INSTANCE_CONF}" ]] ||
+        [[ "$(cat "${INSTANCE_DIR}/.version" 2>/dev/null)" != "${TEMPLATE_VERSION}" ]]; then
         clone_template
     fi
     start_samba
@@ -486,11 +502,12 @@ cmd_reset() {
     require_root reset
     set_paths
     take_lock
-    do_down
+    # Install and re-provision (if needed) while the old instance still serves.
     if [[ -n "$(missing_packages)" ]]; then
         cmd_install
     fi
     ensure_template
+    do_down
     clone_template
     do_up
 }
