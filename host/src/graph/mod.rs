@@ -1,3 +1,13 @@
 //! The Microsoft Graph connector: tokens, HTTP with retries, delta rounds, cloud objects.
 
+pub mod auth;
+pub mod client;
+pub mod delta;
+pub mod error;
 pub mod model;
+pub mod retry;
+
+pub use auth::{AssertionAlg, Credential, TokenProvider};
+pub use client::{GraphClient, GraphSettings};
+pub use delta::{groups_delta_url, run_round, users_delta_url, DeltaMerger, DeltaStart};
+pub use error::GraphError;
