@@ -1,1 +1,280 @@
 //! The SQLite state store: delta links, the cloud cache, anchors, applied state, run history.
+//!
+//! One file, readable with the operator's `sqlite3`: tables `delta_link`, `cloud_object`,
+//! `cloud_member`, `anchor`, `applied`, `run`, `run_event` (see `schema.rs`). WAL journal with
+//! `synchronous=FULL`, so a commit that returned survives a kill -9 or a power cut, and a killed
+//! host restarts from the last committed delta link with a cache that matches it.
+//!
+//! The store is synchronous: async callers own it on one thread (or use `spawn_blocking`).
+//! Each single-row write is its own commit (one fsync); batch many through
+//! [`Store::with_transaction`] and the functions in [`tx`].
+
+mod anchors;
+mod cache;
+mod clock;
+mod error;
+mod runs;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+pub use anchors::Anchor;
+pub use cache::{CacheChanges, ObjectKind};
+pub use clock::now_rfc3339;
+pub use error::StateError;
+pub use runs::{AuditEvent, EventRecord, RunRecord, INTERRUPTED};
+pub use schema::SCHEMA_VERSION;
+
+use crate::graph::model::{CloudObject, DeltaRound};
+use error::{db_path, SqlContext};
+
+/// Writes usable inside [`Store::with_transaction`] (pass the transaction; it derefs to a
+/// `Connection`). Same behaviour as the `Store` methods of the same name.
+pub mod tx {
+    pub use super::anchors::{put_anchor, put_applied, remove_anchor, remove_applied};
+    pub use super::runs::record_event;
+}
+
+/// How long a statement waits for another process's lock (an operator's `sqlite3` session,
+/// a second host by mistake) before failing with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The state store. Owns its connection; `Send`, not `Sync`.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens or creates the state file and brings its schema up to date. The parent directory
+    /// must exist: creating it silently would hide a mistyped path and start from scratch.
+    pub fn open(path: &Path) -> Result<Store, StateError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(StateError::MissingDirectory {
+                    path: shown,
+                    dir: dir.display().to_string(),
+                });
+            }
+        }
+        let conn = Connection::open(path).map_err(|cause| StateError::Sql {
+            path: shown.clone(),
+            op: "open".into(),
+            cause,
+        })?;
+        Self::setup(conn, true)
+    }
+
+    /// A private in-memory store (tests, dry runs).
+    pub fn open_in_memory() -> Result<Store, StateError> {
+        let conn = Connection::open_in_memory().map_err(|cause| StateError::Sql {
+            path: error::IN_MEMORY.into(),
+            op: "open".into(),
+            cause,
+        })?;
+        Self::setup(conn, false)
+    }
+
+    fn setup(mut conn: Connection, file: bool) -> Result<Store, StateError> {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .ctx(&conn, || "set busy timeout".into())?;
+        if file {
+            // The first statement that reads the file: a non-database file fails here.
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                .ctx(&conn, || "enable WAL journal".into())?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StateError::Sql {
+                    path: db_path(&conn),
+                    op: format!("enable WAL journal (got journal_mode={mode})"),
+                    cause: rusqlite::Error::InvalidQuery,
+                });
+            }
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .ctx(&conn, || "set synchronous=FULL".into())?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .ctx(&conn, || "enable foreign keys".into())?;
+        schema::migrate(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    /// The file behind the store (`(in memory)` for in-memory stores).
+    pub fn path(&self) -> String {
+        db_path(&self.conn)
+    }
+
+    /// The schema version recorded in the file.
+    pub fn schema_version(&self) -> Result<i64, StateError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .ctx(&self.conn, || "read schema version".into())
+    }
+
+    // --- delta links -----------------------------------------------------------------------
+
+    pub fn delta_link(&self, kind: ObjectKind) -> Result<Option<String>, StateError> {
+        cache::delta_link(&self.conn, kind)
+    }
+
+    /// Forgets the link, so the next round of this kind is full.
+    pub fn clear_delta_link(&mut self, kind: ObjectKind) -> Result<(), StateError> {
+        cache::clear_delta_link(&self.conn, kind)
+    }
+
+    // --- cloud cache ------------------------------------------------------------------------
+
+    /// Applies one merged delta round and stores its deltaLink in one transaction.
+    ///
+    /// - `removed == Some(Deleted)`: the row and its member rows are deleted.
+    /// - `removed == Some(Changed)`: `soft_deleted = true`, properties and members kept
+    ///   (present properties overlaid); an object not cached is left out.
+    /// - otherwise upsert, `soft_deleted = false` (a restored object is reported as changed):
+    ///   incremental rounds overlay present properties (JSON null stored as null), add
+    ///   `members_added` and delete `members_removed`; full rounds replace the properties and
+    ///   the member set with what the round carries.
+    /// - `round.full`: cached objects of the kind absent from the round are deleted.
+    ///
+    /// Members are kept for groups only.
+    pub fn apply_delta(
+        &mut self,
+        kind: ObjectKind,
+        round: &DeltaRound,
+    ) -> Result<CacheChanges, StateError> {
+        let tx = self.write_tx(|| format!("apply {kind} delta round"))?;
+        let changes = cache::apply_delta(&tx, kind, round)?;
+        tx.commit()
+            .ctx(&self.conn, || format!("commit {kind} delta round"))?;
+        Ok(changes)
+    }
+
+    /// All cached objects of a kind, with members for groups. Two queries, whatever the size.
+    pub fn load_objects(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<BTreeMap<String, CloudObject>, StateError> {
+        cache::load_objects(&self.conn, kind)
+    }
+
+    /// Visits the cached objects of a kind in id order without holding them all in memory.
+    pub fn for_each_object(
+        &self,
+        kind: ObjectKind,
+        f: impl FnMut(CloudObject) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        cache::for_each_object(&self.conn, kind, f)
+    }
+
+    pub fn load_object(
+        &self,
+        kind: ObjectKind,
+        id: &str,
+    ) -> Result<Option<CloudObject>, StateError> {
+        cache::load_object(&self.conn, kind, id)
+    }
+
+    // --- anchors and applied hashes ---------------------------------------------------------
+
+    pub fn anchors(&self) -> Result<BTreeMap<String, Anchor>, StateError> {
+        anchors::anchors(&self.conn)
+    }
+
+    /// Inserts or replaces the anchor of `a.cloud_id` (an empty `updated_at` is stamped now).
+    /// Fails when `a.object_guid` is anchored to another cloud id.
+    pub fn put_anchor(&mut self, a: &Anchor) -> Result<(), StateError> {
+        anchors::put_anchor(&self.conn, a)
+    }
+
+    pub fn remove_anchor(&mut self, cloud_id: &str) -> Result<(), StateError> {
+        anchors::remove_anchor(&self.conn, cloud_id)
+    }
+
+    pub fn applied_hashes(&self) -> Result<BTreeMap<String, String>, StateError> {
+        anchors::applied_hashes(&self.conn)
+    }
+
+    pub fn put_applied(&mut self, cloud_id: &str, hash: &str) -> Result<(), StateError> {
+        anchors::put_applied(&self.conn, cloud_id, hash)
+    }
+
+    pub fn remove_applied(&mut self, cloud_id: &str) -> Result<(), StateError> {
+        anchors::remove_applied(&self.conn, cloud_id)
+    }
+
+    // --- runs and audit ---------------------------------------------------------------------
+
+    /// Starts a run record (`mode`: "sync", "plan", "full", ...) and returns its id.
+    pub fn begin_run(&mut self, mode: &str) -> Result<i64, StateError> {
+        runs::begin_run(&self.conn, mode)
+    }
+
+    pub fn finish_run(
+        &mut self,
+        run_id: i64,
+        status: &str,
+        stats: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        runs::finish_run(&self.conn, run_id, status, stats)
+    }
+
+    pub fn record_event(&mut self, run_id: i64, ev: &AuditEvent) -> Result<(), StateError> {
+        runs::record_event(&self.conn, run_id, ev)
+    }
+
+    /// The last `n` runs, newest first.
+    pub fn recent_runs(&self, n: usize) -> Result<Vec<RunRecord>, StateError> {
+        runs::recent_runs(&self.conn, n)
+    }
+
+    pub fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StateError> {
+        runs::run(&self.conn, run_id)
+    }
+
+    pub fn run_events(&self, run_id: i64) -> Result<Vec<EventRecord>, StateError> {
+        runs::run_events(&self.conn, run_id)
+    }
+
+    /// Marks runs a killed host left unfinished as [`INTERRUPTED`]; call once at start-up.
+    pub fn close_interrupted_runs(&mut self) -> Result<usize, StateError> {
+        runs::close_interrupted_runs(&self.conn)
+    }
+
+    /// Keeps the newest `keep` runs (and their events), deletes the rest.
+    pub fn prune_runs(&mut self, keep: usize) -> Result<usize, StateError> {
+        runs::prune_runs(&self.conn, keep)
+    }
+
+    // --- batching ---------------------------------------------------------------------------
+
+    /// Runs `f` in one write transaction: committed when it returns `Ok`, rolled back on `Err`.
+    /// Use the functions in [`tx`] inside.
+    pub fn with_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let tx = self.write_tx(|| "begin transaction".into())?;
+        let out = f(&tx)?;
+        tx.commit()
+            .ctx(&self.conn, || "commit transaction".into())?;
+        Ok(out)
+    }
+
+    /// An IMMEDIATE transaction: takes the write lock up front, so a concurrent writer makes us
+    /// wait (busy_timeout) instead of failing halfway with SQLITE_BUSY.
+    fn write_tx(&mut self, op: impl FnOnce() -> String) -> Result<Transaction<'_>, StateError> {
+        let path = db_path(&self.conn);
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|cause| StateError::Sql {
+                path,
+                op: op(),
+                cause,
+            })
+    }
+}

@@ -1,0 +1,104 @@
+//! Ownership records: which AD object the host created for a cloud id (`anchor`), and a hash
+//! of what it last wrote there (`applied`), so an unchanged object costs no LDAP work.
+//!
+//! The functions take a `Connection` so they also run inside [`super::Store::with_transaction`]
+//! (a `Transaction` derefs to one): batching many writes into one commit saves an fsync each.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+
+use super::clock::now_rfc3339;
+use super::error::{SqlContext, StateError};
+
+/// A cloud object's AD counterpart that the host owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub cloud_id: String,
+    /// AD's `objectGUID` as a string; unique: one AD object belongs to one cloud id.
+    pub object_guid: String,
+    pub dn: String,
+    /// The rule (file or rule name) that produced the object.
+    pub rule: String,
+    /// RFC 3339 UTC; stamped with the current time when left empty.
+    pub updated_at: String,
+}
+
+pub fn anchors(conn: &Connection) -> Result<BTreeMap<String, Anchor>, StateError> {
+    let op = || "load anchors".to_string();
+    let mut stmt = conn
+        .prepare("SELECT cloud_id, object_guid, dn, rule, updated_at FROM anchor ORDER BY cloud_id")
+        .ctx(conn, op)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(Anchor {
+                cloud_id: r.get(0)?,
+                object_guid: r.get(1)?,
+                dn: r.get(2)?,
+                rule: r.get(3)?,
+                updated_at: r.get(4)?,
+            })
+        })
+        .ctx(conn, op)?;
+    let mut out = BTreeMap::new();
+    for a in rows {
+        let a = a.ctx(conn, op)?;
+        out.insert(a.cloud_id.clone(), a);
+    }
+    Ok(out)
+}
+
+/// Inserts or replaces the anchor of `a.cloud_id`. Fails (UNIQUE constraint) when the GUID is
+/// already anchored to another cloud id.
+pub fn put_anchor(conn: &Connection, a: &Anchor) -> Result<(), StateError> {
+    let updated_at = if a.updated_at.is_empty() {
+        now_rfc3339()
+    } else {
+        a.updated_at.clone()
+    };
+    conn.prepare_cached(
+        "INSERT INTO anchor (cloud_id, object_guid, dn, rule, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (cloud_id) DO UPDATE SET object_guid = excluded.object_guid,
+           dn = excluded.dn, rule = excluded.rule, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| s.execute(params![a.cloud_id, a.object_guid, a.dn, a.rule, updated_at]))
+    .ctx(conn, || format!("put anchor {}", a.cloud_id))?;
+    Ok(())
+}
+
+pub fn remove_anchor(conn: &Connection, cloud_id: &str) -> Result<(), StateError> {
+    conn.prepare_cached("DELETE FROM anchor WHERE cloud_id = ?1")
+        .and_then(|mut s| s.execute([cloud_id]))
+        .ctx(conn, || format!("remove anchor {cloud_id}"))?;
+    Ok(())
+}
+
+pub fn applied_hashes(conn: &Connection) -> Result<BTreeMap<String, String>, StateError> {
+    let op = || "load applied hashes".to_string();
+    let mut stmt = conn
+        .prepare("SELECT cloud_id, hash FROM applied ORDER BY cloud_id")
+        .ctx(conn, op)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .ctx(conn, op)?;
+    rows.collect::<Result<BTreeMap<String, String>, _>>()
+        .ctx(conn, op)
+}
+
+pub fn put_applied(conn: &Connection, cloud_id: &str, hash: &str) -> Result<(), StateError> {
+    conn.prepare_cached(
+        "INSERT INTO applied (cloud_id, hash, applied_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (cloud_id) DO UPDATE SET hash = excluded.hash, applied_at = excluded.applied_at",
+    )
+    .and_then(|mut s| s.execute([cloud_id, hash, &now_rfc3339()]))
+    .ctx(conn, || format!("put applied hash {cloud_id}"))?;
+    Ok(())
+}
+
+pub fn remove_applied(conn: &Connection, cloud_id: &str) -> Result<(), StateError> {
+    conn.prepare_cached("DELETE FROM applied WHERE cloud_id = ?1")
+        .and_then(|mut s| s.execute([cloud_id]))
+        .ctx(conn, || format!("remove applied hash {cloud_id}"))?;
+    Ok(())
+}

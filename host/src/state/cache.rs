@@ -1,0 +1,386 @@
+//! The cloud cache (`cloud_object`, `cloud_member`) and the delta links that say how far it is
+//! current. A delta round and its link are written in one transaction, so after a crash the
+//! cache and the link never disagree: the next round starts exactly where the cache is.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{params, Connection, OptionalExtension, Statement, Transaction};
+use serde_json::{Map, Value};
+
+use super::clock::now_rfc3339;
+use super::error::{corrupt, encode, SqlContext, StateError};
+use crate::graph::model::{CloudObject, DeltaItem, DeltaRound, MemberRef, RemovedReason};
+
+/// Which cached objects: selects rows by `cloud_object.kind` and `delta_link.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    Group,
+    User,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 2] = [ObjectKind::Group, ObjectKind::User];
+
+    /// The value stored in the `kind` columns.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Group => "group",
+            ObjectKind::User => "user",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one applied delta round did to the cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheChanges {
+    /// Ids upserted (new, changed, restored) or soft deleted.
+    pub changed: BTreeSet<String>,
+    /// Ids whose rows were removed: hard deleted, or absent from a full round.
+    pub deleted: BTreeSet<String>,
+}
+
+pub(crate) fn delta_link(
+    conn: &Connection,
+    kind: ObjectKind,
+) -> Result<Option<String>, StateError> {
+    conn.query_row(
+        "SELECT link FROM delta_link WHERE kind = ?1",
+        [kind.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .ctx(conn, || format!("read {kind} delta link"))
+}
+
+pub(crate) fn clear_delta_link(conn: &Connection, kind: ObjectKind) -> Result<(), StateError> {
+    conn.execute("DELETE FROM delta_link WHERE kind = ?1", [kind.as_str()])
+        .ctx(conn, || format!("clear {kind} delta link"))?;
+    Ok(())
+}
+
+/// The statements one round needs, prepared once.
+struct Stmts<'t> {
+    select_props: Statement<'t>,
+    upsert: Statement<'t>,
+    soft_delete: Statement<'t>,
+    delete_object: Statement<'t>,
+    delete_members: Statement<'t>,
+    delete_member: Statement<'t>,
+    upsert_member: Statement<'t>,
+}
+
+/// Applies a merged round and stores its link; the caller commits. Items are visited in id
+/// order, so the outcome does not depend on map iteration.
+pub(crate) fn apply_delta(
+    tx: &Transaction<'_>,
+    kind: ObjectKind,
+    round: &DeltaRound,
+) -> Result<CacheChanges, StateError> {
+    let conn: &Connection = tx;
+    let op = || format!("apply {kind} delta round");
+    let prep = |sql: &str| conn.prepare(sql).ctx(conn, op);
+    let mut st = Stmts {
+        select_props: prep("SELECT props_json FROM cloud_object WHERE kind = ?1 AND id = ?2")?,
+        upsert: prep(
+            "INSERT INTO cloud_object (kind, id, props_json, soft_deleted, updated_at)
+             VALUES (?1, ?2, ?3, 0, ?4)
+             ON CONFLICT (kind, id) DO UPDATE SET
+               props_json = excluded.props_json, soft_deleted = 0, updated_at = excluded.updated_at",
+        )?,
+        soft_delete: prep(
+            "UPDATE cloud_object SET props_json = ?3, soft_deleted = 1, updated_at = ?4
+             WHERE kind = ?1 AND id = ?2",
+        )?,
+        delete_object: prep("DELETE FROM cloud_object WHERE kind = ?1 AND id = ?2")?,
+        delete_members: prep("DELETE FROM cloud_member WHERE group_id = ?1")?,
+        delete_member: prep("DELETE FROM cloud_member WHERE group_id = ?1 AND member_id = ?2")?,
+        upsert_member: prep(
+            "INSERT INTO cloud_member (group_id, member_id, member_type) VALUES (?1, ?2, ?3)
+             ON CONFLICT (group_id, member_id) DO UPDATE SET member_type = excluded.member_type",
+        )?,
+    };
+    let now = now_rfc3339();
+    let k = kind.as_str();
+    let mut changes = CacheChanges::default();
+
+    for item in round.items.values() {
+        match item.removed {
+            Some(RemovedReason::Deleted) => {
+                if delete_object(conn, &mut st, kind, &item.id)? {
+                    changes.deleted.insert(item.id.clone());
+                }
+            }
+            Some(RemovedReason::Changed) => {
+                // Soft delete keeps what is known, so a restore or a graveyard rule still has
+                // the properties and members. An object never cached has nothing to keep.
+                let Some(mut props) = cached_props(conn, &mut st, kind, &item.id)? else {
+                    continue;
+                };
+                overlay(&mut props, &item.props);
+                let json = props_json(conn, &item.id, &props)?;
+                st.soft_delete
+                    .execute(params![k, item.id, json, now])
+                    .ctx(conn, op)?;
+                changes.changed.insert(item.id.clone());
+            }
+            None => {
+                upsert_object(conn, &mut st, kind, item, round.full, &now)?;
+                changes.changed.insert(item.id.clone());
+            }
+        }
+    }
+
+    if round.full {
+        // A full round is the whole tenant: whatever it did not mention is gone.
+        let cached = cached_ids(conn, kind)?;
+        for id in cached.iter().filter(|id| !round.items.contains_key(*id)) {
+            delete_object(conn, &mut st, kind, id)?;
+            changes.deleted.insert(id.clone());
+        }
+    }
+
+    // Written last: if anything above failed, the transaction rolls back with the old link.
+    conn.execute(
+        "INSERT INTO delta_link (kind, link, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (kind) DO UPDATE SET link = excluded.link, updated_at = excluded.updated_at",
+        params![k, round.delta_link, now],
+    )
+    .ctx(conn, || format!("store {kind} delta link"))?;
+    Ok(changes)
+}
+
+fn upsert_object(
+    conn: &Connection,
+    st: &mut Stmts<'_>,
+    kind: ObjectKind,
+    item: &DeltaItem,
+    full: bool,
+    now: &str,
+) -> Result<(), StateError> {
+    let op = || format!("apply {kind} delta round: upsert {}", item.id);
+    // A full round carries every property; an incremental one only what changed.
+    let json = if full {
+        props_json(conn, &item.id, &item.props)?
+    } else {
+        let mut props = cached_props(conn, st, kind, &item.id)?.unwrap_or_default();
+        overlay(&mut props, &item.props);
+        props_json(conn, &item.id, &props)?
+    };
+    st.upsert
+        .execute(params![kind.as_str(), item.id, json, now])
+        .ctx(conn, op)?;
+    if kind != ObjectKind::Group {
+        return Ok(());
+    }
+    if full {
+        st.delete_members.execute([&item.id]).ctx(conn, op)?;
+    } else {
+        for m in &item.members_removed {
+            st.delete_member.execute([&item.id, m]).ctx(conn, op)?;
+        }
+    }
+    // Additions after removals: an id in both sets ends up a member.
+    for m in item.members_added.values() {
+        st.upsert_member
+            .execute([&item.id, &m.id, &m.odata_type])
+            .ctx(conn, op)?;
+    }
+    Ok(())
+}
+
+/// Deletes an object and the member rows it owns; true when a row existed.
+fn delete_object(
+    conn: &Connection,
+    st: &mut Stmts<'_>,
+    kind: ObjectKind,
+    id: &str,
+) -> Result<bool, StateError> {
+    let op = || format!("apply {kind} delta round: delete {id}");
+    let n = st
+        .delete_object
+        .execute([kind.as_str(), id])
+        .ctx(conn, op)?;
+    if kind == ObjectKind::Group {
+        st.delete_members.execute([id]).ctx(conn, op)?;
+    }
+    Ok(n > 0)
+}
+
+fn cached_props(
+    conn: &Connection,
+    st: &mut Stmts<'_>,
+    kind: ObjectKind,
+    id: &str,
+) -> Result<Option<Map<String, Value>>, StateError> {
+    let json: Option<String> = st
+        .select_props
+        .query_row([kind.as_str(), id], |r| r.get(0))
+        .optional()
+        .ctx(conn, || format!("apply {kind} delta round: read {id}"))?;
+    json.map(|j| parse_props(conn, id, &j)).transpose()
+}
+
+fn cached_ids(conn: &Connection, kind: ObjectKind) -> Result<Vec<String>, StateError> {
+    let op = || format!("list cached {kind} ids");
+    let mut stmt = conn
+        .prepare("SELECT id FROM cloud_object WHERE kind = ?1 ORDER BY id")
+        .ctx(conn, op)?;
+    let ids = stmt
+        .query_map([kind.as_str()], |r| r.get(0))
+        .ctx(conn, op)?
+        .collect::<Result<Vec<String>, _>>()
+        .ctx(conn, op)?;
+    Ok(ids)
+}
+
+/// Present keys replace cached values; a JSON null is kept as null (Graph cleared it).
+fn overlay(props: &mut Map<String, Value>, update: &Map<String, Value>) {
+    for (k, v) in update {
+        props.insert(k.clone(), v.clone());
+    }
+}
+
+fn props_json(
+    conn: &Connection,
+    id: &str,
+    props: &Map<String, Value>,
+) -> Result<String, StateError> {
+    serde_json::to_string(props).map_err(|e| encode(conn, "cloud_object", id, "props_json", e))
+}
+
+fn parse_props(conn: &Connection, id: &str, json: &str) -> Result<Map<String, Value>, StateError> {
+    serde_json::from_str(json).map_err(|e| corrupt(conn, "cloud_object", id, "props_json", e))
+}
+
+/// Streams the cached objects of a kind in id order, each with its members (groups), holding
+/// one object in memory at a time. Two ordered scans merged: no query per object.
+pub(crate) fn for_each_object(
+    conn: &Connection,
+    kind: ObjectKind,
+    mut f: impl FnMut(CloudObject) -> Result<(), StateError>,
+) -> Result<(), StateError> {
+    let op = || format!("load cached {kind} objects");
+    let mut objects = conn
+        .prepare(
+            "SELECT id, props_json, soft_deleted FROM cloud_object WHERE kind = ?1 ORDER BY id",
+        )
+        .ctx(conn, op)?;
+    let mut members = conn
+        .prepare(
+            "SELECT group_id, member_id, member_type FROM cloud_member
+             ORDER BY group_id, member_id",
+        )
+        .ctx(conn, op)?;
+    let mut obj_rows = objects.query([kind.as_str()]).ctx(conn, op)?;
+    let mut mem_rows = if kind == ObjectKind::Group {
+        Some(members.query([]).ctx(conn, op)?)
+    } else {
+        None
+    };
+    // The member row read ahead but not yet placed: (group_id, member).
+    let mut pending: Option<(String, MemberRef)> = None;
+    while let Some(row) = obj_rows.next().ctx(conn, op)? {
+        let id: String = row.get(0).ctx(conn, op)?;
+        let json: String = row.get(1).ctx(conn, op)?;
+        let soft_deleted: bool = row.get(2).ctx(conn, op)?;
+        let mut obj = CloudObject {
+            props: parse_props(conn, &id, &json)?,
+            id,
+            members: BTreeMap::new(),
+            soft_deleted,
+        };
+        if let Some(rows) = mem_rows.as_mut() {
+            loop {
+                if pending.is_none() {
+                    pending = match rows.next().ctx(conn, op)? {
+                        Some(r) => Some((
+                            r.get(0).ctx(conn, op)?,
+                            MemberRef {
+                                id: r.get(1).ctx(conn, op)?,
+                                odata_type: r.get(2).ctx(conn, op)?,
+                            },
+                        )),
+                        None => None,
+                    };
+                }
+                match pending.take() {
+                    // Rows of a group no longer cached: skip them.
+                    Some((g, _)) if g.as_str() < obj.id.as_str() => {}
+                    Some((g, m)) if g == obj.id => {
+                        obj.members.insert(m.id.clone(), m);
+                    }
+                    other => {
+                        pending = other;
+                        break;
+                    }
+                }
+            }
+        }
+        f(obj)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn load_objects(
+    conn: &Connection,
+    kind: ObjectKind,
+) -> Result<BTreeMap<String, CloudObject>, StateError> {
+    let mut out = BTreeMap::new();
+    for_each_object(conn, kind, |o| {
+        out.insert(o.id.clone(), o);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+pub(crate) fn load_object(
+    conn: &Connection,
+    kind: ObjectKind,
+    id: &str,
+) -> Result<Option<CloudObject>, StateError> {
+    let op = || format!("load cached {kind} {id}");
+    let row: Option<(String, bool)> = conn
+        .query_row(
+            "SELECT props_json, soft_deleted FROM cloud_object WHERE kind = ?1 AND id = ?2",
+            [kind.as_str(), id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .ctx(conn, op)?;
+    let Some((json, soft_deleted)) = row else {
+        return Ok(None);
+    };
+    let mut members = BTreeMap::new();
+    if kind == ObjectKind::Group {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT member_id, member_type FROM cloud_member WHERE group_id = ?1
+                 ORDER BY member_id",
+            )
+            .ctx(conn, op)?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok(MemberRef {
+                    id: r.get(0)?,
+                    odata_type: r.get(1)?,
+                })
+            })
+            .ctx(conn, op)?;
+        for m in rows {
+            let m = m.ctx(conn, op)?;
+            members.insert(m.id.clone(), m);
+        }
+    }
+    Ok(Some(CloudObject {
+        id: id.to_string(),
+        props: parse_props(conn, id, &json)?,
+        members,
+        soft_deleted,
+    }))
+}

@@ -1,0 +1,112 @@
+//! Errors of the state store. Every message names the state file and the operation, so an
+//! operator reading a log line knows which file to open with `sqlite3` and what failed.
+
+use rusqlite::Connection;
+
+/// What the in-memory database is called in messages.
+pub(crate) const IN_MEMORY: &str = "(in memory)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path}: directory {dir} does not exist (create it before starting)")]
+    MissingDirectory { path: String, dir: String },
+
+    #[error("state file {path}: {op}: {cause}")]
+    Sql {
+        path: String,
+        op: String,
+        cause: rusqlite::Error,
+    },
+
+    #[error(
+        "state file {path}: schema version {found} is newer than this build supports ({supported})"
+    )]
+    NewerSchema {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+
+    #[error("state file {path}: schema version {found} is not valid (set by hand?)")]
+    BadSchemaVersion { path: String, found: i64 },
+
+    #[error("state file {path}: table {table}, id {id}: unreadable {column}: {cause}")]
+    CorruptRow {
+        path: String,
+        table: &'static str,
+        id: String,
+        column: &'static str,
+        cause: serde_json::Error,
+    },
+
+    #[error("state file {path}: table {table}, id {id}: cannot encode {column}: {cause}")]
+    Encode {
+        path: String,
+        table: &'static str,
+        id: String,
+        column: &'static str,
+        cause: serde_json::Error,
+    },
+
+    #[error("state file {path}: {op}: run {run_id} does not exist")]
+    UnknownRun {
+        path: String,
+        op: &'static str,
+        run_id: i64,
+    },
+}
+
+/// The file behind a connection, as messages show it.
+pub(crate) fn db_path(conn: &Connection) -> String {
+    match conn.path() {
+        Some(p) if !p.is_empty() => p.to_string(),
+        _ => IN_MEMORY.to_string(),
+    }
+}
+
+/// Attaches the file and the operation to a SQLite error.
+pub(crate) trait SqlContext<T> {
+    fn ctx(self, conn: &Connection, op: impl FnOnce() -> String) -> Result<T, StateError>;
+}
+
+impl<T> SqlContext<T> for rusqlite::Result<T> {
+    fn ctx(self, conn: &Connection, op: impl FnOnce() -> String) -> Result<T, StateError> {
+        self.map_err(|cause| StateError::Sql {
+            path: db_path(conn),
+            op: op(),
+            cause,
+        })
+    }
+}
+
+pub(crate) fn corrupt(
+    conn: &Connection,
+    table: &'static str,
+    id: impl ToString,
+    column: &'static str,
+    cause: serde_json::Error,
+) -> StateError {
+    StateError::CorruptRow {
+        path: db_path(conn),
+        table,
+        id: id.to_string(),
+        column,
+        cause,
+    }
+}
+
+pub(crate) fn encode(
+    conn: &Connection,
+    table: &'static str,
+    id: impl ToString,
+    column: &'static str,
+    cause: serde_json::Error,
+) -> StateError {
+    StateError::Encode {
+        path: db_path(conn),
+        table,
+        id: id.to_string(),
+        column,
+        cause,
+    }
+}

@@ -1,0 +1,112 @@
+//! The schema and its migrations, versioned with `PRAGMA user_version`.
+//!
+//! Migration N (1-based) moves a file from version N-1 to N. Append, never edit: a released
+//! migration is part of every state file written since. Keep to SQL that the operator's
+//! `sqlite3` (3.40) understands, since they open these files by hand.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::{db_path, SqlContext, StateError};
+
+const V1: &str = r#"
+CREATE TABLE delta_link (
+    kind       TEXT NOT NULL PRIMARY KEY CHECK (kind IN ('group', 'user')),
+    link       TEXT NOT NULL CHECK (link <> ''),
+    updated_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE cloud_object (
+    kind         TEXT    NOT NULL CHECK (kind IN ('group', 'user')),
+    id           TEXT    NOT NULL,
+    props_json   TEXT    NOT NULL CHECK (json_valid(props_json)),
+    soft_deleted INTEGER NOT NULL DEFAULT 0 CHECK (soft_deleted IN (0, 1)),
+    updated_at   TEXT    NOT NULL,
+    PRIMARY KEY (kind, id)
+) STRICT;
+
+CREATE TABLE cloud_member (
+    group_id    TEXT NOT NULL,
+    member_id   TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    PRIMARY KEY (group_id, member_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE anchor (
+    cloud_id    TEXT NOT NULL PRIMARY KEY,
+    object_guid TEXT NOT NULL UNIQUE,
+    dn          TEXT NOT NULL,
+    rule        TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE applied (
+    cloud_id   TEXT NOT NULL PRIMARY KEY,
+    hash       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE run (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    mode        TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    status      TEXT,
+    stats_json  TEXT CHECK (stats_json IS NULL OR json_valid(stats_json))
+) STRICT;
+
+CREATE TABLE run_event (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES run (id) ON DELETE CASCADE,
+    at          TEXT NOT NULL,
+    cloud_id    TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    dn          TEXT NOT NULL,
+    detail_json TEXT NOT NULL CHECK (json_valid(detail_json)),
+    outcome     TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX run_event_by_run ON run_event (run_id);
+CREATE INDEX run_event_by_cloud_id ON run_event (cloud_id);
+"#;
+
+/// Migration scripts, index i moving version i to i + 1.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the file to [`SCHEMA_VERSION`]; a no-op when it is already there. Runs in one
+/// immediate transaction so two processes opening a fresh file cannot both migrate it.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StateError> {
+    let path = db_path(conn);
+    let sql_err = |op: String| {
+        let path = path.clone();
+        move |cause| StateError::Sql { path, op, cause }
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_err("begin migration".into()))?;
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .ctx(&tx, || "read schema version".into())?;
+    if found > SCHEMA_VERSION {
+        return Err(StateError::NewerSchema {
+            path,
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let Ok(start) = usize::try_from(found) else {
+        return Err(StateError::BadSchemaVersion { path, found });
+    };
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+        let to = i + 1;
+        tx.execute_batch(sql)
+            .ctx(&tx, || format!("migrate schema to version {to}"))?;
+    }
+    if found != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .ctx(&tx, || "write schema version".into())?;
+    }
+    tx.commit().map_err(sql_err("commit migration".into()))
+}

@@ -1,0 +1,1050 @@
+//! Store tests: persistence, migrations, every delta case, atomicity, records.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Map, Value};
+
+use super::*;
+use crate::graph::model::{DeltaItem, MemberRef, RemovedReason};
+
+const USER: &str = "#microsoft.graph.user";
+const GROUP: &str = "#microsoft.graph.group";
+
+fn props(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("test props must be an object, got {other}"),
+    }
+}
+
+fn member(id: &str, t: &str) -> (String, MemberRef) {
+    (
+        id.to_string(),
+        MemberRef {
+            odata_type: t.to_string(),
+            id: id.to_string(),
+        },
+    )
+}
+
+fn item(id: &str, p: Value, members: &[(&str, &str)]) -> DeltaItem {
+    DeltaItem {
+        id: id.to_string(),
+        props: props(p),
+        members_added: members.iter().map(|(m, t)| member(m, t)).collect(),
+        ..Default::default()
+    }
+}
+
+fn removed(id: &str, reason: RemovedReason) -> DeltaItem {
+    DeltaItem {
+        id: id.to_string(),
+        removed: Some(reason),
+        ..Default::default()
+    }
+}
+
+fn round(full: bool, link: &str, items: Vec<DeltaItem>) -> DeltaRound {
+    DeltaRound {
+        items: items.into_iter().map(|i| (i.id.clone(), i)).collect(),
+        delta_link: link.to_string(),
+        full,
+    }
+}
+
+fn ids(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn member_ids(o: &CloudObject) -> Vec<&str> {
+    o.members.keys().map(String::as_str).collect()
+}
+
+fn mem() -> Store {
+    match Store::open_in_memory() {
+        Ok(s) => s,
+        Err(e) => panic!("in-memory store: {e}"),
+    }
+}
+
+/// A store holding g1 {u1,u2}, g2 {u3} and g3 {} from a full round with link "L1".
+fn seeded() -> anyhow::Result<Store> {
+    let mut s = mem();
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            true,
+            "L1",
+            vec![
+                item(
+                    "g1",
+                    json!({"displayName": "One", "mail": "one@x"}),
+                    &[("u1", USER), ("u2", USER)],
+                ),
+                item("g2", json!({"displayName": "Two"}), &[("u3", USER)]),
+                item("g3", json!({"displayName": "Three"}), &[]),
+            ],
+        ),
+    )?;
+    Ok(s)
+}
+
+fn table_count(s: &Store, table: &str) -> i64 {
+    s.conn
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap_or(-1)
+}
+
+#[test]
+fn store_is_send() {
+    fn send<T: Send>() {}
+    send::<Store>();
+}
+
+#[test]
+fn open_reopen_persists_with_pragmas() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    {
+        let mut s = Store::open(&path)?;
+        s.apply_delta(
+            ObjectKind::Group,
+            &round(
+                true,
+                "L1",
+                vec![item("g1", json!({"displayName": "One"}), &[("u1", USER)])],
+            ),
+        )?;
+        s.put_anchor(&Anchor {
+            cloud_id: "g1".into(),
+            object_guid: "guid-1".into(),
+            dn: "CN=One,OU=X".into(),
+            rule: "default".into(),
+            updated_at: String::new(),
+        })?;
+        s.put_applied("g1", "h1")?;
+        let run = s.begin_run("sync")?;
+        s.finish_run(run, "ok", &json!({"written": 1}))?;
+    }
+    let s = Store::open(&path)?;
+    assert_eq!(s.delta_link(ObjectKind::Group)?.as_deref(), Some("L1"));
+    let g1 = s.load_object(ObjectKind::Group, "g1")?;
+    assert_eq!(g1.as_ref().map(member_ids), Some(vec!["u1"]));
+    assert_eq!(
+        s.anchors()?.get("g1").map(|a| a.dn.as_str()),
+        Some("CN=One,OU=X")
+    );
+    assert_eq!(
+        s.applied_hashes()?.get("g1").map(String::as_str),
+        Some("h1")
+    );
+    assert_eq!(s.recent_runs(5)?.len(), 1);
+
+    let journal: String = s
+        .conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+    let sync: i64 = s
+        .conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))?;
+    let fk: i64 = s
+        .conn
+        .pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+    assert_eq!((journal.as_str(), sync, fk), ("wal", 2, 1));
+    assert!(s.path().ends_with("state.db"), "{}", s.path());
+    Ok(())
+}
+
+#[test]
+fn open_without_parent_directory_is_a_clear_error() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let path = dir.path().join("missing").join("state.db");
+    let err = Store::open(&path).err().map(|e| e.to_string());
+    let want = format!(
+        "state file {}: directory {} does not exist (create it before starting)",
+        path.display(),
+        dir.path().join("missing").display()
+    );
+    assert_eq!(err, Some(want));
+}
+
+#[test]
+fn open_non_database_file_names_the_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    std::fs::write(&path, vec![b'x'; 4096])?;
+    let err = Store::open(&path)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.starts_with(&format!("state file {}", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("not a database"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn migrations_are_idempotent() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    let schema_of = |s: &Store| -> anyhow::Result<Vec<String>> {
+        let mut st = s
+            .conn
+            .prepare("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name")?;
+        let rows = st
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(rows)
+    };
+    let first = {
+        let mut s = Store::open(&path)?;
+        assert_eq!(s.schema_version()?, SCHEMA_VERSION);
+        schema::migrate(&mut s.conn)?; // again on the same connection
+        schema_of(&s)?
+    };
+    let s = Store::open(&path)?;
+    assert_eq!(s.schema_version()?, SCHEMA_VERSION);
+    assert_eq!(schema_of(&s)?, first);
+    for table in [
+        "delta_link",
+        "cloud_object",
+        "cloud_member",
+        "anchor",
+        "applied",
+        "run",
+        "run_event",
+    ] {
+        assert!(
+            first
+                .iter()
+                .any(|sql| sql.starts_with(&format!("CREATE TABLE {table} "))),
+            "{table}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn newer_schema_version_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    drop(Store::open(&path)?);
+    {
+        let c = rusqlite::Connection::open(&path)?;
+        c.pragma_update(None, "user_version", 99)?;
+    }
+    let err = Store::open(&path).err().map(|e| e.to_string());
+    assert_eq!(
+        err,
+        Some(format!(
+            "state file {}: schema version 99 is newer than this build supports ({SCHEMA_VERSION})",
+            path.display()
+        ))
+    );
+    // Refusing must not have touched the file.
+    let c = rusqlite::Connection::open(&path)?;
+    let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    assert_eq!(v, 99);
+    Ok(())
+}
+
+#[test]
+fn full_round_stores_objects_members_and_link() -> anyhow::Result<()> {
+    let s = seeded()?;
+    assert_eq!(s.delta_link(ObjectKind::Group)?.as_deref(), Some("L1"));
+    assert_eq!(s.delta_link(ObjectKind::User)?, None);
+    let all = s.load_objects(ObjectKind::Group)?;
+    assert_eq!(
+        all.keys().cloned().collect::<BTreeSet<_>>(),
+        ids(&["g1", "g2", "g3"])
+    );
+    let g1 = &all["g1"];
+    assert_eq!(member_ids(g1), vec!["u1", "u2"]);
+    assert_eq!(g1.members["u1"].odata_type, USER);
+    assert_eq!(g1.str_prop("mail"), Some("one@x"));
+    assert!(!g1.soft_deleted);
+    assert!(all["g3"].members.is_empty());
+    assert_eq!(s.load_object(ObjectKind::Group, "g1")?.as_ref(), Some(g1));
+    assert_eq!(s.load_object(ObjectKind::Group, "nope")?, None);
+    assert_eq!(s.load_object(ObjectKind::User, "g1")?, None);
+    Ok(())
+}
+
+#[test]
+fn full_round_reports_every_item_as_changed() -> anyhow::Result<()> {
+    let mut s = mem();
+    let ch = s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            true,
+            "L1",
+            vec![item("a", json!({}), &[]), item("b", json!({}), &[])],
+        ),
+    )?;
+    assert_eq!(
+        ch,
+        CacheChanges {
+            changed: ids(&["a", "b"]),
+            deleted: BTreeSet::new()
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn incremental_round_overlays_properties() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    let ch = s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            false,
+            "L2",
+            vec![item(
+                "g1",
+                json!({"displayName": "Uno", "mail": null, "description": "d"}),
+                &[],
+            )],
+        ),
+    )?;
+    assert_eq!(
+        ch,
+        CacheChanges {
+            changed: ids(&["g1"]),
+            deleted: BTreeSet::new()
+        }
+    );
+    let g1 = s.load_object(ObjectKind::Group, "g1")?.unwrap_or_default();
+    assert_eq!(
+        Value::Object(g1.props.clone()),
+        json!({"displayName": "Uno", "mail": null, "description": "d"})
+    );
+    // Members untouched by a property-only change; other groups untouched.
+    assert_eq!(member_ids(&g1), vec!["u1", "u2"]);
+    assert_eq!(s.load_objects(ObjectKind::Group)?.len(), 3);
+    assert_eq!(s.delta_link(ObjectKind::Group)?.as_deref(), Some("L2"));
+    Ok(())
+}
+
+#[test]
+fn incremental_round_inserts_new_object() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    let ch = s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            false,
+            "L2",
+            vec![item("g4", json!({"displayName": "Four"}), &[("g1", GROUP)])],
+        ),
+    )?;
+    assert_eq!(ch.changed, ids(&["g4"]));
+    let g4 = s.load_object(ObjectKind::Group, "g4")?.unwrap_or_default();
+    assert_eq!(g4.str_prop("displayName"), Some("Four"));
+    assert_eq!(g4.members["g1"].odata_type, GROUP);
+    assert_eq!(s.load_objects(ObjectKind::Group)?.len(), 4);
+    Ok(())
+}
+
+#[test]
+fn incremental_members_added_and_removed() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    let mut it = item("g1", json!({}), &[("u9", USER), ("g2", GROUP)]);
+    it.members_removed = ids(&["u1", "not-a-member"]);
+    let ch = s.apply_delta(ObjectKind::Group, &round(false, "L2", vec![it]))?;
+    assert_eq!(ch.changed, ids(&["g1"]));
+    let g1 = s.load_object(ObjectKind::Group, "g1")?.unwrap_or_default();
+    assert_eq!(member_ids(&g1), vec!["g2", "u2", "u9"]);
+    assert_eq!(
+        g1.str_prop("displayName"),
+        Some("One"),
+        "empty props keep the cache"
+    );
+    // Other groups' members untouched.
+    let g2 = s.load_object(ObjectKind::Group, "g2")?.unwrap_or_default();
+    assert_eq!(member_ids(&g2), vec!["u3"]);
+    Ok(())
+}
+
+#[test]
+fn soft_delete_keeps_props_and_members() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    let ch = s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            false,
+            "L2",
+            vec![
+                removed("g1", RemovedReason::Changed),
+                removed("ghost", RemovedReason::Changed),
+            ],
+        ),
+    )?;
+    // An object never cached has nothing to soft delete.
+    assert_eq!(
+        ch,
+        CacheChanges {
+            changed: ids(&["g1"]),
+            deleted: BTreeSet::new()
+        }
+    );
+    let g1 = s.load_object(ObjectKind::Group, "g1")?.unwrap_or_default();
+    assert!(g1.soft_deleted);
+    assert_eq!(g1.str_prop("displayName"), Some("One"));
+    assert_eq!(member_ids(&g1), vec!["u1", "u2"]);
+    assert_eq!(s.load_object(ObjectKind::Group, "ghost")?, None);
+    Ok(())
+}
+
+#[test]
+fn restore_clears_soft_delete_and_reports_changed() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(false, "L2", vec![removed("g1", RemovedReason::Changed)]),
+    )?;
+    let ch = s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            false,
+            "L3",
+            vec![item("g1", json!({"displayName": "One again"}), &[])],
+        ),
+    )?;
+    assert_eq!(ch.changed, ids(&["g1"]));
+    let g1 = s.load_object(ObjectKind::Group, "g1")?.unwrap_or_default();
+    assert!(!g1.soft_deleted);
+    assert_eq!(g1.str_prop("displayName"), Some("One again"));
+    assert_eq!(g1.str_prop("mail"), Some("one@x"));
+    assert_eq!(member_ids(&g1), vec!["u1", "u2"]);
+    Ok(())
+}
+
+#[test]
+fn hard_delete_removes_row_and_members() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    let ch = s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            false,
+            "L2",
+            vec![
+                removed("g1", RemovedReason::Deleted),
+                removed("ghost", RemovedReason::Deleted),
+            ],
+        ),
+    )?;
+    assert_eq!(
+        ch,
+        CacheChanges {
+            changed: BTreeSet::new(),
+            deleted: ids(&["g1"])
+        }
+    );
+    assert_eq!(s.load_object(ObjectKind::Group, "g1")?, None);
+    let n: i64 = s.conn.query_row(
+        "SELECT count(*) FROM cloud_member WHERE group_id = 'g1'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(n, 0);
+    assert_eq!(s.load_objects(ObjectKind::Group)?.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn hard_delete_of_soft_deleted_object() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(false, "L2", vec![removed("g2", RemovedReason::Changed)]),
+    )?;
+    let ch = s.apply_delta(
+        ObjectKind::Group,
+        &round(false, "L3", vec![removed("g2", RemovedReason::Deleted)]),
+    )?;
+    assert_eq!(ch.deleted, ids(&["g2"]));
+    assert_eq!(s.load_object(ObjectKind::Group, "g2")?, None);
+    Ok(())
+}
+
+#[test]
+fn full_round_replaces_cache() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    // g2 soft deleted before the reset: a full round that omits it removes it.
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(false, "L2", vec![removed("g2", RemovedReason::Changed)]),
+    )?;
+    let ch = s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            true,
+            "L3",
+            vec![
+                item(
+                    "g1",
+                    json!({"displayName": "One"}),
+                    &[("u2", USER), ("u7", USER)],
+                ),
+                item("g3", json!({"displayName": "Three"}), &[("u1", USER)]),
+                item("g5", json!({"displayName": "Five"}), &[]),
+            ],
+        ),
+    )?;
+    assert_eq!(
+        ch,
+        CacheChanges {
+            changed: ids(&["g1", "g3", "g5"]),
+            deleted: ids(&["g2"])
+        }
+    );
+    let all = s.load_objects(ObjectKind::Group)?;
+    assert_eq!(
+        all.keys().cloned().collect::<BTreeSet<_>>(),
+        ids(&["g1", "g3", "g5"])
+    );
+    assert_eq!(
+        member_ids(&all["g1"]),
+        vec!["u2", "u7"],
+        "member set replaced, u1 gone"
+    );
+    assert_eq!(member_ids(&all["g3"]), vec!["u1"]);
+    // A full round carries every property: ones it lacks are gone.
+    assert_eq!(all["g1"].str_prop("mail"), None);
+    let orphans: i64 = s.conn.query_row(
+        "SELECT count(*) FROM cloud_member WHERE group_id = 'g2'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(orphans, 0);
+    assert_eq!(s.delta_link(ObjectKind::Group)?.as_deref(), Some("L3"));
+    Ok(())
+}
+
+#[test]
+fn full_round_with_soft_deleted_item_keeps_it() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    let ch = s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            true,
+            "L2",
+            vec![
+                item("g1", json!({"displayName": "One"}), &[("u1", USER)]),
+                removed("g2", RemovedReason::Changed),
+            ],
+        ),
+    )?;
+    assert_eq!(
+        ch,
+        CacheChanges {
+            changed: ids(&["g1", "g2"]),
+            deleted: ids(&["g3"])
+        }
+    );
+    let g2 = s.load_object(ObjectKind::Group, "g2")?.unwrap_or_default();
+    assert!(g2.soft_deleted);
+    assert_eq!(member_ids(&g2), vec!["u3"]);
+    Ok(())
+}
+
+#[test]
+fn empty_full_round_empties_the_kind_only() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    s.apply_delta(
+        ObjectKind::User,
+        &round(
+            true,
+            "U1",
+            vec![item("u1", json!({"userPrincipalName": "a@x"}), &[])],
+        ),
+    )?;
+    let ch = s.apply_delta(ObjectKind::User, &round(true, "U2", vec![]))?;
+    assert_eq!(ch.deleted, ids(&["u1"]));
+    assert!(s.load_objects(ObjectKind::User)?.is_empty());
+    assert_eq!(
+        s.load_objects(ObjectKind::Group)?.len(),
+        3,
+        "groups untouched"
+    );
+    assert_eq!(s.delta_link(ObjectKind::Group)?.as_deref(), Some("L1"));
+    assert_eq!(s.delta_link(ObjectKind::User)?.as_deref(), Some("U2"));
+    Ok(())
+}
+
+#[test]
+fn users_have_no_member_rows() -> anyhow::Result<()> {
+    let mut s = mem();
+    s.apply_delta(
+        ObjectKind::User,
+        &round(true, "U1", vec![item("u1", json!({}), &[("x", USER)])]),
+    )?;
+    assert_eq!(table_count(&s, "cloud_member"), 0);
+    assert!(s
+        .load_object(ObjectKind::User, "u1")?
+        .is_some_and(|u| u.members.is_empty()));
+    Ok(())
+}
+
+#[test]
+fn clear_delta_link_forgets_only_that_kind() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    s.apply_delta(ObjectKind::User, &round(true, "U1", vec![]))?;
+    s.clear_delta_link(ObjectKind::Group)?;
+    assert_eq!(s.delta_link(ObjectKind::Group)?, None);
+    assert_eq!(s.delta_link(ObjectKind::User)?.as_deref(), Some("U1"));
+    assert_eq!(
+        s.load_objects(ObjectKind::Group)?.len(),
+        3,
+        "cache kept until the full round"
+    );
+    Ok(())
+}
+
+/// Everything the cache and link tables hold, for before/after comparisons.
+fn snapshot(
+    s: &Store,
+) -> anyhow::Result<(
+    Vec<(String, String, String, i64)>,
+    Vec<(String, String, String)>,
+    Vec<(String, String)>,
+)> {
+    let mut o = s
+        .conn
+        .prepare("SELECT kind, id, props_json, soft_deleted FROM cloud_object ORDER BY kind, id")?;
+    let objects = o
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut m = s
+        .conn
+        .prepare("SELECT group_id, member_id, member_type FROM cloud_member ORDER BY 1, 2")?;
+    let members = m
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut l = s
+        .conn
+        .prepare("SELECT kind, link FROM delta_link ORDER BY kind")?;
+    let links = l
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok((objects, members, links))
+}
+
+#[test]
+fn failure_mid_round_changes_nothing() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    let before = snapshot(&s)?;
+    // Fail on the last group's members, after earlier items were written in the transaction.
+    s.conn.execute_batch(
+        "CREATE TEMP TRIGGER boom BEFORE INSERT ON cloud_member WHEN NEW.member_id = 'boom'
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    )?;
+    let err = s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            true,
+            "L2",
+            vec![
+                item("g1", json!({"displayName": "changed"}), &[("u5", USER)]),
+                item("g4", json!({"displayName": "new"}), &[]),
+                item("g9", json!({}), &[("boom", USER)]),
+            ],
+        ),
+    );
+    let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.contains("apply group delta round") && msg.contains("injected failure"),
+        "{msg}"
+    );
+    assert_eq!(snapshot(&s)?, before);
+    Ok(())
+}
+
+#[test]
+fn bad_link_rolls_back_the_cache() -> anyhow::Result<()> {
+    let mut s = seeded()?;
+    let before = snapshot(&s)?;
+    // The link is written last; its CHECK constraint fails after all items were applied.
+    let err = s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            false,
+            "",
+            vec![
+                item("g1", json!({"displayName": "x"}), &[]),
+                removed("g2", RemovedReason::Deleted),
+            ],
+        ),
+    );
+    let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.contains("store group delta link") && msg.contains("CHECK constraint failed"),
+        "{msg}"
+    );
+    assert_eq!(snapshot(&s)?, before);
+    // And the store is still usable afterwards.
+    s.apply_delta(ObjectKind::Group, &round(false, "L2", vec![]))?;
+    assert_eq!(s.delta_link(ObjectKind::Group)?.as_deref(), Some("L2"));
+    Ok(())
+}
+
+#[test]
+fn corrupt_props_name_table_and_id() -> anyhow::Result<()> {
+    let s = seeded()?;
+    // json_valid accepts this JSON array, but a cached object must be a JSON object.
+    s.conn.execute(
+        "UPDATE cloud_object SET props_json = '[1]' WHERE id = 'g2'",
+        [],
+    )?;
+    let msg = s
+        .load_objects(ObjectKind::Group)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.starts_with("state file (in memory): table cloud_object, id g2: unreadable props_json"),
+        "{msg}"
+    );
+    let msg = s
+        .load_object(ObjectKind::Group, "g2")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("table cloud_object, id g2"), "{msg}");
+    Ok(())
+}
+
+#[test]
+fn schema_rejects_invalid_json() -> anyhow::Result<()> {
+    let s = seeded()?;
+    let res = s.conn.execute(
+        "UPDATE cloud_object SET props_json = '{oops' WHERE id = 'g2'",
+        [],
+    );
+    assert!(res.is_err());
+    Ok(())
+}
+
+#[test]
+fn streaming_merge_skips_orphan_members() -> anyhow::Result<()> {
+    let s = seeded()?;
+    // Member rows whose group is not cached (sorting before, between and after real groups).
+    s.conn.execute_batch(
+        "INSERT INTO cloud_member VALUES ('a-orphan', 'x', 't'), ('g15', 'y', 't'), ('zz', 'z', 't');",
+    )?;
+    let mut seen = Vec::new();
+    s.for_each_object(ObjectKind::Group, |o| {
+        seen.push((o.id.clone(), o.members.keys().cloned().collect::<Vec<_>>()));
+        Ok(())
+    })?;
+    let want: Vec<(String, Vec<String>)> = vec![
+        ("g1".into(), vec!["u1".into(), "u2".into()]),
+        ("g2".into(), vec!["u3".into()]),
+        ("g3".into(), vec![]),
+    ];
+    assert_eq!(seen, want);
+    Ok(())
+}
+
+#[test]
+fn anchors_round_trip() -> anyhow::Result<()> {
+    let mut s = mem();
+    let a = Anchor {
+        cloud_id: "g1".into(),
+        object_guid: "0b7c3a52-0000-4000-8000-000000000001".into(),
+        dn: "CN=One,OU=Cloud,DC=x".into(),
+        rule: "scripts/default.rhai".into(),
+        updated_at: "2024-01-02T03:04:05.000Z".into(),
+    };
+    s.put_anchor(&a)?;
+    assert_eq!(
+        s.anchors()?,
+        BTreeMap::from([("g1".to_string(), a.clone())])
+    );
+
+    // Update in place (rename); an empty timestamp is stamped now.
+    let moved = Anchor {
+        dn: "CN=Uno,OU=Cloud,DC=x".into(),
+        updated_at: String::new(),
+        ..a.clone()
+    };
+    s.put_anchor(&moved)?;
+    let got = s.anchors()?;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got["g1"].dn, "CN=Uno,OU=Cloud,DC=x");
+    assert!(
+        got["g1"].updated_at.ends_with('Z') && got["g1"].updated_at.len() == 24,
+        "{}",
+        got["g1"].updated_at
+    );
+
+    // One AD object cannot belong to two cloud ids.
+    let thief = Anchor {
+        cloud_id: "g2".into(),
+        ..a.clone()
+    };
+    let msg = s
+        .put_anchor(&thief)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("put anchor g2") && msg.contains("UNIQUE"),
+        "{msg}"
+    );
+
+    s.remove_anchor("g1")?;
+    s.remove_anchor("never-there")?;
+    assert!(s.anchors()?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn applied_hashes_round_trip() -> anyhow::Result<()> {
+    let mut s = mem();
+    s.put_applied("g1", "h1")?;
+    s.put_applied("g2", "h2")?;
+    s.put_applied("g1", "h1b")?;
+    assert_eq!(
+        s.applied_hashes()?,
+        BTreeMap::from([
+            ("g1".to_string(), "h1b".to_string()),
+            ("g2".to_string(), "h2".to_string())
+        ])
+    );
+    s.remove_applied("g1")?;
+    assert_eq!(s.applied_hashes()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn runs_and_events_round_trip() -> anyhow::Result<()> {
+    let mut s = mem();
+    let r1 = s.begin_run("full")?;
+    let ev = AuditEvent {
+        cloud_id: "g1".into(),
+        action: "create".into(),
+        dn: "CN=One,OU=X".into(),
+        detail: json!({"attributes": ["cn", "mail"]}),
+        outcome: "ok".into(),
+    };
+    s.record_event(r1, &ev)?;
+    s.record_event(
+        r1,
+        &AuditEvent {
+            outcome: "failed".into(),
+            ..ev.clone()
+        },
+    )?;
+    s.finish_run(r1, "ok", &json!({"created": 1}))?;
+    let r2 = s.begin_run("plan")?;
+    assert!(r2 > r1);
+
+    let runs = s.recent_runs(10)?;
+    assert_eq!(
+        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![r2, r1],
+        "newest first"
+    );
+    assert_eq!(runs[1].mode, "full");
+    assert_eq!(runs[1].status.as_deref(), Some("ok"));
+    assert_eq!(runs[1].stats, Some(json!({"created": 1})));
+    assert!(runs[1].finished_at.as_deref() >= Some(runs[1].started_at.as_str()));
+    assert_eq!(
+        (
+            runs[0].finished_at.clone(),
+            runs[0].status.clone(),
+            runs[0].stats.clone()
+        ),
+        (None, None, None)
+    );
+    assert_eq!(s.recent_runs(1)?.len(), 1);
+    assert_eq!(s.run(r1)?.as_ref(), Some(&runs[1]));
+    assert_eq!(s.run(999)?, None);
+
+    let evs = s.run_events(r1)?;
+    assert_eq!(evs.len(), 2);
+    assert_eq!(evs[0].event, ev);
+    assert_eq!(evs[1].event.outcome, "failed");
+    assert!(s.run_events(r2)?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn unknown_run_is_refused() -> anyhow::Result<()> {
+    let mut s = mem();
+    let ev = AuditEvent {
+        cloud_id: "g1".into(),
+        action: "create".into(),
+        dn: String::new(),
+        detail: Value::Null,
+        outcome: "ok".into(),
+    };
+    let msg = s.record_event(42, &ev).err().map(|e| e.to_string());
+    assert_eq!(
+        msg.as_deref(),
+        Some("state file (in memory): record event: run 42 does not exist")
+    );
+    let msg = s
+        .finish_run(42, "ok", &Value::Null)
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        msg.as_deref(),
+        Some("state file (in memory): finish run: run 42 does not exist")
+    );
+    Ok(())
+}
+
+#[test]
+fn interrupted_runs_closed_and_history_pruned() -> anyhow::Result<()> {
+    let mut s = mem();
+    let ev = AuditEvent {
+        cloud_id: "g".into(),
+        action: "a".into(),
+        dn: String::new(),
+        detail: json!({}),
+        outcome: "ok".into(),
+    };
+    let mut ids_ = Vec::new();
+    for _ in 0..5 {
+        let r = s.begin_run("sync")?;
+        s.record_event(r, &ev)?;
+        ids_.push(r);
+    }
+    s.finish_run(ids_[4], "ok", &json!({}))?;
+    assert_eq!(s.close_interrupted_runs()?, 4);
+    assert_eq!(
+        s.run(ids_[0])?.and_then(|r| r.status).as_deref(),
+        Some(INTERRUPTED)
+    );
+    assert_eq!(
+        s.run(ids_[4])?.and_then(|r| r.status).as_deref(),
+        Some("ok")
+    );
+
+    assert_eq!(s.prune_runs(2)?, 3);
+    assert_eq!(
+        s.recent_runs(10)?.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids_[4], ids_[3]]
+    );
+    assert_eq!(
+        table_count(&s, "run_event"),
+        2,
+        "events of pruned runs go with them"
+    );
+    Ok(())
+}
+
+#[test]
+fn with_transaction_commits_or_rolls_back() -> anyhow::Result<()> {
+    let mut s = mem();
+    let a = |id: &str| Anchor {
+        cloud_id: id.into(),
+        object_guid: format!("guid-{id}"),
+        dn: format!("CN={id}"),
+        rule: "r".into(),
+        updated_at: String::new(),
+    };
+    let n = s.with_transaction(|tx| {
+        tx::put_anchor(tx, &a("g1"))?;
+        tx::put_applied(tx, "g1", "h")?;
+        Ok(2)
+    })?;
+    assert_eq!(n, 2);
+    assert_eq!(s.anchors()?.len(), 1);
+
+    let res: Result<(), StateError> = s.with_transaction(|tx| {
+        tx::put_anchor(tx, &a("g2"))?;
+        tx::remove_applied(tx, "g1")?;
+        tx::put_anchor(
+            tx,
+            &Anchor {
+                cloud_id: "g3".into(),
+                ..a("g1")
+            },
+        )?; // GUID clash
+        Ok(())
+    });
+    assert!(res.is_err());
+    assert_eq!(s.anchors()?.keys().cloned().collect::<Vec<_>>(), vec!["g1"]);
+    assert_eq!(s.applied_hashes()?.len(), 1);
+    Ok(())
+}
+
+/// 10k groups x 20 members through a file-backed store (WAL, synchronous=FULL), then one
+/// incremental round and a reload. Prints the timings; asserts the counts.
+#[test]
+fn bulk_full_round_10k_groups_200k_members() -> anyhow::Result<()> {
+    use std::time::Instant;
+    let dir = tempfile::tempdir()?;
+    let mut s = Store::open(&dir.path().join("state.db"))?;
+    let mut items = Vec::with_capacity(10_000);
+    for g in 0..10_000 {
+        let id = format!("{g:08x}-0000-4000-8000-000000000000");
+        let members: Vec<(String, &str)> = (0..20)
+            .map(|m| {
+                (
+                    format!("{:08x}-1111-4000-8000-{m:012x}", (g * 7 + m) % 50_000),
+                    USER,
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = members.iter().map(|(m, t)| (m.as_str(), *t)).collect();
+        items.push(item(
+            &id,
+            json!({
+                "displayName": format!("Group {g}"),
+                "mail": format!("group{g}@corp.example"),
+                "mailNickname": format!("group{g}"),
+                "groupTypes": ["Unified"],
+                "securityEnabled": false,
+                "mailEnabled": true,
+                "proxyAddresses": [format!("SMTP:group{g}@corp.example")],
+                "description": "A group used to measure the state store",
+            }),
+            &refs,
+        ));
+    }
+    let full = round(true, "L1", items);
+
+    let t = Instant::now();
+    let ch = s.apply_delta(ObjectKind::Group, &full)?;
+    let apply = t.elapsed();
+    assert_eq!(ch.changed.len(), 10_000);
+
+    let t = Instant::now();
+    let all = s.load_objects(ObjectKind::Group)?;
+    let load = t.elapsed();
+    assert_eq!(all.len(), 10_000);
+    assert_eq!(
+        all.values().map(|o| o.members.len()).sum::<usize>(),
+        200_000
+    );
+
+    // Same tenant again as a full round (410 reset): replaces everything in place.
+    let t = Instant::now();
+    s.apply_delta(ObjectKind::Group, &full)?;
+    let again = t.elapsed();
+    assert_eq!(table_count(&s, "cloud_member"), 200_000);
+
+    let t = Instant::now();
+    let first = full.items.keys().next().cloned().unwrap_or_default();
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            false,
+            "L2",
+            vec![item(&first, json!({"displayName": "x"}), &[])],
+        ),
+    )?;
+    let incr = t.elapsed();
+
+    println!(
+        "state store: full round 10k groups/200k members {apply:?}, repeated full round {again:?}, load_objects {load:?}, one-item incremental round {incr:?}"
+    );
+    Ok(())
+}
