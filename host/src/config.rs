@@ -5,6 +5,8 @@
 //! its rules can move together. Every error names the key and the file.
 
 use serde::Deserialize;
+
+pub use crate::graph::auth::Credential;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -168,30 +170,11 @@ pub enum UserMatch {
     ImmutableId,
 }
 
-/// How the app proves who it is to the token endpoint.
-#[derive(Clone)]
-pub enum GraphCredential {
-    Secret(String),
-    Certificate {
-        certificate_pem: String,
-        private_key_pem: String,
-    },
-}
-
-impl std::fmt::Debug for GraphCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            GraphCredential::Secret(_) => f.write_str("Secret(<redacted>)"),
-            GraphCredential::Certificate { .. } => f.write_str("Certificate(<redacted key>)"),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct GraphConfig {
     pub tenant_id: String,
     pub client_id: String,
-    pub credential: GraphCredential,
+    pub credential: Credential,
     /// Graph's versioned root, e.g. `https://graph.microsoft.com/v1.0`.
     pub graph_url: String,
     pub token_url: String,
@@ -259,8 +242,22 @@ impl Config {
         Self::parse(path, &text)
     }
 
+    /// Reads and validates the file without reading any secret (for `writeback check`, which
+    /// runs where the secrets are not, e.g. in CI). Secret fields are left empty.
+    pub fn load_offline(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_with(path, &text, false)
+    }
+
     /// Validates `text` as if read from `path` (used by `load` and by tests).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Self::parse_with(path, text, true)
+    }
+
+    fn parse_with(path: &Path, text: &str, read_secrets: bool) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -269,7 +266,7 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let v = Validator { path };
+        let v = Validator { path, read_secrets };
         let resolve = |p: &Path| -> PathBuf {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -288,10 +285,13 @@ impl Config {
                 "secrets are not accepted inline; use client_secret_env or client_secret_file",
             ));
         }
-        let secret_sources = [g.client_secret_env.is_some(), g.client_secret_file.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let secret_sources = [
+            g.client_secret_env.is_some(),
+            g.client_secret_file.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         let has_cert = g.certificate_file.is_some() || g.private_key_file.is_some();
         let credential = match (secret_sources, has_cert) {
             (0, false) => {
@@ -312,7 +312,7 @@ impl Config {
                     "give only one of client_secret_env and client_secret_file",
                 ))
             }
-            (_, false) => GraphCredential::Secret(v.secret(
+            (_, false) => Credential::Secret(v.secret(
                 "graph.client_secret",
                 g.client_secret_env.as_deref(),
                 g.client_secret_file.as_deref().map(resolve).as_deref(),
@@ -330,7 +330,7 @@ impl Config {
                         "required with graph.certificate_file",
                     )
                 })?;
-                GraphCredential::Certificate {
+                Credential::Certificate {
                     certificate_pem: v.read_file("graph.certificate_file", &resolve(cert))?,
                     private_key_pem: v.read_file("graph.private_key_file", &resolve(key))?,
                 }
@@ -361,11 +361,7 @@ impl Config {
                 v.url("graph.token_url", u)?;
                 u.clone()
             }
-            None => format!(
-                "{}/{}/oauth2/v2.0/token",
-                g.cloud.login_root(),
-                g.tenant_id
-            ),
+            None => format!("{}/{}/oauth2/v2.0/token", g.cloud.login_root(), g.tenant_id),
         };
         if g.timeout_secs == 0 {
             return Err(v.invalid("graph.timeout_secs", "must be at least 1"));
@@ -458,7 +454,10 @@ impl Config {
         let mut settings = BTreeMap::new();
         for (k, val) in raw.rules.settings {
             let json = serde_json::to_value(&val).map_err(|e| {
-                v.invalid(&format!("rules.settings.{k}"), &format!("unusable value: {e}"))
+                v.invalid(
+                    &format!("rules.settings.{k}"),
+                    &format!("unusable value: {e}"),
+                )
             })?;
             settings.insert(k, json);
         }
@@ -479,16 +478,15 @@ impl Config {
     }
 }
 
-/// A cheap shape check (every comma-separated part is `type=value`); AD itself has the last word.
+/// A DN the host can work with: parses, and is not the empty root.
 fn looks_like_dn(dn: &str) -> bool {
-    !dn.trim().is_empty()
-        && dn
-            .split(',')
-            .all(|rdn| rdn.split_once('=').is_some_and(|(t, _)| !t.trim().is_empty()))
+    crate::ad::dn::parse_dn(dn).is_ok_and(|p| !p.rdns.is_empty())
 }
 
 struct Validator<'a> {
     path: &'a Path,
+    /// False for offline checks: secret sources are validated, not read.
+    read_secrets: bool,
 }
 
 impl Validator<'_> {
@@ -517,6 +515,9 @@ impl Validator<'_> {
     }
 
     fn read_file(&self, key: &str, file: &Path) -> Result<String, ConfigError> {
+        if !self.read_secrets {
+            return Ok(String::new());
+        }
         std::fs::read_to_string(file)
             .map_err(|e| self.invalid(key, &format!("cannot read {}: {e}", file.display())))
     }
@@ -531,6 +532,9 @@ impl Validator<'_> {
         let value = match (env, file) {
             (Some(_), Some(_)) => {
                 return Err(self.invalid(key, "give either the _env or the _file form, not both"))
+            }
+            _ if !self.read_secrets && (env.is_some() || file.is_some()) => {
+                return Ok(String::new())
             }
             (Some(var), None) => std::env::var(var).map_err(|_| {
                 self.invalid(
@@ -613,13 +617,13 @@ path = "state.db"
     #[test]
     fn national_cloud_endpoints() {
         with_env();
-        let text = GOOD.replace(
-            "client_secret_env",
-            "cloud = \"us-gov\"\nclient_secret_env",
-        );
+        let text = GOOD.replace("client_secret_env", "cloud = \"us-gov\"\nclient_secret_env");
         let c = cfg(&text).expect("valid");
         assert_eq!(c.graph.graph_url, "https://graph.microsoft.us/v1.0");
-        assert!(c.graph.token_url.starts_with("https://login.microsoftonline.us/"));
+        assert!(c
+            .graph
+            .token_url
+            .starts_with("https://login.microsoftonline.us/"));
         assert_eq!(c.graph.scope, "https://graph.microsoft.us/.default");
     }
 
@@ -661,7 +665,10 @@ path = "state.db"
         with_env();
         let text = GOOD.replace("ldaps://dc1", "ldap://dc1");
         let e = cfg(&text).unwrap_err().to_string();
-        assert!(e.contains("ad.url") && e.contains("allow_plain_ldap"), "{e}");
+        assert!(
+            e.contains("ad.url") && e.contains("allow_plain_ldap"),
+            "{e}"
+        );
         let ok = text.replace("managed_ous", "allow_plain_ldap = true\nmanaged_ous");
         assert!(cfg(&ok).is_ok());
         let tls = text.replace("managed_ous", "starttls = true\nmanaged_ous");
@@ -683,6 +690,14 @@ path = "state.db"
         );
         let e = cfg(&text).unwrap_err().to_string();
         assert!(e.contains("ad.managed_ous[0]"), "{e}");
+    }
+
+    #[test]
+    fn offline_load_needs_no_secrets() {
+        let text = GOOD.replace("WB_TEST_SECRET_PRESENT", "WB_TEST_SECRET_NEVER_SET");
+        let c = Config::parse_with(Path::new("/x/w.toml"), &text, false).expect("offline");
+        assert_eq!(c.ad.password, "");
+        assert!(Config::parse_with(Path::new("/x/w.toml"), &text, true).is_err());
     }
 
     #[test]

@@ -1,1 +1,189 @@
-fn main() {}
+//! The `writeback` binary: parses the command line, wires the connectors, runs the verb.
+
+mod cli;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cli::{Cli, Command, LogFormat};
+use writeback::ad::{AdConn, AdSettings};
+use writeback::config::Config;
+use writeback::graph::{GraphClient, GraphSettings};
+use writeback::rules::{self, Limits, RuleSet};
+use writeback::state::Store;
+use writeback::sync::{self, SyncContext, SyncOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check { rules, stdlib } => check(&cli.config, rules, stdlib),
+        Command::Plan { full, json } => {
+            sync_cmd(
+                &cli.config,
+                SyncOptions {
+                    full,
+                    dry_run: true,
+                    allow_deletes: false,
+                },
+                json,
+            )
+            .await
+        }
+        Command::Sync {
+            full,
+            allow_deletes,
+            json,
+        } => {
+            sync_cmd(
+                &cli.config,
+                SyncOptions {
+                    full,
+                    dry_run: false,
+                    allow_deletes,
+                },
+                json,
+            )
+            .await
+        }
+    }
+}
+
+fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> Result<ExitCode> {
+    let (rules_dir, stdlib, settings) = match rules_dir {
+        Some(dir) => {
+            let stdlib = stdlib.unwrap_or_else(|| {
+                dir.parent()
+                    .map(|p| p.join("stdlib"))
+                    .unwrap_or_else(|| PathBuf::from("stdlib"))
+            });
+            // Settings come from the config when there is one; rules that need a missing
+            // setting fail only when evaluated, which `check` does not do.
+            let settings = Config::load_offline(config)
+                .map(|c| c.rules.settings)
+                .unwrap_or_default();
+            (dir, stdlib, settings)
+        }
+        None => {
+            let c = Config::load_offline(config)?;
+            (c.rules.folder, c.rules.stdlib, c.rules.settings)
+        }
+    };
+    match rules::check(&rules_dir, &stdlib, settings) {
+        Ok(files) => {
+            println!(
+                "ok: {} rule file(s) in {} compile",
+                files.len(),
+                rules_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let rules = RuleSet::load(
+        &config.rules.folder,
+        &config.rules.stdlib,
+        config.rules.settings.clone(),
+        Limits::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+    let mut store = Store::open(&config.state_path)?;
+    let graph = GraphClient::new(GraphSettings {
+        graph_base: config.graph.graph_url.clone(),
+        token_url: config.graph.token_url.clone(),
+        scope: config.graph.scope.clone(),
+        client_id: config.graph.client_id.clone(),
+        credential: config.graph.credential.clone(),
+        ca_file: config.graph.ca_file.clone(),
+        timeout: config.graph.timeout,
+        max_retries: config.graph.max_retries,
+        ..GraphSettings::new(
+            config.graph.graph_url.clone(),
+            config.graph.token_url.clone(),
+            config.graph.client_id.clone(),
+            config.graph.credential.clone(),
+        )
+    })
+    .context("Graph client")?;
+    let mut conn = AdConn::connect(&AdSettings {
+        url: config.ad.url.clone(),
+        bind_dn: config.ad.bind_dn.clone(),
+        password: config.ad.password.clone(),
+        ca_file: config.ad.ca_file.clone(),
+        starttls: config.ad.starttls,
+        allow_plain: config.ad.allow_plain_ldap,
+        timeout: config.ad.timeout,
+    })
+    .await?;
+    let schema = conn.load_schema().await.context("reading the AD schema")?;
+    let report = sync::run(
+        SyncContext {
+            config: &config,
+            graph: &graph,
+            ad: &mut conn,
+            store: &mut store,
+            rules: &rules,
+            schema: Some(&schema),
+        },
+        opts,
+    )
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", sync::report::render(&report, !opts.dry_run));
+    }
+    Ok(if report.blocked.is_some() {
+        ExitCode::from(3)
+    } else if report.failures() > 0 || !report.plan.refused.is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,1 +1,24 @@
 //! The sync engine: desired state from the rules, a pure plan against owned AD objects, apply.
+//!
+//! `job` runs one cycle; `desired` and `plan` are pure (data in, data out) so they can be tested
+//! alone and run in a dry run; `apply` is the only part that writes to AD.
+
+pub mod apply;
+pub mod desired;
+pub mod job;
+pub mod plan;
+pub mod report;
+
+pub use job::{run, SyncContext, SyncOptions, SyncReport};
+
+/// Why a cycle could not run to its end. Per-object problems are not errors: they are in the
+/// report (refused, failed, unresolved members).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("Microsoft Graph: {0}")]
+    Graph(#[from] crate::graph::GraphError),
+    #[error("Active Directory: {0}")]
+    Ad(#[from] crate::ad::AdError),
+    #[error("state store: {0}")]
+    State(#[from] crate::state::StateError),
+}

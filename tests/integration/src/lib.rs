@@ -2,4 +2,5 @@
 //! emulator as a child process.
 
 pub mod emulator;
+pub mod harness;
 pub mod testbed;

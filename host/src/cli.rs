@@ -1,0 +1,84 @@
+//! The command line: the verbs an administrator uses.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Writeback keeps on-premises Active Directory in step with Microsoft Entra ID groups.
+///
+/// Cloud groups are read from Microsoft Graph (delta queries), turned into AD groups by the Rhai
+/// rules in the rules folder, compared with the AD objects Writeback owns, and only the
+/// difference is written over LDAP.
+///
+/// Start with `writeback check` (offline: config and rules), then `writeback plan` (what a sync
+/// would change, nothing is written), then `writeback sync`.
+#[derive(Debug, Parser)]
+#[command(name = "writeback", version, propagate_version = true)]
+pub struct Cli {
+    /// The configuration file (TOML).
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "WRITEBACK_CONFIG",
+        default_value = "/etc/writeback/writeback.toml"
+    )]
+    pub config: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log detail (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one sync cycle: read the cloud changes, apply the plan to AD.
+    ///
+    /// By default only what changed since the last run is read (Graph delta). Exit status: 0 all
+    /// applied; 2 something was refused or failed (see the report; failures are retried next
+    /// run); 3 the delete threshold blocked the plan; 1 the run could not start or finish.
+    Sync {
+        /// Re-read the whole tenant and compare every owned AD object (finds drift and orphans).
+        #[arg(long)]
+        full: bool,
+        /// Apply even if the plan deletes more objects than `safety.delete_threshold`.
+        #[arg(long)]
+        allow_deletes: bool,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a sync would change, without writing anything to AD.
+    ///
+    /// The cloud cache is refreshed (it mirrors the cloud), AD is only read.
+    Plan {
+        /// Compare every owned AD object, not only the groups that changed.
+        #[arg(long)]
+        full: bool,
+        /// Print the plan as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the configuration and the rules offline (no Graph, no AD). Non-zero on any error,
+    /// with file:line:column positions: fit for a pre-commit hook or CI.
+    Check {
+        /// Check this rules folder instead of the one in the config (the config is then optional).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// The stdlib folder to use with --rules (default: `stdlib` beside the rules folder).
+        #[arg(long)]
+        stdlib: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,428 @@
+//! The plan: the difference between the desired AD objects and the owned AD objects that exist.
+//!
+//! Pure: it sees data only (no LDAP, no Graph), so it runs the same in `plan`, in a dry run and
+//! in tests, and the same inputs always give the same plan (everything is sorted).
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::desired::{dn_key, DesiredObject};
+
+/// An owned AD object as read from the directory.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ActualObject {
+    pub cloud_id: String,
+    pub dn: String,
+    /// AD's GUID string.
+    pub guid: Option<String>,
+    /// Attribute values, keys lowercased.
+    pub attrs: BTreeMap<String, Vec<String>>,
+    /// Member DNs (complete: read with ranged retrieval).
+    pub members: Vec<String>,
+}
+
+/// One attribute change on an existing object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AttrChange {
+    /// Set the attribute to exactly these values.
+    Replace {
+        attr: String,
+        values: Vec<String>,
+        old: Vec<String>,
+    },
+    /// Remove the attribute.
+    Clear { attr: String, old: Vec<String> },
+}
+
+impl AttrChange {
+    pub fn attr(&self) -> &str {
+        match self {
+            AttrChange::Replace { attr, .. } | AttrChange::Clear { attr, .. } => attr,
+        }
+    }
+}
+
+/// What to do with one cloud group's AD object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Op {
+    Create {
+        dn: String,
+        attributes: BTreeMap<String, Vec<String>>,
+        members: Vec<String>,
+    },
+    Update {
+        dn: String,
+        /// New DN when the name or the container changed (modrdn, applied first).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        move_to: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<AttrChange>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        members_add: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        members_remove: Vec<String>,
+    },
+    Delete {
+        dn: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub cloud_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Change {
+    pub fn is_delete(&self) -> bool {
+        matches!(self.op, Op::Delete { .. })
+    }
+}
+
+/// A cloud group the host will not write, and why (outside the managed OUs, schema, rule error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub cloud_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub reason: String,
+}
+
+/// A cloud member that has no AD object, so it is not written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Unresolved {
+    pub group_id: String,
+    pub member_id: String,
+    pub member_type: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub refused: Vec<Refusal>,
+    pub unresolved_members: Vec<Unresolved>,
+}
+
+impl Plan {
+    pub fn deletes(&self) -> usize {
+        self.changes.iter().filter(|c| c.is_delete()).count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Computes the changes that turn `actual` into `desired`.
+///
+/// `desired` holds every cloud group in scope (keyed by cloud id); `actual` the owned AD objects
+/// being compared; `consider` limits deletes to the cloud ids whose absence from `desired` is
+/// known (all of `actual` in a full run). Objects in `actual` but not in `desired` are deleted.
+pub fn plan(
+    desired: &BTreeMap<String, DesiredObject>,
+    actual: &BTreeMap<String, ActualObject>,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let ids: BTreeSet<&String> = desired.keys().chain(actual.keys()).collect();
+    for id in ids {
+        match (desired.get(id), actual.get(id)) {
+            (Some(d), None) => changes.push(Change {
+                cloud_id: id.clone(),
+                rule: Some(d.rule.clone()),
+                op: Op::Create {
+                    dn: d.dn.clone(),
+                    attributes: d
+                        .attributes
+                        .iter()
+                        .filter_map(|(k, v)| match v {
+                            Some(vals) if !vals.is_empty() => Some((k.clone(), vals.clone())),
+                            _ => None,
+                        })
+                        .collect(),
+                    members: d.members.clone().unwrap_or_default(),
+                },
+            }),
+            (None, Some(a)) => changes.push(Change {
+                cloud_id: id.clone(),
+                rule: None,
+                op: Op::Delete {
+                    dn: a.dn.clone(),
+                    reason: "no longer in scope or deleted in the cloud".into(),
+                },
+            }),
+            (Some(d), Some(a)) => {
+                if let Some(c) = update(d, a) {
+                    changes.push(c);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    changes
+}
+
+fn update(d: &DesiredObject, a: &ActualObject) -> Option<Change> {
+    let move_to = (dn_key(&d.dn) != dn_key(&a.dn)).then(|| d.dn.clone());
+    let mut changes = Vec::new();
+    for (attr, want) in &d.attributes {
+        let have = a
+            .attrs
+            .get(&attr.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default();
+        match want {
+            Some(vals) if !vals.is_empty() => {
+                if !same_values(vals, &have) {
+                    changes.push(AttrChange::Replace {
+                        attr: attr.clone(),
+                        values: vals.clone(),
+                        old: have,
+                    });
+                }
+            }
+            _ => {
+                if !have.is_empty() {
+                    changes.push(AttrChange::Clear {
+                        attr: attr.clone(),
+                        old: have,
+                    });
+                }
+            }
+        }
+    }
+    let (members_add, members_remove) = match &d.members {
+        None => (Vec::new(), Vec::new()),
+        Some(want) => member_diff(want, &a.members),
+    };
+    if move_to.is_none()
+        && changes.is_empty()
+        && members_add.is_empty()
+        && members_remove.is_empty()
+    {
+        return None;
+    }
+    Some(Change {
+        cloud_id: d.cloud_id.clone(),
+        rule: Some(d.rule.clone()),
+        op: Op::Update {
+            dn: a.dn.clone(),
+            move_to,
+            changes,
+            members_add,
+            members_remove,
+        },
+    })
+}
+
+/// Multi-valued attributes are sets in AD: order does not count, exact spelling does.
+fn same_values(want: &[String], have: &[String]) -> bool {
+    if want.len() != have.len() {
+        return false;
+    }
+    let w: BTreeSet<&String> = want.iter().collect();
+    let h: BTreeSet<&String> = have.iter().collect();
+    w == h
+}
+
+/// Member DNs compared as AD compares them (case-insensitive, escaping-insensitive).
+fn member_diff(want: &[String], have: &[String]) -> (Vec<String>, Vec<String>) {
+    let want_k: BTreeMap<String, &String> = want.iter().map(|d| (dn_key(d), d)).collect();
+    let have_k: BTreeMap<String, &String> = have.iter().map(|d| (dn_key(d), d)).collect();
+    let add = want_k
+        .iter()
+        .filter(|(k, _)| !have_k.contains_key(*k))
+        .map(|(_, d)| (*d).clone())
+        .collect();
+    let remove = have_k
+        .iter()
+        .filter(|(k, _)| !want_k.contains_key(*k))
+        .map(|(_, d)| (*d).clone())
+        .collect();
+    (add, remove)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(
+        id: &str,
+        dn: &str,
+        attrs: &[(&str, Option<&[&str]>)],
+        members: Option<&[&str]>,
+    ) -> DesiredObject {
+        DesiredObject {
+            cloud_id: id.into(),
+            rule: "10-test.rhai".into(),
+            dn: dn.into(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        v.map(|vs| vs.iter().map(|s| s.to_string()).collect()),
+                    )
+                })
+                .collect(),
+            members: members.map(|m| m.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    fn actual(id: &str, dn: &str, attrs: &[(&str, &[&str])], members: &[&str]) -> ActualObject {
+        ActualObject {
+            cloud_id: id.into(),
+            dn: dn.into(),
+            guid: None,
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_ascii_lowercase(),
+                        v.iter().map(|s| s.to_string()).collect(),
+                    )
+                })
+                .collect(),
+            members: members.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn create_update_delete_and_no_op() {
+        let mut d = BTreeMap::new();
+        let mut a = BTreeMap::new();
+        d.insert(
+            "new".into(),
+            desired(
+                "new",
+                "CN=New,OU=G,DC=x",
+                &[("displayName", Some(&["New"]))],
+                Some(&["CN=u1,DC=x"]),
+            ),
+        );
+        d.insert(
+            "same".into(),
+            desired(
+                "same",
+                "CN=Same,OU=G,DC=x",
+                &[("displayName", Some(&["Same"]))],
+                Some(&["CN=u1,DC=x"]),
+            ),
+        );
+        a.insert(
+            "same".into(),
+            actual(
+                "same",
+                "cn=same,ou=g,dc=x",
+                &[("displayName", &["Same"])],
+                &["CN=U1,DC=X"],
+            ),
+        );
+        a.insert("gone".into(), actual("gone", "CN=Gone,OU=G,DC=x", &[], &[]));
+        let p = plan(&d, &a);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(matches!(&p[0].op, Op::Delete { dn, .. } if dn == "CN=Gone,OU=G,DC=x"));
+        match &p[1].op {
+            Op::Create {
+                dn,
+                attributes,
+                members,
+            } => {
+                assert_eq!(dn, "CN=New,OU=G,DC=x");
+                assert_eq!(attributes["displayName"], vec!["New".to_string()]);
+                assert_eq!(members, &vec!["CN=u1,DC=x".to_string()]);
+            }
+            other => panic!("expected create, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn attribute_rename_and_member_changes() {
+        let mut d = BTreeMap::new();
+        let mut a = BTreeMap::new();
+        d.insert(
+            "g".into(),
+            desired(
+                "g",
+                "CN=Renamed,OU=G,DC=x",
+                &[
+                    ("displayName", Some(&["Renamed"])),
+                    ("proxyAddresses", Some(&["SMTP:a@x", "smtp:b@x"])),
+                    ("info", None),
+                ],
+                Some(&["CN=u1,DC=x", "CN=u3,DC=x"]),
+            ),
+        );
+        a.insert(
+            "g".into(),
+            actual(
+                "g",
+                "CN=Old,OU=G,DC=x",
+                &[
+                    ("displayName", &["Old"]),
+                    ("proxyAddresses", &["smtp:b@x", "SMTP:a@x"]),
+                    ("info", &["stale"]),
+                ],
+                &["CN=u1,DC=x", "CN=u2,DC=x"],
+            ),
+        );
+        let p = plan(&d, &a);
+        assert_eq!(p.len(), 1);
+        match &p[0].op {
+            Op::Update {
+                dn,
+                move_to,
+                changes,
+                members_add,
+                members_remove,
+            } => {
+                assert_eq!(dn, "CN=Old,OU=G,DC=x");
+                assert_eq!(move_to.as_deref(), Some("CN=Renamed,OU=G,DC=x"));
+                // proxyAddresses differ only in order: no change.
+                assert_eq!(changes.len(), 2, "{changes:#?}");
+                assert_eq!(changes[0].attr(), "displayName");
+                assert!(matches!(&changes[1], AttrChange::Clear { attr, .. } if attr == "info"));
+                assert_eq!(members_add, &vec!["CN=u3,DC=x".to_string()]);
+                assert_eq!(members_remove, &vec!["CN=u2,DC=x".to_string()]);
+            }
+            other => panic!("expected update, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unmanaged_members_are_left_alone() {
+        let mut d = BTreeMap::new();
+        let mut a = BTreeMap::new();
+        d.insert("g".into(), desired("g", "CN=G,DC=x", &[], None));
+        a.insert(
+            "g".into(),
+            actual("g", "CN=G,DC=x", &[], &["CN=someone,DC=x"]),
+        );
+        assert!(plan(&d, &a).is_empty());
+    }
+
+    #[test]
+    fn deterministic() {
+        let mut d = BTreeMap::new();
+        for i in (0..50).rev() {
+            let id = format!("id{i:03}");
+            d.insert(
+                id.clone(),
+                desired(&id, &format!("CN={id},DC=x"), &[], Some(&[])),
+            );
+        }
+        let a = BTreeMap::new();
+        let p1 = plan(&d, &a);
+        let p2 = plan(&d, &a);
+        assert_eq!(p1, p2);
+        let ids: Vec<_> = p1.iter().map(|c| c.cloud_id.clone()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
+}

@@ -1,0 +1,157 @@
+//! A plan and its outcome as a person reads them.
+
+use std::fmt::Write as _;
+
+use super::job::SyncReport;
+use super::plan::{AttrChange, Op};
+
+/// Renders the report: one block per change, then refusals, unresolved members and a summary.
+pub fn render(r: &SyncReport, applied: bool) -> String {
+    let mut out = String::new();
+    let p = &r.plan;
+    if p.changes.is_empty() {
+        let _ = writeln!(out, "No changes: AD is in step with the cloud.");
+    }
+    let outcome = |id: &str| r.outcomes.iter().find(|o| o.cloud_id == id);
+    for c in &p.changes {
+        let rule = c
+            .rule
+            .as_deref()
+            .map(|r| format!("  [{r}]"))
+            .unwrap_or_default();
+        match &c.op {
+            Op::Create {
+                dn,
+                attributes,
+                members,
+            } => {
+                let _ = writeln!(out, "+ create {dn}{rule}");
+                for (k, v) in attributes {
+                    let _ = writeln!(out, "    {k}: {}", show(v));
+                }
+                if !members.is_empty() {
+                    let _ = writeln!(out, "    member: +{} ", members.len());
+                    for m in members.iter().take(10) {
+                        let _ = writeln!(out, "      + {m}");
+                    }
+                    if members.len() > 10 {
+                        let _ = writeln!(out, "      ... and {} more", members.len() - 10);
+                    }
+                }
+            }
+            Op::Update {
+                dn,
+                move_to,
+                changes,
+                members_add,
+                members_remove,
+            } => {
+                let _ = writeln!(out, "~ update {dn}{rule}");
+                if let Some(t) = move_to {
+                    let _ = writeln!(out, "    move to {t}");
+                }
+                for ch in changes {
+                    match ch {
+                        AttrChange::Replace { attr, values, old } => {
+                            let _ = writeln!(out, "    {attr}: {} -> {}", show(old), show(values));
+                        }
+                        AttrChange::Clear { attr, old } => {
+                            let _ = writeln!(out, "    {attr}: {} -> (cleared)", show(old));
+                        }
+                    }
+                }
+                for m in members_add.iter().take(10) {
+                    let _ = writeln!(out, "    member + {m}");
+                }
+                if members_add.len() > 10 {
+                    let _ = writeln!(out, "    member + ... {} more", members_add.len() - 10);
+                }
+                for m in members_remove.iter().take(10) {
+                    let _ = writeln!(out, "    member - {m}");
+                }
+                if members_remove.len() > 10 {
+                    let _ = writeln!(out, "    member - ... {} more", members_remove.len() - 10);
+                }
+            }
+            Op::Delete { dn, reason } => {
+                let _ = writeln!(out, "- delete {dn}  ({reason})");
+            }
+        }
+        if let Some(o) = outcome(&c.cloud_id) {
+            if let Some(e) = &o.error {
+                let _ = writeln!(out, "    FAILED: {e}");
+            }
+            for e in &o.member_errors {
+                let _ = writeln!(out, "    member not written: {e}");
+            }
+        }
+    }
+    if !p.refused.is_empty() {
+        let _ = writeln!(out, "\nRefused ({}):", p.refused.len());
+        for f in &p.refused {
+            let rule = f
+                .rule
+                .as_deref()
+                .map(|r| format!(" [{r}]"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  ! group {}{rule}: {}", f.cloud_id, f.reason);
+        }
+    }
+    if !p.unresolved_members.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nMembers without an AD object, not written ({}):",
+            p.unresolved_members.len()
+        );
+        for u in p.unresolved_members.iter().take(50) {
+            let _ = writeln!(
+                out,
+                "  ? group {}: {} {}: {}",
+                u.group_id, u.member_type, u.member_id, u.reason
+            );
+        }
+        if p.unresolved_members.len() > 50 {
+            let _ = writeln!(out, "  ... and {} more", p.unresolved_members.len() - 50);
+        }
+    }
+    if let Some(b) = &r.blocked {
+        let _ = writeln!(out, "\nBLOCKED: {b}");
+    }
+    let count = |f: fn(&Op) -> bool| p.changes.iter().filter(|c| f(&c.op)).count();
+    let _ = writeln!(
+        out,
+        "\n{}: {} to create, {} to update, {} to delete; {} refused; {} members unresolved. {} cloud groups, {} in scope, {} examined, {} ms.",
+        if applied { "Applied" } else { "Plan" },
+        count(|o| matches!(o, Op::Create { .. })),
+        count(|o| matches!(o, Op::Update { .. })),
+        count(|o| matches!(o, Op::Delete { .. })),
+        p.refused.len(),
+        p.unresolved_members.len(),
+        r.cloud_groups,
+        r.in_scope,
+        r.examined,
+        r.elapsed_ms,
+    );
+    if applied && r.failures() > 0 {
+        let _ = writeln!(
+            out,
+            "{} changes failed; they are retried on the next run.",
+            r.failures()
+        );
+    }
+    out
+}
+
+fn show(v: &[String]) -> String {
+    match v.len() {
+        0 => "(none)".into(),
+        1 => format!("{:?}", v[0]),
+        _ => format!(
+            "[{}]",
+            v.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}

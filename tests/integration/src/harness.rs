@@ -1,0 +1,409 @@
+//! An end-to-end bed for the `writeback` binary: a scratch OU tree in the Samba AD DC with
+//! on-prem users, a Graph emulator seeded with a tenant built from those users' SIDs, a config
+//! file pointing at both, and helpers to change the tenant through Graph's API and to read AD.
+
+use ldap3::{Ldap, Scope, SearchEntry};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::emulator::Emulator;
+use crate::testbed::{create_ou, delete_subtree, unique_ou_name, AdTestbed};
+
+pub const TENANT_ID: &str = "7f3e2a10-4b5c-4d6e-8f90-a1b2c3d4e5f6";
+pub const CLIENT_ID: &str = "5a1c0f52-8d3e-4f0b-9c61-2e7d4b8a9f10";
+pub const CLIENT_SECRET: &str = "e2e-secret";
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The `writeback` binary: `WRITEBACK_BIN`, else `target/debug/writeback`.
+pub fn writeback_bin() -> PathBuf {
+    let p = std::env::var_os("WRITEBACK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/writeback"));
+    assert!(
+        p.exists(),
+        "writeback binary not found at {}: build it with `cargo build -p writeback`",
+        p.display()
+    );
+    p
+}
+
+/// A fresh random id in Graph's format.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// An on-prem user created for a test.
+#[derive(Debug, Clone)]
+pub struct OnPremUser {
+    pub cloud_id: String,
+    pub dn: String,
+    pub sid: String,
+}
+
+pub struct Bed {
+    pub ad: AdTestbed,
+    pub ldap: Ldap,
+    /// The test's root OU (deleted on `cleanup`).
+    pub root: String,
+    /// The managed OU, where groups go.
+    pub managed: String,
+    pub dir: tempfile::TempDir,
+    pub emulator: Emulator,
+    pub users: Vec<OnPremUser>,
+}
+
+/// Builds a user's cloud representation (synced from AD when `sid` is given).
+pub fn cloud_user(id: &str, name: &str, sid: Option<&str>) -> Value {
+    let mut u = json!({
+        "id": id,
+        "displayName": name,
+        "userPrincipalName": format!("{}@contoso.example", name.to_lowercase().replace(' ', ".")),
+    });
+    if let Some(sid) = sid {
+        u["onPremisesSecurityIdentifier"] = json!(sid);
+        u["onPremisesSyncEnabled"] = json!(true);
+    }
+    u
+}
+
+/// A Microsoft 365 group.
+pub fn m365_group(id: &str, name: &str, nick: &str, members: &[&str]) -> Value {
+    json!({
+        "id": id,
+        "displayName": name,
+        "description": format!("{name} (Microsoft 365)"),
+        "groupTypes": ["Unified"],
+        "mailEnabled": true,
+        "securityEnabled": false,
+        "mailNickname": nick,
+        "mail": format!("{nick}@contoso.example"),
+        "proxyAddresses": [format!("SMTP:{nick}@contoso.example"), format!("smtp:{nick}@contoso.onmicrosoft.com")],
+        "members": members,
+    })
+}
+
+/// A cloud security group.
+pub fn security_group(id: &str, name: &str, members: &[&str]) -> Value {
+    json!({
+        "id": id,
+        "displayName": name,
+        "description": format!("{name} (security)"),
+        "groupTypes": [],
+        "mailEnabled": false,
+        "securityEnabled": true,
+        "mailNickname": format!("sg-{}", &id[..8]),
+        "members": members,
+    })
+}
+
+impl Bed {
+    /// Creates `<prefix>` OU with `Users` (holding `n_users` on-prem users) and `Groups`
+    /// (managed) below it; starts the emulator with `users` + `groups` from `tenant`, where the
+    /// placeholders `{{SID:i}}` in user objects are replaced by the i-th on-prem user's SID.
+    pub async fn new(prefix: &str, n_users: usize) -> Bed {
+        let ad = AdTestbed::load();
+        let mut ldap = ad.connect_ldaps().await;
+        let root = format!("OU={},{}", unique_ou_name(prefix), ad.base_dn);
+        create_ou(&mut ldap, &root).await;
+        let users_ou = format!("OU=Users,{root}");
+        let managed = format!("OU=Groups,{root}");
+        create_ou(&mut ldap, &users_ou).await;
+        create_ou(&mut ldap, &managed).await;
+        let mut users = Vec::new();
+        for i in 0..n_users {
+            let sam = format!("u{}{}", &new_id()[..8], i);
+            let dn = format!("CN=User {i} {sam},{users_ou}");
+            ldap.add(
+                &dn,
+                vec![
+                    ("objectClass", ["user"].into_iter().collect()),
+                    ("sAMAccountName", [sam.as_str()].into_iter().collect()),
+                    ("userAccountControl", ["514"].into_iter().collect()),
+                ],
+            )
+            .await
+            .expect("add user")
+            .success()
+            .expect("add user result");
+            let (rs, _) = ldap
+                .search(&dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
+                .await
+                .expect("read sid")
+                .success()
+                .expect("read sid result");
+            let e = SearchEntry::construct(rs.into_iter().next().expect("user entry"));
+            let raw = e
+                .bin_attrs
+                .get("objectSid")
+                .and_then(|v| v.first())
+                .expect("objectSid");
+            users.push(OnPremUser {
+                cloud_id: new_id(),
+                dn,
+                sid: writeback::ad::dn::sid_to_string(raw).expect("objectSid"),
+            });
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let emulator = Emulator::start(&empty_tenant(), &[]);
+        Bed {
+            ad,
+            ldap,
+            root,
+            managed,
+            dir,
+            emulator,
+            users,
+        }
+    }
+
+    /// Replaces the emulator with one serving `users` and `groups` (extra CLI args allowed).
+    pub fn seed(&mut self, users: Vec<Value>, groups: Vec<Value>, extra_args: &[&str]) {
+        let mut tenant = empty_tenant();
+        tenant["users"] = Value::Array(users);
+        tenant["groups"] = Value::Array(groups);
+        self.seed_tenant(tenant, extra_args);
+    }
+
+    pub fn seed_tenant(&mut self, tenant: Value, extra_args: &[&str]) {
+        self.emulator = Emulator::start(&tenant, extra_args);
+    }
+
+    /// The cloud users matching the on-prem users (same order).
+    pub fn synced_users(&self) -> Vec<Value> {
+        self.users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| cloud_user(&u.cloud_id, &format!("User {i}"), Some(&u.sid)))
+            .collect()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("writeback.toml")
+    }
+
+    /// Writes the config: default rules unless `rules_dir` is given; `extra` is appended.
+    pub fn write_config(
+        &self,
+        rules_dir: Option<&Path>,
+        extra_graph: &str,
+        extra: &str,
+    ) -> PathBuf {
+        let root = workspace_root();
+        let extra_graph = if extra_graph.is_empty() {
+            "client_secret_env = \"WRITEBACK_TEST_GRAPH_SECRET\""
+        } else {
+            extra_graph
+        };
+        let rules = rules_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.join("scripts"));
+        let text = format!(
+            r#"
+[graph]
+tenant_id = "{TENANT_ID}"
+client_id = "{CLIENT_ID}"
+graph_url = "{base}/v1.0"
+token_url = "{base}/{TENANT_ID}/oauth2/v2.0/token"
+{extra_graph}
+
+[ad]
+url = "{ldaps}"
+bind_dn = "{bind}"
+password_env = "WRITEBACK_TEST_AD_PASSWORD"
+ca_file = "{ca}"
+managed_ous = ["{managed}"]
+member_search_bases = ["{root}"]
+
+[rules]
+folder = "{rules}"
+stdlib = "{stdlib}"
+
+[rules.settings]
+m365_container = "OU=M365,{managed}"
+security_container = "OU=Security,{managed}"
+
+[state]
+path = "state.db"
+
+{extra}
+"#,
+            base = self.emulator.base_url,
+            ldaps = self.ad.ldaps_url,
+            bind = self.ad.bind_dn,
+            ca = self.ad.ca_file.display(),
+            managed = self.managed,
+            root = self.root,
+            rules = rules.display(),
+            stdlib = root.join("stdlib").display(),
+        );
+        let p = self.config_path();
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    /// Creates the containers the default rules use.
+    pub async fn create_default_containers(&mut self) {
+        let m = format!("OU=M365,{}", self.managed);
+        let s = format!("OU=Security,{}", self.managed);
+        create_ou(&mut self.ldap, &m).await;
+        create_ou(&mut self.ldap, &s).await;
+    }
+
+    /// Runs the binary with the bed's config; `args` after the verb.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(writeback_bin())
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env("WRITEBACK_TEST_AD_PASSWORD", &self.ad.bind_password)
+            .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
+            .output()
+            .expect("run writeback")
+    }
+
+    /// Runs `writeback <verb> --json`, asserting the exit status, and returns the report.
+    pub fn run_json(&self, args: &[&str], expect_code: i32) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.run(&a);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(expect_code),
+            "writeback {args:?} exited {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            out.status.code()
+        );
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{stdout}\nstderr:\n{stderr}"))
+    }
+
+    /// All groups below the managed OU, keyed by lowercased DN, with their attributes
+    /// (lowercased names) and members (ranged reads are not needed for test-sized groups).
+    pub async fn groups(&mut self) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+        let (rs, _) = self
+            .ldap
+            .search(
+                &self.managed,
+                Scope::Subtree,
+                "(objectClass=group)",
+                vec!["*"],
+            )
+            .await
+            .expect("search groups")
+            .success()
+            .expect("search groups result");
+        rs.into_iter()
+            .map(SearchEntry::construct)
+            .map(|e| {
+                (
+                    e.dn.to_lowercase(),
+                    e.attrs
+                        .into_iter()
+                        .map(|(k, v)| (k.to_lowercase(), v))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// The group whose msDS-ExternalDirectoryObjectId is `Group_<id>`.
+    pub async fn group_by_id(
+        &mut self,
+        id: &str,
+    ) -> Option<(String, BTreeMap<String, Vec<String>>)> {
+        let anchor = format!("Group_{id}");
+        self.groups().await.into_iter().find(|(_, a)| {
+            a.get("msds-externaldirectoryobjectid")
+                .is_some_and(|v| v.first() == Some(&anchor))
+        })
+    }
+
+    pub async fn highest_usn(&mut self) -> u64 {
+        let (rs, _) = self
+            .ldap
+            .search(
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["highestCommittedUSN"],
+            )
+            .await
+            .expect("rootDSE")
+            .success()
+            .expect("rootDSE result");
+        let e = SearchEntry::construct(rs.into_iter().next().expect("rootDSE entry"));
+        e.attrs["highestCommittedUSN"][0].parse().expect("usn")
+    }
+
+    /// An app-only token from the emulator.
+    pub async fn graph_token(&self) -> String {
+        let url = format!("{}/{TENANT_ID}/oauth2/v2.0/token", self.emulator.base_url);
+        let r: Value = reqwest::Client::new()
+            .post(url)
+            .form(&[
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+                ("scope", "https://graph.microsoft.com/.default"),
+                ("grant_type", "client_credentials"),
+            ])
+            .send()
+            .await
+            .expect("token request")
+            .json()
+            .await
+            .expect("token json");
+        r["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {r}"))
+            .to_string()
+    }
+
+    /// A Graph write through the emulator's API (`method` + path below /v1.0).
+    pub async fn graph(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::StatusCode {
+        let token = self.graph_token().await;
+        let url = format!("{}/v1.0{path}", self.emulator.base_url);
+        let c = reqwest::Client::new();
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = c.request(m, url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("graph request");
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "{method} {path} -> {status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        status
+    }
+
+    /// Deletes the test's OU tree.
+    pub async fn cleanup(mut self) {
+        delete_subtree(&mut self.ldap, &self.root).await;
+    }
+}
+
+fn empty_tenant() -> Value {
+    json!({
+        "tenantId": TENANT_ID,
+        "apps": [{ "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET }],
+        "users": [],
+        "groups": [],
+    })
+}

@@ -1,0 +1,537 @@
+//! Group writeback end to end: the `writeback` binary against the Samba AD DC and the Graph
+//! emulator. Each test works in its own OU tree and its own emulator.
+
+use serde_json::{json, Value};
+use writeback_integration::harness::{m365_group, new_id, security_group, Bed};
+
+fn changes(report: &Value) -> &Vec<Value> {
+    report["plan"]["changes"].as_array().expect("changes")
+}
+
+fn actions(report: &Value) -> Vec<String> {
+    changes(report)
+        .iter()
+        .map(|c| c["action"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn first<'a>(attrs: &'a std::collections::BTreeMap<String, Vec<String>>, k: &str) -> &'a str {
+    attrs
+        .get(k)
+        .and_then(|v| v.first())
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("attribute {k} missing in {attrs:#?}"))
+}
+
+#[tokio::test]
+async fn groups_are_created_with_attributes_members_and_escaped_names() {
+    let mut bed = Bed::new("wb-e2e-create", 3).await;
+    bed.create_default_containers().await;
+    let mut users = bed.synced_users();
+    let cloud_only = new_id();
+    users.push(json!({"id": cloud_only, "displayName": "Cloud Only", "userPrincipalName": "co@contoso.onmicrosoft.com"}));
+    let (u0, u1, u2) = (
+        bed.users[0].cloud_id.clone(),
+        bed.users[1].cloud_id.clone(),
+        bed.users[2].cloud_id.clone(),
+    );
+    let m365 = new_id();
+    let sec = new_id();
+    let nested = new_id();
+    let weird = new_id();
+    let long = new_id();
+    let weird_name = " R&D, \"Labs\" <Zürich> #1; a+b=c \\ ";
+    let long_name = "Ünïcödé ".repeat(40); // 320 characters
+    let groups = vec![
+        m365_group(
+            &m365,
+            "Marketing Team",
+            &format!("mkt{}", &m365[..6]),
+            &[&u0, &u1, &cloud_only],
+        ),
+        security_group(&sec, "Finance Approvers", &[&u2, &nested]),
+        security_group(&nested, "Finance Auditors", &[&u1]),
+        security_group(&weird, weird_name, &[&u0]),
+        security_group(&long, &long_name, &[]),
+    ];
+    bed.seed(users, groups, &[]);
+    bed.write_config(None, "", "");
+
+    let report = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&report), vec!["create"; 5], "{report:#}");
+
+    // Microsoft 365 group: universal distribution group with the mail attributes.
+    let (dn, g) = bed.group_by_id(&m365).await.expect("m365 group written");
+    assert!(dn.contains("ou=m365,"), "{dn}");
+    assert_eq!(first(&g, "grouptype"), "8");
+    assert_eq!(first(&g, "displayname"), "Marketing Team");
+    assert_eq!(
+        first(&g, "mail"),
+        format!("mkt{}@contoso.example", &m365[..6])
+    );
+    assert_eq!(first(&g, "admindescription"), format!("Group_{m365}"));
+    let proxies = &g["proxyaddresses"];
+    assert!(
+        proxies.contains(&format!("SMTP:mkt{}@contoso.example", &m365[..6])),
+        "{proxies:?}"
+    );
+    assert_eq!(proxies.len(), 2, "{proxies:?}");
+    assert!(g.contains_key("msexchrecipienttypedetails"), "{g:#?}");
+    assert!(g.contains_key("msexchrecipientdisplaytype"), "{g:#?}");
+    assert!(g.contains_key("mailnickname"), "{g:#?}");
+    let members = g.get("member").cloned().unwrap_or_default();
+    assert_eq!(
+        members.len(),
+        2,
+        "cloud-only member must be skipped: {members:?}"
+    );
+    // The cloud-only member is reported, not written.
+    let unresolved = report["plan"]["unresolved_members"]
+        .as_array()
+        .expect("unresolved");
+    assert!(
+        unresolved
+            .iter()
+            .any(|u| u["member_id"] == json!(cloud_only) && u["group_id"] == json!(m365)),
+        "{unresolved:#?}"
+    );
+
+    // Security group: universal security, Cloud Sync's cn, nested group as member.
+    let (sdn, s) = bed.group_by_id(&sec).await.expect("security group written");
+    assert_eq!(first(&s, "grouptype"), "-2147483640");
+    assert!(
+        sdn.starts_with(&format!("cn=finance approvers_{}", &sec[24..]).to_lowercase()),
+        "{sdn}"
+    );
+    let (ndn, _) = bed
+        .group_by_id(&nested)
+        .await
+        .expect("nested group written");
+    let smembers: Vec<String> = s["member"].iter().map(|m| m.to_lowercase()).collect();
+    assert!(
+        smembers.contains(&ndn),
+        "nested group {ndn} not in {smembers:?}"
+    );
+    assert!(
+        smembers.contains(&bed.users[2].dn.to_lowercase()),
+        "{smembers:?}"
+    );
+
+    // Special characters survive as written (AD stores the unescaped cn).
+    let (_, w) = bed
+        .group_by_id(&weird)
+        .await
+        .expect("escaped group written");
+    assert_eq!(first(&w, "displayname"), weird_name);
+    assert!(
+        first(&w, "cn").starts_with("R&D, \"Labs\" <Zürich> #1; a+b=c \\"),
+        "{w:#?}"
+    );
+    // A 320-character name is cut to fit (Cloud Sync: 51 + "_" + 12).
+    let (_, l) = bed
+        .group_by_id(&long)
+        .await
+        .expect("long-named group written");
+    assert_eq!(first(&l, "cn").chars().count(), 64, "{l:#?}");
+    assert_eq!(first(&l, "displayname"), long_name);
+
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn second_sync_and_plan_write_nothing() {
+    let mut bed = Bed::new("wb-e2e-idem", 2).await;
+    bed.create_default_containers().await;
+    let users = bed.synced_users();
+    let (u0, u1) = (bed.users[0].cloud_id.clone(), bed.users[1].cloud_id.clone());
+    let g1 = new_id();
+    let g2 = new_id();
+    bed.seed(
+        users,
+        vec![
+            m365_group(&g1, "Idem M365", &format!("idem{}", &g1[..6]), &[&u0, &u1]),
+            security_group(&g2, "Idem Security", &[&u0]),
+        ],
+        &[],
+    );
+    bed.write_config(None, "", "");
+    bed.run_json(&["sync"], 0);
+
+    let usn = bed.highest_usn().await;
+    let again = bed.run_json(&["sync"], 0);
+    assert!(changes(&again).is_empty(), "{again:#}");
+    let full = bed.run_json(&["sync", "--full"], 0);
+    assert!(changes(&full).is_empty(), "{full:#}");
+    assert_eq!(
+        bed.highest_usn().await,
+        usn,
+        "a sync with no cloud change wrote to AD"
+    );
+
+    // A cloud change shows in `plan`, which still writes nothing.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{g2}"),
+        Some(json!({"description": "changed"})),
+    )
+    .await;
+    let plan = bed.run_json(&["plan"], 0);
+    assert_eq!(actions(&plan), vec!["update"], "{plan:#}");
+    assert_eq!(bed.highest_usn().await, usn, "plan wrote to AD");
+    // ...and the sync after it applies it.
+    let applied = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&applied), vec!["update"], "{applied:#}");
+    let (_, g) = bed.group_by_id(&g2).await.expect("group");
+    assert_eq!(first(&g, "description"), "changed");
+
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn attribute_change_rename_members_and_deletes_follow_the_cloud() {
+    let mut bed = Bed::new("wb-e2e-change", 3).await;
+    bed.create_default_containers().await;
+    let users = bed.synced_users();
+    let (u0, u1, u2) = (
+        bed.users[0].cloud_id.clone(),
+        bed.users[1].cloud_id.clone(),
+        bed.users[2].cloud_id.clone(),
+    );
+    let sec = new_id();
+    let m365 = new_id();
+    let doomed = new_id();
+    bed.seed(
+        users,
+        vec![
+            security_group(&sec, "Ops", &[&u0, &u1]),
+            m365_group(
+                &m365,
+                "Soft Deleted Team",
+                &format!("soft{}", &m365[..6]),
+                &[&u0],
+            ),
+            security_group(&doomed, "Doomed", &[]),
+        ],
+        &[],
+    );
+    bed.write_config(None, "", "");
+    bed.run_json(&["sync"], 0);
+    let (old_dn, _) = bed.group_by_id(&sec).await.expect("created");
+
+    // Rename (modrdn), description change, member add and remove.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{sec}"),
+        Some(json!({"displayName": "Operations", "description": "24/7"})),
+    )
+    .await;
+    bed.graph(
+        "POST",
+        &format!("/groups/{sec}/members/$ref"),
+        Some(
+            json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{u2}")}),
+        ),
+    )
+    .await;
+    bed.graph("DELETE", &format!("/groups/{sec}/members/{u0}/$ref"), None)
+        .await;
+    // Soft delete of a Microsoft 365 group keeps its AD group; a security group is hard deleted.
+    bed.graph("DELETE", &format!("/groups/{m365}"), None).await;
+    bed.graph("DELETE", &format!("/groups/{doomed}"), None)
+        .await;
+
+    let r = bed.run_json(&["sync"], 0);
+    let mut acts = actions(&r);
+    acts.sort();
+    assert_eq!(acts, vec!["delete", "update"], "{r:#}");
+
+    let (new_dn, g) = bed.group_by_id(&sec).await.expect("still there");
+    assert_ne!(new_dn, old_dn);
+    assert!(
+        new_dn.starts_with(&format!("cn=operations_{}", &sec[24..])),
+        "{new_dn}"
+    );
+    assert_eq!(first(&g, "description"), "24/7");
+    assert_eq!(first(&g, "displayname"), "Operations");
+    let members: Vec<String> = g["member"].iter().map(|m| m.to_lowercase()).collect();
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert!(members.contains(&bed.users[1].dn.to_lowercase()));
+    assert!(members.contains(&bed.users[2].dn.to_lowercase()));
+    assert!(
+        bed.group_by_id(&m365).await.is_some(),
+        "soft-deleted M365 group must stay"
+    );
+    assert!(
+        bed.group_by_id(&doomed).await.is_none(),
+        "hard-deleted group must go"
+    );
+
+    // Hard delete of the soft-deleted group removes it.
+    bed.graph("DELETE", &format!("/directory/deletedItems/{m365}"), None)
+        .await;
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["delete"], "{r:#}");
+    assert!(bed.group_by_id(&m365).await.is_none());
+
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn unowned_same_name_group_is_left_alone_and_reported() {
+    let mut bed = Bed::new("wb-e2e-owner", 0).await;
+    bed.create_default_containers().await;
+    let g = new_id();
+    // What the security rule will want: cn "Shared_<last 12>" in OU=Security.
+    let cn = format!("Shared_{}", &g[24..]);
+    let dn = format!("CN={cn},OU=Security,{}", bed.managed);
+    bed.ldap
+        .add(
+            &dn,
+            vec![
+                ("objectClass", ["group"].into_iter().collect()),
+                ("description", ["hand made"].into_iter().collect()),
+            ],
+        )
+        .await
+        .expect("add")
+        .success()
+        .expect("add unowned group");
+    bed.seed(vec![], vec![security_group(&g, "Shared", &[])], &[]);
+    bed.write_config(None, "", "");
+    let usn = bed.highest_usn().await;
+    let r = bed.run_json(&["sync"], 2);
+    let failed: Vec<&Value> = r["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .filter(|o| o.get("error").is_some())
+        .collect();
+    assert_eq!(failed.len(), 1, "{r:#}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("conflict"),
+        "{r:#}"
+    );
+    assert_eq!(
+        bed.highest_usn().await,
+        usn,
+        "the unowned group was modified"
+    );
+    let groups = bed.groups().await;
+    let own = &groups[&dn.to_lowercase()];
+    assert_eq!(own["description"], vec!["hand made".to_string()]);
+    assert!(!own.contains_key("admindescription"));
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_rule_writing_outside_the_managed_ous_is_refused() {
+    let mut bed = Bed::new("wb-e2e-outside", 0).await;
+    let rules = bed.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    std::fs::write(
+        rules.join("10-escape.rhai"),
+        format!(
+            "fn scope(group) {{ true }}\nfn map(group) {{ #{{ parent: \"{}\", cn: group.displayName, attributes: #{{}} }} }}\n",
+            bed.root.replace('\\', "\\\\")
+        ),
+    )
+    .expect("write rule");
+    let g = new_id();
+    bed.seed(vec![], vec![security_group(&g, "Escapee", &[])], &[]);
+    bed.write_config(Some(&rules), "", "");
+    let usn = bed.highest_usn().await;
+    let r = bed.run_json(&["sync"], 2);
+    let refused = r["plan"]["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 1, "{r:#}");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("outside the managed OUs"),
+        "{r:#}"
+    );
+    assert!(changes(&r).is_empty());
+    assert_eq!(bed.highest_usn().await, usn);
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_delete_threshold_blocks_a_mass_delete() {
+    let mut bed = Bed::new("wb-e2e-threshold", 0).await;
+    bed.create_default_containers().await;
+    let ids: Vec<String> = (0..5).map(|_| new_id()).collect();
+    let groups = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| security_group(id, &format!("Bulk {i}"), &[]))
+        .collect();
+    bed.seed(vec![], groups, &[]);
+    bed.write_config(None, "", "[safety]\ndelete_threshold = 2\n");
+    bed.run_json(&["sync"], 0);
+    for id in &ids {
+        bed.graph("DELETE", &format!("/groups/{id}"), None).await;
+    }
+    let usn = bed.highest_usn().await;
+    let r = bed.run_json(&["sync"], 3);
+    assert!(
+        r["blocked"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("delete threshold"),
+        "{r:#}"
+    );
+    assert_eq!(bed.highest_usn().await, usn, "a blocked plan wrote to AD");
+    for id in &ids {
+        assert!(bed.group_by_id(id).await.is_some());
+    }
+    let r = bed.run_json(&["sync", "--allow-deletes"], 0);
+    assert_eq!(actions(&r), vec!["delete"; 5]);
+    for id in &ids {
+        assert!(bed.group_by_id(id).await.is_none());
+    }
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_expired_delta_token_leads_to_a_full_resync_that_converges() {
+    let mut bed = Bed::new("wb-e2e-expired", 1).await;
+    bed.create_default_containers().await;
+    let users = bed.synced_users();
+    let u0 = bed.users[0].cloud_id.clone();
+    let keep = new_id();
+    let gone = new_id();
+    bed.seed(
+        users,
+        vec![
+            security_group(&keep, "Keeper", &[&u0]),
+            security_group(&gone, "Goner", &[]),
+        ],
+        &[],
+    );
+    bed.write_config(None, "", "");
+    bed.run_json(&["sync"], 0);
+
+    // Changes while the host is away for more than a week: the stored deltaLink expires.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{keep}"),
+        Some(json!({"description": "after the holidays"})),
+    )
+    .await;
+    bed.graph("DELETE", &format!("/groups/{gone}"), None).await;
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/_emulator/clock/advance", bed.emulator.base_url))
+        .json(&json!({"seconds": 8 * 24 * 3600}))
+        .send()
+        .await
+        .expect("advance clock");
+    assert!(r.status().is_success(), "clock advance: {}", r.status());
+
+    let r = bed.run_json(&["sync"], 0);
+    let mut acts = actions(&r);
+    acts.sort();
+    assert_eq!(acts, vec!["delete", "update"], "{r:#}");
+    let (_, g) = bed.group_by_id(&keep).await.expect("kept");
+    assert_eq!(first(&g, "description"), "after the holidays");
+    assert!(bed.group_by_id(&gone).await.is_none());
+    // Converged: the next run has nothing to do.
+    let again = bed.run_json(&["sync"], 0);
+    assert!(changes(&again).is_empty(), "{again:#}");
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_certificate_authenticated_run_works() {
+    let mut bed = Bed::new("wb-e2e-cert", 0).await;
+    bed.create_default_containers().await;
+    let dir = bed.dir.path().to_path_buf();
+    let key = dir.join("app.key");
+    let cert = dir.join("app.pem");
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=writeback-e2e",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        st.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let pem = std::fs::read_to_string(&cert).expect("cert");
+    let g = new_id();
+    let mut tenant = json!({
+        "tenantId": writeback_integration::harness::TENANT_ID,
+        "apps": [{ "clientId": writeback_integration::harness::CLIENT_ID, "certificatePem": pem }],
+        "users": [],
+        "groups": [security_group(&g, "Cert Group", &[])],
+    });
+    // Also the secret the harness uses for its own Graph calls.
+    tenant["apps"][0]["clientSecret"] = json!(writeback_integration::harness::CLIENT_SECRET);
+    bed.seed_tenant(tenant, &[]);
+    bed.write_config(
+        None,
+        &format!(
+            "certificate_file = \"{}\"\nprivate_key_file = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+        "",
+    );
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["create"], "{r:#}");
+    assert!(bed.group_by_id(&g).await.is_some());
+
+    // A certificate the app does not have is refused with the token endpoint's code.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).expect("dir");
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=intruder",
+        ])
+        .arg("-keyout")
+        .arg(other.join("app.key"))
+        .arg("-out")
+        .arg(other.join("app.pem"))
+        .output()
+        .expect("openssl");
+    assert!(st.status.success());
+    bed.write_config(
+        None,
+        &format!(
+            "certificate_file = \"{}\"\nprivate_key_file = \"{}\"",
+            other.join("app.pem").display(),
+            other.join("app.key").display()
+        ),
+        "",
+    );
+    let out = bed.run(&["sync"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AADSTS"), "{err}");
+    bed.cleanup().await;
+}
