@@ -1,1 +1,424 @@
 //! The Rhai rule runtime: sandboxed engine, the API scripts see, compile and check.
+//!
+//! A rule set is every `*.rhai` file directly in the rules folder, taken in file-name order.
+//! Each file defines `fn scope(group)` (does this rule handle the group?) and `fn map(group)`
+//! (what the group becomes in AD). The first file whose `scope` returns true handles the group.
+//! Subfolders hold modules for `import` only; `import "std/x"` resolves in the stdlib folder.
+//! The contract scripts see is documented in `docs/SCRIPTING.md`.
+//!
+//! - [`RuleSet::load`] compiles every file with its imports embedded
+//!   (`compile_into_self_contained`), so a broken import fails at load, never at sync time.
+//!   Modules are read afresh on every load (no resolver cache survives a reload).
+//! - [`RuleSet::evaluate`] is pure and callable from several threads at once: each call takes
+//!   an engine from a small pool (one engine per concurrent caller, sharing the compiled ASTs),
+//!   because a single shared engine does not scale across threads.
+//! - Every failure names its file, line and column (`path:line:col: message`).
+
+mod diagnostics;
+mod group;
+mod output;
+mod resolver;
+mod sandbox;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rhai::AST;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use diagnostics::{Diagnostic, EvalError, EvalErrorKind, LoadError};
+
+use diagnostics::Located;
+use resolver::RuleResolver;
+use sandbox::{Sandbox, Settings};
+
+/// Sandbox limits for every call into a script (`scope`, `map`) and for loading modules.
+///
+/// Rhai counts data sizes over a whole value, nested parts included: a group with N members
+/// holds an array of N maps with 2N entries and about 40N bytes of strings. The defaults are
+/// sized so rules can read a 1,000,000-member group; they stop runaway scripts, not big tenants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Operations per call (an infinite loop stops here first).
+    pub max_operations: u64,
+    /// Nested function calls.
+    pub max_call_levels: usize,
+    /// Bytes of string data in one value.
+    pub max_string_size: usize,
+    /// Elements in one array (nested arrays counted).
+    pub max_array_size: usize,
+    /// Entries in one object map (nested maps counted).
+    pub max_map_size: usize,
+    /// Wall-clock time per call.
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 2_000_000,
+            max_call_levels: 32,
+            max_string_size: 64 * 1024 * 1024,
+            max_array_size: 2_000_000,
+            max_map_size: 4_000_000,
+            call_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a file is to the rule set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// A rule file directly in the rules folder.
+    Rule,
+    /// A module imported by a rule (or by another module).
+    Module,
+}
+
+/// One file the rule set was built from, with the SHA-256 of the content that was compiled.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct RuleFile {
+    pub path: PathBuf,
+    /// Lowercase hex.
+    pub sha256: String,
+    pub kind: FileKind,
+}
+
+/// What the rules decided for one group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// No rule's `scope` returned true, or the handling rule's `map` returned `()`.
+    OutOfScope,
+    Desired(DesiredGroup),
+}
+
+/// The AD group a rule asks for. The host adds the anchor attributes, escapes `cn` and checks
+/// `parent` against the managed OUs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredGroup {
+    /// The rule file's name, e.g. `10-microsoft-365.rhai`.
+    pub rule: String,
+    /// DN of the container.
+    pub parent: String,
+    /// The RDN value, unescaped.
+    pub cn: String,
+    /// `None` = clear the attribute. Integers are written in decimal, booleans as TRUE/FALSE.
+    pub attributes: BTreeMap<String, Option<Vec<String>>>,
+    pub members: MemberPolicy,
+}
+
+/// Which members the host writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MemberPolicy {
+    /// Cloud members that resolve to AD objects (the default).
+    #[serde(rename = "on-premises")]
+    OnPremises,
+    /// Leave the AD group's `member` attribute alone.
+    #[serde(rename = "none")]
+    None,
+}
+
+/// One compiled rule file.
+struct CompiledRule {
+    /// File name, e.g. `10-microsoft-365.rhai`.
+    name: String,
+    /// The path as shown in messages (also the AST's source).
+    path: PathBuf,
+    ast: AST,
+}
+
+/// A compiled rule set. `Send + Sync`; share it behind an `Arc`.
+pub struct RuleSet {
+    rules: Arc<[CompiledRule]>,
+    files: Vec<RuleFile>,
+    settings: Arc<Settings>,
+    limits: Limits,
+    /// Idle engines; an evaluation borrows one, or builds one when all are busy.
+    pool: Mutex<Vec<Sandbox>>,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("files", &self.files)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuleSet {
+    /// Compiles every rule file in `rules_dir` (with its imports) and checks each defines
+    /// `scope(group)` and `map(group)`. All problems are reported at once.
+    pub fn load(
+        rules_dir: &Path,
+        stdlib_dir: &Path,
+        settings: BTreeMap<String, serde_json::Value>,
+        limits: Limits,
+    ) -> Result<RuleSet, LoadError> {
+        let mut diags = Vec::new();
+        let settings = match sandbox::convert_settings(&settings) {
+            Ok(s) => Arc::new(s),
+            Err((name, message)) => {
+                return Err(LoadError::new(vec![Diagnostic::file(
+                    rules_dir,
+                    format!("setting {name:?} cannot be passed to scripts: {message}"),
+                )]))
+            }
+        };
+        let resolver = Arc::new(RuleResolver::new(rules_dir, stdlib_dir));
+        let loader = Sandbox::loader(&limits, settings.clone(), resolver.clone());
+
+        let mut rules = Vec::new();
+        let mut files = Vec::new();
+        for path in list_rule_files(rules_dir, &mut diags) {
+            let name = file_name(&path);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    diags.push(Diagnostic::file(&path, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            files.push(RuleFile {
+                path: path.clone(),
+                sha256: sha256_hex(text.as_bytes()),
+                kind: FileKind::Rule,
+            });
+            match loader.compile_rule(&text, limits.call_timeout) {
+                Ok(mut ast) => {
+                    ast.set_source(path.display().to_string());
+                    let before = diags.len();
+                    check_entry_points(&ast, &path, &mut diags);
+                    if diags.len() == before {
+                        rules.push(CompiledRule { name, path, ast });
+                    }
+                }
+                Err(err) => diags.push(diagnostics::load_diagnostic(&err, &path, &text, &resolver)),
+            }
+        }
+        files.extend(
+            resolver
+                .files_read()
+                .into_iter()
+                .map(|(path, sha256)| RuleFile {
+                    path,
+                    sha256,
+                    kind: FileKind::Module,
+                }),
+        );
+        if !diags.is_empty() {
+            return Err(LoadError::new(diags));
+        }
+        Ok(RuleSet {
+            rules: rules.into(),
+            files,
+            settings,
+            limits,
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs the rules on one group (`CloudObject::to_rule_json()`): the first rule whose
+    /// `scope` is true maps it. Pure; safe to call from several threads at once.
+    pub fn evaluate(&self, group: &serde_json::Value) -> Result<Decision, EvalError> {
+        let group_id = group
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("<no id>")
+            .to_string();
+        let value = group::to_script_value(group);
+        let lease = self.lease();
+        for rule in self.rules.iter() {
+            let fail = |function: &str, loc: Located| EvalError {
+                rule: rule.name.clone(),
+                function: function.to_string(),
+                group_id: group_id.clone(),
+                file: loc.file,
+                line: loc.line,
+                column: loc.column,
+                message: loc.message,
+                kind: loc.kind,
+            };
+            let in_scope = lease
+                .sandbox()
+                .call(&rule.ast, "scope", value.clone(), self.limits.call_timeout)
+                .map_err(|e| fail("scope", diagnostics::locate(&e, &rule.path, &self.limits)))?;
+            let in_scope = in_scope.as_bool().map_err(|typ| {
+                fail(
+                    "scope",
+                    Located::output(
+                        &rule.path,
+                        format!("scope() must return true or false, not {typ}"),
+                    ),
+                )
+            })?;
+            if !in_scope {
+                continue;
+            }
+            let out = lease
+                .sandbox()
+                .call(&rule.ast, "map", value, self.limits.call_timeout)
+                .map_err(|e| fail("map", diagnostics::locate(&e, &rule.path, &self.limits)))?;
+            return match output::desired_group(&rule.name, out) {
+                Ok(Some(g)) => Ok(Decision::Desired(g)),
+                Ok(None) => Ok(Decision::OutOfScope),
+                Err(message) => Err(fail("map", Located::output(&rule.path, message))),
+            };
+        }
+        Ok(Decision::OutOfScope)
+    }
+
+    /// The files the set was built from: rule files in order, then imported modules by path.
+    pub fn files(&self) -> &[RuleFile] {
+        &self.files
+    }
+
+    /// Rule file names in evaluation order.
+    pub fn rule_names(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    fn lease(&self) -> Lease<'_> {
+        let idle = self
+            .pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let sandbox =
+            idle.unwrap_or_else(|| Sandbox::evaluator(&self.limits, self.settings.clone()));
+        Lease {
+            set: self,
+            sandbox: Some(sandbox),
+        }
+    }
+}
+
+/// An engine borrowed from the pool, returned on drop (also when a call failed).
+struct Lease<'a> {
+    set: &'a RuleSet,
+    sandbox: Option<Sandbox>,
+}
+
+impl Lease<'_> {
+    fn sandbox(&self) -> &Sandbox {
+        // Present from creation until drop.
+        match &self.sandbox {
+            Some(s) => s,
+            None => unreachable!("lease used after drop"),
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.sandbox.take() {
+            self.set
+                .pool
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(s);
+        }
+    }
+}
+
+/// Validates a rule folder for `writeback check`: everything `load` does, nothing kept.
+pub fn check(
+    rules_dir: &Path,
+    stdlib_dir: &Path,
+    settings: BTreeMap<String, serde_json::Value>,
+) -> Result<Vec<RuleFile>, LoadError> {
+    RuleSet::load(rules_dir, stdlib_dir, settings, Limits::default()).map(|set| set.files)
+}
+
+/// `*.rhai` files directly in `dir`, sorted by name. Hidden files (editor locks) are skipped.
+fn list_rule_files(dir: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(Diagnostic::file(
+                dir,
+                format!("cannot read the rules folder: {e}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                diags.push(Diagnostic::file(
+                    dir,
+                    format!("cannot list the rules folder: {e}"),
+                ));
+                continue;
+            }
+        };
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            diags.push(Diagnostic::file(
+                &path,
+                "file name is not valid UTF-8".to_string(),
+            ));
+            continue;
+        };
+        // `is_file` follows symlinks: rule files deployed as links (ConfigMaps) count.
+        if name.starts_with('.') || !name.ends_with(".rhai") || !path.is_file() {
+            continue;
+        }
+        found.push((name, path));
+    }
+    found.sort();
+    if found.is_empty() && diags.is_empty() {
+        diags.push(Diagnostic::file(
+            dir,
+            "no rule files (*.rhai) in the rules folder; an empty rule set would take every group out of scope".to_string(),
+        ));
+    }
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Each rule file must define `scope(group)` and `map(group)`.
+fn check_entry_points(ast: &AST, path: &Path, diags: &mut Vec<Diagnostic>) {
+    for entry in ["scope", "map"] {
+        let defs: Vec<usize> = ast
+            .iter_functions()
+            .filter(|f| f.name == entry)
+            .map(|f| f.params.len())
+            .collect();
+        if defs.is_empty() {
+            diags.push(Diagnostic::file(
+                path,
+                format!("the rule defines no `fn {entry}(group)`; every rule file needs `scope(group)` and `map(group)`"),
+            ));
+        } else if !defs.contains(&1) {
+            diags.push(Diagnostic::file(
+                path,
+                format!("`fn {entry}` must take exactly one parameter (the group)"),
+            ));
+        }
+    }
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
