@@ -16,7 +16,7 @@ use super::error::{SqlContext, StateError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Anchor {
     pub cloud_id: String,
-    /// AD's `objectGUID` as a string; unique: one AD object belongs to one cloud id.
+    /// AD's `objectGUID` as a string; unique when not empty: one AD object, one cloud id.
     pub object_guid: String,
     pub dn: String,
     /// The rule (file or rule name) that produced the object.
@@ -49,8 +49,8 @@ pub fn anchors(conn: &Connection) -> Result<BTreeMap<String, Anchor>, StateError
     Ok(out)
 }
 
-/// Inserts or replaces the anchor of `a.cloud_id`. Fails (UNIQUE constraint) when the GUID is
-/// already anchored to another cloud id.
+/// Inserts or replaces the anchor of `a.cloud_id`. Fails (UNIQUE constraint) when a non-empty
+/// GUID is already anchored to another cloud id.
 pub fn put_anchor(conn: &Connection, a: &Anchor) -> Result<(), StateError> {
     let updated_at = if a.updated_at.is_empty() {
         now_rfc3339()

@@ -186,7 +186,7 @@ impl Store {
     }
 
     /// Inserts or replaces the anchor of `a.cloud_id` (an empty `updated_at` is stamped now).
-    /// Fails when `a.object_guid` is anchored to another cloud id.
+    /// Fails when a non-empty `a.object_guid` is anchored to another cloud id.
     pub fn put_anchor(&mut self, a: &Anchor) -> Result<(), StateError> {
         anchors::put_anchor(&self.conn, a)
     }

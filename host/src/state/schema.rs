@@ -33,11 +33,14 @@ CREATE TABLE cloud_member (
 
 CREATE TABLE anchor (
     cloud_id    TEXT NOT NULL PRIMARY KEY,
-    object_guid TEXT NOT NULL UNIQUE,
+    object_guid TEXT NOT NULL,
     dn          TEXT NOT NULL,
     rule        TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 ) STRICT;
+
+-- One AD object belongs to one cloud id. An empty GUID means "not known yet" and may repeat.
+CREATE UNIQUE INDEX anchor_object_guid ON anchor (object_guid) WHERE object_guid <> '';
 
 CREATE TABLE applied (
     cloud_id   TEXT NOT NULL PRIMARY KEY,
