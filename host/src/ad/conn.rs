@@ -83,6 +83,10 @@ impl AdSettings {
 
 /// An authenticated connection. Operations live in `search.rs`, `write.rs`, `schema.rs` and
 /// `resolve.rs` as further `impl AdConn` blocks.
+///
+/// Clones share the one underlying connection (LDAP multiplexes requests), so clones can run
+/// operations concurrently; `reconnect` on a clone replaces only that clone's handle.
+#[derive(Clone)]
 pub struct AdConn {
     ldap: Ldap,
     settings: AdSettings,
