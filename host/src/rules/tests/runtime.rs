@@ -1,1 +1,648 @@
+//! Loading, diagnostics, evaluation errors, the sandbox and concurrency.
 
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::support::*;
+use crate::rules::{
+    Decision, Diagnostic, EvalError, EvalErrorKind, FileKind, Limits, LoadError, MemberPolicy,
+    RuleSet,
+};
+
+const MINIMAL_MAP: &str =
+    r#"#{ parent: "OU=Groups,DC=corp,DC=example,DC=test", cn: group.displayName }"#;
+
+fn rule(scope: &str, map: &str) -> String {
+    format!("fn scope(group) {{ {scope} }}\nfn map(group) {{ {map} }}\n")
+}
+
+fn load_err(dir: &std::path::Path) -> LoadError {
+    match load(dir) {
+        Ok(set) => panic!("expected a load error, loaded {:?}", set.files()),
+        Err(e) => e,
+    }
+}
+
+fn eval_err(set: &RuleSet, group: &serde_json::Value) -> EvalError {
+    match set.evaluate(group) {
+        Ok(d) => panic!("expected an evaluation error, got {d:?}"),
+        Err(e) => e,
+    }
+}
+
+fn only(e: &LoadError) -> &Diagnostic {
+    assert_eq!(e.diagnostics.len(), 1, "one diagnostic expected:\n{e}");
+    &e.diagnostics[0]
+}
+
+#[test]
+fn syntax_error_points_at_file_line_and_column() {
+    let text = "fn scope(group) { true }\nfn map(group) {\n    let x = ;\n}\n";
+    let dir = rules_dir(&[("10-broken.rhai", text)]);
+    let e = load_err(dir.path());
+    let d = only(&e);
+    assert_eq!(d.file, dir.path().join("10-broken.rhai"));
+    assert_eq!((d.line, d.column), (Some(3), Some(13)), "{d}");
+    assert!(d.message.starts_with("syntax error"), "{d}");
+    // Display: `path:line:col: message`.
+    let shown = e.to_string();
+    let expected_prefix = format!(
+        "{}:3:13: syntax error",
+        dir.path().join("10-broken.rhai").display()
+    );
+    assert!(shown.starts_with(&expected_prefix), "{shown}");
+}
+
+#[test]
+fn every_broken_file_is_reported_one_per_line() {
+    let dir = rules_dir(&[
+        (
+            "10-a.rhai",
+            "fn scope(group) { true }\nfn map(group) { ( }\n",
+        ),
+        ("20-b.rhai", "fn scope(group) { true }\n"),
+        ("30-ok.rhai", &rule("true", MINIMAL_MAP)),
+    ]);
+    let e = load_err(dir.path());
+    assert_eq!(e.diagnostics.len(), 2, "{e}");
+    let lines: Vec<String> = e.to_string().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{e}");
+    assert!(
+        lines[0].starts_with(&format!("{}:2:", dir.path().join("10-a.rhai").display())),
+        "{e}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{}: ", dir.path().join("20-b.rhai").display())),
+        "{e}"
+    );
+    assert!(lines[1].contains("fn map(group)"), "{e}");
+}
+
+#[test]
+fn missing_entry_points_and_wrong_arity_are_diagnostics() {
+    let dir = rules_dir(&[
+        ("10-none.rhai", "let x = 1;\n"),
+        (
+            "20-arity.rhai",
+            "fn scope() { true }\nfn map(group) { () }\n",
+        ),
+    ]);
+    let e = load_err(dir.path());
+    let text = e.to_string();
+    assert_eq!(e.diagnostics.len(), 3, "{text}");
+    assert!(
+        text.contains("10-none.rhai: the rule defines no `fn scope(group)`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("10-none.rhai: the rule defines no `fn map(group)`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("20-arity.rhai: `fn scope` must take exactly one parameter"),
+        "{text}"
+    );
+}
+
+#[test]
+fn empty_rules_folder_is_refused() {
+    let dir = rules_dir(&[("lib/helper.rhai", "fn f() { 1 }"), ("README.md", "x")]);
+    let e = load_err(dir.path());
+    assert!(only(&e).message.contains("no rule files"), "{e}");
+}
+
+#[test]
+fn missing_stdlib_module_names_the_module_at_the_import() {
+    let text = format!(
+        "// header\nimport \"std/nope\" as nope;\n{}",
+        rule("true", MINIMAL_MAP)
+    );
+    let dir = rules_dir(&[("10-x.rhai", &text)]);
+    let e = load_err(dir.path());
+    let d = only(&e);
+    assert_eq!(d.file, dir.path().join("10-x.rhai"));
+    assert_eq!((d.line, d.column), (Some(2), Some(8)), "{d}");
+    assert!(d.message.contains("\"std/nope\" not found"), "{d}");
+    assert!(
+        d.message
+            .contains(&stdlib().join("nope.rhai").display().to_string()),
+        "{d}"
+    );
+}
+
+#[test]
+fn syntax_error_in_a_module_points_into_the_module() {
+    let module = "fn ok() { 1 }\n\nfn broken() {\n    let = 2;\n}\n";
+    let text = format!(
+        "import \"lib/helpers\" as h;\n{}",
+        rule("true", MINIMAL_MAP)
+    );
+    let dir = rules_dir(&[("10-x.rhai", &text), ("lib/helpers.rhai", module)]);
+    let e = load_err(dir.path());
+    let d = only(&e);
+    assert_eq!(d.file, dir.path().join("lib/helpers.rhai"), "{d}");
+    assert_eq!(d.line, Some(4), "{d}");
+    assert!(d.column.is_some(), "{d}");
+    assert!(d.message.contains("\"lib/helpers\""), "{d}");
+}
+
+#[test]
+fn broken_nested_import_names_the_chain() {
+    let dir = rules_dir(&[
+        (
+            "10-x.rhai",
+            &format!("import \"lib/a\" as a;\n{}", rule("true", MINIMAL_MAP)),
+        ),
+        ("lib/a.rhai", "import \"lib/b\" as b;\nfn f() { b::g() }\n"),
+        ("lib/b.rhai", "fn g() { 1 +* 2 }\n"),
+    ]);
+    let e = load_err(dir.path());
+    let d = only(&e);
+    assert_eq!(d.file, dir.path().join("lib/b.rhai"), "{d}");
+    assert_eq!(d.line, Some(1), "{d}");
+    assert!(d.message.contains("\"lib/a\" -> \"lib/b\""), "{d}");
+}
+
+#[test]
+fn import_paths_cannot_leave_their_folder() {
+    for bad in ["../outside", "/etc/passwd", "std/../scripts/x", "lib/"] {
+        let text = format!("import \"{bad}\" as m;\n{}", rule("true", MINIMAL_MAP));
+        let dir = rules_dir(&[("10-x.rhai", &text)]);
+        let e = load_err(dir.path());
+        let d = only(&e);
+        assert!(d.message.contains("invalid module path"), "{bad}: {d}");
+        assert_eq!(d.line, Some(1), "{bad}: {d}");
+    }
+}
+
+#[test]
+fn rules_run_in_file_name_order_and_the_first_scope_wins() {
+    let dir = rules_dir(&[
+        (
+            "20-second.rhai",
+            &rule("true", r#"#{ parent: "OU=B,DC=x", cn: "second" }"#),
+        ),
+        (
+            "10-first.rhai",
+            &rule(
+                "group.displayName == \"A\"",
+                r#"#{ parent: "OU=A,DC=x", cn: "first" }"#,
+            ),
+        ),
+        (
+            "lib/not-a-rule.rhai",
+            "fn scope(group) { true }\nfn map(group) { throw \"never\" }",
+        ),
+        (".#10-first.rhai", "editor lock file"),
+    ]);
+    let set = load(dir.path()).expect("loads");
+    assert_eq!(set.rule_names(), vec!["10-first.rhai", "20-second.rhai"]);
+    let a = desired(
+        set.evaluate(&json!({"id": "1", "displayName": "A"}))
+            .expect("ok"),
+    );
+    assert_eq!((a.rule.as_str(), a.cn.as_str()), ("10-first.rhai", "first"));
+    let b = desired(
+        set.evaluate(&json!({"id": "2", "displayName": "B"}))
+            .expect("ok"),
+    );
+    assert_eq!(
+        (b.rule.as_str(), b.cn.as_str()),
+        ("20-second.rhai", "second")
+    );
+}
+
+#[test]
+fn out_of_scope_and_skip() {
+    let dir = rules_dir(&[("10-x.rhai", &rule("group.displayName != \"none\"", "()"))]);
+    let set = load(dir.path()).expect("loads");
+    assert_eq!(
+        set.evaluate(&json!({"id": "1", "displayName": "none"}))
+            .expect("ok"),
+        Decision::OutOfScope
+    );
+    // map() returning () skips the group: no object.
+    assert_eq!(
+        set.evaluate(&json!({"id": "1", "displayName": "x"}))
+            .expect("ok"),
+        Decision::OutOfScope
+    );
+}
+
+#[test]
+fn runtime_error_names_rule_function_group_and_position() {
+    let text = "fn scope(group) { true }\nfn map(group) {\n    let n = group.displayName;\n    n + group.nope\n}\n";
+    let dir = rules_dir(&[("10-x.rhai", text)]);
+    let set = load(dir.path()).expect("loads");
+    let e = eval_err(&set, &json!({"id": "abc-123", "displayName": "A"}));
+    assert_eq!(e.rule, "10-x.rhai");
+    assert_eq!(e.function, "map");
+    assert_eq!(e.group_id, "abc-123");
+    assert_eq!(e.file, dir.path().join("10-x.rhai"));
+    assert_eq!((e.line, e.column), (Some(4), Some(15)), "{e}");
+    assert_eq!(e.kind, EvalErrorKind::Runtime);
+    assert!(e.message.contains("nope"), "{e}");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "{}:4:15: ",
+            dir.path().join("10-x.rhai").display()
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("rule 10-x.rhai")
+            && shown.contains("map()")
+            && shown.contains("group abc-123"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn error_inside_a_module_function_points_into_the_module() {
+    let module = "fn helper(g) {\n    throw \"bad group \" + g.id;\n}\n";
+    let text = format!(
+        "import \"lib/m\" as m;\n{}",
+        rule("m::helper(group)", MINIMAL_MAP)
+    );
+    let dir = rules_dir(&[("10-x.rhai", &text), ("lib/m.rhai", module)]);
+    let set = load(dir.path()).expect("loads");
+    let e = eval_err(&set, &json!({"id": "g1", "displayName": "A"}));
+    assert_eq!(e.function, "scope");
+    assert_eq!(e.file, dir.path().join("lib/m.rhai"), "{e}");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert_eq!(e.message, "bad group g1");
+}
+
+#[test]
+fn misspelt_property_fails_but_an_absent_documented_one_is_unit() {
+    let dir = rules_dir(&[(
+        "10-x.rhai",
+        &rule(
+            "true",
+            r#"#{ parent: "OU=A,DC=x", cn: "c", attributes: #{ info: group.theme, description: group.onPremisesSamAccountName } }"#,
+        ),
+    )]);
+    let set = load(dir.path()).expect("loads");
+    let g = desired(
+        set.evaluate(&json!({"id": "1"}))
+            .expect("absent Graph properties read as ()"),
+    );
+    assert_eq!(g.attributes.get("info"), Some(&None));
+
+    let dir = rules_dir(&[("10-x.rhai", &rule("group.dispayName == \"x\"", "()"))]);
+    let set = load(dir.path()).expect("loads");
+    let e = eval_err(&set, &json!({"id": "1", "displayName": "x"}));
+    assert!(e.message.contains("dispayName"), "{e}");
+    // Open-type extras are read with get(): () when absent.
+    let dir = rules_dir(&[(
+        "10-x.rhai",
+        &rule("group.get(\"extension_abc_dept\") == ()", "()"),
+    )]);
+    let set = load(dir.path()).expect("loads");
+    assert!(set.evaluate(&json!({"id": "1"})).is_ok());
+}
+
+#[test]
+fn endless_loop_is_stopped_by_the_operation_limit() {
+    // A generous clock, so the operation counter is what stops the loop (debug builds are slow).
+    let limits = Limits {
+        max_operations: 100_000,
+        call_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let dir = rules_dir(&[("10-x.rhai", &rule("let i = 0; loop { i += 1; }", "()"))]);
+    let set = RuleSet::load(dir.path(), &stdlib(), settings(), limits).expect("loads");
+    let started = Instant::now();
+    let e = eval_err(&set, &json!({"id": "g1"}));
+    assert_eq!(e.kind, EvalErrorKind::Limit, "{e}");
+    assert!(e.message.contains("100000 operations"), "{e}");
+    assert_eq!(e.function, "scope");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn slow_call_is_stopped_by_the_time_limit() {
+    let limits = Limits {
+        max_operations: 0, // Rhai: unlimited, so only the clock can stop the loop
+        call_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let dir = rules_dir(&[(
+        "10-x.rhai",
+        &rule("true", "let s = 0; while true { s += 1; } ()"),
+    )]);
+    let set = RuleSet::load(dir.path(), &stdlib(), settings(), limits).expect("loads");
+    let started = Instant::now();
+    let e = eval_err(&set, &json!({"id": "g1"}));
+    let took = started.elapsed();
+    assert_eq!(e.kind, EvalErrorKind::Limit, "{e}");
+    assert!(e.message.contains("200 ms"), "{e}");
+    assert_eq!(e.function, "map");
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    // The engine goes back to the pool and works for the next call.
+    let e2 = eval_err(&set, &json!({"id": "g2"}));
+    assert_eq!(e2.group_id, "g2");
+}
+
+#[test]
+fn endless_recursion_hits_the_call_depth_limit() {
+    let text = "fn down(n) { down(n + 1) }\nfn scope(group) { down(0) }\nfn map(group) { () }\n";
+    let dir = rules_dir(&[("10-x.rhai", text)]);
+    let set = load(dir.path()).expect("loads");
+    let e = eval_err(&set, &json!({"id": "g1"}));
+    assert_eq!(e.kind, EvalErrorKind::Limit, "{e}");
+    assert!(e.message.contains("nested function calls"), "{e}");
+}
+
+#[test]
+fn sleep_exit_eval_and_time_are_unavailable() {
+    for (body, needle) in [
+        ("sleep(100); true", "`sleep` is not available"),
+        ("exit(1); true", "`exit` is not available"),
+        ("timestamp(); true", "timestamp"),
+    ] {
+        let dir = rules_dir(&[("10-x.rhai", &rule(body, "()"))]);
+        let set = load(dir.path()).expect("loads");
+        let e = eval_err(&set, &json!({"id": "g1"}));
+        assert!(e.message.contains(needle), "{body}: {e}");
+    }
+    let dir = rules_dir(&[("10-x.rhai", &rule("eval(\"true\")", "()"))]);
+    let e = load_err(dir.path());
+    assert!(only(&e).message.contains("eval"), "{e}");
+}
+
+#[test]
+fn print_and_debug_do_not_fail() {
+    let dir = rules_dir(&[(
+        "10-x.rhai",
+        &rule("print(`scope ${group.id}`); debug(group.id); false", "()"),
+    )]);
+    let set = load(dir.path()).expect("loads");
+    assert_eq!(
+        set.evaluate(&json!({"id": "g1"})).expect("ok"),
+        Decision::OutOfScope
+    );
+}
+
+#[test]
+fn reserved_attributes_are_refused_case_insensitively() {
+    for attr in [
+        "objectClass",
+        "member",
+        "CN",
+        "name",
+        "distinguishedName",
+        "objectGUID",
+        "objectSid",
+        "msDS-ExternalDirectoryObjectId",
+        "admindescription",
+    ] {
+        let map =
+            format!(r#"#{{ parent: "OU=A,DC=x", cn: "c", attributes: #{{ "{attr}": "x" }} }}"#);
+        let dir = rules_dir(&[("10-x.rhai", &rule("true", &map))]);
+        let set = load(dir.path()).expect("loads");
+        let e = eval_err(&set, &json!({"id": "g1"}));
+        assert_eq!(e.kind, EvalErrorKind::Output);
+        assert!(
+            e.message.contains("10-x.rhai") && e.message.contains(attr),
+            "{attr}: {e}"
+        );
+        assert!(e.message.contains("host owns"), "{e}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_shapes_are_refused() {
+    for (map, needle) in [
+        (
+            r#"#{ parent: "OU=A,DC=x", cn: "c", mail: "a@b" }"#,
+            "unknown key `mail`",
+        ),
+        (r#"#{ cn: "c" }"#, "no `parent`"),
+        (r#"#{ parent: "OU=A,DC=x" }"#, "no `cn`"),
+        (r#"#{ parent: "OU=A,DC=x", cn: "  " }"#, "empty `cn`"),
+        (
+            r#"#{ parent: "corp", cn: "c" }"#,
+            "not a distinguished name",
+        ),
+        (r#"#{ parent: "OU=A,DC=x", cn: 5 }"#, "`cn` as i64"),
+        (
+            r#"#{ parent: "OU=A,DC=x", cn: "c", members: "all" }"#,
+            "`members`",
+        ),
+        (
+            r#"#{ parent: "OU=A,DC=x", cn: "c", attributes: [] }"#,
+            "`attributes` as array",
+        ),
+        (
+            r#"#{ parent: "OU=A,DC=x", cn: "c", attributes: #{ info: 1.5 } }"#,
+            "attribute `info`",
+        ),
+        (
+            r#"#{ parent: "OU=A,DC=x", cn: "c", attributes: #{ info: [[1]] } }"#,
+            "nested array",
+        ),
+        (
+            r#"#{ parent: "OU=A,DC=x", cn: "c", attributes: #{ "bad name": 1 } }"#,
+            "not an LDAP attribute name",
+        ),
+        (
+            r#"#{ parent: "OU=A,DC=x", cn: "c", attributes: #{ info: 1, Info: 2 } }"#,
+            "twice",
+        ),
+        (
+            r#"let s = ""; s.pad(65, "é"); #{ parent: "OU=A,DC=x", cn: s }"#,
+            "65 characters",
+        ),
+        ("42", "must return () or a map"),
+    ] {
+        let dir = rules_dir(&[("10-x.rhai", &rule("true", map))]);
+        let set = load(dir.path()).expect("loads");
+        let e = eval_err(&set, &json!({"id": "g1"}));
+        assert_eq!(e.kind, EvalErrorKind::Output, "{map}: {e}");
+        assert!(e.message.contains(needle), "{map}: {e}");
+        assert!(e.message.contains("10-x.rhai"), "{map}: {e}");
+    }
+    let dir = rules_dir(&[("10-x.rhai", &rule("\"yes\"", "()"))]);
+    let e = eval_err(&load(dir.path()).expect("loads"), &json!({"id": "g1"}));
+    assert!(
+        e.message.contains("scope() must return true or false"),
+        "{e}"
+    );
+}
+
+#[test]
+fn attribute_values_are_converted_for_ldap() {
+    let map = r#"#{
+        parent: "OU=A,DC=x",
+        cn: "c",
+        members: "none",
+        attributes: #{
+            groupType: -2147483640,
+            msExchHideFromAddressLists: true,
+            flag: false,
+            info: (),
+            description: "",
+            proxyAddresses: ["SMTP:a@x", (), "", "smtp:b@x", "SMTP:a@x", 7, true],
+            extensionAttribute1: 'c',
+        }
+    }"#;
+    let dir = rules_dir(&[("10-x.rhai", &rule("true", map))]);
+    let set = load(dir.path()).expect("loads");
+    let g = desired(set.evaluate(&json!({"id": "g1"})).expect("ok"));
+    assert_eq!(g.members, MemberPolicy::None);
+    let expected: BTreeMap<String, Option<Vec<String>>> = [
+        ("groupType", Some(vec!["-2147483640"])),
+        ("msExchHideFromAddressLists", Some(vec!["TRUE"])),
+        ("flag", Some(vec!["FALSE"])),
+        ("info", None),
+        ("description", None),
+        (
+            "proxyAddresses",
+            Some(vec!["SMTP:a@x", "smtp:b@x", "7", "TRUE"]),
+        ),
+        ("extensionAttribute1", Some(vec!["c"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| {
+        (
+            k.to_string(),
+            v.map(|v| v.into_iter().map(str::to_string).collect()),
+        )
+    })
+    .collect();
+    assert_eq!(g.attributes, expected);
+}
+
+#[test]
+fn settings_are_visible_and_a_missing_one_is_named() {
+    let mut s = settings();
+    s.insert("limit".into(), json!(3));
+    s.insert("tags".into(), json!(["a", "b"]));
+    s.insert("nested".into(), json!({"ou": "OU=N,DC=x"}));
+    let map = r#"#{ parent: setting("nested").ou, cn: "c", attributes: #{
+        info: setting("m365_container"), c: setting("limit") + 1, tags: setting("tags"),
+        d: setting_or("absent", "fallback") } }"#;
+    let dir = rules_dir(&[("10-x.rhai", &rule("true", map))]);
+    let set = RuleSet::load(dir.path(), &stdlib(), s, Limits::default()).expect("loads");
+    let g = desired(set.evaluate(&json!({"id": "g1"})).expect("ok"));
+    assert_eq!(g.parent, "OU=N,DC=x");
+    assert_eq!(value(&g, "info"), M365_OU);
+    assert_eq!(value(&g, "c"), "4");
+    assert_eq!(
+        values(&g, "tags"),
+        Some(vec!["a".to_string(), "b".to_string()])
+    );
+    assert_eq!(value(&g, "d"), "fallback");
+
+    let text = "fn scope(group) { true }\nfn map(group) {\n    #{ parent: setting(\"ou_for_sales\"), cn: \"c\" }\n}\n";
+    let dir = rules_dir(&[("10-x.rhai", text)]);
+    let set = load(dir.path()).expect("loads");
+    let e = eval_err(&set, &json!({"id": "g1"}));
+    assert!(
+        e.message.contains("\"ou_for_sales\"") && e.message.contains("not defined"),
+        "{e}"
+    );
+    assert_eq!((e.line, e.function.as_str()), (Some(3), "map"), "{e}");
+}
+
+#[test]
+fn modules_are_read_afresh_on_every_load() {
+    let text = format!(
+        "import \"lib/names\" as names;\n{}",
+        rule("true", r#"#{ parent: "OU=A,DC=x", cn: names::cn(group) }"#)
+    );
+    let dir = rules_dir(&[
+        ("10-x.rhai", &text),
+        ("lib/names.rhai", "fn cn(g) { \"one\" }"),
+    ]);
+    let first = load(dir.path()).expect("loads");
+    let group = json!({"id": "g1"});
+    assert_eq!(desired(first.evaluate(&group).expect("ok")).cn, "one");
+    let module_path = dir.path().join("lib/names.rhai");
+    let hash_of = |set: &RuleSet| {
+        set.files()
+            .iter()
+            .find(|f| f.path == module_path)
+            .map(|f| (f.kind, f.sha256.clone()))
+    };
+    let (kind, h1) = hash_of(&first).expect("module listed in files()");
+    assert_eq!(kind, FileKind::Module);
+
+    std::fs::write(&module_path, "fn cn(g) { \"two\" }").expect("edit module");
+    let second = load(dir.path()).expect("reloads");
+    assert_eq!(desired(second.evaluate(&group).expect("ok")).cn, "two");
+    let (_, h2) = hash_of(&second).expect("module listed");
+    assert_ne!(h1, h2);
+    // The old set keeps its own compiled copy.
+    assert_eq!(desired(first.evaluate(&group).expect("ok")).cn, "one");
+
+    let rule_file = &second.files()[0];
+    assert_eq!(
+        (rule_file.kind, rule_file.sha256.len()),
+        (FileKind::Rule, 64)
+    );
+}
+
+#[test]
+fn check_reports_files_or_diagnostics() {
+    let dir = rules_dir(&[("10-x.rhai", &rule("true", MINIMAL_MAP))]);
+    let files = crate::rules::check(dir.path(), &stdlib(), settings()).expect("valid");
+    assert_eq!(files.len(), 1);
+    let dir = rules_dir(&[("10-x.rhai", "fn scope(group) {")]);
+    assert!(crate::rules::check(dir.path(), &stdlib(), settings()).is_err());
+}
+
+#[test]
+fn rule_set_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<RuleSet>();
+    assert_send_sync::<std::sync::Arc<RuleSet>>();
+}
+
+#[test]
+fn two_threads_evaluate_identically() {
+    let set = std::sync::Arc::new(shipped());
+    let groups: Vec<serde_json::Value> = (0..200)
+        .map(|i| {
+            let base = if i % 2 == 0 {
+                m365_group()
+            } else {
+                security_group()
+            };
+            with(
+                base,
+                json!({
+                    "id": format!("{:08x}-0000-4000-8000-{:012x}", i, i * 7919),
+                    "displayName": format!("Group {i}, \"quoted\" + <{i}>"),
+                }),
+            )
+        })
+        .collect();
+    let serial: Vec<_> = groups
+        .iter()
+        .map(|g| set.evaluate(g).expect("ok"))
+        .collect();
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let set = set.clone();
+            let groups = groups.clone();
+            std::thread::spawn(move || {
+                groups
+                    .iter()
+                    .map(|g| set.evaluate(g).expect("ok"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for h in handles {
+        let got = h.join().expect("thread");
+        assert_eq!(got, serial);
+    }
+}
