@@ -1,0 +1,123 @@
+//! Access tokens the emulator issues (HS256 JWTs) and their validation on Graph calls.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{json, Value};
+
+use crate::errors::GraphError;
+
+/// The audience of Graph tokens.
+pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
+/// Seconds a token lives, as Entra reports it.
+pub const LIFETIME: i64 = 3599;
+
+/// Signs and checks access tokens with a per-process key.
+pub struct TokenSigner {
+    key: Vec<u8>,
+}
+
+impl TokenSigner {
+    pub fn new(key: Vec<u8>) -> Self {
+        TokenSigner { key }
+    }
+
+    pub fn issue(&self, tenant_id: &str, client_id: &str, now_unix: i64) -> String {
+        let claims = json!({
+            "aud": GRAPH_AUDIENCE,
+            "iss": format!("https://sts.windows.net/{tenant_id}/"),
+            "iat": now_unix,
+            "nbf": now_unix,
+            "exp": now_unix + LIFETIME,
+            "appid": client_id,
+            "azp": client_id,
+            "idtyp": "app",
+            "oid": client_id,
+            "sub": client_id,
+            "tid": tenant_id,
+            "roles": ["Group.ReadWrite.All", "User.ReadWrite.All", "GroupMember.ReadWrite.All", "Directory.ReadWrite.All"],
+            "ver": "1.0",
+            "uti": uuid::Uuid::new_v4().simple().to_string(),
+        });
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("JWT".into());
+        // Encoding with a valid HMAC key cannot fail.
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&self.key))
+            .unwrap_or_default()
+    }
+
+    /// Check an `Authorization` header value; returns the app id on success.
+    pub fn validate(
+        &self,
+        authorization: Option<&str>,
+        tenant_id: &str,
+        now_unix: i64,
+    ) -> Result<String, GraphError> {
+        let token = authorization
+            .map(str::trim)
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .unwrap_or("");
+        if token.is_empty() {
+            return Err(GraphError::unauthorized("Access token is empty."));
+        }
+        if token.matches('.').count() != 2 {
+            return Err(GraphError::unauthorized(
+                "CompactToken parsing failed with error code: 80049217",
+            ));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let claims =
+            jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(&self.key), &validation)
+                .map_err(|_| GraphError::unauthorized("Access token validation failure."))?
+                .claims;
+        if claims.get("aud").and_then(Value::as_str) != Some(GRAPH_AUDIENCE) {
+            return Err(GraphError::unauthorized(
+                "Access token validation failure. Invalid audience.",
+            ));
+        }
+        if claims.get("tid").and_then(Value::as_str) != Some(tenant_id) {
+            return Err(GraphError::unauthorized("Access token validation failure."));
+        }
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        if exp <= now_unix {
+            return Err(GraphError::unauthorized(
+                "Lifetime validation failed, the token is expired.",
+            ));
+        }
+        Ok(claims
+            .get("appid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_and_validate() {
+        let s = TokenSigner::new(b"k".to_vec());
+        let t = s.issue("tid", "app", 1000);
+        let bearer = format!("Bearer {t}");
+        assert_eq!(s.validate(Some(&bearer), "tid", 1000).unwrap(), "app");
+        let e = s
+            .validate(Some(&bearer), "tid", 1000 + LIFETIME)
+            .unwrap_err();
+        assert!(e.message.contains("expired"));
+        let e = s.validate(None, "tid", 0).unwrap_err();
+        assert_eq!(e.message, "Access token is empty.");
+        let e = s.validate(Some("Bearer abc"), "tid", 0).unwrap_err();
+        assert_eq!(e.status, 401);
+        let other = TokenSigner::new(b"other".to_vec());
+        let e = other.validate(Some(&bearer), "tid", 1000).unwrap_err();
+        assert_eq!(e.message, "Access token validation failure.");
+    }
+}

@@ -1,0 +1,551 @@
+//! Writes: create/update/delete users and groups, membership `$ref`s, deletedItems.
+
+use serde_json::{json, Map, Value};
+
+use crate::clock::format_graph;
+use crate::errors::{GraphError, GraphResult};
+use crate::render::{self, Unset};
+use crate::response::{GraphResponse, RequestCtx};
+use crate::schema;
+use crate::state::AppState;
+use crate::store::{Kind, Life, Store, StoreError};
+use crate::tenant;
+
+/// Set by the directory, never by clients.
+const READ_ONLY_COMMON: &[&str] = &[
+    "id",
+    "createdDateTime",
+    "deletedDateTime",
+    "securityIdentifier",
+    "onPremisesSyncEnabled",
+    "onPremisesSecurityIdentifier",
+    "onPremisesSamAccountName",
+    "onPremisesDomainName",
+    "onPremisesLastSyncDateTime",
+    "onPremisesProvisioningErrors",
+];
+const READ_ONLY_GROUP: &[&str] = &[
+    "mail",
+    "proxyAddresses",
+    "onPremisesNetBiosName",
+    "renewedDateTime",
+    "expirationDateTime",
+];
+const READ_ONLY_USER: &[&str] = &[
+    "onPremisesUserPrincipalName",
+    "onPremisesDistinguishedName",
+    "proxyAddresses",
+];
+/// How many `@odata.bind` references one create/update may carry.
+const MAX_BINDS: usize = 20;
+
+fn resource_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User => "User",
+        Kind::Group => "Group",
+    }
+}
+
+fn invalid_value(kind: Kind, p: &str) -> GraphError {
+    GraphError::bad_request(format!(
+        "Invalid value specified for property '{p}' of resource '{}'.",
+        resource_name(kind)
+    ))
+}
+
+fn store_error(e: StoreError) -> GraphError {
+    match e {
+        StoreError::NotFound(id) | StoreError::NotMember(_, id) => GraphError::not_found(&id),
+        StoreError::AlreadyMember(..) => GraphError::bad_request(
+            "One or more added object references already exist for the following modified properties: 'members'.",
+        ),
+        StoreError::Duplicate(id) => GraphError::bad_request(format!(
+            "Another object with the same value for property id already exists: {id}."
+        )),
+        StoreError::Invalid(m) => GraphError::bad_request(m),
+    }
+}
+
+/// Parse a JSON request body.
+pub fn json_body(body: &[u8]) -> GraphResult<Value> {
+    serde_json::from_slice(body).map_err(|_| {
+        GraphError::new(
+            400,
+            "BadRequest",
+            "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
+        )
+    })
+}
+
+/// The id at the end of an `@odata.id` / `@odata.bind` URL.
+fn reference_id(url: &str) -> Option<String> {
+    let path = url.split(['?', '#']).next()?;
+    let last = path.trim_end_matches('/').rsplit('/').next()?;
+    let last = last
+        .trim_start_matches("directoryObjects(")
+        .trim_end_matches(')');
+    let last = last.trim_matches('\'');
+    (!last.is_empty()).then(|| last.to_ascii_lowercase())
+}
+
+/// Validated property changes plus member references from `members@odata.bind`.
+struct Payload {
+    props: Map<String, Value>,
+    member_binds: Vec<String>,
+}
+
+fn payload(kind: Kind, body: &Value) -> GraphResult<Payload> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| GraphError::bad_request("The request body must be a JSON object."))?;
+    let read_only = |p: &str| {
+        READ_ONLY_COMMON.contains(&p)
+            || match kind {
+                Kind::Group => READ_ONLY_GROUP.contains(&p),
+                Kind::User => READ_ONLY_USER.contains(&p),
+            }
+    };
+    let mut props = Map::new();
+    let mut member_binds = Vec::new();
+    for (k, v) in obj {
+        if let Some(nav) = k.strip_suffix("@odata.bind") {
+            let urls = match v {
+                Value::Array(a) => a.iter().map(|x| x.as_str()).collect::<Option<Vec<_>>>(),
+                Value::String(s) => Some(vec![s.as_str()]),
+                _ => None,
+            }
+            .ok_or_else(|| invalid_value(kind, k))?;
+            if urls.len() > MAX_BINDS {
+                return Err(GraphError::bad_request(format!(
+                    "A maximum of {MAX_BINDS} references can be added in a single request."
+                )));
+            }
+            match (kind, nav.to_ascii_lowercase().as_str()) {
+                (Kind::Group, "members") => {
+                    for u in urls {
+                        member_binds.push(reference_id(u).ok_or_else(|| invalid_value(kind, k))?);
+                    }
+                }
+                // Owners are accepted and not modelled.
+                (Kind::Group, "owners") => {}
+                _ => {
+                    return Err(GraphError::bad_request(format!(
+                    "Property '{nav}' does not exist as a declared property or extension property."
+                )))
+                }
+            }
+            continue;
+        }
+        if k.starts_with('@') {
+            continue;
+        }
+        let Some(p) = schema::canonical_property(kind, k) else {
+            return Err(GraphError::bad_request(format!(
+                "Property '{k}' does not exist as a declared property or extension property."
+            )));
+        };
+        if schema::is_navigation(kind, p) {
+            return Err(GraphError::bad_request(format!(
+                "Property '{p}' is a navigation property; use '{p}@odata.bind' or the $ref endpoint."
+            )));
+        }
+        if read_only(p) {
+            return Err(GraphError::bad_request(format!(
+                "Property '{p}' is read-only and cannot be set."
+            )));
+        }
+        check_type(kind, p, v)?;
+        if p == "passwordProfile" {
+            // Write-only: accepted, never returned.
+            continue;
+        }
+        props.insert(p.to_string(), v.clone());
+    }
+    Ok(Payload {
+        props,
+        member_binds,
+    })
+}
+
+fn check_type(kind: Kind, p: &str, v: &Value) -> GraphResult<()> {
+    let ok = match p {
+        "mailEnabled" | "securityEnabled" | "accountEnabled" | "isAssignableToRole" => {
+            v.is_boolean() || v.is_null()
+        }
+        "groupTypes" | "businessPhones" | "otherMails" | "resourceBehaviorOptions" => {
+            v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        }
+        "displayName" => v.is_string(),
+        "mailNickname" => v.as_str().is_some_and(|s| valid_nickname(kind, s)),
+        "passwordProfile" | "onPremisesExtensionAttributes" => v.is_object() || v.is_null(),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid_value(kind, p))
+    }
+}
+
+/// ASCII, at most 64 characters, none of `@ ( ) \ [ ] " ; : . < > ,` or space.
+fn valid_nickname(kind: Kind, s: &str) -> bool {
+    s.len() <= 64
+        && s.is_ascii()
+        && !s
+            .chars()
+            .any(|c| "@()\\[]\";:<>, ".contains(c) || c.is_control())
+        && (kind == Kind::User || !s.contains('.'))
+}
+
+fn require(kind: Kind, props: &Map<String, Value>, names: &[&str]) -> GraphResult<()> {
+    for n in names {
+        if props.get(*n).is_none_or(Value::is_null) {
+            return Err(GraphError::bad_request(format!(
+                "A value is required for property '{n}' of resource '{}'.",
+                resource_name(kind)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn unified(props: &Map<String, Value>) -> bool {
+    props
+        .get("groupTypes")
+        .and_then(Value::as_array)
+        .is_some_and(|a| {
+            a.iter().any(|t| {
+                t.as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("Unified"))
+            })
+        })
+}
+
+fn proxy_taken(store: &Store, address: &str, except: Option<&str>) -> bool {
+    let needle = format!("smtp:{}", address.to_ascii_lowercase());
+    store
+        .iter(Kind::Group)
+        .chain(store.iter(Kind::User))
+        .any(|o| {
+            Some(o.id.as_str()) != except
+                && o.props
+                    .get("proxyAddresses")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| {
+                        a.iter()
+                            .any(|x| x.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&needle)))
+                    })
+        })
+}
+
+fn created_response(
+    ctx: &RequestCtx,
+    store: &Store,
+    kind: Kind,
+    id: &str,
+) -> GraphResult<GraphResponse> {
+    let obj = store.get(id).ok_or_else(|| GraphError::not_found(id))?;
+    let mut m = render::render(obj, None, Unset::Null);
+    m.insert(
+        "@odata.context".into(),
+        json!(render::context(
+            &ctx.graph_root(),
+            kind.entity_set(),
+            None,
+            "/$entity"
+        )),
+    );
+    Ok(GraphResponse::json(201, Value::Object(m)))
+}
+
+/// POST /groups, POST /users
+pub fn create(
+    state: &AppState,
+    ctx: &RequestCtx,
+    kind: Kind,
+    body: &[u8],
+) -> GraphResult<GraphResponse> {
+    let body = json_body(body)?;
+    let Payload {
+        mut props,
+        member_binds,
+    } = payload(kind, &body)?;
+    let now = json!(format_graph(ctx.now));
+    let id = state.new_id();
+    let mut store = state.store();
+    match kind {
+        Kind::Group => {
+            require(
+                kind,
+                &props,
+                &[
+                    "displayName",
+                    "mailEnabled",
+                    "mailNickname",
+                    "securityEnabled",
+                ],
+            )?;
+            let nick = props
+                .get("mailNickname")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let mail_enabled = props.get("mailEnabled") == Some(&Value::Bool(true));
+            if unified(&props) {
+                let mail = format!("{nick}@{}", store.domain);
+                if proxy_taken(&store, &mail, None) {
+                    return Err(GraphError::bad_request(
+                        "Another object with the same value for property proxyAddresses already exists.",
+                    ));
+                }
+                props.insert("mail".into(), json!(mail));
+                props.insert("proxyAddresses".into(), json!([format!("SMTP:{mail}")]));
+                props.entry("visibility").or_insert(json!("Public"));
+                props.insert("renewedDateTime".into(), now.clone());
+            } else {
+                if mail_enabled {
+                    return Err(GraphError::bad_request(
+                        "Cannot create a mail-enabled security groups and or distribution list.",
+                    ));
+                }
+                props.insert("mail".into(), Value::Null);
+                props.insert("proxyAddresses".into(), json!([]));
+            }
+            for m in &member_binds {
+                if store.live(Kind::User, m).is_none() && store.live(Kind::Group, m).is_none() {
+                    return Err(GraphError::not_found(m));
+                }
+            }
+        }
+        Kind::User => {
+            require(
+                kind,
+                &props,
+                &[
+                    "accountEnabled",
+                    "displayName",
+                    "mailNickname",
+                    "userPrincipalName",
+                ],
+            )?;
+            if body.get("passwordProfile").is_none_or(Value::is_null) {
+                return Err(GraphError::bad_request(
+                    "A value is required for property 'passwordProfile' of resource 'User'.",
+                ));
+            }
+            let upn = props
+                .get("userPrincipalName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let domain_ok = upn.rsplit_once('@').is_some_and(|(local, d)| {
+                !local.is_empty() && d.eq_ignore_ascii_case(&store.domain)
+            });
+            if !domain_ok {
+                return Err(GraphError::bad_request(
+                    "The domain portion of the userPrincipalName property is invalid. You must use one of the verified domain names in your organization.",
+                ));
+            }
+            let taken = store.iter(Kind::User).any(|o| {
+                o.str_prop("userPrincipalName")
+                    .is_some_and(|u| u.eq_ignore_ascii_case(&upn))
+            });
+            if taken {
+                return Err(GraphError::bad_request(
+                    "Another object with the same value for property userPrincipalName already exists.",
+                ));
+            }
+            props.entry("userType").or_insert(json!("Member"));
+            props.entry("mail").or_insert(Value::Null);
+            props.entry("onPremisesSyncEnabled").or_insert(Value::Null);
+        }
+    }
+    tenant::normalise(kind, &id, &mut props, &now);
+    props.insert("createdDateTime".into(), now);
+    store
+        .insert(kind, &id, props, Life::Live, true)
+        .map_err(store_error)?;
+    for m in member_binds {
+        match store.add_member(&id, &m, true) {
+            Ok(()) | Err(StoreError::AlreadyMember(..)) => {}
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    created_response(ctx, &store, kind, &id)
+}
+
+/// PATCH /groups/{id}, PATCH /users/{id}
+pub fn update(state: &AppState, kind: Kind, id: &str, body: &[u8]) -> GraphResult<GraphResponse> {
+    let body = json_body(body)?;
+    let Payload {
+        props,
+        member_binds,
+    } = payload(kind, &body)?;
+    let mut store = state.store();
+    let obj = store
+        .live(kind, id)
+        .ok_or_else(|| GraphError::not_found(id))?;
+    let id = obj.id.clone();
+    if kind == Kind::Group && !member_binds.is_empty() {
+        for m in &member_binds {
+            if store.live(Kind::User, m).is_none() && store.live(Kind::Group, m).is_none() {
+                return Err(GraphError::not_found(m));
+            }
+            if store.get(&id).is_some_and(|g| g.members.contains(m)) {
+                return Err(store_error(StoreError::AlreadyMember(
+                    id.clone(),
+                    m.clone(),
+                )));
+            }
+        }
+    }
+    if props.get("displayName").is_some_and(Value::is_null) {
+        return Err(invalid_value(kind, "displayName"));
+    }
+    if kind == Kind::User {
+        if let Some(upn) = props.get("userPrincipalName").and_then(Value::as_str) {
+            let taken = store.iter(Kind::User).any(|o| {
+                o.id != id
+                    && o.str_prop("userPrincipalName")
+                        .is_some_and(|u| u.eq_ignore_ascii_case(upn))
+            });
+            if taken {
+                return Err(GraphError::bad_request(
+                    "Another object with the same value for property userPrincipalName already exists.",
+                ));
+            }
+        }
+    }
+    store.update(&id, props).map_err(store_error)?;
+    for m in member_binds {
+        store.add_member(&id, &m, true).map_err(store_error)?;
+    }
+    Ok(GraphResponse::no_content())
+}
+
+/// DELETE /groups/{id} (Microsoft 365: soft, security: permanent), DELETE /users/{id} (soft).
+pub fn delete(
+    state: &AppState,
+    ctx: &RequestCtx,
+    kind: Kind,
+    id: &str,
+) -> GraphResult<GraphResponse> {
+    let mut store = state.store();
+    let obj = store
+        .live(kind, id)
+        .ok_or_else(|| GraphError::not_found(id))?;
+    let id = obj.id.clone();
+    if kind == Kind::Group && !obj.is_unified() {
+        store.hard_delete(&id).map_err(store_error)?;
+    } else {
+        store
+            .soft_delete(&id, json!(format_graph(ctx.now)))
+            .map_err(store_error)?;
+    }
+    Ok(GraphResponse::no_content())
+}
+
+/// DELETE /directory/deletedItems/{id}: permanent.
+pub fn purge(state: &AppState, id: &str) -> GraphResult<GraphResponse> {
+    let mut store = state.store();
+    if store.get(id).is_none_or(|o| o.is_live()) {
+        return Err(GraphError::not_found(id));
+    }
+    store.hard_delete(id).map_err(store_error)?;
+    Ok(GraphResponse::no_content())
+}
+
+/// POST /directory/deletedItems/{id}/restore
+pub fn restore(state: &AppState, ctx: &RequestCtx, id: &str) -> GraphResult<GraphResponse> {
+    let mut store = state.store();
+    store.restore(id).map_err(store_error)?;
+    let obj = store.get(id).ok_or_else(|| GraphError::not_found(id))?;
+    let Value::Object(mut m) = render::render_directory_object(obj, None) else {
+        return Err(GraphError::not_found(id));
+    };
+    m.insert(
+        "@odata.context".into(),
+        json!(format!(
+            "{}/$metadata#directoryObjects/$entity",
+            ctx.graph_root()
+        )),
+    );
+    Ok(GraphResponse::ok(Value::Object(m)))
+}
+
+/// POST /groups/{id}/members/$ref {"@odata.id": ".../directoryObjects/{id}"}
+pub fn add_member_ref(state: &AppState, group: &str, body: &[u8]) -> GraphResult<GraphResponse> {
+    let body = json_body(body)?;
+    let member = body
+        .get("@odata.id")
+        .and_then(Value::as_str)
+        .and_then(reference_id)
+        .ok_or_else(|| GraphError::bad_request("Invalid object identifier ''."))?;
+    let mut store = state.store();
+    let g = store
+        .live(Kind::Group, group)
+        .ok_or_else(|| GraphError::not_found(group))?;
+    let gid = g.id.clone();
+    let unified_target = g.is_unified();
+    let m = store
+        .get(&member)
+        .filter(|o| o.is_live())
+        .ok_or_else(|| GraphError::not_found(&member))?;
+    if unified_target && m.kind == Kind::Group {
+        return Err(GraphError::bad_request(
+            "Groups cannot be added as members of a Microsoft 365 group.",
+        ));
+    }
+    store.add_member(&gid, &member, true).map_err(store_error)?;
+    Ok(GraphResponse::no_content())
+}
+
+/// DELETE /groups/{id}/members/{memberId}/$ref
+pub fn remove_member_ref(
+    state: &AppState,
+    group: &str,
+    member: &str,
+) -> GraphResult<GraphResponse> {
+    let mut store = state.store();
+    let gid = store
+        .live(Kind::Group, group)
+        .ok_or_else(|| GraphError::not_found(group))?
+        .id
+        .clone();
+    store.remove_member(&gid, member).map_err(store_error)?;
+    Ok(GraphResponse::no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_ids() {
+        assert_eq!(
+            reference_id("https://graph.microsoft.com/v1.0/directoryObjects/ABC").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            reference_id("http://x/v1.0/users/u1/").as_deref(),
+            Some("u1")
+        );
+        assert_eq!(reference_id("directoryObjects('x')").as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn nicknames() {
+        assert!(valid_nickname(Kind::Group, "sales-team_1"));
+        assert!(!valid_nickname(Kind::Group, "sales team"));
+        assert!(!valid_nickname(Kind::Group, "a@b"));
+        assert!(!valid_nickname(Kind::Group, &"x".repeat(65)));
+    }
+
+    #[test]
+    fn read_only_properties_are_rejected() {
+        let e = payload(Kind::Group, &json!({"mail": "x@y"})).err().unwrap();
+        assert_eq!(e.message, "Property 'mail' is read-only and cannot be set.");
+        let e = payload(Kind::Group, &json!({"nope": 1})).err().unwrap();
+        assert_eq!(e.code, "Request_BadRequest");
+    }
+}
