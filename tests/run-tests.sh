@@ -26,5 +26,8 @@ step "Rust tests (unit, Graph emulator, integration against Samba AD and the emu
 if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast
 else
-    cargo test --workspace --no-fail-fast
+    cargo test --workspace --no-fail-fast -- --test-threads=1
 fi
+
+step "Graph emulator against Microsoft's Python SDK (msgraph-sdk, pinned, in .venv)"
+tests/conformance/run.sh

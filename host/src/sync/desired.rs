@@ -93,10 +93,10 @@ impl DesiredBuilder<'_> {
             for (attr, vals) in &attributes {
                 if let Some(vals) = vals {
                     if let Err(e) = schema.check(attr, vals) {
-                        return Err(refuse(format!("attribute {attr}: {e}")));
+                        return Err(refuse(e.to_string()));
                     }
                 } else if let Err(e) = schema.check(attr, &[]) {
-                    return Err(refuse(format!("attribute {attr}: {e}")));
+                    return Err(refuse(e.to_string()));
                 }
             }
         }

@@ -41,7 +41,9 @@ async fn groups_are_created_with_attributes_members_and_escaped_names() {
     let weird = new_id();
     let long = new_id();
     let weird_name = " R&D, \"Labs\" <Zürich> #1; a+b=c \\ ";
-    let long_name = "Ünïcödé ".repeat(40); // 320 characters
+    // Graph's limit for displayName, and AD's rangeUpper for it: 256 characters.
+    let long_name = format!("{}Ünïcödé!", "Ünïcödé ".repeat(31));
+    assert_eq!(long_name.chars().count(), 256);
     let groups = vec![
         m365_group(
             &m365,
@@ -127,7 +129,7 @@ async fn groups_are_created_with_attributes_members_and_escaped_names() {
         first(&w, "cn").starts_with("R&D, \"Labs\" <Zürich> #1; a+b=c \\"),
         "{w:#?}"
     );
-    // A 320-character name is cut to fit (Cloud Sync: 51 + "_" + 12).
+    // A 256-character name is cut to fit cn (Cloud Sync: 51 + "_" + 12).
     let (_, l) = bed
         .group_by_id(&long)
         .await
