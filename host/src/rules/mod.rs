@@ -228,6 +228,10 @@ impl RuleSet {
 
     /// Runs the rules on one group (`CloudObject::to_rule_json()`): the first rule whose
     /// `scope` is true maps it. Pure; safe to call from several threads at once.
+    #[allow(
+        clippy::result_large_err,
+        reason = "errors are rare and read by people; a flat struct beats a box here"
+    )]
     pub fn evaluate(&self, group: &serde_json::Value) -> Result<Decision, EvalError> {
         let group_id = group
             .get("id")
