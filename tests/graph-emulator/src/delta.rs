@@ -348,6 +348,10 @@ fn render_new(
     (Value::Object(m), cut)
 }
 
+fn needs_split(members: usize, tracked: bool, budget: &Budget) -> bool {
+    tracked && members > budget.members
+}
+
 fn full_page(
     store: &Store,
     kind: Kind,
@@ -375,6 +379,10 @@ fn full_page(
             return (out, Some((obj.order, None)));
         }
         let resume = if obj.order == pos { after.take() } else { None };
+        if !out.is_empty() && needs_split(obj.members.len(), q.tracks_members(obj.kind), budget) {
+            // A group that must be split starts its own page (and fills it).
+            return (out, Some((obj.order, None)));
+        }
         let (item, cut) = render_new(store, obj, q, resume.as_deref(), budget);
         out.push(item);
         if let Some(last) = cut {
@@ -401,6 +409,18 @@ fn incremental_page(
             return (out, Some((idx as u64, None)));
         }
         let resume = after.take();
+        if !out.is_empty() {
+            let split = match &plan[idx] {
+                PlanItem::New(id) => store
+                    .live(kind, id)
+                    .is_some_and(|o| needs_split(o.members.len(), q.tracks_members(kind), budget)),
+                PlanItem::Changed { members, .. } => needs_split(members.len(), true, budget),
+                PlanItem::Removed { .. } => false,
+            };
+            if split {
+                return (out, Some((idx as u64, None)));
+            }
+        }
         match &plan[idx] {
             PlanItem::Removed { id, reason } => {
                 out.push(json!({"id": id, "@removed": {"reason": reason}}));
