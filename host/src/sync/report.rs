@@ -30,7 +30,7 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
                     let _ = writeln!(out, "    {k}: {}", show(v));
                 }
                 if !members.is_empty() {
-                    let _ = writeln!(out, "    member: +{} ", members.len());
+                    let _ = writeln!(out, "    member: +{}", members.len());
                     for m in members.iter().take(10) {
                         let _ = writeln!(out, "      + {m}");
                     }
