@@ -78,38 +78,50 @@ const MIGRATIONS: &[&str] = &[V1];
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Brings the file to [`SCHEMA_VERSION`]; a no-op when it is already there. Runs in one
-/// immediate transaction so two processes opening a fresh file cannot both migrate it.
+/// Brings the file to [`SCHEMA_VERSION`]. A current file is only read, so opening it next to a
+/// running host takes no write lock; otherwise the migration runs in one IMMEDIATE transaction
+/// that re-reads the version, so two processes opening a fresh file cannot both migrate it.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StateError> {
+    if check_version(conn)? == SCHEMA_VERSION {
+        return Ok(());
+    }
     let path = db_path(conn);
-    let sql_err = |op: String| {
-        let path = path.clone();
+    let sql_err = |op: &str| {
+        let (path, op) = (path.clone(), op.to_string());
         move |cause| StateError::Sql { path, op, cause }
     };
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql_err("begin migration".into()))?;
-    let found: i64 = tx
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .ctx(&tx, || "read schema version".into())?;
-    if found > SCHEMA_VERSION {
-        return Err(StateError::NewerSchema {
-            path,
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    let Ok(start) = usize::try_from(found) else {
-        return Err(StateError::BadSchemaVersion { path, found });
-    };
+        .map_err(sql_err("begin migration"))?;
+    let found = check_version(&tx)?;
+    let start = usize::try_from(found).unwrap_or(MIGRATIONS.len());
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
         let to = i + 1;
         tx.execute_batch(sql)
             .ctx(&tx, || format!("migrate schema to version {to}"))?;
     }
-    if found != SCHEMA_VERSION {
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .ctx(&tx, || "write schema version".into())?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .ctx(&tx, || "write schema version".into())?;
+    tx.commit().map_err(sql_err("commit migration"))
+}
+
+/// The file's schema version, refused when this build cannot handle it.
+fn check_version(conn: &Connection) -> Result<i64, StateError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .ctx(conn, || "read schema version".into())?;
+    if found > SCHEMA_VERSION {
+        return Err(StateError::NewerSchema {
+            path: db_path(conn),
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
-    tx.commit().map_err(sql_err("commit migration".into()))
+    if found < 0 {
+        return Err(StateError::BadSchemaVersion {
+            path: db_path(conn),
+            found,
+        });
+    }
+    Ok(found)
 }

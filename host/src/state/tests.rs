@@ -1059,3 +1059,87 @@ fn bulk_full_round_10k_groups_200k_members() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Set in the child process of the kill -9 test: the state file it writes to.
+const KILL_CHILD_ENV: &str = "WRITEBACK_STATE_KILL_CHILD";
+const KILL_TEST: &str = "state::tests::kill_9_mid_write_keeps_cache_and_link_in_step";
+
+/// Round n: a full round holding `g` (props n, members m{n}, m{n+1}) and `h{n % 5}`, link "L{n}".
+fn kill_round(n: u64) -> DeltaRound {
+    let (a, b) = (format!("m{n}"), format!("m{}", n + 1));
+    round(
+        true,
+        &format!("L{n}"),
+        vec![
+            item(
+                "g",
+                json!({ "n": n }),
+                &[(a.as_str(), USER), (b.as_str(), USER)],
+            ),
+            item(&format!("h{}", n % 5), json!({}), &[]),
+        ],
+    )
+}
+
+/// The brief's bar: kill -9 at any point, restart where it was. A child process applies full
+/// rounds as fast as it can; the parent SIGKILLs it mid-stream, reopens the file and checks that
+/// the cache is exactly the round its link names.
+#[test]
+fn kill_9_mid_write_keeps_cache_and_link_in_step() -> anyhow::Result<()> {
+    if let Some(path) = std::env::var_os(KILL_CHILD_ENV) {
+        let mut s = Store::open(std::path::Path::new(&path))?;
+        for n in 1.. {
+            s.apply_delta(ObjectKind::Group, &kill_round(n))?;
+        }
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    drop(Store::open(&path)?);
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["--exact", KILL_TEST, "--nocapture", "--test-threads=1"])
+        .env(KILL_CHILD_ENV, &path)
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    // Kill once the child is well into its stream of commits.
+    let watcher = Store::open(&path)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let link_no = |s: &Store| -> anyhow::Result<u64> {
+        Ok(s.delta_link(ObjectKind::Group)?
+            .and_then(|l| l.trim_start_matches('L').parse().ok())
+            .unwrap_or(0))
+    };
+    while link_no(&watcher)? < 50 {
+        if let Some(status) = child.try_wait()? {
+            panic!("writer child exited early ({status})");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writer child made no progress in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(watcher);
+    child.kill()?; // SIGKILL
+    child.wait()?;
+
+    let s = Store::open(&path)?;
+    let ok: String = s
+        .conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    assert_eq!(ok, "ok");
+    let n = link_no(&s)?;
+    assert!(n >= 50, "link went back to L{n}");
+    let all = s.load_objects(ObjectKind::Group)?;
+    assert_eq!(
+        all.keys().cloned().collect::<BTreeSet<_>>(),
+        ids(&["g", &format!("h{}", n % 5)]),
+        "objects after kill at L{n}"
+    );
+    assert_eq!(all["g"].props.get("n"), Some(&json!(n)));
+    let want = [format!("m{n}"), format!("m{}", n + 1)];
+    let mut want: Vec<&str> = want.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(member_ids(&all["g"]), want);
+    Ok(())
+}
