@@ -1184,12 +1184,16 @@ async fn graph_error_bodies() {
     );
     assert_eq!(r.body["error"]["code"], "Request_ResourceNotFound");
 
-    // No token / a bad token.
+    // No token / a well-formed token with a wrong signature.
     let http = support::http();
+    let forged = match g.token.rsplit_once('.') {
+        Some((signed, _)) => format!("Bearer {signed}.c2lnbmF0dXJlLW5vdC1ieS10aGUtZW11bGF0b3I"),
+        None => panic!("the emulator's access token is not a JWT: {}", g.token),
+    };
     for (auth, name) in [
         (None, "observed_invalidauthenticationtoken-empty-401"),
         (
-            Some("Bearer not-a-token"),
+            Some(forged.as_str()),
             "observed_invalidauthenticationtoken-validation-401",
         ),
     ] {
@@ -1341,7 +1345,22 @@ async fn batch_response_shape() {
     let fx = lenient_fixture("batch/json-batching_response.txt");
     let mut d = Vec::new();
     same_keys(&fx, body, "$", &[], &mut d);
-    shape(&fx, body, "$", &mut d);
+    // Item envelopes by shape; item bodies answer other requests than the doc's, so only
+    // their kind is compared here (item 5 below has the doc's own shape).
+    let strip = |v: &Value| -> Value {
+        let mut v = v.clone();
+        for r in v["responses"].as_array_mut().into_iter().flatten() {
+            if let Some(m) = r.as_object_mut() {
+                if let Some(b) = m.get_mut("body") {
+                    if b.is_object() {
+                        *b = json!({});
+                    }
+                }
+            }
+        }
+        v
+    };
+    shape(&strip(&fx), &strip(body), "$", &mut d);
     check("json-batching_response", d, body);
 
     let by_id: BTreeMap<String, Value> = body["responses"]
