@@ -1143,3 +1143,20 @@ fn kill_9_mid_write_keeps_cache_and_link_in_step() -> anyhow::Result<()> {
     assert_eq!(member_ids(&all["g"]), want);
     Ok(())
 }
+
+#[test]
+fn negative_schema_version_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    drop(Store::open(&path)?);
+    rusqlite::Connection::open(&path)?.pragma_update(None, "user_version", -3)?;
+    let err = Store::open(&path).err().map(|e| e.to_string());
+    assert_eq!(
+        err,
+        Some(format!(
+            "state file {}: schema version -3 is not valid (set by hand?)",
+            path.display()
+        ))
+    );
+    Ok(())
+}
