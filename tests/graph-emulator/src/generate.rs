@@ -338,4 +338,34 @@ mod tests {
         assert_eq!(synced, 25);
         assert_eq!(t["groups"][0]["members"].as_array().unwrap().len(), 40);
     }
+
+    #[test]
+    fn some_security_groups_nest_without_cycles() {
+        let t = generate(&GenerateOptions {
+            users: 100,
+            groups: 400,
+            seed: 5,
+            large_groups: 0,
+            large_size: 0,
+            domain: None,
+        });
+        let groups = t["groups"].as_array().unwrap();
+        let index: std::collections::HashMap<&str, usize> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g["id"].as_str().unwrap(), i))
+            .collect();
+        let mut nested = 0;
+        for (i, g) in groups.iter().enumerate() {
+            for m in g["members"].as_array().unwrap() {
+                if let Some(&child) = index.get(m.as_str().unwrap()) {
+                    nested += 1;
+                    assert!(child < i, "children come earlier: no cycles");
+                    assert_ne!(g["groupTypes"], json!(["Unified"]));
+                    assert_ne!(groups[child]["groupTypes"], json!(["Unified"]));
+                }
+            }
+        }
+        assert!(nested > 0);
+    }
 }

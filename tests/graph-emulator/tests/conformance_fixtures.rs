@@ -1411,3 +1411,19 @@ async fn batch_response_shape() {
         .await;
     assert_eq!(u["city"], "Redmond");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Properties stored outside the directory
+
+#[tokio::test]
+async fn property_stored_outside_the_directory_is_not_implemented() {
+    // delta-query-overview: `GET /users?$select=skills` → 501 NotImplemented.
+    let emu = Emulator::start(&users_tenant(), &[]);
+    let g = Graph::new(&emu).await;
+    let fx = fixture("delta/delta-query-overview_501-not-implemented.json");
+    let r = g.get(&emu.graph("/users?$select=skills")).await;
+    assert_eq!(r.status, 501, "{}", r.body);
+    graph_error("delta-query-overview_501-not-implemented", &fx, &r, &[]);
+    assert_eq!(r.body["error"]["code"], "NotImplemented");
+    assert_eq!(r.body["error"]["message"], fx["error"]["message"]);
+}
