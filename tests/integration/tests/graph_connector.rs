@@ -1,0 +1,727 @@
+//! The Graph connector (`writeback::graph`) against the Graph emulator: tokens with a secret and
+//! a certificate, delta rounds with paging and a large group split across pages, changes made
+//! through Graph's write API, throttling, and sync resets leading to full rounds.
+//!
+//! Needs `target/debug/graph-emulator` (`cargo build -p graph-emulator`) and the `openssl` CLI.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use writeback::graph::auth::AssertionAlg;
+use writeback::graph::delta::{groups_delta_url, run_round, users_delta_url, DeltaStart};
+use writeback::graph::model::{DeltaRound, RemovedReason};
+use writeback::graph::{Credential, GraphClient, GraphError, GraphSettings};
+use writeback_integration::emulator::Emulator;
+
+const TENANT_ID: &str = "4b1f0a55-5c1e-4f0e-9d7e-0d6c2c7a1b01";
+const CLIENT_ID: &str = "7a3f7c1e-2b9d-4c55-8f00-9a1b2c3d4e5f";
+const SECRET: &str = "emulator-client-secret";
+const USERS: usize = 60;
+
+const G_LARGE: &str = "10000000-0000-4000-8000-000000000001";
+const G_M365: &str = "10000000-0000-4000-8000-000000000002";
+const G_SEC: &str = "10000000-0000-4000-8000-000000000003";
+const G_NESTED: &str = "10000000-0000-4000-8000-000000000004";
+const G_EMPTY: [&str; 4] = [
+    "10000000-0000-4000-8000-000000000005",
+    "10000000-0000-4000-8000-000000000006",
+    "10000000-0000-4000-8000-000000000007",
+    "10000000-0000-4000-8000-000000000008",
+];
+
+/// Paging that splits the round into several pages and the large group into slices of 25.
+const PAGING: &[&str] = &[
+    "--delta-page-size",
+    "3",
+    "--member-page-size",
+    "25",
+    "--empty-delta-page",
+];
+
+fn user_id(i: usize) -> String {
+    format!("20000000-0000-4000-8000-{i:012}")
+}
+
+fn all_group_ids() -> BTreeSet<String> {
+    [G_LARGE, G_M365, G_SEC, G_NESTED]
+        .into_iter()
+        .chain(G_EMPTY)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn tenant(certificate_pem: Option<&str>) -> Value {
+    let users: Vec<Value> = (0..USERS)
+        .map(|i| {
+            json!({
+                "id": user_id(i),
+                "displayName": format!("User {i}"),
+                "userPrincipalName": format!("user{i}@contoso.onmicrosoft.com"),
+                "mail": format!("user{i}@contoso.onmicrosoft.com"),
+                "accountEnabled": true,
+            })
+        })
+        .collect();
+    let security = |id: &str, name: &str, members: Vec<String>| {
+        json!({
+            "id": id, "displayName": name, "description": format!("{name} group"),
+            "groupTypes": [], "mailEnabled": false, "securityEnabled": true,
+            "mailNickname": name.to_lowercase(), "members": members,
+        })
+    };
+    let mut groups = vec![
+        security(G_LARGE, "Large", (0..USERS).map(user_id).collect()),
+        json!({
+            "id": G_M365, "displayName": "Project Falcon", "description": "M365 group",
+            "groupTypes": ["Unified"], "mailEnabled": true, "securityEnabled": false,
+            "mail": "falcon@contoso.onmicrosoft.com", "mailNickname": "falcon",
+            "proxyAddresses": ["SMTP:falcon@contoso.onmicrosoft.com"], "visibility": "Private",
+            "members": (0..5).map(user_id).collect::<Vec<_>>(),
+        }),
+        security(G_NESTED, "Nested", vec![user_id(10)]),
+        security(
+            G_SEC,
+            "Security",
+            vec![user_id(5), user_id(6), user_id(7), G_NESTED.to_owned()],
+        ),
+    ];
+    for (i, id) in G_EMPTY.iter().enumerate() {
+        groups.push(security(id, &format!("Empty{i}"), vec![]));
+    }
+    let mut app = json!({"clientId": CLIENT_ID, "clientSecret": SECRET});
+    if let Some(pem) = certificate_pem {
+        app["certificatePem"] = json!(pem);
+    }
+    json!({
+        "tenantId": TENANT_ID,
+        "domain": "contoso.onmicrosoft.com",
+        "apps": [app],
+        "users": users,
+        "groups": groups,
+    })
+}
+
+fn settings(emu: &Emulator, credential: Credential) -> GraphSettings {
+    let mut s = GraphSettings::new(
+        emu.graph_url(),
+        emu.token_url(TENANT_ID),
+        CLIENT_ID,
+        credential,
+    );
+    s.timeout = Duration::from_secs(30);
+    s.max_retry_wait = Duration::from_secs(20);
+    s
+}
+
+fn secret_client(emu: &Emulator) -> GraphClient {
+    GraphClient::new(settings(emu, Credential::Secret(SECRET.into()))).expect("Graph client")
+}
+
+async fn initial_round(client: &GraphClient) -> (DeltaRound, String) {
+    let initial_url = groups_delta_url(client.graph_base(), &[]);
+    let round = run_round(
+        client,
+        DeltaStart::Initial {
+            url: initial_url.clone(),
+        },
+    )
+    .await
+    .expect("initial groups delta round");
+    (round, initial_url)
+}
+
+fn ids(set: impl IntoIterator<Item = impl AsRef<str>>) -> BTreeSet<String> {
+    set.into_iter().map(|s| s.as_ref().to_owned()).collect()
+}
+
+async fn emulator_stats(emu: &Emulator) -> Value {
+    emu.control("state", None).await["_emulator"].clone()
+}
+
+/// Runs the `openssl` CLI in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("the openssl CLI is needed for this test: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("reading {file}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn token_with_client_secret() {
+    let emu = Emulator::start(&tenant(None), &[]);
+    let client = secret_client(&emu);
+    let token = client
+        .tokens()
+        .token()
+        .await
+        .expect("token with the secret");
+    assert!(token.split('.').count() == 3, "a JWT access token");
+    // Cached: the same token comes back.
+    assert_eq!(client.tokens().token().await.expect("cached token"), token);
+    let groups = client
+        .get_all_pages("/groups?$select=id,displayName")
+        .await
+        .expect("list groups");
+    assert_eq!(
+        ids(groups.iter().filter_map(|g| g["id"].as_str())),
+        all_group_ids()
+    );
+
+    // A wrong secret: the token endpoint's error with its AADSTS code, and no secret in it.
+    let wrong = GraphClient::new(settings(&emu, Credential::Secret("not-the-secret".into())))
+        .expect("client");
+    let err = wrong.get_json("/groups").await.expect_err("wrong secret");
+    match &err {
+        GraphError::Token(t) => {
+            assert_eq!(t.status, 401, "{err}");
+            assert_eq!(t.error, "invalid_client", "{err}");
+            assert_eq!(t.aadsts, Some(7000215), "{err}");
+        }
+        other => panic!("expected a token error, got {other:?}"),
+    }
+    assert!(!err.to_string().contains("not-the-secret"), "{err}");
+
+    // An unknown tenant is refused by the token endpoint too.
+    let mut s = settings(&emu, Credential::Secret(SECRET.into()));
+    s.token_url = emu.token_url("00000000-dead-4000-8000-000000000000");
+    let err = GraphClient::new(s)
+        .expect("client")
+        .tokens()
+        .token()
+        .await
+        .expect_err("unknown tenant");
+    assert!(
+        matches!(&err, GraphError::Token(t) if t.aadsts.is_some()),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn token_with_certificate_ps256_and_rs256() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = dir.path();
+    openssl(
+        p,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "app.key",
+            "-out",
+            "app.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=writeback-integration-app",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=not-registered",
+        ],
+    );
+    let emu = Emulator::start(&tenant(Some(&read(p, "app.pem"))), &[]);
+    let cert = Credential::Certificate {
+        private_key_pem: read(p, "app.key"),
+        certificate_pem: read(p, "app.pem"),
+    };
+
+    for alg in [AssertionAlg::Ps256, AssertionAlg::Rs256] {
+        let mut s = settings(&emu, cert.clone());
+        s.assertion_alg = alg;
+        let client = GraphClient::new(s).expect("client");
+        client
+            .tokens()
+            .token()
+            .await
+            .unwrap_or_else(|e| panic!("{alg:?} token: {e}"));
+        let g = client
+            .get_json(&format!("/groups/{G_M365}?$select=id,displayName"))
+            .await
+            .expect("get group");
+        assert_eq!(g["displayName"], "Project Falcon");
+    }
+
+    // A certificate the app does not have: refused with an AADSTS code.
+    let other = Credential::Certificate {
+        private_key_pem: read(p, "other.key"),
+        certificate_pem: read(p, "other.pem"),
+    };
+    let err = GraphClient::new(settings(&emu, other))
+        .expect("client")
+        .tokens()
+        .token()
+        .await
+        .expect_err("unknown cert");
+    assert!(
+        matches!(&err, GraphError::Token(t) if t.aadsts.is_some() && t.status >= 400),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn full_groups_round_pages_and_merges_a_large_group() {
+    let emu = Emulator::start(&tenant(None), PAGING);
+    let client = secret_client(&emu);
+    let before = emulator_stats(&emu).await["requests"]
+        .as_u64()
+        .expect("request count");
+    let (round, _) = initial_round(&client).await;
+    let requests = emulator_stats(&emu).await["requests"]
+        .as_u64()
+        .expect("request count")
+        - before;
+    // 8 groups at 3 per page, the large group in 25-member slices, plus the empty page.
+    assert!(
+        requests >= 5,
+        "the round should span several pages, took {requests} requests"
+    );
+
+    assert!(round.full);
+    assert!(
+        round.delta_link.starts_with(&emu.graph_url()),
+        "{}",
+        round.delta_link
+    );
+    assert!(
+        round.delta_link.contains("$deltatoken="),
+        "{}",
+        round.delta_link
+    );
+    assert_eq!(ids(round.items.keys()), all_group_ids());
+    for item in round.items.values() {
+        assert_eq!(item.removed, None, "{}", item.id);
+        assert!(item.members_removed.is_empty(), "{}", item.id);
+        assert!(
+            !item.props.keys().any(|k| k.contains('@')),
+            "annotations in props of {}",
+            item.id
+        );
+    }
+
+    let large = &round.items[G_LARGE];
+    assert_eq!(
+        ids(large.members_added.keys()),
+        ids((0..USERS).map(user_id))
+    );
+    assert!(large
+        .members_added
+        .values()
+        .all(|m| m.odata_type == "#microsoft.graph.user"));
+    assert_eq!(large.props["displayName"], "Large");
+
+    let m365 = &round.items[G_M365];
+    assert_eq!(m365.props["groupTypes"], json!(["Unified"]));
+    assert_eq!(m365.props["mailEnabled"], json!(true));
+    assert_eq!(m365.props["mail"], "falcon@contoso.onmicrosoft.com");
+    assert_eq!(m365.props["mailNickname"], "falcon");
+    assert_eq!(
+        m365.props["proxyAddresses"],
+        json!(["SMTP:falcon@contoso.onmicrosoft.com"])
+    );
+    assert_eq!(ids(m365.members_added.keys()), ids((0..5).map(user_id)));
+
+    let sec = &round.items[G_SEC];
+    assert_eq!(
+        sec.members_added[G_NESTED].odata_type,
+        "#microsoft.graph.group"
+    );
+    assert_eq!(sec.members_added.len(), 4);
+    assert!(round.items[G_EMPTY[0]].members_added.is_empty());
+
+    // What the merger had to deal with: the raw pages, the large group repeated on several.
+    let mut url = groups_delta_url(client.graph_base(), &[]);
+    let (mut pages, mut empty_pages, mut large_slices) = (0, 0, 0);
+    loop {
+        let page = client.get_json(&url).await.expect("raw delta page");
+        pages += 1;
+        let values = page["value"].as_array().expect("value array");
+        empty_pages += usize::from(values.is_empty());
+        large_slices += values.iter().filter(|v| v["id"] == G_LARGE).count();
+        match page["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    assert!(pages >= 4, "{pages} pages");
+    assert!(empty_pages >= 1, "an empty page with a nextLink");
+    assert!(
+        large_slices >= 3,
+        "60 members in slices of 25: {large_slices} occurrences"
+    );
+
+    // The next round from the deltaLink has nothing to say.
+    let initial_url = groups_delta_url(client.graph_base(), &[]);
+    let next = run_round(
+        &client,
+        DeltaStart::Link {
+            link: round.delta_link.clone(),
+            initial_url,
+        },
+    )
+    .await
+    .expect("incremental round");
+    assert!(!next.full);
+    assert!(
+        next.items.is_empty(),
+        "no changes expected: {:?}",
+        next.items.keys()
+    );
+}
+
+#[tokio::test]
+async fn users_round_reads_the_selected_properties() {
+    let emu = Emulator::start(&tenant(None), &["--delta-page-size", "7"]);
+    let client = secret_client(&emu);
+    let url = users_delta_url(client.graph_base(), &[]);
+    let round = run_round(&client, DeltaStart::Initial { url })
+        .await
+        .expect("users round");
+    assert!(round.full);
+    assert_eq!(ids(round.items.keys()), ids((0..USERS).map(user_id)));
+    let u = &round.items[&user_id(3)];
+    assert_eq!(
+        u.props["userPrincipalName"],
+        "user3@contoso.onmicrosoft.com"
+    );
+    assert_eq!(u.props["accountEnabled"], json!(true));
+}
+
+#[tokio::test]
+async fn changes_show_in_the_next_round() {
+    let emu = Emulator::start(&tenant(None), PAGING);
+    let client = secret_client(&emu);
+    let (round, initial_url) = initial_round(&client).await;
+
+    // Rename a group, move members, delete a (security, so permanently deleted) group.
+    client
+        .send_with_retry(
+            Method::PATCH,
+            &format!("/groups/{G_M365}"),
+            Some(&json!({"displayName": "Project Hawk"})),
+        )
+        .await
+        .expect("PATCH group");
+    client
+        .send_with_retry(
+            Method::DELETE,
+            &format!("/groups/{G_M365}/members/{}/$ref", user_id(0)),
+            None,
+        )
+        .await
+        .expect("remove member");
+    let member_ref =
+        json!({"@odata.id": format!("{}/directoryObjects/{}", client.graph_base(), user_id(42))});
+    client
+        .send_with_retry(
+            Method::POST,
+            &format!("/groups/{G_M365}/members/$ref"),
+            Some(&member_ref),
+        )
+        .await
+        .expect("add member");
+    client
+        .send_with_retry(Method::DELETE, &format!("/groups/{}", G_EMPTY[3]), None)
+        .await
+        .expect("delete group");
+
+    let changes = run_round(
+        &client,
+        DeltaStart::Link {
+            link: round.delta_link.clone(),
+            initial_url: initial_url.clone(),
+        },
+    )
+    .await
+    .expect("incremental round");
+    assert!(!changes.full);
+    assert_ne!(changes.delta_link, round.delta_link);
+    assert_eq!(ids(changes.items.keys()), ids([G_M365, G_EMPTY[3]]));
+    let m365 = &changes.items[G_M365];
+    assert_eq!(m365.props["displayName"], "Project Hawk");
+    assert_eq!(m365.removed, None);
+    assert_eq!(ids(&m365.members_removed), ids([user_id(0)]));
+    assert_eq!(ids(m365.members_added.keys()), ids([user_id(42)]));
+    assert_eq!(
+        changes.items[G_EMPTY[3]].removed,
+        Some(RemovedReason::Deleted)
+    );
+
+    // And then quiet again.
+    let quiet = run_round(
+        &client,
+        DeltaStart::Link {
+            link: changes.delta_link.clone(),
+            initial_url,
+        },
+    )
+    .await
+    .expect("quiet round");
+    assert!(quiet.items.is_empty(), "{:?}", quiet.items.keys());
+}
+
+#[tokio::test]
+async fn throttling_and_unavailability_are_retried() {
+    let emu = Emulator::start(&tenant(None), PAGING);
+    let client = secret_client(&emu);
+    client.tokens().token().await.expect("token");
+
+    // Two 429s with a fractional Retry-After, in the middle of a paged round.
+    emu.control("faults", Some(json!({"next429": 2, "retryAfter": 0.3})))
+        .await;
+    let started = Instant::now();
+    let (round, _) = initial_round(&client).await;
+    let elapsed = started.elapsed();
+    assert_eq!(ids(round.items.keys()), all_group_ids());
+    assert_eq!(round.items[G_LARGE].members_added.len(), USERS);
+    assert_eq!(emulator_stats(&emu).await["faultsInjected"], json!(2));
+    assert!(
+        elapsed >= Duration::from_millis(600),
+        "Retry-After honoured: {elapsed:?}"
+    );
+
+    // 503 with Retry-After.
+    emu.control("faults", Some(json!({"next503": 2, "retryAfter": 0.2})))
+        .await;
+    let g = client
+        .get_json(&format!("/groups/{G_SEC}"))
+        .await
+        .expect("GET after two 503s");
+    assert_eq!(g["displayName"], "Security");
+
+    // Out of retries: the last 429 comes back with Graph's code and request-id.
+    let mut s = settings(&emu, Credential::Secret(SECRET.into()));
+    s.max_retries = 1;
+    let impatient = GraphClient::new(s).expect("client");
+    impatient.tokens().token().await.expect("token");
+    emu.control("faults", Some(json!({"next429": 3, "retryAfter": 0.1})))
+        .await;
+    let err = impatient
+        .get_json("/groups")
+        .await
+        .expect_err("still throttled");
+    assert!(err.is_throttled(), "{err:?}");
+    assert_eq!(err.code(), Some("TooManyRequests"));
+    assert!(err.request_id().is_some_and(|id| !id.is_empty()), "{err:?}");
+
+    // A Retry-After beyond the wait cap is not waited for.
+    let mut s = settings(&emu, Credential::Secret(SECRET.into()));
+    s.max_retry_wait = Duration::from_millis(500);
+    let capped = GraphClient::new(s).expect("client");
+    capped.tokens().token().await.expect("token");
+    emu.control("faults", Some(json!({"next429": 1, "retryAfter": 5})))
+        .await;
+    let started = Instant::now();
+    let err = capped
+        .get_json("/groups")
+        .await
+        .expect_err("throttled beyond the cap");
+    assert!(err.is_throttled(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "did not wait out a 5 s Retry-After"
+    );
+    emu.control("faults", Some(json!({"next429": 0, "next503": 0})))
+        .await;
+}
+
+#[tokio::test]
+async fn a_410_reset_leads_to_a_full_round() {
+    let emu = Emulator::start(&tenant(None), PAGING);
+    let client = secret_client(&emu);
+    let (round, initial_url) = initial_round(&client).await;
+    emu.control("delta/reset", Some(json!({"count": 1}))).await;
+    let reset = run_round(
+        &client,
+        DeltaStart::Link {
+            link: round.delta_link.clone(),
+            initial_url: initial_url.clone(),
+        },
+    )
+    .await
+    .expect("round after a 410");
+    assert!(reset.full, "a reset round is a full round");
+    assert_eq!(ids(reset.items.keys()), all_group_ids());
+    assert_eq!(reset.items[G_LARGE].members_added.len(), USERS);
+    // The new deltaLink works normally.
+    let next = run_round(
+        &client,
+        DeltaStart::Link {
+            link: reset.delta_link.clone(),
+            initial_url,
+        },
+    )
+    .await
+    .expect("round after the reset");
+    assert!(!next.full && next.items.is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_delta_token_leads_to_a_full_round() {
+    let emu = Emulator::start(&tenant(None), PAGING);
+    let client = secret_client(&emu);
+    let (round, initial_url) = initial_round(&client).await;
+    let token_before = client.tokens().token().await.expect("token");
+    // Eight days later: the access token (1 h) and the delta token (7 days) have both expired.
+    emu.advance_clock(8 * 24 * 3600).await;
+    // Graph says 401 to the old access token; the client fetches a new one and goes on.
+    let err = client.get_json(&round.delta_link).await;
+    assert!(
+        matches!(&err, Err(e) if e.code().is_some_and(|c| c.eq_ignore_ascii_case("syncStateNotFound"))),
+        "expected syncStateNotFound, got {err:?}"
+    );
+    assert!(err.as_ref().is_err_and(GraphError::is_sync_reset));
+    assert_ne!(
+        client.tokens().token().await.expect("token"),
+        token_before,
+        "the token was renewed"
+    );
+
+    let full = run_round(
+        &client,
+        DeltaStart::Link {
+            link: round.delta_link.clone(),
+            initial_url: initial_url.clone(),
+        },
+    )
+    .await
+    .expect("round after expiry");
+    assert!(full.full);
+    assert_eq!(ids(full.items.keys()), all_group_ids());
+
+    // A mangled token ("Badly formed token.") also restarts.
+    let mangled = full
+        .delta_link
+        .replace("$deltatoken=", "$deltatoken=garbage");
+    assert_ne!(mangled, full.delta_link);
+    let again = run_round(
+        &client,
+        DeltaStart::Link {
+            link: mangled,
+            initial_url,
+        },
+    )
+    .await
+    .expect("round after a bad token");
+    assert!(again.full);
+    assert_eq!(ids(again.items.keys()), all_group_ids());
+}
+
+#[tokio::test]
+async fn https_with_an_extra_ca() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = dir.path();
+    openssl(
+        p,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Writeback test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        p.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext file");
+    openssl(
+        p,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let cert = p.join("server.pem").display().to_string();
+    let key = p.join("server.key").display().to_string();
+    let emu = Emulator::start(&tenant(None), &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(emu.base_url.starts_with("https://"), "{}", emu.base_url);
+
+    // Without the CA the emulator's certificate is not trusted: verification is always on.
+    let untrusted = secret_client(&emu);
+    let err = untrusted
+        .tokens()
+        .token()
+        .await
+        .expect_err("untrusted certificate");
+    assert!(matches!(err, GraphError::Transport(_)), "{err:?}");
+
+    let mut s = settings(&emu, Credential::Secret(SECRET.into()));
+    s.ca_file = Some(p.join("ca.pem"));
+    let client = GraphClient::new(s).expect("client with the CA");
+    let (round, _) = initial_round(&client).await;
+    assert_eq!(ids(round.items.keys()), all_group_ids());
+}
