@@ -183,6 +183,21 @@ async fn token_with_client_secret() {
         all_group_ids()
     );
 
+    // Concurrent first calls share one token request (every token the emulator issues is unique).
+    let fresh = secret_client(&emu);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let c = fresh.clone();
+            tokio::spawn(async move { c.tokens().token().await.expect("concurrent token") })
+        })
+        .collect();
+    let mut tokens = BTreeSet::new();
+    for t in tasks {
+        tokens.insert(t.await.expect("token task"));
+    }
+    assert_eq!(tokens.len(), 1, "one refresh for all callers");
+    assert!(!tokens.contains(&token), "a new client has its own token");
+
     // A wrong secret: the token endpoint's error with its AADSTS code, and no secret in it.
     let wrong = GraphClient::new(settings(&emu, Credential::Secret("not-the-secret".into())))
         .expect("client");
