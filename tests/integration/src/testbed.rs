@@ -4,7 +4,8 @@
 //! The helpers panic with a clear message instead of returning errors: they are test set-up and
 //! tear-down, where a failure must stop the test loudly.
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ pub const ENV_FILE_VAR: &str = "WRITEBACK_TESTBED_ENV";
 
 /// LDAP result code noSuchObject.
 const NO_SUCH_OBJECT: u32 = 32;
+
+/// Concurrent delete requests per tree level in [`delete_subtree`].
+const DELETE_WORKERS: usize = 4;
 
 /// Connection settings of the running test bed, as written by `samba-ad.sh up`.
 #[derive(Clone, Debug)]
@@ -236,12 +240,25 @@ pub async fn delete_subtree(ldap: &mut Ldap, dn: &str) {
     ];
     let mut dns = Vec::new();
     let mut stream = ldap
-        .streaming_search_with(adapters, dn, Scope::Subtree, "(objectClass=*)", vec!["1.1"])
+        .streaming_search_with(
+            adapters,
+            dn,
+            Scope::Subtree,
+            "(objectClass=*)",
+            vec!["objectClass"],
+        )
         .await
         .unwrap_or_else(|e| panic!("cannot search {dn} for deletion: {e}"));
     loop {
         match stream.next().await {
-            Ok(Some(entry)) => dns.push(ldap3::SearchEntry::construct(entry).dn),
+            Ok(Some(entry)) => {
+                let entry = ldap3::SearchEntry::construct(entry);
+                let is_group = entry
+                    .attrs
+                    .get("objectClass")
+                    .is_some_and(|classes| classes.iter().any(|c| c.eq_ignore_ascii_case("group")));
+                dns.push((entry.dn, is_group));
+            }
             Ok(None) => break,
             Err(e) => panic!("search of {dn} for deletion failed: {e}"),
         }
@@ -253,15 +270,59 @@ pub async fn delete_subtree(ldap: &mut Ldap, dn: &str) {
     if let Err(e) = result.success() {
         panic!("search of {dn} for deletion failed: {e}");
     }
-    // A child's DN is its parent's DN plus an RDN, so longest first deletes children first.
-    dns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-    for entry_dn in &dns {
-        match ldap.delete(entry_dn).await {
-            Ok(r) if r.rc == 0 || r.rc == NO_SUCH_OBJECT => {}
-            Ok(r) => panic!("cannot delete {entry_dn}: {r}"),
-            Err(e) => panic!("cannot delete {entry_dn}: {e}"),
+    // Deepest level first, and groups before the other entries of their level: deleting a
+    // group drops all its member links at once, instead of one group update per deleted member.
+    // Entries of one batch are independent, so they go over a few pipelined requests (Samba
+    // serialises writes, but this hides the round trips).
+    let mut levels: BTreeMap<(Reverse<usize>, bool), Vec<String>> = BTreeMap::new();
+    for (entry_dn, is_group) in dns {
+        levels
+            .entry((Reverse(dn_depth(&entry_dn)), !is_group))
+            .or_default()
+            .push(entry_dn);
+    }
+    for mut level in levels.into_values() {
+        level.sort();
+        let mut workers = ldap3::tokio::task::JoinSet::new();
+        for chunk in level.chunks(level.len().div_ceil(DELETE_WORKERS)) {
+            let mut ldap = ldap.clone();
+            let chunk = chunk.to_vec();
+            workers.spawn(async move {
+                for entry_dn in chunk {
+                    match ldap.delete(&entry_dn).await {
+                        Ok(r) if r.rc == 0 || r.rc == NO_SUCH_OBJECT => {}
+                        Ok(r) => return Err(format!("cannot delete {entry_dn}: {r}")),
+                        Err(e) => return Err(format!("cannot delete {entry_dn}: {e}")),
+                    }
+                }
+                Ok(())
+            });
+        }
+        while let Some(done) = workers.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("{e}"),
+                Err(e) => panic!("delete worker under {dn} failed: {e}"),
+            }
         }
     }
+}
+
+/// Number of RDNs in a DN: unescaped commas plus one (a backslash escapes the next character,
+/// which also covers `\2C`-style hex escapes).
+fn dn_depth(dn: &str) -> usize {
+    let mut depth = 1;
+    let mut chars = dn.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            ',' => depth += 1,
+            _ => {}
+        }
+    }
+    depth
 }
 
 #[cfg(test)]
@@ -286,6 +347,14 @@ mod tests {
     fn reports_missing_keys() {
         let err = parse_env("AD_LDAP_URL=ldap://127.0.0.1:389\n").unwrap_err();
         assert_eq!(err, "AD_LDAPS_URL is missing");
+    }
+
+    #[test]
+    fn dn_depth_counts_unescaped_commas() {
+        assert_eq!(dn_depth("DC=corp,DC=example,DC=test"), 3);
+        assert_eq!(dn_depth("CN=Doe\\, Jane,OU=x,DC=test"), 3);
+        assert_eq!(dn_depth("CN=a\\\\,OU=x"), 2);
+        assert_eq!(dn_depth("CN=a\\2Cb,OU=x"), 2);
     }
 
     #[test]

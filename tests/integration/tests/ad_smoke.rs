@@ -378,3 +378,36 @@ async fn paged_search_and_ranged_member_retrieval() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn scratch_ou_is_deleted_even_when_the_test_body_panics() -> Result<()> {
+    let tb = AdTestbed::load();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let helper = tb.clone();
+    let run = tokio::spawn(async move {
+        helper
+            .with_scratch_ou("ad-smoke-panic", |mut ldap, ou| async move {
+                // Nested entries, so the tree delete has to go deepest first.
+                let sub = format!("OU=nested,{ou}");
+                writeback_integration::testbed::create_ou(&mut ldap, &sub).await;
+                let group = vec![("objectClass", HashSet::from(["top", "group"]))];
+                let added = ldap.add(&format!("CN=inner,{sub}"), group).await;
+                let _ = tx.send((ou, added.map(|r| r.rc)));
+                panic!("deliberate panic inside the scratch OU");
+            })
+            .await
+    });
+    let joined = run.await;
+    ensure!(
+        matches!(&joined, Err(e) if e.is_panic()),
+        "the body's panic was not propagated"
+    );
+    let (ou, added) = rx.await?;
+    ensure!(matches!(added, Ok(0)), "adding the nested group: {added:?}");
+    let mut ldap = tb.connect_ldaps().await;
+    ensure!(
+        read_entry(&mut ldap, &ou, vec!["1.1"]).await?.is_none(),
+        "{ou} survived the panic"
+    );
+    Ok(())
+}
