@@ -182,10 +182,13 @@ impl AdConn {
         let _ = self.ldap.unbind().await;
     }
 
-    /// The handle for the next operation, with the configured timeout armed.
-    pub(crate) fn ldap(&mut self) -> &mut Ldap {
+    /// The handle for the next operation, with the configured timeout armed. A connection
+    /// known to be closed is replaced first; an operation that fails mid-flight is not retried
+    /// (the caller decides, since a write may or may not have happened).
+    pub(crate) async fn ldap(&mut self) -> Result<&mut Ldap, AdError> {
+        self.ensure_connected().await?;
         self.ldap.with_timeout(self.settings.timeout);
-        &mut self.ldap
+        Ok(&mut self.ldap)
     }
 }
 

@@ -424,6 +424,7 @@ impl AdConn {
         };
         let mut stream = self
             .ldap()
+            .await?
             .streaming_search_with(adapters, base, scope.into(), filter, attrs)
             .await
             .map_err(map_err)?;

@@ -97,6 +97,17 @@ async fn connects_over_ldaps_with_the_ca_file() -> Result<()> {
     ad.ensure_connected().await?;
     ad.reconnect().await?;
     ensure!(ad.highest_committed_usn().await? > 0);
+
+    // a clone shares the connection: closing it breaks the original, which then reconnects
+    ad.clone().close().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ad.is_closed() {
+        ensure!(Instant::now() < deadline, "connection not seen as closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the next operation reconnects by itself
+    ensure!(ad.highest_committed_usn().await? > 0);
+    ensure!(!ad.is_closed());
     ad.close().await;
     Ok(())
 }
