@@ -134,6 +134,12 @@ async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<E
     )
     .map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
     let mut store = Store::open(&config.state_path)?;
+    // A run that never finished (killed host) is marked so in the history; its work is redone
+    // by this one, since only applied changes were recorded.
+    let interrupted = store.close_interrupted_runs()?;
+    if interrupted > 0 {
+        tracing::warn!(interrupted, "earlier runs did not finish; this run completes them");
+    }
     let graph = GraphClient::new(GraphSettings {
         graph_base: config.graph.graph_url.clone(),
         token_url: config.graph.token_url.clone(),

@@ -298,9 +298,19 @@ async fn unowned_same_name_group_is_left_alone_and_reported() {
         .expect("add")
         .success()
         .expect("add unowned group");
-    bed.seed(vec![], vec![security_group(&g, "Shared", &[])], &[]);
+    let fine = new_id();
+    bed.seed(
+        vec![],
+        vec![
+            security_group(&g, "Shared", &[]),
+            security_group(&fine, "Unrelated", &[]),
+        ],
+        &[],
+    );
     bed.write_config(None, "", "");
-    let usn = bed.highest_usn().await;
+    let r = bed.run_json(&["plan"], 0);
+    assert_eq!(actions(&r), vec!["create", "create"], "{r:#}");
+    let before = bed.groups().await[&dn.to_lowercase()].clone();
     let r = bed.run_json(&["sync"], 2);
     let failed: Vec<&Value> = r["outcomes"]
         .as_array()
@@ -316,15 +326,17 @@ async fn unowned_same_name_group_is_left_alone_and_reported() {
             .contains("conflict"),
         "{r:#}"
     );
-    assert_eq!(
-        bed.highest_usn().await,
-        usn,
-        "the unowned group was modified"
-    );
+    assert_eq!(failed[0]["cloud_id"], json!(g));
+    // The rest of the plan was applied.
+    assert!(bed.group_by_id(&fine).await.is_some(), "{r:#}");
+    // The unowned group is exactly as it was (same attributes, same uSNChanged).
     let groups = bed.groups().await;
     let own = &groups[&dn.to_lowercase()];
-    assert_eq!(own["description"], vec!["hand made".to_string()]);
+    assert_eq!(own, &before);
     assert!(!own.contains_key("admindescription"));
+    // The next run tries again (and is refused again): nothing was recorded as applied.
+    let again = bed.run_json(&["sync"], 2);
+    assert_eq!(actions(&again), vec!["create"], "{again:#}");
     bed.cleanup().await;
 }
 
@@ -535,5 +547,118 @@ async fn a_certificate_authenticated_run_works() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("AADSTS"), "{err}");
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn schema_violations_are_refused_naming_rule_and_attribute() {
+    let mut bed = Bed::new("wb-e2e-schema", 0).await;
+    let rules = bed.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    let parent = bed.managed.replace('\\', "\\\\");
+    std::fs::write(
+        rules.join("10-unknown-attr.rhai"),
+        format!(
+            "fn scope(group) {{ group.displayName == \"A\" }}\nfn map(group) {{ #{{ parent: \"{parent}\", cn: \"A\", attributes: #{{ notAnAttribute: \"x\" }} }} }}\n"
+        ),
+    )
+    .expect("write rule");
+    std::fs::write(
+        rules.join("20-too-long.rhai"),
+        format!(
+            "fn scope(group) {{ group.displayName == \"B\" }}\nfn map(group) {{ #{{ parent: \"{parent}\", cn: \"B\", attributes: #{{ info: \"x\".pad(2000, \"y\") }} }} }}\n"
+        ),
+    )
+    .expect("write rule");
+    std::fs::write(
+        rules.join("30-fine.rhai"),
+        format!(
+            "fn scope(group) {{ group.displayName == \"C\" }}\nfn map(group) {{ #{{ parent: \"{parent}\", cn: \"C \" + group.id, attributes: #{{ info: \"fine\" }} }} }}\n"
+        ),
+    )
+    .expect("write rule");
+    let (a, b, c) = (new_id(), new_id(), new_id());
+    bed.seed(
+        vec![],
+        vec![
+            security_group(&a, "A", &[]),
+            security_group(&b, "B", &[]),
+            security_group(&c, "C", &[]),
+        ],
+        &[],
+    );
+    bed.write_config(Some(&rules), "", "");
+    let r = bed.run_json(&["sync"], 2);
+    let refused = r["plan"]["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 2, "{r:#}");
+    let by_id = |id: &str| {
+        refused
+            .iter()
+            .find(|x| x["cloud_id"] == json!(id))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let ra = by_id(&a);
+    assert_eq!(ra["rule"], json!("10-unknown-attr.rhai"), "{ra:#}");
+    assert!(
+        ra["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("notAnAttribute"),
+        "{ra:#}"
+    );
+    let rb = by_id(&b);
+    assert_eq!(rb["rule"], json!("20-too-long.rhai"), "{rb:#}");
+    let reason = rb["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("info") && reason.contains("1024"), "{rb:#}");
+    assert!(bed.group_by_id(&a).await.is_none());
+    assert!(bed.group_by_id(&b).await.is_none());
+    assert!(
+        bed.group_by_id(&c).await.is_some(),
+        "the valid group is still written"
+    );
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_rule_can_move_soft_deleted_groups_to_a_graveyard() {
+    let mut bed = Bed::new("wb-e2e-graveyard", 0).await;
+    let rules = bed.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    let live = format!("OU=Live,{}", bed.managed);
+    let grave = format!("OU=Graveyard,{}", bed.managed);
+    for ou in [&live, &grave] {
+        writeback_integration::testbed::create_ou(&mut bed.ldap, ou).await;
+    }
+    std::fs::write(
+        rules.join("10-m365.rhai"),
+        format!(
+            "fn scope(group) {{ group.groupTypes.contains(\"Unified\") }}\n\
+             fn map(group) {{ #{{ parent: if group.deleted {{ \"{}\" }} else {{ \"{}\" }}, cn: group.displayName + \"_\" + group.id.sub_string(24), attributes: #{{ groupType: 8 }} }} }}\n",
+            grave.replace('\\', "\\\\"),
+            live.replace('\\', "\\\\")
+        ),
+    )
+    .expect("write rule");
+    let g = new_id();
+    bed.seed(
+        vec![],
+        vec![m365_group(
+            &g,
+            "Retired Team",
+            &format!("ret{}", &g[..6]),
+            &[],
+        )],
+        &[],
+    );
+    bed.write_config(Some(&rules), "", "");
+    bed.run_json(&["sync"], 0);
+    let (dn, _) = bed.group_by_id(&g).await.expect("created");
+    assert!(dn.contains(",ou=live,"), "{dn}");
+    bed.graph("DELETE", &format!("/groups/{g}"), None).await;
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["update"], "{r:#}");
+    let (dn, _) = bed.group_by_id(&g).await.expect("kept, moved");
+    assert!(dn.contains(",ou=graveyard,"), "{dn}");
     bed.cleanup().await;
 }
