@@ -496,6 +496,9 @@ fn initial_query(kind: Kind, q: &Query) -> GraphResult<DeltaQuery> {
         Some(s) => Some(odata::parse_select(kind, s)?),
         None => None,
     };
+    if let Some(sel) = &sel {
+        schema::check_collection_select(kind, sel)?;
+    }
     let ids = match q.get("$filter") {
         Some(f) => {
             let expr = odata::parse_filter(kind, f)?;

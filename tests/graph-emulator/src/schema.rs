@@ -283,6 +283,37 @@ pub const GROUP_DEFAULT: &[&str] = &[
     "visibility",
 ];
 
+/// User properties kept outside the directory store: a list or delta that selects them is
+/// answered 501 (delta-query-overview, "Properties stored outside the main data store").
+pub const USER_OUTSIDE_DIRECTORY: &[&str] = &[
+    "aboutMe",
+    "birthday",
+    "hireDate",
+    "interests",
+    "mySite",
+    "pastProjects",
+    "preferredName",
+    "responsibilities",
+    "schools",
+    "skills",
+];
+
+/// The 501 for selecting such a property on a collection.
+pub fn check_collection_select(kind: Kind, select: &[String]) -> crate::errors::GraphResult<()> {
+    if kind == Kind::User
+        && select
+            .iter()
+            .any(|p| USER_OUTSIDE_DIRECTORY.contains(&p.as_str()))
+    {
+        return Err(crate::errors::GraphError::new(
+            501,
+            "NotImplemented",
+            "This operation target is not yet supported.",
+        ));
+    }
+    Ok(())
+}
+
 pub fn properties(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::User => USER_PROPERTIES,

@@ -156,6 +156,26 @@ async fn client_secret_success_and_failures() {
         ])
         .await;
     assert_aad_error(&scope, 400, "invalid_scope", 1002012).await;
+    let scope = emu
+        .token_request(&[
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+            ("scope", "https://foo.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ])
+        .await;
+    assert_aad_error(&scope, 400, "invalid_scope", 70011).await;
+    // The host's default scope: the emulator's own origin.
+    let own = format!("{}/.default", emu.base);
+    let r = emu
+        .token_request(&[
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+            ("scope", &own),
+            ("grant_type", "client_credentials"),
+        ])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
 
     let app = emu
         .token_request(&[

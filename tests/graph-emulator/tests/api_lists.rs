@@ -106,6 +106,11 @@ async fn select_and_default_properties() {
     assert_eq!(r.body["onPremisesSyncEnabled"], Value::Null);
 
     let msg = emu
+        .get("users?$select=skills")
+        .await
+        .graph_error(501, "NotImplemented");
+    assert_eq!(msg, "This operation target is not yet supported.");
+    let msg = emu
         .get("users?$select=nope")
         .await
         .graph_error(400, "Request_BadRequest");

@@ -67,6 +67,15 @@ impl TokenSigner {
                 "CompactToken parsing failed with error code: 80049217",
             ));
         }
+        // The audience is checked before the signature, so a token for another resource
+        // gets the message Graph gives for it.
+        let unverified = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token)
+            .map_err(|_| GraphError::unauthorized("Access token validation failure."))?;
+        if unverified.get("aud").and_then(Value::as_str) != Some(GRAPH_AUDIENCE) {
+            return Err(GraphError::unauthorized(
+                "Access token validation failure. Invalid audience.",
+            ));
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
         validation.validate_nbf = false;
@@ -119,5 +128,19 @@ mod tests {
         let other = TokenSigner::new(b"other".to_vec());
         let e = other.validate(Some(&bearer), "tid", 1000).unwrap_err();
         assert_eq!(e.message, "Access token validation failure.");
+        // A token for another audience.
+        let foreign = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"aud": "https://management.azure.com", "exp": 5000}),
+            &EncodingKey::from_secret(b"x"),
+        )
+        .unwrap();
+        let e = s
+            .validate(Some(&format!("Bearer {foreign}")), "tid", 1000)
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "Access token validation failure. Invalid audience."
+        );
     }
 }

@@ -205,7 +205,13 @@ fn check_scope(
             ));
         };
         if !known_resource(r) {
-            return Err(unknown_resource(r));
+            // The token doc's example answers an unknown `.default` resource this way.
+            return Err(AadError::new(
+                400,
+                "invalid_scope",
+                70011,
+                format!("The provided value for the input parameter 'scope' is not valid. The scope {s} is not valid."),
+            ));
         }
         resources += 1;
     }

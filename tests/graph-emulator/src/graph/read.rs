@@ -149,6 +149,9 @@ pub fn list(
     q: &Query,
 ) -> GraphResult<GraphResponse> {
     let opts = list_options(state, ctx, Some(kind), q)?;
+    if let Some(sel) = &opts.select {
+        crate::schema::check_collection_select(kind, sel)?;
+    }
     let from = skip_cursor(q, "o")?.and_then(|v| v.as_u64()).unwrap_or(0);
     let store = state.store();
     let matches =
