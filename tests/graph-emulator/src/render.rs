@@ -36,7 +36,7 @@ pub fn render(obj: &Obj, select: Option<&[String]>, unset: Unset) -> Map<String,
                 out.insert(p.to_string(), v.clone());
             }
             None if unset == Unset::Null && schema::canonical_property(obj.kind, p).is_some() => {
-                out.insert(p.to_string(), Value::Null);
+                out.insert(p.to_string(), schema::unset_value(obj.kind, p));
             }
             None => {}
         }

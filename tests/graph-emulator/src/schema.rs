@@ -314,6 +314,35 @@ pub fn check_collection_select(kind: Kind, select: &[String]) -> crate::errors::
     Ok(())
 }
 
+/// Properties the schema declares `Nullable="false"` (besides `id`), with the value Graph
+/// returns when the object has none.
+pub fn unset_value(kind: Kind, name: &str) -> serde_json::Value {
+    use serde_json::json;
+    match (kind, name) {
+        (
+            Kind::Group,
+            "groupTypes"
+            | "infoCatalogs"
+            | "proxyAddresses"
+            | "resourceBehaviorOptions"
+            | "resourceProvisioningOptions",
+        )
+        | (
+            Kind::User,
+            "assignedLicenses" | "assignedPlans" | "businessPhones" | "otherMails"
+            | "provisionedPlans" | "proxyAddresses",
+        ) => json!([]),
+        (Kind::User, "birthday" | "hireDate") => json!("0001-01-01T00:00:00Z"),
+        (Kind::User, "deviceEnrollmentLimit") => json!(5),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// May this property be set to `null`?
+pub fn nullable(kind: Kind, name: &str) -> bool {
+    unset_value(kind, name).is_null()
+}
+
 pub fn properties(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::User => USER_PROPERTIES,

@@ -144,6 +144,12 @@ pub fn normalise(kind: Kind, id: &str, props: &mut Map<String, Value>, created: 
     if let Some(sid) = cloud_sid(id) {
         props.entry("securityIdentifier").or_insert(json!(sid));
     }
+    // Non-nullable properties given as null get the schema's empty value.
+    for (k, v) in props.iter_mut() {
+        if v.is_null() && !crate::schema::nullable(kind, k) {
+            *v = crate::schema::unset_value(kind, k);
+        }
+    }
     match kind {
         Kind::User => {
             props.entry("businessPhones").or_insert(json!([]));

@@ -90,6 +90,19 @@ async fn select_and_default_properties() {
     assert_eq!(r.body["onPremisesSyncEnabled"], true);
     assert!(r.body.get("displayName").is_none());
 
+    // Unset non-nullable properties come back as the schema's empty value, not null.
+    let r = emu
+        .get(&format!(
+            "users/{U1}?$select=proxyAddresses,otherMails,birthday"
+        ))
+        .await;
+    assert_eq!(r.body["proxyAddresses"], json!([]));
+    assert_eq!(r.body["otherMails"], json!([]));
+    assert_eq!(r.body["birthday"], "0001-01-01T00:00:00Z");
+    emu.patch(&format!("groups/{G_HR}"), json!({"groupTypes": null}))
+        .await
+        .graph_error(400, "Request_BadRequest");
+
     // Lookup by UPN.
     let r = emu
         .get("users/testuser2@contoso.onmicrosoft.com?$select=id")

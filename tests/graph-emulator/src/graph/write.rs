@@ -168,6 +168,9 @@ fn payload(kind: Kind, body: &Value) -> GraphResult<Payload> {
 }
 
 fn check_type(kind: Kind, p: &str, v: &Value) -> GraphResult<()> {
+    if v.is_null() && !schema::nullable(kind, p) {
+        return Err(invalid_value(kind, p));
+    }
     let ok = match p {
         "mailEnabled" | "securityEnabled" | "accountEnabled" | "isAssignableToRole" => {
             v.is_boolean() || v.is_null()
