@@ -67,10 +67,6 @@ impl Obj {
         self.life == Life::Live
     }
 
-    pub fn str_prop(&self, name: &str) -> Option<&str> {
-        self.props.get(name).and_then(Value::as_str)
-    }
-
     pub fn is_unified(&self) -> bool {
         self.props
             .get("groupTypes")
@@ -143,7 +139,13 @@ pub struct Store {
     purged: HashMap<String, Kind>,
     log: Vec<Change>,
     next_order: u64,
+    /// Lower-cased values of [`INDEXED`] properties → object ids (uniqueness checks and
+    /// lookups without scans).
+    index: HashMap<&'static str, HashMap<String, String>>,
 }
+
+/// Properties with a value index.
+pub const INDEXED: &[&str] = &["mail", "userPrincipalName"];
 
 impl Store {
     pub fn new(tenant_id: String, domain: String, apps: Vec<App>) -> Self {
@@ -208,6 +210,35 @@ impl Store {
             .flat_map(|s| s.iter())
     }
 
+    /// The object whose indexed property has this value (case-insensitive).
+    pub fn lookup(&self, prop: &str, value: &str) -> Option<&Obj> {
+        let id = self.index.get(prop)?.get(&value.to_ascii_lowercase())?;
+        self.objects.get(id)
+    }
+
+    fn index_add(&mut self, id: &str, props: &Map<String, Value>) {
+        for p in INDEXED {
+            if let Some(v) = props.get(*p).and_then(Value::as_str) {
+                self.index
+                    .entry(p)
+                    .or_default()
+                    .insert(v.to_ascii_lowercase(), id.to_string());
+            }
+        }
+    }
+
+    fn index_remove(&mut self, id: &str, props: &Map<String, Value>) {
+        for p in INDEXED {
+            if let Some(v) = props.get(*p).and_then(Value::as_str) {
+                if let Some(ix) = self.index.get_mut(p) {
+                    if ix.get(&v.to_ascii_lowercase()).is_some_and(|x| x == id) {
+                        ix.remove(&v.to_ascii_lowercase());
+                    }
+                }
+            }
+        }
+    }
+
     fn record(&mut self, id: &str, kind: Kind, what: ChangeKind) {
         self.log.push(Change {
             id: id.to_string(),
@@ -232,6 +263,7 @@ impl Store {
         let order = self.next_order;
         self.next_order += 1;
         self.by_order[kind.index()].insert(order, id.clone());
+        self.index_add(&id, &props);
         self.objects.insert(
             id.clone(),
             Obj {
@@ -258,16 +290,25 @@ impl Store {
         let id = id.to_ascii_lowercase();
         let obj = self
             .objects
-            .get_mut(&id)
+            .get(&id)
             .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let before = obj.props.clone();
+        let kind = obj.kind;
         let mut changed = Vec::new();
+        let mut after = before.clone();
         for (k, v) in changes {
-            if obj.props.get(&k) != Some(&v) {
+            if after.get(&k) != Some(&v) {
                 changed.push(k.clone());
-                obj.props.insert(k, v);
+                after.insert(k, v);
             }
         }
-        let kind = obj.kind;
+        if changed.iter().any(|k| INDEXED.contains(&k.as_str())) {
+            self.index_remove(&id, &before);
+            self.index_add(&id, &after);
+        }
+        if let Some(obj) = self.objects.get_mut(&id) {
+            obj.props = after;
+        }
         if !changed.is_empty() {
             self.record(&id, kind, ChangeKind::Props(changed.clone()));
         }
@@ -366,6 +407,7 @@ impl Store {
             .remove(&id)
             .ok_or_else(|| StoreError::NotFound(id.clone()))?;
         self.by_order[obj.kind.index()].remove(&obj.order);
+        self.index_remove(&id, &obj.props);
         for m in &obj.members {
             if let Some(set) = self.member_of.get_mut(m) {
                 set.remove(&id);
@@ -419,6 +461,22 @@ mod tests {
         s.restore("u1").unwrap();
         assert!(s.get("u1").unwrap().order > before);
         assert_eq!(s.iter(Kind::User).count(), 1);
+    }
+
+    #[test]
+    fn value_index_follows_updates_and_deletes() {
+        let mut s = store();
+        let mut p = Map::new();
+        p.insert("mail".into(), Value::String("A@x".into()));
+        s.update("u1", p).unwrap();
+        assert_eq!(s.lookup("mail", "a@X").map(|o| o.id.as_str()), Some("u1"));
+        let mut p = Map::new();
+        p.insert("mail".into(), Value::String("b@x".into()));
+        s.update("u1", p).unwrap();
+        assert!(s.lookup("mail", "a@x").is_none());
+        assert!(s.lookup("mail", "b@x").is_some());
+        s.hard_delete("u1").unwrap();
+        assert!(s.lookup("mail", "b@x").is_none());
     }
 
     #[test]

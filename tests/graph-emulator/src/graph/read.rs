@@ -214,11 +214,10 @@ pub fn find<'a>(store: &'a Store, kind: Kind, key: &str) -> GraphResult<&'a Obj>
         return Ok(o);
     }
     if kind == Kind::User && key.contains('@') {
-        if let Some(o) = store.iter(Kind::User).find(|o| {
-            o.is_live()
-                && o.str_prop("userPrincipalName")
-                    .is_some_and(|u| u.eq_ignore_ascii_case(key))
-        }) {
+        if let Some(o) = store
+            .lookup("userPrincipalName", key)
+            .filter(|o| o.is_live() && o.kind == Kind::User)
+        {
             return Ok(o);
         }
     }

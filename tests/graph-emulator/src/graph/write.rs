@@ -224,21 +224,10 @@ fn unified(props: &Map<String, Value>) -> bool {
         })
 }
 
-fn proxy_taken(store: &Store, address: &str, except: Option<&str>) -> bool {
-    let needle = format!("smtp:{}", address.to_ascii_lowercase());
-    store
-        .iter(Kind::Group)
-        .chain(store.iter(Kind::User))
-        .any(|o| {
-            Some(o.id.as_str()) != except
-                && o.props
-                    .get("proxyAddresses")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| {
-                        a.iter()
-                            .any(|x| x.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&needle)))
-                    })
-        })
+/// Is this address some object's mail already? (Graph refuses a second M365 group with the
+/// same address as a proxyAddresses conflict.)
+fn proxy_taken(store: &Store, address: &str) -> bool {
+    store.lookup("mail", address).is_some()
 }
 
 fn created_response(
@@ -296,7 +285,7 @@ pub fn create(
             let mail_enabled = props.get("mailEnabled") == Some(&Value::Bool(true));
             if unified(&props) {
                 let mail = format!("{nick}@{}", store.domain);
-                if proxy_taken(&store, &mail, None) {
+                if proxy_taken(&store, &mail) {
                     return Err(GraphError::bad_request(
                         "Another object with the same value for property proxyAddresses already exists.",
                     ));
@@ -349,10 +338,7 @@ pub fn create(
                     "The domain portion of the userPrincipalName property is invalid. You must use one of the verified domain names in your organization.",
                 ));
             }
-            let taken = store.iter(Kind::User).any(|o| {
-                o.str_prop("userPrincipalName")
-                    .is_some_and(|u| u.eq_ignore_ascii_case(&upn))
-            });
+            let taken = store.lookup("userPrincipalName", &upn).is_some();
             if taken {
                 return Err(GraphError::bad_request(
                     "Another object with the same value for property userPrincipalName already exists.",
@@ -407,11 +393,9 @@ pub fn update(state: &AppState, kind: Kind, id: &str, body: &[u8]) -> GraphResul
     }
     if kind == Kind::User {
         if let Some(upn) = props.get("userPrincipalName").and_then(Value::as_str) {
-            let taken = store.iter(Kind::User).any(|o| {
-                o.id != id
-                    && o.str_prop("userPrincipalName")
-                        .is_some_and(|u| u.eq_ignore_ascii_case(upn))
-            });
+            let taken = store
+                .lookup("userPrincipalName", upn)
+                .is_some_and(|o| o.id != id);
             if taken {
                 return Err(GraphError::bad_request(
                     "Another object with the same value for property userPrincipalName already exists.",
