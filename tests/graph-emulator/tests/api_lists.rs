@@ -218,6 +218,12 @@ async fn members_are_directory_objects() {
         .clone();
     assert_eq!(group_item["@odata.type"], "#microsoft.graph.group");
 
+    // $expand=members on one group: up to 20 directory objects.
+    let r = emu
+        .get(&format!("groups/{G_BIG}?$expand=members&$select=id"))
+        .await;
+    assert_eq!(r.body["members"].as_array().unwrap().len(), 6);
+
     // Cast and transitive members.
     let r = emu
         .get(&format!("groups/{G_BIG}/members/microsoft.graph.group"))

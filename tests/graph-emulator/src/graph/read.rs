@@ -236,9 +236,31 @@ pub fn get(
         Some(s) => Some(odata::parse_select(kind, s)?),
         None => None,
     };
+    let expand_members = match q.get("$expand") {
+        None => false,
+        Some(e) if kind == Kind::Group && e.trim().eq_ignore_ascii_case("members") => true,
+        Some(e) => {
+            return Err(GraphError::bad_request(format!(
+                "Could not find a property named '{e}' on type 'microsoft.graph.{}'.",
+                kind.type_name()
+            )))
+        }
+    };
     let store = state.store();
     let obj = find(&store, kind, id)?;
     let mut m = render::render(obj, select.as_deref(), Unset::Null);
+    if expand_members {
+        // Graph expands at most 20 related objects.
+        let members: Vec<Value> = obj
+            .members
+            .iter()
+            .filter_map(|mid| store.get(mid))
+            .filter(|o| o.is_live())
+            .take(20)
+            .map(|o| render::render_directory_object(o, None))
+            .collect();
+        m.insert("members".into(), Value::Array(members));
+    }
     m.insert(
         "@odata.context".into(),
         json!(render::context(
