@@ -419,3 +419,40 @@ async fn member_changes_of_a_large_group_are_split_too() {
     assert_eq!(m[G_HR].added, set(&[U3, U4, U5]));
     assert_eq!(m[G_HR].appearances, 3);
 }
+
+#[tokio::test]
+async fn replacing_the_tenant_resets_delta() {
+    let emu = start(&[]);
+    let (_, link) = emu.delta_round("groups/delta", &[]).await;
+    let mut t = tenant();
+    t["groups"] = json!([{"id": G_HR, "displayName": "only", "groupTypes": [], "mailEnabled": false,
+                          "securityEnabled": true, "mailNickname": "only", "members": [U1]}]);
+    let r = emu
+        .http
+        .post(format!("{}/_emulator/tenant", emu.base))
+        .json(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = emu.get(&link).await;
+    r.graph_error(410, "resyncRequired");
+    assert_eq!(
+        r.header("Location").unwrap(),
+        format!("{}/v1.0/groups/delta", emu.base)
+    );
+    let (pages, _) = emu.delta_round(r.header("Location").unwrap(), &[]).await;
+    let m = merge(&pages);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[G_HR].added, set(&[U1]));
+    // A bad tenant file is refused and changes nothing.
+    let r = emu
+        .http
+        .post(format!("{}/_emulator/tenant", emu.base))
+        .json(&json!({"groups": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(emu.get(&format!("groups/{G_HR}")).await.status, 200);
+}
