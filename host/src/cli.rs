@@ -71,6 +71,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a service: poll Graph for changes and apply them, reload the rules when they are
+    /// edited, reconcile drift on a schedule.
+    ///
+    /// Settings are in the config's [daemon] section (poll_interval_secs, reconcile_interval_secs,
+    /// watch = "auto" | "poll" | "off"). A rules edit that does not compile is refused with its
+    /// file:line:column and the last good rules keep running. SIGHUP reloads the rules;
+    /// SIGTERM/SIGINT finish the cycle in flight and exit 0.
+    Run,
     /// Check the configuration and the rules offline (no Graph, no AD). Non-zero on any error,
     /// with file:line:column positions: fit for a pre-commit hook or CI.
     Check {

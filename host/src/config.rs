@@ -40,6 +40,8 @@ struct RawConfig {
     members: RawMembers,
     #[serde(default)]
     safety: RawSafety,
+    #[serde(default)]
+    daemon: RawDaemon,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +120,72 @@ impl Default for RawSafety {
             delete_threshold: default_delete_threshold(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    #[serde(default = "default_poll_secs")]
+    poll_interval_secs: f64,
+    #[serde(default = "default_reconcile_secs")]
+    reconcile_interval_secs: f64,
+    #[serde(default)]
+    watch: WatchMode,
+    #[serde(default = "default_watch_poll_ms")]
+    watch_poll_interval_ms: u64,
+    #[serde(default = "default_debounce_ms")]
+    debounce_ms: u64,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        RawDaemon {
+            poll_interval_secs: default_poll_secs(),
+            reconcile_interval_secs: default_reconcile_secs(),
+            watch: WatchMode::default(),
+            watch_poll_interval_ms: default_watch_poll_ms(),
+            debounce_ms: default_debounce_ms(),
+        }
+    }
+}
+
+fn default_poll_secs() -> f64 {
+    5.0
+}
+fn default_reconcile_secs() -> f64 {
+    3600.0
+}
+fn default_watch_poll_ms() -> u64 {
+    1000
+}
+fn default_debounce_ms() -> u64 {
+    300
+}
+
+/// How `writeback run` notices edits to the rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    /// The platform's notifications (inotify), plus a periodic rescan as a safety net.
+    #[default]
+    Auto,
+    /// Polling, for filesystems without notifications (NFS, some container mounts).
+    Poll,
+    /// No watching: reload only on SIGHUP.
+    Off,
+}
+
+/// Settings of the long-running host (`writeback run`).
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// How often Graph is asked for changes.
+    pub poll_interval: Duration,
+    /// How often every owned AD object is compared (drift); `None` = never.
+    pub reconcile_interval: Option<Duration>,
+    pub watch: WatchMode,
+    pub watch_poll_interval: Duration,
+    /// Quiet time after the last file event before the rules are rescanned.
+    pub debounce: Duration,
 }
 
 fn default_timeout_secs() -> u64 {
@@ -230,6 +298,7 @@ pub struct Config {
     pub state_path: PathBuf,
     pub user_match: UserMatch,
     pub delete_threshold: usize,
+    pub daemon: DaemonConfig,
 }
 
 impl Config {
@@ -462,6 +531,31 @@ impl Config {
             settings.insert(k, json);
         }
 
+        let d = raw.daemon;
+        if d.poll_interval_secs.is_nan() || d.poll_interval_secs < 1.0 {
+            return Err(v.invalid(
+                "daemon.poll_interval_secs",
+                "must be at least 1 (Graph is asked for changes at most once a second)",
+            ));
+        }
+        if !d.reconcile_interval_secs.is_finite() || d.reconcile_interval_secs < 0.0 {
+            return Err(v.invalid(
+                "daemon.reconcile_interval_secs",
+                "must be a number of seconds (0 turns reconciliation off)",
+            ));
+        }
+        if d.poll_interval_secs > 86_400.0 {
+            return Err(v.invalid("daemon.poll_interval_secs", "must be at most 86400 (a day)"));
+        }
+        let daemon = DaemonConfig {
+            poll_interval: Duration::from_secs_f64(d.poll_interval_secs),
+            reconcile_interval: (d.reconcile_interval_secs > 0.0)
+                .then(|| Duration::from_secs_f64(d.reconcile_interval_secs)),
+            watch: d.watch,
+            watch_poll_interval: Duration::from_millis(d.watch_poll_interval_ms.max(50)),
+            debounce: Duration::from_millis(d.debounce_ms),
+        };
+
         Ok(Config {
             path: path.to_path_buf(),
             graph,
@@ -474,6 +568,7 @@ impl Config {
             state_path: resolve(&raw.state.path),
             user_match: raw.members.user_match,
             delete_threshold: raw.safety.delete_threshold,
+            daemon,
         })
     }
 }
@@ -690,6 +785,22 @@ path = "state.db"
         );
         let e = cfg(&text).unwrap_err().to_string();
         assert!(e.contains("ad.managed_ous[0]"), "{e}");
+    }
+
+    #[test]
+    fn daemon_settings_have_defaults_and_limits() {
+        with_env();
+        let c = cfg(GOOD).expect("valid");
+        assert_eq!(c.daemon.poll_interval, Duration::from_secs(5));
+        assert_eq!(c.daemon.reconcile_interval, Some(Duration::from_secs(3600)));
+        let fast = format!("{GOOD}\n[daemon]\npoll_interval_secs = 1\nreconcile_interval_secs = 0\nwatch = \"poll\"\n");
+        let c = cfg(&fast).expect("valid");
+        assert_eq!(c.daemon.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.daemon.reconcile_interval, None);
+        assert_eq!(c.daemon.watch, WatchMode::Poll);
+        let too_fast = format!("{GOOD}\n[daemon]\npoll_interval_secs = 0.2\n");
+        let e = cfg(&too_fast).unwrap_err().to_string();
+        assert!(e.contains("daemon.poll_interval_secs"), "{e}");
     }
 
     #[test]

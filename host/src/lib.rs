@@ -6,7 +6,10 @@
 
 pub mod ad;
 pub mod config;
+pub mod daemon;
 pub mod graph;
 pub mod rules;
+pub mod setup;
 pub mod state;
 pub mod sync;
+pub mod watch;

@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cli::{Cli, Command, LogFormat};
-use writeback::ad::{AdConn, AdSettings};
 use writeback::config::Config;
-use writeback::graph::{GraphClient, GraphSettings};
-use writeback::rules::{self, Limits, RuleSet};
+use writeback::rules;
+use writeback::setup::{self, StateLock};
 use writeback::state::Store;
 use writeback::sync::{self, SyncContext, SyncOptions};
 
@@ -57,11 +56,17 @@ fn init_logging(format: LogFormat, verbose: u8) {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { rules, stdlib } => check(&cli.config, rules, stdlib),
+        Command::Run => {
+            let config = Config::load(&cli.config)?;
+            writeback::daemon::run(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plan { full, json } => {
             sync_cmd(
                 &cli.config,
                 SyncOptions {
-                    full,
+                    reread_cloud: full,
+                    compare_all: full,
                     dry_run: true,
                     allow_deletes: false,
                 },
@@ -77,7 +82,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             sync_cmd(
                 &cli.config,
                 SyncOptions {
-                    full,
+                    reread_cloud: full,
+                    compare_all: full,
                     dry_run: false,
                     allow_deletes,
                 },
@@ -126,48 +132,21 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
 
 async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let rules = RuleSet::load(
-        &config.rules.folder,
-        &config.rules.stdlib,
-        config.rules.settings.clone(),
-        Limits::default(),
-    )
-    .map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+    let rules =
+        setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+    let _lock = StateLock::acquire(&config)?;
     let mut store = Store::open(&config.state_path)?;
     // A run that never finished (killed host) is marked so in the history; its work is redone
     // by this one, since only applied changes were recorded.
     let interrupted = store.close_interrupted_runs()?;
     if interrupted > 0 {
-        tracing::warn!(interrupted, "earlier runs did not finish; this run completes them");
+        tracing::warn!(
+            interrupted,
+            "earlier runs did not finish; this run completes them"
+        );
     }
-    let graph = GraphClient::new(GraphSettings {
-        graph_base: config.graph.graph_url.clone(),
-        token_url: config.graph.token_url.clone(),
-        scope: config.graph.scope.clone(),
-        client_id: config.graph.client_id.clone(),
-        credential: config.graph.credential.clone(),
-        ca_file: config.graph.ca_file.clone(),
-        timeout: config.graph.timeout,
-        max_retries: config.graph.max_retries,
-        ..GraphSettings::new(
-            config.graph.graph_url.clone(),
-            config.graph.token_url.clone(),
-            config.graph.client_id.clone(),
-            config.graph.credential.clone(),
-        )
-    })
-    .context("Graph client")?;
-    let mut conn = AdConn::connect(&AdSettings {
-        url: config.ad.url.clone(),
-        bind_dn: config.ad.bind_dn.clone(),
-        password: config.ad.password.clone(),
-        ca_file: config.ad.ca_file.clone(),
-        starttls: config.ad.starttls,
-        allow_plain: config.ad.allow_plain_ldap,
-        timeout: config.ad.timeout,
-    })
-    .await?;
-    let schema = conn.load_schema().await.context("reading the AD schema")?;
+    let graph = setup::graph_client(&config).context("Graph client")?;
+    let (mut conn, schema) = setup::ad_connection(&config).await?;
     let report = sync::run(
         SyncContext {
             config: &config,

@@ -21,8 +21,11 @@ use super::SyncError;
 /// How a cycle runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SyncOptions {
-    /// Re-read the whole tenant and compare every owned AD object (finds drift and orphans).
-    pub full: bool,
+    /// Re-read the whole tenant instead of the changes since the last deltaLink.
+    pub reread_cloud: bool,
+    /// Compare every owned AD object, not only the groups whose desired state changed: finds
+    /// hand edits (drift) and orphans.
+    pub compare_all: bool,
     /// Compute the plan, write nothing to AD.
     pub dry_run: bool,
     /// Apply even when the plan deletes more objects than the configured threshold.
@@ -66,11 +69,13 @@ pub struct SyncContext<'a> {
 /// Runs one cycle.
 pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
-    let mode = match (opts.dry_run, opts.full) {
-        (true, true) => "plan-full",
-        (true, false) => "plan",
-        (false, true) => "sync-full",
-        (false, false) => "sync",
+    let mode = match (opts.dry_run, opts.reread_cloud, opts.compare_all) {
+        (true, true, _) => "plan-full",
+        (true, false, true) => "plan-reconcile",
+        (true, false, false) => "plan",
+        (false, true, _) => "sync-full",
+        (false, false, true) => "reconcile",
+        (false, false, false) => "sync",
     };
     let run_id = ctx.store.begin_run(mode)?;
     let result = cycle(
@@ -116,8 +121,8 @@ async fn cycle(
     run_id: i64,
 ) -> Result<SyncReport, SyncError> {
     // 1. Cloud: users first, so the groups' members can be matched.
-    let users_changed = pull(graph, store, ObjectKind::User, opts.full).await?;
-    pull(graph, store, ObjectKind::Group, opts.full).await?;
+    let users_changed = pull(graph, store, ObjectKind::User, opts.reread_cloud).await?;
+    pull(graph, store, ObjectKind::Group, opts.reread_cloud).await?;
     let groups = store.load_objects(ObjectKind::Group)?;
     let users = store.load_objects(ObjectKind::User)?;
 
@@ -147,7 +152,7 @@ async fn cycle(
         .iter()
         .map(|(id, d)| (id.clone(), desired_hash(d, &groups[id])))
         .collect();
-    let dirty: BTreeSet<String> = if opts.full {
+    let dirty: BTreeSet<String> = if opts.compare_all {
         decided.keys().chain(anchors.keys()).cloned().collect()
     } else {
         let mut dirty: BTreeSet<String> = hashes
@@ -211,7 +216,7 @@ async fn cycle(
 
     // 5. Actual: the owned AD objects for the same groups.
     let attrs = managed_attributes(&desired);
-    let actual = read_owned(conn, config, &dirty, opts.full, &attrs).await?;
+    let actual = read_owned(conn, config, &dirty, opts.compare_all, &attrs).await?;
     // Never delete what the rules refused or failed on: its AD object stays as it is.
     let actual: BTreeMap<String, ActualObject> = actual
         .into_iter()
@@ -241,7 +246,14 @@ async fn cycle(
 
     // 6. Gate.
     let deletes = plan.deletes();
-    if deletes > config.delete_threshold && !opts.allow_deletes {
+    if deletes > 0 && decided.is_empty() && !groups.is_empty() && !opts.allow_deletes {
+        // A rule edit that takes every group out of scope must not wipe AD, however few
+        // groups there are.
+        report.blocked = Some(format!(
+            "the rules put none of the {} cloud groups in scope, so the plan deletes every group Writeback owns ({deletes}); nothing was applied. If that is intended, run `writeback sync --allow-deletes`",
+            groups.len()
+        ));
+    } else if deletes > config.delete_threshold && !opts.allow_deletes {
         report.blocked = Some(format!(
             "the plan deletes {deletes} objects, more than the delete threshold ({}); nothing was applied. Review it with `writeback plan`, then run with --allow-deletes to apply",
             config.delete_threshold

@@ -1,0 +1,350 @@
+//! The long-running host (`writeback run`): polls Graph, runs one cycle at a time, reloads the
+//! rules when they change, reconciles drift on a schedule, stops cleanly on a signal.
+//!
+//! Everything that wants a cycle (a poll tick, a reconciliation tick, a rules edit, SIGHUP)
+//! sends a wake-up into one channel; the loop drains the channel before each cycle, so a burst
+//! of changes or file events gives one run, and a wake-up that arrives during a run is served
+//! by the next one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+
+use crate::ad::{AdConn, Schema};
+use crate::config::{Config, WatchMode};
+use crate::graph::GraphClient;
+use crate::rules::RuleSet;
+use crate::setup::{self, StateLock};
+use crate::state::Store;
+use crate::sync::{self, SyncContext, SyncOptions, SyncReport};
+use crate::watch;
+
+/// How often the rule folders are rescanned even without file events (a missed event, a
+/// filesystem without notifications).
+const SAFETY_RESCAN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("the rules do not load, so the host does not start:\n{0}")]
+    Rules(#[from] crate::rules::LoadError),
+    #[error("state store: {0}")]
+    State(#[from] crate::state::StateError),
+    #[error("Microsoft Graph: {0}")]
+    Graph(#[from] crate::graph::GraphError),
+    #[error("Active Directory: {0}")]
+    Ad(#[from] crate::ad::AdError),
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Why the loop wakes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Time to ask Graph for changes.
+    Poll,
+    /// Time to compare every owned AD object (drift).
+    Reconcile,
+    /// The rule files may have changed (a hint: the folder is rescanned and hashed).
+    Rules,
+    /// SIGHUP: reload the rules even if their content did not change.
+    ForceReload,
+    /// SIGTERM / SIGINT: finish what is running, then exit.
+    Stop,
+}
+
+/// Wake-ups folded together.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pending {
+    poll: bool,
+    reconcile: bool,
+    rules: bool,
+    force_reload: bool,
+    stop: bool,
+}
+
+impl Pending {
+    fn add(&mut self, w: Wake) {
+        match w {
+            Wake::Poll => self.poll = true,
+            Wake::Reconcile => self.reconcile = true,
+            Wake::Rules => self.rules = true,
+            Wake::ForceReload => self.force_reload = true,
+            Wake::Stop => self.stop = true,
+        }
+    }
+}
+
+struct Host {
+    config: Config,
+    graph: GraphClient,
+    ad: AdConn,
+    schema: Schema,
+    store: Store,
+    rules: Arc<RuleSet>,
+    fingerprint: BTreeMap<PathBuf, String>,
+    cycles: u64,
+}
+
+/// Runs until SIGTERM or SIGINT. Returns Ok after a clean stop.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let roots = setup::rule_roots(&config);
+    let fingerprint = watch::fingerprint(&roots);
+    let rules = Arc::new(setup::load_rules(&config)?);
+    let mut store = Store::open(&config.state_path)?;
+    let interrupted = store.close_interrupted_runs()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "earlier runs did not finish; the first cycle completes them"
+        );
+    }
+    let graph = setup::graph_client(&config)?;
+    let (ad, schema) = setup::ad_connection(&config).await?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    spawn_signals(tx.clone())?;
+    spawn_ticker(tx.clone(), config.daemon.poll_interval, Wake::Poll, true);
+    if let Some(every) = config.daemon.reconcile_interval {
+        spawn_ticker(tx.clone(), every, Wake::Reconcile, false);
+    }
+    spawn_ticker(tx.clone(), SAFETY_RESCAN, Wake::Rules, false);
+    let (hint_tx, mut hint_rx) = mpsc::unbounded_channel();
+    let mut poll_rules = config.daemon.watch == WatchMode::Poll;
+    let _watcher = match watch::watch(&roots, config.daemon.watch, config.daemon.debounce, hint_tx)
+    {
+        Ok(w) => Some(w),
+        Err(e) => {
+            // E.g. the inotify watch limit: polling still sees every edit.
+            tracing::warn!("{e}; watching the rules by polling instead");
+            poll_rules = true;
+            None
+        }
+    };
+    if poll_rules {
+        spawn_ticker(
+            tx.clone(),
+            config.daemon.watch_poll_interval,
+            Wake::Rules,
+            false,
+        );
+    }
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while hint_rx.recv().await.is_some() {
+                if tx.send(Wake::Rules).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    tracing::info!(
+        poll_secs = config.daemon.poll_interval.as_secs_f64(),
+        reconcile_secs = config.daemon.reconcile_interval.map(|d| d.as_secs_f64()),
+        watch = ?config.daemon.watch,
+        rules = %config.rules.folder.display(),
+        "writeback is running"
+    );
+    let mut host = Host {
+        config,
+        graph,
+        ad,
+        schema,
+        store,
+        rules,
+        fingerprint,
+        cycles: 0,
+    };
+    host.serve(rx).await;
+    tracing::info!(cycles = host.cycles, "stopped");
+    Ok(())
+}
+
+impl Host {
+    async fn serve(&mut self, mut rx: UnboundedReceiver<Wake>) {
+        while let Some(first) = rx.recv().await {
+            let mut p = Pending::default();
+            p.add(first);
+            while let Ok(w) = rx.try_recv() {
+                p.add(w);
+            }
+            if p.stop {
+                return;
+            }
+            let mut run = p.poll || p.reconcile;
+            if (p.rules || p.force_reload) && self.reload(p.force_reload).await {
+                // New rules: re-evaluate the cached cloud objects now, without a download.
+                run = true;
+            }
+            if run {
+                self.cycle(p.reconcile).await;
+            }
+        }
+    }
+
+    /// Rescans the rule folders; compiles and swaps when their content changed (or `force`).
+    /// A broken edit keeps the last good rules. Returns true when new rules were swapped in.
+    async fn reload(&mut self, force: bool) -> bool {
+        let roots = setup::rule_roots(&self.config);
+        let fingerprint = watch::fingerprint(&roots);
+        if !force && fingerprint == self.fingerprint {
+            return false;
+        }
+        let config = self.config.clone();
+        let loaded = tokio::task::spawn_blocking(move || setup::load_rules(&config)).await;
+        self.fingerprint = fingerprint;
+        match loaded {
+            Ok(Ok(rules)) => {
+                let names = rules.rule_names().join(", ");
+                self.rules = Arc::new(rules);
+                tracing::info!(rules = %names, "rules reloaded");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!("rules not reloaded, the last good rules stay active:\n{e}");
+                false
+            }
+            Err(e) => {
+                tracing::error!("rules not reloaded: the compiler stopped: {e}");
+                false
+            }
+        }
+    }
+
+    async fn cycle(&mut self, reconcile: bool) {
+        let started = Instant::now();
+        self.cycles += 1;
+        let lock = {
+            let config = self.config.clone();
+            tokio::task::spawn_blocking(move || StateLock::acquire(&config)).await
+        };
+        let _lock = match lock {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                tracing::error!("cycle skipped: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("cycle skipped: {e}");
+                return;
+            }
+        };
+        let rules = self.rules.clone();
+        let result = sync::run(
+            SyncContext {
+                config: &self.config,
+                graph: &self.graph,
+                ad: &mut self.ad,
+                store: &mut self.store,
+                rules: &rules,
+                schema: Some(&self.schema),
+            },
+            SyncOptions {
+                reread_cloud: false,
+                compare_all: reconcile,
+                dry_run: false,
+                allow_deletes: false,
+            },
+        )
+        .await;
+        match result {
+            Ok(report) => log_report(&report, reconcile, started.elapsed()),
+            Err(e) => tracing::error!("cycle failed, retried at the next tick: {e}"),
+        }
+    }
+}
+
+fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
+    let changes = r.plan.changes.len();
+    if let Some(b) = &r.blocked {
+        tracing::error!(run_id = r.run_id, "plan not applied: {b}");
+    }
+    for f in &r.plan.refused {
+        tracing::warn!(
+            cloud_id = %f.cloud_id,
+            rule = f.rule.as_deref().unwrap_or(""),
+            "refused: {}",
+            f.reason
+        );
+    }
+    for o in r.outcomes.iter().filter(|o| !o.ok()) {
+        tracing::warn!(
+            cloud_id = %o.cloud_id,
+            dn = %o.dn,
+            action = o.action,
+            "failed: {}",
+            o.error.clone().unwrap_or_else(|| o.member_errors.join("; "))
+        );
+    }
+    if reconcile {
+        // On a reconciliation, a change means AD had drifted from the desired state.
+        for c in &r.plan.changes {
+            tracing::warn!(cloud_id = %c.cloud_id, "drift found and corrected: {}", serde_json::to_string(&c.op).unwrap_or_default());
+        }
+    }
+    let level_info = changes > 0 || r.failures() > 0;
+    if level_info {
+        tracing::info!(
+            run_id = r.run_id,
+            mode = r.mode,
+            changes,
+            failures = r.failures(),
+            refused = r.plan.refused.len(),
+            ms = took.as_millis() as u64,
+            "cycle applied"
+        );
+    } else {
+        tracing::debug!(
+            run_id = r.run_id,
+            mode = r.mode,
+            ms = took.as_millis() as u64,
+            "cycle: no change"
+        );
+    }
+}
+
+fn spawn_ticker(tx: UnboundedSender<Wake>, every: Duration, wake: Wake, immediately: bool) {
+    tokio::spawn(async move {
+        let start = if immediately {
+            tokio::time::Instant::now()
+        } else {
+            tokio::time::Instant::now() + every
+        };
+        let mut t = tokio::time::interval_at(start, every);
+        // After a long cycle, don't fire a backlog of ticks: one is enough.
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            t.tick().await;
+            if tx.send(wake).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+fn spawn_signals(tx: UnboundedSender<Wake>) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    tokio::spawn(async move {
+        loop {
+            let wake = tokio::select! {
+                _ = hup.recv() => Wake::ForceReload,
+                _ = term.recv() => Wake::Stop,
+                _ = int.recv() => Wake::Stop,
+            };
+            if wake == Wake::Stop {
+                tracing::info!("stop requested: finishing the operation in flight");
+            }
+            if tx.send(wake).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}

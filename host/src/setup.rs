@@ -1,0 +1,99 @@
+//! Builds the connectors, the rule set and the state lock from a validated config: the wiring
+//! shared by the one-shot verbs and the daemon.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use crate::ad::{AdConn, AdError, AdSettings, Schema};
+use crate::config::Config;
+use crate::graph::{GraphClient, GraphError, GraphSettings};
+use crate::rules::{Limits, LoadError, RuleSet};
+
+/// The Graph client for the config's tenant and app.
+pub fn graph_client(config: &Config) -> Result<GraphClient, GraphError> {
+    let g = &config.graph;
+    let mut settings = GraphSettings::new(
+        g.graph_url.clone(),
+        g.token_url.clone(),
+        g.client_id.clone(),
+        g.credential.clone(),
+    );
+    settings.scope = g.scope.clone();
+    settings.ca_file = g.ca_file.clone();
+    settings.timeout = g.timeout;
+    settings.max_retries = g.max_retries;
+    GraphClient::new(settings)
+}
+
+/// A bound AD connection and the directory's schema (read once).
+pub async fn ad_connection(config: &Config) -> Result<(AdConn, Schema), AdError> {
+    let a = &config.ad;
+    let mut conn = AdConn::connect(&AdSettings {
+        url: a.url.clone(),
+        bind_dn: a.bind_dn.clone(),
+        password: a.password.clone(),
+        ca_file: a.ca_file.clone(),
+        starttls: a.starttls,
+        allow_plain: a.allow_plain_ldap,
+        timeout: a.timeout,
+    })
+    .await?;
+    let schema = conn.load_schema().await?;
+    Ok((conn, schema))
+}
+
+/// Compiles the configured rules folder.
+pub fn load_rules(config: &Config) -> Result<RuleSet, LoadError> {
+    RuleSet::load(
+        &config.rules.folder,
+        &config.rules.stdlib,
+        config.rules.settings.clone(),
+        Limits::default(),
+    )
+}
+
+/// The folders whose `.rhai` files make up the rule set.
+pub fn rule_roots(config: &Config) -> Vec<PathBuf> {
+    let mut roots = vec![config.rules.folder.clone()];
+    if config.rules.stdlib.is_dir() {
+        roots.push(config.rules.stdlib.clone());
+    }
+    roots
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("state lock {path}: {source}")]
+pub struct LockError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// An exclusive lock beside the state file, held for one cycle: the daemon and a one-shot
+/// `writeback sync` never write AD at the same time.
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    /// Waits until no other Writeback process holds the lock.
+    pub fn acquire(config: &Config) -> Result<StateLock, LockError> {
+        let path = lock_path(config);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| LockError {
+                path: path.clone(),
+                source,
+            })?;
+        file.lock().map_err(|source| LockError { path, source })?;
+        Ok(StateLock { _file: file })
+    }
+}
+
+fn lock_path(config: &Config) -> PathBuf {
+    let mut p = config.state_path.clone().into_os_string();
+    p.push(".lock");
+    PathBuf::from(p)
+}
