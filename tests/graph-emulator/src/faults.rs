@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::errors::GraphError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct FaultConfig {
     /// Probability that a Graph request is answered 429.
     pub rate429: f64,

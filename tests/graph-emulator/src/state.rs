@@ -13,7 +13,7 @@ use crate::store::Store;
 
 /// Paging knobs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct Settings {
     /// Default page size of lists (`$top` overrides, max 999).
     pub page_size: usize,
