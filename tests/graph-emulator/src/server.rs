@@ -271,14 +271,19 @@ async fn graph_request(
     }
     let now_unix = unix_ms(ctx.now) / 1000;
     let tenant_id = state.store().tenant_id.clone();
-    if let Err(e) = state
+    let app_id = match state
         .signer
         .validate(ctx.header("authorization"), &tenant_id, now_unix)
     {
-        return to_http(e.into_response(&ctx), &ctx);
-    }
+        Ok(app) => app,
+        Err(e) => return to_http(e.into_response(&ctx), &ctx),
+    };
     // Strip "/v1.0".
-    let rest = &path[path.find("v1.0").map(|i| i + 4).unwrap_or(path.len())..];
+    let rest = &path[path
+        .to_ascii_lowercase()
+        .find("v1.0")
+        .map(|i| i + 4)
+        .unwrap_or(path.len())..];
     let is_batch = rest.trim_matches('/').eq_ignore_ascii_case("$batch")
         || rest.trim_matches('/').eq_ignore_ascii_case("%24batch");
     if is_batch {
@@ -290,10 +295,14 @@ async fn graph_request(
         return to_http(resp, &ctx);
     }
     if let Some((fault, retry_after)) = state.faults.draw() {
-        return to_http(
-            faults::fault_error(fault, retry_after).into_response(&ctx),
-            &ctx,
-        );
+        let mut err = faults::fault_error(fault, retry_after);
+        if fault == faults::Fault::Throttled {
+            err = err.with_header(
+                "x-ms-throttle-scope",
+                format!("Tenant_Application/ReadWrite/{app_id}/{tenant_id}"),
+            );
+        }
+        return to_http(err.into_response(&ctx), &ctx);
     }
     let resp = graph::dispatch(state, &ctx, method, rest, query, body);
     to_http(resp, &ctx)

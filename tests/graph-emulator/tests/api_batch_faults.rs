@@ -97,6 +97,10 @@ async fn throttling_with_retry_after_is_deterministic() {
             let r = emu.get("users").await;
             if r.status == 429 {
                 assert_eq!(r.header("Retry-After"), Some("3"));
+                assert_eq!(
+                    r.header("x-ms-throttle-scope"),
+                    Some(format!("Tenant_Application/ReadWrite/{CLIENT_ID}/{TENANT_ID}").as_str())
+                );
                 assert_eq!(r.body["error"]["code"], "TooManyRequests");
                 assert_eq!(r.body["error"]["message"], "Please retry again later.");
                 assert_eq!(r.body["error"]["innerError"]["code"], "429");
