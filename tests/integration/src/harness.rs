@@ -407,3 +407,84 @@ fn empty_tenant() -> Value {
         "groups": [],
     })
 }
+
+/// `writeback run` as a child process, its log (stderr) in a file; SIGTERM and wait on drop.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal (`libc`-free: through the `kill` command).
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{sig} {}", self.pid());
+    }
+
+    /// SIGTERM, then waits (at most `timeout`) and returns the exit code.
+    pub fn stop(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("writeback run did not stop within {timeout:?} after SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Bed {
+    /// Starts `writeback run` with the bed's config.
+    pub fn start_daemon(&self) -> Daemon {
+        let log = self.dir.path().join(format!("daemon-{}.log", new_id()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(writeback_bin())
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("-v")
+            .arg("run")
+            .env("WRITEBACK_TEST_AD_PASSWORD", &self.ad.bind_password)
+            .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
+            .env("RUST_LOG", "writeback=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start writeback run");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+}
