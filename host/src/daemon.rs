@@ -91,6 +91,9 @@ struct Host {
 
 /// Runs until SIGTERM or SIGINT. Returns Ok after a clean stop.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
+    // Signals first: a stop request during start-up is honoured once the loop runs.
+    let (tx, rx) = mpsc::unbounded_channel();
+    spawn_signals(tx.clone())?;
     let roots = setup::rule_roots(&config);
     let fingerprint = watch::fingerprint(&roots);
     let rules = Arc::new(setup::load_rules(&config)?);
@@ -105,8 +108,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let graph = setup::graph_client(&config)?;
     let (ad, schema) = setup::ad_connection(&config).await?;
 
-    let (tx, rx) = mpsc::unbounded_channel();
-    spawn_signals(tx.clone())?;
     spawn_ticker(tx.clone(), config.daemon.poll_interval, Wake::Poll, true);
     if let Some(every) = config.daemon.reconcile_interval {
         spawn_ticker(tx.clone(), every, Wake::Reconcile, false);

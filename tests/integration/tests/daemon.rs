@@ -354,6 +354,11 @@ async fn sigterm_mid_run_stops_cleanly_and_the_next_start_completes() {
     // The next start completes the work: every group exactly once.
     let mut d = bed.start_daemon();
     eventually!(
+        Duration::from_secs(20),
+        "the second start",
+        d.log_text().contains("writeback is running")
+    );
+    eventually!(
         Duration::from_secs(60),
         "all groups",
         bed.groups().await.len() == ids.len()
