@@ -16,6 +16,7 @@
 
 mod diagnostics;
 mod group;
+mod lint;
 mod output;
 mod resolver;
 mod sandbox;
@@ -197,6 +198,12 @@ impl RuleSet {
                     ast.set_source(path.display().to_string());
                     let before = diags.len();
                     check_entry_points(&ast, &path, &mut diags);
+                    diags.extend(lint::shadowed_methods(&text).iter().map(|s| Diagnostic {
+                        file: path.clone(),
+                        line: Some(s.line),
+                        column: Some(s.column),
+                        message: s.message(),
+                    }));
                     if diags.len() == before {
                         rules.push(CompiledRule { name, path, ast });
                     }

@@ -101,6 +101,17 @@ impl RuleResolver {
                 pos,
             ))
         })?;
+        if let Some(found) = super::lint::shadowed_methods(&text).first() {
+            let at = Position::new(
+                u16::try_from(found.line).unwrap_or(u16::MAX),
+                u16::try_from(found.column).unwrap_or(u16::MAX),
+            );
+            return Err(Box::new(EvalAltResult::ErrorInModule(
+                import.to_string(),
+                EvalAltResult::ErrorRuntime(found.message().into(), at).into(),
+                pos,
+            )));
+        }
         // Errors inside the module's functions then name its file.
         ast.set_source(file.display().to_string());
         Ok(ast)

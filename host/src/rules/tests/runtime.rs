@@ -241,13 +241,13 @@ fn runtime_error_names_rule_function_group_and_position() {
     assert_eq!(e.function, "map");
     assert_eq!(e.group_id, "abc-123");
     assert_eq!(e.file, dir.path().join("10-x.rhai"));
-    assert_eq!((e.line, e.column), (Some(4), Some(15)), "{e}");
+    assert_eq!((e.line, e.column), (Some(4), Some(14)), "{e}");
     assert_eq!(e.kind, EvalErrorKind::Runtime);
     assert!(e.message.contains("nope"), "{e}");
     let shown = e.to_string();
     assert!(
         shown.starts_with(&format!(
-            "{}:4:15: ",
+            "{}:4:14: ",
             dir.path().join("10-x.rhai").display()
         )),
         "{shown}"
@@ -645,4 +645,96 @@ fn two_threads_evaluate_identically() {
         let got = h.join().expect("thread");
         assert_eq!(got, serial);
     }
+}
+
+#[test]
+fn group_reads_like_a_map_without_being_copied() {
+    let map = r#"
+        let m = group.members;
+        let users = map(m.filter(|x| x.type == "user"), |x| x.id);
+        let as_map = group.to_map();
+        let keep = [group, group];
+        #{
+            parent: "OU=A,DC=x",
+            cn: type_of(group),
+            attributes: #{
+                info: users,
+                description: group["displayName"],
+                c: m.len(),
+                a: "displayName" in group,
+                b: "theme" in group,
+                d: as_map.displayName,
+                e: group.keys().len() > 2,
+                f: group.get("extension_x"),
+                g: keep[1].id,
+                h: `${group.displayName}`,
+            }
+        }"#;
+    let dir = rules_dir(&[("10-x.rhai", &rule("print(group); true", map))]);
+    let set = load(dir.path()).expect("loads");
+    let g = desired(set.evaluate(&m365_group()).expect("ok"));
+    assert_eq!(g.cn, "Group");
+    assert_eq!(
+        values(&g, "info"),
+        Some(vec!["87d349ed-44d7-43e1-9a83-5f2406dee5bd".to_string()])
+    );
+    assert_eq!(value(&g, "description"), "OutlookGroup101");
+    assert_eq!(value(&g, "c"), "2");
+    assert_eq!(value(&g, "a"), "TRUE");
+    assert_eq!(value(&g, "b"), "TRUE");
+    assert_eq!(value(&g, "d"), "OutlookGroup101");
+    assert_eq!(value(&g, "e"), "TRUE");
+    assert_eq!(values(&g, "f"), None);
+    assert_eq!(value(&g, "g"), "4c5ee71b-e6a5-4343-9e2c-4244bc7e0938");
+    assert!(value(&g, "h").contains("OutlookGroup101"));
+}
+
+#[test]
+fn big_groups_fit_the_default_limits() {
+    let members: Vec<serde_json::Value> = (0..100_000)
+        .map(|i| json!({"id": format!("{i:08x}-0000-4000-8000-000000000000"), "type": "user"}))
+        .collect();
+    let group = with(m365_group(), json!({ "members": members }));
+    let dir = rules_dir(&[(
+        "10-x.rhai",
+        &rule("group.members.len() > 50000", MINIMAL_MAP),
+    )]);
+    let set = load(dir.path()).expect("loads");
+    let g = desired(
+        set.evaluate(&group)
+            .expect("a 100,000-member group is readable"),
+    );
+    assert_eq!(g.cn, "OutlookGroup101");
+}
+
+#[test]
+fn method_calls_that_would_hit_the_entry_points_are_refused() {
+    // `list.map(f)` would call the rule's own `map(group)`: refused in rules and modules alike.
+    let text = rule("true", "let ids = group.members.map(|m| m.id); ()");
+    let dir = rules_dir(&[("10-x.rhai", &text)]);
+    let e = load_err(dir.path());
+    let d = only(&e);
+    assert_eq!((d.line, d.column), (Some(2), Some(40)), "{d}");
+    assert!(d.message.contains("`map(value, ...)`"), "{d}");
+
+    let text = format!("import \"lib/m\" as m;\n{}", rule("true", MINIMAL_MAP));
+    let dir = rules_dir(&[
+        ("10-x.rhai", &text),
+        ("lib/m.rhai", "fn f() {\n    [1, 2].map(|x| x + 1)\n}\n"),
+    ]);
+    let e = load_err(dir.path());
+    let d = only(&e);
+    assert_eq!(d.file, dir.path().join("lib/m.rhai"), "{d}");
+    assert_eq!((d.line, d.column), (Some(2), Some(11)), "{d}");
+
+    // The function form works.
+    let body = "#{ parent: \"OU=A,DC=x\", cn: \"c\", attributes: #{ info: map(group.members, |m| m.id) } }";
+    let dir = rules_dir(&[("10-x.rhai", &rule("true", body))]);
+    let g = desired(
+        load(dir.path())
+            .expect("loads")
+            .evaluate(&m365_group())
+            .expect("ok"),
+    );
+    assert_eq!(values(&g, "info").map(|v| v.len()), Some(2));
 }
