@@ -138,7 +138,7 @@ struct CompiledRule {
 
 /// A compiled rule set. `Send + Sync`; share it behind an `Arc`.
 pub struct RuleSet {
-    rules: Arc<[CompiledRule]>,
+    rules: Vec<CompiledRule>,
     files: Vec<RuleFile>,
     settings: Arc<Settings>,
     limits: Limits,
@@ -225,7 +225,7 @@ impl RuleSet {
             return Err(LoadError::new(diags));
         }
         Ok(RuleSet {
-            rules: rules.into(),
+            rules,
             files,
             settings,
             limits,

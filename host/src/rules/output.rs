@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use rhai::{Array, Dynamic, Map};
 
+use super::group::ScriptGroup;
 use super::{DesiredGroup, MemberPolicy};
 
 /// Attributes the host owns (identity, anchors, membership); a rule may not set them.
@@ -34,7 +35,7 @@ pub(crate) fn desired_group(rule: &str, out: Dynamic) -> Result<Option<DesiredGr
     if out.is_unit() {
         return Ok(None);
     }
-    let type_name = out.type_name();
+    let type_name = type_name(&out);
     let Some(map) = out.try_cast::<Map>() else {
         return Err(format!(
             "map() in {rule} must return () or a map #{{ {KEYS} }}, not {type_name}"
@@ -81,7 +82,7 @@ pub(crate) fn desired_group(rule: &str, out: Dynamic) -> Result<Option<DesiredGr
 }
 
 fn required_text(rule: &str, key: &str, value: Dynamic) -> Result<String, String> {
-    let type_name = value.type_name();
+    let type_name = type_name(&value);
     match value.into_immutable_string() {
         Ok(s) if !s.trim().is_empty() => Ok(s.to_string()),
         Ok(_) => Err(format!("{rule} returned an empty `{key}`")),
@@ -111,7 +112,7 @@ fn attribute_map(
     if value.is_unit() {
         return Ok(BTreeMap::new());
     }
-    let type_name = value.type_name();
+    let type_name = type_name(&value);
     let Some(map) = value.try_cast::<Map>() else {
         return Err(format!(
             "{rule} returned `attributes` as {type_name}; it must be a map #{{ ldapDisplayName: value }}"
@@ -159,7 +160,7 @@ fn attribute_values(rule: &str, name: &str, v: Dynamic) -> Result<Option<Vec<Str
             if item.is_array() || item.is_map() {
                 return Err(format!(
                     "{rule} returned a nested {} in attribute `{name}`; values must be strings, integers or booleans",
-                    item.type_name()
+                    type_name(&item)
                 ));
             }
             push_scalar(rule, name, item, &mut values)?;
@@ -198,6 +199,19 @@ fn push_scalar(rule: &str, name: &str, v: Dynamic, out: &mut Vec<String>) -> Res
     }
     Err(format!(
         "{rule} returned {} in attribute `{name}`; values must be strings, integers, booleans or () to clear",
-        v.type_name()
+        type_name(&v)
     ))
+}
+
+/// The type as scripts know it (`type_of`), for messages.
+fn type_name(v: &Dynamic) -> &'static str {
+    if v.is::<ScriptGroup>() {
+        "Group"
+    } else if v.is_int() {
+        "integer"
+    } else if v.is_float() {
+        "float"
+    } else {
+        v.type_name()
+    }
 }

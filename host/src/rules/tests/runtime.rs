@@ -431,7 +431,7 @@ fn unknown_keys_and_bad_shapes_are_refused() {
             r#"#{ parent: "corp", cn: "c" }"#,
             "not a distinguished name",
         ),
-        (r#"#{ parent: "OU=A,DC=x", cn: 5 }"#, "`cn` as i64"),
+        (r#"#{ parent: "OU=A,DC=x", cn: 5 }"#, "`cn` as integer"),
         (
             r#"#{ parent: "OU=A,DC=x", cn: "c", members: "all" }"#,
             "`members`",
@@ -461,6 +461,7 @@ fn unknown_keys_and_bad_shapes_are_refused() {
             "65 characters",
         ),
         ("42", "must return () or a map"),
+        ("group", "not Group"),
     ] {
         let dir = rules_dir(&[("10-x.rhai", &rule("true", map))]);
         let set = load(dir.path()).expect("loads");
