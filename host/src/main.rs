@@ -116,10 +116,14 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
     };
     match rules::check(&rules_dir, &stdlib, settings) {
         Ok(files) => {
+            let rules = files
+                .iter()
+                .filter(|f| f.kind == rules::FileKind::Rule)
+                .count();
             println!(
-                "ok: {} rule file(s) in {} compile",
-                files.len(),
-                rules_dir.display()
+                "ok: {rules} rule file(s) in {} compile, with {} imported module(s)",
+                rules_dir.display(),
+                files.len() - rules
             );
             Ok(ExitCode::SUCCESS)
         }

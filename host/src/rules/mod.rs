@@ -125,6 +125,10 @@ pub enum MemberPolicy {
     /// Leave the AD group's `member` attribute alone.
     #[serde(rename = "none")]
     None,
+    /// Nested cloud groups flattened: every user reached through nested groups, resolved to
+    /// AD, and no group members (for systems that do not follow nesting).
+    #[serde(rename = "flatten")]
+    Flatten,
 }
 
 /// One compiled rule file.

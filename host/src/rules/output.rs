@@ -1,7 +1,7 @@
 //! Checks what `map(group)` returned and turns it into a [`DesiredGroup`].
 //!
 //! Accepted: `()` (skip the group) or
-//! `#{ parent, cn, attributes: #{ name: value }, members: "on-premises" | "none" }`.
+//! `#{ parent, cn, attributes: #{ name: value }, members: "on-premises" | "flatten" | "none" }`.
 //! Attribute values: string, integer, bool, `()` (clear) or an array of those; empty strings and
 //! `()` inside arrays are dropped (LDAP has no empty values), and an empty result clears.
 
@@ -99,8 +99,9 @@ fn member_policy(rule: &str, value: Dynamic) -> Result<MemberPolicy, String> {
     match value.into_immutable_string().as_deref().map(str::to_string) {
         Ok(s) if s == "on-premises" => Ok(MemberPolicy::OnPremises),
         Ok(s) if s == "none" => Ok(MemberPolicy::None),
+        Ok(s) if s == "flatten" => Ok(MemberPolicy::Flatten),
         _ => Err(format!(
-            "{rule} returned an unknown `members` value; use \"on-premises\" or \"none\""
+            "{rule} returned an unknown `members` value; use \"on-premises\", \"flatten\" or \"none\""
         )),
     }
 }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use crate::graph::model::{CloudObject, MemberKind};
+use crate::graph::model::{CloudObject, MemberKind, MemberRef};
 use crate::rules::{DesiredGroup, MemberPolicy};
 
 use super::plan::{Refusal, Unresolved};
@@ -114,16 +114,23 @@ impl DesiredBuilder<'_> {
     pub fn members(
         &self,
         group: &CloudObject,
+        groups: &BTreeMap<String, CloudObject>,
         policy: MemberPolicy,
         written_groups: &BTreeMap<String, String>,
         dir: &MemberDirectory,
         unresolved: &mut Vec<Unresolved>,
     ) -> Option<Vec<String>> {
-        if policy == MemberPolicy::None {
-            return None;
-        }
+        let flattened;
+        let members: Box<dyn Iterator<Item = &MemberRef>> = match policy {
+            MemberPolicy::None => return None,
+            MemberPolicy::OnPremises => Box::new(group.members.values()),
+            MemberPolicy::Flatten => {
+                flattened = transitive_users(groups, &group.id);
+                Box::new(flattened.iter())
+            }
+        };
         let mut dns = Vec::new();
-        for m in group.members.values() {
+        for m in members {
             let found = match m.kind() {
                 MemberKind::User => dir.users.get(&m.id).ok_or_else(|| {
                     dir.user_reasons
@@ -155,5 +162,103 @@ impl DesiredBuilder<'_> {
         dns.sort();
         dns.dedup();
         Some(dns)
+    }
+}
+
+/// Every user reached from `group_id` through nested groups (cycles are followed once).
+pub fn transitive_users(groups: &BTreeMap<String, CloudObject>, group_id: &str) -> Vec<MemberRef> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut users = BTreeMap::new();
+    let mut todo = vec![group_id.to_string()];
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let Some(g) = groups.get(&id) else { continue };
+        for m in g.members.values() {
+            match m.kind() {
+                MemberKind::User => {
+                    users.insert(m.id.clone(), m.clone());
+                }
+                MemberKind::Group => todo.push(m.id.clone()),
+                MemberKind::Other => {}
+            }
+        }
+    }
+    users.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(id: &str, members: &[(&str, &str)]) -> CloudObject {
+        CloudObject {
+            id: id.into(),
+            members: members
+                .iter()
+                .map(|(t, m)| {
+                    (
+                        m.to_string(),
+                        MemberRef {
+                            odata_type: format!("#microsoft.graph.{t}"),
+                            id: m.to_string(),
+                        },
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flattening_follows_nesting_and_survives_cycles() {
+        let mut g = BTreeMap::new();
+        g.insert(
+            "a".to_string(),
+            group("a", &[("user", "u1"), ("group", "b")]),
+        );
+        g.insert(
+            "b".to_string(),
+            group("b", &[("user", "u2"), ("group", "c"), ("device", "d1")]),
+        );
+        g.insert(
+            "c".to_string(),
+            group("c", &[("user", "u1"), ("group", "a")]),
+        );
+        let ids: Vec<String> = transitive_users(&g, "a")
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec!["u1", "u2"]);
+    }
+
+    #[test]
+    fn outside_managed_ous_is_refused() {
+        let ous = vec!["OU=Cloud,DC=x".to_string()];
+        let b = DesiredBuilder {
+            managed_ous: &ous,
+            schema: None,
+        };
+        let d = DesiredGroup {
+            rule: "10-x.rhai".into(),
+            parent: "OU=Elsewhere,DC=x".into(),
+            cn: "G".into(),
+            attributes: BTreeMap::new(),
+            members: MemberPolicy::OnPremises,
+        };
+        let r = b.object("id1", &d).unwrap_err();
+        assert!(r.reason.contains("outside the managed OUs"), "{}", r.reason);
+        let ok = DesiredGroup {
+            parent: "ou=sub,OU=Cloud,DC=x".into(),
+            cn: "A, B".into(),
+            ..d
+        };
+        let o = b.object("id1", &ok).expect("inside");
+        assert_eq!(o.dn, "CN=A\\, B,ou=sub,OU=Cloud,DC=x");
+        assert_eq!(
+            o.attributes["msDS-ExternalDirectoryObjectId"],
+            Some(vec!["Group_id1".to_string()])
+        );
     }
 }

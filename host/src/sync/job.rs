@@ -10,11 +10,13 @@ use crate::config::{Config, UserMatch};
 use crate::graph::client::GraphClient;
 use crate::graph::delta::{self, DeltaStart};
 use crate::graph::model::{CloudObject, MemberKind};
-use crate::rules::{Decision, DesiredGroup, RuleSet};
+use crate::rules::{Decision, DesiredGroup, MemberPolicy, RuleSet};
 use crate::state::{tx, Anchor, AuditEvent, ObjectKind, Store};
 
 use super::apply::{self, Outcome};
-use super::desired::{anchor_value, DesiredBuilder, DesiredObject, MemberDirectory, ANCHOR_ATTRS};
+use super::desired::{
+    anchor_value, transitive_users, DesiredBuilder, DesiredObject, MemberDirectory, ANCHOR_ATTRS,
+};
 use super::plan::{self, ActualObject, Plan, Refusal};
 use super::SyncError;
 
@@ -150,7 +152,7 @@ async fn cycle(
     let applied = store.applied_hashes()?;
     let hashes: BTreeMap<String, String> = decided
         .iter()
-        .map(|(id, d)| (id.clone(), desired_hash(d, &groups[id])))
+        .map(|(id, d)| (id.clone(), desired_hash(d, &groups[id], &groups)))
         .collect();
     let dirty: BTreeSet<String> = if opts.compare_all {
         decided.keys().chain(anchors.keys()).cloned().collect()
@@ -202,11 +204,12 @@ async fn cycle(
         }
     }
     let refused_ids: BTreeSet<String> = refused.iter().map(|r| r.cloud_id.clone()).collect();
-    let directory = resolve_members(config, conn, &desired, &groups, &users).await?;
+    let directory = resolve_members(config, conn, &desired, &policies, &groups, &users).await?;
     let mut unresolved = Vec::new();
     for (id, o) in desired.iter_mut() {
         o.members = builder.members(
             &groups[id],
+            &groups,
             policies[id],
             &written_dns,
             &directory,
@@ -320,19 +323,24 @@ async fn pull(
 }
 
 /// A stable fingerprint of what the rules want for a group, and of its cloud members.
-fn desired_hash(d: &DesiredGroup, g: &CloudObject) -> String {
+fn desired_hash(
+    d: &DesiredGroup,
+    g: &CloudObject,
+    groups: &BTreeMap<String, CloudObject>,
+) -> String {
     let mut h = Sha256::new();
     h.update(
-        serde_json::to_vec(&(
-            &d.rule,
-            &d.parent,
-            &d.cn,
-            &d.attributes,
-            d.members == crate::rules::MemberPolicy::None,
-        ))
-        .unwrap_or_default(),
+        serde_json::to_vec(&(&d.rule, &d.parent, &d.cn, &d.attributes, d.members))
+            .unwrap_or_default(),
     );
-    for id in g.members.keys() {
+    let members: Vec<String> = match d.members {
+        MemberPolicy::Flatten => transitive_users(groups, &g.id)
+            .into_iter()
+            .map(|m| m.id)
+            .collect(),
+        _ => g.members.keys().cloned().collect(),
+    };
+    for id in members {
         h.update(id.as_bytes());
         h.update(b"\n");
     }
@@ -416,6 +424,7 @@ async fn resolve_members(
     config: &Config,
     conn: &mut AdConn,
     desired: &BTreeMap<String, DesiredObject>,
+    policies: &BTreeMap<String, MemberPolicy>,
     groups: &BTreeMap<String, CloudObject>,
     users: &BTreeMap<String, CloudObject>,
 ) -> Result<MemberDirectory, SyncError> {
@@ -425,7 +434,17 @@ async fn resolve_members(
     let mut wanted_users = BTreeSet::new();
     let mut wanted_groups = BTreeSet::new();
     for id in desired.keys() {
-        for m in groups[id].members.values() {
+        let flat;
+        let members: Box<dyn Iterator<Item = &crate::graph::model::MemberRef>> = if policies
+            .get(id)
+            .is_some_and(|p| *p == MemberPolicy::Flatten)
+        {
+            flat = transitive_users(groups, id);
+            Box::new(flat.iter())
+        } else {
+            Box::new(groups[id].members.values())
+        };
+        for m in members {
             match m.kind() {
                 MemberKind::User => {
                     wanted_users.insert(m.id.clone());

@@ -566,7 +566,7 @@ async fn schema_violations_are_refused_naming_rule_and_attribute() {
     std::fs::write(
         rules.join("20-too-long.rhai"),
         format!(
-            "fn scope(group) {{ group.displayName == \"B\" }}\nfn map(group) {{ #{{ parent: \"{parent}\", cn: \"B\", attributes: #{{ info: \"x\".pad(2000, \"y\") }} }} }}\n"
+            "fn scope(group) {{ group.displayName == \"B\" }}\nfn map(group) {{ let s = \"x\"; s.pad(2000, \"y\"); #{{ parent: \"{parent}\", cn: \"B\", attributes: #{{ info: s }} }} }}\n"
         ),
     )
     .expect("write rule");
