@@ -10,6 +10,7 @@
 #
 # Environment:
 #   WRITEBACK_TESTBED_DIR          state directory (default: <repo>/.testbed)
+#   WRITEBACK_TESTBED_IP           loopback address to serve on (default 127.0.0.1)
 #   WRITEBACK_TESTBED_MAX_RUNTIME  seconds after which samba exits by itself (default 14400 = 4 h),
 #                                  a guard against leaked servers
 #   WRITEBACK_TESTBED_START_TIMEOUT seconds to wait for the DC to answer (default 60)
@@ -38,7 +39,9 @@ readonly BASE_DN="DC=corp,DC=example,DC=test"
 readonly BIND_DN="CN=Administrator,CN=Users,${BASE_DN}"
 # Throwaway domain on loopback only; meets AD's default complexity rules.
 readonly ADMIN_PASSWORD="Wb-Testbed-Passw0rd.1"
-readonly IP="127.0.0.1"
+# Loopback address to serve on. The LDAP ports are fixed in Samba 4.17, so a second DC on the
+# same machine needs another loopback address (e.g. 127.0.0.2, added to lo first).
+readonly IP="${WRITEBACK_TESTBED_IP:-127.0.0.1}"
 readonly LDAP_URL="ldap://${IP}:389"
 readonly LDAPS_URL="ldaps://${IP}:636"
 
@@ -145,7 +148,7 @@ cmd_install() {
 
 template_is_current() {
     [[ -f "${TEMPLATE_DIR}/.version" && -f "${TEMPLATE_DIR}/.origin" ]] &&
-        [[ "$(cat "${TEMPLATE_DIR}/.version")" == "${TEMPLATE_VERSION}" ]]
+        [[ "$(cat "${TEMPLATE_DIR}/.version")" == "${TEMPLATE_VERSION}-${IP}" ]]
 }
 
 # Rewrite [global] of a freshly provisioned smb.conf: drop what provision wrote for the keys we
@@ -252,7 +255,7 @@ provision_template() {
         die "samba-tool user setexpiry failed"
     # The directory this was provisioned in: clones rewrite it in smb.conf.
     printf '%s\n' "${tmp}" >"${tmp}/.origin"
-    printf '%s\n' "${TEMPLATE_VERSION}" >"${tmp}/.version"
+    printf '%s\n' "${TEMPLATE_VERSION}-${IP}" >"${tmp}/.version"
     rm -rf "${TEMPLATE_DIR}"
     mv "${tmp}" "${TEMPLATE_DIR}"
 }
@@ -462,7 +465,7 @@ do_up() {
     ensure_template
     # A stopped instance cloned from an older template is replaced (its data is throwaway).
     if [[ ! -f "${INSTANCE_CONF}" ]] ||
-        [[ "$(cat "${INSTANCE_DIR}/.version" 2>/dev/null)" != "${TEMPLATE_VERSION}" ]]; then
+        [[ "$(cat "${INSTANCE_DIR}/.version" 2>/dev/null)" != "${TEMPLATE_VERSION}-${IP}" ]]; then
         clone_template
     fi
     start_samba
