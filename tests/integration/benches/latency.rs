@@ -23,7 +23,10 @@ async fn wait_description(bed: &mut Bed, id: &str, want: &str) -> Duration {
         if got.as_deref() == Some(want) {
             return start.elapsed();
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "change never reached AD");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "change never reached AD"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -58,8 +61,12 @@ async fn main() {
     for n in 0..SAMPLES {
         let id = &ids[n % ids.len()];
         let want = format!("baseline {n}");
-        bed.graph("PATCH", &format!("/groups/{id}"), Some(json!({ "description": want })))
-            .await;
+        bed.graph(
+            "PATCH",
+            &format!("/groups/{id}"),
+            Some(json!({ "description": want })),
+        )
+        .await;
         let start = Instant::now();
         let out = bed.run(&["sync"]);
         assert!(out.status.success(), "sync failed");
@@ -77,8 +84,12 @@ async fn main() {
         // Spread the change instants over the poll period (deterministic, 37 ms steps).
         tokio::time::sleep(Duration::from_millis(300 + (n as u64 * 37) % 1000)).await;
         let start = Instant::now();
-        bed.graph("PATCH", &format!("/groups/{id}"), Some(json!({ "description": want })))
-            .await;
+        bed.graph(
+            "PATCH",
+            &format!("/groups/{id}"),
+            Some(json!({ "description": want })),
+        )
+        .await;
         wait_description(&mut bed, id, &want).await;
         latency.push(start.elapsed());
     }
