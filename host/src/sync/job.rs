@@ -131,16 +131,16 @@ async fn cycle(
     // 2. Rules: every cached group, every cycle (cheap; makes rule edits and cloud changes alike).
     let mut refused: Vec<Refusal> = Vec::new();
     let mut decided: BTreeMap<String, DesiredGroup> = BTreeMap::new();
-    for (id, g) in &groups {
-        match rules.evaluate(&g.to_rule_json()) {
+    for (id, result) in evaluate_all(rules, &groups) {
+        match result {
             Ok(Decision::Desired(d)) => {
-                decided.insert(id.clone(), d);
+                decided.insert(id, d);
             }
             Ok(Decision::OutOfScope) => {}
             Err(e) => refused.push(Refusal {
-                cloud_id: id.clone(),
+                cloud_id: id,
                 rule: None,
-                reason: e.to_string(),
+                reason: e,
             }),
         }
     }
@@ -296,6 +296,43 @@ async fn cycle(
     report.plan = plan;
     report.outcomes = outcomes;
     Ok(report)
+}
+
+/// Evaluates the rules for every group, on all cores (the rule set is thread-safe and pure).
+fn evaluate_all(
+    rules: &RuleSet,
+    groups: &BTreeMap<String, CloudObject>,
+) -> Vec<(String, Result<Decision, String>)> {
+    let all: Vec<(&String, &CloudObject)> = groups.iter().collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    let eval = |part: &[(&String, &CloudObject)]| -> Vec<(String, Result<Decision, String>)> {
+        part.iter()
+            .map(|(id, g)| {
+                let r = rules.evaluate(&g.to_rule_json()).map_err(|e| e.to_string());
+                ((*id).clone(), r)
+            })
+            .collect()
+    };
+    if threads < 2 || all.len() < 256 {
+        return eval(&all);
+    }
+    let chunk = all.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = all
+            .chunks(chunk)
+            .map(|part| s.spawn(move || eval(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                // A panicking rule evaluation is a bug in the host, not in a rule: surface it.
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect()
+    })
 }
 
 /// Follows one delta round for `kind` and stores it with its deltaLink; returns the ids changed.
