@@ -14,7 +14,7 @@ tests/testbed/samba-ad.sh install
 step "Building the workspace"
 cargo build --workspace --all-targets
 
-step "Starting a clean Samba AD DC on 127.0.0.1"
+step "Starting a clean Samba AD DC on loopback"
 trap 'tests/testbed/samba-ad.sh down || true' EXIT
 tests/testbed/samba-ad.sh reset
 
