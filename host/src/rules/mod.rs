@@ -14,6 +14,7 @@
 //!   because a single shared engine does not scale across threads.
 //! - Every failure names its file, line and column (`path:line:col: message`).
 
+mod clock;
 mod diagnostics;
 mod group;
 mod lint;
@@ -33,6 +34,7 @@ use rhai::AST;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use clock::{Now, TimeError};
 pub use diagnostics::{Diagnostic, EvalError, EvalErrorKind, LoadError};
 
 use diagnostics::Located;
@@ -238,12 +240,23 @@ impl RuleSet {
     }
 
     /// Runs the rules on one group (`CloudObject::to_rule_json()`): the first rule whose
-    /// `scope` is true maps it. Pure; safe to call from several threads at once.
+    /// `scope` is true maps it. Pure; safe to call from several threads at once. `now()` is the
+    /// wall clock at the call; a batch uses [`evaluate_at`](Self::evaluate_at).
     #[allow(
         clippy::result_large_err,
         reason = "errors are rare and read by people; a flat struct beats a box here"
     )]
     pub fn evaluate(&self, group: &serde_json::Value) -> Result<Decision, EvalError> {
+        self.evaluate_at(group, Now::current())
+    }
+
+    /// [`evaluate`](Self::evaluate) with `now()` fixed to `now`: a batch (one sync cycle, one
+    /// test case) passes the same instant for every group, so its answers are deterministic.
+    #[allow(
+        clippy::result_large_err,
+        reason = "errors are rare and read by people; a flat struct beats a box here"
+    )]
+    pub fn evaluate_at(&self, group: &serde_json::Value, now: Now) -> Result<Decision, EvalError> {
         let group_id = group
             .get("id")
             .and_then(serde_json::Value::as_str)
@@ -251,6 +264,7 @@ impl RuleSet {
             .to_string();
         let value = group::to_script_value(group);
         let lease = self.lease();
+        lease.sandbox().set_now(now);
         for rule in self.rules.iter() {
             let fail = |function: &str, loc: Located| EvalError {
                 rule: rule.name.clone(),

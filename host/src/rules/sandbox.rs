@@ -1,7 +1,8 @@
 //! The engine every script runs in: limits, a wall-clock deadline per call, the allowed packages,
 //! the host functions, and `print`/`debug` routed to tracing (never stdout).
 //!
-//! Packages: Rhai's standard set minus time (`timestamp()` would make rules impure) and blobs.
+//! Packages: Rhai's standard set minus time (`timestamp()` would make rules impure) and blobs;
+//! `now()` is the batch instant the host sets (`clock`), not the wall clock.
 //! Rhai has no file, process or network access; `sleep` and `exit` are replaced by errors and
 //! `eval` is disabled, so a script can neither stall a worker nor escape its call.
 
@@ -77,6 +78,8 @@ impl Deadline {
 pub(crate) struct Sandbox {
     engine: Engine,
     deadline: Arc<Deadline>,
+    /// What `now()` returns; set per evaluation batch.
+    now: Arc<super::clock::NowCell>,
 }
 
 impl Sandbox {
@@ -150,7 +153,18 @@ impl Sandbox {
 
         super::group::register(&mut engine);
         register_host_functions(&mut engine, settings);
-        Sandbox { engine, deadline }
+        let now = super::clock::NowCell::new(super::clock::Now::current());
+        super::clock::register(&mut engine, now.clone());
+        Sandbox {
+            engine,
+            deadline,
+            now,
+        }
+    }
+
+    /// Sets the instant `now()` returns in the following calls.
+    pub(crate) fn set_now(&self, now: super::clock::Now) {
+        self.now.set(now);
     }
 
     /// Compiles a rule, resolving and embedding its imports now.
