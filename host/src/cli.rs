@@ -85,7 +85,24 @@ pub enum Command {
         /// Check this rules folder instead of the one in the config (the config is then optional).
         #[arg(long)]
         rules: Option<PathBuf>,
-        /// The stdlib folder to use with --rules (default: `stdlib` beside the rules folder).
+        /// The stdlib folder to use with --rules (default: `stdlib` beside the rules folder or
+        /// beside one of its parent folders).
+        #[arg(long)]
+        stdlib: Option<PathBuf>,
+    },
+    /// Run the rules' unit tests offline: every `<rules>/tests/*.toml` (see docs/SCRIPTING.md,
+    /// "Testing rules").
+    ///
+    /// Prints one line per case and what differs for each failure, then `N passed, M failed`.
+    /// Exit status: 0 all passed; 1 a case failed or a test file is malformed; 2 the rules (or
+    /// the config) do not load.
+    Test {
+        /// Test this rules folder instead of the one in the config (the config is then optional;
+        /// its rule settings are used when it loads).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// The stdlib folder to use with --rules (default: `stdlib` beside the rules folder or
+        /// beside one of its parent folders).
         #[arg(long)]
         stdlib: Option<PathBuf>,
     },

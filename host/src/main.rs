@@ -4,6 +4,7 @@ mod cli;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -56,6 +57,7 @@ fn init_logging(format: LogFormat, verbose: u8) {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { rules, stdlib } => check(&cli.config, rules, stdlib),
+        Command::Test { rules, stdlib } => test_rules(&cli.config, rules, stdlib),
         Command::Run => {
             let config = Config::load(&cli.config)?;
             writeback::daemon::run(config).await?;
@@ -94,13 +96,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> Result<ExitCode> {
-    let (rules_dir, stdlib, settings) = match rules_dir {
+/// The rules folder, stdlib folder and rule settings for `check` and `test`: from `--rules`
+/// (config optional, its settings used when it loads) or from the config.
+fn rules_source(
+    config: &Path,
+    rules_dir: Option<PathBuf>,
+    stdlib: Option<PathBuf>,
+) -> Result<(PathBuf, PathBuf, BTreeMap<String, serde_json::Value>)> {
+    Ok(match rules_dir {
         Some(dir) => {
+            // `stdlib` beside the rules folder or beside one of its parents, so both
+            // `--rules scripts` and `--rules examples/x/rules` find the repository's stdlib.
             let stdlib = stdlib.unwrap_or_else(|| {
-                dir.parent()
+                dir.ancestors()
+                    .skip(1)
                     .map(|p| p.join("stdlib"))
-                    .unwrap_or_else(|| PathBuf::from("stdlib"))
+                    .find(|p| p.is_dir())
+                    .unwrap_or_else(|| {
+                        dir.parent()
+                            .map(|p| p.join("stdlib"))
+                            .unwrap_or_else(|| PathBuf::from("stdlib"))
+                    })
             });
             // Settings come from the config when there is one; rules that need a missing
             // setting fail only when evaluated, which `check` does not do.
@@ -113,7 +129,11 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
             let c = Config::load_offline(config)?;
             (c.rules.folder, c.rules.stdlib, c.rules.settings)
         }
-    };
+    })
+}
+
+fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> Result<ExitCode> {
+    let (rules_dir, stdlib, settings) = rules_source(config, rules_dir, stdlib)?;
     match rules::check(&rules_dir, &stdlib, settings) {
         Ok(files) => {
             let rules = files
@@ -129,6 +149,36 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
         }
         Err(e) => {
             eprintln!("{e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn test_rules(
+    config: &Path,
+    rules_dir: Option<PathBuf>,
+    stdlib: Option<PathBuf>,
+) -> Result<ExitCode> {
+    // Exit 1 means "a test failed": a config that does not load is reported as 2, like rules
+    // that do not load.
+    let (rules_dir, stdlib, settings) = match rules_source(config, rules_dir, stdlib) {
+        Ok(source) => source,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match rules::testing::run(&rules_dir, &stdlib, &settings) {
+        Ok(report) => {
+            print!("{}", rules::testing::render(&report));
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(e) => {
+            eprintln!("the rules do not load:\n{e}");
             Ok(ExitCode::from(2))
         }
     }

@@ -21,6 +21,7 @@ mod lint;
 mod output;
 mod resolver;
 mod sandbox;
+pub mod testing;
 
 #[cfg(test)]
 mod tests;

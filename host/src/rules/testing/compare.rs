@@ -1,0 +1,154 @@
+//! Compares what the rules decided for a case with what the case expects, field by field.
+//! Values are rendered for people: strings quoted, lists in brackets, `(cleared)` for an attribute
+//! the rule clears and `(not returned)` for one it leaves alone.
+
+use crate::rules::{Decision, DesiredGroup, EvalError, MemberPolicy};
+
+use super::spec::{Expect, ExpectedGroup, ExpectedValue};
+use super::Mismatch;
+
+const NOT_RETURNED: &str = "(not returned)";
+const SKIP: &str = "skip";
+
+pub(super) fn compare(expect: &Expect, result: &Result<Decision, EvalError>) -> Vec<Mismatch> {
+    match (expect, result) {
+        (Expect::Skip, Ok(Decision::OutOfScope)) => Vec::new(),
+        (Expect::Skip, Ok(Decision::Desired(g))) => vec![mismatch("result", SKIP, summary(g))],
+        (Expect::Skip, Err(e)) => vec![mismatch("result", SKIP, error_text(e))],
+        (Expect::Error(wanted), Err(e)) if e.to_string().contains(wanted.as_str()) => Vec::new(),
+        (Expect::Error(wanted), outcome) => vec![mismatch(
+            "error",
+            format!("an error containing {wanted:?}"),
+            match outcome {
+                Err(e) => quote(&e.to_string()),
+                Ok(Decision::OutOfScope) => "no error (skip)".to_string(),
+                Ok(Decision::Desired(g)) => format!("no error ({})", summary(g)),
+            },
+        )],
+        (Expect::Group(_), Ok(Decision::OutOfScope)) => vec![mismatch(
+            "result",
+            "a group",
+            "skip (no rule's scope() was true, or map() returned ())",
+        )],
+        (Expect::Group(_), Err(e)) => vec![mismatch("result", "a group", error_text(e))],
+        (Expect::Group(want), Ok(Decision::Desired(got))) => group_mismatches(want, got),
+    }
+}
+
+fn group_mismatches(want: &ExpectedGroup, got: &DesiredGroup) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    let mut text = |field: &str, want: &Option<String>, got: &str| {
+        if let Some(w) = want {
+            if w != got {
+                out.push(mismatch(field, quote(w), quote(got)));
+            }
+        }
+    };
+    text("rule", &want.rule, &got.rule);
+    text("parent", &want.parent, &got.parent);
+    text("cn", &want.cn, &got.cn);
+    if let Some(m) = want.members {
+        if m != got.members {
+            out.push(mismatch(
+                "members",
+                quote(policy(m)),
+                quote(policy(got.members)),
+            ));
+        }
+    }
+    for (name, wanted) in &want.attributes {
+        let actual = got
+            .attributes
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v);
+        let same = match (wanted, actual) {
+            (ExpectedValue::Cleared, Some(None)) => true,
+            (ExpectedValue::Values(w), Some(Some(a))) => same_values(w, a),
+            _ => false,
+        };
+        if !same {
+            out.push(mismatch(
+                &format!("attributes.{name}"),
+                expected_text(wanted),
+                actual_text(actual),
+            ));
+        }
+    }
+    if want.exact_attributes {
+        for (name, value) in &got.attributes {
+            if !want.attributes.keys().any(|k| k.eq_ignore_ascii_case(name)) {
+                out.push(mismatch(
+                    &format!("attributes.{name}"),
+                    NOT_RETURNED,
+                    actual_text(Some(value)),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// AD keeps no order among the values of an attribute: compare as sets (both sides hold no
+/// repeats, the host drops them).
+fn same_values(want: &[String], got: &[String]) -> bool {
+    let mut w: Vec<&String> = want.iter().collect();
+    let mut g: Vec<&String> = got.iter().collect();
+    w.sort();
+    g.sort();
+    w == g
+}
+
+fn mismatch(field: &str, expected: impl Into<String>, actual: impl Into<String>) -> Mismatch {
+    Mismatch {
+        field: field.to_string(),
+        expected: expected.into(),
+        actual: actual.into(),
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn values_text(values: &[String]) -> String {
+    match values {
+        [one] => quote(one),
+        many => format!(
+            "[{}]",
+            many.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn expected_text(v: &ExpectedValue) -> String {
+    match v {
+        ExpectedValue::Cleared => super::spec::CLEARED.to_string(),
+        ExpectedValue::Values(values) => values_text(values),
+    }
+}
+
+fn actual_text(v: Option<&Option<Vec<String>>>) -> String {
+    match v {
+        None => NOT_RETURNED.to_string(),
+        Some(None) => super::spec::CLEARED.to_string(),
+        Some(Some(values)) => values_text(values),
+    }
+}
+
+fn policy(m: MemberPolicy) -> &'static str {
+    match m {
+        MemberPolicy::OnPremises => "on-premises",
+        MemberPolicy::Flatten => "flatten",
+        MemberPolicy::None => "none",
+    }
+}
+
+/// One line for a group a rule returned: `cn "X" in "OU=..." (rule 10-x.rhai)`.
+fn summary(g: &DesiredGroup) -> String {
+    format!("cn {:?} in {:?} (rule {})", g.cn, g.parent, g.rule)
+}
+
+fn error_text(e: &EvalError) -> String {
+    format!("error {}", quote(&e.to_string()))
+}

@@ -1,0 +1,413 @@
+//! The test file format: TOML read into [`TestFile`], every problem reported with the file, line
+//! and column it concerns (TOML's own errors included).
+//!
+//! ```toml
+//! now = "2024-06-01T00:00:00Z"          # optional: what now() returns
+//! [settings]                             # optional: rule settings (else the config's)
+//! m365_container = "OU=M365,DC=corp,DC=example,DC=test"
+//!
+//! [[case]]
+//! name = "Microsoft 365 group"
+//! group = { displayName = "Sales", groupTypes = ["Unified"], mailEnabled = true }
+//! [case.expect]
+//! cn = "Sales_123456789abc"
+//! attributes = { groupType = 8, info = "(cleared)" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use toml::Spanned;
+
+use super::DEFAULT_GROUP_ID;
+use crate::rules::{Diagnostic, MemberPolicy, Now};
+
+/// The spelling of a cleared attribute in `attributes`.
+pub(super) const CLEARED: &str = "(cleared)";
+
+/// A parsed test file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestFile {
+    /// `[settings]`: replaces the config's rule settings for this file's cases.
+    pub settings: Option<BTreeMap<String, Value>>,
+    /// `now`: what `now()` returns, unless a case sets its own.
+    pub now: Option<Now>,
+    pub cases: Vec<Case>,
+}
+
+/// One `[[case]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    pub name: String,
+    /// Line of the `[[case]]` header.
+    pub line: usize,
+    /// The group as rules see it (`CloudObject::to_rule_json()` form).
+    pub group: Value,
+    pub now: Option<Now>,
+    pub expect: Expect,
+}
+
+/// What a case expects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// `expect = "skip"`: out of scope (no rule in scope, or `map` returned `()`).
+    Skip,
+    /// `[case.expect] error = "..."`: evaluation fails with a message containing this text.
+    Error(String),
+    /// `[case.expect]` with any of `rule`, `parent`, `cn`, `members`, `attributes`.
+    Group(ExpectedGroup),
+}
+
+/// The fields of the AD group a case expects; `None` = not checked.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExpectedGroup {
+    /// The rule file's name, `.rhai` included.
+    pub rule: Option<String>,
+    pub parent: Option<String>,
+    pub cn: Option<String>,
+    pub members: Option<MemberPolicy>,
+    /// By name as written in the test file; matched to the rule's names ignoring case.
+    pub attributes: BTreeMap<String, ExpectedValue>,
+    /// Attributes the rule returns but the test does not list are failures.
+    pub exact_attributes: bool,
+}
+
+/// An expected attribute value, normalised as the host normalises rule output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectedValue {
+    Values(Vec<String>),
+    /// `"(cleared)"` or `[]`: the rule returns `()` or nothing that is written.
+    Cleared,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    settings: Option<toml::Table>,
+    now: Option<Spanned<toml::Value>>,
+    #[serde(default, rename = "case")]
+    cases: Vec<Spanned<RawCase>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    name: String,
+    group: Option<Spanned<toml::Table>>,
+    now: Option<Spanned<toml::Value>>,
+    expect: Spanned<toml::Value>,
+}
+
+const EXPECT_KEYS: &str = "rule, parent, cn, members, attributes, exact_attributes, error";
+
+/// Positions in the source text, for diagnostics.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn at(&self, offset: usize, message: String) -> Diagnostic {
+        let offset = offset.min(self.text.len());
+        let before = self.text.get(..offset).unwrap_or("");
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).unwrap_or("").chars().count() + 1;
+        Diagnostic {
+            file: self.path.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            message,
+        }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        self.at(offset, String::new()).line.unwrap_or(1)
+    }
+}
+
+/// Parses a test file; `path` is only used in diagnostics.
+pub fn parse(path: &Path, text: &str) -> Result<TestFile, Diagnostic> {
+    let src = Source { path, text };
+    let raw: RawFile = toml::from_str(text).map_err(|e| match e.span() {
+        Some(span) => src.at(span.start, e.message().to_string()),
+        None => Diagnostic::file(path, e.message().to_string()),
+    })?;
+    if raw.cases.is_empty() {
+        return Err(Diagnostic::file(
+            path,
+            "no test cases: add [[case]] entries with `name`, `group` and `expect`".to_string(),
+        ));
+    }
+    let settings = match raw.settings {
+        None => None,
+        Some(table) => Some(
+            table
+                .iter()
+                .map(|(k, v)| {
+                    to_json(v)
+                        .map(|j| (k.clone(), j))
+                        .map_err(|m| Diagnostic::file(path, format!("[settings] {k}: {m}")))
+                })
+                .collect::<Result<BTreeMap<_, _>, _>>()?,
+        ),
+    };
+    let now = raw.now.map(|n| parse_now(&src, &n, "now")).transpose()?;
+    let mut cases = Vec::with_capacity(raw.cases.len());
+    for spanned in raw.cases {
+        let line = src.line(spanned.span().start);
+        let raw_case = spanned.into_inner();
+        let name = raw_case.name;
+        let context = |what: &str| format!("case {name:?}: {what}");
+        let group_span = raw_case.group.as_ref().map_or(0, |g| g.span().start);
+        let group = raw_case
+            .group
+            .as_ref()
+            .map_or_else(
+                || group_json(&toml::Table::new()),
+                |g| group_json(g.get_ref()),
+            )
+            .map_err(|m| src.at(group_span, context(&m)))?;
+        let now = raw_case
+            .now
+            .map(|n| parse_now(&src, &n, &context("now")))
+            .transpose()?;
+        let expect = parse_expect(raw_case.expect.get_ref())
+            .map_err(|m| src.at(raw_case.expect.span().start, context(&m)))?;
+        cases.push(Case {
+            name,
+            line,
+            group,
+            now,
+            expect,
+        });
+    }
+    Ok(TestFile {
+        settings,
+        now,
+        cases,
+    })
+}
+
+/// `now` as an RFC 3339 string or a TOML offset date-time.
+fn parse_now(
+    src: &Source<'_>,
+    value: &Spanned<toml::Value>,
+    what: &str,
+) -> Result<Now, Diagnostic> {
+    let text = match value.get_ref() {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Datetime(d) => d.to_string(),
+        other => {
+            return Err(src.at(
+                value.span().start,
+                format!(
+                    "{what} must be an RFC 3339 time such as \"2024-05-01T12:00:00Z\", not a {}",
+                    other.type_str()
+                ),
+            ))
+        }
+    };
+    Now::parse(&text).map_err(|e| src.at(value.span().start, format!("{what}: {e}")))
+}
+
+/// The case's group as the rules see it: Graph property names, `id` defaulted, members as
+/// `{ id, type }` with `type` defaulting to `"user"`.
+fn group_json(table: &toml::Table) -> Result<Value, String> {
+    let mut out = Map::new();
+    for (k, v) in table {
+        let value = if k == "members" {
+            members_json(v)?
+        } else {
+            to_json(v).map_err(|m| format!("group.{k}: {m}"))?
+        };
+        out.insert(k.clone(), value);
+    }
+    match out.get("id") {
+        None => {
+            out.insert("id".into(), Value::String(DEFAULT_GROUP_ID.into()));
+        }
+        Some(Value::String(_)) => {}
+        Some(_) => return Err("group.id must be a string".to_string()),
+    }
+    Ok(Value::Object(out))
+}
+
+fn members_json(value: &toml::Value) -> Result<Value, String> {
+    let Some(list) = value.as_array() else {
+        return Err("group.members must be an array of { id = \"...\", type = \"user\" }".into());
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let bad = || {
+            format!(
+                "group.members[{i}] must be {{ id = \"...\", type = \"user\" | \"group\" | ... }}"
+            )
+        };
+        let t = m.as_table().ok_or_else(bad)?;
+        if let Some(k) = t.keys().find(|k| *k != "id" && *k != "type") {
+            return Err(format!(
+                "group.members[{i}]: unknown key `{k}` (allowed: id, type)"
+            ));
+        }
+        let id = t.get("id").and_then(toml::Value::as_str).ok_or_else(bad)?;
+        let kind = match t.get("type") {
+            None => "user",
+            Some(v) => v.as_str().ok_or_else(bad)?,
+        };
+        out.push(serde_json::json!({ "id": id, "type": kind }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// TOML to JSON; date-times become their RFC 3339 text (Graph sends times as strings).
+fn to_json(value: &toml::Value) -> Result<Value, String> {
+    Ok(match value {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{f} has no JSON form"))?,
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect::<Result<_, _>>()?),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| to_json(v).map(|j| (k.clone(), j)))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
+    let table = match value {
+        toml::Value::String(s) if s == "skip" => return Ok(Expect::Skip),
+        toml::Value::Table(t) => t,
+        _ => {
+            return Err(
+                "expect must be \"skip\" or a table ([case.expect] with rule, parent, cn, members, attributes or error)"
+                    .to_string(),
+            )
+        }
+    };
+    if let Some(k) = table
+        .keys()
+        .find(|k| !EXPECT_KEYS.split(", ").any(|a| a == *k))
+    {
+        return Err(format!(
+            "expect: unknown key `{k}` (allowed: {EXPECT_KEYS})"
+        ));
+    }
+    if let Some(err) = table.get("error") {
+        if table.len() > 1 {
+            return Err("expect: `error` cannot be combined with other expectations".to_string());
+        }
+        return match err.as_str() {
+            Some(s) if !s.is_empty() => Ok(Expect::Error(s.to_string())),
+            _ => Err(
+                "expect.error must be a non-empty string: text the error message contains"
+                    .to_string(),
+            ),
+        };
+    }
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "expect.{key} must be a string, not a {}",
+                other.type_str()
+            )),
+        }
+    };
+    let rule = text("rule")?.map(|r| {
+        if r.ends_with(".rhai") {
+            r
+        } else {
+            format!("{r}.rhai")
+        }
+    });
+    let members = match text("members")?.as_deref() {
+        None => None,
+        Some("on-premises") => Some(MemberPolicy::OnPremises),
+        Some("flatten") => Some(MemberPolicy::Flatten),
+        Some("none") => Some(MemberPolicy::None),
+        Some(other) => {
+            return Err(format!(
+                "expect.members must be \"on-premises\", \"flatten\" or \"none\", not {other:?}"
+            ))
+        }
+    };
+    let exact_attributes = match table.get("exact_attributes") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(_) => return Err("expect.exact_attributes must be true or false".to_string()),
+    };
+    let mut attributes = BTreeMap::new();
+    match table.get("attributes") {
+        None => {}
+        Some(toml::Value::Table(t)) => {
+            let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+            for (name, v) in t {
+                if let Some(first) = seen.insert(name.to_ascii_lowercase(), name) {
+                    return Err(format!(
+                        "expect.attributes lists `{name}` twice (also as `{first}`); attribute names ignore case"
+                    ));
+                }
+                let value =
+                    expected_value(v).map_err(|m| format!("expect.attributes.{name}: {m}"))?;
+                attributes.insert(name.clone(), value);
+            }
+        }
+        Some(_) => {
+            return Err(
+                "expect.attributes must be a table { name = value | [values] | \"(cleared)\" }"
+                    .to_string(),
+            )
+        }
+    }
+    Ok(Expect::Group(ExpectedGroup {
+        rule,
+        parent: text("parent")?,
+        cn: text("cn")?,
+        members,
+        attributes,
+        exact_attributes,
+    }))
+}
+
+/// A value as the host writes it: integers in decimal, booleans TRUE/FALSE, empty strings
+/// dropped, repeats dropped; nothing left (or `"(cleared)"`) is a cleared attribute.
+fn expected_value(value: &toml::Value) -> Result<ExpectedValue, String> {
+    if value.as_str() == Some(CLEARED) {
+        return Ok(ExpectedValue::Cleared);
+    }
+    let items: Vec<&toml::Value> = match value {
+        toml::Value::Array(a) => a.iter().collect(),
+        one => vec![one],
+    };
+    let mut values: Vec<String> = Vec::new();
+    for item in items {
+        let v = match item {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
+            other => {
+                return Err(format!(
+                    "values must be strings, integers or booleans (or \"{CLEARED}\"), not a {}",
+                    other.type_str()
+                ))
+            }
+        };
+        if !v.is_empty() && !values.contains(&v) {
+            values.push(v);
+        }
+    }
+    Ok(if values.is_empty() {
+        ExpectedValue::Cleared
+    } else {
+        ExpectedValue::Values(values)
+    })
+}
