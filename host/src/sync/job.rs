@@ -304,6 +304,8 @@ fn evaluate_all(
     groups: &BTreeMap<String, CloudObject>,
 ) -> Vec<(String, Result<Decision, String>)> {
     let all: Vec<(&String, &CloudObject)> = groups.iter().collect();
+    // One `now()` for the whole cycle: every group is judged against the same instant.
+    let now = crate::rules::Now::current();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -311,7 +313,9 @@ fn evaluate_all(
     let eval = |part: &[(&String, &CloudObject)]| -> Vec<(String, Result<Decision, String>)> {
         part.iter()
             .map(|(id, g)| {
-                let r = rules.evaluate(&g.to_rule_json()).map_err(|e| e.to_string());
+                let r = rules
+                    .evaluate_at(&g.to_rule_json(), now)
+                    .map_err(|e| e.to_string());
                 ((*id).clone(), r)
             })
             .collect()
