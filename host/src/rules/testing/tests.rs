@@ -390,3 +390,27 @@ attributes = { now = "2024-06-11T00:00:00Z", days = 30, ahead = -2, unknown = "(
     let reports = run_file(&set, &file, Now::current());
     assert!(reports[0].passed(), "{:?}", reports[0].mismatches);
 }
+
+#[test]
+fn the_scripting_guide_test_file_passes_against_the_default_rules() {
+    let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/SCRIPTING.md"));
+    let start = doc
+        .find("```toml test-file\n")
+        .expect("a ```toml test-file block in SCRIPTING.md");
+    let body = &doc[start..];
+    let body = &body[body.find('\n').map_or(0, |i| i + 1)..];
+    let text = &body[..body.find("```").expect("the block ends")];
+    let file = spec::parse(Path::new("SCRIPTING.md"), text).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(file.cases.len(), 3);
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    let set = RuleSet::load(
+        &scripts,
+        &stdlib(),
+        file.settings.clone().unwrap_or_default(),
+        Limits::default(),
+    )
+    .expect("the default rules load");
+    for case in run_file(&set, &file, Now::current()) {
+        assert!(case.passed(), "{}: {:?}", case.name, case.mismatches);
+    }
+}
