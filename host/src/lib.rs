@@ -7,6 +7,7 @@
 pub mod ad;
 pub mod config;
 pub mod daemon;
+pub mod effects;
 pub mod graph;
 pub mod rules;
 pub mod setup;

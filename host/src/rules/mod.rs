@@ -17,10 +17,13 @@
 mod clock;
 mod diagnostics;
 mod group;
+mod hooks;
 mod lint;
 mod output;
+mod primitives;
 mod resolver;
 mod sandbox;
+mod schedule;
 pub mod testing;
 
 #[cfg(test)]
@@ -37,6 +40,9 @@ use sha2::{Digest, Sha256};
 
 pub use clock::{Now, TimeError};
 pub use diagnostics::{Diagnostic, EvalError, EvalErrorKind, LoadError};
+pub use hooks::{Hook, HookError, HookTable, TriggerEvent};
+pub use primitives::{safe_url, AdFound, Effects, HttpRequest, HttpResponse, DEFAULT_HTTP_TIMEOUT};
+pub use schedule::Schedule;
 
 use diagnostics::Located;
 use resolver::RuleResolver;
@@ -151,6 +157,8 @@ pub struct RuleSet {
     limits: Limits,
     /// Idle engines; an evaluation borrows one, or builds one when all are busy.
     pool: Mutex<Vec<Sandbox>>,
+    /// Triggers and schedules (`hooks`).
+    hooks: Arc<HookTable>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -186,6 +194,7 @@ impl RuleSet {
 
         let mut rules = Vec::new();
         let mut files = Vec::new();
+        let mut hook_table = HookTable::new(settings.clone(), limits.clone());
         for path in list_rule_files(rules_dir, &mut diags) {
             let name = file_name(&path);
             let text = match std::fs::read_to_string(&path) {
@@ -205,6 +214,7 @@ impl RuleSet {
                     ast.set_source(path.display().to_string());
                     let before = diags.len();
                     check_entry_points(&ast, &path, &mut diags);
+                    let found = hooks::discover(&ast, &path, &text, &mut diags);
                     diags.extend(lint::shadowed_methods(&text).iter().map(|s| Diagnostic {
                         file: path.clone(),
                         line: Some(s.line),
@@ -212,6 +222,7 @@ impl RuleSet {
                         message: s.message(),
                     }));
                     if diags.len() == before {
+                        hook_table.add(&name, &path, &ast, found);
                         rules.push(CompiledRule { name, path, ast });
                     }
                 }
@@ -237,7 +248,13 @@ impl RuleSet {
             settings,
             limits,
             pool: Mutex::new(Vec::new()),
+            hooks: Arc::new(hook_table),
         })
+    }
+
+    /// The triggers and schedules of this rule set (shared; outlives a reload).
+    pub fn hooks(&self) -> Arc<HookTable> {
+        self.hooks.clone()
     }
 
     /// Runs the rules on one group (`CloudObject::to_rule_json()`): the first rule whose

@@ -153,6 +153,7 @@ impl Sandbox {
 
         super::group::register(&mut engine);
         register_host_functions(&mut engine, settings);
+        super::primitives::register(&mut engine);
         let now = super::clock::NowCell::new(super::clock::Now::current());
         super::clock::register(&mut engine, now.clone());
         Sandbox {
@@ -193,6 +194,28 @@ impl Sandbox {
         let result = self
             .engine
             .call_fn::<Dynamic>(&mut Scope::new(), ast, name, (arg,));
+        self.deadline.disarm();
+        result
+    }
+
+    /// Calls a trigger or `on_schedule` with `args`; `scope` is the call's tag, which lets the
+    /// primitives (`http::post`, ...) work for this call only.
+    pub(crate) fn call_hook(
+        &self,
+        ast: &AST,
+        name: &str,
+        args: Vec<Dynamic>,
+        timeout: Duration,
+        scope: super::primitives::CallScope,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        self.deadline.arm(timeout);
+        let result = self.engine.call_fn_with_options::<Dynamic>(
+            rhai::CallFnOptions::new().with_tag(scope),
+            &mut Scope::new(),
+            ast,
+            name,
+            args,
+        );
         self.deadline.disarm();
         result
     }

@@ -2,6 +2,7 @@
 //! concurrency, and the examples in docs/SCRIPTING.md.
 
 mod docs;
+mod hooks;
 mod runtime;
 mod shipped;
 mod support;
