@@ -92,6 +92,17 @@ struct RawRules {
     stdlib: Option<PathBuf>,
     #[serde(default)]
     settings: BTreeMap<String, toml::Value>,
+    #[serde(default = "default_trigger_timeout_secs")]
+    trigger_timeout_secs: u64,
+    #[serde(default = "default_max_triggers_per_cycle")]
+    max_triggers_per_cycle: usize,
+}
+
+fn default_trigger_timeout_secs() -> u64 {
+    30
+}
+fn default_max_triggers_per_cycle() -> usize {
+    1000
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +298,10 @@ pub struct RulesConfig {
     pub folder: PathBuf,
     pub stdlib: PathBuf,
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// Time limit of one trigger or `on_schedule` call (primitives included).
+    pub trigger_timeout: Duration,
+    /// Trigger calls per cycle; the rest are reported as skipped (a storm stays bounded).
+    pub max_triggers_per_cycle: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -531,6 +546,13 @@ impl Config {
             settings.insert(k, json);
         }
 
+        if !(1..=3600).contains(&raw.rules.trigger_timeout_secs) {
+            return Err(v.invalid(
+                "rules.trigger_timeout_secs",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+
         let d = raw.daemon;
         if d.poll_interval_secs.is_nan() || d.poll_interval_secs < 1.0 {
             return Err(v.invalid(
@@ -564,6 +586,8 @@ impl Config {
                 folder,
                 stdlib,
                 settings,
+                trigger_timeout: Duration::from_secs(raw.rules.trigger_timeout_secs),
+                max_triggers_per_cycle: raw.rules.max_triggers_per_cycle,
             },
             state_path: resolve(&raw.state.path),
             user_match: raw.members.user_match,
@@ -700,6 +724,8 @@ path = "state.db"
         assert_eq!(c.graph.scope, "https://graph.microsoft.com/.default");
         assert_eq!(c.delete_threshold, 10);
         assert_eq!(c.user_match, UserMatch::Sid);
+        assert_eq!(c.rules.trigger_timeout, Duration::from_secs(30));
+        assert_eq!(c.rules.max_triggers_per_cycle, 1000);
         assert_eq!(
             c.rules.settings["m365_container"],
             serde_json::json!("OU=Cloud Groups,DC=corp,DC=example,DC=test")
@@ -801,6 +827,24 @@ path = "state.db"
         let too_fast = format!("{GOOD}\n[daemon]\npoll_interval_secs = 0.2\n");
         let e = cfg(&too_fast).unwrap_err().to_string();
         assert!(e.contains("daemon.poll_interval_secs"), "{e}");
+    }
+
+    #[test]
+    fn trigger_settings_are_read_and_checked() {
+        with_env();
+        let text = GOOD.replace(
+            "folder = \"rules\"",
+            "folder = \"rules\"\ntrigger_timeout_secs = 5\nmax_triggers_per_cycle = 3",
+        );
+        let c = cfg(&text).expect("valid");
+        assert_eq!(c.rules.trigger_timeout, Duration::from_secs(5));
+        assert_eq!(c.rules.max_triggers_per_cycle, 3);
+        let text = GOOD.replace(
+            "folder = \"rules\"",
+            "folder = \"rules\"\ntrigger_timeout_secs = 0",
+        );
+        let e = cfg(&text).unwrap_err().to_string();
+        assert!(e.contains("rules.trigger_timeout_secs"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! sends a wake-up into one channel; the loop drains the channel before each cycle, so a burst
 //! of changes or file events gives one run, and a wake-up that arrives during a run is served
 //! by the next one.
+//!
+//! Rules with `const SCHEDULE` have their `on_schedule(info)` run between cycles when due (a
+//! timer on the next due time, recomputed after each reload), with the primitives available.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,10 +18,10 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use crate::ad::{AdConn, Schema};
 use crate::config::{Config, WatchMode};
 use crate::graph::GraphClient;
-use crate::rules::RuleSet;
+use crate::rules::{HookTable, RuleSet, Schedule};
 use crate::setup::{self, StateLock};
-use crate::state::Store;
-use crate::sync::{self, SyncContext, SyncOptions, SyncReport};
+use crate::state::{AuditEvent, Store};
+use crate::sync::{self, triggers, SyncContext, SyncOptions, SyncReport};
 use crate::watch;
 
 /// How often the rule folders are rescanned even without file events (a missed event, a
@@ -52,6 +55,8 @@ pub enum Wake {
     Rules,
     /// SIGHUP: reload the rules even if their content did not change.
     ForceReload,
+    /// A rule's schedule is due.
+    Schedule,
     /// SIGTERM / SIGINT: finish what is running, then exit.
     Stop,
 }
@@ -63,6 +68,7 @@ struct Pending {
     reconcile: bool,
     rules: bool,
     force_reload: bool,
+    schedule: bool,
     stop: bool,
 }
 
@@ -73,6 +79,7 @@ impl Pending {
             Wake::Reconcile => self.reconcile = true,
             Wake::Rules => self.rules = true,
             Wake::ForceReload => self.force_reload = true,
+            Wake::Schedule => self.schedule = true,
             Wake::Stop => self.stop = true,
         }
     }
@@ -87,6 +94,67 @@ struct Host {
     rules: Arc<RuleSet>,
     fingerprint: BTreeMap<PathBuf, String>,
     cycles: u64,
+    timetable: Timetable,
+    /// The runtime the primitives of schedules and triggers enter from their blocking threads.
+    handle: tokio::runtime::Handle,
+}
+
+/// When each rule's `on_schedule` is next due (UTC).
+#[derive(Debug, Default)]
+struct Timetable {
+    /// Rule file -> (schedule, next due).
+    due: BTreeMap<String, (Schedule, time::OffsetDateTime)>,
+}
+
+impl Timetable {
+    /// Takes the schedules of freshly loaded rules. An unchanged schedule of a rule keeps its
+    /// due time, so editing a rule does not postpone the others (or itself).
+    fn update(&mut self, hooks: &HookTable, now: time::OffsetDateTime) {
+        let mut next = BTreeMap::new();
+        for (rule, s) in hooks.schedules() {
+            let at = match self.due.remove(rule) {
+                Some((old, at)) if old == *s => Some(at),
+                _ => s.next_after(now),
+            };
+            match at {
+                Some(at) => {
+                    next.insert(rule.to_string(), (s.clone(), at));
+                }
+                None => tracing::warn!(rule, schedule = s.text(), "the schedule never comes due"),
+            }
+        }
+        self.due = next;
+    }
+
+    fn next_due(&self) -> Option<time::OffsetDateTime> {
+        self.due.values().map(|(_, at)| *at).min()
+    }
+
+    /// The rules due at `now`, each moved on to its next due time after `now` (no catching up
+    /// on missed runs).
+    fn take_due(&mut self, now: time::OffsetDateTime) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        self.due.retain(|rule, (s, at)| {
+            if *at > now {
+                return true;
+            }
+            out.push((rule.clone(), s.text().to_string()));
+            match s.next_after(now) {
+                Some(next) => {
+                    *at = next;
+                    true
+                }
+                None => false,
+            }
+        });
+        out
+    }
+}
+
+/// The tokio instant of a wall-clock time (now when it has passed).
+fn instant_of(at: time::OffsetDateTime) -> tokio::time::Instant {
+    let wait = at - time::OffsetDateTime::now_utc();
+    tokio::time::Instant::now() + Duration::try_from(wait).unwrap_or(Duration::ZERO)
 }
 
 /// Runs until SIGTERM or SIGINT. Returns Ok after a clean stop.
@@ -150,6 +218,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         rules = %config.rules.folder.display(),
         "writeback is running"
     );
+    let mut timetable = Timetable::default();
+    timetable.update(&rules.hooks(), time::OffsetDateTime::now_utc());
     let mut host = Host {
         config,
         graph,
@@ -159,6 +229,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         rules,
         fingerprint,
         cycles: 0,
+        timetable,
+        handle: tokio::runtime::Handle::current(),
     };
     host.serve(rx).await;
     tracing::info!(cycles = host.cycles, "stopped");
@@ -167,7 +239,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
 impl Host {
     async fn serve(&mut self, mut rx: UnboundedReceiver<Wake>) {
-        while let Some(first) = rx.recv().await {
+        loop {
+            let woken = match self.timetable.next_due() {
+                Some(at) => tokio::select! {
+                    w = rx.recv() => w,
+                    _ = tokio::time::sleep_until(instant_of(at)) => Some(Wake::Schedule),
+                },
+                None => rx.recv().await,
+            };
+            let Some(first) = woken else { return };
             let mut p = Pending::default();
             p.add(first);
             while let Ok(w) = rx.try_recv() {
@@ -183,6 +263,96 @@ impl Host {
             }
             if run {
                 self.cycle(p.reconcile).await;
+            }
+            // Between cycles: whatever is due by now (also when the timer fired mid-cycle).
+            if p.schedule || self.timetable.next_due().is_some() {
+                self.run_schedules().await;
+            }
+        }
+    }
+
+    /// Runs the `on_schedule` of every rule that is due, one after the other, and records each
+    /// in the audit trail (`action = "schedule"`) of a run of mode `schedule`.
+    async fn run_schedules(&mut self) {
+        let now = time::OffsetDateTime::now_utc();
+        let due = self.timetable.take_due(now);
+        if due.is_empty() {
+            return;
+        }
+        let Some(_lock) = self.lock().await else {
+            return;
+        };
+        let hooks = self.rules.hooks();
+        let timeout = self.config.rules.trigger_timeout;
+        let effects = crate::effects::HostEffects::for_host(
+            self.handle.clone(),
+            &self.config,
+            &self.graph,
+            &self.ad,
+        );
+        let effects: Arc<dyn crate::rules::Effects> = match effects {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                tracing::error!("schedules not run: {e}");
+                return;
+            }
+        };
+        let run_id = match self.store.begin_run("schedule") {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::error!("schedules run unrecorded: {e}");
+                None
+            }
+        };
+        let mut failed = 0usize;
+        for (rule, schedule) in &due {
+            let result =
+                triggers::run_schedule(hooks.clone(), rule, now, effects.clone(), timeout).await;
+            match &result {
+                Ok(()) => tracing::info!(rule, schedule, "schedule ran"),
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(rule, schedule, "schedule failed: {e}");
+                }
+            }
+            if let Some(run_id) = run_id {
+                let event = AuditEvent {
+                    cloud_id: String::new(),
+                    action: "schedule".into(),
+                    dn: String::new(),
+                    detail: serde_json::json!({
+                        "rule": rule,
+                        "schedule": schedule,
+                        "error": result.as_ref().err(),
+                    }),
+                    outcome: if result.is_ok() { "ok" } else { "failed" }.into(),
+                };
+                if let Err(e) = self.store.record_event(run_id, &event) {
+                    tracing::error!("schedule not recorded: {e}");
+                }
+            }
+        }
+        if let Some(run_id) = run_id {
+            let status = if failed == 0 { "ok" } else { "partial" };
+            let stats = serde_json::json!({ "schedules": due.len(), "failed": failed });
+            if let Err(e) = self.store.finish_run(run_id, status, &stats) {
+                tracing::error!("schedule run not closed: {e}");
+            }
+        }
+    }
+
+    /// The state lock, or `None` (logged) when it cannot be had.
+    async fn lock(&self) -> Option<StateLock> {
+        let config = self.config.clone();
+        match tokio::task::spawn_blocking(move || StateLock::acquire(&config)).await {
+            Ok(Ok(l)) => Some(l),
+            Ok(Err(e)) => {
+                tracing::error!("skipped: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::error!("skipped: {e}");
+                None
             }
         }
     }
@@ -201,6 +371,8 @@ impl Host {
         match loaded {
             Ok(Ok(rules)) => {
                 let names = rules.rule_names().join(", ");
+                self.timetable
+                    .update(&rules.hooks(), time::OffsetDateTime::now_utc());
                 self.rules = Arc::new(rules);
                 tracing::info!(rules = %names, "rules reloaded");
                 true

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::ad::{self, AdConn};
@@ -18,6 +19,7 @@ use super::desired::{
     anchor_value, transitive_users, DesiredBuilder, DesiredObject, MemberDirectory, ANCHOR_ATTRS,
 };
 use super::plan::{self, ActualObject, Plan, Refusal};
+use super::triggers::{self, ScheduleInfo, TriggerLimits, TriggerResult};
 use super::SyncError;
 
 /// How a cycle runs.
@@ -49,6 +51,11 @@ pub struct SyncReport {
     /// Set when the delete threshold stopped the apply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
+    /// What each planned trigger did after the apply (empty in a dry run).
+    pub trigger_results: Vec<TriggerResult>,
+    /// Dry runs only: the rules' schedules and when each is next due.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleInfo>,
     pub elapsed_ms: u128,
 }
 
@@ -233,10 +240,18 @@ async fn cycle(
     refused.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
     unresolved.sort();
     changes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+    // Triggers of the rule that handled each group; a delete's rule is the one in its anchor.
+    let hooks = rules.hooks();
+    let triggers = plan::planned_triggers(
+        &changes,
+        |id| anchors.get(id).map(|a| a.rule.clone()),
+        |rule, hook| hooks.has(rule, hook),
+    );
     let plan = Plan {
         changes,
         refused,
         unresolved_members: unresolved,
+        triggers,
     };
 
     let mut report = SyncReport {
@@ -261,6 +276,9 @@ async fn cycle(
             "the plan deletes {deletes} objects, more than the delete threshold ({}); nothing was applied. Review it with `writeback plan`, then run with --allow-deletes to apply",
             config.delete_threshold
         ));
+    }
+    if opts.dry_run {
+        report.schedules = triggers::schedules(&hooks, time::OffsetDateTime::now_utc());
     }
     if opts.dry_run || report.blocked.is_some() {
         report.plan = plan;
@@ -293,6 +311,36 @@ async fn cycle(
         }
         Ok(())
     })?;
+
+    // 8. Triggers of the applied changes; their failures are reported, never undo the sync.
+    if !plan.triggers.is_empty() {
+        let effects = crate::effects::HostEffects::for_host(
+            tokio::runtime::Handle::current(),
+            config,
+            graph,
+            conn,
+        )
+        .map(|e| Arc::new(e) as Arc<dyn crate::rules::Effects>)
+        .map_err(|e| e.to_string());
+        report.trigger_results = triggers::run_triggers(
+            hooks,
+            &plan,
+            &outcomes,
+            &groups,
+            effects,
+            TriggerLimits {
+                timeout: config.rules.trigger_timeout,
+                max_calls: config.rules.max_triggers_per_cycle,
+            },
+        )
+        .await;
+        store.with_transaction(|t| {
+            for r in &report.trigger_results {
+                tx::record_event(t, run_id, &r.audit_event())?;
+            }
+            Ok(())
+        })?;
+    }
     report.plan = plan;
     report.outcomes = outcomes;
     Ok(report)

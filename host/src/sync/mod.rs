@@ -8,6 +8,7 @@ pub mod desired;
 pub mod job;
 pub mod plan;
 pub mod report;
+pub mod triggers;
 
 pub use job::{run, SyncContext, SyncOptions, SyncReport};
 

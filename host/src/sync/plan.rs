@@ -7,6 +7,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::desired::{dn_key, DesiredObject};
+use crate::rules::Hook;
 
 /// An owned AD object as read from the directory.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -103,11 +104,21 @@ pub struct Unresolved {
     pub reason: String,
 }
 
+/// A trigger that fires when its change is applied: `hook` of `rule` for the group `cloud_id`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PlannedTrigger {
+    pub cloud_id: String,
+    pub rule: String,
+    pub hook: Hook,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Plan {
     pub changes: Vec<Change>,
     pub refused: Vec<Refusal>,
     pub unresolved_members: Vec<Unresolved>,
+    /// The triggers the changes fire once applied, sorted (none run in `plan`).
+    pub triggers: Vec<PlannedTrigger>,
 }
 
 impl Plan {
@@ -218,6 +229,54 @@ fn update(d: &DesiredObject, a: &ActualObject) -> Option<Change> {
             members_remove,
         },
     })
+}
+
+/// The triggers `changes` fire: a create fires `on_created`; an update `on_updated` (a move or
+/// an attribute change), `on_members_added` and `on_members_removed`; a delete `on_deleted` of
+/// the rule recorded in the anchor (`deleted_rule`). Only hooks the rule defines (`defined`).
+pub fn planned_triggers(
+    changes: &[Change],
+    deleted_rule: impl Fn(&str) -> Option<String>,
+    defined: impl Fn(&str, Hook) -> bool,
+) -> Vec<PlannedTrigger> {
+    let mut out = Vec::new();
+    for c in changes {
+        let (rule, hooks) = match &c.op {
+            Op::Create { .. } => (c.rule.clone(), vec![Hook::OnCreated]),
+            Op::Update {
+                move_to,
+                changes,
+                members_add,
+                members_remove,
+                ..
+            } => {
+                let mut hooks = Vec::new();
+                if move_to.is_some() || !changes.is_empty() {
+                    hooks.push(Hook::OnUpdated);
+                }
+                if !members_add.is_empty() {
+                    hooks.push(Hook::OnMembersAdded);
+                }
+                if !members_remove.is_empty() {
+                    hooks.push(Hook::OnMembersRemoved);
+                }
+                (c.rule.clone(), hooks)
+            }
+            Op::Delete { .. } => (deleted_rule(&c.cloud_id), vec![Hook::OnDeleted]),
+        };
+        let Some(rule) = rule else { continue };
+        for hook in hooks {
+            if defined(&rule, hook) {
+                out.push(PlannedTrigger {
+                    cloud_id: c.cloud_id.clone(),
+                    rule: rule.clone(),
+                    hook,
+                });
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Multi-valued attributes are sets in AD: order does not count, exact spelling does.
@@ -404,6 +463,60 @@ mod tests {
             actual("g", "CN=G,DC=x", &[], &["CN=someone,DC=x"]),
         );
         assert!(plan(&d, &a).is_empty());
+    }
+
+    #[test]
+    fn triggers_follow_the_changes_and_the_rules_hooks() {
+        let mut d = BTreeMap::new();
+        let mut a = BTreeMap::new();
+        d.insert(
+            "c-new".into(),
+            desired("c-new", "CN=New,DC=x", &[], Some(&[])),
+        );
+        d.insert(
+            "b-upd".into(),
+            desired(
+                "b-upd",
+                "CN=Upd,DC=x",
+                &[("info", Some(&["x"]))],
+                Some(&["CN=u1,DC=x"]),
+            ),
+        );
+        a.insert(
+            "b-upd".into(),
+            actual("b-upd", "CN=Upd,DC=x", &[], &["CN=u2,DC=x"]),
+        );
+        d.insert(
+            "d-mem".into(),
+            desired("d-mem", "CN=Mem,DC=x", &[], Some(&["CN=u1,DC=x"])),
+        );
+        a.insert("d-mem".into(), actual("d-mem", "CN=Mem,DC=x", &[], &[]));
+        a.insert("a-gone".into(), actual("a-gone", "CN=Gone,DC=x", &[], &[]));
+        a.insert("e-orphan".into(), actual("e-orphan", "CN=O,DC=x", &[], &[]));
+        let changes = plan(&d, &a);
+        let anchors = |id: &str| (id == "a-gone").then(|| "05-old.rhai".to_string());
+        let all = planned_triggers(&changes, anchors, |_, _| true);
+        let got: Vec<(&str, &str, Hook)> = all
+            .iter()
+            .map(|t| (t.cloud_id.as_str(), t.rule.as_str(), t.hook))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a-gone", "05-old.rhai", Hook::OnDeleted),
+                ("b-upd", "10-test.rhai", Hook::OnUpdated),
+                ("b-upd", "10-test.rhai", Hook::OnMembersAdded),
+                ("b-upd", "10-test.rhai", Hook::OnMembersRemoved),
+                ("c-new", "10-test.rhai", Hook::OnCreated),
+                ("d-mem", "10-test.rhai", Hook::OnMembersAdded),
+            ]
+        );
+        // Only the hooks a rule defines.
+        let some = planned_triggers(&changes, anchors, |r, h| {
+            r == "10-test.rhai" && h == Hook::OnCreated
+        });
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[0].cloud_id, "c-new");
     }
 
     #[test]

@@ -85,6 +85,21 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
                 let _ = writeln!(out, "    member not written: {e}");
             }
         }
+        for t in p.triggers.iter().filter(|t| t.cloud_id == c.cloud_id) {
+            let done = r
+                .trigger_results
+                .iter()
+                .find(|x| x.cloud_id == t.cloud_id && x.hook == t.hook && x.rule == t.rule);
+            let status = match done {
+                None => String::new(),
+                Some(x) => match &x.error {
+                    None => format!(": {}", x.outcome),
+                    Some(e) if x.outcome == "skipped" => format!(": skipped ({e})"),
+                    Some(e) => format!(": FAILED: {e}"),
+                },
+            };
+            let _ = writeln!(out, "    \u{2192} {} [{}]{status}", t.hook, t.rule);
+        }
     }
     if !p.refused.is_empty() {
         let _ = writeln!(out, "\nRefused ({}):", p.refused.len());
@@ -114,6 +129,18 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
             let _ = writeln!(out, "  ... and {} more", p.unresolved_members.len() - 50);
         }
     }
+    if !r.schedules.is_empty() {
+        let _ = writeln!(out, "\nSchedules (run by `writeback run`):");
+        for s in &r.schedules {
+            let _ = writeln!(
+                out,
+                "  {} [{}]: next due {}",
+                s.schedule,
+                s.rule,
+                s.next_due.as_deref().unwrap_or("never")
+            );
+        }
+    }
     if let Some(b) = &r.blocked {
         let _ = writeln!(out, "\nBLOCKED: {b}");
     }
@@ -132,6 +159,28 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
         r.examined,
         r.elapsed_ms,
     );
+    if !p.triggers.is_empty() {
+        let failed = r
+            .trigger_results
+            .iter()
+            .filter(|t| t.outcome != "ok")
+            .count();
+        if applied && !r.trigger_results.is_empty() {
+            let _ = writeln!(
+                out,
+                "Triggers: {} planned, {} ran, {} failed or skipped.",
+                p.triggers.len(),
+                r.trigger_results.len() - failed,
+                failed
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "Triggers: {} would fire once the changes are applied.",
+                p.triggers.len()
+            );
+        }
+    }
     if applied && r.failures() > 0 {
         let _ = writeln!(
             out,

@@ -1,0 +1,315 @@
+//! Triggers after an apply, and the rules' schedules.
+//!
+//! The plan lists the triggers its changes fire ([`super::plan::planned_triggers`]); after the
+//! apply, those whose change went through run one at a time, each on a blocking thread (the
+//! primitives block on I/O) within the trigger time limit. At most `max_calls` run per cycle,
+//! the rest are reported as skipped, so a mass change cannot become a webhook storm. A failing
+//! trigger is reported and logged; it never undoes or blocks the sync.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::graph::model::CloudObject;
+use crate::rules::{Effects, Hook, HookTable, TriggerEvent};
+use crate::state::AuditEvent;
+
+use super::apply::Outcome;
+use super::plan::{AttrChange, Change, Op, Plan, PlannedTrigger};
+
+/// How long past its own time limit a trigger's thread is awaited before it is given up.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// What one planned trigger did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TriggerResult {
+    pub cloud_id: String,
+    pub rule: String,
+    pub hook: Hook,
+    /// The DN the trigger was given.
+    pub dn: String,
+    /// `ok`, `failed` or `skipped`.
+    pub outcome: &'static str,
+    /// Why it failed or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TriggerResult {
+    /// The audit record (`action = "trigger:<hook>"`).
+    pub fn audit_event(&self) -> AuditEvent {
+        AuditEvent {
+            cloud_id: self.cloud_id.clone(),
+            action: format!("trigger:{}", self.hook),
+            dn: self.dn.clone(),
+            detail: serde_json::json!({ "rule": self.rule, "error": self.error }),
+            outcome: self.outcome.to_string(),
+        }
+    }
+}
+
+/// A schedule as `writeback plan` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleInfo {
+    pub rule: String,
+    pub schedule: String,
+    /// RFC 3339, UTC; intervals count from when `writeback run` starts or reloads the rule.
+    pub next_due: Option<String>,
+}
+
+/// Every schedule of `hooks`, with its next due time after `now`.
+pub fn schedules(hooks: &HookTable, now: time::OffsetDateTime) -> Vec<ScheduleInfo> {
+    hooks
+        .schedules()
+        .into_iter()
+        .map(|(rule, s)| ScheduleInfo {
+            rule: rule.to_string(),
+            schedule: s.text().to_string(),
+            next_due: s.next_after(now).map(rfc3339),
+        })
+        .collect()
+}
+
+/// `2026-03-10T03:00:00Z`: UTC, to the second.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Limits of the trigger run of one cycle.
+#[derive(Debug, Clone, Copy)]
+pub struct TriggerLimits {
+    /// Per call, primitives included.
+    pub timeout: Duration,
+    /// Calls per cycle.
+    pub max_calls: usize,
+}
+
+/// Runs the planned triggers whose change was applied (`outcomes`), in plan order.
+pub async fn run_triggers(
+    hooks: Arc<HookTable>,
+    plan: &Plan,
+    outcomes: &[Outcome],
+    groups: &BTreeMap<String, CloudObject>,
+    effects: Result<Arc<dyn Effects>, String>,
+    limits: TriggerLimits,
+) -> Vec<TriggerResult> {
+    let changes: BTreeMap<&str, &Change> = plan
+        .changes
+        .iter()
+        .map(|c| (c.cloud_id.as_str(), c))
+        .collect();
+    let outcomes: BTreeMap<&str, &Outcome> =
+        outcomes.iter().map(|o| (o.cloud_id.as_str(), o)).collect();
+    let mut results = Vec::with_capacity(plan.triggers.len());
+    let mut calls = 0usize;
+    let mut over_limit = 0usize;
+    for t in &plan.triggers {
+        let outcome = outcomes.get(t.cloud_id.as_str());
+        let result = |outcome: &'static str, dn: String, error: Option<String>| TriggerResult {
+            cloud_id: t.cloud_id.clone(),
+            rule: t.rule.clone(),
+            hook: t.hook,
+            dn,
+            outcome,
+            error,
+        };
+        let (Some(change), Some(o)) = (changes.get(t.cloud_id.as_str()), outcome) else {
+            results.push(result(
+                "skipped",
+                String::new(),
+                Some("not run: the change was not applied".into()),
+            ));
+            continue;
+        };
+        if o.error.is_some() {
+            results.push(result(
+                "skipped",
+                o.dn.clone(),
+                Some("not run: the change failed".into()),
+            ));
+            continue;
+        }
+        let event = event(t, change, o, groups);
+        if matches!(t.hook, Hook::OnMembersAdded | Hook::OnMembersRemoved)
+            && event.members.is_empty()
+        {
+            results.push(result(
+                "skipped",
+                event.dn,
+                Some("not run: AD took none of the member changes".into()),
+            ));
+            continue;
+        }
+        if calls >= limits.max_calls {
+            over_limit += 1;
+            results.push(result(
+                "skipped",
+                event.dn,
+                Some(format!(
+                    "not run: more than {} trigger calls in one cycle ([rules] max_triggers_per_cycle)",
+                    limits.max_calls
+                )),
+            ));
+            continue;
+        }
+        calls += 1;
+        let dn = event.dn.clone();
+        let error = match &effects {
+            Err(e) => Some(e.clone()),
+            Ok(fx) => call(
+                hooks.clone(),
+                t.rule.clone(),
+                event,
+                fx.clone(),
+                limits.timeout,
+            )
+            .await
+            .err(),
+        };
+        match &error {
+            None => tracing::info!(
+                cloud_id = %t.cloud_id,
+                rule = %t.rule,
+                hook = %t.hook,
+                "trigger ran"
+            ),
+            Some(e) => tracing::warn!(
+                cloud_id = %t.cloud_id,
+                rule = %t.rule,
+                hook = %t.hook,
+                "trigger failed: {e}"
+            ),
+        }
+        let outcome = if error.is_none() { "ok" } else { "failed" };
+        results.push(result(outcome, dn, error));
+    }
+    if over_limit > 0 {
+        tracing::warn!(
+            skipped = over_limit,
+            limit = limits.max_calls,
+            "trigger calls over the per-cycle limit were skipped ([rules] max_triggers_per_cycle)"
+        );
+    }
+    results
+}
+
+/// One call on a blocking thread, awaited at most a little past its own time limit.
+async fn call(
+    hooks: Arc<HookTable>,
+    rule: String,
+    event: TriggerEvent,
+    effects: Arc<dyn Effects>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let task =
+        tokio::task::spawn_blocking(move || hooks.call_trigger(&rule, &event, effects, timeout));
+    match tokio::time::timeout(timeout + GRACE, task).await {
+        Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("the trigger stopped abnormally: {e}")),
+        Err(_) => Err(format!(
+            "the trigger did not finish within {} s",
+            (timeout + GRACE).as_secs()
+        )),
+    }
+}
+
+/// Runs `on_schedule` of `rule` on a blocking thread.
+pub async fn run_schedule(
+    hooks: Arc<HookTable>,
+    rule: &str,
+    now: time::OffsetDateTime,
+    effects: Arc<dyn Effects>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let rule_name = rule.to_string();
+    let now = rfc3339(now);
+    let task = tokio::task::spawn_blocking(move || {
+        hooks.call_schedule(&rule_name, &now, effects, timeout)
+    });
+    match tokio::time::timeout(timeout + GRACE, task).await {
+        Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("on_schedule stopped abnormally: {e}")),
+        Err(_) => Err(format!(
+            "on_schedule did not finish within {} s",
+            (timeout + GRACE).as_secs()
+        )),
+    }
+}
+
+/// The arguments of one trigger, from its change and what the apply did.
+fn event(
+    t: &PlannedTrigger,
+    change: &Change,
+    o: &Outcome,
+    groups: &BTreeMap<String, CloudObject>,
+) -> TriggerEvent {
+    let mut e = TriggerEvent {
+        hook: t.hook,
+        cloud_id: t.cloud_id.clone(),
+        dn: o.dn.clone(),
+        group: groups.get(&t.cloud_id).map(CloudObject::to_rule_json),
+        changes: serde_json::Value::Object(serde_json::Map::new()),
+        members: Vec::new(),
+    };
+    let not_taken = |verb: &str, m: &String| {
+        let prefix = format!("{verb} {m}: ");
+        o.member_errors.iter().any(|e| e.starts_with(&prefix))
+    };
+    match (&change.op, t.hook) {
+        (
+            Op::Update {
+                dn,
+                move_to,
+                changes,
+                ..
+            },
+            Hook::OnUpdated,
+        ) => {
+            let mut map = serde_json::Map::new();
+            for ch in changes {
+                let (attr, old, new) = match ch {
+                    AttrChange::Replace { attr, values, old } => (attr, old, Some(values)),
+                    AttrChange::Clear { attr, old } => (attr, old, None),
+                };
+                let as_json = |v: Option<&Vec<String>>| match v {
+                    Some(v) if !v.is_empty() => serde_json::json!(v),
+                    _ => serde_json::Value::Null,
+                };
+                map.insert(
+                    attr.clone(),
+                    serde_json::json!({ "old": as_json(Some(old)), "new": as_json(new) }),
+                );
+            }
+            if move_to.is_some() {
+                map.insert("moved_from".into(), serde_json::json!(dn));
+            }
+            e.changes = serde_json::Value::Object(map);
+        }
+        (Op::Update { members_add, .. }, Hook::OnMembersAdded) => {
+            e.members = members_add
+                .iter()
+                .filter(|m| !not_taken("add", m))
+                .cloned()
+                .collect();
+        }
+        (Op::Update { members_remove, .. }, Hook::OnMembersRemoved) => {
+            e.members = members_remove
+                .iter()
+                .filter(|m| !not_taken("remove", m))
+                .cloned()
+                .collect();
+        }
+        (Op::Delete { dn, .. }, Hook::OnDeleted) => {
+            e.dn = dn.clone();
+            e.group = None;
+        }
+        _ => {}
+    }
+    e
+}
