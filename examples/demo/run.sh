@@ -7,10 +7,22 @@
 # group, a name full of LDAP special characters), then: check, plan, sync, sync again (nothing
 # to do), and shows what is now in AD. The emulator is stopped by its PID at the end; the DC
 # keeps running (`make testbed-down` stops it).
+#
+# `examples/demo/run.sh examples/<name>/rules` runs an example's rule set instead of scripts/.
+# Beside that rules folder, the example may have: settings.toml (its [rules.settings]), ous.ldif
+# (OUs it needs below OU=Cloud Groups), tenant.template.json (its own sample tenant) and
+# demo-steps.sh (more steps, sourced after the second sync).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO="$(pwd)"
 DEMO="$REPO/.testbed/demo"
+RULES="$(realpath "${1:-scripts}")"
+EXAMPLE="$(dirname "$RULES")"
+[[ -n "${1:-}" ]] || EXAMPLE="$REPO/examples/demo"
+SETTINGS="$EXAMPLE/settings.toml"
+[[ -f "$SETTINGS" ]] || SETTINGS="$REPO/examples/demo/settings.toml"
+TEMPLATE="$EXAMPLE/tenant.template.json"
+[[ -f "$TEMPLATE" ]] || TEMPLATE="$REPO/examples/demo/tenant.template.json"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -32,11 +44,12 @@ for ou in "OU=Cloud Groups,$AD_BASE_DN" "OU=Demo Users,$AD_BASE_DN"; do
     ldapdelete "${LDAP[@]}" -r "$ou" 2>/dev/null || true
 done
 ldapadd "${LDAP[@]}" -f examples/demo/ad-users.ldif >/dev/null
+[[ ! -f "$EXAMPLE/ous.ldif" ]] || ldapadd "${LDAP[@]}" -f "$EXAMPLE/ous.ldif" >/dev/null
 
 say "Seeding the Graph emulator with the sample tenant"
 rm -rf "$DEMO" && mkdir -p "$DEMO"
 ldapsearch "${LDAP[@]}" -LLL -b "OU=Demo Users,$AD_BASE_DN" '(objectClass=user)' \
-    sAMAccountName objectSid objectGUID | examples/demo/fill_tenant.py examples/demo/tenant.template.json >"$DEMO/tenant.json"
+    sAMAccountName objectSid objectGUID | examples/demo/fill_tenant.py "$TEMPLATE" >"$DEMO/tenant.json"
 "$EMU" serve --listen 127.0.0.1:0 --tenant "$DEMO/tenant.json" >"$DEMO/emulator.out" 2>"$DEMO/emulator.log" &
 EMU_PID=$!
 trap 'kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true' EXIT
@@ -50,13 +63,17 @@ echo "Graph emulator at $GRAPH_BASE (PID $EMU_PID)"
 
 sed -e "s|@GRAPH_BASE@|$GRAPH_BASE|g" -e "s|@AD_LDAPS_URL@|$AD_LDAPS_URL|g" \
     -e "s|@AD_BIND_DN@|$AD_BIND_DN|g" -e "s|@AD_CA_FILE@|$AD_CA_FILE|g" -e "s|@REPO@|$REPO|g" \
-    examples/demo/writeback.toml.in >"$DEMO/writeback.toml"
+    -e "s|@RULES@|$RULES|g" examples/demo/writeback.toml.in >"$DEMO/writeback.toml"
+cat "$SETTINGS" >>"$DEMO/writeback.toml"
 export WRITEBACK_CONFIG="$DEMO/writeback.toml"
 export WRITEBACK_DEMO_GRAPH_SECRET="demo-secret-not-for-production"
 export WRITEBACK_DEMO_AD_PASSWORD="$AD_BIND_PASSWORD"
 
 say "writeback check (config and rules, offline)"
 "$WB" check
+
+say "writeback test (the rules' unit tests in $RULES/tests, offline)"
+"$WB" test
 
 say "writeback plan (what a sync would change; nothing is written)"
 "$WB" plan
@@ -67,9 +84,13 @@ say "writeback sync"
 say "writeback sync again: nothing changed in the cloud, so nothing is written"
 "$WB" sync
 
+# shellcheck disable=SC1091
+[[ ! -f "$EXAMPLE/demo-steps.sh" ]] || source "$EXAMPLE/demo-steps.sh"
+
 say "What is now in AD under OU=Cloud Groups"
 ldapsearch "${LDAP[@]}" -LLL -o ldif-wrap=no -b "OU=Cloud Groups,$AD_BASE_DN" '(objectClass=group)' \
-    cn displayName groupType sAMAccountName mail proxyAddresses mailNickname \
-    msExchRecipientDisplayType msExchRecipientTypeDetails msDS-ExternalDirectoryObjectId member
+    cn displayName description groupType sAMAccountName mail proxyAddresses mailNickname info \
+    extensionName adminDisplayName msExchRecipientDisplayType msExchRecipientTypeDetails \
+    msDS-ExternalDirectoryObjectId member
 
 say "Done. State: $DEMO/state.db (open it with sqlite3). Stop the DC with: make testbed-down"
