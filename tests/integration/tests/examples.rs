@@ -1,0 +1,182 @@
+//! The example rule sets (examples/<name>/rules) against the Samba AD DC and the Graph emulator:
+//! what each promises in its README happens in AD. Each test works in its own OU tree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use writeback_integration::harness::{m365_group, new_id, security_group, workspace_root, Bed};
+use writeback_integration::testbed::create_ou;
+
+type Attrs = BTreeMap<String, Vec<String>>;
+
+fn example_rules(name: &str) -> PathBuf {
+    let dir = workspace_root().join("examples").join(name).join("rules");
+    assert!(dir.is_dir(), "{} is missing", dir.display());
+    dir
+}
+
+/// The bed's config for `rules`, with `settings` (TOML lines) added to `[rules.settings]`.
+fn write_config(bed: &Bed, rules: &Path, settings: &str) {
+    let path = bed.write_config(Some(rules), "", "");
+    let text = std::fs::read_to_string(&path).expect("read config");
+    assert!(text.contains("[rules.settings]\n"), "{text}");
+    let text = text.replacen(
+        "[rules.settings]\n",
+        &format!("[rules.settings]\n{settings}\n"),
+        1,
+    );
+    std::fs::write(&path, text).expect("write config");
+}
+
+fn actions(report: &Value) -> Vec<String> {
+    report["plan"]["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| c["action"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn first<'a>(attrs: &'a Attrs, k: &str) -> Option<&'a str> {
+    attrs.get(k).and_then(|v| v.first()).map(String::as_str)
+}
+
+/// `member` values, lower-cased for comparison.
+fn members(attrs: &Attrs) -> BTreeSet<String> {
+    attrs
+        .get("member")
+        .map(|v| v.iter().map(|m| m.to_lowercase()).collect())
+        .unwrap_or_default()
+}
+
+fn dns(bed: &Bed, users: &[usize]) -> BTreeSet<String> {
+    users
+        .iter()
+        .map(|i| bed.users[*i].dn.to_lowercase())
+        .collect()
+}
+
+async fn group(bed: &mut Bed, id: &str) -> (String, Attrs) {
+    bed.group_by_id(id)
+        .await
+        .unwrap_or_else(|| panic!("group {id} is not in AD"))
+}
+
+#[tokio::test]
+async fn graveyard_moves_deleted_groups_and_brings_restored_ones_back() {
+    let mut bed = Bed::new("wb-ex-graveyard", 1).await;
+    bed.create_default_containers().await;
+    let graveyard = format!("OU=Graveyard,{}", bed.managed);
+    create_ou(&mut bed.ldap, &graveyard).await;
+    let g = new_id();
+    let u0 = bed.users[0].cloud_id.clone();
+    let nick = format!("retired{}", &g[..6]);
+    bed.seed(
+        bed.synced_users(),
+        vec![m365_group(&g, "Retired Team", &nick, &[&u0])],
+        &[],
+    );
+    write_config(
+        &bed,
+        &example_rules("graveyard"),
+        &format!("graveyard_container = \"{graveyard}\"\ngraveyard_days = 30"),
+    );
+
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["create"], "{r:#}");
+    let (dn, live) = group(&mut bed, &g).await;
+    assert!(dn.contains(",ou=m365,"), "{dn}");
+    assert_eq!(first(&live, "info"), None);
+    assert_eq!(members(&live), dns(&bed, &[0]));
+
+    // Soft delete in the cloud: the group moves, keeps its name, mail and members, gets a note.
+    bed.graph("DELETE", &format!("/groups/{g}"), None).await;
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["update"], "{r:#}");
+    let (dn, dead) = group(&mut bed, &g).await;
+    assert!(dn.contains(",ou=graveyard,"), "{dn}");
+    assert_eq!(first(&dead, "cn"), first(&live, "cn"));
+    assert_eq!(
+        first(&dead, "mail"),
+        Some(format!("{nick}@contoso.example").as_str())
+    );
+    assert!(
+        first(&dead, "info").is_some_and(|i| i.starts_with("Deleted in Microsoft Entra ID")),
+        "{dead:#?}"
+    );
+    assert_eq!(members(&dead), dns(&bed, &[0]));
+    let r = bed.run_json(&["sync"], 0);
+    assert!(actions(&r).is_empty(), "a graveyard group is stable: {r:#}");
+
+    // Restored: back to its OU, note cleared.
+    bed.graph(
+        "POST",
+        &format!("/directory/deletedItems/{g}/restore"),
+        None,
+    )
+    .await;
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["update"], "{r:#}");
+    let (dn, back) = group(&mut bed, &g).await;
+    assert!(dn.contains(",ou=m365,"), "{dn}");
+    assert_eq!(first(&back, "info"), None, "{back:#?}");
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn nested_flatten_writes_every_user_reached_and_follows_changes_below() {
+    let mut bed = Bed::new("wb-ex-flatten", 3).await;
+    bed.create_default_containers().await;
+    let u: Vec<String> = bed.users.iter().map(|u| u.cloud_id.clone()).collect();
+    let (a, b, c) = (new_id(), new_id(), new_id());
+    // a -> b -> c, one user at each level.
+    bed.seed(
+        bed.synced_users(),
+        vec![
+            security_group(&a, "Level A", &[&u[0], &b]),
+            security_group(&b, "Level B", &[&u[1], &c]),
+            security_group(&c, "Level C", &[&u[2]]),
+        ],
+        &[],
+    );
+    write_config(&bed, &example_rules("nested-flatten"), "");
+
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["create"; 3], "{r:#}");
+    let (_, ga) = group(&mut bed, &a).await;
+    let (_, gb) = group(&mut bed, &b).await;
+    let (_, gc) = group(&mut bed, &c).await;
+    assert_eq!(
+        members(&ga),
+        dns(&bed, &[0, 1, 2]),
+        "no group DNs, every user"
+    );
+    assert_eq!(members(&gb), dns(&bed, &[1, 2]));
+    assert_eq!(members(&gc), dns(&bed, &[2]));
+
+    // Below the top: user 2 leaves c, user 0 joins c. Every group above follows.
+    bed.graph(
+        "DELETE",
+        &format!("/groups/{c}/members/{}/$ref", u[2]),
+        None,
+    )
+    .await;
+    bed.graph(
+        "POST",
+        &format!("/groups/{c}/members/$ref"),
+        Some(json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", u[0])})),
+    )
+    .await;
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["update"; 3], "{r:#}");
+    let (_, ga) = group(&mut bed, &a).await;
+    let (_, gb) = group(&mut bed, &b).await;
+    let (_, gc) = group(&mut bed, &c).await;
+    assert_eq!(members(&ga), dns(&bed, &[0, 1]));
+    assert_eq!(members(&gb), dns(&bed, &[0, 1]));
+    assert_eq!(members(&gc), dns(&bed, &[0]));
+    let r = bed.run_json(&["sync"], 0);
+    assert!(actions(&r).is_empty(), "{r:#}");
+    bed.cleanup().await;
+}
