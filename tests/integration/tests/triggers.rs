@@ -1,0 +1,384 @@
+//! Triggers and schedules end to end: the `writeback` binary against the Samba AD DC and the
+//! Graph emulator, with a local HTTP receiver (127.0.0.1) that records what the rules post.
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use writeback_integration::harness::{new_id, security_group, workspace_root, Bed};
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    body: Value,
+}
+
+/// An HTTP receiver on 127.0.0.1 in a thread of its own (the tests block on the binary).
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let log = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut sock) = conn else { continue };
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+                if let Some(r) = read_request(&mut sock) {
+                    log.lock().expect("lock").push(r);
+                }
+                let _ = sock.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Receiver { url, got }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.got.lock().expect("lock").clone()
+    }
+}
+
+fn read_request(sock: &mut std::net::TcpStream) -> Option<Received> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = sock.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + 4 + len {
+        let n = sock.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut first = head.lines().next().unwrap_or_default().split(' ');
+    let body = &buf[head_end + 4..];
+    Some(Received {
+        method: first.next().unwrap_or_default().to_string(),
+        path: first.next().unwrap_or_default().to_string(),
+        body: serde_json::from_slice(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned())),
+    })
+}
+
+/// The example rule set (default security rule + `on_created` webhook), copied so a test can
+/// add rule files.
+fn example_rules(bed: &Bed, extra: &[(&str, &str)]) -> PathBuf {
+    let dst = bed.dir.path().join("rules");
+    std::fs::create_dir_all(&dst).expect("rules dir");
+    let src = workspace_root().join("examples/webhook-on-create/rules/20-security.rhai");
+    std::fs::copy(&src, dst.join("20-security.rhai")).expect("copy example rule");
+    for (name, text) in extra {
+        std::fs::write(dst.join(name), text).expect("write rule");
+    }
+    dst
+}
+
+/// The bed's config plus `hook_url` and `[rules]` / top-level extras.
+fn configure(bed: &Bed, rules: &Path, hook_url: &str, rules_extra: &str, extra: &str) {
+    let path = bed.write_config(Some(rules), "", extra);
+    let text = std::fs::read_to_string(&path).expect("read config");
+    let text = text
+        .replacen("[rules]\n", &format!("[rules]\n{rules_extra}\n"), 1)
+        .replacen(
+            "[rules.settings]\n",
+            &format!("[rules.settings]\nhook_url = \"{hook_url}\"\n"),
+            1,
+        );
+    std::fs::write(&path, text).expect("write config");
+}
+
+/// `(action, outcome, detail)` of the audit events whose action starts with `prefix`.
+fn audit(bed: &Bed, prefix: &str) -> Vec<(String, String, Value)> {
+    let out = std::process::Command::new("sqlite3")
+        .arg("-json")
+        .arg(bed.dir.path().join("state.db"))
+        .arg(format!(
+            "SELECT action, outcome, detail_json FROM run_event WHERE action LIKE '{prefix}%' ORDER BY id;"
+        ))
+        .output()
+        .expect("sqlite3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    let rows: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "sqlite3 -json: {e}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    rows.into_iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or_default().to_string(),
+                r["outcome"].as_str().unwrap_or_default().to_string(),
+                serde_json::from_str(r["detail_json"].as_str().unwrap_or("null"))
+                    .unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn on_created_is_planned_then_fires_once_per_created_group() {
+    let mut bed = Bed::new("wb-trig-create", 1).await;
+    bed.create_default_containers().await;
+    let hook = Receiver::start();
+    let rules = example_rules(&bed, &[]);
+    let users = bed.synced_users();
+    let u0 = bed.users[0].cloud_id.clone();
+    let g = new_id();
+    bed.seed(users, vec![security_group(&g, "Webhook Team", &[&u0])], &[]);
+    configure(&bed, &rules, &hook.url, "", "");
+
+    // The plan lists the trigger and calls nothing.
+    let plan = bed.run_json(&["plan"], 0);
+    assert_eq!(
+        plan["plan"]["triggers"],
+        json!([{ "cloud_id": g, "rule": "20-security.rhai", "hook": "on_created" }]),
+        "{plan:#}"
+    );
+    assert_eq!(plan["trigger_results"], json!([]));
+    let text = bed.run(&["plan"]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("\u{2192} on_created [20-security.rhai]"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        hook.received().is_empty(),
+        "plan called out: {:?}",
+        hook.received()
+    );
+    assert!(bed.group_by_id(&g).await.is_none(), "plan wrote AD");
+
+    // The sync creates the group, then posts exactly once.
+    let r = bed.run_json(&["sync"], 0);
+    let (dn, _) = bed.group_by_id(&g).await.expect("group created");
+    assert_eq!(
+        r["trigger_results"].as_array().map(Vec::len),
+        Some(1),
+        "{r:#}"
+    );
+    assert_eq!(r["trigger_results"][0]["outcome"], "ok", "{r:#}");
+    assert_eq!(r["trigger_results"][0]["hook"], "on_created");
+    let got = hook.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(got[0].path, "/hook");
+    assert_eq!(got[0].body["event"], "created");
+    assert_eq!(got[0].body["group"], "Webhook Team");
+    assert_eq!(
+        got[0].body["dn"].as_str().map(str::to_lowercase),
+        Some(dn.clone()),
+        "{:?}",
+        got[0].body
+    );
+    let events = audit(&bed, "trigger:");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].0.as_str(), events[0].1.as_str()),
+        ("trigger:on_created", "ok")
+    );
+    assert_eq!(events[0].2["rule"], "20-security.rhai");
+
+    // Nothing changed in the cloud: nothing is written and nothing fires.
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(r["plan"]["changes"], json!([]), "{r:#}");
+    assert_eq!(r["trigger_results"], json!([]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hook.received().len(), 1);
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failing_trigger_is_reported_and_the_group_stays_created() {
+    let mut bed = Bed::new("wb-trig-fail", 0).await;
+    bed.create_default_containers().await;
+    // A port nobody listens on (bound, then released).
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let rules = example_rules(&bed, &[]);
+    let g = new_id();
+    bed.seed(vec![], vec![security_group(&g, "Unheard", &[])], &[]);
+    configure(
+        &bed,
+        &rules,
+        &format!("http://127.0.0.1:{closed}/hook?key=NOT-FOR-LOGS"),
+        "trigger_timeout_secs = 10",
+        "",
+    );
+    let started = Instant::now();
+    let out = bed.run(&["sync", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "exit status: {stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        bed.group_by_id(&g).await.is_some(),
+        "the group was not created"
+    );
+    let t = &r["trigger_results"][0];
+    assert_eq!(t["outcome"], "failed", "{r:#}");
+    let error = t["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "http::post http://127.0.0.1:{closed}/hook: cannot connect"
+        )),
+        "{error}"
+    );
+    assert!(error.contains("20-security.rhai"), "{error}");
+    assert!(!error.contains("NOT-FOR-LOGS"), "{error}");
+    assert!(!stderr.contains("NOT-FOR-LOGS"), "{stderr}");
+    assert!(
+        stderr.contains("trigger failed"),
+        "no warning logged: {stderr}"
+    );
+    let events = audit(&bed, "trigger:");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, "failed");
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn on_members_added_gets_the_new_member_dns() {
+    let mut bed = Bed::new("wb-trig-members", 2).await;
+    bed.create_default_containers().await;
+    let hook = Receiver::start();
+    let rules = example_rules(&bed, &[]);
+    // The rule file gets a second trigger.
+    let path = rules.join("20-security.rhai");
+    let mut text = std::fs::read_to_string(&path).expect("read rule");
+    text.push_str(
+        "\nfn on_members_added(group, dn, members) {\n    http::post(setting(\"hook_url\"), #{ event: \"members_added\", dn: dn, members: members });\n}\n",
+    );
+    std::fs::write(&path, text).expect("write rule");
+    let users = bed.synced_users();
+    let (u0, u1) = (bed.users[0].clone(), bed.users[1].clone());
+    let g = new_id();
+    bed.seed(
+        users,
+        vec![security_group(&g, "Growing", &[&u0.cloud_id])],
+        &[],
+    );
+    configure(&bed, &rules, &hook.url, "", "");
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(r["trigger_results"][0]["hook"], "on_created", "{r:#}");
+    assert_eq!(hook.received().len(), 1);
+
+    bed.graph(
+        "POST",
+        &format!("/groups/{g}/members/$ref"),
+        Some(json!({
+            "@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", u1.cloud_id)
+        })),
+    )
+    .await;
+    let plan = bed.run_json(&["plan"], 0);
+    assert_eq!(
+        plan["plan"]["triggers"],
+        json!([{ "cloud_id": g, "rule": "20-security.rhai", "hook": "on_members_added" }]),
+        "{plan:#}"
+    );
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(r["trigger_results"][0]["outcome"], "ok", "{r:#}");
+    let got = hook.received();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].body["event"], "members_added");
+    let members: Vec<String> = got[1].body["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| m.as_str().unwrap_or_default().to_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(members, vec![u1.dn.to_lowercase()], "{:?}", got[1].body);
+    let (dn, _) = bed.group_by_id(&g).await.expect("group");
+    assert_eq!(got[1].body["dn"].as_str().map(str::to_lowercase), Some(dn));
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_schedule_runs_in_the_daemon() {
+    let mut bed = Bed::new("wb-trig-schedule", 0).await;
+    bed.create_default_containers().await;
+    let hook = Receiver::start();
+    let tick = "// Posts a tick every second.\nconst SCHEDULE = \"1s\";\n\nfn scope(group) { false }\nfn map(group) { () }\n\nfn on_schedule(info) {\n    http::post(setting(\"hook_url\"), #{ event: \"tick\", rule: info.rule, now: info.now });\n}\n";
+    let rules = example_rules(&bed, &[("90-tick.rhai", tick)]);
+    bed.seed(vec![], vec![], &[]);
+    configure(
+        &bed,
+        &rules,
+        &hook.url,
+        "",
+        "[daemon]\npoll_interval_secs = 1\nreconcile_interval_secs = 0\n",
+    );
+    // The plan lists it with its next due time; one-shot verbs never run it.
+    let plan = bed.run_json(&["plan"], 0);
+    assert_eq!(plan["schedules"][0]["rule"], "90-tick.rhai", "{plan:#}");
+    assert_eq!(plan["schedules"][0]["schedule"], "1s");
+    assert!(plan["schedules"][0]["next_due"].is_string(), "{plan:#}");
+    bed.run_json(&["sync"], 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        hook.received().is_empty(),
+        "a one-shot verb ran the schedule"
+    );
+
+    let mut d = bed.start_daemon();
+    let start = Instant::now();
+    while hook.received().len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "fewer than 2 ticks in 20 s: {:?}\nlog:\n{}",
+            hook.received(),
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(d.stop(Duration::from_secs(20)), Some(0), "{}", d.log_text());
+    let got = hook.received();
+    for r in &got {
+        assert_eq!(r.body["event"], "tick");
+        assert_eq!(r.body["rule"], "90-tick.rhai");
+        assert!(
+            r.body["now"].as_str().is_some_and(|n| n.ends_with('Z')),
+            "{r:?}"
+        );
+    }
+    let events = audit(&bed, "schedule");
+    assert!(events.len() >= 2, "{events:?}");
+    assert!(events.iter().all(|e| e.1 == "ok"), "{events:?}");
+    assert!(d.log_text().contains("schedule ran"), "{}", d.log_text());
+    bed.cleanup().await;
+}
