@@ -180,3 +180,157 @@ async fn nested_flatten_writes_every_user_reached_and_follows_changes_below() {
     assert!(actions(&r).is_empty(), "{r:#}");
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn extension_attributes_are_accepted_by_the_schema_and_written() {
+    let mut bed = Bed::new("wb-ex-extattr", 0).await;
+    bed.create_default_containers().await;
+    let (m, s) = (new_id(), new_id());
+    let nick = format!("ext{}", &m[..6]);
+    let mut m365 = m365_group(&m, "Extension Team", &nick, &[]);
+    m365["visibility"] = json!("Private");
+    m365["createdDateTime"] = json!("2016-08-23T14:46:56Z");
+    let mut sec = security_group(&s, "Extension Admins", &[]);
+    sec["createdDateTime"] = json!("2016-07-20T09:21:23Z");
+    bed.seed(vec![], vec![m365, sec], &[]);
+    let rules = example_rules("extension-attributes");
+    write_config(
+        &bed,
+        &rules,
+        "attribute_map = { adminDisplayName = \"mailNickname\" }",
+    );
+
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["create"; 2], "{r:#}");
+    let (_, g) = group(&mut bed, &m).await;
+    let info = first(&g, "info").unwrap_or_default();
+    assert!(
+        info.starts_with("Visibility: Private; ") && info.ends_with("Created: 2016-08-23"),
+        "{g:#?}"
+    );
+    let ext: BTreeSet<&str> = g["extensionname"].iter().map(String::as_str).collect();
+    assert!(
+        ext.contains("visibility=Private") && ext.contains("created=2016-08-23"),
+        "{ext:?}"
+    );
+    assert_eq!(first(&g, "admindisplayname"), Some(nick.as_str()));
+    let (_, g) = group(&mut bed, &s).await;
+    assert_eq!(first(&g, "info"), Some("Created: 2016-07-20"));
+    assert_eq!(first(&g, "extensionname"), Some("created=2016-07-20"));
+    let r = bed.run_json(&["sync"], 0);
+    assert!(actions(&r).is_empty(), "{r:#}");
+
+    // An attribute the group class may not hold is refused with the rule and attribute named;
+    // the group keeps its AD object.
+    write_config(
+        &bed,
+        &rules,
+        "attribute_map = { adminDisplayName = \"mailNickname\", msDS-cloudExtensionAttribute1 = \"mailNickname\" }",
+    );
+    let r = bed.run_json(&["sync"], 2);
+    let refused = r["plan"]["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 2, "{r:#}");
+    for x in refused {
+        assert_eq!(x["rule"], json!("10-extension-attributes.rhai"), "{x:#}");
+        assert!(
+            x["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("msDS-cloudExtensionAttribute1"),
+            "{x:#}"
+        );
+    }
+    assert!(bed.group_by_id(&m).await.is_some());
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn readable_names_keep_groups_with_the_same_display_name_apart() {
+    let mut bed = Bed::new("wb-ex-readable", 0).await;
+    bed.create_default_containers().await;
+    let (a, b) = (new_id(), new_id());
+    bed.seed(
+        vec![],
+        vec![
+            m365_group(&a, "Project Phoenix", &format!("ph{}", &a[..6]), &[]),
+            m365_group(&b, "Project Phoenix", &format!("ph{}", &b[..6]), &[]),
+        ],
+        &[],
+    );
+    write_config(&bed, &example_rules("readable-names"), "");
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["create"; 2], "{r:#}");
+    let suffix = |id: &str| id.replace('-', "")[26..].to_string();
+    for id in [&a, &b] {
+        let (dn, g) = group(&mut bed, id).await;
+        assert!(dn.contains(",ou=m365,"), "{dn}");
+        assert_eq!(
+            first(&g, "cn"),
+            Some(format!("Project Phoenix ({})", suffix(id)).as_str())
+        );
+        assert_eq!(
+            first(&g, "samaccountname"),
+            Some(format!("project-phoen-{}", suffix(id)).as_str())
+        );
+    }
+
+    // A rename keeps the suffix.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{a}"),
+        Some(json!({"displayName": "Phoenix Rising"})),
+    )
+    .await;
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["update"], "{r:#}");
+    let (_, g) = group(&mut bed, &a).await;
+    assert_eq!(
+        first(&g, "cn"),
+        Some(format!("Phoenix Rising ({})", suffix(&a)).as_str())
+    );
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn ou_per_group_places_groups_by_prefix_and_moves_them_on_rename() {
+    let mut bed = Bed::new("wb-ex-ou", 0).await;
+    let finance = format!("OU=Finance,{}", bed.managed);
+    let other = format!("OU=Other,{}", bed.managed);
+    for ou in [&finance, &other] {
+        create_ou(&mut bed.ldap, ou).await;
+    }
+    let (f, m) = (new_id(), new_id());
+    bed.seed(
+        vec![],
+        vec![
+            security_group(&f, "FIN-Approvers", &[]),
+            m365_group(&m, "Marketing", &format!("mkt{}", &m[..6]), &[]),
+        ],
+        &[],
+    );
+    write_config(
+        &bed,
+        &example_rules("ou-per-group"),
+        &format!(
+            "default_container = \"{other}\"\nprefix_containers = {{ \"FIN-\" = \"{finance}\" }}"
+        ),
+    );
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["create"; 2], "{r:#}");
+    let (dn, _) = group(&mut bed, &f).await;
+    assert!(dn.contains(",ou=finance,"), "{dn}");
+    let (dn, _) = group(&mut bed, &m).await;
+    assert!(dn.contains(",ou=other,"), "{dn}");
+
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{m}"),
+        Some(json!({"displayName": "fin-Marketing"})),
+    )
+    .await;
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["update"], "{r:#}");
+    let (dn, _) = group(&mut bed, &m).await;
+    assert!(dn.contains(",ou=finance,"), "moved: {dn}");
+    bed.cleanup().await;
+}
