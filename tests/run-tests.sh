@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command (`make test`): installs what the tests need, starts a clean Samba AD DC with
-# the project's own script, runs the Rust suites (unit, emulator, integration) and the Python
-# conformance suite, and stops the DC by its PID whatever happens.
+# The test command (`make test`): installs what the tests need, checks and tests every rule set
+# (scripts/, examples/*/rules), starts a clean Samba AD DC with the project's own script, runs the
+# Rust suites (unit, emulator, integration) and the Python conformance suite, and stops the DC by
+# its PID whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -13,6 +14,12 @@ tests/testbed/samba-ad.sh install
 
 step "Building the workspace"
 cargo build --workspace --all-targets
+
+step "Rule sets, offline: writeback check and writeback test for scripts/ and examples/*/rules"
+for rules in scripts examples/*/rules; do
+    env -u WRITEBACK_CONFIG target/debug/writeback check --rules "$rules"
+    env -u WRITEBACK_CONFIG target/debug/writeback test --rules "$rules"
+done
 
 step "Starting a clean Samba AD DC on loopback"
 trap 'tests/testbed/samba-ad.sh down || true' EXIT
