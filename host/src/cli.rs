@@ -62,7 +62,9 @@ pub enum Command {
     },
     /// Show what a sync would change, without writing anything to AD.
     ///
-    /// The cloud cache is refreshed (it mirrors the cloud), AD is only read.
+    /// The cloud cache is refreshed (it mirrors the cloud), AD is only read. The plan also lists
+    /// the rules' triggers the changes would fire (none is called) and the rules' schedules with
+    /// their next due time.
     Plan {
         /// Compare every owned AD object, not only the groups that changed.
         #[arg(long)]
@@ -76,8 +78,9 @@ pub enum Command {
     ///
     /// Settings are in the config's [daemon] section (poll_interval_secs, reconcile_interval_secs,
     /// watch = "auto" | "poll" | "off"). A rules edit that does not compile is refused with its
-    /// file:line:column and the last good rules keep running. SIGHUP reloads the rules;
-    /// SIGTERM/SIGINT finish the cycle in flight and exit 0.
+    /// file:line:column and the last good rules keep running. Rules with a SCHEDULE have their
+    /// on_schedule run between cycles when due. SIGHUP reloads the rules; SIGTERM/SIGINT finish
+    /// the cycle in flight and exit 0.
     Run,
     /// Check the configuration and the rules offline (no Graph, no AD). Non-zero on any error,
     /// with file:line:column positions: fit for a pre-commit hook or CI.
