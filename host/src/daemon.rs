@@ -521,3 +521,68 @@ fn spawn_signals(tx: UnboundedSender<Wake>) -> Result<(), DaemonError> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn hooks(files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<HookTable>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write rule");
+        }
+        let stdlib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../stdlib");
+        let set = RuleSet::load(
+            dir.path(),
+            &stdlib,
+            BTreeMap::new(),
+            crate::rules::Limits::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        (dir, set.hooks())
+    }
+
+    fn rule(schedule: &str) -> String {
+        format!("const SCHEDULE = \"{schedule}\";\nfn scope(group) {{ false }}\nfn map(group) {{ () }}\nfn on_schedule(info) {{}}\n")
+    }
+
+    #[test]
+    fn timetable_keeps_unchanged_due_times_and_never_catches_up() {
+        let (_a, h) = hooks(&[
+            ("10-a.rhai", &rule("1h")),
+            ("20-b.rhai", &rule("0 3 * * *")),
+        ]);
+        let t0 = datetime!(2026-03-10 00:30:00 UTC);
+        let mut tt = Timetable::default();
+        tt.update(&h, t0);
+        assert_eq!(tt.next_due(), Some(datetime!(2026-03-10 01:30:00 UTC)));
+
+        // A reload with the same interval keeps its due time; a changed schedule is recomputed.
+        let (_b, h) = hooks(&[
+            ("10-a.rhai", &rule("1h")),
+            ("20-b.rhai", &rule("0 1 * * *")),
+        ]);
+        tt.update(&h, datetime!(2026-03-10 00:40:00 UTC));
+        assert_eq!(tt.due["10-a.rhai"].1, datetime!(2026-03-10 01:30:00 UTC));
+        assert_eq!(tt.due["20-b.rhai"].1, datetime!(2026-03-10 01:00:00 UTC));
+        assert!(tt.take_due(datetime!(2026-03-10 00:59:59 UTC)).is_empty());
+
+        // Hours late: each due rule runs once and moves past now.
+        let late = datetime!(2026-03-10 05:00:00 UTC);
+        assert_eq!(
+            tt.take_due(late),
+            vec![
+                ("10-a.rhai".to_string(), "1h".to_string()),
+                ("20-b.rhai".to_string(), "0 1 * * *".to_string())
+            ]
+        );
+        assert_eq!(tt.due["10-a.rhai"].1, datetime!(2026-03-10 06:00:00 UTC));
+        assert_eq!(tt.due["20-b.rhai"].1, datetime!(2026-03-11 01:00:00 UTC));
+
+        // A rule without its schedule any more leaves the timetable.
+        let (_c, h) = hooks(&[("10-a.rhai", &rule("1h"))]);
+        tt.update(&h, late);
+        assert_eq!(tt.due.keys().collect::<Vec<_>>(), vec!["10-a.rhai"]);
+    }
+}

@@ -313,3 +313,205 @@ fn event(
     }
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{AdFound, HttpRequest, HttpResponse, Limits, RuleSet};
+    use std::sync::Mutex;
+
+    /// Records the bodies posted.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<serde_json::Value>>);
+
+    impl Effects for Recorder {
+        fn http(&self, r: HttpRequest) -> Result<HttpResponse, String> {
+            let body = serde_json::from_slice(&r.body.unwrap_or_default()).unwrap_or_default();
+            self.0.lock().expect("lock").push(body);
+            Ok(HttpResponse {
+                status: 204,
+                body: String::new(),
+            })
+        }
+        fn graph_get(&self, _: &str, _: Duration) -> Result<serde_json::Value, String> {
+            Err("no Graph here".into())
+        }
+        fn ad_search(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[String],
+            _: Duration,
+        ) -> Result<Vec<AdFound>, String> {
+            Err("no AD here".into())
+        }
+    }
+
+    fn hooks(rule: &str) -> (tempfile::TempDir, Arc<HookTable>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("10-t.rhai"), rule).expect("write rule");
+        let stdlib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../stdlib");
+        let set = RuleSet::load(dir.path(), &stdlib, BTreeMap::new(), Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, set.hooks())
+    }
+
+    fn change(id: &str, op: Op) -> Change {
+        Change {
+            cloud_id: id.into(),
+            rule: Some("10-t.rhai".into()),
+            op,
+        }
+    }
+
+    fn ok(id: &str, action: &'static str, dn: &str) -> Outcome {
+        Outcome {
+            cloud_id: id.into(),
+            action,
+            dn: dn.into(),
+            guid: None,
+            error: None,
+            member_errors: Vec::new(),
+        }
+    }
+
+    const RULE: &str = r#"
+fn scope(group) { true }
+fn map(group) { () }
+fn on_created(group, dn) { http::post("h", #{ hook: "created", dn: dn }); }
+fn on_members_added(group, dn, members) { http::post("h", #{ hook: "added", members: members }); }
+fn on_deleted(id, dn) { throw "no"; }
+"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_applied_changes_fire_within_the_per_cycle_limit() {
+        let (_dir, table) = hooks(RULE);
+        let create = |dn: &str| Op::Create {
+            dn: dn.into(),
+            attributes: BTreeMap::new(),
+            members: Vec::new(),
+        };
+        let changes = vec![
+            change("a", create("CN=A")),
+            change("b", create("CN=B")),
+            change("c", create("CN=C")),
+            change(
+                "d",
+                Op::Update {
+                    dn: "CN=D".into(),
+                    move_to: None,
+                    changes: Vec::new(),
+                    members_add: vec!["CN=u1".into(), "CN=u2".into()],
+                    members_remove: Vec::new(),
+                },
+            ),
+            change(
+                "e",
+                Op::Delete {
+                    dn: "CN=E".into(),
+                    reason: String::new(),
+                },
+            ),
+        ];
+        let triggers = super::super::plan::planned_triggers(
+            &changes,
+            |_| Some("10-t.rhai".into()),
+            |r, h| table.has(r, h),
+        );
+        let plan = Plan {
+            changes,
+            triggers,
+            ..Default::default()
+        };
+        let mut failed_b = ok("b", "create", "CN=B");
+        failed_b.error = Some("AD said no".into());
+        let mut d = ok("d", "update", "CN=D");
+        d.member_errors = vec!["add CN=u2: no such object".into()];
+        // `c` has no outcome at all (not applied).
+        let outcomes = vec![
+            ok("a", "create", "CN=A"),
+            failed_b,
+            d,
+            ok("e", "delete", "CN=E"),
+        ];
+        let rec = Arc::new(Recorder::default());
+        let limits = TriggerLimits {
+            timeout: Duration::from_secs(5),
+            max_calls: 2,
+        };
+        let results = run_triggers(
+            table.clone(),
+            &plan,
+            &outcomes,
+            &BTreeMap::new(),
+            Ok(rec.clone()),
+            limits,
+        )
+        .await;
+        let got: Vec<(&str, Hook, &str)> = results
+            .iter()
+            .map(|r| (r.cloud_id.as_str(), r.hook, r.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", Hook::OnCreated, "ok"),
+                ("b", Hook::OnCreated, "skipped"),
+                ("c", Hook::OnCreated, "skipped"),
+                ("d", Hook::OnMembersAdded, "ok"),
+                ("e", Hook::OnDeleted, "skipped"),
+            ]
+        );
+        assert!(results[4]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("max_triggers_per_cycle")));
+        assert_eq!(
+            *rec.0.lock().expect("lock"),
+            vec![
+                serde_json::json!({ "hook": "created", "dn": "CN=A" }),
+                // The member AD did not take is not passed.
+                serde_json::json!({ "hook": "added", "members": ["CN=u1"] }),
+            ]
+        );
+        let ev = results[0].audit_event();
+        assert_eq!(
+            (ev.action.as_str(), ev.outcome.as_str()),
+            ("trigger:on_created", "ok")
+        );
+
+        // A throwing trigger fails; no effects at all fails every call with the reason.
+        let limits = TriggerLimits {
+            max_calls: 10,
+            ..limits
+        };
+        let results = run_triggers(
+            table.clone(),
+            &plan,
+            &outcomes,
+            &BTreeMap::new(),
+            Ok(rec.clone()),
+            limits,
+        )
+        .await;
+        let e = &results[4];
+        assert_eq!(e.outcome, "failed");
+        assert!(
+            e.error
+                .as_deref()
+                .is_some_and(|m| m.contains("no (rule 10-t.rhai, on_deleted(), group e)")),
+            "{e:?}"
+        );
+        let results = run_triggers(
+            table,
+            &plan,
+            &outcomes,
+            &BTreeMap::new(),
+            Err("no HTTP client".into()),
+            limits,
+        )
+        .await;
+        assert_eq!(results[0].outcome, "failed");
+        assert_eq!(results[0].error.as_deref(), Some("no HTTP client"));
+    }
+}

@@ -382,3 +382,56 @@ async fn a_schedule_runs_in_the_daemon() {
     assert!(d.log_text().contains("schedule ran"), "{}", d.log_text());
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn graph_and_ad_reads_work_in_triggers_inside_their_bounds() {
+    let mut bed = Bed::new("wb-trig-reads", 1).await;
+    bed.create_default_containers().await;
+    let hook = Receiver::start();
+    let rules = example_rules(&bed, &[]);
+    let outside = bed.ad.base_dn.clone();
+    let path = rules.join("20-security.rhai");
+    let text = std::fs::read_to_string(&path).expect("read rule");
+    // on_created reads the group back from Graph and AD, and tries a base it may not read.
+    let text = text.replace(
+        "fn on_created(group, dn) {",
+        &format!(
+            r#"fn on_created(group, dn) {{
+    let cloud = graph::get(`groups/${{group.id}}`);
+    let found = ad::search(dn, "(objectClass=group)", ["cn", "description"]);
+    let refused = "";
+    try {{ ad::search("{outside}", "(objectClass=user)", ["cn"]); }} catch (e) {{ refused = `${{e}}`; }}
+    http::post(setting("hook_url"), #{{
+        event: "read", cloud: cloud.displayName, found: found.len(),
+        found_dn: found[0].dn, cn: found[0].attrs.cn, refused: refused,
+    }});
+    return;"#
+        ),
+    );
+    std::fs::write(&path, text).expect("write rule");
+    let users = bed.synced_users();
+    let g = new_id();
+    bed.seed(users, vec![security_group(&g, "Readers", &[])], &[]);
+    configure(&bed, &rules, &hook.url, "", "");
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(r["trigger_results"][0]["outcome"], "ok", "{r:#}");
+    let (dn, _) = bed.group_by_id(&g).await.expect("group");
+    let got = hook.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let b = &got[0].body;
+    assert_eq!(b["event"], "read");
+    assert_eq!(b["cloud"], "Readers");
+    assert_eq!(b["found"], 1);
+    assert_eq!(b["found_dn"].as_str().map(str::to_lowercase), Some(dn));
+    assert_eq!(
+        b["cn"][0].as_str().map(|c| c.starts_with("Readers_")),
+        Some(true),
+        "{b}"
+    );
+    let refused = b["refused"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains("must be inside the managed OUs or the member search bases"),
+        "{b}"
+    );
+    bed.cleanup().await;
+}
