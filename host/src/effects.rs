@@ -58,6 +58,9 @@ impl HostEffects {
         let http = reqwest::Client::builder()
             .user_agent(concat!("writeback/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
+            // A redirect is answered to the script as it is: following it would send the body
+            // elsewhere, and the client would log the full target URL.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| EffectsError::Http(e.to_string()))?;
         Ok(HostEffects {
@@ -164,8 +167,6 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
         "cannot connect"
     } else if e.is_body() || e.is_decode() {
         "the response could not be read"
-    } else if e.is_redirect() {
-        "too many redirects"
     } else {
         "request failed"
     };

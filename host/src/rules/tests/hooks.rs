@@ -447,6 +447,16 @@ async fn server(
     body: &'static str,
     delay: Duration,
 ) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    server_with(status, "", body, delay).await
+}
+
+/// [`server`] with one more response header line (`Name: value\r\n`).
+async fn server_with(
+    status: u16,
+    header: &'static str,
+    body: &'static str,
+    delay: Duration,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -492,7 +502,7 @@ async fn server(
                 });
                 tokio::time::sleep(delay).await;
                 let answer = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = sock.write_all(answer.as_bytes()).await;
@@ -592,6 +602,27 @@ async fn http_times_out_and_says_so_without_the_query() {
         started.elapsed()
     );
     assert!(e.to_string().contains("timed out after"), "{e}");
+    assert_eq!(seen.lock().expect("lock").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_returned_not_followed() {
+    let (base, seen) = server_with(
+        302,
+        "Location: http://127.0.0.1:9/elsewhere?key=SECRET\r\n",
+        "moved",
+        Duration::ZERO,
+    )
+    .await;
+    let rule = format!(
+        "fn on_created(group, dn) {{ let r = http::request(#{{ url: \"{base}/old\" }}); if r.status != 302 {{ throw `got ${{r.status}}`; }} http::post(\"{base}/old\", #{{}}); }}\n"
+    );
+    let e = fire(&rule, Duration::from_secs(10)).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("http::post {base}/old: the server answered 302")),
+        "{e}"
+    );
     assert_eq!(seen.lock().expect("lock").len(), 2);
 }
 
