@@ -91,20 +91,19 @@ impl Schedule {
 
 /// `<n><unit>` with unit s, m, h or d.
 fn interval(text: &str) -> Result<Duration, String> {
-    let usage = "use a whole number and a unit (\"30s\", \"5m\", \"1h\", \"1d\") or a 5-field cron expression (\"0 3 * * *\")";
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("no unit; {usage}"))?;
+        .ok_or_else(|| "no unit (s, m, h or d)".to_string())?;
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("{text:?} is not an interval; {usage}"))?;
+        .map_err(|_| format!("{text:?} is not a whole number and a unit"))?;
     let secs = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("unknown unit {unit:?}; {usage}")),
+        _ => return Err(format!("unknown unit {unit:?} (s, m, h or d)")),
     };
     if n == 0 {
         return Err("the interval must be at least 1".into());
