@@ -123,6 +123,11 @@ pub(crate) fn apply_delta(
                     continue;
                 };
                 overlay(&mut props, &item.props);
+                // Delta reports a soft delete as a bare `@removed`; remember when it was seen,
+                // so rules can act on the deletion's age (e.g. a graveyard with delayed delete).
+                if props.get("deletedDateTime").is_none_or(|v| v.is_null()) {
+                    props.insert("deletedDateTime".into(), serde_json::Value::String(now.clone()));
+                }
                 let json = props_json(conn, &item.id, &props)?;
                 st.soft_delete
                     .execute(params![k, item.id, json, now])
@@ -170,6 +175,11 @@ fn upsert_object(
     } else {
         let mut props = cached_props(conn, st, kind, &item.id)?.unwrap_or_default();
         overlay(&mut props, &item.props);
+        // An object that shows up alive is not deleted (a restore comes as a plain item), even
+        // if a soft delete left a deletion time in the cache.
+        if !item.props.contains_key("deletedDateTime") {
+            props.remove("deletedDateTime");
+        }
         props_json(conn, &item.id, &props)?
     };
     st.upsert

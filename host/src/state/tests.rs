@@ -393,6 +393,9 @@ fn soft_delete_keeps_props_and_members() -> anyhow::Result<()> {
     let g1 = s.load_object(ObjectKind::Group, "g1")?.unwrap_or_default();
     assert!(g1.soft_deleted);
     assert_eq!(g1.str_prop("displayName"), Some("One"));
+    // Delta's bare `@removed` carries no time: the cache records when the delete was seen.
+    let seen = g1.str_prop("deletedDateTime").unwrap_or_default();
+    assert!(seen.len() >= 20 && seen.ends_with('Z'), "{seen:?}");
     assert_eq!(member_ids(&g1), vec!["u1", "u2"]);
     assert_eq!(s.load_object(ObjectKind::Group, "ghost")?, None);
     Ok(())
@@ -416,6 +419,7 @@ fn restore_clears_soft_delete_and_reports_changed() -> anyhow::Result<()> {
     assert_eq!(ch.changed, ids(&["g1"]));
     let g1 = s.load_object(ObjectKind::Group, "g1")?.unwrap_or_default();
     assert!(!g1.soft_deleted);
+    assert_eq!(g1.str_prop("deletedDateTime"), None);
     assert_eq!(g1.str_prop("displayName"), Some("One again"));
     assert_eq!(g1.str_prop("mail"), Some("one@x"));
     assert_eq!(member_ids(&g1), vec!["u1", "u2"]);
