@@ -2,11 +2,11 @@
 //! delete). An object AD refuses is reported with AD's message and skipped; the rest goes on.
 
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::ad::{self, AdConn};
+use crate::ad::{self, AdConn, AdError};
 
-use super::desired::is_within;
+use super::desired::{anchor_filter, dn_key, is_within, ANCHOR_ATTRS};
 use super::plan::{AttrChange, Change, Op, Plan};
 
 /// What happened to one planned change.
@@ -48,32 +48,85 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
         member_errors: Vec::new(),
     };
 
-    // 1. Creates, without members: a nested group may be created later in this same phase.
+    // 1. Creates, with their members in the same add (one request per group, as an LDIF
+    // import does). Members that are groups created by this same plan may not exist yet: they
+    // are added in phase 3.
+    let created_here: BTreeSet<String> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match &c.op {
+            Op::Create { dn, .. } => Some(dn_key(dn)),
+            _ => None,
+        })
+        .collect();
+    let mut later: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for c in &plan.changes {
-        if let Op::Create { dn, attributes, .. } = &c.op {
+        if let Op::Create {
+            dn,
+            attributes,
+            members,
+        } = &c.op
+        {
             let mut o = start(c, "create", dn);
             if !inside(dn) {
                 o.error = Some(format!("refused: {dn} is outside the managed OUs"));
+                outcomes.insert(c.cloud_id.clone(), o);
+                continue;
+            }
+            let (now, after): (Vec<String>, Vec<String>) = members
+                .iter()
+                .cloned()
+                .partition(|m| !created_here.contains(&dn_key(m)));
+            let mut attrs = attributes.clone();
+            attrs.insert("objectClass".into(), vec!["group".into()]);
+            if !now.is_empty() {
+                attrs.insert("member".into(), now.clone());
+            }
+            let mut result = conn.add(dn, &attrs).await;
+            if result.as_ref().is_err_and(|e| e.rc() != Some(68)) && !now.is_empty() {
+                // A member AD refuses (e.g. deleted meanwhile) must not block the group: create
+                // it bare and add the members one batch at a time, which reports each refusal.
+                attrs.remove("member");
+                result = conn.add(dn, &attrs).await;
+                later.insert(c.cloud_id.clone(), members.clone());
             } else {
-                let mut attrs = attributes.clone();
-                attrs.insert("objectClass".into(), vec!["group".into()]);
-                match conn.add(dn, &attrs).await {
-                    Ok(()) => match conn.read_entry(dn, &["objectGUID"]).await {
-                        Ok(Some(e)) if e.guid.is_some() => o.guid = e.guid.map(|g| g.to_string()),
-                        Ok(_) => o.error = Some("created, but AD returned no objectGUID".into()),
-                        Err(e) => {
-                            o.error = Some(format!("created, but reading objectGUID failed: {e}"))
-                        }
-                    },
-                    Err(e) if e.rc() == Some(68) => {
-                        o.error = Some(format!(
-                            "conflict: an object Writeback does not own already uses this name or sAMAccountName; left untouched ({e})"
-                        ))
-                    }
-                    Err(e) => o.error = Some(e.to_string()),
+                later.insert(c.cloud_id.clone(), after);
+            }
+            match result {
+                Ok(()) => {}
+                Err(e) if e.rc() == Some(68) => {
+                    o.error = Some(format!(
+                        "conflict: an object Writeback does not own already uses this name or sAMAccountName; left untouched ({e})"
+                    ))
                 }
+                Err(e) => o.error = Some(e.to_string()),
             }
             outcomes.insert(c.cloud_id.clone(), o);
+        }
+    }
+    // The new objects' GUIDs (for the anchors), in batches rather than one read per object.
+    let created: Vec<String> = outcomes
+        .values()
+        .filter(|o| o.error.is_none())
+        .map(|o| o.cloud_id.clone())
+        .collect();
+    match read_guids(conn, &created, managed_ous).await {
+        Ok(guids) => {
+            for id in &created {
+                if let Some(o) = outcomes.get_mut(id) {
+                    match guids.get(id) {
+                        Some(g) => o.guid = Some(g.clone()),
+                        None => o.error = Some("created, but AD returned no objectGUID".into()),
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            for id in &created {
+                if let Some(o) = outcomes.get_mut(id) {
+                    o.error = Some(format!("created, but reading objectGUID failed: {e}"));
+                }
+            }
         }
     }
 
@@ -130,7 +183,10 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
     // 3. Members, once every group of this plan exists.
     for c in &plan.changes {
         let (add, remove): (&[String], &[String]) = match &c.op {
-            Op::Create { members, .. } => (members, &[]),
+            Op::Create { .. } => (
+                later.get(&c.cloud_id).map(Vec::as_slice).unwrap_or(&[]),
+                &[],
+            ),
             Op::Update {
                 members_add,
                 members_remove,
@@ -183,4 +239,36 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
     }
 
     outcomes.into_values().collect()
+}
+
+/// objectGUIDs of owned objects by cloud id, found by anchor in batches.
+async fn read_guids(
+    conn: &mut AdConn,
+    ids: &[String],
+    managed_ous: &[String],
+) -> Result<BTreeMap<String, String>, AdError> {
+    let anchor_attr = ANCHOR_ATTRS[0];
+    let mut out = BTreeMap::new();
+    for chunk in ids.chunks(ad::RESOLVE_BATCH) {
+        let filter = anchor_filter(chunk);
+        for base in managed_ous {
+            for e in conn
+                .search(
+                    base,
+                    ad::Scope::Subtree,
+                    &filter,
+                    &[anchor_attr, "objectGUID"],
+                )
+                .await?
+            {
+                let (Some(anchor), Some(guid)) = (e.first(anchor_attr), e.guid) else {
+                    continue;
+                };
+                if let Some(id) = anchor.strip_prefix("Group_") {
+                    out.insert(id.to_string(), guid.to_string());
+                }
+            }
+        }
+    }
+    Ok(out)
 }

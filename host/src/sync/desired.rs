@@ -18,6 +18,21 @@ pub fn anchor_value(cloud_id: &str) -> String {
 /// Attributes that carry the anchor; the host sets them, rules cannot.
 pub const ANCHOR_ATTRS: [&str; 2] = ["msDS-ExternalDirectoryObjectId", "adminDescription"];
 
+/// An LDAP filter for the groups anchored to any of `ids` (one search for a batch of ids).
+pub fn anchor_filter<S: AsRef<str>>(ids: &[S]) -> String {
+    let terms: String = ids
+        .iter()
+        .map(|id| {
+            format!(
+                "({}={})",
+                ANCHOR_ATTRS[0],
+                crate::ad::dn::escape_filter_value(&anchor_value(id.as_ref()))
+            )
+        })
+        .collect();
+    format!("(&(objectClass=group)(|{terms}))")
+}
+
 /// One cloud group's AD object as it should be.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DesiredObject {

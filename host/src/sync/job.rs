@@ -16,7 +16,8 @@ use crate::state::{tx, Anchor, AuditEvent, ObjectKind, Store};
 
 use super::apply::{self, Outcome};
 use super::desired::{
-    anchor_value, transitive_users, DesiredBuilder, DesiredObject, MemberDirectory, ANCHOR_ATTRS,
+    anchor_filter, anchor_value, transitive_users, DesiredBuilder, DesiredObject, MemberDirectory,
+    ANCHOR_ATTRS,
 };
 use super::plan::{self, ActualObject, Plan, Refusal};
 use super::triggers::{self, ScheduleInfo, TriggerLimits, TriggerResult};
@@ -465,16 +466,7 @@ async fn read_owned(
     } else {
         let ids: Vec<&String> = dirty.iter().collect();
         for chunk in ids.chunks(ad::RESOLVE_BATCH) {
-            let terms: String = chunk
-                .iter()
-                .map(|id| {
-                    format!(
-                        "({anchor_attr}={})",
-                        ad::dn::escape_filter_value(&anchor_value(id))
-                    )
-                })
-                .collect();
-            let filter = format!("(&(objectClass=group)(|{terms}))");
+            let filter = anchor_filter(chunk);
             for base in &config.ad.managed_ous {
                 entries.extend(
                     conn.search(base, ad::Scope::Subtree, &filter, &want)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Full sync / second sync / rule edit at scale against an LDIF import baseline (BENCHMARKS.md).
+# Scale: WB_BENCH_GROUPS, WB_BENCH_USERS, WB_BENCH_MEMBERSHIPS (see the bench's header).
+# Needs root (starts the Samba AD test bed if it is not running). Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v /usr/bin/time >/dev/null || apt-get install -y --no-install-recommends time
+tests/testbed/samba-ad.sh up >/dev/null
+cargo build --release -p writeback -p graph-emulator
+export WRITEBACK_TESTBED_ENV="$PWD/.testbed/samba.env"
+export WRITEBACK_BIN="$PWD/target/release/writeback"
+export GRAPH_EMULATOR_BIN="$PWD/target/release/graph-emulator"
+cargo bench -p writeback-integration --bench full_sync
