@@ -126,7 +126,10 @@ pub(crate) fn apply_delta(
                 // Delta reports a soft delete as a bare `@removed`; remember when it was seen,
                 // so rules can act on the deletion's age (e.g. a graveyard with delayed delete).
                 if props.get("deletedDateTime").is_none_or(|v| v.is_null()) {
-                    props.insert("deletedDateTime".into(), serde_json::Value::String(now.clone()));
+                    props.insert(
+                        "deletedDateTime".into(),
+                        serde_json::Value::String(now.clone()),
+                    );
                 }
                 let json = props_json(conn, &item.id, &props)?;
                 st.soft_delete

@@ -5,6 +5,10 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ad::{self, AdConn, AdError};
+use tokio::task::JoinSet;
+
+/// Adds in flight at once during creates.
+const PARALLEL_CREATES: usize = 4;
 
 use super::desired::{anchor_filter, dn_key, is_within, ANCHOR_ATTRS};
 use super::plan::{AttrChange, Change, Op, Plan};
@@ -60,6 +64,24 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
         })
         .collect();
     let mut later: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // A few adds in flight on the one multiplexed connection hide the round trips (AD still
+    // applies writes one at a time); results are keyed by cloud id, so order does not matter.
+    let mut running: JoinSet<(String, Result<(), AdError>, Vec<String>)> = JoinSet::new();
+    let finish =
+        |outcomes: &mut BTreeMap<String, Outcome>,
+         later: &mut BTreeMap<String, Vec<String>>,
+         (id, result, rest): (String, Result<(), AdError>, Vec<String>)| {
+            later.insert(id.clone(), rest);
+            if let (Some(o), Err(e)) = (outcomes.get_mut(&id), result) {
+                o.error = Some(if e.rc() == Some(68) {
+                    format!(
+                    "conflict: an object Writeback does not own already uses this name or sAMAccountName; left untouched ({e})"
+                )
+                } else {
+                    e.to_string()
+                });
+            }
+        };
     for c in &plan.changes {
         if let Op::Create {
             dn,
@@ -73,35 +95,45 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
                 outcomes.insert(c.cloud_id.clone(), o);
                 continue;
             }
+            outcomes.insert(c.cloud_id.clone(), o);
             let (now, after): (Vec<String>, Vec<String>) = members
                 .iter()
                 .cloned()
                 .partition(|m| !created_here.contains(&dn_key(m)));
             let mut attrs = attributes.clone();
             attrs.insert("objectClass".into(), vec!["group".into()]);
-            if !now.is_empty() {
-                attrs.insert("member".into(), now.clone());
-            }
-            let mut result = conn.add(dn, &attrs).await;
-            if result.as_ref().is_err_and(|e| e.rc() != Some(68)) && !now.is_empty() {
-                // A member AD refuses (e.g. deleted meanwhile) must not block the group: create
-                // it bare and add the members one batch at a time, which reports each refusal.
-                attrs.remove("member");
-                result = conn.add(dn, &attrs).await;
-                later.insert(c.cloud_id.clone(), members.clone());
-            } else {
-                later.insert(c.cloud_id.clone(), after);
-            }
-            match result {
-                Ok(()) => {}
-                Err(e) if e.rc() == Some(68) => {
-                    o.error = Some(format!(
-                        "conflict: an object Writeback does not own already uses this name or sAMAccountName; left untouched ({e})"
-                    ))
+            while running.len() >= PARALLEL_CREATES {
+                match running.join_next().await {
+                    Some(Ok(done)) => finish(&mut outcomes, &mut later, done),
+                    Some(Err(e)) => tracing::error!("a create task failed: {e}"),
+                    None => break,
                 }
-                Err(e) => o.error = Some(e.to_string()),
             }
-            outcomes.insert(c.cloud_id.clone(), o);
+            let mut conn = conn.clone();
+            let (id, dn, all) = (c.cloud_id.clone(), dn.clone(), members.clone());
+            running.spawn(async move {
+                if !now.is_empty() {
+                    attrs.insert("member".into(), now);
+                }
+                let result = conn.add(&dn, &attrs).await;
+                if result.as_ref().is_err_and(|e| e.rc() != Some(68))
+                    && attrs.contains_key("member")
+                {
+                    // A member AD refuses (e.g. deleted meanwhile) must not block the group:
+                    // create it bare and add the members in batches, which reports each refusal.
+                    attrs.remove("member");
+                    (id, conn.add(&dn, &attrs).await, all)
+                } else {
+                    (id, result, after)
+                }
+            });
+        }
+    }
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok(done) => finish(&mut outcomes, &mut later, done),
+            // A panicked task is a host bug; its group stays without a GUID and is reported.
+            Err(e) => tracing::error!("a create task failed: {e}"),
         }
     }
     // The new objects' GUIDs (for the anchors), in batches rather than one read per object.

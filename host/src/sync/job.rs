@@ -130,11 +130,22 @@ async fn cycle(
     opts: SyncOptions,
     run_id: i64,
 ) -> Result<SyncReport, SyncError> {
+    // Phase timings at debug level: where a slow cycle spends its time.
+    let mut phase = Instant::now();
+    let mut lap = |name: &str| {
+        tracing::debug!(
+            phase = name,
+            ms = phase.elapsed().as_millis() as u64,
+            "sync phase done"
+        );
+        phase = Instant::now();
+    };
     // 1. Cloud: users first, so the groups' members can be matched.
     let users_changed = pull(graph, store, ObjectKind::User, opts.reread_cloud).await?;
     pull(graph, store, ObjectKind::Group, opts.reread_cloud).await?;
     let groups = store.load_objects(ObjectKind::Group)?;
     let users = store.load_objects(ObjectKind::User)?;
+    lap("cloud");
 
     // 2. Rules: every cached group, every cycle (cheap; makes rule edits and cloud changes alike).
     let mut refused: Vec<Refusal> = Vec::new();
@@ -155,6 +166,7 @@ async fn cycle(
     // A group the rules could not evaluate keeps its AD object as it is: never delete on error.
     let errored: BTreeSet<String> = refused.iter().map(|r| r.cloud_id.clone()).collect();
 
+    lap("rules");
     // 3. Which groups to compare with AD.
     let anchors = store.anchors()?;
     let applied = store.applied_hashes()?;
@@ -225,9 +237,11 @@ async fn cycle(
         );
     }
 
+    lap("desired");
     // 5. Actual: the owned AD objects for the same groups.
     let attrs = managed_attributes(&desired);
     let actual = read_owned(conn, config, &dirty, opts.compare_all, &attrs).await?;
+    lap("actual");
     // Never delete what the rules refused or failed on: its AD object stays as it is.
     let actual: BTreeMap<String, ActualObject> = actual
         .into_iter()
@@ -287,8 +301,11 @@ async fn cycle(
     }
 
     // 7. Apply and record.
+    tracing::info!(changes = plan.changes.len(), "applying the plan");
     let outcomes = apply::apply(conn, &plan, &config.ad.managed_ous).await;
+    lap("apply");
     record(store, run_id, &plan, &outcomes, &desired, &hashes, &actual)?;
+    lap("record");
     // Groups examined with no change are in step: remember that, so the next cycle skips them.
     let changed: BTreeSet<&String> = plan.changes.iter().map(|c| &c.cloud_id).collect();
     store.with_transaction(|tx| {

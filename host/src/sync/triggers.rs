@@ -283,7 +283,7 @@ fn event(
                 };
                 map.insert(
                     attr.clone(),
-                    serde_json::json!({ "old": as_json(Some(old)), "new": as_json(new) }),
+                    serde_json::json!({ "before": as_json(Some(old)), "after": as_json(new) }),
                 );
             }
             if move_to.is_some() {

@@ -36,6 +36,7 @@ fn timed_run(bed: &Bed, args: &[&str]) -> (Duration, u64, String) {
         .args(args)
         .env("WRITEBACK_TEST_AD_PASSWORD", &bed.ad.bind_password)
         .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
+        .env("RUST_LOG", "writeback::sync=debug")
         .output()
         .expect("run writeback under /usr/bin/time");
     let took = start.elapsed();
@@ -45,6 +46,15 @@ fn timed_run(bed: &Bed, args: &[&str]) -> (Duration, u64, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Where the time went, from the host's own phase log.
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        if line.contains("sync phase done") {
+            println!(
+                "  writeback {args:?}: {}",
+                line.split("DEBUG").last().unwrap_or(line).trim()
+            );
+        }
+    }
     let rss = std::fs::read_to_string(&rss_file)
         .ok()
         .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))

@@ -317,7 +317,8 @@ fn on_deleted(group_id, dn) { http::post("d", `${group_id} ${dn}`); }
     let timeout = Duration::from_secs(5);
     let run = |e: TriggerEvent| t.call_trigger("10-all.rhai", &e, fake.clone(), timeout);
     run(created(g.clone(), "CN=G,OU=X")).expect("on_created");
-    let changes = json!({ "info": { "old": null, "new": ["x"] }, "moved_from": "CN=Old,OU=X" });
+    let changes =
+        json!({ "info": { "before": null, "after": ["x"] }, "moved_from": "CN=Old,OU=X" });
     run(TriggerEvent {
         hook: Hook::OnUpdated,
         changes: changes.clone(),
