@@ -89,7 +89,8 @@ struct Host {
     config: Config,
     graph: GraphClient,
     ad: AdConn,
-    schema: Schema,
+    /// Read on first need, kept for the host's lifetime.
+    schema: Option<Schema>,
     store: Store,
     rules: Arc<RuleSet>,
     fingerprint: BTreeMap<PathBuf, String>,
@@ -174,7 +175,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         );
     }
     let graph = setup::graph_client(&config)?;
-    let (ad, schema) = setup::ad_connection(&config).await?;
+    let ad = setup::ad_connection(&config).await?;
 
     spawn_ticker(tx.clone(), config.daemon.poll_interval, Wake::Poll, true);
     if let Some(every) = config.daemon.reconcile_interval {
@@ -224,7 +225,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config,
         graph,
         ad,
-        schema,
+        schema: None,
         store,
         rules,
         fingerprint,
@@ -414,7 +415,7 @@ impl Host {
                 ad: &mut self.ad,
                 store: &mut self.store,
                 rules: &rules,
-                schema: Some(&self.schema),
+                schema: &mut self.schema,
             },
             SyncOptions {
                 reread_cloud: false,

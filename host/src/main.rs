@@ -200,7 +200,8 @@ async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<E
         );
     }
     let graph = setup::graph_client(&config).context("Graph client")?;
-    let (mut conn, schema) = setup::ad_connection(&config).await?;
+    let mut conn = setup::ad_connection(&config).await?;
+    let mut schema = None;
     let report = sync::run(
         SyncContext {
             config: &config,
@@ -208,7 +209,7 @@ async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<E
             ad: &mut conn,
             store: &mut store,
             rules: &rules,
-            schema: Some(&schema),
+            schema: &mut schema,
         },
         opts,
     )

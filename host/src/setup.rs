@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use crate::ad::{AdConn, AdError, AdSettings, Schema};
+use crate::ad::{AdConn, AdError, AdSettings};
 use crate::config::Config;
 use crate::graph::{GraphClient, GraphError, GraphSettings};
 use crate::rules::{Limits, LoadError, RuleSet};
@@ -25,10 +25,10 @@ pub fn graph_client(config: &Config) -> Result<GraphClient, GraphError> {
     GraphClient::new(settings)
 }
 
-/// A bound AD connection and the directory's schema (read once).
-pub async fn ad_connection(config: &Config) -> Result<(AdConn, Schema), AdError> {
+/// A bound AD connection (the schema is read by the first cycle that writes).
+pub async fn ad_connection(config: &Config) -> Result<AdConn, AdError> {
     let a = &config.ad;
-    let mut conn = AdConn::connect(&AdSettings {
+    AdConn::connect(&AdSettings {
         url: a.url.clone(),
         bind_dn: a.bind_dn.clone(),
         password: a.password.clone(),
@@ -37,9 +37,7 @@ pub async fn ad_connection(config: &Config) -> Result<(AdConn, Schema), AdError>
         allow_plain: a.allow_plain_ldap,
         timeout: a.timeout,
     })
-    .await?;
-    let schema = conn.load_schema().await?;
-    Ok((conn, schema))
+    .await
 }
 
 /// Compiles the configured rules folder.

@@ -67,21 +67,20 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
     // A few adds in flight on the one multiplexed connection hide the round trips (AD still
     // applies writes one at a time); results are keyed by cloud id, so order does not matter.
     let mut running: JoinSet<(String, Result<(), AdError>, Vec<String>)> = JoinSet::new();
-    let finish =
-        |outcomes: &mut BTreeMap<String, Outcome>,
-         later: &mut BTreeMap<String, Vec<String>>,
-         (id, result, rest): (String, Result<(), AdError>, Vec<String>)| {
-            later.insert(id.clone(), rest);
-            if let (Some(o), Err(e)) = (outcomes.get_mut(&id), result) {
-                o.error = Some(if e.rc() == Some(68) {
-                    format!(
+    let finish = |outcomes: &mut BTreeMap<String, Outcome>,
+                  later: &mut BTreeMap<String, Vec<String>>,
+                  (id, result, rest): (String, Result<(), AdError>, Vec<String>)| {
+        later.insert(id.clone(), rest);
+        if let (Some(o), Err(e)) = (outcomes.get_mut(&id), result) {
+            o.error = Some(if e.rc() == Some(68) {
+                format!(
                     "conflict: an object Writeback does not own already uses this name or sAMAccountName; left untouched ({e})"
                 )
-                } else {
-                    e.to_string()
-                });
-            }
-        };
+            } else {
+                e.to_string()
+            });
+        }
+    };
     for c in &plan.changes {
         if let Op::Create {
             dn,

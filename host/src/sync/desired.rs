@@ -71,6 +71,11 @@ pub struct DesiredBuilder<'a> {
 }
 
 impl DesiredBuilder<'_> {
+    /// The DN a rule's output names (no checks).
+    pub fn dn(g: &DesiredGroup) -> String {
+        format!("{},{}", crate::ad::dn::rdn("CN", &g.cn), g.parent)
+    }
+
     /// First pass: the object without members (its DN is what nested groups need).
     pub fn object(&self, cloud_id: &str, g: &DesiredGroup) -> Result<DesiredObject, Refusal> {
         let refuse = |reason: String| Refusal {
@@ -94,7 +99,7 @@ impl DesiredBuilder<'_> {
                 self.managed_ous.join("; ")
             )));
         }
-        let dn = format!("{},{}", crate::ad::dn::rdn("CN", &g.cn), g.parent);
+        let dn = Self::dn(g);
         let mut attributes = g.attributes.clone();
         let anchor = anchor_value(cloud_id);
         for a in ANCHOR_ATTRS {

@@ -73,7 +73,9 @@ pub struct SyncContext<'a> {
     pub ad: &'a mut AdConn,
     pub store: &'a mut Store,
     pub rules: &'a RuleSet,
-    pub schema: Option<&'a ad::schema::Schema>,
+    /// The target schema, read on first need and kept by the caller across cycles (a cycle
+    /// with nothing to write never reads it).
+    pub schema: &'a mut Option<ad::schema::Schema>,
 }
 
 /// Runs one cycle.
@@ -126,7 +128,7 @@ async fn cycle(
     conn: &mut AdConn,
     store: &mut Store,
     rules: &RuleSet,
-    schema: Option<&ad::schema::Schema>,
+    schema: &mut Option<ad::schema::Schema>,
     opts: SyncOptions,
     run_id: i64,
 ) -> Result<SyncReport, SyncError> {
@@ -203,22 +205,28 @@ async fn cycle(
     };
     let dirty: BTreeSet<String> = dirty.difference(&errored).cloned().collect();
 
-    // 4. Desired objects: first their DNs (nested groups need them), then members.
+    // 4. Desired objects: first their DNs (nested groups need them), then members. Only the
+    // groups to compare are built and checked in full; the others need just their DN.
+    if schema.is_none() && !dirty.is_empty() {
+        *schema = Some(conn.load_schema().await?);
+    }
     let builder = DesiredBuilder {
         managed_ous: &config.ad.managed_ous,
-        schema,
+        schema: schema.as_ref(),
     };
     let mut written_dns: BTreeMap<String, String> = BTreeMap::new();
     let mut desired: BTreeMap<String, DesiredObject> = BTreeMap::new();
     let mut policies = BTreeMap::new();
     for (id, d) in &decided {
+        if !dirty.contains(id) {
+            written_dns.insert(id.clone(), DesiredBuilder::dn(d));
+            continue;
+        }
         match builder.object(id, d) {
             Ok(o) => {
                 written_dns.insert(id.clone(), o.dn.clone());
-                if dirty.contains(id) {
-                    policies.insert(id.clone(), d.members);
-                    desired.insert(id.clone(), o);
-                }
+                policies.insert(id.clone(), d.members);
+                desired.insert(id.clone(), o);
             }
             Err(r) => refused.push(r),
         }

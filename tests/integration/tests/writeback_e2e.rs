@@ -463,31 +463,7 @@ async fn a_certificate_authenticated_run_works() {
     let mut bed = Bed::new("wb-e2e-cert", 0).await;
     bed.create_default_containers().await;
     let dir = bed.dir.path().to_path_buf();
-    let key = dir.join("app.key");
-    let cert = dir.join("app.pem");
-    let st = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=writeback-e2e",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        st.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let (cert, key) = self_signed(&dir.join("app"), "writeback-e2e");
     let pem = std::fs::read_to_string(&cert).expect("cert");
     let g = new_id();
     let mut tenant = json!({
@@ -513,33 +489,13 @@ async fn a_certificate_authenticated_run_works() {
     assert!(bed.group_by_id(&g).await.is_some());
 
     // A certificate the app does not have is refused with the token endpoint's code.
-    let other = dir.join("other");
-    std::fs::create_dir_all(&other).expect("dir");
-    let st = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=intruder",
-        ])
-        .arg("-keyout")
-        .arg(other.join("app.key"))
-        .arg("-out")
-        .arg(other.join("app.pem"))
-        .output()
-        .expect("openssl");
-    assert!(st.status.success());
+    let (other_cert, other_key) = self_signed(&dir.join("other"), "intruder");
     bed.write_config(
         None,
         &format!(
             "certificate_file = \"{}\"\nprivate_key_file = \"{}\"",
-            other.join("app.pem").display(),
-            other.join("app.key").display()
+            other_cert.display(),
+            other_key.display()
         ),
         "",
     );
@@ -661,4 +617,27 @@ async fn a_rule_can_move_soft_deleted_groups_to_a_graveyard() {
     let (dn, _) = bed.group_by_id(&g).await.expect("kept, moved");
     assert!(dn.contains(",ou=graveyard,"), "{dn}");
     bed.cleanup().await;
+}
+
+/// A throwaway RSA key and self-signed certificate in `dir` (made by the openssl CLI).
+fn self_signed(dir: &std::path::Path, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).expect("cert dir");
+    let (cert, key) = (dir.join("app.pem"), dir.join("app.key"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN={cn}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        st.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    (cert, key)
 }
