@@ -12,6 +12,7 @@ const PARALLEL_CREATES: usize = 4;
 
 use super::desired::{anchor_filter, dn_key, is_within, ANCHOR_ATTRS};
 use super::plan::{AttrChange, Change, Op, Plan};
+use super::progress::Progress;
 
 /// What happened to one planned change.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -81,6 +82,13 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
             });
         }
     };
+    let mut creating = Progress::new(
+        "creating",
+        plan.changes
+            .iter()
+            .filter(|c| matches!(c.op, Op::Create { .. }))
+            .count(),
+    );
     for c in &plan.changes {
         if let Op::Create {
             dn,
@@ -88,6 +96,7 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
             members,
         } = &c.op
         {
+            creating.tick();
             let mut o = start(c, "create", dn);
             if !inside(dn) {
                 o.error = Some(format!("refused: {dn} is outside the managed OUs"));
@@ -161,7 +170,15 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
         }
     }
 
+    drop(creating);
     // 2. Moves and attribute changes.
+    let mut updating = Progress::new(
+        "updating",
+        plan.changes
+            .iter()
+            .filter(|c| matches!(c.op, Op::Update { .. }))
+            .count(),
+    );
     for c in &plan.changes {
         if let Op::Update {
             dn,
@@ -170,6 +187,7 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
             ..
         } = &c.op
         {
+            updating.tick();
             let mut o = start(c, "update", dn);
             if !inside(dn) || move_to.as_deref().is_some_and(|t| !inside(t)) {
                 o.error =
@@ -211,6 +229,7 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
         }
     }
 
+    drop(updating);
     // 3. Members, once every group of this plan exists.
     for c in &plan.changes {
         let (add, remove): (&[String], &[String]) = match &c.op {

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod desired;
 pub mod job;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod triggers;
 
