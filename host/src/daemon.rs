@@ -28,6 +28,11 @@ use crate::watch;
 /// filesystem without notifications).
 const SAFETY_RESCAN: Duration = Duration::from_secs(30);
 
+/// Run history kept in the state file: a 1 s poll records 86,400 runs a day, so older ones are
+/// pruned (with their audit events) every `PRUNE_EVERY` cycles.
+const RUN_HISTORY: usize = 20_000;
+const PRUNE_EVERY: u64 = 1_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("the rules do not load, so the host does not start:\n{0}")]
@@ -392,6 +397,13 @@ impl Host {
     async fn cycle(&mut self, reconcile: bool) {
         let started = Instant::now();
         self.cycles += 1;
+        if self.cycles % PRUNE_EVERY == 0 {
+            match self.store.prune_runs(RUN_HISTORY) {
+                Ok(n) if n > 0 => tracing::debug!(pruned = n, "old runs pruned"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("pruning the run history failed: {e}"),
+            }
+        }
         let lock = {
             let config = self.config.clone();
             tokio::task::spawn_blocking(move || StateLock::acquire(&config)).await
