@@ -397,7 +397,7 @@ impl Host {
     async fn cycle(&mut self, reconcile: bool) {
         let started = Instant::now();
         self.cycles += 1;
-        if self.cycles % PRUNE_EVERY == 0 {
+        if self.cycles.is_multiple_of(PRUNE_EVERY) {
             match self.store.prune_runs(RUN_HISTORY) {
                 Ok(n) if n > 0 => tracing::debug!(pruned = n, "old runs pruned"),
                 Ok(_) => {}
