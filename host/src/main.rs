@@ -118,11 +118,14 @@ fn rules_source(
                             .unwrap_or_else(|| PathBuf::from("stdlib"))
                     })
             });
-            // Settings come from the config when there is one; rules that need a missing
-            // setting fail only when evaluated, which `check` does not do.
-            let settings = Config::load_offline(config)
-                .map(|c| c.rules.settings)
-                .unwrap_or_default();
+            // Settings come from the config when there is one (a broken config is an error,
+            // not silently ignored); rules that need a missing setting fail only when
+            // evaluated.
+            let settings = if config.exists() {
+                Config::load_offline(config)?.rules.settings
+            } else {
+                BTreeMap::new()
+            };
             (dir, stdlib, settings)
         }
         None => {
