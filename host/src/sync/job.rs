@@ -482,7 +482,8 @@ async fn read_owned(
 ) -> Result<BTreeMap<String, ActualObject>, SyncError> {
     let anchor_attr = ANCHOR_ATTRS[0];
     let mut want: Vec<&str> = attrs.iter().map(String::as_str).collect();
-    want.push("objectGUID");
+    // `member` comes with the search, read completely in ranges: no second read per group.
+    want.extend(["objectGUID", "member"]);
     let mut entries = Vec::new();
     if full {
         entries = conn
@@ -510,14 +511,15 @@ async fn read_owned(
         if anchor != anchor_value(cloud_id) {
             continue;
         }
-        let members = conn.read_members(&e.dn).await?;
+        let mut attrs = e.attrs;
+        let members = attrs.remove("member").unwrap_or_default();
         out.insert(
             cloud_id.to_string(),
             ActualObject {
                 cloud_id: cloud_id.to_string(),
-                dn: e.dn.clone(),
+                dn: e.dn,
                 guid: e.guid.map(|g| g.to_string()),
-                attrs: e.attrs.clone(),
+                attrs,
                 members,
             },
         );
