@@ -272,6 +272,116 @@ pub async fn run_round(client: &GraphClient, start: DeltaStart) -> Result<DeltaR
     }
 }
 
+/// A part of a delta round handed over while the round is still being read (see
+/// [`run_round_chunked`]).
+#[derive(Debug)]
+pub struct DeltaChunk {
+    /// Items merged from the pages read since the previous chunk.
+    pub items: BTreeMap<String, DeltaItem>,
+    /// The round carries the whole tenant (initial query or reset).
+    pub full: bool,
+    /// The first chunk of a round (or of a round restarted after a sync reset): whatever an
+    /// earlier chunk of the same call said is superseded by a full round.
+    pub first: bool,
+}
+
+/// Why a chunked round stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkedRoundError<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The sink refused a chunk (e.g. the state store could not write it).
+    #[error(transparent)]
+    Sink(E),
+}
+
+/// Merged entries (objects plus member entries) held before a chunk is handed over: bounds
+/// the memory of a first sync whatever the tenant's size (a few MB per chunk).
+pub const CHUNK_ENTRIES: usize = 20_000;
+
+/// Follows one round like [`run_round`], but hands the merged items to `sink` every
+/// [`CHUNK_ENTRIES`] entries instead of holding the whole round; the last chunk is handed over
+/// (possibly empty) before the deltaLink is returned with the round's `full` flag. A sync reset
+/// restarts once as a full round, whose first chunk has `first` set.
+pub async fn run_round_chunked<E, F>(
+    client: &GraphClient,
+    start: DeltaStart,
+    mut sink: F,
+) -> Result<(String, bool), ChunkedRoundError<E>>
+where
+    E: std::error::Error + 'static,
+    F: FnMut(DeltaChunk) -> Result<(), E>,
+{
+    let (mut url, initial_url, mut full) = match start {
+        DeltaStart::Initial { url } => (url.clone(), url, true),
+        DeltaStart::Link { link, initial_url } => (link, initial_url, false),
+    };
+    let mut restarted = false;
+    'round: loop {
+        let mut merger = DeltaMerger::new();
+        let mut first = true;
+        let mut held = 0usize;
+        let mut page_url = url.clone();
+        loop {
+            let page = match client.get_json(&page_url).await {
+                Ok(p) => p,
+                Err(e) if e.is_sync_reset() && !restarted => {
+                    let restart = e.reset_location().unwrap_or(&initial_url).to_owned();
+                    tracing::warn!(error = %e, restart_url = %restart, "Graph reset the delta sync state; starting a full round");
+                    url = restart;
+                    full = true;
+                    restarted = true;
+                    continue 'round;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            held += page_entries(&page);
+            let link = merger.add_page(&page)?;
+            let done = match link {
+                PageLink::Delta(link) => Some(link),
+                PageLink::Next(next) if next == page_url => {
+                    return Err(GraphError::InvalidResponse(format!(
+                        "delta nextLink points to itself: {next}"
+                    ))
+                    .into());
+                }
+                PageLink::Next(next) => {
+                    page_url = next;
+                    None
+                }
+            };
+            if done.is_some() || held >= CHUNK_ENTRIES {
+                let pages = merger.pages();
+                let items = std::mem::take(&mut merger.items);
+                tracing::debug!(pages, items = items.len(), full, "delta chunk");
+                sink(DeltaChunk { items, full, first }).map_err(ChunkedRoundError::Sink)?;
+                first = false;
+                held = 0;
+            }
+            if let Some(link) = done {
+                return Ok((link, full));
+            }
+        }
+    }
+}
+
+/// Objects plus member entries on one page: what merging it holds in memory.
+fn page_entries(page: &Value) -> usize {
+    page.get("value")
+        .and_then(Value::as_array)
+        .map(|v| {
+            v.iter()
+                .map(|o| {
+                    1 + o
+                        .get("members@delta")
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len)
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Reads pages from `url` until a deltaLink.
 async fn follow(client: &GraphClient, url: &str) -> Result<(DeltaMerger, String), GraphError> {
     let mut merger = DeltaMerger::new();

@@ -7,7 +7,7 @@
 //! `createdDateTime` and `deletedDateTime`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use rhai::{Engine, EvalAltResult, ImmutableString, INT};
@@ -71,20 +71,30 @@ fn format_unix(unix: i64) -> Option<String> {
 }
 
 /// The batch instant of one engine. Engines are leased to one caller at a time, so the caller
-/// sets it before each call and nothing else reads it meanwhile.
+/// sets it before each call and nothing else reads it meanwhile. It also notes whether a script
+/// read it: a decision that depends on the time can change with no cloud change, so the host
+/// evaluates such groups again every cycle.
 #[derive(Debug)]
-pub(crate) struct NowCell(AtomicI64);
+pub(crate) struct NowCell(AtomicI64, AtomicBool);
 
 impl NowCell {
     pub(crate) fn new(now: Now) -> Arc<NowCell> {
-        Arc::new(NowCell(AtomicI64::new(now.unix)))
+        Arc::new(NowCell(AtomicI64::new(now.unix), AtomicBool::new(false)))
     }
 
+    /// Sets the instant and clears the "read" note.
     pub(crate) fn set(&self, now: Now) {
         self.0.store(now.unix, Ordering::Relaxed);
+        self.1.store(false, Ordering::Relaxed);
+    }
+
+    /// True when `now()` was called since the last [`NowCell::set`].
+    pub(crate) fn was_read(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
     }
 
     fn get(&self) -> Now {
+        self.1.store(true, Ordering::Relaxed);
         Now {
             unix: self.0.load(Ordering::Relaxed),
         }

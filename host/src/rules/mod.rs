@@ -275,14 +275,33 @@ impl RuleSet {
         reason = "errors are rare and read by people; a flat struct beats a box here"
     )]
     pub fn evaluate_at(&self, group: &serde_json::Value, now: Now) -> Result<Decision, EvalError> {
+        self.evaluate_timed(group, now).0
+    }
+
+    /// Like [`RuleSet::evaluate_at`], and says whether the decision read `now()` (so it may
+    /// change with time alone).
+    pub fn evaluate_timed(
+        &self,
+        group: &serde_json::Value,
+        now: Now,
+    ) -> (Result<Decision, EvalError>, bool) {
+        let lease = self.lease();
+        lease.sandbox().set_now(now);
+        let decision = self.decide(&lease, group);
+        (decision, lease.sandbox().now_was_read())
+    }
+
+    #[allow(
+        clippy::result_large_err,
+        reason = "errors are rare and read by people; a flat struct beats a box here"
+    )]
+    fn decide(&self, lease: &Lease<'_>, group: &serde_json::Value) -> Result<Decision, EvalError> {
         let group_id = group
             .get("id")
             .and_then(serde_json::Value::as_str)
             .unwrap_or("<no id>")
             .to_string();
         let value = group::to_script_value(group);
-        let lease = self.lease();
-        lease.sandbox().set_now(now);
         for rule in self.rules.iter() {
             let fail = |function: &str, loc: Located| EvalError {
                 rule: rule.name.clone(),

@@ -163,6 +163,11 @@ impl Sandbox {
         }
     }
 
+    /// True when a call since the last [`Sandbox::set_now`] read `now()`.
+    pub(crate) fn now_was_read(&self) -> bool {
+        self.now.was_read()
+    }
+
     /// Sets the instant `now()` returns in the following calls.
     pub(crate) fn set_now(&self, now: super::clock::Now) {
         self.now.set(now);

@@ -102,3 +102,42 @@ pub fn remove_applied(conn: &Connection, cloud_id: &str) -> Result<(), StateErro
         .ctx(conn, || format!("remove applied hash {cloud_id}"))?;
     Ok(())
 }
+
+/// The anchor of one cloud id, by key.
+pub fn anchor(conn: &Connection, cloud_id: &str) -> Result<Option<Anchor>, StateError> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached(
+        "SELECT cloud_id, object_guid, dn, rule, updated_at FROM anchor WHERE cloud_id = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([cloud_id], |r| {
+            Ok(Anchor {
+                cloud_id: r.get(0)?,
+                object_guid: r.get(1)?,
+                dn: r.get(2)?,
+                rule: r.get(3)?,
+                updated_at: r.get(4)?,
+            })
+        })
+        .optional()
+    })
+    .ctx(conn, || format!("load anchor {cloud_id}"))
+}
+
+/// Every anchored cloud id, sorted (ids only: what a whole-state pass needs to find deletes).
+pub fn anchor_ids(conn: &Connection) -> Result<std::collections::BTreeSet<String>, StateError> {
+    let op = || "load anchored ids".to_string();
+    let mut stmt = conn
+        .prepare("SELECT cloud_id FROM anchor ORDER BY cloud_id")
+        .ctx(conn, op)?;
+    let rows = stmt.query_map([], |r| r.get(0)).ctx(conn, op)?;
+    rows.collect::<Result<_, _>>().ctx(conn, op)
+}
+
+/// The hash last applied for one cloud id, by key.
+pub fn applied_hash(conn: &Connection, cloud_id: &str) -> Result<Option<String>, StateError> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT hash FROM applied WHERE cloud_id = ?1")
+        .and_then(|mut s| s.query_row([cloud_id], |r| r.get(0)).optional())
+        .ctx(conn, || format!("load applied hash {cloud_id}"))
+}

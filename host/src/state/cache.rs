@@ -73,6 +73,30 @@ struct Stmts<'t> {
     delete_members: Statement<'t>,
     delete_member: Statement<'t>,
     upsert_member: Statement<'t>,
+    mark_pending: Statement<'t>,
+}
+
+/// Where a delta round stands while its pages are written chunk by chunk (see
+/// [`apply_chunk`]): the ids it has written so far, and what it changed. Bounded by the round's
+/// size, never by the whole cache's contents.
+#[derive(Debug, Default)]
+pub struct RoundProgress {
+    /// True when the round carries the whole tenant (initial query, reset).
+    pub full: bool,
+    /// Ids written by earlier chunks of this round: a full round replaces an object's
+    /// properties and members the first time it shows up, and overlays later occurrences (a
+    /// large group repeated across pages).
+    seen: std::collections::HashSet<String>,
+    pub changes: CacheChanges,
+}
+
+impl RoundProgress {
+    pub fn new(full: bool) -> Self {
+        RoundProgress {
+            full,
+            ..Default::default()
+        }
+    }
 }
 
 /// Applies a merged round and stores its link; the caller commits. Items are visited in id
@@ -82,6 +106,21 @@ pub(crate) fn apply_delta(
     kind: ObjectKind,
     round: &DeltaRound,
 ) -> Result<CacheChanges, StateError> {
+    let mut progress = RoundProgress::new(round.full);
+    apply_chunk(tx, kind, &round.items, &mut progress)?;
+    finish_round(tx, kind, &round.delta_link, &mut progress)?;
+    Ok(progress.changes)
+}
+
+/// Writes one chunk of a round's merged items (no link); the caller commits. Every id written is
+/// also marked pending, in the same transaction, so a change is never lost between the cache
+/// and the cycle that applies it (a kill, a dry run).
+pub(crate) fn apply_chunk(
+    tx: &Transaction<'_>,
+    kind: ObjectKind,
+    items: &BTreeMap<String, DeltaItem>,
+    progress: &mut RoundProgress,
+) -> Result<(), StateError> {
     let conn: &Connection = tx;
     let op = || format!("apply {kind} delta round");
     let prep = |sql: &str| conn.prepare(sql).ctx(conn, op);
@@ -104,16 +143,18 @@ pub(crate) fn apply_delta(
             "INSERT INTO cloud_member (group_id, member_id, member_type) VALUES (?1, ?2, ?3)
              ON CONFLICT (group_id, member_id) DO UPDATE SET member_type = excluded.member_type",
         )?,
+        mark_pending: prep("INSERT OR IGNORE INTO pending (kind, id) VALUES (?1, ?2)")?,
     };
     let now = now_rfc3339();
     let k = kind.as_str();
-    let mut changes = CacheChanges::default();
 
-    for item in round.items.values() {
+    for item in items.values() {
+        // A full round replaces an object the first time the round carries it.
+        let replace = progress.full && progress.seen.insert(item.id.clone());
         match item.removed {
             Some(RemovedReason::Deleted) => {
                 if delete_object(conn, &mut st, kind, &item.id)? {
-                    changes.deleted.insert(item.id.clone());
+                    progress.changes.deleted.insert(item.id.clone());
                 }
             }
             Some(RemovedReason::Changed) => {
@@ -135,32 +176,64 @@ pub(crate) fn apply_delta(
                 st.soft_delete
                     .execute(params![k, item.id, json, now])
                     .ctx(conn, op)?;
-                changes.changed.insert(item.id.clone());
+                progress.changes.changed.insert(item.id.clone());
             }
             None => {
-                upsert_object(conn, &mut st, kind, item, round.full, &now)?;
-                changes.changed.insert(item.id.clone());
+                upsert_object(conn, &mut st, kind, item, replace, &now)?;
+                progress.changes.changed.insert(item.id.clone());
+            }
+        }
+        st.mark_pending.execute([k, &item.id]).ctx(conn, op)?;
+    }
+    Ok(())
+}
+
+/// Ends a round: a full round deletes the cached objects it did not carry; then the link is
+/// stored. The caller commits.
+pub(crate) fn finish_round(
+    tx: &Transaction<'_>,
+    kind: ObjectKind,
+    delta_link: &str,
+    progress: &mut RoundProgress,
+) -> Result<(), StateError> {
+    let conn: &Connection = tx;
+    let k = kind.as_str();
+    let now = now_rfc3339();
+    if progress.full {
+        // A full round is the whole tenant: whatever it did not mention is gone.
+        let gone: Vec<String> = cached_ids(conn, kind)?
+            .into_iter()
+            .filter(|id| !progress.seen.contains(id))
+            .collect();
+        if !gone.is_empty() {
+            let op = || format!("apply {kind} delta round: delete absent objects");
+            let mut del = conn
+                .prepare("DELETE FROM cloud_object WHERE kind = ?1 AND id = ?2")
+                .ctx(conn, op)?;
+            let mut del_members = conn
+                .prepare("DELETE FROM cloud_member WHERE group_id = ?1")
+                .ctx(conn, op)?;
+            let mut pending = conn
+                .prepare("INSERT OR IGNORE INTO pending (kind, id) VALUES (?1, ?2)")
+                .ctx(conn, op)?;
+            for id in gone {
+                del.execute([k, &id]).ctx(conn, op)?;
+                if kind == ObjectKind::Group {
+                    del_members.execute([&id]).ctx(conn, op)?;
+                }
+                pending.execute([k, &id]).ctx(conn, op)?;
+                progress.changes.deleted.insert(id);
             }
         }
     }
-
-    if round.full {
-        // A full round is the whole tenant: whatever it did not mention is gone.
-        let cached = cached_ids(conn, kind)?;
-        for id in cached.iter().filter(|id| !round.items.contains_key(*id)) {
-            delete_object(conn, &mut st, kind, id)?;
-            changes.deleted.insert(id.clone());
-        }
-    }
-
     // Written last: if anything above failed, the transaction rolls back with the old link.
     conn.execute(
         "INSERT INTO delta_link (kind, link, updated_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (kind) DO UPDATE SET link = excluded.link, updated_at = excluded.updated_at",
-        params![k, round.delta_link, now],
+        params![k, delta_link, now],
     )
     .ctx(conn, || format!("store {kind} delta link"))?;
-    Ok(changes)
+    Ok(())
 }
 
 fn upsert_object(
@@ -396,4 +469,79 @@ pub(crate) fn load_object(
         members,
         soft_deleted,
     }))
+}
+
+/// The cached objects of a kind with these ids (groups with their members), by key: the cost
+/// follows the number of ids, not the size of the cache. Ids not cached are left out.
+pub(crate) fn load_by_ids<'a>(
+    conn: &Connection,
+    kind: ObjectKind,
+    ids: impl IntoIterator<Item = &'a String>,
+) -> Result<BTreeMap<String, CloudObject>, StateError> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        if out.contains_key(id) {
+            continue;
+        }
+        if let Some(o) = load_object(conn, kind, id)? {
+            out.insert(id.clone(), o);
+        }
+    }
+    Ok(out)
+}
+
+/// The groups that hold any of `member_ids` as a direct member (index `cloud_member_by_member`).
+pub(crate) fn groups_containing<'a>(
+    conn: &Connection,
+    member_ids: impl IntoIterator<Item = &'a String>,
+) -> Result<BTreeSet<String>, StateError> {
+    let op = || "find the groups of changed members".to_string();
+    let mut stmt = conn
+        .prepare_cached("SELECT group_id FROM cloud_member WHERE member_id = ?1")
+        .ctx(conn, op)?;
+    let mut out = BTreeSet::new();
+    for m in member_ids {
+        let rows = stmt
+            .query_map([m], |r| r.get::<_, String>(0))
+            .ctx(conn, op)?;
+        for g in rows {
+            out.insert(g.ctx(conn, op)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Visits the cached groups in id order, `chunk` at a time (each with its members): a whole
+/// cache pass that holds one chunk in memory.
+pub(crate) fn for_each_chunk(
+    conn: &Connection,
+    kind: ObjectKind,
+    chunk: usize,
+    mut f: impl FnMut(Vec<CloudObject>) -> Result<(), StateError>,
+) -> Result<(), StateError> {
+    let chunk = chunk.max(1);
+    let mut buf = Vec::with_capacity(chunk);
+    for_each_object(conn, kind, |o| {
+        buf.push(o);
+        if buf.len() >= chunk {
+            f(std::mem::take(&mut buf))?;
+        }
+        Ok(())
+    })?;
+    if !buf.is_empty() {
+        f(buf)?;
+    }
+    Ok(())
+}
+
+/// How many objects of a kind are cached.
+pub(crate) fn count(conn: &Connection, kind: ObjectKind) -> Result<usize, StateError> {
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM cloud_object WHERE kind = ?1",
+            [kind.as_str()],
+            |r| r.get(0),
+        )
+        .ctx(conn, || format!("count cached {kind} objects"))?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }

@@ -1,7 +1,7 @@
 //! The SQLite state store: delta links, the cloud cache, anchors, applied state, run history.
 //!
 //! One file, readable with the operator's `sqlite3`: tables `delta_link`, `cloud_object`,
-//! `cloud_member`, `anchor`, `applied`, `run`, `run_event` (see `schema.rs`). WAL journal with
+//! `cloud_member`, `anchor`, `applied`, `pending`, `meta`, `run`, `run_event` (see `schema.rs`). WAL journal with
 //! `synchronous=FULL`, so a commit that returned survives a kill -9 or a power cut, and a killed
 //! host restarts from the last committed delta link with a cache that matches it.
 //!
@@ -13,31 +13,35 @@ mod anchors;
 mod cache;
 mod clock;
 mod error;
+mod pending;
 mod runs;
 mod schema;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use anchors::Anchor;
-pub use cache::{CacheChanges, ObjectKind};
+pub use cache::{CacheChanges, ObjectKind, RoundProgress};
 pub use clock::now_rfc3339;
 pub use error::StateError;
 pub use runs::{AuditEvent, EventRecord, RunRecord, INTERRUPTED};
 pub use schema::SCHEMA_VERSION;
 
-use crate::graph::model::{CloudObject, DeltaRound};
+use crate::graph::model::{CloudObject, DeltaItem, DeltaRound};
 use error::{db_path, SqlContext};
 
 /// Writes usable inside [`Store::with_transaction`] (pass the transaction; it derefs to a
 /// `Connection`). Same behaviour as the `Store` methods of the same name.
 pub mod tx {
     pub use super::anchors::{put_anchor, put_applied, remove_anchor, remove_applied};
+    pub use super::pending::{
+        clear_all_pending, clear_pending, mark_pending, remove_meta, set_meta,
+    };
     pub use super::runs::record_event;
 }
 
@@ -154,6 +158,81 @@ impl Store {
         Ok(changes)
     }
 
+    /// Writes one chunk of a round that is read page by page (no link yet), in one
+    /// transaction; see [`Store::finish_round`]. A kill between chunks leaves the old link, so
+    /// the next cycle replays the round: chunks are idempotent.
+    pub fn apply_round_chunk(
+        &mut self,
+        kind: ObjectKind,
+        items: &BTreeMap<String, DeltaItem>,
+        progress: &mut RoundProgress,
+    ) -> Result<(), StateError> {
+        let tx = self.write_tx(|| format!("apply {kind} delta page"))?;
+        cache::apply_chunk(&tx, kind, items, progress)?;
+        tx.commit()
+            .ctx(&self.conn, || format!("commit {kind} delta page"))
+    }
+
+    /// Ends a chunked round: a full round drops what it did not carry; the link is stored.
+    pub fn finish_round(
+        &mut self,
+        kind: ObjectKind,
+        delta_link: &str,
+        progress: &mut RoundProgress,
+    ) -> Result<(), StateError> {
+        let tx = self.write_tx(|| format!("finish {kind} delta round"))?;
+        cache::finish_round(&tx, kind, delta_link, progress)?;
+        tx.commit()
+            .ctx(&self.conn, || format!("commit {kind} delta round"))
+    }
+
+    /// The cached objects with these ids, by key (ids not cached are left out).
+    pub fn load_by_ids<'a>(
+        &self,
+        kind: ObjectKind,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, CloudObject>, StateError> {
+        cache::load_by_ids(&self.conn, kind, ids)
+    }
+
+    /// The cached groups that hold any of `member_ids` directly.
+    pub fn groups_containing<'a>(
+        &self,
+        member_ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeSet<String>, StateError> {
+        cache::groups_containing(&self.conn, member_ids)
+    }
+
+    /// Visits the cached objects of a kind in id order, `chunk` at a time.
+    pub fn for_each_chunk(
+        &self,
+        kind: ObjectKind,
+        chunk: usize,
+        f: impl FnMut(Vec<CloudObject>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        cache::for_each_chunk(&self.conn, kind, chunk, f)
+    }
+
+    /// How many objects of a kind are cached.
+    pub fn count_objects(&self, kind: ObjectKind) -> Result<usize, StateError> {
+        cache::count(&self.conn, kind)
+    }
+
+    // --- pending changes and facts -----------------------------------------------------------
+
+    /// Ids of a kind whose change is not applied yet.
+    pub fn pending(&self, kind: ObjectKind) -> Result<BTreeSet<String>, StateError> {
+        pending::pending(&self.conn, kind)
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        pending::meta(&self.conn, key)
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StateError> {
+        pending::set_meta(&self.conn, key, value)
+    }
+
     /// All cached objects of a kind, with members for groups. Two queries, whatever the size.
     pub fn load_objects(
         &self,
@@ -193,6 +272,19 @@ impl Store {
 
     pub fn remove_anchor(&mut self, cloud_id: &str) -> Result<(), StateError> {
         anchors::remove_anchor(&self.conn, cloud_id)
+    }
+
+    pub fn anchor(&self, cloud_id: &str) -> Result<Option<Anchor>, StateError> {
+        anchors::anchor(&self.conn, cloud_id)
+    }
+
+    /// Every anchored cloud id (ids only).
+    pub fn anchor_ids(&self) -> Result<BTreeSet<String>, StateError> {
+        anchors::anchor_ids(&self.conn)
+    }
+
+    pub fn applied_hash(&self, cloud_id: &str) -> Result<Option<String>, StateError> {
+        anchors::applied_hash(&self.conn, cloud_id)
     }
 
     pub fn applied_hashes(&self) -> Result<BTreeMap<String, String>, StateError> {

@@ -72,8 +72,28 @@ CREATE INDEX run_event_by_run ON run_event (run_id);
 CREATE INDEX run_event_by_cloud_id ON run_event (cloud_id);
 "#;
 
+/// Version 2: what a cycle needs to cost what changed, not what exists. `pending` holds the
+/// cloud ids whose change has not been applied yet (written with the delta that brought it, kept
+/// by dry runs and failures, cleared once applied); `cloud_member_by_member` finds the groups of
+/// a changed user or group without a scan; `meta` holds small facts such as the fingerprint of
+/// the rules the applied hashes were computed with.
+const V2: &str = r#"
+CREATE INDEX cloud_member_by_member ON cloud_member (member_id);
+
+CREATE TABLE pending (
+    kind TEXT NOT NULL CHECK (kind IN ('group', 'user')),
+    id   TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE meta (
+    key   TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
