@@ -461,7 +461,7 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
         tracing::warn!(
             cloud_id = %o.cloud_id,
             dn = %o.dn,
-            action = o.action,
+            action = %o.action,
             "failed: {}",
             o.error.clone().unwrap_or_else(|| o.member_errors.join("; "))
         );

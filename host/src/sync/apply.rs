@@ -10,15 +10,39 @@ use tokio::task::JoinSet;
 /// Adds in flight at once during creates.
 const PARALLEL_CREATES: usize = 4;
 
-use super::desired::{anchor_filter, dn_key, is_within, ANCHOR_ATTRS};
-use super::plan::{AttrChange, Change, Op, Plan};
 use super::progress::Progress;
+use super::types::{anchor_filter, dn_key, is_within, AttrChange, Change, Op, Plan, ANCHOR_ATTRS};
+
+/// What kind of change an outcome is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What happened to one planned change.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outcome {
     pub cloud_id: String,
-    pub action: &'static str,
+    pub action: Action,
     /// The DN the object has after the change (the new DN after a move).
     pub dn: String,
     /// AD's objectGUID after a create (for the anchor).
@@ -38,13 +62,26 @@ impl Outcome {
     }
 }
 
+/// Member adds held back until the groups they name exist: (cloud id, group DN, member DNs).
+pub type Deferred = Vec<(String, String, Vec<String>)>;
+
 /// Runs `plan` against AD. Every DN is checked against the managed OUs once more here, so no
 /// plan, whatever produced it, writes elsewhere.
-pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Vec<Outcome> {
+///
+/// `created_elsewhere` holds the DNs (as [`dn_key`]s) of groups this cycle creates in other
+/// batches: member adds that name them are not sent here but returned, for the cycle to send
+/// once every batch has run. A create carries at most one write batch of members
+/// ([`ad::MEMBER_BATCH`]); the rest follow as modifies of that size.
+pub async fn apply(
+    conn: &mut AdConn,
+    plan: &Plan,
+    managed_ous: &[String],
+    created_elsewhere: &BTreeSet<String>,
+) -> (Vec<Outcome>, Deferred) {
     let inside = |dn: &str| managed_ous.iter().any(|ou| is_within(dn, ou));
     let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
 
-    let start = |c: &Change, action: &'static str, dn: &str| Outcome {
+    let start = |c: &Change, action: Action, dn: &str| Outcome {
         cloud_id: c.cloud_id.clone(),
         action,
         dn: dn.to_string(),
@@ -97,17 +134,22 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
         } = &c.op
         {
             creating.tick();
-            let mut o = start(c, "create", dn);
+            let mut o = start(c, Action::Create, dn);
             if !inside(dn) {
                 o.error = Some(format!("refused: {dn} is outside the managed OUs"));
                 outcomes.insert(c.cloud_id.clone(), o);
                 continue;
             }
             outcomes.insert(c.cloud_id.clone(), o);
-            let (now, after): (Vec<String>, Vec<String>) = members
+            let (mut now, mut after): (Vec<String>, Vec<String>) = members
                 .iter()
                 .cloned()
                 .partition(|m| !created_here.contains(&dn_key(m)));
+            // One add carries one write batch of members: a huge group is created with its
+            // first thousand and the rest follow as modifies of the same size.
+            if now.len() > ad::MEMBER_BATCH {
+                after.extend(now.split_off(ad::MEMBER_BATCH));
+            }
             let mut attrs = attributes.clone();
             attrs.insert("objectClass".into(), vec!["group".into()]);
             while running.len() >= PARALLEL_CREATES {
@@ -188,7 +230,7 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
         } = &c.op
         {
             updating.tick();
-            let mut o = start(c, "update", dn);
+            let mut o = start(c, Action::Update, dn);
             if !inside(dn) || move_to.as_deref().is_some_and(|t| !inside(t)) {
                 o.error =
                     Some("refused: the object or its new place is outside the managed OUs".into());
@@ -231,6 +273,7 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
 
     drop(updating);
     // 3. Members, once every group of this plan exists.
+    let mut deferred: Deferred = Vec::new();
     for c in &plan.changes {
         let (add, remove): (&[String], &[String]) = match &c.op {
             Op::Create { .. } => (
@@ -250,8 +293,16 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
         if o.error.is_some() {
             continue;
         }
+        // Groups another batch of this cycle creates do not exist yet: their adds wait.
+        let (add, wait): (Vec<String>, Vec<String>) = add
+            .iter()
+            .cloned()
+            .partition(|m| !created_elsewhere.contains(&dn_key(m)));
+        if !wait.is_empty() {
+            deferred.push((c.cloud_id.clone(), o.dn.clone(), wait));
+        }
         if !add.is_empty() {
-            match conn.add_members(&o.dn, add).await {
+            match conn.add_members(&o.dn, &add).await {
                 Ok(r) => o.member_errors.extend(
                     r.missing
                         .into_iter()
@@ -275,7 +326,7 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
     // 4. Deletes last, so members moved elsewhere first are not lost.
     for c in &plan.changes {
         if let Op::Delete { dn, .. } = &c.op {
-            let mut o = start(c, "delete", dn);
+            let mut o = start(c, Action::Delete, dn);
             if !inside(dn) {
                 o.error = Some(format!("refused: {dn} is outside the managed OUs"));
             } else if let Err(e) = conn.delete(dn).await {
@@ -288,7 +339,26 @@ pub async fn apply(conn: &mut AdConn, plan: &Plan, managed_ous: &[String]) -> Ve
         }
     }
 
-    outcomes.into_values().collect()
+    (outcomes.into_values().collect(), deferred)
+}
+
+/// Sends the member adds [`apply`] held back, once every batch's creates are done; a failure
+/// lands in the group's outcome (`outcomes` holds the cycle's outcomes).
+pub async fn apply_deferred(conn: &mut AdConn, deferred: Deferred, outcomes: &mut [Outcome]) {
+    for (id, dn, members) in deferred {
+        let result = conn.add_members(&dn, &members).await;
+        let Some(o) = outcomes.iter_mut().find(|o| o.cloud_id == id) else {
+            continue;
+        };
+        match result {
+            Ok(r) => o.member_errors.extend(
+                r.missing
+                    .into_iter()
+                    .map(|(m, msg)| format!("add {m}: {msg}")),
+            ),
+            Err(e) => o.error = Some(e.to_string()),
+        }
+    }
 }
 
 /// objectGUIDs of owned objects by cloud id, found by anchor in batches.

@@ -2,67 +2,14 @@
 //! anchor attributes, resolved member DNs) and checked against the host's safety limits (managed
 //! OUs, schema). Pure: member resolution arrives as data.
 
-use serde::Serialize;
 use std::collections::BTreeMap;
 
 use crate::graph::model::{CloudObject, MemberKind, MemberRef};
 use crate::rules::{DesiredGroup, MemberPolicy};
 
-use super::plan::{Refusal, Unresolved};
-
-/// The anchor both Microsoft products write: `Group_<objectId>`.
-pub fn anchor_value(cloud_id: &str) -> String {
-    format!("Group_{cloud_id}")
-}
-
-/// Attributes that carry the anchor; the host sets them, rules cannot.
-pub const ANCHOR_ATTRS: [&str; 2] = ["msDS-ExternalDirectoryObjectId", "adminDescription"];
-
-/// An LDAP filter for the groups anchored to any of `ids` (one search for a batch of ids).
-pub fn anchor_filter<S: AsRef<str>>(ids: &[S]) -> String {
-    let terms: String = ids
-        .iter()
-        .map(|id| {
-            format!(
-                "({}={})",
-                ANCHOR_ATTRS[0],
-                crate::ad::dn::escape_filter_value(&anchor_value(id.as_ref()))
-            )
-        })
-        .collect();
-    format!("(&(objectClass=group)(|{terms}))")
-}
-
-/// One cloud group's AD object as it should be.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DesiredObject {
-    pub cloud_id: String,
-    pub rule: String,
-    pub dn: String,
-    /// Managed attributes; `None` = must be absent.
-    pub attributes: BTreeMap<String, Option<Vec<String>>>,
-    /// Member DNs, or `None` when the rule leaves membership alone.
-    pub members: Option<Vec<String>>,
-}
-
-/// Where cloud members live in AD, found by the job before planning.
-#[derive(Debug, Clone, Default)]
-pub struct MemberDirectory {
-    /// Cloud user id -> AD DN.
-    pub users: BTreeMap<String, String>,
-    /// Cloud group id -> AD DN, for groups synced from AD (matched by SID).
-    pub synced_groups: BTreeMap<String, String>,
-    /// Why a cloud user could not be matched (e.g. cloud-only), by user id.
-    pub user_reasons: BTreeMap<String, String>,
-}
-
-/// A DN in the form AD compares (case-folded, escapes canonical); unparsable DNs compare as
-/// lowercased text.
-pub fn dn_key(dn: &str) -> String {
-    crate::ad::dn::normalize(dn).unwrap_or_else(|_| dn.to_lowercase())
-}
-
-pub use crate::ad::dn::is_within;
+use super::types::{
+    anchor_value, is_within, DesiredObject, MemberDirectory, Refusal, Unresolved, ANCHOR_ATTRS,
+};
 
 /// Turns rule output into desired objects, refusing what the host may not write.
 pub struct DesiredBuilder<'a> {

@@ -1,27 +1,45 @@
-//! One sync cycle: Graph delta -> cloud cache -> rules -> desired -> plan -> gate -> apply -> record.
+//! One sync cycle: Graph delta -> cloud cache -> which groups -> rules -> desired -> plan ->
+//! gate -> apply -> record, in bounded batches.
+//!
+//! The cycle is a thin shell around pure steps (`select`, `evaluate`, `desired`, `plan`,
+//! `record`): it reads the store by key, talks to Graph and AD, and hands data between them.
+//! What it costs follows what changed (see `select`): an idle cycle reads two delta pages and
+//! the pending marks, nothing else.
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::ad::{self, AdConn};
-use crate::config::{Config, UserMatch};
+use crate::config::Config;
 use crate::graph::client::GraphClient;
-use crate::graph::delta::{self, DeltaStart};
+use crate::graph::delta::{self, ChunkedRoundError, DeltaStart};
 use crate::graph::model::{CloudObject, MemberKind};
-use crate::rules::{Decision, DesiredGroup, MemberPolicy, RuleSet};
-use crate::state::{tx, Anchor, AuditEvent, ObjectKind, Store};
+use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
+use crate::state::{ObjectKind, RoundProgress, StateError, Store};
 
+use super::actual;
 use super::apply::{self, Outcome};
-use super::desired::{
-    anchor_filter, anchor_value, transitive_users, DesiredBuilder, DesiredObject, MemberDirectory,
-    ANCHOR_ATTRS,
-};
-use super::plan::{self, ActualObject, Plan, Refusal};
+use super::desired::DesiredBuilder;
+use super::evaluate::{desired_hash, evaluate_all, rules_fingerprint};
+use super::plan;
+use super::record::{self, Write};
+use super::resolve;
+use super::select::{self, AllReason, Known, Sweep, Verdict};
 use super::triggers::{self, ScheduleInfo, TriggerLimits, TriggerResult};
+use super::types::{dn_key, ActualObject, Change, DesiredObject, Op, Plan, Refusal};
 use super::SyncError;
+
+/// Groups built, resolved, compared and applied together: bounds a cycle's memory whatever
+/// the tenant's size (a batch holds its groups, their members and their AD objects).
+pub const BATCH: usize = 500;
+
+/// Groups evaluated together in a whole-cache pass.
+pub const EVAL_CHUNK: usize = 2_000;
+
+/// `meta` key: the fingerprint of the rules and settings the applied hashes were computed with.
+const RULES_KEY: &str = "rules_fingerprint";
 
 /// How a cycle runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,9 +60,19 @@ pub struct SyncOptions {
 pub struct SyncReport {
     pub run_id: i64,
     pub mode: &'static str,
-    pub cloud_groups: usize,
-    pub cloud_users: usize,
-    pub in_scope: usize,
+    /// How much of the cache the cycle looked at: `idle`, `changed`, or why it looked at
+    /// everything (`rules changed`, `full read`, `reconciliation`).
+    pub sweep: &'static str,
+    /// Cached groups and users; counted only by cycles that look at every group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_groups: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_users: Option<usize>,
+    /// Groups the rules put in scope (whole-cache cycles only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_scope: Option<usize>,
+    /// Cached groups read from the store and evaluated this cycle.
+    pub evaluated: usize,
     /// Groups whose desired state was compared with AD this cycle.
     pub examined: usize,
     pub plan: Plan,
@@ -90,10 +118,19 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         (false, false, false) => "sync",
     };
     let run_id = ctx.store.begin_run(mode)?;
-    let result = cycle(
-        ctx.config, ctx.graph, ctx.ad, ctx.store, ctx.rules, ctx.schema, opts, run_id,
-    )
-    .await;
+    let mut cycle = Cycle {
+        config: ctx.config,
+        graph: ctx.graph,
+        conn: ctx.ad,
+        store: ctx.store,
+        rules: ctx.rules,
+        schema: ctx.schema,
+        opts,
+        run_id,
+        now: Now::current(),
+        phase: Instant::now(),
+    };
+    let result = cycle.run().await;
     let (status, stats) = match &result {
         Ok(r) => (
             if r.blocked.is_some() {
@@ -104,10 +141,12 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
                 "ok"
             },
             serde_json::json!({
+                "sweep": r.sweep,
                 "changes": r.plan.changes.len(),
                 "refused": r.plan.refused.len(),
                 "unresolved_members": r.plan.unresolved_members.len(),
                 "failures": r.failures(),
+                "evaluated": r.evaluated,
                 "examined": r.examined,
             }),
         ),
@@ -121,611 +160,657 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn cycle(
-    config: &Config,
-    graph: &GraphClient,
-    conn: &mut AdConn,
-    store: &mut Store,
-    rules: &RuleSet,
-    schema: &mut Option<ad::schema::Schema>,
+/// What the evaluation step leaves for the rest of the cycle: a compact verdict per group
+/// looked at, and what the selection needs.
+#[derive(Debug, Default)]
+struct Evaluated {
+    verdicts: BTreeMap<String, Verdict>,
+    /// Rule errors, as refusals (their AD objects are left as they are).
+    refused: Vec<Refusal>,
+    /// Groups whose decision read `now()`: evaluated again next cycle.
+    timed: BTreeSet<String>,
+    /// Hashes last applied, for the in-scope groups.
+    applied: BTreeMap<String, String>,
+    /// Anchored ids among the groups considered.
+    owned: BTreeSet<String>,
+    evaluated: usize,
+}
+
+/// One cycle's working set. Each step is a method; the pure work is in the modules it calls.
+struct Cycle<'a> {
+    config: &'a Config,
+    graph: &'a GraphClient,
+    conn: &'a mut AdConn,
+    store: &'a mut Store,
+    rules: &'a RuleSet,
+    schema: &'a mut Option<ad::schema::Schema>,
     opts: SyncOptions,
     run_id: i64,
-) -> Result<SyncReport, SyncError> {
-    // Phase timings at debug level: where a slow cycle spends its time.
-    let mut phase = Instant::now();
-    let mut lap = |name: &str| {
+    /// One `now()` for the whole cycle: every group is judged against the same instant.
+    now: Now,
+    phase: Instant,
+}
+
+impl Cycle<'_> {
+    /// Phase timings at debug level: where a slow cycle spends its time.
+    fn lap(&mut self, name: &str) {
         tracing::debug!(
             phase = name,
-            ms = phase.elapsed().as_millis() as u64,
+            ms = self.phase.elapsed().as_millis() as u64,
             "sync phase done"
         );
-        phase = Instant::now();
-    };
-    // 1. Cloud: users first, so the groups' members can be matched.
-    let users_changed = pull(graph, store, ObjectKind::User, opts.reread_cloud).await?;
-    pull(graph, store, ObjectKind::Group, opts.reread_cloud).await?;
-    let groups = store.load_objects(ObjectKind::Group)?;
-    let users = store.load_objects(ObjectKind::User)?;
-    lap("cloud");
-
-    // 2. Rules: every cached group, every cycle (cheap; makes rule edits and cloud changes alike).
-    let mut refused: Vec<Refusal> = Vec::new();
-    let mut decided: BTreeMap<String, DesiredGroup> = BTreeMap::new();
-    for (id, result) in evaluate_all(rules, &groups) {
-        match result {
-            Ok(Decision::Desired(d)) => {
-                decided.insert(id, d);
-            }
-            Ok(Decision::OutOfScope) => {}
-            Err(e) => refused.push(Refusal {
-                cloud_id: id,
-                rule: None,
-                reason: e,
-            }),
-        }
+        self.phase = Instant::now();
     }
-    // A group the rules could not evaluate keeps its AD object as it is: never delete on error.
-    let errored: BTreeSet<String> = refused.iter().map(|r| r.cloud_id.clone()).collect();
 
-    lap("rules");
-    // 3. Which groups to compare with AD.
-    let anchors = store.anchors()?;
-    let applied = store.applied_hashes()?;
-    let hashes: BTreeMap<String, String> = decided
-        .iter()
-        .map(|(id, d)| (id.clone(), desired_hash(d, &groups[id], &groups)))
-        .collect();
-    let dirty: BTreeSet<String> = if opts.compare_all {
-        decided.keys().chain(anchors.keys()).cloned().collect()
-    } else {
-        let mut dirty: BTreeSet<String> = hashes
+    async fn run(&mut self) -> Result<SyncReport, SyncError> {
+        // 1. Cloud: users first, so the groups' members can be matched. Each round is streamed
+        // into the cache, which marks what changed as pending.
+        self.pull(ObjectKind::User).await?;
+        self.pull(ObjectKind::Group).await?;
+        self.lap("cloud");
+
+        // 2. Which groups to look at.
+        let pending_users = self.store.pending(ObjectKind::User)?;
+        let pending_groups = self.store.pending(ObjectKind::Group)?;
+        // Groups holding a changed user (its AD match may have changed), and every group above a
+        // changed group (flattened members, nested groups appearing or leaving).
+        let mut forced = self.store.groups_containing(&pending_users)?;
+        let mut lookup_error = None;
+        let above = select::ancestors(&pending_groups, |ids| {
+            self.store.groups_containing(ids).unwrap_or_else(|e| {
+                lookup_error.get_or_insert(e);
+                BTreeSet::new()
+            })
+        });
+        if let Some(e) = lookup_error {
+            return Err(e.into());
+        }
+        forced.extend(above);
+        let touched: BTreeSet<String> = pending_groups.union(&forced).cloned().collect();
+        let fingerprint = rules_fingerprint(self.config, self.rules);
+        let rules_changed = self.store.meta(RULES_KEY)?.as_deref() != Some(fingerprint.as_str());
+        let sweep = select::sweep(&self.opts, rules_changed, touched);
+        let mut report = SyncReport {
+            sweep: match &sweep {
+                Sweep::Idle => "idle",
+                Sweep::Changed(_) => "changed",
+                Sweep::All(r) => r.as_str(),
+            },
+            ..Default::default()
+        };
+        if sweep == Sweep::Idle {
+            if self.opts.dry_run {
+                report.schedules =
+                    triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
+            }
+            return Ok(report);
+        }
+
+        // 3. Rules: the groups looked at, chunk by chunk; compact verdicts kept.
+        let whole = matches!(sweep, Sweep::All(_));
+        let mut ev = match &sweep {
+            Sweep::All(_) => self.evaluate_everything()?,
+            Sweep::Changed(ids) => self.evaluate_some(ids)?,
+            Sweep::Idle => Evaluated::default(),
+        };
+        report.evaluated = ev.evaluated;
+        if whole {
+            report.cloud_groups = Some(ev.evaluated);
+            report.cloud_users = Some(self.store.count_objects(ObjectKind::User)?);
+            report.in_scope = Some(
+                ev.verdicts
+                    .values()
+                    .filter(|v| matches!(v, Verdict::InScope { .. }))
+                    .count(),
+            );
+        }
+        self.lap("rules");
+
+        // A reconciliation also looks for owned objects the anchors do not know (orphans).
+        let mut located: BTreeMap<String, ActualObject> = BTreeMap::new();
+        if matches!(
+            sweep,
+            Sweep::All(AllReason::Reconcile | AllReason::FullRead)
+        ) {
+            located = actual::scan_owned(self.conn, self.config).await?;
+            for id in located.keys() {
+                ev.verdicts.entry(id.clone()).or_insert(Verdict::Gone);
+                ev.owned.insert(id.clone());
+            }
+        }
+
+        // 4. Which to compare and which to delete.
+        let mut selection = select::select(Known {
+            verdicts: &ev.verdicts,
+            applied: &ev.applied,
+            owned: &ev.owned,
+            forced: &forced,
+            compare_all: self.opts.compare_all || self.opts.reread_cloud,
+        });
+        let mut lookup_error = None;
+        let parents = select::parents_to_compare(
+            &selection,
+            &ev.owned,
+            |ids| {
+                self.store.groups_containing(ids).unwrap_or_else(|e| {
+                    lookup_error.get_or_insert(e);
+                    BTreeSet::new()
+                })
+            },
+            &ev.verdicts,
+        );
+        if let Some(e) = lookup_error {
+            return Err(e.into());
+        }
+        selection.compare.extend(parents);
+
+        // Deletes are located first (DN only) so the gate sees them all before anything runs.
+        let missing: Vec<&String> = selection
+            .delete
             .iter()
-            .filter(|(id, h)| applied.get(*id) != Some(*h) || !anchors.contains_key(*id))
+            .filter(|id| !located.contains_key(*id))
+            .collect();
+        if !missing.is_empty() {
+            located.extend(actual::locate_owned(self.conn, self.config, &missing).await?);
+        }
+        let deletes: Vec<Change> = selection
+            .delete
+            .iter()
+            .filter_map(|id| located.get(id))
+            .map(|a| Change {
+                cloud_id: a.cloud_id.clone(),
+                rule: None,
+                op: Op::Delete {
+                    dn: a.dn.clone(),
+                    reason: "no longer in scope or deleted in the cloud".into(),
+                },
+            })
+            .collect();
+        // Anchors of gone groups whose AD object is gone too: nothing to delete, forget them.
+        let stale: Vec<String> = selection
+            .delete
+            .iter()
+            .filter(|id| !located.contains_key(*id))
+            .cloned()
+            .collect();
+
+        // 5. Gate.
+        report.blocked = self.gate(&report, deletes.len());
+        let applying = !self.opts.dry_run && report.blocked.is_none();
+
+        // 6. Batches: build, resolve, read, plan, apply, record.
+        let created: BTreeSet<String> = selection
+            .compare
+            .iter()
+            .filter(|id| !ev.owned.contains(*id))
+            .filter_map(|id| match ev.verdicts.get(id) {
+                Some(Verdict::InScope { dn, .. }) => Some(dn_key(dn)),
+                _ => None,
+            })
+            .collect();
+        let mut retry: BTreeSet<String> = ev.timed.clone();
+        retry.extend(ev.refused.iter().map(|r| r.cloud_id.clone()));
+        let mut plan = Plan {
+            refused: std::mem::take(&mut ev.refused),
+            ..Default::default()
+        };
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        let mut deferred = Vec::new();
+        let ids: Vec<&String> = selection.compare.iter().collect();
+        for chunk in ids.chunks(BATCH) {
+            let batch = self.batch(chunk, &mut ev.verdicts, whole).await?;
+            report.examined += batch.desired.len();
+            retry.extend(batch.refused.iter().map(|r| r.cloud_id.clone()));
+            plan.refused.extend(batch.refused);
+            plan.unresolved_members.extend(batch.unresolved);
+            let batch_plan = Plan {
+                changes: batch.changes,
+                ..Default::default()
+            };
+            if applying {
+                let (done, wait) = apply::apply(
+                    self.conn,
+                    &batch_plan,
+                    &self.config.ad.managed_ous,
+                    &created,
+                )
+                .await;
+                let writes = record::bookkeeping(
+                    &batch_plan.changes,
+                    &done,
+                    &batch.desired,
+                    &batch.hashes,
+                    &batch.actual,
+                );
+                record::write(self.store, self.run_id, &writes)?;
+                retry.extend(done.iter().filter(|o| !o.ok()).map(|o| o.cloud_id.clone()));
+                outcomes.extend(done);
+                deferred.extend(wait);
+            }
+            plan.changes.extend(batch_plan.changes);
+        }
+        self.lap("batches");
+
+        // 7. Member adds that waited for groups of later batches, then the deletes.
+        if applying && !deferred.is_empty() {
+            let ids: BTreeSet<String> = deferred.iter().map(|(id, _, _)| id.clone()).collect();
+            apply::apply_deferred(self.conn, deferred, &mut outcomes).await;
+            let failed: Vec<Write> = outcomes
+                .iter()
+                .filter(|o| ids.contains(&o.cloud_id) && !o.ok())
+                .map(|o| Write::RemoveApplied(o.cloud_id.clone()))
+                .collect();
+            retry.extend(failed.iter().filter_map(|w| match w {
+                Write::RemoveApplied(id) => Some(id.clone()),
+                _ => None,
+            }));
+            record::write(self.store, self.run_id, &failed)?;
+        }
+        report.examined += deletes.len();
+        let delete_plan = Plan {
+            changes: deletes,
+            ..Default::default()
+        };
+        if applying {
+            if !delete_plan.changes.is_empty() {
+                let (done, _) = apply::apply(
+                    self.conn,
+                    &delete_plan,
+                    &self.config.ad.managed_ous,
+                    &BTreeSet::new(),
+                )
+                .await;
+                let writes = record::bookkeeping(
+                    &delete_plan.changes,
+                    &done,
+                    &BTreeMap::new(),
+                    &BTreeMap::new(),
+                    &BTreeMap::new(),
+                );
+                record::write(self.store, self.run_id, &writes)?;
+                retry.extend(done.iter().filter(|o| !o.ok()).map(|o| o.cloud_id.clone()));
+                outcomes.extend(done);
+            }
+            let forget: Vec<Write> = stale
+                .iter()
+                .flat_map(|id| {
+                    [
+                        Write::RemoveAnchor(id.clone()),
+                        Write::RemoveApplied(id.clone()),
+                    ]
+                })
+                .collect();
+            record::write(self.store, self.run_id, &forget)?;
+            // 8. The marks this cycle dealt with are cleared; what must be tried again stays.
+            record::settle_pending(self.store, &retry)?;
+            if whole {
+                self.store.set_meta(RULES_KEY, &fingerprint)?;
+            }
+        }
+        plan.changes.extend(delete_plan.changes);
+        self.lap("apply");
+
+        // Deterministic output: everything sorted.
+        plan.changes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+        plan.refused.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+        plan.unresolved_members.sort();
+        outcomes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+        // Triggers of the rule that handled each group; a delete's rule is the one in its anchor.
+        let hooks = self.rules.hooks();
+        let mut deleted_rules = BTreeMap::new();
+        for c in plan.changes.iter().filter(|c| c.is_delete()) {
+            if let Some(a) = self.store.anchor(&c.cloud_id)? {
+                deleted_rules.insert(c.cloud_id.clone(), a.rule);
+            }
+        }
+        plan.triggers = plan::planned_triggers(
+            &plan.changes,
+            |id| deleted_rules.get(id).cloned(),
+            |rule, hook| hooks.has(rule, hook),
+        );
+        if self.opts.dry_run {
+            report.schedules = triggers::schedules(&hooks, time::OffsetDateTime::now_utc());
+        }
+
+        // 9. Triggers of the applied changes; their failures are reported, never undo the sync.
+        if applying && !plan.triggers.is_empty() {
+            report.trigger_results = self.run_triggers(&plan, &outcomes).await?;
+        }
+        report.plan = plan;
+        report.outcomes = outcomes;
+        Ok(report)
+    }
+
+    /// Follows one delta round for `kind`, writing it to the cache chunk by chunk; the link
+    /// is stored last, so a kill mid-round replays it.
+    async fn pull(&mut self, kind: ObjectKind) -> Result<(), SyncError> {
+        let base = self.graph.graph_base();
+        let initial = match kind {
+            ObjectKind::Group => delta::groups_delta_url(base, delta::DEFAULT_GROUP_SELECT),
+            ObjectKind::User => delta::users_delta_url(base, delta::DEFAULT_USER_SELECT),
+        };
+        let start = match (self.opts.reread_cloud, self.store.delta_link(kind)?) {
+            (false, Some(link)) => DeltaStart::Link {
+                link,
+                initial_url: initial,
+            },
+            _ => DeltaStart::Initial { url: initial },
+        };
+        let store = &mut *self.store;
+        let mut progress = RoundProgress::default();
+        let result = delta::run_round_chunked(self.graph, start, |chunk| {
+            if chunk.first {
+                progress = RoundProgress::new(chunk.full);
+            }
+            store.apply_round_chunk(kind, &chunk.items, &mut progress)
+        })
+        .await;
+        let (link, _full) = match result {
+            Ok(done) => done,
+            Err(ChunkedRoundError::Graph(e)) => return Err(e.into()),
+            Err(ChunkedRoundError::Sink(e)) => return Err(e.into()),
+        };
+        store.finish_round(kind, &link, &mut progress)?;
+        Ok(())
+    }
+
+    /// Verdicts for every cached group, a chunk at a time; every anchored id without a cached
+    /// group is gone.
+    fn evaluate_everything(&mut self) -> Result<Evaluated, SyncError> {
+        let mut ev = Evaluated::default();
+        let (rules, now, store) = (self.rules, self.now, &*self.store);
+        store.for_each_chunk(ObjectKind::Group, EVAL_CHUNK, |chunk| {
+            let groups: BTreeMap<String, CloudObject> =
+                chunk.into_iter().map(|g| (g.id.clone(), g)).collect();
+            judge(store, rules, now, &groups, &mut ev)
+        })?;
+        ev.owned = self.store.anchor_ids()?;
+        for id in &ev.owned {
+            ev.verdicts.entry(id.clone()).or_insert(Verdict::Gone);
+        }
+        ev.applied = self.store.applied_hashes()?;
+        Ok(ev)
+    }
+
+    /// Verdicts for `ids` only, read by key; an id no longer cached is gone.
+    fn evaluate_some(&mut self, ids: &BTreeSet<String>) -> Result<Evaluated, SyncError> {
+        let mut ev = Evaluated::default();
+        let groups = self.store.load_by_ids(ObjectKind::Group, ids)?;
+        judge(self.store, self.rules, self.now, &groups, &mut ev)?;
+        for id in ids {
+            ev.verdicts.entry(id.clone()).or_insert(Verdict::Gone);
+            if self.store.anchor(id)?.is_some() {
+                ev.owned.insert(id.clone());
+            }
+            if let Some(h) = self.store.applied_hash(id)? {
+                ev.applied.insert(id.clone(), h);
+            }
+        }
+        Ok(ev)
+    }
+
+    /// The delete threshold and the "nothing in scope" guard: why the plan must not be applied.
+    fn gate(&self, report: &SyncReport, deletes: usize) -> Option<String> {
+        if self.opts.allow_deletes || deletes == 0 {
+            return None;
+        }
+        if let (Some(0), Some(groups)) = (report.in_scope, report.cloud_groups) {
+            if groups > 0 {
+                // A rule edit that takes every group out of scope must not wipe AD, however few
+                // groups there are.
+                return Some(format!(
+                    "the rules put none of the {groups} cloud groups in scope, so the plan deletes every group Writeback owns ({deletes}); nothing was applied. If that is intended, run `writeback sync --allow-deletes`"
+                ));
+            }
+        }
+        (deletes > self.config.delete_threshold).then(|| {
+            format!(
+                "the plan deletes {deletes} objects, more than the delete threshold ({}); nothing was applied. Review it with `writeback plan`, then run with --allow-deletes to apply",
+                self.config.delete_threshold
+            )
+        })
+    }
+
+    /// One batch of groups to compare: desired objects (checked against the schema), member
+    /// DNs, the owned AD objects, the changes.
+    async fn batch(
+        &mut self,
+        ids: &[&String],
+        verdicts: &mut BTreeMap<String, Verdict>,
+        whole: bool,
+    ) -> Result<Batch, SyncError> {
+        let mut out = Batch::default();
+        let mut groups = self
+            .store
+            .load_by_ids(ObjectKind::Group, ids.iter().copied())?;
+        let mut decided: BTreeMap<String, DesiredGroup> = BTreeMap::new();
+        for e in evaluate_all(self.rules, &groups, self.now) {
+            match e.decision {
+                Ok(Decision::Desired(d)) => {
+                    decided.insert(e.id, d);
+                }
+                Ok(Decision::OutOfScope) => {}
+                Err(reason) => out.refused.push(Refusal {
+                    cloud_id: e.id,
+                    rule: None,
+                    reason,
+                }),
+            }
+        }
+        let flatten: Vec<String> = decided
+            .iter()
+            .filter(|(_, d)| d.members == MemberPolicy::Flatten)
             .map(|(id, _)| id.clone())
             .collect();
-        // Anchored groups that left scope or the cloud.
-        dirty.extend(
-            anchors
-                .keys()
-                .filter(|id| !decided.contains_key(*id))
-                .cloned(),
-        );
-        // Groups with a member whose AD match may have changed.
-        for (id, g) in &groups {
-            if decided.contains_key(id)
-                && g.members
-                    .keys()
-                    .any(|m| users_changed.contains(m) || dirty.contains(m))
-            {
-                dirty.insert(id.clone());
+        load_nested(self.store, &flatten, &mut groups)?;
+        if self.schema.is_none() && !decided.is_empty() {
+            *self.schema = Some(self.conn.load_schema().await?);
+        }
+        let builder = DesiredBuilder {
+            managed_ous: &self.config.ad.managed_ous,
+            schema: self.schema.as_ref(),
+        };
+        let mut policies = BTreeMap::new();
+        for (id, d) in &decided {
+            let Some(g) = groups.get(id) else { continue };
+            match builder.object(id, d) {
+                Ok(o) => {
+                    policies.insert(id.clone(), d.members);
+                    out.hashes.insert(id.clone(), desired_hash(d, g, &groups));
+                    out.desired.insert(id.clone(), o);
+                }
+                Err(r) => out.refused.push(r),
             }
         }
-        dirty
-    };
-    let dirty: BTreeSet<String> = dirty.difference(&errored).cloned().collect();
-
-    // 4. Desired objects: first their DNs (nested groups need them), then members. Only the
-    // groups to compare are built and checked in full; the others need just their DN.
-    if schema.is_none() && !dirty.is_empty() {
-        *schema = Some(conn.load_schema().await?);
-    }
-    let builder = DesiredBuilder {
-        managed_ous: &config.ad.managed_ous,
-        schema: schema.as_ref(),
-    };
-    let mut written_dns: BTreeMap<String, String> = BTreeMap::new();
-    let mut desired: BTreeMap<String, DesiredObject> = BTreeMap::new();
-    let mut policies = BTreeMap::new();
-    for (id, d) in &decided {
-        if !dirty.contains(id) {
-            written_dns.insert(id.clone(), DesiredBuilder::dn(d));
-            continue;
-        }
-        match builder.object(id, d) {
-            Ok(o) => {
-                written_dns.insert(id.clone(), o.dn.clone());
-                policies.insert(id.clone(), d.members);
-                desired.insert(id.clone(), o);
-            }
-            Err(r) => refused.push(r),
-        }
-    }
-    let refused_ids: BTreeSet<String> = refused.iter().map(|r| r.cloud_id.clone()).collect();
-    let directory = resolve_members(config, conn, &desired, &policies, &groups, &users).await?;
-    let mut unresolved = Vec::new();
-    for (id, o) in desired.iter_mut() {
-        o.members = builder.members(
-            &groups[id],
-            &groups,
-            policies[id],
-            &written_dns,
-            &directory,
-            &mut unresolved,
-        );
-    }
-
-    lap("desired");
-    // 5. Actual: the owned AD objects for the same groups.
-    let attrs = managed_attributes(&desired);
-    let actual = read_owned(conn, config, &dirty, opts.compare_all, &attrs).await?;
-    lap("actual");
-    // Never delete what the rules refused or failed on: its AD object stays as it is.
-    let actual: BTreeMap<String, ActualObject> = actual
-        .into_iter()
-        .filter(|(id, _)| {
-            !refused_ids.contains(id) && (desired.contains_key(id) || !decided.contains_key(id))
-        })
-        .collect();
-
-    let mut changes = plan::plan(&desired, &actual);
-    // A group whose rule output did not change and that already matches AD needs no record either.
-    refused.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
-    unresolved.sort();
-    changes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
-    // Triggers of the rule that handled each group; a delete's rule is the one in its anchor.
-    let hooks = rules.hooks();
-    let triggers = plan::planned_triggers(
-        &changes,
-        |id| anchors.get(id).map(|a| a.rule.clone()),
-        |rule, hook| hooks.has(rule, hook),
-    );
-    let plan = Plan {
-        changes,
-        refused,
-        unresolved_members: unresolved,
-        triggers,
-    };
-
-    let mut report = SyncReport {
-        cloud_groups: groups.len(),
-        cloud_users: users.len(),
-        in_scope: decided.len(),
-        examined: desired.len() + actual.keys().filter(|k| !desired.contains_key(*k)).count(),
-        ..Default::default()
-    };
-
-    // 6. Gate.
-    let deletes = plan.deletes();
-    if deletes > 0 && decided.is_empty() && !groups.is_empty() && !opts.allow_deletes {
-        // A rule edit that takes every group out of scope must not wipe AD, however few
-        // groups there are.
-        report.blocked = Some(format!(
-            "the rules put none of the {} cloud groups in scope, so the plan deletes every group Writeback owns ({deletes}); nothing was applied. If that is intended, run `writeback sync --allow-deletes`",
-            groups.len()
-        ));
-    } else if deletes > config.delete_threshold && !opts.allow_deletes {
-        report.blocked = Some(format!(
-            "the plan deletes {deletes} objects, more than the delete threshold ({}); nothing was applied. Review it with `writeback plan`, then run with --allow-deletes to apply",
-            config.delete_threshold
-        ));
-    }
-    if opts.dry_run {
-        report.schedules = triggers::schedules(&hooks, time::OffsetDateTime::now_utc());
-    }
-    if opts.dry_run || report.blocked.is_some() {
-        report.plan = plan;
-        return Ok(report);
-    }
-
-    // 7. Apply and record.
-    tracing::info!(changes = plan.changes.len(), "applying the plan");
-    let outcomes = apply::apply(conn, &plan, &config.ad.managed_ous).await;
-    lap("apply");
-    record(store, run_id, &plan, &outcomes, &desired, &hashes, &actual)?;
-    lap("record");
-    // Groups examined with no change are in step: remember that, so the next cycle skips them.
-    let changed: BTreeSet<&String> = plan.changes.iter().map(|c| &c.cloud_id).collect();
-    store.with_transaction(|tx| {
-        for (id, o) in &desired {
-            if changed.contains(id) {
+        // Member groups: the DN the rules give them (or the AD group they came from).
+        let (wanted_users, wanted_groups) = resolve::wanted(out.desired.keys(), &policies, &groups);
+        let written = member_group_dns(
+            self.store,
+            self.rules,
+            self.now,
+            &wanted_groups,
+            verdicts,
+            whole,
+        )?;
+        let member_groups = self.store.load_by_ids(ObjectKind::Group, &wanted_groups)?;
+        let users = self.store.load_by_ids(ObjectKind::User, &wanted_users)?;
+        let directory = resolve::resolve_members(
+            self.config,
+            self.conn,
+            &wanted_users,
+            &wanted_groups,
+            &member_groups,
+            &users,
+        )
+        .await?;
+        for (id, o) in out.desired.iter_mut() {
+            let (Some(g), Some(p)) = (groups.get(id), policies.get(id)) else {
                 continue;
-            }
-            if let Some(a) = actual.get(id) {
-                tx::put_applied(tx, id, &hashes[id])?;
-                tx::put_anchor(
-                    tx,
-                    &Anchor {
-                        cloud_id: id.clone(),
-                        object_guid: a.guid.clone().unwrap_or_default(),
-                        dn: a.dn.clone(),
-                        rule: o.rule.clone(),
-                        updated_at: String::new(),
-                    },
-                )?;
-            }
+            };
+            o.members = builder.members(g, &groups, *p, &written, &directory, &mut out.unresolved);
         }
-        Ok(())
-    })?;
+        let attrs = actual::managed_attributes(&out.desired);
+        let keys: Vec<&String> = out.desired.keys().collect();
+        out.actual = actual::read_owned(self.conn, self.config, &keys, &attrs).await?;
+        out.changes = plan::plan(&out.desired, &out.actual);
+        Ok(out)
+    }
 
-    // 8. Triggers of the applied changes; their failures are reported, never undo the sync.
-    if !plan.triggers.is_empty() {
+    async fn run_triggers(
+        &mut self,
+        plan: &Plan,
+        outcomes: &[Outcome],
+    ) -> Result<Vec<TriggerResult>, SyncError> {
+        let ids: BTreeSet<String> = plan.triggers.iter().map(|t| t.cloud_id.clone()).collect();
+        let groups = self.store.load_by_ids(ObjectKind::Group, &ids)?;
         let effects = crate::effects::HostEffects::for_host(
             tokio::runtime::Handle::current(),
-            config,
-            graph,
-            conn,
+            self.config,
+            self.graph,
+            self.conn,
         )
         .map(|e| Arc::new(e) as Arc<dyn crate::rules::Effects>)
         .map_err(|e| e.to_string());
-        report.trigger_results = triggers::run_triggers(
-            hooks,
-            &plan,
-            &outcomes,
+        let results = triggers::run_triggers(
+            self.rules.hooks(),
+            plan,
+            outcomes,
             &groups,
             effects,
             TriggerLimits {
-                timeout: config.rules.trigger_timeout,
-                max_calls: config.rules.max_triggers_per_cycle,
+                timeout: self.config.rules.trigger_timeout,
+                max_calls: self.config.rules.max_triggers_per_cycle,
             },
         )
         .await;
-        store.with_transaction(|t| {
-            for r in &report.trigger_results {
-                tx::record_event(t, run_id, &r.audit_event())?;
-            }
-            Ok(())
-        })?;
-    }
-    report.plan = plan;
-    report.outcomes = outcomes;
-    Ok(report)
-}
-
-/// Evaluates the rules for every group, on all cores (the rule set is thread-safe and pure).
-fn evaluate_all(
-    rules: &RuleSet,
-    groups: &BTreeMap<String, CloudObject>,
-) -> Vec<(String, Result<Decision, String>)> {
-    let all: Vec<(&String, &CloudObject)> = groups.iter().collect();
-    // One `now()` for the whole cycle: every group is judged against the same instant.
-    let now = crate::rules::Now::current();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    let eval = |part: &[(&String, &CloudObject)]| -> Vec<(String, Result<Decision, String>)> {
-        part.iter()
-            .map(|(id, g)| {
-                let r = rules
-                    .evaluate_at(&g.to_rule_json(), now)
-                    .map_err(|e| e.to_string());
-                ((*id).clone(), r)
-            })
-            .collect()
-    };
-    if threads < 2 || all.len() < 256 {
-        return eval(&all);
-    }
-    let chunk = all.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = all
-            .chunks(chunk)
-            .map(|part| s.spawn(move || eval(part)))
+        let writes: Vec<Write> = results
+            .iter()
+            .map(|r| Write::Event(r.audit_event()))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                // A panicking rule evaluation is a bug in the host, not in a rule: surface it.
-                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })
-            .collect()
-    })
+        record::write(self.store, self.run_id, &writes)?;
+        Ok(results)
+    }
 }
 
-/// Follows one delta round for `kind` and stores it with its deltaLink; returns the ids changed.
-async fn pull(
-    graph: &GraphClient,
-    store: &mut Store,
-    kind: ObjectKind,
-    full: bool,
-) -> Result<BTreeSet<String>, SyncError> {
-    let base = graph.graph_base();
-    let initial = match kind {
-        ObjectKind::Group => delta::groups_delta_url(base, delta::DEFAULT_GROUP_SELECT),
-        ObjectKind::User => delta::users_delta_url(base, delta::DEFAULT_USER_SELECT),
-    };
-    let start = match (full, store.delta_link(kind)?) {
-        (false, Some(link)) => DeltaStart::Link {
-            link,
-            initial_url: initial,
-        },
-        _ => DeltaStart::Initial { url: initial },
-    };
-    let round = delta::run_round(graph, start).await?;
-    let changes = store.apply_delta(kind, &round)?;
-    Ok(changes.changed.union(&changes.deleted).cloned().collect())
+/// What one batch produced.
+#[derive(Debug, Default)]
+struct Batch {
+    desired: BTreeMap<String, DesiredObject>,
+    hashes: BTreeMap<String, String>,
+    actual: BTreeMap<String, ActualObject>,
+    changes: Vec<Change>,
+    refused: Vec<Refusal>,
+    unresolved: Vec<super::types::Unresolved>,
 }
 
-/// A stable fingerprint of what the rules want for a group, and of its cloud members.
-fn desired_hash(
-    d: &DesiredGroup,
-    g: &CloudObject,
+/// The DNs of the in-scope groups among `ids` (for nested members). A whole-cache cycle has
+/// every verdict; otherwise the missing ones are evaluated now, by key.
+fn member_group_dns(
+    store: &Store,
+    rules: &RuleSet,
+    now: Now,
+    ids: &BTreeSet<String>,
+    verdicts: &mut BTreeMap<String, Verdict>,
+    whole: bool,
+) -> Result<BTreeMap<String, String>, StateError> {
+    if !whole {
+        let unknown: BTreeSet<String> = ids
+            .iter()
+            .filter(|id| !verdicts.contains_key(*id))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            let mut ev = Evaluated::default();
+            let groups = store.load_by_ids(ObjectKind::Group, &unknown)?;
+            judge(store, rules, now, &groups, &mut ev)?;
+            verdicts.extend(ev.verdicts);
+        }
+    }
+    Ok(ids
+        .iter()
+        .filter_map(|id| match verdicts.get(id) {
+            Some(Verdict::InScope { dn, .. }) => Some((id.clone(), dn.clone())),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Evaluates `groups` and adds their verdicts to `ev` (nested groups of flattening rules are
+/// read by key for the hash).
+fn judge(
+    store: &Store,
+    rules: &RuleSet,
+    now: Now,
     groups: &BTreeMap<String, CloudObject>,
-) -> String {
-    let mut h = Sha256::new();
-    h.update(
-        serde_json::to_vec(&(&d.rule, &d.parent, &d.cn, &d.attributes, d.members))
-            .unwrap_or_default(),
-    );
-    let members: Vec<String> = match d.members {
-        MemberPolicy::Flatten => transitive_users(groups, &g.id)
-            .into_iter()
-            .map(|m| m.id)
-            .collect(),
-        _ => g.members.keys().cloned().collect(),
-    };
-    for id in members {
-        h.update(id.as_bytes());
-        h.update(b"\n");
+    ev: &mut Evaluated,
+) -> Result<(), StateError> {
+    let results = evaluate_all(rules, groups, now);
+    ev.evaluated += results.len();
+    let flatten: Vec<String> = results
+        .iter()
+        .filter(|e| {
+            matches!(&e.decision, Ok(Decision::Desired(d)) if d.members == MemberPolicy::Flatten)
+        })
+        .map(|e| e.id.clone())
+        .collect();
+    let mut nested = BTreeMap::new();
+    if !flatten.is_empty() {
+        nested = groups.clone();
+        load_nested(store, &flatten, &mut nested)?;
     }
-    format!("{:x}", h.finalize())
-}
-
-/// Every attribute any desired object manages, plus what ownership needs.
-fn managed_attributes(desired: &BTreeMap<String, DesiredObject>) -> Vec<String> {
-    let mut set: BTreeSet<String> = ANCHOR_ATTRS.iter().map(|s| s.to_string()).collect();
-    for o in desired.values() {
-        set.extend(o.attributes.keys().cloned());
-    }
-    set.into_iter().collect()
-}
-
-/// Reads owned objects: all of them in a full run, else those of the dirty ids (looked up by
-/// anchor in batches, never one search per group).
-async fn read_owned(
-    conn: &mut AdConn,
-    config: &Config,
-    dirty: &BTreeSet<String>,
-    full: bool,
-    attrs: &[String],
-) -> Result<BTreeMap<String, ActualObject>, SyncError> {
-    let anchor_attr = ANCHOR_ATTRS[0];
-    let mut want: Vec<&str> = attrs.iter().map(String::as_str).collect();
-    // `member` comes with the search, read completely in ranges: no second read per group.
-    want.extend(["objectGUID", "member"]);
-    let mut entries = Vec::new();
-    if full {
-        entries = conn
-            .find_owned_groups(&config.ad.managed_ous, anchor_attr, "Group_", &want)
-            .await?;
-    } else {
-        let ids: Vec<&String> = dirty.iter().collect();
-        for chunk in ids.chunks(ad::RESOLVE_BATCH) {
-            let filter = anchor_filter(chunk);
-            for base in &config.ad.managed_ous {
-                entries.extend(
-                    conn.search(base, ad::Scope::Subtree, &filter, &want)
-                        .await?,
-                );
-            }
+    let with_nested = if flatten.is_empty() { groups } else { &nested };
+    for e in results {
+        if e.timed {
+            ev.timed.insert(e.id.clone());
         }
-    }
-    let mut out = BTreeMap::new();
-    for e in entries {
-        let anchor = e.first(anchor_attr).unwrap_or_default().to_string();
-        let Some(cloud_id) = anchor.strip_prefix("Group_") else {
-            continue;
-        };
-        // Ownership is exact: `Group_<id>`, inside a managed OU (the search bases).
-        if anchor != anchor_value(cloud_id) {
-            continue;
-        }
-        let mut attrs = e.attrs;
-        let members = attrs.remove("member").unwrap_or_default();
-        out.insert(
-            cloud_id.to_string(),
-            ActualObject {
-                cloud_id: cloud_id.to_string(),
-                dn: e.dn,
-                guid: e.guid.map(|g| g.to_string()),
-                attrs,
-                members,
-            },
-        );
-    }
-    Ok(out)
-}
-
-/// Finds the AD accounts of the members of the groups being written, in batches.
-async fn resolve_members(
-    config: &Config,
-    conn: &mut AdConn,
-    desired: &BTreeMap<String, DesiredObject>,
-    policies: &BTreeMap<String, MemberPolicy>,
-    groups: &BTreeMap<String, CloudObject>,
-    users: &BTreeMap<String, CloudObject>,
-) -> Result<MemberDirectory, SyncError> {
-    let mut dir = MemberDirectory::default();
-    let mut by_sid: BTreeMap<String, Vec<(bool, String)>> = BTreeMap::new();
-    let mut by_guid: BTreeMap<uuid::Uuid, Vec<String>> = BTreeMap::new();
-    let mut wanted_users = BTreeSet::new();
-    let mut wanted_groups = BTreeSet::new();
-    for id in desired.keys() {
-        let flat;
-        let members: Box<dyn Iterator<Item = &crate::graph::model::MemberRef>> = if policies
-            .get(id)
-            .is_some_and(|p| *p == MemberPolicy::Flatten)
-        {
-            flat = transitive_users(groups, id);
-            Box::new(flat.iter())
-        } else {
-            Box::new(groups[id].members.values())
-        };
-        for m in members {
-            match m.kind() {
-                MemberKind::User => {
-                    wanted_users.insert(m.id.clone());
-                }
-                MemberKind::Group => {
-                    wanted_groups.insert(m.id.clone());
-                }
-                MemberKind::Other => {}
-            }
-        }
-    }
-    for uid in &wanted_users {
-        let Some(u) = users.get(uid) else {
-            dir.user_reasons
-                .insert(uid.clone(), "user not found in the cloud cache".into());
-            continue;
-        };
-        match config.user_match {
-            UserMatch::Sid => match u.str_prop("onPremisesSecurityIdentifier") {
-                Some(sid) if !sid.is_empty() => by_sid
-                    .entry(sid.to_string())
-                    .or_default()
-                    .push((true, uid.clone())),
-                _ => {
-                    dir.user_reasons.insert(
-                        uid.clone(),
-                        "cloud-only user (no onPremisesSecurityIdentifier)".into(),
-                    );
-                }
-            },
-            UserMatch::ImmutableId => {
-                match u
-                    .str_prop("onPremisesImmutableId")
-                    .and_then(guid_from_immutable_id)
-                {
-                    Some(g) => by_guid.entry(g).or_default().push(uid.clone()),
-                    None => {
-                        dir.user_reasons.insert(
-                            uid.clone(),
-                            "cloud-only user (no usable onPremisesImmutableId)".into(),
-                        );
-                    }
-                }
-            }
-        }
-    }
-    for gid in &wanted_groups {
-        if let Some(sid) = groups
-            .get(gid)
-            .and_then(|g| g.str_prop("onPremisesSecurityIdentifier"))
-        {
-            by_sid
-                .entry(sid.to_string())
-                .or_default()
-                .push((false, gid.clone()));
-        }
-    }
-    // Empty = the domain root (the connector asks AD for it).
-    let bases = config.ad.member_search_bases.clone();
-    if !by_sid.is_empty() {
-        let sids: Vec<String> = by_sid.keys().cloned().collect();
-        let found = conn.resolve_sids(&sids, &bases).await?;
-        for (sid, owners) in &by_sid {
-            for (is_user, id) in owners {
-                match (found.get(sid), is_user) {
-                    (Some(dn), true) => {
-                        dir.users.insert(id.clone(), dn.clone());
-                    }
-                    (Some(dn), false) => {
-                        dir.synced_groups.insert(id.clone(), dn.clone());
-                    }
-                    (None, true) => {
-                        dir.user_reasons
-                            .insert(id.clone(), format!("no AD account has objectSid {sid}"));
-                    }
-                    (None, false) => {}
-                }
-            }
-        }
-    }
-    if !by_guid.is_empty() {
-        let guids: Vec<uuid::Uuid> = by_guid.keys().cloned().collect();
-        let found = conn.resolve_guids(&guids, &bases).await?;
-        for (g, owners) in &by_guid {
-            for id in owners {
-                match found.get(g) {
-                    Some(dn) => {
-                        dir.users.insert(id.clone(), dn.clone());
-                    }
-                    None => {
-                        dir.user_reasons
-                            .insert(id.clone(), format!("no AD account has objectGUID {g}"));
-                    }
-                }
-            }
-        }
-    }
-    Ok(dir)
-}
-
-/// Connect's source anchor: base64 of the AD objectGUID bytes.
-fn guid_from_immutable_id(v: &str) -> Option<uuid::Uuid> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
-    ad::dn::guid_from_ad_bytes(&bytes).ok()
-}
-
-fn record(
-    store: &mut Store,
-    run_id: i64,
-    plan: &Plan,
-    outcomes: &[Outcome],
-    desired: &BTreeMap<String, DesiredObject>,
-    hashes: &BTreeMap<String, String>,
-    actual: &BTreeMap<String, ActualObject>,
-) -> Result<(), SyncError> {
-    let by_id: BTreeMap<&String, &super::plan::Change> =
-        plan.changes.iter().map(|c| (&c.cloud_id, c)).collect();
-    // One transaction: one fsync for the whole run's bookkeeping.
-    store.with_transaction(|t| {
-        for o in outcomes {
-            let detail = by_id
-                .get(&o.cloud_id)
-                .map(|c| serde_json::to_value(c).unwrap_or_default())
-                .unwrap_or_default();
-            tx::record_event(
-                t,
-                run_id,
-                &AuditEvent {
-                    cloud_id: o.cloud_id.clone(),
-                    action: o.action.to_string(),
-                    dn: o.dn.clone(),
-                    detail,
-                    outcome: if o.ok() { "ok".into() } else { "failed".into() },
+        let verdict = match e.decision {
+            Ok(Decision::Desired(d)) => match groups.get(&e.id) {
+                Some(g) => Verdict::InScope {
+                    hash: desired_hash(&d, g, with_nested),
+                    dn: DesiredBuilder::dn(&d),
                 },
-            )?;
-            match o.action {
-                "delete" if o.error.is_none() => {
-                    tx::remove_anchor(t, &o.cloud_id)?;
-                    tx::remove_applied(t, &o.cloud_id)?;
-                }
-                "create" | "update" => {
-                    let guid = o
-                        .guid
-                        .clone()
-                        .or_else(|| actual.get(&o.cloud_id).and_then(|a| a.guid.clone()));
-                    if o.error.is_none() || (o.action == "update" && guid.is_some()) {
-                        if let Some(d) = desired.get(&o.cloud_id) {
-                            tx::put_anchor(
-                                t,
-                                &Anchor {
-                                    cloud_id: o.cloud_id.clone(),
-                                    object_guid: guid.unwrap_or_default(),
-                                    dn: o.dn.clone(),
-                                    rule: d.rule.clone(),
-                                    updated_at: String::new(),
-                                },
-                            )?;
-                        }
-                    }
-                    // Only a fully applied change is remembered; anything else is retried next cycle.
-                    if o.ok() {
-                        if let Some(h) = hashes.get(&o.cloud_id) {
-                            tx::put_applied(t, &o.cloud_id, h)?;
-                        }
-                    } else {
-                        tx::remove_applied(t, &o.cloud_id)?;
-                    }
-                }
-                _ => {}
+                None => Verdict::Gone,
+            },
+            Ok(Decision::OutOfScope) => Verdict::OutOfScope,
+            Err(reason) => {
+                ev.refused.push(Refusal {
+                    cloud_id: e.id.clone(),
+                    rule: None,
+                    reason,
+                });
+                Verdict::Failed
             }
+        };
+        ev.verdicts.insert(e.id, verdict);
+    }
+    Ok(())
+}
+
+/// Adds to `groups` every group nested (transitively) in `roots`, read by key: what flattening
+/// needs, and nothing more.
+fn load_nested(
+    store: &Store,
+    roots: &[String],
+    groups: &mut BTreeMap<String, CloudObject>,
+) -> Result<(), StateError> {
+    let mut todo: Vec<String> = roots.to_vec();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
         }
-        Ok(())
-    })?;
+        if !groups.contains_key(&id) {
+            let found = store.load_by_ids(ObjectKind::Group, [&id])?;
+            groups.extend(found);
+        }
+        if let Some(g) = groups.get(&id) {
+            todo.extend(
+                g.members
+                    .values()
+                    .filter(|m| m.kind() == MemberKind::Group)
+                    .map(|m| m.id.clone()),
+            );
+        }
+    }
     Ok(())
 }

@@ -3,13 +3,19 @@
 //! `job` runs one cycle; `desired` and `plan` are pure (data in, data out) so they can be tested
 //! alone and run in a dry run; `apply` is the only part that writes to AD.
 
+pub mod actual;
 pub mod apply;
 pub mod desired;
+pub mod evaluate;
 pub mod job;
 pub mod plan;
 pub mod progress;
+pub mod record;
 pub mod report;
+pub mod resolve;
+pub mod select;
 pub mod triggers;
+pub mod types;
 
 pub use job::{run, SyncContext, SyncOptions, SyncReport};
 

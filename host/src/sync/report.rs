@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::job::SyncReport;
-use super::plan::{AttrChange, Op};
+use super::types::{AttrChange, Op};
 
 /// Renders the report: one block per change, then refusals, unresolved members and a summary.
 pub fn render(r: &SyncReport, applied: bool) -> String {
@@ -147,16 +147,20 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
     let count = |f: fn(&Op) -> bool| p.changes.iter().filter(|c| f(&c.op)).count();
     let _ = writeln!(
         out,
-        "\n{}: {} to create, {} to update, {} to delete; {} refused; {} members unresolved. {} cloud groups, {} in scope, {} examined, {} ms.",
+        "\n{}: {} to create, {} to update, {} to delete; {} refused; {} members unresolved. {}{} evaluated, {} examined ({}), {} ms.",
         if applied { "Applied" } else { "Plan" },
         count(|o| matches!(o, Op::Create { .. })),
         count(|o| matches!(o, Op::Update { .. })),
         count(|o| matches!(o, Op::Delete { .. })),
         p.refused.len(),
         p.unresolved_members.len(),
-        r.cloud_groups,
-        r.in_scope,
+        match (r.cloud_groups, r.in_scope) {
+            (Some(g), Some(s)) => format!("{g} cloud groups, {s} in scope, "),
+            _ => String::new(),
+        },
+        r.evaluated,
         r.examined,
+        r.sweep,
         r.elapsed_ms,
     );
     if !p.triggers.is_empty() {

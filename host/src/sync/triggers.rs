@@ -16,7 +16,7 @@ use crate::rules::{Effects, Hook, HookTable, TriggerEvent};
 use crate::state::AuditEvent;
 
 use super::apply::Outcome;
-use super::plan::{AttrChange, Change, Op, Plan, PlannedTrigger};
+use super::types::{AttrChange, Change, Op, Plan, PlannedTrigger};
 
 /// How long past its own time limit a trigger's thread is awaited before it is given up.
 const GRACE: Duration = Duration::from_secs(5);
@@ -318,6 +318,7 @@ fn event(
 mod tests {
     use super::*;
     use crate::rules::{AdFound, HttpRequest, HttpResponse, Limits, RuleSet};
+    use crate::sync::apply::Action;
     use std::sync::Mutex;
 
     /// Records the bodies posted.
@@ -364,7 +365,7 @@ mod tests {
         }
     }
 
-    fn ok(id: &str, action: &'static str, dn: &str) -> Outcome {
+    fn ok(id: &str, action: Action, dn: &str) -> Outcome {
         Outcome {
             cloud_id: id.into(),
             action,
@@ -423,16 +424,16 @@ fn on_deleted(id, dn) { throw "no"; }
             triggers,
             ..Default::default()
         };
-        let mut failed_b = ok("b", "create", "CN=B");
+        let mut failed_b = ok("b", Action::Create, "CN=B");
         failed_b.error = Some("AD said no".into());
-        let mut d = ok("d", "update", "CN=D");
+        let mut d = ok("d", Action::Update, "CN=D");
         d.member_errors = vec!["add CN=u2: no such object".into()];
         // `c` has no outcome at all (not applied).
         let outcomes = vec![
-            ok("a", "create", "CN=A"),
+            ok("a", Action::Create, "CN=A"),
             failed_b,
             d,
-            ok("e", "delete", "CN=E"),
+            ok("e", Action::Delete, "CN=E"),
         ];
         let rec = Arc::new(Recorder::default());
         let limits = TriggerLimits {

@@ -1,0 +1,524 @@
+#!/usr/bin/env bash
+# Scale benchmark: what a cycle costs against a large tenant when only a few hundred groups are
+# in scope, and above all what an idle cycle (no cloud change) costs, for the one-shot `sync`
+# and for the daemon (`writeback run`, 1 s poll). Figures go to BENCHMARKS.md.
+#
+# Tenant: `graph-emulator generate --users WB_SCALE_USERS --groups WB_SCALE_GROUPS --seed 1`
+# (about 24 memberships a group). Rules: the default rules (scripts/) with the scope narrowed to
+# the groups whose id starts with WB_SCALE_SCOPE_PREFIX (default "00": about 1/256 of them).
+# The synced users that are members of those groups get an AD account (their SIDs in the tenant
+# are replaced by the real ones), so the first sync writes real memberships.
+#
+# Measured, each under /usr/bin/time (wall s, user CPU s, sys CPU s, max RSS):
+#   plan (first contact: full cloud download), first sync (creates the groups in scope),
+#   second sync with no cloud change (AD highestCommittedUSN must not move), third idle sync;
+#   then `writeback run` (poll 1 s) for WB_SCALE_DAEMON_SECS after its first cycle: cycles run,
+#   CPU per idle cycle (/proc/PID/stat), VmHWM/VmRSS at the end.
+# Baseline, same run: the floor of an idle cycle = the two delta requests (users, groups) from
+# the current deltaLinks, made with one curl, plus a `writeback --version` process start.
+#
+# Environment:
+#   WB_BIN, WB_EMULATOR_BIN    binaries (default target/release/writeback, target/release/graph-emulator)
+#   WB_SCALE_GROUPS            groups in the tenant (default 100000)
+#   WB_SCALE_USERS             users in the tenant (default 100000)
+#   WB_SCALE_SCOPE_PREFIX      in-scope group ids start with this (default 00)
+#   WB_SCALE_DAEMON_SECS       daemon measuring window after its first cycle (default 60)
+#   WB_SCALE_AD_MEMBERS        1: create AD accounts for the in-scope groups' synced members (default 1)
+#   WB_SCALE_STEP_TIMEOUT      upper bound of each measured step, seconds (default 3600)
+#   WB_SCALE_WORKDIR           work directory (default: a new /tmp/wb-scale.XXXXXX, kept for the logs)
+#   WB_SCALE_KEEP_TENANT       1: keep the (large) tenant files in the work directory (default 0)
+#   WRITEBACK_TESTBED_IP / WRITEBACK_TESTBED_DIR   passed to tests/testbed/samba-ad.sh (its DC)
+#
+# Needs root (the Samba test bed), python3, curl, ldap-utils, GNU time. Loopback only: the DC
+# listens on WRITEBACK_TESTBED_IP (a 127.x address), the emulator on 127.0.0.1.
+# The DC is stopped at exit only if this script started it; the emulator always (by PID).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$(pwd)"
+SCRIPT_START=$SECONDS
+CMDLINE="$(printf '%q ' "$0" "$@")"
+
+GROUPS_N="${WB_SCALE_GROUPS:-100000}"
+USERS_N="${WB_SCALE_USERS:-100000}"
+PREFIX="${WB_SCALE_SCOPE_PREFIX:-00}"
+DAEMON_SECS="${WB_SCALE_DAEMON_SECS:-60}"
+AD_MEMBERS="${WB_SCALE_AD_MEMBERS:-1}"
+STEP_TIMEOUT="${WB_SCALE_STEP_TIMEOUT:-3600}"
+WB="${WB_BIN:-$REPO/target/release/writeback}"
+EMU="${WB_EMULATOR_BIN:-$REPO/target/release/graph-emulator}"
+
+say() { printf '\n==> [%5ds] %s\n' "$((SECONDS - SCRIPT_START))" "$*" >&2; }
+die() {
+    printf 'scale.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+
+[[ "$GROUPS_N" =~ ^[0-9]+$ && "$USERS_N" =~ ^[0-9]+$ && "$DAEMON_SECS" =~ ^[0-9]+$ ]] ||
+    die "WB_SCALE_GROUPS, WB_SCALE_USERS and WB_SCALE_DAEMON_SECS must be whole numbers"
+[[ "$PREFIX" =~ ^[0-9a-f]*$ ]] || die "WB_SCALE_SCOPE_PREFIX must be lowercase hex"
+for b in "$WB" "$EMU"; do
+    [[ -x "$b" ]] || die "binary not found or not executable: $b (set WB_BIN / WB_EMULATOR_BIN, or build with: cargo build --release -p writeback -p graph-emulator)"
+done
+WB="$(realpath "$WB")"
+EMU="$(realpath "$EMU")"
+for t in python3 curl ldapsearch ldapadd ldapdelete timeout; do
+    command -v "$t" >/dev/null || die "$t is needed"
+done
+[[ -x /usr/bin/time ]] || die "/usr/bin/time is needed (apt-get install time)"
+[[ "${WRITEBACK_TESTBED_IP:-127.0.0.1}" == 127.* ]] || die "WRITEBACK_TESTBED_IP must be a loopback address"
+
+WORK="${WB_SCALE_WORKDIR:-$(mktemp -d /tmp/wb-scale.XXXXXX)}"
+mkdir -p "$WORK"
+WORK="$(realpath "$WORK")"
+TENANT="$WORK/tenant.json"
+EMU_PID=""
+DAEMON_PID=""
+DC_STARTED=0
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+        kill -TERM "$DAEMON_PID"
+        for _ in $(seq 1 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$DAEMON_PID" 2>/dev/null && kill -KILL "$DAEMON_PID"
+        wait "$DAEMON_PID" 2>/dev/null
+    fi
+    if [[ -n "$EMU_PID" ]] && kill -0 "$EMU_PID" 2>/dev/null; then
+        kill -TERM "$EMU_PID"
+        for _ in $(seq 1 50); do kill -0 "$EMU_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$EMU_PID" 2>/dev/null && kill -KILL "$EMU_PID"
+        wait "$EMU_PID" 2>/dev/null
+    fi
+    if [[ "$DC_STARTED" -eq 1 ]]; then
+        tests/testbed/samba-ad.sh down >/dev/null 2>&1
+    fi
+    if [[ "${WB_SCALE_KEEP_TENANT:-0}" != 1 ]]; then
+        rm -f "$TENANT" "$WORK/tenant.generated.json"
+    fi
+    echo "scale.sh: logs in $WORK (exit $rc)" >&2
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+say "Samba AD test bed (tests/testbed/samba-ad.sh, ${WRITEBACK_TESTBED_IP:-127.0.0.1})"
+if ! tests/testbed/samba-ad.sh status >/dev/null 2>&1; then
+    DC_STARTED=1
+fi
+tests/testbed/samba-ad.sh up >/dev/null
+ENV_FILE="${WRITEBACK_TESTBED_DIR:-$REPO/.testbed}/samba.env"
+[[ -f "$ENV_FILE" ]] || die "no $ENV_FILE after samba-ad.sh up"
+# shellcheck disable=SC1090
+source "$ENV_FILE"
+[[ "$AD_LDAPS_URL" == ldaps://127.* ]] || die "the DC is not on loopback: $AD_LDAPS_URL"
+export LDAPTLS_CACERT="$AD_CA_FILE"
+LDAP=(-H "$AD_LDAPS_URL" -x -D "$AD_BIND_DN" -w "$AD_BIND_PASSWORD" -o nettimeout=30)
+ROOT_OU="OU=WB Scale,$AD_BASE_DN"
+MANAGED_OU="OU=Cloud Groups,$ROOT_OU"
+USERS_OU="OU=Users,$ROOT_OU"
+
+highest_usn() {
+    ldapsearch "${LDAP[@]}" -LLL -b "" -s base highestCommittedUSN |
+        sed -n 's/^highestCommittedUSN: //p'
+}
+
+say "AD: a fresh $ROOT_OU (managed OUs and the members' accounts)"
+if ldapsearch "${LDAP[@]}" -LLL -b "$ROOT_OU" -s base dn >/dev/null 2>&1; then
+    timeout "$STEP_TIMEOUT" ldapdelete "${LDAP[@]}" -r "$ROOT_OU" ||
+        die "could not delete the previous $ROOT_OU"
+fi
+ldapadd "${LDAP[@]}" >/dev/null <<EOF
+dn: $ROOT_OU
+objectClass: organizationalUnit
+ou: WB Scale
+
+dn: $USERS_OU
+objectClass: organizationalUnit
+ou: Users
+
+dn: $MANAGED_OU
+objectClass: organizationalUnit
+ou: Cloud Groups
+
+dn: OU=Microsoft 365,$MANAGED_OU
+objectClass: organizationalUnit
+ou: Microsoft 365
+
+dn: OU=Security,$MANAGED_OU
+objectClass: organizationalUnit
+ou: Security
+EOF
+
+# ---------------------------------------------------------------------------------------------
+say "Tenant: graph-emulator generate --users $USERS_N --groups $GROUPS_N --seed 1"
+T0=$SECONDS
+timeout "$STEP_TIMEOUT" "$EMU" generate --users "$USERS_N" --groups "$GROUPS_N" --seed 1 \
+    >"$WORK/tenant.generated.json"
+GEN_SECS=$((SECONDS - T0))
+
+say "Tenant: in-scope members' AD accounts, SIDs, app credentials"
+T0=$SECONDS
+WB_PREP_PREFIX="$PREFIX" WB_PREP_AD_MEMBERS="$AD_MEMBERS" WB_PREP_USERS_OU="$USERS_OU" \
+    WB_PREP_LDAP_URL="$AD_LDAPS_URL" WB_PREP_BIND_DN="$AD_BIND_DN" WB_PREP_BIND_PW="$AD_BIND_PASSWORD" \
+    timeout "$STEP_TIMEOUT" python3 - "$WORK/tenant.generated.json" "$TENANT" "$WORK/tenant.meta" <<'PY'
+import base64, json, os, subprocess, sys
+
+src, dst, meta_path = sys.argv[1:4]
+prefix = os.environ["WB_PREP_PREFIX"]
+with open(src) as f:
+    t = json.load(f)
+users = {u["id"]: u for u in t["users"]}
+candidates = [g for g in t["groups"] if g["id"].startswith(prefix)]
+memberships = sum(len(g.get("members", [])) for g in t["groups"])
+wanted = []
+seen = set()
+for g in candidates:
+    for m in g.get("members", []):
+        u = users.get(m)
+        if u is not None and u.get("onPremisesSecurityIdentifier") and m not in seen:
+            seen.add(m)
+            wanted.append(m)
+
+def ldap_env():
+    return dict(os.environ)
+
+base = [ "-H", os.environ["WB_PREP_LDAP_URL"], "-x", "-D", os.environ["WB_PREP_BIND_DN"],
+         "-w", os.environ["WB_PREP_BIND_PW"], "-o", "nettimeout=30"]
+ou = os.environ["WB_PREP_USERS_OU"]
+mapped = 0
+if os.environ["WB_PREP_AD_MEMBERS"] == "1" and wanted:
+    ldif = []
+    for i, uid in enumerate(wanted):
+        ldif.append(f"dn: CN=wbs{i},{ou}\nobjectClass: user\nsAMAccountName: wbs{i}\n"
+                    f"description: {uid}\nuserAccountControl: 514\n")
+    r = subprocess.run(["ldapadd", *base], input="\n".join(ldif), text=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ldap_env())
+    if r.returncode != 0:
+        sys.exit(f"ldapadd of the members' accounts failed: {r.stderr.strip()}")
+    r = subprocess.run(["ldapsearch", *base, "-LLL", "-o", "ldif-wrap=no", "-E", "pr=1000/noprompt",
+                        "-b", ou, "-s", "one", "(objectClass=user)", "description", "objectSid"],
+                       text=True, capture_output=True, env=ldap_env())
+    if r.returncode != 0:
+        sys.exit(f"ldapsearch of the members' accounts failed: {r.stderr.strip()}")
+    def sid_str(b):
+        n = b[1]
+        auth = int.from_bytes(b[2:8], "big")
+        subs = [int.from_bytes(b[8 + 4 * k:12 + 4 * k], "little") for k in range(n)]
+        return "S-%d-%d%s" % (b[0], auth, "".join("-%d" % s for s in subs))
+    for block in r.stdout.split("\n\n"):
+        desc = sid = None
+        for line in block.splitlines():
+            if line.startswith("description: "):
+                desc = line[len("description: "):].strip()
+            elif line.startswith("objectSid:: "):
+                sid = sid_str(base64.b64decode(line[len("objectSid:: "):]))
+        if desc in users and sid:
+            users[desc]["onPremisesSecurityIdentifier"] = sid
+            mapped += 1
+    if mapped != len(wanted):
+        sys.exit(f"only {mapped} of {len(wanted)} AD accounts read back")
+with open(dst, "w") as f:
+    json.dump(t, f, separators=(",", ":"))
+app = t["apps"][0]
+with open(meta_path, "w") as f:
+    f.write(f"TENANT_ID={t['tenantId']}\nCLIENT_ID={app['clientId']}\n"
+            f"CLIENT_SECRET='{app['clientSecret']}'\n"
+            f"N_USERS={len(t['users'])}\nN_GROUPS={len(t['groups'])}\nN_MEMBERSHIPS={memberships}\n"
+            f"N_CANDIDATES={len(candidates)}\nN_AD_USERS={mapped}\n")
+PY
+PREP_SECS=$((SECONDS - T0))
+# shellcheck disable=SC1091
+source "$WORK/tenant.meta"
+rm -f "$WORK/tenant.generated.json"
+echo "tenant: $N_USERS users, $N_GROUPS groups, $N_MEMBERSHIPS memberships; $N_CANDIDATES groups with an id starting \"$PREFIX\"; $N_AD_USERS member accounts created in AD" >&2
+
+# ---------------------------------------------------------------------------------------------
+say "Graph emulator"
+T0=$SECONDS
+"$EMU" serve --listen 127.0.0.1:0 --tenant "$TENANT" >"$WORK/emulator.out" 2>"$WORK/emulator.log" &
+EMU_PID=$!
+while [[ ! -s "$WORK/emulator.out" ]]; do
+    kill -0 "$EMU_PID" 2>/dev/null || { cat "$WORK/emulator.log" >&2; die "the emulator exited"; }
+    ((SECONDS - T0 < STEP_TIMEOUT)) || die "the emulator printed no URL within $STEP_TIMEOUT s"
+    sleep 0.2
+done
+GRAPH_BASE="$(head -n1 "$WORK/emulator.out")"
+[[ "$GRAPH_BASE" == http://127.0.0.1:* ]] || die "unexpected emulator URL: $GRAPH_BASE"
+EMU_SECS=$((SECONDS - T0))
+echo "emulator at $GRAPH_BASE (PID $EMU_PID), up in $EMU_SECS s" >&2
+
+# ---------------------------------------------------------------------------------------------
+say "Rules: scripts/ with scope narrowed to group ids starting \"$PREFIX\""
+RULES="$WORK/rules"
+rm -rf "$RULES" && mkdir -p "$RULES"
+for f in "$REPO"/scripts/*.rhai; do
+    grep -q '^fn scope(group) {$' "$f" || die "$f has no 'fn scope(group) {' line to narrow"
+    sed "s/^fn scope(group) {\$/fn scope(group) {\n    group.id.starts_with(\"$PREFIX\") \&\&/" "$f" \
+        >"$RULES/$(basename "$f")"
+done
+
+CONFIG="$WORK/writeback.toml"
+cat >"$CONFIG" <<EOF
+# Written by bench/scale.sh
+[graph]
+tenant_id = "$TENANT_ID"
+client_id = "$CLIENT_ID"
+client_secret_env = "WB_SCALE_GRAPH_SECRET"
+graph_url = "$GRAPH_BASE/v1.0"
+token_url = "$GRAPH_BASE/$TENANT_ID/oauth2/v2.0/token"
+
+[ad]
+url = "$AD_LDAPS_URL"
+bind_dn = "$AD_BIND_DN"
+password_env = "WB_SCALE_AD_PASSWORD"
+ca_file = "$AD_CA_FILE"
+managed_ous = ["$MANAGED_OU"]
+
+[members]
+user_match = "sid"
+
+[rules]
+folder = "$RULES"
+stdlib = "$REPO/stdlib"
+
+[rules.settings]
+m365_container = "OU=Microsoft 365,$MANAGED_OU"
+security_container = "OU=Security,$MANAGED_OU"
+
+[state]
+path = "$WORK/state.db"
+
+[safety]
+delete_threshold = 10
+
+[daemon]
+poll_interval_secs = 1
+reconcile_interval_secs = 86400
+EOF
+rm -f "$WORK"/state.db*
+export WB_SCALE_GRAPH_SECRET="$CLIENT_SECRET"
+export NO_COLOR=1
+export WB_SCALE_AD_PASSWORD="$AD_BIND_PASSWORD"
+"$WB" --config "$CONFIG" check >"$WORK/check.log" 2>&1 || { cat "$WORK/check.log" >&2; die "writeback check failed"; }
+
+# ---------------------------------------------------------------------------------------------
+# Seconds between two $EPOCHREALTIME readings, 3 decimals.
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+# timed NAME ARGS...: runs `writeback --config CONFIG ARGS` under /usr/bin/time; sets
+# T_<NAME>="wall user sys maxrss_kib" and RC_<NAME>; stdout/stderr in $WORK/NAME.{out,log}.
+timed() {
+    local name="$1"
+    shift
+    local rc=0 t0 t1
+    t0=$EPOCHREALTIME
+    RUST_LOG="writeback=debug" timeout "$STEP_TIMEOUT" /usr/bin/time -f "%e %U %S %M" -o "$WORK/$name.time" \
+        "$WB" --config "$CONFIG" "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" || rc=$?
+    t1=$EPOCHREALTIME
+    [[ -s "$WORK/$name.time" ]] || { tail -n 30 "$WORK/$name.log" >&2; die "writeback $* produced no timing (exit $rc)"; }
+    # wall (ms precision, from the shell's clock), user, sys, max RSS (from /usr/bin/time).
+    printf -v "T_${name}" '%s %s' "$(elapsed "$t0" "$t1")" "$(tail -n1 "$WORK/$name.time" | cut -d' ' -f2-)"
+    printf -v "RC_${name}" '%s' "$rc"
+    if [[ "$rc" -eq 124 ]]; then
+        die "writeback $* did not finish within $STEP_TIMEOUT s"
+    elif [[ "$rc" -ne 0 && "$rc" -ne 2 ]]; then
+        tail -n 30 "$WORK/$name.log" >&2
+        die "writeback $* exited $rc"
+    fi
+    local t="T_${name}"
+    echo "  writeback $*: exit $rc; wall/user/sys/maxrss: ${!t}" >&2
+    echo "    phases (ms): $(phases "$name")" >&2
+    tail -n 1 "$WORK/$name.out" | sed 's/^/    /' >&2 || true
+}
+
+# A log without colour codes.
+clean() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+# "phase=ms" of the host's "sync phase done" debug lines on stdin, space-separated.
+phase_pairs() {
+    grep -E 'sync phase done' | sed -n 's/.*phase="\{0,1\}\([a-z_]*\)"\{0,1\} ms=\([0-9]*\).*/\1=\2/p' |
+        paste -sd' ' - || true
+}
+phases() { clean "$WORK/$1.log" | phase_pairs; }
+
+say "writeback plan (first contact: full cloud download, nothing written)"
+timed plan plan
+say "writeback sync (first: creates the groups in scope)"
+timed sync1 sync
+say "writeback sync (second, no cloud change)"
+USN_BEFORE="$(highest_usn)"
+timed sync2 sync
+USN_AFTER="$(highest_usn)"
+echo "  highestCommittedUSN before/after: $USN_BEFORE / $USN_AFTER" >&2
+say "writeback sync (third, idle)"
+timed sync3 sync
+
+# ---------------------------------------------------------------------------------------------
+say "Baseline: the two delta requests from the deltaLinks (curl) + writeback --version"
+TOKEN="$(curl -sS --fail --max-time 30 "$GRAPH_BASE/$TENANT_ID/oauth2/v2.0/token" \
+    --data-urlencode grant_type=client_credentials --data-urlencode "client_id=$CLIENT_ID" \
+    --data-urlencode "client_secret=$CLIENT_SECRET" --data-urlencode "scope=https://graph.microsoft.com/.default" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+# The host's stored deltaLinks when the state has them (same requests as an idle cycle), else
+# links from now ($deltatoken=latest, same cost: no change since).
+USERS_LINK="" GROUPS_LINK="" LINK_SOURCE="state.db"
+if command -v sqlite3 >/dev/null; then
+    USERS_LINK="$(sqlite3 "$WORK/state.db" "SELECT link FROM delta_link WHERE kind='user'" 2>/dev/null || true)"
+    GROUPS_LINK="$(sqlite3 "$WORK/state.db" "SELECT link FROM delta_link WHERE kind='group'" 2>/dev/null || true)"
+fi
+latest_link() {
+    curl -sS --fail --max-time 60 -H "Authorization: Bearer $TOKEN" "$GRAPH_BASE/v1.0/$1/delta?\$select=id&\$deltatoken=latest" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["@odata.deltaLink"])'
+}
+if [[ "$USERS_LINK" != http://127.0.0.1:* || "$GROUPS_LINK" != http://127.0.0.1:* ]]; then
+    LINK_SOURCE='$deltatoken=latest'
+    USERS_LINK="$(latest_link users)"
+    GROUPS_LINK="$(latest_link groups)"
+fi
+BASE_RUNS=5
+: >"$WORK/baseline.txt"
+for i in $(seq 1 "$BASE_RUNS"); do
+    t0=$EPOCHREALTIME
+    curl -sS --fail --max-time 60 \
+        -H "Authorization: Bearer $TOKEN" -H "Prefer: return=minimal" \
+        -o "$WORK/base-users.json" "$USERS_LINK" -o "$WORK/base-groups.json" "$GROUPS_LINK"
+    t1=$EPOCHREALTIME
+    "$WB" --version >/dev/null
+    t2=$EPOCHREALTIME
+    echo "$(elapsed "$t0" "$t1") $(elapsed "$t1" "$t2")" >>"$WORK/baseline.txt"
+done
+grep -q '"@odata.deltaLink"' "$WORK/base-users.json" && grep -q '"@odata.deltaLink"' "$WORK/base-groups.json" ||
+    die "the baseline delta requests did not end in a deltaLink (see $WORK/base-*.json)"
+# Medians of the runs: curl, version, and their sum.
+read -r BASE_CURL BASE_VERSION BASE_TOTAL < <(python3 - "$WORK/baseline.txt" <<'PY'
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+c = statistics.median(r[0] for r in rows); v = statistics.median(r[1] for r in rows)
+t = statistics.median(r[0] + r[1] for r in rows)
+print(f"{c:.4f} {v:.4f} {t:.4f}")
+PY
+)
+echo "  baseline medians of $BASE_RUNS: curl (2 delta requests) ${BASE_CURL} s, --version ${BASE_VERSION} s, sum ${BASE_TOTAL} s (links from $LINK_SOURCE)" >&2
+
+# ---------------------------------------------------------------------------------------------
+say "writeback run, poll 1 s, ${DAEMON_SECS} s after its first cycle"
+CYCLE_RE='cycle: no change|cycle applied|cycle failed'
+cycles() { clean "$WORK/daemon.log" | grep -cE "$CYCLE_RE" || true; }
+# utime+stime of PID in seconds.
+cpu_secs() {
+    local stat
+    stat="$(cat "/proc/$1/stat")"
+    stat="${stat##*) }"
+    # After the comm: field 3 is state; utime and stime are fields 14 and 15 of the full line.
+    awk -v tck="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / tck }' <<<"$stat"
+}
+USN_D0="$(highest_usn)"
+RUST_LOG="writeback=debug" "$WB" --config "$CONFIG" run >"$WORK/daemon.out" 2>"$WORK/daemon.log" &
+DAEMON_PID=$!
+T0=$SECONDS
+D_START=$EPOCHREALTIME
+while [[ "$(cycles)" -lt 1 ]]; do
+    kill -0 "$DAEMON_PID" 2>/dev/null || { tail -n 30 "$WORK/daemon.log" >&2; die "writeback run exited before its first cycle"; }
+    ((SECONDS - T0 < STEP_TIMEOUT)) || die "writeback run finished no cycle within $STEP_TIMEOUT s"
+    sleep 0.1
+done
+D_FIRST_SECS="$(elapsed "$D_START" "$EPOCHREALTIME")"
+C0="$(cycles)"
+CPU0="$(cpu_secs "$DAEMON_PID")"
+W0="$(date +%s.%N)"
+sleep "$DAEMON_SECS"
+kill -0 "$DAEMON_PID" 2>/dev/null || { tail -n 30 "$WORK/daemon.log" >&2; die "writeback run died during the window"; }
+C1="$(cycles)"
+CPU1="$(cpu_secs "$DAEMON_PID")"
+W1="$(date +%s.%N)"
+VMHWM="$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$DAEMON_PID/status")"
+VMRSS="$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$DAEMON_PID/status")"
+kill -TERM "$DAEMON_PID"
+DRC=0
+T0=$SECONDS
+while kill -0 "$DAEMON_PID" 2>/dev/null; do
+    ((SECONDS - T0 < STEP_TIMEOUT)) || die "writeback run did not stop within $STEP_TIMEOUT s of SIGTERM"
+    sleep 0.1
+done
+wait "$DAEMON_PID" || DRC=$?
+DAEMON_PID=""
+USN_D1="$(highest_usn)"
+D_CYCLES=$((C1 - C0))
+# Per-cycle wall (ms) of the cycles in the window, from the daemon's own log lines.
+read -r D_CYCLE_MED D_CYCLE_MAX < <(clean "$WORK/daemon.log" | grep -E "$CYCLE_RE" | sed -n "$((C0 + 1)),${C1}p" |
+    sed -n 's/.* ms=\([0-9]*\).*/\1/p' | python3 -c '
+import statistics, sys
+v = [int(x) for x in sys.stdin.read().split()]
+print(f"{statistics.median(v):.0f} {max(v)}" if v else "- -")')
+D_FAILED="$(clean "$WORK/daemon.log" | grep -cE 'cycle failed|cycle applied' || true)"
+read -r D_CPU_TOTAL D_CPU_PER D_WALL < <(python3 -c "
+c0, c1, n, w0, w1 = $CPU0, $CPU1, $D_CYCLES, $W0, $W1
+print(f'{c1 - c0:.2f} {((c1 - c0) / n) if n else float(\"nan\"):.3f} {w1 - w0:.1f}')")
+echo "  first cycle after ${D_FIRST_SECS} s; ${D_CYCLES} cycles in ${D_WALL} s; CPU ${D_CPU_TOTAL} s (${D_CPU_PER} s/cycle); cycle wall median ${D_CYCLE_MED} ms, max ${D_CYCLE_MAX} ms; VmHWM ${VMHWM} kB, VmRSS ${VMRSS} kB; exit ${DRC} after SIGTERM" >&2
+
+# ---------------------------------------------------------------------------------------------
+TOTAL_SECS=$((SECONDS - SCRIPT_START))
+field() { awk -v i="$2" '{ print $i }' <<<"$1"; }
+mib() { awk '{ printf "%.0f", $1 / 1024 }' <<<"$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
+row() {
+    local label="$1" t="$2" rc="$3"
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(field "$t" 1)" "$(field "$t" 2)" \
+        "$(field "$t" 3)" "$(mib "$(field "$t" 4)")" "$rc" "$(ratio "$(field "$t" 1)" "$BASE_TOTAL")"
+}
+USN_OK=yes
+[[ "$USN_BEFORE" == "$USN_AFTER" ]] || USN_OK=NO
+D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
+
+{
+    echo
+    echo "## bench/scale.sh — $(date -u +%Y-%m-%d) on $(hostname) ($(nproc) CPU)"
+    echo
+    echo "Command: \`${CMDLINE% }\` with WB_SCALE_GROUPS=$GROUPS_N WB_SCALE_USERS=$USERS_N WB_SCALE_SCOPE_PREFIX=$PREFIX WB_SCALE_DAEMON_SECS=$DAEMON_SECS WB_SCALE_AD_MEMBERS=$AD_MEMBERS"
+    echo "Binaries: $WB ($("$WB" --version 2>/dev/null | head -n1)), $EMU"
+    echo
+    echo "Tenant: $N_USERS users, $N_GROUPS groups, $N_MEMBERSHIPS memberships; $N_CANDIDATES groups with an id starting \"$PREFIX\" (scope), $N_AD_USERS member accounts in AD."
+    echo "Setup: generate ${GEN_SECS} s, AD accounts + tenant rewrite ${PREP_SECS} s, emulator start ${EMU_SECS} s. Whole run ${TOTAL_SECS} s."
+    echo
+    echo "| step | wall s | user s | sys s | max RSS MiB | exit | / baseline |"
+    echo "|---|---|---|---|---|---|---|"
+    row "\`plan\` (first, full download)" "$T_plan" "$RC_plan"
+    row "\`sync\` first (creates)" "$T_sync1" "$RC_sync1"
+    row "\`sync\` second, no change" "$T_sync2" "$RC_sync2"
+    row "\`sync\` third, idle" "$T_sync3" "$RC_sync3"
+    echo
+    echo "| figure | value |"
+    echo "|---|---|"
+    echo "| baseline: 2 delta requests (curl, median of $BASE_RUNS) | ${BASE_CURL} s |"
+    echo "| baseline: \`writeback --version\` (median of $BASE_RUNS) | ${BASE_VERSION} s |"
+    echo "| baseline: floor of an idle cycle (sum) | ${BASE_TOTAL} s |"
+    echo "| ratio second sync / baseline | $(ratio "$(field "$T_sync2" 1)" "$BASE_TOTAL") |"
+    echo "| ratio third sync / baseline | $(ratio "$(field "$T_sync3" 1)" "$BASE_TOTAL") |"
+    echo "| highestCommittedUSN before / after second sync | $USN_BEFORE / $USN_AFTER (equal: $USN_OK) |"
+    echo "| daemon: first cycle done after start | ${D_FIRST_SECS} s |"
+    echo "| daemon: idle cycles in the window | $D_CYCLES in ${D_WALL} s (poll 1 s) |"
+    echo "| daemon: CPU per idle cycle (utime+stime) | ${D_CPU_PER} s (${D_CPU_TOTAL} s in all) |"
+    echo "| daemon: cycle wall, median / max (its log) | ${D_CYCLE_MED} / ${D_CYCLE_MAX} ms |"
+    echo "| daemon: cycle wall median / baseline curl | $(ratio "$(awk -v m="$D_CYCLE_MED" 'BEGIN { print m / 1000 }')" "$BASE_CURL") |"
+    echo "| daemon: VmHWM / VmRSS at the end | $(mib "$VMHWM") / $(mib "$VMRSS") MiB |"
+    echo "| daemon: cycles that applied or failed (whole run) | $D_FAILED |"
+    echo "| daemon: exit after SIGTERM | $DRC |"
+    echo "| highestCommittedUSN before / after the daemon | $USN_D0 / $USN_D1 |"
+    echo
+    echo "Phases (ms, the host's debug log):"
+    echo
+    echo "| step | phases |"
+    echo "|---|---|"
+    for s in plan sync1 sync2 sync3; do
+        echo "| $s | $(phases "$s") |"
+    done
+    # The phase lines between the last two cycle lines.
+    echo "| daemon, last idle cycle | $(clean "$WORK/daemon.log" | awk -v re="$CYCLE_RE" '
+        $0 ~ re { last = cur; cur = ""; next } /sync phase done/ { cur = cur $0 "\n" }
+        END { printf "%s", last }' | phase_pairs) |"
+} | tee "$WORK/result.md"
+
+[[ "$USN_OK" == yes ]] || die "the second sync wrote to AD (highestCommittedUSN $USN_BEFORE -> $USN_AFTER)"
+[[ "$DRC" -eq 0 ]] || die "writeback run exited $DRC after SIGTERM"

@@ -1,0 +1,114 @@
+//! The rules over a set of cloud groups: decisions on all cores, the fingerprint of each
+//! decision (what the applied hash is compared with), and the fingerprint of the rule set and
+//! the settings that shape every decision (a change of it means every group is evaluated).
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::graph::model::CloudObject;
+use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
+
+use super::desired::transitive_users;
+
+/// What the rules decided for one group.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub id: String,
+    /// The decision, or the rule's error (with file:line:column).
+    pub decision: Result<Decision, String>,
+    /// The decision read `now()`: it may change with time alone.
+    pub timed: bool,
+}
+
+/// Evaluates the rules for every group, on all cores (the rule set is thread-safe and pure).
+/// Every group is judged against the same instant, `now`.
+pub fn evaluate_all(
+    rules: &RuleSet,
+    groups: &BTreeMap<String, CloudObject>,
+    now: Now,
+) -> Vec<Evaluation> {
+    let all: Vec<(&String, &CloudObject)> = groups.iter().collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    let eval = |part: &[(&String, &CloudObject)]| -> Vec<Evaluation> {
+        part.iter()
+            .map(|(id, g)| {
+                let (r, timed) = rules.evaluate_timed(&g.to_rule_json(), now);
+                Evaluation {
+                    id: (*id).clone(),
+                    decision: r.map_err(|e| e.to_string()),
+                    timed,
+                }
+            })
+            .collect()
+    };
+    if threads < 2 || all.len() < 256 {
+        return eval(&all);
+    }
+    let chunk = all.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = all
+            .chunks(chunk)
+            .map(|part| s.spawn(move || eval(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                // A panicking rule evaluation is a bug in the host, not in a rule: surface it.
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect()
+    })
+}
+
+/// A stable fingerprint of what the rules want for a group, and of its cloud members (the
+/// flattened users for `"flatten"`: `groups` must then hold the nested groups too).
+pub fn desired_hash(
+    d: &DesiredGroup,
+    g: &CloudObject,
+    groups: &BTreeMap<String, CloudObject>,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(
+        serde_json::to_vec(&(&d.rule, &d.parent, &d.cn, &d.attributes, d.members))
+            .unwrap_or_default(),
+    );
+    let members: Vec<String> = match d.members {
+        MemberPolicy::Flatten => transitive_users(groups, &g.id)
+            .into_iter()
+            .map(|m| m.id)
+            .collect(),
+        _ => g.members.keys().cloned().collect(),
+    };
+    for id in members {
+        h.update(id.as_bytes());
+        h.update(b"\n");
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// The fingerprint of everything besides the cloud data that shapes a desired object: the
+/// compiled rule files (path and content hash), the rules' settings, the managed OUs, how
+/// members are matched and where. The applied hashes are only comparable under the same one.
+pub fn rules_fingerprint(config: &Config, rules: &RuleSet) -> String {
+    let mut h = Sha256::new();
+    for f in rules.files() {
+        h.update(f.path.to_string_lossy().as_bytes());
+        h.update(b"\0");
+        h.update(f.sha256.as_bytes());
+        h.update(b"\n");
+    }
+    h.update(serde_json::to_vec(&config.rules.settings).unwrap_or_default());
+    h.update(
+        serde_json::to_vec(&(
+            &config.ad.managed_ous,
+            &config.ad.member_search_bases,
+            format!("{:?}", config.user_match),
+        ))
+        .unwrap_or_default(),
+    );
+    format!("{:x}", h.finalize())
+}

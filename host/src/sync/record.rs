@@ -1,0 +1,281 @@
+//! What a batch leaves in the state store after its apply: anchors, applied hashes, audit
+//! events, and which changes stay pending. [`bookkeeping`] is pure (plan + outcomes in, a list
+//! of writes out); [`write`] carries the list out in one transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::state::{tx, Anchor, AuditEvent, ObjectKind, StateError, Store};
+
+use super::apply::{Action, Outcome};
+use super::types::{ActualObject, Change, DesiredObject};
+
+/// One write to the state store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Event(AuditEvent),
+    PutAnchor(Anchor),
+    RemoveAnchor(String),
+    /// The group is in step with this hash: the next cycle skips it while nothing changes.
+    PutApplied(String, String),
+    /// Not (fully) applied: compared again next time.
+    RemoveApplied(String),
+}
+
+/// What a batch's plan and outcomes mean for the store.
+///
+/// - every outcome is audited, with its change;
+/// - a delete that worked drops the anchor and the hash;
+/// - a create or update that worked records the anchor and the hash; an update that failed
+///   keeps the anchor (the object is still there and still ours) and forgets the hash;
+/// - a group that was compared and needed no change is in step: its anchor and hash are
+///   recorded, so the next cycle skips it.
+pub fn bookkeeping(
+    changes: &[Change],
+    outcomes: &[Outcome],
+    desired: &BTreeMap<String, DesiredObject>,
+    hashes: &BTreeMap<String, String>,
+    actual: &BTreeMap<String, ActualObject>,
+) -> Vec<Write> {
+    let by_id: BTreeMap<&String, &Change> = changes.iter().map(|c| (&c.cloud_id, c)).collect();
+    let mut out = Vec::new();
+    let anchor = |id: &str, guid: String, dn: &str, rule: &str| {
+        Write::PutAnchor(Anchor {
+            cloud_id: id.to_string(),
+            object_guid: guid,
+            dn: dn.to_string(),
+            rule: rule.to_string(),
+            updated_at: String::new(),
+        })
+    };
+    for o in outcomes {
+        let detail = by_id
+            .get(&o.cloud_id)
+            .map(|c| serde_json::to_value(c).unwrap_or_default())
+            .unwrap_or_default();
+        out.push(Write::Event(AuditEvent {
+            cloud_id: o.cloud_id.clone(),
+            action: o.action.as_str().to_string(),
+            dn: o.dn.clone(),
+            detail,
+            outcome: if o.ok() { "ok".into() } else { "failed".into() },
+        }));
+        match o.action {
+            Action::Delete => {
+                if o.error.is_none() {
+                    out.push(Write::RemoveAnchor(o.cloud_id.clone()));
+                    out.push(Write::RemoveApplied(o.cloud_id.clone()));
+                }
+            }
+            Action::Create | Action::Update => {
+                let guid = o
+                    .guid
+                    .clone()
+                    .or_else(|| actual.get(&o.cloud_id).and_then(|a| a.guid.clone()));
+                if o.error.is_none() || (o.action == Action::Update && guid.is_some()) {
+                    if let Some(d) = desired.get(&o.cloud_id) {
+                        out.push(anchor(
+                            &o.cloud_id,
+                            guid.unwrap_or_default(),
+                            &o.dn,
+                            &d.rule,
+                        ));
+                    }
+                }
+                // Only a fully applied change is remembered; anything else is retried.
+                match (o.ok(), hashes.get(&o.cloud_id)) {
+                    (true, Some(h)) => out.push(Write::PutApplied(o.cloud_id.clone(), h.clone())),
+                    _ => out.push(Write::RemoveApplied(o.cloud_id.clone())),
+                }
+            }
+        }
+    }
+    // Compared, no change needed: in step.
+    let changed: BTreeSet<&String> = changes.iter().map(|c| &c.cloud_id).collect();
+    for (id, d) in desired {
+        if changed.contains(id) {
+            continue;
+        }
+        if let (Some(a), Some(h)) = (actual.get(id), hashes.get(id)) {
+            out.push(Write::PutApplied(id.clone(), h.clone()));
+            out.push(anchor(
+                id,
+                a.guid.clone().unwrap_or_default(),
+                &a.dn,
+                &d.rule,
+            ));
+        }
+    }
+    out
+}
+
+/// Carries `writes` out in one transaction (one fsync), with the run's audit events.
+pub fn write(store: &mut Store, run_id: i64, writes: &[Write]) -> Result<(), StateError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    store.with_transaction(|t| {
+        for w in writes {
+            match w {
+                Write::Event(e) => tx::record_event(t, run_id, e)?,
+                Write::PutAnchor(a) => tx::put_anchor(t, a)?,
+                Write::RemoveAnchor(id) => tx::remove_anchor(t, id)?,
+                Write::PutApplied(id, h) => tx::put_applied(t, id, h)?,
+                Write::RemoveApplied(id) => tx::remove_applied(t, id)?,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Ends a cycle that applied its plan: the pending marks it read are cleared, and the groups
+/// that must be tried again (refused, failed, rule errors) are marked again, in one
+/// transaction. A kill before this leaves every mark: the next cycle looks at them again.
+pub fn settle_pending(store: &mut Store, retry: &BTreeSet<String>) -> Result<(), StateError> {
+    store.with_transaction(|t| {
+        tx::clear_all_pending(t, ObjectKind::User)?;
+        tx::clear_all_pending(t, ObjectKind::Group)?;
+        for id in retry {
+            tx::mark_pending(t, ObjectKind::Group, id)?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::types::Op;
+
+    fn outcome(id: &str, action: Action, error: Option<&str>, guid: Option<&str>) -> Outcome {
+        Outcome {
+            cloud_id: id.into(),
+            action,
+            dn: format!("CN={id},OU=X"),
+            guid: guid.map(Into::into),
+            error: error.map(Into::into),
+            member_errors: vec![],
+        }
+    }
+
+    fn desired(id: &str) -> DesiredObject {
+        DesiredObject {
+            cloud_id: id.into(),
+            rule: "10-r.rhai".into(),
+            dn: format!("CN={id},OU=X"),
+            attributes: BTreeMap::new(),
+            members: None,
+        }
+    }
+
+    fn change(id: &str, op: Op) -> Change {
+        Change {
+            cloud_id: id.into(),
+            rule: Some("10-r.rhai".into()),
+            op,
+        }
+    }
+
+    #[test]
+    fn applied_changes_are_recorded_failed_ones_retried_in_step_ones_remembered() {
+        let changes = vec![
+            change(
+                "new",
+                Op::Create {
+                    dn: "CN=new,OU=X".into(),
+                    attributes: BTreeMap::new(),
+                    members: vec![],
+                },
+            ),
+            change(
+                "bad",
+                Op::Create {
+                    dn: "CN=bad,OU=X".into(),
+                    attributes: BTreeMap::new(),
+                    members: vec![],
+                },
+            ),
+            change(
+                "old",
+                Op::Delete {
+                    dn: "CN=old,OU=X".into(),
+                    reason: "gone".into(),
+                },
+            ),
+        ];
+        let outcomes = vec![
+            outcome("new", Action::Create, None, Some("g-new")),
+            outcome("bad", Action::Create, Some("AD said no"), None),
+            outcome("old", Action::Delete, None, None),
+        ];
+        let desired: BTreeMap<String, DesiredObject> = ["new", "bad", "same"]
+            .iter()
+            .map(|id| (id.to_string(), desired(id)))
+            .collect();
+        let hashes: BTreeMap<String, String> = ["new", "bad", "same"]
+            .iter()
+            .map(|id| (id.to_string(), format!("h-{id}")))
+            .collect();
+        let actual: BTreeMap<String, ActualObject> = [(
+            "same".to_string(),
+            ActualObject {
+                cloud_id: "same".into(),
+                dn: "CN=same,OU=X".into(),
+                guid: Some("g-same".into()),
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .collect();
+        let w = bookkeeping(&changes, &outcomes, &desired, &hashes, &actual);
+        let events = w.iter().filter(|w| matches!(w, Write::Event(_))).count();
+        assert_eq!(events, 3);
+        assert!(w.contains(&Write::PutApplied("new".into(), "h-new".into())));
+        assert!(w.contains(&Write::RemoveApplied("bad".into())));
+        assert!(w.contains(&Write::RemoveAnchor("old".into())));
+        assert!(w.contains(&Write::PutApplied("same".into(), "h-same".into())));
+        let anchors: Vec<(&str, &str)> = w
+            .iter()
+            .filter_map(|w| match w {
+                Write::PutAnchor(a) => Some((a.cloud_id.as_str(), a.object_guid.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(anchors, vec![("new", "g-new"), ("same", "g-same")]);
+    }
+
+    #[test]
+    fn a_failed_update_keeps_its_anchor_and_forgets_its_hash() {
+        let outcomes = vec![outcome("u", Action::Update, Some("constraint"), None)];
+        let desired: BTreeMap<String, DesiredObject> =
+            [("u".to_string(), desired("u"))].into_iter().collect();
+        let hashes: BTreeMap<String, String> =
+            [("u".to_string(), "h".to_string())].into_iter().collect();
+        let actual: BTreeMap<String, ActualObject> = [(
+            "u".to_string(),
+            ActualObject {
+                cloud_id: "u".into(),
+                dn: "CN=u,OU=X".into(),
+                guid: Some("g-u".into()),
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .collect();
+        let changes = vec![change(
+            "u",
+            Op::Update {
+                dn: "CN=u,OU=X".into(),
+                move_to: None,
+                changes: vec![],
+                members_add: vec!["CN=m".into()],
+                members_remove: vec![],
+            },
+        )];
+        let w = bookkeeping(&changes, &outcomes, &desired, &hashes, &actual);
+        assert!(w.contains(&Write::RemoveApplied("u".into())));
+        assert!(w
+            .iter()
+            .any(|w| matches!(w, Write::PutAnchor(a) if a.object_guid == "g-u")));
+        assert!(!w.iter().any(|w| matches!(w, Write::PutApplied(..))));
+    }
+}

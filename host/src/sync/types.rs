@@ -1,0 +1,183 @@
+//! The values the steps of a cycle hand each other: desired and actual AD objects, the plan and
+//! its parts, refusals and unresolved members. One place, so `desired`, `plan`, `apply` and the
+//! cycle's steps depend on these types, not on each other.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+use crate::rules::Hook;
+
+/// The anchor both Microsoft products write: `Group_<objectId>`.
+pub fn anchor_value(cloud_id: &str) -> String {
+    format!("Group_{cloud_id}")
+}
+
+/// Attributes that carry the anchor; the host sets them, rules cannot.
+pub const ANCHOR_ATTRS: [&str; 2] = ["msDS-ExternalDirectoryObjectId", "adminDescription"];
+
+/// An LDAP filter for the groups anchored to any of `ids` (one search for a batch of ids).
+pub fn anchor_filter<S: AsRef<str>>(ids: &[S]) -> String {
+    let terms: String = ids
+        .iter()
+        .map(|id| {
+            format!(
+                "({}={})",
+                ANCHOR_ATTRS[0],
+                crate::ad::dn::escape_filter_value(&anchor_value(id.as_ref()))
+            )
+        })
+        .collect();
+    format!("(&(objectClass=group)(|{terms}))")
+}
+
+/// One cloud group's AD object as it should be.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredObject {
+    pub cloud_id: String,
+    pub rule: String,
+    pub dn: String,
+    /// Managed attributes; `None` = must be absent.
+    pub attributes: BTreeMap<String, Option<Vec<String>>>,
+    /// Member DNs, or `None` when the rule leaves membership alone.
+    pub members: Option<Vec<String>>,
+}
+
+/// Where cloud members live in AD, found by the job before planning.
+#[derive(Debug, Clone, Default)]
+pub struct MemberDirectory {
+    /// Cloud user id -> AD DN.
+    pub users: BTreeMap<String, String>,
+    /// Cloud group id -> AD DN, for groups synced from AD (matched by SID).
+    pub synced_groups: BTreeMap<String, String>,
+    /// Why a cloud user could not be matched (e.g. cloud-only), by user id.
+    pub user_reasons: BTreeMap<String, String>,
+}
+
+/// A DN in the form AD compares (case-folded, escapes canonical); unparsable DNs compare as
+/// lowercased text.
+pub fn dn_key(dn: &str) -> String {
+    crate::ad::dn::normalize(dn).unwrap_or_else(|_| dn.to_lowercase())
+}
+
+pub use crate::ad::dn::is_within;
+
+/// An owned AD object as read from the directory.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ActualObject {
+    pub cloud_id: String,
+    pub dn: String,
+    /// AD's GUID string.
+    pub guid: Option<String>,
+    /// Attribute values, keys lowercased.
+    pub attrs: BTreeMap<String, Vec<String>>,
+    /// Member DNs (complete: read with ranged retrieval).
+    pub members: Vec<String>,
+}
+
+/// One attribute change on an existing object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AttrChange {
+    /// Set the attribute to exactly these values.
+    Replace {
+        attr: String,
+        values: Vec<String>,
+        old: Vec<String>,
+    },
+    /// Remove the attribute.
+    Clear { attr: String, old: Vec<String> },
+}
+
+impl AttrChange {
+    pub fn attr(&self) -> &str {
+        match self {
+            AttrChange::Replace { attr, .. } | AttrChange::Clear { attr, .. } => attr,
+        }
+    }
+}
+
+/// What to do with one cloud group's AD object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Op {
+    Create {
+        dn: String,
+        attributes: BTreeMap<String, Vec<String>>,
+        members: Vec<String>,
+    },
+    Update {
+        dn: String,
+        /// New DN when the name or the container changed (modrdn, applied first).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        move_to: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<AttrChange>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        members_add: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        members_remove: Vec<String>,
+    },
+    Delete {
+        dn: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub cloud_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Change {
+    pub fn is_delete(&self) -> bool {
+        matches!(self.op, Op::Delete { .. })
+    }
+}
+
+/// A cloud group the host will not write, and why (outside the managed OUs, schema, rule error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub cloud_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub reason: String,
+}
+
+/// A cloud member that has no AD object, so it is not written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Unresolved {
+    pub group_id: String,
+    pub member_id: String,
+    pub member_type: String,
+    pub reason: String,
+}
+
+/// A trigger that fires when its change is applied: `hook` of `rule` for the group `cloud_id`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PlannedTrigger {
+    pub cloud_id: String,
+    pub rule: String,
+    pub hook: Hook,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub refused: Vec<Refusal>,
+    pub unresolved_members: Vec<Unresolved>,
+    /// The triggers the changes fire once applied, sorted (none run in `plan`).
+    pub triggers: Vec<PlannedTrigger>,
+}
+
+impl Plan {
+    pub fn deletes(&self) -> usize {
+        self.changes.iter().filter(|c| c.is_delete()).count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
