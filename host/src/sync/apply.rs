@@ -141,15 +141,7 @@ pub async fn apply(
                 continue;
             }
             outcomes.insert(c.cloud_id.clone(), o);
-            let (mut now, mut after): (Vec<String>, Vec<String>) = members
-                .iter()
-                .cloned()
-                .partition(|m| !created_here.contains(&dn_key(m)));
-            // One add carries one write batch of members: a huge group is created with its
-            // first thousand and the rest follow as modifies of the same size.
-            if now.len() > ad::MEMBER_BATCH {
-                after.extend(now.split_off(ad::MEMBER_BATCH));
-            }
+            let (now, after) = split_create_members(members, &created_here);
             let mut attrs = attributes.clone();
             attrs.insert("objectClass".into(), vec!["group".into()]);
             while running.len() >= PARALLEL_CREATES {
@@ -342,6 +334,23 @@ pub async fn apply(
     (outcomes.into_values().collect(), deferred)
 }
 
+/// The members a create sends in its add, and those that follow as modifies: groups created by
+/// the same plan wait until they exist, and one add carries at most one write batch
+/// ([`ad::MEMBER_BATCH`]), so a huge group is created with its first thousand members.
+fn split_create_members(
+    members: &[String],
+    created_here: &BTreeSet<String>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut now, mut after): (Vec<String>, Vec<String>) = members
+        .iter()
+        .cloned()
+        .partition(|m| !created_here.contains(&dn_key(m)));
+    if now.len() > ad::MEMBER_BATCH {
+        after.extend(now.split_off(ad::MEMBER_BATCH));
+    }
+    (now, after)
+}
+
 /// Sends the member adds [`apply`] held back, once every batch's creates are done; a failure
 /// lands in the group's outcome (`outcomes` holds the cycle's outcomes).
 pub async fn apply_deferred(conn: &mut AdConn, deferred: Deferred, outcomes: &mut [Outcome]) {
@@ -391,4 +400,27 @@ async fn read_guids(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_carries_one_write_batch_of_members_and_waits_for_groups_it_creates() {
+        let members: Vec<String> = (0..2_500).map(|i| format!("CN=U{i:05},OU=U")).collect();
+        let (now, after) = split_create_members(&members, &BTreeSet::new());
+        assert_eq!(now.len(), ad::MEMBER_BATCH);
+        assert_eq!(after.len(), 1_500);
+        assert_eq!(now[0], "CN=U00000,OU=U");
+        assert_eq!(after[0], "CN=U01000,OU=U");
+
+        let mut few = vec!["CN=Nested,OU=G".to_string(), "CN=U1,OU=U".to_string()];
+        let created: BTreeSet<String> = [dn_key("cn=nested,ou=g")].into_iter().collect();
+        let (now, after) = split_create_members(&few, &created);
+        assert_eq!(now, vec!["CN=U1,OU=U".to_string()]);
+        assert_eq!(after, vec!["CN=Nested,OU=G".to_string()]);
+        few.clear();
+        assert_eq!(split_create_members(&few, &created), (vec![], vec![]));
+    }
 }

@@ -173,6 +173,8 @@ struct Evaluated {
     applied: BTreeMap<String, String>,
     /// Anchored ids among the groups considered.
     owned: BTreeSet<String>,
+    /// Owned AD objects found by a reconciliation's scan (DN and GUID).
+    located: BTreeMap<String, ActualObject>,
     evaluated: usize,
 }
 
@@ -209,27 +211,11 @@ impl Cycle<'_> {
         self.pull(ObjectKind::Group).await?;
         self.lap("cloud");
 
-        // 2. Which groups to look at.
-        let pending_users = self.store.pending(ObjectKind::User)?;
-        let pending_groups = self.store.pending(ObjectKind::Group)?;
-        // Groups holding a changed user (its AD match may have changed), and every group above a
-        // changed group (flattened members, nested groups appearing or leaving).
-        let mut forced = self.store.groups_containing(&pending_users)?;
-        let mut lookup_error = None;
-        let above = select::ancestors(&pending_groups, |ids| {
-            self.store.groups_containing(ids).unwrap_or_else(|e| {
-                lookup_error.get_or_insert(e);
-                BTreeSet::new()
-            })
-        });
-        if let Some(e) = lookup_error {
-            return Err(e.into());
-        }
-        forced.extend(above);
-        let touched: BTreeSet<String> = pending_groups.union(&forced).cloned().collect();
+        // 2. How much to look at.
+        let forced = self.affected_by_pending()?;
         let fingerprint = rules_fingerprint(self.config, self.rules);
         let rules_changed = self.store.meta(RULES_KEY)?.as_deref() != Some(fingerprint.as_str());
-        let sweep = select::sweep(&self.opts, rules_changed, touched);
+        let sweep = select::sweep(&self.opts, rules_changed, forced.touched.clone());
         let mut report = SyncReport {
             sweep: match &sweep {
                 Sweep::Idle => "idle",
@@ -238,20 +224,22 @@ impl Cycle<'_> {
             },
             ..Default::default()
         };
-        if sweep == Sweep::Idle {
-            if self.opts.dry_run {
-                report.schedules =
-                    triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
+        let whole = match &sweep {
+            Sweep::Idle => {
+                if self.opts.dry_run {
+                    report.schedules =
+                        triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
+                }
+                return Ok(report);
             }
-            return Ok(report);
-        }
+            Sweep::Changed(_) => false,
+            Sweep::All(_) => true,
+        };
 
         // 3. Rules: the groups looked at, chunk by chunk; compact verdicts kept.
-        let whole = matches!(sweep, Sweep::All(_));
         let mut ev = match &sweep {
-            Sweep::All(_) => self.evaluate_everything()?,
             Sweep::Changed(ids) => self.evaluate_some(ids)?,
-            Sweep::Idle => Evaluated::default(),
+            _ => self.evaluate_everything()?,
         };
         report.evaluated = ev.evaluated;
         if whole {
@@ -266,25 +254,101 @@ impl Cycle<'_> {
         }
         self.lap("rules");
 
-        // A reconciliation also looks for owned objects the anchors do not know (orphans).
-        let mut located: BTreeMap<String, ActualObject> = BTreeMap::new();
-        if matches!(
+        // 4. Which to compare and which to delete; the deletes are located first (DN only) so
+        // the gate sees them all before anything is written.
+        let reconcile = matches!(
             sweep,
             Sweep::All(AllReason::Reconcile | AllReason::FullRead)
-        ) {
-            located = actual::scan_owned(self.conn, self.config).await?;
-            for id in located.keys() {
+        );
+        let selection = self.select(&mut ev, &forced.forced, reconcile).await?;
+        let deletes = self.locate_deletes(&selection).await?;
+
+        // 5. Gate.
+        report.blocked = self.gate(&report, deletes.changes.len());
+        let applying = !self.opts.dry_run && report.blocked.is_none();
+
+        // 6. Batches: build, resolve, read, plan, apply, record.
+        let mut done = self
+            .compare_in_batches(&selection, &mut ev, whole, applying)
+            .await?;
+        report.examined = done.examined + deletes.changes.len();
+        self.lap("batches");
+
+        // 7. Member adds that waited for groups of later batches, the deletes, the marks.
+        if applying {
+            self.finish(&mut done, &deletes, whole.then_some(fingerprint.as_str()))
+                .await?;
+        }
+        let Applied {
+            mut plan,
+            mut outcomes,
+            ..
+        } = done;
+        plan.changes.extend(deletes.changes);
+        self.lap("apply");
+
+        // Deterministic output: everything sorted.
+        plan.changes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+        plan.refused.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+        plan.unresolved_members.sort();
+        outcomes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+        plan.triggers = self.planned_triggers(&plan)?;
+        if self.opts.dry_run {
+            report.schedules =
+                triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
+        }
+
+        // 8. Triggers of the applied changes; their failures are reported, never undo the sync.
+        if applying && !plan.triggers.is_empty() {
+            report.trigger_results = self.run_triggers(&plan, &outcomes).await?;
+        }
+        report.plan = plan;
+        report.outcomes = outcomes;
+        Ok(report)
+    }
+
+    /// The groups a pending change may affect: the pending groups, the groups holding a
+    /// pending user (its AD match may have changed) and every group above a pending group
+    /// (flattened members, nested groups appearing or leaving).
+    fn affected_by_pending(&self) -> Result<Affected, SyncError> {
+        let pending_users = self.store.pending(ObjectKind::User)?;
+        let pending_groups = self.store.pending(ObjectKind::Group)?;
+        let mut forced = self.store.groups_containing(&pending_users)?;
+        let mut lookup_error = None;
+        let above = select::ancestors(&pending_groups, |ids| {
+            self.store.groups_containing(ids).unwrap_or_else(|e| {
+                lookup_error.get_or_insert(e);
+                BTreeSet::new()
+            })
+        });
+        if let Some(e) = lookup_error {
+            return Err(e.into());
+        }
+        forced.extend(above);
+        let touched = pending_groups.union(&forced).cloned().collect();
+        Ok(Affected { forced, touched })
+    }
+
+    /// The groups to compare and the owned groups to delete. A reconciliation also looks for
+    /// owned objects the anchors do not know (orphans).
+    async fn select(
+        &mut self,
+        ev: &mut Evaluated,
+        forced: &BTreeSet<String>,
+        reconcile: bool,
+    ) -> Result<Targets, SyncError> {
+        if reconcile {
+            ev.located = actual::scan_owned(self.conn, self.config).await?;
+            for id in ev.located.keys() {
                 ev.verdicts.entry(id.clone()).or_insert(Verdict::Gone);
                 ev.owned.insert(id.clone());
             }
         }
-
-        // 4. Which to compare and which to delete.
         let mut selection = select::select(Known {
             verdicts: &ev.verdicts,
             applied: &ev.applied,
             owned: &ev.owned,
-            forced: &forced,
+            forced,
             compare_all: self.opts.compare_all || self.opts.reread_cloud,
         });
         let mut lookup_error = None;
@@ -303,8 +367,17 @@ impl Cycle<'_> {
             return Err(e.into());
         }
         selection.compare.extend(parents);
+        Ok(Targets {
+            compare: selection.compare,
+            delete: selection.delete,
+            // Located by a reconciliation's scan: the deletes need no second read.
+            located: std::mem::take(&mut ev.located),
+        })
+    }
 
-        // Deletes are located first (DN only) so the gate sees them all before anything runs.
+    /// Where the AD objects to delete are; anchors whose object is gone already are stale.
+    async fn locate_deletes(&mut self, selection: &Targets) -> Result<Deletes, SyncError> {
+        let mut located = selection.located.clone();
         let missing: Vec<&String> = selection
             .delete
             .iter()
@@ -313,32 +386,33 @@ impl Cycle<'_> {
         if !missing.is_empty() {
             located.extend(actual::locate_owned(self.conn, self.config, &missing).await?);
         }
-        let deletes: Vec<Change> = selection
-            .delete
-            .iter()
-            .filter_map(|id| located.get(id))
-            .map(|a| Change {
-                cloud_id: a.cloud_id.clone(),
-                rule: None,
-                op: Op::Delete {
-                    dn: a.dn.clone(),
-                    reason: "no longer in scope or deleted in the cloud".into(),
-                },
-            })
-            .collect();
-        // Anchors of gone groups whose AD object is gone too: nothing to delete, forget them.
-        let stale: Vec<String> = selection
-            .delete
-            .iter()
-            .filter(|id| !located.contains_key(*id))
-            .cloned()
-            .collect();
+        let mut out = Deletes::default();
+        for id in &selection.delete {
+            match located.get(id) {
+                Some(a) => out.changes.push(Change {
+                    cloud_id: a.cloud_id.clone(),
+                    rule: None,
+                    op: Op::Delete {
+                        dn: a.dn.clone(),
+                        reason: "no longer in scope or deleted in the cloud".into(),
+                    },
+                }),
+                None => out.stale.push(id.clone()),
+            }
+        }
+        Ok(out)
+    }
 
-        // 5. Gate.
-        report.blocked = self.gate(&report, deletes.len());
-        let applying = !self.opts.dry_run && report.blocked.is_none();
-
-        // 6. Batches: build, resolve, read, plan, apply, record.
+    /// Compares the selected groups with AD a batch at a time, and applies and records each
+    /// batch when `applying` (deletes wait for [`Cycle::finish`]).
+    async fn compare_in_batches(
+        &mut self,
+        selection: &Targets,
+        ev: &mut Evaluated,
+        whole: bool,
+        applying: bool,
+    ) -> Result<Applied, SyncError> {
+        // Groups this cycle creates: member adds naming them wait until every batch has run.
         let created: BTreeSet<String> = selection
             .compare
             .iter()
@@ -348,27 +422,26 @@ impl Cycle<'_> {
                 _ => None,
             })
             .collect();
-        let mut retry: BTreeSet<String> = ev.timed.clone();
-        retry.extend(ev.refused.iter().map(|r| r.cloud_id.clone()));
-        let mut plan = Plan {
-            refused: std::mem::take(&mut ev.refused),
-            ..Default::default()
-        };
-        let mut outcomes: Vec<Outcome> = Vec::new();
-        let mut deferred = Vec::new();
+        let mut done = Applied::default();
+        // Decisions that read now() are made again next cycle; rule errors are retried.
+        done.retry.extend(ev.timed.iter().cloned());
+        done.retry
+            .extend(ev.refused.iter().map(|r| r.cloud_id.clone()));
+        done.plan.refused = std::mem::take(&mut ev.refused);
         let ids: Vec<&String> = selection.compare.iter().collect();
         for chunk in ids.chunks(BATCH) {
             let batch = self.batch(chunk, &mut ev.verdicts, whole).await?;
-            report.examined += batch.desired.len();
-            retry.extend(batch.refused.iter().map(|r| r.cloud_id.clone()));
-            plan.refused.extend(batch.refused);
-            plan.unresolved_members.extend(batch.unresolved);
-            let batch_plan = Plan {
-                changes: batch.changes,
-                ..Default::default()
-            };
+            done.examined += batch.desired.len();
+            done.retry
+                .extend(batch.refused.iter().map(|r| r.cloud_id.clone()));
+            done.plan.refused.extend(batch.refused);
+            done.plan.unresolved_members.extend(batch.unresolved);
             if applying {
-                let (done, wait) = apply::apply(
+                let batch_plan = Plan {
+                    changes: batch.changes,
+                    ..Default::default()
+                };
+                let (outcomes, wait) = apply::apply(
                     self.conn,
                     &batch_plan,
                     &self.config.ad.managed_ous,
@@ -377,85 +450,103 @@ impl Cycle<'_> {
                 .await;
                 let writes = record::bookkeeping(
                     &batch_plan.changes,
-                    &done,
+                    &outcomes,
                     &batch.desired,
                     &batch.hashes,
                     &batch.actual,
                 );
                 record::write(self.store, self.run_id, &writes)?;
-                retry.extend(done.iter().filter(|o| !o.ok()).map(|o| o.cloud_id.clone()));
-                outcomes.extend(done);
-                deferred.extend(wait);
+                done.retry.extend(
+                    outcomes
+                        .iter()
+                        .filter(|o| !o.ok())
+                        .map(|o| o.cloud_id.clone()),
+                );
+                done.outcomes.extend(outcomes);
+                done.deferred.extend(wait);
+                done.plan.changes.extend(batch_plan.changes);
+            } else {
+                done.plan.changes.extend(batch.changes);
             }
-            plan.changes.extend(batch_plan.changes);
         }
-        self.lap("batches");
+        Ok(done)
+    }
 
-        // 7. Member adds that waited for groups of later batches, then the deletes.
-        if applying && !deferred.is_empty() {
+    /// After the batches of an applied cycle: the member adds that waited, the deletes, stale
+    /// anchors forgotten; then the pending marks are settled and, after a whole-cache pass, the
+    /// rules' fingerprint recorded (the applied hashes are now those of these rules).
+    async fn finish(
+        &mut self,
+        done: &mut Applied,
+        deletes: &Deletes,
+        fingerprint: Option<&str>,
+    ) -> Result<(), SyncError> {
+        let deferred = std::mem::take(&mut done.deferred);
+        if !deferred.is_empty() {
             let ids: BTreeSet<String> = deferred.iter().map(|(id, _, _)| id.clone()).collect();
-            apply::apply_deferred(self.conn, deferred, &mut outcomes).await;
-            let failed: Vec<Write> = outcomes
+            apply::apply_deferred(self.conn, deferred, &mut done.outcomes).await;
+            let failed: BTreeSet<String> = done
+                .outcomes
                 .iter()
                 .filter(|o| ids.contains(&o.cloud_id) && !o.ok())
-                .map(|o| Write::RemoveApplied(o.cloud_id.clone()))
+                .map(|o| o.cloud_id.clone())
                 .collect();
-            retry.extend(failed.iter().filter_map(|w| match w {
-                Write::RemoveApplied(id) => Some(id.clone()),
-                _ => None,
-            }));
-            record::write(self.store, self.run_id, &failed)?;
+            let writes: Vec<Write> = failed.iter().cloned().map(Write::RemoveApplied).collect();
+            record::write(self.store, self.run_id, &writes)?;
+            done.retry.extend(failed);
         }
-        report.examined += deletes.len();
-        let delete_plan = Plan {
-            changes: deletes,
-            ..Default::default()
-        };
-        if applying {
-            if !delete_plan.changes.is_empty() {
-                let (done, _) = apply::apply(
-                    self.conn,
-                    &delete_plan,
-                    &self.config.ad.managed_ous,
-                    &BTreeSet::new(),
-                )
-                .await;
-                let writes = record::bookkeeping(
-                    &delete_plan.changes,
-                    &done,
-                    &BTreeMap::new(),
-                    &BTreeMap::new(),
-                    &BTreeMap::new(),
-                );
-                record::write(self.store, self.run_id, &writes)?;
-                retry.extend(done.iter().filter(|o| !o.ok()).map(|o| o.cloud_id.clone()));
-                outcomes.extend(done);
-            }
-            let forget: Vec<Write> = stale
-                .iter()
-                .flat_map(|id| {
-                    [
-                        Write::RemoveAnchor(id.clone()),
-                        Write::RemoveApplied(id.clone()),
-                    ]
-                })
-                .collect();
-            record::write(self.store, self.run_id, &forget)?;
-            // 8. The marks this cycle dealt with are cleared; what must be tried again stays.
-            record::settle_pending(self.store, &retry)?;
-            if whole {
-                self.store.set_meta(RULES_KEY, &fingerprint)?;
-            }
+        if !deletes.changes.is_empty() {
+            let plan = Plan {
+                changes: deletes.changes.clone(),
+                ..Default::default()
+            };
+            let (outcomes, _) = apply::apply(
+                self.conn,
+                &plan,
+                &self.config.ad.managed_ous,
+                &BTreeSet::new(),
+            )
+            .await;
+            let writes = record::bookkeeping(
+                &plan.changes,
+                &outcomes,
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+            );
+            record::write(self.store, self.run_id, &writes)?;
+            done.retry.extend(
+                outcomes
+                    .iter()
+                    .filter(|o| !o.ok())
+                    .map(|o| o.cloud_id.clone()),
+            );
+            done.outcomes.extend(outcomes);
         }
-        plan.changes.extend(delete_plan.changes);
-        self.lap("apply");
+        let forget: Vec<Write> = deletes
+            .stale
+            .iter()
+            .flat_map(|id| {
+                [
+                    Write::RemoveAnchor(id.clone()),
+                    Write::RemoveApplied(id.clone()),
+                ]
+            })
+            .collect();
+        record::write(self.store, self.run_id, &forget)?;
+        // The marks this cycle dealt with are cleared; what must be tried again stays.
+        record::settle_pending(self.store, &done.retry)?;
+        if let Some(f) = fingerprint {
+            self.store.set_meta(RULES_KEY, f)?;
+        }
+        Ok(())
+    }
 
-        // Deterministic output: everything sorted.
-        plan.changes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
-        plan.refused.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
-        plan.unresolved_members.sort();
-        outcomes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
-        // Triggers of the rule that handled each group; a delete's rule is the one in its anchor.
+    /// Triggers of the rule that handled each group; a delete's rule is the one in its anchor.
+    fn planned_triggers(
+        &self,
+        plan: &Plan,
+    ) -> Result<Vec<super::types::PlannedTrigger>, SyncError> {
         let hooks = self.rules.hooks();
         let mut deleted_rules = BTreeMap::new();
         for c in plan.changes.iter().filter(|c| c.is_delete()) {
@@ -463,22 +554,11 @@ impl Cycle<'_> {
                 deleted_rules.insert(c.cloud_id.clone(), a.rule);
             }
         }
-        plan.triggers = plan::planned_triggers(
+        Ok(plan::planned_triggers(
             &plan.changes,
             |id| deleted_rules.get(id).cloned(),
             |rule, hook| hooks.has(rule, hook),
-        );
-        if self.opts.dry_run {
-            report.schedules = triggers::schedules(&hooks, time::OffsetDateTime::now_utc());
-        }
-
-        // 9. Triggers of the applied changes; their failures are reported, never undo the sync.
-        if applying && !plan.triggers.is_empty() {
-            report.trigger_results = self.run_triggers(&plan, &outcomes).await?;
-        }
-        report.plan = plan;
-        report.outcomes = outcomes;
-        Ok(report)
+        ))
     }
 
     /// Follows one delta round for `kind`, writing it to the cache chunk by chunk; the link
@@ -690,6 +770,44 @@ impl Cycle<'_> {
         record::write(self.store, self.run_id, &writes)?;
         Ok(results)
     }
+}
+
+/// The groups pending changes affect (see [`Cycle::affected_by_pending`]).
+#[derive(Debug, Default)]
+struct Affected {
+    /// Compared whatever their hash says.
+    forced: BTreeSet<String>,
+    /// Looked at: the pending groups and `forced`.
+    touched: BTreeSet<String>,
+}
+
+/// The groups a cycle compares and deletes, with the owned objects a reconciliation's scan
+/// already located.
+#[derive(Debug, Default)]
+struct Targets {
+    compare: BTreeSet<String>,
+    delete: BTreeSet<String>,
+    located: BTreeMap<String, ActualObject>,
+}
+
+/// The deletes of a cycle, located before anything is written.
+#[derive(Debug, Default)]
+struct Deletes {
+    changes: Vec<Change>,
+    /// Anchored and gone from the cloud, but no AD object left: anchors to forget.
+    stale: Vec<String>,
+}
+
+/// What the batches of a cycle planned and did.
+#[derive(Debug, Default)]
+struct Applied {
+    plan: Plan,
+    outcomes: Vec<Outcome>,
+    /// Member adds waiting for groups created by later batches.
+    deferred: apply::Deferred,
+    /// Groups to look at again next cycle (marked pending).
+    retry: BTreeSet<String>,
+    examined: usize,
 }
 
 /// What one batch produced.

@@ -162,8 +162,14 @@ async fn second_sync_and_plan_write_nothing() {
     let usn = bed.highest_usn().await;
     let again = bed.run_json(&["sync"], 0);
     assert!(changes(&again).is_empty(), "{again:#}");
+    // Nothing changed: the cycle stops after the delta rounds, reading no cached group.
+    assert_eq!(again["sweep"], "idle", "{again:#}");
+    assert_eq!(again["evaluated"], 0, "{again:#}");
+    assert_eq!(again["examined"], 0, "{again:#}");
     let full = bed.run_json(&["sync", "--full"], 0);
     assert!(changes(&full).is_empty(), "{full:#}");
+    assert_eq!(full["sweep"], "full read", "{full:#}");
+    assert_eq!(full["evaluated"], 2, "{full:#}");
     assert_eq!(
         bed.highest_usn().await,
         usn,
@@ -183,8 +189,13 @@ async fn second_sync_and_plan_write_nothing() {
     // ...and the sync after it applies it.
     let applied = bed.run_json(&["sync"], 0);
     assert_eq!(actions(&applied), vec!["update"], "{applied:#}");
+    // Only the changed group was read and evaluated.
+    assert_eq!(applied["sweep"], "changed", "{applied:#}");
+    assert_eq!(applied["evaluated"], 1, "{applied:#}");
     let (_, g) = bed.group_by_id(&g2).await.expect("group");
     assert_eq!(first(&g, "description"), "changed");
+    let settled = bed.run_json(&["sync"], 0);
+    assert_eq!(settled["sweep"], "idle", "{settled:#}");
 
     bed.cleanup().await;
 }
