@@ -17,12 +17,28 @@
 # Baseline, same run: the floor of an idle cycle = the two delta requests (users, groups) from
 # the current deltaLinks, made with one curl, plus a `writeback --version` process start.
 #
+# Opt-in steps, after the daemon window:
+#   Latency (WB_SCALE_LATENCY_SAMPLES=N > 0): cloud change -> visible in AD. Each sample PATCHes
+#   the description of one in-scope group that exists in AD (round robin) through the emulator's
+#   Graph API, then reads that group's description in AD every 20 ms (one LDAP connection kept
+#   open, base search on its DN) until the new value is there; a sample gives up after
+#   WB_SCALE_LATENCY_GIVEUP s (default 10) and counts as a failure. Two series of N samples:
+#   baseline = a one-shot `writeback sync` started right after the PATCH (wall time from the
+#   PATCH until visible); daemon = `writeback run` (poll 1 s) running, with a random 0-1 s pause
+#   before each PATCH so the changes fall at random points of the poll period. p50/p90/p99/max
+#   (nearest rank) over the samples that arrived.
+#   Soak (WB_SCALE_SOAK_SECS=S > 0): `writeback run` idle for S s after its first cycle;
+#   VmRSS/VmHWM and CPU sampled every 60 s ($WORK/soak.csv); start/max/end, CPU per cycle.
+#
 # Environment:
 #   WB_BIN, WB_EMULATOR_BIN    binaries (default target/release/writeback, target/release/graph-emulator)
 #   WB_SCALE_GROUPS            groups in the tenant (default 100000)
 #   WB_SCALE_USERS             users in the tenant (default 100000)
 #   WB_SCALE_SCOPE_PREFIX      in-scope group ids start with this (default 00)
 #   WB_SCALE_DAEMON_SECS       daemon measuring window after its first cycle (default 60)
+#   WB_SCALE_LATENCY_SAMPLES   latency samples per series (default 0: no latency step)
+#   WB_SCALE_LATENCY_GIVEUP    seconds after which a latency sample is a failure (default 10)
+#   WB_SCALE_SOAK_SECS         idle daemon soak length after its first cycle (default 0: no soak)
 #   WB_SCALE_AD_MEMBERS        1: create AD accounts for the in-scope groups' synced members (default 1)
 #   WB_SCALE_STEP_TIMEOUT      upper bound of each measured step, seconds (default 3600)
 #   WB_SCALE_WORKDIR           work directory (default: a new /tmp/wb-scale.XXXXXX, kept for the logs)
@@ -42,6 +58,9 @@ GROUPS_N="${WB_SCALE_GROUPS:-100000}"
 USERS_N="${WB_SCALE_USERS:-100000}"
 PREFIX="${WB_SCALE_SCOPE_PREFIX:-00}"
 DAEMON_SECS="${WB_SCALE_DAEMON_SECS:-60}"
+LAT_SAMPLES="${WB_SCALE_LATENCY_SAMPLES:-0}"
+LAT_GIVEUP="${WB_SCALE_LATENCY_GIVEUP:-10}"
+SOAK_SECS="${WB_SCALE_SOAK_SECS:-0}"
 AD_MEMBERS="${WB_SCALE_AD_MEMBERS:-1}"
 STEP_TIMEOUT="${WB_SCALE_STEP_TIMEOUT:-3600}"
 WB="${WB_BIN:-$REPO/target/release/writeback}"
@@ -53,8 +72,9 @@ die() {
     exit 1
 }
 
-[[ "$GROUPS_N" =~ ^[0-9]+$ && "$USERS_N" =~ ^[0-9]+$ && "$DAEMON_SECS" =~ ^[0-9]+$ ]] ||
-    die "WB_SCALE_GROUPS, WB_SCALE_USERS and WB_SCALE_DAEMON_SECS must be whole numbers"
+[[ "$GROUPS_N" =~ ^[0-9]+$ && "$USERS_N" =~ ^[0-9]+$ && "$DAEMON_SECS" =~ ^[0-9]+$ &&
+    "$LAT_SAMPLES" =~ ^[0-9]+$ && "$LAT_GIVEUP" =~ ^[0-9]+$ && "$SOAK_SECS" =~ ^[0-9]+$ ]] ||
+    die "WB_SCALE_GROUPS, WB_SCALE_USERS, WB_SCALE_DAEMON_SECS, WB_SCALE_LATENCY_SAMPLES, WB_SCALE_LATENCY_GIVEUP and WB_SCALE_SOAK_SECS must be whole numbers"
 [[ "$PREFIX" =~ ^[0-9a-f]*$ ]] || die "WB_SCALE_SCOPE_PREFIX must be lowercase hex"
 for b in "$WB" "$EMU"; do
     [[ -x "$b" ]] || die "binary not found or not executable: $b (set WB_BIN / WB_EMULATOR_BIN, or build with: cargo build --release -p writeback -p graph-emulator)"
@@ -459,6 +479,379 @@ print(f'{c1 - c0:.2f} {((c1 - c0) / n) if n else float(\"nan\"):.3f} {w1 - w0:.1
 echo "  first cycle after ${D_FIRST_SECS} s; ${D_CYCLES} cycles in ${D_WALL} s; CPU ${D_CPU_TOTAL} s (${D_CPU_PER} s/cycle); cycle wall median ${D_CYCLE_MED} ms, max ${D_CYCLE_MAX} ms; VmHWM ${VMHWM} kB, VmRSS ${VMRSS} kB; exit ${DRC} after SIGTERM" >&2
 
 # ---------------------------------------------------------------------------------------------
+# Helpers of the opt-in steps. cycles_in LOG: cycles finished in a daemon log.
+cycles_in() { clean "$1" | grep -cE "$CYCLE_RE" || true; }
+# start_daemon LOG: `writeback run` in the background (DAEMON_PID); returns after its first cycle.
+start_daemon() {
+    local log="$1" t0=$SECONDS
+    RUST_LOG="writeback=debug" "$WB" --config "$CONFIG" run >"${log%.log}.out" 2>"$log" &
+    DAEMON_PID=$!
+    while [[ "$(cycles_in "$log")" -lt 1 ]]; do
+        kill -0 "$DAEMON_PID" 2>/dev/null || { tail -n 30 "$log" >&2; die "writeback run exited before its first cycle (see $log)"; }
+        ((SECONDS - t0 < STEP_TIMEOUT)) || die "writeback run finished no cycle within $STEP_TIMEOUT s"
+        sleep 0.1
+    done
+}
+# stop_daemon: SIGTERM, wait; sets STOP_RC.
+stop_daemon() {
+    local t0=$SECONDS
+    kill -TERM "$DAEMON_PID"
+    STOP_RC=0
+    while kill -0 "$DAEMON_PID" 2>/dev/null; do
+        ((SECONDS - t0 < STEP_TIMEOUT)) || die "writeback run did not stop within $STEP_TIMEOUT s of SIGTERM"
+        sleep 0.1
+    done
+    wait "$DAEMON_PID" || STOP_RC=$?
+    DAEMON_PID=""
+}
+# proc_kb PID FIELD: a /proc/PID/status figure in kB (VmRSS, VmHWM).
+proc_kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status"; }
+# median_max: "median max" of the ms= values of the log lines on stdin ("- -" when none).
+median_max() {
+    sed -n 's/.* ms=\([0-9]*\).*/\1/p' | python3 -c '
+import statistics, sys
+v = [int(x) for x in sys.stdin.read().split()]
+print(f"{statistics.median(v):.0f} {max(v)} {len(v)}" if v else "- - 0")'
+}
+
+# ---------------------------------------------------------------------------------------------
+if [[ "$LAT_SAMPLES" -gt 0 ]]; then
+    say "Latency: cloud change -> visible in AD, $LAT_SAMPLES samples a series (one-shot sync, then writeback run with a 1 s poll)"
+    cat >"$WORK/latency.py" <<'PY'
+import json, os, random, re, signal, socket, subprocess, sys, time, urllib.parse, urllib.request
+
+# bench/scale.sh latency step: python3 latency.py SERIES OUT_PREFIX (SERIES: baseline | daemon).
+# Settings from the environment (LAT_*). Samples in ms go to OUT_PREFIX.samples, a summary line
+# (shell-sourceable) to OUT_PREFIX.summary, progress to stderr.
+E = os.environ
+series, out = sys.argv[1], sys.argv[2]
+N = int(E["LAT_SAMPLES"])
+GIVEUP = float(E["LAT_GIVEUP"])
+POLL = 0.020
+
+
+# --- a minimal LDAP client (simple bind, base search), one connection kept open -------------
+def blen(n):
+    if n < 0x80:
+        return bytes([n])
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(b)]) + b
+
+
+def tlv(tag, content):
+    return bytes([tag]) + blen(len(content)) + content
+
+
+def bint(tag, v):
+    return tlv(tag, v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big", signed=True))
+
+
+def octets(s):
+    return tlv(0x04, s.encode())
+
+
+def parse(buf):
+    """[(tag, content)] of the TLVs in buf."""
+    items, i = [], 0
+    while i < len(buf):
+        tag, n = buf[i], buf[i + 1]
+        i += 2
+        if n & 0x80:
+            k = n & 0x7F
+            n = int.from_bytes(buf[i:i + k], "big")
+            i += k
+        items.append((tag, buf[i:i + n]))
+        i += n
+    return items
+
+
+class Ldap:
+    def __init__(self, host, port, dn, pw):
+        self.addr, self.dn, self.pw, self.sock, self.msgid = (host, port), dn, pw, None, 0
+
+    def _recv_exact(self, n):
+        b = b""
+        while len(b) < n:
+            c = self.sock.recv(n - len(b))
+            if not c:
+                raise ConnectionError("LDAP connection closed")
+            b += c
+        return b
+
+    def _recv_msg(self):
+        hdr = self._recv_exact(2)
+        n = hdr[1]
+        extra = b""
+        if n & 0x80:
+            extra = self._recv_exact(n & 0x7F)
+            n = int.from_bytes(extra, "big")
+        body = self._recv_exact(n)
+        (_, msgid), (op, content) = parse(body)[:2]
+        return op, content
+
+    def _send(self, op):
+        self.msgid += 1
+        self.sock.sendall(tlv(0x30, bint(0x02, self.msgid) + op))
+
+    def connect(self):
+        self.close()
+        self.sock = socket.create_connection(self.addr, timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._send(tlv(0x60, bint(0x02, 3) + octets(self.dn) + tlv(0x80, self.pw.encode())))
+        op, content = self._recv_msg()
+        rc = int.from_bytes(parse(content)[0][1], "big")
+        if op != 0x61 or rc != 0:
+            raise RuntimeError(f"LDAP bind failed: op {op:#x} result {rc}")
+
+    def close(self):
+        if self.sock:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+
+    def attr(self, base, name):
+        """First value of attribute name of the object base (None when absent or no object)."""
+        for attempt in (1, 2):
+            try:
+                if self.sock is None:
+                    self.connect()
+                self._send(tlv(0x63, octets(base) + bint(0x0A, 0) + bint(0x0A, 0) + bint(0x02, 0)
+                               + bint(0x02, 0) + tlv(0x01, b"\x00") + tlv(0x87, b"objectClass")
+                               + tlv(0x30, octets(name))))
+                value = None
+                while True:
+                    op, content = self._recv_msg()
+                    if op == 0x64:  # SearchResultEntry
+                        _, attrs = parse(content)[:2]
+                        for _, pa in parse(attrs[1]):
+                            (_, t), (_, vals) = parse(pa)[:2]
+                            if t.decode().lower() == name.lower():
+                                vs = parse(vals)
+                                value = vs[0][1].decode() if vs else None
+                    elif op == 0x65:  # SearchResultDone
+                        return value
+            except (OSError, ConnectionError, IndexError, ValueError):
+                self.close()
+                if attempt == 2:
+                    raise
+
+
+# --- Graph --------------------------------------------------------------------------------
+_token = [None, 0.0]
+
+
+def token():
+    if _token[0] is None or time.monotonic() - _token[1] > 1800:
+        data = urllib.parse.urlencode({
+            "grant_type": "client_credentials", "client_id": E["LAT_CLIENT_ID"],
+            "client_secret": E["LAT_CLIENT_SECRET"], "scope": "https://graph.microsoft.com/.default",
+        }).encode()
+        with urllib.request.urlopen(E["LAT_TOKEN_URL"], data=data, timeout=30) as r:
+            _token[0] = json.load(r)["access_token"]
+        _token[1] = time.monotonic()
+    return _token[0]
+
+
+def patch_description(gid, value):
+    req = urllib.request.Request(
+        f"{E['LAT_GRAPH_BASE']}/v1.0/groups/{gid}", method="PATCH",
+        data=json.dumps({"description": value}).encode(),
+        headers={"Authorization": f"Bearer {token()}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        if r.status not in (200, 204):
+            sys.exit(f"PATCH /groups/{gid} -> {r.status}")
+
+
+# --- the in-scope groups that exist in AD ----------------------------------------------------
+def ad_groups():
+    r = subprocess.run(
+        ["ldapsearch", "-H", E["LAT_LDAP_URL"], "-x", "-D", E["LAT_BIND_DN"], "-w", E["LAT_BIND_PW"],
+         "-LLL", "-o", "ldif-wrap=no", "-E", "pr=1000/noprompt", "-b", E["LAT_MANAGED_OU"],
+         "(&(objectClass=group)(msDS-ExternalDirectoryObjectId=Group_*))", "msDS-ExternalDirectoryObjectId"],
+        capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"ldapsearch of the managed groups failed: {r.stderr.strip()}")
+    groups = []
+    for block in r.stdout.split("\n\n"):
+        dn = gid = None
+        for line in block.splitlines():
+            if line.startswith("dn: "):
+                dn = line[4:]
+            elif line.lower().startswith("msds-externaldirectoryobjectid: group_"):
+                gid = line.split(": ", 1)[1][len("Group_"):]
+        if dn and gid:
+            groups.append((gid, dn))
+    groups.sort()
+    return groups
+
+
+ldap = Ldap(E["LAT_LDAP_HOST"], int(E["LAT_LDAP_PORT"]), E["LAT_BIND_DN"], E["LAT_BIND_PW"])
+groups = ad_groups()
+if not groups:
+    sys.exit("no managed group in AD to change")
+random.seed(int(E.get("LAT_SEED", "1")) + (0 if series == "baseline" else 1000))
+tag = f"{series}-{int(time.time())}"
+
+
+def wait_visible(dn, want, t0):
+    """Seconds from t0 until AD shows want, or None after GIVEUP."""
+    while True:
+        if ldap.attr(dn, "description") == want:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > GIVEUP:
+            return None
+        time.sleep(POLL)
+
+
+samples, failures, probe_ms = [], [], []
+for i in range(N):
+    gid, dn = groups[i % len(groups)]
+    want = f"wb-latency {tag} {i}"
+    if series == "daemon":
+        os.kill(int(E["LAT_DAEMON_PID"]), 0)  # still running
+        time.sleep(random.uniform(0.0, 1.0))
+    t0 = time.monotonic()
+    patch_description(gid, want)
+    proc = None
+    if series == "baseline":
+        with open(f"{out}.sync.log", "a") as log, open(f"{out}.sync.json", "a") as js:
+            proc = subprocess.Popen([E["LAT_WB"], "--config", E["LAT_CONFIG"], "sync", "--json"],
+                                    stdout=js, stderr=log)
+    lat = wait_visible(dn, want, t0)
+    if proc is not None:
+        try:
+            rc = proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            sys.exit(f"sample {i}: writeback sync did not finish within 600 s")
+        if rc != 0:
+            sys.exit(f"sample {i}: writeback sync exited {rc} (see {out}.sync.log)")
+        if lat is None:  # the sync finished after the give-up: was it applied at all?
+            late = ldap.attr(dn, "description") == want
+            print(f"  sample {i}: not visible within {GIVEUP:.0f} s (after the sync: {'visible' if late else 'NOT visible'})", file=sys.stderr)
+    t = time.monotonic()
+    ldap.attr(dn, "description")
+    probe_ms.append((time.monotonic() - t) * 1000)
+    if lat is None:
+        failures.append(i)
+        if series == "daemon":
+            print(f"  sample {i}: not visible within {GIVEUP:.0f} s", file=sys.stderr)
+            # Let it land before the next sample, so one late change does not shift the rest.
+            wait_visible(dn, want, time.monotonic())
+    else:
+        samples.append(lat * 1000)
+    print(f"  {series} {i + 1}/{N}: {'-' if lat is None else f'{lat * 1000:.0f} ms'} ({dn.split(',')[0]})", file=sys.stderr)
+
+with open(f"{out}.samples", "w") as f:
+    f.write("".join(f"{v:.1f}\n" for v in samples))
+
+
+def pct(v, q):
+    s = sorted(v)
+    k = max(0, min(len(s) - 1, -(-int(q * 100) * len(s) // 100) - 1))  # nearest rank
+    return s[k]
+
+
+probe_ms.sort()
+with open(f"{out}.summary", "w") as f:
+    if samples:
+        f.write(f"P50={pct(samples, .5):.0f} P90={pct(samples, .9):.0f} P99={pct(samples, .99):.0f} "
+                f"MAX={max(samples):.0f} MIN={min(samples):.0f} ")
+    else:
+        f.write("P50=- P90=- P99=- MAX=- MIN=- ")
+    f.write(f"OK={len(samples)} FAILED={len(failures)} GROUPS={min(N, len(groups))} "
+            f"PROBE_MS={probe_ms[len(probe_ms) // 2]:.1f}\n")
+PY
+    [[ "$AD_LDAP_URL" =~ ^ldap://(127\.[0-9.]+):([0-9]+)$ ]] || die "unexpected AD_LDAP_URL: $AD_LDAP_URL"
+    export LAT_SAMPLES LAT_GIVEUP LAT_LDAP_HOST="${BASH_REMATCH[1]}" LAT_LDAP_PORT="${BASH_REMATCH[2]}" \
+        LAT_LDAP_URL="$AD_LDAPS_URL" LAT_BIND_DN="$AD_BIND_DN" LAT_BIND_PW="$AD_BIND_PASSWORD" \
+        LAT_MANAGED_OU="$MANAGED_OU" LAT_GRAPH_BASE="$GRAPH_BASE" \
+        LAT_TOKEN_URL="$GRAPH_BASE/$TENANT_ID/oauth2/v2.0/token" LAT_CLIENT_ID="$CLIENT_ID" \
+        LAT_CLIENT_SECRET="$CLIENT_SECRET" LAT_WB="$WB" LAT_CONFIG="$CONFIG"
+    rm -f "$WORK"/latency-*
+    T0=$SECONDS
+    timeout "$STEP_TIMEOUT" python3 "$WORK/latency.py" baseline "$WORK/latency-baseline" ||
+        die "the latency baseline failed (see $WORK/latency-baseline.sync.log)"
+    LAT_BASE_SECS=$((SECONDS - T0))
+    # The reports of the baseline syncs: sweep, evaluated, examined (first and most common).
+    LAT_BASE_REPORT="$(python3 - "$WORK/latency-baseline.sync.json" <<'PY'
+import collections, json, sys
+text, dec, i, reps = open(sys.argv[1]).read(), json.JSONDecoder(), 0, []
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    obj, i = dec.raw_decode(text, i)
+    reps.append(obj)
+c = collections.Counter(f"sweep {r.get('sweep')!r}, evaluated {r.get('evaluated')}, examined {r.get('examined')}" for r in reps)
+print("; ".join(f"{k} (x{n})" for k, n in c.most_common()) or "-")
+PY
+)"
+    USN_L0="$(highest_usn)"
+    start_daemon "$WORK/latency-daemon.log"
+    LC0="$(cycles_in "$WORK/latency-daemon.log")"
+    T0=$SECONDS
+    LAT_DAEMON_PID="$DAEMON_PID" timeout "$STEP_TIMEOUT" python3 "$WORK/latency.py" daemon "$WORK/latency-daemon" ||
+        die "the latency daemon series failed (see $WORK/latency-daemon.log)"
+    LAT_DAEMON_SECS=$((SECONDS - T0))
+    kill -0 "$DAEMON_PID" 2>/dev/null || die "writeback run died during the latency series"
+    stop_daemon
+    LAT_DRC=$STOP_RC
+    USN_L1="$(highest_usn)"
+    read -r L_APPLIED_MED L_APPLIED_MAX L_APPLIED_N < <(clean "$WORK/latency-daemon.log" | grep -E 'cycle applied' | median_max)
+    L_FAILED_CYCLES="$(clean "$WORK/latency-daemon.log" | grep -cE 'cycle failed' || true)"
+    LB="$(cat "$WORK/latency-baseline.summary")" LD="$(cat "$WORK/latency-daemon.summary")"
+    lat_get() { sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" <<<"$1"; }
+    echo "  baseline (one-shot sync): $LB" >&2
+    echo "  daemon (poll 1 s):        $LD" >&2
+    echo "  daemon cycles that applied: $L_APPLIED_N (wall median $L_APPLIED_MED ms, max $L_APPLIED_MAX ms); failed cycles: $L_FAILED_CYCLES; exit $LAT_DRC after SIGTERM" >&2
+fi
+
+# ---------------------------------------------------------------------------------------------
+if [[ "$SOAK_SECS" -gt 0 ]]; then
+    say "Soak: writeback run idle for $SOAK_SECS s after its first cycle, VmRSS/VmHWM every 60 s"
+    USN_S0="$(highest_usn)"
+    start_daemon "$WORK/soak.log"
+    echo "elapsed_s,cycles,cpu_s,vmrss_kb,vmhwm_kb" >"$WORK/soak.csv"
+    S_START=$EPOCHREALTIME
+    soak_sample() {
+        kill -0 "$DAEMON_PID" 2>/dev/null || { tail -n 30 "$WORK/soak.log" >&2; die "writeback run died during the soak"; }
+        echo "$(elapsed "$S_START" "$EPOCHREALTIME"),$(cycles_in "$WORK/soak.log"),$(cpu_secs "$DAEMON_PID"),$(proc_kb "$DAEMON_PID" VmRSS),$(proc_kb "$DAEMON_PID" VmHWM)" >>"$WORK/soak.csv"
+    }
+    soak_sample
+    S_END=$((SECONDS + SOAK_SECS))
+    while ((SECONDS < S_END)); do
+        sleep "$((S_END - SECONDS < 60 ? S_END - SECONDS : 60))"
+        soak_sample
+        echo "    soak: $(tail -n1 "$WORK/soak.csv")" >&2
+    done
+    stop_daemon
+    SOAK_DRC=$STOP_RC
+    USN_S1="$(highest_usn)"
+    S_BAD="$(clean "$WORK/soak.log" | grep -cE 'cycle failed|cycle applied' || true)"
+    read -r S_CYCLE_MED S_CYCLE_MAX _ < <(clean "$WORK/soak.log" | grep -E "$CYCLE_RE" | sed 1d | median_max)
+    SOAK_SUMMARY="$(python3 - "$WORK/soak.csv" <<'PY'
+import csv, sys
+r = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(open(sys.argv[1]))]
+a, b = r[0], r[-1]
+mib = lambda kb: f"{kb / 1024:.1f}"
+n = b["cycles"] - a["cycles"]
+per = lambda x, y: (y["cpu_s"] - x["cpu_s"]) / (y["cycles"] - x["cycles"]) * 1000 if y["cycles"] > x["cycles"] else float("nan")
+first = per(r[0], r[1]) if len(r) > 1 else float("nan")
+last = per(r[-2], r[-1]) if len(r) > 1 else float("nan")
+print(f"RSS_START={mib(a['vmrss_kb'])} RSS_MAX={mib(max(x['vmrss_kb'] for x in r))} RSS_END={mib(b['vmrss_kb'])} "
+      f"HWM_START={mib(a['vmhwm_kb'])} HWM_END={mib(b['vmhwm_kb'])} CYCLES={n:.0f} WALL={b['elapsed_s'] - a['elapsed_s']:.0f} "
+      f"CPU={b['cpu_s'] - a['cpu_s']:.2f} CPU_PER_MS={per(a, b):.2f} CPU_FIRST_MS={first:.2f} CPU_LAST_MS={last:.2f} SAMPLES={len(r)}")
+PY
+)"
+    soak_get() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$SOAK_SUMMARY"; }
+    echo "  soak: $SOAK_SUMMARY; cycle wall median $S_CYCLE_MED ms, max $S_CYCLE_MAX ms; applied/failed cycles $S_BAD; USN $USN_S0 -> $USN_S1; exit $SOAK_DRC after SIGTERM" >&2
+fi
+
+# ---------------------------------------------------------------------------------------------
 TOTAL_SECS=$((SECONDS - SCRIPT_START))
 field() { awk -v i="$2" '{ print $i }' <<<"$1"; }
 mib() { awk '{ printf "%.0f", $1 / 1024 }' <<<"$1"; }
@@ -476,7 +869,7 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
     echo
     echo "## bench/scale.sh — $(date -u +%Y-%m-%d) on $(hostname) ($(nproc) CPU)"
     echo
-    echo "Command: \`${CMDLINE% }\` with WB_SCALE_GROUPS=$GROUPS_N WB_SCALE_USERS=$USERS_N WB_SCALE_SCOPE_PREFIX=$PREFIX WB_SCALE_DAEMON_SECS=$DAEMON_SECS WB_SCALE_AD_MEMBERS=$AD_MEMBERS"
+    echo "Command: \`${CMDLINE% }\` with WB_SCALE_GROUPS=$GROUPS_N WB_SCALE_USERS=$USERS_N WB_SCALE_SCOPE_PREFIX=$PREFIX WB_SCALE_DAEMON_SECS=$DAEMON_SECS WB_SCALE_AD_MEMBERS=$AD_MEMBERS WB_SCALE_LATENCY_SAMPLES=$LAT_SAMPLES WB_SCALE_SOAK_SECS=$SOAK_SECS"
     echo "Binaries: $WB ($("$WB" --version 2>/dev/null | head -n1)), $EMU"
     echo
     echo "Tenant: $N_USERS users, $N_GROUPS groups, $N_MEMBERSHIPS memberships; $N_CANDIDATES groups with an id starting \"$PREFIX\" (scope), $N_AD_USERS member accounts in AD."
@@ -506,6 +899,46 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
     echo "| daemon: cycles that applied or failed (whole run) | $D_FAILED |"
     echo "| daemon: exit after SIGTERM | $DRC |"
     echo "| highestCommittedUSN before / after the daemon | $USN_D0 / $USN_D1 |"
+    if [[ "$LAT_SAMPLES" -gt 0 ]]; then
+        echo
+        echo "Latency, cloud change (PATCH description) -> visible in AD (read every 20 ms), ms; $(lat_get "$LB" GROUPS) in-scope groups changed in turn, give-up after ${LAT_GIVEUP} s:"
+        echo
+        echo "| series | arrived / failed | p50 | p90 | p99 | max |"
+        echo "|---|---|---|---|---|---|"
+        for v in LB LD; do
+            [[ "$v" == LB ]] && label="baseline: one-shot \`sync\` started right after the PATCH" || label="\`writeback run\`, poll 1 s, PATCH after a random 0-1 s pause"
+            echo "| $label | $(lat_get "${!v}" OK) / $(lat_get "${!v}" FAILED) | $(lat_get "${!v}" P50) | $(lat_get "${!v}" P90) | $(lat_get "${!v}" P99) | $(lat_get "${!v}" MAX) |"
+        done
+        echo
+        echo "| figure | value |"
+        echo "|---|---|"
+        echo "| ratio daemon / baseline, p50 / p90 | $(ratio "$(lat_get "$LD" P50)" "$(lat_get "$LB" P50)") / $(ratio "$(lat_get "$LD" P90)" "$(lat_get "$LB" P90)") |"
+        echo "| one AD read of the poll (median) | $(lat_get "$LD" PROBE_MS) ms |"
+        echo "| baseline syncs' reports | $LAT_BASE_REPORT |"
+        echo "| daemon cycles that applied: count, wall median / max (its log) | $L_APPLIED_N, $L_APPLIED_MED / $L_APPLIED_MAX ms |"
+        echo "| daemon cycles that failed | $L_FAILED_CYCLES |"
+        echo "| series wall: baseline / daemon | ${LAT_BASE_SECS} / ${LAT_DAEMON_SECS} s |"
+        echo "| highestCommittedUSN before / after the daemon series | $USN_L0 / $USN_L1 |"
+        echo "| daemon exit after SIGTERM | $LAT_DRC |"
+    fi
+    if [[ "$SOAK_SECS" -gt 0 ]]; then
+        echo
+        echo "Soak: \`writeback run\` idle, $(soak_get WALL) s after its first cycle, sampled every 60 s ($(soak_get SAMPLES) samples, $WORK/soak.csv):"
+        echo
+        echo "| figure | start | max | end |"
+        echo "|---|---|---|---|"
+        echo "| VmRSS MiB | $(soak_get RSS_START) | $(soak_get RSS_MAX) | $(soak_get RSS_END) |"
+        echo "| VmHWM MiB | $(soak_get HWM_START) | - | $(soak_get HWM_END) |"
+        echo
+        echo "| figure | value |"
+        echo "|---|---|"
+        echo "| idle cycles | $(soak_get CYCLES) |"
+        echo "| CPU per cycle (utime+stime): whole soak / first interval / last interval | $(soak_get CPU_PER_MS) / $(soak_get CPU_FIRST_MS) / $(soak_get CPU_LAST_MS) ms ($(soak_get CPU) s in all) |"
+        echo "| cycle wall median / max (its log) | $S_CYCLE_MED / $S_CYCLE_MAX ms |"
+        echo "| cycles that applied or failed | $S_BAD |"
+        echo "| highestCommittedUSN before / after | $USN_S0 / $USN_S1 |"
+        echo "| exit after SIGTERM | $SOAK_DRC |"
+    fi
     echo
     echo "Phases (ms, the host's debug log):"
     echo
@@ -522,3 +955,13 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
 
 [[ "$USN_OK" == yes ]] || die "the second sync wrote to AD (highestCommittedUSN $USN_BEFORE -> $USN_AFTER)"
 [[ "$DRC" -eq 0 ]] || die "writeback run exited $DRC after SIGTERM"
+if [[ "$LAT_SAMPLES" -gt 0 ]]; then
+    [[ "$LAT_DRC" -eq 0 ]] || die "writeback run (latency series) exited $LAT_DRC after SIGTERM"
+    [[ "$(lat_get "$LB" FAILED)" -eq 0 && "$(lat_get "$LD" FAILED)" -eq 0 ]] ||
+        die "latency samples failed (not visible within ${LAT_GIVEUP} s): baseline $(lat_get "$LB" FAILED), daemon $(lat_get "$LD" FAILED)"
+fi
+if [[ "$SOAK_SECS" -gt 0 ]]; then
+    [[ "$SOAK_DRC" -eq 0 ]] || die "writeback run (soak) exited $SOAK_DRC after SIGTERM"
+    [[ "$USN_S0" == "$USN_S1" ]] || die "the idle soak wrote to AD (highestCommittedUSN $USN_S0 -> $USN_S1)"
+    [[ "$S_BAD" -eq 0 ]] || die "the idle soak had $S_BAD cycles that applied or failed (see $WORK/soak.log)"
+fi

@@ -480,6 +480,8 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
             changes,
             failures = r.failures(),
             refused = r.plan.refused.len(),
+            sweep = r.sweep,
+            evaluated = r.evaluated,
             ms = took.as_millis() as u64,
             "cycle applied"
         );
@@ -487,6 +489,8 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
         tracing::debug!(
             run_id = r.run_id,
             mode = r.mode,
+            sweep = r.sweep,
+            evaluated = r.evaluated,
             ms = took.as_millis() as u64,
             "cycle: no change"
         );

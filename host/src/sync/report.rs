@@ -1,9 +1,14 @@
 //! A plan and its outcome as a person reads them.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::apply::Outcome;
 use super::job::SyncReport;
-use super::types::{AttrChange, Op};
+use super::types::{AttrChange, Op, PlannedTrigger, Unresolved};
+
+/// Unresolved members listed one by one up to this many; above it, a summary per reason.
+const LIST_UNRESOLVED: usize = 20;
 
 /// Renders the report: one block per change, then refusals, unresolved members and a summary.
 pub fn render(r: &SyncReport, applied: bool) -> String {
@@ -12,7 +17,17 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
     if p.changes.is_empty() {
         let _ = writeln!(out, "No changes: AD is in step with the cloud.");
     }
-    let outcome = |id: &str| r.outcomes.iter().find(|o| o.cloud_id == id);
+    // Indexed once: a plan of 100,000 changes must not search the outcomes per change.
+    let outcomes: BTreeMap<&str, &Outcome> = r
+        .outcomes
+        .iter()
+        .map(|o| (o.cloud_id.as_str(), o))
+        .collect();
+    let mut triggers: BTreeMap<&str, Vec<&PlannedTrigger>> = BTreeMap::new();
+    for t in &p.triggers {
+        triggers.entry(t.cloud_id.as_str()).or_default().push(t);
+    }
+    let outcome = |id: &str| outcomes.get(id).copied();
     for c in &p.changes {
         let rule = c
             .rule
@@ -85,7 +100,7 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
                 let _ = writeln!(out, "    member not written: {e}");
             }
         }
-        for t in p.triggers.iter().filter(|t| t.cloud_id == c.cloud_id) {
+        for t in triggers.get(c.cloud_id.as_str()).into_iter().flatten() {
             let done = r
                 .trigger_results
                 .iter()
@@ -113,21 +128,7 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
         }
     }
     if !p.unresolved_members.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nMembers without an AD object, not written ({}):",
-            p.unresolved_members.len()
-        );
-        for u in p.unresolved_members.iter().take(50) {
-            let _ = writeln!(
-                out,
-                "  ? group {}: {} {}: {}",
-                u.group_id, u.member_type, u.member_id, u.reason
-            );
-        }
-        if p.unresolved_members.len() > 50 {
-            let _ = writeln!(out, "  ... and {} more", p.unresolved_members.len() - 50);
-        }
+        unresolved(&mut out, &p.unresolved_members);
     }
     if !r.schedules.is_empty() {
         let _ = writeln!(out, "\nSchedules (run by `writeback run`):");
@@ -206,5 +207,95 @@ fn show(v: &[String]) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+/// Unresolved members: each one when there are few; otherwise a count per reason with an
+/// example (`--json` holds them all).
+fn unresolved(out: &mut String, all: &[Unresolved]) {
+    let _ = writeln!(
+        out,
+        "\nMembers without an AD object, not written ({}):",
+        all.len()
+    );
+    if all.len() <= LIST_UNRESOLVED {
+        for u in all {
+            let _ = writeln!(
+                out,
+                "  ? group {}: {} {}: {}",
+                u.group_id, u.member_type, u.member_id, u.reason
+            );
+        }
+        return;
+    }
+    let mut by_reason: BTreeMap<String, (usize, &Unresolved)> = BTreeMap::new();
+    for u in all {
+        by_reason.entry(reason_kind(&u.reason)).or_insert((0, u)).0 += 1;
+    }
+    let mut rows: Vec<(String, usize, &Unresolved)> =
+        by_reason.into_iter().map(|(k, (n, u))| (k, n, u)).collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for (kind, n, u) in rows {
+        let _ = writeln!(
+            out,
+            "  {n:>7}  {kind}  (e.g. group {}: {} {})",
+            u.group_id, u.member_type, u.member_id
+        );
+    }
+    let _ = writeln!(out, "  (every one is in the --json output)");
+}
+
+/// A reason without the identifiers in it (SIDs, GUIDs), so like reasons count together.
+fn reason_kind(reason: &str) -> String {
+    reason
+        .split(' ')
+        .map(|w| {
+            let id = w.starts_with("S-1-")
+                || (w.len() == 36 && w.chars().filter(|c| *c == '-').count() == 4);
+            if id {
+                "…"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(i: usize, reason: &str) -> Unresolved {
+        Unresolved {
+            group_id: format!("g{i}"),
+            member_id: format!("m{i}"),
+            member_type: "user".into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn many_unresolved_members_are_summarised_per_reason() {
+        let mut all: Vec<Unresolved> = (0..30)
+            .map(|i| u(i, "cloud-only user (no onPremisesSecurityIdentifier)"))
+            .collect();
+        all.extend((30..35).map(|i| u(i, &format!("no AD account has objectSid S-1-5-21-1-{i}"))));
+        let mut out = String::new();
+        unresolved(&mut out, &all);
+        assert!(out.contains("not written (35)"), "{out}");
+        assert!(
+            out.contains("30  cloud-only user (no onPremisesSecurityIdentifier)  (e.g. group g0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("5  no AD account has objectSid …  (e.g. group g30"),
+            "{out}"
+        );
+        assert!(!out.contains("m34"), "not listed one by one: {out}");
+
+        let mut few = String::new();
+        unresolved(&mut few, &all[30..]);
+        assert!(few.contains("? group g34: user m34: no AD account has objectSid S-1-5-21-1-34"));
     }
 }
