@@ -243,33 +243,28 @@ pub enum DeltaStart {
 /// Follows one delta round to its deltaLink and merges it. `full` is set for initial rounds.
 /// On a sync reset (410 Gone, `syncStateNotFound`, `resyncRequired`, `Badly formed token`) the
 /// round restarts once from the initial query (a 410's `Location` if given) as a full round.
+/// Holds the whole round: the sync cycle uses [`run_round_chunked`].
 pub async fn run_round(client: &GraphClient, start: DeltaStart) -> Result<DeltaRound, GraphError> {
-    let (mut url, initial_url, mut full) = match start {
-        DeltaStart::Initial { url } => (url.clone(), url, true),
-        DeltaStart::Link { link, initial_url } => (link, initial_url, false),
-    };
-    let mut restarted = false;
-    loop {
-        match follow(client, &url).await {
-            Ok((merger, delta_link)) => {
-                tracing::debug!(
-                    pages = merger.pages(),
-                    items = merger.items.len(),
-                    full,
-                    "delta round complete"
-                );
-                return Ok(merger.finish(delta_link, full));
-            }
-            Err(e) if e.is_sync_reset() && !restarted => {
-                let restart = e.reset_location().unwrap_or(&initial_url).to_owned();
-                tracing::warn!(error = %e, restart_url = %restart, "Graph reset the delta sync state; starting a full round");
-                url = restart;
-                full = true;
-                restarted = true;
-            }
-            Err(e) => return Err(e),
+    let mut items = BTreeMap::new();
+    // One chunk per (re)started round: no size limit.
+    let done = run_round_chunked(client, start, usize::MAX, |c| {
+        if c.first {
+            items.clear();
         }
-    }
+        items.extend(c.items);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .await;
+    let (delta_link, full) = match done {
+        Ok(d) => d,
+        Err(ChunkedRoundError::Graph(e)) => return Err(e),
+        Err(ChunkedRoundError::Sink(never)) => match never {},
+    };
+    Ok(DeltaRound {
+        items,
+        delta_link,
+        full,
+    })
 }
 
 /// A part of a delta round handed over while the round is still being read (see
@@ -295,17 +290,18 @@ pub enum ChunkedRoundError<E: std::error::Error + 'static> {
     Sink(E),
 }
 
-/// Merged entries (objects plus member entries) held before a chunk is handed over: bounds
-/// the memory of a first sync whatever the tenant's size (a few MB per chunk).
+/// Merged entries (objects plus member entries) the sync cycle holds before a chunk is handed
+/// over: bounds the memory of a first sync whatever the tenant's size (a few MB per chunk).
 pub const CHUNK_ENTRIES: usize = 20_000;
 
 /// Follows one round like [`run_round`], but hands the merged items to `sink` every
-/// [`CHUNK_ENTRIES`] entries instead of holding the whole round; the last chunk is handed over
+/// `chunk_entries` entries instead of holding the whole round; the last chunk is handed over
 /// (possibly empty) before the deltaLink is returned with the round's `full` flag. A sync reset
 /// restarts once as a full round, whose first chunk has `first` set.
 pub async fn run_round_chunked<E, F>(
     client: &GraphClient,
     start: DeltaStart,
+    chunk_entries: usize,
     mut sink: F,
 ) -> Result<(String, bool), ChunkedRoundError<E>>
 where
@@ -350,7 +346,7 @@ where
                     None
                 }
             };
-            if done.is_some() || held >= CHUNK_ENTRIES {
+            if done.is_some() || held >= chunk_entries {
                 let pages = merger.pages();
                 let items = std::mem::take(&mut merger.items);
                 tracing::debug!(pages, items = items.len(), full, "delta chunk");
@@ -380,24 +376,6 @@ fn page_entries(page: &Value) -> usize {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-/// Reads pages from `url` until a deltaLink.
-async fn follow(client: &GraphClient, url: &str) -> Result<(DeltaMerger, String), GraphError> {
-    let mut merger = DeltaMerger::new();
-    let mut url = url.to_owned();
-    loop {
-        let page = client.get_json(&url).await?;
-        match merger.add_page(&page)? {
-            PageLink::Delta(link) => return Ok((merger, link)),
-            PageLink::Next(next) if next == url => {
-                return Err(GraphError::InvalidResponse(format!(
-                    "delta nextLink points to itself: {next}"
-                )));
-            }
-            PageLink::Next(next) => url = next,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -25,22 +25,23 @@ pub struct Anchor {
     pub updated_at: String,
 }
 
+/// An `anchor` row selected as `cloud_id, object_guid, dn, rule, updated_at`.
+fn anchor_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Anchor> {
+    Ok(Anchor {
+        cloud_id: r.get(0)?,
+        object_guid: r.get(1)?,
+        dn: r.get(2)?,
+        rule: r.get(3)?,
+        updated_at: r.get(4)?,
+    })
+}
+
 pub fn anchors(conn: &Connection) -> Result<BTreeMap<String, Anchor>, StateError> {
     let op = || "load anchors".to_string();
     let mut stmt = conn
         .prepare("SELECT cloud_id, object_guid, dn, rule, updated_at FROM anchor ORDER BY cloud_id")
         .ctx(conn, op)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(Anchor {
-                cloud_id: r.get(0)?,
-                object_guid: r.get(1)?,
-                dn: r.get(2)?,
-                rule: r.get(3)?,
-                updated_at: r.get(4)?,
-            })
-        })
-        .ctx(conn, op)?;
+    let rows = stmt.query_map([], anchor_row).ctx(conn, op)?;
     let mut out = BTreeMap::new();
     for a in rows {
         let a = a.ctx(conn, op)?;
@@ -109,18 +110,7 @@ pub fn anchor(conn: &Connection, cloud_id: &str) -> Result<Option<Anchor>, State
     conn.prepare_cached(
         "SELECT cloud_id, object_guid, dn, rule, updated_at FROM anchor WHERE cloud_id = ?1",
     )
-    .and_then(|mut s| {
-        s.query_row([cloud_id], |r| {
-            Ok(Anchor {
-                cloud_id: r.get(0)?,
-                object_guid: r.get(1)?,
-                dn: r.get(2)?,
-                rule: r.get(3)?,
-                updated_at: r.get(4)?,
-            })
-        })
-        .optional()
-    })
+    .and_then(|mut s| s.query_row([cloud_id], anchor_row).optional())
     .ctx(conn, || format!("load anchor {cloud_id}"))
 }
 

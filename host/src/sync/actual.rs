@@ -26,6 +26,28 @@ fn owner(e: &AdEntry) -> Option<String> {
     (anchor == anchor_value(cloud_id)).then(|| cloud_id.to_string())
 }
 
+/// The owned objects of `ids` with the attributes `want`, found by anchor (one search per
+/// [`ad::RESOLVE_BATCH`] ids and managed OU), keyed by cloud id.
+pub async fn search_by_anchor(
+    conn: &mut AdConn,
+    managed_ous: &[String],
+    ids: &[&String],
+    want: &[&str],
+) -> Result<BTreeMap<String, AdEntry>, ad::AdError> {
+    let mut out = BTreeMap::new();
+    for chunk in ids.chunks(ad::RESOLVE_BATCH) {
+        let filter = anchor_filter(chunk);
+        for base in managed_ous {
+            for e in conn.search(base, ad::Scope::Subtree, &filter, want).await? {
+                if let Some(cloud_id) = owner(&e) {
+                    out.insert(cloud_id, e);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the owned objects of `ids` with `attrs` and their complete `member` lists (ranges
 /// merged by the search itself: no second read per group).
 pub async fn read_owned(
@@ -35,32 +57,23 @@ pub async fn read_owned(
     attrs: &[String],
 ) -> Result<BTreeMap<String, ActualObject>, SyncError> {
     let mut want: Vec<&str> = attrs.iter().map(String::as_str).collect();
-    want.extend(["objectGUID", "member"]);
-    let mut out = BTreeMap::new();
-    for chunk in ids.chunks(ad::RESOLVE_BATCH) {
-        let filter = anchor_filter(chunk);
-        for base in &config.ad.managed_ous {
-            for e in conn
-                .search(base, ad::Scope::Subtree, &filter, &want)
-                .await?
-            {
-                let Some(cloud_id) = owner(&e) else { continue };
-                let mut attrs = e.attrs;
-                let members = attrs.remove("member").unwrap_or_default();
-                out.insert(
-                    cloud_id.clone(),
-                    ActualObject {
-                        cloud_id,
-                        dn: e.dn,
-                        guid: e.guid.map(|g| g.to_string()),
-                        attrs,
-                        members,
-                    },
-                );
-            }
-        }
-    }
-    Ok(out)
+    want.extend([ANCHOR_ATTRS[0], "objectGUID", "member"]);
+    let found = search_by_anchor(conn, &config.ad.managed_ous, ids, &want).await?;
+    Ok(found
+        .into_iter()
+        .map(|(cloud_id, e)| {
+            let mut attrs = e.attrs;
+            let members = attrs.remove("member").unwrap_or_default();
+            let a = ActualObject {
+                cloud_id: cloud_id.clone(),
+                dn: e.dn,
+                guid: e.guid.map(|g| g.to_string()),
+                attrs,
+                members,
+            };
+            (cloud_id, a)
+        })
+        .collect())
 }
 
 /// Where the owned objects of `ids` are (DN and GUID only): enough to delete them.
@@ -70,21 +83,11 @@ pub async fn locate_owned(
     ids: &[&String],
 ) -> Result<BTreeMap<String, ActualObject>, SyncError> {
     let want = [ANCHOR_ATTRS[0], "objectGUID"];
-    let mut out = BTreeMap::new();
-    for chunk in ids.chunks(ad::RESOLVE_BATCH) {
-        let filter = anchor_filter(chunk);
-        for base in &config.ad.managed_ous {
-            for e in conn
-                .search(base, ad::Scope::Subtree, &filter, &want)
-                .await?
-            {
-                if let Some(cloud_id) = owner(&e) {
-                    out.insert(cloud_id.clone(), located(cloud_id, e));
-                }
-            }
-        }
-    }
-    Ok(out)
+    let found = search_by_anchor(conn, &config.ad.managed_ous, ids, &want).await?;
+    Ok(found
+        .into_iter()
+        .map(|(id, e)| (id.clone(), located(id, e)))
+        .collect())
 }
 
 /// Every owned object in the managed OUs (DN and GUID only), for a reconciliation: finds the

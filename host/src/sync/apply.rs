@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 const PARALLEL_CREATES: usize = 4;
 
 use super::progress::Progress;
-use super::types::{anchor_filter, dn_key, is_within, AttrChange, Change, Op, Plan, ANCHOR_ATTRS};
+use super::types::{dn_key, is_within, AttrChange, Change, Op, Plan, ANCHOR_ATTRS};
 
 /// What kind of change an outcome is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -376,30 +376,13 @@ async fn read_guids(
     ids: &[String],
     managed_ous: &[String],
 ) -> Result<BTreeMap<String, String>, AdError> {
-    let anchor_attr = ANCHOR_ATTRS[0];
-    let mut out = BTreeMap::new();
-    for chunk in ids.chunks(ad::RESOLVE_BATCH) {
-        let filter = anchor_filter(chunk);
-        for base in managed_ous {
-            for e in conn
-                .search(
-                    base,
-                    ad::Scope::Subtree,
-                    &filter,
-                    &[anchor_attr, "objectGUID"],
-                )
-                .await?
-            {
-                let (Some(anchor), Some(guid)) = (e.first(anchor_attr), e.guid) else {
-                    continue;
-                };
-                if let Some(id) = anchor.strip_prefix("Group_") {
-                    out.insert(id.to_string(), guid.to_string());
-                }
-            }
-        }
-    }
-    Ok(out)
+    let ids: Vec<&String> = ids.iter().collect();
+    let want = [ANCHOR_ATTRS[0], "objectGUID"];
+    let found = super::actual::search_by_anchor(conn, managed_ous, &ids, &want).await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(id, e)| e.guid.map(|g| (id, g.to_string())))
+        .collect())
 }
 
 #[cfg(test)]

@@ -314,17 +314,9 @@ impl Cycle<'_> {
         let pending_users = self.store.pending(ObjectKind::User)?;
         let pending_groups = self.store.pending(ObjectKind::Group)?;
         let mut forced = self.store.groups_containing(&pending_users)?;
-        let mut lookup_error = None;
-        let above = select::ancestors(&pending_groups, |ids| {
-            self.store.groups_containing(ids).unwrap_or_else(|e| {
-                lookup_error.get_or_insert(e);
-                BTreeSet::new()
-            })
-        });
-        if let Some(e) = lookup_error {
-            return Err(e.into());
-        }
-        forced.extend(above);
+        forced.extend(select::ancestors(&pending_groups, |ids| {
+            self.store.groups_containing(ids)
+        })?);
         let touched = pending_groups.union(&forced).cloned().collect();
         Ok(Affected { forced, touched })
     }
@@ -351,21 +343,12 @@ impl Cycle<'_> {
             forced,
             compare_all: self.opts.compare_all || self.opts.reread_cloud,
         });
-        let mut lookup_error = None;
         let parents = select::parents_to_compare(
             &selection,
             &ev.owned,
-            |ids| {
-                self.store.groups_containing(ids).unwrap_or_else(|e| {
-                    lookup_error.get_or_insert(e);
-                    BTreeSet::new()
-                })
-            },
+            |ids| self.store.groups_containing(ids),
             &ev.verdicts,
-        );
-        if let Some(e) = lookup_error {
-            return Err(e.into());
-        }
+        )?;
         selection.compare.extend(parents);
         Ok(Targets {
             compare: selection.compare,
@@ -578,7 +561,7 @@ impl Cycle<'_> {
         };
         let store = &mut *self.store;
         let mut progress = RoundProgress::default();
-        let result = delta::run_round_chunked(self.graph, start, |chunk| {
+        let result = delta::run_round_chunked(self.graph, start, delta::CHUNK_ENTRIES, |chunk| {
             if chunk.first {
                 progress = RoundProgress::new(chunk.full);
             }

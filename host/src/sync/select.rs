@@ -128,12 +128,12 @@ pub fn select(k: Known<'_>) -> Selection {
 /// Groups whose member list depends on groups that appear or disappear in AD this cycle: a
 /// parent of a new or deleted group must be compared too (a rename needs nothing: AD follows
 /// it in every `member` value). Only in-scope parents not already compared.
-pub fn parents_to_compare(
+pub fn parents_to_compare<E>(
     selection: &Selection,
     owned: &BTreeSet<String>,
-    mut parents: impl FnMut(&BTreeSet<String>) -> BTreeSet<String>,
+    parents: impl FnOnce(&BTreeSet<String>) -> Result<BTreeSet<String>, E>,
     verdicts: &BTreeMap<String, Verdict>,
-) -> BTreeSet<String> {
+) -> Result<BTreeSet<String>, E> {
     let appearing: BTreeSet<String> = selection
         .compare
         .iter()
@@ -142,33 +142,33 @@ pub fn parents_to_compare(
         .cloned()
         .collect();
     if appearing.is_empty() {
-        return BTreeSet::new();
+        return Ok(BTreeSet::new());
     }
-    parents(&appearing)
+    Ok(parents(&appearing)?
         .into_iter()
         .filter(|p| !selection.compare.contains(p))
         .filter(|p| matches!(verdicts.get(p), Some(Verdict::InScope { .. })))
-        .collect()
+        .collect())
 }
 
 /// Every group reached upwards from `start` through `parents_of` (the groups containing a
 /// group, and so on), `start` excluded unless a cycle leads back to it. Nested groups are a
 /// DAG in Entra, but a cycle is followed once.
-pub fn ancestors(
+pub fn ancestors<E>(
     start: &BTreeSet<String>,
-    mut parents_of: impl FnMut(&BTreeSet<String>) -> BTreeSet<String>,
-) -> BTreeSet<String> {
+    mut parents_of: impl FnMut(&BTreeSet<String>) -> Result<BTreeSet<String>, E>,
+) -> Result<BTreeSet<String>, E> {
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut frontier = start.clone();
     while !frontier.is_empty() {
-        let next: BTreeSet<String> = parents_of(&frontier)
+        let next: BTreeSet<String> = parents_of(&frontier)?
             .into_iter()
             .filter(|p| !seen.contains(p))
             .collect();
         seen.extend(next.iter().cloned());
         frontier = next;
     }
-    seen
+    Ok(seen)
 }
 
 #[cfg(test)]
@@ -310,13 +310,13 @@ mod tests {
                     _ => {}
                 }
             }
-            out
+            Ok::<_, ()>(out)
         };
         // p1 holds the new group, p2 the deleted one; p3 is out of scope; `new` is compared
         // already; `renamed` is owned, so its parents need nothing.
         assert_eq!(
             parents_to_compare(&selection, &owned, parents, &verdicts),
-            set(&["p1", "p2"])
+            Ok(set(&["p1", "p2"]))
         );
     }
 
@@ -332,9 +332,13 @@ mod tests {
                     _ => {}
                 }
             }
-            out
+            Ok::<_, ()>(out)
         };
-        assert_eq!(ancestors(&set(&["c"]), up), set(&["a", "b", "c", "x"]));
-        assert_eq!(ancestors(&set(&["x"]), up), set(&[]));
+        assert_eq!(ancestors(&set(&["c"]), up), Ok(set(&["a", "b", "c", "x"])));
+        assert_eq!(ancestors(&set(&["x"]), up), Ok(set(&[])));
+        assert_eq!(
+            ancestors(&set(&["c"]), |_| Err("store down")),
+            Err("store down")
+        );
     }
 }
