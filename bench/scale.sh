@@ -375,6 +375,29 @@ echo "  highestCommittedUSN before/after: $USN_BEFORE / $USN_AFTER" >&2
 say "writeback sync (third, idle)"
 timed sync3 sync
 
+# A rule edit: the description of the in-scope groups whose id starts with "${PREFIX}0" (about a
+# sixteenth of them) changes. Every cached group is evaluated again; only those are written.
+say "Rule edit: description of the groups whose id starts with \"${PREFIX}0\", then writeback sync --json"
+for f in "$RULES"/*.rhai; do
+    grep -qE '^    let description = .*;$' "$f" || die "$f has no 'let description = ...;' line to edit"
+    sed -i -E "s/^(    let description = .*;)\$/\1\n    if group.id.starts_with(\"${PREFIX}0\") { description = \"edited by a rule\"; }/" "$f"
+done
+USN_E0="$(highest_usn)"
+timed ruleedit sync --json
+USN_E1="$(highest_usn)"
+read -r E_SWEEP E_EVALUATED E_CHANGES E_KINDS E_WANT < <(python3 - "$WORK/ruleedit.out" "$PREFIX" <<'PY'
+import collections, json, sys
+r = json.load(open(sys.argv[1]))
+ch = r["plan"]["changes"]
+kinds = collections.Counter(c["action"] for c in ch)
+edited = all(c["cloud_id"].startswith(sys.argv[2] + "0") for c in ch)
+print(r["sweep"].replace(" ", "_"), r["evaluated"], len(ch),
+      ",".join(f"{k}:{n}" for k, n in sorted(kinds.items())) or "-", "yes" if edited else "NO")
+PY
+)
+echo "  rule edit: sweep $E_SWEEP, evaluated $E_EVALUATED, changes $E_CHANGES ($E_KINDS), all of them edited groups: $E_WANT; USN $USN_E0 -> $USN_E1" >&2
+[[ "$E_WANT" == yes ]] || die "the rule edit changed groups it does not touch (see $WORK/ruleedit.out)"
+
 # ---------------------------------------------------------------------------------------------
 say "Baseline: the two delta requests from the deltaLinks (curl) + writeback --version"
 TOKEN="$(curl -sS --fail --max-time 30 "$GRAPH_BASE/$TENANT_ID/oauth2/v2.0/token" \
@@ -881,6 +904,7 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
     row "\`sync\` first (creates)" "$T_sync1" "$RC_sync1"
     row "\`sync\` second, no change" "$T_sync2" "$RC_sync2"
     row "\`sync\` third, idle" "$T_sync3" "$RC_sync3"
+    row "\`sync\` after a rule edit" "$T_ruleedit" "$RC_ruleedit"
     echo
     echo "| figure | value |"
     echo "|---|---|"
@@ -890,6 +914,8 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
     echo "| ratio second sync / baseline | $(ratio "$(field "$T_sync2" 1)" "$BASE_TOTAL") |"
     echo "| ratio third sync / baseline | $(ratio "$(field "$T_sync3" 1)" "$BASE_TOTAL") |"
     echo "| highestCommittedUSN before / after second sync | $USN_BEFORE / $USN_AFTER (equal: $USN_OK) |"
+    echo "| rule edit: sweep, groups evaluated, changes (all edited groups) | ${E_SWEEP//_/ }, $E_EVALUATED, $E_CHANGES $E_KINDS ($E_WANT) |"
+    echo "| highestCommittedUSN before / after the rule edit's sync | $USN_E0 / $USN_E1 |"
     echo "| daemon: first cycle done after start | ${D_FIRST_SECS} s |"
     echo "| daemon: idle cycles in the window | $D_CYCLES in ${D_WALL} s (poll 1 s) |"
     echo "| daemon: CPU per idle cycle (utime+stime) | ${D_CPU_PER} s (${D_CPU_TOTAL} s in all) |"
@@ -944,7 +970,7 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
     echo
     echo "| step | phases |"
     echo "|---|---|"
-    for s in plan sync1 sync2 sync3; do
+    for s in plan sync1 sync2 sync3 ruleedit; do
         echo "| $s | $(phases "$s") |"
     done
     # The phase lines between the last two cycle lines.

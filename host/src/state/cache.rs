@@ -147,6 +147,13 @@ pub(crate) fn apply_chunk(
     };
     let now = now_rfc3339();
     let k = kind.as_str();
+    if progress.full && kind == ObjectKind::Group && progress.seen.is_empty() {
+        // A full round writes every membership in the tenant's order, which is random for the
+        // member index: kept, it costs more than the rest of the round. Built once at the
+        // round's end instead (see `finish_round`; a kill in between rebuilds it at open).
+        conn.execute_batch(&format!("DROP INDEX IF EXISTS {MEMBER_INDEX}"))
+            .ctx(conn, || "drop the member index for a full round".into())?;
+    }
 
     for item in items.values() {
         // A full round replaces an object the first time the round carries it.
@@ -226,6 +233,9 @@ pub(crate) fn finish_round(
             }
         }
     }
+    if progress.full && kind == ObjectKind::Group {
+        ensure_member_index(conn)?;
+    }
     // Written last: if anything above failed, the transaction rolls back with the old link.
     conn.execute(
         "INSERT INTO delta_link (kind, link, updated_at) VALUES (?1, ?2, ?3)
@@ -233,6 +243,28 @@ pub(crate) fn finish_round(
         params![k, delta_link, now],
     )
     .ctx(conn, || format!("store {kind} delta link"))?;
+    Ok(())
+}
+
+/// The index that finds the groups holding a member (`cloud_member.member_id`).
+pub(crate) const MEMBER_INDEX: &str = "cloud_member_by_member";
+
+/// Creates the member index when it is missing: after a full round, or at open after a full
+/// round was cut short. A present index costs one schema lookup and no write.
+pub(crate) fn ensure_member_index(conn: &Connection) -> Result<(), StateError> {
+    let present: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = ?1",
+            [MEMBER_INDEX],
+            |r| r.get(0),
+        )
+        .ctx(conn, || "look up the member index".into())?;
+    if !present {
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS {MEMBER_INDEX} ON cloud_member (member_id)"
+        ))
+        .ctx(conn, || "build the member index".into())?;
+    }
     Ok(())
 }
 

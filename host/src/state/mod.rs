@@ -106,6 +106,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)
             .ctx(&conn, || "enable foreign keys".into())?;
         schema::migrate(&mut conn)?;
+        cache::ensure_member_index(&conn)?;
         Ok(Store { conn })
     }
 

@@ -1164,3 +1164,48 @@ fn negative_schema_version_is_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+fn has_member_index(s: &Store) -> anyhow::Result<bool> {
+    Ok(s.conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = 'cloud_member_by_member'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// A full round builds the member index at its end; a round cut short after its first chunk
+/// leaves the file without it, and the next open builds it again.
+#[test]
+fn a_full_round_rebuilds_the_member_index_even_when_cut_short() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    {
+        let mut s = Store::open(&path)?;
+        assert!(has_member_index(&s)?);
+        s.apply_delta(
+            ObjectKind::Group,
+            &round(
+                true,
+                "L1",
+                vec![item("g1", json!({"displayName": "G1"}), &[("u1", USER)])],
+            ),
+        )?;
+        assert!(has_member_index(&s)?, "index after a full round");
+        assert_eq!(s.groups_containing(&ids(&["u1"]))?, ids(&["g1"]));
+
+        // Cut short: one chunk of a full round, no finish.
+        let mut progress = RoundProgress::new(true);
+        let chunk = round(
+            true,
+            "L2",
+            vec![item("g2", json!({"displayName": "G2"}), &[("u1", USER)])],
+        );
+        s.apply_round_chunk(ObjectKind::Group, &chunk.items, &mut progress)?;
+        assert!(!has_member_index(&s)?, "the round writes without it");
+    }
+    let s = Store::open(&path)?;
+    assert!(has_member_index(&s)?, "rebuilt at open");
+    assert_eq!(s.groups_containing(&ids(&["u1"]))?, ids(&["g1", "g2"]));
+    assert_eq!(s.delta_link(ObjectKind::Group)?.as_deref(), Some("L1"));
+    Ok(())
+}

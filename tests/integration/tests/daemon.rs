@@ -244,6 +244,121 @@ async fn a_burst_of_cloud_changes_gives_few_runs_and_a_correct_ad() {
     bed.cleanup().await;
 }
 
+/// The daemon's cycles after `after`: (sweep, groups evaluated, changes) per run, oldest first.
+fn cycles_since(state: &Path, after: i64) -> Vec<(String, i64, i64)> {
+    let out = std::process::Command::new("sqlite3")
+        .arg("-separator")
+        .arg("|")
+        .arg(state)
+        .arg(format!(
+            "SELECT json_extract(stats_json, '$.sweep'), json_extract(stats_json, '$.evaluated'), \
+             json_extract(stats_json, '$.changes') FROM run WHERE id > {after} AND status IS NOT NULL ORDER BY id;"
+        ))
+        .output()
+        .expect("sqlite3");
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(-1);
+            (f.first().unwrap_or(&"").to_string(), num(1), num(2))
+        })
+        .collect()
+}
+
+fn last_run_id(state: &Path) -> i64 {
+    let out = std::process::Command::new("sqlite3")
+        .arg(state)
+        .arg("SELECT coalesce(max(id), 0) FROM run;")
+        .output()
+        .expect("sqlite3");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("sqlite3: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn idle_daemon_cycles_read_no_group_and_write_nothing_then_one_change_costs_one_group() {
+    let mut bed = Bed::new("wb-daemon-idle", 0).await;
+    bed.create_default_containers().await;
+    let ids: Vec<String> = (0..20).map(|_| new_id()).collect();
+    let groups = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| security_group(id, &format!("Idle {i}"), &[]))
+        .collect();
+    bed.seed(vec![], groups, &[]);
+    bed.write_config(None, "", DAEMON);
+    let mut d = bed.start_daemon();
+    eventually!(
+        Duration::from_secs(20),
+        "the first sync",
+        bed.groups().await.len() == 20
+    );
+    // Past the cycle that created them (and its bookkeeping), AD stands still.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let state = bed.dir.path().join("state.db");
+    let mark = last_run_id(&state);
+    let usn = bed.highest_usn().await;
+    eventually!(
+        Duration::from_secs(20),
+        "four idle cycles",
+        cycles_since(&state, mark).len() >= 4
+    );
+    let idle = cycles_since(&state, mark);
+    for (sweep, evaluated, changes) in &idle {
+        assert_eq!(
+            (sweep.as_str(), *evaluated, *changes),
+            ("idle", 0, 0),
+            "an idle cycle looked at the cache or planned a change: {idle:?}"
+        );
+    }
+    assert_eq!(bed.highest_usn().await, usn, "an idle cycle wrote to AD");
+
+    // One changed group: the next cycle reads and evaluates that group alone.
+    let mark = last_run_id(&state);
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{}", ids[7]),
+        Some(json!({"description": "changed once"})),
+    )
+    .await;
+    eventually!(
+        Duration::from_secs(15),
+        "the change in AD",
+        description(&mut bed, &ids[7]).await.as_deref() == Some("changed once")
+    );
+    eventually!(
+        Duration::from_secs(5),
+        "the cycle's record",
+        cycles_since(&state, mark)
+            .iter()
+            .any(|(_, _, changes)| *changes > 0)
+    );
+    let after = cycles_since(&state, mark);
+    let applied: Vec<_> = after.iter().filter(|(_, _, c)| *c > 0).collect();
+    assert_eq!(
+        applied,
+        vec![&("changed".to_string(), 1, 1)],
+        "the change should cost one group: {after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .filter(|(_, _, c)| *c == 0)
+            .all(|(s, e, _)| s == "idle" && *e == 0),
+        "cycles around the change: {after:?}"
+    );
+    assert_eq!(d.stop(Duration::from_secs(20)), Some(0));
+    bed.cleanup().await;
+}
+
 /// Runs that applied at least one change.
 fn count_runs(state: &Path) -> i64 {
     let out = std::process::Command::new("sqlite3")
