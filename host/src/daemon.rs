@@ -428,6 +428,7 @@ impl Host {
                 store: &mut self.store,
                 rules: &rules,
                 schema: &mut self.schema,
+                sink: None,
             },
             SyncOptions {
                 reread_cloud: false,
@@ -445,7 +446,7 @@ impl Host {
 }
 
 fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
-    let changes = r.plan.changes.len();
+    let changes = r.counts.changes();
     if let Some(b) = &r.blocked {
         tracing::error!(run_id = r.run_id, "plan not applied: {b}");
     }

@@ -13,6 +13,7 @@ use writeback::config::Config;
 use writeback::rules;
 use writeback::setup::{self, StateLock};
 use writeback::state::Store;
+use writeback::sync::stream::{ChangeSink, JsonStream, TextStream};
 use writeback::sync::{self, SyncContext, SyncOptions};
 
 fn main() -> ExitCode {
@@ -205,6 +206,15 @@ async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<E
     let graph = setup::graph_client(&config).context("Graph client")?;
     let mut conn = setup::ad_connection(&config).await?;
     let mut schema = None;
+    // The plan is written out batch by batch as the cycle makes it (a tenant of any size).
+    let out = std::io::BufWriter::new(std::io::stdout());
+    let mut text = None;
+    let mut doc = None;
+    let sink: &mut dyn ChangeSink = if json {
+        doc.insert(JsonStream::new(out)?)
+    } else {
+        text.insert(TextStream::new(out))
+    };
     let report = sync::run(
         SyncContext {
             config: &config,
@@ -213,14 +223,16 @@ async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<E
             store: &mut store,
             rules: &rules,
             schema: &mut schema,
+            sink: Some(sink),
         },
         opts,
     )
     .await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", sync::report::render(&report, !opts.dry_run));
+    if let Some(d) = doc {
+        d.finish(&report).context("write the plan")?;
+    }
+    if let Some(t) = text {
+        t.finish(&report, !opts.dry_run).context("write the plan")?;
     }
     Ok(if report.blocked.is_some() {
         ExitCode::from(3)

@@ -3,7 +3,9 @@
 //! One file, readable with the operator's `sqlite3`: tables `delta_link`, `cloud_object`,
 //! `cloud_member`, `anchor`, `applied`, `pending`, `meta`, `run`, `run_event` (see `schema.rs`). WAL journal with
 //! `synchronous=FULL`, so a commit that returned survives a kill -9 or a power cut, and a killed
-//! host restarts from the last committed delta link with a cache that matches it.
+//! host restarts from the last committed delta link with a cache that matches it. (The pages of
+//! a delta round are committed without a sync of their own; the commit that stores the round's
+//! link syncs them all.)
 //!
 //! The store is synchronous: async callers own it on one thread (or use `spawn_blocking`).
 //! Each single-row write is its own commit (one fsync); batch many through
@@ -163,6 +165,29 @@ impl Store {
     /// transaction; see [`Store::finish_round`]. A kill between chunks leaves the old link, so
     /// the next cycle replays the round: chunks are idempotent.
     pub fn apply_round_chunk(
+        &mut self,
+        kind: ObjectKind,
+        items: &BTreeMap<String, DeltaItem>,
+        progress: &mut RoundProgress,
+    ) -> Result<(), StateError> {
+        // A chunk's commit need not reach the disk on its own: until `finish_round` stores the
+        // link (with synchronous=FULL, which syncs every chunk before it), a lost chunk is one
+        // the next cycle reads again. WAL keeps commits in order, so what survives a power cut
+        // is always a prefix of the round with the old link.
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .ctx(&self.conn, || {
+                "set synchronous=NORMAL for a delta page".into()
+            })?;
+        let written = self.write_chunk(kind, items, progress);
+        let restored = self
+            .conn
+            .pragma_update(None, "synchronous", "FULL")
+            .ctx(&self.conn, || "set synchronous=FULL".into());
+        written.and(restored)
+    }
+
+    fn write_chunk(
         &mut self,
         kind: ObjectKind,
         items: &BTreeMap<String, DeltaItem>,

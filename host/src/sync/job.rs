@@ -27,8 +27,11 @@ use super::plan;
 use super::record::{self, Write};
 use super::resolve;
 use super::select::{self, AllReason, Known, Sweep, Verdict};
+use super::stream::ChangeSink;
 use super::triggers::{self, ScheduleInfo, TriggerLimits, TriggerResult};
-use super::types::{dn_key, ActualObject, Change, DesiredObject, Op, Plan, Refusal};
+use super::types::{
+    dn_key, ActualObject, Change, DesiredObject, Op, Plan, PlanCounts, Refusal, Unresolved,
+};
 use super::SyncError;
 
 /// Groups built, resolved, compared and applied together: bounds a cycle's memory whatever
@@ -75,6 +78,8 @@ pub struct SyncReport {
     pub evaluated: usize,
     /// Groups whose desired state was compared with AD this cycle.
     pub examined: usize,
+    /// What the plan holds, counted as it was made (a streamed plan's lists are in the sink).
+    pub counts: PlanCounts,
     pub plan: Plan,
     pub outcomes: Vec<Outcome>,
     /// Set when the delete threshold stopped the apply.
@@ -104,6 +109,10 @@ pub struct SyncContext<'a> {
     /// The target schema, read on first need and kept by the caller across cycles (a cycle
     /// with nothing to write never reads it).
     pub schema: &'a mut Option<ad::schema::Schema>,
+    /// Where the plan goes batch by batch. With a sink, the report keeps the counts, the
+    /// refusals and the outcomes, and of the changes only those whose triggers run; without
+    /// one, it holds the whole plan.
+    pub sink: Option<&'a mut dyn ChangeSink>,
 }
 
 /// Runs one cycle.
@@ -125,6 +134,8 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         store: ctx.store,
         rules: ctx.rules,
         schema: ctx.schema,
+        sink: ctx.sink,
+        counts: PlanCounts::default(),
         opts,
         run_id,
         now: Now::current(),
@@ -142,9 +153,9 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
             },
             serde_json::json!({
                 "sweep": r.sweep,
-                "changes": r.plan.changes.len(),
+                "changes": r.counts.changes(),
                 "refused": r.plan.refused.len(),
-                "unresolved_members": r.plan.unresolved_members.len(),
+                "unresolved_members": r.counts.unresolved_members,
                 "failures": r.failures(),
                 "evaluated": r.evaluated,
                 "examined": r.examined,
@@ -179,13 +190,16 @@ struct Evaluated {
 }
 
 /// One cycle's working set. Each step is a method; the pure work is in the modules it calls.
-struct Cycle<'a> {
+/// (`'s`, the sink's lifetime, is the caller's: the rest is borrowed for the cycle only.)
+struct Cycle<'a, 's> {
     config: &'a Config,
     graph: &'a GraphClient,
     conn: &'a mut AdConn,
     store: &'a mut Store,
     rules: &'a RuleSet,
     schema: &'a mut Option<ad::schema::Schema>,
+    sink: Option<&'s mut dyn ChangeSink>,
+    counts: PlanCounts,
     opts: SyncOptions,
     run_id: i64,
     /// One `now()` for the whole cycle: every group is judged against the same instant.
@@ -193,7 +207,7 @@ struct Cycle<'a> {
     phase: Instant,
 }
 
-impl Cycle<'_> {
+impl Cycle<'_, '_> {
     /// Phase timings at debug level: where a slow cycle spends its time.
     fn lap(&mut self, name: &str) {
         tracing::debug!(
@@ -284,7 +298,17 @@ impl Cycle<'_> {
             mut outcomes,
             ..
         } = done;
-        plan.changes.extend(deletes.changes);
+        let deleted: BTreeSet<&str> = deletes
+            .changes
+            .iter()
+            .map(|c| c.cloud_id.as_str())
+            .collect();
+        let delete_outcomes: Vec<Outcome> = outcomes
+            .iter()
+            .filter(|o| deleted.contains(o.cloud_id.as_str()))
+            .cloned()
+            .collect();
+        self.emit(&mut plan, deletes.changes, &delete_outcomes)?;
         self.lap("apply");
 
         // Deterministic output: everything sorted.
@@ -292,7 +316,8 @@ impl Cycle<'_> {
         plan.refused.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
         plan.unresolved_members.sort();
         outcomes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
-        plan.triggers = self.planned_triggers(&plan)?;
+        plan.triggers = self.planned_triggers(&plan.changes)?;
+        report.counts = self.counts;
         if self.opts.dry_run {
             report.schedules =
                 triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
@@ -418,7 +443,7 @@ impl Cycle<'_> {
             done.retry
                 .extend(batch.refused.iter().map(|r| r.cloud_id.clone()));
             done.plan.refused.extend(batch.refused);
-            done.plan.unresolved_members.extend(batch.unresolved);
+            self.emit_unresolved(&mut done.plan, batch.unresolved);
             if applying {
                 let batch_plan = Plan {
                     changes: batch.changes,
@@ -445,11 +470,11 @@ impl Cycle<'_> {
                         .filter(|o| !o.ok())
                         .map(|o| o.cloud_id.clone()),
                 );
+                self.emit(&mut done.plan, batch_plan.changes, &outcomes)?;
                 done.outcomes.extend(outcomes);
                 done.deferred.extend(wait);
-                done.plan.changes.extend(batch_plan.changes);
             } else {
-                done.plan.changes.extend(batch.changes);
+                self.emit(&mut done.plan, batch.changes, &[])?;
             }
         }
         Ok(done)
@@ -525,20 +550,59 @@ impl Cycle<'_> {
         Ok(())
     }
 
+    /// Hands planned changes on: to the sink when there is one (the report keeps only the
+    /// changes whose triggers run after the apply), else into the report's plan.
+    fn emit(
+        &mut self,
+        plan: &mut Plan,
+        changes: Vec<Change>,
+        outcomes: &[Outcome],
+    ) -> Result<(), SyncError> {
+        self.counts.add(&changes);
+        if self.sink.is_none() {
+            plan.changes.extend(changes);
+            return Ok(());
+        }
+        let triggers = self.planned_triggers(&changes)?;
+        if let Some(sink) = self.sink.as_deref_mut() {
+            sink.changes(&changes, outcomes, &triggers);
+        }
+        let fire: BTreeSet<&str> = triggers.iter().map(|t| t.cloud_id.as_str()).collect();
+        plan.changes.extend(
+            changes
+                .into_iter()
+                .filter(|c| fire.contains(c.cloud_id.as_str())),
+        );
+        Ok(())
+    }
+
+    /// Hands a batch's unresolved members on, like [`Cycle::emit`] (sorted within the batch;
+    /// batches come in id order).
+    fn emit_unresolved(&mut self, plan: &mut Plan, mut members: Vec<Unresolved>) {
+        self.counts.unresolved_members += members.len();
+        match self.sink.as_deref_mut() {
+            Some(sink) => {
+                members.sort();
+                sink.unresolved(&members);
+            }
+            None => plan.unresolved_members.extend(members),
+        }
+    }
+
     /// Triggers of the rule that handled each group; a delete's rule is the one in its anchor.
     fn planned_triggers(
         &self,
-        plan: &Plan,
+        changes: &[Change],
     ) -> Result<Vec<super::types::PlannedTrigger>, SyncError> {
         let hooks = self.rules.hooks();
         let mut deleted_rules = BTreeMap::new();
-        for c in plan.changes.iter().filter(|c| c.is_delete()) {
+        for c in changes.iter().filter(|c| c.is_delete()) {
             if let Some(a) = self.store.anchor(&c.cloud_id)? {
                 deleted_rules.insert(c.cloud_id.clone(), a.rule);
             }
         }
         Ok(plan::planned_triggers(
-            &plan.changes,
+            changes,
             |id| deleted_rules.get(id).cloned(),
             |rule, hook| hooks.has(rule, hook),
         ))

@@ -14,6 +14,7 @@ pub mod record;
 pub mod report;
 pub mod resolve;
 pub mod select;
+pub mod stream;
 pub mod triggers;
 pub mod types;
 

@@ -5,30 +5,42 @@ use std::fmt::Write as _;
 
 use super::apply::Outcome;
 use super::job::SyncReport;
-use super::types::{AttrChange, Op, PlannedTrigger, Unresolved};
+use super::triggers::TriggerResult;
+use super::types::{AttrChange, Change, Op, PlannedTrigger, Unresolved};
 
 /// Unresolved members listed one by one up to this many; above it, a summary per reason.
 const LIST_UNRESOLVED: usize = 20;
 
-/// Renders the report: one block per change, then refusals, unresolved members and a summary.
+/// Renders the whole report: one block per change, then refusals, unresolved members and a
+/// summary.
 pub fn render(r: &SyncReport, applied: bool) -> String {
+    let mut out = render_changes(
+        &r.plan.changes,
+        &r.outcomes,
+        &r.plan.triggers,
+        &r.trigger_results,
+    );
+    out.push_str(&render_tail(r, applied, None));
+    out
+}
+
+/// One block per change, with its outcome and its triggers (and what they did, when known).
+pub fn render_changes(
+    changes: &[Change],
+    outcomes: &[Outcome],
+    triggers: &[PlannedTrigger],
+    results: &[TriggerResult],
+) -> String {
     let mut out = String::new();
-    let p = &r.plan;
-    if p.changes.is_empty() {
-        let _ = writeln!(out, "No changes: AD is in step with the cloud.");
-    }
     // Indexed once: a plan of 100,000 changes must not search the outcomes per change.
-    let outcomes: BTreeMap<&str, &Outcome> = r
-        .outcomes
-        .iter()
-        .map(|o| (o.cloud_id.as_str(), o))
-        .collect();
-    let mut triggers: BTreeMap<&str, Vec<&PlannedTrigger>> = BTreeMap::new();
-    for t in &p.triggers {
-        triggers.entry(t.cloud_id.as_str()).or_default().push(t);
+    let outcomes: BTreeMap<&str, &Outcome> =
+        outcomes.iter().map(|o| (o.cloud_id.as_str(), o)).collect();
+    let mut by_group: BTreeMap<&str, Vec<&PlannedTrigger>> = BTreeMap::new();
+    for t in triggers {
+        by_group.entry(t.cloud_id.as_str()).or_default().push(t);
     }
     let outcome = |id: &str| outcomes.get(id).copied();
-    for c in &p.changes {
+    for c in changes {
         let rule = c
             .rule
             .as_deref()
@@ -100,9 +112,8 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
                 let _ = writeln!(out, "    member not written: {e}");
             }
         }
-        for t in triggers.get(c.cloud_id.as_str()).into_iter().flatten() {
-            let done = r
-                .trigger_results
+        for t in by_group.get(c.cloud_id.as_str()).into_iter().flatten() {
+            let done = results
                 .iter()
                 .find(|x| x.cloud_id == t.cloud_id && x.hook == t.hook && x.rule == t.rule);
             let status = match done {
@@ -116,6 +127,26 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
             let _ = writeln!(out, "    \u{2192} {} [{}]{status}", t.hook, t.rule);
         }
     }
+    out
+}
+
+/// What follows the changes: refusals, unresolved members, schedules, the gate and the
+/// totals. `streamed` holds the unresolved members grouped by a stream (the report then holds
+/// none); a streamed report also lists its failures and trigger results here, since their
+/// changes were printed before they were known.
+pub fn render_tail(
+    r: &SyncReport,
+    applied: bool,
+    streamed: Option<&[(String, usize, Vec<Unresolved>)]>,
+) -> String {
+    let mut out = String::new();
+    let p = &r.plan;
+    if r.counts.create + r.counts.update + r.counts.delete == 0 {
+        let _ = writeln!(out, "No changes: AD is in step with the cloud.");
+    }
+    if streamed.is_some() {
+        streamed_results(&mut out, r);
+    }
     if !p.refused.is_empty() {
         let _ = writeln!(out, "\nRefused ({}):", p.refused.len());
         for f in &p.refused {
@@ -127,8 +158,13 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
             let _ = writeln!(out, "  ! group {}{rule}: {}", f.cloud_id, f.reason);
         }
     }
-    if !p.unresolved_members.is_empty() {
-        unresolved(&mut out, &p.unresolved_members);
+    match streamed {
+        Some(groups) => unresolved(&mut out, r.counts.unresolved_members, groups),
+        None => unresolved(
+            &mut out,
+            p.unresolved_members.len(),
+            &group_unresolved(&p.unresolved_members),
+        ),
     }
     if !r.schedules.is_empty() {
         let _ = writeln!(out, "\nSchedules (run by `writeback run`):");
@@ -145,16 +181,15 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
     if let Some(b) = &r.blocked {
         let _ = writeln!(out, "\nBLOCKED: {b}");
     }
-    let count = |f: fn(&Op) -> bool| p.changes.iter().filter(|c| f(&c.op)).count();
     let _ = writeln!(
         out,
         "\n{}: {} to create, {} to update, {} to delete; {} refused; {} members unresolved. {}{} evaluated, {} examined ({}), {} ms.",
         if applied { "Applied" } else { "Plan" },
-        count(|o| matches!(o, Op::Create { .. })),
-        count(|o| matches!(o, Op::Update { .. })),
-        count(|o| matches!(o, Op::Delete { .. })),
+        r.counts.create,
+        r.counts.update,
+        r.counts.delete,
         p.refused.len(),
-        p.unresolved_members.len(),
+        r.counts.unresolved_members,
         match (r.cloud_groups, r.in_scope) {
             (Some(g), Some(s)) => format!("{g} cloud groups, {s} in scope, "),
             _ => String::new(),
@@ -210,15 +245,36 @@ fn show(v: &[String]) -> String {
     }
 }
 
+/// Unresolved members grouped by the kind of their reason: (kind, how many, the first
+/// [`LIST_UNRESOLVED`] of them).
+pub fn group_unresolved(all: &[Unresolved]) -> Vec<(String, usize, Vec<Unresolved>)> {
+    let mut by_reason: BTreeMap<String, (usize, Vec<Unresolved>)> = BTreeMap::new();
+    for u in all {
+        let (n, ex) = by_reason.entry(reason_kind(&u.reason)).or_default();
+        *n += 1;
+        if ex.len() < LIST_UNRESOLVED {
+            ex.push(u.clone());
+        }
+    }
+    by_reason
+        .into_iter()
+        .map(|(k, (n, ex))| (k, n, ex))
+        .collect()
+}
+
 /// Unresolved members: each one when there are few; otherwise a count per reason with an
 /// example (`--json` holds them all).
-fn unresolved(out: &mut String, all: &[Unresolved]) {
+fn unresolved(out: &mut String, total: usize, groups: &[(String, usize, Vec<Unresolved>)]) {
+    if total == 0 {
+        return;
+    }
     let _ = writeln!(
         out,
-        "\nMembers without an AD object, not written ({}):",
-        all.len()
+        "\nMembers without an AD object, not written ({total}):"
     );
-    if all.len() <= LIST_UNRESOLVED {
+    if total <= LIST_UNRESOLVED {
+        let mut all: Vec<&Unresolved> = groups.iter().flat_map(|(_, _, ex)| ex).collect();
+        all.sort();
         for u in all {
             let _ = writeln!(
                 out,
@@ -228,14 +284,10 @@ fn unresolved(out: &mut String, all: &[Unresolved]) {
         }
         return;
     }
-    let mut by_reason: BTreeMap<String, (usize, &Unresolved)> = BTreeMap::new();
-    for u in all {
-        by_reason.entry(reason_kind(&u.reason)).or_insert((0, u)).0 += 1;
-    }
-    let mut rows: Vec<(String, usize, &Unresolved)> =
-        by_reason.into_iter().map(|(k, (n, u))| (k, n, u)).collect();
+    let mut rows: Vec<&(String, usize, Vec<Unresolved>)> = groups.iter().collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    for (kind, n, u) in rows {
+    for (kind, n, ex) in rows {
+        let Some(u) = ex.first() else { continue };
         let _ = writeln!(
             out,
             "  {n:>7}  {kind}  (e.g. group {}: {} {})",
@@ -245,8 +297,34 @@ fn unresolved(out: &mut String, all: &[Unresolved]) {
     let _ = writeln!(out, "  (every one is in the --json output)");
 }
 
+/// A streamed report's failures and trigger results, after the changes they belong to.
+fn streamed_results(out: &mut String, r: &SyncReport) {
+    let failed: Vec<&Outcome> = r.outcomes.iter().filter(|o| !o.ok()).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "\nFailed ({}):", failed.len());
+        for o in failed {
+            let what = o
+                .error
+                .clone()
+                .unwrap_or_else(|| o.member_errors.join("; "));
+            let _ = writeln!(out, "  ! {} {}: {what}", o.action, o.dn);
+        }
+    }
+    if !r.trigger_results.is_empty() {
+        let _ = writeln!(out, "\nTriggers:");
+        for x in &r.trigger_results {
+            let status = match &x.error {
+                None => x.outcome.to_string(),
+                Some(e) if x.outcome == "skipped" => format!("skipped ({e})"),
+                Some(e) => format!("FAILED: {e}"),
+            };
+            let _ = writeln!(out, "  \u{2192} {} [{}] {}: {status}", x.hook, x.rule, x.dn);
+        }
+    }
+}
+
 /// A reason without the identifiers in it (SIDs, GUIDs), so like reasons count together.
-fn reason_kind(reason: &str) -> String {
+pub fn reason_kind(reason: &str) -> String {
     reason
         .split(' ')
         .map(|w| {
@@ -282,7 +360,7 @@ mod tests {
             .collect();
         all.extend((30..35).map(|i| u(i, &format!("no AD account has objectSid S-1-5-21-1-{i}"))));
         let mut out = String::new();
-        unresolved(&mut out, &all);
+        unresolved(&mut out, all.len(), &group_unresolved(&all));
         assert!(out.contains("not written (35)"), "{out}");
         assert!(
             out.contains("30  cloud-only user (no onPremisesSecurityIdentifier)  (e.g. group g0"),
@@ -295,7 +373,7 @@ mod tests {
         assert!(!out.contains("m34"), "not listed one by one: {out}");
 
         let mut few = String::new();
-        unresolved(&mut few, &all[30..]);
+        unresolved(&mut few, 5, &group_unresolved(&all[30..]));
         assert!(few.contains("? group g34: user m34: no AD account has objectSid S-1-5-21-1-34"));
     }
 }

@@ -164,6 +164,31 @@ pub struct PlannedTrigger {
     pub hook: Hook,
 }
 
+/// How much a cycle planned, counted as it goes: a streamed plan keeps these, not the lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct PlanCounts {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub unresolved_members: usize,
+}
+
+impl PlanCounts {
+    pub fn add(&mut self, changes: &[Change]) {
+        for c in changes {
+            match c.op {
+                Op::Create { .. } => self.create += 1,
+                Op::Update { .. } => self.update += 1,
+                Op::Delete { .. } => self.delete += 1,
+            }
+        }
+    }
+
+    pub fn changes(&self) -> usize {
+        self.create + self.update + self.delete
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Plan {
     pub changes: Vec<Change>,
