@@ -25,6 +25,7 @@ mod resolver;
 mod sandbox;
 mod schedule;
 pub mod testing;
+mod text;
 
 #[cfg(test)]
 mod tests;

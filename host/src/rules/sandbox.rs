@@ -262,6 +262,29 @@ fn register_host_functions(engine: &mut Engine, settings: Arc<Settings>) {
         let skip = text.chars().count().saturating_sub(n);
         text.chars().skip(skip).collect::<String>().into()
     });
+    // The same cuts counted in UTF-16 code units, as AD counts its limits (`text`). A result
+    // that is the whole text is the caller's string itself: no copy for names that fit.
+    engine.register_fn("utf16_len", |value: Dynamic| -> INT {
+        INT::try_from(super::text::utf16_len(&to_text(value))).unwrap_or(INT::MAX)
+    });
+    engine.register_fn("first_units", |value: Dynamic, n: INT| -> ImmutableString {
+        let text = to_text(value);
+        cut(&text, super::text::first_units(&text, units_arg(n)))
+    });
+    engine.register_fn("last_units", |value: Dynamic, n: INT| -> ImmutableString {
+        let text = to_text(value);
+        cut(&text, super::text::last_units(&text, units_arg(n)))
+    });
+    engine.register_fn(
+        "mid_units",
+        |value: Dynamic, start: INT, n: INT| -> ImmutableString {
+            let text = to_text(value);
+            cut(
+                &text,
+                super::text::mid_units(&text, units_arg(start), units_arg(n)),
+            )
+        },
+    );
     engine.register_fn(
         "strip_chars",
         |value: &str, chars: &str| -> ImmutableString {
@@ -308,6 +331,20 @@ fn register_host_functions(engine: &mut Engine, settings: Arc<Settings>) {
         "exit",
         move |_: Dynamic| -> Result<(), Box<EvalAltResult>> { Err(blocked("exit")) },
     );
+}
+
+/// A count argument: negative counts as 0.
+fn units_arg(n: INT) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// `part` (a slice of `text`) as a script string, sharing `text` when it is all of it.
+fn cut(text: &ImmutableString, part: &str) -> ImmutableString {
+    if part.len() == text.len() {
+        text.clone()
+    } else {
+        part.into()
+    }
 }
 
 /// A value as text: strings as they are, `()` as "", anything else printed.
