@@ -25,8 +25,106 @@ pub(crate) const RESERVED_ATTRIBUTES: &[&str] = &[
     "adminDescription",
 ];
 
-/// AD's `cn` is at most 64 characters (schema rangeUpper).
-const MAX_CN_CHARS: usize = 64;
+/// AD's `cn` is at most 64 UTF-16 code units (schema rangeUpper).
+pub(crate) const MAX_CN_UNITS: usize = 64;
+
+/// rangeUpper of the Unicode-string attributes a group commonly carries, in the default AD
+/// schema (mailNickname and extensionAttribute1-15 from Exchange's), in UTF-16 code units.
+/// Used where no forest schema is at hand (`writeback test`); a sync checks the forest's own.
+const KNOWN_LIMITS: &[(&str, usize)] = &[
+    ("cn", MAX_CN_UNITS),
+    ("adminDisplayName", 256),
+    ("company", 64),
+    ("department", 64),
+    ("description", 1024),
+    ("displayName", 256),
+    ("info", 1024),
+    ("mail", 256),
+    ("mailNickname", 64),
+    ("proxyAddresses", 1123),
+    ("sAMAccountName", 256),
+    ("telephoneNumber", 64),
+    ("textEncodedORAddress", 1024),
+    ("wWWHomePage", 2048),
+];
+
+/// Exchange's extensionAttribute1 to extensionAttribute15.
+const EXTENSION_ATTRIBUTE_UNITS: usize = 1024;
+
+/// A value longer than Active Directory allows, counted as AD counts: in UTF-16 code units.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{rule} returned {attr} of {units} UTF-16 code units ({chars} characters); Active Directory allows at most {max}{}",
+    wide_note(.units, .chars)
+)]
+pub struct TooLong {
+    /// The rule file's name.
+    pub rule: String,
+    /// `cn` or the attribute's name as the rule spelt it.
+    pub attr: String,
+    pub units: usize,
+    pub chars: usize,
+    pub max: usize,
+}
+
+/// Why units and characters differ, when they do.
+fn wide_note(units: &usize, chars: &usize) -> &'static str {
+    if units == chars {
+        ""
+    } else {
+        " (an emoji or other character outside the Basic Multilingual Plane counts 2)"
+    }
+}
+
+/// The known limit of `attr` (any case), if any.
+fn known_limit(attr: &str) -> Option<usize> {
+    if let Some((_, max)) = KNOWN_LIMITS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(attr))
+    {
+        return Some(*max);
+    }
+    let lower = attr.to_ascii_lowercase();
+    let n: u8 = lower.strip_prefix("extensionattribute")?.parse().ok()?;
+    (1..=15).contains(&n).then_some(EXTENSION_ATTRIBUTE_UNITS)
+}
+
+/// `Err` when `value` has more than `max` UTF-16 code units.
+fn check_units(rule: &str, attr: &str, value: &str, max: usize) -> Result<(), TooLong> {
+    let units = super::text::utf16_len(value);
+    if units <= max {
+        return Ok(());
+    }
+    Err(TooLong {
+        rule: rule.to_string(),
+        attr: attr.to_string(),
+        units,
+        chars: value.chars().count(),
+        max,
+    })
+}
+
+/// Every value of `group` over its known AD limit (the cn and the attributes in
+/// [`KNOWN_LIMITS`]), one per attribute (its longest value).
+pub(crate) fn over_known_limits(group: &DesiredGroup) -> Vec<TooLong> {
+    let mut out = Vec::new();
+    if let Err(e) = check_units(&group.rule, "cn", &group.cn, MAX_CN_UNITS) {
+        out.push(e);
+    }
+    for (attr, values) in &group.attributes {
+        let (Some(max), Some(values)) = (known_limit(attr), values) else {
+            continue;
+        };
+        let longest = values
+            .iter()
+            .max_by_key(|v| super::text::utf16_len(v))
+            .map_or("", String::as_str);
+        if let Err(e) = check_units(&group.rule, attr, longest, max) {
+            out.push(e);
+        }
+    }
+    out
+}
 
 const KEYS: &str = "parent, cn, attributes, members";
 
@@ -66,12 +164,8 @@ pub(crate) fn desired_group(rule: &str, out: Dynamic) -> Result<Option<DesiredGr
             "{rule} returned parent {parent:?}, which is not a distinguished name"
         ));
     }
-    let cn_len = cn.chars().count();
-    if cn_len > MAX_CN_CHARS {
-        return Err(format!(
-            "{rule} returned a cn of {cn_len} characters; Active Directory allows at most {MAX_CN_CHARS}"
-        ));
-    }
+    // Counted as AD counts, so a cn that fits here is never refused for its length.
+    check_units(rule, "cn", &cn, MAX_CN_UNITS).map_err(|e| e.to_string())?;
     Ok(Some(DesiredGroup {
         rule: rule.to_string(),
         parent,
@@ -214,5 +308,112 @@ fn type_name(v: &Dynamic) -> &'static str {
         "float"
     } else {
         v.type_name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(cn: &str, attributes: &[(&str, Option<Vec<String>>)]) -> DesiredGroup {
+        DesiredGroup {
+            rule: "10-x.rhai".into(),
+            parent: "OU=A,DC=x".into(),
+            cn: cn.into(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            members: MemberPolicy::OnPremises,
+        }
+    }
+
+    fn one(v: String) -> Option<Vec<String>> {
+        Some(vec![v])
+    }
+
+    /// (attribute, limit) of each violation.
+    fn over(g: &DesiredGroup) -> Vec<(String, usize, usize)> {
+        over_known_limits(g)
+            .into_iter()
+            .map(|e| (e.attr, e.units, e.max))
+            .collect()
+    }
+
+    #[test]
+    fn known_limits_count_utf16_units_at_every_limit() {
+        for (attr, max) in [
+            ("cn", 64),
+            ("displayName", 256),
+            ("description", 1024),
+            ("sAMAccountName", 256),
+            ("mailNickname", 64),
+            ("info", 1024),
+            ("extensionAttribute1", 1024),
+            ("extensionAttribute15", 1024),
+            ("proxyAddresses", 1123),
+        ] {
+            assert_eq!(known_limit(attr), Some(max), "{attr}");
+            // Half emoji: exactly `max` units fits, one BMP character more does not.
+            let exact = if max % 2 == 0 {
+                "😀".repeat(max / 2)
+            } else {
+                format!("{}a", "😀".repeat(max / 2))
+            };
+            let longer = format!("{exact}a");
+            let (fits, refused) = if attr == "cn" {
+                (group(&exact, &[]), group(&longer, &[]))
+            } else {
+                (
+                    group("c", &[(attr, one(exact.clone()))]),
+                    group("c", &[(attr, one(longer.clone()))]),
+                )
+            };
+            assert_eq!(over(&fits), vec![], "{attr}");
+            assert_eq!(
+                over(&refused),
+                vec![(attr.to_string(), max + 1, max)],
+                "{attr}"
+            );
+        }
+        assert_eq!(known_limit("DISPLAYNAME"), Some(256));
+        assert_eq!(known_limit("extensionAttribute16"), None);
+        assert_eq!(known_limit("extensionAttribute0"), None);
+        assert_eq!(known_limit("extensionAttributeX"), None);
+        assert_eq!(known_limit("msExchRecipientDisplayType"), None);
+    }
+
+    #[test]
+    fn every_value_of_a_multi_valued_attribute_is_measured() {
+        let g = group(
+            "c",
+            &[
+                (
+                    "proxyAddresses",
+                    Some(vec!["SMTP:a@x.test".into(), "𝔸".repeat(562)]),
+                ),
+                ("description", None),
+                ("unknownAttr", one("😀".repeat(5000))),
+            ],
+        );
+        assert_eq!(over(&g), vec![("proxyAddresses".to_string(), 1124, 1123)]);
+    }
+
+    #[test]
+    fn the_message_names_rule_attribute_units_and_limit() {
+        let e = over_known_limits(&group("c", &[("displayName", one("😀".repeat(129)))]));
+        assert_eq!(
+            e.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            vec![
+                "10-x.rhai returned displayName of 258 UTF-16 code units (129 characters); \
+                 Active Directory allows at most 256 (an emoji or other character outside the \
+                 Basic Multilingual Plane counts 2)"
+            ]
+        );
+        let ascii = check_units("10-x.rhai", "cn", &"a".repeat(65), 64).expect_err("too long");
+        assert_eq!(
+            ascii.to_string(),
+            "10-x.rhai returned cn of 65 UTF-16 code units (65 characters); Active Directory allows at most 64"
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Diagnostic, Limits, LoadError, Now, RuleSet};
+use super::{Decision, Diagnostic, Limits, LoadError, Now, RuleSet};
 
 pub use render::render;
 pub use spec::{Case, Expect, ExpectedGroup, ExpectedValue, TestFile};
@@ -145,10 +145,15 @@ pub fn run_file(set: &RuleSet, file: &TestFile, run_now: Now) -> Vec<CaseReport>
         .map(|case| {
             let now = case.now.or(file.now).unwrap_or(run_now);
             let result = set.evaluate_at(&case.group, now);
+            let mut mismatches = compare::compare(&case.expect, &result);
+            // What AD would refuse fails the case even when it is what the case expects.
+            if let Ok(Decision::Desired(group)) = &result {
+                mismatches.extend(compare::over_limits(group, &case.group));
+            }
             CaseReport {
                 name: case.name.clone(),
                 line: case.line,
-                mismatches: compare::compare(&case.expect, &result),
+                mismatches,
             }
         })
         .collect()

@@ -2,7 +2,7 @@
 //! Values are rendered for people: strings quoted, lists in brackets, `(cleared)` for an attribute
 //! the rule clears and `(not returned)` for one it leaves alone.
 
-use crate::rules::{Decision, DesiredGroup, EvalError, MemberPolicy};
+use crate::rules::{output, Decision, DesiredGroup, EvalError, MemberPolicy};
 
 use super::spec::{Expect, ExpectedGroup, ExpectedValue};
 use super::Mismatch;
@@ -87,6 +87,33 @@ fn group_mismatches(want: &ExpectedGroup, got: &DesiredGroup) -> Vec<Mismatch> {
         }
     }
     out
+}
+
+/// One mismatch per value longer than AD allows (`cn`, `attributes.<name>`), naming the rule
+/// file, the group and the limit.
+pub(super) fn over_limits(got: &DesiredGroup, group: &serde_json::Value) -> Vec<Mismatch> {
+    let id = group
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("<no id>");
+    output::over_known_limits(got)
+        .into_iter()
+        .map(|e| {
+            let field = if e.attr == "cn" {
+                "cn".to_string()
+            } else {
+                format!("attributes.{}", e.attr)
+            };
+            mismatch(
+                &field,
+                format!(
+                    "at most {} UTF-16 code units (Active Directory's limit for {})",
+                    e.max, e.attr
+                ),
+                format!("{e} (group {id})"),
+            )
+        })
+        .collect()
 }
 
 /// AD keeps no order among the values of an attribute: compare as sets (both sides hold no

@@ -414,3 +414,64 @@ fn the_scripting_guide_test_file_passes_against_the_default_rules() {
         assert!(case.passed(), "{}: {:?}", case.name, case.mismatches);
     }
 }
+
+/// A case whose expectation is exactly what the rule returns, with `display_name` and `mail`.
+fn expecting_what_the_rule_returns(display_name: &str, mail: &str) -> String {
+    format!(
+        "[[case]]\nname = \"wide\"\ngroup = {{ id = \"00000000-0000-4000-8000-0000000000aa\", displayName = \"{display_name}\", mail = \"{mail}\" }}\n\
+         [case.expect]\ncn = \"{display_name}_0000000000aa\"\nattributes = {{ mail = \"{mail}\" }}\n"
+    )
+}
+
+#[test]
+fn a_cn_over_64_utf16_units_fails_even_when_expected() {
+    // 26 emoji + "_" + 12 = 39 characters but 65 UTF-16 code units: AD refuses it.
+    let name = "😀".repeat(26);
+    let report = run_one(&expecting_what_the_rule_returns(&name, "a@x.test"));
+    assert_eq!(
+        (report.passed(), report.failed()),
+        (0, 1),
+        "{}",
+        render(&report)
+    );
+    let got = mismatches(&expecting_what_the_rule_returns(&name, "a@x.test"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    let text = &got[0];
+    assert!(
+        text.starts_with("result: expected a group got error"),
+        "{text}"
+    );
+    for needle in [
+        "10-probe.rhai returned cn of 65 UTF-16 code units (39 characters)",
+        "Active Directory allows at most 64",
+        "outside the Basic Multilingual Plane",
+        "group 00000000-0000-4000-8000-0000000000aa",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+
+    // One unit less (a BMP letter for an emoji) is exactly 64 and passes.
+    let fits = format!("{}a", "😀".repeat(25));
+    let report = run_one(&expecting_what_the_rule_returns(&fits, "a@x.test"));
+    assert!(report.ok(), "{}", render(&report));
+}
+
+#[test]
+fn an_attribute_over_its_ad_limit_fails_even_when_expected() {
+    // 129 non-BMP letters: 129 characters, 258 UTF-16 code units; mail allows 256.
+    let mail = "𝔸".repeat(129);
+    let got = mismatches(&expecting_what_the_rule_returns("Sales", &mail));
+    assert_eq!(
+        got,
+        vec![
+            "attributes.mail: expected at most 256 UTF-16 code units (Active Directory's limit for mail) \
+             got 10-probe.rhai returned mail of 258 UTF-16 code units (129 characters); Active Directory allows at most 256 \
+             (an emoji or other character outside the Basic Multilingual Plane counts 2) \
+             (group 00000000-0000-4000-8000-0000000000aa)"
+                .to_string()
+        ]
+    );
+    let fits = "𝔸".repeat(128);
+    let report = run_one(&expecting_what_the_rule_returns("Sales", &fits));
+    assert!(report.ok(), "{}", render(&report));
+}

@@ -418,6 +418,38 @@ fn reserved_attributes_are_refused_case_insensitively() {
 }
 
 #[test]
+fn a_cn_is_measured_in_utf16_units_and_the_error_names_rule_group_and_limit() {
+    let map = r#"#{ parent: "OU=A,DC=x", cn: group.displayName }"#;
+    let dir = rules_dir(&[("10-x.rhai", &rule("true", map))]);
+    let set = load(dir.path()).expect("loads");
+    // 32 emoji, 31 + a letter + a combining mark, CJK: each exactly 64 units.
+    for fits in [
+        "😀".repeat(32),
+        format!("{}e\u{301}", "𝔸".repeat(31)),
+        "東".repeat(64),
+    ] {
+        let g = desired(
+            set.evaluate(&json!({"id": "g1", "displayName": fits}))
+                .expect("fits"),
+        );
+        assert_eq!(g.cn, fits);
+    }
+    let e = eval_err(
+        &set,
+        &json!({"id": "g1", "displayName": format!("{}a", "😀".repeat(32))}),
+    );
+    assert_eq!(e.kind, EvalErrorKind::Output);
+    let text = e.to_string();
+    for needle in [
+        "10-x.rhai returned cn of 65 UTF-16 code units (33 characters)",
+        "at most 64",
+        "group g1",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+}
+
+#[test]
 fn unknown_keys_and_bad_shapes_are_refused() {
     for (map, needle) in [
         (
@@ -458,7 +490,16 @@ fn unknown_keys_and_bad_shapes_are_refused() {
         ),
         (
             r#"let s = ""; s.pad(65, "é"); #{ parent: "OU=A,DC=x", cn: s }"#,
-            "65 characters",
+            "65 UTF-16 code units (65 characters)",
+        ),
+        // AD counts UTF-16 code units: 33 emoji are 66 of them.
+        (
+            r#"let s = ""; s.pad(33, "😀"); #{ parent: "OU=A,DC=x", cn: s }"#,
+            "cn of 66 UTF-16 code units (33 characters); Active Directory allows at most 64",
+        ),
+        (
+            r#"let s = "a"; s.pad(33, "𝔸"); #{ parent: "OU=A,DC=x", cn: s }"#,
+            "cn of 65 UTF-16 code units (33 characters)",
         ),
         ("42", "must return () or a map"),
         ("group", "not Group"),
