@@ -1,8 +1,9 @@
 //! Rule runtime tests: the shipped rules and stdlib, load and evaluation errors, the sandbox,
-//! concurrency, and the examples in docs/SCRIPTING.md.
+//! concurrency, the examples in docs/SCRIPTING.md, and lengths as AD counts them (UTF-16).
 
 mod docs;
 mod hooks;
 mod runtime;
 mod shipped;
 mod support;
+mod utf16;
