@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::conn::AdConn;
 use super::dn;
 use super::error::AdError;
-use super::search::{AdEntry, Scope};
+use super::search::{build_entry, protocol, AdEntry, Scope};
 
 /// Values per OR filter.
 pub const RESOLVE_BATCH: usize = 100;
@@ -99,36 +99,13 @@ impl AdConn {
         prefix: &str,
         attrs: &[&str],
     ) -> Result<Vec<AdEntry>, AdError> {
-        if !dn::is_attr_name(anchor_attr) || anchor_attr.contains(';') {
-            return Err(AdError::Invalid(format!(
-                "malformed anchor attribute {anchor_attr:?}"
-            )));
-        }
-        if prefix.is_empty() {
-            // an empty prefix would claim every group that has the attribute at all
-            return Err(AdError::Invalid("empty anchor prefix".into()));
-        }
-        let filter = format!(
-            "(&(objectClass=group)({anchor_attr}={}*))",
-            dn::escape_filter_value(prefix)
-        );
-        let mut want: Vec<&str> = attrs.to_vec();
-        for extra in [anchor_attr, "objectGUID"] {
-            if !want.iter().any(|a| a.eq_ignore_ascii_case(extra)) {
-                want.push(extra);
-            }
-        }
+        let (filter, want) = owned_query(anchor_attr, prefix, attrs)?;
         let mut by_dn: BTreeMap<String, AdEntry> = BTreeMap::new();
         let anchor_key = anchor_attr.to_ascii_lowercase();
         let prefix_lower = prefix.to_lowercase();
         for base in self.bases_or_root(bases).await? {
             for e in self.search(&base, Scope::Subtree, &filter, &want).await? {
-                // AD matches case-insensitively; ownership needs the prefix as such
-                let owned = e
-                    .values(&anchor_key)
-                    .iter()
-                    .any(|v| v.to_lowercase().starts_with(&prefix_lower));
-                if owned {
+                if is_owned(&e, &anchor_key, &prefix_lower) {
                     let key = dn::normalize(&e.dn).unwrap_or_else(|_| e.dn.clone());
                     by_dn.entry(key).or_insert(e);
                 }
@@ -136,6 +113,81 @@ impl AdConn {
         }
         Ok(by_dn.into_values().collect())
     }
+
+    /// Like [`AdConn::find_owned_groups`] for single-valued `attrs`, handing each owned group
+    /// to `f` as its page arrives instead of holding them all (a reconciliation's scan). Under
+    /// overlapping bases an object is handed over once, under the first base that holds it.
+    pub async fn for_each_owned_group(
+        &mut self,
+        bases: &[String],
+        anchor_attr: &str,
+        prefix: &str,
+        attrs: &[&str],
+        mut f: impl FnMut(AdEntry),
+    ) -> Result<(), AdError> {
+        let (filter, want) = owned_query(anchor_attr, prefix, attrs)?;
+        let anchor_key = anchor_attr.to_ascii_lowercase();
+        let prefix_lower = prefix.to_lowercase();
+        let bases = self.bases_or_root(bases).await?;
+        for (i, base) in bases.iter().enumerate() {
+            let earlier = &bases[..i];
+            let request = want.iter().map(|a| a.to_string()).collect();
+            self.raw_search_each(base, Scope::Subtree, &filter, request, |raw| {
+                let (e, ranged) = build_entry(raw).map_err(|r| protocol(base, r))?;
+                if !ranged.is_empty() {
+                    // Only single-valued attributes are asked for; a range means a bad answer.
+                    return Err(protocol(
+                        &e.dn,
+                        "a ranged value in a scan of single-valued attributes",
+                    ));
+                }
+                if is_owned(&e, &anchor_key, &prefix_lower)
+                    && !earlier.iter().any(|b| dn::is_within(&e.dn, b))
+                {
+                    f(e);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The filter and attributes of a search for owned groups; refuses an anchor attribute that
+/// is not a plain name and an empty prefix.
+fn owned_query<'a>(
+    anchor_attr: &'a str,
+    prefix: &str,
+    attrs: &[&'a str],
+) -> Result<(String, Vec<&'a str>), AdError> {
+    if !dn::is_attr_name(anchor_attr) || anchor_attr.contains(';') {
+        return Err(AdError::Invalid(format!(
+            "malformed anchor attribute {anchor_attr:?}"
+        )));
+    }
+    if prefix.is_empty() {
+        // an empty prefix would claim every group that has the attribute at all
+        return Err(AdError::Invalid("empty anchor prefix".into()));
+    }
+    let filter = format!(
+        "(&(objectClass=group)({anchor_attr}={}*))",
+        dn::escape_filter_value(prefix)
+    );
+    let mut want: Vec<&str> = attrs.to_vec();
+    for extra in [anchor_attr, "objectGUID"] {
+        if !want.iter().any(|a| a.eq_ignore_ascii_case(extra)) {
+            want.push(extra);
+        }
+    }
+    Ok((filter, want))
+}
+
+/// AD matches case-insensitively; ownership needs the prefix as such.
+fn is_owned(e: &AdEntry, anchor_key: &str, prefix_lower: &str) -> bool {
+    e.values(anchor_key)
+        .iter()
+        .any(|v| v.to_lowercase().starts_with(prefix_lower))
 }
 
 #[cfg(test)]

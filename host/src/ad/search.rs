@@ -240,7 +240,7 @@ pub(crate) fn request_attrs(attrs: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn protocol(dn: &str, reason: impl Into<String>) -> AdError {
+pub(crate) fn protocol(dn: &str, reason: impl Into<String>) -> AdError {
     AdError::Protocol {
         op: AdOp::Search,
         dn: dn.to_string(),
@@ -413,6 +413,25 @@ impl AdConn {
         filter: &str,
         attrs: Vec<String>,
     ) -> Result<Vec<RawEntry>, AdError> {
+        let mut out = Vec::new();
+        self.raw_search_each(base, scope, filter, attrs, |e| {
+            out.push(e);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Like [`AdConn::raw_search`], handing each entry to `f` as its page arrives instead of
+    /// collecting them: a scan of every owned object holds one page.
+    pub(crate) async fn raw_search_each(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: Vec<String>,
+        mut f: impl FnMut(RawEntry) -> Result<(), AdError>,
+    ) -> Result<(), AdError> {
         let map_err = |e| AdError::from_ldap(AdOp::Search, base, e);
         let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = if scope == Scope::Base {
             vec![Box::new(EntriesOnly::new())]
@@ -428,22 +447,21 @@ impl AdConn {
             .streaming_search_with(adapters, base, scope.into(), filter, attrs)
             .await
             .map_err(map_err)?;
-        let mut out = Vec::new();
         loop {
-            match stream.next().await {
-                Ok(Some(re)) => {
-                    out.push(decode_entry(re.0).map_err(|r| protocol(base, r))?);
-                }
+            let handed = match stream.next().await {
+                Ok(Some(re)) => decode_entry(re.0)
+                    .map_err(|r| protocol(base, r))
+                    .and_then(&mut f),
                 Ok(None) => break,
-                Err(e) => {
-                    let _ = stream.finish().await;
-                    return Err(map_err(e));
-                }
+                Err(e) => Err(map_err(e)),
+            };
+            if let Err(e) = handed {
+                let _ = stream.finish().await;
+                return Err(e);
             }
         }
         let res = stream.finish().await;
-        AdError::check(AdOp::Search, base, &res)?;
-        Ok(out)
+        AdError::check(AdOp::Search, base, &res)
     }
 }
 

@@ -90,24 +90,26 @@ pub async fn locate_owned(
         .collect())
 }
 
-/// Every owned object in the managed OUs (DN and GUID only), for a reconciliation: finds the
-/// objects whose anchor record is missing (orphans).
+/// Every owned object in the managed OUs (DN and GUID only), handed to `f` page by page, for a
+/// reconciliation: finds the objects whose anchor record is missing (orphans).
 pub async fn scan_owned(
     conn: &mut AdConn,
     config: &Config,
-) -> Result<BTreeMap<String, ActualObject>, SyncError> {
-    let entries = conn
-        .find_owned_groups(
-            &config.ad.managed_ous,
-            ANCHOR_ATTRS[0],
-            "Group_",
-            &[ANCHOR_ATTRS[0], "objectGUID"],
-        )
-        .await?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|e| owner(&e).map(|id| (id.clone(), located(id, e))))
-        .collect())
+    mut f: impl FnMut(ActualObject),
+) -> Result<(), SyncError> {
+    conn.for_each_owned_group(
+        &config.ad.managed_ous,
+        ANCHOR_ATTRS[0],
+        "Group_",
+        &[ANCHOR_ATTRS[0], "objectGUID"],
+        |e| {
+            if let Some(id) = owner(&e) {
+                f(located(id, e));
+            }
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 fn located(cloud_id: String, e: AdEntry) -> ActualObject {

@@ -354,9 +354,14 @@ fn split_create_members(
 /// Sends the member adds [`apply`] held back, once every batch's creates are done; a failure
 /// lands in the group's outcome (`outcomes` holds the cycle's outcomes).
 pub async fn apply_deferred(conn: &mut AdConn, deferred: Deferred, outcomes: &mut [Outcome]) {
+    // Indexed once: a first sync can hold thousands of deferred adds.
+    let mut at: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        at.entry(o.cloud_id.clone()).or_insert(i);
+    }
     for (id, dn, members) in deferred {
         let result = conn.add_members(&dn, &members).await;
-        let Some(o) = outcomes.iter_mut().find(|o| o.cloud_id == id) else {
+        let Some(o) = at.get(&id).and_then(|&i| outcomes.get_mut(i)) else {
             continue;
         };
         match result {

@@ -184,7 +184,8 @@ struct Evaluated {
     applied: BTreeMap<String, String>,
     /// Anchored ids among the groups considered.
     owned: BTreeSet<String>,
-    /// Owned AD objects found by a reconciliation's scan (DN and GUID).
+    /// Owned AD objects found by a reconciliation's scan (DN and GUID) that are not in scope:
+    /// where the deletes are.
     located: BTreeMap<String, ActualObject>,
     evaluated: usize,
 }
@@ -355,11 +356,16 @@ impl Cycle<'_, '_> {
         reconcile: bool,
     ) -> Result<Targets, SyncError> {
         if reconcile {
-            ev.located = actual::scan_owned(self.conn, self.config).await?;
-            for id in ev.located.keys() {
-                ev.verdicts.entry(id.clone()).or_insert(Verdict::Gone);
-                ev.owned.insert(id.clone());
-            }
+            let (verdicts, owned, located) = (&mut ev.verdicts, &mut ev.owned, &mut ev.located);
+            actual::scan_owned(self.conn, self.config, |a| {
+                owned.insert(a.cloud_id.clone());
+                let v = verdicts.entry(a.cloud_id.clone()).or_insert(Verdict::Gone);
+                // Kept only where a delete may need it: compared groups are read by key.
+                if !matches!(v, Verdict::InScope { .. }) {
+                    located.insert(a.cloud_id.clone(), a);
+                }
+            })
+            .await?;
         }
         let mut selection = select::select(Known {
             verdicts: &ev.verdicts,

@@ -801,6 +801,31 @@ async fn finds_owned_groups_by_anchor_prefix() -> Result<()> {
             ad.find_owned_groups(&[], "cn)(cn=*", "Group_", &[]).await,
             Err(AdError::Invalid(_))
         ));
+        // The streamed scan (a reconciliation's) hands over the same groups, each once even
+        // under overlapping bases (the OU and its sub-OU).
+        let mut streamed = Vec::new();
+        ad.for_each_owned_group(
+            &[ou.clone(), sub.clone()],
+            "msDS-ExternalDirectoryObjectId",
+            "Group_",
+            &["msDS-ExternalDirectoryObjectId", "objectGUID"],
+            |e| streamed.push(e),
+        )
+        .await?;
+        let mut streamed_dns: Vec<String> = streamed
+            .iter()
+            .map(|e| dn::normalize(&e.dn))
+            .collect::<Result<_, _>>()?;
+        streamed_dns.sort();
+        let mut want = dns.clone();
+        want.sort();
+        ensure!(streamed_dns == want, "{streamed_dns:?}");
+        ensure!(streamed.iter().all(|e| e.guid.is_some()));
+        ensure!(matches!(
+            ad.for_each_owned_group(&[], "msDS-ExternalDirectoryObjectId", "", &[], |_| {})
+                .await,
+            Err(AdError::Invalid(_))
+        ));
         Ok(())
     })
     .await

@@ -432,11 +432,16 @@ async fn reconciliation_puts_back_a_hand_edit() {
                 .await
                 .is_some_and(|(_, a)| a.contains_key("proxyaddresses"))
     );
-    assert!(
-        d.log_text().contains("drift"),
-        "drift not reported:\n{}",
-        d.log_text()
-    );
+    // The cycle logs its drift after its writes are visible: wait for the line.
+    let logged = Instant::now();
+    while !d.log_text().contains("drift") {
+        assert!(
+            logged.elapsed() < Duration::from_secs(10),
+            "drift not reported:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(d.stop(Duration::from_secs(20)), Some(0));
     bed.cleanup().await;
 }
