@@ -48,6 +48,14 @@ pub enum StateError {
         cause: serde_json::Error,
     },
 
+    /// A file operation beside the state file (a dry run's private copy).
+    #[error("state file {path}: {op}: {cause}")]
+    Io {
+        path: String,
+        op: String,
+        cause: std::io::Error,
+    },
+
     #[error("state file {path}: {op}: run {run_id} does not exist")]
     UnknownRun {
         path: String,

@@ -7,6 +7,8 @@
 //! a delta round are committed without a sync of their own; the commit that stores the round's
 //! link syncs them all.)
 //!
+//! A dry run works on a private copy ([`Snapshot`]) and leaves the file as it found it.
+//!
 //! The store is synchronous: async callers own it on one thread (or use `spawn_blocking`).
 //! Each single-row write is its own commit (one fsync); batch many through
 //! [`Store::with_transaction`] and the functions in [`tx`].
@@ -18,6 +20,7 @@ mod error;
 mod pending;
 mod runs;
 mod schema;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +36,7 @@ pub use clock::now_rfc3339;
 pub use error::StateError;
 pub use runs::{AuditEvent, EventRecord, RunRecord, INTERRUPTED};
 pub use schema::SCHEMA_VERSION;
+pub use snapshot::Snapshot;
 
 use crate::graph::model::{CloudObject, DeltaItem, DeltaRound};
 use error::{db_path, SqlContext};
