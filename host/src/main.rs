@@ -12,7 +12,7 @@ use cli::{Cli, Command, LogFormat};
 use writeback::config::Config;
 use writeback::rules;
 use writeback::setup::{self, StateLock};
-use writeback::state::Store;
+use writeback::state::{Snapshot, Store};
 use writeback::sync::stream::{ChangeSink, JsonStream, TextStream};
 use writeback::sync::{self, SyncContext, SyncOptions};
 
@@ -192,16 +192,38 @@ async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<E
     let config = Config::load(config_path)?;
     let rules =
         setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+    // A plan holds the lock too: it reads AD, and a plan made while a sync writes would compare
+    // the state before that sync with AD halfway through it.
     let _lock = StateLock::acquire(&config)?;
-    let mut store = Store::open(&config.state_path)?;
-    // A run that never finished (killed host) is marked so in the history; its work is redone
-    // by this one, since only applied changes were recorded.
-    let interrupted = store.close_interrupted_runs()?;
-    if interrupted > 0 {
-        tracing::warn!(
-            interrupted,
-            "earlier runs did not finish; this run completes them"
-        );
+    // A plan runs on a private copy of the state, dropped at the end: the state file (delta
+    // links, cache, marks, anchors, history) is left as it was, so a later sync does what it
+    // would have done without the plan. Declared before the store, so dropped after it.
+    let snapshot = if opts.dry_run {
+        // Copies that earlier plans, stopped by Ctrl-C or a kill, left beside the state file:
+        // none is in use while we hold the lock.
+        match Snapshot::remove_stale(&config.state_path) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed copies left by stopped plans"),
+            Err(e) => tracing::warn!("{e}"),
+        }
+        Some(Snapshot::take(&config.state_path)?)
+    } else {
+        None
+    };
+    let mut store = match &snapshot {
+        Some(s) => s.open()?,
+        None => Store::open(&config.state_path)?,
+    };
+    if snapshot.is_none() {
+        // A run that never finished (killed host) is marked so in the history; its work is
+        // redone by this one, since only applied changes were recorded.
+        let interrupted = store.close_interrupted_runs()?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "earlier runs did not finish; this run completes them"
+            );
+        }
     }
     let graph = setup::graph_client(&config).context("Graph client")?;
     let mut conn = setup::ad_connection(&config).await?;
@@ -215,7 +237,7 @@ async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<E
     } else {
         text.insert(TextStream::new(out))
     };
-    let report = sync::run(
+    let mut report = sync::run(
         SyncContext {
             config: &config,
             graph: &graph,
@@ -228,6 +250,10 @@ async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<E
         opts,
     )
     .await?;
+    if snapshot.is_some() {
+        // The copy's run id is the one the next sync gets: a plan is not in the history.
+        report.run_id = 0;
+    }
     if let Some(d) = doc {
         d.finish(&report).context("write the plan")?;
     }
