@@ -652,3 +652,139 @@ fn self_signed(dir: &std::path::Path, cn: &str) -> (std::path::PathBuf, std::pat
     );
     (cert, key)
 }
+
+/// The rows a sync depends on, and the history, as `sqlite3` prints them (read-only).
+fn state_rows(state: &std::path::Path) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(state)
+        .arg("PRAGMA user_version;")
+        .arg(".dump delta_link cloud_object cloud_member pending meta anchor applied run run_event")
+        .output()
+        .expect("sqlite3");
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn plan_leaves_the_state_as_it_was_and_the_sync_after_it_does_what_it_showed() {
+    let mut bed = Bed::new("wb-e2e-plan-ro", 2).await;
+    bed.create_default_containers().await;
+    let users = bed.synced_users();
+    let (u0, u1_sid, u1_dn) = (
+        bed.users[0].cloud_id.clone(),
+        bed.users[1].sid.clone(),
+        bed.users[1].dn.to_lowercase(),
+    );
+    let team = new_id();
+    let notes = new_id();
+    bed.seed(
+        users,
+        vec![
+            security_group(&team, "Plan Team", &[&u0]),
+            security_group(&notes, "Plan Notes", &[]),
+        ],
+        &[],
+    );
+    bed.write_config(None, "", "");
+    let first_sync = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&first_sync), vec!["create"; 2], "{first_sync:#}");
+    let (_, g) = bed.group_by_id(&team).await.expect("team written");
+    let members: Vec<String> = g["member"].iter().map(|m| m.to_lowercase()).collect();
+    assert_eq!(members, vec![bed.users[0].dn.to_lowercase()], "{members:?}");
+
+    // In the cloud, the member's on-premises identity becomes the second AD user's. The
+    // emulator keeps onPremisesSecurityIdentifier read-only, as Graph does: the tenant is
+    // reloaded with the new SID, and the next delta round is a full one. Then a description.
+    let mut tenant = bed.emulator.control("state", None).await;
+    tenant
+        .as_object_mut()
+        .expect("tenant dump")
+        .remove("_emulator");
+    let user = tenant["users"]
+        .as_array_mut()
+        .expect("users")
+        .iter_mut()
+        .find(|u| u["id"] == json!(u0))
+        .expect("the member in the tenant");
+    user["onPremisesSecurityIdentifier"] = json!(u1_sid);
+    bed.emulator.control("tenant", Some(tenant)).await;
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{notes}"),
+        Some(json!({"description": "planned, then synced"})),
+    )
+    .await;
+
+    let state = bed.dir.path().join("state.db");
+    let before = state_rows(&state);
+    assert!(before.contains("INSERT INTO delta_link"), "{before}");
+    assert!(before.contains("INSERT INTO anchor"), "{before}");
+    // The DC is shared with other tests: the groups' own attributes (uSNChanged among them),
+    // not the DC's highest USN, tell whether the plan wrote.
+    let ad_before = (
+        bed.group_by_id(&team).await.expect("team"),
+        bed.group_by_id(&notes).await.expect("notes"),
+    );
+    assert!(ad_before.0 .1.contains_key("usnchanged"), "{ad_before:#?}");
+
+    let plan = bed.run_json(&["plan"], 0);
+    let mut acts = actions(&plan);
+    acts.sort();
+    assert_eq!(acts, vec!["update", "update"], "{plan:#}");
+    let team_change = changes(&plan)
+        .iter()
+        .find(|c| c["cloud_id"] == json!(team))
+        .unwrap_or_else(|| panic!("no change of the team group: {plan:#}"));
+    let added: Vec<String> = team_change["members_add"]
+        .as_array()
+        .expect("members_add")
+        .iter()
+        .map(|m| m.as_str().unwrap_or_default().to_lowercase())
+        .collect();
+    assert_eq!(added, vec![u1_dn.clone()], "{plan:#}");
+    assert_eq!(state_rows(&state), before, "plan changed the state file");
+    // Not in the history: the id would be the next sync's.
+    assert_eq!(plan["run_id"], 0, "{plan:#}");
+    let ad_after = (
+        bed.group_by_id(&team).await.expect("team"),
+        bed.group_by_id(&notes).await.expect("notes"),
+    );
+    assert_eq!(ad_after, ad_before, "plan wrote to AD");
+
+    // A second plan sees the same: the first consumed no delta.
+    let again = bed.run_json(&["plan"], 0);
+    assert_eq!(changes(&again), changes(&plan), "{again:#}");
+    assert_eq!(again["sweep"], plan["sweep"], "{again:#}");
+    assert_eq!(
+        state_rows(&state),
+        before,
+        "second plan changed the state file"
+    );
+    let left: Vec<String> = std::fs::read_dir(bed.dir.path())
+        .expect("list the state directory")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".writeback-plan-"))
+        .collect();
+    assert!(left.is_empty(), "plan copies left behind: {left:?}");
+
+    // The sync does exactly what the plan showed, from the same delta round.
+    let applied = bed.run_json(&["sync"], 0);
+    assert_eq!(changes(&applied), changes(&plan), "{applied:#}");
+    assert_eq!(applied["sweep"], plan["sweep"], "{applied:#}");
+    assert_eq!(applied["counts"], plan["counts"], "{applied:#}");
+    let (_, g) = bed.group_by_id(&team).await.expect("team");
+    let members: Vec<String> = g["member"].iter().map(|m| m.to_lowercase()).collect();
+    assert_eq!(members, vec![u1_dn], "{members:?}");
+    let (_, n) = bed.group_by_id(&notes).await.expect("notes");
+    assert_eq!(first(&n, "description"), "planned, then synced");
+    let settled = bed.run_json(&["sync"], 0);
+    assert!(changes(&settled).is_empty(), "{settled:#}");
+
+    bed.cleanup().await;
+}
