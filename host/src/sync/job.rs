@@ -136,6 +136,7 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         schema: ctx.schema,
         sink: ctx.sink,
         counts: PlanCounts::default(),
+        lookups: resolve::Lookups::default(),
         opts,
         run_id,
         now: Now::current(),
@@ -201,6 +202,8 @@ struct Cycle<'a, 's> {
     schema: &'a mut Option<ad::schema::Schema>,
     sink: Option<&'s mut dyn ChangeSink>,
     counts: PlanCounts,
+    /// Member SIDs and GUIDs already asked of AD this cycle.
+    lookups: resolve::Lookups,
     opts: SyncOptions,
     run_id: i64,
     /// One `now()` for the whole cycle: every group is judged against the same instant.
@@ -774,6 +777,7 @@ impl Cycle<'_, '_> {
             &wanted_groups,
             &member_groups,
             &users,
+            &mut self.lookups,
         )
         .await?;
         for (id, o) in out.desired.iter_mut() {

@@ -2,7 +2,7 @@
 //! `onPremisesSecurityIdentifier` → `objectSid` (or `onPremisesImmutableId` → `objectGUID`),
 //! groups synced from AD by SID; every lookup batched. [`wanted`] (pure) says whom to look for.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ad::{self, AdConn};
 use crate::config::{Config, UserMatch};
@@ -53,6 +53,27 @@ pub fn wanted(
 ///
 /// `users` holds the cloud users among `wanted_users` (looked up in the cache by the caller);
 /// `groups` the cloud groups among `wanted_groups` that are cached.
+/// Entries a cycle's [`Lookups`] holds at most; past it, they are forgotten and asked again.
+const LOOKUPS_KEPT: usize = 250_000;
+
+/// What a cycle has already asked AD: SID or GUID → DN (`None`: no such object). The batches of a
+/// cycle share it, so a user who is a member of groups in many batches is looked up once, not
+/// once a batch. Bounded by [`LOOKUPS_KEPT`]; dropped with the cycle (AD may change between).
+#[derive(Debug, Default)]
+pub struct Lookups {
+    sids: HashMap<String, Option<String>>,
+    guids: HashMap<uuid::Uuid, Option<String>>,
+}
+
+impl Lookups {
+    fn make_room(&mut self, more: usize) {
+        if self.sids.len() + self.guids.len() + more > LOOKUPS_KEPT {
+            self.sids.clear();
+            self.guids.clear();
+        }
+    }
+}
+
 pub async fn resolve_members(
     config: &Config,
     conn: &mut AdConn,
@@ -60,6 +81,7 @@ pub async fn resolve_members(
     wanted_groups: &BTreeSet<String>,
     groups: &BTreeMap<String, CloudObject>,
     users: &BTreeMap<String, CloudObject>,
+    known: &mut Lookups,
 ) -> Result<MemberDirectory, SyncError> {
     let mut dir = MemberDirectory::default();
     let mut by_sid: BTreeMap<String, Vec<(bool, String)>> = BTreeMap::new();
@@ -112,12 +134,24 @@ pub async fn resolve_members(
     }
     // Empty = the domain root (the connector asks AD for it).
     let bases = config.ad.member_search_bases.clone();
-    if !by_sid.is_empty() {
-        let sids: Vec<String> = by_sid.keys().cloned().collect();
-        let found = conn.resolve_sids(&sids, &bases).await?;
+    let ask: Vec<String> = by_sid
+        .keys()
+        .filter(|s| !known.sids.contains_key(*s))
+        .cloned()
+        .collect();
+    if !ask.is_empty() {
+        known.make_room(ask.len());
+        let found = conn.resolve_sids(&ask, &bases).await?;
+        for sid in ask {
+            let dn = found.get(&sid).cloned();
+            known.sids.insert(sid, dn);
+        }
+    }
+    {
         for (sid, owners) in &by_sid {
+            let found = known.sids.get(sid).cloned().flatten();
             for (is_user, id) in owners {
-                match (found.get(sid), is_user) {
+                match (&found, is_user) {
                     (Some(dn), true) => {
                         dir.users.insert(id.clone(), dn.clone());
                     }
@@ -133,12 +167,24 @@ pub async fn resolve_members(
             }
         }
     }
-    if !by_guid.is_empty() {
-        let guids: Vec<uuid::Uuid> = by_guid.keys().cloned().collect();
-        let found = conn.resolve_guids(&guids, &bases).await?;
+    let ask: Vec<uuid::Uuid> = by_guid
+        .keys()
+        .filter(|g| !known.guids.contains_key(*g))
+        .cloned()
+        .collect();
+    if !ask.is_empty() {
+        known.make_room(ask.len());
+        let found = conn.resolve_guids(&ask, &bases).await?;
+        for g in ask {
+            let dn = found.get(&g).cloned();
+            known.guids.insert(g, dn);
+        }
+    }
+    {
         for (g, owners) in &by_guid {
+            let found = known.guids.get(g).cloned().flatten();
             for id in owners {
-                match found.get(g) {
+                match &found {
                     Some(dn) => {
                         dir.users.insert(id.clone(), dn.clone());
                     }
@@ -158,4 +204,21 @@ fn guid_from_immutable_id(v: &str) -> Option<uuid::Uuid> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
     ad::dn::guid_from_ad_bytes(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_stay_bounded_and_keep_what_fits() {
+        let mut l = Lookups::default();
+        for i in 0..LOOKUPS_KEPT - 1 {
+            l.sids.insert(format!("S-1-5-21-{i}"), None);
+        }
+        l.make_room(1);
+        assert_eq!(l.sids.len(), LOOKUPS_KEPT - 1, "room for one more");
+        l.make_room(2);
+        assert!(l.sids.is_empty(), "over the bound: forgotten");
+    }
 }
