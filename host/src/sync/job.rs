@@ -137,6 +137,7 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         sink: ctx.sink,
         counts: PlanCounts::default(),
         lookups: resolve::Lookups::default(),
+        deleted_rules: BTreeMap::new(),
         opts,
         run_id,
         now: Now::current(),
@@ -204,6 +205,9 @@ struct Cycle<'a, 's> {
     counts: PlanCounts,
     /// Member SIDs and GUIDs already asked of AD this cycle.
     lookups: resolve::Lookups,
+    /// The rule in the anchor of each group to delete, read before the delete removes the
+    /// anchor (its `on_deleted` trigger is that rule's).
+    deleted_rules: BTreeMap<String, String>,
     opts: SyncOptions,
     run_id: i64,
     /// One `now()` for the whole cycle: every group is judged against the same instant.
@@ -405,6 +409,9 @@ impl Cycle<'_, '_> {
         }
         let mut out = Deletes::default();
         for id in &selection.delete {
+            if let Some(a) = self.store.anchor(id)? {
+                self.deleted_rules.insert(id.clone(), a.rule);
+            }
             match located.get(id) {
                 Some(a) => out.changes.push(Change {
                     cloud_id: a.cloud_id.clone(),
@@ -598,21 +605,16 @@ impl Cycle<'_, '_> {
         }
     }
 
-    /// Triggers of the rule that handled each group; a delete's rule is the one in its anchor.
+    /// Triggers of the rule that handled each group; a delete's rule is the one in its anchor
+    /// (read when the deletes were located).
     fn planned_triggers(
         &self,
         changes: &[Change],
     ) -> Result<Vec<super::types::PlannedTrigger>, SyncError> {
         let hooks = self.rules.hooks();
-        let mut deleted_rules = BTreeMap::new();
-        for c in changes.iter().filter(|c| c.is_delete()) {
-            if let Some(a) = self.store.anchor(&c.cloud_id)? {
-                deleted_rules.insert(c.cloud_id.clone(), a.rule);
-            }
-        }
         Ok(plan::planned_triggers(
             changes,
-            |id| deleted_rules.get(id).cloned(),
+            |id| self.deleted_rules.get(id).cloned(),
             |rule, hook| hooks.has(rule, hook),
         ))
     }

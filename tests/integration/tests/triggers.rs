@@ -435,3 +435,57 @@ async fn graph_and_ad_reads_work_in_triggers_inside_their_bounds() {
     );
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn on_deleted_fires_when_a_sync_deletes_the_group() {
+    let mut bed = Bed::new("wb-trig-delete", 0).await;
+    bed.create_default_containers().await;
+    let hook = Receiver::start();
+    let rules = example_rules(&bed, &[]);
+    let rule = rules.join("20-security.rhai");
+    let mut text = std::fs::read_to_string(&rule).expect("read rule");
+    text.push_str(
+        "\nfn on_deleted(group_id, dn) {\n    http::post(setting(\"hook_url\"), #{ event: \"deleted\", id: group_id, dn: dn });\n}\n",
+    );
+    std::fs::write(&rule, text).expect("write rule");
+    let g = new_id();
+    bed.seed(vec![], vec![security_group(&g, "Leaving Team", &[])], &[]);
+    configure(&bed, &rules, &hook.url, "", "");
+    bed.run_json(&["sync"], 0);
+    let (dn, _) = bed.group_by_id(&g).await.expect("group created");
+
+    bed.graph("DELETE", &format!("/groups/{g}"), None).await;
+    let plan = bed.run_json(&["plan"], 0);
+    assert_eq!(
+        plan["plan"]["triggers"],
+        json!([{ "cloud_id": g, "rule": "20-security.rhai", "hook": "on_deleted" }]),
+        "{plan:#}"
+    );
+    let r = bed.run_json(&["sync"], 0);
+    assert!(bed.group_by_id(&g).await.is_none(), "deleted: {r:#}");
+    assert_eq!(
+        r["trigger_results"],
+        json!([{
+            "cloud_id": g,
+            "rule": "20-security.rhai",
+            "hook": "on_deleted",
+            "dn": r["trigger_results"][0]["dn"],
+            "outcome": "ok",
+        }]),
+        "{r:#}"
+    );
+    let deleted: Vec<_> = hook
+        .received()
+        .into_iter()
+        .filter(|h| h.body["event"] == "deleted")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(deleted[0].body["id"], json!(g));
+    assert_eq!(
+        deleted[0].body["dn"].as_str().map(str::to_lowercase),
+        Some(dn),
+        "{:?}",
+        deleted[0].body
+    );
+    bed.cleanup().await;
+}
