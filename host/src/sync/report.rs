@@ -141,7 +141,7 @@ pub fn render_tail(
 ) -> String {
     let mut out = String::new();
     let p = &r.plan;
-    if r.counts.create + r.counts.update + r.counts.delete == 0 {
+    if r.counts.changes() == 0 {
         let _ = writeln!(out, "No changes: AD is in step with the cloud.");
     }
     if streamed.is_some() {

@@ -66,11 +66,33 @@ pub struct Lookups {
 }
 
 impl Lookups {
-    fn make_room(&mut self, more: usize) {
-        if self.sids.len() + self.guids.len() + more > LOOKUPS_KEPT {
+    /// Makes room for `wanted` keys about to be looked up and used. Called before the keys
+    /// to ask are picked: forgetting afterwards would drop answers the caller still reads.
+    fn make_room(&mut self, wanted: usize) {
+        if self.sids.len() + self.guids.len() + wanted > LOOKUPS_KEPT {
             self.sids.clear();
             self.guids.clear();
         }
+    }
+}
+
+/// The keys of `wanted` that `known` has no answer for.
+fn unknown<K: Clone + Eq + std::hash::Hash, V>(
+    wanted: impl Iterator<Item = K>,
+    known: &HashMap<K, V>,
+) -> Vec<K> {
+    wanted.filter(|k| !known.contains_key(k)).collect()
+}
+
+/// Records AD's answers for `asked` (absent from `found`: no such object).
+fn remember<K: Ord + Eq + std::hash::Hash>(
+    known: &mut HashMap<K, Option<String>>,
+    asked: Vec<K>,
+    found: &BTreeMap<K, String>,
+) {
+    for k in asked {
+        let dn = found.get(&k).cloned();
+        known.insert(k, dn);
     }
 }
 
@@ -134,64 +156,46 @@ pub async fn resolve_members(
     }
     // Empty = the domain root (the connector asks AD for it).
     let bases = config.ad.member_search_bases.clone();
-    let ask: Vec<String> = by_sid
-        .keys()
-        .filter(|s| !known.sids.contains_key(*s))
-        .cloned()
-        .collect();
+    known.make_room(by_sid.len());
+    let ask = unknown(by_sid.keys().cloned(), &known.sids);
     if !ask.is_empty() {
-        known.make_room(ask.len());
         let found = conn.resolve_sids(&ask, &bases).await?;
-        for sid in ask {
-            let dn = found.get(&sid).cloned();
-            known.sids.insert(sid, dn);
-        }
+        remember(&mut known.sids, ask, &found);
     }
-    {
-        for (sid, owners) in &by_sid {
-            let found = known.sids.get(sid).cloned().flatten();
-            for (is_user, id) in owners {
-                match (&found, is_user) {
-                    (Some(dn), true) => {
-                        dir.users.insert(id.clone(), dn.clone());
-                    }
-                    (Some(dn), false) => {
-                        dir.synced_groups.insert(id.clone(), dn.clone());
-                    }
-                    (None, true) => {
-                        dir.user_reasons
-                            .insert(id.clone(), format!("no AD account has objectSid {sid}"));
-                    }
-                    (None, false) => {}
+    for (sid, owners) in &by_sid {
+        let found = known.sids.get(sid).cloned().flatten();
+        for (is_user, id) in owners {
+            match (&found, is_user) {
+                (Some(dn), true) => {
+                    dir.users.insert(id.clone(), dn.clone());
                 }
+                (Some(dn), false) => {
+                    dir.synced_groups.insert(id.clone(), dn.clone());
+                }
+                (None, true) => {
+                    dir.user_reasons
+                        .insert(id.clone(), format!("no AD account has objectSid {sid}"));
+                }
+                (None, false) => {}
             }
         }
     }
-    let ask: Vec<uuid::Uuid> = by_guid
-        .keys()
-        .filter(|g| !known.guids.contains_key(*g))
-        .cloned()
-        .collect();
+    known.make_room(by_guid.len());
+    let ask = unknown(by_guid.keys().cloned(), &known.guids);
     if !ask.is_empty() {
-        known.make_room(ask.len());
         let found = conn.resolve_guids(&ask, &bases).await?;
-        for g in ask {
-            let dn = found.get(&g).cloned();
-            known.guids.insert(g, dn);
-        }
+        remember(&mut known.guids, ask, &found);
     }
-    {
-        for (g, owners) in &by_guid {
-            let found = known.guids.get(g).cloned().flatten();
-            for id in owners {
-                match &found {
-                    Some(dn) => {
-                        dir.users.insert(id.clone(), dn.clone());
-                    }
-                    None => {
-                        dir.user_reasons
-                            .insert(id.clone(), format!("no AD account has objectGUID {g}"));
-                    }
+    for (g, owners) in &by_guid {
+        let found = known.guids.get(g).cloned().flatten();
+        for id in owners {
+            match &found {
+                Some(dn) => {
+                    dir.users.insert(id.clone(), dn.clone());
+                }
+                None => {
+                    dir.user_reasons
+                        .insert(id.clone(), format!("no AD account has objectGUID {g}"));
                 }
             }
         }
@@ -220,5 +224,26 @@ mod tests {
         assert_eq!(l.sids.len(), LOOKUPS_KEPT - 1, "room for one more");
         l.make_room(2);
         assert!(l.sids.is_empty(), "over the bound: forgotten");
+    }
+
+    #[test]
+    fn every_wanted_key_is_asked_after_room_was_made() {
+        let mut l = Lookups::default();
+        for i in 0..LOOKUPS_KEPT {
+            l.sids
+                .insert(format!("S-1-5-21-{i}"), Some(format!("CN=U{i}")));
+        }
+        // A batch wanting a known SID and a new one: the room is made first, so the known one
+        // is asked again rather than read from a map that was just emptied.
+        let wanted = ["S-1-5-21-0".to_string(), "S-1-5-21-new".to_string()];
+        l.make_room(wanted.len());
+        let ask = unknown(wanted.iter().cloned(), &l.sids);
+        assert_eq!(ask, wanted);
+        let found: BTreeMap<String, String> = [("S-1-5-21-0".to_string(), "CN=U0".to_string())]
+            .into_iter()
+            .collect();
+        remember(&mut l.sids, ask, &found);
+        assert_eq!(l.sids.get("S-1-5-21-0"), Some(&Some("CN=U0".to_string())));
+        assert_eq!(l.sids.get("S-1-5-21-new"), Some(&None));
     }
 }
