@@ -4,7 +4,9 @@
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use writeback_integration::harness::{m365_group, new_id, security_group, workspace_root, Bed};
+use writeback_integration::harness::{
+    m365_group, new_id, security_group, workspace_root, Bed, Daemon,
+};
 
 /// Waits (polling every 100 ms) until `$cond` holds; evaluates to the time it took.
 macro_rules! eventually {
@@ -187,24 +189,31 @@ async fn find_group_id(bed: &Bed, name: &str) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn a_burst_of_cloud_changes_gives_few_runs_and_a_correct_ad() {
-    let mut bed = Bed::new("wb-daemon-burst", 0).await;
+/// A bed with `n` cloud security groups named `<name> <i>`, the daemon (1 s poll) started and
+/// its first sync in AD.
+async fn daemon_with_groups(prefix: &str, name: &str, n: usize) -> (Bed, Vec<String>, Daemon) {
+    let mut bed = Bed::new(prefix, 0).await;
     bed.create_default_containers().await;
-    let ids: Vec<String> = (0..10).map(|_| new_id()).collect();
+    let ids: Vec<String> = (0..n).map(|_| new_id()).collect();
     let groups = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| security_group(id, &format!("Burst {i}"), &[]))
+        .map(|(i, id)| security_group(id, &format!("{name} {i}"), &[]))
         .collect();
     bed.seed(vec![], groups, &[]);
     bed.write_config(None, "", DAEMON);
-    let mut d = bed.start_daemon();
+    let d = bed.start_daemon();
     eventually!(
         Duration::from_secs(20),
         "the first sync",
-        bed.groups().await.len() == 10
+        bed.groups().await.len() == n
     );
+    (bed, ids, d)
+}
+
+#[tokio::test]
+async fn a_burst_of_cloud_changes_gives_few_runs_and_a_correct_ad() {
+    let (mut bed, ids, mut d) = daemon_with_groups("wb-daemon-burst", "Burst", 10).await;
     let state = bed.dir.path().join("state.db");
     let runs_before = count_runs(&state);
 
@@ -244,16 +253,14 @@ async fn a_burst_of_cloud_changes_gives_few_runs_and_a_correct_ad() {
     bed.cleanup().await;
 }
 
-/// The daemon's cycles after `after`: (sweep, groups evaluated, changes) per run, oldest first.
-fn cycles_since(state: &Path, after: i64) -> Vec<(String, i64, i64)> {
+/// What `sqlite3` prints for `sql` on the state file (`|`-separated columns); panics with its
+/// stderr when it fails.
+fn sqlite(state: &Path, sql: &str) -> String {
     let out = std::process::Command::new("sqlite3")
         .arg("-separator")
         .arg("|")
         .arg(state)
-        .arg(format!(
-            "SELECT json_extract(stats_json, '$.sweep'), json_extract(stats_json, '$.evaluated'), \
-             json_extract(stats_json, '$.changes') FROM run WHERE id > {after} AND status IS NOT NULL ORDER BY id;"
-        ))
+        .arg(sql)
         .output()
         .expect("sqlite3");
     assert!(
@@ -261,46 +268,42 @@ fn cycles_since(state: &Path, after: i64) -> Vec<(String, i64, i64)> {
         "sqlite3: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split('|').collect();
-            let num = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(-1);
-            (f.first().unwrap_or(&"").to_string(), num(1), num(2))
-        })
-        .collect()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One number from `sqlite3`.
+fn sqlite_count(state: &Path, sql: &str) -> i64 {
+    let text = sqlite(state, sql);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("sqlite3 printed {text:?} for {sql}"))
+}
+
+/// The daemon's cycles after `after`: (sweep, groups evaluated, changes) per run, oldest first.
+fn cycles_since(state: &Path, after: i64) -> Vec<(String, i64, i64)> {
+    sqlite(
+        state,
+        &format!(
+            "SELECT json_extract(stats_json, '$.sweep'), json_extract(stats_json, '$.evaluated'), \
+             json_extract(stats_json, '$.changes') FROM run WHERE id > {after} AND status IS NOT NULL ORDER BY id;"
+        ),
+    )
+    .lines()
+    .map(|l| {
+        let f: Vec<&str> = l.split('|').collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(-1);
+        (f.first().unwrap_or(&"").to_string(), num(1), num(2))
+    })
+    .collect()
 }
 
 fn last_run_id(state: &Path) -> i64 {
-    let out = std::process::Command::new("sqlite3")
-        .arg(state)
-        .arg("SELECT coalesce(max(id), 0) FROM run;")
-        .output()
-        .expect("sqlite3");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("sqlite3: {}", String::from_utf8_lossy(&out.stderr)))
+    sqlite_count(state, "SELECT coalesce(max(id), 0) FROM run;")
 }
 
 #[tokio::test]
 async fn idle_daemon_cycles_read_no_group_and_write_nothing_then_one_change_costs_one_group() {
-    let mut bed = Bed::new("wb-daemon-idle", 0).await;
-    bed.create_default_containers().await;
-    let ids: Vec<String> = (0..20).map(|_| new_id()).collect();
-    let groups = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| security_group(id, &format!("Idle {i}"), &[]))
-        .collect();
-    bed.seed(vec![], groups, &[]);
-    bed.write_config(None, "", DAEMON);
-    let mut d = bed.start_daemon();
-    eventually!(
-        Duration::from_secs(20),
-        "the first sync",
-        bed.groups().await.len() == 20
-    );
+    let (mut bed, ids, mut d) = daemon_with_groups("wb-daemon-idle", "Idle", 20).await;
     // Past the cycle that created them (and its bookkeeping), AD stands still.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let state = bed.dir.path().join("state.db");
@@ -361,15 +364,10 @@ async fn idle_daemon_cycles_read_no_group_and_write_nothing_then_one_change_cost
 
 /// Runs that applied at least one change.
 fn count_runs(state: &Path) -> i64 {
-    let out = std::process::Command::new("sqlite3")
-        .arg(state)
-        .arg("SELECT count(*) FROM run WHERE json_extract(stats_json, '$.changes') > 0;")
-        .output()
-        .expect("sqlite3");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("sqlite3: {}", String::from_utf8_lossy(&out.stderr)))
+    sqlite_count(
+        state,
+        "SELECT count(*) FROM run WHERE json_extract(stats_json, '$.changes') > 0;",
+    )
 }
 
 #[tokio::test]
