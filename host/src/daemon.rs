@@ -8,9 +8,15 @@
 //!
 //! Rules with `const SCHEDULE` have their `on_schedule(info)` run between cycles when due (a
 //! timer on the next due time, recomputed after each reload), with the primitives available.
+//!
+//! Under systemd (`Type=notify`) the daemon says READY=1 after its first cycle, feeds the
+//! watchdog from a task of its own, says STOPPING=1 on SIGTERM/SIGINT and keeps a one-line
+//! STATUS=. Without `NOTIFY_SOCKET` none of this does anything.
 
+use sd_notify::NotifyState;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -103,6 +109,8 @@ struct Host {
     timetable: Timetable,
     /// The runtime the primitives of schedules and triggers enter from their blocking threads.
     handle: tokio::runtime::Handle,
+    /// Set once the first cycle is done and READY=1 was sent (read by the watchdog task).
+    ready: Arc<AtomicBool>,
 }
 
 /// When each rule's `on_schedule` is next due (UTC).
@@ -168,6 +176,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Signals first: a stop request during start-up is honoured once the loop runs.
     let (tx, rx) = mpsc::unbounded_channel();
     spawn_signals(tx.clone())?;
+    let ready = Arc::new(AtomicBool::new(false));
+    spawn_watchdog(ready.clone());
+    notify_status("starting: loading the rules, connecting to Graph and AD");
     let roots = setup::rule_roots(&config);
     let fingerprint = watch::fingerprint(&roots);
     let rules = Arc::new(setup::load_rules(&config)?);
@@ -237,6 +248,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         cycles: 0,
         timetable,
         handle: tokio::runtime::Handle::current(),
+        ready,
     };
     host.serve(rx).await;
     tracing::info!(cycles = host.cycles, "stopped");
@@ -269,6 +281,11 @@ impl Host {
             }
             if run {
                 self.cycle(p.reconcile).await;
+                if !self.ready.swap(true, Ordering::SeqCst) {
+                    // Ready once a cycle ran, failed or not: a failing cycle is retried at the
+                    // next tick and its STATUS= says why.
+                    notify(&[NotifyState::Ready]);
+                }
             }
             // Between cycles: whatever is due by now (also when the timer fired mid-cycle).
             if p.schedule || self.timetable.next_due().is_some() {
@@ -438,11 +455,73 @@ impl Host {
             },
         )
         .await;
-        match result {
-            Ok(report) => log_report(&report, reconcile, started.elapsed()),
-            Err(e) => tracing::error!("cycle failed, retried at the next tick: {e}"),
-        }
+        let status = match result {
+            Ok(report) => {
+                log_report(&report, reconcile, started.elapsed());
+                format!(
+                    "cycle {}: {} change(s), {} failure(s), {} refused, {} ms",
+                    self.cycles,
+                    report.counts.changes(),
+                    report.failures(),
+                    report.plan.refused.len(),
+                    started.elapsed().as_millis()
+                )
+            }
+            Err(e) => {
+                tracing::error!("cycle failed, retried at the next tick: {e}");
+                format!(
+                    "cycle {} failed, retried at the next tick: {e}",
+                    self.cycles
+                )
+            }
+        };
+        notify_status(&status);
     }
+}
+
+/// Sends systemd's notifications; a no-op without `NOTIFY_SOCKET`. A failure is only logged:
+/// the service manager being away is no reason to stop syncing.
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("systemd notification not sent: {e}");
+    }
+}
+
+/// STATUS= takes one line: errors can span several, and a long one is cut.
+fn notify_status(line: &str) {
+    let mut one: String = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some((cut, _)) = one.char_indices().nth(200) {
+        one.truncate(cut);
+        one.push('…');
+    }
+    notify(&[NotifyState::Status(&one)]);
+}
+
+/// Feeds systemd's watchdog (`WatchdogSec=`, seen as `WATCHDOG_USEC`) every half period from a
+/// task of its own, so a long cycle (a first full sync, a 50,000-member group) does not starve
+/// it while a wedged runtime still does. Until READY=1 each beat also extends the start
+/// timeout by a period: a first sync of a large tenant is not a failed start.
+fn spawn_watchdog(ready: Arc<AtomicBool>) {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = (period / 2).max(Duration::from_millis(1));
+    let extend = u32::try_from(period.as_micros()).unwrap_or(u32::MAX);
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            t.tick().await;
+            if ready.load(Ordering::SeqCst) {
+                notify(&[NotifyState::Watchdog]);
+            } else {
+                notify(&[
+                    NotifyState::Watchdog,
+                    NotifyState::ExtendTimeoutUsec(extend),
+                ]);
+            }
+        }
+    });
 }
 
 fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
@@ -531,6 +610,10 @@ fn spawn_signals(tx: UnboundedSender<Wake>) -> Result<(), DaemonError> {
             };
             if wake == Wake::Stop {
                 tracing::info!("stop requested: finishing the operation in flight");
+                notify(&[
+                    NotifyState::Stopping,
+                    NotifyState::Status("stopping: finishing the operation in flight"),
+                ]);
             }
             if tx.send(wake).is_err() {
                 break;
