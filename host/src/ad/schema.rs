@@ -52,7 +52,7 @@ pub struct ClassDef {
 /// Why a value would be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchemaViolation {
-    #[error("attribute {attr:?} is not in the AD schema")]
+    #[error("attribute {} is not in the AD schema", quote(.attr))]
     UnknownAttribute { attr: String },
     #[error("attribute {attr} is not allowed on class {class} (neither the class, its superclasses nor its auxiliary classes list it)")]
     NotAllowed { attr: String, class: String },
@@ -62,7 +62,7 @@ pub enum SchemaViolation {
     SingleValued { attr: String, count: usize },
     #[error("attribute {attr}: empty values are not allowed")]
     EmptyValue { attr: String },
-    #[error("attribute {attr}: value {value:?} is {len} {unit} long, the schema allows at most {max} (rangeUpper)")]
+    #[error("attribute {attr}: value {} is {len} {unit} long, the schema allows at most {max} (rangeUpper)", quote(.value))]
     TooLong {
         attr: String,
         value: String,
@@ -70,7 +70,7 @@ pub enum SchemaViolation {
         max: u32,
         unit: &'static str,
     },
-    #[error("attribute {attr}: value {value:?} is {len} {unit} long, the schema needs at least {min} (rangeLower)")]
+    #[error("attribute {attr}: value {} is {len} {unit} long, the schema needs at least {min} (rangeLower)", quote(.value))]
     TooShort {
         attr: String,
         value: String,
@@ -78,13 +78,38 @@ pub enum SchemaViolation {
         min: u32,
         unit: &'static str,
     },
-    #[error("attribute {attr} ({syntax}): {value:?} is not a valid value: {reason}")]
+    #[error("attribute {attr} ({syntax}): {} is not a valid value: {}", quote(.value), cut(.reason))]
     BadValue {
         attr: String,
         syntax: String,
         value: String,
         reason: String,
     },
+}
+
+/// Characters of a value quoted in a violation; a message stays one readable line even for a
+/// 10 MB value.
+const QUOTE_CHARS: usize = 80;
+
+/// `value` quoted, cut after [`QUOTE_CHARS`] characters with its full length said.
+fn quote(value: &str) -> String {
+    match value.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!(
+            "{:?}... ({} characters)",
+            &value[..end],
+            value.chars().count()
+        ),
+    }
+}
+
+/// A reason that may quote the value itself (a DN parser's message), cut to a line.
+fn cut(reason: &str) -> String {
+    const CHARS: usize = 200;
+    match reason.char_indices().nth(CHARS) {
+        None => reason.to_string(),
+        Some((end, _)) => format!("{}...", &reason[..end]),
+    }
 }
 
 /// The schema, as read from the schema naming context.

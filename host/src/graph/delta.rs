@@ -4,7 +4,7 @@
 
 use super::client::GraphClient;
 use super::error::GraphError;
-use super::model::{DeltaItem, DeltaRound, MemberRef, RemovedReason};
+use super::model::{DeltaItem, DeltaRound, MemberRef, RemovedReason, INVALID_MARKER};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -92,11 +92,106 @@ pub enum PageLink {
 /// Merges the pages of one delta round per object id. Later pages overlay earlier ones:
 /// properties are replaced key by key, `members@delta` entries are applied in order (the last
 /// add or removal of a member wins), and `@removed` on the object sets or clears its removal.
+///
+/// Malformed entries never fail the round: an entry without a usable id is skipped with a
+/// warning (there is no object to refuse), and a group whose `members@delta` cannot be read in
+/// full keeps what could be read and carries [`INVALID_MARKER`] with the reason, so the rules
+/// refuse it (its AD object stays as it is) until Graph sends its members cleanly again.
 #[derive(Debug, Default)]
 pub struct DeltaMerger {
     items: BTreeMap<String, DeltaItem>,
     pages: usize,
     skipped_without_id: usize,
+    /// What was wrong with each object in this round, kept across chunks: a later clean page
+    /// of the same object does not clear it.
+    problems: BTreeMap<String, Problems>,
+}
+
+/// An object id is a GUID in Graph; anything longer is not an id.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// `@odata.type` values longer than this are cut where they are kept (an unknown type is
+/// reported, never written).
+const MAX_TYPE_BYTES: usize = 128;
+
+/// Problems of one object, counted; the first few are described.
+#[derive(Debug, Default, Clone)]
+struct Problems {
+    described: Vec<String>,
+    count: usize,
+}
+
+impl Problems {
+    const DESCRIBED: usize = 3;
+
+    fn add(&mut self, what: String) {
+        if self.described.len() < Self::DESCRIBED {
+            self.described.push(what);
+        }
+        self.count += 1;
+    }
+
+    fn merge(&mut self, other: Problems) {
+        let room = Self::DESCRIBED.saturating_sub(self.described.len());
+        self.described
+            .extend(other.described.into_iter().take(room));
+        self.count += other.count;
+    }
+
+    fn reason(&self) -> String {
+        let mut text = self.described.join("; ");
+        if self.count > self.described.len() {
+            text.push_str(&format!(
+                " (and {} more)",
+                self.count - self.described.len()
+            ));
+        }
+        format!(
+            "Graph sent a malformed entry: {text}; nothing is written for the group until Graph sends it cleanly again or a full sync (`writeback sync --full`)"
+        )
+    }
+}
+
+/// `text` for a log line or a reason: at most 80 characters, with its length when cut.
+fn short(text: &str) -> String {
+    const CHARS: usize = 80;
+    match text.char_indices().nth(CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!(
+            "{:?}... ({} characters)",
+            &text[..end],
+            text.chars().count()
+        ),
+    }
+}
+
+/// A JSON value's kind, for messages (never the value itself).
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The id of an entry, or why it has none that can be used.
+fn entry_id(entry: &serde_json::Map<String, Value>) -> Result<&str, String> {
+    match entry.get("id") {
+        None => Err("has no id".into()),
+        Some(Value::String(id)) if id.is_empty() => Err("has an empty id".into()),
+        Some(Value::String(id)) if id.len() > MAX_ID_BYTES => Err(format!(
+            "has an id of {} bytes (at most {MAX_ID_BYTES})",
+            id.len()
+        )),
+        Some(Value::String(id)) if id.chars().any(char::is_control) => {
+            Err(format!("has the id {}, with control characters", short(id)))
+        }
+        Some(Value::String(id)) => Ok(id),
+        Some(other) => Err(format!("has an id that is {}", kind_of(other))),
+    }
 }
 
 impl DeltaMerger {
@@ -109,10 +204,31 @@ impl DeltaMerger {
         self.pages
     }
 
-    /// Objects skipped because they had no `id` (documentation samples are truncated like that;
-    /// Graph itself always sends `id`).
+    /// Entries skipped because they were not objects or had no usable `id` (documentation
+    /// samples are truncated like that; Graph itself always sends `id`). Each was logged.
     pub fn skipped_without_id(&self) -> usize {
         self.skipped_without_id
+    }
+
+    /// Objects of this round that carry [`INVALID_MARKER`], with the reason.
+    pub fn malformed(&self) -> impl Iterator<Item = (&str, String)> + '_ {
+        self.problems
+            .iter()
+            .map(|(id, p)| (id.as_str(), p.reason()))
+    }
+
+    /// The items merged since the last call. In a full round the cache replaces every object,
+    /// so a `null` marker (nothing to clear) is dropped.
+    fn take_items(&mut self, full: bool) -> BTreeMap<String, DeltaItem> {
+        let mut items = std::mem::take(&mut self.items);
+        if full {
+            for item in items.values_mut() {
+                if item.props.get(INVALID_MARKER).is_some_and(Value::is_null) {
+                    item.props.remove(INVALID_MARKER);
+                }
+            }
+        }
+        items
     }
 
     /// Merges one page and says where to go next. A page must have a `value` array and a
@@ -121,8 +237,8 @@ impl DeltaMerger {
         let values = page.get("value").and_then(Value::as_array).ok_or_else(|| {
             GraphError::InvalidResponse("delta page without a `value` array".into())
         })?;
-        for value in values {
-            self.add_object(value)?;
+        for (index, value) in values.iter().enumerate() {
+            self.add_object(index, value);
         }
         self.pages += 1;
         let link = |name: &str| {
@@ -143,23 +259,52 @@ impl DeltaMerger {
     }
 
     /// The merged round.
-    pub fn finish(self, delta_link: String, full: bool) -> DeltaRound {
+    pub fn finish(mut self, delta_link: String, full: bool) -> DeltaRound {
         DeltaRound {
-            items: self.items,
+            items: self.take_items(full),
             delta_link,
             full,
         }
     }
 
-    fn add_object(&mut self, value: &Value) -> Result<(), GraphError> {
-        let obj = value.as_object().ok_or_else(|| {
-            GraphError::InvalidResponse("delta page item is not an object".into())
-        })?;
-        let Some(id) = obj.get("id").and_then(Value::as_str) else {
+    fn add_object(&mut self, index: usize, value: &Value) {
+        let page = self.pages + 1;
+        let Some(obj) = value.as_object() else {
             self.skipped_without_id += 1;
-            tracing::warn!("delta item without an id skipped");
-            return Ok(());
+            tracing::warn!(
+                page,
+                entry = index + 1,
+                "delta entry skipped: it is {}, not an object",
+                kind_of(value)
+            );
+            return;
         };
+        let id = match entry_id(obj) {
+            Ok(id) => id,
+            Err(why) => {
+                self.skipped_without_id += 1;
+                let name = obj
+                    .get("displayName")
+                    .and_then(Value::as_str)
+                    .map(short)
+                    .unwrap_or_else(|| "(none)".into());
+                tracing::warn!(
+                    page,
+                    entry = index + 1,
+                    display_name = %name,
+                    "delta entry skipped: it {why}"
+                );
+                return;
+            }
+        };
+        let mut problems = Problems::default();
+        match obj.get("@odata.type") {
+            None => {}
+            Some(Value::String(t))
+                if t == "#microsoft.graph.group" || t == "#microsoft.graph.user" => {}
+            Some(Value::String(t)) => problems.add(format!("its @odata.type is {}", short(t))),
+            Some(other) => problems.add(format!("its @odata.type is {}", kind_of(other))),
+        }
         let item = self
             .items
             .entry(id.to_owned())
@@ -176,35 +321,73 @@ impl DeltaMerger {
         }
         // The latest occurrence decides: a restored object reappears without the annotation.
         item.removed = obj.get("@removed").map(removed_reason);
-        if let Some(members) = obj.get("members@delta") {
-            let members = members.as_array().ok_or_else(|| {
-                GraphError::InvalidResponse(format!("members@delta of {id} is not an array"))
-            })?;
-            for m in members {
-                apply_member(item, m)?;
+        let mut members_read = false;
+        match obj.get("members@delta") {
+            None => {}
+            Some(Value::Array(members)) => {
+                members_read = true;
+                for (n, m) in members.iter().enumerate() {
+                    if let Err(why) = apply_member(item, m) {
+                        problems.add(format!(
+                            "members@delta entry {} of {} {why}",
+                            n + 1,
+                            members.len()
+                        ));
+                    }
+                }
             }
+            Some(other) => problems.add(format!("members@delta is {}", kind_of(other))),
         }
-        Ok(())
+        if problems.count > 0 {
+            tracing::warn!(
+                group = %id,
+                page,
+                problems = problems.count,
+                "malformed delta entry: {}; the group is refused until Graph sends it cleanly",
+                problems.described.join("; ")
+            );
+            self.problems
+                .entry(id.to_owned())
+                .or_default()
+                .merge(problems);
+        }
+        match self.problems.get(id) {
+            Some(round) => {
+                item.props
+                    .insert(INVALID_MARKER.into(), Value::String(round.reason()));
+            }
+            // Members read in full: a reason an earlier round left in the cache is cleared.
+            None if members_read => {
+                item.props.insert(INVALID_MARKER.into(), Value::Null);
+            }
+            None => {}
+        }
     }
 }
 
-fn apply_member(item: &mut DeltaItem, m: &Value) -> Result<(), GraphError> {
-    let entry = m.as_object();
-    let member_id = entry
-        .and_then(|e| e.get("id"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            GraphError::InvalidResponse(format!("members@delta entry of {} without an id", item.id))
-        })?;
+/// Applies one `members@delta` entry; `Err` says what is wrong with it (it is then skipped).
+fn apply_member(item: &mut DeltaItem, m: &Value) -> Result<(), String> {
+    let Some(entry) = m.as_object() else {
+        return Err(format!("is {}, not an object", kind_of(m)));
+    };
+    let member_id = entry_id(entry)?;
+    let entry = Some(entry);
     if entry.is_some_and(|e| e.contains_key("@removed")) {
         item.members_added.remove(member_id);
         item.members_removed.insert(member_id.to_owned());
     } else {
+        // An unknown type is kept (the member is reported as unresolved); a huge one is cut.
         let odata_type = entry
             .and_then(|e| e.get("@odata.type"))
             .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+            .map(|t| {
+                if t.len() > MAX_TYPE_BYTES {
+                    short(t)
+                } else {
+                    t.to_owned()
+                }
+            })
+            .unwrap_or_default();
         item.members_removed.remove(member_id);
         item.members_added.insert(
             member_id.to_owned(),
@@ -348,7 +531,7 @@ where
             };
             if done.is_some() || held >= chunk_entries {
                 let pages = merger.pages();
-                let items = std::mem::take(&mut merger.items);
+                let items = merger.take_items(full);
                 tracing::debug!(pages, items = items.len(), full, "delta chunk");
                 sink(DeltaChunk { items, full, first }).map_err(ChunkedRoundError::Sink)?;
                 first = false;
@@ -543,7 +726,9 @@ mod tests {
         let g = &round.items["2e5807ce-58f3-4a94-9b37-ffff2e085957"];
         assert_eq!(
             Value::Object(g.props.clone()),
-            serde_json::json!({"displayName": "TestGroup3", "description": "A test group for change tracking"})
+            serde_json::json!({"displayName": "TestGroup3", "description": "A test group for change tracking",
+                               // members read cleanly: an earlier reason is cleared
+                               INVALID_MARKER: null})
         );
         // The doc's 35-character id is kept as sent.
         assert_eq!(
@@ -581,7 +766,9 @@ mod tests {
         let g = &round.items["2e5807ce-58f3-4a94-9b37-ffff2e085957"];
         assert_eq!(
             Value::Object(g.props.clone()),
-            serde_json::json!({"displayName": "LargeGroup", "description": "A group containing thousands of users"})
+            serde_json::json!({"displayName": "LargeGroup", "description": "A group containing thousands of users",
+                               // members read cleanly: an earlier reason is cleared
+                               INVALID_MARKER: null})
         );
         assert_eq!(
             ids(g.members_added.keys()),
@@ -676,7 +863,8 @@ mod tests {
         let round = m.finish("d".into(), false);
         assert_eq!(
             Value::Object(round.items["g"].props.clone()),
-            serde_json::json!({"displayName": "New", "mail": "a@x", "description": null})
+            serde_json::json!({"displayName": "New", "mail": "a@x", "description": null,
+                               INVALID_MARKER: null})
         );
     }
 
@@ -727,15 +915,179 @@ mod tests {
             serde_json::json!({"@odata.deltaLink": "d"}),
             serde_json::json!({"value": []}),
             serde_json::json!({"value": [], "@odata.nextLink": ""}),
-            serde_json::json!({"value": [1], "@odata.deltaLink": "d"}),
-            serde_json::json!({"value": [{"id": "g", "members@delta": {}}], "@odata.deltaLink": "d"}),
-            serde_json::json!({"value": [{"id": "g", "members@delta": [{"@odata.type": "x"}]}], "@odata.deltaLink": "d"}),
         ] {
             assert!(
                 matches!(m.add_page(&bad), Err(GraphError::InvalidResponse(_))),
                 "{bad}"
             );
         }
+    }
+
+    fn marker(item: &DeltaItem) -> Option<&Value> {
+        item.props.get(INVALID_MARKER)
+    }
+
+    fn reason(item: &DeltaItem) -> &str {
+        match marker(item) {
+            Some(Value::String(r)) => r,
+            other => panic!("{}: expected a reason, got {other:?}", item.id),
+        }
+    }
+
+    #[test]
+    fn malformed_entries_are_per_object_and_the_rest_of_the_page_is_merged() {
+        let huge = "x".repeat(100_000);
+        let mut m = DeltaMerger::new();
+        let link = m
+            .add_page(&serde_json::json!({"@odata.deltaLink": "d", "value": [
+                {"id": "ok", "displayName": "Fine", "members@delta": [
+                    {"@odata.type": "#microsoft.graph.user", "id": "u1"}
+                ]},
+                1,
+                "a-string",
+                {"displayName": "No id"},
+                {"id": 5},
+                {"id": ""},
+                {"id": huge.clone(), "displayName": huge.clone()},
+                {"id": "bad", "displayName": "Broken members", "members@delta": [
+                    {"@odata.type": "#microsoft.graph.user"},
+                    "u9",
+                    {"@odata.type": "#microsoft.graph.user", "id": "u2"},
+                    {"@odata.type": "#microsoft.graph.user", "id": 7, "@removed": {"reason": "deleted"}},
+                    {"id": huge.clone()}
+                ]},
+                {"id": "odd", "members@delta": {"id": "u3"}},
+                {"id": "alien", "@odata.type": "#microsoft.graph.spaceship"},
+                {"id": "types", "members@delta": [
+                    {"@odata.type": "#microsoft.graph.spaceship", "id": "s1"},
+                    {"id": "s2"},
+                    {"@odata.type": huge.clone(), "id": "s3"}
+                ]}
+            ]}))
+            .expect("a malformed entry does not fail the page");
+        assert_eq!(link, PageLink::Delta("d".into()));
+        assert_eq!(m.skipped_without_id(), 6);
+        let malformed: Vec<(String, String)> =
+            m.malformed().map(|(id, r)| (id.to_string(), r)).collect();
+        assert_eq!(
+            malformed
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>(),
+            ["alien", "bad", "odd"]
+        );
+        let round = m.finish("d".into(), false);
+        assert_eq!(
+            ids(round.items.keys()),
+            ["alien", "bad", "odd", "ok", "types"]
+        );
+
+        // The clean group is merged as ever; its members were read, so an old reason clears.
+        let ok = &round.items["ok"];
+        assert_eq!(ids(ok.members_added.keys()), ["u1"]);
+        assert_eq!(marker(ok), Some(&Value::Null));
+
+        // The broken group keeps what could be read and says what could not.
+        let bad = &round.items["bad"];
+        assert_eq!(ids(bad.members_added.keys()), ["u2"]);
+        assert_eq!(bad.props["displayName"], "Broken members");
+        let why = reason(bad);
+        assert!(
+            why.contains("members@delta entry 1 of 5 has no id"),
+            "{why}"
+        );
+        assert!(
+            why.contains("entry 2 of 5 is a string, not an object"),
+            "{why}"
+        );
+        assert!(
+            why.contains("entry 4 of 5 has an id that is a number"),
+            "{why}"
+        );
+        assert!(why.contains("(and 1 more)"), "{why}");
+        assert!(why.len() < 600 && !why.contains(&huge[..100]), "{why}");
+        assert_eq!(malformed[1].1, why);
+
+        assert!(
+            reason(&round.items["odd"]).contains("members@delta is an object"),
+            "{:?}",
+            round.items["odd"].props
+        );
+        assert!(reason(&round.items["alien"])
+            .contains("its @odata.type is \"#microsoft.graph.spaceship\""));
+
+        // Members of unknown types are kept (reported as unresolved later); a huge type is cut.
+        let types = &round.items["types"];
+        assert_eq!(ids(types.members_added.keys()), ["s1", "s2", "s3"]);
+        assert_eq!(
+            types.members_added["s1"].odata_type,
+            "#microsoft.graph.spaceship"
+        );
+        assert_eq!(types.members_added["s2"].odata_type, "");
+        assert!(types.members_added["s3"].odata_type.len() < 200);
+        assert_eq!(marker(types), Some(&Value::Null));
+    }
+
+    #[test]
+    fn a_reason_lasts_the_round_and_a_clean_round_clears_it() {
+        let bad = serde_json::json!({"@odata.nextLink": "n", "value": [
+            {"id": "g", "members@delta": [{"@odata.type": "#microsoft.graph.user"}]}
+        ]});
+        let clean = |link: &str| {
+            serde_json::json!({link: "x", "value": [
+                {"id": "g", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "u1"}]}
+            ]})
+        };
+        let mut m = DeltaMerger::new();
+        m.add_page(&bad).expect("page 1");
+        // A chunk handed over mid-round, then a clean page of the same group.
+        let first = m.take_items(false);
+        assert!(reason(&first["g"]).contains("has no id"));
+        m.add_page(&clean("@odata.deltaLink")).expect("page 2");
+        let rest = m.finish("d".into(), false);
+        assert!(reason(&rest.items["g"]).contains("has no id"));
+        assert_eq!(ids(rest.items["g"].members_added.keys()), ["u1"]);
+
+        // The next round reads the members cleanly: the reason is cleared.
+        let mut m = DeltaMerger::new();
+        m.add_page(&clean("@odata.deltaLink")).expect("next round");
+        assert_eq!(
+            marker(&m.finish("d".into(), false).items["g"]),
+            Some(&Value::Null)
+        );
+
+        // A full round replaces the cached properties: no null marker is stored at all.
+        let mut m = DeltaMerger::new();
+        m.add_page(&clean("@odata.deltaLink")).expect("full round");
+        m.add_page(&serde_json::json!({"@odata.deltaLink": "x", "value": [
+            {"id": "h", "members@delta": {}}
+        ]}))
+        .expect("full round, page 2");
+        let full = m.finish("d".into(), true);
+        assert_eq!(marker(&full.items["g"]), None);
+        assert!(reason(&full.items["h"]).contains("members@delta is an object"));
+    }
+
+    #[test]
+    fn huge_values_are_kept_for_the_rules_to_refuse() {
+        // The parser keeps what Graph sent: the rules refuse the group with a reason (nothing
+        // is dropped without a trace).
+        let name = "n".repeat(10 * 1024 * 1024);
+        let mut m = DeltaMerger::new();
+        m.add_page(&serde_json::json!({"@odata.deltaLink": "d", "value": [
+            {"id": "big", "displayName": name.clone()},
+            {"id": "small", "displayName": "Small"}
+        ]}))
+        .expect("page");
+        let round = m.finish("d".into(), true);
+        assert_eq!(
+            round.items["big"].props["displayName"]
+                .as_str()
+                .map(str::len),
+            Some(name.len())
+        );
+        assert_eq!(round.items["small"].props["displayName"], "Small");
+        assert_eq!(marker(&round.items["big"]), None);
     }
 
     #[test]

@@ -5,6 +5,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+/// A property the delta parser sets on a group whose entry was malformed (a `members@delta`
+/// entry without an id, ...): the reason, or `null` once Graph sent the members cleanly again.
+/// Names with `@` are annotations, never Graph properties, so the name cannot collide; the rules
+/// refuse a group carrying a reason and never see the property.
+pub const INVALID_MARKER: &str = "@writeback.invalid";
+
 /// A member reference as Graph returns it in `members@delta` and `/members`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MemberRef {

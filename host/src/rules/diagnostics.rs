@@ -91,6 +91,9 @@ pub enum EvalErrorKind {
     Limit,
     /// The script returned something that breaks the rule contract.
     Output,
+    /// The cloud group itself is malformed (a property over Graph's limits, a broken member
+    /// entry): no rule ran.
+    Input,
 }
 
 /// A rule failed on one group. `file`/`line`/`column` locate the failure, which may be inside
@@ -111,6 +114,9 @@ pub struct EvalError {
 
 impl fmt::Display for EvalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == EvalErrorKind::Input {
+            return write!(f, "cloud group {}: {}", self.group_id, self.message);
+        }
         write_location(f, &self.file, self.line, self.column)?;
         write!(
             f,

@@ -140,6 +140,10 @@ pub(crate) fn to_script_value(group: &serde_json::Value) -> Dynamic {
     let mut props = Map::new();
     let mut members = Members::default();
     for (name, value) in object {
+        // Host annotations (`@writeback.invalid`) are not Graph properties.
+        if name.starts_with('@') {
+            continue;
+        }
         if name == "members" {
             if let Some(list) = value.as_array() {
                 members = compact_members(list);

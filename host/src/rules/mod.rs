@@ -18,6 +18,7 @@ mod clock;
 mod diagnostics;
 mod group;
 mod hooks;
+mod input;
 mod lint;
 mod output;
 mod primitives;
@@ -42,8 +43,13 @@ use sha2::{Digest, Sha256};
 pub use clock::{Now, TimeError};
 pub use diagnostics::{Diagnostic, EvalError, EvalErrorKind, LoadError};
 pub use hooks::{Hook, HookError, HookTable, TriggerEvent};
+pub use input::{
+    GRAPH_DISPLAY_NAME_MAX, MAX_CLOUD_ARRAY, MAX_CLOUD_PROPERTIES, MAX_CLOUD_STRING_BYTES,
+};
+pub use output::{MAX_ATTRIBUTES, MAX_TOTAL_BYTES, MAX_VALUES, MAX_VALUE_BYTES};
 pub use primitives::{safe_url, AdFound, Effects, HttpRequest, HttpResponse, DEFAULT_HTTP_TIMEOUT};
 pub use schedule::Schedule;
+pub use text::{quoted, QUOTE_CHARS};
 
 use diagnostics::Located;
 use resolver::RuleResolver;
@@ -302,6 +308,19 @@ impl RuleSet {
             .and_then(serde_json::Value::as_str)
             .unwrap_or("<no id>")
             .to_string();
+        // Malformed cloud data is refused before it is copied into the engine.
+        if let Some(message) = input::problem(group) {
+            return Err(EvalError {
+                rule: String::new(),
+                function: String::new(),
+                group_id,
+                file: PathBuf::new(),
+                line: None,
+                column: None,
+                message,
+                kind: EvalErrorKind::Input,
+            });
+        }
         let value = group::to_script_value(group);
         for rule in self.rules.iter() {
             let fail = |function: &str, loc: Located| EvalError {

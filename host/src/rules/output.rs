@@ -7,9 +7,12 @@
 
 use std::collections::BTreeMap;
 
+use std::collections::HashSet;
+
 use rhai::{Array, Dynamic, Map};
 
 use super::group::ScriptGroup;
+use super::text::quoted;
 use super::{DesiredGroup, MemberPolicy};
 
 /// Attributes the host owns (identity, anchors, membership); a rule may not set them.
@@ -27,6 +30,24 @@ pub(crate) const RESERVED_ATTRIBUTES: &[&str] = &[
 
 /// AD's `cn` is at most 64 UTF-16 code units (schema rangeUpper).
 pub(crate) const MAX_CN_UNITS: usize = 64;
+
+/// Bytes of one attribute value. No string attribute a group holds allows more than a few KB
+/// (rangeUpper); a value past this is a runaway rule, refused before it is copied or hashed.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// Values of one attribute. AD keeps non-linked values in the object's record: at most 3,937 in
+/// one record, about 1,200 in practice (Microsoft's "maximum limits" page).
+pub const MAX_VALUES: usize = 4_000;
+
+/// Bytes of all values a rule returns for one group: one LDAP add must fit AD's request buffer
+/// (MaxReceiveBuffer, 10 MiB).
+pub const MAX_TOTAL_BYTES: usize = 8 * 1024 * 1024;
+
+/// Attributes one rule output may set; the `group` class and its auxiliaries allow a few hundred.
+pub const MAX_ATTRIBUTES: usize = 1_000;
+
+/// lDAPDisplayName's rangeUpper.
+const MAX_NAME_CHARS: usize = 256;
 
 /// rangeUpper of the Unicode-string attributes a group commonly carries, in the default AD
 /// schema (mailNickname and extensionAttribute1-15 from Exchange's), in UTF-16 code units.
@@ -152,7 +173,8 @@ pub(crate) fn desired_group(rule: &str, out: Dynamic) -> Result<Option<DesiredGr
             "members" => members = member_policy(rule, value)?,
             other => {
                 return Err(format!(
-                    "{rule} returned an unknown key `{other}` (allowed: {KEYS}); attributes go inside `attributes: #{{ ... }}`"
+                    "{rule} returned an unknown key {} (allowed: {KEYS}); attributes go inside `attributes: #{{ ... }}`",
+                    ticked(other)
                 ))
             }
         }
@@ -161,7 +183,8 @@ pub(crate) fn desired_group(rule: &str, out: Dynamic) -> Result<Option<DesiredGr
     let cn = cn.ok_or_else(|| format!("{rule} returned no `cn`"))?;
     if !parent.contains('=') {
         return Err(format!(
-            "{rule} returned parent {parent:?}, which is not a distinguished name"
+            "{rule} returned parent {}, which is not a distinguished name",
+            quoted(&parent)
         ));
     }
     // Counted as AD counts, so a cn that fits here is never refused for its length.
@@ -213,14 +236,22 @@ fn attribute_map(
             "{rule} returned `attributes` as {type_name}; it must be a map #{{ ldapDisplayName: value }}"
         ));
     };
+    if map.len() > MAX_ATTRIBUTES {
+        return Err(format!(
+            "{rule} returned {} attributes; the host writes at most {MAX_ATTRIBUTES} per group",
+            map.len()
+        ));
+    }
     let mut out = BTreeMap::new();
     // LDAP attribute names are case-insensitive: two spellings of one name are a mistake.
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut total = 0usize;
     for (name, v) in map {
         let name = name.to_string();
-        if !is_ldap_display_name(&name) {
+        if !is_ldap_display_name(&name) || name.chars().count() > MAX_NAME_CHARS {
             return Err(format!(
-                "{rule} returned attribute `{name}`, which is not an LDAP attribute name (letters, digits, hyphens, starting with a letter)"
+                "{rule} returned attribute {}, which is not an LDAP attribute name (letters, digits, hyphens, starting with a letter, at most {MAX_NAME_CHARS})",
+                ticked(&name)
             ));
         }
         if let Some(reserved) = RESERVED_ATTRIBUTES
@@ -237,9 +268,24 @@ fn attribute_map(
             ));
         }
         let values = attribute_values(rule, &name, v)?;
+        total += values.iter().flatten().map(String::len).sum::<usize>();
+        if total > MAX_TOTAL_BYTES {
+            return Err(format!(
+                "{rule} returned more than {MAX_TOTAL_BYTES} bytes of attribute values (reached at `{name}`); one LDAP request to AD holds at most 10 MiB"
+            ));
+        }
         out.insert(name, values);
     }
     Ok(out)
+}
+
+/// A name in backticks, or quoted and cut when it is too long to read.
+fn ticked(name: &str) -> String {
+    if name.chars().nth(super::text::QUOTE_CHARS).is_none() {
+        format!("`{name}`")
+    } else {
+        quoted(name)
+    }
 }
 
 fn is_ldap_display_name(name: &str) -> bool {
@@ -251,7 +297,15 @@ fn is_ldap_display_name(name: &str) -> bool {
 fn attribute_values(rule: &str, name: &str, v: Dynamic) -> Result<Option<Vec<String>>, String> {
     let mut values = Vec::new();
     if v.is_array() {
-        for item in v.cast::<Array>() {
+        let items = v.cast::<Array>();
+        // Counted before anything is converted: a million-element array is refused at once.
+        if items.len() > MAX_VALUES {
+            return Err(format!(
+                "{rule} returned {} values in attribute `{name}`; the host writes at most {MAX_VALUES} (Active Directory keeps no more in one object)",
+                items.len()
+            ));
+        }
+        for item in items {
             if item.is_array() || item.is_map() {
                 return Err(format!(
                     "{rule} returned a nested {} in attribute `{name}`; values must be strings, integers or booleans",
@@ -264,13 +318,12 @@ fn attribute_values(rule: &str, name: &str, v: Dynamic) -> Result<Option<Vec<Str
         push_scalar(rule, name, v, &mut values)?;
     }
     // Keep the order the rule chose; drop exact repeats (AD refuses duplicate values).
-    let mut unique: Vec<String> = Vec::with_capacity(values.len());
-    for v in values {
-        if !unique.contains(&v) {
-            unique.push(v);
-        }
-    }
-    Ok((!unique.is_empty()).then_some(unique))
+    let mut seen: HashSet<&str> = HashSet::with_capacity(values.len());
+    let keep: Vec<bool> = values.iter().map(|v| seen.insert(v.as_str())).collect();
+    drop(seen);
+    let mut keep = keep.into_iter();
+    values.retain(|_| keep.next().unwrap_or(false));
+    Ok((!values.is_empty()).then_some(values))
 }
 
 fn push_scalar(rule: &str, name: &str, v: Dynamic, out: &mut Vec<String>) -> Result<(), String> {
@@ -286,9 +339,23 @@ fn push_scalar(rule: &str, name: &str, v: Dynamic, out: &mut Vec<String>) -> Res
         return Ok(());
     }
     if v.is_string() || v.is_char() {
-        let s = v.to_string();
+        // Measured before it is copied out of the script value.
+        let s = if v.is_char() {
+            v.to_string().into()
+        } else {
+            match v.into_immutable_string() {
+                Ok(s) => s,
+                Err(_) => return Ok(()),
+            }
+        };
+        if s.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "{rule} returned a value of {} bytes in attribute `{name}`; the host writes at most {MAX_VALUE_BYTES} bytes per value",
+                s.len()
+            ));
+        }
         if !s.is_empty() {
-            out.push(s);
+            out.push(s.to_string());
         }
         return Ok(());
     }

@@ -16,6 +16,24 @@ pub(crate) fn utf16_len(s: &str) -> usize {
     s.chars().map(char::len_utf16).sum()
 }
 
+/// Characters of a value quoted in a message; longer values are cut (a message must stay a
+/// line, whatever a rule or the cloud sent).
+pub const QUOTE_CHARS: usize = 80;
+
+/// `text` for a message: quoted, cut after [`QUOTE_CHARS`] characters with its full length
+/// said, so a 10 MB value never reaches a report or a log.
+pub fn quoted(text: &str) -> String {
+    // Counting stops after the cut: a huge value is not walked twice.
+    match text.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!(
+            "{:?}... ({} characters)",
+            &text[..end],
+            text.chars().count()
+        ),
+    }
+}
+
 /// Byte offset of the end of the longest prefix of at most `n` units.
 fn prefix_end(s: &str, n: usize) -> usize {
     if s.len() <= n {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::graph::model::{CloudObject, MemberKind, MemberRef};
-use crate::rules::{DesiredGroup, MemberPolicy};
+use crate::rules::{quoted, DesiredGroup, MemberPolicy};
 
 use super::types::{
     anchor_value, is_within, DesiredObject, MemberDirectory, Refusal, Unresolved, ANCHOR_ATTRS,
@@ -35,14 +35,14 @@ impl DesiredBuilder<'_> {
         }
         if crate::ad::dn::parse_dn(&g.parent).is_err() {
             return Err(refuse(format!(
-                "the rule returned parent {:?}, which is not a valid DN",
-                g.parent
+                "the rule returned parent {}, which is not a valid DN",
+                quoted(&g.parent)
             )));
         }
         if !self.managed_ous.iter().any(|ou| is_within(&g.parent, ou)) {
             return Err(refuse(format!(
-                "the rule returned parent {:?}, which is outside the managed OUs ({})",
-                g.parent,
+                "the rule returned parent {}, which is outside the managed OUs ({})",
+                quoted(&g.parent),
                 self.managed_ous.join("; ")
             )));
         }
@@ -111,17 +111,14 @@ impl DesiredBuilder<'_> {
                     .ok_or_else(|| {
                         "group is neither written by Writeback nor synced from AD".to_string()
                     }),
-                MemberKind::Other => Err("only users and groups can be written to AD".into()),
+                MemberKind::Other => Err(other_reason(&m.odata_type)),
             };
             match found {
                 Ok(dn) => dns.push(dn.clone()),
                 Err(reason) => unresolved.push(Unresolved {
                     group_id: group.id.clone(),
                     member_id: m.id.clone(),
-                    member_type: m
-                        .odata_type
-                        .trim_start_matches("#microsoft.graph.")
-                        .to_string(),
+                    member_type: member_type(&m.odata_type),
                     reason,
                 }),
             }
@@ -129,6 +126,37 @@ impl DesiredBuilder<'_> {
         dns.sort();
         dns.dedup();
         Some(dns)
+    }
+}
+
+/// The type as reports show it (`user`, `device`), cut when Graph sent something huge.
+fn member_type(odata_type: &str) -> String {
+    let t = odata_type.trim_start_matches("#microsoft.graph.");
+    match t.char_indices().nth(crate::rules::QUOTE_CHARS) {
+        Some((end, _)) => format!("{}...", &t[..end]),
+        None => t.to_string(),
+    }
+}
+
+/// Why a member that is neither a user nor a group is not written: Graph's other directory
+/// objects are named; a type Graph does not document (or none at all) is said to be unknown.
+fn other_reason(odata_type: &str) -> String {
+    const KNOWN: &[&str] = &[
+        "#microsoft.graph.device",
+        "#microsoft.graph.orgContact",
+        "#microsoft.graph.servicePrincipal",
+        "#microsoft.graph.application",
+    ];
+    if odata_type.is_empty() {
+        "Graph sent the member without an @odata.type; only users and groups can be written to AD"
+            .into()
+    } else if KNOWN.contains(&odata_type) {
+        "only users and groups can be written to AD".into()
+    } else {
+        format!(
+            "unknown member type {}; only users and groups can be written to AD",
+            quoted(odata_type)
+        )
     }
 }
 
