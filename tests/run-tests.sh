@@ -36,5 +36,8 @@ else
     cargo test --workspace --no-fail-fast -- --test-threads=1
 fi
 
+step "Debian package: built from the debug binary, installed, unit verified, check and test run, removed, purged"
+packaging/test-package.sh
+
 step "Graph emulator against Microsoft's Python SDK (msgraph-sdk, pinned, in .venv)"
 tests/conformance/run.sh
