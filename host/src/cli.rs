@@ -47,13 +47,15 @@ pub enum Command {
     /// Run one sync cycle: read the cloud changes, apply the plan to AD.
     ///
     /// By default only what changed since the last run is read (Graph delta). Exit status: 0 all
-    /// applied; 2 something was refused or failed (see the report; failures are retried next
-    /// run); 3 the delete threshold blocked the plan; 1 the run could not start or finish.
+    /// applied; 2 something was refused or failed (see the report; a failing group is retried
+    /// with a growing wait, or as soon as it changes); 3 deletes were held back for approval
+    /// (`writeback approve`), or the rules put nothing in scope and nothing was applied; 1 the
+    /// run could not start or finish.
     Sync {
         /// Re-read the whole tenant and compare every owned AD object (finds drift and orphans).
         #[arg(long)]
         full: bool,
-        /// Apply even if the plan deletes more objects than `safety.delete_threshold`.
+        /// Apply every delete, even more than `safety.delete_threshold` (nothing is held back).
         #[arg(long)]
         allow_deletes: bool,
         /// Print the report as JSON on stdout.
@@ -70,6 +72,34 @@ pub enum Command {
         #[arg(long)]
         full: bool,
         /// Print the plan as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the deletes a sync held back, by the id it showed.
+    ///
+    /// When a cycle would delete more groups than `safety.delete_threshold` (or
+    /// `safety.delete_threshold_percent` of the groups Writeback owns), the deletes are held back
+    /// and everything else is applied. The report (and `writeback plan`) lists the held set and
+    /// its id. Approving that id lets exactly those deletes through on the next sync or daemon
+    /// cycle, once; a delete that was not in the set needs its own approval.
+    Approve {
+        /// The held set's id, as the report showed it.
+        id: String,
+    },
+    /// Take over the AD groups that carry this tenant's anchors but that Writeback has no record
+    /// of: groups written back by Azure AD Connect or Cloud Sync, or after the state file was
+    /// lost.
+    ///
+    /// Writeback only modifies or deletes objects it recorded as its own. `adopt` runs a
+    /// reconciliation that also records, for every group the rules put in scope, the object in
+    /// the managed OUs carrying its anchor, then brings it in step like any sync. Objects of
+    /// groups not in scope, or of another tenant, are left alone. Run it with --dry-run first:
+    /// the plan lists what would be adopted and changed.
+    Adopt {
+        /// Show what would be adopted and changed; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
     },

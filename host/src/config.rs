@@ -123,14 +123,25 @@ struct RawMembers {
 struct RawSafety {
     #[serde(default = "default_delete_threshold")]
     delete_threshold: usize,
+    /// Also hold deletes back when they are more than this share of the owned groups.
+    #[serde(default)]
+    delete_threshold_percent: Option<f64>,
+    #[serde(default = "default_quarantine_cap")]
+    quarantine_max_backoff_secs: u64,
 }
 
 impl Default for RawSafety {
     fn default() -> Self {
         RawSafety {
             delete_threshold: default_delete_threshold(),
+            delete_threshold_percent: None,
+            quarantine_max_backoff_secs: default_quarantine_cap(),
         }
     }
+}
+
+fn default_quarantine_cap() -> u64 {
+    3600
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,7 +323,12 @@ pub struct Config {
     pub rules: RulesConfig,
     pub state_path: PathBuf,
     pub user_match: UserMatch,
+    /// More deletes than this in one cycle are held back for approval.
     pub delete_threshold: usize,
+    /// Also held back when more than this percentage of the owned groups.
+    pub delete_threshold_percent: Option<f64>,
+    /// The longest wait, in seconds, before a failing group is tried again.
+    pub quarantine_max_backoff_secs: u64,
     pub daemon: DaemonConfig,
 }
 
@@ -553,6 +569,21 @@ impl Config {
             ));
         }
 
+        if let Some(p) = raw.safety.delete_threshold_percent {
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(v.invalid(
+                    "safety.delete_threshold_percent",
+                    "must be a percentage above 0 and at most 100",
+                ));
+            }
+        }
+        if raw.safety.quarantine_max_backoff_secs == 0 {
+            return Err(v.invalid(
+                "safety.quarantine_max_backoff_secs",
+                "must be at least 1 second",
+            ));
+        }
+
         let d = raw.daemon;
         if d.poll_interval_secs.is_nan() || d.poll_interval_secs < 1.0 {
             return Err(v.invalid(
@@ -592,6 +623,8 @@ impl Config {
             state_path: resolve(&raw.state.path),
             user_match: raw.members.user_match,
             delete_threshold: raw.safety.delete_threshold,
+            delete_threshold_percent: raw.safety.delete_threshold_percent,
+            quarantine_max_backoff_secs: raw.safety.quarantine_max_backoff_secs,
             daemon,
         })
     }
@@ -794,6 +827,31 @@ path = "state.db"
         assert!(cfg(&ok).is_ok());
         let tls = text.replace("managed_ous", "starttls = true\nmanaged_ous");
         assert!(cfg(&tls).is_ok());
+    }
+
+    #[test]
+    fn safety_percent_and_quarantine_cap_are_checked() {
+        with_env();
+        let c = cfg(GOOD).unwrap();
+        assert_eq!(c.delete_threshold_percent, None);
+        assert_eq!(c.quarantine_max_backoff_secs, 3600);
+        let ok = format!(
+            "{GOOD}\n[safety]\ndelete_threshold_percent = 5.5\nquarantine_max_backoff_secs = 600\n"
+        );
+        let c = cfg(&ok).unwrap();
+        assert_eq!(c.delete_threshold_percent, Some(5.5));
+        assert_eq!(c.quarantine_max_backoff_secs, 600);
+        for bad in [
+            "delete_threshold_percent = 0",
+            "delete_threshold_percent = 150",
+            "quarantine_max_backoff_secs = 0",
+        ] {
+            let e = cfg(&format!("{GOOD}\n[safety]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            let key = bad.split(' ').next().unwrap_or_default();
+            assert!(e.contains(&format!("safety.{key}")), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -26,7 +26,9 @@ use crate::config::{Config, WatchMode};
 use crate::graph::GraphClient;
 use crate::rules::{HookTable, RuleSet, Schedule};
 use crate::setup::{self, StateLock};
-use crate::state::{AuditEvent, Store};
+use crate::state::{AuditEvent, Seen, Store};
+use crate::sync::report::group_refusals;
+use crate::sync::types::Refusal;
 use crate::sync::{self, triggers, SyncContext, SyncOptions, SyncReport};
 use crate::watch;
 
@@ -452,6 +454,7 @@ impl Host {
                 compare_all: reconcile,
                 dry_run: false,
                 allow_deletes: false,
+                adopt: false,
             },
         )
         .await;
@@ -524,26 +527,65 @@ fn spawn_watchdog(ready: Arc<AtomicBool>) {
     });
 }
 
+/// The groups that failed: one line per kind of reason, with the count and a few ids, and only
+/// for failures that are new or changed (the same failure again is at debug level), so a rule
+/// that throws for every group is one line, not one per group and poll.
+fn log_failures(r: &SyncReport) {
+    // A cycle that applied nothing (blocked) settled no quarantine: its refusals are all there is.
+    let fresh: Vec<Refusal> = if r.quarantined.is_empty() {
+        r.plan.refused.clone()
+    } else {
+        r.quarantined
+            .iter()
+            .filter(|q| q.seen != Seen::Repeated)
+            .map(|q| Refusal {
+                cloud_id: q.cloud_id.clone(),
+                rule: None,
+                reason: q.reason.clone(),
+            })
+            .collect()
+    };
+    for (kind, n, ids) in group_refusals(&fresh) {
+        tracing::warn!(
+            groups = n,
+            "failing: {kind} (e.g. group {}); tried again after a growing wait, or when the group, its members or the rules change",
+            ids.join(", group ")
+        );
+    }
+    let repeated = r.quarantined.len().saturating_sub(fresh.len());
+    if !r.quarantined.is_empty() && repeated > 0 {
+        tracing::debug!(repeated, "groups failing as before");
+    }
+}
+
 fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
     let changes = r.counts.changes();
     if let Some(b) = &r.blocked {
         tracing::error!(run_id = r.run_id, "plan not applied: {b}");
     }
-    for f in &r.plan.refused {
-        tracing::warn!(
-            cloud_id = %f.cloud_id,
-            rule = f.rule.as_deref().unwrap_or(""),
-            "refused: {}",
-            f.reason
-        );
+    log_failures(r);
+    if let Some(h) = &r.held {
+        // Logged when the held set first appears or changes, not every poll.
+        if h.new {
+            tracing::error!(
+                run_id = r.run_id,
+                held = h.deletes.len(),
+                "deletes held back: {}; everything else was applied. Review with `writeback plan`, approve with `writeback approve {}`",
+                h.reason,
+                h.set_id
+            );
+        } else {
+            tracing::debug!(held = h.deletes.len(), set = %h.set_id, "deletes still held back");
+        }
     }
-    for o in r.outcomes.iter().filter(|o| !o.ok()) {
-        tracing::warn!(
-            cloud_id = %o.cloud_id,
-            dn = %o.dn,
-            action = %o.action,
-            "failed: {}",
-            o.error.clone().unwrap_or_else(|| o.member_errors.join("; "))
+    for a in &r.adopted {
+        tracing::info!(cloud_id = %a.cloud_id, dn = %a.dn, "adopted");
+    }
+    if !r.foreign.is_empty() {
+        tracing::info!(
+            count = r.foreign.count,
+            first = r.foreign.examples.first().map(String::as_str).unwrap_or(""),
+            "objects carrying a group anchor Writeback did not record were left alone"
         );
     }
     if reconcile {

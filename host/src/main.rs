@@ -72,6 +72,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     compare_all: full,
                     dry_run: true,
                     allow_deletes: false,
+                    adopt: false,
                 },
                 json,
             )
@@ -89,11 +90,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     compare_all: full,
                     dry_run: false,
                     allow_deletes,
+                    adopt: false,
                 },
                 json,
             )
             .await
         }
+        Command::Adopt { dry_run, json } => {
+            sync_cmd(
+                &cli.config,
+                SyncOptions {
+                    reread_cloud: false,
+                    compare_all: true,
+                    dry_run,
+                    allow_deletes: false,
+                    adopt: true,
+                },
+                json,
+            )
+            .await
+        }
+        Command::Approve { id } => approve(&cli.config, &id),
     }
 }
 
@@ -188,6 +205,18 @@ fn test_rules(
     }
 }
 
+/// Approves a held set of deletes (under the state lock, so no cycle runs meanwhile).
+fn approve(config_path: &Path, id: &str) -> Result<ExitCode> {
+    let config = Config::load_offline(config_path)?;
+    let _lock = StateLock::acquire(&config)?;
+    let mut store = Store::open(&config.state_path)?;
+    let n = store.approve_held(id.trim())?;
+    println!(
+        "approved {n} held deletes ({id}); the next sync (or the daemon's next cycle) applies them"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
     let rules =
@@ -260,7 +289,7 @@ async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<E
     if let Some(t) = text {
         t.finish(&report, !opts.dry_run).context("write the plan")?;
     }
-    Ok(if report.blocked.is_some() {
+    Ok(if report.blocked.is_some() || report.held.is_some() {
         ExitCode::from(3)
     } else if report.failures() > 0 || !report.plan.refused.is_empty() {
         ExitCode::from(2)

@@ -131,3 +131,41 @@ pub fn applied_hash(conn: &Connection, cloud_id: &str) -> Result<Option<String>,
         .and_then(|mut s| s.query_row([cloud_id], |r| r.get(0)).optional())
         .ctx(conn, || format!("load applied hash {cloud_id}"))
 }
+
+/// Records that a create of `cloud_id` at `dn` is about to be written: if the host dies after
+/// AD took it and before the anchor is recorded, the next cycle knows the object as its own.
+pub fn put_intent(
+    conn: &Connection,
+    cloud_id: &str,
+    dn: &str,
+    run_id: i64,
+) -> Result<(), StateError> {
+    conn.prepare_cached(
+        "INSERT INTO intent (cloud_id, dn, run_id) VALUES (?1, ?2, ?3)
+         ON CONFLICT (cloud_id) DO UPDATE SET dn = excluded.dn, run_id = excluded.run_id",
+    )
+    .and_then(|mut s| s.execute(params![cloud_id, dn, run_id]))
+    .ctx(conn, || format!("record intent to create {cloud_id}"))?;
+    Ok(())
+}
+
+pub fn remove_intent(conn: &Connection, cloud_id: &str) -> Result<(), StateError> {
+    conn.prepare_cached("DELETE FROM intent WHERE cloud_id = ?1")
+        .and_then(|mut s| s.execute([cloud_id]))
+        .ctx(conn, || format!("remove intent of {cloud_id}"))?;
+    Ok(())
+}
+
+/// The DN a create of `cloud_id` was about to be written at, if not settled.
+pub fn intent(conn: &Connection, cloud_id: &str) -> Result<Option<String>, StateError> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT dn FROM intent WHERE cloud_id = ?1")
+        .and_then(|mut s| s.query_row([cloud_id], |r| r.get(0)).optional())
+        .ctx(conn, || format!("load intent of {cloud_id}"))
+}
+
+pub fn anchor_count(conn: &Connection) -> Result<usize, StateError> {
+    conn.query_row("SELECT count(*) FROM anchor", [], |r| r.get::<_, i64>(0))
+        .map(|n| usize::try_from(n).unwrap_or(0))
+        .ctx(conn, || "count anchors".into())
+}

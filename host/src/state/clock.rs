@@ -7,6 +7,11 @@ pub fn now_rfc3339() -> String {
     format_rfc3339(OffsetDateTime::now_utc())
 }
 
+/// A time given in Unix seconds, formatted like every stored time (out of range: the epoch).
+pub fn rfc3339_at(unix: i64) -> String {
+    format_rfc3339(OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+}
+
 pub(crate) fn format_rfc3339(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(

@@ -11,7 +11,7 @@ pub enum StateError {
     #[error("state file {path}: directory {dir} does not exist (create it before starting)")]
     MissingDirectory { path: String, dir: String },
 
-    #[error("state file {path}: {op}: {cause}")]
+    #[error("state file {path}: {op}: {cause}{}", recovery(cause))]
     Sql {
         path: String,
         op: String,
@@ -62,6 +62,26 @@ pub enum StateError {
         op: &'static str,
         run_id: i64,
     },
+
+    /// `writeback approve` with an id that is not the set waiting for approval.
+    #[error("no held deletes with id {id}: {}", match waiting {
+        Some(w) => format!("the set waiting for approval now is {w}; review it with `writeback plan` and approve that id"),
+        None => "no delete is waiting for approval".to_string(),
+    })]
+    NoSuchHeldSet { id: String, waiting: Option<String> },
+}
+
+/// What to do about a state file SQLite says is damaged (not a database, malformed): the
+/// cache, anchors and history cannot be trusted, and the AD objects are taken back by `adopt`.
+fn recovery(cause: &rusqlite::Error) -> &'static str {
+    match cause.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            " (the file is damaged: stop Writeback, move the file and its -wal and -shm files \
+             aside, then run `writeback adopt --dry-run` to see what would be taken back and \
+             `writeback adopt` to take it; see README.md, \"Recovering the state file\")"
+        }
+        _ => "",
+    }
 }
 
 /// The file behind a connection, as messages show it.
@@ -116,5 +136,32 @@ pub(crate) fn encode(
         id: id.to_string(),
         column,
         cause,
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+
+    fn sql(code: i32) -> StateError {
+        StateError::Sql {
+            path: "/var/lib/writeback/state.db".into(),
+            op: "enable WAL journal".into(),
+            cause: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_names_the_recovery_and_other_errors_do_not() {
+        for damaged in [rusqlite::ffi::SQLITE_NOTADB, rusqlite::ffi::SQLITE_CORRUPT] {
+            let text = sql(damaged).to_string();
+            assert!(
+                text.starts_with("state file /var/lib/writeback/state.db: "),
+                "{text}"
+            );
+            assert!(text.contains("`writeback adopt --dry-run`"), "{text}");
+        }
+        let full = sql(rusqlite::ffi::SQLITE_FULL).to_string();
+        assert!(!full.contains("adopt"), "{full}");
     }
 }

@@ -17,7 +17,9 @@ mod anchors;
 mod cache;
 mod clock;
 mod error;
+mod held;
 mod pending;
+mod quarantine;
 mod runs;
 mod schema;
 pub mod snapshot;
@@ -32,8 +34,10 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use anchors::Anchor;
 pub use cache::{CacheChanges, ObjectKind, RoundProgress};
-pub use clock::now_rfc3339;
+pub use clock::{now_rfc3339, rfc3339_at};
 pub use error::StateError;
+pub use held::{set_id as held_set_id, HeldDelete};
+pub use quarantine::{backoff_secs, Quarantined, Seen};
 pub use runs::{AuditEvent, EventRecord, RunRecord, INTERRUPTED};
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::Snapshot;
@@ -44,10 +48,14 @@ use error::{db_path, SqlContext};
 /// Writes usable inside [`Store::with_transaction`] (pass the transaction; it derefs to a
 /// `Connection`). Same behaviour as the `Store` methods of the same name.
 pub mod tx {
-    pub use super::anchors::{put_anchor, put_applied, remove_anchor, remove_applied};
+    pub use super::anchors::{
+        put_anchor, put_applied, put_intent, remove_anchor, remove_applied, remove_intent,
+    };
+    pub use super::held::replace as replace_held;
     pub use super::pending::{
         clear_all_pending, clear_pending, mark_pending, remove_meta, set_meta,
     };
+    pub use super::quarantine::{record_failure, release};
     pub use super::runs::record_event;
 }
 
@@ -308,6 +316,11 @@ impl Store {
         anchors::anchor(&self.conn, cloud_id)
     }
 
+    /// How many groups Writeback owns.
+    pub fn anchor_count(&self) -> Result<usize, StateError> {
+        anchors::anchor_count(&self.conn)
+    }
+
     /// Every anchored cloud id (ids only).
     pub fn anchor_ids(&self) -> Result<BTreeSet<String>, StateError> {
         anchors::anchor_ids(&self.conn)
@@ -327,6 +340,44 @@ impl Store {
 
     pub fn remove_applied(&mut self, cloud_id: &str) -> Result<(), StateError> {
         anchors::remove_applied(&self.conn, cloud_id)
+    }
+
+    /// The create about to be written for `cloud_id`, if one was recorded and not settled.
+    pub fn intent(&self, cloud_id: &str) -> Result<Option<String>, StateError> {
+        anchors::intent(&self.conn, cloud_id)
+    }
+
+    // --- quarantine and held deletes ----------------------------------------------------------
+
+    /// The quarantined groups whose wait is over at `now` (unix seconds).
+    pub fn quarantine_due(&self, now: i64) -> Result<BTreeSet<String>, StateError> {
+        quarantine::due(&self.conn, now)
+    }
+
+    pub fn quarantined(&self) -> Result<BTreeMap<String, Quarantined>, StateError> {
+        quarantine::all(&self.conn)
+    }
+
+    pub fn quarantine_count(&self) -> Result<usize, StateError> {
+        quarantine::count(&self.conn)
+    }
+
+    pub fn held_deletes(&self) -> Result<BTreeMap<String, HeldDelete>, StateError> {
+        held::held(&self.conn)
+    }
+
+    /// The held set waiting for approval: its id and size.
+    pub fn held_waiting(&self) -> Result<Option<(String, usize)>, StateError> {
+        held::waiting(&self.conn)
+    }
+
+    /// Approves the held set `id` (the one shown by the last run); how many deletes it covers.
+    pub fn approve_held(&mut self, id: &str) -> Result<usize, StateError> {
+        let tx = self.write_tx(|| format!("approve held deletes {id}"))?;
+        let n = held::approve(&tx, id)?;
+        tx.commit()
+            .ctx(&self.conn, || format!("commit approval {id}"))?;
+        Ok(n)
     }
 
     // --- runs and audit ---------------------------------------------------------------------

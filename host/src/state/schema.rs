@@ -92,8 +92,39 @@ CREATE TABLE meta (
 ) STRICT;
 "#;
 
+/// Version 3: what keeps mistakes from spreading. `quarantine` holds the groups that failed
+/// (rule error, refusal, AD said no) and when each is tried again (unix seconds, backoff per
+/// group); `intent` the creates about to be written, so an object a killed host created before
+/// recording it is still known as its own; `held_delete` the deletes the threshold held back and
+/// whether an operator approved them.
+const V3: &str = r#"
+CREATE TABLE quarantine (
+    cloud_id TEXT    NOT NULL PRIMARY KEY,
+    error    TEXT    NOT NULL,
+    failures INTEGER NOT NULL CHECK (failures > 0),
+    first_at TEXT    NOT NULL,
+    last_at  TEXT    NOT NULL,
+    retry_at INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX quarantine_by_retry ON quarantine (retry_at);
+
+CREATE TABLE intent (
+    cloud_id TEXT    NOT NULL PRIMARY KEY,
+    dn       TEXT    NOT NULL,
+    run_id   INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE held_delete (
+    cloud_id TEXT    NOT NULL PRIMARY KEY,
+    dn       TEXT    NOT NULL,
+    approved INTEGER NOT NULL DEFAULT 0 CHECK (approved IN (0, 1)),
+    held_at  TEXT    NOT NULL
+) STRICT;
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

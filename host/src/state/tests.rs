@@ -1209,3 +1209,66 @@ fn a_full_round_rebuilds_the_member_index_even_when_cut_short() -> anyhow::Resul
     assert_eq!(s.delta_link(ObjectKind::Group)?.as_deref(), Some("L1"));
     Ok(())
 }
+
+#[test]
+fn quarantine_backs_off_per_group_and_releases() -> anyhow::Result<()> {
+    let mut s = mem();
+    let (seen, q) =
+        s.with_transaction(|t| tx::record_failure(t, "g1", "AD said no", 1_000, 3600))?;
+    assert_eq!((seen, q.failures, q.retry_at), (Seen::New, 1, 1_060));
+    let (seen, q) =
+        s.with_transaction(|t| tx::record_failure(t, "g1", "AD said no", 1_100, 3600))?;
+    assert_eq!((seen, q.failures, q.retry_at), (Seen::Repeated, 2, 1_220));
+    let (seen, q) = s.with_transaction(|t| tx::record_failure(t, "g1", "other", 1_300, 3600))?;
+    assert_eq!((seen, q.failures), (Seen::Changed, 1));
+    s.with_transaction(|t| tx::record_failure(t, "g2", "x", 1_000, 3600).map(|_| ()))?;
+    assert_eq!(s.quarantine_due(1_059)?, BTreeSet::new());
+    assert_eq!(s.quarantine_due(1_060)?, ids(&["g2"]));
+    assert_eq!(s.quarantine_due(1_360)?, ids(&["g1", "g2"]));
+    s.with_transaction(|t| tx::release(t, "g2"))?;
+    assert_eq!(s.quarantine_count()?, 1);
+    assert_eq!(
+        s.quarantined()?.keys().cloned().collect::<Vec<_>>(),
+        vec!["g1".to_string()]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_held_set_is_approved_by_its_id_once() -> anyhow::Result<()> {
+    let mut s = mem();
+    let row = |id: &str, approved: bool| HeldDelete {
+        cloud_id: id.into(),
+        dn: format!("CN={id},OU=W"),
+        approved,
+        held_at: String::new(),
+    };
+    assert!(s.held_waiting()?.is_none());
+    s.with_transaction(|t| tx::replace_held(t, &[row("a", false), row("b", false)]))?;
+    let (id, n) = s
+        .held_waiting()?
+        .ok_or_else(|| anyhow::anyhow!("nothing waiting"))?;
+    assert_eq!((id.as_str(), n), (held_set_id(["a", "b"]).as_str(), 2));
+    let wrong = s.approve_held("000000000000").unwrap_err().to_string();
+    assert!(
+        wrong.contains(&id) && wrong.contains("2 deletes"),
+        "{wrong}"
+    );
+    assert_eq!(s.approve_held(&id)?, 2);
+    assert!(s.held_deletes()?.values().all(|h| h.approved));
+    // Approved once: nothing waits any more, a second approval is refused.
+    assert!(s.held_waiting()?.is_none());
+    let again = s.approve_held(&id).unwrap_err().to_string();
+    assert!(again.contains("no delete is waiting"), "{again}");
+    Ok(())
+}
+
+#[test]
+fn intents_are_kept_until_settled() -> anyhow::Result<()> {
+    let mut s = mem();
+    s.with_transaction(|t| tx::put_intent(t, "g1", "CN=g1,OU=W", 7))?;
+    assert_eq!(s.intent("g1")?.as_deref(), Some("CN=g1,OU=W"));
+    s.with_transaction(|t| tx::remove_intent(t, "g1"))?;
+    assert_eq!(s.intent("g1")?, None);
+    Ok(())
+}

@@ -1,6 +1,6 @@
-//! The owned AD objects a cycle compares with: read by anchor in batches (never one search per
+//! The AD objects a cycle compares with: read by anchor in batches (never one search per
 //! group), only inside the managed OUs, and only objects whose anchor is exactly
-//! `Group_<objectId>`.
+//! `Group_<objectId>`. Whether such an object is Writeback's is decided by `ownership`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,21 +26,26 @@ fn owner(e: &AdEntry) -> Option<String> {
     (anchor == anchor_value(cloud_id)).then(|| cloud_id.to_string())
 }
 
-/// The owned objects of `ids` with the attributes `want`, found by anchor (one search per
-/// [`ad::RESOLVE_BATCH`] ids and managed OU), keyed by cloud id.
+/// The objects carrying the anchors of `ids`, with the attributes `want`, found by anchor (one
+/// search per [`ad::RESOLVE_BATCH`] ids and managed OU), with their cloud id. Every object is
+/// returned, also when two carry the same anchor: which one is Writeback's is for the caller
+/// to decide (`ownership`). An object found under two overlapping managed OUs is returned once.
 pub async fn search_by_anchor(
     conn: &mut AdConn,
     managed_ous: &[String],
     ids: &[&String],
     want: &[&str],
-) -> Result<BTreeMap<String, AdEntry>, ad::AdError> {
-    let mut out = BTreeMap::new();
+) -> Result<Vec<(String, AdEntry)>, ad::AdError> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
     for chunk in ids.chunks(ad::RESOLVE_BATCH) {
         let filter = anchor_filter(chunk);
         for base in managed_ous {
             for e in conn.search(base, ad::Scope::Subtree, &filter, want).await? {
                 if let Some(cloud_id) = owner(&e) {
-                    out.insert(cloud_id, e);
+                    if seen.insert(super::types::dn_key(&e.dn)) {
+                        out.push((cloud_id, e));
+                    }
                 }
             }
         }
@@ -48,14 +53,14 @@ pub async fn search_by_anchor(
     Ok(out)
 }
 
-/// Reads the owned objects of `ids` with `attrs` and their complete `member` lists (ranges
-/// merged by the search itself: no second read per group).
+/// Reads the objects carrying the anchors of `ids` with `attrs` and their complete `member`
+/// lists (ranges merged by the search itself: no second read per group).
 pub async fn read_owned(
     conn: &mut AdConn,
     config: &Config,
     ids: &[&String],
     attrs: &[String],
-) -> Result<BTreeMap<String, ActualObject>, SyncError> {
+) -> Result<Vec<ActualObject>, SyncError> {
     let mut want: Vec<&str> = attrs.iter().map(String::as_str).collect();
     want.extend([ANCHOR_ATTRS[0], "objectGUID", "member"]);
     let found = search_by_anchor(conn, &config.ad.managed_ous, ids, &want).await?;
@@ -64,34 +69,32 @@ pub async fn read_owned(
         .map(|(cloud_id, e)| {
             let mut attrs = e.attrs;
             let members = attrs.remove("member").unwrap_or_default();
-            let a = ActualObject {
-                cloud_id: cloud_id.clone(),
+            ActualObject {
+                cloud_id,
                 dn: e.dn,
                 guid: e.guid.map(|g| g.to_string()),
                 attrs,
                 members,
-            };
-            (cloud_id, a)
+            }
         })
         .collect())
 }
 
-/// Where the owned objects of `ids` are (DN and GUID only): enough to delete them.
+/// Where the objects carrying the anchors of `ids` are (DN and GUID only): enough to delete
+/// them.
 pub async fn locate_owned(
     conn: &mut AdConn,
     config: &Config,
     ids: &[&String],
-) -> Result<BTreeMap<String, ActualObject>, SyncError> {
+) -> Result<Vec<ActualObject>, SyncError> {
     let want = [ANCHOR_ATTRS[0], "objectGUID"];
     let found = search_by_anchor(conn, &config.ad.managed_ous, ids, &want).await?;
-    Ok(found
-        .into_iter()
-        .map(|(id, e)| (id.clone(), located(id, e)))
-        .collect())
+    Ok(found.into_iter().map(|(id, e)| located(id, e)).collect())
 }
 
-/// Every owned object in the managed OUs (DN and GUID only), handed to `f` page by page, for a
-/// reconciliation: finds the objects whose anchor record is missing (orphans).
+/// Every object carrying an anchor in the managed OUs (DN and GUID only), handed to `f` page by
+/// page, for a reconciliation: finds owned objects the cycle did not look at, and the anchored
+/// objects that are not Writeback's.
 pub async fn scan_owned(
     conn: &mut AdConn,
     config: &Config,

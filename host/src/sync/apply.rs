@@ -384,6 +384,7 @@ async fn read_guids(
     let ids: Vec<&String> = ids.iter().collect();
     let want = [ANCHOR_ATTRS[0], "objectGUID"];
     let found = super::actual::search_by_anchor(conn, managed_ous, &ids, &want).await?;
+    // A create is refused when another object carries its anchor, so each id has one object.
     Ok(found
         .into_iter()
         .filter_map(|(id, e)| e.guid.map(|g| (id, g.to_string())))

@@ -17,12 +17,16 @@ use crate::graph::client::GraphClient;
 use crate::graph::delta::{self, ChunkedRoundError, DeltaStart};
 use crate::graph::model::{CloudObject, MemberKind};
 use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
-use crate::state::{ObjectKind, RoundProgress, StateError, Store};
+use crate::state::{
+    held_set_id, tx, HeldDelete, ObjectKind, RoundProgress, Seen, StateError, Store,
+};
 
 use super::actual;
 use super::apply::{self, Outcome};
 use super::desired::DesiredBuilder;
 use super::evaluate::{desired_hash, evaluate_all, rules_fingerprint};
+use super::gate::{self, Gate, GateInput, Held, HeldEntry};
+use super::ownership::{self, Claim};
 use super::plan;
 use super::record::{self, Write};
 use super::resolve;
@@ -56,6 +60,10 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// Apply even when the plan deletes more objects than the configured threshold.
     pub allow_deletes: bool,
+    /// Take over objects in the managed OUs that carry the anchor of an in-scope group of this
+    /// tenant but that Writeback has no record of (groups written by Connect or Cloud Sync, or
+    /// a state file rebuilt from scratch).
+    pub adopt: bool,
 }
 
 /// What a cycle saw and did.
@@ -82,9 +90,23 @@ pub struct SyncReport {
     pub counts: PlanCounts,
     pub plan: Plan,
     pub outcomes: Vec<Outcome>,
-    /// Set when the delete threshold stopped the apply.
+    /// Set when the "nothing in scope" guard stopped the apply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
+    /// Deletes the threshold held back (everything else was applied), waiting for approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+    /// The groups that failed this cycle and when each is tried again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<QuarantineNote>,
+    /// Groups in quarantine after this cycle (applied cycles only).
+    pub quarantine_total: usize,
+    /// Objects carrying an anchor of a group that Writeback has no record of: left alone.
+    #[serde(skip_serializing_if = "Foreign::is_empty")]
+    pub foreign: Foreign,
+    /// Objects taken over by an adoption (or after a stopped run), as cloud id and DN.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<HeldEntry>,
     /// What each planned trigger did after the apply (empty in a dry run).
     pub trigger_results: Vec<TriggerResult>,
     /// Dry runs only: the rules' schedules and when each is next due.
@@ -96,6 +118,42 @@ pub struct SyncReport {
 impl SyncReport {
     pub fn failures(&self) -> usize {
         self.outcomes.iter().filter(|o| !o.ok()).count()
+    }
+}
+
+/// A group that failed this cycle, in quarantine until `retry_at` (or until it changes).
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineNote {
+    pub cloud_id: String,
+    pub reason: String,
+    /// Failures in a row.
+    pub failures: u32,
+    /// RFC 3339 UTC.
+    pub retry_at: String,
+    /// New failure, another error than last time, or the same again.
+    pub seen: Seen,
+}
+
+/// Objects in the managed OUs that carry a group's anchor Writeback did not record.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Foreign {
+    pub count: usize,
+    /// The first [`Foreign::EXAMPLES`] DNs.
+    pub examples: Vec<String>,
+}
+
+impl Foreign {
+    pub const EXAMPLES: usize = 20;
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn add(&mut self, dn: &str) {
+        self.count += 1;
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(dn.to_string());
+        }
     }
 }
 
@@ -119,6 +177,13 @@ pub struct SyncContext<'a> {
 pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
     let mode = match (opts.dry_run, opts.reread_cloud, opts.compare_all) {
+        _ if opts.adopt => {
+            if opts.dry_run {
+                "plan-adopt"
+            } else {
+                "adopt"
+            }
+        }
         (true, true, _) => "plan-full",
         (true, false, true) => "plan-reconcile",
         (true, false, false) => "plan",
@@ -138,6 +203,8 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         counts: PlanCounts::default(),
         lookups: resolve::Lookups::default(),
         deleted_rules: BTreeMap::new(),
+        foreign: Foreign::default(),
+        adopted: Vec::new(),
         opts,
         run_id,
         now: Now::current(),
@@ -148,6 +215,8 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         Ok(r) => (
             if r.blocked.is_some() {
                 "blocked"
+            } else if r.held.is_some() {
+                "held"
             } else if r.failures() > 0 {
                 "partial"
             } else {
@@ -159,6 +228,8 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
                 "refused": r.plan.refused.len(),
                 "unresolved_members": r.counts.unresolved_members,
                 "failures": r.failures(),
+                "held": r.held.as_ref().map(|h| h.deletes.len()).unwrap_or(0),
+                "quarantined": r.quarantine_total,
                 "evaluated": r.evaluated,
                 "examined": r.examined,
             }),
@@ -208,6 +279,10 @@ struct Cycle<'a, 's> {
     /// The rule in the anchor of each group to delete, read before the delete removes the
     /// anchor (its `on_deleted` trigger is that rule's).
     deleted_rules: BTreeMap<String, String>,
+    /// Anchored objects found that Writeback did not record: left alone.
+    foreign: Foreign,
+    /// Objects recorded as its own this cycle without having been created by it.
+    adopted: Vec<HeldEntry>,
     opts: SyncOptions,
     run_id: i64,
     /// One `now()` for the whole cycle: every group is judged against the same instant.
@@ -283,10 +358,11 @@ impl Cycle<'_, '_> {
             Sweep::All(AllReason::Reconcile | AllReason::FullRead)
         );
         let selection = self.select(&mut ev, &forced.forced, reconcile).await?;
-        let deletes = self.locate_deletes(&selection).await?;
+        let mut deletes = self.locate_deletes(&selection).await?;
 
-        // 5. Gate.
-        report.blocked = self.gate(&report, deletes.changes.len());
+        // 5. Gate: over the threshold the deletes are held back, the rest goes through.
+        let held_before = self.store.held_deletes()?;
+        self.gate(&mut report, &mut deletes, &held_before)?;
         let applying = !self.opts.dry_run && report.blocked.is_none();
 
         // 6. Batches: build, resolve, read, plan, apply, record.
@@ -296,11 +372,26 @@ impl Cycle<'_, '_> {
         report.examined = done.examined + deletes.changes.len();
         self.lap("batches");
 
-        // 7. Member adds that waited for groups of later batches, the deletes, the marks.
+        // 7. Member adds that waited for groups of later batches, the deletes, the marks, the
+        // quarantine, the held deletes.
         if applying {
+            let looked_at = match &sweep {
+                Sweep::Changed(ids) => Some(ids),
+                _ => None,
+            };
+            // Held deletes stay pending: each cycle checks they are still to be deleted.
+            if let Some(h) = &report.held {
+                done.retry
+                    .extend(h.deletes.iter().map(|e| e.cloud_id.clone()));
+            }
             self.finish(&mut done, &deletes, whole.then_some(fingerprint.as_str()))
                 .await?;
+            report.quarantined = self.settle_failures(&done.failed, looked_at)?;
+            report.quarantine_total = self.store.quarantine_count()?;
+            self.settle_held(&report, &deletes, &held_before, &done.outcomes)?;
         }
+        report.foreign = std::mem::take(&mut self.foreign);
+        report.adopted = std::mem::take(&mut self.adopted);
         let Applied {
             mut plan,
             mut outcomes,
@@ -345,7 +436,9 @@ impl Cycle<'_, '_> {
     /// (flattened members, nested groups appearing or leaving).
     fn affected_by_pending(&self) -> Result<Affected, SyncError> {
         let pending_users = self.store.pending(ObjectKind::User)?;
-        let pending_groups = self.store.pending(ObjectKind::Group)?;
+        let mut pending_groups = self.store.pending(ObjectKind::Group)?;
+        // Quarantined groups whose wait is over are tried again.
+        pending_groups.extend(self.store.quarantine_due(unix_now())?);
         let mut forced = self.store.groups_containing(&pending_users)?;
         forced.extend(select::ancestors(&pending_groups, |ids| {
             self.store.groups_containing(ids)
@@ -364,7 +457,18 @@ impl Cycle<'_, '_> {
     ) -> Result<Targets, SyncError> {
         if reconcile {
             let (verdicts, owned, located) = (&mut ev.verdicts, &mut ev.owned, &mut ev.located);
+            let (store, foreign, adopt) = (&*self.store, &mut self.foreign, self.opts.adopt);
+            let mut failed = None;
             actual::scan_owned(self.conn, self.config, |a| {
+                let in_scope = matches!(verdicts.get(&a.cloud_id), Some(Verdict::InScope { .. }));
+                match claim_of(store, &a, adopt && in_scope) {
+                    Ok(c) if c.owned() => {}
+                    Ok(_) => return foreign.add(&a.dn),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        return;
+                    }
+                }
                 owned.insert(a.cloud_id.clone());
                 let v = verdicts.entry(a.cloud_id.clone()).or_insert(Verdict::Gone);
                 // Kept only where a delete may need it: compared groups are read by key.
@@ -373,6 +477,9 @@ impl Cycle<'_, '_> {
                 }
             })
             .await?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
         }
         let mut selection = select::select(Known {
             verdicts: &ev.verdicts,
@@ -405,7 +512,13 @@ impl Cycle<'_, '_> {
             .filter(|id| !located.contains_key(*id))
             .collect();
         if !missing.is_empty() {
-            located.extend(actual::locate_owned(self.conn, self.config, &missing).await?);
+            for a in actual::locate_owned(self.conn, self.config, &missing).await? {
+                if claim_of(self.store, &a, false)?.owned() {
+                    located.insert(a.cloud_id.clone(), a);
+                } else {
+                    self.foreign.add(&a.dn);
+                }
+            }
         }
         let mut out = Deletes::default();
         for id in &selection.delete {
@@ -447,17 +560,15 @@ impl Cycle<'_, '_> {
             })
             .collect();
         let mut done = Applied::default();
-        // Decisions that read now() are made again next cycle; rule errors are retried.
+        // Decisions that read now() are made again next cycle; rule errors go to quarantine.
         done.retry.extend(ev.timed.iter().cloned());
-        done.retry
-            .extend(ev.refused.iter().map(|r| r.cloud_id.clone()));
+        done.fail_refused(&ev.refused);
         done.plan.refused = std::mem::take(&mut ev.refused);
         let ids: Vec<&String> = selection.compare.iter().collect();
         for chunk in ids.chunks(BATCH) {
             let batch = self.batch(chunk, &mut ev.verdicts, whole).await?;
             done.examined += batch.desired.len();
-            done.retry
-                .extend(batch.refused.iter().map(|r| r.cloud_id.clone()));
+            done.fail_refused(&batch.refused);
             done.plan.refused.extend(batch.refused);
             self.emit_unresolved(&mut done.plan, batch.unresolved);
             if applying {
@@ -465,6 +576,19 @@ impl Cycle<'_, '_> {
                     changes: batch.changes,
                     ..Default::default()
                 };
+                // The creates are recorded before AD sees them: an object a kill leaves behind
+                // unrecorded is still known as this host's own.
+                let intents: Vec<Write> = batch_plan
+                    .changes
+                    .iter()
+                    .filter_map(|c| match &c.op {
+                        Op::Create { dn, .. } => {
+                            Some(Write::PutIntent(c.cloud_id.clone(), dn.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                record::write(self.store, self.run_id, &intents)?;
                 let (outcomes, wait) = apply::apply(
                     self.conn,
                     &batch_plan,
@@ -480,12 +604,7 @@ impl Cycle<'_, '_> {
                     &batch.actual,
                 );
                 record::write(self.store, self.run_id, &writes)?;
-                done.retry.extend(
-                    outcomes
-                        .iter()
-                        .filter(|o| !o.ok())
-                        .map(|o| o.cloud_id.clone()),
-                );
+                done.fail_outcomes(&outcomes);
                 self.emit(&mut done.plan, batch_plan.changes, &outcomes)?;
                 done.outcomes.extend(outcomes);
                 done.deferred.extend(wait);
@@ -509,15 +628,18 @@ impl Cycle<'_, '_> {
         if !deferred.is_empty() {
             let ids: BTreeSet<String> = deferred.iter().map(|(id, _, _)| id.clone()).collect();
             apply::apply_deferred(self.conn, deferred, &mut done.outcomes).await;
-            let failed: BTreeSet<String> = done
+            let failed: Vec<Outcome> = done
                 .outcomes
                 .iter()
                 .filter(|o| ids.contains(&o.cloud_id) && !o.ok())
-                .map(|o| o.cloud_id.clone())
+                .cloned()
                 .collect();
-            let writes: Vec<Write> = failed.iter().cloned().map(Write::RemoveApplied).collect();
+            let writes: Vec<Write> = failed
+                .iter()
+                .map(|o| Write::RemoveApplied(o.cloud_id.clone()))
+                .collect();
             record::write(self.store, self.run_id, &writes)?;
-            done.retry.extend(failed);
+            done.fail_outcomes(&failed);
         }
         if !deletes.changes.is_empty() {
             let plan = Plan {
@@ -539,12 +661,7 @@ impl Cycle<'_, '_> {
                 &BTreeMap::new(),
             );
             record::write(self.store, self.run_id, &writes)?;
-            done.retry.extend(
-                outcomes
-                    .iter()
-                    .filter(|o| !o.ok())
-                    .map(|o| o.cloud_id.clone()),
-            );
+            done.fail_outcomes(&outcomes);
             done.outcomes.extend(outcomes);
         }
         let forget: Vec<Write> = deletes
@@ -687,26 +804,192 @@ impl Cycle<'_, '_> {
         Ok(ev)
     }
 
-    /// The delete threshold and the "nothing in scope" guard: why the plan must not be applied.
-    fn gate(&self, report: &SyncReport, deletes: usize) -> Option<String> {
-        if self.opts.allow_deletes || deletes == 0 {
-            return None;
-        }
-        if let (Some(0), Some(groups)) = (report.in_scope, report.cloud_groups) {
-            if groups > 0 {
-                // A rule edit that takes every group out of scope must not wipe AD, however few
-                // groups there are.
-                return Some(format!(
-                    "the rules put none of the {groups} cloud groups in scope, so the plan deletes every group Writeback owns ({deletes}); nothing was applied. If that is intended, run `writeback sync --allow-deletes`"
-                ));
+    /// The gate (`sync::gate`): blocks the whole plan, or holds deletes back (taken out of
+    /// `deletes`, listed in the report).
+    fn gate(
+        &mut self,
+        report: &mut SyncReport,
+        deletes: &mut Deletes,
+        held_before: &BTreeMap<String, HeldDelete>,
+    ) -> Result<(), SyncError> {
+        let ids: BTreeSet<String> = deletes.changes.iter().map(|c| c.cloud_id.clone()).collect();
+        let approved: BTreeSet<String> = held_before
+            .values()
+            .filter(|h| h.approved)
+            .map(|h| h.cloud_id.clone())
+            .collect();
+        let owned = match self.config.delete_threshold_percent {
+            Some(_) if !ids.is_empty() => self.store.anchor_count()?,
+            _ => 0,
+        };
+        let verdict = gate::gate(GateInput {
+            deletes: &ids,
+            approved: &approved,
+            allow_deletes: self.opts.allow_deletes,
+            threshold: self.config.delete_threshold,
+            percent: self.config.delete_threshold_percent,
+            owned,
+            cloud_groups: report.cloud_groups,
+            in_scope: report.in_scope,
+        });
+        match verdict {
+            Gate::Open => {}
+            Gate::Blocked(why) => report.blocked = Some(why),
+            Gate::Hold { ids, reason } => {
+                let (held, go): (Vec<Change>, Vec<Change>) = std::mem::take(&mut deletes.changes)
+                    .into_iter()
+                    .partition(|c| ids.contains(&c.cloud_id));
+                deletes.changes = go;
+                let set_id = held_set_id(ids.iter().map(String::as_str));
+                let before = held_set_id(
+                    held_before
+                        .values()
+                        .filter(|h| !h.approved)
+                        .map(|h| h.cloud_id.as_str()),
+                );
+                report.held = Some(Held {
+                    new: before != set_id,
+                    set_id,
+                    reason,
+                    deletes: held
+                        .iter()
+                        .filter_map(|c| match &c.op {
+                            Op::Delete { dn, .. } => Some(HeldEntry {
+                                cloud_id: c.cloud_id.clone(),
+                                dn: dn.clone(),
+                            }),
+                            _ => None,
+                        })
+                        .collect(),
+                });
             }
         }
-        (deletes > self.config.delete_threshold).then(|| {
-            format!(
-                "the plan deletes {deletes} objects, more than the delete threshold ({}); nothing was applied. Review it with `writeback plan`, then run with --allow-deletes to apply",
-                self.config.delete_threshold
-            )
-        })
+        Ok(())
+    }
+
+    /// Keeps of `found` the objects that are Writeback's (recorded, intended, or adopted this
+    /// cycle); a group whose anchor only a foreign object carries is refused, so it is neither
+    /// modified nor created a second time.
+    fn claim_found(&mut self, found: Vec<ActualObject>, out: &mut Batch) -> Result<(), SyncError> {
+        let mut foreign: BTreeMap<String, ActualObject> = BTreeMap::new();
+        for a in found {
+            let adopt = self.opts.adopt && out.desired.contains_key(&a.cloud_id);
+            match claim_of(self.store, &a, adopt)? {
+                Claim::Foreign => {
+                    self.foreign.add(&a.dn);
+                    foreign.insert(a.cloud_id.clone(), a);
+                }
+                c => {
+                    if matches!(c, Claim::Adopted | Claim::Intended) {
+                        self.adopted.push(HeldEntry {
+                            cloud_id: a.cloud_id.clone(),
+                            dn: a.dn.clone(),
+                        });
+                    }
+                    out.actual.insert(a.cloud_id.clone(), a);
+                }
+            }
+        }
+        for (id, a) in foreign {
+            if out.actual.contains_key(&id) {
+                continue;
+            }
+            if let Some(d) = out.desired.remove(&id) {
+                out.hashes.remove(&id);
+                out.refused.push(Refusal {
+                    cloud_id: id,
+                    rule: Some(d.rule),
+                    reason: ownership::foreign_reason(&a),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles the quarantine after an applied cycle: the groups that failed are in (their next
+    /// try pushed back), the groups looked at that went through are out. `looked_at` is `None`
+    /// when the cycle looked at every group.
+    fn settle_failures(
+        &mut self,
+        failed: &BTreeMap<String, String>,
+        looked_at: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<QuarantineNote>, SyncError> {
+        let release: Vec<String> = match looked_at {
+            Some(ids) => ids
+                .iter()
+                .filter(|id| !failed.contains_key(*id))
+                .cloned()
+                .collect(),
+            None => self
+                .store
+                .quarantined()?
+                .into_keys()
+                .filter(|id| !failed.contains_key(id))
+                .collect(),
+        };
+        if release.is_empty() && failed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (now, cap) = (unix_now(), self.config.quarantine_max_backoff_secs);
+        let notes = self.store.with_transaction(|t| {
+            for id in &release {
+                tx::release(t, id)?;
+            }
+            let mut notes = Vec::with_capacity(failed.len());
+            for (id, why) in failed {
+                let (seen, q) = tx::record_failure(t, id, why, now, cap)?;
+                notes.push(QuarantineNote {
+                    cloud_id: id.clone(),
+                    reason: why.clone(),
+                    failures: q.failures,
+                    retry_at: crate::state::rfc3339_at(q.retry_at),
+                    seen,
+                });
+            }
+            Ok(notes)
+        })?;
+        Ok(notes)
+    }
+
+    /// Records the held set after an applied cycle: this cycle's held deletes (waiting for
+    /// approval), and approved deletes that did not go through (still approved). Approved
+    /// deletes that were applied, and held groups back in scope, leave it.
+    fn settle_held(
+        &mut self,
+        report: &SyncReport,
+        deletes: &Deletes,
+        before: &BTreeMap<String, HeldDelete>,
+        outcomes: &[Outcome],
+    ) -> Result<(), SyncError> {
+        let failed: BTreeSet<&str> = outcomes
+            .iter()
+            .filter(|o| !o.ok() && o.action == apply::Action::Delete)
+            .map(|o| o.cloud_id.as_str())
+            .collect();
+        let mut rows: Vec<HeldDelete> = report
+            .held
+            .iter()
+            .flat_map(|h| &h.deletes)
+            .map(|e| HeldDelete {
+                cloud_id: e.cloud_id.clone(),
+                dn: e.dn.clone(),
+                approved: false,
+                held_at: String::new(),
+            })
+            .collect();
+        rows.extend(
+            deletes
+                .changes
+                .iter()
+                .filter(|c| failed.contains(c.cloud_id.as_str()))
+                .filter_map(|c| before.get(&c.cloud_id).filter(|b| b.approved).cloned()),
+        );
+        if rows.is_empty() && before.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .with_transaction(|t| tx::replace_held(t, &rows))?;
+        Ok(())
     }
 
     /// One batch of groups to compare: desired objects (checked against the schema), member
@@ -790,7 +1073,8 @@ impl Cycle<'_, '_> {
         }
         let attrs = actual::managed_attributes(&out.desired);
         let keys: Vec<&String> = out.desired.keys().collect();
-        out.actual = actual::read_owned(self.conn, self.config, &keys, &attrs).await?;
+        let found = actual::read_owned(self.conn, self.config, &keys, &attrs).await?;
+        self.claim_found(found, &mut out)?;
         out.changes = plan::plan(&out.desired, &out.actual);
         Ok(out)
     }
@@ -831,6 +1115,18 @@ impl Cycle<'_, '_> {
     }
 }
 
+/// Seconds since the Unix epoch (the quarantine's clock).
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The claim on an object carrying a group's anchor, from the state's records.
+fn claim_of(store: &Store, a: &ActualObject, adopt: bool) -> Result<Claim, StateError> {
+    let record = store.anchor(&a.cloud_id)?;
+    let intent = record.is_none() && store.intent(&a.cloud_id)?.is_some();
+    Ok(ownership::claim(a, record.as_ref(), intent, adopt))
+}
+
 /// The groups pending changes affect (see [`Cycle::affected_by_pending`]).
 #[derive(Debug, Default)]
 struct Affected {
@@ -864,9 +1160,34 @@ struct Applied {
     outcomes: Vec<Outcome>,
     /// Member adds waiting for groups created by later batches.
     deferred: apply::Deferred,
-    /// Groups to look at again next cycle (marked pending).
+    /// Groups to look at again next cycle (marked pending): decisions that read `now()`, held
+    /// deletes.
     retry: BTreeSet<String>,
+    /// Groups that failed, with why: they go to quarantine.
+    failed: BTreeMap<String, String>,
     examined: usize,
+}
+
+impl Applied {
+    fn fail_refused(&mut self, refused: &[Refusal]) {
+        for r in refused {
+            self.failed
+                .entry(r.cloud_id.clone())
+                .or_insert_with(|| r.reason.clone());
+        }
+    }
+
+    fn fail_outcomes(&mut self, outcomes: &[Outcome]) {
+        for o in outcomes.iter().filter(|o| !o.ok()) {
+            let why = o
+                .error
+                .clone()
+                .unwrap_or_else(|| o.member_errors.join("; "));
+            self.failed
+                .entry(o.cloud_id.clone())
+                .or_insert_with(|| format!("{} {}: {why}", o.action, o.dn));
+        }
+    }
 }
 
 /// What one batch produced.

@@ -19,6 +19,10 @@ pub enum Write {
     PutApplied(String, String),
     /// Not (fully) applied: compared again next time.
     RemoveApplied(String),
+    /// A create of this cloud id at this DN is about to be written (see `ownership`).
+    PutIntent(String, String),
+    /// The create was recorded (or its object is gone): the intent is settled.
+    RemoveIntent(String),
 }
 
 /// What a batch's plan and outcomes mean for the store.
@@ -64,6 +68,7 @@ pub fn bookkeeping(
                 if o.error.is_none() {
                     out.push(Write::RemoveAnchor(o.cloud_id.clone()));
                     out.push(Write::RemoveApplied(o.cloud_id.clone()));
+                    out.push(Write::RemoveIntent(o.cloud_id.clone()));
                 }
             }
             Action::Create | Action::Update => {
@@ -79,6 +84,7 @@ pub fn bookkeeping(
                             &o.dn,
                             &d.rule,
                         ));
+                        out.push(Write::RemoveIntent(o.cloud_id.clone()));
                     }
                 }
                 // Only a fully applied change is remembered; anything else is retried.
@@ -103,6 +109,7 @@ pub fn bookkeeping(
                 &a.dn,
                 &d.rule,
             ));
+            out.push(Write::RemoveIntent(id.clone()));
         }
     }
     out
@@ -121,6 +128,8 @@ pub fn write(store: &mut Store, run_id: i64, writes: &[Write]) -> Result<(), Sta
                 Write::RemoveAnchor(id) => tx::remove_anchor(t, id)?,
                 Write::PutApplied(id, h) => tx::put_applied(t, id, h)?,
                 Write::RemoveApplied(id) => tx::remove_applied(t, id)?,
+                Write::PutIntent(id, dn) => tx::put_intent(t, id, dn, run_id)?,
+                Write::RemoveIntent(id) => tx::remove_intent(t, id)?,
             }
         }
         Ok(())
@@ -128,7 +137,8 @@ pub fn write(store: &mut Store, run_id: i64, writes: &[Write]) -> Result<(), Sta
 }
 
 /// Ends a cycle that applied its plan: the pending marks it read are cleared, and the groups
-/// that must be tried again (refused, failed, rule errors) are marked again, in one
+/// that must be looked at again (decisions that read `now()`, held deletes) are marked again
+/// (failures go to quarantine instead, with a backoff), in one
 /// transaction. A kill before this leaves every mark: the next cycle looks at them again.
 pub fn settle_pending(store: &mut Store, retry: &BTreeSet<String>) -> Result<(), StateError> {
     store.with_transaction(|t| {

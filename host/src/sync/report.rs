@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::apply::Outcome;
 use super::job::SyncReport;
 use super::triggers::TriggerResult;
-use super::types::{AttrChange, Change, Op, PlannedTrigger, Unresolved};
+use super::types::{AttrChange, Change, Op, PlannedTrigger, Refusal, Unresolved};
 
 /// Unresolved members listed one by one up to this many; above it, a summary per reason.
 const LIST_UNRESOLVED: usize = 20;
@@ -147,17 +147,7 @@ pub fn render_tail(
     if streamed.is_some() {
         streamed_results(&mut out, r);
     }
-    if !p.refused.is_empty() {
-        let _ = writeln!(out, "\nRefused ({}):", p.refused.len());
-        for f in &p.refused {
-            let rule = f
-                .rule
-                .as_deref()
-                .map(|r| format!(" [{r}]"))
-                .unwrap_or_default();
-            let _ = writeln!(out, "  ! group {}{rule}: {}", f.cloud_id, f.reason);
-        }
-    }
+    refused(&mut out, &p.refused);
     match streamed {
         Some(groups) => unresolved(&mut out, r.counts.unresolved_members, groups),
         None => unresolved(
@@ -180,6 +170,20 @@ pub fn render_tail(
     }
     if let Some(b) = &r.blocked {
         let _ = writeln!(out, "\nBLOCKED: {b}");
+    }
+    held(&mut out, r, applied);
+    ownership(&mut out, r, applied);
+    if r.quarantine_total > 0 {
+        let again = r.quarantined.iter().map(|q| q.retry_at.as_str()).min();
+        let _ = writeln!(
+            out,
+            "\nQuarantine: {} groups failing ({} this run{}); each is tried again after a growing wait, or as soon as it, its members or the rules change.",
+            r.quarantine_total,
+            r.quarantined.len(),
+            again
+                .map(|t| format!(", the first again at {t}"))
+                .unwrap_or_default()
+        );
     }
     let _ = writeln!(
         out,
@@ -229,6 +233,106 @@ pub fn render_tail(
         );
     }
     out
+}
+
+/// Refusals: each one when there are few; otherwise a count per reason with examples (a rule
+/// that throws for every group is one line, not one per group).
+fn refused(out: &mut String, refused: &[Refusal]) {
+    if refused.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nRefused ({}):", refused.len());
+    if refused.len() <= LIST_UNRESOLVED {
+        for f in refused {
+            let rule = f
+                .rule
+                .as_deref()
+                .map(|r| format!(" [{r}]"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  ! group {}{rule}: {}", f.cloud_id, f.reason);
+        }
+        return;
+    }
+    for (kind, n, ids) in group_refusals(refused) {
+        let _ = writeln!(
+            out,
+            "  {n:>7}  {kind}  (e.g. group {})",
+            ids.join(", group ")
+        );
+    }
+    let _ = writeln!(out, "  (every one is in the --json output)");
+}
+
+/// Refusals grouped by the kind of their reason, most frequent first: (kind, how many, the
+/// first three group ids).
+pub fn group_refusals(all: &[Refusal]) -> Vec<(String, usize, Vec<String>)> {
+    let mut by: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
+    for f in all {
+        let (n, ex) = by.entry(reason_kind(&f.reason)).or_default();
+        *n += 1;
+        if ex.len() < 3 {
+            ex.push(f.cloud_id.clone());
+        }
+    }
+    let mut rows: Vec<(String, usize, Vec<String>)> =
+        by.into_iter().map(|(k, (n, ex))| (k, n, ex)).collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows
+}
+
+/// Deletes held back by the threshold, and how to let them through.
+fn held(out: &mut String, r: &SyncReport, applied: bool) {
+    let Some(h) = &r.held else { return };
+    let _ = writeln!(
+        out,
+        "\nHELD BACK: {} ({} {}). Approve exactly this set with `writeback approve {}`; the next sync applies it.",
+        h.reason,
+        if applied { "were not deleted; everything else was applied" } else { "would not be deleted; everything else would be applied" },
+        if h.deletes.len() == 1 { "group" } else { "groups" },
+        h.set_id
+    );
+    for e in h.deletes.iter().take(LIST_UNRESOLVED) {
+        let _ = writeln!(out, "  - {}  (group {})", e.dn, e.cloud_id);
+    }
+    if h.deletes.len() > LIST_UNRESOLVED {
+        let _ = writeln!(
+            out,
+            "  ... and {} more (every one is in the --json output)",
+            h.deletes.len() - LIST_UNRESOLVED
+        );
+    }
+}
+
+/// Objects adopted, and anchored objects left alone because Writeback did not record them.
+fn ownership(out: &mut String, r: &SyncReport, applied: bool) {
+    if !r.adopted.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} ({}):",
+            if applied { "Adopted" } else { "Would adopt" },
+            r.adopted.len()
+        );
+        for a in &r.adopted {
+            let _ = writeln!(out, "  + {}  (group {})", a.dn, a.cloud_id);
+        }
+    }
+    if !r.foreign.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNot Writeback's, left alone ({}): objects carrying a group anchor that Writeback has no record of creating (see `writeback adopt`):",
+            r.foreign.count
+        );
+        for dn in &r.foreign.examples {
+            let _ = writeln!(out, "  = {dn}");
+        }
+        if r.foreign.count > r.foreign.examples.len() {
+            let _ = writeln!(
+                out,
+                "  ... and {} more",
+                r.foreign.count - r.foreign.examples.len()
+            );
+        }
+    }
 }
 
 fn show(v: &[String]) -> String {

@@ -1,0 +1,125 @@
+//! Whose an AD object is. Pure.
+//!
+//! An object carrying a group's anchor (`Group_<objectId>`) is Writeback's only when Writeback
+//! recorded it: its objectGUID is in the state, or a create of it was about to be written when
+//! the host stopped (an intent). Anything else with the anchor (another tenant's groups in the
+//! same OU, groups written by Connect or Cloud Sync) is left alone, unless the operator adopts
+//! it on purpose (`writeback adopt`).
+
+use crate::state::Anchor;
+
+use super::types::{dn_key, ActualObject};
+
+/// What Writeback may do with an AD object carrying a group's anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Recorded as its own (the GUID matches, or the GUID was not known yet and the DN matches).
+    Recorded,
+    /// Created by a run that stopped before recording it.
+    Intended,
+    /// Taken over by an adoption.
+    Adopted,
+    /// Not Writeback's: never modified, never deleted.
+    Foreign,
+}
+
+impl Claim {
+    pub fn owned(self) -> bool {
+        self != Claim::Foreign
+    }
+}
+
+/// Decides the claim on `found` from the state's record of its group, the intent to create it,
+/// and whether this cycle adopts.
+pub fn claim(found: &ActualObject, record: Option<&Anchor>, intent: bool, adopt: bool) -> Claim {
+    if let Some(r) = record {
+        let same = match (&found.guid, r.object_guid.is_empty()) {
+            (Some(g), false) => g.eq_ignore_ascii_case(&r.object_guid),
+            (_, true) => dn_key(&found.dn) == dn_key(&r.dn),
+            (None, false) => false,
+        };
+        if same {
+            return Claim::Recorded;
+        }
+    } else if intent {
+        return Claim::Intended;
+    }
+    if adopt {
+        Claim::Adopted
+    } else {
+        Claim::Foreign
+    }
+}
+
+/// Why a group is refused when another object carries its anchor.
+pub fn foreign_reason(found: &ActualObject) -> String {
+    format!(
+        "{} carries this group's anchor, but Writeback has no record of creating it (another tenant's or another tool's group?); it is left alone. To take it over, run `writeback adopt --dry-run`, then `writeback adopt`",
+        found.dn
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(guid: Option<&str>, dn: &str) -> ActualObject {
+        ActualObject {
+            cloud_id: "g1".into(),
+            dn: dn.into(),
+            guid: guid.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    fn record(guid: &str, dn: &str) -> Anchor {
+        Anchor {
+            cloud_id: "g1".into(),
+            object_guid: guid.into(),
+            dn: dn.into(),
+            rule: "r".into(),
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_recorded_objects_are_owned() {
+        let o = found(Some("AAAA-1"), "CN=a,OU=W");
+        assert_eq!(
+            claim(&o, Some(&record("aaaa-1", "CN=old,OU=W")), false, false),
+            Claim::Recorded
+        );
+        assert_eq!(
+            claim(&o, Some(&record("bbbb-2", "CN=a,OU=W")), false, false),
+            Claim::Foreign
+        );
+        assert_eq!(claim(&o, None, false, false), Claim::Foreign);
+        assert!(!claim(&o, None, false, false).owned());
+    }
+
+    #[test]
+    fn an_unknown_guid_is_matched_by_dn() {
+        let o = found(Some("AAAA-1"), "cn=A,ou=W");
+        assert_eq!(
+            claim(&o, Some(&record("", "CN=a,OU=W")), false, false),
+            Claim::Recorded
+        );
+        assert_eq!(
+            claim(&o, Some(&record("", "CN=b,OU=W")), false, false),
+            Claim::Foreign
+        );
+    }
+
+    #[test]
+    fn intents_and_adoption_claim_unrecorded_objects() {
+        let o = found(Some("AAAA-1"), "CN=a,OU=W");
+        assert_eq!(claim(&o, None, true, false), Claim::Intended);
+        assert_eq!(claim(&o, None, false, true), Claim::Adopted);
+        // Adoption also takes over an object whose record names another GUID (the recorded
+        // one is gone): the operator asked for it.
+        assert_eq!(
+            claim(&o, Some(&record("bbbb-2", "CN=a,OU=W")), false, true),
+            Claim::Adopted
+        );
+    }
+}
