@@ -1,0 +1,73 @@
+//! kill -9 at seeded random points of a first sync: after a restart every run ends with the AD
+//! an undisturbed run of the same tenant leaves, without duplicate anchors.
+//!
+//! `FAULTS_POINTS` kill points (default 3), `FAULTS_SEED` replays a run; `randomised.sh` runs
+//! many.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use writeback_faults::scene::{assert_same_ad, changes, with_scene};
+use writeback_faults::seed::{points, Rng};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_of_a_first_sync_then_a_restart_converges() {
+    let mut rng = Rng::for_test("kill_9_at_random_points_of_a_first_sync");
+    let kills = points(3);
+    with_scene("wb-faults-kill", 8, move |mut scene| async move {
+        scene.seed(40, 12, &[]);
+        let want = scene.reference("Ref", None).await;
+        // From the start of the process to a little past the end of the undisturbed run, so
+        // start-up, the delta rounds, the applies and the bookkeeping are all hit.
+        let span = want.first_sync.as_millis() as u64 * 11 / 10;
+        for k in 0..kills {
+            let delay = rng.range(0, span.max(1));
+            let t = scene.target(&format!("Kill{k}"), None, None, "").await;
+            let log = std::fs::File::create(t.dir.join("killed.log"))
+                .unwrap_or_else(|e| panic!("cannot create the log of the killed run: {e}"));
+            let mut child = t
+                .command(&["sync", "--json"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start writeback sync: {e}"));
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let done_before = child
+                .try_wait()
+                .unwrap_or_else(|e| panic!("cannot check on writeback sync: {e}"));
+            let _ = child.kill();
+            let _ = child.wait();
+            let written = scene.groups(&t).await.len();
+            let point = format!(
+                "kill point {k} at {delay} ms of {span} ms ({written} of {} groups in AD{})",
+                scene.group_ids.len(),
+                if done_before.is_some() {
+                    ", the run had already finished"
+                } else {
+                    ""
+                }
+            );
+            eprintln!("{point}");
+
+            let restart = t.run(&["sync", "--json"]);
+            let stdout = String::from_utf8_lossy(&restart.stdout);
+            let stderr = String::from_utf8_lossy(&restart.stderr);
+            assert_eq!(
+                restart.status.code(),
+                Some(0),
+                "{point}: the restarted sync exited {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                restart.status.code()
+            );
+            let again = t.run_json(&["sync"], 0);
+            assert!(
+                changes(&again).is_empty(),
+                "{point}: the sync after the restart still changes AD: {again:#}"
+            );
+            let got = scene.groups(&t).await;
+            assert_same_ad(&point, &got, &want.groups);
+            scene.check_anchors(&t).await;
+            scene.drop_target(&t).await;
+        }
+    })
+    .await;
+}
