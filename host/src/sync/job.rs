@@ -99,7 +99,7 @@ pub struct SyncReport {
     /// The groups that failed this cycle and when each is tried again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<QuarantineNote>,
-    /// Groups in quarantine after this cycle (applied cycles only).
+    /// Groups in quarantine after this cycle.
     pub quarantine_total: usize,
     /// Objects carrying an anchor of a group that Writeback has no record of: left alone.
     #[serde(skip_serializing_if = "Foreign::is_empty")]
@@ -210,7 +210,17 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         now: Now::current(),
         phase: Instant::now(),
     };
-    let result = cycle.run().await;
+    let result = match cycle.run().await {
+        Ok(mut r) => ctx
+            .store
+            .quarantine_count()
+            .map(|n| {
+                r.quarantine_total = n;
+                r
+            })
+            .map_err(SyncError::from),
+        Err(e) => Err(e),
+    };
     let (status, stats) = match &result {
         Ok(r) => (
             if r.blocked.is_some() {
@@ -387,7 +397,6 @@ impl Cycle<'_, '_> {
             self.finish(&mut done, &deletes, whole.then_some(fingerprint.as_str()))
                 .await?;
             report.quarantined = self.settle_failures(&done.failed, looked_at)?;
-            report.quarantine_total = self.store.quarantine_count()?;
             self.settle_held(&report, &deletes, &held_before, &done.outcomes)?;
         }
         report.foreign = std::mem::take(&mut self.foreign);

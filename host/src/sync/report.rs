@@ -432,12 +432,14 @@ pub fn reason_kind(reason: &str) -> String {
     reason
         .split(' ')
         .map(|w| {
-            let id = w.starts_with("S-1-")
-                || (w.len() == 36 && w.chars().filter(|c| *c == '-').count() == 4);
-            if id {
-                "…"
+            // An id may be quoted or end a parenthesis: "(group <id>)".
+            let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-');
+            let id = core.starts_with("S-1-")
+                || (core.len() == 36 && core.chars().filter(|c| *c == '-').count() == 4);
+            if id && !core.is_empty() {
+                w.replacen(core, "…", 1)
             } else {
-                w
+                w.to_string()
             }
         })
         .collect::<Vec<_>>()
@@ -479,5 +481,25 @@ mod tests {
         let mut few = String::new();
         unresolved(&mut few, 5, &group_unresolved(&all[30..]));
         assert!(few.contains("? group g34: user m34: no AD account has objectSid S-1-5-21-1-34"));
+    }
+
+    #[test]
+    fn a_rule_error_for_every_group_is_one_row() {
+        let all: Vec<Refusal> = (0..40)
+            .map(|i| Refusal {
+                cloud_id: format!("00000000-0000-0000-0000-{i:012}"),
+                rule: None,
+                reason: format!(
+                    "r.rhai:3:9: boom (rule r.rhai, map(), group 00000000-0000-0000-0000-{i:012})"
+                ),
+            })
+            .collect();
+        let rows = group_refusals(&all);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].1, 40);
+        assert_eq!(rows[0].0, "r.rhai:3:9: boom (rule r.rhai, map(), group …)");
+        let mut out = String::new();
+        refused(&mut out, &all);
+        assert_eq!(out.lines().count(), 4, "{out}");
     }
 }

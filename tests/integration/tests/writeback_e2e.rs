@@ -384,43 +384,6 @@ async fn a_rule_writing_outside_the_managed_ous_is_refused() {
 }
 
 #[tokio::test]
-async fn the_delete_threshold_blocks_a_mass_delete() {
-    let mut bed = Bed::new("wb-e2e-threshold", 0).await;
-    bed.create_default_containers().await;
-    let ids: Vec<String> = (0..5).map(|_| new_id()).collect();
-    let groups = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| security_group(id, &format!("Bulk {i}"), &[]))
-        .collect();
-    bed.seed(vec![], groups, &[]);
-    bed.write_config(None, "", "[safety]\ndelete_threshold = 2\n");
-    bed.run_json(&["sync"], 0);
-    for id in &ids {
-        bed.graph("DELETE", &format!("/groups/{id}"), None).await;
-    }
-    let usn = bed.highest_usn().await;
-    let r = bed.run_json(&["sync"], 3);
-    assert!(
-        r["blocked"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("delete threshold"),
-        "{r:#}"
-    );
-    assert_eq!(bed.highest_usn().await, usn, "a blocked plan wrote to AD");
-    for id in &ids {
-        assert!(bed.group_by_id(id).await.is_some());
-    }
-    let r = bed.run_json(&["sync", "--allow-deletes"], 0);
-    assert_eq!(actions(&r), vec!["delete"; 5]);
-    for id in &ids {
-        assert!(bed.group_by_id(id).await.is_none());
-    }
-    bed.cleanup().await;
-}
-
-#[tokio::test]
 async fn an_expired_delta_token_leads_to_a_full_resync_that_converges() {
     let mut bed = Bed::new("wb-e2e-expired", 1).await;
     bed.create_default_containers().await;
