@@ -11,7 +11,8 @@
 //!   Modules are read afresh on every load (no resolver cache survives a reload).
 //! - [`RuleSet::evaluate`] is pure and callable from several threads at once: each call takes
 //!   an engine from a small pool (one engine per concurrent caller, sharing the compiled ASTs),
-//!   because a single shared engine does not scale across threads.
+//!   because a single shared engine does not scale across threads. Each engine runs on a thread
+//!   of its own with a deep stack (`worker`): Rhai walks nested values recursively.
 //! - Every failure names its file, line and column (`path:line:col: message`).
 
 mod clock;
@@ -27,6 +28,7 @@ mod sandbox;
 mod schedule;
 pub mod testing;
 mod text;
+mod worker;
 
 #[cfg(test)]
 mod tests;
@@ -51,7 +53,6 @@ pub use primitives::{safe_url, AdFound, Effects, HttpRequest, HttpResponse, DEFA
 pub use schedule::Schedule;
 pub use text::{quoted, QUOTE_CHARS};
 
-use diagnostics::Located;
 use resolver::RuleResolver;
 use sandbox::{Sandbox, Settings};
 
@@ -158,12 +159,13 @@ struct CompiledRule {
 
 /// A compiled rule set. `Send + Sync`; share it behind an `Arc`.
 pub struct RuleSet {
-    rules: Vec<CompiledRule>,
+    rules: Arc<Vec<CompiledRule>>,
     files: Vec<RuleFile>,
     settings: Arc<Settings>,
     limits: Limits,
-    /// Idle engines; an evaluation borrows one, or builds one when all are busy.
-    pool: Mutex<Vec<Sandbox>>,
+    /// Idle engines, each on its own thread; an evaluation borrows one, or starts one when all
+    /// are busy.
+    pool: Mutex<Vec<worker::Worker>>,
     /// Triggers and schedules (`hooks`).
     hooks: Arc<HookTable>,
 }
@@ -250,7 +252,7 @@ impl RuleSet {
             return Err(LoadError::new(diags));
         }
         Ok(RuleSet {
-            rules,
+            rules: Arc::new(rules),
             files,
             settings,
             limits,
@@ -292,17 +294,6 @@ impl RuleSet {
         group: &serde_json::Value,
         now: Now,
     ) -> (Result<Decision, EvalError>, bool) {
-        let lease = self.lease();
-        lease.sandbox().set_now(now);
-        let decision = self.decide(&lease, group);
-        (decision, lease.sandbox().now_was_read())
-    }
-
-    #[allow(
-        clippy::result_large_err,
-        reason = "errors are rare and read by people; a flat struct beats a box here"
-    )]
-    fn decide(&self, lease: &Lease<'_>, group: &serde_json::Value) -> Result<Decision, EvalError> {
         let group_id = group
             .get("id")
             .and_then(serde_json::Value::as_str)
@@ -310,7 +301,7 @@ impl RuleSet {
             .to_string();
         // Malformed cloud data is refused before it is copied into the engine.
         if let Some(message) = input::problem(group) {
-            return Err(EvalError {
+            let e = EvalError {
                 rule: String::new(),
                 function: String::new(),
                 group_id,
@@ -319,47 +310,45 @@ impl RuleSet {
                 column: None,
                 message,
                 kind: EvalErrorKind::Input,
-            });
-        }
-        let value = group::to_script_value(group);
-        for rule in self.rules.iter() {
-            let fail = |function: &str, loc: Located| EvalError {
-                rule: rule.name.clone(),
-                function: function.to_string(),
-                group_id: group_id.clone(),
-                file: loc.file,
-                line: loc.line,
-                column: loc.column,
-                message: loc.message,
-                kind: loc.kind,
             };
-            let in_scope = lease
-                .sandbox()
-                .call(&rule.ast, "scope", value.clone(), self.limits.call_timeout)
-                .map_err(|e| fail("scope", diagnostics::locate(&e, &rule.path, &self.limits)))?;
-            let in_scope = in_scope.as_bool().map_err(|typ| {
-                fail(
-                    "scope",
-                    Located::output(
-                        &rule.path,
-                        format!("scope() must return true or false, not {typ}"),
-                    ),
-                )
-            })?;
-            if !in_scope {
-                continue;
+            return (Err(e), false);
+        }
+        let job = worker::Job {
+            value: group::to_script_value(group),
+            group_id,
+            now,
+        };
+        let idle = self
+            .pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let worker = match idle {
+            Some(w) => Some(w),
+            None => worker::Worker::spawn(
+                self.rules.clone(),
+                self.limits.clone(),
+                self.settings.clone(),
+            ),
+        };
+        let Some(worker) = worker else {
+            // No thread to be had: evaluate here, on the caller's stack.
+            return worker::run_inline(&self.rules, &self.limits, self.settings.clone(), job);
+        };
+        let group_id = job.group_id.clone();
+        match worker.run(job) {
+            Some(out) => {
+                // A limit may have grown the worker's stack deep: a fresh thread gives it back.
+                if !matches!(&out.0, Err(e) if e.kind == EvalErrorKind::Limit) {
+                    self.pool
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(worker);
+                }
+                out
             }
-            let out = lease
-                .sandbox()
-                .call(&rule.ast, "map", value, self.limits.call_timeout)
-                .map_err(|e| fail("map", diagnostics::locate(&e, &rule.path, &self.limits)))?;
-            return match output::desired_group(&rule.name, out) {
-                Ok(Some(g)) => Ok(Decision::Desired(g)),
-                Ok(None) => Ok(Decision::OutOfScope),
-                Err(message) => Err(fail("map", Located::output(&rule.path, message))),
-            };
+            None => (Err(worker::stopped(group_id)), false),
         }
-        Ok(Decision::OutOfScope)
     }
 
     /// The files the set was built from: rule files in order, then imported modules by path.
@@ -370,48 +359,6 @@ impl RuleSet {
     /// Rule file names in evaluation order.
     pub fn rule_names(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.name.as_str()).collect()
-    }
-
-    fn lease(&self) -> Lease<'_> {
-        let idle = self
-            .pool
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop();
-        let sandbox =
-            idle.unwrap_or_else(|| Sandbox::evaluator(&self.limits, self.settings.clone()));
-        Lease {
-            set: self,
-            sandbox: Some(sandbox),
-        }
-    }
-}
-
-/// An engine borrowed from the pool, returned on drop (also when a call failed).
-struct Lease<'a> {
-    set: &'a RuleSet,
-    sandbox: Option<Sandbox>,
-}
-
-impl Lease<'_> {
-    fn sandbox(&self) -> &Sandbox {
-        // Present from creation until drop.
-        match &self.sandbox {
-            Some(s) => s,
-            None => unreachable!("lease used after drop"),
-        }
-    }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if let Some(s) = self.sandbox.take() {
-            self.set
-                .pool
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(s);
-        }
     }
 }
 

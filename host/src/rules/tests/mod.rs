@@ -3,6 +3,7 @@
 
 mod docs;
 mod hooks;
+mod hostile;
 mod runtime;
 mod shipped;
 mod support;
