@@ -345,9 +345,21 @@ async fn unowned_same_name_group_is_left_alone_and_reported() {
     let own = &groups[&dn.to_lowercase()];
     assert_eq!(own, &before);
     assert!(!own.contains_key("admindescription"));
-    // The next run tries again (and is refused again): nothing was recorded as applied.
+    // The group waits in quarantine: the next run does not try again at once...
+    assert_eq!(r["quarantine_total"], json!(1), "{r:#}");
+    let idle = bed.run_json(&["sync"], 0);
+    assert!(actions(&idle).is_empty(), "{idle:#}");
+    // ...but once its wait is over it is tried (and refused) again: nothing was recorded.
+    let state = bed.dir.path().join("state.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&state)
+        .arg("UPDATE quarantine SET retry_at = 0;")
+        .output()
+        .expect("sqlite3");
+    assert!(out.status.success(), "{out:?}");
     let again = bed.run_json(&["sync"], 2);
     assert_eq!(actions(&again), vec!["create"], "{again:#}");
+    assert_eq!(again["quarantined"][0]["failures"], json!(2), "{again:#}");
     bed.cleanup().await;
 }
 
