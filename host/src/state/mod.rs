@@ -1,7 +1,8 @@
 //! The SQLite state store: delta links, the cloud cache, anchors, applied state, run history.
 //!
 //! One file, readable with the operator's `sqlite3`: tables `delta_link`, `cloud_object`,
-//! `cloud_member`, `anchor`, `applied`, `pending`, `meta`, `run`, `run_event` (see `schema.rs`). WAL journal with
+//! `cloud_member`, `anchor`, `intent`, `applied`, `pending`, `meta`, `quarantine`, `held_delete`,
+//! `run`, `run_event` (see `schema.rs`). WAL journal with
 //! `synchronous=FULL`, so a commit that returned survives a kill -9 or a power cut, and a killed
 //! host restarts from the last committed delta link with a cache that matches it. (The pages of
 //! a delta round are committed without a sync of their own; the commit that stores the round's
