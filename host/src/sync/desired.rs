@@ -228,6 +228,183 @@ mod tests {
         assert_eq!(ids, vec!["u1", "u2"]);
     }
 
+    /// A message that stays one line and never holds the value.
+    fn assert_short(text: &str, needle: &str) {
+        assert!(text.len() < 600, "{} bytes", text.len());
+        assert!(!text.contains(needle), "the value is echoed");
+    }
+
+    fn desired(parent: &str, attributes: &[(&str, &str)]) -> DesiredGroup {
+        DesiredGroup {
+            rule: "10-x.rhai".into(),
+            parent: parent.into(),
+            cn: "G".into(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(vec![v.to_string()])))
+                .collect(),
+            members: MemberPolicy::OnPremises,
+        }
+    }
+
+    #[test]
+    fn a_huge_parent_is_refused_without_the_value() {
+        let ous = vec!["OU=Cloud,DC=x".to_string()];
+        let b = DesiredBuilder {
+            managed_ous: &ous,
+            schema: None,
+        };
+        let outside = format!("OU={},DC=x", "o".repeat(10 * 1024 * 1024));
+        let r = b.object("g-big", &desired(&outside, &[])).unwrap_err();
+        assert!(
+            r.reason.contains("outside the managed OUs"),
+            "{}",
+            &r.reason[..200]
+        );
+        assert!(r.reason.contains("(10485768 characters)"), "{}", r.reason);
+        assert_short(&r.reason, &"o".repeat(100));
+        let broken = "x".repeat(10 * 1024 * 1024);
+        let r = b.object("g-big", &desired(&broken, &[])).unwrap_err();
+        assert!(r.reason.contains("not a valid DN"), "{}", r.reason);
+        assert_short(&r.reason, &"x".repeat(100));
+        // The group next to it is built as ever.
+        assert!(b.object("g-ok", &desired("OU=Cloud,DC=x", &[])).is_ok());
+    }
+
+    #[test]
+    fn a_value_over_the_schemas_range_is_refused_without_the_value() {
+        use crate::ad::schema::{syntax, AttrDef, ClassDef, Schema};
+        let attr = |name: &str, syntax: &str, upper: Option<u32>| AttrDef {
+            name: name.into(),
+            single_valued: true,
+            range_lower: None,
+            range_upper: upper,
+            syntax: syntax.into(),
+            system_only: false,
+            linked: false,
+        };
+        let schema = Schema::from_parts(
+            vec![
+                attr("cn", syntax::UNICODE_STRING, Some(64)),
+                attr("displayName", syntax::UNICODE_STRING, Some(256)),
+                attr("managedBy", syntax::DN, None),
+                attr(
+                    "msDS-ExternalDirectoryObjectId",
+                    syntax::UNICODE_STRING,
+                    None,
+                ),
+                attr("adminDescription", syntax::UNICODE_STRING, Some(1024)),
+            ],
+            vec![ClassDef {
+                name: "group".into(),
+                attrs: [
+                    "cn",
+                    "displayName",
+                    "managedBy",
+                    "msDS-ExternalDirectoryObjectId",
+                    "adminDescription",
+                ]
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+                ..Default::default()
+            }],
+        );
+        let ous = vec!["OU=Cloud,DC=x".to_string()];
+        let b = DesiredBuilder {
+            managed_ous: &ous,
+            schema: Some(&schema),
+        };
+        let name = "n".repeat(1024 * 1024);
+        let r = b
+            .object(
+                "g-long",
+                &desired("OU=Cloud,DC=x", &[("displayName", &name)]),
+            )
+            .unwrap_err();
+        assert!(
+            r.reason
+                .contains("1048576 characters long, the schema allows at most 256"),
+            "{}",
+            r.reason
+        );
+        assert_short(&r.reason, &"n".repeat(100));
+        let dn = format!("CN={}", ",".repeat(1024 * 1024));
+        let r = b
+            .object("g-dn", &desired("OU=Cloud,DC=x", &[("managedBy", &dn)]))
+            .unwrap_err();
+        assert!(r.reason.contains("is not a valid value"), "{}", r.reason);
+        assert_short(&r.reason, &",".repeat(300));
+        let unknown = "a".repeat(100_000);
+        let r = b
+            .object("g-attr", &desired("OU=Cloud,DC=x", &[(&unknown, "v")]))
+            .unwrap_err();
+        assert!(r.reason.contains("is not in the AD schema"), "{}", r.reason);
+        assert_short(&r.reason, &"a".repeat(100));
+        assert!(b
+            .object(
+                "g-ok",
+                &desired("OU=Cloud,DC=x", &[("displayName", "Fine")])
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn members_of_unknown_or_missing_types_are_unresolved_with_a_reason() {
+        let ous = vec!["OU=Cloud,DC=x".to_string()];
+        let b = DesiredBuilder {
+            managed_ous: &ous,
+            schema: None,
+        };
+        let huge = format!("#microsoft.graph.{}", "q".repeat(10_000));
+        let mut g = group(
+            "g",
+            &[("user", "u1"), ("device", "d1"), ("spaceship", "s1")],
+        );
+        for (id, t) in [("none", ""), ("huge", huge.as_str())] {
+            g.members.insert(
+                id.into(),
+                MemberRef {
+                    odata_type: t.into(),
+                    id: id.into(),
+                },
+            );
+        }
+        let dir = MemberDirectory {
+            users: BTreeMap::from([("u1".to_string(), "CN=U1,DC=x".to_string())]),
+            ..Default::default()
+        };
+        let mut unresolved = Vec::new();
+        let dns = b.members(
+            &g,
+            &BTreeMap::new(),
+            MemberPolicy::OnPremises,
+            &BTreeMap::new(),
+            &dir,
+            &mut unresolved,
+        );
+        assert_eq!(dns, Some(vec!["CN=U1,DC=x".to_string()]));
+        let by_id: BTreeMap<&str, &Unresolved> = unresolved
+            .iter()
+            .map(|u| (u.member_id.as_str(), u))
+            .collect();
+        assert_eq!(by_id.len(), 4);
+        assert_eq!(
+            by_id["d1"].reason,
+            "only users and groups can be written to AD"
+        );
+        assert_eq!(
+            by_id["s1"].reason,
+            "unknown member type \"#microsoft.graph.spaceship\"; only users and groups can be written to AD"
+        );
+        assert_eq!(by_id["s1"].member_type, "spaceship");
+        assert!(by_id["none"].reason.contains("without an @odata.type"));
+        assert!(by_id["huge"].reason.contains("unknown member type"));
+        assert_short(&by_id["huge"].reason, &"q".repeat(100));
+        assert!(by_id["huge"].member_type.len() < 100);
+        assert!(unresolved.iter().all(|u| u.group_id == "g"));
+    }
+
     #[test]
     fn outside_managed_ous_is_refused() {
         let ous = vec!["OU=Cloud,DC=x".to_string()];
