@@ -80,6 +80,10 @@ fn recovery(cause: &rusqlite::Error) -> &'static str {
              aside, then run `writeback adopt --dry-run` to see what would be taken back and \
              `writeback adopt` to take it; see README.md, \"Recovering the state file\")"
         }
+        // SQLite says only "disk I/O error" when the disk is full at open (the -shm file).
+        Some(rusqlite::ErrorCode::SystemIoFailure) => {
+            " (check that the disk holding the file is not full or read-only)"
+        }
         _ => "",
     }
 }
@@ -163,5 +167,7 @@ mod recovery_tests {
         }
         let full = sql(rusqlite::ffi::SQLITE_FULL).to_string();
         assert!(!full.contains("adopt"), "{full}");
+        let io = sql(rusqlite::ffi::SQLITE_IOERR).to_string();
+        assert!(io.contains("not full or read-only"), "{io}");
     }
 }

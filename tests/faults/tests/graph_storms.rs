@@ -36,7 +36,7 @@ async fn storm(test: &'static str, prefix: &str, kind: &'static str) {
     let seed = rng.next_u64() % 1_000_000;
     let rate = rng.range(20, 45) as f64 / 100.0;
     with_scene(prefix, 4, move |mut scene| async move {
-        scene.seed(12, 4, PAGING);
+        scene.seed(8, 2, PAGING);
         let want = scene.reference("Ref", None).await;
         let t = scene.target("Storm", None, None, "").await;
         let before = injected(&scene).await;

@@ -15,7 +15,7 @@ async fn kill_9_at_random_points_of_a_first_sync_then_a_restart_converges() {
     let mut rng = Rng::for_test("kill_9_at_random_points_of_a_first_sync");
     let kills = points(3);
     with_scene("wb-faults-kill", 8, move |mut scene| async move {
-        scene.seed(40, 12, &[]);
+        scene.seed(24, 6, &[]);
         let want = scene.reference("Ref", None).await;
         // From the start of the process to a little past the end of the undisturbed run, so
         // start-up, the delta rounds, the applies and the bookkeeping are all hit.
