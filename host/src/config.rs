@@ -109,6 +109,12 @@ fn default_max_triggers_per_cycle() -> usize {
 #[serde(deny_unknown_fields)]
 struct RawState {
     path: PathBuf,
+    #[serde(default = "default_audit_retention_days")]
+    audit_retention_days: u32,
+}
+
+fn default_audit_retention_days() -> u32 {
+    365
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,6 +335,8 @@ pub struct Config {
     pub delete_threshold_percent: Option<f64>,
     /// The longest wait, in seconds, before a failing group is tried again.
     pub quarantine_max_backoff_secs: u64,
+    /// How long audit events (what was written to AD) are kept, in days.
+    pub audit_retention_days: u32,
     pub daemon: DaemonConfig,
 }
 
@@ -584,6 +592,10 @@ impl Config {
             ));
         }
 
+        if raw.state.audit_retention_days == 0 {
+            return Err(v.invalid("state.audit_retention_days", "must be at least 1 day"));
+        }
+
         let d = raw.daemon;
         if d.poll_interval_secs.is_nan() || d.poll_interval_secs < 1.0 {
             return Err(v.invalid(
@@ -625,6 +637,7 @@ impl Config {
             delete_threshold: raw.safety.delete_threshold,
             delete_threshold_percent: raw.safety.delete_threshold_percent,
             quarantine_max_backoff_secs: raw.safety.quarantine_max_backoff_secs,
+            audit_retention_days: raw.state.audit_retention_days,
             daemon,
         })
     }
@@ -922,5 +935,27 @@ path = "state.db"
         );
         let e = cfg(&text).unwrap_err().to_string();
         assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn audit_retention_has_a_default_and_is_at_least_a_day() {
+        with_env();
+        assert_eq!(cfg(GOOD).expect("valid").audit_retention_days, 365);
+        let text = GOOD.replace(
+            "path = \"state.db\"",
+            "path = \"state.db\"\naudit_retention_days = 30",
+        );
+        assert_eq!(cfg(&text).expect("valid").audit_retention_days, 30);
+        let text = GOOD.replace(
+            "path = \"state.db\"",
+            "path = \"state.db\"\naudit_retention_days = 0",
+        );
+        let e = cfg(&text).unwrap_err().to_string();
+        assert!(e.contains("state.audit_retention_days"), "{e}");
+        let text = GOOD.replace(
+            "path = \"state.db\"",
+            "path = \"state.db\"\naudit_retention_days = -1",
+        );
+        assert!(cfg(&text).is_err());
     }
 }

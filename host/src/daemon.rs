@@ -36,9 +36,10 @@ use crate::watch;
 /// filesystem without notifications).
 const SAFETY_RESCAN: Duration = Duration::from_secs(30);
 
-/// Run history kept in the state file: a 1 s poll records 86,400 runs a day, so older ones are
-/// pruned (with their audit events) every `PRUNE_EVERY` cycles.
-const RUN_HISTORY: usize = 20_000;
+/// Every `PRUNE_EVERY` cycles the history is compacted: audit events older than
+/// `[state] audit_retention_days` go (with the runs left empty), and a 1 s poll's 86,400 quiet
+/// runs a day are folded into one row per streak, except the newest `RECENT_RUNS`.
+const RECENT_RUNS: usize = 1_000;
 const PRUNE_EVERY: u64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -417,10 +418,17 @@ impl Host {
         let started = Instant::now();
         self.cycles += 1;
         if self.cycles.is_multiple_of(PRUNE_EVERY) {
-            match self.store.prune_runs(RUN_HISTORY) {
-                Ok(n) if n > 0 => tracing::debug!(pruned = n, "old runs pruned"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("pruning the run history failed: {e}"),
+            match self
+                .store
+                .compact_history(self.config.audit_retention_days, RECENT_RUNS)
+            {
+                Ok(c) => tracing::debug!(
+                    events_deleted = c.events_deleted,
+                    runs_deleted = c.runs_deleted,
+                    runs_folded = c.runs_folded,
+                    "run history compacted"
+                ),
+                Err(e) => tracing::warn!("compacting the run history failed: {e}"),
             }
         }
         let lock = {

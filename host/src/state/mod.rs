@@ -39,7 +39,10 @@ pub use clock::{now_rfc3339, rfc3339_at};
 pub use error::StateError;
 pub use held::{set_id as held_set_id, HeldDelete};
 pub use quarantine::{backoff_secs, Quarantined, Seen};
-pub use runs::{AuditEvent, EventRecord, RunRecord, INTERRUPTED};
+pub use runs::{
+    AuditEvent, Compaction, EventQuery, EventRecord, EventSubjects, RunRecord, FOLDED_RUNS,
+    INTERRUPTED,
+};
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::Snapshot;
 
@@ -422,6 +425,52 @@ impl Store {
     /// Keeps the newest `keep` runs (and their events), deletes the rest.
     pub fn prune_runs(&mut self, keep: usize) -> Result<usize, StateError> {
         runs::prune_runs(&self.conn, keep)
+    }
+
+    /// Ages out the audit events older than `retention_days` (and the runs left without any),
+    /// and folds streaks of quiet runs older than the newest `keep_recent` into one row each;
+    /// see [`runs::compact_history`]. One transaction.
+    pub fn compact_history(
+        &mut self,
+        retention_days: u32,
+        keep_recent: usize,
+    ) -> Result<Compaction, StateError> {
+        let cutoff =
+            time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(retention_days));
+        self.compact_history_before(cutoff, keep_recent)
+    }
+
+    /// [`Store::compact_history`] with the retention given as the instant events older than
+    /// which go.
+    pub fn compact_history_before(
+        &mut self,
+        cutoff: time::OffsetDateTime,
+        keep_recent: usize,
+    ) -> Result<Compaction, StateError> {
+        let tx = self.write_tx(|| "compact the run history".into())?;
+        let done = runs::compact_history(&tx, cutoff, keep_recent)?;
+        tx.commit()
+            .ctx(&self.conn, || "commit the compacted run history".into())?;
+        Ok(done)
+    }
+
+    /// Visits the audit events `q` selects until `f` breaks (see [`EventQuery`]).
+    pub fn for_each_event(
+        &self,
+        q: &EventQuery,
+        f: impl FnMut(EventRecord) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), StateError> {
+        runs::for_each_event(&self.conn, q, f)
+    }
+
+    /// The cloud ids of the audit events recorded at `dn` (case-insensitively).
+    pub fn event_cloud_ids_at(&self, dn: &str) -> Result<BTreeSet<String>, StateError> {
+        runs::event_cloud_ids_at(&self.conn, dn)
+    }
+
+    /// The cached groups named `name`, as `(id, displayName)` sorted by id.
+    pub fn cached_groups_named(&self, name: &str) -> Result<Vec<(String, String)>, StateError> {
+        runs::cached_groups_named(&self.conn, name)
     }
 
     // --- batching ---------------------------------------------------------------------------

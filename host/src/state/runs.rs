@@ -3,11 +3,15 @@
 //! Like the anchor functions these take a `Connection`, so a run's events can be recorded in
 //! one transaction through [`super::Store::with_transaction`] instead of one fsync per event.
 
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use time::OffsetDateTime;
 
-use super::clock::now_rfc3339;
+use super::clock::{format_rfc3339, now_rfc3339};
 use super::error::{corrupt, db_path, encode, SqlContext, StateError};
 
 /// One audited action on one object.
@@ -182,48 +186,180 @@ pub fn run(conn: &Connection, run_id: i64) -> Result<Option<RunRecord>, StateErr
     row.map(|r| decode_run(conn, r)).transpose()
 }
 
+const EVENT_COLUMNS: &str = "id, run_id, at, cloud_id, action, dn, detail_json, outcome";
+
+type EventRow = (i64, i64, String, String, String, String, String, String);
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn decode_event(conn: &Connection, row: EventRow) -> Result<EventRecord, StateError> {
+    let (id, run_id, at, cloud_id, action, dn, detail, outcome) = row;
+    let detail = serde_json::from_str(&detail)
+        .map_err(|e| corrupt(conn, "run_event", id, "detail_json", e))?;
+    Ok(EventRecord {
+        id,
+        run_id,
+        at,
+        event: AuditEvent {
+            cloud_id,
+            action,
+            dn,
+            detail,
+            outcome,
+        },
+    })
+}
+
 /// A run's events in the order they were recorded.
 pub fn run_events(conn: &Connection, run_id: i64) -> Result<Vec<EventRecord>, StateError> {
     let op = || format!("list events of run {run_id}");
     let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {EVENT_COLUMNS} FROM run_event WHERE run_id = ?1 ORDER BY id"
+        ))
+        .ctx(conn, op)?;
+    let rows = stmt.query_map([run_id], event_row).ctx(conn, op)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(decode_event(conn, row.ctx(conn, op)?)?);
+    }
+    Ok(out)
+}
+
+// --- the audit trail across runs ------------------------------------------------------------
+
+/// The objects whose events a query keeps: an event matches when its cloud id is one of
+/// `cloud_ids` or its DN is one of `dns` (compared case-insensitively). Both empty: nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventSubjects {
+    pub cloud_ids: BTreeSet<String>,
+    pub dns: BTreeSet<String>,
+}
+
+/// Which events [`for_each_event`] visits, and in which order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Events recorded at or after this time, written as stored (`2026-12-01T08:00:00.000Z`).
+    pub since: Option<String>,
+    /// Events recorded at or before this time (as stored).
+    pub until: Option<String>,
+    /// Only these objects' events; `None`: every event.
+    pub subjects: Option<EventSubjects>,
+    /// Newest first (what a limit keeps); otherwise in the order they were recorded.
+    pub newest_first: bool,
+}
+
+/// Visits the events `q` selects, one at a time (a year of events never sits in memory), until
+/// `f` breaks. Times use `run_event_by_at`, subjects `run_event_by_cloud_id` and `run_event_by_dn`.
+pub fn for_each_event(
+    conn: &Connection,
+    q: &EventQuery,
+    mut f: impl FnMut(EventRecord) -> ControlFlow<()>,
+) -> Result<(), StateError> {
+    let op = || "list audit events".to_string();
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM run_event WHERE 1");
+    let mut args: Vec<String> = Vec::new();
+    if let Some(t) = &q.since {
+        args.push(t.clone());
+        sql.push_str(&format!(" AND at >= ?{}", args.len()));
+    }
+    if let Some(t) = &q.until {
+        args.push(t.clone());
+        sql.push_str(&format!(" AND at <= ?{}", args.len()));
+    }
+    if let Some(s) = &q.subjects {
+        // One JSON array parameter per list: any number of ids fits in one statement.
+        let ids = serde_json::to_string(&s.cloud_ids)
+            .map_err(|e| encode(conn, "run_event", "query", "cloud_id", e))?;
+        let dns = serde_json::to_string(&s.dns)
+            .map_err(|e| encode(conn, "run_event", "query", "dn", e))?;
+        args.push(ids);
+        let i = args.len();
+        args.push(dns);
+        let d = args.len();
+        sql.push_str(&format!(
+            " AND (cloud_id IN (SELECT value FROM json_each(?{i}))
+                   OR dn COLLATE NOCASE IN (SELECT value FROM json_each(?{d})))"
+        ));
+    }
+    sql.push_str(if q.newest_first {
+        " ORDER BY id DESC"
+    } else {
+        " ORDER BY id"
+    });
+    let mut stmt = conn.prepare(&sql).ctx(conn, op)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(args.iter()))
+        .ctx(conn, op)?;
+    while let Some(r) = rows.next().ctx(conn, op)? {
+        let row = event_row(r).ctx(conn, op)?;
+        if f(decode_event(conn, row)?).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The cloud ids of the events recorded at `dn` (case-insensitively): a group's trail also
+/// from before its anchor moved or was forgotten.
+pub fn event_cloud_ids_at(conn: &Connection, dn: &str) -> Result<BTreeSet<String>, StateError> {
+    let op = || "find the events of a DN".to_string();
+    let mut stmt = conn
         .prepare(
-            "SELECT id, run_id, at, cloud_id, action, dn, detail_json, outcome FROM run_event
-             WHERE run_id = ?1 ORDER BY id",
+            "SELECT DISTINCT cloud_id FROM run_event
+             WHERE dn = ?1 COLLATE NOCASE AND cloud_id <> ''",
         )
         .ctx(conn, op)?;
     let rows = stmt
-        .query_map([run_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, String>(7)?,
-            ))
-        })
+        .query_map([dn], |r| r.get::<_, String>(0))
         .ctx(conn, op)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, run_id, at, cloud_id, action, dn, detail, outcome) = row.ctx(conn, op)?;
-        let detail = serde_json::from_str(&detail)
-            .map_err(|e| corrupt(conn, "run_event", id, "detail_json", e))?;
-        out.push(EventRecord {
-            id,
-            run_id,
-            at,
-            event: AuditEvent {
-                cloud_id,
-                action,
-                dn,
-                detail,
-                outcome,
-            },
-        });
+    let mut out = BTreeSet::new();
+    for id in rows {
+        out.insert(id.ctx(conn, op)?);
     }
     Ok(out)
+}
+
+/// The cached cloud groups whose `displayName` is `name`, as `(id, displayName)` sorted by id:
+/// the exact spelling when any group has it, else the ASCII-case-insensitive matches (Entra ID
+/// neither keeps names unique nor compares them by case).
+pub fn cached_groups_named(
+    conn: &Connection,
+    name: &str,
+) -> Result<Vec<(String, String)>, StateError> {
+    let op = || "find cached groups by displayName".to_string();
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, json_extract(props_json, '$.displayName') FROM cloud_object
+             WHERE kind = 'group'
+               AND json_extract(props_json, '$.displayName') = ?1 COLLATE NOCASE
+             ORDER BY id",
+        )
+        .ctx(conn, op)?;
+    let rows = stmt
+        .query_map([name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .ctx(conn, op)?;
+    let mut all = Vec::new();
+    for row in rows {
+        all.push(row.ctx(conn, op)?);
+    }
+    if all.iter().any(|(_, n)| n == name) {
+        all.retain(|(_, n)| n == name);
+    }
+    Ok(all)
 }
 
 /// Marks runs left unfinished by a killed host as [`INTERRUPTED`]; returns how many.
@@ -244,4 +380,186 @@ pub fn prune_runs(conn: &Connection, keep: usize) -> Result<usize, StateError> {
         [keep],
     )
     .ctx(conn, || "prune run history".into())
+}
+
+/// What [`compact_history`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Compaction {
+    /// Audit events older than the retention.
+    pub events_deleted: usize,
+    /// Runs older than the retention with no event left.
+    pub runs_deleted: usize,
+    /// Quiet runs folded into the first run of their streak.
+    pub runs_folded: usize,
+}
+
+/// `stats_json` key of a run standing for a streak of quiet runs: how many it stands for
+/// (itself included). Its `started_at` is the first one's, its `finished_at` the last one's.
+pub const FOLDED_RUNS: &str = "folded_runs";
+
+/// `meta` key: the run the last compaction stopped at (where the next one takes up the streak).
+const FOLDED_FROM: &str = "history_folded_from";
+
+/// A run that left no trace: finished, no audit event, nothing changed, failed or refused
+/// (`held` counts: a held set waiting for approval makes every poll a `held` run).
+fn is_quiet(status: Option<&str>, stats: Option<&Value>, has_events: bool) -> bool {
+    let zero = |k: &str| {
+        stats
+            .and_then(|s| s.get(k))
+            .is_none_or(|v| v.as_u64() == Some(0))
+    };
+    !has_events
+        && matches!(status, Some("ok" | "held"))
+        && stats.is_some_and(Value::is_object)
+        && zero("changes")
+        && zero("failures")
+        && zero("refused")
+}
+
+/// Keeps the history useful and bounded: events are kept `cutoff` long whatever the number of
+/// runs, and a daemon's polls that did nothing are folded instead of one row each.
+///
+/// 1. Audit events recorded before `cutoff` are deleted, then the runs that finished before it
+///    and hold no event any more (runs with changes or failures are kept as long as their
+///    events are).
+/// 2. Of the runs older than the newest `keep_recent` (kept as they are), each streak of
+///    consecutive quiet runs (see [`is_quiet`]) of the same mode and status becomes its first
+///    run, with [`FOLDED_RUNS`] in its stats and the last one's `finished_at`. A run with an
+///    event, a change or a failure ends a streak, so the history still says what happened
+///    between two changes, and since when the daemon was polling quietly.
+///
+/// Run it in one transaction. Each call looks only at the runs after the one the last call
+/// stopped at.
+pub fn compact_history(
+    conn: &Connection,
+    cutoff: OffsetDateTime,
+    keep_recent: usize,
+) -> Result<Compaction, StateError> {
+    let cutoff = format_rfc3339(cutoff);
+    let mut out = Compaction {
+        events_deleted: conn
+            .execute("DELETE FROM run_event WHERE at < ?1", [&cutoff])
+            .ctx(conn, || "age out audit events".into())?,
+        runs_deleted: conn
+            .execute(
+                "DELETE FROM run WHERE COALESCE(finished_at, started_at) < ?1
+                 AND NOT EXISTS (SELECT 1 FROM run_event e WHERE e.run_id = run.id)",
+                [&cutoff],
+            )
+            .ctx(conn, || "age out runs".into())?,
+        runs_folded: 0,
+    };
+    let offset = i64::try_from(keep_recent).unwrap_or(i64::MAX);
+    let last: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM run ORDER BY id DESC LIMIT 1 OFFSET ?1",
+            [offset],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx(conn, || "find the runs to fold".into())?;
+    let Some(last) = last else {
+        return Ok(out);
+    };
+    let from: i64 = super::pending::meta(conn, FOLDED_FROM)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let op = || "fold quiet runs".to_string();
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, mode, status, finished_at, stats_json,
+                    EXISTS (SELECT 1 FROM run_event e WHERE e.run_id = run.id)
+             FROM run WHERE id >= ?1 AND id <= ?2 ORDER BY id",
+        )
+        .ctx(conn, op)?;
+    let rows = stmt
+        .query_map([from, last], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })
+        .ctx(conn, op)?;
+    /// The first run of a streak, and what it has taken in so far.
+    struct Head {
+        id: i64,
+        mode: String,
+        status: Option<String>,
+        stats: Value,
+        runs: u64,
+        finished_at: Option<String>,
+        changed: bool,
+    }
+    let mut head: Option<Head> = None;
+    let mut gone: Vec<i64> = Vec::new();
+    let mut heads: Vec<Head> = Vec::new();
+    let mut stop = from;
+    for row in rows {
+        let (id, mode, status, finished_at, stats, has_events) = row.ctx(conn, op)?;
+        stop = id;
+        let stats: Option<Value> = stats
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| corrupt(conn, "run", id, "stats_json", e))?;
+        if !is_quiet(status.as_deref(), stats.as_ref(), has_events) {
+            heads.extend(head.take());
+            continue;
+        }
+        let runs = stats
+            .as_ref()
+            .and_then(|s| s.get(FOLDED_RUNS))
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        match &mut head {
+            Some(h) if h.mode == mode && h.status == status => {
+                h.runs += runs;
+                h.finished_at = finished_at;
+                h.changed = true;
+                gone.push(id);
+            }
+            _ => {
+                heads.extend(head.take());
+                head = Some(Head {
+                    id,
+                    mode,
+                    status,
+                    stats: stats.unwrap_or(Value::Null),
+                    runs,
+                    finished_at,
+                    changed: false,
+                });
+            }
+        }
+    }
+    drop(stmt);
+    // An open streak is taken up again by the next call: it starts at its head.
+    if let Some(h) = &head {
+        stop = h.id;
+    }
+    heads.extend(head);
+    for mut h in heads.into_iter().filter(|h| h.changed) {
+        if let Value::Object(m) = &mut h.stats {
+            m.insert(FOLDED_RUNS.into(), Value::from(h.runs));
+        }
+        let json = serde_json::to_string(&h.stats)
+            .map_err(|e| encode(conn, "run", h.id, "stats_json", e))?;
+        conn.execute(
+            "UPDATE run SET finished_at = ?2, stats_json = ?3 WHERE id = ?1",
+            params![h.id, h.finished_at, json],
+        )
+        .ctx(conn, || format!("fold quiet runs into run {}", h.id))?;
+    }
+    let mut del = conn
+        .prepare_cached("DELETE FROM run WHERE id = ?1")
+        .ctx(conn, op)?;
+    for id in &gone {
+        del.execute([id]).ctx(conn, op)?;
+    }
+    out.runs_folded = gone.len();
+    super::pending::set_meta(conn, FOLDED_FROM, &stop.to_string())?;
+    Ok(out)
 }

@@ -123,8 +123,16 @@ CREATE TABLE held_delete (
 ) STRICT;
 "#;
 
+/// Version 4: what `writeback audit` and the history's compaction read. `run_event_by_at` serves
+/// time windows (`--since`, `--until`) and ages events out; `run_event_by_dn` finds a group's
+/// events by the DN they were written at (case-insensitively, as AD compares DNs).
+const V4: &str = r#"
+CREATE INDEX run_event_by_at ON run_event (at);
+CREATE INDEX run_event_by_dn ON run_event (dn COLLATE NOCASE);
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1272,3 +1272,256 @@ fn intents_are_kept_until_settled() -> anyhow::Result<()> {
     assert_eq!(s.intent("g1")?, None);
     Ok(())
 }
+
+// --- the audit trail and the history's compaction -------------------------------------------
+
+fn event_at(s: &mut Store, run: i64, cloud_id: &str, dn: &str, at: &str) -> anyhow::Result<()> {
+    s.record_event(
+        run,
+        &AuditEvent {
+            cloud_id: cloud_id.into(),
+            action: "create".into(),
+            dn: dn.into(),
+            detail: json!({}),
+            outcome: "ok".into(),
+        },
+    )?;
+    // Recorded "now"; moved to the time the test needs.
+    s.conn.execute(
+        "UPDATE run_event SET at = ?1 WHERE id = last_insert_rowid()",
+        [at],
+    )?;
+    Ok(())
+}
+
+fn visit(s: &Store, q: &EventQuery) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    s.for_each_event(q, |e| {
+        out.push((e.event.cloud_id, e.at));
+        std::ops::ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+#[test]
+fn audit_events_are_found_by_time_object_and_dn() -> anyhow::Result<()> {
+    let mut s = mem();
+    let r = s.begin_run("sync")?;
+    event_at(&mut s, r, "g1", "CN=One,OU=W", "2026-01-01T00:00:00.000Z")?;
+    event_at(&mut s, r, "g2", "CN=Two,OU=W", "2026-01-02T00:00:00.000Z")?;
+    event_at(&mut s, r, "g1", "CN=One,OU=W", "2026-01-03T00:00:00.000Z")?;
+    event_at(&mut s, r, "", "", "2026-01-04T00:00:00.000Z")?;
+    let all = visit(&s, &EventQuery::default())?;
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].1, "2026-01-01T00:00:00.000Z", "oldest first");
+
+    let window = EventQuery {
+        since: Some("2026-01-02T00:00:00.000Z".into()),
+        until: Some("2026-01-03T00:00:00.000Z".into()),
+        ..Default::default()
+    };
+    let got: Vec<String> = visit(&s, &window)?.into_iter().map(|e| e.0).collect();
+    assert_eq!(got, vec!["g2", "g1"], "both ends inclusive");
+
+    let by_id = EventQuery {
+        subjects: Some(EventSubjects {
+            cloud_ids: ids(&["g1"]),
+            dns: BTreeSet::new(),
+        }),
+        newest_first: true,
+        ..Default::default()
+    };
+    let got: Vec<String> = visit(&s, &by_id)?.into_iter().map(|e| e.1).collect();
+    assert_eq!(
+        got,
+        vec!["2026-01-03T00:00:00.000Z", "2026-01-01T00:00:00.000Z"]
+    );
+
+    // A DN matches whatever its case; an empty subject list matches nothing, not everything.
+    let by_dn = EventQuery {
+        subjects: Some(EventSubjects {
+            cloud_ids: BTreeSet::new(),
+            dns: ids(&["cn=two,ou=w"]),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(visit(&s, &by_dn)?.len(), 1);
+    let nothing = EventQuery {
+        subjects: Some(EventSubjects::default()),
+        ..Default::default()
+    };
+    assert!(visit(&s, &nothing)?.is_empty());
+    assert_eq!(s.event_cloud_ids_at("CN=ONE,ou=w")?, ids(&["g1"]));
+
+    // The visitor stops when asked to.
+    let mut seen = 0;
+    s.for_each_event(&EventQuery::default(), |_| {
+        seen += 1;
+        std::ops::ControlFlow::Break(())
+    })?;
+    assert_eq!(seen, 1);
+    Ok(())
+}
+
+#[test]
+fn cached_groups_are_found_by_display_name_exact_spelling_first() -> anyhow::Result<()> {
+    let mut s = mem();
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(
+            true,
+            "L1",
+            vec![
+                item("g2", json!({"displayName": "Sales"}), &[]),
+                item("g1", json!({"displayName": "Sales"}), &[]),
+                item("g3", json!({"displayName": "SALES"}), &[]),
+                item("g4", json!({"displayName": "Other"}), &[]),
+            ],
+        ),
+    )?;
+    let names = |v: Vec<(String, String)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(names(s.cached_groups_named("Sales")?), vec!["g1", "g2"]);
+    assert_eq!(
+        names(s.cached_groups_named("sales")?),
+        vec!["g1", "g2", "g3"]
+    );
+    assert!(s.cached_groups_named("Nobody")?.is_empty());
+    Ok(())
+}
+
+/// A finished run with `events` audit events, started and finished at `at`.
+fn run_at(
+    s: &mut Store,
+    status: &str,
+    stats: Value,
+    events: usize,
+    at: &str,
+) -> anyhow::Result<i64> {
+    let r = s.begin_run("sync")?;
+    for _ in 0..events {
+        event_at(s, r, "g", "CN=G,OU=W", at)?;
+    }
+    s.finish_run(r, status, &stats)?;
+    s.conn.execute(
+        "UPDATE run SET started_at = ?2, finished_at = ?2 WHERE id = ?1",
+        rusqlite::params![r, at],
+    )?;
+    Ok(r)
+}
+
+fn quiet() -> Value {
+    json!({"sweep": "idle", "changes": 0, "failures": 0, "refused": 0})
+}
+
+#[test]
+fn events_age_out_by_time_and_the_runs_that_hold_them_stay() -> anyhow::Result<()> {
+    let mut s = mem();
+    let old = run_at(
+        &mut s,
+        "ok",
+        json!({"changes": 1}),
+        2,
+        "2025-01-01T00:00:00.000Z",
+    )?;
+    let old_failed = run_at(
+        &mut s,
+        "failed",
+        json!({"error": "x"}),
+        0,
+        "2025-01-02T00:00:00.000Z",
+    )?;
+    let kept = run_at(
+        &mut s,
+        "ok",
+        json!({"changes": 1}),
+        1,
+        "2026-06-01T00:00:00.000Z",
+    )?;
+    let failed = run_at(
+        &mut s,
+        "failed",
+        json!({"error": "x"}),
+        0,
+        "2026-06-02T00:00:00.000Z",
+    )?;
+    // Thousands of newer runs would have pushed these out of a count-based history.
+    let cutoff = time::macros::datetime!(2026-01-01 00:00:00 UTC);
+    let done = s.compact_history_before(cutoff, 10)?;
+    assert_eq!(done.events_deleted, 2);
+    assert_eq!(done.runs_deleted, 2);
+    assert!(s.run(old)?.is_none() && s.run(old_failed)?.is_none());
+    assert_eq!(
+        s.run_events(kept)?.len(),
+        1,
+        "events inside the retention stay"
+    );
+    assert!(
+        s.run(failed)?.is_some(),
+        "a failure is kept as long as events are"
+    );
+    Ok(())
+}
+
+#[test]
+fn quiet_runs_fold_into_one_row_per_streak_and_runs_with_events_stay() -> anyhow::Result<()> {
+    let mut s = mem();
+    let t = |m: u32| format!("2026-06-01T00:{m:02}:00.000Z");
+    let first = run_at(&mut s, "ok", quiet(), 0, &t(0))?;
+    for m in 1..5 {
+        run_at(&mut s, "ok", quiet(), 0, &t(m))?;
+    }
+    let change = run_at(&mut s, "ok", json!({"changes": 1, "failures": 0}), 1, &t(5))?;
+    let second = run_at(&mut s, "ok", quiet(), 0, &t(6))?;
+    run_at(&mut s, "ok", quiet(), 0, &t(7))?;
+    let held = run_at(&mut s, "held", quiet(), 0, &t(8))?;
+    let refused = run_at(&mut s, "ok", json!({"changes": 0, "refused": 1}), 0, &t(9))?;
+    let recent: Vec<i64> = (10..13)
+        .map(|m| run_at(&mut s, "ok", quiet(), 0, &t(m)))
+        .collect::<anyhow::Result<_>>()?;
+    let cutoff = time::macros::datetime!(2026-01-01 00:00:00 UTC);
+    let done = s.compact_history_before(cutoff, 3)?;
+    assert_eq!(done.runs_folded, 5, "{done:?}");
+    let rows: Vec<(i64, Option<u64>, Option<String>)> = s
+        .recent_runs(100)?
+        .into_iter()
+        .rev()
+        .map(|r| {
+            let n = r.stats.as_ref().and_then(|v| v[FOLDED_RUNS].as_u64());
+            (r.id, n, r.finished_at)
+        })
+        .collect();
+    let mut want = vec![
+        (first, Some(5), Some(t(4))),
+        (change, None, Some(t(5))),
+        (second, Some(2), Some(t(7))),
+        (held, None, Some(t(8))),
+        (refused, None, Some(t(9))),
+    ];
+    want.extend(recent.iter().map(|id| (*id, None, None)));
+    let got: Vec<(i64, Option<u64>, Option<String>)> = rows
+        .iter()
+        .map(|(id, n, f)| (*id, *n, if recent.contains(id) { None } else { f.clone() }))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(s.run_events(change)?.len(), 1);
+
+    // The next compaction takes the streak up where it stopped: quiet runs after a quiet run
+    // join it, with the count carried on.
+    for m in 13..16 {
+        run_at(&mut s, "ok", quiet(), 0, &t(m))?;
+    }
+    let done = s.compact_history_before(cutoff, 1)?;
+    assert_eq!(done.runs_folded, 4, "{done:?}");
+    let last = s
+        .recent_runs(2)?
+        .into_iter()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("no folded run"))?;
+    assert_eq!(last.id, recent[0]);
+    assert_eq!(
+        last.stats.as_ref().and_then(|v| v[FOLDED_RUNS].as_u64()),
+        Some(5)
+    );
+    assert_eq!(last.finished_at, Some(t(14)));
+    Ok(())
+}

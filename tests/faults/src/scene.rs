@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ldap3::{Scope, SearchEntry};
@@ -59,6 +61,8 @@ pub struct Reference {
     pub first_sync_bytes: u64,
     /// The state file (and its WAL) after the first sync.
     pub state_bytes: u64,
+    /// The largest size the state file or its WAL reached during the first sync.
+    pub largest_file: u64,
 }
 
 /// A managed OU with its own config and state file.
@@ -216,9 +220,27 @@ impl Scene {
         if let Some(p) = proxy {
             p.arm(u64::MAX, Fault::Cut);
         }
+        // The largest the state file and its WAL get during the first sync (a file-size limit
+        // below it fails the run somewhere inside).
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (done, state) = (done.clone(), t.state.clone());
+            std::thread::spawn(move || {
+                let mut largest = 0;
+                while !done.load(Ordering::SeqCst) {
+                    largest = largest
+                        .max(file_len(&state))
+                        .max(file_len(&state.with_extension("db-wal")));
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                largest
+            })
+        };
         let started = Instant::now();
         let r = t.run_json(&["sync"], 0);
         let first_sync = started.elapsed();
+        done.store(true, Ordering::SeqCst);
+        let largest_file = watcher.join().unwrap_or(0);
         let first_sync_bytes = proxy.map(FaultProxy::bytes_sent).unwrap_or(0);
         let state_bytes = file_len(&t.state) + file_len(&t.state.with_extension("db-wal"));
         let again = t.run_json(&["sync"], 0);
@@ -240,6 +262,7 @@ impl Scene {
             first_sync,
             first_sync_bytes,
             state_bytes,
+            largest_file,
         }
     }
 
@@ -293,6 +316,23 @@ impl Scene {
                 (norm(&e.dn), attrs)
             })
             .collect()
+    }
+
+    /// How many groups are below a target's managed OU now (a cheap search: no attributes).
+    pub async fn count_groups(&mut self, target: &Target) -> usize {
+        let (rs, _) = self
+            .bed
+            .ldap
+            .search(
+                &target.managed,
+                Scope::Subtree,
+                "(objectClass=group)",
+                vec!["1.1"],
+            )
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("cannot count the groups below {}: {e}", target.managed));
+        rs.len()
     }
 
     /// No two AD objects below the target carry the same anchor, the state file records no

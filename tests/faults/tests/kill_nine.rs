@@ -5,7 +5,7 @@
 //! many.
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use writeback_faults::scene::{assert_same_ad, changes, with_scene};
 use writeback_faults::seed::{points, Rng};
@@ -20,8 +20,13 @@ async fn kill_9_at_random_points_of_a_first_sync_then_a_restart_converges() {
         // From the start of the process to a little past the end of the undisturbed run, so
         // start-up, the delta rounds, the applies and the bookkeeping are all hit.
         let span = want.first_sync.as_millis() as u64 * 11 / 10;
+        let n = scene.group_ids.len();
         for k in 0..kills {
+            // Half the points by time (start-up, delta rounds, bookkeeping are hit), half by the
+            // number of groups AD already holds (the writes are a small part of the time).
+            let by_count = rng.range(0, 2) == 1;
             let delay = rng.range(0, span.max(1));
+            let after_groups = rng.range(1, n as u64) as usize;
             let t = scene.target(&format!("Kill{k}"), None, None, "").await;
             let log = std::fs::File::create(t.dir.join("killed.log"))
                 .unwrap_or_else(|e| panic!("cannot create the log of the killed run: {e}"));
@@ -31,7 +36,25 @@ async fn kill_9_at_random_points_of_a_first_sync_then_a_restart_converges() {
                 .stderr(log)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start writeback sync: {e}"));
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let started = Instant::now();
+            let aim = if by_count {
+                loop {
+                    let exited = child
+                        .try_wait()
+                        .unwrap_or_else(|e| panic!("cannot check on writeback sync: {e}"));
+                    if exited.is_some()
+                        || scene.count_groups(&t).await >= after_groups
+                        || started.elapsed() > Duration::from_secs(120)
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                format!("once {after_groups} groups were in AD")
+            } else {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                format!("at {delay} ms of {span} ms")
+            };
             let done_before = child
                 .try_wait()
                 .unwrap_or_else(|e| panic!("cannot check on writeback sync: {e}"));
@@ -39,8 +62,8 @@ async fn kill_9_at_random_points_of_a_first_sync_then_a_restart_converges() {
             let _ = child.wait();
             let written = scene.groups(&t).await.len();
             let point = format!(
-                "kill point {k} at {delay} ms of {span} ms ({written} of {} groups in AD{})",
-                scene.group_ids.len(),
+                "kill point {k} {aim}, after {} ms ({written} of {n} groups in AD{})",
+                started.elapsed().as_millis(),
                 if done_before.is_some() {
                     ", the run had already finished"
                 } else {
