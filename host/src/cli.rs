@@ -75,6 +75,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What Writeback is doing: the daemon running or not and its rules, the last runs, how
+    /// fresh the cloud cache is, deletes held back, groups failing, the next reconciliation.
+    ///
+    /// Read-only: safe beside a running daemon.
+    Status {
+        /// Print it as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The runs, newest first.
+    History {
+        /// Runs started at or after this time: RFC 3339, or an age such as 30m, 12h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only runs with this status.
+        #[arg(long, value_parser = ["ok", "partial", "failed", "held", "blocked", "interrupted"])]
+        status: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Approve the deletes a sync held back, by the id it showed.
     ///
     /// When a cycle would delete more groups than `safety.delete_threshold` (or

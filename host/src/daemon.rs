@@ -24,9 +24,10 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use crate::ad::{AdConn, Schema};
 use crate::config::{Config, WatchMode};
 use crate::graph::GraphClient;
+use crate::inspect::status::{rules_hash, DaemonNote, DAEMON_KEY};
 use crate::rules::{HookTable, RuleSet, Schedule};
 use crate::setup::{self, StateLock};
-use crate::state::{AuditEvent, Seen, Store};
+use crate::state::{now_rfc3339, AuditEvent, Seen, Store};
 use crate::sync::report::group_refusals;
 use crate::sync::types::Refusal;
 use crate::sync::{self, triggers, SyncContext, SyncOptions, SyncReport};
@@ -114,6 +115,8 @@ struct Host {
     handle: tokio::runtime::Handle,
     /// Set once the first cycle is done and READY=1 was sent (read by the watchdog task).
     ready: Arc<AtomicBool>,
+    /// What `writeback status` reads of this process (kept in the state's `meta`).
+    note: DaemonNote,
 }
 
 /// When each rule's `on_schedule` is next due (UTC).
@@ -252,13 +255,61 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         timetable,
         handle: tokio::runtime::Handle::current(),
         ready,
+        note: DaemonNote::default(),
     };
+    host.note = DaemonNote {
+        pid: std::process::id(),
+        started_at: now_rfc3339(),
+        poll_secs: host.config.daemon.poll_interval.as_secs_f64(),
+        reconcile_secs: host
+            .config
+            .daemon
+            .reconcile_interval
+            .map(|d| d.as_secs_f64()),
+        ..Default::default()
+    };
+    host.note_rules(None);
+    host.leave_note();
     host.serve(rx).await;
+    host.note.stopped_at = Some(now_rfc3339());
+    host.leave_note();
     tracing::info!(cycles = host.cycles, "stopped");
     Ok(())
 }
 
 impl Host {
+    /// Records the loaded rules in the note (or, with `error`, a reload that was refused).
+    fn note_rules(&mut self, error: Option<String>) {
+        match error {
+            Some(e) => self.note.reload_error = Some(e),
+            None => {
+                self.note.rules = self
+                    .rules
+                    .rule_names()
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect();
+                self.note.rules_hash = rules_hash(&self.fingerprint);
+                self.note.rules_loaded_at = now_rfc3339();
+                self.note.reload_error = None;
+            }
+        }
+    }
+
+    /// Writes the note for `writeback status`; a failure is logged, never stops the daemon.
+    fn leave_note(&mut self) {
+        let written = serde_json::to_string(&self.note)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                self.store
+                    .set_meta(DAEMON_KEY, &t)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            tracing::warn!("status note not written: {e}");
+        }
+    }
+
     async fn serve(&mut self, mut rx: UnboundedReceiver<Wake>) {
         loop {
             let woken = match self.timetable.next_due() {
@@ -401,10 +452,14 @@ impl Host {
                     .update(&rules.hooks(), time::OffsetDateTime::now_utc());
                 self.rules = Arc::new(rules);
                 tracing::info!(rules = %names, "rules reloaded");
+                self.note_rules(None);
+                self.leave_note();
                 true
             }
             Ok(Err(e)) => {
                 tracing::error!("rules not reloaded, the last good rules stay active:\n{e}");
+                self.note_rules(Some(e.to_string()));
+                self.leave_note();
                 false
             }
             Err(e) => {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod effects;
 pub mod graph;
+pub mod inspect;
 pub mod rules;
 pub mod setup;
 pub mod state;

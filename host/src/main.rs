@@ -113,6 +113,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await
         }
         Command::Approve { id } => approve(&cli.config, &id),
+        Command::Status { json } => status(&cli.config, json),
+        Command::History {
+            since,
+            status,
+            limit,
+            json,
+        } => history(&cli.config, since, status, limit, json),
     }
 }
 
@@ -205,6 +212,62 @@ fn test_rules(
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// The state file for a read-only verb: not created when it is missing.
+fn open_existing(config: &Config) -> Result<Store> {
+    if !config.state_path.exists() {
+        anyhow::bail!(
+            "state file {} does not exist: Writeback has not run with this configuration yet",
+            config.state_path.display()
+        );
+    }
+    Ok(Store::open(&config.state_path)?)
+}
+
+/// `writeback status`: read-only, no lock (SQLite lets it read beside a running cycle).
+fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
+    use writeback::inspect::status;
+    let config = Config::load_offline(config_path)?;
+    let store = open_existing(&config)?;
+    let busy = StateLock::is_held(&config)?;
+    let on_disk = status::rules_hash(&writeback::watch::fingerprint(&setup::rule_roots(&config)));
+    let now = time::OffsetDateTime::now_utc();
+    let s = status::gather(&store, busy, on_disk, now)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", status::render(&s, now));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `writeback history`: the runs, filtered.
+fn history(
+    config_path: &Path,
+    since: Option<String>,
+    status: Option<String>,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    use writeback::inspect::{self, history};
+    let config = Config::load_offline(config_path)?;
+    let store = open_existing(&config)?;
+    let now = time::OffsetDateTime::now_utc();
+    let filter = history::Filter {
+        since: since
+            .map(|s| inspect::parse_time("--since", &s, now))
+            .transpose()?,
+        status,
+        limit,
+    };
+    let runs = history::runs(&store, &filter)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    } else {
+        print!("{}", history::render(&runs));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Approves a held set of deletes (under the state lock, so no cycle runs meanwhile).

@@ -90,6 +90,23 @@ impl StateLock {
     }
 }
 
+impl StateLock {
+    /// Whether another process holds the lock now (a sync, a plan, or the daemon's cycle).
+    pub fn is_held(config: &Config) -> Result<bool, LockError> {
+        let path = lock_path(config);
+        let file = match File::options().read(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => return Err(LockError { path, source }),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(false),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+            Err(std::fs::TryLockError::Error(source)) => Err(LockError { path, source }),
+        }
+    }
+}
+
 fn lock_path(config: &Config) -> PathBuf {
     let mut p = config.state_path.clone().into_os_string();
     p.push(".lock");

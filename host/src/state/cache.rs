@@ -45,6 +45,20 @@ pub struct CacheChanges {
     pub deleted: BTreeSet<String>,
 }
 
+/// When the delta link of `kind` was last stored (RFC 3339), if there is one.
+pub(crate) fn delta_link_updated(
+    conn: &Connection,
+    kind: ObjectKind,
+) -> Result<Option<String>, StateError> {
+    conn.query_row(
+        "SELECT updated_at FROM delta_link WHERE kind = ?1",
+        [kind.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .ctx(conn, || format!("read {kind} delta link time"))
+}
+
 pub(crate) fn delta_link(
     conn: &Connection,
     kind: ObjectKind,

@@ -12,6 +12,11 @@ pub fn rfc3339_at(unix: i64) -> String {
     format_rfc3339(OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH))
 }
 
+/// A time formatted like every stored time.
+pub fn rfc3339_at_time(t: OffsetDateTime) -> String {
+    format_rfc3339(t)
+}
+
 pub(crate) fn format_rfc3339(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(

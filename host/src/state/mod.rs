@@ -35,7 +35,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use anchors::Anchor;
 pub use cache::{CacheChanges, ObjectKind, RoundProgress};
-pub use clock::{now_rfc3339, rfc3339_at};
+pub use clock::{now_rfc3339, rfc3339_at, rfc3339_at_time};
 pub use error::StateError;
 pub use held::{set_id as held_set_id, HeldDelete};
 pub use quarantine::{backoff_secs, Quarantined, Seen};
@@ -147,6 +147,11 @@ impl Store {
     }
 
     /// Forgets the link, so the next round of this kind is full.
+    /// When the delta link of `kind` was last stored (RFC 3339).
+    pub fn delta_link_updated(&self, kind: ObjectKind) -> Result<Option<String>, StateError> {
+        cache::delta_link_updated(&self.conn, kind)
+    }
+
     pub fn clear_delta_link(&mut self, kind: ObjectKind) -> Result<(), StateError> {
         cache::clear_delta_link(&self.conn, kind)
     }
@@ -407,6 +412,16 @@ impl Store {
     /// The last `n` runs, newest first.
     pub fn recent_runs(&self, n: usize) -> Result<Vec<RunRecord>, StateError> {
         runs::recent_runs(&self.conn, n)
+    }
+
+    /// Runs newest first, filtered by start time (RFC 3339) and status, at most `n`.
+    pub fn runs_where(
+        &self,
+        since: Option<&str>,
+        status: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        runs::runs_where(&self.conn, since, status, n)
     }
 
     pub fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StateError> {

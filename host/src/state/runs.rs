@@ -174,6 +174,33 @@ pub fn recent_runs(conn: &Connection, n: usize) -> Result<Vec<RunRecord>, StateE
     Ok(out)
 }
 
+/// Runs newest first, started at or after `since` (RFC 3339, as stored) and with `status` when
+/// given, at most `n`.
+pub fn runs_where(
+    conn: &Connection,
+    since: Option<&str>,
+    status: Option<&str>,
+    n: usize,
+) -> Result<Vec<RunRecord>, StateError> {
+    let op = || "list runs".to_string();
+    let limit = i64::try_from(n).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM run
+             WHERE (?1 IS NULL OR started_at >= ?1) AND (?2 IS NULL OR status = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        ))
+        .ctx(conn, op)?;
+    let rows = stmt
+        .query_map(params![since, status, limit], run_row)
+        .ctx(conn, op)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(decode_run(conn, row.ctx(conn, op)?)?);
+    }
+    Ok(out)
+}
+
 pub fn run(conn: &Connection, run_id: i64) -> Result<Option<RunRecord>, StateError> {
     let row = conn
         .query_row(

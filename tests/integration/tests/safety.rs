@@ -131,6 +131,20 @@ async fn deletes_over_the_threshold_are_held_the_rest_applied_and_approval_lets_
     assert_eq!(p["held"]["set_id"], json!(set), "{p:#}");
     assert!(actions(&p).is_empty(), "{p:#}");
 
+    // `writeback status` shows the same set, waiting for approval.
+    let st = bed.run(&["status", "--json"]);
+    assert_eq!(
+        st.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let st: Value = serde_json::from_slice(&st.stdout).expect("status JSON");
+    assert_eq!(st["held_set"], json!(set), "{st:#}");
+    assert_eq!(st["held"].as_array().map(Vec::len), Some(5), "{st:#}");
+    let text = String::from_utf8_lossy(&bed.run(&["status"]).stdout).to_string();
+    assert!(text.contains(&format!("writeback approve {set}")), "{text}");
+
     // Only the id that was shown approves.
     let wrong = bed.run(&["approve", "0123456789ab"]);
     assert_eq!(wrong.status.code(), Some(1));
@@ -336,7 +350,35 @@ async fn a_rule_that_throws_for_every_group_is_one_log_line_not_one_per_group_an
             .unwrap_or(0)
             >= first.parse::<i64>().unwrap_or(0) + 3
     );
+    // Status sees the daemon, its rules and the quarantine; `history` the idle polls.
+    let st: Value =
+        serde_json::from_slice(&bed.run(&["status", "--json"]).stdout).expect("status JSON");
+    assert_eq!(st["daemon"]["running"], json!(true), "{st:#}");
+    assert_eq!(
+        st["daemon"]["note"]["rules"],
+        json!(["10-microsoft-365.rhai", "20-security.rhai"]),
+        "{st:#}"
+    );
+    assert_eq!(
+        st["daemon"]["note"]["rules_hash"], st["rules_on_disk"],
+        "{st:#}"
+    );
+    assert_eq!(
+        st["quarantine"].as_array().map(Vec::len),
+        Some(30),
+        "{st:#}"
+    );
+    let h = bed.run(&["history", "--status", "ok", "--since", "1h"]);
+    let text = String::from_utf8_lossy(&h.stdout).to_string();
+    assert!(
+        text.lines().count() >= 3 && text.contains("sweep idle"),
+        "{text}"
+    );
     assert_eq!(d.stop(Duration::from_secs(20)), Some(0));
+    let st: Value =
+        serde_json::from_slice(&bed.run(&["status", "--json"]).stdout).expect("status JSON");
+    assert_eq!(st["daemon"]["running"], json!(false), "{st:#}");
+    assert!(st["daemon"]["note"]["stopped_at"].is_string(), "{st:#}");
     let log = d.log_text();
     let failing: Vec<&str> = log.lines().filter(|l| l.contains("failing:")).collect();
     assert_eq!(

@@ -1,0 +1,93 @@
+//! What an operator asks a running (or stopped) Writeback: its status, its run history, its
+//! audit trail, what the rules make of one group. Read-only: these open the state file and,
+//! for `explain`, read AD; they never write either.
+
+pub mod history;
+pub mod status;
+
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{flag} {value:?}: expected an RFC 3339 time (2026-12-01T08:00:00Z) or an age such as 30m, 12h or 7d")]
+    BadTime { flag: &'static str, value: String },
+}
+
+/// A time given as RFC 3339 or as an age before `now` (`90s`, `30m`, `12h`, `7d`), in the form
+/// the state stores (so text order is time order).
+pub fn parse_time(
+    flag: &'static str,
+    value: &str,
+    now: OffsetDateTime,
+) -> Result<String, InspectError> {
+    let bad = || InspectError::BadTime {
+        flag,
+        value: value.to_string(),
+    };
+    let v = value.trim();
+    if let Ok(t) = OffsetDateTime::parse(v, &Rfc3339) {
+        return Ok(crate::state::rfc3339_at_time(t));
+    }
+    let split = v.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = v.split_at(split);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let age = match unit {
+        "s" => Duration::seconds(n),
+        "m" => Duration::minutes(n),
+        "h" => Duration::hours(n),
+        "d" => Duration::days(n),
+        _ => return Err(bad()),
+    };
+    Ok(crate::state::rfc3339_at_time(now - age))
+}
+
+/// Seconds from `at` (RFC 3339) to `now`, when `at` parses.
+pub fn age_secs(at: &str, now: OffsetDateTime) -> Option<i64> {
+    OffsetDateTime::parse(at, &Rfc3339)
+        .ok()
+        .map(|t| (now - t).whole_seconds())
+}
+
+/// An age as people read it: `45 s`, `12 min`, `3 h`, `2 d`.
+pub fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7_200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3_600),
+        s => format!("{} d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_or_ages() {
+        let now = time::macros::datetime!(2026-12-02 12:00:00 UTC);
+        assert_eq!(
+            parse_time("--since", "2h", now).unwrap(),
+            "2026-12-02T10:00:00.000Z"
+        );
+        assert_eq!(
+            parse_time("--since", "7d", now).unwrap(),
+            "2026-11-25T12:00:00.000Z"
+        );
+        assert_eq!(
+            parse_time("--since", "2026-12-01T08:00:00+01:00", now).unwrap(),
+            "2026-12-01T07:00:00.000Z"
+        );
+        for bad in ["", "h", "12w", "yesterday", "-3h"] {
+            let e = parse_time("--since", bad, now).unwrap_err().to_string();
+            assert!(e.contains("--since") && e.contains("30m"), "{bad}: {e}");
+        }
+        assert_eq!(human_age(59), "59 s");
+        assert_eq!(human_age(600), "10 min");
+        assert_eq!(human_age(90_000), "25 h");
+    }
+}

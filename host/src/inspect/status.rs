@@ -1,0 +1,364 @@
+//! `writeback status`: is the daemon running, what did the last runs do, how fresh is the cloud
+//! cache, which rules are loaded, which deletes wait for approval, which groups are failing, when
+//! the next reconciliation is.
+//!
+//! The daemon leaves a note of itself in the state (`meta` key [`DAEMON_KEY`]): its pid, when it
+//! started, the rules it loaded and when, the last reload error. Status reads that note and
+//! checks the pid is still a `writeback` process.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::state::{HeldDelete, ObjectKind, Quarantined, RunRecord, Store};
+
+use super::{age_secs, human_age, InspectError};
+
+/// `meta` key of the daemon's note.
+pub const DAEMON_KEY: &str = "daemon";
+
+/// Quarantined groups listed one by one (the rest are counted; `--json` has them all).
+const LIST: usize = 20;
+
+/// What the daemon records of itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DaemonNote {
+    pub pid: u32,
+    pub started_at: String,
+    #[serde(default)]
+    pub stopped_at: Option<String>,
+    /// The rule files loaded, and the hash of the rules folders' content they came from.
+    pub rules: Vec<String>,
+    pub rules_hash: String,
+    pub rules_loaded_at: String,
+    /// The last reload that did not compile (the last good rules stayed active).
+    #[serde(default)]
+    pub reload_error: Option<String>,
+    pub poll_secs: f64,
+    #[serde(default)]
+    pub reconcile_secs: Option<f64>,
+}
+
+/// A short hash of the rules folders' content (file paths and their hashes, as the watcher
+/// sees them): the same on disk and in the daemon means the daemon runs what is on disk.
+pub fn rules_hash(fingerprint: &BTreeMap<PathBuf, String>) -> String {
+    let mut h = Sha256::new();
+    for (p, f) in fingerprint {
+        h.update(p.to_string_lossy().as_bytes());
+        h.update(b"\0");
+        h.update(f.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub state_file: String,
+    pub daemon: DaemonState,
+    /// A sync, plan or daemon cycle holds the state lock right now.
+    pub busy: bool,
+    /// The hash of the rules folders on disk now.
+    pub rules_on_disk: String,
+    pub last_success: Option<String>,
+    pub last_runs: Vec<RunRecord>,
+    pub delta_links: Vec<LinkAge>,
+    pub held: Vec<HeldDelete>,
+    /// The id to approve the held deletes that wait (not yet approved).
+    pub held_set: Option<String>,
+    pub quarantine: Vec<Quarantined>,
+    pub next_reconciliation: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonState {
+    pub running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<DaemonNote>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkAge {
+    pub kind: &'static str,
+    pub updated_at: Option<String>,
+    pub age_secs: Option<i64>,
+}
+
+/// Is `pid` a live `writeback` process (Linux: `/proc/<pid>/cmdline`)?
+fn alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("writeback"))
+        .unwrap_or(false)
+}
+
+/// Reads everything status shows. `rules_on_disk` is [`rules_hash`] of the folders now.
+pub fn gather(
+    store: &Store,
+    busy: bool,
+    rules_on_disk: String,
+    now: OffsetDateTime,
+) -> Result<Status, InspectError> {
+    let note: Option<DaemonNote> = store
+        .meta(DAEMON_KEY)?
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let running = note
+        .as_ref()
+        .is_some_and(|n| n.stopped_at.is_none() && alive(n.pid));
+    let last_runs = store.recent_runs(10)?;
+    let last_success = store
+        .runs_where(None, Some("ok"), 1)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.finished_at);
+    let delta_links = [ObjectKind::Group, ObjectKind::User]
+        .into_iter()
+        .map(|k| {
+            let updated_at = store.delta_link_updated(k)?;
+            let age = updated_at.as_deref().and_then(|t| age_secs(t, now));
+            Ok(LinkAge {
+                kind: k.as_str(),
+                updated_at,
+                age_secs: age,
+            })
+        })
+        .collect::<Result<Vec<_>, InspectError>>()?;
+    let held: Vec<HeldDelete> = store.held_deletes()?.into_values().collect();
+    let held_set = store.held_waiting()?.map(|(id, _)| id);
+    let quarantine: Vec<Quarantined> = store.quarantined()?.into_values().collect();
+    let next_reconciliation = match note.as_ref().filter(|_| running) {
+        Some(n) => match n.reconcile_secs {
+            Some(every) => {
+                let last = store
+                    .runs_where(None, None, 1_000)?
+                    .into_iter()
+                    .find(|r| r.mode == "reconcile")
+                    .map(|r| r.started_at)
+                    .unwrap_or_else(|| n.started_at.clone());
+                next_after(&last, every)
+            }
+            None => None,
+        },
+        None => None,
+    };
+    Ok(Status {
+        state_file: store.path(),
+        daemon: DaemonState { running, note },
+        busy,
+        rules_on_disk,
+        last_success,
+        last_runs,
+        delta_links,
+        held,
+        held_set,
+        quarantine,
+        next_reconciliation,
+    })
+}
+
+fn next_after(at: &str, every_secs: f64) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
+    let t = OffsetDateTime::parse(at, &Rfc3339).ok()?;
+    Some(crate::state::rfc3339_at_time(
+        t + time::Duration::seconds_f64(every_secs),
+    ))
+}
+
+pub fn render(s: &Status, now: OffsetDateTime) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "State file: {}", s.state_file);
+    let ago = |t: &str| {
+        age_secs(t, now)
+            .map(|a| format!("{t} ({} ago)", human_age(a)))
+            .unwrap_or_else(|| t.to_string())
+    };
+    match (&s.daemon.note, s.daemon.running) {
+        (Some(n), true) => {
+            let _ = writeln!(
+                out,
+                "Daemon: running (pid {}, since {}), polling every {} s",
+                n.pid,
+                ago(&n.started_at),
+                n.poll_secs
+            );
+            let _ = writeln!(
+                out,
+                "Rules: {} (hash {}, loaded {}){}",
+                n.rules.join(", "),
+                n.rules_hash,
+                ago(&n.rules_loaded_at),
+                if n.rules_hash == s.rules_on_disk {
+                    String::new()
+                } else {
+                    format!(
+                        "; the rules on disk differ (hash {}): not loaded yet, or they do not compile",
+                        s.rules_on_disk
+                    )
+                }
+            );
+            if let Some(e) = &n.reload_error {
+                let cut: String = e.chars().take(400).collect();
+                let _ = writeln!(out, "Last reload refused: {cut}");
+            }
+        }
+        (Some(n), false) => {
+            let _ = writeln!(
+                out,
+                "Daemon: not running (last started {}{})",
+                ago(&n.started_at),
+                n.stopped_at
+                    .as_deref()
+                    .map(|t| format!(", stopped {}", ago(t)))
+                    .unwrap_or_else(|| ", did not stop cleanly".into())
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(out, "Daemon: not running (never ran on this state file)");
+        }
+    }
+    if s.busy {
+        let _ = writeln!(
+            out,
+            "A sync or cycle is running now (the state lock is held)."
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Last successful run: {}",
+        s.last_success
+            .as_deref()
+            .map(ago)
+            .unwrap_or_else(|| "none".into())
+    );
+    for l in &s.delta_links {
+        let _ = writeln!(
+            out,
+            "Cloud {}s read up to: {}",
+            l.kind,
+            l.updated_at
+                .as_deref()
+                .map(ago)
+                .unwrap_or_else(|| "never".into())
+        );
+    }
+    if let Some(t) = &s.next_reconciliation {
+        let _ = writeln!(out, "Next reconciliation: {t}");
+    }
+    let waiting: Vec<&HeldDelete> = s.held.iter().filter(|h| !h.approved).collect();
+    let approved = s.held.len() - waiting.len();
+    if let Some(id) = &s.held_set {
+        let _ = writeln!(
+            out,
+            "\nDeletes held back ({}), waiting for approval: `writeback approve {id}`",
+            waiting.len()
+        );
+        for h in waiting.iter().take(LIST) {
+            let _ = writeln!(
+                out,
+                "  - {}  (group {}, held since {})",
+                h.dn, h.cloud_id, h.held_at
+            );
+        }
+        if waiting.len() > LIST {
+            let _ = writeln!(out, "  ... and {} more", waiting.len() - LIST);
+        }
+    }
+    if approved > 0 {
+        let _ = writeln!(out, "Approved deletes not applied yet: {approved}");
+    }
+    if !s.quarantine.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nGroups failing, in quarantine ({}):",
+            s.quarantine.len()
+        );
+        for q in s.quarantine.iter().take(LIST) {
+            let err: String = q.error.chars().take(200).collect();
+            let _ = writeln!(
+                out,
+                "  ! group {}: {} failure(s), next try {}: {err}",
+                q.cloud_id,
+                q.failures,
+                crate::state::rfc3339_at(q.retry_at)
+            );
+        }
+        if s.quarantine.len() > LIST {
+            let _ = writeln!(
+                out,
+                "  ... and {} more (`--json` lists them all)",
+                s.quarantine.len() - LIST
+            );
+        }
+    }
+    let _ = writeln!(out, "\nLast runs:");
+    if s.last_runs.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for r in &s.last_runs {
+        let _ = writeln!(out, "  {}", super::history::line(r));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_state_has_a_readable_status() -> anyhow::Result<()> {
+        let store = Store::open_in_memory()?;
+        let now = OffsetDateTime::now_utc();
+        let s = gather(&store, false, "abc".into(), now)?;
+        assert!(!s.daemon.running);
+        let text = render(&s, now);
+        assert!(text.contains("Daemon: not running (never ran"), "{text}");
+        assert!(text.contains("Cloud groups read up to: never"), "{text}");
+        assert!(text.contains("Last runs:\n  none"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_dead_daemon_is_not_running_and_a_live_one_is() -> anyhow::Result<()> {
+        let mut store = Store::open_in_memory()?;
+        let note = DaemonNote {
+            pid: u32::MAX - 1,
+            started_at: "2026-12-02T10:00:00.000Z".into(),
+            rules: vec!["10-a.rhai".into()],
+            rules_hash: "h1".into(),
+            rules_loaded_at: "2026-12-02T10:00:00.000Z".into(),
+            poll_secs: 30.0,
+            reconcile_secs: Some(3600.0),
+            ..Default::default()
+        };
+        store.set_meta(DAEMON_KEY, &serde_json::to_string(&note)?)?;
+        let now = OffsetDateTime::now_utc();
+        let s = gather(&store, false, "h1".into(), now)?;
+        assert!(!s.daemon.running, "no such pid");
+        assert!(render(&s, now).contains("did not stop cleanly"));
+        // This test process runs the `writeback-<hash>` test binary: a live writeback process.
+        let me = DaemonNote {
+            pid: std::process::id(),
+            ..note
+        };
+        store.set_meta(DAEMON_KEY, &serde_json::to_string(&me)?)?;
+        let s = gather(&store, false, "h2".into(), now)?;
+        assert!(s.daemon.running);
+        assert_eq!(
+            s.next_reconciliation.as_deref(),
+            Some("2026-12-02T11:00:00.000Z")
+        );
+        let text = render(&s, now);
+        assert!(
+            text.contains("the rules on disk differ (hash h2)"),
+            "{text}"
+        );
+        Ok(())
+    }
+}
