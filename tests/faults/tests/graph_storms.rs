@@ -35,18 +35,25 @@ async fn storm(test: &'static str, prefix: &str, kind: &'static str) {
     let mut rng = Rng::for_test(test);
     let seed = rng.next_u64() % 1_000_000;
     let rate = rng.range(20, 45) as f64 / 100.0;
+    let first = rng.range(1, 4);
     with_scene(prefix, 4, move |mut scene| async move {
         scene.seed(8, 2, PAGING);
         let want = scene.reference("Ref", None).await;
         let t = scene.target("Storm", None, None, "").await;
         let before = injected(&scene).await;
-        faults(&scene, json!({kind: rate, "retryAfter": 0.2, "seed": seed})).await;
+        // The first few requests are always hit, then the seeded share of the rest.
+        let forced = if kind == "rate429" { "next429" } else { "next503" };
+        faults(
+            &scene,
+            json!({kind: rate, forced: first, "retryAfter": 0.2, "seed": seed}),
+        )
+        .await;
         let out = t.run(&["sync", "--json"]);
-        faults(&scene, json!({kind: 0.0})).await;
+        faults(&scene, json!({kind: 0.0, forced: 0})).await;
         let hit = injected(&scene).await - before;
         let stderr = String::from_utf8_lossy(&out.stderr);
         eprintln!(
-            "{test}: {kind} {rate} seed {seed}: {hit} faults injected, exit {:?}",
+            "{test}: {kind} {rate} after {first} forced, seed {seed}: {hit} faults injected, exit {:?}",
             out.status.code()
         );
         assert!(hit > 0, "the storm did not hit the sync");
