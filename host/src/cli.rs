@@ -99,6 +99,48 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What Writeback wrote to AD and which triggers ran: one line per audit event (time, run,
+    /// action, outcome, DN, cloud id, values before and after), oldest first.
+    ///
+    /// Read-only: safe beside a running daemon. Events are kept for `[state]
+    /// audit_retention_days` (default 365).
+    Audit {
+        /// Only this group's events: its cloud id, its displayName (looked up in the cloud
+        /// cache; every group with that name) or its DN (the object Writeback owns there, and
+        /// the events written at that DN).
+        #[arg(long)]
+        group: Option<String>,
+        /// Only events whose DN is this one or below it (compared as AD does, ignoring case).
+        #[arg(long, value_name = "DN")]
+        dn_under: Option<String>,
+        /// Events at or after this time: RFC 3339, or an age such as 30m, 12h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Events at or before this time: RFC 3339, or an age such as 30m, 12h, 7d.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only the newest N matching events (still printed oldest first).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// One JSON object per line, with the same keys for every event (for a SIEM).
+        #[arg(long)]
+        json_lines: bool,
+    },
+    /// What the rules make of one group and what a sync would do about it, without doing it.
+    ///
+    /// The group is read from the cloud cache (by cloud id, displayName or the DN of its AD
+    /// object); shows whether it is in scope and which rule decided (or the rule's error), the
+    /// AD object the rules ask for with its members, the members that do not resolve and why,
+    /// the AD object Writeback owns for it and the diff a sync would apply, and whether the
+    /// group is in quarantine or held for a delete. Reads AD; writes nothing to AD or to the
+    /// state. Exit status 1 when no group, or more than one, matches.
+    Explain {
+        /// A cloud id, a displayName or a DN.
+        group: String,
+        /// Print it as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Approve the deletes a sync held back, by the id it showed.
     ///
     /// When a cycle would delete more groups than `safety.delete_threshold` (or

@@ -120,6 +120,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             limit,
             json,
         } => history(&cli.config, since, status, limit, json),
+        Command::Audit {
+            group,
+            dn_under,
+            since,
+            until,
+            limit,
+            json_lines,
+        } => audit(
+            &cli.config,
+            writeback::inspect::audit::AuditOptions {
+                group,
+                dn_under,
+                since,
+                until,
+                limit,
+                json_lines,
+            },
+        ),
+        Command::Explain { group, json } => explain(&cli.config, &group, json).await,
     }
 }
 
@@ -268,6 +287,47 @@ fn history(
         print!("{}", history::render(&runs));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `writeback audit`: the audit trail, filtered; no lock.
+fn audit(config_path: &Path, opts: writeback::inspect::audit::AuditOptions) -> Result<ExitCode> {
+    let config = Config::load_offline(config_path)?;
+    let store = open_existing(&config)?;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    writeback::inspect::audit::run(
+        &store,
+        &opts,
+        time::OffsetDateTime::now_utc(),
+        &mut out,
+        &mut std::io::stderr(),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `writeback explain`: reads the state and AD, writes neither; no lock, no run.
+async fn explain(config_path: &Path, group: &str, json: bool) -> Result<ExitCode> {
+    use writeback::inspect::explain;
+    let config = Config::load(config_path)?;
+    let rules =
+        setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+    let store = open_existing(&config)?;
+    // AD out of reach still leaves the rules' part to explain.
+    let mut conn = setup::ad_connection(&config)
+        .await
+        .map_err(|e| e.to_string());
+    let conn = conn.as_mut().map_err(|e| e.clone());
+    let x = explain::explain(&config, &rules, &store, conn, group).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&x)?);
+    } else {
+        print!("{}", explain::render(&x));
+    }
+    Ok(if x.found() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Approves a held set of deletes (under the state lock, so no cycle runs meanwhile).

@@ -2,6 +2,8 @@
 //! audit trail, what the rules make of one group. Read-only: these open the state file and,
 //! for `explain`, read AD; they never write either.
 
+pub mod audit;
+pub mod explain;
 pub mod history;
 pub mod status;
 

@@ -1130,7 +1130,7 @@ fn unix_now() -> i64 {
 }
 
 /// The claim on an object carrying a group's anchor, from the state's records.
-fn claim_of(store: &Store, a: &ActualObject, adopt: bool) -> Result<Claim, StateError> {
+pub(crate) fn claim_of(store: &Store, a: &ActualObject, adopt: bool) -> Result<Claim, StateError> {
     let record = store.anchor(&a.cloud_id)?;
     let intent = record.is_none() && store.intent(&a.cloud_id)?.is_some();
     Ok(ownership::claim(a, record.as_ref(), intent, adopt))
@@ -1212,7 +1212,7 @@ struct Batch {
 
 /// The DNs of the in-scope groups among `ids` (for nested members). A whole-cache cycle has
 /// every verdict; otherwise the missing ones are evaluated now, by key.
-fn member_group_dns(
+pub(crate) fn member_group_dns(
     store: &Store,
     rules: &RuleSet,
     now: Now,
@@ -1295,7 +1295,7 @@ fn judge(
 
 /// Adds to `groups` every group nested (transitively) in `roots`, read by key: what flattening
 /// needs, and nothing more.
-fn load_nested(
+pub(crate) fn load_nested(
     store: &Store,
     roots: &[String],
     groups: &mut BTreeMap<String, CloudObject>,
