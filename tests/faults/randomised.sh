@@ -36,10 +36,10 @@ fi
 failed=()
 for seed in "${seeds[@]}"; do
     echo "== seed ${seed}: ${points} points per test"
-    # One test at a time: the fault points are drawn from the timing of an undisturbed run,
-    # which a busy machine stretches.
+    # --no-capture shows every fault point and runs one test at a time: the kill points are
+    # drawn within the timing of an undisturbed run, which a busy machine stretches.
     if ! FAULTS_SEED="${seed}" cargo nextest run -p writeback-faults --no-fail-fast \
-        --test-threads 1 --no-capture -E "${filter}"; then
+        --no-capture -E "${filter}"; then
         failed+=("${seed}")
     fi
 done

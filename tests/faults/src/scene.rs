@@ -335,6 +335,62 @@ impl Scene {
         rs.len()
     }
 
+    /// Nothing half-recorded: every objectGUID the state file records is an object below the
+    /// target's managed OU (records follow writes, never precede them).
+    pub async fn check_recorded_exist(&mut self, target: &Target) {
+        // A run killed before its schema was made has recorded nothing.
+        if !target.state.exists()
+            || sqlite(
+                &target.state,
+                "SELECT count(*) FROM sqlite_master WHERE name = 'anchor';",
+            )
+            .trim()
+                == "0"
+        {
+            return;
+        }
+        let (rs, _) = self
+            .bed
+            .ldap
+            .search(
+                &target.managed,
+                Scope::Subtree,
+                "(objectClass=group)",
+                vec!["objectGUID"],
+            )
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("cannot read the groups below {}: {e}", target.managed));
+        let in_ad: BTreeSet<String> = rs
+            .into_iter()
+            .map(SearchEntry::construct)
+            .filter_map(|e| {
+                e.bin_attrs
+                    .get("objectGUID")
+                    .and_then(|v| v.first())
+                    .cloned()
+            })
+            .filter_map(|b| writeback::ad::dn::guid_from_ad_bytes(&b).ok())
+            .map(|g| g.to_string())
+            .collect();
+        let recorded = sqlite(
+            &target.state,
+            "SELECT cloud_id, object_guid FROM anchor WHERE object_guid <> '';",
+        );
+        let missing: Vec<&str> = recorded
+            .lines()
+            .filter(|l| {
+                let guid = l.split_once('|').map(|(_, g)| g).unwrap_or("");
+                !in_ad.contains(&guid.to_lowercase())
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} records objects that are not in AD (cloud id|objectGUID): {missing:?}",
+            target.state.display()
+        );
+    }
+
     /// No two AD objects below the target carry the same anchor, the state file records no
     /// objectGUID twice, and every anchored AD object is recorded with its own objectGUID.
     pub async fn check_anchors(&mut self, target: &Target) {

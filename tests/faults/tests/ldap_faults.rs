@@ -118,7 +118,7 @@ async fn fault_mid_apply(test: &'static str, prefix: &str, fault: fn(&mut Rng) -
         for k in 0..n {
             let f = fault(&mut rng);
             // Past the bind and the first reads, before the last writes.
-            let at = rng.range(measured / 5, measured * 9 / 10);
+            let at = measured * rng.range(200, 900) / 1000;
             let point = format!("{test}: point {k}: {f:?} after {at} of {measured} bytes");
             eprintln!("{point}");
             let t = scene.target(&format!("Fault{k}"), Some(&url), None, "").await;
@@ -166,6 +166,7 @@ async fn fault_mid_apply(test: &'static str, prefix: &str, fault: fn(&mut Rng) -
             }
             assert_intact(&t.state);
             wait_until_listening(proxy.port());
+            scene.check_recorded_exist(&t).await;
             let next = t.run(&["sync", "--json"]);
             let next_err = String::from_utf8_lossy(&next.stderr);
             assert_eq!(

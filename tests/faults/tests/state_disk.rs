@@ -161,6 +161,7 @@ async fn a_state_file_that_cannot_grow_mid_sync_fails_naming_the_file_and_the_ne
             scene.group_ids.len()
         );
         assert_intact(&t.state);
+        scene.check_recorded_exist(&t).await;
         converges(&mut scene, &t, &want.groups).await;
     })
     .await;
