@@ -343,7 +343,7 @@ impl DeltaMerger {
                 group = %id,
                 page,
                 problems = problems.count,
-                "malformed delta entry: {}; the group is refused until Graph sends it cleanly",
+                "malformed delta entry: {}; a group is refused until Graph sends it cleanly",
                 problems.described.join("; ")
             );
             self.problems

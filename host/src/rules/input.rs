@@ -22,6 +22,9 @@ pub const MAX_CLOUD_ARRAY: usize = 10_000;
 /// Properties of one group; the v1.0 group has about 60.
 pub const MAX_CLOUD_PROPERTIES: usize = 1_000;
 
+/// Characters of a property name (`extension_<appId>_<name>` is the longest kind Graph sends).
+pub const MAX_PROPERTY_NAME_CHARS: usize = 256;
+
 /// The reason the group must not be evaluated, or `None` when it is fine.
 pub(crate) fn problem(group: &Value) -> Option<String> {
     let object = group.as_object()?;
@@ -47,6 +50,12 @@ pub(crate) fn problem(group: &Value) -> Option<String> {
         Some(other) => return Some(format!("displayName is {}, not a string", json_type(other))),
     }
     for (name, value) in object {
+        if name.chars().nth(MAX_PROPERTY_NAME_CHARS).is_some() {
+            return Some(format!(
+                "Graph sent a property named {}; names are at most {MAX_PROPERTY_NAME_CHARS} characters",
+                quoted(name)
+            ));
+        }
         if name == "members" || name == "id" || name.starts_with('@') {
             continue;
         }

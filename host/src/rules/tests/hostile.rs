@@ -337,6 +337,11 @@ fn huge_cloud_values_are_refused_for_that_group() {
             "2001 properties",
             "extension_1".to_string(),
         ),
+        (
+            json!({"id": "g-key", "displayName": "K", "members": [], long.clone(): 1}),
+            "(100000 characters); names are at most 256",
+            "d".repeat(100),
+        ),
     ] {
         let e = refused(&set, &g);
         assert_eq!(e.kind, EvalErrorKind::Input, "{e}");
