@@ -163,6 +163,10 @@ struct RawDaemon {
     watch_poll_interval_ms: u64,
     #[serde(default = "default_debounce_ms")]
     debounce_ms: u64,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; off when unset.
+    listen: Option<String>,
+    #[serde(default = "default_ready_within_polls")]
+    ready_within_polls: u32,
 }
 
 impl Default for RawDaemon {
@@ -173,6 +177,8 @@ impl Default for RawDaemon {
             watch: WatchMode::default(),
             watch_poll_interval_ms: default_watch_poll_ms(),
             debounce_ms: default_debounce_ms(),
+            listen: None,
+            ready_within_polls: default_ready_within_polls(),
         }
     }
 }
@@ -188,6 +194,9 @@ fn default_watch_poll_ms() -> u64 {
 }
 fn default_debounce_ms() -> u64 {
     300
+}
+fn default_ready_within_polls() -> u32 {
+    3
 }
 
 /// How `writeback run` notices edits to the rules.
@@ -214,6 +223,10 @@ pub struct DaemonConfig {
     pub watch_poll_interval: Duration,
     /// Quiet time after the last file event before the rules are rescanned.
     pub debounce: Duration,
+    /// Where the metrics and health endpoints are served; `None` = not served.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/readyz` fails when no cycle succeeded within this many poll intervals.
+    pub ready_within_polls: u32,
 }
 
 fn default_timeout_secs() -> u64 {
@@ -612,6 +625,13 @@ impl Config {
         if d.poll_interval_secs > 86_400.0 {
             return Err(v.invalid("daemon.poll_interval_secs", "must be at most 86400 (a day)"));
         }
+        let listen = match d.listen.as_deref() {
+            None => None,
+            Some(text) => Some(listen_address(text).map_err(|m| v.invalid("daemon.listen", &m))?),
+        };
+        if d.ready_within_polls == 0 {
+            return Err(v.invalid("daemon.ready_within_polls", "must be at least 1"));
+        }
         let daemon = DaemonConfig {
             poll_interval: Duration::from_secs_f64(d.poll_interval_secs),
             reconcile_interval: (d.reconcile_interval_secs > 0.0)
@@ -619,6 +639,8 @@ impl Config {
             watch: d.watch,
             watch_poll_interval: Duration::from_millis(d.watch_poll_interval_ms.max(50)),
             debounce: Duration::from_millis(d.debounce_ms),
+            listen,
+            ready_within_polls: d.ready_within_polls,
         };
 
         Ok(Config {
@@ -641,6 +663,20 @@ impl Config {
             daemon,
         })
     }
+}
+
+/// `[daemon] listen`: an IP address and a port (`127.0.0.1:9464`, `[::1]:9464`). Host names
+/// are refused: what a name resolves to can change, and the endpoints should not move with it.
+fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = text.trim().parse().map_err(|_| {
+        format!("{text:?} is not an IP address with a port, like \"127.0.0.1:9464\"")
+    })?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "{text:?} has port 0: give the port a scraper is pointed at"
+        ));
+    }
+    Ok(addr)
 }
 
 /// A DN the host can work with: parses, and is not the empty root.
@@ -898,6 +934,51 @@ path = "state.db"
         let too_fast = format!("{GOOD}\n[daemon]\npoll_interval_secs = 0.2\n");
         let e = cfg(&too_fast).unwrap_err().to_string();
         assert!(e.contains("daemon.poll_interval_secs"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_checked() {
+        with_env();
+        let c = cfg(GOOD).expect("valid");
+        assert_eq!(c.daemon.listen, None);
+        assert_eq!(c.daemon.ready_within_polls, 3);
+        let on = format!("{GOOD}\n[daemon]\nlisten = \"127.0.0.1:9464\"\nready_within_polls = 5\n");
+        let c = cfg(&on).expect("valid");
+        assert_eq!(
+            c.daemon.listen,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        assert_eq!(c.daemon.ready_within_polls, 5);
+        let v6 = format!("{GOOD}\n[daemon]\nlisten = \"[::1]:9464\"\n");
+        assert!(cfg(&v6)
+            .expect("valid")
+            .daemon
+            .listen
+            .is_some_and(|a| a.is_ipv6()));
+        for bad in [
+            "listen = \"localhost:9464\"",
+            "listen = \"127.0.0.1\"",
+            "listen = \"127.0.0.1:99999\"",
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"\"",
+        ] {
+            let e = cfg(&format!("{GOOD}\n[daemon]\n{bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                e.contains("daemon.listen") && e.contains("/etc/writeback/writeback.toml"),
+                "{bad}: {e}"
+            );
+        }
+        let e = cfg(&format!("{GOOD}\n[daemon]\nready_within_polls = 0\n"))
+            .expect_err("zero polls")
+            .to_string();
+        assert!(e.contains("daemon.ready_within_polls"), "{e}");
+        // A number is not an address: refused by the parser, naming the key.
+        let e = cfg(&format!("{GOOD}\n[daemon]\nlisten = 9464\n"))
+            .expect_err("a number")
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
     }
 
     #[test]

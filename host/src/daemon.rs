@@ -25,9 +25,10 @@ use crate::ad::{AdConn, Schema};
 use crate::config::{Config, WatchMode};
 use crate::graph::GraphClient;
 use crate::inspect::status::{rules_hash, DaemonNote, DAEMON_KEY};
+use crate::metrics::Monitor;
 use crate::rules::{HookTable, RuleSet, Schedule};
 use crate::setup::{self, StateLock};
-use crate::state::{now_rfc3339, AuditEvent, Seen, Store};
+use crate::state::{now_rfc3339, AuditEvent, ObjectKind, Seen, Store};
 use crate::sync::report::group_refusals;
 use crate::sync::types::Refusal;
 use crate::sync::{self, triggers, SyncContext, SyncOptions, SyncReport};
@@ -57,6 +58,8 @@ pub enum DaemonError {
     Watch(#[from] watch::WatchError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Why the loop wakes up.
@@ -117,6 +120,8 @@ struct Host {
     ready: Arc<AtomicBool>,
     /// What `writeback status` reads of this process (kept in the state's `meta`).
     note: DaemonNote,
+    /// Health and numbers for `[daemon] listen`.
+    monitor: Monitor,
 }
 
 /// When each rule's `on_schedule` is next due (UTC).
@@ -184,11 +189,29 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     spawn_signals(tx.clone())?;
     let ready = Arc::new(AtomicBool::new(false));
     spawn_watchdog(ready.clone());
+    let monitor = Monitor::new(
+        config.daemon.poll_interval,
+        config.daemon.ready_within_polls,
+    );
+    if let Some(addr) = config.daemon.listen {
+        // Before anything slow: a port already taken fails the start at once.
+        monitor.serve(addr).await?;
+    }
     notify_status("starting: loading the rules, connecting to Graph and AD");
     let roots = setup::rule_roots(&config);
     let fingerprint = watch::fingerprint(&roots);
     let rules = Arc::new(setup::load_rules(&config)?);
     let mut store = Store::open(&config.state_path)?;
+    if config.daemon.listen.is_some() {
+        // Counted once here (tens of ms at 100,000 objects); whole-cache cycles count them again.
+        match (
+            store.count_objects(ObjectKind::Group),
+            store.count_objects(ObjectKind::User),
+        ) {
+            (Ok(groups), Ok(users)) => monitor.cached(groups, users),
+            (Err(e), _) | (_, Err(e)) => tracing::warn!("cached objects not counted: {e}"),
+        }
+    }
     let interrupted = store.close_interrupted_runs()?;
     if interrupted > 0 {
         tracing::warn!(
@@ -256,6 +279,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         handle: tokio::runtime::Handle::current(),
         ready,
         note: DaemonNote::default(),
+        monitor,
     };
     host.note = DaemonNote {
         pid: std::process::id(),
@@ -271,6 +295,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     host.note_rules(None);
     host.leave_note();
     host.serve(rx).await;
+    host.monitor.stopping();
     host.note.stopped_at = Some(now_rfc3339());
     host.leave_note();
     tracing::info!(cycles = host.cycles, "stopped");
@@ -320,6 +345,7 @@ impl Host {
                 None => rx.recv().await,
             };
             let Some(first) = woken else { return };
+            self.monitor.turned();
             let mut p = Pending::default();
             p.add(first);
             while let Ok(w) = rx.try_recv() {
@@ -343,7 +369,9 @@ impl Host {
             }
             // Between cycles: whatever is due by now (also when the timer fired mid-cycle).
             if p.schedule || self.timetable.next_due().is_some() {
+                self.monitor.busy(true);
                 self.run_schedules().await;
+                self.monitor.busy(false);
             }
         }
     }
@@ -452,18 +480,21 @@ impl Host {
                     .update(&rules.hooks(), time::OffsetDateTime::now_utc());
                 self.rules = Arc::new(rules);
                 tracing::info!(rules = %names, "rules reloaded");
+                self.monitor.rules_reloaded(true);
                 self.note_rules(None);
                 self.leave_note();
                 true
             }
             Ok(Err(e)) => {
                 tracing::error!("rules not reloaded, the last good rules stay active:\n{e}");
+                self.monitor.rules_reloaded(false);
                 self.note_rules(Some(e.to_string()));
                 self.leave_note();
                 false
             }
             Err(e) => {
                 tracing::error!("rules not reloaded: the compiler stopped: {e}");
+                self.monitor.rules_reloaded(false);
                 false
             }
         }
@@ -471,6 +502,7 @@ impl Host {
 
     async fn cycle(&mut self, reconcile: bool) {
         let started = Instant::now();
+        self.monitor.cycle_started();
         self.cycles += 1;
         if self.cycles.is_multiple_of(PRUNE_EVERY) {
             match self
@@ -494,10 +526,14 @@ impl Host {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
                 tracing::error!("cycle skipped: {e}");
+                self.monitor
+                    .cycle_failed(&format!("cycle skipped: {e}"), started.elapsed());
                 return;
             }
             Err(e) => {
                 tracing::error!("cycle skipped: {e}");
+                self.monitor
+                    .cycle_failed(&format!("cycle skipped: {e}"), started.elapsed());
                 return;
             }
         };
@@ -524,6 +560,8 @@ impl Host {
         let status = match result {
             Ok(report) => {
                 log_report(&report, reconcile, started.elapsed());
+                self.monitor
+                    .cycle_succeeded(&report, reconcile, started.elapsed());
                 format!(
                     "cycle {}: {} change(s), {} failure(s), {} refused, {} ms",
                     self.cycles,
@@ -535,6 +573,7 @@ impl Host {
             }
             Err(e) => {
                 tracing::error!("cycle failed, retried at the next tick: {e}");
+                self.monitor.cycle_failed(&e.to_string(), started.elapsed());
                 format!(
                     "cycle {} failed, retried at the next tick: {e}",
                     self.cycles

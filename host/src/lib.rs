@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod effects;
 pub mod graph;
 pub mod inspect;
+pub mod metrics;
 pub mod rules;
 pub mod setup;
 pub mod state;

@@ -288,6 +288,7 @@ impl GraphClient {
                 req = req.json(b);
             }
             let started = Instant::now();
+            crate::metrics::graph_request();
             let (err, failure) = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
@@ -302,6 +303,9 @@ impl GraphClient {
                     );
                     if status.is_success() {
                         return Ok(resp);
+                    }
+                    if status.as_u16() == 429 {
+                        crate::metrics::graph_throttled();
                     }
                     let err = self.api_error(resp, &url, &client_request_id).await;
                     if err.status == 401 && !token_refreshed {
@@ -328,6 +332,7 @@ impl GraphClient {
                 rand::random(),
             ) {
                 Some(wait) => {
+                    crate::metrics::graph_retry();
                     tracing::debug!(
                         %method,
                         url = %url,

@@ -1,0 +1,670 @@
+//! What `writeback run` tells a monitoring system: its numbers in Prometheus text format at
+//! `/metrics`, and `/healthz` and `/readyz`, served at `[daemon] listen` from a task of its own.
+//!
+//! The numbers go through the `metrics` facade to a recorder installed only by [`Monitor::serve`]:
+//! without `listen` (and in the one-shot verbs) the recording calls do nothing. The daemon
+//! records after each cycle from its report and on each reload; the Graph client counts its
+//! requests. Health is kept beside the numbers, in a small shared state the loop updates.
+
+use metrics::Unit;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::sync::apply::Action;
+use crate::sync::SyncReport;
+
+pub const CYCLES: &str = "writeback_cycles_total";
+pub const CYCLE_SECONDS: &str = "writeback_cycle_duration_seconds";
+pub const CHANGES: &str = "writeback_changes_total";
+pub const CHANGE_FAILURES: &str = "writeback_change_failures_total";
+pub const REFUSED: &str = "writeback_refused_groups_total";
+pub const QUARANTINED: &str = "writeback_quarantined_groups";
+pub const HELD_DELETES: &str = "writeback_held_deletes";
+pub const FOREIGN: &str = "writeback_foreign_objects";
+pub const LAST_SUCCESS: &str = "writeback_last_success_timestamp_seconds";
+pub const GRAPH_REQUESTS: &str = "writeback_graph_requests_total";
+pub const GRAPH_THROTTLED: &str = "writeback_graph_throttled_total";
+pub const GRAPH_RETRIES: &str = "writeback_graph_retries_total";
+pub const RELOADS: &str = "writeback_rule_reloads_total";
+pub const CACHED: &str = "writeback_cached_objects";
+
+/// The `sweep` label of a cycle that stopped with an error before its report.
+pub const FAILED_SWEEP: &str = "failed";
+
+/// From an idle poll (a millisecond) to a first sync of a large tenant (an hour and more).
+const CYCLE_BUCKETS: &[f64] = &[
+    0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// A reason in `/readyz` is one line, and an error can be long.
+const REASON_CHARS: usize = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("`daemon.listen` = {addr}: cannot serve the metrics there: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("`daemon.listen`: the metrics recorder cannot be installed: {0}")]
+    Recorder(String),
+}
+
+/// One Graph HTTP request sent (each attempt, retries included).
+pub fn graph_request() {
+    counter!(GRAPH_REQUESTS).increment(1);
+}
+
+/// Graph answered 429.
+pub fn graph_throttled() {
+    counter!(GRAPH_THROTTLED).increment(1);
+}
+
+/// A failed Graph request is sent again.
+pub fn graph_retry() {
+    counter!(GRAPH_RETRIES).increment(1);
+}
+
+/// Help text for every metric; counters and gauges start at zero, so a scrape shows them (and
+/// `rate()` works) before the first event. The foreign-object gauge and the last success are
+/// left out until they are known: zero would claim something.
+fn describe() {
+    describe_counter!(
+        CYCLES,
+        "Cycles run, by sweep (idle, changed, rules changed, full read, reconciliation; failed: stopped by an error)"
+    );
+    describe_histogram!(
+        CYCLE_SECONDS,
+        Unit::Seconds,
+        "Duration of a cycle, by sweep"
+    );
+    describe_counter!(
+        CHANGES,
+        "Changes applied to AD, by kind (create, update, delete)"
+    );
+    describe_counter!(
+        CHANGE_FAILURES,
+        "Changes AD refused in whole or in part, by kind"
+    );
+    describe_counter!(
+        REFUSED,
+        "Groups refused before anything was written (outside the managed OUs, schema, foreign object, rule error), once per cycle that refused them"
+    );
+    describe_gauge!(QUARANTINED, "Groups in quarantine after the last cycle");
+    describe_gauge!(
+        HELD_DELETES,
+        "Deletes held back for approval after the last cycle (writeback approve)"
+    );
+    describe_gauge!(
+        FOREIGN,
+        "Objects carrying a group anchor Writeback did not record, left alone (last reconciliation)"
+    );
+    describe_gauge!(
+        LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time at which the last successful cycle ended"
+    );
+    describe_counter!(
+        GRAPH_REQUESTS,
+        "HTTP requests sent to Microsoft Graph, retries included"
+    );
+    describe_counter!(GRAPH_THROTTLED, "Graph requests answered 429 (throttled)");
+    describe_counter!(
+        GRAPH_RETRIES,
+        "Graph requests sent again after a 429, 503, 504 or a transport failure"
+    );
+    describe_counter!(
+        RELOADS,
+        "Rule reloads, by result (ok; failed: the last good rules stayed)"
+    );
+    describe_gauge!(
+        CACHED,
+        "Cloud objects in the cache, by kind (group, user); counted at start and by cycles that look at every group"
+    );
+    for kind in [Action::Create, Action::Update, Action::Delete] {
+        counter!(CHANGES, "kind" => kind.as_str()).absolute(0);
+        counter!(CHANGE_FAILURES, "kind" => kind.as_str()).absolute(0);
+    }
+    for result in ["ok", "failed"] {
+        counter!(RELOADS, "result" => result).absolute(0);
+    }
+    for name in [REFUSED, GRAPH_REQUESTS, GRAPH_THROTTLED, GRAPH_RETRIES] {
+        counter!(name).absolute(0);
+    }
+    gauge!(QUARANTINED).set(0.0);
+    gauge!(HELD_DELETES).set(0.0);
+}
+
+/// Records what one cycle reports. `reconcile`: the cycle compared every owned AD object, so
+/// its foreign count is the whole picture.
+fn record_report(r: &SyncReport, reconcile: bool, took: Duration) {
+    counter!(CYCLES, "sweep" => r.sweep).increment(1);
+    histogram!(CYCLE_SECONDS, "sweep" => r.sweep).record(took.as_secs_f64());
+    record_changes(r.outcomes.iter().map(|o| (o.action, o.ok())));
+    counter!(REFUSED).increment(r.plan.refused.len() as u64);
+    gauge!(QUARANTINED).set(r.quarantine_total as f64);
+    gauge!(HELD_DELETES).set(r.held.as_ref().map_or(0, |h| h.deletes.len()) as f64);
+    if reconcile {
+        gauge!(FOREIGN).set(r.foreign.count as f64);
+    }
+    if let (Some(groups), Some(users)) = (r.cloud_groups, r.cloud_users) {
+        record_cached(groups, users);
+    }
+    gauge!(LAST_SUCCESS).set(unix_now());
+}
+
+/// Each change applied (`true`) or refused by AD in whole or in part.
+fn record_changes(changes: impl Iterator<Item = (Action, bool)>) {
+    for (action, ok) in changes {
+        let name = if ok { CHANGES } else { CHANGE_FAILURES };
+        counter!(name, "kind" => action.as_str()).increment(1);
+    }
+}
+
+fn record_failure(took: Duration) {
+    counter!(CYCLES, "sweep" => FAILED_SWEEP).increment(1);
+    histogram!(CYCLE_SECONDS, "sweep" => FAILED_SWEEP).record(took.as_secs_f64());
+}
+
+fn record_cached(groups: usize, users: usize) {
+    gauge!(CACHED, "kind" => "group").set(groups as f64);
+    gauge!(CACHED, "kind" => "user").set(users as f64);
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// What the daemon loop is doing, for `/healthz` and `/readyz`.
+#[derive(Debug)]
+struct State {
+    /// The loop last took a wake-up or finished a piece of work.
+    last_turn: Instant,
+    /// A cycle or the schedules are running since then (long ones are legitimate).
+    busy_since: Option<Instant>,
+    /// The cycle in flight started then.
+    cycle_since: Option<Instant>,
+    last_success: Option<Instant>,
+    /// Why the last cycle failed; `None` when it succeeded (or none ran).
+    last_error: Option<String>,
+    stopping: bool,
+}
+
+/// The daemon's side: health kept for the endpoints, numbers recorded for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    state: Arc<Mutex<State>>,
+    poll: Duration,
+    polls: u32,
+}
+
+impl Monitor {
+    /// `poll` and `ready_within_polls`: `/readyz` fails when no cycle succeeded within
+    /// `ready_within_polls` poll intervals.
+    pub fn new(poll: Duration, ready_within_polls: u32) -> Monitor {
+        Monitor {
+            state: Arc::new(Mutex::new(State {
+                last_turn: Instant::now(),
+                busy_since: None,
+                cycle_since: None,
+                last_success: None,
+                last_error: None,
+                stopping: false,
+            })),
+            poll,
+            polls: ready_within_polls.max(1),
+        }
+    }
+
+    /// Installs the recorder, binds `addr` and serves the endpoints from a task of their own.
+    /// Returns the address bound. Call once per process (the recorder is global).
+    pub async fn serve(&self, addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| MetricsError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| MetricsError::Bind { addr, source })?;
+        let handle = install()?;
+        describe();
+        {
+            // Histogram samples are folded into their buckets by the upkeep, also between scrapes.
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    t.tick().await;
+                    handle.run_upkeep();
+                }
+            });
+        }
+        let app = router(handle, self.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(%bound, "the metrics endpoint stopped: {e}");
+            }
+        });
+        tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+        Ok(bound)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        // A panic elsewhere while holding the lock leaves plain data: keep using it.
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s)
+    }
+
+    /// The loop took a wake-up.
+    pub fn turned(&self) {
+        self.with(|s| s.last_turn = Instant::now());
+    }
+
+    /// The loop starts (`true`) or ends (`false`) a piece of work that may take long (the
+    /// schedules; cycles say so themselves).
+    pub fn busy(&self, busy: bool) {
+        self.with(|s| {
+            let now = Instant::now();
+            s.busy_since = busy.then_some(now);
+            s.last_turn = now;
+        });
+    }
+
+    pub fn cycle_started(&self) {
+        self.with(|s| {
+            let now = Instant::now();
+            s.cycle_since = Some(now);
+            s.busy_since = Some(now);
+        });
+    }
+
+    pub fn cycle_succeeded(&self, report: &SyncReport, reconcile: bool, took: Duration) {
+        record_report(report, reconcile, took);
+        self.with(|s| {
+            let now = Instant::now();
+            s.last_success = Some(now);
+            s.last_error = None;
+            s.cycle_since = None;
+            s.busy_since = None;
+            s.last_turn = now;
+        });
+    }
+
+    /// A cycle stopped with `error` (or could not start).
+    pub fn cycle_failed(&self, error: &str, took: Duration) {
+        record_failure(took);
+        self.with(|s| {
+            s.last_error = Some(one_line(error));
+            s.cycle_since = None;
+            s.busy_since = None;
+            s.last_turn = Instant::now();
+        });
+    }
+
+    pub fn rules_reloaded(&self, ok: bool) {
+        counter!(RELOADS, "result" => if ok { "ok" } else { "failed" }).increment(1);
+    }
+
+    /// Cloud objects in the cache (counted where it is cheap: at start, whole-cache cycles).
+    pub fn cached(&self, groups: usize, users: usize) {
+        record_cached(groups, users);
+    }
+
+    /// The loop has ended: the process is about to exit.
+    pub fn stopping(&self) {
+        self.with(|s| s.stopping = true);
+    }
+
+    fn window(&self) -> Duration {
+        self.poll.saturating_mul(self.polls)
+    }
+
+    /// 200 while the loop turns: a wake-up comes every poll, so a loop that neither turned nor
+    /// works for several polls (at least a minute) is stuck.
+    fn health(&self, now: Instant) -> Result<String, String> {
+        let stall = self.window().saturating_mul(2).max(Duration::from_secs(60));
+        self.with(|s| {
+            if s.stopping {
+                return Err("stopping".to_string());
+            }
+            if let Some(since) = s.busy_since {
+                return Ok(format!(
+                    "ok: working for {:.1} s",
+                    now.saturating_duration_since(since).as_secs_f64()
+                ));
+            }
+            let idle = now.saturating_duration_since(s.last_turn);
+            if idle > stall {
+                return Err(format!(
+                    "the daemon loop has not turned for {:.1} s",
+                    idle.as_secs_f64()
+                ));
+            }
+            Ok("ok".to_string())
+        })
+    }
+
+    /// 200 when a cycle succeeded within the window. A cycle in flight does not count against
+    /// it: the time is taken up to its start, so a long first sync or reconciliation is not
+    /// unreadiness, while failing cycles are.
+    fn readiness(&self, now: Instant) -> Result<String, String> {
+        let window = self.window();
+        let polls = self.polls;
+        let poll = self.poll.as_secs_f64();
+        self.with(|s| {
+            if s.stopping {
+                return Err("stopping".to_string());
+            }
+            let failed = s
+                .last_error
+                .as_deref()
+                .map(|e| format!("; the last cycle failed: {e}"))
+                .unwrap_or_default();
+            let Some(success) = s.last_success else {
+                return Err(match &s.last_error {
+                    Some(e) => format!("no cycle has succeeded yet; the last one failed: {e}"),
+                    None => "starting: the first cycle has not finished".to_string(),
+                });
+            };
+            let upto = s.cycle_since.unwrap_or(now).max(success);
+            let stale = upto.saturating_duration_since(success);
+            if stale > window {
+                return Err(format!(
+                    "no successful cycle for {:.1} s (more than {polls} polls of {poll} s){failed}",
+                    stale.as_secs_f64()
+                ));
+            }
+            Ok(format!(
+                "ready: the last successful cycle ended {:.1} s ago",
+                now.saturating_duration_since(success).as_secs_f64()
+            ))
+        })
+    }
+}
+
+fn install() -> Result<PrometheusHandle, MetricsError> {
+    builder()?
+        .install_recorder()
+        .map_err(|e| MetricsError::Recorder(e.to_string()))
+}
+
+fn builder() -> Result<PrometheusBuilder, MetricsError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(CYCLE_SECONDS.to_string()), CYCLE_BUCKETS)
+        .map_err(|e| MetricsError::Recorder(e.to_string()))
+}
+
+/// Whitespace (newlines included) collapsed, cut to [`REASON_CHARS`].
+fn one_line(text: &str) -> String {
+    let mut one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some((cut, _)) = one.char_indices().nth(REASON_CHARS) {
+        one.truncate(cut);
+        one.push('…');
+    }
+    one
+}
+
+#[derive(Clone)]
+struct Served {
+    handle: PrometheusHandle,
+    monitor: Monitor,
+}
+
+fn router(handle: PrometheusHandle, monitor: Monitor) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Served { handle, monitor })
+}
+
+type Page = (
+    axum::http::StatusCode,
+    [(axum::http::header::HeaderName, &'static str); 1],
+    String,
+);
+
+fn page(status: axum::http::StatusCode, content_type: &'static str, body: String) -> Page {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        body,
+    )
+}
+
+async fn metrics_page(axum::extract::State(s): axum::extract::State<Served>) -> Page {
+    page(
+        axum::http::StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        s.handle.render(),
+    )
+}
+
+fn verdict(result: Result<String, String>) -> Page {
+    let (status, line) = match result {
+        Ok(line) => (axum::http::StatusCode::OK, line),
+        Err(line) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, line),
+    };
+    page(status, "text/plain; charset=utf-8", format!("{line}\n"))
+}
+
+async fn healthz(axum::extract::State(s): axum::extract::State<Served>) -> Page {
+    verdict(s.monitor.health(Instant::now()))
+}
+
+async fn readyz(axum::extract::State(s): axum::extract::State<Served>) -> Page {
+    verdict(s.monitor.readiness(Instant::now()))
+}
+
+/// Renders what `f` records, through a recorder of its own (tests).
+#[cfg(test)]
+fn rendered(f: impl FnOnce()) -> String {
+    let recorder = builder().unwrap_or_else(|e| panic!("{e}")).build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder as &dyn metrics::Recorder, f);
+    handle.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::gate::{Held, HeldEntry};
+    use crate::sync::types::Refusal;
+
+    /// The value of the sample `name{labels}` (labels as rendered, without braces).
+    fn value(text: &str, sample: &str) -> Option<f64> {
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    #[test]
+    fn a_report_becomes_counters_and_gauges_with_help() {
+        let mut r = SyncReport {
+            sweep: "changed",
+            quarantine_total: 4,
+            ..Default::default()
+        };
+        let changes = [
+            (Action::Create, true),
+            (Action::Create, true),
+            (Action::Update, true),
+            (Action::Delete, false),
+        ];
+        r.plan.refused = vec![Refusal {
+            cloud_id: "x".into(),
+            rule: None,
+            reason: "outside the managed OUs".into(),
+        }];
+        r.held = Some(Held {
+            set_id: "s".into(),
+            reason: "over the threshold".into(),
+            deletes: vec![
+                HeldEntry {
+                    cloud_id: "a".into(),
+                    dn: "CN=a".into(),
+                },
+                HeldEntry {
+                    cloud_id: "b".into(),
+                    dn: "CN=b".into(),
+                },
+            ],
+            new: true,
+        });
+        r.foreign.count = 7;
+        let text = rendered(|| {
+            describe();
+            record_report(&r, false, Duration::from_millis(30));
+            record_changes(changes.into_iter());
+            record_report(&r, false, Duration::from_secs(20));
+            record_changes(changes.into_iter());
+        });
+        let v = |s: &str| value(&text, s).unwrap_or_else(|| panic!("no {s} in:\n{text}"));
+        assert_eq!(v("writeback_cycles_total{sweep=\"changed\"}"), 2.0);
+        assert_eq!(v("writeback_changes_total{kind=\"create\"}"), 4.0);
+        assert_eq!(v("writeback_changes_total{kind=\"update\"}"), 2.0);
+        assert_eq!(v("writeback_changes_total{kind=\"delete\"}"), 0.0);
+        assert_eq!(v("writeback_change_failures_total{kind=\"delete\"}"), 2.0);
+        assert_eq!(v("writeback_refused_groups_total"), 2.0);
+        assert_eq!(v("writeback_quarantined_groups"), 4.0);
+        assert_eq!(v("writeback_held_deletes"), 2.0);
+        assert_eq!(v("writeback_graph_requests_total"), 0.0);
+        // A histogram with the buckets set here, not a summary.
+        assert_eq!(
+            v("writeback_cycle_duration_seconds_bucket{sweep=\"changed\",le=\"0.1\"}"),
+            1.0
+        );
+        assert_eq!(
+            v("writeback_cycle_duration_seconds_bucket{sweep=\"changed\",le=\"30\"}"),
+            2.0
+        );
+        assert_eq!(
+            v("writeback_cycle_duration_seconds_count{sweep=\"changed\"}"),
+            2.0
+        );
+        // Not a reconciliation: the foreign count is not the whole picture and is left out.
+        assert!(
+            value(&text, "writeback_foreign_objects").is_none(),
+            "{text}"
+        );
+        assert!(v("writeback_last_success_timestamp_seconds") > 1.7e9);
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            assert!(line.starts_with("writeback_"), "{line}");
+        }
+        for name in [CYCLES, CHANGES, QUARANTINED, HELD_DELETES, CYCLE_SECONDS] {
+            let help = format!("# HELP {name} ");
+            assert!(text.contains(&help), "no help for {name}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn reconciliation_sets_foreign_and_whole_cache_cycles_the_cache_size() {
+        let r = SyncReport {
+            sweep: "reconciliation",
+            cloud_groups: Some(12),
+            cloud_users: Some(30),
+            foreign: crate::sync::job::Foreign {
+                count: 3,
+                examples: vec![],
+            },
+            ..Default::default()
+        };
+        let text = rendered(|| {
+            record_report(&r, true, Duration::from_secs(1));
+            record_failure(Duration::from_secs(2));
+            Monitor::new(Duration::from_secs(1), 3).rules_reloaded(false);
+        });
+        assert_eq!(value(&text, "writeback_foreign_objects"), Some(3.0));
+        assert_eq!(
+            value(&text, "writeback_cached_objects{kind=\"group\"}"),
+            Some(12.0)
+        );
+        assert_eq!(
+            value(&text, "writeback_cached_objects{kind=\"user\"}"),
+            Some(30.0)
+        );
+        assert_eq!(
+            value(&text, "writeback_cycles_total{sweep=\"failed\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "writeback_rule_reloads_total{result=\"failed\"}"),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn readiness_follows_the_last_success_and_ignores_the_cycle_in_flight() {
+        let m = Monitor::new(Duration::from_secs(2), 3);
+        let t0 = Instant::now();
+        let e = m.readiness(t0).expect_err("before the first cycle");
+        assert!(e.starts_with("starting"), "{e}");
+        m.cycle_failed("Microsoft Graph: 503\nService Unavailable", Duration::ZERO);
+        let e = m.readiness(Instant::now()).expect_err("first cycle failed");
+        assert!(
+            e.contains("no cycle has succeeded yet") && e.contains("503 Service Unavailable"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e:?}");
+
+        m.cycle_succeeded(&SyncReport::default(), false, Duration::ZERO);
+        let done = Instant::now();
+        assert!(m.readiness(done).is_ok());
+        assert!(m.readiness(done + Duration::from_millis(5900)).is_ok());
+        let e = m
+            .readiness(done + Duration::from_secs(7))
+            .expect_err("three polls of 2 s passed");
+        assert!(e.contains("more than 3 polls of 2 s"), "{e}");
+
+        // A long cycle that started in time keeps it ready while it runs.
+        m.cycle_started();
+        assert!(m
+            .readiness(Instant::now() + Duration::from_secs(600))
+            .is_ok());
+        m.cycle_failed("AD: bind refused", Duration::from_secs(600));
+        let e = m
+            .readiness(Instant::now() + Duration::from_secs(7))
+            .expect_err("failed since");
+        assert!(e.contains("the last cycle failed: AD: bind refused"), "{e}");
+
+        m.stopping();
+        assert_eq!(m.readiness(Instant::now()), Err("stopping".to_string()));
+    }
+
+    #[test]
+    fn health_is_ok_while_the_loop_turns_or_works() {
+        let m = Monitor::new(Duration::from_secs(1), 3);
+        let now = Instant::now();
+        assert!(m.health(now).is_ok());
+        let e = m
+            .health(now + Duration::from_secs(61))
+            .expect_err("no turn for a minute");
+        assert!(e.contains("has not turned"), "{e}");
+        m.cycle_started();
+        assert!(m.health(Instant::now() + Duration::from_secs(3600)).is_ok());
+        m.cycle_succeeded(&SyncReport::default(), false, Duration::ZERO);
+        m.turned();
+        assert!(m.health(Instant::now()).is_ok());
+        m.stopping();
+        assert!(m.health(Instant::now()).is_err());
+    }
+
+    #[test]
+    fn one_line_collapses_and_cuts() {
+        assert_eq!(one_line("a\n  b\tc "), "a b c");
+        let long = "x".repeat(1000);
+        assert_eq!(one_line(&long).chars().count(), REASON_CHARS + 1);
+    }
+}
