@@ -54,13 +54,27 @@ pub struct Outcome {
     /// Member values AD did not take (e.g. the member object vanished), with AD's message.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub member_errors: Vec<String>,
+    /// The failure was the connection's (DC down, connection cut), not the object's: retried
+    /// on the next cycle, not quarantined.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
 }
 
 impl Outcome {
     pub fn ok(&self) -> bool {
         self.error.is_none() && self.member_errors.is_empty()
     }
+
+    /// Records `e` as this change's failure (with `context` before AD's message, if any).
+    fn fail(&mut self, context: &str, e: &AdError) {
+        self.error = Some(format!("{context}{e}"));
+        self.transient |= e.is_connection_error();
+    }
 }
+
+/// How a create that met an existing object of the same name is reported.
+const CONFLICT: &str =
+    "conflict: an object Writeback does not own already uses this name or sAMAccountName";
 
 /// Member adds held back until the groups they name exist: (cloud id, group DN, member DNs).
 pub type Deferred = Vec<(String, String, Vec<String>)>;
@@ -88,6 +102,7 @@ pub async fn apply(
         guid: None,
         error: None,
         member_errors: Vec::new(),
+        transient: false,
     };
 
     // 1. Creates, with their members in the same add (one request per group, as an LDIF
@@ -110,13 +125,11 @@ pub async fn apply(
                   (id, result, rest): (String, Result<(), AdError>, Vec<String>)| {
         later.insert(id.clone(), rest);
         if let (Some(o), Err(e)) = (outcomes.get_mut(&id), result) {
-            o.error = Some(if e.rc() == Some(68) {
-                format!(
-                    "conflict: an object Writeback does not own already uses this name or sAMAccountName; left untouched ({e})"
-                )
+            if e.rc() == Some(68) {
+                o.error = Some(format!("{CONFLICT}; left untouched ({e})"));
             } else {
-                e.to_string()
-            });
+                o.fail("", &e);
+            }
         }
     };
     let mut creating = Progress::new(
@@ -179,26 +192,38 @@ pub async fn apply(
         }
     }
     // The new objects' GUIDs (for the anchors), in batches rather than one read per object.
+    // A create AD answered with "already exists" is looked for too: when the connection was
+    // cut after AD took the add, the add sent again meets the object this cycle created, and
+    // it carries this group's anchor (a foreign object with it would have stopped the plan).
     let created: Vec<String> = outcomes
         .values()
-        .filter(|o| o.error.is_none())
+        .filter(|o| o.action == Action::Create)
+        .filter(|o| {
+            o.error.is_none() || o.error.as_deref().is_some_and(|e| e.starts_with(CONFLICT))
+        })
         .map(|o| o.cloud_id.clone())
         .collect();
     match read_guids(conn, &created, managed_ous).await {
         Ok(guids) => {
             for id in &created {
                 if let Some(o) = outcomes.get_mut(id) {
-                    match guids.get(id) {
-                        Some(g) => o.guid = Some(g.clone()),
-                        None => o.error = Some("created, but AD returned no objectGUID".into()),
+                    match (guids.get(id), o.error.is_some()) {
+                        (Some(g), _) => {
+                            o.guid = Some(g.clone());
+                            o.error = None;
+                        }
+                        (None, true) => {}
+                        (None, false) => {
+                            o.error = Some("created, but AD returned no objectGUID".into())
+                        }
                     }
                 }
             }
         }
         Err(e) => {
             for id in &created {
-                if let Some(o) = outcomes.get_mut(id) {
-                    o.error = Some(format!("created, but reading objectGUID failed: {e}"));
+                if let Some(o) = outcomes.get_mut(id).filter(|o| o.error.is_none()) {
+                    o.fail("created, but reading objectGUID failed: ", &e);
                 }
             }
         }
@@ -237,7 +262,7 @@ pub async fn apply(
                                 .then_some(parent.as_str());
                         match conn.rename(dn, &ad::dn::rdn("CN", &cn), new_parent).await {
                             Ok(new_dn) => o.dn = new_dn,
-                            Err(e) => o.error = Some(e.to_string()),
+                            Err(e) => o.fail("", &e),
                         }
                     }
                     _ => o.error = Some(format!("cannot move to {target:?}: not a valid DN")),
@@ -256,7 +281,7 @@ pub async fn apply(
                     })
                     .collect();
                 if let Err(e) = conn.modify(&o.dn, &mods).await {
-                    o.error = Some(e.to_string());
+                    o.fail("", &e);
                 }
             }
             outcomes.insert(c.cloud_id.clone(), o);
@@ -300,7 +325,7 @@ pub async fn apply(
                         .into_iter()
                         .map(|(m, msg)| format!("add {m}: {msg}")),
                 ),
-                Err(e) => o.error = Some(e.to_string()),
+                Err(e) => o.fail("", &e),
             }
         }
         if o.error.is_none() && !remove.is_empty() {
@@ -310,7 +335,7 @@ pub async fn apply(
                         .into_iter()
                         .map(|(m, msg)| format!("remove {m}: {msg}")),
                 ),
-                Err(e) => o.error = Some(e.to_string()),
+                Err(e) => o.fail("", &e),
             }
         }
     }
@@ -324,7 +349,7 @@ pub async fn apply(
             } else if let Err(e) = conn.delete(dn).await {
                 // Already gone is what we wanted.
                 if e.rc() != Some(32) {
-                    o.error = Some(e.to_string());
+                    o.fail("", &e);
                 }
             }
             outcomes.insert(c.cloud_id.clone(), o);
@@ -370,7 +395,7 @@ pub async fn apply_deferred(conn: &mut AdConn, deferred: Deferred, outcomes: &mu
                     .into_iter()
                     .map(|(m, msg)| format!("add {m}: {msg}")),
             ),
-            Err(e) => o.error = Some(e.to_string()),
+            Err(e) => o.fail("", &e),
         }
     }
 }

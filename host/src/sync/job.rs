@@ -1188,6 +1188,11 @@ impl Applied {
 
     fn fail_outcomes(&mut self, outcomes: &[Outcome]) {
         for o in outcomes.iter().filter(|o| !o.ok()) {
+            // The DC or the connection failed, not the group: tried again next cycle.
+            if o.transient {
+                self.retry.insert(o.cloud_id.clone());
+                continue;
+            }
             let why = o
                 .error
                 .clone()

@@ -164,6 +164,7 @@ mod tests {
             guid: guid.map(Into::into),
             error: error.map(Into::into),
             member_errors: vec![],
+            transient: false,
         }
     }
 

@@ -373,6 +373,7 @@ mod tests {
             guid: None,
             error: None,
             member_errors: Vec::new(),
+            transient: false,
         }
     }
 
