@@ -32,10 +32,24 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: most of the library's errors already
+/// quote their cause in their own message, and `{:#}` would print it a second time.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn init_logging(format: LogFormat, verbose: u8) {
@@ -213,7 +227,7 @@ fn test_rules(
     let (rules_dir, stdlib, settings) = match rules_source(config, rules_dir, stdlib) {
         Ok(source) => source,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             return Ok(ExitCode::from(2));
         }
     };
@@ -421,4 +435,25 @@ async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<E
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_quoted_in_its_error_is_printed_once() {
+        let io = std::io::Error::other("Read-only file system (os error 30)");
+        let lock = writeback::setup::LockError {
+            path: "/s/state.db.lock".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(lock).context("run");
+        let text = error_chain(&e);
+        assert_eq!(text.matches("Read-only file system").count(), 1, "{text}");
+        assert!(
+            text.starts_with("run: state lock /s/state.db.lock"),
+            "{text}"
+        );
+    }
 }
