@@ -661,6 +661,26 @@ mod tests {
         assert!(m.health(Instant::now()).is_err());
     }
 
+    #[tokio::test]
+    async fn an_address_in_use_is_an_error_naming_the_key_and_the_address() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = taken
+            .local_addr()
+            .unwrap_or_else(|e| panic!("address: {e}"));
+        let e = Monitor::new(Duration::from_secs(1), 3)
+            .serve(addr)
+            .await
+            .expect_err("the port is taken");
+        assert!(matches!(e, MetricsError::Bind { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("daemon.listen") && text.contains(&addr.to_string()),
+            "{text}"
+        );
+    }
+
     #[test]
     fn one_line_collapses_and_cuts() {
         assert_eq!(one_line("a\n  b\tc "), "a b c");
