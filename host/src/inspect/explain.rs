@@ -158,12 +158,12 @@ impl Explanation {
     }
 }
 
+/// How the query matched, the cloud id it names, and the groups an ambiguous name matched.
+type Found = (Lookup, Option<String>, Vec<(String, String)>);
+
 /// What the query names: a cloud id, a DN (through the anchors), or a displayName (through the
 /// cache).
-fn find(
-    store: &Store,
-    query: &str,
-) -> Result<(Lookup, Option<String>, Vec<(String, String)>), StateError> {
+fn find(store: &Store, query: &str) -> Result<Found, StateError> {
     let q = query.trim();
     if store.load_object(ObjectKind::Group, q)?.is_some() {
         return Ok((Lookup::Found, Some(q.to_string()), Vec::new()));
