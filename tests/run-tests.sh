@@ -12,6 +12,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Installing the test bed's Debian packages (if missing)"
 tests/testbed/samba-ad.sh install
 
+step "Python packages of the tests (pinned, in .venv): msgraph-sdk, prometheus-client"
+tests/conformance/setup.sh
+
 step "Building the workspace"
 cargo build --workspace --all-targets
 
