@@ -6,17 +6,17 @@
 //!   dn)`, `fn on_members_added(group, dn, members)`, `fn on_members_removed(group, dn, members)`;
 //! - `const SCHEDULE = "<interval or cron>"` with `fn on_schedule(info)`.
 //!
-//! Discovery reads function names and arities from the AST and positions from a small scan of
-//! the top level of the text (Rhai's function metadata has no positions), so a wrong arity or a
-//! bad `SCHEDULE` is a load diagnostic with `file:line:column`.
+//! Discovery reads the functions and the top-level `const SCHEDULE` from the compiled AST. Rhai
+//! keeps no position for a function's name, so names are located with Rhai's own tokenizer: a
+//! wrong arity or a bad `SCHEDULE` is a load diagnostic with `file:line:column`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, ImmutableString, Map, AST};
+use rhai::{ASTFlags, Dynamic, Engine, Expr, ImmutableString, Map, Position, Stmt, Token, AST};
 use serde::Serialize;
 
 use super::diagnostics::{self, Diagnostic};
@@ -148,42 +148,32 @@ pub(crate) fn discover(
     text: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> RuleHooks {
-    let top = scan_top_level(text);
-    let at = |line: usize, column: usize, message: String| Diagnostic {
+    let toks = tokens(text);
+    let defs = functions(ast, &toks);
+    let at = |pos: Option<Position>, message: String| Diagnostic {
         file: path.to_path_buf(),
-        line: Some(line),
-        column: Some(column),
+        line: pos.and_then(Position::line),
+        column: pos.and_then(Position::position),
         message,
     };
     let arities = |name: &str| -> Vec<usize> {
-        ast.iter_functions()
+        defs.iter()
             .filter(|f| f.name == name)
-            .map(|f| f.params.len())
+            .map(|f| f.params)
             .collect()
     };
-    // A definition with the wrong arity, located when the scan found it.
     let wrong_arity = |name: &str, params: &[&str], diags: &mut Vec<Diagnostic>| {
         let want = params.len();
-        let message = |got: usize| {
-            format!(
-                "`fn {name}` must take {want} parameter{} ({}), not {got}",
-                if want == 1 { "" } else { "s" },
-                params.join(", ")
-            )
-        };
-        let mut located = false;
-        for f in top
-            .fns
-            .iter()
-            .filter(|f| f.name == name && f.params != want)
-        {
-            diags.push(at(f.line, f.column, message(f.params)));
-            located = true;
-        }
-        if !located {
-            for got in arities(name).into_iter().filter(|n| *n != want) {
-                diags.push(Diagnostic::file(path, message(got)));
-            }
+        for f in defs.iter().filter(|f| f.name == name && f.params != want) {
+            diags.push(at(
+                f.at,
+                format!(
+                    "`fn {name}` must take {want} parameter{} ({}), not {}",
+                    if want == 1 { "" } else { "s" },
+                    params.join(", "),
+                    f.params
+                ),
+            ));
         }
     };
 
@@ -202,23 +192,20 @@ pub(crate) fn discover(
     if on_schedule.iter().any(|n| *n != 1) {
         wrong_arity(ON_SCHEDULE, &["info"], diags);
     }
-    let schedule_fn = top.fns.iter().find(|f| f.name == ON_SCHEDULE);
-    match top.consts.iter().find(|c| c.name == SCHEDULE_CONST) {
-        Some(c) => match &c.literal {
+    match schedule_const(ast, &toks) {
+        Some(c) => match c.literal {
             Some(lit) => match Schedule::parse(&lit.value) {
                 Ok(s) => {
                     if on_schedule.is_empty() {
                         diags.push(at(
-                            c.line,
-                            c.column,
+                            Some(c.at),
                             format!("`{SCHEDULE_CONST}` is set but the rule defines no `fn {ON_SCHEDULE}(info)` to run"),
                         ));
                     }
                     out.schedule = Some(s);
                 }
                 Err(why) => diags.push(at(
-                    lit.line,
-                    lit.column,
+                    Some(lit.at),
                     format!(
                         "invalid {SCHEDULE_CONST} {:?}: {why}; use an interval (\"30s\", \"5m\", \"1h\", \"1d\") or a 5-field cron expression in UTC (\"0 3 * * *\")",
                         lit.value
@@ -226,20 +213,19 @@ pub(crate) fn discover(
                 )),
             },
             None => diags.push(at(
-                c.line,
-                c.column,
+                Some(c.at),
                 format!("`{SCHEDULE_CONST}` must be a string literal, e.g. `const {SCHEDULE_CONST} = \"1h\";`"),
             )),
         },
         // A wrong arity is reported above; one problem per definition is enough.
         None if on_schedule.contains(&1) => {
-            let message = format!(
-                "`fn {ON_SCHEDULE}` needs `const {SCHEDULE_CONST} = \"...\";` (an interval such as \"1h\" or a cron expression) to say when it runs"
-            );
-            diags.push(match schedule_fn {
-                Some(f) => at(f.line, f.column, message),
-                None => Diagnostic::file(path, message),
-            });
+            let def = defs.iter().find(|f| f.name == ON_SCHEDULE && f.params == 1);
+            diags.push(at(
+                def.and_then(|f| f.at),
+                format!(
+                    "`fn {ON_SCHEDULE}` needs `const {SCHEDULE_CONST} = \"...\";` (an interval such as \"1h\" or a cron expression) to say when it runs"
+                ),
+            ));
         }
         None => {}
     }
@@ -440,231 +426,198 @@ impl HookTable {
     }
 }
 
-/// A function definition at the top level of a file: name, arity, position of the name.
+/// A function the AST defines: name, arity, and where its name is written (when found).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FnDef {
     name: String,
     params: usize,
-    line: usize,
-    column: usize,
+    at: Option<Position>,
 }
 
-/// `const NAME = <literal>` at the top level; `literal` is set for a plain string literal.
+/// The top-level `const SCHEDULE`: where its name is, and its value when written as one string
+/// literal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct ConstDef {
-    name: String,
-    line: usize,
-    column: usize,
+struct ScheduleConst {
+    at: Position,
     literal: Option<Literal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Literal {
     value: String,
-    line: usize,
-    column: usize,
+    at: Position,
 }
 
-#[derive(Debug, Default)]
-struct TopLevel {
-    fns: Vec<FnDef>,
-    consts: Vec<ConstDef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    Word(String),
-    Str(String),
-    Punct(char),
-}
-
-/// Tokens with 1-based positions (columns in characters), comments dropped. Enough of Rhai's
-/// lexer for the top level of a file that already compiled.
-fn tokens(source: &str) -> Vec<(Tok, usize, usize)> {
-    let chars: Vec<char> = source.chars().collect();
+/// The file's tokens as Rhai's own tokenizer reads them (comments dropped, strings whole), for
+/// the positions the AST does not keep and for `lint`. Where an interpolation `${...}` ends is the parser's call,
+/// not the tokenizer's: the braces are counted here and the rest of the string handed back to the
+/// tokenizer, as the parser does.
+pub(super) fn tokens(text: &str) -> Vec<(Token, Position)> {
+    let engine = Engine::new_raw();
+    let inputs = [text];
+    let (stream, control) = engine.lex(&inputs);
     let mut out = Vec::new();
-    let (mut i, mut line, mut col) = (0usize, 1usize, 1usize);
-    let step = |i: &mut usize, line: &mut usize, col: &mut usize| {
-        if chars.get(*i) == Some(&'\n') {
-            *line += 1;
-            *col = 1;
-        } else {
-            *col += 1;
-        }
-        *i += 1;
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        let (at_line, at_col) = (line, col);
-        if c.is_whitespace() {
-            step(&mut i, &mut line, &mut col);
-        } else if c == '/' && next == Some('/') {
-            while i < chars.len() && chars[i] != '\n' {
-                step(&mut i, &mut line, &mut col);
-            }
-        } else if c == '/' && next == Some('*') {
-            // Rhai block comments nest.
-            let mut depth = 0usize;
-            while i < chars.len() {
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    step(&mut i, &mut line, &mut col);
-                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    step(&mut i, &mut line, &mut col);
-                    if depth == 0 {
-                        step(&mut i, &mut line, &mut col);
-                        break;
-                    }
-                }
-                step(&mut i, &mut line, &mut col);
-            }
-        } else if c == '"' || c == '`' || c == '\'' {
-            step(&mut i, &mut line, &mut col);
-            let mut value = String::new();
-            let mut plain = true;
-            while i < chars.len() && chars[i] != c {
-                if chars[i] == '\\' {
-                    plain = false;
-                    step(&mut i, &mut line, &mut col);
-                } else if c == '`' && chars[i] == '$' && chars.get(i + 1) == Some(&'{') {
-                    plain = false;
-                }
-                if let Some(ch) = chars.get(i) {
-                    value.push(*ch);
-                }
-                step(&mut i, &mut line, &mut col);
-            }
-            step(&mut i, &mut line, &mut col);
-            // Only plain double-quoted or backtick strings count as literals; others are opaque.
-            let tok = if plain && c != '\'' {
-                Tok::Str(value)
-            } else {
-                Tok::Punct('\'')
-            };
-            out.push((tok, at_line, at_col));
-        } else if c.is_alphanumeric() || c == '_' {
-            let mut word = String::new();
-            while chars
-                .get(i)
-                .is_some_and(|c| c.is_alphanumeric() || *c == '_')
-            {
-                word.push(chars[i]);
-                step(&mut i, &mut line, &mut col);
-            }
-            out.push((Tok::Word(word), at_line, at_col));
-        } else {
-            out.push((Tok::Punct(c), at_line, at_col));
-            step(&mut i, &mut line, &mut col);
-        }
-    }
-    out
-}
-
-/// Function definitions and constants outside any braces.
-fn scan_top_level(source: &str) -> TopLevel {
-    let toks = tokens(source);
-    let mut top = TopLevel::default();
     let mut depth = 0usize;
-    let word = |k: usize| match toks.get(k) {
-        Some((Tok::Word(w), _, _)) => Some(w.as_str()),
-        _ => None,
-    };
-    let mut k = 0;
-    while k < toks.len() {
-        match &toks[k].0 {
-            Tok::Punct('{') => depth += 1,
-            Tok::Punct('}') => depth = depth.saturating_sub(1),
-            Tok::Word(w) if depth == 0 && w == "fn" => {
-                if let (Some(name), Some((Tok::Punct('('), _, _))) = (word(k + 1), toks.get(k + 2))
-                {
-                    let (_, line, column) = toks[k + 1];
-                    let mut params = 0;
-                    let mut j = k + 3;
-                    let mut any = false;
-                    while let Some((t, _, _)) = toks.get(j) {
-                        match t {
-                            Tok::Punct(')') => break,
-                            Tok::Punct(',') => params += 1,
-                            _ => any = true,
-                        }
-                        j += 1;
-                    }
-                    if any {
-                        params += 1;
-                    }
-                    top.fns.push(FnDef {
-                        name: name.to_string(),
-                        params,
-                        line,
-                        column,
-                    });
-                    k = j;
-                    continue;
-                }
-            }
-            Tok::Word(w) if depth == 0 && w == "const" => {
-                if let Some(name) = word(k + 1) {
-                    let (_, line, column) = toks[k + 1];
-                    let literal = match (toks.get(k + 2), toks.get(k + 3), toks.get(k + 4)) {
-                        (
-                            Some((Tok::Punct('='), _, _)),
-                            Some((Tok::Str(value), l, c)),
-                            Some((Tok::Punct(';'), _, _)) | None,
-                        ) => Some(Literal {
-                            value: value.clone(),
-                            line: *l,
-                            column: *c,
-                        }),
-                        _ => None,
-                    };
-                    top.consts.push(ConstDef {
-                        name: name.to_string(),
-                        line,
-                        column,
-                        literal,
-                    });
+    let mut interpolations: Vec<usize> = Vec::new();
+    for (tok, pos) in stream {
+        match &tok {
+            // The file compiled, so a lexer error is not expected; stop rather than guess.
+            Token::EOF | Token::LexError(_) => break,
+            Token::InterpolatedString(_) => interpolations.push(depth),
+            Token::LeftBrace | Token::MapStart => depth += 1,
+            Token::RightBrace => {
+                depth = depth.saturating_sub(1);
+                if interpolations.last() == Some(&depth) {
+                    interpolations.pop();
+                    control.borrow_mut().is_within_text = true;
                 }
             }
             _ => {}
         }
-        k += 1;
+        out.push((tok, pos));
     }
-    top
+    out
+}
+
+/// The AST's functions, sorted by position. Rhai keeps no position for a definition, only for
+/// its body's `{`: the name is the identifier before the `(` of the `fn` whose body opens there.
+fn functions(ast: &AST, toks: &[(Token, Position)]) -> Vec<FnDef> {
+    let mut names: HashMap<Position, (&str, Position)> = HashMap::new();
+    for (k, (tok, _)) in toks.iter().enumerate() {
+        if *tok != Token::Fn {
+            continue;
+        }
+        let rest = &toks[k + 1..];
+        // `()` is one token.
+        let Some(paren) = rest
+            .iter()
+            .position(|(t, _)| matches!(t, Token::LeftParen | Token::Unit))
+        else {
+            continue;
+        };
+        let Some((Token::Identifier(name), name_at)) = paren.checked_sub(1).map(|i| &rest[i])
+        else {
+            continue;
+        };
+        if let Some((_, body)) = rest[paren..].iter().find(|(t, _)| *t == Token::LeftBrace) {
+            names.insert(*body, (name.as_str(), *name_at));
+        }
+    }
+    let mut defs: Vec<FnDef> = ast
+        .iter_fn_def()
+        .map(|f| FnDef {
+            name: f.name.to_string(),
+            params: f.params.len(),
+            at: names
+                .get(&f.body.start_position())
+                .filter(|(name, _)| *name == f.name.as_str())
+                .map(|(_, at)| *at),
+        })
+        .collect();
+    // Unlocated definitions last; the AST's own order is a hash order.
+    defs.sort_by_key(|f| (f.at.is_none(), f.at, f.params));
+    defs
+}
+
+/// The first top-level `const SCHEDULE`. Its value counts as a literal only when it is written as
+/// one: the optimizer folds `PART + "m"` into a string too, at the position of an identifier or
+/// operator.
+fn schedule_const(ast: &AST, toks: &[(Token, Position)]) -> Option<ScheduleConst> {
+    ast.statements().iter().find_map(|stmt| match stmt {
+        Stmt::Var(x, flags, _) if flags.contains(ASTFlags::CONSTANT) => {
+            let (ident, expr, _) = &**x;
+            (ident.name == SCHEDULE_CONST).then(|| ScheduleConst {
+                at: ident.pos,
+                literal: written_literal(expr, toks),
+            })
+        }
+        _ => None,
+    })
+}
+
+fn written_literal(expr: &Expr, toks: &[(Token, Position)]) -> Option<Literal> {
+    let Expr::StringConstant(value, at) = expr else {
+        return None;
+    };
+    let k = toks.iter().position(|(_, p)| p == at)?;
+    match (&toks[k].0, toks.get(k + 1).map(|(t, _)| t)) {
+        (Token::StringConstant(s), Some(Token::SemiColon) | None)
+            if s.as_str() == value.as_str() =>
+        {
+            Some(Literal {
+                value: value.to_string(),
+                at: *at,
+            })
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn compile(src: &str) -> AST {
+        Engine::new().compile(src).expect("compiles")
+    }
+
+    /// `line:column`, as diagnostics show it.
+    type LineCol = Option<(usize, usize)>;
+
+    fn line_col(pos: Option<Position>) -> LineCol {
+        let pos = pos?;
+        Some((pos.line()?, pos.position()?))
+    }
+
     #[test]
-    fn top_level_scan_finds_functions_and_constants_with_positions() {
-        let src = "// fn on_created(x) {}\nconst SCHEDULE = \"5m\";\nconst N = 1 + 2;\n/* fn hidden() {} */\nfn on_created(group, dn) {\n    let s = \"fn fake(a) {\";\n    fn_inner();\n}\n  fn on_deleted(id) { }\nfn none() {}\n";
-        let top = scan_top_level(src);
-        let fns: Vec<(&str, usize, usize, usize)> = top
-            .fns
-            .iter()
-            .map(|f| (f.name.as_str(), f.params, f.line, f.column))
+    fn functions_are_located_by_their_names() {
+        let src = "// fn on_created(x) {}\nconst SCHEDULE = \"5m\";\n/* fn hidden() {} */\nfn on_created(group, dn) {\n    let s = \"fn fake(a) {\";\n    let t = `${ #{ a: 1 }.a } fn fake2(b) { ${ `${1}` }`;\n    fn_inner();\n}\n  fn on_deleted(id) { }\nprivate fn none() {}\nfn after(a, /* b, */ c) { #\"fn raw() {\"# }\nfn spaced( ) {}\n";
+        let ast = compile(src);
+        let defs: Vec<(String, usize, LineCol)> = functions(&ast, &tokens(src))
+            .into_iter()
+            .map(|f| (f.name, f.params, line_col(f.at)))
             .collect();
         assert_eq!(
-            fns,
+            defs,
             vec![
-                ("on_created", 2, 5, 4),
-                ("on_deleted", 1, 9, 6),
-                ("none", 0, 10, 4)
+                ("on_created".into(), 2, Some((4, 4))),
+                ("on_deleted".into(), 1, Some((9, 6))),
+                ("none".into(), 0, Some((10, 12))),
+                ("after".into(), 2, Some((11, 4))),
+                ("spaced".into(), 0, Some((12, 4))),
             ]
         );
-        assert_eq!(top.consts.len(), 2);
+    }
+
+    #[test]
+    fn schedule_is_a_literal_only_as_written() {
+        let src = "const N = 1 + 2;\nconst SCHEDULE = \"5m\";\n";
+        let c = schedule_const(&compile(src), &tokens(src)).expect("found");
+        assert_eq!(line_col(Some(c.at)), Some((2, 7)));
+        let lit = c.literal.expect("a literal");
         assert_eq!(
-            top.consts[0].literal,
-            Some(Literal {
-                value: "5m".into(),
-                line: 2,
-                column: 18
-            })
+            (lit.value.as_str(), line_col(Some(lit.at))),
+            ("5m", Some((2, 18)))
         );
-        assert_eq!((top.consts[0].line, top.consts[0].column), (2, 7));
-        assert_eq!(top.consts[1].literal, None);
+
+        for src in [
+            "const PART = \"5\";\nconst SCHEDULE = PART + \"m\";\n",
+            "const SCHEDULE = \"5\" + \"m\";\n",
+            "const PART = \"5m\";\nconst SCHEDULE = PART;\n",
+            "const SCHEDULE = (\"5m\");\n",
+            "const SCHEDULE = `${\"5m\"}`;\n",
+            "const SCHEDULE = 5;\n",
+        ] {
+            let c = schedule_const(&compile(src), &tokens(src)).expect(src);
+            assert_eq!(c.literal, None, "{src}");
+        }
+
+        for src in [
+            "let SCHEDULE = \"5m\";\n",
+            "{ const SCHEDULE = \"5m\"; }\n",
+            "fn f() { const SCHEDULE = \"5m\"; }\n",
+        ] {
+            assert_eq!(schedule_const(&compile(src), &tokens(src)), None, "{src}");
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! confusing error or endless recursion on some groups. Writing `map(list, |x| ...)` is
 //! unambiguous, so the method form is refused with its position.
 
+use rhai::Token;
+
 /// The rule entry points that shadow a method of the same name.
 const ENTRY_POINTS: [&str; 2] = ["map", "scope"];
 
@@ -24,87 +26,27 @@ impl Shadowed {
     }
 }
 
-/// Finds `.map(` and `.scope(` outside comments and string literals.
+/// Finds `.map(` and `.scope(` (and `?.map(`) in code, read with Rhai's own tokenizer so comments
+/// and strings of every kind are skipped as Rhai skips them.
 pub(crate) fn shadowed_methods(source: &str) -> Vec<Shadowed> {
-    let chars: Vec<char> = source.chars().collect();
+    let toks = super::hooks::tokens(source);
     let mut found = Vec::new();
-    let (mut line, mut column) = (1usize, 1usize);
-    let mut i = 0;
-    let advance = |i: &mut usize, line: &mut usize, column: &mut usize| {
-        if chars.get(*i) == Some(&'\n') {
-            *line += 1;
-            *column = 1;
-        } else {
-            *column += 1;
-        }
-        *i += 1;
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        match c {
-            '/' if next == Some('/') => {
-                while i < chars.len() && chars[i] != '\n' {
-                    advance(&mut i, &mut line, &mut column);
-                }
-            }
-            '/' if next == Some('*') => {
-                // Rhai block comments nest.
-                let mut depth = 0usize;
-                while i < chars.len() {
-                    if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                        depth += 1;
-                        advance(&mut i, &mut line, &mut column);
-                    } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                        depth -= 1;
-                        advance(&mut i, &mut line, &mut column);
-                        if depth == 0 {
-                            advance(&mut i, &mut line, &mut column);
-                            break;
-                        }
-                    }
-                    advance(&mut i, &mut line, &mut column);
-                }
-            }
-            '"' | '`' | '\'' => {
-                advance(&mut i, &mut line, &mut column);
-                while i < chars.len() && chars[i] != c {
-                    if chars[i] == '\\' {
-                        advance(&mut i, &mut line, &mut column);
-                    }
-                    advance(&mut i, &mut line, &mut column);
-                }
-                advance(&mut i, &mut line, &mut column);
-            }
-            '.' => {
-                let (at_line, at_column) = (line, column);
-                let mut j = i + 1;
-                while chars.get(j).is_some_and(|c| c.is_whitespace()) {
-                    j += 1;
-                }
-                let start = j;
-                while chars
-                    .get(j)
-                    .is_some_and(|c| c.is_alphanumeric() || *c == '_')
-                {
-                    j += 1;
-                }
-                let word: String = chars[start..j].iter().collect();
-                while chars.get(j).is_some_and(|c| c.is_whitespace()) {
-                    j += 1;
-                }
-                if chars.get(j) == Some(&'(') {
-                    if let Some(name) = ENTRY_POINTS.iter().find(|n| **n == word) {
-                        found.push(Shadowed {
-                            line: at_line,
-                            column: at_column,
-                            name,
-                        });
-                    }
-                }
-                advance(&mut i, &mut line, &mut column);
-            }
-            _ => advance(&mut i, &mut line, &mut column),
+    for w in toks.windows(3) {
+        let [(dot, at), (Token::Identifier(word), _), (Token::LeftParen | Token::Unit, _)] = w
+        else {
+            continue;
+        };
+        let (Some(line), Some(column)) = (at.line(), at.position()) else {
+            continue;
+        };
+        let column = match dot {
+            Token::Period => column,
+            // `?.` is one token; the column shown is the `.`'s.
+            Token::Elvis => column + 1,
+            _ => continue,
+        };
+        if let Some(name) = ENTRY_POINTS.iter().find(|n| **n == word.as_str()) {
+            found.push(Shadowed { line, column, name });
         }
     }
     found
@@ -116,7 +58,7 @@ mod tests {
 
     #[test]
     fn finds_method_calls_outside_comments_and_strings() {
-        let src = "let a = x.map(|v| v);\n// y.map(f)\nlet s = \"z.map(\";\n/* w.scope( /* nested */ q.map( */\nlet b = list\n    . scope (1);\nlet c = map(list, f);\nlet d = x.mapping(1);";
+        let src = "let a = x.map(|v| v);\n// y.map(f)\nlet s = \"z.map(\";\n/* w.scope( /* nested */ q.map( */\nlet b = list\n    . scope (1);\nlet c = map(list, f);\nlet d = x.mapping(1);\nlet e = y?.map();\nlet f = `${ z.scope(1) } .map(`;\nlet g = #\"q.map(\"#;";
         let found = shadowed_methods(src);
         assert_eq!(
             found,
@@ -129,6 +71,16 @@ mod tests {
                 Shadowed {
                     line: 6,
                     column: 5,
+                    name: "scope"
+                },
+                Shadowed {
+                    line: 9,
+                    column: 11,
+                    name: "map"
+                },
+                Shadowed {
+                    line: 10,
+                    column: 14,
                     name: "scope"
                 },
             ]
