@@ -19,11 +19,15 @@ pub fn managed_attributes(desired: &BTreeMap<String, DesiredObject>) -> Vec<Stri
     set.into_iter().collect()
 }
 
-/// The cloud id an entry is anchored to, when the anchor is exactly ours.
+/// The cloud id an entry is anchored to, when the anchor is exactly ours: in
+/// `msDS-ExternalDirectoryObjectId` (Writeback, Cloud Sync), else in `adminDescription`
+/// (Connect group writeback).
 fn owner(e: &AdEntry) -> Option<String> {
-    let anchor = e.first(ANCHOR_ATTRS[0])?;
-    let cloud_id = anchor.strip_prefix("Group_")?;
-    (anchor == anchor_value(cloud_id)).then(|| cloud_id.to_string())
+    ANCHOR_ATTRS.iter().find_map(|a| {
+        let anchor = e.first(a)?;
+        let cloud_id = anchor.strip_prefix("Group_")?;
+        (anchor == anchor_value(cloud_id) && !cloud_id.is_empty()).then(|| cloud_id.to_string())
+    })
 }
 
 /// The objects carrying the anchors of `ids`, with the attributes `want`, found by anchor (one
@@ -62,7 +66,8 @@ pub async fn read_owned(
     attrs: &[String],
 ) -> Result<Vec<ActualObject>, SyncError> {
     let mut want: Vec<&str> = attrs.iter().map(String::as_str).collect();
-    want.extend([ANCHOR_ATTRS[0], "objectGUID", "member"]);
+    want.extend(ANCHOR_ATTRS);
+    want.extend(["objectGUID", "member"]);
     let found = search_by_anchor(conn, &config.ad.managed_ous, ids, &want).await?;
     Ok(found
         .into_iter()
@@ -87,7 +92,7 @@ pub async fn locate_owned(
     config: &Config,
     ids: &[&String],
 ) -> Result<Vec<ActualObject>, SyncError> {
-    let want = [ANCHOR_ATTRS[0], "objectGUID"];
+    let want = [ANCHOR_ATTRS[0], ANCHOR_ATTRS[1], "objectGUID"];
     let found = search_by_anchor(conn, &config.ad.managed_ous, ids, &want).await?;
     Ok(found.into_iter().map(|(id, e)| located(id, e)).collect())
 }

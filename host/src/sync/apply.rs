@@ -407,7 +407,7 @@ async fn read_guids(
     managed_ous: &[String],
 ) -> Result<BTreeMap<String, String>, AdError> {
     let ids: Vec<&String> = ids.iter().collect();
-    let want = [ANCHOR_ATTRS[0], "objectGUID"];
+    let want = [ANCHOR_ATTRS[0], ANCHOR_ATTRS[1], "objectGUID"];
     let found = super::actual::search_by_anchor(conn, managed_ous, &ids, &want).await?;
     // A create is refused when another object carries its anchor, so each id has one object.
     Ok(found

@@ -15,16 +15,15 @@ pub fn anchor_value(cloud_id: &str) -> String {
 /// Attributes that carry the anchor; the host sets them, rules cannot.
 pub const ANCHOR_ATTRS: [&str; 2] = ["msDS-ExternalDirectoryObjectId", "adminDescription"];
 
-/// An LDAP filter for the groups anchored to any of `ids` (one search for a batch of ids).
+/// An LDAP filter for the groups anchored to any of `ids` (one search for a batch of ids), by
+/// either anchor attribute: Connect group writeback keeps the anchor in `adminDescription`
+/// only, and its groups must be seen (as not Writeback's, or to be adopted), never created twice.
 pub fn anchor_filter<S: AsRef<str>>(ids: &[S]) -> String {
     let terms: String = ids
         .iter()
-        .map(|id| {
-            format!(
-                "({}={})",
-                ANCHOR_ATTRS[0],
-                crate::ad::dn::escape_filter_value(&anchor_value(id.as_ref()))
-            )
+        .flat_map(|id| {
+            let v = crate::ad::dn::escape_filter_value(&anchor_value(id.as_ref()));
+            ANCHOR_ATTRS.map(|a| format!("({a}={v})"))
         })
         .collect();
     format!("(&(objectClass=group)(|{terms}))")

@@ -529,3 +529,63 @@ async fn a_lost_state_file_leaves_ad_alone_until_adopt_takes_the_groups_back() {
     assert_eq!(actions(&r), vec!["delete"], "{r:#}");
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_group_written_by_connect_is_left_alone_not_duplicated_and_adopt_takes_it_over() {
+    let mut bed = Bed::new("wb-safety-connect", 0).await;
+    bed.create_default_containers().await;
+    let id = new_id();
+    // As Connect group writeback leaves it: the anchor in adminDescription only, its own CN.
+    let dn = format!("CN=Group_{id},OU=Security,{}", bed.managed);
+    bed.ldap
+        .add(
+            &dn,
+            vec![
+                ("objectClass", ["group"].into_iter().collect()),
+                ("groupType", ["-2147483640"].into_iter().collect()),
+                (
+                    "adminDescription",
+                    [format!("Group_{id}").as_str()].into_iter().collect(),
+                ),
+                ("description", ["written by Connect"].into_iter().collect()),
+            ],
+        )
+        .await
+        .expect("add")
+        .success()
+        .expect("add the Connect group");
+    bed.seed(vec![], vec![security_group(&id, "From Connect", &[])], &[]);
+    bed.write_config(None, "", "");
+    let before = bed.groups().await;
+    let r = bed.run_json(&["sync"], 2);
+    assert!(actions(&r).is_empty(), "no second group is created: {r:#}");
+    let reason = r["plan"]["refused"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains(&dn) && reason.contains("writeback adopt"),
+        "{r:#}"
+    );
+    assert_eq!(bed.groups().await, before, "the Connect group was modified");
+
+    let r = bed.run_json(&["adopt"], 0);
+    assert_eq!(r["adopted"][0]["dn"], json!(dn), "{r:#}");
+    let groups = bed.groups().await;
+    assert_eq!(groups.len(), 1, "{groups:#?}");
+    let (_, attrs) = groups.into_iter().next().expect("the group");
+    assert_eq!(
+        attrs.get("msds-externaldirectoryobjectid"),
+        Some(&vec![format!("Group_{id}")]),
+        "adopted and anchored the Writeback way: {attrs:#?}"
+    );
+    assert_eq!(
+        attrs
+            .get("description")
+            .and_then(|v| v.first())
+            .map(String::as_str),
+        Some("From Connect (security)")
+    );
+    let r = bed.run_json(&["sync"], 0);
+    assert!(actions(&r).is_empty(), "{r:#}");
+    bed.cleanup().await;
+}
