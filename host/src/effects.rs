@@ -215,6 +215,7 @@ impl Effects for HostEffects {
             .graph
             .as_ref()
             .ok_or("no Graph connection is available here")?;
+        check_graph_path(path)?;
         let shown = safe_url(path);
         let result = self.handle.block_on(async {
             match tokio::time::timeout(timeout, graph.get_json(path)).await {
@@ -290,5 +291,49 @@ impl Effects for HostEffects {
                 attrs: e.attrs,
             })
             .collect())
+    }
+}
+
+/// A `graph::get` path must stay below the Graph base URL: `..` would climb out of `/v1.0` (to
+/// beta or another service on the same host) once the URL is resolved.
+fn check_graph_path(path: &str) -> Result<(), String> {
+    let route = path.split(['?', '#']).next().unwrap_or_default();
+    let climbs = route.split(['/', '\\']).any(|seg| {
+        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+        seg == ".." || seg == "."
+    });
+    if climbs || route.contains("://") || route.starts_with("//") {
+        return Err(format!(
+            "graph::get takes a path below the Graph base URL, not {:?}",
+            safe_url(path)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_graph_path;
+
+    #[test]
+    fn graph_paths_stay_below_the_base() {
+        for ok in [
+            "groups/abc",
+            "/users?$select=id",
+            "groups/a/members?$filter=x eq '..'",
+        ] {
+            assert!(check_graph_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "../beta/groups",
+            "groups/../../beta",
+            "%2E%2E/beta",
+            "./groups",
+            "https://evil.example/x",
+            "//evil.example/x",
+        ] {
+            let e = check_graph_path(bad).unwrap_err();
+            assert!(e.contains("below the Graph base URL"), "{bad}: {e}");
+        }
     }
 }
