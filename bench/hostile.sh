@@ -18,6 +18,10 @@
 #   WB_BIN, WB_EMULATOR_BIN   binaries (default: the newer of target/release/* and target/debug/*)
 #   WB_HOSTILE_GROUPS         normal groups (default 1000)
 #   WB_HOSTILE_WORKDIR        work directory (default: a new /tmp/wb-hostile.XXXXXX, kept)
+#   WB_HOSTILE_DAEMON_SECS    also run `writeback run` over the hostile tenant (fresh state, poll
+#                             1 s) this long, sampling its VmRSS every second: the peak of the
+#                             cycle that refuses the hostile groups, and what it holds after the
+#                             idle cycles that follow (default 0: not run)
 #
 # Needs root (the Samba test bed), python3, ldap-utils, GNU time. Loopback only. The emulator is
 # stopped by PID; the OU=WB Hostile subtree is deleted at the start and at the end.
@@ -153,19 +157,20 @@ open(meta, "w").write(f"TENANT_ID={tenant['tenantId']}\nCLIENT_ID={app['clientId
 PY
 }
 
-# run NAME HOSTILE EXPECTED_EXIT: one first sync; sets T_NAME="wall user sys maxrss_kib".
-run() {
-    local name="$1" rc=0
-    tenant "$name" "$2"
-    # shellcheck disable=SC1090
-    source "$WORK/$name.meta"
+# emulate NAME: serves $WORK/tenant-NAME.json; sets BASE to its URL.
+emulate() {
+    local name="$1"
     rm -f "$WORK/emulator-$name.out"
     "$EMU" serve --listen 127.0.0.1:0 --tenant "$WORK/tenant-$name.json" >"$WORK/emulator-$name.out" 2>"$WORK/emulator-$name.log" &
     EMU_PID=$!
     for _ in $(seq 1 300); do [[ -s "$WORK/emulator-$name.out" ]] && break; sleep 0.2; done
-    local base
-    base="$(head -n1 "$WORK/emulator-$name.out")"
-    [[ "$base" == http://127.0.0.1:* ]] || die "emulator URL: $base"
+    BASE="$(head -n1 "$WORK/emulator-$name.out")"
+    [[ "$BASE" == http://127.0.0.1:* ]] || die "emulator URL: $BASE"
+}
+
+# config NAME OU EXTRA: writes $WORK/NAME.toml for the emulator at $BASE, groups into OU=OU.
+config() {
+    local name="$1" ou="$2" base="$BASE"
     cat >"$WORK/$name.toml" <<EOF
 [graph]
 tenant_id = "$TENANT_ID"
@@ -179,19 +184,31 @@ url = "$AD_LDAPS_URL"
 bind_dn = "$AD_BIND_DN"
 password_env = "WB_HOSTILE_AD_PASSWORD"
 ca_file = "$AD_CA_FILE"
-managed_ous = ["OU=$name,$ROOT_OU"]
+managed_ous = ["OU=$ou,$ROOT_OU"]
 
 [rules]
 folder = "$RULES"
 stdlib = "$REPO/stdlib"
 
 [rules.settings]
-container = "OU=$name,$ROOT_OU"
+container = "OU=$ou,$ROOT_OU"
 
 [state]
 path = "$WORK/$name.db"
+
+$3
 EOF
     rm -f "$WORK/$name".db*
+}
+
+# run NAME HOSTILE EXPECTED_EXIT: one first sync; sets T_NAME="wall user sys maxrss_kib".
+run() {
+    local name="$1" rc=0
+    tenant "$name" "$2"
+    # shellcheck disable=SC1090
+    source "$WORK/$name.meta"
+    emulate "$name"
+    config "$name" "$name" ""
     local t0=$EPOCHREALTIME
     WB_HOSTILE_GRAPH_SECRET="$CLIENT_SECRET" WB_HOSTILE_AD_PASSWORD="$AD_BIND_PASSWORD" NO_COLOR=1 \
         timeout 1800 /usr/bin/time -f "%e %U %S %M" -o "$WORK/$name.time" \
@@ -240,3 +257,49 @@ printf '%-9s %8s %8s %8s %12s\n' run "wall s" "user s" "sys s" "max RSS MiB"
 printf '%-9s %8s %8s %8s %12s\n' baseline "$BW" "$BU" "$BS" "$((BM / 1024))"
 printf '%-9s %8s %8s %8s %12s\n' hostile "$HW" "$HU" "$HS" "$((HM / 1024))"
 awk -v a="$BW" -v b="$HW" -v c="$BM" -v d="$HM" 'BEGIN { printf "hostile/baseline: wall %.2fx, max RSS %.2fx\n", b / a, d / c }'
+
+DSECS="${WB_HOSTILE_DAEMON_SECS:-0}"
+[[ "$DSECS" =~ ^[0-9]+$ ]] || die "WB_HOSTILE_DAEMON_SECS must be a whole number"
+if [[ "$DSECS" -gt 0 ]]; then
+    # The hostile tenant again, into a fresh OU and state, under the daemon.
+    ldapadd "${LDAP[@]}" >/dev/null <<EOF
+dn: OU=daemon,$ROOT_OU
+objectClass: organizationalUnit
+ou: daemon
+EOF
+    # shellcheck disable=SC1090
+    source "$WORK/hostile.meta"
+    emulate hostile
+    config daemon daemon '[daemon]
+poll_interval_secs = 1
+reconcile_interval_secs = 0
+watch = "off"'
+    WB_HOSTILE_GRAPH_SECRET="$CLIENT_SECRET" WB_HOSTILE_AD_PASSWORD="$AD_BIND_PASSWORD" NO_COLOR=1 \
+        "$WB" --config "$WORK/daemon.toml" run 2>"$WORK/daemon.log" &
+    DPID=$!
+    : >"$WORK/daemon.rss"
+    for _ in $(seq 1 "$DSECS"); do
+        sleep 1
+        kill -0 "$DPID" 2>/dev/null || die "the daemon stopped; see $WORK/daemon.log"
+        awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status" >>"$WORK/daemon.rss"
+    done
+    HWM="$(awk '/^VmHWM/ { print $2 }' "/proc/$DPID/status")"
+    kill -TERM "$DPID"
+    wait "$DPID" || true
+    stop_emulator
+    # Cycles after the first, and the groups they evaluated (the refused ones wait in quarantine).
+    AFTER="$(python3 - "$WORK/daemon.db" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+first = c.execute("select min(id) from run where mode = 'sync'").fetchone()[0]
+n, ev = c.execute("select count(*), coalesce(sum(json_extract(stats_json, '$.evaluated')), 0) "
+                  "from run where mode = 'sync' and id > ?", (first,)).fetchone()
+print(f"{n} cycles, {ev} groups evaluated")
+PY
+)"
+    LAST="$(tail -n1 "$WORK/daemon.rss")"
+    MIN="$(sort -n "$WORK/daemon.rss" | head -n1)"
+    echo
+    echo "daemon over the hostile tenant for ${DSECS} s: VmHWM $((HWM / 1024)) MiB (the first cycle);"
+    echo "  VmRSS lowest $((MIN / 1024)) MiB, at the end $((LAST / 1024)) MiB; after the first cycle: $AFTER"
+fi
