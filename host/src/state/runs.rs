@@ -159,19 +159,7 @@ fn decode_run(conn: &Connection, row: RunRow) -> Result<RunRecord, StateError> {
 
 /// The last `n` runs, newest first.
 pub fn recent_runs(conn: &Connection, n: usize) -> Result<Vec<RunRecord>, StateError> {
-    let op = || "list recent runs".to_string();
-    let limit = i64::try_from(n).unwrap_or(i64::MAX);
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT {RUN_COLUMNS} FROM run ORDER BY id DESC LIMIT ?1"
-        ))
-        .ctx(conn, op)?;
-    let rows = stmt.query_map([limit], run_row).ctx(conn, op)?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(decode_run(conn, row.ctx(conn, op)?)?);
-    }
-    Ok(out)
+    runs_where(conn, None, None, n)
 }
 
 /// Runs newest first, started at or after `since` (RFC 3339, as stored) and with `status` when

@@ -1,24 +1,10 @@
 //! `writeback run` stopped in the middle of a cycle: SIGTERM finishes cleanly, kill -9 is
 //! followed by a restart that converges without duplicates.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use writeback_integration::harness::{new_id, security_group, Bed};
 
-/// Waits (polling every 100 ms) until `$cond` holds; evaluates to the time it took.
-macro_rules! eventually {
-    ($timeout:expr, $what:expr, $cond:expr) => {{
-        let start = Instant::now();
-        loop {
-            if $cond {
-                break start.elapsed();
-            }
-            if start.elapsed() > $timeout {
-                panic!("timed out after {:?} waiting for {}", $timeout, $what);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }};
-}
+use writeback_integration::eventually;
 
 const DAEMON: &str =
     "[daemon]\npoll_interval_secs = 1\nreconcile_interval_secs = 0\ndebounce_ms = 200\n";

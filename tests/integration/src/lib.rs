@@ -4,3 +4,21 @@
 pub mod emulator;
 pub mod harness;
 pub mod testbed;
+
+/// Waits (polling every 100 ms) until `$cond` holds, or panics naming `$what` after `$timeout`;
+/// evaluates to the time it took. For async tests (`$cond` may `.await`).
+#[macro_export]
+macro_rules! eventually {
+    ($timeout:expr, $what:expr, $cond:expr) => {{
+        let start = ::std::time::Instant::now();
+        loop {
+            if $cond {
+                break start.elapsed();
+            }
+            if start.elapsed() > $timeout {
+                panic!("timed out after {:?} waiting for {}", $timeout, $what);
+            }
+            ::tokio::time::sleep(::std::time::Duration::from_millis(100)).await;
+        }
+    }};
+}

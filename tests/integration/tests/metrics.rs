@@ -11,21 +11,7 @@ use writeback_integration::harness::{
     new_id, security_group, workspace_root, writeback_bin, Bed, CLIENT_SECRET,
 };
 
-/// Waits (polling every 200 ms) until `$cond` holds.
-macro_rules! eventually {
-    ($timeout:expr, $what:expr, $cond:expr) => {{
-        let start = Instant::now();
-        loop {
-            if $cond {
-                break;
-            }
-            if start.elapsed() > $timeout {
-                panic!("timed out after {:?} waiting for {}", $timeout, $what);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }};
-}
+use writeback_integration::eventually;
 
 /// A loopback port free a moment ago: bound to port 0, then let go.
 fn free_port() -> u16 {

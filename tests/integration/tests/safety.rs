@@ -5,24 +5,10 @@
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use writeback_integration::harness::{new_id, security_group, workspace_root, Bed};
 
-/// Waits (polling every 100 ms) until `$cond` holds.
-macro_rules! eventually {
-    ($timeout:expr, $what:expr, $cond:expr) => {{
-        let start = Instant::now();
-        loop {
-            if $cond {
-                break;
-            }
-            if start.elapsed() > $timeout {
-                panic!("timed out after {:?} waiting for {}", $timeout, $what);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }};
-}
+use writeback_integration::eventually;
 
 fn actions(r: &Value) -> Vec<String> {
     r["plan"]["changes"]
