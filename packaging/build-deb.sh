@@ -77,6 +77,8 @@ copy_tree stdlib "${STAGE}/usr/share/writeback/stdlib" -name '*.rhai'
 ln -s /usr/share/writeback/stdlib "${STAGE}/etc/writeback/stdlib"
 
 install -D -m 0644 packaging/writeback.service "${STAGE}/lib/systemd/system/writeback.service"
+# Run on a Samba DC to delegate the service account's rights (docs/OPERATIONS.md).
+install -D -m 0755 packaging/delegate-samba.sh "${STAGE}/usr/share/writeback/delegate-samba.sh"
 
 # Man pages and completions, generated from the CLI definition the binary was built from.
 "${DOCS_BIN}" "${WORK}/docs" >/dev/null

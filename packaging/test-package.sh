@@ -100,7 +100,7 @@ cmd_test() {
         ./usr/share/man/man1/writeback-run.1.gz ./usr/share/bash-completion/completions/writeback \
         ./usr/share/zsh/vendor-completions/_writeback \
         ./usr/share/fish/vendor_completions.d/writeback.fish \
-        ./usr/share/doc/writeback/OPERATIONS.md; do
+        ./usr/share/doc/writeback/OPERATIONS.md ./usr/share/writeback/delegate-samba.sh; do
         check "package holds ${f}" grep -q " ${f}\( \|$\)" <<<"${contents}"
     done
 
@@ -116,6 +116,8 @@ cmd_test() {
         test -f /etc/writeback/stdlib/naming.rhai
     check "man writeback" bash -c 'man -w writeback | grep -q /usr/share/man/man1/writeback.1.gz'
     check "bash completion parses" bash -n /usr/share/bash-completion/completions/writeback
+    check "delegate-samba.sh is executable and parses" \
+        bash -c 'test -x /usr/share/writeback/delegate-samba.sh && bash -n /usr/share/writeback/delegate-samba.sh'
 
     local version
     version="$(dpkg-query -W -f='${Version}' writeback)"

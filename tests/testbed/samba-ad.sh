@@ -28,7 +28,7 @@ set -euo pipefail
 
 # Bump when anything that goes into the template changes (provision options, smb.conf patch,
 # schema LDIFs, certificates): the next `up` then re-provisions the template.
-readonly TEMPLATE_VERSION="wb-samba-template-1"
+readonly TEMPLATE_VERSION="wb-samba-template-2"
 
 readonly PACKAGES=(samba-ad-dc samba-ad-provision ldb-tools ldap-utils openssl)
 readonly REALM="CORP.EXAMPLE.TEST"
@@ -39,6 +39,11 @@ readonly BASE_DN="DC=corp,DC=example,DC=test"
 readonly BIND_DN="CN=Administrator,CN=Users,${BASE_DN}"
 # Throwaway domain on loopback only; meets AD's default complexity rules.
 readonly ADMIN_PASSWORD="Wb-Testbed-Passw0rd.1"
+# Writeback's service account: no group beyond Domain Users; each test delegates it the rights
+# on its managed OU with packaging/delegate-samba.sh, so the documented rights are what it has.
+readonly SERVICE_ACCOUNT="svc-writeback"
+readonly SERVICE_DN="CN=${SERVICE_ACCOUNT},CN=Users,${BASE_DN}"
+readonly SERVICE_PASSWORD="Wb-Service-Passw0rd.2"
 # Loopback address to serve on. The LDAP ports are fixed in Samba 4.17, so a second DC on the
 # same machine needs another loopback address (e.g. 127.0.0.2, added to lo first).
 readonly IP="${WRITEBACK_TESTBED_IP:-127.0.0.1}"
@@ -253,6 +258,13 @@ provision_template() {
     samba-tool user setexpiry Administrator --noexpiry \
         -s "${tmp}/etc/smb.conf" -H "${tmp}/private/sam.ldb" >/dev/null ||
         die "samba-tool user setexpiry failed"
+    samba-tool user create "${SERVICE_ACCOUNT}" "${SERVICE_PASSWORD}" \
+        --description="Writeback service account (test bed)" \
+        -s "${tmp}/etc/smb.conf" -H "${tmp}/private/sam.ldb" >/dev/null ||
+        die "samba-tool user create ${SERVICE_ACCOUNT} failed"
+    samba-tool user setexpiry "${SERVICE_ACCOUNT}" --noexpiry \
+        -s "${tmp}/etc/smb.conf" -H "${tmp}/private/sam.ldb" >/dev/null ||
+        die "samba-tool user setexpiry ${SERVICE_ACCOUNT} failed"
     # The directory this was provisioned in: clones rewrite it in smb.conf.
     printf '%s\n' "${tmp}" >"${tmp}/.origin"
     printf '%s\n' "${TEMPLATE_VERSION}-${IP}" >"${tmp}/.version"
@@ -436,6 +448,9 @@ write_env() {
         env_line AD_BASE_DN "${BASE_DN}"
         env_line AD_BIND_DN "${BIND_DN}"
         env_line AD_BIND_PASSWORD "${ADMIN_PASSWORD}"
+        env_line AD_SERVICE_ACCOUNT "${SERVICE_ACCOUNT}"
+        env_line AD_SERVICE_DN "${SERVICE_DN}"
+        env_line AD_SERVICE_PASSWORD "${SERVICE_PASSWORD}"
         env_line AD_CA_FILE "${CA_FILE}"
         env_line AD_PID "${pid}"
         env_line AD_REALM "${REALM}"

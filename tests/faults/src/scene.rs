@@ -171,6 +171,7 @@ impl Scene {
     ) -> Target {
         let managed = format!("OU={name},{}", self.bed.root);
         create_ou(&mut self.bed.ldap, &managed).await;
+        self.bed.ad.delegate(&managed);
         for sub in ["M365", "Security"] {
             create_ou(&mut self.bed.ldap, &format!("OU={sub},{managed}")).await;
         }
@@ -476,7 +477,7 @@ impl Target {
             .args(args)
             .env(
                 "WRITEBACK_TEST_AD_PASSWORD",
-                AdTestbed::load().bind_password,
+                AdTestbed::load().service_password,
             )
             .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET);
         c

@@ -34,7 +34,7 @@ fn timed_run(bed: &Bed, args: &[&str]) -> (Duration, u64, String) {
         .arg("--config")
         .arg(bed.config_path())
         .args(args)
-        .env("WRITEBACK_TEST_AD_PASSWORD", &bed.ad.bind_password)
+        .env("WRITEBACK_TEST_AD_PASSWORD", &bed.ad.service_password)
         .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
         .env("RUST_LOG", "writeback::sync=debug")
         .output()

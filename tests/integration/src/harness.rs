@@ -118,6 +118,8 @@ impl Bed {
         let managed = format!("OU=Groups,{root}");
         create_ou(&mut ldap, &users_ou).await;
         create_ou(&mut ldap, &managed).await;
+        // The binary under test has only the documented rights, on the managed OU only.
+        ad.delegate(&managed);
         let mut users = Vec::new();
         for i in 0..n_users {
             let sam = format!("u{}{}", &new_id()[..8], i);
@@ -238,7 +240,7 @@ path = "state.db"
 "#,
             base = self.emulator.base_url,
             ldaps = self.ad.ldaps_url,
-            bind = self.ad.bind_dn,
+            bind = self.ad.service_dn,
             ca = self.ad.ca_file.display(),
             managed = self.managed,
             root = self.root,
@@ -264,7 +266,7 @@ path = "state.db"
             .arg("--config")
             .arg(self.config_path())
             .args(args)
-            .env("WRITEBACK_TEST_AD_PASSWORD", &self.ad.bind_password)
+            .env("WRITEBACK_TEST_AD_PASSWORD", &self.ad.service_password)
             .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
             .output()
             .expect("run writeback")
@@ -475,7 +477,7 @@ impl Bed {
             .arg(self.config_path())
             .arg("-v")
             .arg("run")
-            .env("WRITEBACK_TEST_AD_PASSWORD", &self.ad.bind_password)
+            .env("WRITEBACK_TEST_AD_PASSWORD", &self.ad.service_password)
             .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
             .env("RUST_LOG", "writeback=debug")
             .stdout(std::process::Stdio::null())

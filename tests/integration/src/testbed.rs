@@ -41,9 +41,17 @@ pub struct AdTestbed {
     pub ldaps_url: String,
     /// `DC=corp,DC=example,DC=test`.
     pub base_dn: String,
-    /// The domain administrator's DN.
+    /// The domain administrator's DN: the tests' own set-up and checks bind as this.
     pub bind_dn: String,
     pub bind_password: String,
+    /// Writeback's service account (`svc-writeback`, in no group but Domain Users): the
+    /// `writeback` binary under test binds as this, with only the rights [`Self::delegate`]
+    /// grants on each managed OU.
+    pub service_account: String,
+    pub service_dn: String,
+    pub service_password: String,
+    /// The running instance's directory (`private/sam.ldb`, `etc/smb.conf`).
+    pub instance_dir: PathBuf,
     /// PEM file of the test bed's own CA, which signed the DC's certificate.
     pub ca_file: PathBuf,
 }
@@ -118,18 +126,73 @@ impl AdTestbed {
     }
 
     async fn connect(&self, settings: LdapConnSettings, url: &str) -> Ldap {
+        self.connect_as(settings, url, &self.bind_dn, &self.bind_password)
+            .await
+    }
+
+    async fn connect_as(
+        &self,
+        settings: LdapConnSettings,
+        url: &str,
+        dn: &str,
+        password: &str,
+    ) -> Ldap {
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
             .await
             .unwrap_or_else(|e| panic!("{NOT_RUNNING} (cannot connect to {url}: {e})"));
         ldap3::drive!(conn);
         let bound = ldap
-            .simple_bind(&self.bind_dn, &self.bind_password)
+            .simple_bind(dn, password)
             .await
             .and_then(|r| r.success());
         if let Err(e) = bound {
-            panic!("simple bind as {} to {url} failed: {e}", self.bind_dn);
+            panic!("simple bind as {dn} to {url} failed: {e}");
         }
         ldap
+    }
+
+    /// Grants the service account the rights on `ou` that docs/OPERATIONS.md documents, with
+    /// the project's own `packaging/delegate-samba.sh` (run on the DC's files, as an
+    /// administrator would). Panics when the script fails.
+    pub fn delegate(&self, ou: &str) {
+        self.delegate_attributes(ou, &[]);
+    }
+
+    /// Delegates write access to `attributes` on the groups below `ou` (added to what the OU
+    /// already grants), for rules that write more than the default ones; empty means the
+    /// script's default set together with create and delete.
+    pub fn delegate_attributes(&self, ou: &str, attributes: &[&str]) {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/delegate-samba.sh");
+        let out = std::process::Command::new(&script)
+            .arg("-H")
+            .arg(self.instance_dir.join("private/sam.ldb"))
+            .arg("-s")
+            .arg(self.instance_dir.join("etc/smb.conf"))
+            .arg(ou)
+            .arg(&self.service_account)
+            .args(attributes)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} {ou} failed ({}):\n{}{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// An LDAPS connection bound as the service account (to check what it may and may not do).
+    pub async fn connect_as_service(&self) -> Ldap {
+        self.connect_as(
+            self.conn_settings(),
+            &self.ldaps_url,
+            &self.service_dn,
+            &self.service_password,
+        )
+        .await
     }
 
     /// `OU=<name>,<base DN>`.
@@ -182,6 +245,10 @@ fn parse_env(text: &str) -> Result<AdTestbed, String> {
         base_dn: get("AD_BASE_DN")?,
         bind_dn: get("AD_BIND_DN")?,
         bind_password: get("AD_BIND_PASSWORD")?,
+        service_account: get("AD_SERVICE_ACCOUNT")?,
+        service_dn: get("AD_SERVICE_DN")?,
+        service_password: get("AD_SERVICE_PASSWORD")?,
+        instance_dir: PathBuf::from(get("AD_INSTANCE_DIR")?),
         ca_file: PathBuf::from(get("AD_CA_FILE")?),
     })
 }
@@ -335,7 +402,10 @@ mod tests {
             "# comment\nAD_LDAP_URL=ldap://127.0.0.1:389\nAD_LDAPS_URL=ldaps://127.0.0.1:636\n\
                     AD_BASE_DN=DC=corp,DC=example,DC=test\n\
                     AD_BIND_DN=CN=Administrator,CN=Users,DC=corp,DC=example,DC=test\n\
-                    AD_BIND_PASSWORD='it'\\''s secret'\nAD_CA_FILE=/x/ca.pem\nAD_PID=42\n";
+                    AD_BIND_PASSWORD='it'\\''s secret'\nAD_CA_FILE=/x/ca.pem\nAD_PID=42\n\
+                    AD_SERVICE_ACCOUNT=svc-writeback\n\
+                    AD_SERVICE_DN=CN=svc-writeback,CN=Users,DC=corp,DC=example,DC=test\n\
+                    AD_SERVICE_PASSWORD=s\nAD_INSTANCE_DIR=/x/samba\n";
         let tb = parse_env(text).unwrap();
         assert_eq!(tb.base_dn, "DC=corp,DC=example,DC=test");
         assert_eq!(tb.bind_password, "it's secret");

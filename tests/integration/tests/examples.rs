@@ -69,6 +69,9 @@ async fn graveyard_moves_deleted_groups_and_brings_restored_ones_back() {
     bed.create_default_containers().await;
     let graveyard = format!("OU=Graveyard,{}", bed.managed);
     create_ou(&mut bed.ldap, &graveyard).await;
+    // The graveyard rule writes `info`, beyond the default attributes: delegated as its
+    // README says.
+    bed.ad.delegate_attributes(&bed.managed, &["info"]);
     let g = new_id();
     let u0 = bed.users[0].cloud_id.clone();
     let nick = format!("retired{}", &g[..6]);

@@ -292,7 +292,7 @@ async fn a_listen_address_in_use_stops_the_start_naming_the_key() {
         .arg("--config")
         .arg(bed.config_path())
         .arg("run")
-        .env("WRITEBACK_TEST_AD_PASSWORD", &bed.ad.bind_password)
+        .env("WRITEBACK_TEST_AD_PASSWORD", &bed.ad.service_password)
         .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))

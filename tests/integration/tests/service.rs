@@ -146,7 +146,7 @@ async fn notifies_ready_after_the_first_cycle_and_feeds_the_watchdog() {
             .arg(bed.config_path())
             .arg("-v")
             .arg("run")
-            .env("WRITEBACK_TEST_AD_PASSWORD", &bed.ad.bind_password)
+            .env("WRITEBACK_TEST_AD_PASSWORD", &bed.ad.service_password)
             .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
             .env("RUST_LOG", "writeback=debug")
             .env("NOTIFY_SOCKET", &socket_path)
