@@ -284,6 +284,10 @@ watch = "off"'
         awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status" >>"$WORK/daemon.rss"
     done
     HWM="$(awk '/^VmHWM/ { print $2 }' "/proc/$DPID/status")"
+    # CPU the daemon used (utime + stime, clock ticks).
+    DCPU="$(awk '{ printf "%.2f", ($14 + $15) / '"$(getconf CLK_TCK)"' }' "/proc/$DPID/stat")"
+    # Where the resident memory is at the end, mapping by mapping (heap, arenas, thread stacks).
+    cp "/proc/$DPID/smaps" "$WORK/daemon.smaps"
     kill -TERM "$DPID"
     wait "$DPID" || true
     stop_emulator
@@ -301,5 +305,5 @@ PY
     MIN="$(sort -n "$WORK/daemon.rss" | head -n1)"
     echo
     echo "daemon over the hostile tenant for ${DSECS} s: VmHWM $((HWM / 1024)) MiB (the first cycle);"
-    echo "  VmRSS lowest $((MIN / 1024)) MiB, at the end $((LAST / 1024)) MiB; after the first cycle: $AFTER"
+    echo "  VmRSS lowest $((MIN / 1024)) MiB, at the end $((LAST / 1024)) MiB; CPU ${DCPU} s; after the first cycle: $AFTER"
 fi
