@@ -444,7 +444,18 @@ fn incremental_page(
                         }
                         m
                     } else {
-                        render::render(obj, q.sel.as_deref(), Unset::Omit)
+                        let mut m = render::render(obj, q.sel.as_deref(), Unset::Omit);
+                        // A cleared extension property is reported as null, or a client
+                        // following the round could not tell it lost its value.
+                        for p in props {
+                            if schema::is_extension_property(p)
+                                && q.tracks_property(kind, p)
+                                && obj.props.get(p).is_some_and(Value::is_null)
+                            {
+                                m.insert(p.clone(), Value::Null);
+                            }
+                        }
+                        m
                     };
                     let start = match &resume {
                         Some(a) => members.partition_point(|(mid, _)| mid <= a),

@@ -38,14 +38,17 @@ impl Query {
 pub fn parse_select(kind: Kind, raw: &str) -> GraphResult<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let canonical = schema::canonical_property(kind, name).ok_or_else(|| {
-            GraphError::bad_request(format!(
-                "Could not find a property named '{name}' on type 'microsoft.graph.{}'.",
-                kind.type_name()
-            ))
-        })?;
-        if !out.iter().any(|p| p == canonical) {
-            out.push(canonical.to_string());
+        let canonical = schema::canonical_property(kind, name)
+            .map(str::to_string)
+            .or_else(|| schema::extension_property(name))
+            .ok_or_else(|| {
+                GraphError::bad_request(format!(
+                    "Could not find a property named '{name}' on type 'microsoft.graph.{}'.",
+                    kind.type_name()
+                ))
+            })?;
+        if !out.contains(&canonical) {
+            out.push(canonical);
         }
     }
     Ok(out)
@@ -498,6 +501,26 @@ mod tests {
             vec!["displayName", "members", "id"]
         );
         assert!(parse_select(Kind::User, "nope").is_err());
+        // Directory extension properties: any well-formed name, app id in lowercase.
+        assert_eq!(
+            parse_select(
+                Kind::User,
+                "extension_0123456789ABCDEF0123456789abcdef_costCenter,onpremisesextensionattributes"
+            )
+            .unwrap(),
+            vec![
+                "extension_0123456789abcdef0123456789abcdef_costCenter",
+                "onPremisesExtensionAttributes"
+            ]
+        );
+        for bad in [
+            "extension_0123_costCenter",
+            "extension_0123456789abcdef0123456789abcdef",
+            "extension_0123456789abcdef0123456789abcdef_",
+            "extension_0123456789abcdef0123456789abcdeg_x",
+        ] {
+            assert!(parse_select(Kind::Group, bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_top("999").unwrap(), 999);
         assert!(parse_top("1000").is_err());
         assert!(parse_top("0").is_err());

@@ -32,6 +32,8 @@ pub fn render(obj: &Obj, select: Option<&[String]>, unset: Unset) -> Map<String,
     out.insert("id".into(), json!(obj.id));
     for p in property_names(obj, select) {
         match obj.props.get(p) {
+            // Graph leaves out a directory extension property without a value.
+            Some(Value::Null) if schema::is_extension_property(p) => {}
             Some(v) => {
                 out.insert(p.to_string(), v.clone());
             }

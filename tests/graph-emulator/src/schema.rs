@@ -314,6 +314,50 @@ pub fn check_collection_select(kind: Kind, select: &[String]) -> crate::errors::
     Ok(())
 }
 
+/// The prefix of a directory extension property.
+const EXTENSION_PREFIX: &str = "extension_";
+
+/// A directory extension property's name in its canonical spelling (app id in lowercase):
+/// `extension_<appId, 32 hex digits without dashes>_<name>` (extensionProperty resource). Any
+/// well-formed name is accepted; the emulator keeps no extension definitions.
+pub fn extension_property(name: &str) -> Option<String> {
+    let prefix = name.get(..EXTENSION_PREFIX.len())?;
+    if !prefix.eq_ignore_ascii_case(EXTENSION_PREFIX) {
+        return None;
+    }
+    let rest = &name[EXTENSION_PREFIX.len()..];
+    let app = rest.get(..32)?;
+    let tail = rest.get(32..)?.strip_prefix('_')?;
+    let ok = app.chars().all(|c| c.is_ascii_hexdigit())
+        && !tail.is_empty()
+        && tail.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    ok.then(|| format!("{EXTENSION_PREFIX}{}_{tail}", app.to_ascii_lowercase()))
+}
+
+pub fn is_extension_property(name: &str) -> bool {
+    extension_property(name).is_some()
+}
+
+/// The keys of `onPremisesExtensionAttributes` (onPremisesExtensionAttributes resource).
+pub fn extension_attribute_keys() -> impl Iterator<Item = String> {
+    (1..=15).map(|n| format!("extensionAttribute{n}"))
+}
+
+/// `onPremisesExtensionAttributes` with all 15 keys: Graph returns every key, `null` when unset.
+pub fn extension_attributes(
+    given: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for key in extension_attribute_keys() {
+        let v = given
+            .and_then(|g| g.get(&key))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        out.insert(key, v);
+    }
+    serde_json::Value::Object(out)
+}
+
 /// Properties the schema declares `Nullable="false"` (besides `id`), with the value Graph
 /// returns when the object has none.
 pub fn unset_value(kind: Kind, name: &str) -> serde_json::Value {
@@ -334,6 +378,7 @@ pub fn unset_value(kind: Kind, name: &str) -> serde_json::Value {
         ) => json!([]),
         (Kind::User, "birthday" | "hireDate") => json!("0001-01-01T00:00:00Z"),
         (Kind::User, "deviceEnrollmentLimit") => json!(5),
+        (_, "onPremisesExtensionAttributes") => extension_attributes(None),
         _ => serde_json::Value::Null,
     }
 }

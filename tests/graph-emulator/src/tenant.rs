@@ -144,6 +144,25 @@ pub fn normalise(kind: Kind, id: &str, props: &mut Map<String, Value>, created: 
     if let Some(sid) = cloud_sid(id) {
         props.entry("securityIdentifier").or_insert(json!(sid));
     }
+    // Directory extension properties in their canonical spelling; one without a value is not
+    // stored (Graph never returns it).
+    let extensions: Vec<String> = props
+        .keys()
+        .filter(|k| crate::schema::is_extension_property(k))
+        .cloned()
+        .collect();
+    for k in extensions {
+        if let Some(v) = props.remove(&k) {
+            if let (false, Some(name)) = (v.is_null(), crate::schema::extension_property(&k)) {
+                props.insert(name, v);
+            }
+        }
+    }
+    // Every one of the 15 keys, as Graph returns them.
+    if let Some(Value::Object(given)) = props.get("onPremisesExtensionAttributes") {
+        let full = crate::schema::extension_attributes(Some(given));
+        props.insert("onPremisesExtensionAttributes".into(), full);
+    }
     // Non-nullable properties given as null get the schema's empty value.
     for (k, v) in props.iter_mut() {
         if v.is_null() && !crate::schema::nullable(kind, k) {
@@ -218,6 +237,28 @@ mod tests {
         let t = json!({"tenantId":"T","groups":[{"id":"g","members":["nope"]}]});
         let err = load(&t, OffsetDateTime::UNIX_EPOCH).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn extension_properties_are_seeded_as_graph_holds_them() {
+        let t = json!({"tenantId":"T",
+            "users":[{"id":"u","displayName":"U",
+                      "onPremisesExtensionAttributes": {"extensionAttribute3": "x"}}],
+            "groups":[{"id":"g","displayName":"G",
+                       "extension_0123456789ABCDEF0123456789abcdef_costCenter": "CC-1",
+                       "extension_0123456789abcdef0123456789abcdef_unset": null}]});
+        let store = load(&t, OffsetDateTime::UNIX_EPOCH).unwrap();
+        let g = &store.get("g").unwrap().props;
+        assert_eq!(
+            g.get("extension_0123456789abcdef0123456789abcdef_costCenter"),
+            Some(&json!("CC-1"))
+        );
+        assert!(!g.contains_key("extension_0123456789abcdef0123456789abcdef_unset"));
+        let attrs = &store.get("u").unwrap().props["onPremisesExtensionAttributes"];
+        let attrs = attrs.as_object().unwrap();
+        assert_eq!(attrs.len(), 15);
+        assert_eq!(attrs["extensionAttribute3"], "x");
+        assert!(attrs["extensionAttribute15"].is_null());
     }
 
     #[test]

@@ -139,6 +139,13 @@ fn payload(kind: Kind, body: &Value) -> GraphResult<Payload> {
         if k.starts_with('@') {
             continue;
         }
+        if let Some(name) = schema::extension_property(k) {
+            if !extension_value(v) {
+                return Err(invalid_value(kind, k));
+            }
+            props.insert(name, v.clone());
+            continue;
+        }
         let Some(p) = schema::canonical_property(kind, k) else {
             return Err(GraphError::bad_request(format!(
                 "Property '{k}' does not exist as a declared property or extension property."
@@ -180,13 +187,31 @@ fn check_type(kind: Kind, p: &str, v: &Value) -> GraphResult<()> {
         }
         "displayName" => v.is_string(),
         "mailNickname" => v.as_str().is_some_and(|s| valid_nickname(kind, s)),
-        "passwordProfile" | "onPremisesExtensionAttributes" => v.is_object() || v.is_null(),
+        "passwordProfile" => v.is_object() || v.is_null(),
+        // Only the 15 keys, each a string or null (onPremisesExtensionAttributes resource).
+        "onPremisesExtensionAttributes" => v.as_object().is_some_and(|m| {
+            m.iter().all(|(k, x)| {
+                schema::extension_attribute_keys().any(|n| n == *k)
+                    && (x.is_string() || x.is_null())
+            })
+        }),
         _ => true,
     };
     if ok {
         Ok(())
     } else {
         Err(invalid_value(kind, p))
+    }
+}
+
+/// A directory extension holds one value of a simple type (String, Integer, Boolean,
+/// DateTime as a string, Binary as base64) or a collection of them; `null` clears it.
+fn extension_value(v: &Value) -> bool {
+    let simple = |x: &Value| x.is_string() || x.is_number() || x.is_boolean();
+    match v {
+        Value::Null => true,
+        Value::Array(items) => items.iter().all(simple),
+        other => simple(other),
     }
 }
 
@@ -367,7 +392,7 @@ pub fn create(
 pub fn update(state: &AppState, kind: Kind, id: &str, body: &[u8]) -> GraphResult<GraphResponse> {
     let body = json_body(body)?;
     let Payload {
-        props,
+        mut props,
         member_binds,
     } = payload(kind, &body)?;
     let mut store = state.store();
@@ -390,6 +415,16 @@ pub fn update(state: &AppState, kind: Kind, id: &str, body: &[u8]) -> GraphResul
     }
     if props.get("displayName").is_some_and(Value::is_null) {
         return Err(invalid_value(kind, "displayName"));
+    }
+    // The keys sent are set, the others kept (the documented PATCH clears one with `null`).
+    if let Some(Value::Object(sent)) = props.get("onPremisesExtensionAttributes") {
+        let mut merged = match obj.props.get("onPremisesExtensionAttributes") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        merged.extend(sent.clone());
+        let full = schema::extension_attributes(Some(&merged));
+        props.insert("onPremisesExtensionAttributes".into(), full);
     }
     if kind == Kind::User {
         if let Some(upn) = props.get("userPrincipalName").and_then(Value::as_str) {
