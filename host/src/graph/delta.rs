@@ -64,20 +64,150 @@ pub fn users_delta_url(graph_base: &str, select: &[&str]) -> String {
     delta_url(graph_base, "users", select, None)
 }
 
+/// The initial query of a delta round and the `$select` it asks for.
+///
+/// A deltaLink carries the properties of the query that started it, so the select is stored
+/// beside the link: when the rules ask for other properties, the round starts again from this
+/// query instead of the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialQuery {
+    pub url: String,
+    /// The selected names, comma-joined as in the URL.
+    pub select: String,
+}
+
+impl InitialQuery {
+    /// Names selected here and not in `stored` (an earlier query's `select`), and the reverse.
+    pub fn select_changes<'a>(&'a self, stored: &'a str) -> (Vec<&'a str>, Vec<&'a str>) {
+        let names =
+            |s: &'a str| -> Vec<&'a str> { s.split(',').filter(|n| !n.is_empty()).collect() };
+        let (now, before) = (names(&self.select), names(stored));
+        let added = now
+            .iter()
+            .filter(|n| !before.contains(n))
+            .copied()
+            .collect();
+        let removed = before
+            .iter()
+            .filter(|n| !now.contains(n))
+            .copied()
+            .collect();
+        (added, removed)
+    }
+}
+
+/// Names a round's query selects that the stored link's query did not, and the reverse.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelectChange {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl SelectChange {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+
+    /// The one line logged before the full re-read a change causes; `object` is `group` or
+    /// `user`.
+    pub fn describe(&self, object: &str) -> String {
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            parts.push(format!(
+                "the rules read new Graph properties: {}",
+                self.added.join(", ")
+            ));
+        }
+        if !self.removed.is_empty() {
+            parts.push(format!(
+                "the rules no longer read Graph properties: {}",
+                self.removed.join(", ")
+            ));
+        }
+        format!("{}; reading every {object} again", parts.join("; "))
+    }
+}
+
+/// Where a round starts: from the stored link when it came from a query that selected what
+/// `query` selects, else from `query` itself (a full round) with what changed. A link stored
+/// before selects were recorded counts as coming from `unrecorded` (the host's own select).
+pub fn choose_start(
+    query: &InitialQuery,
+    stored: Option<(String, Option<String>)>,
+    unrecorded: &str,
+) -> (DeltaStart, SelectChange) {
+    let initial = || DeltaStart::Initial {
+        url: query.url.clone(),
+    };
+    let Some((link, select)) = stored else {
+        return (initial(), SelectChange::default());
+    };
+    let (added, removed) = query.select_changes(select.as_deref().unwrap_or(unrecorded));
+    let change = SelectChange {
+        added: added.into_iter().map(str::to_string).collect(),
+        removed: removed.into_iter().map(str::to_string).collect(),
+    };
+    if change.is_empty() {
+        let start = DeltaStart::Link {
+            link,
+            initial_url: query.url.clone(),
+        };
+        (start, change)
+    } else {
+        (initial(), change)
+    }
+}
+
+/// `groups/delta` with [`DEFAULT_GROUP_SELECT`] plus `extra` (the properties rules declare).
+pub fn groups_delta_query(graph_base: &str, extra: &[String]) -> InitialQuery {
+    delta_query(
+        graph_base,
+        "groups",
+        DEFAULT_GROUP_SELECT,
+        extra,
+        Some("members"),
+    )
+}
+
+/// `users/delta` with [`DEFAULT_USER_SELECT`] plus `extra` (the properties rules declare).
+pub fn users_delta_query(graph_base: &str, extra: &[String]) -> InitialQuery {
+    delta_query(graph_base, "users", DEFAULT_USER_SELECT, extra, None)
+}
+
 fn delta_url(graph_base: &str, resource: &str, select: &[&str], required: Option<&str>) -> String {
-    let mut names: Vec<&str> = Vec::with_capacity(select.len() + 1);
-    for name in select.iter().copied().chain(required) {
+    delta_query(graph_base, resource, select, &[], required).url
+}
+
+/// The host's names first, then the extras, each once: a rule declaring a name the host already
+/// selects changes nothing.
+fn delta_query(
+    graph_base: &str,
+    resource: &str,
+    select: &[&str],
+    extra: &[String],
+    required: Option<&str>,
+) -> InitialQuery {
+    let mut names: Vec<&str> = Vec::with_capacity(select.len() + extra.len() + 1);
+    let all = select
+        .iter()
+        .copied()
+        .chain(required)
+        .chain(extra.iter().map(String::as_str));
+    for name in all {
         let name = name.trim();
         if !name.is_empty() && !names.contains(&name) {
             names.push(name);
         }
     }
+    let select = names.join(",");
     // Literal `$` and commas, as the Graph SDKs send them.
-    format!(
-        "{}/{resource}/delta?$select={}",
-        graph_base.trim_end_matches('/'),
-        names.join(",")
-    )
+    InitialQuery {
+        url: format!(
+            "{}/{resource}/delta?$select={select}",
+            graph_base.trim_end_matches('/'),
+        ),
+        select,
+    }
 }
 
 /// Where a page says to go next.
@@ -1119,6 +1249,99 @@ mod tests {
         assert_eq!(
             users_delta_url("https://g/v1.0", &["id"]),
             "https://g/v1.0/users/delta?$select=id"
+        );
+    }
+
+    #[test]
+    fn declared_properties_join_the_select() {
+        let ext = "extension_0123456789abcdef0123456789abcdef_costCenter".to_string();
+        let q = groups_delta_query("https://g/v1.0/", &[ext.clone(), "classification".into()]);
+        let defaults = DEFAULT_GROUP_SELECT.join(",");
+        assert_eq!(
+            q.url,
+            format!("https://g/v1.0/groups/delta?$select={defaults},{ext},classification")
+        );
+        assert_eq!(q.select, format!("{defaults},{ext},classification"));
+        // Names the host already selects are not repeated.
+        let same = groups_delta_query("https://g/v1.0", &["displayName".into(), "members".into()]);
+        assert_eq!(same, groups_delta_query("https://g/v1.0", &[]));
+        assert_eq!(same.url, groups_delta_url("https://g/v1.0", &[]));
+
+        let u = users_delta_query("https://g/v1.0", &["onPremisesExtensionAttributes".into()]);
+        assert_eq!(
+            u.url,
+            format!(
+                "{},onPremisesExtensionAttributes",
+                users_delta_url("https://g/v1.0", &[])
+            )
+        );
+
+        let (added, removed) = q.select_changes(&same.select);
+        assert_eq!(added, vec![ext.as_str(), "classification"]);
+        assert!(removed.is_empty());
+        let (added, removed) = same.select_changes(&q.select);
+        assert!(added.is_empty());
+        assert_eq!(removed, vec![ext.as_str(), "classification"]);
+        assert_eq!(q.select_changes(&q.select), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_link_is_followed_only_under_the_select_it_was_started_with() {
+        let ext = "extension_0123456789abcdef0123456789abcdef_costCenter".to_string();
+        let plain = groups_delta_query("https://g/v1.0", &[]);
+        let wide = groups_delta_query("https://g/v1.0", std::slice::from_ref(&ext));
+        let link = || {
+            Some((
+                "https://g/v1.0/groups/delta?$deltatoken=T".to_string(),
+                None,
+            ))
+        };
+        let with = |sel: &str| {
+            Some((
+                "https://g/v1.0/groups/delta?$deltatoken=T".to_string(),
+                Some(sel.to_string()),
+            ))
+        };
+        let is_link = |s: &DeltaStart| matches!(s, DeltaStart::Link { .. });
+
+        // No link: initial, nothing to report.
+        let (start, change) = choose_start(&wide, None, &plain.select);
+        assert_eq!(
+            start,
+            DeltaStart::Initial {
+                url: wide.url.clone()
+            }
+        );
+        assert!(change.is_empty());
+        // Same select: the link.
+        let (start, change) = choose_start(&wide, with(&wide.select), &plain.select);
+        assert!(is_link(&start) && change.is_empty());
+        // An unrecorded select counts as the host's own.
+        let (start, _) = choose_start(&plain, link(), &plain.select);
+        assert!(is_link(&start));
+        let (start, change) = choose_start(&wide, link(), &plain.select);
+        assert_eq!(
+            start,
+            DeltaStart::Initial {
+                url: wide.url.clone()
+            }
+        );
+        assert_eq!(change.added, vec![ext.clone()]);
+        // A property dropped: read again too (its old values would linger in the cache).
+        let (start, change) = choose_start(&plain, with(&wide.select), &plain.select);
+        assert!(!is_link(&start));
+        assert_eq!(
+            change.describe("group"),
+            format!("the rules no longer read Graph properties: {ext}; reading every group again")
+        );
+        assert_eq!((change.added.len(), change.removed), (0, vec![ext.clone()]));
+        let both = SelectChange {
+            added: vec!["classification".into(), "theme".into()],
+            removed: vec![ext.clone()],
+        };
+        assert_eq!(
+            both.describe("user"),
+            format!("the rules read new Graph properties: classification, theme; the rules no longer read Graph properties: {ext}; reading every user again")
         );
     }
 }

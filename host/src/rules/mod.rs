@@ -23,6 +23,7 @@ mod input;
 mod lint;
 mod output;
 mod primitives;
+mod properties;
 mod resolver;
 mod sandbox;
 mod schedule;
@@ -50,6 +51,7 @@ pub use input::{
 };
 pub use output::{MAX_ATTRIBUTES, MAX_TOTAL_BYTES, MAX_VALUES, MAX_VALUE_BYTES};
 pub use primitives::{safe_url, AdFound, Effects, HttpRequest, HttpResponse, DEFAULT_HTTP_TIMEOUT};
+pub use properties::{GraphProperties, GROUP_PROPERTIES_CONST, USER_PROPERTIES_CONST};
 pub use schedule::Schedule;
 pub use text::{quoted, QUOTE_CHARS};
 
@@ -168,6 +170,8 @@ pub struct RuleSet {
     pool: Mutex<Vec<worker::Worker>>,
     /// Triggers and schedules (`hooks`).
     hooks: Arc<HookTable>,
+    /// The Graph properties the rules read beyond the host's own (`properties`).
+    graph_properties: GraphProperties,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -204,6 +208,7 @@ impl RuleSet {
         let mut rules = Vec::new();
         let mut files = Vec::new();
         let mut hook_table = HookTable::new(settings.clone(), limits.clone());
+        let mut graph_properties = GraphProperties::default();
         for path in list_rule_files(rules_dir, &mut diags) {
             let name = file_name(&path);
             let text = match std::fs::read_to_string(&path) {
@@ -224,6 +229,7 @@ impl RuleSet {
                     let before = diags.len();
                     check_entry_points(&ast, &path, &mut diags);
                     let found = hooks::discover(&ast, &path, &text, &mut diags);
+                    graph_properties.merge(properties::discover(&ast, &path, &text, &mut diags));
                     diags.extend(lint::shadowed_methods(&text).iter().map(|s| Diagnostic {
                         file: path.clone(),
                         line: Some(s.line),
@@ -258,7 +264,13 @@ impl RuleSet {
             limits,
             pool: Mutex::new(Vec::new()),
             hooks: Arc::new(hook_table),
+            graph_properties,
         })
+    }
+
+    /// The Graph properties the rule files declare they read (sorted, unique).
+    pub fn graph_properties(&self) -> &GraphProperties {
+        &self.graph_properties
     }
 
     /// The triggers and schedules of this rule set (shared; outlives a reload).

@@ -72,6 +72,32 @@ pub(crate) fn delta_link(
     .ctx(conn, || format!("read {kind} delta link"))
 }
 
+/// A stored delta link and the `$select` of the query it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLink {
+    pub link: String,
+    /// Comma-joined names; `None` for a link stored before the select was recorded.
+    pub select: Option<String>,
+}
+
+pub(crate) fn stored_link(
+    conn: &Connection,
+    kind: ObjectKind,
+) -> Result<Option<StoredLink>, StateError> {
+    conn.query_row(
+        "SELECT link, select_list FROM delta_link WHERE kind = ?1",
+        [kind.as_str()],
+        |r| {
+            Ok(StoredLink {
+                link: r.get(0)?,
+                select: r.get(1)?,
+            })
+        },
+    )
+    .optional()
+    .ctx(conn, || format!("read {kind} delta link"))
+}
+
 pub(crate) fn clear_delta_link(conn: &Connection, kind: ObjectKind) -> Result<(), StateError> {
     conn.execute("DELETE FROM delta_link WHERE kind = ?1", [kind.as_str()])
         .ctx(conn, || format!("clear {kind} delta link"))?;
@@ -122,7 +148,7 @@ pub(crate) fn apply_delta(
 ) -> Result<CacheChanges, StateError> {
     let mut progress = RoundProgress::new(round.full);
     apply_chunk(tx, kind, &round.items, &mut progress)?;
-    finish_round(tx, kind, &round.delta_link, &mut progress)?;
+    finish_round(tx, kind, &round.delta_link, None, &mut progress)?;
     Ok(progress.changes)
 }
 
@@ -210,11 +236,12 @@ pub(crate) fn apply_chunk(
 }
 
 /// Ends a round: a full round deletes the cached objects it did not carry; then the link is
-/// stored. The caller commits.
+/// stored with the `$select` of its query (`None`: not known). The caller commits.
 pub(crate) fn finish_round(
     tx: &Transaction<'_>,
     kind: ObjectKind,
     delta_link: &str,
+    select: Option<&str>,
     progress: &mut RoundProgress,
 ) -> Result<(), StateError> {
     let conn: &Connection = tx;
@@ -252,9 +279,10 @@ pub(crate) fn finish_round(
     }
     // Written last: if anything above failed, the transaction rolls back with the old link.
     conn.execute(
-        "INSERT INTO delta_link (kind, link, updated_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (kind) DO UPDATE SET link = excluded.link, updated_at = excluded.updated_at",
-        params![k, delta_link, now],
+        "INSERT INTO delta_link (kind, link, updated_at, select_list) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (kind) DO UPDATE SET link = excluded.link, updated_at = excluded.updated_at,
+             select_list = excluded.select_list",
+        params![k, delta_link, now, select],
     )
     .ctx(conn, || format!("store {kind} delta link"))?;
     Ok(())

@@ -34,7 +34,7 @@ use std::time::Duration;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use anchors::Anchor;
-pub use cache::{CacheChanges, ObjectKind, RoundProgress};
+pub use cache::{CacheChanges, ObjectKind, RoundProgress, StoredLink};
 pub use clock::{now_rfc3339, rfc3339_at, rfc3339_at_time};
 pub use error::StateError;
 pub use held::{set_id as held_set_id, HeldDelete};
@@ -146,12 +146,17 @@ impl Store {
         cache::delta_link(&self.conn, kind)
     }
 
-    /// Forgets the link, so the next round of this kind is full.
+    /// The link of `kind` with the `$select` of the query it came from.
+    pub fn stored_link(&self, kind: ObjectKind) -> Result<Option<StoredLink>, StateError> {
+        cache::stored_link(&self.conn, kind)
+    }
+
     /// When the delta link of `kind` was last stored (RFC 3339).
     pub fn delta_link_updated(&self, kind: ObjectKind) -> Result<Option<String>, StateError> {
         cache::delta_link_updated(&self.conn, kind)
     }
 
+    /// Forgets the link, so the next round of this kind is full.
     pub fn clear_delta_link(&mut self, kind: ObjectKind) -> Result<(), StateError> {
         cache::clear_delta_link(&self.conn, kind)
     }
@@ -220,15 +225,17 @@ impl Store {
             .ctx(&self.conn, || format!("commit {kind} delta page"))
     }
 
-    /// Ends a chunked round: a full round drops what it did not carry; the link is stored.
+    /// Ends a chunked round: a full round drops what it did not carry; the link is stored
+    /// with `select`, the `$select` of the round's query (see [`Store::stored_link`]).
     pub fn finish_round(
         &mut self,
         kind: ObjectKind,
         delta_link: &str,
+        select: &str,
         progress: &mut RoundProgress,
     ) -> Result<(), StateError> {
         let tx = self.write_tx(|| format!("finish {kind} delta round"))?;
-        cache::finish_round(&tx, kind, delta_link, progress)?;
+        cache::finish_round(&tx, kind, delta_link, Some(select), progress)?;
         tx.commit()
             .ctx(&self.conn, || format!("commit {kind} delta round"))
     }

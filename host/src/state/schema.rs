@@ -131,8 +131,15 @@ CREATE INDEX run_event_by_at ON run_event (at);
 CREATE INDEX run_event_by_dn ON run_event (dn COLLATE NOCASE);
 "#;
 
+/// Version 5: `delta_link.select_list`, the `$select` of the query a link came from (names
+/// comma-joined; NULL for links stored before it was recorded). A link only reports the
+/// properties its first query selected, so a different select starts the round afresh.
+const V5: &str = r#"
+ALTER TABLE delta_link ADD COLUMN select_list TEXT;
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -183,4 +190,30 @@ fn check_version(conn: &Connection) -> Result<i64, StateError> {
         });
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_5_keeps_links_and_leaves_their_select_unrecorded() -> anyhow::Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql)?;
+        }
+        conn.pragma_update(None, "user_version", 4)?;
+        conn.execute(
+            "INSERT INTO delta_link (kind, link, updated_at) VALUES ('group', 'L1', 't')",
+            [],
+        )?;
+        migrate(&mut conn)?;
+        let (link, select): (String, Option<String>) = conn.query_row(
+            "SELECT link, select_list FROM delta_link WHERE kind = 'group'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        assert_eq!((link.as_str(), select), ("L1", None));
+        Ok(())
+    }
 }

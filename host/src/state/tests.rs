@@ -608,6 +608,48 @@ fn clear_delta_link_forgets_only_that_kind() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_link_is_stored_with_the_select_of_its_query() -> anyhow::Result<()> {
+    let mut s = mem();
+    assert_eq!(s.stored_link(ObjectKind::Group)?, None);
+    let ext = "extension_0123456789abcdef0123456789abcdef_costCenter";
+    let items: BTreeMap<String, DeltaItem> = [item(
+        "g1",
+        json!({"displayName": "One", ext: "CC-1", "onPremisesExtensionAttributes": {"extensionAttribute1": "a"}}),
+        &[],
+    )]
+    .into_iter()
+    .map(|i| (i.id.clone(), i))
+    .collect();
+    let mut progress = RoundProgress::new(true);
+    s.apply_round_chunk(ObjectKind::Group, &items, &mut progress)?;
+    s.finish_round(ObjectKind::Group, "L1", &format!("id,{ext}"), &mut progress)?;
+    assert_eq!(
+        s.stored_link(ObjectKind::Group)?,
+        Some(StoredLink {
+            link: "L1".into(),
+            select: Some(format!("id,{ext}")),
+        })
+    );
+    // Properties the host does not know are kept as Graph sent them, nested ones included.
+    let g = s.load_object(ObjectKind::Group, "g1")?.expect("cached");
+    assert_eq!(g.props.get(ext), Some(&json!("CC-1")));
+    assert_eq!(
+        g.props.get("onPremisesExtensionAttributes"),
+        Some(&json!({"extensionAttribute1": "a"}))
+    );
+    // A round applied without a known select forgets the old one rather than keep a wrong one.
+    s.apply_delta(ObjectKind::Group, &round(false, "L2", vec![]))?;
+    assert_eq!(
+        s.stored_link(ObjectKind::Group)?,
+        Some(StoredLink {
+            link: "L2".into(),
+            select: None,
+        })
+    );
+    Ok(())
+}
+
 /// Everything the cache and link tables hold, for before/after comparisons.
 type Snapshot = (
     Vec<(String, String, String, i64)>,

@@ -14,7 +14,7 @@ use std::time::Instant;
 use crate::ad::{self, AdConn};
 use crate::config::Config;
 use crate::graph::client::GraphClient;
-use crate::graph::delta::{self, ChunkedRoundError, DeltaStart};
+use crate::graph::delta::{self, ChunkedRoundError};
 use crate::graph::model::{CloudObject, MemberKind};
 use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
 use crate::state::{
@@ -749,17 +749,27 @@ impl Cycle<'_, '_> {
     /// is stored last, so a kill mid-round replays it.
     async fn pull(&mut self, kind: ObjectKind) -> Result<(), SyncError> {
         let base = self.graph.graph_base();
-        let initial = match kind {
-            ObjectKind::Group => delta::groups_delta_url(base, delta::DEFAULT_GROUP_SELECT),
-            ObjectKind::User => delta::users_delta_url(base, delta::DEFAULT_USER_SELECT),
+        let declared = self.rules.graph_properties();
+        let query = match kind {
+            ObjectKind::Group => delta::groups_delta_query(base, &declared.groups),
+            ObjectKind::User => delta::users_delta_query(base, &declared.users),
         };
-        let start = match (self.opts.reread_cloud, self.store.delta_link(kind)?) {
-            (false, Some(link)) => DeltaStart::Link {
-                link,
-                initial_url: initial,
-            },
-            _ => DeltaStart::Initial { url: initial },
+        let stored = match self.opts.reread_cloud {
+            true => None,
+            false => self.store.stored_link(kind)?,
         };
+        let unrecorded = match kind {
+            ObjectKind::Group => delta::groups_delta_query(base, &[]),
+            ObjectKind::User => delta::users_delta_query(base, &[]),
+        };
+        let (start, change) = delta::choose_start(
+            &query,
+            stored.map(|s| (s.link, s.select)),
+            &unrecorded.select,
+        );
+        if !change.is_empty() {
+            tracing::info!("{}", change.describe(kind.as_str()));
+        }
         let store = &mut *self.store;
         let mut progress = RoundProgress::default();
         let result = delta::run_round_chunked(self.graph, start, delta::CHUNK_ENTRIES, |chunk| {
@@ -774,7 +784,7 @@ impl Cycle<'_, '_> {
             Err(ChunkedRoundError::Graph(e)) => return Err(e.into()),
             Err(ChunkedRoundError::Sink(e)) => return Err(e.into()),
         };
-        store.finish_round(kind, &link, &mut progress)?;
+        store.finish_round(kind, &link, &query.select, &mut progress)?;
         Ok(())
     }
 
