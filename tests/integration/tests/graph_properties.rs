@@ -1,0 +1,183 @@
+//! Graph properties declared by the rules (`GRAPH_GROUP_PROPERTIES`) against the Samba AD DC and
+//! the Graph emulator: a directory extension property reaches AD, its changes follow by delta,
+//! and a second declared property costs exactly one full re-read.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use writeback_integration::harness::{new_id, security_group, Bed};
+
+const COST: &str = "extension_0123456789abcdef0123456789abcdef_costCenter";
+const SITE: &str = "extension_0123456789abcdef0123456789abcdef_site";
+
+/// A security-group rule writing `info` from the declared extension properties.
+fn rule(group_props: &[&str], user_props: &[&str], info: &str) -> String {
+    let list = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"import "std/naming" as naming;
+
+const GRAPH_GROUP_PROPERTIES = [{groups}];
+const GRAPH_USER_PROPERTIES = [{users}];
+
+fn scope(group) {{
+    group.securityEnabled == true && group.mailEnabled != true
+}}
+
+fn map(group) {{
+    #{{
+        parent: setting("security_container"),
+        cn: naming::cloud_sync_cn(group),
+        attributes: #{{
+            groupType: -2147483640,
+            displayName: group.displayName,
+            info: {info},
+        }},
+        members: "on-premises",
+    }}
+}}
+"#,
+        groups = list(group_props),
+        users = list(user_props),
+    )
+}
+
+fn write_rules(dir: &Path, text: &str) {
+    std::fs::create_dir_all(dir).expect("rules dir");
+    std::fs::write(dir.join("10-security.rhai"), text).expect("write rule");
+}
+
+/// `writeback -v sync --json`: the report and the log.
+fn sync(bed: &Bed) -> (Value, String) {
+    let out = bed.run(&["-v", "sync", "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sync failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    (report, stderr)
+}
+
+fn rereads(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("reading every"))
+        .collect()
+}
+
+async fn info(bed: &mut Bed, id: &str) -> Option<String> {
+    let (_, attrs) = bed
+        .group_by_id(id)
+        .await
+        .unwrap_or_else(|| panic!("group {id} is not in AD"));
+    attrs.get("info").and_then(|v| v.first()).cloned()
+}
+
+#[tokio::test]
+async fn declared_extension_properties_reach_ad_and_a_new_one_rereads_once() {
+    let mut bed = Bed::new("wb-graph-props", 1).await;
+    bed.create_default_containers().await;
+    // `info` is beyond the default attributes the service account may write.
+    bed.ad.delegate_attributes(&bed.managed, &["info"]);
+    let (g1, g2) = (new_id(), new_id());
+    let u0 = bed.users[0].cloud_id.clone();
+    let mut tagged = security_group(&g1, "Cost Tagged", &[&u0]);
+    tagged[COST] = json!("CC-100");
+    tagged[SITE] = json!("Oslo");
+    let plain = security_group(&g2, "Untagged", &[]);
+    bed.seed(bed.synced_users(), vec![tagged, plain], &[]);
+    let rules = bed.dir.path().join("rules");
+    write_rules(&rules, &rule(&[COST], &[], &format!("group.get({COST:?})")));
+    bed.write_config(Some(&rules), "", "");
+
+    // First sync: the declared property is selected and lands; the undeclared one does not.
+    let (_, log) = sync(&bed);
+    assert!(
+        rereads(&log).is_empty(),
+        "a first sync is full anyway:\n{log}"
+    );
+    assert_eq!(info(&mut bed, &g1).await.as_deref(), Some("CC-100"));
+    assert_eq!(info(&mut bed, &g2).await, None);
+
+    // A change of the property comes by delta.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{g1}"),
+        Some(json!({COST: "CC-200"})),
+    )
+    .await;
+    let (report, log) = sync(&bed);
+    assert_eq!(report["sweep"], "changed", "{report:#}");
+    assert!(rereads(&log).is_empty(), "{log}");
+    assert_eq!(info(&mut bed, &g1).await.as_deref(), Some("CC-200"));
+
+    // A second property (and a user property): one full re-read, logged once, and the value
+    // Graph held all along (never changed since, so no delta would carry it) lands.
+    let both = format!(
+        "if group.get({COST:?}) == () {{ () }} else {{ `${{group.get({COST:?})}} / ${{group.get({SITE:?})}}` }}"
+    );
+    write_rules(
+        &rules,
+        &rule(
+            &[SITE, COST, COST],
+            &["onPremisesExtensionAttributes"],
+            &both,
+        ),
+    );
+    let (_, log) = sync(&bed);
+    let lines = rereads(&log);
+    assert_eq!(lines.len(), 2, "one line per kind:\n{log}");
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(
+            "the rules read new Graph properties: {SITE}; reading every group again"
+        ))),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(
+            "the rules read new Graph properties: onPremisesExtensionAttributes; reading every user again"
+        )),
+        "{log}"
+    );
+    assert_eq!(info(&mut bed, &g1).await.as_deref(), Some("CC-200 / Oslo"));
+    assert_eq!(info(&mut bed, &g2).await, None);
+
+    // The new select is stored with the link: the next sync follows it, with nothing to do.
+    let (report, log) = sync(&bed);
+    assert!(rereads(&log).is_empty(), "{log}");
+    assert_eq!(report["sweep"], "idle", "{report:#}");
+
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_misspelt_property_stops_the_load_and_nothing_is_read() {
+    let mut bed = Bed::new("wb-graph-props-bad", 0).await;
+    bed.create_default_containers().await;
+    bed.seed(vec![], vec![security_group(&new_id(), "Any", &[])], &[]);
+    let rules = bed.dir.path().join("rules");
+    write_rules(&rules, &rule(&["extension_0123_costCenter"], &[], "()"));
+    bed.write_config(Some(&rules), "", "");
+    let out = bed.run(&["check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let text = format!("{stdout}{stderr}");
+    assert!(
+        text.contains("10-security.rhai:3:")
+            && text.contains("\"extension_0123_costCenter\" is not a Graph property name"),
+        "{text}"
+    );
+    let out = bed.run(&["sync"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(bed.groups().await.is_empty());
+    bed.cleanup().await;
+}
