@@ -193,6 +193,9 @@ async fn extension_attributes_are_accepted_by_the_schema_and_written() {
     let mut m365 = m365_group(&m, "Extension Team", &nick, &[]);
     m365["visibility"] = json!("Private");
     m365["createdDateTime"] = json!("2016-08-23T14:46:56Z");
+    // Read only because the rule declares them (GRAPH_GROUP_PROPERTIES).
+    m365["classification"] = json!("MBI");
+    m365["extension_0123456789abcdef0123456789abcdef_costCenter"] = json!("CC-100");
     let mut sec = security_group(&s, "Extension Admins", &[]);
     sec["createdDateTime"] = json!("2016-07-20T09:21:23Z");
     bed.seed(vec![], vec![m365, sec], &[]);
@@ -206,14 +209,20 @@ async fn extension_attributes_are_accepted_by_the_schema_and_written() {
     let r = bed.run_json(&["sync"], 0);
     assert_eq!(actions(&r), vec!["create"; 2], "{r:#}");
     let (_, g) = group(&mut bed, &m).await;
-    let info = first(&g, "info").unwrap_or_default();
-    assert!(
-        info.starts_with("Visibility: Private; ") && info.ends_with("Created: 2016-08-23"),
+    assert_eq!(
+        first(&g, "info"),
+        Some("Visibility: Private; Classification: MBI; Cost center: CC-100; Created: 2016-08-23"),
         "{g:#?}"
     );
     let ext: BTreeSet<&str> = g["extensionname"].iter().map(String::as_str).collect();
-    assert!(
-        ext.contains("visibility=Private") && ext.contains("created=2016-08-23"),
+    assert_eq!(
+        ext,
+        BTreeSet::from([
+            "visibility=Private",
+            "classification=MBI",
+            "costCenter=CC-100",
+            "created=2016-08-23"
+        ]),
         "{ext:?}"
     );
     assert_eq!(first(&g, "admindisplayname"), Some(nick.as_str()));
