@@ -255,8 +255,8 @@ echo "  emulator at $GRAPH_BASE (PID $EMU_PID), up in $EMU_SECS s" >&2
 RULES="$WORK/rules"
 rm -rf "$RULES" && mkdir -p "$RULES"
 for f in "$REPO"/scripts/*.rhai; do
-    grep -q '^fn scope(group) {$' "$f" || die "$f has no 'fn scope(group) {' line to narrow"
-    sed "s/^fn scope(group) {\$/fn scope(group) {\n    group.id == \"$GROUP_ID\" \&\&/" "$f" \
+    grep -q '^fn in_scope(group) {$' "$f" || die "$f has no 'fn in_scope(group) {' line to narrow"
+    sed "s/^fn in_scope(group) {\$/fn in_scope(group) {\n    group.id == \"$GROUP_ID\" \&\&/" "$f" \
         >"$RULES/$(basename "$f")"
 done
 CONFIG="$WORK/writeback.toml"

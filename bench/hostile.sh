@@ -100,8 +100,8 @@ RULES="$WORK/rules"
 rm -rf "$RULES" && mkdir -p "$RULES"
 cat >"$RULES/10-hostile.rhai" <<'EOF'
 // Each group named "Hostile <kind>" gets a runaway value; the rest go to 20-normal.rhai.
-fn scope(group) { group.displayName.starts_with("Hostile ") }
-fn map(group) {
+fn in_scope(group) { group.displayName.starts_with("Hostile ") }
+fn to_ad(group) {
     let kind = group.displayName.sub_string(8);
     let v = "";
     if kind == "string" {
@@ -120,8 +120,8 @@ fn map(group) {
 EOF
 cat >"$RULES/20-normal.rhai" <<'EOF'
 import "std/naming" as naming;
-fn scope(group) { true }
-fn map(group) {
+fn in_scope(group) { true }
+fn to_ad(group) {
     #{
         parent: setting("container"),
         cn: naming::cloud_sync_cn(group),

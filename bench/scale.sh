@@ -275,8 +275,8 @@ say "Rules: scripts/ with scope narrowed to group ids starting \"$PREFIX\""
 RULES="$WORK/rules"
 rm -rf "$RULES" && mkdir -p "$RULES"
 for f in "$REPO"/scripts/*.rhai; do
-    grep -q '^fn scope(group) {$' "$f" || die "$f has no 'fn scope(group) {' line to narrow"
-    sed "s/^fn scope(group) {\$/fn scope(group) {\n    group.id.starts_with(\"$PREFIX\") \&\&/" "$f" \
+    grep -q '^fn in_scope(group) {$' "$f" || die "$f has no 'fn in_scope(group) {' line to narrow"
+    sed "s/^fn in_scope(group) {\$/fn in_scope(group) {\n    group.id.starts_with(\"$PREFIX\") \&\&/" "$f" \
         >"$RULES/$(basename "$f")"
 done
 

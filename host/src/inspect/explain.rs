@@ -500,6 +500,17 @@ pub fn render(x: &Explanation) -> String {
             };
             let _ = writeln!(s, "  {attr}: {shown}");
         }
+        for (attr, vals) in &d.on_create {
+            let shown = vals
+                .iter()
+                .map(|v| quoted(v))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                s,
+                "  {attr}: {shown} (written only when the group is created)"
+            );
+        }
         match &d.members {
             None => {
                 let _ = writeln!(s, "  members: left alone (the rule manages none)");
@@ -703,6 +714,7 @@ mod tests {
             rule: "20-security.rhai".into(),
             dn: "CN=Sales,OU=W,DC=x".into(),
             attributes: BTreeMap::from([("description".to_string(), Some(vec!["d".to_string()]))]),
+            on_create: BTreeMap::new(),
             members: Some(vec!["CN=U1,DC=x".into()]),
         });
         x.ad_objects = vec![AdObjectView {

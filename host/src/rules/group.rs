@@ -5,10 +5,15 @@
 //! passes arguments by value, so a plain map would be deep-copied (members included) on every
 //! call. `group.to_map()` gives a real map when a rule needs one.
 //!
-//! Every documented Graph v1.0 group property reads as `()` when the cache does not hold it; a
-//! name that is no property is an error, so a misspelt `group.displayname` stops the rule instead
-//! of silently clearing an attribute in AD. Open-type extras (`extension_<app>_<name>`) are read
-//! with `group.get("name")`.
+//! Every documented Graph v1.0 group property reads when the cache does not hold it (or holds
+//! `null`): a collection as `[]`, a boolean as `false`, anything else as `()`, so rules test
+//! `group.groupTypes.contains("Unified")` or `!group.onPremisesSyncEnabled` without checking
+//! types first. A name that is no property is an error, so a misspelt `group.displayname` stops
+//! the rule instead of silently clearing an attribute in AD. Open-type extras
+//! (`extension_<app>_<name>`) are read with `group.get("name")`.
+//!
+//! `is_m365(group)`, `is_security(group)` and `is_dynamic(group)` name the kinds of group rules
+//! usually scope on.
 
 use std::sync::Arc;
 
@@ -72,6 +77,51 @@ const GROUP_PROPERTIES: &[&str] = &[
     "welcomeMessageEnabled",
 ];
 
+/// Collection-valued properties of the v1.0 group: absent or `null` reads as `[]`.
+const COLLECTION_PROPERTIES: &[&str] = &[
+    "assignedLabels",
+    "assignedLicenses",
+    "groupTypes",
+    "infoCatalogs",
+    "onPremisesProvisioningErrors",
+    "proxyAddresses",
+    "resourceBehaviorOptions",
+    "resourceProvisioningOptions",
+    "serviceProvisioningErrors",
+];
+
+/// Boolean properties of the v1.0 group: absent or `null` reads as `false` (for
+/// `onPremisesSyncEnabled`, `null` is Graph's "never synced from AD").
+const BOOLEAN_PROPERTIES: &[&str] = &[
+    "allowExternalSenders",
+    "autoSubscribeNewMembers",
+    "hasMembersWithLicenseErrors",
+    "hideFromAddressLists",
+    "hideFromOutlookClients",
+    "isArchived",
+    "isAssignableToRole",
+    "isFavorite",
+    "isManagementRestricted",
+    "isSubscribedByMail",
+    "mailEnabled",
+    "onPremisesSyncEnabled",
+    "securityEnabled",
+    "welcomeMessageEnabled",
+];
+
+/// The value a documented property reads as when the cache holds nothing (or `null`) for it.
+fn absent_value(name: &str) -> Option<Dynamic> {
+    if COLLECTION_PROPERTIES.contains(&name) {
+        Some(Dynamic::from_array(Array::new()))
+    } else if BOOLEAN_PROPERTIES.contains(&name) || name == "deleted" {
+        Some(Dynamic::FALSE)
+    } else if GROUP_PROPERTIES.contains(&name) {
+        Some(Dynamic::UNIT)
+    } else {
+        None
+    }
+}
+
 /// The script-side group: shared, read-only. Members are kept compact and turned into
 /// `#{ id, type }` maps only when a rule reads `group.members` (a big group costs nothing for
 /// rules that never look at its members).
@@ -95,14 +145,43 @@ impl ScriptGroup {
         if name == "members" {
             return Some(Dynamic::from_array(self.member_maps()));
         }
-        if let Some(v) = self.props.get(name) {
-            return Some(v.clone());
+        match self.props.get(name) {
+            Some(v) if !v.is_unit() => Some(v.clone()),
+            // `null` from Graph reads like an absent property; an unknown name holding `null`
+            // (an open-type extra) stays `()`.
+            Some(v) => absent_value(name).or_else(|| Some(v.clone())),
+            None => absent_value(name),
         }
-        match name {
-            "deleted" => Some(Dynamic::FALSE),
-            _ if GROUP_PROPERTIES.contains(&name) => Some(Dynamic::UNIT),
-            _ => None,
-        }
+    }
+
+    fn has_group_type(&self, kind: &str) -> bool {
+        self.read("groupTypes")
+            .and_then(|v| v.try_cast::<Array>())
+            .is_some_and(|types| {
+                types
+                    .iter()
+                    .any(|t| t.clone().into_immutable_string().is_ok_and(|t| t == kind))
+            })
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.read(name).and_then(|v| v.as_bool().ok()) == Some(true)
+    }
+
+    /// A Microsoft 365 group: `groupTypes` holds `Unified`.
+    fn is_m365(&self) -> bool {
+        self.has_group_type("Unified")
+    }
+
+    /// A cloud security group as Cloud Sync writes them back: security-enabled, not
+    /// mail-enabled, not a Microsoft 365 group.
+    fn is_security(&self) -> bool {
+        self.flag("securityEnabled") && !self.flag("mailEnabled") && !self.is_m365()
+    }
+
+    /// Members kept by a membership rule: `groupTypes` holds `DynamicMembership`.
+    fn is_dynamic(&self) -> bool {
+        self.has_group_type("DynamicMembership")
     }
 
     fn member_maps(&self) -> Array {
@@ -206,6 +285,9 @@ pub(crate) fn register(engine: &mut Engine) {
         keys
     });
     engine.register_fn("to_map", |g: &mut ScriptGroup| -> Map { g.to_map() });
+    engine.register_fn("is_m365", |g: &mut ScriptGroup| g.is_m365());
+    engine.register_fn("is_security", |g: &mut ScriptGroup| g.is_security());
+    engine.register_fn("is_dynamic", |g: &mut ScriptGroup| g.is_dynamic());
     engine.register_fn("to_string", |g: &mut ScriptGroup| -> String {
         Dynamic::from_map(g.to_map()).to_string()
     });

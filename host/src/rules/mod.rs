@@ -1,8 +1,10 @@
 //! The Rhai rule runtime: sandboxed engine, the API scripts see, compile and check.
 //!
 //! A rule set is every `*.rhai` file directly in the rules folder, taken in file-name order.
-//! Each file defines `fn scope(group)` (does this rule handle the group?) and `fn map(group)`
-//! (what the group becomes in AD). The first file whose `scope` returns true handles the group.
+//! Each file defines `fn in_scope(group)` (does this rule handle the group?) and
+//! `fn to_ad(group)` (what the group becomes in AD), or only triggers and a schedule. The first
+//! file whose `in_scope` returns true handles the group. The first names were `scope` and `map`;
+//! they still work, with a warning at load (`map` shadows Rhai's array method, see `lint`).
 //! Subfolders hold modules for `import` only; `import "std/x"` resolves in the stdlib folder.
 //! The contract scripts see is documented in `docs/SCRIPTING.md`.
 //!
@@ -27,6 +29,7 @@ mod properties;
 mod resolver;
 mod sandbox;
 mod schedule;
+mod setting_names;
 pub mod testing;
 mod text;
 mod worker;
@@ -132,6 +135,10 @@ pub struct DesiredGroup {
     pub cn: String,
     /// `None` = clear the attribute. Integers are written in decimal, booleans as TRUE/FALSE.
     pub attributes: BTreeMap<String, Option<Vec<String>>>,
+    /// Written only when the group is created (e.g. `sAMAccountName`, so a cloud rename does
+    /// not rename the account); never compared afterwards.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub on_create: BTreeMap<String, Option<Vec<String>>>,
     pub members: MemberPolicy,
 }
 
@@ -157,7 +164,27 @@ struct CompiledRule {
     /// The path as shown in messages (also the AST's source).
     path: PathBuf,
     ast: AST,
+    entry: EntryPoints,
 }
+
+/// The names of a rule file's two entry points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryPoints {
+    pub(crate) scope: &'static str,
+    pub(crate) map: &'static str,
+}
+
+/// The entry points' names.
+pub(crate) const ENTRY_POINTS: EntryPoints = EntryPoints {
+    scope: "in_scope",
+    map: "to_ad",
+};
+
+/// The first names, still accepted with a warning.
+pub(crate) const OLD_ENTRY_POINTS: EntryPoints = EntryPoints {
+    scope: "scope",
+    map: "map",
+};
 
 /// A compiled rule set. `Send + Sync`; share it behind an `Arc`.
 pub struct RuleSet {
@@ -185,12 +212,34 @@ impl std::fmt::Debug for RuleSet {
 
 impl RuleSet {
     /// Compiles every rule file in `rules_dir` (with its imports) and checks each defines
-    /// `scope(group)` and `map(group)`. All problems are reported at once.
+    /// `in_scope(group)` and `to_ad(group)` (or only triggers and a schedule) and names only
+    /// configured settings in `setting("…")`. All problems are reported at once.
     pub fn load(
         rules_dir: &Path,
         stdlib_dir: &Path,
         settings: BTreeMap<String, serde_json::Value>,
         limits: Limits,
+    ) -> Result<RuleSet, LoadError> {
+        Self::load_inner(rules_dir, stdlib_dir, settings, limits, true)
+    }
+
+    /// [`load`](Self::load) without the check of `setting("…")` names: for `writeback test`,
+    /// whose test files bring their own settings, so the folder's rules only have to compile.
+    pub fn load_any_settings(
+        rules_dir: &Path,
+        stdlib_dir: &Path,
+        settings: BTreeMap<String, serde_json::Value>,
+        limits: Limits,
+    ) -> Result<RuleSet, LoadError> {
+        Self::load_inner(rules_dir, stdlib_dir, settings, limits, false)
+    }
+
+    fn load_inner(
+        rules_dir: &Path,
+        stdlib_dir: &Path,
+        settings: BTreeMap<String, serde_json::Value>,
+        limits: Limits,
+        check_settings: bool,
     ) -> Result<RuleSet, LoadError> {
         let mut diags = Vec::new();
         let settings = match sandbox::convert_settings(&settings) {
@@ -227,18 +276,36 @@ impl RuleSet {
                 Ok(mut ast) => {
                     ast.set_source(path.display().to_string());
                     let before = diags.len();
-                    check_entry_points(&ast, &path, &mut diags);
                     let found = hooks::discover(&ast, &path, &text, &mut diags);
-                    graph_properties.merge(properties::discover(&ast, &path, &text, &mut diags));
-                    diags.extend(lint::shadowed_methods(&text).iter().map(|s| Diagnostic {
+                    let entry = check_entry_points(&ast, &path, !found.is_empty(), &mut diags);
+                    let unknown = setting_names::unknown(&ast, |n| {
+                        !check_settings || settings.contains_key(n)
+                    });
+                    diags.extend(unknown.iter().map(|u| Diagnostic {
                         file: path.clone(),
-                        line: Some(s.line),
-                        column: Some(s.column),
-                        message: s.message(),
+                        line: u.at.line(),
+                        column: u.at.position(),
+                        message: u.message(),
                     }));
+                    graph_properties.merge(properties::discover(&ast, &path, &text, &mut diags));
+                    if entry == Some(OLD_ENTRY_POINTS) {
+                        diags.extend(lint::shadowed_methods(&text).iter().map(|s| Diagnostic {
+                            file: path.clone(),
+                            line: Some(s.line),
+                            column: Some(s.column),
+                            message: s.message(),
+                        }));
+                    }
                     if diags.len() == before {
                         hook_table.add(&name, &path, &ast, found);
-                        rules.push(CompiledRule { name, path, ast });
+                        if let Some(entry) = entry {
+                            rules.push(CompiledRule {
+                                name,
+                                path,
+                                ast,
+                                entry,
+                            });
+                        }
                     }
                 }
                 Err(err) => diags.push(diagnostics::load_diagnostic(&err, &path, &text, &resolver)),
@@ -437,26 +504,67 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Each rule file must define `scope(group)` and `map(group)`.
-fn check_entry_points(ast: &AST, path: &Path, diags: &mut Vec<Diagnostic>) {
-    for entry in ["scope", "map"] {
-        let defs: Vec<usize> = ast
-            .iter_functions()
-            .filter(|f| f.name == entry)
+/// The entry points a rule file defines: `in_scope(group)` and `to_ad(group)`, or the old
+/// `scope` and `map` (a warning), or none when the file holds only triggers and a schedule.
+fn check_entry_points(
+    ast: &AST,
+    path: &Path,
+    has_hooks: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<EntryPoints> {
+    let arities = |name: &str| -> Vec<usize> {
+        ast.iter_functions()
+            .filter(|f| f.name == name)
             .map(|f| f.params.len())
-            .collect();
+            .collect()
+    };
+    let defines = |e: EntryPoints| !arities(e.scope).is_empty() || !arities(e.map).is_empty();
+    let (new, old) = (defines(ENTRY_POINTS), defines(OLD_ENTRY_POINTS));
+    let entry = match (new, old) {
+        (true, true) => {
+            diags.push(Diagnostic::file(
+                path,
+                "the rule defines both `in_scope`/`to_ad` and the old `scope`/`map`; keep only `in_scope(group)` and `to_ad(group)`"
+                    .to_string(),
+            ));
+            return None;
+        }
+        (true, false) => ENTRY_POINTS,
+        (false, true) => OLD_ENTRY_POINTS,
+        (false, false) if has_hooks => return None,
+        (false, false) => {
+            diags.push(Diagnostic::file(
+                path,
+                "the file defines no `fn in_scope(group)` and `fn to_ad(group)`, and no trigger or schedule: a rule file needs the one or the other"
+                    .to_string(),
+            ));
+            return None;
+        }
+    };
+    for name in [entry.scope, entry.map] {
+        let defs = arities(name);
         if defs.is_empty() {
             diags.push(Diagnostic::file(
                 path,
-                format!("the rule defines no `fn {entry}(group)`; every rule file needs `scope(group)` and `map(group)`"),
+                format!(
+                    "the rule defines no `fn {name}(group)`; a rule needs both `{}(group)` and `{}(group)`",
+                    entry.scope, entry.map
+                ),
             ));
         } else if !defs.contains(&1) {
             diags.push(Diagnostic::file(
                 path,
-                format!("`fn {entry}` must take exactly one parameter (the group)"),
+                format!("`fn {name}` must take exactly one parameter (the group)"),
             ));
         }
     }
+    if entry == OLD_ENTRY_POINTS {
+        tracing::warn!(
+            "{}: `fn scope(group)` and `fn map(group)` are the old names of `fn in_scope(group)` and `fn to_ad(group)`; rename them (the old names still work)",
+            path.display()
+        );
+    }
+    Some(entry)
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {

@@ -1,7 +1,9 @@
-//! Checks what `map(group)` returned and turns it into a [`DesiredGroup`].
+//! Checks what `to_ad(group)` (or the old `map(group)`) returned and turns it into a [`DesiredGroup`].
 //!
 //! Accepted: `()` (skip the group) or
-//! `#{ parent, cn, attributes: #{ name: value }, members: "on-premises" | "flatten" | "none" }`.
+//! `#{ parent, cn, attributes: #{ name: value }, on_create: #{ name: value },
+//! members: "on-premises" | "flatten" | "none" }`. `on_create` attributes are written when the
+//! group is created and never compared afterwards (Cloud Sync's "only during object creation").
 //! Attribute values: string, integer, bool, `()` (clear) or an array of those; empty strings and
 //! `()` inside arrays are dropped (LDAP has no empty values), and an empty result clears.
 
@@ -132,7 +134,7 @@ pub(crate) fn over_known_limits(group: &DesiredGroup) -> Vec<TooLong> {
     if let Err(e) = check_units(&group.rule, "cn", &group.cn, MAX_CN_UNITS) {
         out.push(e);
     }
-    for (attr, values) in &group.attributes {
+    for (attr, values) in group.attributes.iter().chain(&group.on_create) {
         let (Some(max), Some(values)) = (known_limit(attr), values) else {
             continue;
         };
@@ -147,29 +149,35 @@ pub(crate) fn over_known_limits(group: &DesiredGroup) -> Vec<TooLong> {
     out
 }
 
-const KEYS: &str = "parent, cn, attributes, members";
+const KEYS: &str = "parent, cn, attributes, on_create, members";
 
 /// `Ok(None)` when the rule skips the group. Errors are messages naming the rule and the key.
-pub(crate) fn desired_group(rule: &str, out: Dynamic) -> Result<Option<DesiredGroup>, String> {
+pub(crate) fn desired_group(
+    rule: &str,
+    entry: &str,
+    out: Dynamic,
+) -> Result<Option<DesiredGroup>, String> {
     if out.is_unit() {
         return Ok(None);
     }
     let type_name = type_name(&out);
     let Some(map) = out.try_cast::<Map>() else {
         return Err(format!(
-            "map() in {rule} must return () or a map #{{ {KEYS} }}, not {type_name}"
+            "{entry}() in {rule} must return () or a map #{{ {KEYS} }}, not {type_name}"
         ));
     };
 
     let mut parent = None;
     let mut cn = None;
     let mut attributes = BTreeMap::new();
+    let mut on_create = BTreeMap::new();
     let mut members = MemberPolicy::OnPremises;
     for (key, value) in map {
         match key.as_str() {
             "parent" => parent = Some(required_text(rule, "parent", value)?),
             "cn" => cn = Some(required_text(rule, "cn", value)?),
-            "attributes" => attributes = attribute_map(rule, value)?,
+            "attributes" => attributes = attribute_map(rule, "attributes", value)?,
+            "on_create" => on_create = attribute_map(rule, "on_create", value)?,
             "members" => members = member_policy(rule, value)?,
             other => {
                 return Err(format!(
@@ -189,13 +197,40 @@ pub(crate) fn desired_group(rule: &str, out: Dynamic) -> Result<Option<DesiredGr
     }
     // Counted as AD counts, so a cn that fits here is never refused for its length.
     check_units(rule, "cn", &cn, MAX_CN_UNITS).map_err(|e| e.to_string())?;
+    check_on_create(rule, &attributes, &on_create)?;
     Ok(Some(DesiredGroup {
         rule: rule.to_string(),
         parent,
         cn,
         attributes,
+        on_create,
         members,
     }))
+}
+
+/// `on_create` names no attribute `attributes` also sets, and both fit one LDAP add together.
+fn check_on_create(rule: &str, attributes: &Values, on_create: &Values) -> Result<(), String> {
+    if let Some(name) = on_create
+        .keys()
+        .find(|n| attributes.keys().any(|a| a.eq_ignore_ascii_case(n)))
+    {
+        return Err(format!(
+            "{rule} returned `{name}` both in `attributes` and in `on_create`; an attribute is either kept in step or written once"
+        ));
+    }
+    let total: usize = attributes
+        .values()
+        .chain(on_create.values())
+        .flatten()
+        .flatten()
+        .map(String::len)
+        .sum();
+    if total > MAX_TOTAL_BYTES {
+        return Err(format!(
+            "{rule} returned more than {MAX_TOTAL_BYTES} bytes of attribute values in `attributes` and `on_create`; one LDAP request to AD holds at most 10 MiB"
+        ));
+    }
+    Ok(())
 }
 
 fn required_text(rule: &str, key: &str, value: Dynamic) -> Result<String, String> {
@@ -223,17 +258,17 @@ fn member_policy(rule: &str, value: Dynamic) -> Result<MemberPolicy, String> {
     }
 }
 
-fn attribute_map(
-    rule: &str,
-    value: Dynamic,
-) -> Result<BTreeMap<String, Option<Vec<String>>>, String> {
+/// Attribute name -> values (`None` = clear).
+type Values = BTreeMap<String, Option<Vec<String>>>;
+
+fn attribute_map(rule: &str, key: &str, value: Dynamic) -> Result<Values, String> {
     if value.is_unit() {
         return Ok(BTreeMap::new());
     }
     let type_name = type_name(&value);
     let Some(map) = value.try_cast::<Map>() else {
         return Err(format!(
-            "{rule} returned `attributes` as {type_name}; it must be a map #{{ ldapDisplayName: value }}"
+            "{rule} returned `{key}` as {type_name}; it must be a map #{{ ldapDisplayName: value }}"
         ));
     };
     if map.len() > MAX_ATTRIBUTES {
@@ -391,6 +426,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
+            on_create: BTreeMap::new(),
             members: MemberPolicy::OnPremises,
         }
     }

@@ -114,7 +114,7 @@ fn scope_of(ctx: &NativeCallContext, function: &str) -> Result<CallScope, Box<Ev
         .and_then(|t| t.read_lock::<CallScope>().map(|s| s.clone()))
         .ok_or_else(|| {
             runtime_error(format!(
-                "`{function}` is available only in triggers and schedules ({EFFECT_ENTRY_POINTS}); scope() and map() must stay pure"
+                "`{function}` is available only in triggers and schedules ({EFFECT_ENTRY_POINTS}); in_scope() and to_ad() must stay pure"
             ))
         })
 }

@@ -103,7 +103,6 @@ pub fn run(
     stdlib_dir: &Path,
     settings: &BTreeMap<String, serde_json::Value>,
 ) -> Result<TestReport, LoadError> {
-    let default_set = RuleSet::load(rules_dir, stdlib_dir, settings.clone(), Limits::default())?;
     let folder = rules_dir.join(TESTS_FOLDER);
     // One instant for the whole run: cases without `now` agree with each other.
     let run_now = Now::current();
@@ -118,21 +117,37 @@ pub fn run(
             Vec::new()
         }
     };
-    for path in paths {
-        let outcome = std::fs::read_to_string(&path)
-            .map_err(|e| Diagnostic::file(&path, format!("cannot read the test file: {e}")))
-            .and_then(|text| spec::parse(&path, &text))
-            .and_then(|file| match &file.settings {
-                None => Ok(run_file(&default_set, &file, run_now)),
-                Some(own) => RuleSet::load(rules_dir, stdlib_dir, own.clone(), Limits::default())
-                    .map(|set| run_file(&set, &file, run_now))
-                    .map_err(|e| {
-                        Diagnostic::file(
-                            &path,
-                            format!("the rules do not load with this file's [settings]: {e}"),
-                        )
-                    }),
-            });
+    let parsed: Vec<(PathBuf, Result<TestFile, Diagnostic>)> = paths
+        .into_iter()
+        .map(|path| {
+            let file = std::fs::read_to_string(&path)
+                .map_err(|e| Diagnostic::file(&path, format!("cannot read the test file: {e}")))
+                .and_then(|text| spec::parse(&path, &text));
+            (path, file)
+        })
+        .collect();
+    // The rules must load (exit 2 when not). With the given settings when a file uses them;
+    // when every file brings its own, the folder's rules only have to compile.
+    let uses_given = parsed
+        .iter()
+        .any(|(_, f)| f.as_ref().is_ok_and(|f| f.settings.is_none()));
+    let default_set = if uses_given || parsed.is_empty() {
+        RuleSet::load(rules_dir, stdlib_dir, settings.clone(), Limits::default())?
+    } else {
+        RuleSet::load_any_settings(rules_dir, stdlib_dir, settings.clone(), Limits::default())?
+    };
+    for (path, file) in parsed {
+        let outcome = file.and_then(|file| match &file.settings {
+            None => Ok(run_file(&default_set, &file, run_now)),
+            Some(own) => RuleSet::load(rules_dir, stdlib_dir, own.clone(), Limits::default())
+                .map(|set| run_file(&set, &file, run_now))
+                .map_err(|e| {
+                    Diagnostic::file(
+                        &path,
+                        format!("the rules do not load with this file's [settings]: {e}"),
+                    )
+                }),
+        });
         files.push(FileReport { path, outcome });
     }
     Ok(TestReport { folder, files })

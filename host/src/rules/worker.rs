@@ -127,15 +127,16 @@ fn decide(
             message: loc.message,
             kind: loc.kind,
         };
+        let (scope, map) = (rule.entry.scope, rule.entry.map);
         let in_scope = sandbox
-            .call(&rule.ast, "scope", value.clone(), limits.call_timeout)
-            .map_err(|e| fail("scope", diagnostics::locate(&e, &rule.path, limits)))?;
+            .call(&rule.ast, scope, value.clone(), limits.call_timeout)
+            .map_err(|e| fail(scope, diagnostics::locate(&e, &rule.path, limits)))?;
         let in_scope = in_scope.as_bool().map_err(|typ| {
             fail(
-                "scope",
+                scope,
                 Located::output(
                     &rule.path,
-                    format!("scope() must return true or false, not {typ}"),
+                    format!("{scope}() must return true or false, not {typ}"),
                 ),
             )
         })?;
@@ -143,12 +144,12 @@ fn decide(
             continue;
         }
         let out = sandbox
-            .call(&rule.ast, "map", value, limits.call_timeout)
-            .map_err(|e| fail("map", diagnostics::locate(&e, &rule.path, limits)))?;
-        return match output::desired_group(&rule.name, out) {
+            .call(&rule.ast, map, value, limits.call_timeout)
+            .map_err(|e| fail(map, diagnostics::locate(&e, &rule.path, limits)))?;
+        return match output::desired_group(&rule.name, map, out) {
             Ok(Some(g)) => Ok(Decision::Desired(g)),
             Ok(None) => Ok(Decision::OutOfScope),
-            Err(message) => Err(fail("map", Located::output(&rule.path, message))),
+            Err(message) => Err(fail(map, Located::output(&rule.path, message))),
         };
     }
     Ok(Decision::OutOfScope)

@@ -52,10 +52,20 @@ impl DesiredBuilder<'_> {
         for a in ANCHOR_ATTRS {
             attributes.insert(a.to_string(), Some(vec![anchor.clone()]));
         }
+        let on_create: BTreeMap<String, Vec<String>> = g
+            .on_create
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
         if let Some(schema) = self.schema {
             let cn = vec![g.cn.clone()];
             if let Err(e) = schema.check("cn", &cn) {
                 return Err(refuse(format!("cn: {e}")));
+            }
+            for (attr, vals) in &on_create {
+                if let Err(e) = schema.check(attr, vals) {
+                    return Err(refuse(e.to_string()));
+                }
             }
             for (attr, vals) in &attributes {
                 if let Some(vals) = vals {
@@ -72,6 +82,7 @@ impl DesiredBuilder<'_> {
             rule: g.rule.clone(),
             dn,
             attributes,
+            on_create,
             members: None,
         })
     }
@@ -243,6 +254,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), Some(vec![v.to_string()])))
                 .collect(),
+            on_create: BTreeMap::new(),
             members: MemberPolicy::OnPremises,
         }
     }
@@ -417,6 +429,7 @@ mod tests {
             parent: "OU=Elsewhere,DC=x".into(),
             cn: "G".into(),
             attributes: BTreeMap::new(),
+            on_create: BTreeMap::new(),
             members: MemberPolicy::OnPremises,
         };
         let r = b.object("id1", &d).unwrap_err();

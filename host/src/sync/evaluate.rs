@@ -72,6 +72,7 @@ pub fn desired_hash(
     groups: &BTreeMap<String, CloudObject>,
 ) -> String {
     let mut h = Sha256::new();
+    // `on_create` is left out: a change there never leads to an AD write.
     h.update(
         serde_json::to_vec(&(&d.rule, &d.parent, &d.cn, &d.attributes, d.members))
             .unwrap_or_default(),

@@ -33,6 +33,12 @@ pub fn plan(
                             Some(vals) if !vals.is_empty() => Some((k.clone(), vals.clone())),
                             _ => None,
                         })
+                        .chain(
+                            d.on_create
+                                .iter()
+                                .filter(|(_, vals)| !vals.is_empty())
+                                .map(|(k, vals)| (k.clone(), vals.clone())),
+                        )
                         .collect(),
                     members: d.members.clone().unwrap_or_default(),
                 },
@@ -207,8 +213,44 @@ mod tests {
                     )
                 })
                 .collect(),
+            on_create: BTreeMap::new(),
             members: members.map(|m| m.iter().map(|s| s.to_string()).collect()),
         }
+    }
+
+    #[test]
+    fn on_create_attributes_go_into_the_create_and_are_never_compared_again() {
+        let mut d = desired("g1", "CN=G,OU=X", &[("description", Some(&["d"]))], None);
+        d.on_create
+            .insert("sAMAccountName".into(), vec!["first-name".into()]);
+        let created = plan(
+            &BTreeMap::from([("g1".to_string(), d.clone())]),
+            &BTreeMap::new(),
+        );
+        match &created[..] {
+            [Change {
+                op: Op::Create { attributes, .. },
+                ..
+            }] => {
+                assert_eq!(attributes["sAMAccountName"], vec!["first-name".to_string()]);
+                assert_eq!(attributes["description"], vec!["d".to_string()]);
+            }
+            other => panic!("expected one create, got {other:?}"),
+        }
+        // The account name was changed in AD since (or the rule now computes another): no update.
+        d.on_create
+            .insert("sAMAccountName".into(), vec!["renamed".into()]);
+        let a = actual(
+            "g1",
+            "CN=G,OU=X",
+            &[("description", &["d"]), ("samaccountname", &["first-name"])],
+            &[],
+        );
+        let again = plan(
+            &BTreeMap::from([("g1".to_string(), d)]),
+            &BTreeMap::from([("g1".to_string(), a)]),
+        );
+        assert!(again.is_empty(), "{again:?}");
     }
 
     fn actual(id: &str, dn: &str, attrs: &[(&str, &[&str])], members: &[&str]) -> ActualObject {

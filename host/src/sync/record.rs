@@ -174,6 +174,7 @@ mod tests {
             rule: "10-r.rhai".into(),
             dn: format!("CN={id},OU=X"),
             attributes: BTreeMap::new(),
+            on_create: BTreeMap::new(),
             members: None,
         }
     }

@@ -37,6 +37,8 @@ pub struct DesiredObject {
     pub dn: String,
     /// Managed attributes; `None` = must be absent.
     pub attributes: BTreeMap<String, Option<Vec<String>>>,
+    /// Attributes written only by the create (the rule's `on_create`), never compared.
+    pub on_create: BTreeMap<String, Vec<String>>,
     /// Member DNs, or `None` when the rule leaves membership alone.
     pub members: Option<Vec<String>>,
 }

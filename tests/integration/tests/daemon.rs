@@ -75,7 +75,7 @@ async fn rule_edits_reload_safely_and_take_effect() {
     let usn = bed.highest_usn().await;
     atomic_save(
         &sec,
-        &edited.replace("fn map(group) {", "fn map(group) {\n    let x = ;"),
+        &edited.replace("fn to_ad(group) {", "fn to_ad(group) {\n    let x = ;"),
     );
     let log_has_error =
         || d.log_text().contains("20-security.rhai:") && d.log_text().contains("last good rules");
@@ -137,8 +137,8 @@ async fn rule_edits_reload_safely_and_take_effect() {
         let p = rules.join(f);
         let t = std::fs::read_to_string(&p).expect("read");
         let t = t.replacen(
-            "fn scope(group) {",
-            "fn scope(group) {\n    return false;",
+            "fn in_scope(group) {",
+            "fn in_scope(group) {\n    return false;",
             1,
         );
         atomic_save(&p, &t);

@@ -178,6 +178,11 @@ async fn a_whole_group_life_cycle_goes_through_as_the_service_account() {
         assert!(attrs.contains_key("member"), "{dn} has no members");
     }
 
+    let sam_before = bed.group_by_id(&m365).await.expect("written").1["samaccountname"].clone();
+    assert!(
+        !sam_before.is_empty(),
+        "the Microsoft 365 group has an account name"
+    );
     // Update every kind of thing the rules write, rename (modify DN), change members.
     bed.graph(
         "PATCH",
@@ -194,6 +199,11 @@ async fn a_whole_group_life_cycle_goes_through_as_the_service_account() {
     bed.run_json(&["sync"], 0);
     let (dn, attrs) = bed.group_by_id(&m365).await.expect("group still there");
     assert!(dn.starts_with("cn=deleg team renamed"), "not renamed: {dn}");
+    // sAMAccountName is create-only in the default rule: the rename leaves it.
+    assert_eq!(
+        attrs["samaccountname"], sam_before,
+        "the account name followed the rename"
+    );
     assert_eq!(attrs["description"], vec!["new text".to_string()]);
     assert_eq!(attrs["member"].len(), 1, "{:?}", attrs["member"]);
 

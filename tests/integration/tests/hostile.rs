@@ -11,8 +11,8 @@ use writeback_integration::harness::{cloud_user, new_id, security_group, Bed};
 const LINE_MAX: usize = 4096;
 
 const HOSTILE_RULE: &str = r#"
-fn scope(group) { group.displayName == "Hostile rule output" }
-fn map(group) {
+fn in_scope(group) { group.displayName == "Hostile rule output" }
+fn to_ad(group) {
     let s = "0123456789";
     while s.len() < 10_000_000 { s += s; }
     #{ parent: setting("security_container"), cn: "Hostile", attributes: #{ info: s } }
@@ -21,8 +21,8 @@ fn map(group) {
 
 const NORMAL_RULE: &str = r#"
 import "std/naming" as naming;
-fn scope(group) { true }
-fn map(group) {
+fn in_scope(group) { true }
+fn to_ad(group) {
     #{
         parent: setting("security_container"),
         cn: naming::cloud_sync_cn(group),

@@ -202,8 +202,8 @@ fn rules_that_throw(bed: &Bed) -> std::path::PathBuf {
     .expect("copy rule");
     let sec = std::fs::read_to_string(src.join("20-security.rhai")).expect("read rule");
     let sec = sec.replacen(
-        "fn map(group) {",
-        "fn map(group) {\n    if group.displayName.starts_with(\"Bad\") { throw \"this rule refuses bad groups\"; }",
+        "fn to_ad(group) {",
+        "fn to_ad(group) {\n    if group.displayName.starts_with(\"Bad\") { throw \"this rule refuses bad groups\"; }",
         1,
     );
     assert!(sec.contains("refuses bad groups"), "the rule's map() moved");

@@ -333,7 +333,7 @@ async fn a_schedule_runs_in_the_daemon() {
     let mut bed = Bed::new("wb-trig-schedule", 0).await;
     bed.create_default_containers().await;
     let hook = Receiver::start();
-    let tick = "// Posts a tick every second.\nconst SCHEDULE = \"1s\";\n\nfn scope(group) { false }\nfn map(group) { () }\n\nfn on_schedule(info) {\n    http::post(setting(\"hook_url\"), #{ event: \"tick\", rule: info.rule, now: info.now });\n}\n";
+    let tick = "// Posts a tick every second.\nconst SCHEDULE = \"1s\";\n\nfn in_scope(group) { false }\nfn to_ad(group) { () }\n\nfn on_schedule(info) {\n    http::post(setting(\"hook_url\"), #{ event: \"tick\", rule: info.rule, now: info.now });\n}\n";
     let rules = example_rules(&bed, &[("90-tick.rhai", tick)]);
     bed.seed(vec![], vec![], &[]);
     configure(

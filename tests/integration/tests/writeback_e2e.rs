@@ -371,7 +371,7 @@ async fn a_rule_writing_outside_the_managed_ous_is_refused() {
     std::fs::write(
         rules.join("10-escape.rhai"),
         format!(
-            "fn scope(group) {{ true }}\nfn map(group) {{ #{{ parent: \"{}\", cn: group.displayName, attributes: #{{}} }} }}\n",
+            "fn in_scope(group) {{ true }}\nfn to_ad(group) {{ #{{ parent: \"{}\", cn: group.displayName, attributes: #{{}} }} }}\n",
             bed.root.replace('\\', "\\\\")
         ),
     )
@@ -501,21 +501,21 @@ async fn schema_violations_are_refused_naming_rule_and_attribute() {
     std::fs::write(
         rules.join("10-unknown-attr.rhai"),
         format!(
-            "fn scope(group) {{ group.displayName == \"A\" }}\nfn map(group) {{ #{{ parent: \"{parent}\", cn: \"A\", attributes: #{{ notAnAttribute: \"x\" }} }} }}\n"
+            "fn in_scope(group) {{ group.displayName == \"A\" }}\nfn to_ad(group) {{ #{{ parent: \"{parent}\", cn: \"A\", attributes: #{{ notAnAttribute: \"x\" }} }} }}\n"
         ),
     )
     .expect("write rule");
     std::fs::write(
         rules.join("20-too-long.rhai"),
         format!(
-            "fn scope(group) {{ group.displayName == \"B\" }}\nfn map(group) {{ let s = \"x\"; s.pad(2000, \"y\"); #{{ parent: \"{parent}\", cn: \"B\", attributes: #{{ info: s }} }} }}\n"
+            "fn in_scope(group) {{ group.displayName == \"B\" }}\nfn to_ad(group) {{ let s = \"x\"; s.pad(2000, \"y\"); #{{ parent: \"{parent}\", cn: \"B\", attributes: #{{ info: s }} }} }}\n"
         ),
     )
     .expect("write rule");
     std::fs::write(
         rules.join("30-fine.rhai"),
         format!(
-            "fn scope(group) {{ group.displayName == \"C\" }}\nfn map(group) {{ #{{ parent: \"{parent}\", cn: \"C \" + group.id, attributes: #{{ info: \"fine\" }} }} }}\n"
+            "fn in_scope(group) {{ group.displayName == \"C\" }}\nfn to_ad(group) {{ #{{ parent: \"{parent}\", cn: \"C \" + group.id, attributes: #{{ info: \"fine\" }} }} }}\n"
         ),
     )
     .expect("write rule");
@@ -575,8 +575,8 @@ async fn a_rule_can_move_soft_deleted_groups_to_a_graveyard() {
     std::fs::write(
         rules.join("10-m365.rhai"),
         format!(
-            "fn scope(group) {{ group.groupTypes.contains(\"Unified\") }}\n\
-             fn map(group) {{ #{{ parent: if group.deleted {{ \"{}\" }} else {{ \"{}\" }}, cn: group.displayName + \"_\" + group.id.sub_string(24), attributes: #{{ groupType: 8 }} }} }}\n",
+            "fn in_scope(group) {{ group.groupTypes.contains(\"Unified\") }}\n\
+             fn to_ad(group) {{ #{{ parent: if group.deleted {{ \"{}\" }} else {{ \"{}\" }}, cn: group.displayName + \"_\" + group.id.sub_string(24), attributes: #{{ groupType: 8 }} }} }}\n",
             grave.replace('\\', "\\\\"),
             live.replace('\\', "\\\\")
         ),

@@ -2,6 +2,8 @@
 //! Values are rendered for people: strings quoted, lists in brackets, `(cleared)` for an attribute
 //! the rule clears and `(not returned)` for one it leaves alone.
 
+use std::collections::BTreeMap;
+
 use crate::rules::{output, Decision, DesiredGroup, EvalError, MemberPolicy};
 
 use super::spec::{Expect, ExpectedGroup, ExpectedValue};
@@ -56,9 +58,26 @@ fn group_mismatches(want: &ExpectedGroup, got: &DesiredGroup) -> Vec<Mismatch> {
             ));
         }
     }
-    for (name, wanted) in &want.attributes {
-        let actual = got
-            .attributes
+    compare_attributes(
+        "attributes",
+        &want.attributes,
+        &got.attributes,
+        want,
+        &mut out,
+    );
+    compare_attributes("on_create", &want.on_create, &got.on_create, want, &mut out);
+    out
+}
+
+fn compare_attributes(
+    key: &str,
+    wanted_set: &BTreeMap<String, ExpectedValue>,
+    got_set: &BTreeMap<String, Option<Vec<String>>>,
+    want: &ExpectedGroup,
+    out: &mut Vec<Mismatch>,
+) {
+    for (name, wanted) in wanted_set {
+        let actual = got_set
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v);
@@ -69,24 +88,23 @@ fn group_mismatches(want: &ExpectedGroup, got: &DesiredGroup) -> Vec<Mismatch> {
         };
         if !same {
             out.push(mismatch(
-                &format!("attributes.{name}"),
+                &format!("{key}.{name}"),
                 expected_text(wanted),
                 actual_text(actual),
             ));
         }
     }
     if want.exact_attributes {
-        for (name, value) in &got.attributes {
-            if !want.attributes.keys().any(|k| k.eq_ignore_ascii_case(name)) {
+        for (name, value) in got_set {
+            if !wanted_set.keys().any(|k| k.eq_ignore_ascii_case(name)) {
                 out.push(mismatch(
-                    &format!("attributes.{name}"),
+                    &format!("{key}.{name}"),
                     NOT_RETURNED,
                     actual_text(Some(value)),
                 ));
             }
         }
     }
-    out
 }
 
 /// One mismatch per value longer than AD allows (`cn`, `attributes.<name>`), naming the rule

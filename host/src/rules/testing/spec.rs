@@ -56,7 +56,7 @@ pub enum Expect {
     Skip,
     /// `[case.expect] error = "..."`: evaluation fails with a message containing this text.
     Error(String),
-    /// `[case.expect]` with any of `rule`, `parent`, `cn`, `members`, `attributes`.
+    /// `[case.expect]` with any of `rule`, `parent`, `cn`, `members`, `attributes`, `on_create`.
     Group(ExpectedGroup),
 }
 
@@ -70,7 +70,10 @@ pub struct ExpectedGroup {
     pub members: Option<MemberPolicy>,
     /// By name as written in the test file; matched to the rule's names ignoring case.
     pub attributes: BTreeMap<String, ExpectedValue>,
-    /// Attributes the rule returns but the test does not list are failures.
+    /// The rule's `on_create` attributes, matched the same way.
+    pub on_create: BTreeMap<String, ExpectedValue>,
+    /// Attributes the rule returns (in `attributes` or `on_create`) but the test does not list
+    /// are failures.
     pub exact_attributes: bool,
 }
 
@@ -100,7 +103,8 @@ struct RawCase {
     expect: Spanned<toml::Value>,
 }
 
-const EXPECT_KEYS: &str = "rule, parent, cn, members, attributes, exact_attributes, error";
+const EXPECT_KEYS: &str =
+    "rule, parent, cn, members, attributes, on_create, exact_attributes, error";
 
 /// Positions in the source text, for diagnostics.
 struct Source<'a> {
@@ -287,7 +291,7 @@ fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
         toml::Value::Table(t) => t,
         _ => {
             return Err(
-                "expect must be \"skip\" or a table ([case.expect] with rule, parent, cn, members, attributes or error)"
+                "expect must be \"skip\" or a table ([case.expect] with rule, parent, cn, members, attributes, on_create or error)"
                     .to_string(),
             )
         }
@@ -345,37 +349,44 @@ fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
         Some(toml::Value::Boolean(b)) => *b,
         Some(_) => return Err("expect.exact_attributes must be true or false".to_string()),
     };
+    Ok(Expect::Group(ExpectedGroup {
+        rule,
+        parent: text("parent")?,
+        cn: text("cn")?,
+        members,
+        attributes: expected_attributes(table, "attributes")?,
+        on_create: expected_attributes(table, "on_create")?,
+        exact_attributes,
+    }))
+}
+
+/// `expect.<key>` (`attributes` or `on_create`): a table `{ name = value | [values] | "(cleared)" }`.
+fn expected_attributes(
+    table: &toml::Table,
+    key: &str,
+) -> Result<BTreeMap<String, ExpectedValue>, String> {
     let mut attributes = BTreeMap::new();
-    match table.get("attributes") {
+    match table.get(key) {
         None => {}
         Some(toml::Value::Table(t)) => {
             let mut seen: BTreeMap<String, &str> = BTreeMap::new();
             for (name, v) in t {
                 if let Some(first) = seen.insert(name.to_ascii_lowercase(), name) {
                     return Err(format!(
-                        "expect.attributes lists `{name}` twice (also as `{first}`); attribute names ignore case"
+                        "expect.{key} lists `{name}` twice (also as `{first}`); attribute names ignore case"
                     ));
                 }
-                let value =
-                    expected_value(v).map_err(|m| format!("expect.attributes.{name}: {m}"))?;
+                let value = expected_value(v).map_err(|m| format!("expect.{key}.{name}: {m}"))?;
                 attributes.insert(name.clone(), value);
             }
         }
         Some(_) => {
-            return Err(
-                "expect.attributes must be a table { name = value | [values] | \"(cleared)\" }"
-                    .to_string(),
-            )
+            return Err(format!(
+                "expect.{key} must be a table {{ name = value | [values] | \"(cleared)\" }}"
+            ))
         }
     }
-    Ok(Expect::Group(ExpectedGroup {
-        rule,
-        parent: text("parent")?,
-        cn: text("cn")?,
-        members,
-        attributes,
-        exact_attributes,
-    }))
+    Ok(attributes)
 }
 
 /// A value as the host writes it: integers in decimal, booleans TRUE/FALSE, empty strings

@@ -215,13 +215,18 @@ fn error_expectations() {
             && unexpected[0].contains("boom happened"),
         "{unexpected:?}"
     );
-    // A missing setting is an evaluation error too.
+    // A setting the file's [settings] lacks stops the rules from loading, with its position.
     let dir = folder(&[(
         "s.toml",
-        "[settings]\nother = 1\n\n[[case]]\nname = \"no ou\"\ngroup = { displayName = \"A\" }\nexpect = { error = 'setting \"ou\" is not defined' }\n",
+        "[settings]\nother = 1\n\n[[case]]\nname = \"no ou\"\ngroup = { displayName = \"A\" }\nexpect = \"skip\"\n",
     )]);
-    let report = run(dir.path(), &stdlib(), &settings()).expect("loads");
-    assert!(report.ok(), "{}", render(&report));
+    let report = run(dir.path(), &stdlib(), &settings()).expect("runs");
+    let text = render(&report);
+    assert!(!report.ok(), "{text}");
+    assert!(
+        text.contains("10-probe.rhai:10:17: setting \"ou\" is not defined"),
+        "{text}"
+    );
 }
 
 #[test]

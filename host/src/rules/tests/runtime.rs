@@ -86,24 +86,85 @@ fn missing_entry_points_and_wrong_arity_are_diagnostics() {
         ("10-none.rhai", "let x = 1;\n"),
         (
             "20-arity.rhai",
-            "fn scope() { true }\nfn map(group) { () }\n",
+            "fn in_scope() { true }\nfn to_ad(group) { () }\n",
+        ),
+        ("30-half.rhai", "fn to_ad(group) { () }\n"),
+        (
+            "40-both.rhai",
+            "fn in_scope(group) { true }\nfn to_ad(group) { () }\nfn map(group) { () }\n",
         ),
     ]);
     let e = load_err(dir.path());
     let text = e.to_string();
-    assert_eq!(e.diagnostics.len(), 3, "{text}");
+    assert_eq!(e.diagnostics.len(), 4, "{text}");
     assert!(
-        text.contains("10-none.rhai: the rule defines no `fn scope(group)`"),
+        text.contains("10-none.rhai: the file defines no `fn in_scope(group)` and `fn to_ad(group)`, and no trigger or schedule"),
         "{text}"
     );
     assert!(
-        text.contains("10-none.rhai: the rule defines no `fn map(group)`"),
+        text.contains("20-arity.rhai: `fn in_scope` must take exactly one parameter"),
         "{text}"
     );
     assert!(
-        text.contains("20-arity.rhai: `fn scope` must take exactly one parameter"),
+        text.contains("30-half.rhai: the rule defines no `fn in_scope(group)`"),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "40-both.rhai: the rule defines both `in_scope`/`to_ad` and the old `scope`/`map`"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_old_entry_point_names_still_work_and_the_new_ones_free_map_calls() {
+    // Old names: evaluated as before (a warning is logged at load).
+    let old = rules_dir(&[(
+        "10-old.rhai",
+        "fn scope(group) { true }\nfn map(group) { #{ parent: \"OU=A,DC=x\", cn: \"old\" } }\n",
+    )]);
+    let set = load(old.path()).expect("old names load");
+    assert_eq!(
+        desired(set.evaluate(&json!({"id": "1"})).expect("ok")).cn,
+        "old"
+    );
+    // New names: `.map(...)` is Rhai's array method again, not the rule.
+    let new = rules_dir(&[(
+        "10-new.rhai",
+        "fn in_scope(group) { true }\nfn to_ad(group) {\n    let tags = [\"a\", \"b\"].map(|t| t.to_upper());\n    #{ parent: \"OU=A,DC=x\", cn: \"new\", attributes: #{ info: tags } }\n}\n",
+    )]);
+    let set = load(new.path()).expect("new names load, .map( allowed");
+    let g = desired(set.evaluate(&json!({"id": "1"})).expect("ok"));
+    assert_eq!(
+        values(&g, "info"),
+        Some(vec!["A".to_string(), "B".to_string()])
+    );
+    // The old names keep the `.map(` check: it would call the rule.
+    let shadow = rules_dir(&[(
+        "10-old.rhai",
+        "fn scope(group) { true }\nfn map(group) { [1].map(|x| x); () }\n",
+    )]);
+    assert!(load_err(shadow.path()).to_string().contains("`.map(...)`"));
+}
+
+#[test]
+fn a_file_with_only_a_trigger_or_a_schedule_needs_no_entry_points() {
+    let dir = rules_dir(&[
+        ("10-rule.rhai", &rule("true", MINIMAL_MAP)),
+        (
+            "50-notify.rhai",
+            "const SCHEDULE = \"5m\";\nfn on_schedule(info) { () }\n",
+        ),
+    ]);
+    let set = load(dir.path()).expect("a schedule-only file loads");
+    // It takes no part in deciding groups: the rule file still maps every group.
+    let g = desired(
+        set.evaluate(&json!({"id": "1", "displayName": "G"}))
+            .expect("ok"),
+    );
+    assert_eq!(g.rule, "10-rule.rhai");
+    assert_eq!(set.hooks().schedules().len(), 1, "the schedule is kept");
 }
 
 #[test]
@@ -583,15 +644,23 @@ fn settings_are_visible_and_a_missing_one_is_named() {
     );
     assert_eq!(value(&g, "d"), "fallback");
 
+    // A literal name that is not configured stops the load, at the call.
     let text = "fn scope(group) { true }\nfn map(group) {\n    #{ parent: setting(\"ou_for_sales\"), cn: \"c\" }\n}\n";
+    let dir = rules_dir(&[("10-x.rhai", text)]);
+    let e = load_err(dir.path());
+    let d = only(&e);
+    assert!(
+        d.message.contains("\"ou_for_sales\"") && d.message.contains("not defined"),
+        "{e}"
+    );
+    assert_eq!((d.line, d.column), (Some(3), Some(16)), "{e}");
+    // A computed name can only fail when it is called.
+    let text = "fn scope(group) { true }\nfn map(group) {\n    let n = \"ou_\" + \"for_sales\";\n    #{ parent: setting(n), cn: \"c\" }\n}\n";
     let dir = rules_dir(&[("10-x.rhai", text)]);
     let set = load(dir.path()).expect("loads");
     let e = eval_err(&set, &json!({"id": "g1"}));
-    assert!(
-        e.message.contains("\"ou_for_sales\"") && e.message.contains("not defined"),
-        "{e}"
-    );
-    assert_eq!((e.line, e.function.as_str()), (Some(3), "map"), "{e}");
+    assert!(e.message.contains("not defined"), "{e}");
+    assert_eq!((e.line, e.function.as_str()), (Some(4), "map"), "{e}");
 }
 
 #[test]
@@ -779,4 +848,145 @@ fn method_calls_that_would_hit_the_entry_points_are_refused() {
             .expect("ok"),
     );
     assert_eq!(values(&g, "info").map(|v| v.len()), Some(2));
+}
+
+#[test]
+fn absent_or_null_properties_read_with_their_defaults() {
+    let dir = rules_dir(&[(
+        "10-x.rhai",
+        &rule(
+            "true",
+            r#"#{ parent: "OU=A,DC=x", cn: "c", attributes: #{
+                info: [type_of(group.groupTypes), group.groupTypes.len(), group.proxyAddresses.len()],
+                description: [group.mailEnabled, group.onPremisesSyncEnabled, group.securityEnabled],
+                adminDisplayName: [type_of(group.mail), type_of(group.get("extension_abc_x"))],
+            } }"#,
+        ),
+    )]);
+    let set = load(dir.path()).expect("loads");
+    for group in [
+        json!({"id": "1"}),
+        json!({"id": "1", "groupTypes": null, "proxyAddresses": null, "mailEnabled": null,
+               "onPremisesSyncEnabled": null, "securityEnabled": null, "mail": null,
+               "extension_abc_x": null}),
+    ] {
+        let g = desired(set.evaluate(&group).expect("ok"));
+        assert_eq!(
+            values(&g, "info"),
+            Some(vec!["array".into(), "0".into()]),
+            "{group}"
+        );
+        assert_eq!(
+            values(&g, "description"),
+            Some(vec!["FALSE".into()]),
+            "{group}"
+        );
+        assert_eq!(
+            values(&g, "adminDisplayName"),
+            Some(vec!["()".into()]),
+            "{group}"
+        );
+    }
+    // Values Graph sent are read as sent.
+    let g = desired(
+        set.evaluate(
+            &json!({"id": "1", "groupTypes": ["Unified"], "proxyAddresses": ["a", "b"],
+                             "mailEnabled": true, "onPremisesSyncEnabled": false}),
+        )
+        .expect("ok"),
+    );
+    assert_eq!(
+        values(&g, "info"),
+        Some(vec!["array".into(), "1".into(), "2".into()])
+    );
+    assert_eq!(
+        values(&g, "description"),
+        Some(vec!["TRUE".into(), "FALSE".into()])
+    );
+}
+
+#[test]
+fn group_kind_helpers() {
+    let dir = rules_dir(&[(
+        "10-x.rhai",
+        &rule(
+            "true",
+            r#"#{ parent: "OU=A,DC=x", cn: "c", attributes: #{
+                info: `${is_m365(group)} ${is_security(group)} ${is_dynamic(group)}` } }"#,
+        ),
+    )]);
+    let set = load(dir.path()).expect("loads");
+    let kinds =
+        |group: serde_json::Value| value(&desired(set.evaluate(&group).expect("ok")), "info");
+    assert_eq!(
+        kinds(
+            json!({"id": "1", "groupTypes": ["Unified"], "mailEnabled": true, "securityEnabled": false})
+        ),
+        "true false false"
+    );
+    assert_eq!(
+        kinds(
+            json!({"id": "1", "groupTypes": ["Unified", "DynamicMembership"], "mailEnabled": true, "securityEnabled": true})
+        ),
+        "true false true"
+    );
+    assert_eq!(
+        kinds(json!({"id": "1", "groupTypes": [], "mailEnabled": false, "securityEnabled": true})),
+        "false true false"
+    );
+    assert_eq!(
+        kinds(json!({"id": "1", "groupTypes": ["DynamicMembership"], "securityEnabled": true})),
+        "false true true"
+    );
+    // A mail-enabled security group is not what Cloud Sync writes back.
+    assert_eq!(
+        kinds(json!({"id": "1", "mailEnabled": true, "securityEnabled": true})),
+        "false false false"
+    );
+    assert_eq!(kinds(json!({"id": "1"})), "false false false");
+}
+
+#[test]
+fn on_create_attributes_are_returned_apart_and_may_not_repeat_kept_ones() {
+    let dir = rules_dir(&[(
+        "10-x.rhai",
+        &rule(
+            "true",
+            r#"#{ parent: "OU=A,DC=x", cn: "c", attributes: #{ displayName: "D" },
+                on_create: #{ sAMAccountName: "acct", info: () } }"#,
+        ),
+    )]);
+    let set = load(dir.path()).expect("loads");
+    let g = desired(set.evaluate(&json!({"id": "1"})).expect("ok"));
+    assert_eq!(
+        g.on_create.get("sAMAccountName"),
+        Some(&Some(vec!["acct".to_string()]))
+    );
+    assert_eq!(g.on_create.get("info"), Some(&None));
+    assert!(!g.attributes.contains_key("sAMAccountName"));
+
+    for (on_create, wanted) in [
+        (
+            r#"#{ DISPLAYNAME: "x" }"#,
+            "both in `attributes` and in `on_create`",
+        ),
+        (r#"#{ member: "x" }"#, "the host owns `member`"),
+        (
+            r#""sAMAccountName""#,
+            "`on_create` as string; it must be a map",
+        ),
+    ] {
+        let dir = rules_dir(&[(
+            "10-x.rhai",
+            &rule(
+                "true",
+                &format!(
+                    r#"#{{ parent: "OU=A,DC=x", cn: "c", attributes: #{{ displayName: "D" }}, on_create: {on_create} }}"#
+                ),
+            ),
+        )]);
+        let set = load(dir.path()).expect("loads");
+        let e = eval_err(&set, &json!({"id": "1"}));
+        assert!(e.message.contains(wanted), "{on_create}: {e}");
+    }
 }

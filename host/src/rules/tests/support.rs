@@ -62,10 +62,14 @@ pub(super) fn desired(d: Decision) -> DesiredGroup {
     }
 }
 
+/// An attribute's values, from `attributes` or, for a create-only one, `on_create`.
 pub(super) fn values(g: &DesiredGroup, attr: &str) -> Option<Vec<String>> {
-    match g.attributes.get(attr) {
+    match g.attributes.get(attr).or_else(|| g.on_create.get(attr)) {
         Some(v) => v.clone(),
-        None => panic!("attribute {attr} not returned; got {:?}", g.attributes),
+        None => panic!(
+            "attribute {attr} not returned; got {:?} and on create {:?}",
+            g.attributes, g.on_create
+        ),
     }
 }
 

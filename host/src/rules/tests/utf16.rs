@@ -95,7 +95,7 @@ fn assert_cut(what: &str, got: &str, want: &str, max: usize) {
 
 /// An attribute's only value, "" when the rule returned nothing (empty strings are dropped).
 fn text(g: &DesiredGroup, attr: &str) -> String {
-    match g.attributes.get(attr) {
+    match g.attributes.get(attr).or_else(|| g.on_create.get(attr)) {
         Some(Some(v)) => v.join("|"),
         Some(None) => String::new(),
         None => panic!("attribute {attr} not returned; got {:?}", g.attributes),
