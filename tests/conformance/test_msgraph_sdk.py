@@ -29,7 +29,11 @@ from kiota_abstractions.authentication import (
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph.generated.groups.delta.delta_request_builder import DeltaRequestBuilder
+from msgraph.generated.groups.item.group_item_request_builder import GroupItemRequestBuilder
 from msgraph.generated.models.group import Group
+from msgraph.generated.models.on_premises_extension_attributes import OnPremisesExtensionAttributes
+from msgraph.generated.models.user import User
+from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.reference_create import ReferenceCreate
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
@@ -494,3 +498,95 @@ def test_bad_requests_raise_odata_error(start_emulator):
     for e in errors.values():
         inner = e.error.inner_error
         assert inner is not None and inner.request_id and inner.date is not None
+
+
+# Directory extension properties: extension_<appId without dashes>_<name>.
+EXT_COST = "extension_0123456789abcdef0123456789abcdef_costCenter"
+EXT_SITE = "extension_0123456789abcdef0123456789abcdef_site"
+
+
+def tenant_with_extensions() -> dict[str, Any]:
+    t = tenant()
+    hr = next(g for g in t["groups"] if g["id"] == G_HR)
+    hr[EXT_COST] = "CC-100"
+    hr["classification"] = "MBI"
+    t["users"][0]["onPremisesExtensionAttributes"] = {"extensionAttribute1": "badge-1"}
+    return t
+
+
+def group_select(*props: str) -> RequestConfiguration:
+    return RequestConfiguration(
+        query_parameters=GroupItemRequestBuilder.GroupItemRequestBuilderGetQueryParameters(select=list(props))
+    )
+
+
+def user_select(*props: str) -> RequestConfiguration:
+    return RequestConfiguration(
+        query_parameters=UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=list(props))
+    )
+
+
+def test_directory_extension_properties_come_in_additional_data_when_selected(start_emulator):
+    emu = start_emulator(tenant_doc=tenant_with_extensions())
+
+    async def body(client):
+        plain = await client.groups.by_group_id(G_HR).get()
+        chosen = await client.groups.by_group_id(G_HR).get(
+            request_configuration=group_select("displayName", "classification", EXT_COST, EXT_SITE)
+        )
+        await client.groups.by_group_id(G_HR).patch(Group(additional_data={EXT_COST: "CC-200"}))
+        after = await client.groups.by_group_id(G_HR).get(request_configuration=group_select(EXT_COST))
+        return plain, chosen, after
+
+    plain, chosen, after = run_with_client(emu, body)
+    assert EXT_COST not in (plain.additional_data or {}), "not selected, not returned"
+    assert plain.classification == "MBI", "classification is a default group property"
+    assert chosen.display_name == "sg-HR"
+    assert chosen.classification == "MBI"
+    assert chosen.additional_data[EXT_COST] == "CC-100"
+    assert EXT_SITE not in chosen.additional_data, "an extension without a value is left out"
+    assert after.additional_data[EXT_COST] == "CC-200"
+
+
+def test_on_premises_extension_attributes_through_the_sdk_model(start_emulator):
+    emu = start_emulator(tenant_doc=tenant_with_extensions())
+
+    async def body(client):
+        first = await client.users.by_user_id(U1).get(request_configuration=user_select("onPremisesExtensionAttributes"))
+        await client.users.by_user_id(U1).patch(
+            User(on_premises_extension_attributes=OnPremisesExtensionAttributes(extension_attribute2="floor-3"))
+        )
+        second = await client.users.by_user_id(U1).get(request_configuration=user_select("onPremisesExtensionAttributes"))
+        plain = await client.users.by_user_id(U1).get()
+        return first, second, plain
+
+    first, second, plain = run_with_client(emu, body)
+    attrs = first.on_premises_extension_attributes
+    assert attrs is not None
+    assert attrs.extension_attribute1 == "badge-1"
+    assert attrs.extension_attribute15 is None
+    assert not (attrs.additional_data or {}), "exactly the 15 documented keys"
+    # PATCH sets the keys sent and keeps the others.
+    attrs = second.on_premises_extension_attributes
+    assert (attrs.extension_attribute1, attrs.extension_attribute2) == ("badge-1", "floor-3")
+    assert plain.on_premises_extension_attributes is None, "returned only with $select"
+
+
+def test_groups_delta_carries_a_selected_extension_and_its_change(start_emulator):
+    emu = start_emulator("--delta-page-size", "2", tenant_doc=tenant_with_extensions())
+
+    async def body(client):
+        pages, link = await groups_delta_round(client, None, "displayName", "members", EXT_COST)
+        await client.groups.by_group_id(G_MARK8).patch(Group(additional_data={EXT_COST: "CC-300"}))
+        # Not selected: does not surface the group.
+        await client.groups.by_group_id(G_EMPTY).patch(Group(additional_data={EXT_SITE: "Oslo"}))
+        later, _ = await groups_delta_round(client, link)
+        return pages, later
+
+    pages, later = run_with_client(emu, body)
+    values = {g.id: (g.additional_data or {}).get(EXT_COST) for p in pages for g in p.value}
+    assert values[G_HR] == "CC-100"
+    assert values[G_MARK8] is None
+    changed = [g for p in later for g in p.value]
+    assert [g.id for g in changed] == [G_MARK8]
+    assert changed[0].additional_data[EXT_COST] == "CC-300"
