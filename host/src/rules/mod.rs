@@ -441,13 +441,22 @@ impl RuleSet {
     }
 }
 
-/// Validates a rule folder for `writeback check`: everything `load` does, nothing kept.
+/// Validates a rule folder for `writeback check`: everything `load` does, nothing kept;
+/// `check_settings` false leaves `setting("…")` names unchecked (no config to check against).
 pub fn check(
     rules_dir: &Path,
     stdlib_dir: &Path,
     settings: BTreeMap<String, serde_json::Value>,
+    check_settings: bool,
 ) -> Result<Vec<RuleFile>, LoadError> {
-    RuleSet::load(rules_dir, stdlib_dir, settings, Limits::default()).map(|set| set.files)
+    RuleSet::load_inner(
+        rules_dir,
+        stdlib_dir,
+        settings,
+        Limits::default(),
+        check_settings,
+    )
+    .map(|set| set.files)
 }
 
 /// `*.rhai` files directly in `dir`, sorted by name. Hidden files (editor locks) are skipped.
