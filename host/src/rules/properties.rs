@@ -224,7 +224,7 @@ mod tests {
         let src = format!(
             "const GRAPH_GROUP_PROPERTIES = [\"{EXT}\", \"classification\", \"classification\",];\n\
              const GRAPH_USER_PROPERTIES = [\"onPremisesExtensionAttributes\"];\n\
-             fn scope(g) {{ true }}\n"
+             fn in_scope(g) {{ true }}\n"
         );
         let (found, diags) = run(&src);
         assert!(diags.is_empty(), "{diags:?}");
@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn no_declaration_and_empty_lists_read_nothing() {
         for src in [
-            "fn scope(g) { true }",
+            "fn in_scope(g) { true }",
             "const GRAPH_GROUP_PROPERTIES = [];",
             "let GRAPH_GROUP_PROPERTIES = [1];",
             "fn f() { const GRAPH_GROUP_PROPERTIES = 5; }",
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn a_rule_set_reads_the_union_of_its_files() {
-        const BODY: &str = "fn scope(g) { false }\nfn map(g) { () }\n";
+        const BODY: &str = "fn in_scope(g) { false }\nfn to_ad(g) { () }\n";
         let a = format!("const GRAPH_GROUP_PROPERTIES = [\"{EXT}\", \"classification\"];\n{BODY}");
         let b = format!(
             "const GRAPH_GROUP_PROPERTIES = [\"classification\", \"theme\"];\nconst GRAPH_USER_PROPERTIES = [\"employeeId\"];\n{BODY}"
@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_bad_declaration_stops_the_load_with_file_and_line() {
-        let text = "fn scope(g) { false }\nfn map(g) { () }\nconst GRAPH_USER_PROPERTIES = [\"ok\", \"extension_abc_x\"];\n";
+        let text = "fn in_scope(g) { false }\nfn to_ad(g) { () }\nconst GRAPH_USER_PROPERTIES = [\"ok\", \"extension_abc_x\"];\n";
         let err = match load(&[("10-a.rhai", text)]) {
             Ok(_) => panic!("loaded"),
             Err(e) => e.to_string(),

@@ -25,11 +25,11 @@ fn rule(group_props: &[&str], user_props: &[&str], info: &str) -> String {
 const GRAPH_GROUP_PROPERTIES = [{groups}];
 const GRAPH_USER_PROPERTIES = [{users}];
 
-fn scope(group) {{
+fn in_scope(group) {{
     group.securityEnabled == true && group.mailEnabled != true
 }}
 
-fn map(group) {{
+fn to_ad(group) {{
     #{{
         parent: setting("security_container"),
         cn: naming::cloud_sync_cn(group),
