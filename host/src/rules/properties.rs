@@ -372,6 +372,33 @@ mod tests {
         );
     }
 
+    /// `docs/graph-properties.md` shows a declaration and a load error: both as the host has them.
+    #[test]
+    fn the_documented_declaration_and_error_hold() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/graph-properties.md");
+        let doc = std::fs::read_to_string(&path).expect("read docs/graph-properties.md");
+        let block = doc
+            .split("```rhai\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a rhai block");
+        let (found, diags) = run(block);
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(found.groups, vec!["classification".to_string(), EXT.into()]);
+        assert_eq!(
+            found.users,
+            vec!["onPremisesExtensionAttributes".to_string()]
+        );
+
+        let src = "// x\nconst GRAPH_GROUP_PROPERTIES = [\n    \"classification\",\n    \"cost center\",\n];\n";
+        let ast = Engine::new().compile(src).expect("compiles");
+        let mut diags = Vec::new();
+        let file = Path::new("rules/10-extension-attributes.rhai");
+        discover(&ast, file, src, &mut diags);
+        let shown = diags[0].to_string();
+        assert!(doc.contains(&shown), "the doc should show:\n{shown}");
+    }
+
     #[test]
     fn merge_is_a_sorted_union() {
         let mut a = GraphProperties {
