@@ -68,7 +68,8 @@ struct RawGraph {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAd {
-    url: String,
+    url: Option<String>,
+    urls: Option<Vec<String>>,
     bind_dn: String,
     password: Option<toml::Value>,
     password_env: Option<String>,
@@ -296,7 +297,8 @@ pub struct GraphConfig {
 
 #[derive(Clone)]
 pub struct AdConfig {
-    pub url: String,
+    /// The domain controllers in order of preference (`ad.url` or `ad.urls`).
+    pub urls: Vec<String>,
     pub bind_dn: String,
     pub password: String,
     pub ca_file: Option<PathBuf>,
@@ -311,7 +313,7 @@ pub struct AdConfig {
 impl std::fmt::Debug for AdConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdConfig")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("bind_dn", &self.bind_dn)
             .field("password", &"<redacted>")
             .field("ca_file", &self.ca_file)
@@ -501,21 +503,47 @@ impl Config {
 
         // AD
         let a = raw.ad;
-        let url_l = a.url.to_ascii_lowercase();
-        if !(url_l.starts_with("ldaps://") || url_l.starts_with("ldap://")) {
-            return Err(v.invalid("ad.url", "must start with ldaps:// or ldap://"));
-        }
-        if url_l.starts_with("ldap://") && !a.starttls && !a.allow_plain_ldap {
-            return Err(v.invalid(
-                "ad.url",
-                "ldap:// without TLS sends the bind password in clear: use ldaps://, set starttls = true, or set allow_plain_ldap = true explicitly",
-            ));
-        }
-        if url_l.starts_with("ldaps://") && a.starttls {
-            return Err(v.invalid(
-                "ad.starttls",
-                "StartTLS applies to ldap:// URLs; ldaps:// is TLS already",
-            ));
+        let (urls, urls_key) = match (a.url, a.urls) {
+            (Some(_), Some(_)) => {
+                return Err(v.invalid(
+                    "ad.url",
+                    "give either ad.url (one DC) or ad.urls (several, in order of preference), not both",
+                ))
+            }
+            (Some(u), None) => (vec![u], "ad.url"),
+            (None, Some(list)) if list.is_empty() => {
+                return Err(v.invalid("ad.urls", "name at least one domain controller"))
+            }
+            (None, Some(list)) => (list, "ad.urls"),
+            (None, None) => {
+                return Err(v.invalid(
+                    "ad.url",
+                    "name the domain controller: ad.url, or ad.urls for several",
+                ))
+            }
+        };
+        for (i, url) in urls.iter().enumerate() {
+            let key = if urls_key == "ad.url" {
+                urls_key.to_string()
+            } else {
+                format!("{urls_key}[{i}]")
+            };
+            let url_l = url.to_ascii_lowercase();
+            if !(url_l.starts_with("ldaps://") || url_l.starts_with("ldap://")) {
+                return Err(v.invalid(&key, "must start with ldaps:// or ldap://"));
+            }
+            if url_l.starts_with("ldap://") && !a.starttls && !a.allow_plain_ldap {
+                return Err(v.invalid(
+                    &key,
+                    "ldap:// without TLS sends the bind password in clear: use ldaps://, set starttls = true, or set allow_plain_ldap = true explicitly",
+                ));
+            }
+            if url_l.starts_with("ldaps://") && a.starttls {
+                return Err(v.invalid(
+                    "ad.starttls",
+                    "StartTLS applies to ldap:// URLs; ldaps:// is TLS already",
+                ));
+            }
         }
         v.non_empty("ad.bind_dn", &a.bind_dn)?;
         if a.password.is_some() {
@@ -552,7 +580,7 @@ impl Config {
             }
         }
         let ad = AdConfig {
-            url: a.url,
+            urls,
             bind_dn: a.bind_dn,
             password,
             ca_file: a.ca_file.as_deref().map(resolve),
@@ -876,6 +904,40 @@ path = "state.db"
         assert!(cfg(&ok).is_ok());
         let tls = text.replace("managed_ous", "starttls = true\nmanaged_ous");
         assert!(cfg(&tls).is_ok());
+    }
+
+    #[test]
+    fn several_dc_urls_in_order_and_not_with_url() {
+        with_env();
+        assert_eq!(
+            cfg(GOOD).unwrap().ad.urls,
+            ["ldaps://dc1.corp.example.test"]
+        );
+        let two = GOOD.replace(
+            "url = \"ldaps://dc1.corp.example.test\"",
+            "urls = [\"ldaps://dc2.corp.example.test\", \"ldaps://dc1.corp.example.test\"]",
+        );
+        assert_eq!(
+            cfg(&two).unwrap().ad.urls,
+            [
+                "ldaps://dc2.corp.example.test",
+                "ldaps://dc1.corp.example.test"
+            ]
+        );
+        let both = two.replace("urls =", "url = \"ldaps://dc3\"\nurls =");
+        let e = cfg(&both).unwrap_err().to_string();
+        assert!(e.contains("ad.url") && e.contains("ad.urls"), "{e}");
+        let none = GOOD.replace("url = \"ldaps://dc1.corp.example.test\"\n", "");
+        let e = cfg(&none).unwrap_err().to_string();
+        assert!(e.contains("ad.url"), "{e}");
+        let empty = GOOD.replace("url = \"ldaps://dc1.corp.example.test\"", "urls = []");
+        assert!(cfg(&empty).unwrap_err().to_string().contains("ad.urls"));
+        let plain = two.replace("\"ldaps://dc1", "\"ldap://dc1");
+        let e = cfg(&plain).unwrap_err().to_string();
+        assert!(
+            e.contains("ad.urls[1]") && e.contains("allow_plain_ldap"),
+            "{e}"
+        );
     }
 
     #[test]

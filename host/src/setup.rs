@@ -29,7 +29,7 @@ pub fn graph_client(config: &Config) -> Result<GraphClient, GraphError> {
 pub async fn ad_connection(config: &Config) -> Result<AdConn, AdError> {
     let a = &config.ad;
     AdConn::connect(&AdSettings {
-        url: a.url.clone(),
+        urls: a.urls.clone(),
         bind_dn: a.bind_dn.clone(),
         password: a.password.clone(),
         ca_file: a.ca_file.clone(),

@@ -1,5 +1,6 @@
 //! One authenticated LDAP connection to AD: TLS (LDAPS or StartTLS, always verified), simple
-//! bind, per-operation timeout, and reconnect when the connection broke.
+//! bind, per-operation timeout, and reconnect when the connection broke, moving on to the next
+//! domain controller when there are several.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,12 +12,14 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::error::{AdError, AdOp};
+use super::failover::{DcList, Start};
 
 /// How to reach and authenticate to AD.
 #[derive(Clone)]
 pub struct AdSettings {
-    /// `ldaps://host:636` or `ldap://host:389`.
-    pub url: String,
+    /// The domain controllers in order of preference, each `ldaps://host:636` or
+    /// `ldap://host:389`; at least one.
+    pub urls: Vec<String>,
     pub bind_dn: String,
     /// Never logged: `Debug` redacts it and no error carries it.
     pub password: String,
@@ -33,7 +36,7 @@ pub struct AdSettings {
 impl fmt::Debug for AdSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdSettings")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("bind_dn", &self.bind_dn)
             .field("password", &"<redacted>")
             .field("ca_file", &self.ca_file)
@@ -53,29 +56,35 @@ pub enum Transport {
 }
 
 impl AdSettings {
-    /// Decides the transport, refusing combinations that would not be secure or make no sense.
+    /// Decides the transport of every URL, refusing combinations that would not be secure or
+    /// make no sense; returns the first URL's.
     pub fn transport(&self) -> Result<Transport, AdError> {
-        let scheme = self
-            .url
+        let mut first = None;
+        for url in &self.urls {
+            let t = self.transport_of(url)?;
+            first.get_or_insert(t);
+        }
+        first.ok_or_else(|| AdError::Settings("no domain controller URL given".into()))
+    }
+
+    fn transport_of(&self, url: &str) -> Result<Transport, AdError> {
+        let scheme = url
             .split_once("://")
             .map(|(s, _)| s.to_ascii_lowercase())
-            .ok_or_else(|| AdError::Settings(format!("URL {:?} has no scheme", self.url)))?;
+            .ok_or_else(|| AdError::Settings(format!("URL {url:?} has no scheme")))?;
         match scheme.as_str() {
             "ldaps" if self.starttls => Err(AdError::Settings(format!(
-                "{}: StartTLS applies to ldap:// URLs only; ldaps:// is already TLS",
-                self.url
+                "{url}: StartTLS applies to ldap:// URLs only; ldaps:// is already TLS"
             ))),
             "ldaps" => Ok(Transport::Ldaps),
             "ldap" if self.starttls => Ok(Transport::StartTls),
             "ldap" if self.allow_plain => Ok(Transport::Plain),
             "ldap" => Err(AdError::Settings(format!(
-                "{}: plain ldap:// without StartTLS would send the password unencrypted; \
-                 use ldaps://, enable starttls, or set allow_plain explicitly",
-                self.url
+                "{url}: plain ldap:// without StartTLS would send the password unencrypted; \
+                 use ldaps://, enable starttls, or set allow_plain explicitly"
             ))),
             other => Err(AdError::Settings(format!(
-                "{}: unsupported scheme {other:?} (expected ldaps:// or ldap://)",
-                self.url
+                "{url}: unsupported scheme {other:?} (expected ldaps:// or ldap://)"
             ))),
         }
     }
@@ -90,6 +99,9 @@ impl AdSettings {
 pub struct AdConn {
     ldap: Ldap,
     settings: AdSettings,
+    /// The DCs and the one this connection is to.
+    dcs: DcList,
+    /// The transport of the DC in use.
     transport: Transport,
     /// `defaultNamingContext` from the rootDSE, read on first use.
     pub(crate) domain_root: Option<String>,
@@ -99,6 +111,7 @@ impl fmt::Debug for AdConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdConn")
             .field("settings", &self.settings)
+            .field("url", &self.dcs.current())
             .field("transport", &self.transport)
             .finish()
     }
@@ -134,16 +147,23 @@ fn tls_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, AdError> {
 }
 
 impl AdConn {
-    /// Connects, sets up TLS as the settings say and binds.
+    /// Connects to the first DC that answers, sets up TLS as the settings say and binds.
     pub async fn connect(settings: &AdSettings) -> Result<AdConn, AdError> {
-        let transport = settings.transport()?;
-        let ldap = open(settings, transport).await?;
+        settings.transport()?;
+        let mut dcs = DcList::new(settings.urls.clone());
+        let (ldap, transport) = open_any(settings, &mut dcs, Start::Preferred, None).await?;
         Ok(AdConn {
             ldap,
             settings: settings.clone(),
+            dcs,
             transport,
             domain_root: None,
         })
+    }
+
+    /// The URL of the DC this connection is to.
+    pub fn url(&self) -> &str {
+        self.dcs.current().unwrap_or_default()
     }
 
     pub fn settings(&self) -> &AdSettings {
@@ -159,9 +179,21 @@ impl AdConn {
         self.ldap.is_closed()
     }
 
-    /// Opens a fresh connection with the same settings and binds again.
+    /// Opens a fresh connection with the same settings and binds again: to the next DC when
+    /// there are several (this one is tried last), since this one is presumed broken.
     pub async fn reconnect(&mut self) -> Result<(), AdError> {
-        let ldap = open(&self.settings, self.transport).await?;
+        self.reconnect_because("reconnect asked for").await
+    }
+
+    async fn reconnect_because(&mut self, reason: &str) -> Result<(), AdError> {
+        let (ldap, transport) = open_any(
+            &self.settings,
+            &mut self.dcs,
+            Start::AfterCurrent,
+            Some(reason),
+        )
+        .await?;
+        self.transport = transport;
         let mut old = std::mem::replace(&mut self.ldap, ldap);
         // best effort: the old connection is probably gone already
         let _ = old.unbind().await;
@@ -171,8 +203,8 @@ impl AdConn {
     /// Reconnects if the connection is known to be closed; cheap otherwise.
     pub async fn ensure_connected(&mut self) -> Result<(), AdError> {
         if self.is_closed() {
-            tracing::info!(url = %self.settings.url, "AD connection closed; reconnecting");
-            self.reconnect().await?;
+            tracing::info!(url = %self.url(), "AD connection closed; reconnecting");
+            self.reconnect_because("the connection was closed").await?;
         }
         Ok(())
     }
@@ -192,10 +224,59 @@ impl AdConn {
     }
 }
 
-async fn open(settings: &AdSettings, transport: Transport) -> Result<Ldap, AdError> {
+/// Tries the DCs in the order `start` gives and settles on the first that binds. A failure
+/// that another DC cannot cure (refused credentials, an unusable CA file) ends the walk at
+/// once: trying a wrong password on every DC would only lock the account out sooner.
+async fn open_any(
+    settings: &AdSettings,
+    dcs: &mut DcList,
+    start: Start,
+    reason: Option<&str>,
+) -> Result<(Ldap, Transport), AdError> {
+    let previous = dcs.current().unwrap_or_default().to_string();
+    let mut failures: Vec<(String, AdError)> = Vec::new();
+    for i in dcs.attempts(start) {
+        let Some(url) = dcs.urls().get(i).cloned() else {
+            continue;
+        };
+        let transport = settings.transport_of(&url)?;
+        match open(settings, &url, transport).await {
+            Ok(ldap) => {
+                if dcs.settle(i) {
+                    let why = match (failures.is_empty(), reason) {
+                        (true, Some(r)) => format!("{previous}: {r}"),
+                        _ => failure_summary(&failures),
+                    };
+                    tracing::warn!(url = %url, previous = %previous, reason = %why, "switched to another domain controller");
+                }
+                return Ok((ldap, transport));
+            }
+            Err(e) if e.is_connection_error() && dcs.urls().len() > 1 => failures.push((url, e)),
+            Err(e) => return Err(e),
+        }
+    }
+    if failures.len() == 1 {
+        if let Some((_, e)) = failures.pop() {
+            return Err(e);
+        }
+    }
+    Err(AdError::NoDomainController {
+        failures: failure_summary(&failures),
+    })
+}
+
+fn failure_summary(failures: &[(String, AdError)]) -> String {
+    failures
+        .iter()
+        .map(|(url, e)| format!("{url}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+async fn open(settings: &AdSettings, url: &str, transport: Transport) -> Result<Ldap, AdError> {
     install_crypto_provider();
     let connect_err = |message: String| AdError::Connect {
-        url: settings.url.clone(),
+        url: url.to_string(),
         message,
     };
     let mut ls = LdapConnSettings::new()
@@ -207,7 +288,7 @@ async fn open(settings: &AdSettings, transport: Transport) -> Result<Ldap, AdErr
         }
         // no CA file: ldap3's default config, verified against the system roots
     }
-    let (conn, mut ldap) = LdapConnAsync::with_settings(ls, &settings.url)
+    let (conn, mut ldap) = LdapConnAsync::with_settings(ls, url)
         .await
         .map_err(|e| connect_err(e.to_string()))?;
     ldap3::drive!(conn);
@@ -232,7 +313,7 @@ mod tests {
 
     fn settings(url: &str, starttls: bool, allow_plain: bool) -> AdSettings {
         AdSettings {
-            url: url.into(),
+            urls: vec![url.into()],
             bind_dn: "CN=Administrator,CN=Users,DC=corp".into(),
             password: "s3cret-Passw0rd".into(),
             ca_file: None,

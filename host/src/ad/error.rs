@@ -56,6 +56,10 @@ pub enum AdError {
     #[error("cannot connect to {url}: {message}")]
     Connect { url: String, message: String },
 
+    /// Several domain controllers were tried and none could be used.
+    #[error("no domain controller could be used: {failures}")]
+    NoDomainController { failures: String },
+
     /// The simple bind was refused. Never carries the password.
     #[error("bind as {bind_dn:?} failed: rc={rc} ({}): {message}", rc_name(*rc))]
     Bind {
@@ -108,8 +112,12 @@ impl AdError {
 
     /// True when the connection is (probably) unusable and a reconnect may help.
     pub fn is_connection_error(&self) -> bool {
-        matches!(self, AdError::Transport { .. } | AdError::Connect { .. })
-            || matches!(self.rc(), Some(51 | 52 | 81))
+        matches!(
+            self,
+            AdError::Transport { .. }
+                | AdError::Connect { .. }
+                | AdError::NoDomainController { .. }
+        ) || matches!(self.rc(), Some(51 | 52 | 81))
     }
 
     /// Maps an ldap3 error of an operation on `dn`: server result codes become `Ldap`,

@@ -3,11 +3,13 @@
 //!
 //! One [`AdConn`] is one authenticated connection; its operations are spread over the
 //! modules by concern: `search` (reads), `write` (changes), `schema` (definitions and
-//! checks), `resolve` (batched SID/GUID lookups, owned groups). `dn` is pure.
+//! checks), `resolve` (batched SID/GUID lookups, owned groups). `dn` and `failover` (which
+//! domain controller next) are pure.
 
 pub mod conn;
 pub mod dn;
 pub mod error;
+pub mod failover;
 pub mod resolve;
 pub mod schema;
 pub mod search;
