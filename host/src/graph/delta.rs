@@ -160,13 +160,36 @@ pub fn choose_start(
 
 /// `groups/delta` with [`DEFAULT_GROUP_SELECT`] plus `extra` (the properties rules declare).
 pub fn groups_delta_query(graph_base: &str, extra: &[String]) -> InitialQuery {
-    delta_query(
-        graph_base,
-        "groups",
-        DEFAULT_GROUP_SELECT,
-        extra,
-        Some("members"),
-    )
+    let beta;
+    let base = if extra.iter().any(|p| is_beta_only_group_property(p)) {
+        beta = beta_root(graph_base);
+        beta.as_str()
+    } else {
+        graph_base
+    };
+    delta_query(base, "groups", DEFAULT_GROUP_SELECT, extra, Some("members"))
+}
+
+/// Group properties Graph has only in its beta API (v1.0 refuses them in `$select` with a
+/// 400). A rule that declares one moves the groups' delta to the beta endpoint; users and
+/// everything else stay on v1.0.
+pub const BETA_ONLY_GROUP_PROPERTIES: &[&str] = &["writebackConfiguration"];
+
+/// Whether `name` is in [`BETA_ONLY_GROUP_PROPERTIES`] (Graph matches names ignoring case).
+pub fn is_beta_only_group_property(name: &str) -> bool {
+    BETA_ONLY_GROUP_PROPERTIES
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// `<origin>/beta` for a `<origin>/v1.0` Graph root; a root that names no `v1.0` (already the
+/// beta root, or a proxy's own path) is used as it is.
+pub fn beta_root(graph_base: &str) -> String {
+    let base = graph_base.trim_end_matches('/');
+    match base.strip_suffix("/v1.0") {
+        Some(origin) => format!("{origin}/beta"),
+        None => base.to_string(),
+    }
 }
 
 /// `users/delta` with [`DEFAULT_USER_SELECT`] plus `extra` (the properties rules declare).
@@ -1283,6 +1306,46 @@ mod tests {
         assert!(added.is_empty());
         assert_eq!(removed, vec![ext.as_str(), "classification"]);
         assert_eq!(q.select_changes(&q.select), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_beta_only_property_moves_the_groups_delta_to_beta() {
+        let beta = groups_delta_query(
+            "https://graph.microsoft.com/v1.0/",
+            &["WritebackConfiguration".into(), "classification".into()],
+        );
+        let defaults = DEFAULT_GROUP_SELECT.join(",");
+        assert_eq!(
+            beta.url,
+            format!(
+                "https://graph.microsoft.com/beta/groups/delta?$select={defaults},WritebackConfiguration,classification"
+            )
+        );
+        // Without one, v1.0 as before; users never move.
+        let v1 = groups_delta_query(
+            "https://graph.microsoft.com/v1.0",
+            &["classification".into()],
+        );
+        assert!(v1
+            .url
+            .starts_with("https://graph.microsoft.com/v1.0/groups/delta?"));
+        let users = users_delta_query("https://graph.microsoft.com/v1.0", &[]);
+        assert!(users
+            .url
+            .starts_with("https://graph.microsoft.com/v1.0/users/"));
+        // The select change (the new property) is what re-reads the tenant once.
+        let (added, _) = beta.select_changes(&v1.select);
+        assert_eq!(added, vec!["WritebackConfiguration"]);
+
+        assert_eq!(
+            beta_root("http://127.0.0.1:1/v1.0"),
+            "http://127.0.0.1:1/beta"
+        );
+        assert_eq!(
+            beta_root("https://proxy.example/graph/"),
+            "https://proxy.example/graph"
+        );
+        assert_eq!(beta_root("https://g/beta"), "https://g/beta");
     }
 
     #[test]
