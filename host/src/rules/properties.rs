@@ -165,7 +165,7 @@ fn written_list(toks: &[(Token, Position)], name_at: Position) -> Option<Vec<(St
 
 /// Whether Graph would take `name` as a property in `$select`: an identifier (ASCII letters,
 /// digits, `_`, starting with a letter); a directory extension property spelled
-/// `extension_<application id as 32 hex digits, no dashes>_<name>`; no relationship.
+/// `extension_<application id as 32 lowercase hex digits, no dashes>_<name>`; no relationship.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the name is empty".into());
@@ -186,15 +186,20 @@ pub fn check_name(name: &str) -> Result<(), String> {
             "{c:?} is not allowed; property names hold only letters, digits and `_`"
         ));
     }
-    if let Some(rest) = name.strip_prefix(EXTENSION_PREFIX) {
+    let prefix = name.get(..EXTENSION_PREFIX.len());
+    if prefix.is_some_and(|p| p.eq_ignore_ascii_case(EXTENSION_PREFIX)) {
+        let rest = name.get(EXTENSION_PREFIX.len()..).unwrap_or("");
         let app_id = rest.get(..32).unwrap_or(rest);
         let tail = rest.get(32..).unwrap_or("");
-        let ok = app_id.len() == 32
-            && app_id.chars().all(|c| c.is_ascii_hexdigit())
+        // Graph names the property with the id in lowercase; a rule reading another spelling
+        // would find nothing.
+        let ok = prefix == Some(EXTENSION_PREFIX)
+            && app_id.len() == 32
+            && app_id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
             && tail.len() > 1
             && tail.starts_with('_');
         if !ok {
-            return Err("a directory extension property is named `extension_<application id, 32 hex digits without dashes>_<name>`, e.g. `extension_0123456789abcdef0123456789abcdef_costCenter`".into());
+            return Err("a directory extension property is named `extension_<application id, 32 lowercase hex digits without dashes>_<name>`, e.g. `extension_0123456789abcdef0123456789abcdef_costCenter`".into());
         }
     }
     if let Some(r) = RELATIONSHIPS.iter().find(|r| r.eq_ignore_ascii_case(name)) {
@@ -289,7 +294,8 @@ mod tests {
             "classification",
             "onPremisesExtensionAttributes",
             EXT,
-            "extension_0123456789ABCDEF0123456789abcdef_a_b",
+            "extension_0123456789abcdef0123456789abcdef_a_b",
+            "extensionAttribute1",
         ] {
             assert_eq!(check_name(ok), Ok(()), "{ok}");
         }
@@ -300,18 +306,26 @@ mod tests {
             ("display Name", "not allowed"),
             ("a,b", "not allowed"),
             ("a$b", "not allowed"),
-            ("extension_0123_cost", "32 hex digits"),
+            ("extension_0123_cost", "lowercase hex digits"),
             (
                 "extension_0123456789abcdef0123456789abcdef",
-                "32 hex digits",
+                "lowercase hex digits",
             ),
             (
                 "extension_0123456789abcdef0123456789abcdef_",
-                "32 hex digits",
+                "lowercase hex digits",
             ),
             (
                 "extension_0123456789abcdef0123456789abcdeg_x",
-                "32 hex digits",
+                "lowercase hex digits",
+            ),
+            (
+                "extension_0123456789ABCDEF0123456789abcdef_x",
+                "lowercase hex digits",
+            ),
+            (
+                "Extension_0123456789abcdef0123456789abcdef_x",
+                "lowercase hex digits",
             ),
             ("members", "relationship"),
             ("Owners", "relationship"),
