@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
+use writeback_integration::eventually;
 use writeback_integration::harness::{new_id, security_group, Bed};
 
 const COST: &str = "extension_0123456789abcdef0123456789abcdef_costCenter";
@@ -71,6 +74,12 @@ fn rereads(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|l| l.contains("reading every"))
         .collect()
+}
+
+/// `info` of the group, `None` while it is not in AD or has none (for `eventually!`).
+async fn info_now(bed: &mut Bed, id: &str) -> Option<String> {
+    let (_, attrs) = bed.group_by_id(id).await?;
+    attrs.get("info").and_then(|v| v.first()).cloned()
 }
 
 async fn info(bed: &mut Bed, id: &str) -> Option<String> {
@@ -155,6 +164,59 @@ async fn declared_extension_properties_reach_ad_and_a_new_one_rereads_once() {
     assert!(rereads(&log).is_empty(), "{log}");
     assert_eq!(report["sweep"], "idle", "{report:#}");
 
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_hot_reload_with_a_new_property_rereads_once_in_the_daemon() {
+    let mut bed = Bed::new("wb-graph-props-daemon", 0).await;
+    bed.create_default_containers().await;
+    bed.ad.delegate_attributes(&bed.managed, &["info"]);
+    let g = new_id();
+    let mut tagged = security_group(&g, "Daemon Tagged", &[]);
+    tagged[COST] = json!("CC-100");
+    tagged[SITE] = json!("Oslo");
+    bed.seed(vec![], vec![tagged], &[]);
+    let rules = bed.dir.path().join("rules");
+    write_rules(&rules, &rule(&[COST], &[], &format!("group.get({COST:?})")));
+    bed.write_config(
+        Some(&rules),
+        "",
+        "[daemon]\npoll_interval_secs = 1\nreconcile_interval_secs = 0\ndebounce_ms = 200\n",
+    );
+    let d = bed.start_daemon();
+    eventually!(
+        Duration::from_secs(20),
+        "the first sync",
+        info_now(&mut bed, &g).await.as_deref() == Some("CC-100")
+    );
+
+    // An atomic save of the rule with a second property: reloaded, read again, written.
+    let both = format!("`${{group.get({COST:?})}} / ${{group.get({SITE:?})}}`");
+    let path = rules.join("10-security.rhai");
+    let tmp = rules.join("10-security.rhai.tmp");
+    std::fs::write(&tmp, rule(&[COST, SITE], &[], &both)).expect("write temp");
+    std::fs::rename(&tmp, &path).expect("rename over");
+    eventually!(
+        Duration::from_secs(20),
+        "the new property in AD",
+        info_now(&mut bed, &g).await.as_deref() == Some("CC-100 / Oslo")
+    );
+    // Several poll cycles later, still one re-read.
+    let polls = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("sync phase done") && l.contains("cloud"))
+            .count()
+    };
+    let seen = polls(&d.log_text());
+    eventually!(
+        Duration::from_secs(20),
+        "three more cycles",
+        polls(&d.log_text()) >= seen + 3
+    );
+    let log = d.log_text();
+    assert_eq!(rereads(&log).len(), 1, "{log}");
+    drop(d);
     bed.cleanup().await;
 }
 
