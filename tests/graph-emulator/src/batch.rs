@@ -176,7 +176,12 @@ fn execute(state: &AppState, ctx: &RequestCtx, item: &Item) -> GraphResponse {
             .into_response(ctx);
     }
     let url = url.trim_start_matches('/');
-    let url = url.strip_prefix("v1.0/").unwrap_or(url);
+    // Items are relative to the version the batch was posted to.
+    let prefix = format!("{}/", ctx.version.segment());
+    let url = match url.get(..prefix.len()) {
+        Some(p) if p.eq_ignore_ascii_case(&prefix) => &url[prefix.len()..],
+        _ => url,
+    };
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     if path.trim_matches('/').eq_ignore_ascii_case("$batch") {
         return GraphError::bad_request("A batch request cannot contain another batch.")

@@ -17,7 +17,7 @@ use crate::errors::{GraphError, GraphResult};
 use crate::odata::{self, Query};
 use crate::render::{self, Unset};
 use crate::response::{GraphResponse, RequestCtx};
-use crate::schema;
+use crate::schema::{self, ApiVersion};
 use crate::state::AppState;
 use crate::statetoken;
 use crate::store::{ChangeKind, Kind, Obj, Store};
@@ -499,12 +499,12 @@ fn badly_formed() -> GraphError {
 }
 
 /// Parse the options of an initial delta request.
-fn initial_query(kind: Kind, q: &Query) -> GraphResult<DeltaQuery> {
+fn initial_query(kind: Kind, q: &Query, version: ApiVersion) -> GraphResult<DeltaQuery> {
     if q.has("$orderby") || q.has("$search") || q.has("$count") {
         return Err(GraphError::unsupported_query("Unsupported Query."));
     }
     let sel = match q.get("$select") {
-        Some(s) => Some(odata::parse_select(kind, s)?),
+        Some(s) => Some(odata::parse_select(kind, s, version)?),
         None => None,
     };
     if let Some(sel) = &sel {
@@ -563,7 +563,7 @@ pub fn delta(
         (None, None) => TokenState {
             ph: "skip".into(),
             k: kind_name(kind).into(),
-            q: initial_query(kind, q)?,
+            q: initial_query(kind, q, ctx.version)?,
             e: epoch,
             t: now_ms,
             s: None,
@@ -573,7 +573,7 @@ pub fn delta(
             p: 0,
         },
         (None, Some(t)) if t.eq_ignore_ascii_case("latest") => {
-            let dq = initial_query(kind, q)?;
+            let dq = initial_query(kind, q, ctx.version)?;
             let head = state.store().head();
             let link = TokenState {
                 ph: "delta".into(),
@@ -604,6 +604,11 @@ pub fn delta(
                 .filter(|s: &TokenState| s.ph == phase)
                 .ok_or_else(badly_formed)?;
             check_token(state, ctx, kind, &tok, now_ms)?;
+            // A link whose query names properties this version lacks (a beta link sent to
+            // v1.0) is refused as that query would be.
+            if let (true, Some(sel)) = (tok.k == kind_name(kind), &tok.q.sel) {
+                odata::parse_select(kind, &sel.join(","), ctx.version)?;
+            }
             if tok.k != kind_name(kind) {
                 // Observed on the real service: another resource's link is accepted, empty.
                 return Ok(page_response(

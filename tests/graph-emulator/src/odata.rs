@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::errors::{GraphError, GraphResult};
-use crate::schema;
+use crate::schema::{self, ApiVersion};
 use crate::store::{Kind, Obj};
 use crate::urlenc;
 
@@ -34,11 +34,11 @@ impl Query {
     }
 }
 
-/// `$select=a,b` → canonical property names; unknown names are a 400 as in Graph.
-pub fn parse_select(kind: Kind, raw: &str) -> GraphResult<Vec<String>> {
+/// `$select=a,b` → canonical property names; names unknown in `version` are a 400 as in Graph.
+pub fn parse_select(kind: Kind, raw: &str, version: ApiVersion) -> GraphResult<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let canonical = schema::canonical_property(kind, name)
+        let canonical = schema::canonical_property(kind, name, version)
             .map(str::to_string)
             .or_else(|| schema::extension_property(name))
             .ok_or_else(|| {
@@ -245,7 +245,10 @@ impl Parser<'_> {
         let canonical = allowed
             .iter()
             .find(|p| p.eq_ignore_ascii_case(name))
-            .filter(|p| **p == "id" || schema::canonical_property(self.kind, p).is_some());
+            // The filterable properties are v1.0 ones, which beta has too.
+            .filter(|p| {
+                **p == "id" || schema::canonical_property(self.kind, p, ApiVersion::V1).is_some()
+            });
         match canonical {
             Some(p) => Ok(p.to_string()),
             None => Err(GraphError::unsupported_query(format!(
@@ -497,15 +500,16 @@ mod tests {
     #[test]
     fn select_and_top() {
         assert_eq!(
-            parse_select(Kind::Group, "DisplayName,members,id").unwrap(),
+            parse_select(Kind::Group, "DisplayName,members,id", ApiVersion::V1).unwrap(),
             vec!["displayName", "members", "id"]
         );
-        assert!(parse_select(Kind::User, "nope").is_err());
+        assert!(parse_select(Kind::User, "nope", ApiVersion::V1).is_err());
         // Directory extension properties: any well-formed name, app id in lowercase.
         assert_eq!(
             parse_select(
                 Kind::User,
-                "extension_0123456789ABCDEF0123456789abcdef_costCenter,onpremisesextensionattributes"
+                "extension_0123456789ABCDEF0123456789abcdef_costCenter,onpremisesextensionattributes",
+                ApiVersion::V1
             )
             .unwrap(),
             vec![
@@ -519,8 +523,22 @@ mod tests {
             "extension_0123456789abcdef0123456789abcdef_",
             "extension_0123456789abcdef0123456789abcdeg_x",
         ] {
-            assert!(parse_select(Kind::Group, bad).is_err(), "{bad}");
+            assert!(
+                parse_select(Kind::Group, bad, ApiVersion::V1).is_err(),
+                "{bad}"
+            );
         }
+        // Beta-only properties are unknown on v1.0, with Graph's message.
+        let e = parse_select(Kind::Group, "id,writebackConfiguration", ApiVersion::V1).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Could not find a property named 'writebackConfiguration' on type 'microsoft.graph.group'."
+        );
+        assert_eq!(
+            parse_select(Kind::Group, "id,WRITEBACKCONFIGURATION", ApiVersion::Beta).unwrap(),
+            vec!["id", "writebackConfiguration"]
+        );
+        assert!(parse_select(Kind::User, "writebackConfiguration", ApiVersion::Beta).is_err());
         assert_eq!(parse_top("999").unwrap(), 999);
         assert!(parse_top("1000").is_err());
         assert!(parse_top("0").is_err());

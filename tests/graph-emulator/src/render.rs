@@ -37,7 +37,10 @@ pub fn render(obj: &Obj, select: Option<&[String]>, unset: Unset) -> Map<String,
             Some(v) => {
                 out.insert(p.to_string(), v.clone());
             }
-            None if unset == Unset::Null && schema::canonical_property(obj.kind, p).is_some() => {
+            // The name was checked against the request's version when `$select` was parsed.
+            None if (unset == Unset::Null || schema::reported_when_unset(obj.kind, p))
+                && schema::is_declared(obj.kind, p) =>
+            {
                 out.insert(p.to_string(), schema::unset_value(obj.kind, p));
             }
             None => {}

@@ -4,6 +4,8 @@
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::schema::ApiVersion;
+
 /// Graph's success Content-Type for JSON payloads.
 pub const ODATA_JSON: &str =
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
@@ -18,6 +20,8 @@ pub struct RequestCtx {
     pub base_url: String,
     /// Lower-cased request header names with their values.
     pub headers: Vec<(String, String)>,
+    /// `/v1.0` or `/beta`: decides the properties known and the root of links.
+    pub version: ApiVersion,
 }
 
 impl RequestCtx {
@@ -28,9 +32,9 @@ impl RequestCtx {
             .map(|(_, v)| v.as_str())
     }
 
-    /// `<base>/v1.0`
+    /// `<base>/v1.0` or `<base>/beta`, as requested.
     pub fn graph_root(&self) -> String {
-        format!("{}/v1.0", self.base_url)
+        format!("{}/{}", self.base_url, self.version.segment())
     }
 
     /// `innerError.date` is second precision without an offset, e.g. `2020-08-18T12:51:51`.

@@ -1,9 +1,52 @@
 //! Property names of `user` and `group` in Graph v1.0, to validate `$select`, and the default
 //! property sets. Names copied from the CSDL subset of microsoftgraph/msgraph-metadata
 //! `clean_v10_metadata/cleanMetadata.xml` (MIT, commit f54f11b6); default sets from the v1.0
-//! user/group resource pages.
+//! user/group resource pages. The beta endpoint serves the same properties plus
+//! [`BETA_GROUP_PROPERTIES`].
+
+use serde_json::{json, Map, Value};
 
 use crate::store::Kind;
+
+/// The Graph API version a request was made on: `/v1.0` or `/beta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    V1,
+    Beta,
+}
+
+impl ApiVersion {
+    /// The version of a URL's first path segment (Graph matches it case-insensitively).
+    pub fn from_segment(segment: &str) -> Option<Self> {
+        match segment.to_ascii_lowercase().as_str() {
+            "v1.0" => Some(ApiVersion::V1),
+            "beta" => Some(ApiVersion::Beta),
+            _ => None,
+        }
+    }
+
+    /// The path segment of this version (`v1.0`, `beta`).
+    pub fn segment(self) -> &'static str {
+        match self {
+            ApiVersion::V1 => "v1.0",
+            ApiVersion::Beta => "beta",
+        }
+    }
+}
+
+/// `group.writebackConfiguration` (groupWritebackConfiguration), beta only.
+pub const WRITEBACK_CONFIGURATION: &str = "writebackConfiguration";
+
+/// Group properties that beta has and v1.0 does not (beta group resource; absent from the
+/// v1.0 CSDL). Only the ones Writeback reads are modelled; none is returned by default.
+pub const BETA_GROUP_PROPERTIES: &[&str] = &[WRITEBACK_CONFIGURATION];
+
+/// The values of `groupWritebackConfiguration.onPremisesGroupType`.
+pub const ON_PREMISES_GROUP_TYPES: &[&str] = &[
+    "universalDistributionGroup",
+    "universalSecurityGroup",
+    "universalMailEnabledSecurityGroup",
+];
 
 pub const GROUP_PROPERTIES: &[&str] = &[
     "id",
@@ -379,6 +422,7 @@ pub fn unset_value(kind: Kind, name: &str) -> serde_json::Value {
         (Kind::User, "birthday" | "hireDate") => json!("0001-01-01T00:00:00Z"),
         (Kind::User, "deviceEnrollmentLimit") => json!(5),
         (_, "onPremisesExtensionAttributes") => extension_attributes(None),
+        (Kind::Group, WRITEBACK_CONFIGURATION) => writeback_unset(),
         _ => serde_json::Value::Null,
     }
 }
@@ -409,17 +453,163 @@ pub fn default_properties(kind: Kind) -> &'static [&'static str] {
     }
 }
 
-/// The schema's spelling of a property name (Graph matches `$select` case-insensitively).
-pub fn canonical_property(kind: Kind, name: &str) -> Option<&'static str> {
+/// Properties only `version` has on top of v1.0's.
+fn version_properties(kind: Kind, version: ApiVersion) -> &'static [&'static str] {
+    match (kind, version) {
+        (Kind::Group, ApiVersion::Beta) => BETA_GROUP_PROPERTIES,
+        _ => &[],
+    }
+}
+
+/// The schema's spelling of a property name in `version` (Graph matches `$select`
+/// case-insensitively).
+pub fn canonical_property(kind: Kind, name: &str, version: ApiVersion) -> Option<&'static str> {
     properties(kind)
         .iter()
+        .chain(version_properties(kind, version))
         .chain(navigation(kind).iter())
         .find(|p| p.eq_ignore_ascii_case(name))
         .copied()
+}
+
+/// Is this a declared property in any version served? For code that handles names already
+/// checked against the request's version (rendering a validated `$select`).
+pub fn is_declared(kind: Kind, name: &str) -> bool {
+    canonical_property(kind, name, ApiVersion::Beta).is_some()
+}
+
+/// Selected properties that are reported even in delta when never set: Graph returns a
+/// complex value with null fields rather than leaving it out.
+pub fn reported_when_unset(kind: Kind, name: &str) -> bool {
+    kind == Kind::Group && name == WRITEBACK_CONFIGURATION
+}
+
+/// `writebackConfiguration` of a group that never had one: both fields null (the service
+/// applies its documented defaults itself; Graph returns null).
+pub fn writeback_unset() -> Value {
+    json!({"isEnabled": null, "onPremisesGroupType": null})
+}
+
+/// Check a `writebackConfiguration` value (PATCH body or tenant file) and return the fields it
+/// sets in their canonical spelling; `null` sets both to null. The error is Graph's message.
+pub fn writeback_fields(v: &Value) -> Result<Map<String, Value>, String> {
+    let invalid =
+        |p: &str| format!("Invalid value specified for property '{p}' of resource 'Group'.");
+    let sent = match v {
+        Value::Null => return Ok(writeback_unset().as_object().cloned().unwrap_or_default()),
+        Value::Object(m) => m,
+        _ => return Err(invalid(WRITEBACK_CONFIGURATION)),
+    };
+    let mut out = Map::new();
+    for (k, x) in sent {
+        if k.eq_ignore_ascii_case("@odata.type") {
+            let t = x.as_str().unwrap_or_default().trim_start_matches('#');
+            if !t.eq_ignore_ascii_case("microsoft.graph.groupWritebackConfiguration") {
+                return Err(invalid(WRITEBACK_CONFIGURATION));
+            }
+            continue;
+        }
+        if k.starts_with('@') {
+            continue;
+        }
+        if k.eq_ignore_ascii_case("isEnabled") {
+            if !(x.is_boolean() || x.is_null()) {
+                return Err(invalid("isEnabled"));
+            }
+            out.insert("isEnabled".into(), x.clone());
+        } else if k.eq_ignore_ascii_case("onPremisesGroupType") {
+            let value = match x {
+                Value::Null => Value::Null,
+                Value::String(s) => ON_PREMISES_GROUP_TYPES
+                    .iter()
+                    .find(|t| t.eq_ignore_ascii_case(s))
+                    .map(|t| json!(t))
+                    .ok_or_else(|| invalid("onPremisesGroupType"))?,
+                _ => return Err(invalid("onPremisesGroupType")),
+            };
+            out.insert("onPremisesGroupType".into(), value);
+        } else {
+            // groupWritebackConfiguration is not an open type.
+            return Err(format!(
+                "Property '{k}' does not exist as a declared property or extension property."
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `current` (or the unset value) with `fields` applied: a PATCH of a complex property
+/// replaces the fields it sends and keeps the others.
+pub fn writeback_merged(current: Option<&Value>, fields: &Map<String, Value>) -> Value {
+    let mut merged = match current {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    for (k, v) in writeback_unset().as_object().into_iter().flatten() {
+        merged.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    merged.extend(fields.clone());
+    Value::Object(merged)
 }
 
 pub fn is_navigation(kind: Kind, name: &str) -> bool {
     navigation(kind)
         .iter()
         .any(|p| p.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writeback_configuration_is_a_beta_group_property() {
+        assert_eq!(
+            canonical_property(Kind::Group, "WritebackConfiguration", ApiVersion::Beta),
+            Some(WRITEBACK_CONFIGURATION)
+        );
+        assert_eq!(
+            canonical_property(Kind::Group, "writebackConfiguration", ApiVersion::V1),
+            None
+        );
+        assert_eq!(
+            canonical_property(Kind::User, "writebackConfiguration", ApiVersion::Beta),
+            None
+        );
+        assert!(!default_properties(Kind::Group).contains(&WRITEBACK_CONFIGURATION));
+        assert_eq!(ApiVersion::from_segment("BETA"), Some(ApiVersion::Beta));
+        assert_eq!(ApiVersion::from_segment("v2.0"), None);
+    }
+
+    #[test]
+    fn writeback_fields_are_checked_and_merged() {
+        let f = writeback_fields(&json!({"isEnabled": false})).unwrap();
+        let current = json!({"isEnabled": true, "onPremisesGroupType": "universalSecurityGroup"});
+        assert_eq!(
+            writeback_merged(Some(&current), &f),
+            json!({"isEnabled": false, "onPremisesGroupType": "universalSecurityGroup"})
+        );
+        let f = writeback_fields(&json!({
+            "@odata.type": "#microsoft.graph.groupWritebackConfiguration",
+            "onpremisesgrouptype": "UniversalDistributionGroup"
+        }))
+        .unwrap();
+        assert_eq!(
+            writeback_merged(None, &f),
+            json!({"isEnabled": null, "onPremisesGroupType": "universalDistributionGroup"})
+        );
+        let f = writeback_fields(&Value::Null).unwrap();
+        assert_eq!(writeback_merged(Some(&current), &f), writeback_unset());
+        for bad in [
+            json!({"isEnabled": "yes"}),
+            json!({"onPremisesGroupType": "globalSecurityGroup"}),
+            json!({"onPremisesGroupType": 1}),
+            json!({"other": true}),
+            json!({"@odata.type": "#microsoft.graph.group"}),
+            json!(true),
+            json!([]),
+        ] {
+            assert!(writeback_fields(&bad).is_err(), "{bad}");
+        }
+    }
 }

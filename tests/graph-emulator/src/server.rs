@@ -1,5 +1,5 @@
 //! The HTTP(S) listener: request-id headers, auth, faults, and routing to the token endpoint,
-//! the control endpoint, `$batch` and the Graph handlers.
+//! the control endpoint, `$batch` and the Graph handlers (under `/v1.0` and `/beta`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ use crate::errors::GraphError;
 use crate::faults;
 use crate::graph;
 use crate::response::{Body, GraphResponse, RequestCtx};
+use crate::schema::ApiVersion;
 use crate::state::AppState;
 use crate::urlenc;
 
@@ -222,15 +223,25 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
             let (status, v) = auth::openid_configuration(&state, &segs[0], false);
             json_response(status, &v)
         }
-        (_, ["v1.0", ..]) => {
-            graph_request(&state, &method, &path, &query, headers.clone(), &body).await
+        (_, [first, ..]) if ApiVersion::from_segment(first).is_some() => {
+            let version = ApiVersion::from_segment(first).unwrap_or(ApiVersion::V1);
+            graph_request(
+                &state,
+                version,
+                &method,
+                &path,
+                &query,
+                headers.clone(),
+                &body,
+            )
+            .await
         }
         _ => {
-            let ctx = new_ctx(&state, headers.clone());
+            let ctx = new_ctx(&state, headers.clone(), ApiVersion::V1);
             let resp = GraphError::new(
                 404,
                 "NotFound",
-                format!("No route for {path}. Graph is served under /v1.0."),
+                format!("No route for {path}. Graph is served under /v1.0 and /beta."),
             )
             .into_response(&ctx);
             to_http(resp, &ctx)
@@ -240,7 +251,7 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     response
 }
 
-fn new_ctx(state: &AppState, headers: Vec<(String, String)>) -> RequestCtx {
+fn new_ctx(state: &AppState, headers: Vec<(String, String)>, version: ApiVersion) -> RequestCtx {
     let request_id = uuid::Uuid::new_v4().to_string();
     let client_request_id = headers
         .iter()
@@ -253,18 +264,20 @@ fn new_ctx(state: &AppState, headers: Vec<(String, String)>) -> RequestCtx {
         now: state.clock.now(),
         base_url: state.base_url.clone(),
         headers,
+        version,
     }
 }
 
 async fn graph_request(
     state: &Arc<AppState>,
+    version: ApiVersion,
     method: &str,
     path: &str,
     query: &str,
     headers: Vec<(String, String)>,
     body: &[u8],
 ) -> Response {
-    let ctx = new_ctx(state, headers);
+    let ctx = new_ctx(state, headers, version);
     let latency = state.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -278,12 +291,9 @@ async fn graph_request(
         Ok(app) => app,
         Err(e) => return to_http(e.into_response(&ctx), &ctx),
     };
-    // Strip "/v1.0".
-    let rest = &path[path
-        .to_ascii_lowercase()
-        .find("v1.0")
-        .map(|i| i + 4)
-        .unwrap_or(path.len())..];
+    // Strip the version segment ("/v1.0", "/beta").
+    let trimmed = path.trim_start_matches('/');
+    let rest = trimmed.find('/').map_or("", |i| &trimmed[i..]);
     let is_batch = rest.trim_matches('/').eq_ignore_ascii_case("$batch")
         || rest.trim_matches('/').eq_ignore_ascii_case("%24batch");
     if is_batch {

@@ -60,6 +60,9 @@ pub fn load(tenant: &Value, now: OffsetDateTime) -> Result<Store, TenantError> {
             } else {
                 Life::Live
             };
+            if kind == Kind::Group {
+                seed_writeback(&id, &mut props)?;
+            }
             normalise(kind, &id, &mut props, &created);
             store.insert(kind, &id, props, life, false)?;
         }
@@ -133,6 +136,19 @@ fn load_apps(tenant: &Value) -> Result<Vec<App>, TenantError> {
         });
     }
     Ok(apps)
+}
+
+/// A seeded `writebackConfiguration` is checked as a PATCH of it would be and stored with both
+/// fields.
+fn seed_writeback(id: &str, props: &mut Map<String, Value>) -> Result<(), TenantError> {
+    let name = crate::schema::WRITEBACK_CONFIGURATION;
+    let Some(v) = props.get(name) else {
+        return Ok(());
+    };
+    let fields = crate::schema::writeback_fields(v)
+        .map_err(|m| TenantError::Format(format!("group {id}: {name}: {m}")))?;
+    props.insert(name.into(), crate::schema::writeback_merged(None, &fields));
+    Ok(())
 }
 
 /// Fill the read-only properties Graph always has, so output looks like Graph's.
@@ -259,6 +275,34 @@ mod tests {
         assert_eq!(attrs.len(), 15);
         assert_eq!(attrs["extensionAttribute3"], "x");
         assert!(attrs["extensionAttribute15"].is_null());
+    }
+
+    #[test]
+    fn writeback_configuration_is_seeded_checked() {
+        let t = json!({"tenantId":"T","groups":[
+            {"id":"g1","writebackConfiguration":{"isEnabled":true}},
+            {"id":"g2","writebackConfiguration":null}]});
+        let store = load(&t, OffsetDateTime::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            store.get("g1").unwrap().props["writebackConfiguration"],
+            json!({"isEnabled": true, "onPremisesGroupType": null})
+        );
+        assert_eq!(
+            store.get("g2").unwrap().props["writebackConfiguration"],
+            json!({"isEnabled": null, "onPremisesGroupType": null})
+        );
+        for bad in [
+            json!({"onPremisesGroupType": "domainLocalGroup"}),
+            json!({"isEnabled": "true"}),
+            json!("yes"),
+        ] {
+            let t = json!({"tenantId":"T","groups":[{"id":"g","writebackConfiguration":bad}]});
+            let err = load(&t, OffsetDateTime::UNIX_EPOCH).unwrap_err();
+            assert!(
+                err.to_string().contains("group g: writebackConfiguration"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Routing of `/v1.0/...` requests (also used for `$batch` items) to the handlers.
+//! Routing of `/v1.0/...` and `/beta/...` requests (also used for `$batch` items) to the
+//! handlers; the version is in the request context.
 
 pub mod read;
 pub mod write;
@@ -37,8 +38,8 @@ fn cast(segment: &str) -> Option<Kind> {
     }
 }
 
-/// Serve one Graph request. `path` is below `/v1.0` (e.g. `/groups/x/members/$ref`), `query`
-/// is the raw query string.
+/// Serve one Graph request. `path` is below the version root (e.g.
+/// `/groups/x/members/$ref`), `query` is the raw query string.
 pub fn dispatch(
     state: &AppState,
     ctx: &RequestCtx,
@@ -81,7 +82,7 @@ fn route(
             ("GET", [_], ["$count"]) => read::count(state, ctx, CountTarget::Collection(kind)),
             ("GET", [d], _) if is_delta(d) => delta::delta(state, ctx, kind, &q),
             ("GET", [id], _) => read::get(state, ctx, kind, id, &q),
-            ("PATCH", [id], _) => write::update(state, kind, id, body),
+            ("PATCH", [id], _) => write::update(state, ctx, kind, id, body),
             ("DELETE", [id], _) => write::delete(state, ctx, kind, id),
             ("GET", [id, rel], _) => {
                 let rel = relation(kind, rel)?;

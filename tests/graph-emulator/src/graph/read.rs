@@ -8,6 +8,7 @@ use crate::errors::{GraphError, GraphResult};
 use crate::odata::{self, Expr, Query};
 use crate::render::{self, Unset};
 use crate::response::{GraphResponse, RequestCtx};
+use crate::schema::ApiVersion;
 use crate::state::AppState;
 use crate::statetoken;
 use crate::store::{Kind, Obj, Store};
@@ -53,7 +54,7 @@ fn list_options(
         ));
     }
     let select = match q.get("$select") {
-        Some(s) => Some(parse_select_any(kind, s)?),
+        Some(s) => Some(parse_select_any(kind, s, ctx.version)?),
         None => None,
     };
     let filter = match (q.get("$filter"), kind) {
@@ -79,11 +80,15 @@ fn list_options(
 }
 
 /// `$select` on a directoryObject collection may name user or group properties.
-fn parse_select_any(kind: Option<Kind>, raw: &str) -> GraphResult<Vec<String>> {
+fn parse_select_any(
+    kind: Option<Kind>,
+    raw: &str,
+    version: ApiVersion,
+) -> GraphResult<Vec<String>> {
     match kind {
-        Some(kind) => odata::parse_select(kind, raw),
-        None => odata::parse_select(Kind::User, raw).or_else(|e| {
-            odata::parse_select(Kind::Group, raw).map_err(|_| {
+        Some(kind) => odata::parse_select(kind, raw, version),
+        None => odata::parse_select(Kind::User, raw, version).or_else(|e| {
+            odata::parse_select(Kind::Group, raw, version).map_err(|_| {
                 GraphError::bad_request(
                     e.message
                         .replace("microsoft.graph.user", "microsoft.graph.directoryObject"),
@@ -233,7 +238,7 @@ pub fn get(
     q: &Query,
 ) -> GraphResult<GraphResponse> {
     let select = match q.get("$select") {
-        Some(s) => Some(odata::parse_select(kind, s)?),
+        Some(s) => Some(odata::parse_select(kind, s, ctx.version)?),
         None => None,
     };
     let expand_members = match q.get("$expand") {
@@ -439,7 +444,7 @@ pub fn deleted_items(
     q: &Query,
 ) -> GraphResult<GraphResponse> {
     let select = match q.get("$select") {
-        Some(s) => Some(odata::parse_select(kind, s)?),
+        Some(s) => Some(odata::parse_select(kind, s, ctx.version)?),
         None => None,
     };
     let store = state.store();

@@ -6,7 +6,7 @@ use crate::clock::format_graph;
 use crate::errors::{GraphError, GraphResult};
 use crate::render::{self, Unset};
 use crate::response::{GraphResponse, RequestCtx};
-use crate::schema;
+use crate::schema::{self, ApiVersion};
 use crate::state::AppState;
 use crate::store::{Kind, Life, Store, StoreError};
 use crate::tenant;
@@ -94,7 +94,7 @@ struct Payload {
     member_binds: Vec<String>,
 }
 
-fn payload(kind: Kind, body: &Value) -> GraphResult<Payload> {
+fn payload(kind: Kind, body: &Value, version: ApiVersion) -> GraphResult<Payload> {
     let obj = body
         .as_object()
         .ok_or_else(|| GraphError::bad_request("The request body must be a JSON object."))?;
@@ -146,7 +146,7 @@ fn payload(kind: Kind, body: &Value) -> GraphResult<Payload> {
             props.insert(name, v.clone());
             continue;
         }
-        let Some(p) = schema::canonical_property(kind, k) else {
+        let Some(p) = schema::canonical_property(kind, k, version) else {
             return Err(GraphError::bad_request(format!(
                 "Property '{k}' does not exist as a declared property or extension property."
             )));
@@ -160,6 +160,12 @@ fn payload(kind: Kind, body: &Value) -> GraphResult<Payload> {
             return Err(GraphError::bad_request(format!(
                 "Property '{p}' is read-only and cannot be set."
             )));
+        }
+        if p == schema::WRITEBACK_CONFIGURATION {
+            // Only the fields sent; they are merged onto the stored value on write.
+            let fields = schema::writeback_fields(v).map_err(GraphError::bad_request)?;
+            props.insert(p.to_string(), Value::Object(fields));
+            continue;
         }
         check_type(kind, p, v)?;
         if p == "passwordProfile" {
@@ -286,7 +292,7 @@ pub fn create(
     let Payload {
         mut props,
         member_binds,
-    } = payload(kind, &body)?;
+    } = payload(kind, &body, ctx.version)?;
     let now = json!(format_graph(ctx.now));
     let id = state.new_id();
     let mut store = state.store();
@@ -374,6 +380,10 @@ pub fn create(
             props.entry("onPremisesSyncEnabled").or_insert(Value::Null);
         }
     }
+    if let Some(Value::Object(sent)) = props.get(schema::WRITEBACK_CONFIGURATION) {
+        let full = schema::writeback_merged(None, sent);
+        props.insert(schema::WRITEBACK_CONFIGURATION.into(), full);
+    }
     tenant::normalise(kind, &id, &mut props, &now);
     props.insert("createdDateTime".into(), now);
     store
@@ -389,12 +399,18 @@ pub fn create(
 }
 
 /// PATCH /groups/{id}, PATCH /users/{id}
-pub fn update(state: &AppState, kind: Kind, id: &str, body: &[u8]) -> GraphResult<GraphResponse> {
+pub fn update(
+    state: &AppState,
+    ctx: &RequestCtx,
+    kind: Kind,
+    id: &str,
+    body: &[u8],
+) -> GraphResult<GraphResponse> {
     let body = json_body(body)?;
     let Payload {
         mut props,
         member_binds,
-    } = payload(kind, &body)?;
+    } = payload(kind, &body, ctx.version)?;
     let mut store = state.store();
     let obj = store
         .live(kind, id)
@@ -425,6 +441,10 @@ pub fn update(state: &AppState, kind: Kind, id: &str, body: &[u8]) -> GraphResul
         merged.extend(sent.clone());
         let full = schema::extension_attributes(Some(&merged));
         props.insert("onPremisesExtensionAttributes".into(), full);
+    }
+    if let Some(Value::Object(sent)) = props.get(schema::WRITEBACK_CONFIGURATION) {
+        let full = schema::writeback_merged(obj.props.get(schema::WRITEBACK_CONFIGURATION), sent);
+        props.insert(schema::WRITEBACK_CONFIGURATION.into(), full);
     }
     if kind == Kind::User {
         if let Some(upn) = props.get("userPrincipalName").and_then(Value::as_str) {
@@ -565,9 +585,40 @@ mod tests {
 
     #[test]
     fn read_only_properties_are_rejected() {
-        let e = payload(Kind::Group, &json!({"mail": "x@y"})).err().unwrap();
+        let e = payload(Kind::Group, &json!({"mail": "x@y"}), ApiVersion::V1)
+            .err()
+            .unwrap();
         assert_eq!(e.message, "Property 'mail' is read-only and cannot be set.");
-        let e = payload(Kind::Group, &json!({"nope": 1})).err().unwrap();
+        let e = payload(Kind::Group, &json!({"nope": 1}), ApiVersion::V1)
+            .err()
+            .unwrap();
         assert_eq!(e.code, "Request_BadRequest");
+    }
+
+    #[test]
+    fn writeback_configuration_is_a_beta_property() {
+        let body = json!({"writebackConfiguration": {"isEnabled": false}});
+        let e = payload(Kind::Group, &body, ApiVersion::V1).err().unwrap();
+        assert_eq!(
+            e.message,
+            "Property 'writebackConfiguration' does not exist as a declared property or extension property."
+        );
+        let p = payload(Kind::Group, &body, ApiVersion::Beta).ok().unwrap();
+        assert_eq!(
+            p.props["writebackConfiguration"],
+            json!({"isEnabled": false})
+        );
+        let e = payload(
+            Kind::Group,
+            &json!({"writebackConfiguration": {"isEnabled": 1}}),
+            ApiVersion::Beta,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            e.message,
+            "Invalid value specified for property 'isEnabled' of resource 'Group'."
+        );
+        assert!(payload(Kind::User, &body, ApiVersion::Beta).is_err());
     }
 }
