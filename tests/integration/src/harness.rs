@@ -377,8 +377,19 @@ path = "state.db"
         path: &str,
         body: Option<Value>,
     ) -> reqwest::StatusCode {
+        self.graph_at("v1.0", method, path, body).await
+    }
+
+    /// [`graph`](Self::graph) against another API version (`"beta"`).
+    pub async fn graph_at(
+        &self,
+        version: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::StatusCode {
         let token = self.graph_token().await;
-        let url = format!("{}/v1.0{path}", self.emulator.base_url);
+        let url = format!("{}/{version}{path}", self.emulator.base_url);
         let c = reqwest::Client::new();
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = c.request(m, url).bearer_auth(token);

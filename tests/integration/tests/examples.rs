@@ -346,3 +346,90 @@ async fn ou_per_group_places_groups_by_prefix_and_moves_them_on_rename() {
     assert!(dn.contains(",ou=finance,"), "moved: {dn}");
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn writeback_enabled_writes_exactly_the_enabled_groups_with_their_types() {
+    let mut bed = Bed::new("wb-ex-wbenabled", 1).await;
+    bed.create_default_containers().await;
+    let u0 = bed.users[0].cloud_id.clone();
+    let (team, off, lab, admins, plain) = (new_id(), new_id(), new_id(), new_id(), new_id());
+    let with = |mut g: Value, config: Value| {
+        g["writebackConfiguration"] = config;
+        g
+    };
+    bed.seed(
+        bed.synced_users(),
+        vec![
+            // No setting: a Microsoft 365 group is enabled by default.
+            m365_group(&team, "WB Team", &format!("team{}", &team[..6]), &[&u0]),
+            with(
+                m365_group(&off, "WB Off", &format!("off{}", &off[..6]), &[&u0]),
+                json!({ "isEnabled": false }),
+            ),
+            with(
+                m365_group(&lab, "WB Lab", &format!("lab{}", &lab[..6]), &[&u0]),
+                json!({ "isEnabled": true, "onPremisesGroupType": "universalSecurityGroup" }),
+            ),
+            with(
+                security_group(&admins, "WB Admins", &[&u0]),
+                json!({ "isEnabled": true }),
+            ),
+            // No setting: a security group is not enabled by default.
+            security_group(&plain, "WB Plain", &[&u0]),
+        ],
+        &[],
+    );
+    let m365 = format!("OU=M365,{}", bed.managed);
+    write_config(
+        &bed,
+        &example_rules("writeback-enabled"),
+        // security_container is in the bed's settings already (OU=Security).
+        &format!("distribution_container = \"{m365}\""),
+    );
+
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["create"; 3], "{r:#}");
+    let (dn, t) = group(&mut bed, &team).await;
+    assert!(dn.contains(",ou=m365,"), "{dn}");
+    assert_eq!(first(&t, "grouptype"), Some("8"));
+    assert!(first(&t, "mail").is_some(), "{t:#?}");
+    let (dn, l) = group(&mut bed, &lab).await;
+    assert!(dn.contains(",ou=security,"), "{dn}");
+    assert_eq!(first(&l, "grouptype"), Some("-2147483640"));
+    assert_eq!(first(&l, "mail"), None, "a security type carries no mail");
+    let (_, a) = group(&mut bed, &admins).await;
+    assert_eq!(first(&a, "grouptype"), Some("-2147483640"));
+    assert_eq!(members(&a), dns(&bed, &[0]));
+    for id in [&off, &plain] {
+        assert!(bed.group_by_id(id).await.is_none(), "{id} is not enabled");
+    }
+
+    // Switched off in the cloud (beta API): the group leaves AD; switched on: it comes.
+    bed.graph_at(
+        "beta",
+        "PATCH",
+        &format!("/groups/{team}"),
+        Some(json!({ "writebackConfiguration": { "isEnabled": false } })),
+    )
+    .await;
+    bed.graph_at(
+        "beta",
+        "PATCH",
+        &format!("/groups/{plain}"),
+        Some(json!({ "writebackConfiguration": { "isEnabled": true } })),
+    )
+    .await;
+    let r = bed.run_json(&["sync"], 0);
+    let mut got = actions(&r);
+    got.sort();
+    assert_eq!(got, vec!["create", "delete"], "{r:#}");
+    assert!(
+        bed.group_by_id(&team).await.is_none(),
+        "switched off, still in AD"
+    );
+    assert!(
+        bed.group_by_id(&plain).await.is_some(),
+        "switched on, not in AD"
+    );
+    bed.cleanup().await;
+}
