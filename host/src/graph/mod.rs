@@ -9,5 +9,8 @@ pub mod retry;
 
 pub use auth::{AssertionAlg, Credential, TokenProvider};
 pub use client::{GraphClient, GraphSettings};
-pub use delta::{groups_delta_url, run_round, users_delta_url, DeltaMerger, DeltaStart};
+pub use delta::{
+    groups_delta_url, run_round, users_delta_url, DeltaMerger, DeltaStart,
+    BETA_ONLY_GROUP_PROPERTIES,
+};
 pub use error::GraphError;

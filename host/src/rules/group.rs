@@ -77,6 +77,16 @@ const GROUP_PROPERTIES: &[&str] = &[
     "welcomeMessageEnabled",
 ];
 
+/// The documented spelling of a group property named `name` in any case (v1.0, or beta-only
+/// such as `writebackConfiguration`), or `None` when the group has no such property.
+pub(crate) fn documented_spelling(name: &str) -> Option<&'static str> {
+    GROUP_PROPERTIES
+        .iter()
+        .chain(crate::graph::BETA_ONLY_GROUP_PROPERTIES)
+        .find(|p| p.eq_ignore_ascii_case(name))
+        .copied()
+}
+
 /// Collection-valued properties of the v1.0 group: absent or `null` reads as `[]`.
 const COLLECTION_PROPERTIES: &[&str] = &[
     "assignedLabels",

@@ -106,7 +106,14 @@ pub(crate) fn discover(
         };
         let mut names = Vec::with_capacity(list.len());
         for (property, at_name) in list {
-            match check_name(&property) {
+            let checked = check_name(&property).and_then(|()| {
+                if name == GROUP_PROPERTIES_CONST {
+                    check_group_property(&property)
+                } else {
+                    Ok(())
+                }
+            });
+            match checked {
                 Ok(()) => names.push(property),
                 Err(why) => diags.push(at(
                     at_name,
@@ -166,6 +173,22 @@ fn written_list(toks: &[(Token, Position)], name_at: Position) -> Option<Vec<(St
 /// Whether Graph would take `name` as a property in `$select`: an identifier (ASCII letters,
 /// digits, `_`, starting with a letter); a directory extension property spelled
 /// `extension_<application id as 32 lowercase hex digits, no dashes>_<name>`; no relationship.
+/// A group property other than a directory extension must be one the group has, spelt as
+/// Graph spells it: a misspelt name would make Graph refuse the whole delta query (400), and a
+/// name in another case would read as nothing in the rule.
+fn check_group_property(name: &str) -> Result<(), String> {
+    if name.starts_with(EXTENSION_PREFIX) {
+        return Ok(());
+    }
+    match super::group::documented_spelling(name) {
+        Some(p) if p == name => Ok(()),
+        Some(p) => Err(format!("Graph spells it `{p}`")),
+        None => Err(
+            "the group has no such property in Graph's v1.0 or beta schema (a misspelling?)".into(),
+        ),
+    }
+}
+
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the name is empty".into());
@@ -264,6 +287,36 @@ mod tests {
             "{}",
             diags[0]
         );
+    }
+
+    #[test]
+    fn group_names_must_be_group_properties_spelt_as_graph_spells_them() {
+        let src = "const GRAPH_GROUP_PROPERTIES = [\"classification\", \"writebackConfiguration\", \"clasification\", \"Classification\"];\n";
+        let (found, diags) = run(src);
+        assert_eq!(
+            found.groups,
+            vec![
+                "classification".to_string(),
+                "writebackConfiguration".into()
+            ]
+        );
+        assert_eq!(diags.len(), 2, "{diags:?}");
+        assert!(
+            diags[0].contains(
+                "\"clasification\" is not a Graph property name: the group has no such property"
+            ),
+            "{}",
+            diags[0]
+        );
+        assert!(
+            diags[1].contains("Graph spells it `classification`"),
+            "{}",
+            diags[1]
+        );
+        // User names are checked for their form only (the host keeps no user schema).
+        let (found, diags) = run("const GRAPH_USER_PROPERTIES = [\"employeeId\"];");
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(found.users, vec!["employeeId".to_string()]);
     }
 
     #[test]
