@@ -70,6 +70,8 @@ struct RawGraph {
 struct RawAd {
     url: Option<String>,
     urls: Option<Vec<String>>,
+    discover: Option<String>,
+    dns_servers: Option<Vec<String>>,
     bind_dn: String,
     password: Option<toml::Value>,
     password_env: Option<String>,
@@ -297,8 +299,11 @@ pub struct GraphConfig {
 
 #[derive(Clone)]
 pub struct AdConfig {
-    /// The domain controllers in order of preference (`ad.url` or `ad.urls`).
+    /// The domain controllers in order of preference (`ad.url` or `ad.urls`); empty with
+    /// `discover`.
     pub urls: Vec<String>,
+    /// `ad.discover` and `ad.dns_servers`: the DCs are looked up in DNS.
+    pub discover: Option<crate::ad::discover::Discovery>,
     pub bind_dn: String,
     pub password: String,
     pub ca_file: Option<PathBuf>,
@@ -314,6 +319,7 @@ impl std::fmt::Debug for AdConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdConfig")
             .field("urls", &self.urls)
+            .field("discover", &self.discover)
             .field("bind_dn", &self.bind_dn)
             .field("password", &"<redacted>")
             .field("ca_file", &self.ca_file)
@@ -503,6 +509,18 @@ impl Config {
 
         // AD
         let a = raw.ad;
+        if a.discover.is_some() && (a.url.is_some() || a.urls.is_some()) {
+            return Err(v.invalid(
+                "ad.discover",
+                "give either ad.discover (the DCs from DNS) or ad.url / ad.urls, not both",
+            ));
+        }
+        if a.dns_servers.is_some() && a.discover.is_none() {
+            return Err(v.invalid(
+                "ad.dns_servers",
+                "only used with ad.discover (the name servers the DCs are looked up in)",
+            ));
+        }
         let (urls, urls_key) = match (a.url, a.urls) {
             (Some(_), Some(_)) => {
                 return Err(v.invalid(
@@ -515,12 +533,21 @@ impl Config {
                 return Err(v.invalid("ad.urls", "name at least one domain controller"))
             }
             (None, Some(list)) => (list, "ad.urls"),
+            (None, None) if a.discover.is_some() => (Vec::new(), "ad.urls"),
             (None, None) => {
                 return Err(v.invalid(
                     "ad.url",
-                    "name the domain controller: ad.url, or ad.urls for several",
+                    "name the domain controller: ad.url, ad.urls for several, or ad.discover to find them in DNS",
                 ))
             }
+        };
+        let discover = match a.discover {
+            None => None,
+            Some(domain) => Some(crate::ad::discover::Discovery {
+                servers: dns_servers(a.dns_servers.as_deref().unwrap_or_default())
+                    .map_err(|m| v.invalid("ad.dns_servers", &m))?,
+                domain: discover_domain(&domain).map_err(|m| v.invalid("ad.discover", &m))?,
+            }),
         };
         for (i, url) in urls.iter().enumerate() {
             let key = if urls_key == "ad.url" {
@@ -581,6 +608,7 @@ impl Config {
         }
         let ad = AdConfig {
             urls,
+            discover,
             bind_dn: a.bind_dn,
             password,
             ca_file: a.ca_file.as_deref().map(resolve),
@@ -705,6 +733,42 @@ fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
         ));
     }
     Ok(addr)
+}
+
+/// `ad.discover`: a DNS domain name (`corp.example.test`), a trailing dot allowed.
+fn discover_domain(text: &str) -> Result<String, String> {
+    let d = text.trim().trim_end_matches('.');
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if d.is_empty() || d.len() > 253 || !d.split('.').all(label_ok) {
+        return Err(format!(
+            "{text:?} is not a DNS domain name like \"corp.example.com\""
+        ));
+    }
+    Ok(d.to_ascii_lowercase())
+}
+
+/// `ad.dns_servers`: IP addresses, each with an optional port (`10.0.0.53`, `127.0.0.1:5353`,
+/// `[::1]:53`). Names are refused: the name servers are what names are resolved with.
+fn dns_servers(list: &[String]) -> Result<Vec<std::net::SocketAddr>, String> {
+    list.iter()
+        .map(|text| {
+            let t = text.trim();
+            t.parse::<std::net::SocketAddr>()
+                .or_else(|_| {
+                    t.parse::<std::net::IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    format!("{text:?} is not an IP address (with an optional port), like \"10.0.0.53\" or \"127.0.0.1:5353\"")
+                })
+        })
+        .collect()
 }
 
 /// A DN the host can work with: parses, and is not the empty root.
@@ -938,6 +1002,46 @@ path = "state.db"
             e.contains("ad.urls[1]") && e.contains("allow_plain_ldap"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn dcs_from_dns_with_optional_name_servers() {
+        with_env();
+        let url = "url = \"ldaps://dc1.corp.example.test\"";
+        let d = GOOD.replace(url, "discover = \"Corp.Example.Test.\"");
+        let c = cfg(&d).unwrap();
+        assert!(c.ad.urls.is_empty());
+        let disc = c.ad.discover.unwrap();
+        assert_eq!(disc.domain, "corp.example.test");
+        assert!(disc.servers.is_empty());
+        let with_ns = GOOD.replace(
+            url,
+            "discover = \"corp.example.test\"\ndns_servers = [\"10.0.0.53\", \"127.0.0.1:5353\", \"[::1]:53\"]",
+        );
+        let servers = cfg(&with_ns).unwrap().ad.discover.unwrap().servers;
+        let shown: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.53:53", "127.0.0.1:5353", "[::1]:53"]);
+        let both = GOOD.replace(url, &format!("{url}\ndiscover = \"corp.example.test\""));
+        let e = cfg(&both).unwrap_err().to_string();
+        assert!(e.contains("ad.discover") && e.contains("ad.url"), "{e}");
+        let ns_alone = GOOD.replace(url, &format!("{url}\ndns_servers = [\"10.0.0.53\"]"));
+        assert!(cfg(&ns_alone)
+            .unwrap_err()
+            .to_string()
+            .contains("ad.dns_servers"));
+        let bad_ns = GOOD.replace(
+            url,
+            "discover = \"corp.example.test\"\ndns_servers = [\"dns.corp\"]",
+        );
+        assert!(cfg(&bad_ns)
+            .unwrap_err()
+            .to_string()
+            .contains("ad.dns_servers"));
+        let bad_domain = GOOD.replace(url, "discover = \"corp example\"");
+        assert!(cfg(&bad_domain)
+            .unwrap_err()
+            .to_string()
+            .contains("ad.discover"));
     }
 
     #[test]

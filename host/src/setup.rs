@@ -30,6 +30,7 @@ pub async fn ad_connection(config: &Config) -> Result<AdConn, AdError> {
     let a = &config.ad;
     AdConn::connect(&AdSettings {
         urls: a.urls.clone(),
+        discover: a.discover.clone(),
         bind_dn: a.bind_dn.clone(),
         password: a.password.clone(),
         ca_file: a.ca_file.clone(),

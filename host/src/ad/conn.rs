@@ -11,6 +11,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use super::discover::{self, Discovery};
 use super::error::{AdError, AdOp};
 use super::failover::{DcList, Start};
 
@@ -18,8 +19,10 @@ use super::failover::{DcList, Start};
 #[derive(Clone)]
 pub struct AdSettings {
     /// The domain controllers in order of preference, each `ldaps://host:636` or
-    /// `ldap://host:389`; at least one.
+    /// `ldap://host:389`; at least one, unless `discover` finds them.
     pub urls: Vec<String>,
+    /// Find the DCs in DNS (SRV records) at each (re)connection, instead of `urls`.
+    pub discover: Option<Discovery>,
     pub bind_dn: String,
     /// Never logged: `Debug` redacts it and no error carries it.
     pub password: String,
@@ -37,6 +40,7 @@ impl fmt::Debug for AdSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdSettings")
             .field("urls", &self.urls)
+            .field("discover", &self.discover)
             .field("bind_dn", &self.bind_dn)
             .field("password", &"<redacted>")
             .field("ca_file", &self.ca_file)
@@ -103,6 +107,8 @@ pub struct AdConn {
     dcs: DcList,
     /// The transport of the DC in use.
     transport: Transport,
+    /// With `discover`: asks DNS for the DCs and their addresses.
+    resolver: Option<hickory_resolver::TokioResolver>,
     /// `defaultNamingContext` from the rootDSE, read on first use.
     pub(crate) domain_root: Option<String>,
 }
@@ -149,14 +155,31 @@ fn tls_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, AdError> {
 impl AdConn {
     /// Connects to the first DC that answers, sets up TLS as the settings say and binds.
     pub async fn connect(settings: &AdSettings) -> Result<AdConn, AdError> {
-        settings.transport()?;
-        let mut dcs = DcList::new(settings.urls.clone());
-        let (ldap, transport) = open_any(settings, &mut dcs, Start::Preferred, None).await?;
+        let (mut dcs, resolver) = match &settings.discover {
+            None => {
+                settings.transport()?;
+                (DcList::new(settings.urls.clone()), None)
+            }
+            Some(d) => {
+                let resolver = discover::resolver(d, settings.timeout)?;
+                let urls = discovered_urls(settings, d, &resolver).await?;
+                (DcList::new(urls), Some(resolver))
+            }
+        };
+        let (ldap, transport) = open_any(
+            settings,
+            resolver.as_ref(),
+            &mut dcs,
+            Start::Preferred,
+            None,
+        )
+        .await?;
         Ok(AdConn {
             ldap,
             settings: settings.clone(),
             dcs,
             transport,
+            resolver,
             domain_root: None,
         })
     }
@@ -186,8 +209,16 @@ impl AdConn {
     }
 
     async fn reconnect_because(&mut self, reason: &str) -> Result<(), AdError> {
+        if let (Some(d), Some(r)) = (&self.settings.discover, &self.resolver) {
+            // DCs come and go: ask DNS again, keeping the DC in use if it is still listed.
+            match discovered_urls(&self.settings, d, r).await {
+                Ok(urls) => self.dcs.replace(urls),
+                Err(e) => tracing::warn!("{e}; trying the domain controllers found before"),
+            }
+        }
         let (ldap, transport) = open_any(
             &self.settings,
+            self.resolver.as_ref(),
             &mut self.dcs,
             Start::AfterCurrent,
             Some(reason),
@@ -229,6 +260,7 @@ impl AdConn {
 /// once: trying a wrong password on every DC would only lock the account out sooner.
 async fn open_any(
     settings: &AdSettings,
+    resolver: Option<&hickory_resolver::TokioResolver>,
     dcs: &mut DcList,
     start: Start,
     reason: Option<&str>,
@@ -240,7 +272,7 @@ async fn open_any(
             continue;
         };
         let transport = settings.transport_of(&url)?;
-        match open(settings, &url, transport).await {
+        match open(settings, resolver, &url, transport).await {
             Ok(ldap) => {
                 if dcs.settle(i) {
                     let why = match (failures.is_empty(), reason) {
@@ -273,7 +305,64 @@ fn failure_summary(failures: &[(String, AdError)]) -> String {
         .join("; ")
 }
 
-async fn open(settings: &AdSettings, url: &str, transport: Transport) -> Result<Ldap, AdError> {
+/// The DCs DNS lists for the domain, as URLs, in RFC 2782 order.
+async fn discovered_urls(
+    settings: &AdSettings,
+    d: &Discovery,
+    resolver: &hickory_resolver::TokioResolver,
+) -> Result<Vec<String>, AdError> {
+    let ldaps = !(settings.starttls || settings.allow_plain);
+    let urls: Vec<String> = discover::lookup(d, resolver)
+        .await?
+        .iter()
+        .map(|t| discover::url_for(t, ldaps))
+        .collect();
+    for url in &urls {
+        settings.transport_of(url)?;
+    }
+    tracing::info!(domain = %d.domain, dcs = ?urls, "domain controllers found in DNS");
+    Ok(urls)
+}
+
+/// A TCP connection to `url`'s host, its address asked of the discovery's name servers (the
+/// host names DNS gave need not be in the system's resolver).
+async fn tcp_via(
+    settings: &AdSettings,
+    resolver: &hickory_resolver::TokioResolver,
+    url: &str,
+) -> Result<std::net::TcpStream, String> {
+    let Some(d) = &settings.discover else {
+        return Err("no discovery settings".into());
+    };
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+        .unwrap_or_default();
+    let (host, port) = authority
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("{url}: no host:port"))?;
+    let ips = discover::addresses(d, resolver, host)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut last = format!("{host}: no address");
+    for ip in ips {
+        let addr = std::net::SocketAddr::new(ip, port);
+        match tokio::time::timeout(settings.timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return stream.into_std().map_err(|e| e.to_string()),
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: timed out"),
+        }
+    }
+    Err(last)
+}
+
+async fn open(
+    settings: &AdSettings,
+    resolver: Option<&hickory_resolver::TokioResolver>,
+    url: &str,
+    transport: Transport,
+) -> Result<Ldap, AdError> {
     install_crypto_provider();
     let connect_err = |message: String| AdError::Connect {
         url: url.to_string(),
@@ -287,6 +376,12 @@ async fn open(settings: &AdSettings, url: &str, transport: Transport) -> Result<
             ls = ls.set_config(tls_config(ca)?);
         }
         // no CA file: ldap3's default config, verified against the system roots
+    }
+    if let Some(r) = resolver {
+        // The URL keeps the host name (TLS checks the certificate against it).
+        ls = ls.set_std_stream(ldap3::StdStream::Tcp(
+            tcp_via(settings, r, url).await.map_err(connect_err)?,
+        ));
     }
     let (conn, mut ldap) = LdapConnAsync::with_settings(ls, url)
         .await
@@ -314,6 +409,7 @@ mod tests {
     fn settings(url: &str, starttls: bool, allow_plain: bool) -> AdSettings {
         AdSettings {
             urls: vec![url.into()],
+            discover: None,
             bind_dn: "CN=Administrator,CN=Users,DC=corp".into(),
             password: "s3cret-Passw0rd".into(),
             ca_file: None,

@@ -56,6 +56,10 @@ pub enum AdError {
     #[error("cannot connect to {url}: {message}")]
     Connect { url: String, message: String },
 
+    /// The domain's DCs could not be found in DNS (`ad.discover`).
+    #[error("domain controllers of {domain} not found in DNS: {message}")]
+    Discovery { domain: String, message: String },
+
     /// Several domain controllers were tried and none could be used.
     #[error("no domain controller could be used: {failures}")]
     NoDomainController { failures: String },
@@ -117,6 +121,7 @@ impl AdError {
             AdError::Transport { .. }
                 | AdError::Connect { .. }
                 | AdError::NoDomainController { .. }
+                | AdError::Discovery { .. }
         ) || matches!(self.rc(), Some(51 | 52 | 81))
     }
 

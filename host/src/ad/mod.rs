@@ -4,9 +4,10 @@
 //! One [`AdConn`] is one authenticated connection; its operations are spread over the
 //! modules by concern: `search` (reads), `write` (changes), `schema` (definitions and
 //! checks), `resolve` (batched SID/GUID lookups, owned groups). `dn` and `failover` (which
-//! domain controller next) are pure.
+//! domain controller next) are pure; `discover` finds the DCs in DNS.
 
 pub mod conn;
+pub mod discover;
 pub mod dn;
 pub mod error;
 pub mod failover;

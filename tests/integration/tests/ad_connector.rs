@@ -21,6 +21,7 @@ const UNIVERSAL_SECURITY: &str = "-2147483640";
 fn settings(tb: &AdTestbed, url: &str, starttls: bool, allow_plain: bool) -> AdSettings {
     AdSettings {
         urls: vec![url.to_string()],
+        discover: None,
         bind_dn: tb.bind_dn.clone(),
         password: tb.bind_password.clone(),
         ca_file: Some(tb.ca_file.clone()),

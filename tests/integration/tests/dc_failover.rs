@@ -53,6 +53,7 @@ async fn relay_to(target: &str) -> (u16, JoinHandle<()>) {
 fn settings(tb: &AdTestbed, urls: Vec<String>) -> AdSettings {
     AdSettings {
         urls,
+        discover: None,
         bind_dn: tb.bind_dn.clone(),
         password: tb.bind_password.clone(),
         ca_file: Some(tb.ca_file.clone()),
