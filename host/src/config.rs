@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 
+pub use crate::ad::join::{JoinFor, JoinKey, JoinKeyError};
 pub use crate::graph::auth::Credential;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,8 @@ struct RawAd {
     managed_ous: Vec<String>,
     #[serde(default)]
     member_search_bases: Vec<String>,
+    /// A Global Catalog for member lookups (other domains of the forest); writes stay on the DC.
+    gc_url: Option<String>,
     #[serde(default = "default_timeout_secs")]
     timeout_secs: u64,
 }
@@ -123,8 +126,18 @@ fn default_audit_retention_days() -> u32 {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMembers {
-    #[serde(default)]
-    user_match: UserMatch,
+    user_match: Option<UserMatch>,
+    users: Option<RawJoin>,
+    groups: Option<RawJoin>,
+}
+
+/// `{ cloud = "<Graph property>", ad = "<AD attribute>" }`; both checked by the validator, so a
+/// missing one is an error naming its key rather than a parse error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJoin {
+    cloud: Option<String>,
+    ad: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +295,23 @@ pub enum UserMatch {
     ImmutableId,
 }
 
+/// How members are matched to AD objects: one join key per kind of cloud member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberJoins {
+    pub users: JoinKey,
+    /// Groups synced from AD (the members that are groups).
+    pub groups: JoinKey,
+}
+
+impl Default for MemberJoins {
+    fn default() -> Self {
+        MemberJoins {
+            users: JoinKey::sid(),
+            groups: JoinKey::sid(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GraphConfig {
     pub tenant_id: String,
@@ -310,8 +340,10 @@ pub struct AdConfig {
     pub starttls: bool,
     pub allow_plain_ldap: bool,
     pub managed_ous: Vec<String>,
-    /// Where members are looked up; empty = the domain root.
+    /// Where members are looked up; empty = the domain root (the forest with `gc_url`).
     pub member_search_bases: Vec<String>,
+    /// The Global Catalog members are looked up in, when set.
+    pub gc_url: Option<String>,
     pub timeout: Duration,
 }
 
@@ -327,6 +359,7 @@ impl std::fmt::Debug for AdConfig {
             .field("allow_plain_ldap", &self.allow_plain_ldap)
             .field("managed_ous", &self.managed_ous)
             .field("member_search_bases", &self.member_search_bases)
+            .field("gc_url", &self.gc_url)
             .finish()
     }
 }
@@ -349,7 +382,8 @@ pub struct Config {
     pub ad: AdConfig,
     pub rules: RulesConfig,
     pub state_path: PathBuf,
-    pub user_match: UserMatch,
+    /// `[members]`: how cloud members are matched to AD objects.
+    pub members: MemberJoins,
     /// More deletes than this in one cycle are held back for approval.
     pub delete_threshold: usize,
     /// Also held back when more than this percentage of the owned groups.
@@ -606,6 +640,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(gc) = &a.gc_url {
+            v.gc_url(gc)?;
+        }
         let ad = AdConfig {
             urls,
             discover,
@@ -616,8 +653,11 @@ impl Config {
             allow_plain_ldap: a.allow_plain_ldap,
             managed_ous: a.managed_ous,
             member_search_bases: a.member_search_bases,
+            gc_url: a.gc_url,
             timeout: Duration::from_secs(a.timeout_secs.max(1)),
         };
+
+        let members = member_joins(&v, raw.members)?;
 
         // Rules
         let folder = resolve(&raw.rules.folder);
@@ -711,7 +751,7 @@ impl Config {
                 max_triggers_per_cycle: raw.rules.max_triggers_per_cycle,
             },
             state_path: resolve(&raw.state.path),
-            user_match: raw.members.user_match,
+            members,
             delete_threshold: raw.safety.delete_threshold,
             delete_threshold_percent: raw.safety.delete_threshold_percent,
             quarantine_max_backoff_secs: raw.safety.quarantine_max_backoff_secs,
@@ -733,6 +773,42 @@ fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
         ));
     }
     Ok(addr)
+}
+
+/// `[members]`: the join keys; `user_match` stays as the short form of the users key.
+fn member_joins(v: &Validator<'_>, m: RawMembers) -> Result<MemberJoins, ConfigError> {
+    let key = |what: JoinFor, name: &str, raw: RawJoin| -> Result<JoinKey, ConfigError> {
+        let need = |field: &str, what: &str| v.invalid(&format!("{name}.{field}"), what);
+        let cloud = raw
+            .cloud
+            .ok_or_else(|| need("cloud", "required: the Graph property to match on"))?;
+        let ad = raw
+            .ad
+            .ok_or_else(|| need("ad", "required: the AD attribute holding the same value"))?;
+        JoinKey::new(what, &cloud, &ad).map_err(|e| {
+            let field = match e {
+                JoinKeyError::AdAttribute { .. } => "ad",
+                _ => "cloud",
+            };
+            need(field, &e.to_string())
+        })
+    };
+    let users = match (m.user_match, m.users) {
+        (Some(_), Some(_)) => {
+            return Err(v.invalid(
+                "members.user_match",
+                "give either user_match or users, not both (user_match = \"immutable_id\" is users = { cloud = \"onPremisesImmutableId\", ad = \"objectGUID\" })",
+            ))
+        }
+        (_, Some(raw)) => key(JoinFor::Users, "members.users", raw)?,
+        (Some(UserMatch::ImmutableId), None) => JoinKey::immutable_id(),
+        (Some(UserMatch::Sid) | None, None) => JoinKey::sid(),
+    };
+    let groups = match m.groups {
+        Some(raw) => key(JoinFor::Groups, "members.groups", raw)?,
+        None => JoinKey::sid(),
+    };
+    Ok(MemberJoins { users, groups })
 }
 
 /// `ad.discover`: a DNS domain name (`corp.example.test`), a trailing dot allowed.
@@ -797,6 +873,24 @@ impl Validator<'_> {
         } else {
             Ok(())
         }
+    }
+
+    /// `ad.gc_url`: an LDAP URL with a host (Global Catalog ports: 3269 LDAPS, 3268 LDAP).
+    fn gc_url(&self, value: &str) -> Result<(), ConfigError> {
+        let lower = value.trim().to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("ldaps://")
+            .or_else(|| lower.strip_prefix("ldap://"))
+            .ok_or_else(|| {
+                self.invalid(
+                    "ad.gc_url",
+                    "must start with ldaps:// (Global Catalog port 3269) or ldap:// (port 3268)",
+                )
+            })?;
+        if rest.split(['/', ':']).next().unwrap_or_default().is_empty() {
+            return Err(self.invalid("ad.gc_url", "names no host"));
+        }
+        Ok(())
     }
 
     fn url(&self, key: &str, value: &str) -> Result<(), ConfigError> {
@@ -897,7 +991,8 @@ path = "state.db"
         );
         assert_eq!(c.graph.scope, "https://graph.microsoft.com/.default");
         assert_eq!(c.delete_threshold, 10);
-        assert_eq!(c.user_match, UserMatch::Sid);
+        assert_eq!(c.members, MemberJoins::default());
+        assert_eq!(c.ad.gc_url, None);
         assert_eq!(c.rules.trigger_timeout, Duration::from_secs(30));
         assert_eq!(c.rules.max_triggers_per_cycle, 1000);
         assert_eq!(
@@ -907,6 +1002,95 @@ path = "state.db"
         // Secrets never show in Debug output.
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cret"), "{dbg}");
+    }
+
+    #[test]
+    fn member_join_keys_are_read_and_checked() {
+        with_env();
+        let c = cfg(&format!(
+            "{GOOD}\n[members]\nusers = {{ cloud = \"userPrincipalName\", ad = \"userPrincipalName\" }}\ngroups = {{ cloud = \"onPremisesSamAccountName\", ad = \"sAMAccountName\" }}\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.members.users.cloud(), "userPrincipalName");
+        assert_eq!(c.members.groups.ad(), "sAMAccountName");
+        // the short form still works
+        let c = cfg(&format!(
+            "{GOOD}\n[members]\nuser_match = \"immutable_id\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.members.users, JoinKey::immutable_id());
+        assert_eq!(c.members.groups, JoinKey::sid());
+        for (bad, key, says) in [
+            (
+                "users = { cloud = \"mail\" }",
+                "members.users.ad",
+                "required",
+            ),
+            (
+                "users = { ad = \"mail\" }",
+                "members.users.cloud",
+                "required",
+            ),
+            (
+                "users = { cloud = \"displayName\", ad = \"cn\" }",
+                "members.users.cloud",
+                "employeeId",
+            ),
+            (
+                "users = { cloud = \"mail\", ad = \"mail;binary\" }",
+                "members.users.ad",
+                "not an AD attribute",
+            ),
+            (
+                "groups = { cloud = \"employeeId\", ad = \"employeeID\" }",
+                "members.groups.cloud",
+                "group join",
+            ),
+            (
+                "user_match = \"sid\"\nusers = { cloud = \"mail\", ad = \"mail\" }",
+                "members.user_match",
+                "not both",
+            ),
+        ] {
+            let e = cfg(&format!("{GOOD}\n[members]\n{bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                e.contains(&format!("`{key}`"))
+                    && e.contains(says)
+                    && e.contains("/etc/writeback/writeback.toml"),
+                "{bad}: {e}"
+            );
+        }
+        // unknown fields of a key are parse errors naming them
+        let e = cfg(&format!(
+            "{GOOD}\n[members]\nusers = {{ cloud = \"mail\", ad = \"mail\", mode = 1 }}\n"
+        ))
+        .expect_err("unknown field")
+        .to_string();
+        assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn global_catalog_url_is_checked() {
+        with_env();
+        let gc =
+            |url: &str| GOOD.replace("managed_ous", &format!("gc_url = \"{url}\"\nmanaged_ous"));
+        let c = cfg(&gc("ldaps://gc.corp.example.test:3269")).expect("valid");
+        assert_eq!(
+            c.ad.gc_url.as_deref(),
+            Some("ldaps://gc.corp.example.test:3269")
+        );
+        assert!(cfg(&gc("ldap://gc.corp.example.test:3268")).is_ok());
+        for bad in [
+            "https://gc:3269",
+            "gc.corp.example.test",
+            "ldaps://",
+            "ldaps://:3269",
+        ] {
+            let e = cfg(&gc(bad)).expect_err(bad).to_string();
+            assert!(e.contains("`ad.gc_url`"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod discover;
 pub mod dn;
 pub mod error;
 pub mod failover;
+pub mod join;
 pub mod resolve;
 pub mod schema;
 pub mod search;
@@ -18,7 +19,7 @@ pub mod write;
 
 pub use conn::{install_crypto_provider, AdConn, AdSettings, Transport};
 pub use error::{AdError, AdOp, DnError};
-pub use resolve::RESOLVE_BATCH;
+pub use resolve::{JoinAttribute, RESOLVE_BATCH};
 pub use schema::{AttrDef, ClassDef, Schema, SchemaViolation};
 pub use search::{AdEntry, Scope, PAGE_SIZE, RANGE_STEP};
 pub use uuid::Uuid;

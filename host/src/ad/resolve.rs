@@ -1,5 +1,6 @@
-//! Batched lookups: SIDs and GUIDs to DNs with OR filters (one search per ~100 values and
-//! base, never one per member), and the groups the host owns (anchor attribute `Group_...`).
+//! Batched lookups: join values (SIDs, GUIDs, any attribute) to DNs with OR filters (one
+//! search per ~100 values and base, never one per member), and the groups the host owns
+//! (anchor attribute `Group_...`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,6 +9,7 @@ use uuid::Uuid;
 use super::conn::AdConn;
 use super::dn;
 use super::error::AdError;
+use super::join::{Compare, JoinKey};
 use super::search::{build_entry, protocol, AdEntry, Scope};
 
 /// Values per OR filter.
@@ -32,6 +34,67 @@ impl AdConn {
         }
     }
 
+    /// Maps normalised join values (see [`JoinKey::value_of`]) to the DNs of the objects of
+    /// `class` (any class when `None`) under `bases` that carry them in the key's AD attribute:
+    /// every DN found, sorted, so the caller sees a value two objects share. `bases` empty:
+    /// the domain root; on a Global Catalog, `[""]` is the whole forest. Values not found are
+    /// absent from the map.
+    pub async fn resolve_join(
+        &mut self,
+        key: &JoinKey,
+        class: Option<&str>,
+        values: &[String],
+        bases: &[String],
+    ) -> Result<BTreeMap<String, Vec<String>>, AdError> {
+        let unique: BTreeSet<&String> = values.iter().collect();
+        let mut terms = Vec::with_capacity(unique.len());
+        for v in &unique {
+            match key.term(v) {
+                Some(t) => terms.push(t),
+                // a malformed SID or GUID resolves to nothing, like an unknown one
+                None => {
+                    tracing::warn!(value = %v, key = %key.describe(), "skipping malformed join value")
+                }
+            }
+        }
+        let wanted: BTreeSet<&str> = unique.iter().map(|v| v.as_str()).collect();
+        let attr = match key.compare() {
+            Compare::Sid => "objectSid",
+            Compare::Guid => "objectGUID",
+            Compare::Text => key.ad(),
+        };
+        // by value: normalised DN -> DN as AD spells it (overlapping bases find one object twice)
+        let mut found: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for base in self.bases_or_root(bases).await? {
+            for chunk in terms.chunks(RESOLVE_BATCH) {
+                let filter = match class {
+                    Some(c) => format!(
+                        "(&(objectClass={}){})",
+                        dn::escape_filter_value(c),
+                        or_filter(chunk)
+                    ),
+                    None => or_filter(chunk),
+                };
+                for e in self.search(&base, Scope::Subtree, &filter, &[attr]).await? {
+                    for k in key.keys_in(&e) {
+                        if wanted.contains(k.as_str()) {
+                            let norm = dn::normalize(&e.dn).unwrap_or_else(|_| e.dn.to_lowercase());
+                            found.entry(k).or_default().insert(norm, e.dn.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|(k, dns)| {
+                let mut dns: Vec<String> = dns.into_values().collect();
+                dns.sort();
+                (k, dns)
+            })
+            .collect())
+    }
+
     /// Maps SIDs (`S-1-5-21-...`) to the DNs of the objects under `bases` (empty: the domain
     /// root) that carry them. SIDs not found are absent from the map.
     pub async fn resolve_sids(
@@ -39,29 +102,20 @@ impl AdConn {
         sids: &[String],
         bases: &[String],
     ) -> Result<BTreeMap<String, String>, AdError> {
-        let unique: BTreeSet<&String> = sids.iter().collect();
-        let mut terms = Vec::with_capacity(unique.len());
-        for s in &unique {
-            match dn::sid_filter(s) {
-                Ok(t) => terms.push(t),
-                // a malformed SID resolves to nothing, like an unknown one
+        let key = JoinKey::sid();
+        // answers come back in the canonical form; the map is keyed by the SIDs as given
+        let mut by_norm: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in sids {
+            match dn::sid_from_string(s).and_then(|b| dn::sid_to_string(&b)) {
+                Ok(n) => by_norm.entry(n).or_default().push(s.clone()),
                 Err(e) => tracing::warn!(error = %e, "skipping malformed SID"),
             }
         }
-        let mut out = BTreeMap::new();
-        for base in self.bases_or_root(bases).await? {
-            for chunk in terms.chunks(RESOLVE_BATCH) {
-                let entries = self
-                    .search(&base, Scope::Subtree, &or_filter(chunk), &["objectSid"])
-                    .await?;
-                for e in entries {
-                    if let Some(sid) = e.sid {
-                        out.entry(sid).or_insert(e.dn);
-                    }
-                }
-            }
-        }
-        Ok(out)
+        let norm: Vec<String> = by_norm.keys().cloned().collect();
+        let found = self.resolve_join(&key, None, &norm, bases).await?;
+        Ok(first_dns(found, |n| {
+            by_norm.get(n).cloned().unwrap_or_default()
+        }))
     }
 
     /// Maps objectGUIDs to the DNs of the objects under `bases` (empty: the domain root).
@@ -71,22 +125,47 @@ impl AdConn {
         guids: &[Uuid],
         bases: &[String],
     ) -> Result<BTreeMap<Uuid, String>, AdError> {
-        let unique: BTreeSet<&Uuid> = guids.iter().collect();
-        let terms: Vec<String> = unique.into_iter().map(dn::guid_filter).collect();
-        let mut out = BTreeMap::new();
-        for base in self.bases_or_root(bases).await? {
-            for chunk in terms.chunks(RESOLVE_BATCH) {
-                let entries = self
-                    .search(&base, Scope::Subtree, &or_filter(chunk), &["objectGUID"])
-                    .await?;
-                for e in entries {
-                    if let Some(g) = e.guid {
-                        out.entry(g).or_insert(e.dn);
-                    }
-                }
-            }
-        }
-        Ok(out)
+        let values: Vec<String> = guids.iter().map(Uuid::to_string).collect();
+        let found = self
+            .resolve_join(&JoinKey::immutable_id(), None, &values, bases)
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(k, dns)| Some((Uuid::parse_str(&k).ok()?, dns.into_iter().next()?)))
+            .collect())
+    }
+
+    /// What the schema says of a join's AD attribute: `None` when the schema has no such
+    /// attribute.
+    pub async fn join_attribute(&mut self, name: &str) -> Result<Option<JoinAttribute>, AdError> {
+        let dse = self.root_dse(&["schemaNamingContext"]).await?;
+        let schema = dse
+            .first("schemaNamingContext")
+            .ok_or_else(|| protocol("", "rootDSE has no schemaNamingContext"))?
+            .to_string();
+        let filter = format!(
+            "(&(objectClass=attributeSchema)(lDAPDisplayName={}))",
+            dn::escape_filter_value(name)
+        );
+        let found = self
+            .search(
+                &schema,
+                Scope::OneLevel,
+                &filter,
+                &[
+                    "lDAPDisplayName",
+                    "attributeSyntax",
+                    "isMemberOfPartialAttributeSet",
+                ],
+            )
+            .await?;
+        Ok(found.into_iter().next().map(|e| JoinAttribute {
+            name: e.first("lDAPDisplayName").unwrap_or(name).to_string(),
+            syntax: e.first("attributeSyntax").unwrap_or_default().to_string(),
+            in_global_catalog: e
+                .first("isMemberOfPartialAttributeSet")
+                .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
+        }))
     }
 
     /// The groups under `bases` (empty: the domain root) whose `anchor_attr` starts with
@@ -152,6 +231,33 @@ impl AdConn {
         }
         Ok(())
     }
+}
+
+/// A join attribute's schema definition, as far as a lookup cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinAttribute {
+    /// lDAPDisplayName as the schema spells it.
+    pub name: String,
+    /// attributeSyntax OID (`2.5.5.12` Unicode string, `2.5.5.10` octet string, ...).
+    pub syntax: String,
+    /// In the partial attribute set: the Global Catalog holds it.
+    pub in_global_catalog: bool,
+}
+
+/// The first DN found for each value, keyed back by `original` (the forms the caller gave).
+fn first_dns<K: Ord + Clone>(
+    found: BTreeMap<String, Vec<String>>,
+    original: impl Fn(&str) -> Vec<K>,
+) -> BTreeMap<K, String> {
+    let mut out = BTreeMap::new();
+    for (norm, dns) in found {
+        if let Some(dn) = dns.into_iter().next() {
+            for k in original(&norm) {
+                out.insert(k, dn.clone());
+            }
+        }
+    }
+    out
 }
 
 /// The filter and attributes of a search for owned groups; refuses an anchor attribute that

@@ -107,7 +107,7 @@ pub fn rules_fingerprint(config: &Config, rules: &RuleSet) -> String {
         serde_json::to_vec(&(
             &config.ad.managed_ous,
             &config.ad.member_search_bases,
-            format!("{:?}", config.user_match),
+            super::resolve::match_fingerprint(config),
         ))
         .unwrap_or_default(),
     );

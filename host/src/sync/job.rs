@@ -47,6 +47,9 @@ pub const EVAL_CHUNK: usize = 2_000;
 
 /// `meta` key: the fingerprint of the rules and settings the applied hashes were computed with.
 const RULES_KEY: &str = "rules_fingerprint";
+/// `meta` key: how members were matched when the applied hashes were recorded. The hashes hold
+/// member ids, not their DNs, so a change of it compares every group once.
+const MATCH_KEY: &str = "member_match";
 
 /// How a cycle runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -322,6 +325,10 @@ impl Cycle<'_, '_> {
         let forced = self.affected_by_pending()?;
         let fingerprint = rules_fingerprint(self.config, self.rules);
         let rules_changed = self.store.meta(RULES_KEY)?.as_deref() != Some(fingerprint.as_str());
+        let matching = resolve::match_fingerprint(self.config);
+        if self.store.meta(MATCH_KEY)?.is_some_and(|m| m != matching) {
+            self.opts.compare_all = true;
+        }
         let sweep = select::sweep(&self.opts, rules_changed, forced.touched.clone());
         let mut report = SyncReport {
             sweep: match &sweep {
@@ -688,6 +695,8 @@ impl Cycle<'_, '_> {
         record::settle_pending(self.store, &done.retry)?;
         if let Some(f) = fingerprint {
             self.store.set_meta(RULES_KEY, f)?;
+            self.store
+                .set_meta(MATCH_KEY, &resolve::match_fingerprint(self.config))?;
         }
         Ok(())
     }
@@ -750,9 +759,20 @@ impl Cycle<'_, '_> {
     async fn pull(&mut self, kind: ObjectKind) -> Result<(), SyncError> {
         let base = self.graph.graph_base();
         let declared = self.rules.graph_properties();
+        // The rules' properties plus the join keys' (a name the host selects anyway adds nothing).
+        let joins = &self.config.members;
+        let with_join = |names: &[String], key: &crate::config::JoinKey| -> Vec<String> {
+            let mut all = names.to_vec();
+            all.push(key.select_name().to_string());
+            all
+        };
         let query = match kind {
-            ObjectKind::Group => delta::groups_delta_query(base, &declared.groups),
-            ObjectKind::User => delta::users_delta_query(base, &declared.users),
+            ObjectKind::Group => {
+                delta::groups_delta_query(base, &with_join(&declared.groups, &joins.groups))
+            }
+            ObjectKind::User => {
+                delta::users_delta_query(base, &with_join(&declared.users, &joins.users))
+            }
         };
         let stored = match self.opts.reread_cloud {
             true => None,

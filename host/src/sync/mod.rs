@@ -32,4 +32,13 @@ pub enum SyncError {
     Ad(#[from] crate::ad::AdError),
     #[error("state store: {0}")]
     State(#[from] crate::state::StateError),
+    #[error("Global Catalog {url}: {source}")]
+    GlobalCatalog {
+        url: String,
+        #[source]
+        source: crate::ad::AdError,
+    },
+    /// A join key the directory cannot answer (checked when members are first looked up).
+    #[error("config `{key}`: {message}")]
+    Join { key: String, message: String },
 }

@@ -427,9 +427,10 @@ fn streamed_results(out: &mut String, r: &SyncReport) {
     }
 }
 
-/// A reason without the identifiers in it (SIDs, GUIDs), so like reasons count together.
+/// A reason without the identifiers in it (SIDs, GUIDs, quoted values), so like reasons count
+/// together.
 pub fn reason_kind(reason: &str) -> String {
-    reason
+    unquoted(reason)
         .split(' ')
         .map(|w| {
             // An id may be quoted or end a parenthesis: "(group <id>)".
@@ -446,9 +447,59 @@ pub fn reason_kind(reason: &str) -> String {
         .join(" ")
 }
 
+/// `reason` with every `"..."` (a join value, Rust-quoted) as `…`.
+fn unquoted(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(start) = rest.find('"') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        // the closing quote is the first one not escaped
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in after.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        match end {
+            Some(i) => {
+                out.push('…');
+                rest = &after[i + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_join_values_count_together() {
+        assert_eq!(
+            reason_kind("no AD account has mail \"a b@x\""),
+            "no AD account has mail …"
+        );
+        assert_eq!(
+            reason_kind(
+                "ambiguous: 2 AD accounts have mail \"q\\\"x\" (CN=A; CN=B); none is picked"
+            ),
+            "ambiguous: 2 AD accounts have mail … (CN=A; CN=B); none is picked"
+        );
+        assert_eq!(reason_kind("odd \"quote"), "odd \"quote");
+    }
 
     fn u(i: usize, reason: &str) -> Unresolved {
         Unresolved {

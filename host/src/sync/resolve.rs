@@ -1,11 +1,12 @@
-//! Where the cloud members of the groups being written live in AD: users by
-//! `onPremisesSecurityIdentifier` → `objectSid` (or `onPremisesImmutableId` → `objectGUID`),
-//! groups synced from AD by SID; every lookup batched. [`wanted`] (pure) says whom to look for.
+//! Where the cloud members of the groups being written live in AD: each kind of member by its
+//! join key (`[members]`; by default `onPremisesSecurityIdentifier` → `objectSid`), on the DC
+//! or a Global Catalog; every lookup batched. [`wanted`] (pure) says whom to look for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::ad::{self, AdConn};
-use crate::config::{Config, UserMatch};
+use crate::ad::join::{Compare, JoinFor, JoinKey, NoValue};
+use crate::ad::{AdConn, AdError, AdSettings};
+use crate::config::Config;
 use crate::graph::model::{CloudObject, MemberKind, MemberRef};
 use crate::rules::MemberPolicy;
 
@@ -49,29 +50,52 @@ pub fn wanted(
     (users, nested)
 }
 
-/// Finds the AD accounts of the members of the groups being written, in batches.
-///
-/// `users` holds the cloud users among `wanted_users` (looked up in the cache by the caller);
-/// `groups` the cloud groups among `wanted_groups` that are cached.
 /// Entries a cycle's [`Lookups`] holds at most; past it, they are forgotten and asked again.
 const LOOKUPS_KEPT: usize = 250_000;
 
-/// What a cycle has already asked AD: SID or GUID → DN (`None`: no such object). The batches of a
-/// cycle share it, so a user who is a member of groups in many batches is looked up once, not
-/// once a batch. Bounded by [`LOOKUPS_KEPT`]; dropped with the cycle (AD may change between).
+/// DNs an ambiguous-match reason names.
+const AMBIGUOUS_SHOWN: usize = 3;
+
+/// What AD answered for one join value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Found(String),
+    Missing,
+    /// Two or more objects hold the value: none is picked.
+    Ambiguous(Vec<String>),
+}
+
+impl Answer {
+    fn from_dns(dns: Option<&Vec<String>>) -> Answer {
+        match dns.map(Vec::as_slice) {
+            None | Some([]) => Answer::Missing,
+            Some([one]) => Answer::Found(one.clone()),
+            Some(many) => Answer::Ambiguous(many.to_vec()),
+        }
+    }
+}
+
+/// What a cycle has already asked AD: join value → answer, per kind of member (`None`-like
+/// answers included). The batches of a cycle share it, so a user who is a member of groups in
+/// many batches is looked up once, not once a batch. Bounded by [`LOOKUPS_KEPT`]; dropped
+/// with the cycle (AD may change between), with the Global Catalog connection it opened.
 #[derive(Debug, Default)]
 pub struct Lookups {
-    sids: HashMap<String, Option<String>>,
-    guids: HashMap<uuid::Uuid, Option<String>>,
+    users: HashMap<String, Answer>,
+    groups: HashMap<String, Answer>,
+    /// Opened on the first lookup of a cycle when `ad.gc_url` is set.
+    gc: Option<AdConn>,
+    /// The join attributes were checked against the schema this cycle.
+    checked: bool,
 }
 
 impl Lookups {
     /// Makes room for `wanted` keys about to be looked up and used. Called before the keys
     /// to ask are picked: forgetting afterwards would drop answers the caller still reads.
     fn make_room(&mut self, wanted: usize) {
-        if self.sids.len() + self.guids.len() + wanted > LOOKUPS_KEPT {
-            self.sids.clear();
-            self.guids.clear();
+        if self.users.len() + self.groups.len() + wanted > LOOKUPS_KEPT {
+            self.users.clear();
+            self.groups.clear();
         }
     }
 }
@@ -85,17 +109,100 @@ fn unknown<K: Clone + Eq + std::hash::Hash, V>(
 }
 
 /// Records AD's answers for `asked` (absent from `found`: no such object).
-fn remember<K: Ord + Eq + std::hash::Hash>(
-    known: &mut HashMap<K, Option<String>>,
-    asked: Vec<K>,
-    found: &BTreeMap<K, String>,
+fn remember(
+    known: &mut HashMap<String, Answer>,
+    asked: Vec<String>,
+    found: &BTreeMap<String, Vec<String>>,
 ) {
     for k in asked {
-        let dn = found.get(&k).cloned();
-        known.insert(k, dn);
+        let a = Answer::from_dns(found.get(&k));
+        known.insert(k, a);
     }
 }
 
+/// How members are matched and where, as the rules fingerprint holds it. The default
+/// spellings (`Sid`, `ImmutableId`) are the ones earlier versions wrote, so an upgrade does
+/// not re-evaluate every group.
+pub fn match_fingerprint(config: &Config) -> String {
+    let j = &config.members;
+    let sid = JoinKey::sid();
+    let mut out = if j.groups != sid {
+        format!(
+            "users={};groups={}",
+            j.users.describe(),
+            j.groups.describe()
+        )
+    } else if j.users == sid {
+        "Sid".to_string()
+    } else if j.users == JoinKey::immutable_id() {
+        "ImmutableId".to_string()
+    } else {
+        format!("users={}", j.users.describe())
+    };
+    if let Some(gc) = &config.ad.gc_url {
+        out.push_str(";gc=");
+        out.push_str(gc);
+    }
+    out
+}
+
+/// Why a cloud user has nothing to join on.
+fn no_value_reason(key: &JoinKey, why: NoValue) -> String {
+    let synced = key.cloud().starts_with("onPremises");
+    match (why, synced) {
+        (NoValue::Missing, true) => format!("cloud-only user (no {})", key.cloud()),
+        (NoValue::Unusable, true) => format!("cloud-only user (no usable {})", key.cloud()),
+        (NoValue::Missing, false) => format!("the cloud user has no {}", key.cloud()),
+        (NoValue::Unusable, false) => format!(
+            "the cloud user's {} is not a usable {} value",
+            key.cloud(),
+            key.ad()
+        ),
+    }
+}
+
+/// The value as a reason shows it: SIDs and GUIDs bare (as before), text quoted.
+fn shown(key: &JoinKey, value: &str) -> String {
+    match key.compare() {
+        Compare::Text => format!("{value:?}"),
+        Compare::Sid | Compare::Guid => value.to_string(),
+    }
+}
+
+/// Why a user whose join value AD answered for is not written.
+fn answer_reason(key: &JoinKey, value: &str, a: &Answer) -> Option<String> {
+    match a {
+        Answer::Found(_) => None,
+        Answer::Missing => Some(format!(
+            "no AD account has {} {}",
+            key.ad(),
+            shown(key, value)
+        )),
+        Answer::Ambiguous(dns) => {
+            let mut names = dns
+                .iter()
+                .take(AMBIGUOUS_SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            if dns.len() > AMBIGUOUS_SHOWN {
+                names.push_str("; ...");
+            }
+            Some(format!(
+                "ambiguous: {} AD accounts have {} {} ({names}); none is picked",
+                dns.len(),
+                key.ad(),
+                shown(key, value)
+            ))
+        }
+    }
+}
+
+/// Finds the AD accounts of the members of the groups being written, in batches.
+///
+/// `users` holds the cloud users among `wanted_users` (looked up in the cache by the caller);
+/// `groups` the cloud groups among `wanted_groups` that are cached. With `ad.gc_url` the
+/// lookups go to the Global Catalog (the whole forest when no search base is configured).
 pub async fn resolve_members(
     config: &Config,
     conn: &mut AdConn,
@@ -105,109 +212,185 @@ pub async fn resolve_members(
     users: &BTreeMap<String, CloudObject>,
     known: &mut Lookups,
 ) -> Result<MemberDirectory, SyncError> {
+    let joins = &config.members;
     let mut dir = MemberDirectory::default();
-    let mut by_sid: BTreeMap<String, Vec<(bool, String)>> = BTreeMap::new();
-    let mut by_guid: BTreeMap<uuid::Uuid, Vec<String>> = BTreeMap::new();
+    let mut by_user: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for uid in wanted_users {
         let Some(u) = users.get(uid) else {
             dir.user_reasons
                 .insert(uid.clone(), "user not found in the cloud cache".into());
             continue;
         };
-        match config.user_match {
-            UserMatch::Sid => match u.str_prop("onPremisesSecurityIdentifier") {
-                Some(sid) if !sid.is_empty() => by_sid
-                    .entry(sid.to_string())
-                    .or_default()
-                    .push((true, uid.clone())),
-                _ => {
-                    dir.user_reasons.insert(
-                        uid.clone(),
-                        "cloud-only user (no onPremisesSecurityIdentifier)".into(),
-                    );
-                }
-            },
-            UserMatch::ImmutableId => {
-                match u
-                    .str_prop("onPremisesImmutableId")
-                    .and_then(guid_from_immutable_id)
-                {
-                    Some(g) => by_guid.entry(g).or_default().push(uid.clone()),
-                    None => {
-                        dir.user_reasons.insert(
-                            uid.clone(),
-                            "cloud-only user (no usable onPremisesImmutableId)".into(),
-                        );
-                    }
-                }
+        match joins.users.value_of(&u.props) {
+            Ok(v) => by_user.entry(v).or_default().push(uid.clone()),
+            Err(why) => {
+                dir.user_reasons
+                    .insert(uid.clone(), no_value_reason(&joins.users, why));
             }
         }
     }
+    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for gid in wanted_groups {
-        if let Some(sid) = groups
+        // a cloud group without the value was not synced from AD: it is not looked up
+        if let Some(v) = groups
             .get(gid)
-            .and_then(|g| g.str_prop("onPremisesSecurityIdentifier"))
+            .and_then(|g| joins.groups.value_of(&g.props).ok())
         {
-            by_sid
-                .entry(sid.to_string())
-                .or_default()
-                .push((false, gid.clone()));
+            by_group.entry(v).or_default().push(gid.clone());
         }
     }
-    // Empty = the domain root (the connector asks AD for it).
-    let bases = config.ad.member_search_bases.clone();
-    known.make_room(by_sid.len());
-    let ask = unknown(by_sid.keys().cloned(), &known.sids);
-    if !ask.is_empty() {
-        let found = conn.resolve_sids(&ask, &bases).await?;
-        remember(&mut known.sids, ask, &found);
+    if by_user.is_empty() && by_group.is_empty() {
+        return Ok(dir);
     }
-    for (sid, owners) in &by_sid {
-        let found = known.sids.get(sid).cloned().flatten();
-        for (is_user, id) in owners {
-            match (&found, is_user) {
-                (Some(dn), true) => {
+    if !known.checked {
+        check_joins(config, conn).await?;
+        known.checked = true;
+    }
+    known.make_room(by_user.len() + by_group.len());
+    let Lookups {
+        users: known_users,
+        groups: known_groups,
+        gc,
+        ..
+    } = known;
+    let (lookup, bases) = match &config.ad.gc_url {
+        Some(url) => {
+            if gc.is_none() {
+                *gc = Some(open_gc(config, url).await?);
+            }
+            let Some(g) = gc.as_mut() else {
+                return Err(SyncError::GlobalCatalog {
+                    url: url.clone(),
+                    source: AdError::Settings("no connection".into()),
+                });
+            };
+            // "" on a Global Catalog is the whole forest
+            let bases = match config.ad.member_search_bases.is_empty() {
+                true => vec![String::new()],
+                false => config.ad.member_search_bases.clone(),
+            };
+            (g, bases)
+        }
+        // empty = the domain root (the connector asks AD for it)
+        None => (conn, config.ad.member_search_bases.clone()),
+    };
+    let gc_url = config.ad.gc_url.as_deref();
+    for (key, what, wanted, answers) in [
+        (&joins.users, JoinFor::Users, &by_user, &mut *known_users),
+        (
+            &joins.groups,
+            JoinFor::Groups,
+            &by_group,
+            &mut *known_groups,
+        ),
+    ] {
+        let ask = unknown(wanted.keys().cloned(), answers);
+        if ask.is_empty() {
+            continue;
+        }
+        let found = lookup
+            .resolve_join(key, Some(what.ad_class()), &ask, &bases)
+            .await
+            .map_err(|e| match gc_url {
+                Some(url) => SyncError::GlobalCatalog {
+                    url: url.to_string(),
+                    source: e,
+                },
+                None => SyncError::Ad(e),
+            })?;
+        remember(answers, ask, &found);
+    }
+    for (value, ids) in &by_user {
+        let a = known_users.get(value).cloned().unwrap_or(Answer::Missing);
+        for id in ids {
+            match (&a, answer_reason(&joins.users, value, &a)) {
+                (Answer::Found(dn), _) => {
                     dir.users.insert(id.clone(), dn.clone());
                 }
-                (Some(dn), false) => {
+                (_, Some(reason)) => {
+                    dir.user_reasons.insert(id.clone(), reason);
+                }
+                (_, None) => {}
+            }
+        }
+    }
+    for (value, ids) in &by_group {
+        let a = known_groups.get(value);
+        match a {
+            Some(Answer::Found(dn)) => {
+                for id in ids {
                     dir.synced_groups.insert(id.clone(), dn.clone());
                 }
-                (None, true) => {
-                    dir.user_reasons
-                        .insert(id.clone(), format!("no AD account has objectSid {sid}"));
-                }
-                (None, false) => {}
             }
-        }
-    }
-    known.make_room(by_guid.len());
-    let ask = unknown(by_guid.keys().cloned(), &known.guids);
-    if !ask.is_empty() {
-        let found = conn.resolve_guids(&ask, &bases).await?;
-        remember(&mut known.guids, ask, &found);
-    }
-    for (g, owners) in &by_guid {
-        let found = known.guids.get(g).cloned().flatten();
-        for id in owners {
-            match &found {
-                Some(dn) => {
-                    dir.users.insert(id.clone(), dn.clone());
-                }
-                None => {
-                    dir.user_reasons
-                        .insert(id.clone(), format!("no AD account has objectGUID {g}"));
-                }
-            }
+            Some(Answer::Ambiguous(dns)) => tracing::warn!(
+                key = %joins.groups.describe(),
+                value = %value,
+                count = dns.len(),
+                "a synced group matches several AD groups; none is picked"
+            ),
+            _ => {}
         }
     }
     Ok(dir)
 }
 
-/// Connect's source anchor: base64 of the AD objectGUID bytes.
-fn guid_from_immutable_id(v: &str) -> Option<uuid::Uuid> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
-    ad::dn::guid_from_ad_bytes(&bytes).ok()
+/// Refuses join attributes a lookup cannot use: unknown to the schema, binary beyond
+/// objectSid and objectGUID, or (with a Global Catalog) not held by the Global Catalog.
+async fn check_joins(config: &Config, conn: &mut AdConn) -> Result<(), SyncError> {
+    for (name, key) in [
+        ("members.users.ad", &config.members.users),
+        ("members.groups.ad", &config.members.groups),
+    ] {
+        let Some(attr) = conn.join_attribute(key.ad()).await? else {
+            return Err(SyncError::Join {
+                key: name.into(),
+                message: format!("attribute {} is not in the AD schema", key.ad()),
+            });
+        };
+        let binary = matches!(attr.syntax.as_str(), "2.5.5.10" | "2.5.5.17");
+        if binary && key.compare() == Compare::Text {
+            return Err(SyncError::Join {
+                key: name.into(),
+                message: format!(
+                    "attribute {} is binary; the binary attributes a join can use are objectSid and objectGUID",
+                    attr.name
+                ),
+            });
+        }
+        if config.ad.gc_url.is_some() && !attr.in_global_catalog {
+            return Err(SyncError::Join {
+                key: name.into(),
+                message: format!(
+                    "attribute {} is not in the Global Catalog (isMemberOfPartialAttributeSet); join on an attribute the Global Catalog holds, add it to the partial attribute set, or drop ad.gc_url",
+                    attr.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A bound connection to the Global Catalog, with the DC's account and TLS settings: an
+/// `ldap://` URL is upgraded with StartTLS unless plain LDAP is allowed (and `starttls` off).
+async fn open_gc(config: &Config, url: &str) -> Result<AdConn, SyncError> {
+    let a = &config.ad;
+    let plain = url.to_ascii_lowercase().starts_with("ldap://");
+    let settings = AdSettings {
+        urls: vec![url.to_string()],
+        discover: None,
+        bind_dn: a.bind_dn.clone(),
+        password: a.password.clone(),
+        ca_file: a.ca_file.clone(),
+        starttls: plain && (a.starttls || !a.allow_plain_ldap),
+        allow_plain: a.allow_plain_ldap,
+        timeout: a.timeout,
+    };
+    AdConn::connect(&settings)
+        .await
+        .map_err(|source| SyncError::GlobalCatalog {
+            url: url.to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -218,32 +401,78 @@ mod tests {
     fn lookups_stay_bounded_and_keep_what_fits() {
         let mut l = Lookups::default();
         for i in 0..LOOKUPS_KEPT - 1 {
-            l.sids.insert(format!("S-1-5-21-{i}"), None);
+            l.users.insert(format!("S-1-5-21-{i}"), Answer::Missing);
         }
         l.make_room(1);
-        assert_eq!(l.sids.len(), LOOKUPS_KEPT - 1, "room for one more");
+        assert_eq!(l.users.len(), LOOKUPS_KEPT - 1, "room for one more");
         l.make_room(2);
-        assert!(l.sids.is_empty(), "over the bound: forgotten");
+        assert!(l.users.is_empty(), "over the bound: forgotten");
     }
 
     #[test]
     fn every_wanted_key_is_asked_after_room_was_made() {
         let mut l = Lookups::default();
         for i in 0..LOOKUPS_KEPT {
-            l.sids
-                .insert(format!("S-1-5-21-{i}"), Some(format!("CN=U{i}")));
+            l.users
+                .insert(format!("S-1-5-21-{i}"), Answer::Found(format!("CN=U{i}")));
         }
         // A batch wanting a known SID and a new one: the room is made first, so the known one
         // is asked again rather than read from a map that was just emptied.
         let wanted = ["S-1-5-21-0".to_string(), "S-1-5-21-new".to_string()];
         l.make_room(wanted.len());
-        let ask = unknown(wanted.iter().cloned(), &l.sids);
+        let ask = unknown(wanted.iter().cloned(), &l.users);
         assert_eq!(ask, wanted);
-        let found: BTreeMap<String, String> = [("S-1-5-21-0".to_string(), "CN=U0".to_string())]
-            .into_iter()
-            .collect();
-        remember(&mut l.sids, ask, &found);
-        assert_eq!(l.sids.get("S-1-5-21-0"), Some(&Some("CN=U0".to_string())));
-        assert_eq!(l.sids.get("S-1-5-21-new"), Some(&None));
+        let found: BTreeMap<String, Vec<String>> =
+            [("S-1-5-21-0".to_string(), vec!["CN=U0".to_string()])]
+                .into_iter()
+                .collect();
+        remember(&mut l.users, ask, &found);
+        assert_eq!(
+            l.users.get("S-1-5-21-0"),
+            Some(&Answer::Found("CN=U0".to_string()))
+        );
+        assert_eq!(l.users.get("S-1-5-21-new"), Some(&Answer::Missing));
+    }
+
+    #[test]
+    fn two_objects_holding_a_value_are_ambiguous_and_none_is_picked() {
+        let dns = vec!["CN=A,DC=x".to_string(), "CN=B,DC=x".to_string()];
+        let a = Answer::from_dns(Some(&dns));
+        assert_eq!(a, Answer::Ambiguous(dns));
+        let mail = JoinKey::new(JoinFor::Users, "mail", "mail").unwrap();
+        let r = answer_reason(&mail, "ada@x", &a).unwrap();
+        assert_eq!(
+            r,
+            "ambiguous: 2 AD accounts have mail \"ada@x\" (CN=A,DC=x; CN=B,DC=x); none is picked"
+        );
+        let many: Vec<String> = (0..5).map(|i| format!("CN={i}")).collect();
+        let r = answer_reason(&mail, "a", &Answer::Ambiguous(many)).unwrap();
+        assert!(
+            r.contains("5 AD accounts") && r.contains("CN=2; ...") && !r.contains("CN=3"),
+            "{r}"
+        );
+        assert_eq!(Answer::from_dns(Some(&Vec::new())), Answer::Missing);
+        assert_eq!(Answer::from_dns(None), Answer::Missing);
+        assert_eq!(
+            answer_reason(&JoinKey::sid(), "S-1-5-21-1", &Answer::Missing).as_deref(),
+            Some("no AD account has objectSid S-1-5-21-1")
+        );
+    }
+
+    #[test]
+    fn reasons_for_users_without_a_value_name_the_property() {
+        assert_eq!(
+            no_value_reason(&JoinKey::sid(), NoValue::Missing),
+            "cloud-only user (no onPremisesSecurityIdentifier)"
+        );
+        assert_eq!(
+            no_value_reason(&JoinKey::immutable_id(), NoValue::Unusable),
+            "cloud-only user (no usable onPremisesImmutableId)"
+        );
+        let e = JoinKey::new(JoinFor::Users, "employeeId", "employeeID").unwrap();
+        assert_eq!(
+            no_value_reason(&e, NoValue::Missing),
+            "the cloud user has no employeeId"
+        );
     }
 }
