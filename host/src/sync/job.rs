@@ -761,17 +761,13 @@ impl Cycle<'_, '_> {
         let declared = self.rules.graph_properties();
         // The rules' properties plus the join keys' (a name the host selects anyway adds nothing).
         let joins = &self.config.members;
-        let with_join = |names: &[String], key: &crate::config::JoinKey| -> Vec<String> {
-            let mut all = names.to_vec();
-            all.push(key.select_name().to_string());
-            all
-        };
         let query = match kind {
-            ObjectKind::Group => {
-                delta::groups_delta_query(base, &with_join(&declared.groups, &joins.groups))
-            }
+            ObjectKind::Group => delta::groups_delta_query(
+                base,
+                &resolve::with_join(&declared.groups, &joins.groups),
+            ),
             ObjectKind::User => {
-                delta::users_delta_query(base, &with_join(&declared.users, &joins.users))
+                delta::users_delta_query(base, &resolve::with_join(&declared.users, &joins.users))
             }
         };
         let stored = match self.opts.reread_cloud {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ad::join::{Compare, JoinFor, JoinKey, NoValue};
-use crate::ad::{AdConn, AdError, AdSettings};
+use crate::ad::{AdConn, AdError};
 use crate::config::Config;
 use crate::graph::model::{CloudObject, MemberKind, MemberRef};
 use crate::rules::MemberPolicy;
@@ -146,6 +146,13 @@ pub fn match_fingerprint(config: &Config) -> String {
     out
 }
 
+/// The extra names of a delta `$select`: the rules' `declared` ones and the join key's property.
+pub fn with_join(declared: &[String], key: &JoinKey) -> Vec<String> {
+    let mut all = declared.to_vec();
+    all.push(key.select_name().to_string());
+    all
+}
+
 /// Why a cloud user has nothing to join on.
 fn no_value_reason(key: &JoinKey, why: NoValue) -> String {
     let synced = key.cloud().starts_with("onPremises");
@@ -179,10 +186,11 @@ fn answer_reason(key: &JoinKey, value: &str, a: &Answer) -> Option<String> {
             shown(key, value)
         )),
         Answer::Ambiguous(dns) => {
+            // quoted, so like reasons still count together in a summary
             let mut names = dns
                 .iter()
                 .take(AMBIGUOUS_SHOWN)
-                .cloned()
+                .map(|d| format!("{d:?}"))
                 .collect::<Vec<_>>()
                 .join("; ");
             if dns.len() > AMBIGUOUS_SHOWN {
@@ -256,7 +264,7 @@ pub async fn resolve_members(
     let (lookup, bases) = match &config.ad.gc_url {
         Some(url) => {
             if gc.is_none() {
-                *gc = Some(open_gc(config, url).await?);
+                *gc = Some(open_gc(conn, url).await?);
             }
             let Some(g) = gc.as_mut() else {
                 return Err(SyncError::GlobalCatalog {
@@ -370,21 +378,15 @@ async fn check_joins(config: &Config, conn: &mut AdConn) -> Result<(), SyncError
     Ok(())
 }
 
-/// A bound connection to the Global Catalog, with the DC's account and TLS settings: an
-/// `ldap://` URL is upgraded with StartTLS unless plain LDAP is allowed (and `starttls` off).
-async fn open_gc(config: &Config, url: &str) -> Result<AdConn, SyncError> {
-    let a = &config.ad;
+/// A bound connection to the Global Catalog, with the DC connection's account, trust and bind
+/// method (only where to connect differs): an `ldap://` URL is upgraded with StartTLS unless
+/// plain LDAP is allowed (and `starttls` off).
+async fn open_gc(dc: &AdConn, url: &str) -> Result<AdConn, SyncError> {
+    let mut settings = dc.settings().clone();
     let plain = url.to_ascii_lowercase().starts_with("ldap://");
-    let settings = AdSettings {
-        urls: vec![url.to_string()],
-        discover: None,
-        bind_dn: a.bind_dn.clone(),
-        password: a.password.clone(),
-        ca_file: a.ca_file.clone(),
-        starttls: plain && (a.starttls || !a.allow_plain_ldap),
-        allow_plain: a.allow_plain_ldap,
-        timeout: a.timeout,
-    };
+    settings.urls = vec![url.to_string()];
+    settings.discover = None;
+    settings.starttls = plain && (settings.starttls || !settings.allow_plain);
     AdConn::connect(&settings)
         .await
         .map_err(|source| SyncError::GlobalCatalog {
@@ -443,12 +445,16 @@ mod tests {
         let r = answer_reason(&mail, "ada@x", &a).unwrap();
         assert_eq!(
             r,
-            "ambiguous: 2 AD accounts have mail \"ada@x\" (CN=A,DC=x; CN=B,DC=x); none is picked"
+            "ambiguous: 2 AD accounts have mail \"ada@x\" (\"CN=A,DC=x\"; \"CN=B,DC=x\"); none is picked"
+        );
+        assert_eq!(
+            super::super::report::reason_kind(&r),
+            "ambiguous: 2 AD accounts have mail … (…; …); none is picked"
         );
         let many: Vec<String> = (0..5).map(|i| format!("CN={i}")).collect();
         let r = answer_reason(&mail, "a", &Answer::Ambiguous(many)).unwrap();
         assert!(
-            r.contains("5 AD accounts") && r.contains("CN=2; ...") && !r.contains("CN=3"),
+            r.contains("5 AD accounts") && r.contains("\"CN=2\"; ...") && !r.contains("CN=3"),
             "{r}"
         );
         assert_eq!(Answer::from_dns(Some(&Vec::new())), Answer::Missing);
@@ -456,6 +462,71 @@ mod tests {
         assert_eq!(
             answer_reason(&JoinKey::sid(), "S-1-5-21-1", &Answer::Missing).as_deref(),
             Some("no AD account has objectSid S-1-5-21-1")
+        );
+    }
+
+    #[test]
+    fn the_join_property_is_selected_once() {
+        use crate::graph::delta::users_delta_query;
+        let key = JoinKey::new(JoinFor::Users, "employeeId", "employeeID").unwrap();
+        let q = users_delta_query("https://g/v1.0", &with_join(&[], &key));
+        assert!(
+            q.select.split(',').any(|n| n == "employeeId"),
+            "{}",
+            q.select
+        );
+        // the default key is selected by the host already: the query is the default one
+        let plain = users_delta_query("https://g/v1.0", &[]);
+        let sid = users_delta_query("https://g/v1.0", &with_join(&[], &JoinKey::sid()));
+        assert_eq!(sid, plain);
+        let ea = JoinKey::new(
+            JoinFor::Users,
+            "onPremisesExtensionAttributes.extensionAttribute2",
+            "info",
+        )
+        .unwrap();
+        let declared = vec!["onPremisesExtensionAttributes".to_string()];
+        let q = users_delta_query("https://g/v1.0", &with_join(&declared, &ea));
+        let n = q
+            .select
+            .split(',')
+            .filter(|n| *n == "onPremisesExtensionAttributes")
+            .count();
+        assert_eq!(n, 1, "{}", q.select);
+    }
+
+    #[test]
+    fn the_default_match_keeps_the_fingerprint_earlier_versions_wrote() {
+        let text = r#"
+[graph]
+tenant_id = "t"
+client_id = "c"
+client_secret_env = "WB_RESOLVE_TEST_SECRET"
+[ad]
+url = "ldaps://dc1.corp.example.test"
+bind_dn = "CN=svc,DC=corp,DC=example,DC=test"
+password_env = "WB_RESOLVE_TEST_SECRET"
+managed_ous = ["OU=G,DC=corp,DC=example,DC=test"]
+[rules]
+folder = "rules"
+[state]
+path = "state.db"
+"#;
+        std::env::set_var("WB_RESOLVE_TEST_SECRET", "s");
+        let load = |extra: &str| {
+            Config::parse(std::path::Path::new("/x/w.toml"), &format!("{text}{extra}"))
+                .expect("valid config")
+        };
+        assert_eq!(match_fingerprint(&load("")), "Sid");
+        assert_eq!(
+            match_fingerprint(&load("[members]\nuser_match = \"immutable_id\"\n")),
+            "ImmutableId"
+        );
+        assert_eq!(
+            match_fingerprint(&load(
+                "[members]\nusers = { cloud = \"mail\", ad = \"mail\" }\n"
+            )),
+            "users=mail = mail"
         );
     }
 
