@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ad::join::{Compare, JoinFor, JoinKey, NoValue};
-use crate::ad::{AdConn, AdError};
+use crate::ad::{AdConn, AdError, JoinAttribute};
 use crate::config::Config;
 use crate::graph::model::{CloudObject, MemberKind, MemberRef};
 use crate::rules::MemberPolicy;
@@ -342,40 +342,44 @@ pub async fn resolve_members(
     Ok(dir)
 }
 
-/// Refuses join attributes a lookup cannot use: unknown to the schema, binary beyond
-/// objectSid and objectGUID, or (with a Global Catalog) not held by the Global Catalog.
+/// Refuses join attributes a lookup cannot use (see [`attribute_problem`]).
 async fn check_joins(config: &Config, conn: &mut AdConn) -> Result<(), SyncError> {
     for (name, key) in [
         ("members.users.ad", &config.members.users),
         ("members.groups.ad", &config.members.groups),
     ] {
-        let Some(attr) = conn.join_attribute(key.ad()).await? else {
+        let attr = conn.join_attribute(key.ad()).await?;
+        if let Some(message) = attribute_problem(key, attr.as_ref(), config.ad.gc_url.is_some()) {
             return Err(SyncError::Join {
                 key: name.into(),
-                message: format!("attribute {} is not in the AD schema", key.ad()),
-            });
-        };
-        let binary = matches!(attr.syntax.as_str(), "2.5.5.10" | "2.5.5.17");
-        if binary && key.compare() == Compare::Text {
-            return Err(SyncError::Join {
-                key: name.into(),
-                message: format!(
-                    "attribute {} is binary; the binary attributes a join can use are objectSid and objectGUID",
-                    attr.name
-                ),
-            });
-        }
-        if config.ad.gc_url.is_some() && !attr.in_global_catalog {
-            return Err(SyncError::Join {
-                key: name.into(),
-                message: format!(
-                    "attribute {} is not in the Global Catalog (isMemberOfPartialAttributeSet); join on an attribute the Global Catalog holds, add it to the partial attribute set, or drop ad.gc_url",
-                    attr.name
-                ),
+                message,
             });
         }
     }
     Ok(())
+}
+
+/// What is wrong with joining on `attr` (the schema's definition of the key's AD attribute,
+/// `None`: not in the schema): unknown, binary beyond objectSid and objectGUID, or, looked up
+/// in a Global Catalog (`gc`), not held by it.
+fn attribute_problem(key: &JoinKey, attr: Option<&JoinAttribute>, gc: bool) -> Option<String> {
+    let Some(attr) = attr else {
+        return Some(format!("attribute {} is not in the AD schema", key.ad()));
+    };
+    let binary = matches!(attr.syntax.as_str(), "2.5.5.10" | "2.5.5.17");
+    if binary && key.compare() == Compare::Text {
+        return Some(format!(
+            "attribute {} is binary; the binary attributes a join can use are objectSid and objectGUID",
+            attr.name
+        ));
+    }
+    if gc && !attr.in_global_catalog {
+        return Some(format!(
+            "attribute {} is not in the Global Catalog (isMemberOfPartialAttributeSet); join on an attribute the Global Catalog holds, add it to the partial attribute set, or drop ad.gc_url",
+            attr.name
+        ));
+    }
+    None
 }
 
 /// A bound connection to the Global Catalog, with the DC connection's account, trust and bind
@@ -528,6 +532,37 @@ path = "state.db"
             )),
             "users=mail = mail"
         );
+    }
+
+    #[test]
+    fn join_attributes_are_checked_against_the_schema() {
+        let attr = |name: &str, syntax: &str, gc: bool| JoinAttribute {
+            name: name.into(),
+            syntax: syntax.into(),
+            in_global_catalog: gc,
+        };
+        let emp = JoinKey::new(JoinFor::Users, "employeeId", "employeeid").unwrap();
+        let def = attr("employeeID", "2.5.5.12", false);
+        assert_eq!(attribute_problem(&emp, Some(&def), false), None);
+        let e = attribute_problem(&emp, Some(&def), true).unwrap_or_default();
+        assert!(e.contains("employeeID is not in the Global Catalog"), "{e}");
+        let e = attribute_problem(&emp, None, false).unwrap_or_default();
+        assert!(e.contains("employeeid is not in the AD schema"), "{e}");
+        let cg = JoinKey::new(
+            JoinFor::Users,
+            "onPremisesImmutableId",
+            "mS-DS-ConsistencyGuid",
+        )
+        .unwrap();
+        let e = attribute_problem(
+            &cg,
+            Some(&attr("mS-DS-ConsistencyGuid", "2.5.5.10", true)),
+            false,
+        )
+        .unwrap_or_default();
+        assert!(e.contains("is binary"), "{e}");
+        let sid = attr("objectSid", "2.5.5.17", true);
+        assert_eq!(attribute_problem(&JoinKey::sid(), Some(&sid), true), None);
     }
 
     #[test]
