@@ -12,11 +12,25 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Installing the test bed's Debian packages (if missing)"
 tests/testbed/samba-ad.sh install
 
+step "Build packages of the kerberos feature (if missing): clang, libclang-dev, libkrb5-dev"
+missing=()
+for p in clang libclang-dev libkrb5-dev; do
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${missing[@]}" ||
+        { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
+fi
+# Everything below is built and tested with Kerberos binds in (tests/integration/tests/kerberos.rs).
+features=(--features writeback-integration/kerberos)
+
 step "Python packages of the tests (pinned, in .venv): msgraph-sdk, prometheus-client"
 tests/conformance/setup.sh
 
 step "Building the workspace"
-cargo build --workspace --all-targets
+cargo build --workspace --all-targets "${features[@]}"
+cargo clippy -p writeback --all-targets --features kerberos -- -D warnings
 
 step "Rule sets, offline: writeback check and writeback test for scripts/ and examples/*/rules"
 for rules in scripts examples/*/rules; do
@@ -34,9 +48,9 @@ export WRITEBACK_BIN="$ROOT/target/debug/writeback"
 
 step "Rust tests (unit, Graph emulator, integration against Samba AD and the emulator)"
 if command -v cargo-nextest >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --no-fail-fast "${features[@]}"
 else
-    cargo test --workspace --no-fail-fast -- --test-threads=1
+    cargo test --workspace --no-fail-fast "${features[@]}" -- --test-threads=1
 fi
 
 step "Debian package: built from the debug binary, installed, unit verified, check and test run, removed, purged"

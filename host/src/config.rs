@@ -73,7 +73,11 @@ struct RawAd {
     urls: Option<Vec<String>>,
     discover: Option<String>,
     dns_servers: Option<Vec<String>>,
-    bind_dn: String,
+    #[serde(default)]
+    auth: AdAuth,
+    bind_dn: Option<String>,
+    keytab: Option<PathBuf>,
+    principal: Option<String>,
     password: Option<toml::Value>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
@@ -89,6 +93,17 @@ struct RawAd {
     gc_url: Option<String>,
     #[serde(default = "default_timeout_secs")]
     timeout_secs: u64,
+}
+
+/// `ad.auth`: how Writeback binds to AD.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AdAuth {
+    /// `bind_dn` and a password.
+    #[default]
+    Simple,
+    /// SASL GSSAPI with `principal`'s keys from `keytab`.
+    Kerberos,
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,8 +349,11 @@ pub struct AdConfig {
     pub urls: Vec<String>,
     /// `ad.discover` and `ad.dns_servers`: the DCs are looked up in DNS.
     pub discover: Option<crate::ad::discover::Discovery>,
+    /// Empty with Kerberos.
     pub bind_dn: String,
     pub password: String,
+    /// `auth = "kerberos"`: the keytab and principal (then no bind DN and no password).
+    pub kerberos: Option<crate::ad::kerberos::Kerberos>,
     pub ca_file: Option<PathBuf>,
     pub starttls: bool,
     pub allow_plain_ldap: bool,
@@ -354,6 +372,7 @@ impl std::fmt::Debug for AdConfig {
             .field("discover", &self.discover)
             .field("bind_dn", &self.bind_dn)
             .field("password", &"<redacted>")
+            .field("kerberos", &self.kerberos)
             .field("ca_file", &self.ca_file)
             .field("starttls", &self.starttls)
             .field("allow_plain_ldap", &self.allow_plain_ldap)
@@ -606,18 +625,94 @@ impl Config {
                 ));
             }
         }
-        v.non_empty("ad.bind_dn", &a.bind_dn)?;
         if a.password.is_some() {
             return Err(v.invalid(
                 "ad.password",
                 "secrets are not accepted inline; use password_env or password_file",
             ));
         }
-        let password = v.secret(
-            "ad.password",
-            a.password_env.as_deref(),
-            a.password_file.as_deref().map(resolve).as_deref(),
-        )?;
+        let (bind_dn, password, kerberos) = match a.auth {
+            AdAuth::Simple => {
+                for (key, set) in [
+                    ("ad.keytab", a.keytab.is_some()),
+                    ("ad.principal", a.principal.is_some()),
+                ] {
+                    if set {
+                        return Err(v.invalid(key, "only used with auth = \"kerberos\""));
+                    }
+                }
+                let bind_dn = a.bind_dn.ok_or_else(|| {
+                    v.invalid(
+                        "ad.bind_dn",
+                        "required with auth = \"simple\" (the default): the account Writeback binds as",
+                    )
+                })?;
+                v.non_empty("ad.bind_dn", &bind_dn)?;
+                let password = v.secret(
+                    "ad.password",
+                    a.password_env.as_deref(),
+                    a.password_file.as_deref().map(resolve).as_deref(),
+                )?;
+                (bind_dn, password, None)
+            }
+            AdAuth::Kerberos => {
+                if !crate::ad::kerberos::BUILT_IN {
+                    return Err(v.invalid("ad.auth", crate::ad::kerberos::HOW_TO_BUILD));
+                }
+                for (key, set) in [
+                    ("ad.bind_dn", a.bind_dn.is_some()),
+                    ("ad.password_env", a.password_env.is_some()),
+                    ("ad.password_file", a.password_file.is_some()),
+                ] {
+                    if set {
+                        return Err(v.invalid(
+                            key,
+                            "not used with auth = \"kerberos\" (the keytab replaces the password)",
+                        ));
+                    }
+                }
+                let principal = a.principal.ok_or_else(|| {
+                    v.invalid(
+                        "ad.principal",
+                        "required with auth = \"kerberos\", e.g. \"svc-writeback@CORP.EXAMPLE.COM\"",
+                    )
+                })?;
+                if !principal.contains('@') || principal.starts_with('@') {
+                    return Err(v.invalid(
+                        "ad.principal",
+                        "a Kerberos principal with its realm, like \"svc-writeback@CORP.EXAMPLE.COM\"",
+                    ));
+                }
+                let keytab =
+                    resolve(a.keytab.as_deref().ok_or_else(|| {
+                        v.invalid("ad.keytab", "required with auth = \"kerberos\"")
+                    })?);
+                if v.read_secrets {
+                    std::fs::File::open(&keytab).map_err(|e| {
+                        v.invalid("ad.keytab", &format!("{}: {e}", keytab.display()))
+                    })?;
+                }
+                // The service ticket is for ldap/<host>: an address names no service.
+                for url in &urls {
+                    let host = crate::ad::kerberos::spn_host(url).unwrap_or_default();
+                    if host
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok()
+                    {
+                        return Err(v.invalid(
+                            urls_key,
+                            &format!("{url}: Kerberos needs the DC's host name (its SPN is ldap/<host name>), not an address"),
+                        ));
+                    }
+                }
+                (
+                    String::new(),
+                    String::new(),
+                    Some(crate::ad::kerberos::Kerberos { principal, keytab }),
+                )
+            }
+        };
         if a.managed_ous.is_empty() {
             return Err(v.invalid(
                 "ad.managed_ous",
@@ -646,8 +741,9 @@ impl Config {
         let ad = AdConfig {
             urls,
             discover,
-            bind_dn: a.bind_dn,
+            bind_dn,
             password,
+            kerberos,
             ca_file: a.ca_file.as_deref().map(resolve),
             starttls: a.starttls,
             allow_plain_ldap: a.allow_plain_ldap,
@@ -1226,6 +1322,72 @@ path = "state.db"
             .unwrap_err()
             .to_string()
             .contains("ad.discover"));
+    }
+
+    #[test]
+    fn kerberos_needs_a_keytab_and_a_principal_and_no_password() {
+        with_env();
+        let dir = tempfile::tempdir().unwrap();
+        let keytab = dir.path().join("svc.keytab");
+        std::fs::write(&keytab, b"\x05\x02").unwrap();
+        let simple = "bind_dn = \"CN=svc,DC=corp,DC=example,DC=test\"\npassword_env = \"WB_TEST_SECRET_PRESENT\"\n";
+        assert!(GOOD.contains(simple));
+        let krb = GOOD.replace(
+            simple,
+            &format!(
+                "auth = \"kerberos\"\nprincipal = \"svc@CORP.EXAMPLE.TEST\"\nkeytab = \"{}\"\n",
+                keytab.display()
+            ),
+        );
+        if !crate::ad::kerberos::BUILT_IN {
+            let e = cfg(&krb).unwrap_err().to_string();
+            assert!(
+                e.contains("ad.auth") && e.contains("--features kerberos"),
+                "{e}"
+            );
+            return;
+        }
+        let c = cfg(&krb).unwrap();
+        let k = c.ad.kerberos.unwrap();
+        assert_eq!(k.principal, "svc@CORP.EXAMPLE.TEST");
+        assert_eq!(k.keytab, keytab);
+        assert!(c.ad.password.is_empty() && c.ad.bind_dn.is_empty());
+        let with_password = krb.replace(
+            "auth =",
+            "password_env = \"WB_TEST_SECRET_PRESENT\"\nauth =",
+        );
+        assert!(cfg(&with_password)
+            .unwrap_err()
+            .to_string()
+            .contains("ad.password_env"));
+        let no_keytab = krb.replace(&format!("keytab = \"{}\"\n", keytab.display()), "");
+        assert!(cfg(&no_keytab)
+            .unwrap_err()
+            .to_string()
+            .contains("ad.keytab"));
+        let missing = krb.replace("svc.keytab", "nope.keytab");
+        assert!(cfg(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("nope.keytab"));
+        let no_realm = krb.replace("svc@CORP.EXAMPLE.TEST", "svc");
+        assert!(cfg(&no_realm)
+            .unwrap_err()
+            .to_string()
+            .contains("ad.principal"));
+        let by_ip = krb.replace("ldaps://dc1.corp.example.test", "ldaps://10.0.0.1");
+        let e = cfg(&by_ip).unwrap_err().to_string();
+        assert!(e.contains("host name"), "{e}");
+    }
+
+    #[test]
+    fn keytab_and_principal_belong_to_kerberos() {
+        with_env();
+        let stray = GOOD.replace("managed_ous", "principal = \"svc@CORP\"\nmanaged_ous");
+        let e = cfg(&stray).unwrap_err().to_string();
+        assert!(e.contains("ad.principal") && e.contains("kerberos"), "{e}");
+        let no_dn = GOOD.replace("bind_dn = \"CN=svc,DC=corp,DC=example,DC=test\"\n", "");
+        assert!(cfg(&no_dn).unwrap_err().to_string().contains("ad.bind_dn"));
     }
 
     #[test]

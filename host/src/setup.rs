@@ -33,6 +33,7 @@ pub async fn ad_connection(config: &Config) -> Result<AdConn, AdError> {
         discover: a.discover.clone(),
         bind_dn: a.bind_dn.clone(),
         password: a.password.clone(),
+        kerberos: a.kerberos.clone(),
         ca_file: a.ca_file.clone(),
         starttls: a.starttls,
         allow_plain: a.allow_plain_ldap,

@@ -28,7 +28,7 @@ set -euo pipefail
 
 # Bump when anything that goes into the template changes (provision options, smb.conf patch,
 # schema LDIFs, certificates): the next `up` then re-provisions the template.
-readonly TEMPLATE_VERSION="wb-samba-template-2"
+readonly TEMPLATE_VERSION="wb-samba-template-3"
 
 readonly PACKAGES=(samba-ad-dc samba-ad-provision ldb-tools ldap-utils openssl)
 readonly REALM="CORP.EXAMPLE.TEST"
@@ -174,10 +174,10 @@ patch_smb_conf() {
         section == "[global]" && /=/ && (key($0) in drop) { next }
         { print }
         section == "[global]" && /^[ \t]*\[/ {
-            print "\t# Test bed: loopback only, one process serving LDAP only, everything under the instance dir."
+            print "\t# Test bed: loopback only, one process serving LDAP and the KDC (Kerberos binds), everything under the instance dir."
             print "\tinterfaces = " ip
             print "\tbind interfaces only = yes"
-            print "\tserver services = ldap, cldap"
+            print "\tserver services = ldap, cldap, kdc"
             print "\tldap server require strong auth = no"
             print "\tlog file = " dir "/log/samba.log"
             print "\tpid directory = " dir "/run"
@@ -265,6 +265,10 @@ provision_template() {
     samba-tool user setexpiry "${SERVICE_ACCOUNT}" --noexpiry \
         -s "${tmp}/etc/smb.conf" -H "${tmp}/private/sam.ldb" >/dev/null ||
         die "samba-tool user setexpiry ${SERVICE_ACCOUNT} failed"
+    # Kerberos binds ask for ldap/<DC name>; provision registers only HOST/ names.
+    samba-tool spn add "ldap/${DC_FQDN}" "${HOST_NAME^^}\$" \
+        -s "${tmp}/etc/smb.conf" -H "${tmp}/private/sam.ldb" >/dev/null ||
+        die "samba-tool spn add ldap/${DC_FQDN} failed"
     # The directory this was provisioned in: clones rewrite it in smb.conf.
     printf '%s\n' "${tmp}" >"${tmp}/.origin"
     printf '%s\n' "${TEMPLATE_VERSION}-${IP}" >"${tmp}/.version"

@@ -14,6 +14,7 @@ use rustls_pki_types::CertificateDer;
 use super::discover::{self, Discovery};
 use super::error::{AdError, AdOp};
 use super::failover::{DcList, Start};
+use super::kerberos::{self, Kerberos};
 
 /// How to reach and authenticate to AD.
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct AdSettings {
     pub bind_dn: String,
     /// Never logged: `Debug` redacts it and no error carries it.
     pub password: String,
+    /// Bind with Kerberos (a keytab) instead of `bind_dn` and `password`.
+    pub kerberos: Option<Kerberos>,
     /// PEM file with the CA(s) to trust; the system roots when absent.
     pub ca_file: Option<PathBuf>,
     /// Upgrade an `ldap://` connection with StartTLS.
@@ -43,6 +46,7 @@ impl fmt::Debug for AdSettings {
             .field("discover", &self.discover)
             .field("bind_dn", &self.bind_dn)
             .field("password", &"<redacted>")
+            .field("kerberos", &self.kerberos)
             .field("ca_file", &self.ca_file)
             .field("starttls", &self.starttls)
             .field("allow_plain", &self.allow_plain)
@@ -387,6 +391,19 @@ async fn open(
         .await
         .map_err(|e| connect_err(e.to_string()))?;
     ldap3::drive!(conn);
+    if let Some(k) = &settings.kerberos {
+        let host = kerberos::spn_host(url).ok_or_else(|| connect_err("no host name".into()))?;
+        #[cfg(feature = "kerberos")]
+        {
+            kerberos::bind(&mut ldap, k, host).await?;
+            return Ok(ldap);
+        }
+        #[cfg(not(feature = "kerberos"))]
+        {
+            let _ = (k, host);
+            return Err(AdError::Settings(kerberos::HOW_TO_BUILD.into()));
+        }
+    }
     let res = ldap
         .with_timeout(settings.timeout)
         .simple_bind(&settings.bind_dn, &settings.password)
@@ -412,6 +429,7 @@ mod tests {
             discover: None,
             bind_dn: "CN=Administrator,CN=Users,DC=corp".into(),
             password: "s3cret-Passw0rd".into(),
+            kerberos: None,
             ca_file: None,
             starttls,
             allow_plain,

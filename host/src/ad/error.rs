@@ -56,6 +56,11 @@ pub enum AdError {
     #[error("cannot connect to {url}: {message}")]
     Connect { url: String, message: String },
 
+    /// The Kerberos side of a GSSAPI bind failed (keytab, KDC, service ticket). Never carries
+    /// a key.
+    #[error("Kerberos bind as {principal}: {message}")]
+    Kerberos { principal: String, message: String },
+
     /// The domain's DCs could not be found in DNS (`ad.discover`).
     #[error("domain controllers of {domain} not found in DNS: {message}")]
     Discovery { domain: String, message: String },

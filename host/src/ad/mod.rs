@@ -12,6 +12,7 @@ pub mod dn;
 pub mod error;
 pub mod failover;
 pub mod join;
+pub mod kerberos;
 pub mod resolve;
 pub mod schema;
 pub mod search;

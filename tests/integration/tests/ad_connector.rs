@@ -24,6 +24,7 @@ fn settings(tb: &AdTestbed, url: &str, starttls: bool, allow_plain: bool) -> AdS
         discover: None,
         bind_dn: tb.bind_dn.clone(),
         password: tb.bind_password.clone(),
+        kerberos: None,
         ca_file: Some(tb.ca_file.clone()),
         starttls,
         allow_plain,

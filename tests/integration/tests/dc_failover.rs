@@ -56,6 +56,7 @@ fn settings(tb: &AdTestbed, urls: Vec<String>) -> AdSettings {
         discover: None,
         bind_dn: tb.bind_dn.clone(),
         password: tb.bind_password.clone(),
+        kerberos: None,
         ca_file: Some(tb.ca_file.clone()),
         starttls: false,
         allow_plain: false,
