@@ -69,9 +69,15 @@ pub enum Compare {
     /// `objectGUID`: binary, the cloud value is base64 of its bytes (Connect's immutableId)
     /// or the GUID's text form.
     Guid,
+    /// `mS-DS-ConsistencyGuid`: a GUID's bytes in a binary attribute (Connect's source anchor,
+    /// copied from objectGUID); the cloud value as for [`Compare::Guid`].
+    GuidBytes,
     /// Any other attribute: text, compared case-insensitively as AD does.
     Text,
 }
+
+/// The binary attribute holding Connect's source anchor.
+const CONSISTENCY_GUID: &str = "mS-DS-ConsistencyGuid";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -115,6 +121,8 @@ impl JoinKey {
             Compare::Sid
         } else if ad.eq_ignore_ascii_case("objectGUID") {
             Compare::Guid
+        } else if ad.eq_ignore_ascii_case(CONSISTENCY_GUID) {
+            Compare::GuidBytes
         } else {
             Compare::Text
         };
@@ -169,7 +177,7 @@ impl JoinKey {
                 .ok()
                 .and_then(|b| dn::sid_to_string(&b).ok())
                 .ok_or(NoValue::Unusable),
-            Compare::Guid => guid_of(&raw)
+            Compare::Guid | Compare::GuidBytes => guid_of(&raw)
                 .map(|g| g.to_string())
                 .ok_or(NoValue::Unusable),
             Compare::Text => Ok(raw.to_lowercase()),
@@ -200,6 +208,13 @@ impl JoinKey {
         match self.compare {
             Compare::Sid => dn::sid_filter(key).ok(),
             Compare::Guid => Uuid::parse_str(key).ok().map(|g| dn::guid_filter(&g)),
+            Compare::GuidBytes => Uuid::parse_str(key).ok().map(|g| {
+                format!(
+                    "({}={})",
+                    self.ad,
+                    dn::escape_filter_bytes(&dn::guid_to_ad_bytes(&g))
+                )
+            }),
             Compare::Text => Some(format!("({}={})", self.ad, dn::escape_filter_value(key))),
         }
     }
@@ -209,6 +224,12 @@ impl JoinKey {
         match self.compare {
             Compare::Sid => e.sid.iter().cloned().collect(),
             Compare::Guid => e.guid.iter().map(Uuid::to_string).collect(),
+            Compare::GuidBytes => e
+                .values(&self.ad)
+                .iter()
+                .filter_map(|v| guid_in_entry(v))
+                .map(|g| g.to_string())
+                .collect(),
             Compare::Text => e
                 .values(&self.ad)
                 .iter()
@@ -241,6 +262,16 @@ fn guid_of(v: &str) -> Option<Uuid> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(v.trim())
         .ok()?;
+    dn::guid_from_ad_bytes(&bytes).ok()
+}
+
+/// A GUID-sized binary value as an [`AdEntry`] carries it: base64 (24 characters) when its
+/// bytes are not UTF-8, else the 16 bytes as text.
+fn guid_in_entry(v: &str) -> Option<Uuid> {
+    let bytes = match v.len() {
+        16 => v.as_bytes().to_vec(),
+        _ => base64::engine::general_purpose::STANDARD.decode(v).ok()?,
+    };
     dn::guid_from_ad_bytes(&bytes).ok()
 }
 
@@ -429,6 +460,44 @@ mod tests {
         assert_eq!(
             t,
             "(objectGUID=\\33\\22\\11\\00\\55\\44\\77\\66\\88\\99\\aa\\bb\\cc\\dd\\ee\\ff)"
+        );
+    }
+
+    #[test]
+    fn the_consistency_guid_is_matched_as_bytes() {
+        let k = JoinKey::new(
+            JoinFor::Users,
+            "onPremisesImmutableId",
+            "ms-ds-consistencyGuid",
+        )
+        .unwrap();
+        assert_eq!(k.compare(), Compare::GuidBytes);
+        let g = Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").unwrap();
+        let bytes = dn::guid_to_ad_bytes(&g);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let key = k
+            .value_of(&props(json!({ "onPremisesImmutableId": b64 })))
+            .unwrap();
+        assert_eq!(key, g.to_string());
+        let t = k.term(&key).unwrap();
+        assert!(t.starts_with("(ms-ds-consistencyGuid=\\33\\22"), "{t}");
+        assert!(ldap3::parse_filter(&t).is_ok());
+        let mut e = AdEntry::default();
+        e.attrs.insert("ms-ds-consistencyguid".into(), vec![b64]);
+        assert_eq!(
+            k.keys_in(&e).into_iter().collect::<Vec<_>>(),
+            vec![key.clone()]
+        );
+        // bytes that happen to be UTF-8 come back as text
+        let ascii = *b"0123456789abcdef";
+        let g2 = Uuid::from_bytes_le(ascii);
+        e.attrs.insert(
+            "ms-ds-consistencyguid".into(),
+            vec!["0123456789abcdef".into()],
+        );
+        assert_eq!(
+            k.keys_in(&e).into_iter().collect::<Vec<_>>(),
+            vec![g2.to_string()]
         );
     }
 

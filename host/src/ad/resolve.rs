@@ -61,7 +61,7 @@ impl AdConn {
         let attr = match key.compare() {
             Compare::Sid => "objectSid",
             Compare::Guid => "objectGUID",
-            Compare::Text => key.ad(),
+            Compare::GuidBytes | Compare::Text => key.ad(),
         };
         // by value: normalised DN -> DN as AD spells it (overlapping bases find one object twice)
         let mut found: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();

@@ -172,7 +172,7 @@ fn no_value_reason(key: &JoinKey, why: NoValue) -> String {
 fn shown(key: &JoinKey, value: &str) -> String {
     match key.compare() {
         Compare::Text => format!("{value:?}"),
-        Compare::Sid | Compare::Guid => value.to_string(),
+        Compare::Sid | Compare::Guid | Compare::GuidBytes => value.to_string(),
     }
 }
 
@@ -369,7 +369,7 @@ fn attribute_problem(key: &JoinKey, attr: Option<&JoinAttribute>, gc: bool) -> O
     let binary = matches!(attr.syntax.as_str(), "2.5.5.10" | "2.5.5.17");
     if binary && key.compare() == Compare::Text {
         return Some(format!(
-            "attribute {} is binary; the binary attributes a join can use are objectSid and objectGUID",
+            "attribute {} is binary; the binary attributes a join can use are objectSid, objectGUID and mS-DS-ConsistencyGuid",
             attr.name
         ));
     }
@@ -548,19 +548,22 @@ path = "state.db"
         assert!(e.contains("employeeID is not in the Global Catalog"), "{e}");
         let e = attribute_problem(&emp, None, false).unwrap_or_default();
         assert!(e.contains("employeeid is not in the AD schema"), "{e}");
+        let photo = JoinKey::new(JoinFor::Users, "mail", "thumbnailPhoto").unwrap();
+        let e = attribute_problem(
+            &photo,
+            Some(&attr("thumbnailPhoto", "2.5.5.10", true)),
+            false,
+        )
+        .unwrap_or_default();
+        assert!(e.contains("is binary"), "{e}");
         let cg = JoinKey::new(
             JoinFor::Users,
             "onPremisesImmutableId",
             "mS-DS-ConsistencyGuid",
         )
         .unwrap();
-        let e = attribute_problem(
-            &cg,
-            Some(&attr("mS-DS-ConsistencyGuid", "2.5.5.10", true)),
-            false,
-        )
-        .unwrap_or_default();
-        assert!(e.contains("is binary"), "{e}");
+        let def = attr("mS-DS-ConsistencyGuid", "2.5.5.10", true);
+        assert_eq!(attribute_problem(&cg, Some(&def), true), None);
         let sid = attr("objectSid", "2.5.5.17", true);
         assert_eq!(attribute_problem(&JoinKey::sid(), Some(&sid), true), None);
     }

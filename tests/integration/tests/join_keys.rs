@@ -370,6 +370,58 @@ async fn immutable_id_joins_object_guid_with_the_short_form() {
     bed.cleanup().await;
 }
 
+#[tokio::test]
+async fn immutable_id_joins_the_consistency_guid_as_bytes() {
+    let mut bed = Bed::new("wb-join-consistency", 0).await;
+    bed.create_default_containers().await;
+    let ada = add_user(&mut bed, "Ada", &[]).await;
+    // Connect's anchor after a migration: a consistency GUID that is not the objectGUID.
+    let anchor = *uuid::Uuid::new_v4().as_bytes();
+    bed.ldap
+        .modify(
+            &ada.dn,
+            vec![ldap3::Mod::Replace(
+                b"mS-DS-ConsistencyGuid".to_vec(),
+                HashSet::from([anchor.to_vec()]),
+            )],
+        )
+        .await
+        .expect("set consistency guid")
+        .success()
+        .expect("set consistency guid result");
+    let (a, by_guid) = (new_id(), new_id());
+    let g = seed_group(
+        &mut bed,
+        vec![
+            cloud(
+                &a,
+                "Ada",
+                json!({ "onPremisesImmutableId": base64(&anchor) }),
+            ),
+            // the objectGUID is not the anchor any more: not found
+            cloud(
+                &by_guid,
+                "Old",
+                json!({ "onPremisesImmutableId": ada.guid_b64 }),
+            ),
+        ],
+        r#"users = { cloud = "onPremisesImmutableId", ad = "mS-DS-ConsistencyGuid" }"#,
+    );
+    let report = bed.run_json(&["sync"], 0);
+    assert_eq!(members(&mut bed, &g).await, lower(&[&ada.dn]));
+    let u = unresolved(&report);
+    assert!(
+        u.len() == 1
+            && u[0].0 == by_guid
+            && u[0]
+                .1
+                .starts_with("no AD account has mS-DS-ConsistencyGuid "),
+        "{u:?}"
+    );
+    converged(&bed);
+    bed.cleanup().await;
+}
+
 /// The bed's config with `gc_url` set and the search bases dropped (the whole forest).
 fn with_gc(bed: &Bed, gc_url: &str) {
     let path = bed.config_path();
