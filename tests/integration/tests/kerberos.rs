@@ -47,8 +47,19 @@ fn write_krb5_conf(path: &Path, realm: &str) {
 }
 
 #[tokio::test]
-async fn a_sync_binds_with_a_keytab_and_writes_the_group() {
-    let mut bed = Bed::new("wb-kerberos", 0).await;
+async fn a_sync_binds_with_a_keytab_over_ldaps_and_writes_the_group() {
+    sync_with_kerberos("wb-kerberos-tls", "").await;
+}
+
+/// StartTLS on the SRV record's port 389 (`ldap://dc1.corp.example.test:389`).
+#[tokio::test]
+async fn a_sync_binds_with_a_keytab_over_starttls() {
+    sync_with_kerberos("wb-kerberos-starttls", "starttls = true\n").await;
+}
+
+/// Syncs one group with a Kerberos bind; `extra_ad` goes into `[ad]`.
+async fn sync_with_kerberos(prefix: &str, extra_ad: &str) {
+    let mut bed = Bed::new(prefix, 0).await;
     bed.create_default_containers().await;
     let id = new_id();
     bed.seed(vec![], vec![security_group(&id, "Kerberos", &[])], &[]);
@@ -105,7 +116,7 @@ async fn a_sync_binds_with_a_keytab_and_writes_the_group() {
         .replace(
             &bind,
             &format!(
-                "auth = \"kerberos\"\nprincipal = \"{principal}\"\nkeytab = \"{}\"\n",
+                "auth = \"kerberos\"\nprincipal = \"{principal}\"\nkeytab = \"{}\"\n{extra_ad}",
                 keytab.display()
             ),
         )
