@@ -213,7 +213,12 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         now: Now::current(),
         phase: Instant::now(),
     };
-    let result = match cycle.run().await {
+    let outcome = cycle.run().await;
+    let dc = cycle.conn.url().to_string();
+    let result = match outcome {
+        Err(SyncError::Ad(e)) if e.is_connection_error() => {
+            Err(SyncError::AdConnection { url: dc, source: e })
+        }
         Ok(mut r) => ctx
             .store
             .quarantine_count()

@@ -30,6 +30,14 @@ pub enum SyncError {
     Graph(#[from] crate::graph::GraphError),
     #[error("Active Directory: {0}")]
     Ad(#[from] crate::ad::AdError),
+    /// The connection to the domain controller broke and the cycle stopped: named, since with
+    /// several DCs the operator must know which one.
+    #[error("Active Directory {url}: {source}")]
+    AdConnection {
+        url: String,
+        #[source]
+        source: crate::ad::AdError,
+    },
     #[error("state store: {0}")]
     State(#[from] crate::state::StateError),
     #[error("Global Catalog {url}: {source}")]
