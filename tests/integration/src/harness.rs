@@ -260,6 +260,15 @@ path = "state.db"
         create_ou(&mut self.ldap, &s).await;
     }
 
+    /// Replaces the `url = "<the DC's LDAPS URL>"` line of the config at `path` with `with`
+    /// (other ways to reach the DC: `urls`, `discover`, ...).
+    pub fn replace_dc_url(&self, path: &Path, with: &str) {
+        let text = std::fs::read_to_string(path).expect("read config");
+        let one = format!("url = \"{}\"", self.ad.ldaps_url);
+        assert!(text.contains(&one), "the bed's config has no {one}");
+        std::fs::write(path, text.replace(&one, with)).expect("write config");
+    }
+
     /// Runs the binary with the bed's config; `args` after the verb.
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new(writeback_bin())
@@ -500,4 +509,16 @@ impl Bed {
             log,
         }
     }
+}
+
+/// The stderr of a run that must have exited 0; panics with stdout and stderr otherwise.
+pub fn succeeded(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "writeback failed:\nstdout:\n{}\nstderr:\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
 }

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use writeback::ad::discover::{self, Discovery};
 use writeback_integration::dns::{DnsServer, Srv, Zone};
-use writeback_integration::harness::{new_id, security_group, Bed};
+use writeback_integration::harness::{new_id, security_group, succeeded, Bed};
 
 const DOMAIN: &str = "corp.example.test";
 const SRV_NAME: &str = "_ldap._tcp.dc._msdcs.corp.example.test";
@@ -71,23 +71,13 @@ async fn a_sync_finds_the_dcs_in_dns_and_passes_over_one_that_does_not_answer() 
     let id = new_id();
     bed.seed(vec![], vec![security_group(&id, "Discovered", &[])], &[]);
     let config = bed.write_config(None, "", "");
-    let text = std::fs::read_to_string(&config).expect("read config");
-    let one = format!("url = \"{}\"", bed.ad.ldaps_url);
-    assert!(text.contains(&one), "the bed's config has no {one}");
-    let text = text.replace(
-        &one,
+    bed.replace_dc_url(
+        &config,
         &format!("discover = \"{DOMAIN}\"\ndns_servers = [\"{}\"]", dns.addr),
     );
-    std::fs::write(&config, text).expect("write config");
 
     let out = bed.run(&["sync", "--json"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "sync failed:\nstdout:\n{}\nstderr:\n{stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let stderr = succeeded(&out);
     let switch = stderr
         .lines()
         .find(|l| l.contains("switched to another domain controller"))

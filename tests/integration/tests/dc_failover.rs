@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use writeback::ad::{AdConn, AdSettings};
-use writeback_integration::harness::{new_id, security_group, Bed};
+use writeback_integration::harness::{new_id, security_group, succeeded, Bed};
 use writeback_integration::testbed::AdTestbed;
 
 /// A loopback port nothing listens on (bound, then released).
@@ -81,26 +81,16 @@ async fn a_sync_passes_over_dcs_that_do_not_answer_and_says_so() {
     let config = bed.write_config(None, "", "");
     let dead = format!("ldaps://127.0.0.1:{}", dead_port());
     let closing = format!("ldaps://127.0.0.1:{}", closing_port());
-    let text = std::fs::read_to_string(&config).expect("read config");
-    let one = format!("url = \"{}\"", bed.ad.ldaps_url);
-    assert!(text.contains(&one), "the bed's config has no {one}");
-    let text = text.replace(
-        &one,
+    bed.replace_dc_url(
+        &config,
         &format!(
             "urls = [\"{dead}\", \"{closing}\", \"{}\"]",
             bed.ad.ldaps_url
         ),
     );
-    std::fs::write(&config, text).expect("write config");
 
     let out = bed.run(&["sync", "--json"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "sync failed:\nstdout:\n{}\nstderr:\n{stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let stderr = succeeded(&out);
     let switches: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("switched to another domain controller"))

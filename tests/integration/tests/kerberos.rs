@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::Command;
 
 use writeback_integration::dns::{DnsServer, Srv, Zone};
-use writeback_integration::harness::{new_id, security_group, writeback_bin, Bed, CLIENT_SECRET};
+use writeback_integration::harness::{
+    new_id, security_group, succeeded, writeback_bin, Bed, CLIENT_SECRET,
+};
 
 const DOMAIN: &str = "corp.example.test";
 const DC_NAME: &str = "dc1.corp.example.test";
@@ -134,13 +136,7 @@ async fn sync_with_kerberos(prefix: &str, extra_ad: &str) {
         .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
         .output()
         .expect("run writeback");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "sync failed:\nstdout:\n{}\nstderr:\n{stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    succeeded(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     let actions: Vec<&str> = report["plan"]["changes"]
         .as_array()
