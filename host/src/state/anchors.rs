@@ -164,6 +164,17 @@ pub fn intent(conn: &Connection, cloud_id: &str) -> Result<Option<String>, State
         .ctx(conn, || format!("load intent of {cloud_id}"))
 }
 
+/// The cloud ids with an unsettled intent (a handful at most: creates that met a kill or a lost
+/// connection).
+pub fn intent_ids(conn: &Connection) -> Result<Vec<String>, StateError> {
+    conn.prepare_cached("SELECT cloud_id FROM intent ORDER BY cloud_id")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect::<Result<Vec<String>, _>>())
+        })
+        .ctx(conn, || "list intents".into())
+}
+
 pub fn anchor_count(conn: &Connection) -> Result<usize, StateError> {
     conn.query_row("SELECT count(*) FROM anchor", [], |r| r.get::<_, i64>(0))
         .map(|n| usize::try_from(n).unwrap_or(0))

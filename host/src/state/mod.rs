@@ -363,6 +363,11 @@ impl Store {
         anchors::intent(&self.conn, cloud_id)
     }
 
+    /// The cloud ids with an unsettled intent.
+    pub fn intent_ids(&self) -> Result<Vec<String>, StateError> {
+        anchors::intent_ids(&self.conn)
+    }
+
     // --- quarantine and held deletes ----------------------------------------------------------
 
     /// The quarantined groups whose wait is over at `now` (unix seconds).

@@ -58,6 +58,10 @@ pub struct Outcome {
     /// on the next cycle, not quarantined.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transient: bool,
+    /// A create AD answered with a refusal (or the host refused before sending it): no object
+    /// was made, so the intent recorded before the add is settled (see `sync::ownership`).
+    #[serde(skip)]
+    pub not_created: bool,
 }
 
 impl Outcome {
@@ -103,6 +107,7 @@ pub async fn apply(
         error: None,
         member_errors: Vec::new(),
         transient: false,
+        not_created: false,
     };
 
     // 1. Creates, with their members in the same add (one request per group, as an LDIF
@@ -125,8 +130,14 @@ pub async fn apply(
                   (id, result, rest): (String, Result<(), AdError>, Vec<String>)| {
         later.insert(id.clone(), rest);
         if let (Some(o), Err(e)) = (outcomes.get_mut(&id), result) {
+            // An LDAP add is atomic: when AD answers with a result code, nothing was made. A
+            // lost connection leaves it open (the add may have landed), so the intent stays.
+            o.not_created = e.rc().is_some();
             if e.rc() == Some(68) {
-                o.error = Some(format!("{CONFLICT}; left untouched ({e})"));
+                o.error = Some(format!(
+                    "{CONFLICT}; left untouched ({e}). Next: rename or move that object, or give this group another name in the rules; or, to hand that object to Writeback, set its adminDescription to {} and run `writeback adopt --dry-run`, then `writeback adopt`",
+                    super::types::anchor_value(&id)
+                ));
             } else {
                 o.fail("", &e);
             }
@@ -150,6 +161,7 @@ pub async fn apply(
             let mut o = start(c, Action::Create, dn);
             if !inside(dn) {
                 o.error = Some(format!("refused: {dn} is outside the managed OUs"));
+                o.not_created = true;
                 outcomes.insert(c.cloud_id.clone(), o);
                 continue;
             }
@@ -211,6 +223,7 @@ pub async fn apply(
                         (Some(g), _) => {
                             o.guid = Some(g.clone());
                             o.error = None;
+                            o.not_created = false;
                         }
                         (None, true) => {}
                         (None, false) => {

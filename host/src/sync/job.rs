@@ -408,6 +408,7 @@ impl Cycle<'_, '_> {
             }
             self.finish(&mut done, &deletes, whole.then_some(fingerprint.as_str()))
                 .await?;
+            self.settle_intents(&ev.verdicts)?;
             report.quarantined = self.settle_failures(&done.failed, looked_at)?;
             self.settle_held(&report, &deletes, &held_before, &done.outcomes)?;
         }
@@ -703,6 +704,21 @@ impl Cycle<'_, '_> {
             self.store
                 .set_meta(MATCH_KEY, &resolve::match_fingerprint(self.config))?;
         }
+        Ok(())
+    }
+
+    /// Drops the intents of groups that left scope or the cloud without an object of theirs
+    /// being found: no create of them is in flight any more, and a stale intent would let an
+    /// object someone later puts at its DN pass for Writeback's.
+    fn settle_intents(&mut self, verdicts: &BTreeMap<String, Verdict>) -> Result<(), SyncError> {
+        let stale: Vec<Write> = self
+            .store
+            .intent_ids()?
+            .into_iter()
+            .filter(|id| matches!(verdicts.get(id), Some(Verdict::OutOfScope | Verdict::Gone)))
+            .map(Write::RemoveIntent)
+            .collect();
+        record::write(self.store, self.run_id, &stale)?;
         Ok(())
     }
 
@@ -1163,8 +1179,16 @@ fn unix_now() -> i64 {
 /// The claim on an object carrying a group's anchor, from the state's records.
 pub(crate) fn claim_of(store: &Store, a: &ActualObject, adopt: bool) -> Result<Claim, StateError> {
     let record = store.anchor(&a.cloud_id)?;
-    let intent = record.is_none() && store.intent(&a.cloud_id)?.is_some();
-    Ok(ownership::claim(a, record.as_ref(), intent, adopt))
+    let intent = match record {
+        None => store.intent(&a.cloud_id)?,
+        Some(_) => None,
+    };
+    Ok(ownership::claim(
+        a,
+        record.as_ref(),
+        intent.as_deref(),
+        adopt,
+    ))
 }
 
 /// The groups pending changes affect (see [`Cycle::affected_by_pending`]).

@@ -1,10 +1,13 @@
 //! Whose an AD object is. Pure.
 //!
 //! An object carrying a group's anchor (`Group_<objectId>`) is Writeback's only when Writeback
-//! recorded it: its objectGUID is in the state, or a create of it was about to be written when
-//! the host stopped (an intent). Anything else with the anchor (another tenant's groups in the
-//! same OU, groups written by Connect or Cloud Sync) is left alone, unless the operator adopts
-//! it on purpose (`writeback adopt`).
+//! recorded it: its objectGUID is in the state, or a create of it was about to be written at
+//! that very DN when the host stopped (an intent). An intent is settled by the create's
+//! outcome: a create AD refused (the name was taken) leaves none behind, so an object someone
+//! stamps with the anchor later is never mistaken for Writeback's. Anything else with the
+//! anchor (another tenant's groups in the same OU, groups written by Connect or Cloud Sync, a
+//! hand-made group stamped to "hand it over") is left alone, unless the operator adopts it on
+//! purpose (`writeback adopt`).
 
 use crate::state::Anchor;
 
@@ -29,9 +32,14 @@ impl Claim {
     }
 }
 
-/// Decides the claim on `found` from the state's record of its group, the intent to create it,
-/// and whether this cycle adopts.
-pub fn claim(found: &ActualObject, record: Option<&Anchor>, intent: bool, adopt: bool) -> Claim {
+/// Decides the claim on `found` from the state's record of its group, the DN of an unsettled
+/// intent to create it, and whether this cycle adopts.
+pub fn claim(
+    found: &ActualObject,
+    record: Option<&Anchor>,
+    intent: Option<&str>,
+    adopt: bool,
+) -> Claim {
     if let Some(r) = record {
         let same = match (&found.guid, r.object_guid.is_empty()) {
             (Some(g), false) => g.eq_ignore_ascii_case(&r.object_guid),
@@ -41,7 +49,9 @@ pub fn claim(found: &ActualObject, record: Option<&Anchor>, intent: bool, adopt:
         if same {
             return Claim::Recorded;
         }
-    } else if intent {
+    } else if intent.is_some_and(|dn| dn_key(dn) == dn_key(&found.dn)) {
+        // Only the object at the DN the create named: a create is never followed by a move
+        // before it is recorded, so anything elsewhere was made by someone else.
         return Claim::Intended;
     }
     if adopt {
@@ -54,7 +64,7 @@ pub fn claim(found: &ActualObject, record: Option<&Anchor>, intent: bool, adopt:
 /// Why a group is refused when another object carries its anchor.
 pub fn foreign_reason(found: &ActualObject) -> String {
     format!(
-        "{} carries this group's anchor, but Writeback has no record of creating it (another tenant's or another tool's group?); it is left alone. To take it over, run `writeback adopt --dry-run`, then `writeback adopt`",
+        "{} carries this group's anchor, but Writeback has no record of creating it (another tenant's or another tool's group, or a group stamped by hand?); it is left alone. To take it over, run `writeback adopt --dry-run`, then `writeback adopt` (docs/OPERATIONS.md, \"Taking over existing groups\")",
         found.dn
     )
 }
@@ -86,26 +96,26 @@ mod tests {
     fn only_recorded_objects_are_owned() {
         let o = found(Some("AAAA-1"), "CN=a,OU=W");
         assert_eq!(
-            claim(&o, Some(&record("aaaa-1", "CN=old,OU=W")), false, false),
+            claim(&o, Some(&record("aaaa-1", "CN=old,OU=W")), None, false),
             Claim::Recorded
         );
         assert_eq!(
-            claim(&o, Some(&record("bbbb-2", "CN=a,OU=W")), false, false),
+            claim(&o, Some(&record("bbbb-2", "CN=a,OU=W")), None, false),
             Claim::Foreign
         );
-        assert_eq!(claim(&o, None, false, false), Claim::Foreign);
-        assert!(!claim(&o, None, false, false).owned());
+        assert_eq!(claim(&o, None, None, false), Claim::Foreign);
+        assert!(!claim(&o, None, None, false).owned());
     }
 
     #[test]
     fn an_unknown_guid_is_matched_by_dn() {
         let o = found(Some("AAAA-1"), "cn=A,ou=W");
         assert_eq!(
-            claim(&o, Some(&record("", "CN=a,OU=W")), false, false),
+            claim(&o, Some(&record("", "CN=a,OU=W")), None, false),
             Claim::Recorded
         );
         assert_eq!(
-            claim(&o, Some(&record("", "CN=b,OU=W")), false, false),
+            claim(&o, Some(&record("", "CN=b,OU=W")), None, false),
             Claim::Foreign
         );
     }
@@ -113,13 +123,33 @@ mod tests {
     #[test]
     fn intents_and_adoption_claim_unrecorded_objects() {
         let o = found(Some("AAAA-1"), "CN=a,OU=W");
-        assert_eq!(claim(&o, None, true, false), Claim::Intended);
-        assert_eq!(claim(&o, None, false, true), Claim::Adopted);
+        assert_eq!(claim(&o, None, Some("cn=A,ou=w"), false), Claim::Intended);
+        assert_eq!(claim(&o, None, None, true), Claim::Adopted);
         // Adoption also takes over an object whose record names another GUID (the recorded
         // one is gone): the operator asked for it.
         assert_eq!(
-            claim(&o, Some(&record("bbbb-2", "CN=a,OU=W")), false, true),
+            claim(&o, Some(&record("bbbb-2", "CN=a,OU=W")), None, true),
             Claim::Adopted
+        );
+    }
+
+    #[test]
+    fn an_intent_claims_only_the_object_at_the_dn_it_named() {
+        // A group renamed or moved into the OU after a create failed is someone else's.
+        let moved = found(Some("AAAA-1"), "CN=renamed,OU=W");
+        assert_eq!(
+            claim(&moved, None, Some("CN=a,OU=W"), false),
+            Claim::Foreign
+        );
+        // A record, even of another object, outranks an intent.
+        assert_eq!(
+            claim(
+                &found(Some("AAAA-1"), "CN=a,OU=W"),
+                Some(&record("bbbb-2", "CN=b,OU=W")),
+                Some("CN=a,OU=W"),
+                false
+            ),
+            Claim::Foreign
         );
     }
 }

@@ -87,6 +87,11 @@ pub fn bookkeeping(
                         out.push(Write::RemoveIntent(o.cloud_id.clone()));
                     }
                 }
+                // A create AD refused made nothing: its intent must not later claim an object
+                // someone else puts at that DN (a hand-made group stamped with the anchor).
+                if o.action == Action::Create && o.not_created {
+                    out.push(Write::RemoveIntent(o.cloud_id.clone()));
+                }
                 // Only a fully applied change is remembered; anything else is retried.
                 match (o.ok(), hashes.get(&o.cloud_id)) {
                     (true, Some(h)) => out.push(Write::PutApplied(o.cloud_id.clone(), h.clone())),
@@ -165,6 +170,7 @@ mod tests {
             error: error.map(Into::into),
             member_errors: vec![],
             transient: false,
+            not_created: false,
         }
     }
 
@@ -289,5 +295,38 @@ mod tests {
             .iter()
             .any(|w| matches!(w, Write::PutAnchor(a) if a.object_guid == "g-u")));
         assert!(!w.iter().any(|w| matches!(w, Write::PutApplied(..))));
+    }
+
+    #[test]
+    fn a_create_ad_refused_settles_its_intent_a_lost_connection_does_not() {
+        let create = |id: &str| {
+            change(
+                id,
+                Op::Create {
+                    dn: format!("CN={id},OU=X"),
+                    attributes: BTreeMap::new(),
+                    members: vec![],
+                },
+            )
+        };
+        let mut refused = outcome("taken", Action::Create, Some("conflict"), None);
+        refused.not_created = true;
+        let mut lost = outcome("lost", Action::Create, Some("connection reset"), None);
+        lost.transient = true;
+        let desired: BTreeMap<String, DesiredObject> = ["taken", "lost"]
+            .iter()
+            .map(|id| (id.to_string(), desired(id)))
+            .collect();
+        let w = bookkeeping(
+            &[create("taken"), create("lost")],
+            &[refused, lost],
+            &desired,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        );
+        assert!(w.contains(&Write::RemoveIntent("taken".into())));
+        // The add may have landed before the connection went: the object is still known as ours.
+        assert!(!w.contains(&Write::RemoveIntent("lost".into())));
+        assert!(!w.iter().any(|w| matches!(w, Write::PutAnchor(_))));
     }
 }

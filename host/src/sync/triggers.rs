@@ -374,6 +374,7 @@ mod tests {
             error: None,
             member_errors: Vec::new(),
             transient: false,
+            not_created: false,
         }
     }
 
