@@ -73,6 +73,7 @@ struct RawAd {
     urls: Option<Vec<String>>,
     discover: Option<String>,
     dns_servers: Option<Vec<String>>,
+    discover_allowed_domains: Option<Vec<String>>,
     #[serde(default)]
     auth: AdAuth,
     bind_dn: Option<String>,
@@ -117,6 +118,10 @@ struct RawRules {
     trigger_timeout_secs: u64,
     #[serde(default = "default_max_triggers_per_cycle")]
     max_triggers_per_cycle: usize,
+    #[serde(default)]
+    http_allowed_hosts: Vec<String>,
+    #[serde(default)]
+    http_allowed_networks: Vec<String>,
 }
 
 fn default_trigger_timeout_secs() -> u64 {
@@ -392,6 +397,8 @@ pub struct RulesConfig {
     pub trigger_timeout: Duration,
     /// Trigger calls per cycle; the rest are reported as skipped (a storm stays bounded).
     pub max_triggers_per_cycle: usize,
+    /// Where triggers' HTTP requests may go (`http_allowed_hosts`, `http_allowed_networks`).
+    pub egress: crate::effects::Egress,
 }
 
 #[derive(Debug, Clone)]
@@ -594,14 +601,49 @@ impl Config {
                 ))
             }
         };
+        if a.discover_allowed_domains.is_some() && a.discover.is_none() {
+            return Err(v.invalid(
+                "ad.discover_allowed_domains",
+                "only used with ad.discover (other domains whose hosts may be DCs)",
+            ));
+        }
         let discover = match a.discover {
             None => None,
             Some(domain) => Some(crate::ad::discover::Discovery {
                 servers: dns_servers(a.dns_servers.as_deref().unwrap_or_default())
                     .map_err(|m| v.invalid("ad.dns_servers", &m))?,
                 domain: discover_domain(&domain).map_err(|m| v.invalid("ad.discover", &m))?,
+                allowed_domains: a
+                    .discover_allowed_domains
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        discover_domain(d).map_err(|m| {
+                            v.invalid(&format!("ad.discover_allowed_domains[{i}]"), &m)
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
             }),
         };
+        // DNS answers are unsigned: a spoofed one can name any host. Only a certificate from
+        // the operator's own CA (or Kerberos' mutual authentication) proves the host is a DC,
+        // and plain LDAP would hand the password to whoever answers.
+        if discover.is_some() {
+            if a.allow_plain_ldap {
+                return Err(v.invalid(
+                    "ad.allow_plain_ldap",
+                    "not with ad.discover: a DC found in DNS is reached over TLS only (ldaps://, or starttls = true)",
+                ));
+            }
+            if a.ca_file.is_none() && a.auth != AdAuth::Kerberos {
+                return Err(v.invalid(
+                    "ad.discover",
+                    "needs ad.ca_file (the CA that issued your DCs' certificates) or auth = \"kerberos\": DNS answers are not authenticated, and with the system's public CAs any host DNS names could present a valid certificate and receive the bind password",
+                ));
+            }
+        }
         for (i, url) in urls.iter().enumerate() {
             let key = if urls_key == "ad.url" {
                 urls_key.to_string()
@@ -793,6 +835,12 @@ impl Config {
             ));
         }
 
+        let egress = crate::effects::Egress::new(
+            &raw.rules.http_allowed_hosts,
+            &raw.rules.http_allowed_networks,
+        )
+        .map_err(|(key, message)| v.invalid(&key, &message))?;
+
         if let Some(p) = raw.safety.delete_threshold_percent {
             if !(p > 0.0 && p <= 100.0) {
                 return Err(v.invalid(
@@ -856,6 +904,7 @@ impl Config {
                 settings,
                 trigger_timeout: Duration::from_secs(raw.rules.trigger_timeout_secs),
                 max_triggers_per_cycle: raw.rules.max_triggers_per_cycle,
+                egress,
             },
             state_path: resolve(&raw.state.path),
             members,
@@ -1299,7 +1348,8 @@ path = "state.db"
     fn dcs_from_dns_with_optional_name_servers() {
         with_env();
         let url = "url = \"ldaps://dc1.corp.example.test\"";
-        let d = GOOD.replace(url, "discover = \"Corp.Example.Test.\"");
+        let pinned = "discover = \"Corp.Example.Test.\"\nca_file = \"corp-ca.pem\"";
+        let d = GOOD.replace(url, pinned);
         let c = cfg(&d).unwrap();
         assert!(c.ad.urls.is_empty());
         let disc = c.ad.discover.unwrap();
@@ -1307,7 +1357,7 @@ path = "state.db"
         assert!(disc.servers.is_empty());
         let with_ns = GOOD.replace(
             url,
-            "discover = \"corp.example.test\"\ndns_servers = [\"10.0.0.53\", \"127.0.0.1:5353\", \"[::1]:53\"]",
+            "discover = \"corp.example.test\"\nca_file = \"ca.pem\"\ndns_servers = [\"10.0.0.53\", \"127.0.0.1:5353\", \"[::1]:53\"]",
         );
         let servers = cfg(&with_ns).unwrap().ad.discover.unwrap().servers;
         let shown: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
@@ -1333,6 +1383,38 @@ path = "state.db"
             .unwrap_err()
             .to_string()
             .contains("ad.discover"));
+    }
+
+    #[test]
+    fn discovery_needs_a_pinned_ca_or_kerberos_and_never_plain_ldap() {
+        with_env();
+        let url = "url = \"ldaps://dc1.corp.example.test\"";
+        let unpinned = GOOD.replace(url, "discover = \"corp.example.test\"");
+        let e = cfg(&unpinned).unwrap_err().to_string();
+        assert!(e.contains("ad.discover") && e.contains("ad.ca_file"), "{e}");
+        let plain = GOOD.replace(
+            url,
+            "discover = \"corp.example.test\"\nca_file = \"ca.pem\"\nallow_plain_ldap = true",
+        );
+        let e = cfg(&plain).unwrap_err().to_string();
+        assert!(e.contains("ad.allow_plain_ldap"), "{e}");
+        let allowed = GOOD.replace(
+            url,
+            "discover = \"corp.example.test\"\nca_file = \"ca.pem\"\ndiscover_allowed_domains = [\"DCs.Example.Net.\"]",
+        );
+        assert_eq!(
+            cfg(&allowed).unwrap().ad.discover.unwrap().allowed_domains,
+            ["dcs.example.net"]
+        );
+        let bad = allowed.replace("DCs.Example.Net.", "not a domain");
+        let e = cfg(&bad).unwrap_err().to_string();
+        assert!(e.contains("ad.discover_allowed_domains[0]"), "{e}");
+        let alone = GOOD.replace(
+            url,
+            &format!("{url}\ndiscover_allowed_domains = [\"example.net\"]"),
+        );
+        let e = cfg(&alone).unwrap_err().to_string();
+        assert!(e.contains("ad.discover_allowed_domains"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The host's side of the rule primitives ([`crate::rules::Effects`]): HTTP requests (reqwest,
-//! rustls, certificates verified), read-only Graph GETs through the host's [`GraphClient`], and
-//! read-only AD searches inside the OUs the host may read.
+//! rustls, certificates verified, destinations held to the [`egress`] policy), read-only Graph
+//! GETs through the host's [`GraphClient`], and read-only AD searches inside the OUs the host
+//! may read.
 //!
 //! Triggers run on blocking threads; each call here enters the async runtime with
 //! `Handle::block_on` (the handle captured when the host started) and is bounded by the time the
-//! trigger has left. Logs show the method, scheme, host, path and status only: never the query
-//! string, headers or bodies, which often carry keys.
+//! trigger has left. Logs, errors and the audit trail name a destination as scheme://host:port
+//! only: webhook URLs carry their key in the path (Slack, Teams, Discord) or the query.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,6 +16,9 @@ use tokio::runtime::Handle;
 use crate::ad::{self, AdConn};
 use crate::graph::GraphClient;
 use crate::rules::{safe_url, AdFound, Effects, HttpRequest, HttpResponse};
+
+pub mod egress;
+pub use egress::Egress;
 
 /// Response bodies larger than this are refused (a webhook answer is small).
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -39,6 +43,7 @@ struct AdScope {
 pub struct HostEffects {
     handle: Handle,
     http: reqwest::Client,
+    egress: Egress,
     graph: Option<GraphClient>,
     ad: Option<(Mutex<AdConn>, AdScope)>,
 }
@@ -53,19 +58,28 @@ impl std::fmt::Debug for HostEffects {
 }
 
 impl HostEffects {
-    /// HTTP only; `handle` is the runtime the blocking calls enter.
-    pub fn new(handle: Handle) -> Result<HostEffects, EffectsError> {
+    /// HTTP only, to the destinations `egress` allows; `handle` is the runtime the blocking
+    /// calls enter.
+    pub fn new(handle: Handle, egress: Egress) -> Result<HostEffects, EffectsError> {
+        let resolver = egress
+            .resolver(Duration::from_secs(10))
+            .map_err(EffectsError::Http)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("writeback/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             // A redirect is answered to the script as it is: following it would send the body
             // elsewhere, and the client would log the full target URL.
             .redirect(reqwest::redirect::Policy::none())
+            // Every address connected to is one the policy checked: a proxy would connect
+            // elsewhere on the trigger's behalf.
+            .no_proxy()
+            .dns_resolver(std::sync::Arc::new(resolver))
             .build()
             .map_err(|e| EffectsError::Http(e.to_string()))?;
         Ok(HostEffects {
             handle,
             http,
+            egress,
             graph: None,
             ad: None,
         })
@@ -104,11 +118,13 @@ impl HostEffects {
         graph: &GraphClient,
         conn: &AdConn,
     ) -> Result<HostEffects, EffectsError> {
-        Ok(HostEffects::new(handle)?.with_graph(graph.clone()).with_ad(
-            conn.clone(),
-            &config.ad.managed_ous,
-            &config.ad.member_search_bases,
-        ))
+        Ok(HostEffects::new(handle, config.rules.egress.clone())?
+            .with_graph(graph.clone())
+            .with_ad(
+                conn.clone(),
+                &config.ad.managed_ous,
+                &config.ad.member_search_bases,
+            ))
     }
 
     async fn send(&self, req: HttpRequest) -> Result<HttpResponse, String> {
@@ -118,6 +134,17 @@ impl HostEffects {
                 "only http:// and https:// URLs are allowed, not {}:",
                 url.scheme()
             ));
+        }
+        let host = url.host_str().unwrap_or_default();
+        if !self.egress.host_allowed(host) {
+            return Err(format!(
+                "{} is not in rules.http_allowed_hosts",
+                host.trim_matches(['[', ']'])
+            ));
+        }
+        // An address in the URL is not resolved, so the resolver's check does not see it.
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            self.egress.address_allowed(ip)?;
         }
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| format!("{:?} is not an HTTP method", req.method))?;

@@ -2,6 +2,11 @@
 //! records (what Windows' DC locator asks), ordered as RFC 2782 says, and the addresses of the
 //! DCs they name, asked of the same name servers.
 //!
+//! DNS is not trusted: an answer (unsigned, spoofable) may only name hosts inside the
+//! discovered domain or a domain the config allows (`within`, pure); the TLS and bind settings
+//! that make it safe to follow are enforced by the config (a pinned CA file or Kerberos, never
+//! plain LDAP).
+//!
 //! The ordering is pure (`order`, with the random source passed in); the lookups go through
 //! hickory-resolver, to the system's name servers or to the ones the config names.
 
@@ -22,6 +27,9 @@ pub struct Discovery {
     pub domain: String,
     /// Name servers (port 53 unless given); empty = the system's (`/etc/resolv.conf`).
     pub servers: Vec<SocketAddr>,
+    /// Other DNS domains whose hosts may be DCs (`ad.discover_allowed_domains`); the domain
+    /// itself always is.
+    pub allowed_domains: Vec<String>,
 }
 
 impl Discovery {
@@ -32,6 +40,30 @@ impl Discovery {
             self.domain.trim_end_matches('.')
         )
     }
+}
+
+/// True when `host` is `domain` or a name below it (`dc1.corp.example.test` in
+/// `corp.example.test`), compared without case and trailing dots. `evilcorp.example.test` is
+/// not in `corp.example.test`.
+pub fn within(host: &str, domain: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if domain.is_empty() || host.is_empty() {
+        return false;
+    }
+    host == domain
+        || host
+            .strip_suffix(domain.as_str())
+            .is_some_and(|head| head.ends_with('.') && head.len() > 1)
+}
+
+/// Splits SRV targets into those a DC may be (inside the domain or an allowed one) and the
+/// others, which a spoofed or misconfigured answer could point anywhere: a bind sent there
+/// would hand the service account's credentials to that host.
+pub fn trusted(d: &Discovery, targets: Vec<SrvTarget>) -> (Vec<SrvTarget>, Vec<SrvTarget>) {
+    targets.into_iter().partition(|t| {
+        within(&t.target, &d.domain) || d.allowed_domains.iter().any(|a| within(&t.target, a))
+    })
 }
 
 /// One SRV record.
@@ -94,15 +126,19 @@ pub fn url_for(target: &SrvTarget, ldaps: bool) -> String {
 
 /// A resolver for the discovery's name servers.
 pub fn resolver(d: &Discovery, timeout: Duration) -> Result<TokioResolver, AdError> {
-    let err = |message: String| AdError::Discovery {
+    resolver_with(&d.servers, timeout).map_err(|message| AdError::Discovery {
         domain: d.domain.clone(),
         message,
-    };
-    let mut builder = if d.servers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| err(format!("system DNS settings: {e}")))?
+    })
+}
+
+/// An uncaching resolver asking `servers` (port 53 unless given), or the system's name servers
+/// when `servers` is empty. Also used for the addresses of trigger destinations.
+pub fn resolver_with(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, String> {
+    let mut builder = if servers.is_empty() {
+        TokioResolver::builder_tokio().map_err(|e| format!("system DNS settings: {e}"))?
     } else {
-        let servers = d
-            .servers
+        let servers = servers
             .iter()
             .map(|s| {
                 let mut ns = NameServerConfig::udp_and_tcp(s.ip());
@@ -120,11 +156,9 @@ pub fn resolver(d: &Discovery, timeout: Duration) -> Result<TokioResolver, AdErr
     let opts = builder.options_mut();
     opts.timeout = timeout;
     // The DC list is read at each (re)connection: a cached answer would hide a DC added or
-    // removed since.
+    // removed since (and a trigger's destination is checked on the answer it connects to).
     opts.cache_size = 0;
-    builder
-        .build()
-        .map_err(|e| err(format!("DNS resolver: {e}")))
+    builder.build().map_err(|e| format!("DNS resolver: {e}"))
 }
 
 /// The domain's DCs as SRV records, in RFC 2782 order.
@@ -151,10 +185,28 @@ pub async fn lookup(d: &Discovery, resolver: &TokioResolver) -> Result<Vec<SrvTa
         })
         .collect();
     let ordered = order(records, |total| rand::random_range(0..=total));
+    let (ordered, outside) = trusted(d, ordered);
+    let outside: Vec<&str> = outside.iter().map(|t| t.target.as_str()).collect();
+    if !outside.is_empty() {
+        tracing::warn!(
+            domain = %d.domain,
+            refused = %outside.join(", "),
+            "DNS named domain controllers outside the domain; they are not contacted (allow their domain with ad.discover_allowed_domains if they are yours)"
+        );
+    }
     if ordered.is_empty() {
+        let message = if outside.is_empty() {
+            format!("SRV {name}: no domain controller listed")
+        } else {
+            format!(
+                "SRV {name}: every host listed ({}) is outside {} and ad.discover_allowed_domains; none is contacted",
+                outside.join(", "),
+                d.domain
+            )
+        };
         return Err(AdError::Discovery {
             domain: d.domain.clone(),
-            message: format!("SRV {name}: no domain controller listed"),
+            message,
         });
     }
     Ok(ordered)
@@ -265,7 +317,45 @@ mod tests {
         let d = Discovery {
             domain: "corp.example.test.".into(),
             servers: vec![],
+            allowed_domains: vec![],
         };
         assert_eq!(d.srv_name(), "_ldap._tcp.dc._msdcs.corp.example.test.");
+    }
+
+    #[test]
+    fn a_host_is_within_its_domain_and_no_other() {
+        assert!(within("dc1.corp.example.test", "corp.example.test"));
+        assert!(within("DC1.Corp.Example.Test.", "corp.example.test."));
+        assert!(within("corp.example.test", "corp.example.test"));
+        assert!(within("a.b.corp.example.test", "corp.example.test"));
+        assert!(!within("evilcorp.example.test", "corp.example.test"));
+        assert!(!within("dc.attacker.example", "corp.example.test"));
+        assert!(!within(
+            "corp.example.test.attacker.example",
+            "corp.example.test"
+        ));
+        assert!(!within("localhost", "corp.example.test"));
+        assert!(!within(".corp.example.test", "corp.example.test"));
+        assert!(!within("dc1.corp.example.test", ""));
+    }
+
+    #[test]
+    fn targets_outside_the_domain_and_the_allowed_ones_are_refused() {
+        let d = Discovery {
+            domain: "corp.example.test".into(),
+            servers: vec![],
+            allowed_domains: vec!["dcs.example.net".into()],
+        };
+        let (ok, refused) = trusted(
+            &d,
+            vec![
+                srv(0, 0, "dc.attacker.example"),
+                srv(0, 0, "dc1.corp.example.test"),
+                srv(0, 0, "dc9.dcs.example.net"),
+                srv(0, 0, "localhost"),
+            ],
+        );
+        assert_eq!(names(&ok), ["dc1.corp.example.test", "dc9.dcs.example.net"]);
+        assert_eq!(names(&refused), ["dc.attacker.example", "localhost"]);
     }
 }

@@ -396,14 +396,17 @@ fn response_map(r: HttpResponse) -> Map {
     m
 }
 
-/// A URL as logs and messages may show it: scheme, host, port and path; never the query,
-/// fragment or user info (they often carry keys).
+/// A URL as logs, messages and the audit trail may show it: scheme, host and port, never the
+/// path, query, fragment or user info (they often carry keys). A relative Graph path keeps its
+/// path, without the query.
 pub fn safe_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => {
+            // Only where it goes: webhook URLs carry their key in the path (Slack, Teams,
+            // Discord) as often as in the query.
             let host = u.host_str().unwrap_or("");
             let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            format!("{}://{host}{port}{}", u.scheme(), u.path())
+            format!("{}://{host}{port}", u.scheme())
         }
         // Not a URL (a relative Graph path, or garbage): cut at the query.
         Err(_) => url
@@ -424,7 +427,11 @@ mod tests {
     fn safe_url_drops_query_fragment_and_credentials() {
         assert_eq!(
             safe_url("https://user:pw@hooks.example.test:8443/a/b?code=SECRET#frag"),
-            "https://hooks.example.test:8443/a/b"
+            "https://hooks.example.test:8443"
+        );
+        assert_eq!(
+            safe_url("https://hooks.slack.com/services/T000/B000/XXXXSECRET"),
+            "https://hooks.slack.com"
         );
         assert_eq!(
             safe_url("groups/x/owners?$select=id&key=k"),

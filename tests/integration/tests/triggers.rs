@@ -104,13 +104,34 @@ fn configure(bed: &Bed, rules: &Path, hook_url: &str, rules_extra: &str, extra: 
     let path = bed.write_config(Some(rules), "", extra);
     let text = std::fs::read_to_string(&path).expect("read config");
     let text = text
-        .replacen("[rules]\n", &format!("[rules]\n{rules_extra}\n"), 1)
+        .replacen(
+            "[rules]\n",
+            // The receiver listens on loopback, which triggers reach only when allowed.
+            &format!("[rules]\nhttp_allowed_networks = [\"127.0.0.1\"]\n{rules_extra}\n"),
+            1,
+        )
         .replacen(
             "[rules.settings]\n",
             &format!("[rules.settings]\nhook_url = \"{hook_url}\"\n"),
             1,
         );
     std::fs::write(&path, text).expect("write config");
+}
+
+/// Every run and audit row, as `sqlite3 -json` prints them.
+fn audit_dump(bed: &Bed) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg("-json")
+        .arg(bed.dir.path().join("state.db"))
+        .arg("SELECT * FROM run; SELECT * FROM run_event;")
+        .output()
+        .expect("sqlite3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// `(action, outcome, detail)` of the audit events whose action starts with `prefix`.
@@ -233,7 +254,7 @@ async fn a_failing_trigger_is_reported_and_the_group_stays_created() {
     configure(
         &bed,
         &rules,
-        &format!("http://127.0.0.1:{closed}/hook?key=NOT-FOR-LOGS"),
+        &format!("http://127.0.0.1:{closed}/hook/PATH-CANARY-T0K3N?key=NOT-FOR-LOGS"),
         "trigger_timeout_secs = 10",
         "",
     );
@@ -252,13 +273,24 @@ async fn a_failing_trigger_is_reported_and_the_group_stays_created() {
     let error = t["error"].as_str().unwrap_or_default();
     assert!(
         error.contains(&format!(
-            "http::post http://127.0.0.1:{closed}/hook: cannot connect"
+            "http::post http://127.0.0.1:{closed}: cannot connect"
         )),
         "{error}"
     );
     assert!(error.contains("20-security.rhai"), "{error}");
-    assert!(!error.contains("NOT-FOR-LOGS"), "{error}");
-    assert!(!stderr.contains("NOT-FOR-LOGS"), "{stderr}");
+    // Webhook URLs carry their key in the path as often as in the query: neither is shown,
+    // logged, reported or kept in the audit trail.
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let trail = audit_dump(&bed);
+    for canary in ["NOT-FOR-LOGS", "PATH-CANARY-T0K3N"] {
+        assert!(!error.contains(canary), "{error}");
+        assert!(!stderr.contains(canary), "{canary} logged: {stderr}");
+        assert!(!stdout.contains(canary), "{canary} reported: {stdout}");
+        assert!(
+            !trail.contains(canary),
+            "{canary} in the audit trail: {trail}"
+        );
+    }
     assert!(
         stderr.contains("trigger failed"),
         "no warning logged: {stderr}"
@@ -488,4 +520,92 @@ async fn on_deleted_fires_when_a_sync_deletes_the_group() {
         deleted[0].body
     );
     bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_trigger_to_a_loopback_address_is_refused_unless_allowed_and_the_listener_sees_nothing() {
+    let mut bed = Bed::new("wb-trig-egress", 0).await;
+    bed.create_default_containers().await;
+    let hook = Receiver::start();
+    let rules = example_rules(&bed, &[]);
+    let g = new_id();
+    bed.seed(vec![], vec![security_group(&g, "Egress", &[])], &[]);
+    configure(&bed, &rules, &hook.url, "", "");
+    // The default policy: no network opened for triggers.
+    let path = bed.config_path();
+    let text = std::fs::read_to_string(&path).expect("read config");
+    std::fs::write(
+        &path,
+        text.replace("http_allowed_networks = [\"127.0.0.1\"]\n", ""),
+    )
+    .expect("write config");
+    let r = bed.run_json(&["sync"], 0);
+    assert!(
+        bed.group_by_id(&g).await.is_some(),
+        "the group was not created"
+    );
+    let t = &r["trigger_results"][0];
+    assert_eq!(t["outcome"], "failed", "{r:#}");
+    let error = t["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("127.0.0.1 is a loopback address, not in rules.http_allowed_networks"),
+        "{error}"
+    );
+    assert!(
+        hook.received().is_empty(),
+        "the loopback listener was reached"
+    );
+    bed.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_dns_maps_to_loopback_is_refused_after_resolution() {
+    use writeback::effects::{Egress, HostEffects};
+    use writeback::rules::{Effects, HttpRequest};
+    use writeback_integration::dns::{DnsServer, Zone};
+
+    let hook = Receiver::start();
+    let port = hook.url.split(':').nth(2).and_then(|p| p.split('/').next());
+    let url = format!(
+        "http://hooks.corp.example.test:{}/hook",
+        port.expect("receiver port")
+    );
+    // The test's own name server answers the name with 127.0.0.1, as a rebinding attacker's
+    // would.
+    let dns = DnsServer::start(
+        Zone::default().with_a("hooks.corp.example.test", std::net::Ipv4Addr::LOCALHOST),
+    );
+    let post = |egress: Egress| {
+        let fx = HostEffects::new(tokio::runtime::Handle::current(), egress).expect("effects");
+        let request = HttpRequest {
+            method: "POST".into(),
+            url: url.clone(),
+            headers: vec![],
+            body: Some(b"{}".to_vec()),
+            content_type: Some("application/json"),
+            timeout: Duration::from_secs(5),
+        };
+        tokio::task::spawn_blocking(move || fx.http(request))
+    };
+    let e = post(Egress::default().with_name_servers(vec![dns.addr]))
+        .await
+        .expect("join")
+        .unwrap_err();
+    assert!(
+        e.contains("hooks.corp.example.test resolves to refused addresses: 127.0.0.1 is a loopback address"),
+        "{e}"
+    );
+    assert!(
+        hook.received().is_empty(),
+        "the loopback listener was reached"
+    );
+
+    // The same name, with loopback opened on purpose, goes through: the refusal above was the
+    // policy's, not a failed lookup.
+    let open = Egress::new(&[], &["127.0.0.1".into()])
+        .expect("policy")
+        .with_name_servers(vec![dns.addr]);
+    let r = post(open).await.expect("join").expect("allowed request");
+    assert_eq!(r.status, 204);
+    assert_eq!(hook.received().len(), 1);
 }

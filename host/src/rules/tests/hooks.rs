@@ -397,7 +397,7 @@ fn a_failing_trigger_names_rule_function_group_and_position() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("http::post https://h.example.test/x: the server answered 500"),
+        e.contains("http::post https://h.example.test: the server answered 500"),
         "{e}"
     );
     assert!(!e.contains("SECRET"), "{e}");
@@ -513,12 +513,17 @@ async fn server_with(
     (format!("http://{addr}"), seen)
 }
 
+/// The egress policy of these tests: their receiver listens on 127.0.0.1.
+fn loopback() -> crate::effects::Egress {
+    crate::effects::Egress::new(&[], &["127.0.0.1".into()]).expect("policy")
+}
+
 /// Runs `on_created` of a one-rule set on a blocking thread with the real host effects.
 async fn fire(rule_body: &str, timeout: Duration) -> Result<(), Box<HookError>> {
     let text = format!("fn scope(group) {{ true }}\nfn map(group) {{ () }}\n{rule_body}");
     let t = table(&[("10-http.rhai", &text)]);
     let fx: Arc<dyn Effects> =
-        Arc::new(HostEffects::new(tokio::runtime::Handle::current()).expect("effects"));
+        Arc::new(HostEffects::new(tokio::runtime::Handle::current(), loopback()).expect("effects"));
     tokio::task::spawn_blocking(move || {
         t.call_trigger(
             "10-http.rhai",
@@ -587,9 +592,7 @@ async fn http_times_out_and_says_so_without_the_query() {
     );
     let text = e.to_string();
     assert!(
-        text.contains(&format!(
-            "http::request GET {base}/slow: timed out after 300 ms"
-        )),
+        text.contains(&format!("http::request GET {base}: timed out after 300 ms")),
         "{text}"
     );
     assert!(!text.contains("SECRET"), "{text}");
@@ -621,7 +624,7 @@ async fn redirects_are_returned_not_followed() {
     let e = fire(&rule, Duration::from_secs(10)).await.unwrap_err();
     assert!(
         e.to_string()
-            .contains(&format!("http::post {base}/old: the server answered 302")),
+            .contains(&format!("http::post {base}: the server answered 302")),
         "{e}"
     );
     assert_eq!(seen.lock().expect("lock").len(), 2);
@@ -641,13 +644,68 @@ async fn http_to_a_closed_port_is_an_error() {
     let text = e.to_string();
     assert!(
         text.contains(&format!(
-            "http::post http://127.0.0.1:{port}/hook: cannot connect"
+            "http::post http://127.0.0.1:{port}: cannot connect"
         )),
         "{text}"
     );
     let rule = "fn on_created(group, dn) { http::post(\"file:///etc/passwd\", #{}); }\n";
     let e = fire(rule, Duration::from_secs(10)).await.unwrap_err();
     assert!(e.to_string().contains("only http:// and https://"), "{e}");
+}
+
+/// Runs `on_created` with the host effects under `egress`.
+async fn fire_with(rule_body: &str, egress: crate::effects::Egress) -> Result<(), Box<HookError>> {
+    let text = format!("fn scope(group) {{ true }}\nfn map(group) {{ () }}\n{rule_body}");
+    let t = table(&[("10-http.rhai", &text)]);
+    let fx: Arc<dyn Effects> =
+        Arc::new(HostEffects::new(tokio::runtime::Handle::current(), egress).expect("effects"));
+    tokio::task::spawn_blocking(move || {
+        t.call_trigger(
+            "10-http.rhai",
+            &created(m365_group(), "CN=G,OU=X"),
+            fx,
+            Duration::from_secs(10),
+        )
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_reach_no_loopback_private_or_link_local_address_by_default() {
+    let (base, seen) = server(200, "secret answer", Duration::ZERO).await;
+    let port = base.rsplit(':').next().unwrap_or_default().to_string();
+    for url in [
+        format!("{base}/x"),
+        format!("http://localhost:{port}/x"),
+        format!("http://[::ffff:127.0.0.1]:{port}/x"),
+    ] {
+        let rule = format!(
+            "fn on_created(group, dn) {{ http::request(#{{ url: \"{url}\", headers: #{{ Metadata: \"true\" }} }}); }}\n"
+        );
+        let e = fire_with(&rule, crate::effects::Egress::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loopback address"), "{url}: {e}");
+    }
+    // Link-local stays refused even when the operator opens other networks (nothing is
+    // listening there: the refusal comes before any connection).
+    let open = crate::effects::Egress::new(&[], &["127.0.0.0/8".into(), "10.0.0.0/8".into()])
+        .expect("policy");
+    let rule = "fn on_created(group, dn) { http::request(#{ url: \"http://169.254.169.254/metadata\" }); }\n";
+    let e = fire_with(rule, open).await.unwrap_err().to_string();
+    assert!(e.contains("link-local address, never reached"), "{e}");
+    // A host outside the allow-list is not even resolved.
+    let only = crate::effects::Egress::new(&["hooks.example.test".into()], &["127.0.0.1".into()])
+        .expect("policy");
+    let rule = format!("fn on_created(group, dn) {{ http::post(\"{base}/x\", #{{}}); }}\n");
+    let e = fire_with(&rule, only).await.unwrap_err().to_string();
+    assert!(e.contains("not in rules.http_allowed_hosts"), "{e}");
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "the listener was reached"
+    );
 }
 
 /// Fenced blocks as (info string, content).
