@@ -70,8 +70,10 @@ install -D -m 0755 "${BIN}" "${STAGE}/usr/bin/writeback"
 strip --strip-unneeded "${STAGE}/usr/bin/writeback"
 
 # Configuration and default rules (conffiles), the stdlib (not configuration: updated with the
-# package) and the link that makes the binary find it.
-install -D -m 0644 packaging/writeback.toml "${STAGE}/etc/writeback/writeback.toml"
+# package) and the link that makes the binary find it. The config is not world-readable from
+# the start; postinst gives it to the group writeback (root:writeback 0640), which only exists
+# on the target.
+install -D -m 0640 packaging/writeback.toml "${STAGE}/etc/writeback/writeback.toml"
 copy_tree scripts "${STAGE}/etc/writeback/rules" -name '*.rhai' -o -name '*.toml'
 copy_tree stdlib "${STAGE}/usr/share/writeback/stdlib" -name '*.rhai'
 ln -s /usr/share/writeback/stdlib "${STAGE}/etc/writeback/stdlib"

@@ -5,15 +5,21 @@
 #   - create and delete objects of class group in the OU and its sub-OUs  (OA;CI;CCDC;group)
 #   - read and write, on the groups below, exactly the attributes Writeback writes
 #                                                                   (OA;CIIO;RPWP;<attr>;group)
+#   - for the owner of a group below (the account, for the groups it creates) only read access
+#     to the security descriptor: an OWNER RIGHTS ACE replaces the owner's implicit
+#     READ_CONTROL and WRITE_DAC, so the account cannot re-ACL its groups (OA;CIIO;RC;;group;OW)
 #
 # Run on the DC, as root, once per managed OU:
 #
 #   delegate-samba.sh [-H <sam.ldb>] [-s <smb.conf>] <managed OU DN> <sAMAccountName> [attribute...]
 #
-# The attributes default to what the default rules write; give your own list when your rules
-# write others. An attribute the schema does not have (the Exchange ones on a forest without the
-# Exchange schema) is skipped with a warning. Existing ACEs on the OU are kept; running it twice
-# adds nothing new (Samba drops duplicate ACEs).
+# The account must match exactly one object; its name may hold only letters, digits, '.', '_'
+# and '-' (and a final '$' for a managed service account), so nothing in it acts as an LDAP
+# filter. The attributes default to what the default rules write; give your own list when your
+# rules write others. An attribute the schema does not have (the Exchange ones on a forest
+# without the Exchange schema) is skipped with a warning. Existing ACEs on the OU are kept;
+# running it twice adds nothing new (Samba drops duplicate ACEs). Samba stores the OWNER RIGHTS
+# ACE but does not enforce it (see below).
 set -euo pipefail
 
 readonly DEFAULT_ATTRIBUTES=(cn name groupType sAMAccountName displayName description mail
@@ -21,6 +27,8 @@ readonly DEFAULT_ATTRIBUTES=(cn name groupType sAMAccountName displayName descri
     msExchRecipientTypeDetails msExchRecipientDisplayType)
 # schemaIDGUID of the class group, the same in every AD schema.
 readonly GROUP_CLASS=bf967a9c-0de6-11d0-a285-00aa003049e2
+# OWNER RIGHTS (SDDL alias OW), written as the SID, which every SDDL parser knows.
+readonly OWNER_RIGHTS=S-1-3-4
 
 die() {
     printf 'delegate-samba: error: %s\n' "$*" >&2
@@ -43,15 +51,40 @@ ACCOUNT="$2"
 shift 2
 if [[ $# -gt 0 ]]; then ATTRIBUTES=("$@"); else ATTRIBUTES=("${DEFAULT_ATTRIBUTES[@]}"); fi
 
+# The names go into LDAP filters: checked here, before the DC's database is opened, against
+# the filter's metacharacters and then against a plain charset (C locale: ASCII ranges).
+validate_account() {
+    local LC_ALL=C name="$1"
+    case "${name}" in
+        *[\*\(\)\\]*)
+            die "invalid sAMAccountName '${name}': it contains an LDAP filter metacharacter (* ( ) \\ or NUL); give the account's exact name, not a pattern" ;;
+    esac
+    [[ "${name}" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,19}[$]?$ && "${name}" != *. ]] ||
+        die "invalid sAMAccountName '${name}': use 1-20 characters of A-Z a-z 0-9 . _ - (starting with a letter or digit, not ending in '.'), optionally followed by '$'"
+}
+validate_attribute() {
+    local LC_ALL=C name="$1"
+    [[ "${name}" =~ ^[A-Za-z][A-Za-z0-9-]*$ ]] ||
+        die "invalid attribute name '${name}': an LDAP display name has only A-Z a-z 0-9 and '-', starting with a letter"
+}
+validate_account "${ACCOUNT}"
+for a in "${ATTRIBUTES[@]}"; do validate_attribute "${a}"; done
+
 # One value of one attribute of the single entry a search finds (base64 values are not expected
 # for these: SIDs and GUIDs print as text).
 value_of() {
     awk -v key="$1:" '$1 == key { print $2; exit }'
 }
 
-SID="$(ldbsearch "${CONF[@]}" -H "${SAM_LDB}" "(sAMAccountName=${ACCOUNT})" objectSid | value_of objectSid)"
-[[ -n "${SID}" ]] || die "no account with sAMAccountName ${ACCOUNT} in ${SAM_LDB}"
-SCHEMA="$(ldbsearch "${CONF[@]}" -H "${SAM_LDB}" -b "" -s base schemaNamingContext | value_of schemaNamingContext)"
+# The account: exactly one object with that sAMAccountName (matching is case-insensitive).
+found="$(ldbsearch "${CONF[@]}" -H "${SAM_LDB}" "(sAMAccountName=${ACCOUNT})" objectSid)" ||
+    die "cannot search ${SAM_LDB} for sAMAccountName ${ACCOUNT}"
+count="$(awk '$1 == "dn:" { n++ } END { print n + 0 }' <<<"${found}")"
+[[ "${count}" -eq 1 ]] ||
+    die "sAMAccountName ${ACCOUNT} matches ${count} objects in ${SAM_LDB}, not exactly 1"
+SID="$(value_of objectSid <<<"${found}")"
+[[ -n "${SID}" ]] || die "the object with sAMAccountName ${ACCOUNT} has no objectSid"
+SCHEMA="$(ldbsearch "${CONF[@]}" -H "${SAM_LDB}" -b "" -s base schemaNamingContext | value_of schemaNamingContext)" || true
 [[ -n "${SCHEMA}" ]] || die "cannot read schemaNamingContext from ${SAM_LDB}"
 
 # Every attribute's schemaIDGUID in one search.
@@ -74,6 +107,8 @@ for a in "${ATTRIBUTES[@]}"; do
     fi
     SDDL="${SDDL}(OA;CIIO;RPWP;${g};${GROUP_CLASS};${SID})"
 done
+# Windows Server 2008 and later honour OWNER RIGHTS; Samba's AD DC (4.17, sec_access_check_ds) does not and always grants the owner READ_CONTROL and WRITE_DAC, so there this ACE is inert.
+SDDL="${SDDL}(OA;CIIO;RC;;${GROUP_CLASS};${OWNER_RIGHTS})"
 samba-tool dsacl set "${CONF[@]}" -H "${SAM_LDB}" --objectdn="${OU}" --sddl="${SDDL}" >/dev/null ||
     die "samba-tool dsacl set on ${OU} failed"
 printf 'delegate-samba: %s may now create, change and delete groups in %s\n' "${ACCOUNT}" "${OU}" >&2
