@@ -356,7 +356,7 @@ pub struct AdConfig {
     pub discover: Option<crate::ad::discover::Discovery>,
     /// Empty with Kerberos.
     pub bind_dn: String,
-    pub password: String,
+    pub password: secrecy::SecretString,
     /// `auth = "kerberos"`: the keytab and principal (then no bind DN and no password).
     pub kerberos: Option<crate::ad::kerberos::Kerberos>,
     pub ca_file: Option<PathBuf>,
@@ -419,6 +419,9 @@ pub struct Config {
     /// How long audit events (what was written to AD) are kept, in days.
     pub audit_retention_days: u32,
     pub daemon: DaemonConfig,
+    /// The environment variables secrets were read from (`*_env`): see
+    /// [`Config::forget_secret_env`].
+    pub secret_env: Vec<String>,
 }
 
 impl Config {
@@ -429,6 +432,17 @@ impl Config {
             source,
         })?;
         Self::parse(path, &text)
+    }
+
+    /// Removes the `*_env` secrets from the process environment once they are read, so no child
+    /// process inherits them and no later reader of the environment finds them (the kernel's
+    /// copy in `/proc/<pid>/environ`, readable by the service's own user only, stays as it
+    /// was at exec). Changing the environment races with any thread reading it: call this
+    /// before the runtime starts.
+    pub fn forget_secret_env(&self) {
+        for var in &self.secret_env {
+            std::env::remove_var(var);
+        }
     }
 
     /// Reads and validates the file without reading any secret (for `writeback check`, which
@@ -455,7 +469,11 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let v = Validator { path, read_secrets };
+        let v = Validator {
+            path,
+            read_secrets,
+            secret_env: Default::default(),
+        };
         let resolve = |p: &Path| -> PathBuf {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -501,11 +519,14 @@ impl Config {
                     "give only one of client_secret_env and client_secret_file",
                 ))
             }
-            (_, false) => Credential::Secret(v.secret(
-                "graph.client_secret",
-                g.client_secret_env.as_deref(),
-                g.client_secret_file.as_deref().map(resolve).as_deref(),
-            )?),
+            (_, false) => Credential::Secret(
+                v.secret(
+                    "graph.client_secret",
+                    g.client_secret_env.as_deref(),
+                    g.client_secret_file.as_deref().map(resolve).as_deref(),
+                )?
+                .into(),
+            ),
             (_, true) => {
                 let cert = g.certificate_file.as_deref().ok_or_else(|| {
                     v.invalid(
@@ -521,7 +542,9 @@ impl Config {
                 })?;
                 Credential::Certificate {
                     certificate_pem: v.read_file("graph.certificate_file", &resolve(cert))?,
-                    private_key_pem: v.read_file("graph.private_key_file", &resolve(key))?,
+                    private_key_pem: v
+                        .read_secret_file("graph.private_key_file", &resolve(key))?
+                        .into(),
                 }
             }
         };
@@ -733,6 +756,8 @@ impl Config {
                     std::fs::File::open(&keytab).map_err(|e| {
                         v.invalid("ad.keytab", &format!("{}: {e}", keytab.display()))
                     })?;
+                    crate::perms::check_secret_file(&keytab)
+                        .map_err(|m| v.invalid("ad.keytab", &m))?;
                 }
                 // ldap3 0.12's sealing layer (Kerberos on plain LDAP) stalls on large answers
                 // (the schema read timed out on the test bed), so Kerberos runs inside TLS.
@@ -795,7 +820,7 @@ impl Config {
             urls,
             discover,
             bind_dn,
-            password,
+            password: password.into(),
             kerberos,
             ca_file: a.ca_file.as_deref().map(resolve),
             starttls: a.starttls,
@@ -913,6 +938,7 @@ impl Config {
             quarantine_max_backoff_secs: raw.safety.quarantine_max_backoff_secs,
             audit_retention_days: raw.state.audit_retention_days,
             daemon,
+            secret_env: v.secret_env.take(),
         })
     }
 }
@@ -1012,6 +1038,8 @@ struct Validator<'a> {
     path: &'a Path,
     /// False for offline checks: secret sources are validated, not read.
     read_secrets: bool,
+    /// The environment variables secrets were read from.
+    secret_env: std::cell::RefCell<Vec<String>>,
 }
 
 impl Validator<'_> {
@@ -1065,6 +1093,15 @@ impl Validator<'_> {
             .map_err(|e| self.invalid(key, &format!("cannot read {}: {e}", file.display())))
     }
 
+    /// A secret file's content, after its mode is checked ([`crate::perms`]).
+    fn read_secret_file(&self, key: &str, file: &Path) -> Result<String, ConfigError> {
+        if !self.read_secrets {
+            return Ok(String::new());
+        }
+        crate::perms::check_secret_file(file).map_err(|m| self.invalid(key, &m))?;
+        self.read_file(key, file)
+    }
+
     /// A secret from an environment variable or a file (trailing newline removed).
     fn secret(
         &self,
@@ -1079,14 +1116,18 @@ impl Validator<'_> {
             _ if !self.read_secrets && (env.is_some() || file.is_some()) => {
                 return Ok(String::new())
             }
-            (Some(var), None) => std::env::var(var).map_err(|_| {
-                self.invalid(
-                    &format!("{key}_env"),
-                    &format!("environment variable {var} is not set"),
-                )
-            })?,
+            (Some(var), None) => {
+                let value = std::env::var(var).map_err(|_| {
+                    self.invalid(
+                        &format!("{key}_env"),
+                        &format!("environment variable {var} is not set"),
+                    )
+                })?;
+                self.secret_env.borrow_mut().push(var.to_string());
+                value
+            }
             (None, Some(f)) => self
-                .read_file(&format!("{key}_file"), f)?
+                .read_secret_file(&format!("{key}_file"), f)?
                 .trim_end_matches(['\r', '\n'])
                 .to_string(),
             (None, None) => {
@@ -1103,6 +1144,7 @@ impl Validator<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     fn cfg(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/writeback/writeback.toml"), text)
@@ -1386,6 +1428,46 @@ path = "state.db"
     }
 
     #[test]
+    fn secrets_read_from_the_environment_can_be_taken_out_of_it() {
+        // Each test runs in a process of its own under nextest; a name of its own otherwise.
+        std::env::set_var("WB_TEST_FORGET_ME", "pw");
+        let text = GOOD.replace("WB_TEST_SECRET_PRESENT", "WB_TEST_FORGET_ME");
+        let c = cfg(&text).unwrap();
+        // The Graph secret and the AD password, both from that variable.
+        assert_eq!(c.secret_env, ["WB_TEST_FORGET_ME", "WB_TEST_FORGET_ME"]);
+        c.forget_secret_env();
+        assert!(std::env::var("WB_TEST_FORGET_ME").is_err());
+        assert_eq!(c.ad.password.expose_secret(), "pw");
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_or_write_is_refused_naming_the_key() {
+        use std::os::unix::fs::PermissionsExt;
+        with_env();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ad-password");
+        std::fs::write(&file, "pw\n").unwrap();
+        let text = GOOD.replace(
+            "password_env = \"WB_TEST_SECRET_PRESENT\"",
+            &format!("password_file = \"{}\"", file.display()),
+        );
+        for (mode, ok) in [(0o600, true), (0o640, true), (0o644, false), (0o660, false)] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            match cfg(&text) {
+                Ok(_) => assert!(ok, "{mode:o} accepted"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!ok, "{mode:o}: {e}");
+                    assert!(
+                        e.contains("ad.password_file") && e.contains(&format!("{mode:04o}")),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn discovery_needs_a_pinned_ca_or_kerberos_and_never_plain_ldap() {
         with_env();
         let url = "url = \"ldaps://dc1.corp.example.test\"";
@@ -1423,6 +1505,8 @@ path = "state.db"
         let dir = tempfile::tempdir().unwrap();
         let keytab = dir.path().join("svc.keytab");
         std::fs::write(&keytab, b"\x05\x02").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keytab, std::fs::Permissions::from_mode(0o600)).unwrap();
         let simple = "bind_dn = \"CN=svc,DC=corp,DC=example,DC=test\"\npassword_env = \"WB_TEST_SECRET_PRESENT\"\n";
         assert!(GOOD.contains(simple));
         let krb = GOOD.replace(
@@ -1444,7 +1528,7 @@ path = "state.db"
         let k = c.ad.kerberos.unwrap();
         assert_eq!(k.principal, "svc@CORP.EXAMPLE.TEST");
         assert_eq!(k.keytab, keytab);
-        assert!(c.ad.password.is_empty() && c.ad.bind_dn.is_empty());
+        assert!(c.ad.password.expose_secret().is_empty() && c.ad.bind_dn.is_empty());
         let with_password = krb.replace(
             "auth =",
             "password_env = \"WB_TEST_SECRET_PRESENT\"\nauth =",
@@ -1617,7 +1701,7 @@ path = "state.db"
     fn offline_load_needs_no_secrets() {
         let text = GOOD.replace("WB_TEST_SECRET_PRESENT", "WB_TEST_SECRET_NEVER_SET");
         let c = Config::parse_with(Path::new("/x/w.toml"), &text, false).expect("offline");
-        assert_eq!(c.ad.password, "");
+        assert_eq!(c.ad.password.expose_secret(), "");
         assert!(Config::parse_with(Path::new("/x/w.toml"), &text, true).is_err());
     }
 

@@ -11,6 +11,7 @@ pub mod effects;
 pub mod graph;
 pub mod inspect;
 pub mod metrics;
+pub mod perms;
 pub mod rules;
 pub mod setup;
 pub mod state;

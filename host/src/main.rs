@@ -19,6 +19,23 @@ use writeback::sync::{self, SyncContext, SyncOptions};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
+    // The verbs that read secrets load the config here, before the runtime's threads exist:
+    // the process environment is changed only now (the `*_env` secrets taken out of it, MIT
+    // Kerberos pointed at the keytab), never while another thread could be reading it.
+    let online = match &cli.command {
+        Command::Run
+        | Command::Plan { .. }
+        | Command::Sync { .. }
+        | Command::Adopt { .. }
+        | Command::Explain { .. } => match prepare(&cli.config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -29,13 +46,23 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, online)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The config with its secrets read, the environment settled (see `main`).
+fn prepare(path: &Path) -> Result<Config> {
+    let config = Config::load(path)?;
+    config.forget_secret_env();
+    if let Some(k) = &config.ad.kerberos {
+        writeback::ad::kerberos::prepare_env(k)?;
+    }
+    Ok(config)
 }
 
 /// An error and its causes on one line, each cause once: most of the library's errors already
@@ -71,18 +98,19 @@ fn init_logging(format: LogFormat, verbose: u8) {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
+    // Loaded in `main` for exactly the verbs below that take it.
+    let online = || online.ok_or_else(|| anyhow::anyhow!("the configuration was not loaded"));
     match cli.command {
         Command::Check { rules, stdlib } => check(&cli.config, rules, stdlib),
         Command::Test { rules, stdlib } => test_rules(&cli.config, rules, stdlib),
         Command::Run => {
-            let config = Config::load(&cli.config)?;
-            writeback::daemon::run(config).await?;
+            writeback::daemon::run(online()?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { full, json } => {
             sync_cmd(
-                &cli.config,
+                online()?,
                 SyncOptions {
                     reread_cloud: full,
                     compare_all: full,
@@ -100,7 +128,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             sync_cmd(
-                &cli.config,
+                online()?,
                 SyncOptions {
                     reread_cloud: full,
                     compare_all: full,
@@ -114,7 +142,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Adopt { dry_run, json } => {
             sync_cmd(
-                &cli.config,
+                online()?,
                 SyncOptions {
                     reread_cloud: false,
                     compare_all: true,
@@ -152,7 +180,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 json_lines,
             },
         ),
-        Command::Explain { group, json } => explain(&cli.config, &group, json).await,
+        Command::Explain { group, json } => explain(online()?, &group, json).await,
     }
 }
 
@@ -326,9 +354,8 @@ fn audit(config_path: &Path, opts: writeback::inspect::audit::AuditOptions) -> R
 }
 
 /// `writeback explain`: reads the state and AD, writes neither; no lock, no run.
-async fn explain(config_path: &Path, group: &str, json: bool) -> Result<ExitCode> {
+async fn explain(config: Config, group: &str, json: bool) -> Result<ExitCode> {
     use writeback::inspect::explain;
-    let config = Config::load(config_path)?;
     let rules =
         setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
     let store = open_existing(&config)?;
@@ -362,8 +389,7 @@ fn approve(config_path: &Path, id: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn sync_cmd(config_path: &Path, opts: SyncOptions, json: bool) -> Result<ExitCode> {
-    let config = Config::load(config_path)?;
+async fn sync_cmd(config: Config, opts: SyncOptions, json: bool) -> Result<ExitCode> {
     let rules =
         setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
     // A plan holds the lock too: it reads AD, and a plan made while a sync writes would compare

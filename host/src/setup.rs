@@ -42,8 +42,17 @@ pub async fn ad_connection(config: &Config) -> Result<AdConn, AdError> {
     .await
 }
 
-/// Compiles the configured rules folder.
+/// Compiles the configured rules folder, once no one but its owner can write it.
 pub fn load_rules(config: &Config) -> Result<RuleSet, LoadError> {
+    let writable = crate::perms::writable_rule_paths(&rule_roots(config));
+    if !writable.is_empty() {
+        return Err(LoadError::new(
+            writable
+                .into_iter()
+                .map(|(path, why)| crate::rules::Diagnostic::file(&path, why))
+                .collect(),
+        ));
+    }
     RuleSet::load(
         &config.rules.folder,
         &config.rules.stdlib,
@@ -113,4 +122,45 @@ fn lock_path(config: &Config) -> PathBuf {
     let mut p = config.state_path.clone().into_os_string();
     p.push(".lock");
     PathBuf::from(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn rules_others_can_write_are_not_loaded_and_the_error_names_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rules = dir.path().join("rules");
+        std::fs::create_dir(&rules).expect("mkdir");
+        let rule = rules.join("10-all.rhai");
+        std::fs::write(
+            &rule,
+            "fn in_scope(group) { false }\nfn to_ad(group) { () }\n",
+        )
+        .expect("write");
+        for p in [&rules, &rule] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let text = format!(
+            "[graph]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret_env = \"X\"\n\
+             [ad]\nurl = \"ldaps://dc\"\nbind_dn = \"CN=s\"\npassword_env = \"X\"\n\
+             managed_ous = [\"OU=W,DC=x\"]\n[rules]\nfolder = \"{}\"\n[state]\npath = \"s.db\"\n",
+            rules.display()
+        );
+        let path = dir.path().join("writeback.toml");
+        std::fs::write(&path, text).expect("write config");
+        let config = Config::load_offline(&path).expect("config");
+        load_rules(&config).expect("an owner-only folder loads");
+        std::fs::set_permissions(&rule, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let e = match load_rules(&config) {
+            Ok(_) => panic!("a rule file anyone can write was loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains(&rule.display().to_string()) && e.contains("0666"),
+            "{e}"
+        );
+    }
 }

@@ -11,6 +11,8 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use secrecy::ExposeSecret;
+
 use super::discover::{self, Discovery};
 use super::error::{AdError, AdOp};
 use super::failover::{DcList, Start};
@@ -26,7 +28,7 @@ pub struct AdSettings {
     pub discover: Option<Discovery>,
     pub bind_dn: String,
     /// Never logged: `Debug` redacts it and no error carries it.
-    pub password: String,
+    pub password: secrecy::SecretString,
     /// Bind with Kerberos (a keytab) instead of `bind_dn` and `password`.
     pub kerberos: Option<Kerberos>,
     /// PEM file with the CA(s) to trust; the system roots when absent.
@@ -406,7 +408,7 @@ async fn open(
     }
     let res = ldap
         .with_timeout(settings.timeout)
-        .simple_bind(&settings.bind_dn, &settings.password)
+        .simple_bind(&settings.bind_dn, settings.password.expose_secret())
         .await
         .map_err(|e| AdError::from_ldap(AdOp::Bind, &settings.bind_dn, e))?;
     if res.rc != 0 {

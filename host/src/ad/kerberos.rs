@@ -48,8 +48,10 @@ mod gss {
 
     /// MIT Kerberos takes a client keytab from the environment only (the cred-store API is not
     /// exposed by the bindings). The ticket cache is kept in memory, so no ticket is written
-    /// to disk and the host's own cache (the admin's tickets) is left alone.
-    fn use_keytab(k: &Kerberos) -> Result<(), AdError> {
+    /// to disk and the host's own cache (the admin's tickets) is left alone. The binary calls
+    /// this before its runtime starts ([`super::prepare_env`]); a bind that finds it done does
+    /// not touch the environment again.
+    pub(super) fn use_keytab(k: &Kerberos) -> Result<(), AdError> {
         let mut set = KEYTAB.lock().map_err(|_| AdError::Kerberos {
             principal: k.principal.clone(),
             message: "keytab lock poisoned".into(),
@@ -99,6 +101,17 @@ mod gss {
 
 #[cfg(feature = "kerberos")]
 pub(crate) use gss::bind;
+
+/// Points MIT Kerberos at `k`'s keytab through the process environment. Changing the
+/// environment races with any thread reading it, so the binary calls this before its runtime
+/// starts. Without the `kerberos` feature there is nothing to prepare.
+pub fn prepare_env(k: &Kerberos) -> Result<(), super::AdError> {
+    #[cfg(feature = "kerberos")]
+    gss::use_keytab(k)?;
+    #[cfg(not(feature = "kerberos"))]
+    let _ = k;
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+pub use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha1::Sha1;
@@ -27,14 +28,14 @@ const ASSERTION_LIFETIME: Duration = Duration::from_secs(10 * 60);
 const RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// How the application proves its identity to the token endpoint.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Credential {
     /// A client secret, sent in the form.
-    Secret(String),
+    Secret(SecretString),
     /// A certificate registered on the app: PEM private key (PKCS#1 or PKCS#8, RSA, not
     /// encrypted) and PEM certificate (the first `CERTIFICATE` block is the one registered).
     Certificate {
-        private_key_pem: String,
+        private_key_pem: SecretString,
         certificate_pem: String,
     },
 }
@@ -81,7 +82,7 @@ pub struct AssertionClaims {
 
 /// The signing material prepared from a [`Credential`] at start-up, so a bad key fails early.
 enum Material {
-    Secret(String),
+    Secret(SecretString),
     Certificate {
         key: EncodingKey,
         /// base64url SHA-256 of the certificate DER.
@@ -141,7 +142,7 @@ impl TokenProvider {
         retry: RetryPolicy,
     ) -> Result<Self, GraphError> {
         let material = match credential {
-            Credential::Secret(s) if s.is_empty() => {
+            Credential::Secret(s) if s.expose_secret().is_empty() => {
                 return Err(GraphError::Credential("the client secret is empty".into()))
             }
             Credential::Secret(s) => Material::Secret(s.clone()),
@@ -151,7 +152,7 @@ impl TokenProvider {
             } => {
                 let der = certificate_der(certificate_pem)?;
                 Material::Certificate {
-                    key: rsa_encoding_key(private_key_pem)?,
+                    key: rsa_encoding_key(private_key_pem.expose_secret())?,
                     x5t_s256: URL_SAFE_NO_PAD.encode(Sha256::digest(&der)),
                     x5t: URL_SAFE_NO_PAD.encode(Sha1::digest(&der)),
                 }
@@ -249,7 +250,7 @@ impl TokenProvider {
             ("scope", self.scope.clone()),
         ];
         match &self.material {
-            Material::Secret(s) => form.push(("client_secret", s.clone())),
+            Material::Secret(s) => form.push(("client_secret", s.expose_secret().to_string())),
             Material::Certificate { .. } => {
                 form.push(("client_assertion_type", ASSERTION_TYPE.into()));
                 form.push(("client_assertion", self.client_assertion()?));
@@ -489,7 +490,7 @@ mod tests {
     fn ps256_assertion_verifies_with_sha256_thumbprint() {
         let c = test_cert();
         let cred = Credential::Certificate {
-            private_key_pem: c.key_pkcs8.clone(),
+            private_key_pem: c.key_pkcs8.clone().into(),
             certificate_pem: c.cert.clone(),
         };
         let p = provider(&cred, AssertionAlg::Ps256).expect("provider");
@@ -535,7 +536,7 @@ mod tests {
         // A combined PEM (certificate first, then the key) is accepted as the key file.
         let combined = format!("{}{}", c.cert, c.key_pkcs1);
         let cred = Credential::Certificate {
-            private_key_pem: combined,
+            private_key_pem: combined.into(),
             certificate_pem: c.cert.clone(),
         };
         let p = provider(&cred, AssertionAlg::Rs256).expect("provider");
@@ -566,7 +567,7 @@ mod tests {
         assert!(matches!(err, GraphError::Credential(_)), "{err:?}");
         assert!(!err.to_string().contains("TOPSECRET"), "{err}");
         let cred = Credential::Certificate {
-            private_key_pem: c.key_pkcs8.clone(),
+            private_key_pem: c.key_pkcs8.clone().into(),
             certificate_pem: "not a cert".into(),
         };
         assert!(matches!(
@@ -574,7 +575,10 @@ mod tests {
             Err(GraphError::Credential(_))
         ));
         assert!(matches!(
-            provider(&Credential::Secret(String::new()), AssertionAlg::Ps256),
+            provider(
+                &Credential::Secret(String::new().into()),
+                AssertionAlg::Ps256
+            ),
             Err(GraphError::Credential(_))
         ));
     }

@@ -23,7 +23,7 @@ fn settings(tb: &AdTestbed, url: &str, starttls: bool, allow_plain: bool) -> AdS
         urls: vec![url.to_string()],
         discover: None,
         bind_dn: tb.bind_dn.clone(),
-        password: tb.bind_password.clone(),
+        password: tb.bind_password.clone().into(),
         kerberos: None,
         ca_file: Some(tb.ca_file.clone()),
         starttls,

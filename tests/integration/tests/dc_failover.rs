@@ -55,7 +55,7 @@ fn settings(tb: &AdTestbed, urls: Vec<String>) -> AdSettings {
         urls,
         discover: None,
         bind_dn: tb.bind_dn.clone(),
-        password: tb.bind_password.clone(),
+        password: tb.bind_password.clone().into(),
         kerberos: None,
         ca_file: Some(tb.ca_file.clone()),
         starttls: false,

@@ -269,7 +269,7 @@ async fn token_with_certificate_ps256_and_rs256() {
     );
     let emu = Emulator::start(&tenant(Some(&read(p, "app.pem"))), &[]);
     let cert = Credential::Certificate {
-        private_key_pem: read(p, "app.key"),
+        private_key_pem: read(p, "app.key").into(),
         certificate_pem: read(p, "app.pem"),
     };
 
@@ -291,7 +291,7 @@ async fn token_with_certificate_ps256_and_rs256() {
 
     // A certificate the app does not have: refused with an AADSTS code.
     let other = Credential::Certificate {
-        private_key_pem: read(p, "other.key"),
+        private_key_pem: read(p, "other.key").into(),
         certificate_pem: read(p, "other.pem"),
     };
     let err = GraphClient::new(settings(&emu, other))

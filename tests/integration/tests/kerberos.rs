@@ -83,6 +83,9 @@ async fn sync_with_kerberos(prefix: &str, extra_ad: &str) {
         "exportkeytab failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Readable by the service only, as the host requires of a keytab.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&keytab, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let krb5_conf = bed.dir.path().join("krb5.conf");
     write_krb5_conf(&krb5_conf, &realm);
     let dns = DnsServer::start(

@@ -625,6 +625,9 @@ fn self_signed(dir: &std::path::Path, cn: &str) -> (std::path::PathBuf, std::pat
         "openssl: {}",
         String::from_utf8_lossy(&st.stderr)
     );
+    // A private key others can read is refused, as it should be.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
     (cert, key)
 }
 
