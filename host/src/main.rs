@@ -304,7 +304,7 @@ fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        print!("{}", status::render(&s, now));
+        print!("{}", writeback::printable::text(&status::render(&s, now)));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -332,7 +332,7 @@ fn history(
     if json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
     } else {
-        print!("{}", history::render(&runs));
+        print!("{}", writeback::printable::text(&history::render(&runs)));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -368,7 +368,7 @@ async fn explain(config: Config, group: &str, json: bool) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&x)?);
     } else {
-        print!("{}", explain::render(&x));
+        print!("{}", writeback::printable::text(&explain::render(&x)));
     }
     Ok(if x.found() {
         ExitCode::SUCCESS

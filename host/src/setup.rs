@@ -87,10 +87,14 @@ impl StateLock {
     /// Waits until no other Writeback process holds the lock.
     pub fn acquire(config: &Config) -> Result<StateLock, LockError> {
         let path = lock_path(config);
+        use std::os::unix::fs::OpenOptionsExt;
+        // The service's alone, and never through a planted link.
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|source| LockError {
                 path: path.clone(),

@@ -156,6 +156,10 @@ pub(crate) fn register(engine: &mut Engine) {
              filter: ImmutableString,
              attrs: Array| { at_call(&ctx, ad_search(&ctx, base, filter, attrs)) },
         );
+    // Pure: a cloud value bound for a filter is escaped wherever the filter is built.
+    FuncRegistration::new("escape_filter").set_into_module(&mut ad, |value: ImmutableString| {
+        crate::ad::dn::escape_filter_value(&value)
+    });
     engine.register_static_module("ad", ad.into());
 
     let mut log = Module::new();
@@ -193,6 +197,8 @@ fn write_log(ctx: &NativeCallContext, level: tracing::Level, msg: Dynamic) {
     } else {
         msg.to_string()
     };
+    // One message, one line: a script cannot forge log lines or reach the terminal.
+    let text = crate::printable::one_line(&text);
     match level {
         tracing::Level::ERROR => tracing::error!(target: "writeback::rules", rule, "{text}"),
         tracing::Level::WARN => tracing::warn!(target: "writeback::rules", rule, "{text}"),

@@ -85,7 +85,13 @@ impl Store {
                 });
             }
         }
-        let conn = Connection::open(path).map_err(|cause| StateError::Sql {
+        private_file(path).map_err(|cause| StateError::Io {
+            path: shown.clone(),
+            op: "create or check".into(),
+            cause,
+        })?;
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags).map_err(|cause| StateError::Sql {
             path: shown.clone(),
             op: "open".into(),
             cause,
@@ -527,4 +533,42 @@ impl Store {
                 cause,
             })
     }
+}
+
+/// Makes sure the state file is the service's alone before SQLite opens it: created 0600 (SQLite
+/// gives its `-wal` and `-shm` files the same mode), an existing file or its companions others
+/// can read tightened to 0600, and never reached through a symbolic link (one planted in the
+/// state directory would redirect the writes).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let tighten = |f: &std::fs::File| -> std::io::Result<()> {
+        let mode = f.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+        Ok(())
+    };
+    tighten(&file)?;
+    for ext in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(ext);
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(std::path::PathBuf::from(p))
+        {
+            Ok(f) => tighten(&f)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -1567,3 +1567,37 @@ fn quiet_runs_fold_into_one_row_per_streak_and_runs_with_events_stay() -> anyhow
     assert_eq!(last.finished_at, Some(t(14)));
     Ok(())
 }
+
+#[test]
+fn the_state_file_is_the_services_alone_and_never_opened_through_a_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    drop(Store::open(&path).expect("open"));
+    assert_eq!(mode(&path), 0o600);
+
+    // A file a root run left readable by everyone is tightened, with its companions.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let wal = dir.path().join("state.db-wal");
+    std::fs::write(&wal, b"").expect("wal");
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    drop(Store::open(&path).expect("open again"));
+    assert_eq!(mode(&path), 0o600);
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+
+    // A link planted where the state file should be is refused, and its target untouched.
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, b"not yours").expect("target");
+    let link = dir.path().join("linked.db");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let e = Store::open(&link)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("linked.db"), "{e}");
+    assert_eq!(std::fs::read(&target).expect("read"), b"not yours");
+}

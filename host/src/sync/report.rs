@@ -1,5 +1,6 @@
 //! A plan and its outcome as a person reads them.
 
+use crate::printable::one_line;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -21,7 +22,7 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
         &r.trigger_results,
     );
     out.push_str(&render_tail(r, applied, None));
-    out
+    crate::printable::text(&out).into_owned()
 }
 
 /// One block per change, with its outcome and its triggers (and what they did, when known).
@@ -52,14 +53,14 @@ pub fn render_changes(
                 attributes,
                 members,
             } => {
-                let _ = writeln!(out, "+ create {dn}{rule}");
+                let _ = writeln!(out, "+ create {}{rule}", one_line(dn));
                 for (k, v) in attributes {
                     let _ = writeln!(out, "    {k}: {}", show(v));
                 }
                 if !members.is_empty() {
                     let _ = writeln!(out, "    member: +{}", members.len());
                     for m in members.iter().take(10) {
-                        let _ = writeln!(out, "      + {m}");
+                        let _ = writeln!(out, "      + {}", one_line(m));
                     }
                     if members.len() > 10 {
                         let _ = writeln!(out, "      ... and {} more", members.len() - 10);
@@ -73,9 +74,9 @@ pub fn render_changes(
                 members_add,
                 members_remove,
             } => {
-                let _ = writeln!(out, "~ update {dn}{rule}");
+                let _ = writeln!(out, "~ update {}{rule}", one_line(dn));
                 if let Some(t) = move_to {
-                    let _ = writeln!(out, "    move to {t}");
+                    let _ = writeln!(out, "    move to {}", one_line(t));
                 }
                 for ch in changes {
                     match ch {
@@ -88,28 +89,28 @@ pub fn render_changes(
                     }
                 }
                 for m in members_add.iter().take(10) {
-                    let _ = writeln!(out, "    member + {m}");
+                    let _ = writeln!(out, "    member + {}", one_line(m));
                 }
                 if members_add.len() > 10 {
                     let _ = writeln!(out, "    member + ... {} more", members_add.len() - 10);
                 }
                 for m in members_remove.iter().take(10) {
-                    let _ = writeln!(out, "    member - {m}");
+                    let _ = writeln!(out, "    member - {}", one_line(m));
                 }
                 if members_remove.len() > 10 {
                     let _ = writeln!(out, "    member - ... {} more", members_remove.len() - 10);
                 }
             }
             Op::Delete { dn, reason } => {
-                let _ = writeln!(out, "- delete {dn}  ({reason})");
+                let _ = writeln!(out, "- delete {}  ({})", one_line(dn), one_line(reason));
             }
         }
         if let Some(o) = outcome(&c.cloud_id) {
             if let Some(e) = &o.error {
-                let _ = writeln!(out, "    FAILED: {e}");
+                let _ = writeln!(out, "    FAILED: {}", one_line(e));
             }
             for e in &o.member_errors {
-                let _ = writeln!(out, "    member not written: {e}");
+                let _ = writeln!(out, "    member not written: {}", one_line(e));
             }
         }
         for t in by_group.get(c.cloud_id.as_str()).into_iter().flatten() {
@@ -124,7 +125,13 @@ pub fn render_changes(
                     Some(e) => format!(": FAILED: {e}"),
                 },
             };
-            let _ = writeln!(out, "    \u{2192} {} [{}]{status}", t.hook, t.rule);
+            let _ = writeln!(
+                out,
+                "    \u{2192} {} [{}]{}",
+                t.hook,
+                t.rule,
+                one_line(&status)
+            );
         }
     }
     out
@@ -169,7 +176,7 @@ pub fn render_tail(
         }
     }
     if let Some(b) = &r.blocked {
-        let _ = writeln!(out, "\nBLOCKED: {b}");
+        let _ = writeln!(out, "\nBLOCKED: {}", one_line(b));
     }
     held(&mut out, r, applied);
     ownership(&mut out, r, applied);
@@ -249,7 +256,12 @@ fn refused(out: &mut String, refused: &[Refusal]) {
                 .as_deref()
                 .map(|r| format!(" [{r}]"))
                 .unwrap_or_default();
-            let _ = writeln!(out, "  ! group {}{rule}: {}", f.cloud_id, f.reason);
+            let _ = writeln!(
+                out,
+                "  ! group {}{rule}: {}",
+                f.cloud_id,
+                one_line(&f.reason)
+            );
         }
         return;
     }
@@ -292,7 +304,7 @@ fn held(out: &mut String, r: &SyncReport, applied: bool) {
         h.set_id
     );
     for e in h.deletes.iter().take(LIST_UNRESOLVED) {
-        let _ = writeln!(out, "  - {}  (group {})", e.dn, e.cloud_id);
+        let _ = writeln!(out, "  - {}  (group {})", one_line(&e.dn), e.cloud_id);
     }
     if h.deletes.len() > LIST_UNRESOLVED {
         let _ = writeln!(
@@ -313,7 +325,7 @@ fn ownership(out: &mut String, r: &SyncReport, applied: bool) {
             r.adopted.len()
         );
         for a in &r.adopted {
-            let _ = writeln!(out, "  + {}  (group {})", a.dn, a.cloud_id);
+            let _ = writeln!(out, "  + {}  (group {})", one_line(&a.dn), a.cloud_id);
         }
     }
     if !r.foreign.is_empty() {
@@ -323,7 +335,7 @@ fn ownership(out: &mut String, r: &SyncReport, applied: bool) {
             r.foreign.count
         );
         for dn in &r.foreign.examples {
-            let _ = writeln!(out, "  = {dn}");
+            let _ = writeln!(out, "  = {}", one_line(dn));
         }
         if r.foreign.count > r.foreign.examples.len() {
             let _ = writeln!(
@@ -383,7 +395,10 @@ fn unresolved(out: &mut String, total: usize, groups: &[(String, usize, Vec<Unre
             let _ = writeln!(
                 out,
                 "  ? group {}: {} {}: {}",
-                u.group_id, u.member_type, u.member_id, u.reason
+                u.group_id,
+                u.member_type,
+                u.member_id,
+                one_line(&u.reason)
             );
         }
         return;
@@ -411,7 +426,13 @@ fn streamed_results(out: &mut String, r: &SyncReport) {
                 .error
                 .clone()
                 .unwrap_or_else(|| o.member_errors.join("; "));
-            let _ = writeln!(out, "  ! {} {}: {what}", o.action, o.dn);
+            let _ = writeln!(
+                out,
+                "  ! {} {}: {}",
+                o.action,
+                one_line(&o.dn),
+                one_line(&what)
+            );
         }
     }
     if !r.trigger_results.is_empty() {
@@ -422,7 +443,14 @@ fn streamed_results(out: &mut String, r: &SyncReport) {
                 Some(e) if x.outcome == "skipped" => format!("skipped ({e})"),
                 Some(e) => format!("FAILED: {e}"),
             };
-            let _ = writeln!(out, "  \u{2192} {} [{}] {}: {status}", x.hook, x.rule, x.dn);
+            let _ = writeln!(
+                out,
+                "  \u{2192} {} [{}] {}: {}",
+                x.hook,
+                x.rule,
+                one_line(&x.dn),
+                one_line(&status)
+            );
         }
     }
 }
@@ -485,6 +513,25 @@ fn unquoted(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_values_cannot_forge_lines_or_reach_the_terminal() {
+        let dn = "CN=Evil\nApplied: 0 to create\u{1b}[2J\u{9b}31m\u{202E}gnp.exe,OU=W";
+        let changes = vec![Change {
+            cloud_id: "g".into(),
+            rule: Some("10-r.rhai".into()),
+            op: Op::Delete {
+                dn: dn.into(),
+                reason: "gone\r\nforged".into(),
+            },
+        }];
+        let text = render_changes(&changes, &[], &[], &[]);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        for c in ['\u{1b}', '\u{9b}', '\u{202E}', '\r'] {
+            assert!(!text.contains(c), "{c:?} in {text:?}");
+        }
+        assert!(text.contains("CN=Evil\\nApplied"), "{text}");
+    }
 
     #[test]
     fn quoted_join_values_count_together() {

@@ -44,6 +44,8 @@ impl<W: Write + Send> TextStream<W> {
     }
 
     fn write(&mut self, text: &str) {
+        // The lines are ours; any control or bidi character left in a field is escaped.
+        let text = crate::printable::text(text);
         if self.error.is_none() {
             if let Err(e) = self
                 .out

@@ -834,3 +834,24 @@ fn rule_files_in_the_examples_folder_load() {
         .unwrap_or_else(|e| panic!("examples/webhook-on-create does not load:\n{e}"));
     assert!(set.hooks().has("20-security.rhai", Hook::OnCreated));
 }
+
+#[test]
+fn ad_escape_filter_keeps_a_hostile_cloud_value_a_value() {
+    let t = table(&[(
+        "10-find.rhai",
+        "fn scope(group) { true }\nfn map(group) { () }\nfn on_created(group, dn) {\n    ad::search(\"OU=X\", \"(mail=\" + ad::escape_filter(\"*)(objectClass=*\") + \")\", [\"cn\"]);\n}\n",
+    )]);
+    let fake = Fake::new();
+    t.call_trigger(
+        "10-find.rhai",
+        &created(m365_group(), "CN=G"),
+        fake.clone(),
+        Duration::from_secs(5),
+    )
+    .expect("trigger");
+    let calls = fake.calls();
+    assert_eq!(
+        calls[0]["ad_search"]["filter"],
+        json!("(mail=\\2a\\29\\28objectClass=\\2a)")
+    );
+}
