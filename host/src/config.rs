@@ -64,6 +64,17 @@ struct RawGraph {
     timeout_secs: u64,
     #[serde(default = "default_max_retries")]
     max_retries: u32,
+    #[serde(default = "default_max_pages_per_round")]
+    max_pages_per_round: usize,
+    #[serde(default = "default_round_timeout_secs")]
+    round_timeout_secs: u64,
+}
+
+fn default_max_pages_per_round() -> usize {
+    crate::graph::RoundLimits::default().max_pages
+}
+fn default_round_timeout_secs() -> u64 {
+    crate::graph::RoundLimits::default().timeout.as_secs()
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +129,8 @@ struct RawRules {
     trigger_timeout_secs: u64,
     #[serde(default = "default_max_triggers_per_cycle")]
     max_triggers_per_cycle: usize,
+    #[serde(default = "default_trigger_budget_secs")]
+    trigger_budget_secs: u64,
     #[serde(default)]
     http_allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -129,6 +142,9 @@ fn default_trigger_timeout_secs() -> u64 {
 }
 fn default_max_triggers_per_cycle() -> usize {
     1000
+}
+fn default_trigger_budget_secs() -> u64 {
+    300
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +186,8 @@ struct RawSafety {
     delete_threshold_percent: Option<f64>,
     #[serde(default = "default_quarantine_cap")]
     quarantine_max_backoff_secs: u64,
+    #[serde(default = "default_max_members_per_group")]
+    max_members_per_group: usize,
 }
 
 impl Default for RawSafety {
@@ -178,12 +196,16 @@ impl Default for RawSafety {
             delete_threshold: default_delete_threshold(),
             delete_threshold_percent: None,
             quarantine_max_backoff_secs: default_quarantine_cap(),
+            max_members_per_group: default_max_members_per_group(),
         }
     }
 }
 
 fn default_quarantine_cap() -> u64 {
     3600
+}
+fn default_max_members_per_group() -> usize {
+    1_000_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +225,8 @@ struct RawDaemon {
     listen: Option<String>,
     #[serde(default = "default_ready_within_polls")]
     ready_within_polls: u32,
+    #[serde(default = "default_ready_max_cycle_secs")]
+    ready_max_cycle_secs: u64,
 }
 
 impl Default for RawDaemon {
@@ -215,6 +239,7 @@ impl Default for RawDaemon {
             debounce_ms: default_debounce_ms(),
             listen: None,
             ready_within_polls: default_ready_within_polls(),
+            ready_max_cycle_secs: default_ready_max_cycle_secs(),
         }
     }
 }
@@ -233,6 +258,9 @@ fn default_debounce_ms() -> u64 {
 }
 fn default_ready_within_polls() -> u32 {
     3
+}
+fn default_ready_max_cycle_secs() -> u64 {
+    900
 }
 
 /// How `writeback run` notices edits to the rules.
@@ -263,6 +291,8 @@ pub struct DaemonConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// `/readyz` fails when no cycle succeeded within this many poll intervals.
     pub ready_within_polls: u32,
+    /// `/readyz` fails while one cycle has run longer than this.
+    pub ready_max_cycle: Duration,
 }
 
 fn default_timeout_secs() -> u64 {
@@ -345,6 +375,8 @@ pub struct GraphConfig {
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
     pub max_retries: u32,
+    /// Bounds of one delta round (`max_pages_per_round`, `round_timeout_secs`).
+    pub round_limits: crate::graph::RoundLimits,
 }
 
 #[derive(Clone)]
@@ -397,6 +429,8 @@ pub struct RulesConfig {
     pub trigger_timeout: Duration,
     /// Trigger calls per cycle; the rest are reported as skipped (a storm stays bounded).
     pub max_triggers_per_cycle: usize,
+    /// Time all trigger calls of one cycle may take together.
+    pub trigger_budget: Duration,
     /// Where triggers' HTTP requests may go (`http_allowed_hosts`, `http_allowed_networks`).
     pub egress: crate::effects::Egress,
 }
@@ -416,6 +450,8 @@ pub struct Config {
     pub delete_threshold_percent: Option<f64>,
     /// The longest wait, in seconds, before a failing group is tried again.
     pub quarantine_max_backoff_secs: u64,
+    /// A cloud group with more members than this is not written (quarantined, with the reason).
+    pub max_members_per_group: usize,
     /// How long audit events (what was written to AD) are kept, in days.
     pub audit_retention_days: u32,
     pub daemon: DaemonConfig,
@@ -588,7 +624,17 @@ impl Config {
             ca_file: g.ca_file.as_deref().map(resolve),
             timeout: Duration::from_secs(g.timeout_secs),
             max_retries: g.max_retries,
+            round_limits: crate::graph::RoundLimits {
+                max_pages: g.max_pages_per_round,
+                timeout: Duration::from_secs(g.round_timeout_secs),
+            },
         };
+        if g.max_pages_per_round == 0 {
+            return Err(v.invalid("graph.max_pages_per_round", "must be at least 1"));
+        }
+        if g.round_timeout_secs == 0 {
+            return Err(v.invalid("graph.round_timeout_secs", "must be at least 1"));
+        }
 
         // AD
         let a = raw.ad;
@@ -860,6 +906,9 @@ impl Config {
             ));
         }
 
+        if raw.rules.trigger_budget_secs == 0 {
+            return Err(v.invalid("rules.trigger_budget_secs", "must be at least 1"));
+        }
         let egress = crate::effects::Egress::new(
             &raw.rules.http_allowed_hosts,
             &raw.rules.http_allowed_networks,
@@ -873,6 +922,9 @@ impl Config {
                     "must be a percentage above 0 and at most 100",
                 ));
             }
+        }
+        if raw.safety.max_members_per_group == 0 {
+            return Err(v.invalid("safety.max_members_per_group", "must be at least 1"));
         }
         if raw.safety.quarantine_max_backoff_secs == 0 {
             return Err(v.invalid(
@@ -905,6 +957,9 @@ impl Config {
             None => None,
             Some(text) => Some(listen_address(text).map_err(|m| v.invalid("daemon.listen", &m))?),
         };
+        if d.ready_max_cycle_secs == 0 {
+            return Err(v.invalid("daemon.ready_max_cycle_secs", "must be at least 1"));
+        }
         if d.ready_within_polls == 0 {
             return Err(v.invalid("daemon.ready_within_polls", "must be at least 1"));
         }
@@ -917,6 +972,7 @@ impl Config {
             debounce: Duration::from_millis(d.debounce_ms),
             listen,
             ready_within_polls: d.ready_within_polls,
+            ready_max_cycle: Duration::from_secs(d.ready_max_cycle_secs),
         };
 
         Ok(Config {
@@ -929,6 +985,7 @@ impl Config {
                 settings,
                 trigger_timeout: Duration::from_secs(raw.rules.trigger_timeout_secs),
                 max_triggers_per_cycle: raw.rules.max_triggers_per_cycle,
+                trigger_budget: Duration::from_secs(raw.rules.trigger_budget_secs),
                 egress,
             },
             state_path: resolve(&raw.state.path),
@@ -936,6 +993,7 @@ impl Config {
             delete_threshold: raw.safety.delete_threshold,
             delete_threshold_percent: raw.safety.delete_threshold_percent,
             quarantine_max_backoff_secs: raw.safety.quarantine_max_backoff_secs,
+            max_members_per_group: raw.safety.max_members_per_group,
             audit_retention_days: raw.state.audit_retention_days,
             daemon,
             secret_env: v.secret_env.take(),

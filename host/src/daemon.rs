@@ -190,9 +190,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     pin_mmap_threshold();
     let ready = Arc::new(AtomicBool::new(false));
     spawn_watchdog(ready.clone());
-    let monitor = Monitor::new(
+    let monitor = Monitor::with_max_cycle(
         config.daemon.poll_interval,
         config.daemon.ready_within_polls,
+        config.daemon.ready_max_cycle,
     );
     if let Some(addr) = config.daemon.listen {
         // Before anything slow: a port already taken fails the start at once.

@@ -201,12 +201,20 @@ pub struct Monitor {
     state: Arc<Mutex<State>>,
     poll: Duration,
     polls: u32,
+    /// A cycle in flight longer than this is unreadiness (a stuck webhook, a hanging DC).
+    max_cycle: Duration,
 }
 
 impl Monitor {
     /// `poll` and `ready_within_polls`: `/readyz` fails when no cycle succeeded within
     /// `ready_within_polls` poll intervals.
     pub fn new(poll: Duration, ready_within_polls: u32) -> Monitor {
+        Self::with_max_cycle(poll, ready_within_polls, Duration::from_secs(900))
+    }
+
+    /// As [`Monitor::new`], and `/readyz` also fails while one cycle has run longer than
+    /// `max_cycle`.
+    pub fn with_max_cycle(poll: Duration, ready_within_polls: u32, max_cycle: Duration) -> Monitor {
         Monitor {
             state: Arc::new(Mutex::new(State {
                 last_turn: Instant::now(),
@@ -218,6 +226,7 @@ impl Monitor {
             })),
             poll,
             polls: ready_within_polls.max(1),
+            max_cycle,
         }
     }
 
@@ -349,15 +358,25 @@ impl Monitor {
     }
 
     /// 200 when a cycle succeeded within the window. A cycle in flight does not count against
-    /// it: the time is taken up to its start, so a long first sync or reconciliation is not
-    /// unreadiness, while failing cycles are.
+    /// it (the time is taken up to its start, so a long reconciliation is not unreadiness,
+    /// while failing cycles are) until it has run longer than `max_cycle`: then it is stuck.
     fn readiness(&self, now: Instant) -> Result<String, String> {
         let window = self.window();
         let polls = self.polls;
         let poll = self.poll.as_secs_f64();
+        let max_cycle = self.max_cycle;
         self.with(|s| {
             if s.stopping {
                 return Err("stopping".to_string());
+            }
+            if let Some(running) = s.cycle_since.map(|c| now.saturating_duration_since(c)) {
+                if running > max_cycle {
+                    return Err(format!(
+                        "the cycle in flight has run {:.0} s, more than daemon.ready_max_cycle_secs ({} s)",
+                        running.as_secs_f64(),
+                        max_cycle.as_secs()
+                    ));
+                }
             }
             let failed = s
                 .last_error
@@ -457,8 +476,22 @@ async fn healthz(axum::extract::State(s): axum::extract::State<Served>) -> Page 
     verdict(s.monitor.health(Instant::now()))
 }
 
+/// Only "ready" or "not ready": the endpoint answers without authentication, and the reason
+/// can name the bind account or the DCs. The reason is logged, and `writeback status` and the
+/// metrics tell the rest.
 async fn readyz(axum::extract::State(s): axum::extract::State<Served>) -> Page {
-    verdict(s.monitor.readiness(Instant::now()))
+    readyz_page(s.monitor.readiness(Instant::now()))
+}
+
+fn readyz_page(result: Result<String, String>) -> Page {
+    if let Err(reason) = &result {
+        tracing::debug!(%reason, "/readyz: not ready");
+    }
+    verdict(
+        result
+            .map(|_| "ready".into())
+            .map_err(|_| "not ready".into()),
+    )
 }
 
 /// Renders what `f` records, through a recorder of its own (tests).
@@ -641,6 +674,30 @@ mod tests {
 
         m.stopping();
         assert_eq!(m.readiness(Instant::now()), Err("stopping".to_string()));
+    }
+
+    #[test]
+    fn a_cycle_running_past_its_bound_is_unreadiness_and_readyz_names_no_detail() {
+        let m = Monitor::with_max_cycle(Duration::from_secs(1), 3, Duration::from_secs(60));
+        m.cycle_succeeded(&SyncReport::default(), false, Duration::ZERO);
+        m.cycle_started();
+        assert!(m
+            .readiness(Instant::now() + Duration::from_secs(59))
+            .is_ok());
+        let e = m
+            .readiness(Instant::now() + Duration::from_secs(61))
+            .expect_err("stuck");
+        assert!(e.contains("daemon.ready_max_cycle_secs (60 s)"), "{e}");
+        let (status, _, body) = readyz_page(Err(
+            "no cycle has succeeded yet; the last one failed: bind CN=svc,OU=X at ldaps://dc1"
+                .into(),
+        ));
+        assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "not ready\n");
+        let (status, _, body) =
+            readyz_page(Ok("ready: the last successful cycle ended 1 s ago".into()));
+        assert_eq!(status, axum::http::StatusCode::OK);
+        assert_eq!(body, "ready\n");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub fn graph_client(config: &Config) -> Result<GraphClient, GraphError> {
     settings.ca_file = g.ca_file.clone();
     settings.timeout = g.timeout;
     settings.max_retries = g.max_retries;
+    settings.round_limits = g.round_limits;
     GraphClient::new(settings)
 }
 

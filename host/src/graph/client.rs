@@ -38,7 +38,30 @@ pub struct GraphSettings {
     pub max_retry_wait: Duration,
     /// Client assertion form for certificate credentials.
     pub assertion_alg: AssertionAlg,
+    /// Bounds of one delta round: pages, and time from its first page.
+    pub round_limits: RoundLimits,
 }
+
+/// How far one delta round may go before it is given up: a nextLink chain that never reaches
+/// its deltaLink (a loop, an endless delta) must not hold the cycle forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundLimits {
+    pub max_pages: usize,
+    pub timeout: Duration,
+}
+
+impl Default for RoundLimits {
+    fn default() -> Self {
+        RoundLimits {
+            max_pages: 1_000_000,
+            timeout: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+/// A Graph answer larger than this is refused: a page is a few MB at most, and a body is held
+/// whole to be parsed.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 impl GraphSettings {
     /// Settings with defaults: scope from `graph_base`, 60 s timeout, 5 retries within 180 s,
@@ -61,6 +84,7 @@ impl GraphSettings {
             max_retries: RetryPolicy::default().max_retries,
             max_retry_wait: RetryPolicy::default().max_total_wait,
             assertion_alg: AssertionAlg::default(),
+            round_limits: RoundLimits::default(),
         }
     }
 
@@ -110,6 +134,7 @@ struct Inner {
     /// `graph_base` without a trailing slash, to join relative paths.
     base_str: String,
     retry: RetryPolicy,
+    round_limits: RoundLimits,
 }
 
 /// A Graph client; cheap to clone (shared connection pool and token cache).
@@ -180,6 +205,7 @@ impl GraphClient {
                 base,
                 base_str: settings.graph_base.trim_end_matches('/').to_owned(),
                 retry,
+                round_limits: settings.round_limits,
             }),
         })
     }
@@ -187,6 +213,11 @@ impl GraphClient {
     /// The Graph root this client talks to (no trailing slash).
     pub fn graph_base(&self) -> &str {
         &self.inner.base_str
+    }
+
+    /// The bounds of one delta round.
+    pub fn round_limits(&self) -> RoundLimits {
+        self.inner.round_limits
     }
 
     pub fn tokens(&self) -> &TokenProvider {
@@ -221,8 +252,17 @@ impl GraphClient {
 
     /// GET a JSON document.
     pub async fn get_json(&self, url_or_path: &str) -> Result<Value, GraphError> {
-        let resp = self.send_with_retry(Method::GET, url_or_path, None).await?;
-        let body = resp.bytes().await?;
+        let mut resp = self.send_with_retry(Method::GET, url_or_path, None).await?;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(GraphError::InvalidResponse(format!(
+                    "body of GET {url_or_path} is larger than {} MiB; refused",
+                    MAX_BODY_BYTES / (1024 * 1024)
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         serde_json::from_slice(&body).map_err(|e| {
             GraphError::InvalidResponse(format!("body of GET {url_or_path} is not JSON: {e}"))
         })
@@ -357,7 +397,16 @@ impl GraphClient {
     ) -> super::error::ApiError {
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.unwrap_or_default();
+        // An error body is read for its code and message only: the first megabyte is plenty.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() > 1024 * 1024 {
+                body.truncate(1024 * 1024);
+                break;
+            }
+        }
         let mut err = api_error_from_body(
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),

@@ -649,12 +649,19 @@ where
         DeltaStart::Link { link, initial_url } => (link, initial_url, false),
     };
     let mut restarted = false;
+    let limits = client.round_limits();
     'round: loop {
         let mut merger = DeltaMerger::new();
         let mut first = true;
         let mut held = 0usize;
         let mut page_url = url.clone();
+        let started = std::time::Instant::now();
+        // Hashes of the pages read: a nextLink back to one of them (A -> B -> A) is a loop.
+        let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
         loop {
+            if let Some(why) = round_bound(&mut seen, &page_url, started.elapsed(), limits) {
+                return Err(GraphError::InvalidResponse(why).into());
+            }
             let page = match client.get_json(&page_url).await {
                 Ok(p) => p,
                 Err(e) if e.is_sync_reset() && !restarted => {
@@ -695,6 +702,37 @@ where
             }
         }
     }
+}
+
+/// Why the round stops before reading `url`, if it must: `url` was read already in this round,
+/// or the round has read `limits.max_pages` pages or run `limits.timeout`. Records `url`.
+fn round_bound(
+    seen: &mut std::collections::HashSet<u64>,
+    url: &str,
+    elapsed: std::time::Duration,
+    limits: super::client::RoundLimits,
+) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    url.hash(&mut h);
+    if !seen.insert(h.finish()) {
+        return Some(format!(
+            "delta nextLink leads back to a page already read in this round (a loop): {url}"
+        ));
+    }
+    if seen.len() > limits.max_pages {
+        return Some(format!(
+            "delta round read {} pages without reaching its deltaLink (graph.max_pages_per_round); given up",
+            limits.max_pages
+        ));
+    }
+    if elapsed > limits.timeout {
+        return Some(format!(
+            "delta round ran {} s without reaching its deltaLink (graph.round_timeout_secs); given up",
+            limits.timeout.as_secs()
+        ));
+    }
+    None
 }
 
 /// Objects plus member entries on one page: what merging it holds in memory.
@@ -1059,6 +1097,28 @@ mod tests {
         assert_eq!(r.items["a"].removed, None);
         assert_eq!(r.items["b"].removed, Some(RemovedReason::Deleted));
         assert_eq!(r.items["c"].removed, Some(RemovedReason::Changed));
+    }
+
+    #[test]
+    fn a_round_stops_at_a_loop_at_its_page_limit_and_at_its_deadline() {
+        use super::super::client::RoundLimits;
+        use std::time::Duration;
+        let limits = RoundLimits {
+            max_pages: 3,
+            timeout: Duration::from_secs(60),
+        };
+        let mut seen = std::collections::HashSet::new();
+        let t = Duration::ZERO;
+        assert_eq!(round_bound(&mut seen, "a", t, limits), None);
+        assert_eq!(round_bound(&mut seen, "b", t, limits), None);
+        let e = round_bound(&mut seen, "a", t, limits).unwrap_or_default();
+        assert!(e.contains("a loop"), "{e}");
+        assert_eq!(round_bound(&mut seen, "c", t, limits), None);
+        let e = round_bound(&mut seen, "d", t, limits).unwrap_or_default();
+        assert!(e.contains("graph.max_pages_per_round"), "{e}");
+        let mut fresh = std::collections::HashSet::new();
+        let e = round_bound(&mut fresh, "a", Duration::from_secs(61), limits).unwrap_or_default();
+        assert!(e.contains("graph.round_timeout_secs"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod model;
 pub mod retry;
 
 pub use auth::{AssertionAlg, Credential, TokenProvider};
-pub use client::{GraphClient, GraphSettings};
+pub use client::{GraphClient, GraphSettings, RoundLimits};
 pub use delta::{
     groups_delta_url, run_round, users_delta_url, DeltaMerger, DeltaStart,
     BETA_ONLY_GROUP_PROPERTIES,

@@ -421,7 +421,8 @@ fn write_line(out: &mut dyn Write, line: &AuditLine, json: bool) -> std::io::Res
         serde_json::to_writer(&mut *out, line)?;
         out.write_all(b"\n")
     } else {
-        writeln!(out, "{}", line.to_text())
+        // One event, one line: a DN or an error from outside cannot forge another.
+        writeln!(out, "{}", crate::printable::one_line(&line.to_text()))
     }
 }
 

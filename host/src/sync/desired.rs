@@ -172,6 +172,17 @@ fn other_reason(odata_type: &str) -> String {
 }
 
 /// Every user reached from `group_id` through nested groups (cycles are followed once).
+/// Why a group with `count` cloud members is not written when the cap is `cap`: a group that
+/// suddenly holds millions (a hostile or broken tenant) must not take the cycle's time and
+/// memory. It goes to quarantine with this reason and comes back when it changes.
+pub fn over_member_cap(count: usize, cap: usize) -> Option<String> {
+    (count > cap).then(|| {
+        format!(
+            "has {count} members, more than safety.max_members_per_group ({cap}); not written (raise the limit if the group is meant to be this large)"
+        )
+    })
+}
+
 pub fn transitive_users(groups: &BTreeMap<String, CloudObject>, group_id: &str) -> Vec<MemberRef> {
     let mut seen = std::collections::BTreeSet::new();
     let mut users = BTreeMap::new();
@@ -197,6 +208,16 @@ pub fn transitive_users(groups: &BTreeMap<String, CloudObject>, group_id: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_over_the_member_cap_are_refused_with_the_numbers() {
+        assert_eq!(over_member_cap(10, 10), None);
+        let r = over_member_cap(11, 10).unwrap_or_default();
+        assert!(
+            r.contains("11 members") && r.contains("safety.max_members_per_group (10)"),
+            "{r}"
+        );
+    }
 
     fn group(id: &str, members: &[(&str, &str)]) -> CloudObject {
         CloudObject {

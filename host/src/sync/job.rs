@@ -1090,6 +1090,15 @@ impl Cycle<'_, '_> {
         let mut policies = BTreeMap::new();
         for (id, d) in &decided {
             let Some(g) = groups.get(id) else { continue };
+            let cap = self.config.max_members_per_group;
+            if let Some(reason) = super::desired::over_member_cap(g.members.len(), cap) {
+                out.refused.push(Refusal {
+                    cloud_id: id.clone(),
+                    rule: Some(d.rule.clone()),
+                    reason,
+                });
+                continue;
+            }
             match builder.object(id, d) {
                 Ok(o) => {
                     policies.insert(id.clone(), d.members);
@@ -1159,6 +1168,7 @@ impl Cycle<'_, '_> {
             TriggerLimits {
                 timeout: self.config.rules.trigger_timeout,
                 max_calls: self.config.rules.max_triggers_per_cycle,
+                budget: self.config.rules.trigger_budget,
             },
         )
         .await;

@@ -88,6 +88,9 @@ pub struct TriggerLimits {
     pub timeout: Duration,
     /// Calls per cycle.
     pub max_calls: usize,
+    /// Time all of a cycle's calls may take together: a slow webhook times 1,000 triggers
+    /// must not hold the cycle (and the next one) for hours.
+    pub budget: Duration,
 }
 
 /// Runs the planned triggers whose change was applied (`outcomes`), in plan order.
@@ -109,6 +112,8 @@ pub async fn run_triggers(
     let mut results = Vec::with_capacity(plan.triggers.len());
     let mut calls = 0usize;
     let mut over_limit = 0usize;
+    let mut over_budget = 0usize;
+    let started = std::time::Instant::now();
     for t in &plan.triggers {
         let outcome = outcomes.get(t.cloud_id.as_str());
         let result = |outcome: &'static str, dn: String, error: Option<String>| TriggerResult {
@@ -146,6 +151,19 @@ pub async fn run_triggers(
             ));
             continue;
         }
+        let left = limits.budget.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            over_budget += 1;
+            results.push(result(
+                "skipped",
+                event.dn,
+                Some(format!(
+                    "not run: the cycle's trigger time ({} s, [rules] trigger_budget_secs) was spent",
+                    limits.budget.as_secs()
+                )),
+            ));
+            continue;
+        }
         if calls >= limits.max_calls {
             over_limit += 1;
             results.push(result(
@@ -167,7 +185,7 @@ pub async fn run_triggers(
                 t.rule.clone(),
                 event,
                 fx.clone(),
-                limits.timeout,
+                limits.timeout.min(left),
             )
             .await
             .err(),
@@ -188,6 +206,13 @@ pub async fn run_triggers(
         }
         let outcome = if error.is_none() { "ok" } else { "failed" };
         results.push(result(outcome, dn, error));
+    }
+    if over_budget > 0 {
+        tracing::warn!(
+            skipped = over_budget,
+            budget_secs = limits.budget.as_secs(),
+            "trigger calls over the cycle's time budget were skipped ([rules] trigger_budget_secs)"
+        );
     }
     if over_limit > 0 {
         tracing::warn!(
@@ -441,6 +466,7 @@ fn on_deleted(id, dn) { throw "no"; }
         let limits = TriggerLimits {
             timeout: Duration::from_secs(5),
             max_calls: 2,
+            budget: Duration::from_secs(60),
         };
         let results = run_triggers(
             table.clone(),
@@ -506,7 +532,7 @@ fn on_deleted(id, dn) { throw "no"; }
             "{e:?}"
         );
         let results = run_triggers(
-            table,
+            table.clone(),
             &plan,
             &outcomes,
             &BTreeMap::new(),
@@ -516,5 +542,27 @@ fn on_deleted(id, dn) { throw "no"; }
         .await;
         assert_eq!(results[0].outcome, "failed");
         assert_eq!(results[0].error.as_deref(), Some("no HTTP client"));
+
+        // The cycle's trigger time spent: nothing more runs, each says why.
+        let spent = TriggerLimits {
+            budget: Duration::ZERO,
+            ..limits
+        };
+        let calls_before = rec.0.lock().expect("lock").len();
+        let results = run_triggers(
+            table,
+            &plan,
+            &outcomes,
+            &BTreeMap::new(),
+            Ok(rec.clone()),
+            spent,
+        )
+        .await;
+        assert_eq!(rec.0.lock().expect("lock").len(), calls_before);
+        assert_eq!(results[0].outcome, "skipped");
+        assert!(results[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("trigger_budget_secs")));
     }
 }

@@ -241,8 +241,8 @@ async fn metrics_health_and_readiness_of_a_running_daemon() {
         sample(&m, "writeback_rule_reloads_total", &[("result", "ok")]) == Some(1.0)
     });
 
-    // 4. Graph answers 503 to everything: cycles fail, /readyz says so on one line, and the
-    // process stays healthy.
+    // 4. Graph answers 503 to everything: cycles fail, /readyz says so, and the process stays
+    // healthy.
     bed.emulator
         .control("faults", Some(json!({"rate5xx": 1.0})))
         .await;
@@ -251,12 +251,10 @@ async fn metrics_health_and_readiness_of_a_running_daemon() {
         "/readyz 503 while every cycle fails",
         get(&format!("{base}/readyz")).await.0 == 503
     );
-    let (_, reason) = get(&format!("{base}/readyz")).await;
-    assert_eq!(reason.trim_end().lines().count(), 1, "{reason:?}");
-    assert!(
-        reason.contains("no successful cycle for") && reason.contains("the last cycle failed"),
-        "{reason}"
-    );
+    // Only the verdict: the reason (the bind account, the DCs, Graph's error) is not told to
+    // whoever can reach the port; `status` and the metrics have it.
+    let (_, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(body, "not ready\n");
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     let m = scrape(&python, &base).await;
     assert!(
