@@ -28,7 +28,7 @@ set -euo pipefail
 
 # Bump when anything that goes into the template changes (provision options, smb.conf patch,
 # schema LDIFs, certificates): the next `up` then re-provisions the template.
-readonly TEMPLATE_VERSION="wb-samba-template-3"
+readonly TEMPLATE_VERSION="wb-samba-template-4"
 
 readonly PACKAGES=(samba-ad-dc samba-ad-provision ldb-tools ldap-utils openssl)
 readonly REALM="CORP.EXAMPLE.TEST"

@@ -226,7 +226,10 @@ async fn extension_attributes_are_accepted_by_the_schema_and_written() {
         "{ext:?}"
     );
     assert_eq!(first(&g, "admindisplayname"), Some(nick.as_str()));
+    // The directory extension in Exchange's custom attribute, as the schema extension has it.
+    assert_eq!(first(&g, "extensionattribute1"), Some("CC-100"), "{g:#?}");
     let (_, g) = group(&mut bed, &s).await;
+    assert_eq!(first(&g, "extensionattribute1"), None);
     assert_eq!(first(&g, "info"), Some("Created: 2016-07-20"));
     assert_eq!(first(&g, "extensionname"), Some("created=2016-07-20"));
     let r = bed.run_json(&["sync"], 0);
