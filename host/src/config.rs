@@ -101,6 +101,8 @@ struct RawAd {
     managed_ous: Vec<String>,
     #[serde(default)]
     member_search_bases: Vec<String>,
+    #[serde(default)]
+    shared_ous: Vec<String>,
     /// A Global Catalog for member lookups (other domains of the forest); writes stay on the DC.
     gc_url: Option<String>,
     #[serde(default = "default_timeout_secs")]
@@ -395,6 +397,9 @@ pub struct AdConfig {
     pub starttls: bool,
     pub allow_plain_ldap: bool,
     pub managed_ous: Vec<String>,
+    /// Managed OUs other instances (another tenant's, or other rules') write to as well: their
+    /// groups there are expected, not counted as foreign objects.
+    pub shared_ous: Vec<String>,
     /// Where members are looked up; empty = the domain root (the forest with `gc_url`).
     pub member_search_bases: Vec<String>,
     /// The Global Catalog members are looked up in, when set.
@@ -414,6 +419,7 @@ impl std::fmt::Debug for AdConfig {
             .field("starttls", &self.starttls)
             .field("allow_plain_ldap", &self.allow_plain_ldap)
             .field("managed_ous", &self.managed_ous)
+            .field("shared_ous", &self.shared_ous)
             .field("member_search_bases", &self.member_search_bases)
             .field("gc_url", &self.gc_url)
             .finish()
@@ -851,6 +857,24 @@ impl Config {
                 ));
             }
         }
+        for (i, ou) in a.shared_ous.iter().enumerate() {
+            let key = format!("ad.shared_ous[{i}]");
+            if !looks_like_dn(ou) {
+                return Err(v.invalid(&key, &format!("{ou:?} is not a valid distinguished name")));
+            }
+            if !a
+                .managed_ous
+                .iter()
+                .any(|m| crate::ad::dn::is_within(ou, m))
+            {
+                return Err(v.invalid(
+                    &key,
+                    &format!(
+                        "{ou:?} is not inside ad.managed_ous: only a managed OU can be shared"
+                    ),
+                ));
+            }
+        }
         for (i, b) in a.member_search_bases.iter().enumerate() {
             if !looks_like_dn(b) {
                 return Err(v.invalid(
@@ -872,6 +896,7 @@ impl Config {
             starttls: a.starttls,
             allow_plain_ldap: a.allow_plain_ldap,
             managed_ous: a.managed_ous,
+            shared_ous: a.shared_ous,
             member_search_bases: a.member_search_bases,
             gc_url: a.gc_url,
             timeout: Duration::from_secs(a.timeout_secs.max(1)),

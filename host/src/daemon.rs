@@ -721,6 +721,9 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
     if !r.foreign.is_empty() {
         tracing::info!(
             count = r.foreign.count,
+            unrecorded = r.foreign.unrecorded,
+            out_of_scope = r.foreign.out_of_scope,
+            other_tenant = r.foreign.other_tenant,
             first = r.foreign.examples.first().map(String::as_str).unwrap_or(""),
             "objects carrying a group anchor Writeback did not record were left alone"
         );

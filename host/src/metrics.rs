@@ -610,7 +610,7 @@ mod tests {
             cloud_users: Some(30),
             foreign: crate::sync::job::Foreign {
                 count: 3,
-                examples: vec![],
+                ..Default::default()
             },
             ..Default::default()
         };

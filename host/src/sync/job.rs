@@ -105,7 +105,7 @@ pub struct SyncReport {
     /// Groups in quarantine after this cycle.
     pub quarantine_total: usize,
     /// Objects carrying an anchor of a group that Writeback has no record of: left alone.
-    #[serde(skip_serializing_if = "Foreign::is_empty")]
+    #[serde(skip_serializing_if = "Foreign::nothing_seen")]
     pub foreign: Foreign,
     /// Objects taken over by an adoption (or after a stopped run), as cloud id and DN.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -137,12 +137,25 @@ pub struct QuarantineNote {
     pub seen: Seen,
 }
 
-/// Objects in the managed OUs that carry a group's anchor Writeback did not record.
+/// Objects in the managed OUs that carry a group's anchor Writeback did not record, told apart
+/// by whose they are likely to be (see [`super::ownership::ForeignKind`]). `count` and
+/// `examples` hold the unexpected ones (what the `writeback_foreign_objects` alert counts);
+/// objects of another tenant or instance inside an OU declared shared (`ad.shared_ous`) are
+/// only counted in `shared`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Foreign {
     pub count: usize,
-    /// The first [`Foreign::EXAMPLES`] DNs.
+    /// The first [`Foreign::EXAMPLES`] unexpected DNs.
     pub examples: Vec<String>,
+    /// A group of this tenant that the rules want, carrying its anchor without a record:
+    /// written by Connect or Cloud Sync, or the state was lost. `writeback adopt` takes them.
+    pub unrecorded: usize,
+    /// This tenant's groups the rules do not manage: another instance's, or another tool's.
+    pub out_of_scope: usize,
+    /// Groups not in this tenant: another tenant's instance shares the OU.
+    pub other_tenant: usize,
+    /// Expected: another tenant's or instance's, inside an OU declared shared.
+    pub shared: usize,
 }
 
 impl Foreign {
@@ -152,7 +165,22 @@ impl Foreign {
         self.count == 0
     }
 
-    fn add(&mut self, dn: &str) {
+    /// No unrecorded object at all, expected or not.
+    pub fn nothing_seen(&self) -> bool {
+        self.count == 0 && self.shared == 0
+    }
+
+    fn add(&mut self, dn: &str, kind: ownership::ForeignKind, shared_ous: &[String]) {
+        use ownership::ForeignKind as K;
+        if kind != K::Unrecorded && shared_ous.iter().any(|ou| super::types::is_within(dn, ou)) {
+            self.shared += 1;
+            return;
+        }
+        match kind {
+            K::Unrecorded => self.unrecorded += 1,
+            K::OutOfScope => self.out_of_scope += 1,
+            K::OtherTenant => self.other_tenant += 1,
+        }
         self.count += 1;
         if self.examples.len() < Self::EXAMPLES {
             self.examples.push(dn.to_string());
@@ -480,12 +508,19 @@ impl Cycle<'_, '_> {
         if reconcile {
             let (verdicts, owned, located) = (&mut ev.verdicts, &mut ev.owned, &mut ev.located);
             let (store, foreign, adopt) = (&*self.store, &mut self.foreign, self.opts.adopt);
+            let shared = &self.config.ad.shared_ous;
             let mut failed = None;
             actual::scan_owned(self.conn, self.config, |a| {
                 let in_scope = matches!(verdicts.get(&a.cloud_id), Some(Verdict::InScope { .. }));
                 match claim_of(store, &a, adopt && in_scope) {
                     Ok(c) if c.owned() => {}
-                    Ok(_) => return foreign.add(&a.dn),
+                    Ok(_) => {
+                        // A reconciliation evaluated every cached group: no verdict means the
+                        // group is not in this tenant.
+                        let kind =
+                            ownership::foreign_kind(verdicts.get(&a.cloud_id).is_some(), in_scope);
+                        return foreign.add(&a.dn, kind, shared);
+                    }
                     Err(e) => {
                         failed.get_or_insert(e);
                         return;
@@ -538,7 +573,13 @@ impl Cycle<'_, '_> {
                 if claim_of(self.store, &a, false)?.owned() {
                     located.insert(a.cloud_id.clone(), a);
                 } else {
-                    self.foreign.add(&a.dn);
+                    // Located for a delete: out of scope, or gone from the cloud.
+                    let cached = !self
+                        .store
+                        .load_by_ids(ObjectKind::Group, [&a.cloud_id])?
+                        .is_empty();
+                    let kind = ownership::foreign_kind(cached, false);
+                    self.foreign.add(&a.dn, kind, &self.config.ad.shared_ous);
                 }
             }
         }
@@ -932,7 +973,12 @@ impl Cycle<'_, '_> {
             let adopt = self.opts.adopt && out.desired.contains_key(&a.cloud_id);
             match claim_of(self.store, &a, adopt)? {
                 Claim::Foreign => {
-                    self.foreign.add(&a.dn);
+                    // Read for a group the rules want: this tenant's, never recorded.
+                    self.foreign.add(
+                        &a.dn,
+                        ownership::ForeignKind::Unrecorded,
+                        &self.config.ad.shared_ous,
+                    );
                     foreign.insert(a.cloud_id.clone(), a);
                 }
                 c => {

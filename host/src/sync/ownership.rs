@@ -61,6 +61,28 @@ pub fn claim(
     }
 }
 
+/// Whose an unrecorded object carrying a group's anchor is likely to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignKind {
+    /// A group of this tenant the rules want: Connect or Cloud Sync wrote it, or the state
+    /// was lost. Needs an operator: `writeback adopt`.
+    Unrecorded,
+    /// A group of this tenant the rules do not manage: another instance's or tool's.
+    OutOfScope,
+    /// Not a group of this tenant: another tenant's instance shares the OU.
+    OtherTenant,
+}
+
+/// The kind of a foreign object from what the cycle knows of its group: whether the cloud
+/// cache holds it, and whether the rules want it.
+pub fn foreign_kind(in_this_tenant: bool, in_scope: bool) -> ForeignKind {
+    match (in_this_tenant, in_scope) {
+        (_, true) => ForeignKind::Unrecorded,
+        (true, false) => ForeignKind::OutOfScope,
+        (false, false) => ForeignKind::OtherTenant,
+    }
+}
+
 /// Why a group is refused when another object carries its anchor.
 pub fn foreign_reason(found: &ActualObject) -> String {
     format!(
@@ -131,6 +153,13 @@ mod tests {
             claim(&o, Some(&record("bbbb-2", "CN=a,OU=W")), None, true),
             Claim::Adopted
         );
+    }
+
+    #[test]
+    fn foreign_objects_are_told_apart_by_whose_group_they_carry() {
+        assert_eq!(foreign_kind(true, true), ForeignKind::Unrecorded);
+        assert_eq!(foreign_kind(true, false), ForeignKind::OutOfScope);
+        assert_eq!(foreign_kind(false, false), ForeignKind::OtherTenant);
     }
 
     #[test]

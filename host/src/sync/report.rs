@@ -329,11 +329,21 @@ fn ownership(out: &mut String, r: &SyncReport, applied: bool) {
         }
     }
     if !r.foreign.is_empty() {
+        let f = &r.foreign;
         let _ = writeln!(
             out,
-            "\nNot Writeback's, left alone ({}): objects carrying a group anchor that Writeback has no record of creating (see `writeback adopt`):",
-            r.foreign.count
+            "\nNot Writeback's, left alone ({}): objects carrying a group anchor that Writeback has no record of creating:",
+            f.count
         );
+        for (n, what) in [
+            (f.unrecorded, "of groups the rules want (written by Connect or Cloud Sync, or the state file was lost): review with `writeback adopt --dry-run`, take over with `writeback adopt`"),
+            (f.out_of_scope, "of this tenant's groups the rules do not manage (another instance's or tool's): declare the OU in ad.shared_ous if that is intended"),
+            (f.other_tenant, "of groups not in this tenant (another tenant's instance writes here): declare the OU in ad.shared_ous if that is intended"),
+        ] {
+            if n > 0 {
+                let _ = writeln!(out, "  {n:>7}  {what}");
+            }
+        }
         for dn in &r.foreign.examples {
             let _ = writeln!(out, "  = {}", one_line(dn));
         }

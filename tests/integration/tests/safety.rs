@@ -422,8 +422,22 @@ async fn two_instances_with_two_tenants_in_one_ou_never_touch_each_others_groups
             actions(&r).is_empty(),
             "a full reconciliation touched something: {r:#}"
         );
+        // Told apart: another tenant's groups, not groups to adopt.
         assert_eq!(r["foreign"]["count"], json!(3), "{r:#}");
+        assert_eq!(r["foreign"]["other_tenant"], json!(3), "{r:#}");
+        assert_eq!(r["foreign"]["unrecorded"], json!(0), "{r:#}");
         let _ = other;
+    }
+    // The OU shared on purpose: the other tenant's groups are expected, not foreign.
+    for me in [&a, &b] {
+        me.write_config(None, "", "");
+        let path = me.config_path();
+        let text = std::fs::read_to_string(&path).expect("read config");
+        let shared = format!("shared_ous = [\"{}\"]\nmanaged_ous", a.managed);
+        std::fs::write(&path, text.replacen("managed_ous", &shared, 1)).expect("write config");
+        let r = me.run_json(&["sync", "--full"], 0);
+        assert_eq!(r["foreign"]["count"], json!(0), "{r:#}");
+        assert_eq!(r["foreign"]["shared"], json!(3), "{r:#}");
     }
     // Each tenant's groups are as its instance wrote them.
     for (id, name) in a_ids
