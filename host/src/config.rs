@@ -190,6 +190,10 @@ struct RawSafety {
     quarantine_max_backoff_secs: u64,
     #[serde(default = "default_max_members_per_group")]
     max_members_per_group: usize,
+    #[serde(default = "default_member_removal_threshold_percent")]
+    member_removal_threshold_percent: f64,
+    #[serde(default = "default_member_removal_min_members")]
+    member_removal_min_members: usize,
 }
 
 impl Default for RawSafety {
@@ -199,6 +203,8 @@ impl Default for RawSafety {
             delete_threshold_percent: None,
             quarantine_max_backoff_secs: default_quarantine_cap(),
             max_members_per_group: default_max_members_per_group(),
+            member_removal_threshold_percent: default_member_removal_threshold_percent(),
+            member_removal_min_members: default_member_removal_min_members(),
         }
     }
 }
@@ -208,6 +214,12 @@ fn default_quarantine_cap() -> u64 {
 }
 fn default_max_members_per_group() -> usize {
     1_000_000
+}
+fn default_member_removal_threshold_percent() -> f64 {
+    50.0
+}
+fn default_member_removal_min_members() -> usize {
+    10
 }
 
 #[derive(Debug, Deserialize)]
@@ -458,6 +470,8 @@ pub struct Config {
     pub quarantine_max_backoff_secs: u64,
     /// A cloud group with more members than this is not written (quarantined, with the reason).
     pub max_members_per_group: usize,
+    /// When a group's member removals are held for approval.
+    pub member_removals: crate::sync::removals::RemovalPolicy,
     /// How long audit events (what was written to AD) are kept, in days.
     pub audit_retention_days: u32,
     pub daemon: DaemonConfig,
@@ -948,6 +962,13 @@ impl Config {
                 ));
             }
         }
+        let p = raw.safety.member_removal_threshold_percent;
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(v.invalid(
+                "safety.member_removal_threshold_percent",
+                "must be a percentage above 0 and at most 100 (100 never holds a removal)",
+            ));
+        }
         if raw.safety.max_members_per_group == 0 {
             return Err(v.invalid("safety.max_members_per_group", "must be at least 1"));
         }
@@ -1019,6 +1040,10 @@ impl Config {
             delete_threshold_percent: raw.safety.delete_threshold_percent,
             quarantine_max_backoff_secs: raw.safety.quarantine_max_backoff_secs,
             max_members_per_group: raw.safety.max_members_per_group,
+            member_removals: crate::sync::removals::RemovalPolicy {
+                percent: raw.safety.member_removal_threshold_percent,
+                min_members: raw.safety.member_removal_min_members,
+            },
             audit_retention_days: raw.state.audit_retention_days,
             daemon,
             secret_env: v.secret_env.take(),

@@ -701,6 +701,19 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
         tracing::error!(run_id = r.run_id, "plan not applied: {b}");
     }
     log_failures(r);
+    if let Some(h) = &r.held_removals {
+        if h.new {
+            tracing::error!(
+                run_id = r.run_id,
+                groups = h.groups.len(),
+                first = h.groups.first().map(|g| g.dn.as_str()).unwrap_or(""),
+                "member removals held back: each would remove more than safety.member_removal_threshold_percent of a group's AD members; the groups' other changes were applied. Review with `writeback plan` or `writeback status`, approve with `writeback approve {}`",
+                h.set_id
+            );
+        } else {
+            tracing::debug!(groups = h.groups.len(), set = %h.set_id, "member removals still held back");
+        }
+    }
     if let Some(h) = &r.held {
         // Logged when the held set first appears or changes, not every poll.
         if h.new {

@@ -377,15 +377,20 @@ async fn explain(config: Config, group: &str, json: bool) -> Result<ExitCode> {
     })
 }
 
-/// Approves a held set of deletes (under the state lock, so no cycle runs meanwhile).
+/// Approves a held set of deletes or member removals (under the state lock, so no cycle runs
+/// meanwhile).
 fn approve(config_path: &Path, id: &str) -> Result<ExitCode> {
     let config = Config::load_offline(config_path)?;
     let _lock = StateLock::acquire(&config)?;
     let mut store = Store::open(&config.state_path)?;
-    let n = store.approve_held(id.trim())?;
-    println!(
-        "approved {n} held deletes ({id}); the next sync (or the daemon's next cycle) applies them"
-    );
+    let (what, n) = store.approve_any(id.trim())?;
+    let what = match what {
+        writeback::state::Approved::Deletes => format!("{n} held deletes"),
+        writeback::state::Approved::MemberRemovals => {
+            format!("the held member removals of {n} groups")
+        }
+    };
+    println!("approved {what} ({id}); the next sync (or the daemon's next cycle) applies them");
     Ok(ExitCode::SUCCESS)
 }
 

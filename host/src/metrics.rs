@@ -23,6 +23,7 @@ pub const CHANGE_FAILURES: &str = "writeback_change_failures_total";
 pub const REFUSED: &str = "writeback_refused_groups_total";
 pub const QUARANTINED: &str = "writeback_quarantined_groups";
 pub const HELD_DELETES: &str = "writeback_held_deletes";
+pub const HELD_REMOVALS: &str = "writeback_held_member_removal_groups";
 pub const FOREIGN: &str = "writeback_foreign_objects";
 pub const LAST_SUCCESS: &str = "writeback_last_success_timestamp_seconds";
 pub const GRAPH_REQUESTS: &str = "writeback_graph_requests_total";
@@ -99,6 +100,10 @@ fn describe() {
         "Deletes held back for approval after the last cycle (writeback approve)"
     );
     describe_gauge!(
+        HELD_REMOVALS,
+        "Groups whose member removals are held back for approval after the last cycle (writeback approve)"
+    );
+    describe_gauge!(
         FOREIGN,
         "Objects carrying a group anchor Writeback did not record, left alone (last reconciliation)"
     );
@@ -136,6 +141,7 @@ fn describe() {
     }
     gauge!(QUARANTINED).set(0.0);
     gauge!(HELD_DELETES).set(0.0);
+    gauge!(HELD_REMOVALS).set(0.0);
 }
 
 /// Records what one cycle reports. `reconcile`: the cycle compared every owned AD object, so
@@ -147,6 +153,7 @@ fn record_report(r: &SyncReport, reconcile: bool, took: Duration) {
     counter!(REFUSED).increment(r.plan.refused.len() as u64);
     gauge!(QUARANTINED).set(r.quarantine_total as f64);
     gauge!(HELD_DELETES).set(r.held.as_ref().map_or(0, |h| h.deletes.len()) as f64);
+    gauge!(HELD_REMOVALS).set(r.held_removals.as_ref().map_or(0, |h| h.groups.len()) as f64);
     if reconcile {
         gauge!(FOREIGN).set(r.foreign.count as f64);
     }

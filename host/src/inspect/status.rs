@@ -74,6 +74,9 @@ pub struct Status {
     pub held: Vec<HeldDelete>,
     /// The id to approve the held deletes that wait (not yet approved).
     pub held_set: Option<String>,
+    /// Groups whose member removals are held back, and the id that approves them.
+    pub held_removals: Vec<crate::state::HeldRemovalRow>,
+    pub held_removals_set: Option<String>,
     pub quarantine: Vec<Quarantined>,
     pub next_reconciliation: Option<String>,
 }
@@ -132,6 +135,9 @@ pub fn gather(
         .collect::<Result<Vec<_>, InspectError>>()?;
     let held: Vec<HeldDelete> = store.held_deletes()?.into_values().collect();
     let held_set = store.held_waiting()?.map(|(id, _)| id);
+    let held_removals: Vec<crate::state::HeldRemovalRow> =
+        store.held_removals()?.into_values().collect();
+    let held_removals_set = store.waiting_removals()?.map(|(id, _)| id);
     let quarantine: Vec<Quarantined> = store.quarantined()?.into_values().collect();
     let next_reconciliation = match note.as_ref().filter(|_| running) {
         Some(n) => match n.reconcile_secs {
@@ -158,6 +164,8 @@ pub fn gather(
         delta_links,
         held,
         held_set,
+        held_removals,
+        held_removals_set,
         quarantine,
         next_reconciliation,
     })
@@ -272,6 +280,24 @@ pub fn render(s: &Status, now: OffsetDateTime) -> String {
     }
     if approved > 0 {
         let _ = writeln!(out, "Approved deletes not applied yet: {approved}");
+    }
+    if let Some(id) = &s.held_removals_set {
+        let waiting: Vec<_> = s.held_removals.iter().filter(|h| !h.approved).collect();
+        let _ = writeln!(
+            out,
+            "\nMember removals held back ({} groups), waiting for approval: `writeback approve {id}`",
+            waiting.len()
+        );
+        for h in waiting.iter().take(LIST) {
+            let _ = writeln!(
+                out,
+                "  - {}  (group {}): {} of {} members, held since {}",
+                h.dn, h.cloud_id, h.removals, h.members, h.held_at
+            );
+        }
+        if waiting.len() > LIST {
+            let _ = writeln!(out, "  ... and {} more", waiting.len() - LIST);
+        }
     }
     if !s.quarantine.is_empty() {
         let _ = writeln!(

@@ -19,6 +19,7 @@ mod cache;
 mod clock;
 mod error;
 mod held;
+mod held_removals;
 mod pending;
 mod quarantine;
 mod runs;
@@ -38,6 +39,14 @@ pub use cache::{CacheChanges, ObjectKind, RoundProgress, StoredLink};
 pub use clock::{now_rfc3339, rfc3339_at, rfc3339_at_time};
 pub use error::StateError;
 pub use held::{set_id as held_set_id, HeldDelete};
+pub use held_removals::HeldRemovalRow;
+
+/// What `writeback approve` let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approved {
+    Deletes,
+    MemberRemovals,
+}
 pub use quarantine::{backoff_secs, Quarantined, Seen};
 pub use runs::{
     AuditEvent, Compaction, EventQuery, EventRecord, EventSubjects, RunRecord, FOLDED_RUNS,
@@ -405,6 +414,49 @@ impl Store {
         tx.commit()
             .ctx(&self.conn, || format!("commit approval {id}"))?;
         Ok(n)
+    }
+
+    /// Approves the held set `id`: the deletes waiting for approval, or the member removals.
+    /// Returns what it approved and how many.
+    pub fn approve_any(&mut self, id: &str) -> Result<(Approved, usize), StateError> {
+        let tx = self.write_tx(|| format!("approve held set {id}"))?;
+        let result = match held_removals::approve(&tx, id)? {
+            Some(n) => (Approved::MemberRemovals, n),
+            None => match held::approve(&tx, id) {
+                Ok(n) => (Approved::Deletes, n),
+                Err(StateError::NoSuchHeldSet { id, waiting }) => {
+                    let removals = held_removals::waiting(&tx)?
+                        .map(|(w, n)| format!("{w} (member removals of {n} groups)"));
+                    let waiting = match (waiting, removals) {
+                        (Some(d), Some(r)) => Some(format!("{d}, or {r}")),
+                        (d, r) => d.or(r),
+                    };
+                    return Err(StateError::NoSuchHeldSet { id, waiting });
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        tx.commit()
+            .ctx(&self.conn, || format!("commit approval {id}"))?;
+        Ok(result)
+    }
+
+    /// Every group's held member removals.
+    pub fn held_removals(&self) -> Result<BTreeMap<String, HeldRemovalRow>, StateError> {
+        held_removals::held(&self.conn)
+    }
+
+    /// The id of the member-removal set waiting for approval, and how many groups it holds.
+    pub fn waiting_removals(&self) -> Result<Option<(String, usize)>, StateError> {
+        held_removals::waiting(&self.conn)
+    }
+
+    /// Replaces the held member removals (see [`held_removals::replace`]).
+    pub fn replace_held_removals(&mut self, rows: &[HeldRemovalRow]) -> Result<(), StateError> {
+        let tx = self.write_tx(|| "hold member removals".into())?;
+        held_removals::replace(&tx, rows)?;
+        tx.commit()
+            .ctx(&self.conn, || "commit held member removals".into())
     }
 
     // --- runs and audit ---------------------------------------------------------------------

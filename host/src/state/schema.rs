@@ -138,8 +138,22 @@ const V5: &str = r#"
 ALTER TABLE delta_link ADD COLUMN select_list TEXT;
 "#;
 
+/// Version 6: `held_removal`, member removals held back by the removal threshold, with the
+/// fingerprint of the exact set of members and whether an operator approved it.
+const V6: &str = r#"
+CREATE TABLE held_removal (
+    cloud_id     TEXT PRIMARY KEY,
+    dn           TEXT NOT NULL,
+    removals     INTEGER NOT NULL,
+    members      INTEGER NOT NULL,
+    removal_hash TEXT NOT NULL,
+    approved     INTEGER NOT NULL DEFAULT 0,
+    held_at      TEXT NOT NULL
+) STRICT;
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -29,6 +29,7 @@ use super::gate::{self, Gate, GateInput, Held, HeldEntry};
 use super::ownership::{self, Claim};
 use super::plan;
 use super::record::{self, Write};
+use super::removals;
 use super::resolve;
 use super::select::{self, AllReason, Known, Sweep, Verdict};
 use super::stream::ChangeSink;
@@ -99,6 +100,10 @@ pub struct SyncReport {
     /// Deletes the threshold held back (everything else was applied), waiting for approval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<Held>,
+    /// Member removals the removal threshold held back (the groups' other changes were
+    /// applied), waiting for approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_removals: Option<removals::HeldRemovals>,
     /// The groups that failed this cycle and when each is tried again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<QuarantineNote>,
@@ -236,6 +241,7 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         deleted_rules: BTreeMap::new(),
         foreign: Foreign::default(),
         adopted: Vec::new(),
+        removals_approved: BTreeMap::new(),
         opts,
         run_id,
         now: Now::current(),
@@ -329,6 +335,8 @@ struct Cycle<'a, 's> {
     foreign: Foreign,
     /// Objects recorded as its own this cycle without having been created by it.
     adopted: Vec<HeldEntry>,
+    /// Member removals an operator approved: group -> the fingerprint of that exact set.
+    removals_approved: BTreeMap<String, String>,
     opts: SyncOptions,
     run_id: i64,
     /// One `now()` for the whole cycle: every group is judged against the same instant.
@@ -414,6 +422,15 @@ impl Cycle<'_, '_> {
         let held_before = self.store.held_deletes()?;
         self.gate(&mut report, &mut deletes, &held_before)?;
         let applying = !self.opts.dry_run && report.blocked.is_none();
+        // Member removals an operator approved go through in the batches, exactly that set.
+        let removals_before = self.store.waiting_removals()?;
+        self.removals_approved = self
+            .store
+            .held_removals()?
+            .into_values()
+            .filter(|h| h.approved)
+            .map(|h| (h.cloud_id, h.removal_hash))
+            .collect();
 
         // 6. Batches: build, resolve, read, plan, apply, record.
         let mut done = self
@@ -439,7 +456,25 @@ impl Cycle<'_, '_> {
             self.settle_intents(&ev.verdicts)?;
             report.quarantined = self.settle_failures(&done.failed, looked_at)?;
             self.settle_held(&report, &deletes, &held_before, &done.outcomes)?;
+            let rows: Vec<crate::state::HeldRemovalRow> = done
+                .held_removals
+                .iter()
+                .map(|h| crate::state::HeldRemovalRow {
+                    cloud_id: h.cloud_id.clone(),
+                    dn: h.dn.clone(),
+                    removals: h.removals,
+                    members: h.members,
+                    removal_hash: h.removal_hash.clone(),
+                    approved: false,
+                    held_at: String::new(),
+                })
+                .collect();
+            self.store.replace_held_removals(&rows)?;
         }
+        report.held_removals = removals::held_set(
+            std::mem::take(&mut done.held_removals),
+            removals_before.map(|(id, _)| id),
+        );
         report.foreign = std::mem::take(&mut self.foreign);
         report.adopted = std::mem::take(&mut self.adopted);
         let Applied {
@@ -631,6 +666,15 @@ impl Cycle<'_, '_> {
         for chunk in ids.chunks(BATCH) {
             let batch = self.batch(chunk, &mut ev.verdicts, whole).await?;
             done.examined += batch.desired.len();
+            // A group with held removals is not in step: it is looked at again every cycle,
+            // until the removals are approved or no longer wanted.
+            let held: BTreeSet<String> = batch
+                .held_removals
+                .iter()
+                .map(|h| h.cloud_id.clone())
+                .collect();
+            done.retry.extend(held.iter().cloned());
+            done.held_removals.extend(batch.held_removals);
             done.fail_refused(&batch.refused);
             done.plan.refused.extend(batch.refused);
             self.emit_unresolved(&mut done.plan, batch.unresolved);
@@ -666,6 +710,7 @@ impl Cycle<'_, '_> {
                     &batch.hashes,
                     &batch.actual,
                 );
+                let writes = record::not_in_step(writes, &held);
                 record::write(self.store, self.run_id, &writes)?;
                 done.fail_outcomes(&outcomes);
                 self.emit(&mut done.plan, batch_plan.changes, &outcomes)?;
@@ -1187,6 +1232,12 @@ impl Cycle<'_, '_> {
         let found = actual::read_owned(self.conn, self.config, &keys, &attrs).await?;
         self.claim_found(found, &mut out)?;
         out.changes = plan::plan(&out.desired, &out.actual);
+        out.held_removals = removals::hold(
+            &mut out.changes,
+            &out.actual,
+            self.config.member_removals,
+            &self.removals_approved,
+        );
         Ok(out)
     }
 
@@ -1286,6 +1337,8 @@ struct Applied {
     /// Groups that failed, with why: they go to quarantine.
     failed: BTreeMap<String, String>,
     examined: usize,
+    /// Member removals held back, waiting for approval.
+    held_removals: Vec<removals::HeldRemoval>,
 }
 
 impl Applied {
@@ -1324,6 +1377,8 @@ struct Batch {
     changes: Vec<Change>,
     refused: Vec<Refusal>,
     unresolved: Vec<super::types::Unresolved>,
+    /// Member removals over the threshold, taken out of `changes`.
+    held_removals: Vec<removals::HeldRemoval>,
 }
 
 /// The DNs of the in-scope groups among `ids` (for nested members). A whole-cache cycle has

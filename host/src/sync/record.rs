@@ -120,6 +120,20 @@ pub fn bookkeeping(
     out
 }
 
+/// `writes` with the groups in `held` not recorded as in step: their applied hash is forgotten,
+/// so the next cycle compares them again (their anchors and events stay).
+pub fn not_in_step(writes: Vec<Write>, held: &BTreeSet<String>) -> Vec<Write> {
+    if held.is_empty() {
+        return writes;
+    }
+    let mut out: Vec<Write> = writes
+        .into_iter()
+        .filter(|w| !matches!(w, Write::PutApplied(id, _) if held.contains(id)))
+        .collect();
+    out.extend(held.iter().map(|id| Write::RemoveApplied(id.clone())));
+    out
+}
+
 /// Carries `writes` out in one transaction (one fsync), with the run's audit events.
 pub fn write(store: &mut Store, run_id: i64, writes: &[Write]) -> Result<(), StateError> {
     if writes.is_empty() {

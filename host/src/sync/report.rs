@@ -179,6 +179,7 @@ pub fn render_tail(
         let _ = writeln!(out, "\nBLOCKED: {}", one_line(b));
     }
     held(&mut out, r, applied);
+    held_removals(&mut out, r, applied);
     ownership(&mut out, r, applied);
     if r.quarantine_total > 0 {
         let again = r.quarantined.iter().map(|q| q.retry_at.as_str()).min();
@@ -290,6 +291,36 @@ pub fn group_refusals(all: &[Refusal]) -> Vec<(String, usize, Vec<String>)> {
         by.into_iter().map(|(k, (n, ex))| (k, n, ex)).collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     rows
+}
+
+/// Member removals held back by the removal threshold, and how to let them through.
+fn held_removals(out: &mut String, r: &SyncReport, applied: bool) {
+    let Some(h) = &r.held_removals else { return };
+    let _ = writeln!(
+        out,
+        "\nHELD BACK: member removals of {} {} ({}); each would remove more than safety.member_removal_threshold_percent of its AD members. Approve exactly these removals with `writeback approve {}`; the next sync applies them.",
+        h.groups.len(),
+        if h.groups.len() == 1 { "group" } else { "groups" },
+        if applied { "their other changes were applied" } else { "their other changes would be applied" },
+        h.set_id
+    );
+    for g in h.groups.iter().take(LIST_UNRESOLVED) {
+        let _ = writeln!(
+            out,
+            "  - {}  (group {}): {} of {} members",
+            one_line(&g.dn),
+            g.cloud_id,
+            g.removals,
+            g.members
+        );
+    }
+    if h.groups.len() > LIST_UNRESOLVED {
+        let _ = writeln!(
+            out,
+            "  ... and {} more (every one is in the --json output)",
+            h.groups.len() - LIST_UNRESOLVED
+        );
+    }
 }
 
 /// Deletes held back by the threshold, and how to let them through.
