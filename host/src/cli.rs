@@ -48,9 +48,9 @@ pub enum Command {
     ///
     /// By default only what changed since the last run is read (Graph delta). Exit status: 0 all
     /// applied; 2 something was refused or failed (see the report; a failing group is retried
-    /// with a growing wait, or as soon as it changes); 3 deletes were held back for approval
-    /// (`writeback approve`), or the rules put nothing in scope and nothing was applied; 1 the
-    /// run could not start or finish.
+    /// with a growing wait, or as soon as it changes); 3 deletes or member removals were held
+    /// back for approval (`writeback approve`), or the rules put nothing in scope and nothing
+    /// was applied; 1 the run could not start or finish.
     Sync {
         /// Re-read the whole tenant and compare every owned AD object (finds drift and orphans).
         #[arg(long)]

@@ -465,13 +465,15 @@ async fn sync_cmd(config: Config, opts: SyncOptions, json: bool) -> Result<ExitC
     if let Some(t) = text {
         t.finish(&report, !opts.dry_run).context("write the plan")?;
     }
-    Ok(if report.blocked.is_some() || report.held.is_some() {
-        ExitCode::from(3)
-    } else if report.failures() > 0 || !report.plan.refused.is_empty() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if report.blocked.is_some() || report.held.is_some() || report.held_removals.is_some() {
+            ExitCode::from(3)
+        } else if report.failures() > 0 || !report.plan.refused.is_empty() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 #[cfg(test)]

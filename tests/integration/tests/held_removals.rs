@@ -49,7 +49,8 @@ async fn an_emptied_group_keeps_its_members_until_exactly_that_set_is_approved()
         Some(json!({ "description": "changed meanwhile" })),
     )
     .await;
-    let r = bed.run_json(&["sync"], 0);
+    // Exit status 3: something waits for approval.
+    let r = bed.run_json(&["sync"], 3);
     let held = &r["held_removals"];
     assert_eq!(held["groups"][0]["cloud_id"], json!(g), "{r:#}");
     assert_eq!(held["groups"][0]["removals"], json!(12), "{r:#}");
@@ -63,7 +64,7 @@ async fn an_emptied_group_keeps_its_members_until_exactly_that_set_is_approved()
     );
 
     // Still held on the next cycle, and shown by status.
-    let r = bed.run_json(&["sync"], 0);
+    let r = bed.run_json(&["sync"], 3);
     assert_eq!(r["held_removals"]["set_id"], json!(set), "{r:#}");
     let status = bed.run(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout).to_string();
