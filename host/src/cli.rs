@@ -169,6 +169,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stop managing groups without touching AD: for decommissioning, or to hand groups to
+    /// another tool. Their AD objects stay exactly as they are; Writeback no longer writes or
+    /// deletes them, and `writeback adopt` takes them back.
+    Release {
+        /// Groups by cloud id or displayName.
+        groups: Vec<String>,
+        /// Every managed group whose AD object is at or below this DN.
+        #[arg(long, value_name = "DN")]
+        dn_under: Option<String>,
+        /// Every group Writeback manages.
+        #[arg(long)]
+        all: bool,
+        /// Show what would be released; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the released groups as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run as a service: poll Graph for changes and apply them, reload the rules when they are
     /// edited, reconcile drift on a schedule.
     ///

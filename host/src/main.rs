@@ -155,6 +155,13 @@ async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
             .await
         }
         Command::Approve { id } => approve(&cli.config, &id),
+        Command::Release {
+            groups,
+            dn_under,
+            all,
+            dry_run,
+            json,
+        } => release(&cli.config, groups, dn_under, all, dry_run, json),
         Command::Status { json } => status(&cli.config, json),
         Command::History {
             since,
@@ -375,6 +382,78 @@ async fn explain(config: Config, group: &str, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `writeback release`: stops managing groups, under the state lock; AD is not touched.
+fn release(
+    config_path: &Path,
+    groups: Vec<String>,
+    dn_under: Option<String>,
+    all: bool,
+    dry_run: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    use writeback::sync::release::{self, Selector};
+    let sel = match (groups.is_empty(), dn_under, all) {
+        (false, None, false) => Selector::Groups(groups),
+        (true, Some(dn), false) => Selector::DnUnder(dn),
+        (true, None, true) => Selector::All,
+        _ => anyhow::bail!(
+            "name the groups to release: group ids or names, --dn-under <DN>, or --all (one of them)"
+        ),
+    };
+    let config = Config::load_offline(config_path)?;
+    let _lock = StateLock::acquire(&config)?;
+    let mut store = Store::open(&config.state_path)?;
+    let anchors = store.anchors()?;
+    let picked = release::select(
+        &anchors,
+        |name| {
+            store
+                .cached_groups_named(name)
+                .map(|v| v.into_iter().map(|(id, _)| id).collect())
+                .unwrap_or_default()
+        },
+        &sel,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    if !dry_run && !picked.is_empty() {
+        let run_id = store.begin_run("release")?;
+        store.release(run_id, &picked)?;
+        store.finish_run(
+            run_id,
+            "ok",
+            &serde_json::json!({ "released": picked.len() }),
+        )?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "dry_run": dry_run,
+                "released": picked.iter().map(|a| serde_json::json!({ "cloud_id": a.cloud_id, "dn": a.dn })).collect::<Vec<_>>(),
+            }))?
+        );
+    } else {
+        let verb = if dry_run { "Would release" } else { "Released" };
+        println!(
+            "{verb} {} groups; their AD objects are left as they are:",
+            picked.len()
+        );
+        for a in &picked {
+            println!(
+                "  {}  (group {})",
+                writeback::printable::one_line(&a.dn),
+                a.cloud_id
+            );
+        }
+        if !dry_run && !picked.is_empty() {
+            println!(
+                "Writeback no longer writes or deletes them; `writeback adopt` takes them back."
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Approves a held set of deletes or member removals (under the state lock, so no cycle runs

@@ -123,6 +123,8 @@ pub struct Explanation {
     pub pending: bool,
     pub quarantine: Option<Quarantined>,
     pub held_delete: Option<HeldDelete>,
+    /// Released with `writeback release`: no longer managed, its AD object left as it was.
+    pub released: Option<crate::state::Released>,
     /// AD could not be read: the parts that need it are missing.
     pub ad_error: Option<String>,
 }
@@ -148,6 +150,7 @@ impl Explanation {
             pending: false,
             quarantine: None,
             held_delete: None,
+            released: None,
             ad_error: None,
         }
     }
@@ -219,6 +222,7 @@ pub async fn explain(
     x.pending = store.pending(ObjectKind::Group)?.contains(&id);
     x.quarantine = store.quarantined()?.remove(&id);
     x.held_delete = store.held_deletes()?.remove(&id);
+    x.released = store.released()?.remove(&id);
     let names: Vec<String> = rules.rule_names().iter().map(|s| s.to_string()).collect();
     let now = Now::current();
 
@@ -403,7 +407,13 @@ async fn in_scope(
     if owned.is_empty() {
         if let Some(f) = &foreign {
             // As a cycle does: never a second object beside one another tool owns.
-            x.refused = Some(ownership::foreign_reason(f));
+            x.refused = Some(match &x.released {
+                Some(r) => format!(
+                    "{} was released with `writeback release` at {}: it is left as it is; `writeback adopt` takes it back",
+                    f.dn, r.released_at
+                ),
+                None => ownership::foreign_reason(f),
+            });
             x.desired = Some(o);
             return Ok(());
         }
@@ -591,6 +601,13 @@ pub fn render(x: &Explanation) -> String {
         None => {
             let _ = writeln!(s, "quarantine: no");
         }
+    }
+    if let Some(r) = &x.released {
+        let _ = writeln!(
+            s,
+            "released: yes, at {} (`writeback adopt` takes it back)",
+            r.released_at
+        );
     }
     match &x.held_delete {
         Some(h) => {

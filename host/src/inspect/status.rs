@@ -77,6 +77,8 @@ pub struct Status {
     /// Groups whose member removals are held back, and the id that approves them.
     pub held_removals: Vec<crate::state::HeldRemovalRow>,
     pub held_removals_set: Option<String>,
+    /// Groups released with `writeback release`.
+    pub released: Vec<crate::state::Released>,
     pub quarantine: Vec<Quarantined>,
     pub next_reconciliation: Option<String>,
 }
@@ -138,6 +140,7 @@ pub fn gather(
     let held_removals: Vec<crate::state::HeldRemovalRow> =
         store.held_removals()?.into_values().collect();
     let held_removals_set = store.waiting_removals()?.map(|(id, _)| id);
+    let released: Vec<crate::state::Released> = store.released()?.into_values().collect();
     let quarantine: Vec<Quarantined> = store.quarantined()?.into_values().collect();
     let next_reconciliation = match note.as_ref().filter(|_| running) {
         Some(n) => match n.reconcile_secs {
@@ -166,6 +169,7 @@ pub fn gather(
         held_set,
         held_removals,
         held_removals_set,
+        released,
         quarantine,
         next_reconciliation,
     })
@@ -297,6 +301,23 @@ pub fn render(s: &Status, now: OffsetDateTime) -> String {
         }
         if waiting.len() > LIST {
             let _ = writeln!(out, "  ... and {} more", waiting.len() - LIST);
+        }
+    }
+    if !s.released.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nReleased ({}): no longer managed, AD objects left as they were; `writeback adopt` takes them back",
+            s.released.len()
+        );
+        for r in s.released.iter().take(LIST) {
+            let _ = writeln!(
+                out,
+                "  - {}  (group {}, released at {})",
+                r.dn, r.cloud_id, r.released_at
+            );
+        }
+        if s.released.len() > LIST {
+            let _ = writeln!(out, "  ... and {} more", s.released.len() - LIST);
         }
     }
     if !s.quarantine.is_empty() {

@@ -22,6 +22,7 @@ mod held;
 mod held_removals;
 mod pending;
 mod quarantine;
+mod released;
 mod runs;
 mod schema;
 pub mod snapshot;
@@ -40,6 +41,7 @@ pub use clock::{now_rfc3339, rfc3339_at, rfc3339_at_time};
 pub use error::StateError;
 pub use held::{set_id as held_set_id, HeldDelete};
 pub use held_removals::HeldRemovalRow;
+pub use released::Released;
 
 /// What `writeback approve` let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,6 +441,50 @@ impl Store {
         tx.commit()
             .ctx(&self.conn, || format!("commit approval {id}"))?;
         Ok(result)
+    }
+
+    /// The groups an operator released.
+    pub fn released(&self) -> Result<BTreeMap<String, Released>, StateError> {
+        released::all(&self.conn)
+    }
+
+    /// Stops managing the groups of `anchors` without touching AD: each anchor (with its
+    /// applied hash and any intent) is replaced by a `released` row, and the release is in the
+    /// audit trail of run `run_id`; one transaction.
+    pub fn release(&mut self, run_id: i64, anchors: &[Anchor]) -> Result<(), StateError> {
+        let tx = self.write_tx(|| "release groups".into())?;
+        for a in anchors {
+            released::put(&tx, a)?;
+            anchors::remove_anchor(&tx, &a.cloud_id)?;
+            anchors::remove_applied(&tx, &a.cloud_id)?;
+            anchors::remove_intent(&tx, &a.cloud_id)?;
+            runs::record_event(
+                &tx,
+                run_id,
+                &AuditEvent {
+                    cloud_id: a.cloud_id.clone(),
+                    action: "release".into(),
+                    dn: a.dn.clone(),
+                    detail: serde_json::json!({ "rule": a.rule, "object_guid": a.object_guid }),
+                    outcome: "ok".into(),
+                },
+            )?;
+        }
+        tx.commit()
+            .ctx(&self.conn, || "commit released groups".into())
+    }
+
+    /// Forgets the release of `ids` (they were adopted again).
+    pub fn unrelease(&mut self, ids: &[String]) -> Result<(), StateError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let tx = self.write_tx(|| "take released groups back".into())?;
+        for id in ids {
+            released::remove(&tx, id)?;
+        }
+        tx.commit()
+            .ctx(&self.conn, || "commit taking released groups back".into())
     }
 
     /// Every group's held member removals.

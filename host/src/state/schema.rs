@@ -139,8 +139,18 @@ ALTER TABLE delta_link ADD COLUMN select_list TEXT;
 "#;
 
 /// Version 6: `held_removal`, member removals held back by the removal threshold, with the
-/// fingerprint of the exact set of members and whether an operator approved it.
+/// fingerprint of the exact set of members and whether an operator approved it; `released`,
+/// the groups an operator stopped managing (`writeback release`), their AD objects left as
+/// they were.
 const V6: &str = r#"
+CREATE TABLE released (
+    cloud_id    TEXT PRIMARY KEY,
+    dn          TEXT NOT NULL,
+    object_guid TEXT NOT NULL,
+    rule        TEXT NOT NULL,
+    released_at TEXT NOT NULL
+) STRICT;
+
 CREATE TABLE held_removal (
     cloud_id     TEXT PRIMARY KEY,
     dn           TEXT NOT NULL,

@@ -161,6 +161,8 @@ pub struct Foreign {
     pub other_tenant: usize,
     /// Expected: another tenant's or instance's, inside an OU declared shared.
     pub shared: usize,
+    /// Expected: groups released with `writeback release` (left as they were).
+    pub released: usize,
 }
 
 impl Foreign {
@@ -172,7 +174,7 @@ impl Foreign {
 
     /// No unrecorded object at all, expected or not.
     pub fn nothing_seen(&self) -> bool {
-        self.count == 0 && self.shared == 0
+        self.count == 0 && self.shared == 0 && self.released == 0
     }
 
     fn add(&mut self, dn: &str, kind: ownership::ForeignKind, shared_ous: &[String]) {
@@ -242,6 +244,7 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         foreign: Foreign::default(),
         adopted: Vec::new(),
         removals_approved: BTreeMap::new(),
+        released: BTreeSet::new(),
         opts,
         run_id,
         now: Now::current(),
@@ -337,6 +340,8 @@ struct Cycle<'a, 's> {
     adopted: Vec<HeldEntry>,
     /// Member removals an operator approved: group -> the fingerprint of that exact set.
     removals_approved: BTreeMap<String, String>,
+    /// Groups released with `writeback release`: passed over, unless this cycle adopts.
+    released: BTreeSet<String>,
     opts: SyncOptions,
     run_id: i64,
     /// One `now()` for the whole cycle: every group is judged against the same instant.
@@ -363,6 +368,7 @@ impl Cycle<'_, '_> {
         self.lap("cloud");
 
         // 2. How much to look at.
+        self.released = self.store.released()?.into_keys().collect();
         let forced = self.affected_by_pending()?;
         let fingerprint = rules_fingerprint(self.config, self.rules);
         let rules_changed = self.store.meta(RULES_KEY)?.as_deref() != Some(fingerprint.as_str());
@@ -470,6 +476,13 @@ impl Cycle<'_, '_> {
                 })
                 .collect();
             self.store.replace_held_removals(&rows)?;
+            let adopted: Vec<String> = self
+                .adopted
+                .iter()
+                .filter(|a| self.released.contains(&a.cloud_id))
+                .map(|a| a.cloud_id.clone())
+                .collect();
+            self.store.unrelease(&adopted)?;
         }
         report.held_removals = removals::held_set(
             std::mem::take(&mut done.held_removals),
@@ -544,11 +557,16 @@ impl Cycle<'_, '_> {
             let (verdicts, owned, located) = (&mut ev.verdicts, &mut ev.owned, &mut ev.located);
             let (store, foreign, adopt) = (&*self.store, &mut self.foreign, self.opts.adopt);
             let shared = &self.config.ad.shared_ous;
+            let released = &self.released;
             let mut failed = None;
             actual::scan_owned(self.conn, self.config, |a| {
                 let in_scope = matches!(verdicts.get(&a.cloud_id), Some(Verdict::InScope { .. }));
                 match claim_of(store, &a, adopt && in_scope) {
                     Ok(c) if c.owned() => {}
+                    Ok(_) if released.contains(&a.cloud_id) => {
+                        foreign.released += 1;
+                        return;
+                    }
                     Ok(_) => {
                         // A reconciliation evaluated every cached group: no verdict means the
                         // group is not in this tenant.
@@ -587,6 +605,10 @@ impl Cycle<'_, '_> {
             &ev.verdicts,
         )?;
         selection.compare.extend(parents);
+        if !self.opts.adopt {
+            // Released groups are left as they are; only an adoption takes them back.
+            selection.compare.retain(|id| !self.released.contains(id));
+        }
         Ok(Targets {
             compare: selection.compare,
             delete: selection.delete,

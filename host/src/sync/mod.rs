@@ -13,6 +13,7 @@ pub mod ownership;
 pub mod plan;
 pub mod progress;
 pub mod record;
+pub mod release;
 pub mod removals;
 pub mod report;
 pub mod resolve;
