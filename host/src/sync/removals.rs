@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::types::{ActualObject, Change, Op};
 
@@ -65,21 +64,11 @@ pub fn held_set(mut groups: Vec<HeldRemoval>, before: Option<String>) -> Option<
     })
 }
 
-/// Fingerprint of a set of member DNs, whatever their order and case.
+/// Fingerprint of a set of member DNs, whatever their order and case (the held-set hash of
+/// their lower-cased forms).
 pub fn removal_hash(dns: &[String]) -> String {
-    let mut keys: Vec<String> = dns.iter().map(|d| d.to_ascii_lowercase()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let mut h = Sha256::new();
-    for k in keys {
-        h.update(k.as_bytes());
-        h.update(b"\n");
-    }
-    h.finalize()
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let keys: Vec<String> = dns.iter().map(|d| d.to_ascii_lowercase()).collect();
+    crate::state::held_set_id(keys.iter().map(String::as_str))
 }
 
 /// Whether removing `removals` of `members` is held under `policy`.
