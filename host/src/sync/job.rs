@@ -368,7 +368,6 @@ impl Cycle<'_, '_> {
         self.lap("cloud");
 
         // 2. How much to look at.
-        self.released = self.store.released()?.into_keys().collect();
         let forced = self.affected_by_pending()?;
         let fingerprint = rules_fingerprint(self.config, self.rules);
         let rules_changed = self.store.meta(RULES_KEY)?.as_deref() != Some(fingerprint.as_str());
@@ -396,6 +395,8 @@ impl Cycle<'_, '_> {
             Sweep::Changed(_) => false,
             Sweep::All(_) => true,
         };
+        // Read once the cycle has something to do: an idle cycle reads nothing it need not.
+        self.released = self.store.released()?.into_keys().collect();
 
         // 3. Rules: the groups looked at, chunk by chunk; compact verdicts kept.
         let mut ev = match &sweep {

@@ -10,6 +10,15 @@ fn changes(r: &Value) -> Vec<Value> {
     r["plan"]["changes"].as_array().cloned().unwrap_or_default()
 }
 
+/// The DN a plan would create the bed's one group at.
+fn planned_dn(bed: &Bed) -> String {
+    let p = bed.run_json(&["plan"], 0);
+    changes(&p)
+        .first()
+        .and_then(|c| c["dn"].as_str().map(String::from))
+        .unwrap_or_else(|| panic!("no create planned: {p:#}"))
+}
+
 fn outcome_error(r: &Value, id: &str) -> String {
     r["outcomes"]
         .as_array()
@@ -80,11 +89,7 @@ async fn a_failed_create_then_a_hand_stamp_is_not_writebacks_until_adopt() {
     bed.write_config(None, "", "");
 
     // The DN Writeback would write, from a plan.
-    let p = bed.run_json(&["plan"], 0);
-    let dn = changes(&p)
-        .first()
-        .and_then(|c| c["dn"].as_str().map(String::from))
-        .unwrap_or_else(|| panic!("no create planned: {p:#}"));
+    let dn = planned_dn(&bed);
 
     // A hand-made group already holds that name: the create is a conflict with a next step.
     add_plain_group(&mut bed, &dn, "hand-made").await;
@@ -155,11 +160,7 @@ async fn a_stamped_group_moved_into_the_ou_after_a_failed_create_is_not_writebac
     let id = new_id();
     bed.seed(vec![], vec![security_group(&id, "Moved In", &[])], &[]);
     bed.write_config(None, "", "");
-    let p = bed.run_json(&["plan"], 0);
-    let dn = changes(&p)
-        .first()
-        .and_then(|c| c["dn"].as_str().map(String::from))
-        .unwrap_or_else(|| panic!("no create planned: {p:#}"));
+    let dn = planned_dn(&bed);
     add_plain_group(&mut bed, &dn, "blocks the name").await;
     bed.run_json(&["sync"], 2);
 
