@@ -19,8 +19,9 @@ use crate::state::{Anchor, HeldDelete, ObjectKind, Quarantined, StateError, Stor
 use crate::sync::desired::DesiredBuilder;
 use crate::sync::evaluate::desired_hash;
 use crate::sync::job::{claim_of, load_nested, member_group_dns};
+use crate::sync::select::Verdict as SyncVerdict;
 use crate::sync::types::{dn_key, ActualObject, Change, DesiredObject, Op, Unresolved};
-use crate::sync::{actual, ownership, plan, resolve, SyncError};
+use crate::sync::{actual, leave, ownership, plan, resolve, SyncError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -56,6 +57,13 @@ pub enum Lookup {
 pub enum Verdict {
     InScope,
     OutOfScope,
+    /// The rule keeps its AD object as it is (`#{ leave: "keep" }`).
+    Keep,
+    /// The rule deletes its AD object after this long out of scope.
+    DeleteAfter {
+        secs: u64,
+        after: String,
+    },
     RuleError,
     /// Not in the cloud cache: nothing to evaluate.
     Gone,
@@ -125,6 +133,8 @@ pub struct Explanation {
     pub held_delete: Option<HeldDelete>,
     /// Released with `writeback release`: no longer managed, its AD object left as it was.
     pub released: Option<crate::state::Released>,
+    /// Kept or waiting for its delete since an earlier sync (Unix seconds).
+    pub leaving: Option<crate::state::Leaving>,
     /// AD could not be read: the parts that need it are missing.
     pub ad_error: Option<String>,
 }
@@ -151,6 +161,7 @@ impl Explanation {
             quarantine: None,
             held_delete: None,
             released: None,
+            leaving: None,
             ad_error: None,
         }
     }
@@ -223,6 +234,7 @@ pub async fn explain(
     x.quarantine = store.quarantined()?.remove(&id);
     x.held_delete = store.held_deletes()?.remove(&id);
     x.released = store.released()?.remove(&id);
+    x.leaving = store.leaving()?.remove(&id);
     let names: Vec<String> = rules.rule_names().iter().map(|s| s.to_string()).collect();
     let now = Now::current();
 
@@ -245,6 +257,16 @@ pub async fn explain(
             let (verdict, rule, error, desired) = match decision {
                 Ok(Decision::Desired(d)) => (Verdict::InScope, Some(d.rule.clone()), None, Some(d)),
                 Ok(Decision::OutOfScope) => (Verdict::OutOfScope, None, None, None),
+                Ok(Decision::Keep) => (Verdict::Keep, None, None, None),
+                Ok(Decision::DeleteAfter { secs }) => (
+                    Verdict::DeleteAfter {
+                        secs,
+                        after: crate::rules::format_duration(secs),
+                    },
+                    None,
+                    None,
+                    None,
+                ),
                 Err(e) => (
                     Verdict::RuleError,
                     (!e.rule.is_empty()).then(|| e.rule.clone()),
@@ -295,11 +317,24 @@ pub async fn explain(
                     owned.insert(id.clone(), a);
                 }
             }
-            let failing = matches!(
-                x.scope.as_ref().map(|s| &s.verdict),
-                Some(Verdict::RuleError)
-            );
-            if !failing {
+            // A failing rule leaves the object as it is; a kept one stays; one deleted later
+            // goes only once its delay is over.
+            let deletes = match x.scope.as_ref().map(|s| &s.verdict) {
+                Some(Verdict::RuleError | Verdict::Keep) => false,
+                Some(Verdict::DeleteAfter { secs, .. }) => {
+                    let verdicts = [(id.clone(), SyncVerdict::DeleteAfter(*secs))].into();
+                    let owned_ids = owned.keys().cloned().collect();
+                    let recorded = x.leaving.iter().map(|l| (id.clone(), *l)).collect();
+                    let decided =
+                        leave::leave(&verdicts, &owned_ids, &recorded, now.unix_seconds());
+                    if let Some(Some(l)) = decided.record.get(&id) {
+                        x.leaving = Some(*l);
+                    }
+                    !decided.due.is_empty()
+                }
+                _ => true,
+            };
+            if deletes {
                 x.changes = plan::plan(&BTreeMap::new(), &owned);
             }
             x.in_step = x.changes.is_empty();
@@ -484,6 +519,12 @@ pub fn render(x: &Explanation) -> String {
             Verdict::OutOfScope => format!(
                 "scope: out of scope: no rule takes it (the scope() of each of {rules} returned false, or the rule that took it returned () from map())"
             ),
+            Verdict::Keep => format!(
+                "scope: out of scope, and the rule keeps its AD object as it is (leave: \"keep\"): no longer written, deleted when the cloud group is deleted (rules: {rules})"
+            ),
+            Verdict::DeleteAfter { ref after, .. } => format!(
+                "scope: out of scope, and the rule deletes its AD object {after} after it left scope (leave: \"delete\"); not written meanwhile (rules: {rules})"
+            ),
             Verdict::RuleError => format!(
                 "scope: rule error in {}: {}; its AD object is left as it is",
                 sc.rule.as_deref().unwrap_or("the rules"),
@@ -608,6 +649,17 @@ pub fn render(x: &Explanation) -> String {
             "released: yes, at {} (`writeback adopt` takes it back)",
             r.released_at
         );
+    }
+    if let Some(l) = &x.leaving {
+        let since = leave::rfc3339(l.since);
+        let _ = match l.delete_at {
+            None => writeln!(s, "kept: yes, since {since}: no longer written"),
+            Some(at) => writeln!(
+                s,
+                "delete later: yes, out of scope since {since}, deleted at {}",
+                leave::rfc3339(at)
+            ),
+        };
     }
     match &x.held_delete {
         Some(h) => {

@@ -6,6 +6,7 @@
 //! started, the rules it loaded and when, the last reload error. Status reads that note and
 //! checks the pid is still a `writeback` process.
 
+use crate::sync::leave::LeavingNote;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -79,6 +80,8 @@ pub struct Status {
     pub held_removals_set: Option<String>,
     /// Groups released with `writeback release`.
     pub released: Vec<crate::state::Released>,
+    /// Groups the rules keep unwritten, or delete later (`delete_at`).
+    pub leaving: Vec<LeavingNote>,
     pub quarantine: Vec<Quarantined>,
     pub next_reconciliation: Option<String>,
 }
@@ -141,6 +144,11 @@ pub fn gather(
         store.held_removals()?.into_values().collect();
     let held_removals_set = store.waiting_removals()?.map(|(id, _)| id);
     let released: Vec<crate::state::Released> = store.released()?.into_values().collect();
+    let mut leaving = Vec::new();
+    for (id, l) in store.leaving()? {
+        let dn = store.anchor(&id)?.map(|a| a.dn).unwrap_or_default();
+        leaving.push(LeavingNote::new(&id, dn, &l));
+    }
     let quarantine: Vec<Quarantined> = store.quarantined()?.into_values().collect();
     let next_reconciliation = match note.as_ref().filter(|_| running) {
         Some(n) => match n.reconcile_secs {
@@ -170,6 +178,7 @@ pub fn gather(
         held_removals,
         held_removals_set,
         released,
+        leaving,
         quarantine,
         next_reconciliation,
     })
@@ -318,6 +327,40 @@ pub fn render(s: &Status, now: OffsetDateTime) -> String {
         }
         if s.released.len() > LIST {
             let _ = writeln!(out, "  ... and {} more", s.released.len() - LIST);
+        }
+    }
+    let (kept, later): (Vec<&LeavingNote>, Vec<&LeavingNote>) =
+        s.leaving.iter().partition(|l| l.delete_at.is_none());
+    if !kept.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nKept ({}): out of scope, the rule keeps them as they are; no longer written",
+            kept.len()
+        );
+        for l in kept.iter().take(LIST) {
+            let _ = writeln!(out, "  = {}  (group {})", l.dn, l.cloud_id);
+        }
+        if kept.len() > LIST {
+            let _ = writeln!(out, "  ... and {} more", kept.len() - LIST);
+        }
+    }
+    if !later.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nTo be deleted later ({}): out of scope, the rule deletes them after a delay",
+            later.len()
+        );
+        for l in later.iter().take(LIST) {
+            let _ = writeln!(
+                out,
+                "  - {}  (group {}) at {}",
+                l.dn,
+                l.cloud_id,
+                l.delete_at.as_deref().unwrap_or("?")
+            );
+        }
+        if later.len() > LIST {
+            let _ = writeln!(out, "  ... and {} more", later.len() - LIST);
         }
     }
     if !s.quarantine.is_empty() {

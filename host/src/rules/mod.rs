@@ -22,6 +22,7 @@ mod diagnostics;
 mod group;
 mod hooks;
 mod input;
+mod leave;
 mod lint;
 mod output;
 mod primitives;
@@ -52,6 +53,7 @@ pub use hooks::{Hook, HookError, HookTable, TriggerEvent};
 pub use input::{
     GRAPH_DISPLAY_NAME_MAX, MAX_CLOUD_ARRAY, MAX_CLOUD_PROPERTIES, MAX_CLOUD_STRING_BYTES,
 };
+pub use leave::{format_duration, parse_duration};
 pub use output::{MAX_ATTRIBUTES, MAX_TOTAL_BYTES, MAX_VALUES, MAX_VALUE_BYTES};
 pub use primitives::{safe_url, AdFound, Effects, HttpRequest, HttpResponse, DEFAULT_HTTP_TIMEOUT};
 pub use properties::{GraphProperties, GROUP_PROPERTIES_CONST, USER_PROPERTIES_CONST};
@@ -118,8 +120,17 @@ pub struct RuleFile {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
-    /// No rule's `scope` returned true, or the handling rule's `map` returned `()`.
+    /// No rule's `scope` returned true, or the handling rule's `map` returned `()` (or
+    /// `#{ leave: "delete" }`): an AD group written earlier is deleted.
     OutOfScope,
+    /// `#{ leave: "keep" }`: an AD group written earlier stays as it is and is no longer written
+    /// (Connect group writeback v2's default for a group disabled for writeback).
+    Keep,
+    /// `#{ leave: "delete", after: "7d" }`: an AD group written earlier is deleted once the
+    /// group has been out of scope this long (not written meanwhile).
+    DeleteAfter {
+        secs: u64,
+    },
     Desired(DesiredGroup),
 }
 

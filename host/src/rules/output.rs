@@ -1,6 +1,7 @@
 //! Checks what `to_ad(group)` (or the old `map(group)`) returned and turns it into a [`DesiredGroup`].
 //!
-//! Accepted: `()` (skip the group) or
+//! Accepted: `()` (skip the group), `#{ leave: "keep" | "delete", after: "7d" }` (what becomes
+//! of an AD group written earlier; see `leave`) or
 //! `#{ parent, cn, attributes: #{ name: value }, on_create: #{ name: value },
 //! members: "on-premises" | "flatten" | "none" }`. `on_create` attributes are written when the
 //! group is created and never compared afterwards (Cloud Sync's "only during object creation").
@@ -15,7 +16,7 @@ use rhai::{Array, Dynamic, Map};
 
 use super::group::ScriptGroup;
 use super::text::quoted;
-use super::{DesiredGroup, MemberPolicy};
+use super::{Decision, DesiredGroup, MemberPolicy};
 
 /// Attributes the host owns (identity, anchors, membership); a rule may not set them.
 pub(crate) const RESERVED_ATTRIBUTES: &[&str] = &[
@@ -151,22 +152,26 @@ pub(crate) fn over_known_limits(group: &DesiredGroup) -> Vec<TooLong> {
 
 const KEYS: &str = "parent, cn, attributes, on_create, members";
 
-/// `Ok(None)` when the rule skips the group. Errors are messages naming the rule and the key.
-pub(crate) fn desired_group(
-    rule: &str,
-    entry: &str,
-    out: Dynamic,
-) -> Result<Option<DesiredGroup>, String> {
+/// What `entry` returned, as a decision: `()` skips the group (deleting an AD group written
+/// earlier), a map with `leave` says what becomes of it ([`super::leave`]), any other map is the
+/// group to write. Errors are messages naming the rule and the key.
+pub(crate) fn decision(rule: &str, entry: &str, out: Dynamic) -> Result<Decision, String> {
     if out.is_unit() {
-        return Ok(None);
+        return Ok(Decision::OutOfScope);
     }
     let type_name = type_name(&out);
     let Some(map) = out.try_cast::<Map>() else {
         return Err(format!(
-            "{entry}() in {rule} must return () or a map #{{ {KEYS} }}, not {type_name}"
+            "{entry}() in {rule} must return (), #{{ leave: ... }} or a map #{{ {KEYS} }}, not {type_name}"
         ));
     };
+    if map.contains_key("leave") || map.contains_key("after") {
+        return super::leave::decision(rule, map);
+    }
+    desired_group(rule, map).map(Decision::Desired)
+}
 
+fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
     let mut parent = None;
     let mut cn = None;
     let mut attributes = BTreeMap::new();
@@ -198,14 +203,14 @@ pub(crate) fn desired_group(
     // Counted as AD counts, so a cn that fits here is never refused for its length.
     check_units(rule, "cn", &cn, MAX_CN_UNITS).map_err(|e| e.to_string())?;
     check_on_create(rule, &attributes, &on_create)?;
-    Ok(Some(DesiredGroup {
+    Ok(DesiredGroup {
         rule: rule.to_string(),
         parent,
         cn,
         attributes,
         on_create,
         members,
-    }))
+    })
 }
 
 /// `on_create` names no attribute `attributes` also sets, and both fit one LDAP add together.

@@ -146,11 +146,8 @@ fn decide(
         let out = sandbox
             .call(&rule.ast, map, value, limits.call_timeout)
             .map_err(|e| fail(map, diagnostics::locate(&e, &rule.path, limits)))?;
-        return match output::desired_group(&rule.name, map, out) {
-            Ok(Some(g)) => Ok(Decision::Desired(g)),
-            Ok(None) => Ok(Decision::OutOfScope),
-            Err(message) => Err(fail(map, Located::output(&rule.path, message))),
-        };
+        return output::decision(&rule.name, map, out)
+            .map_err(|message| fail(map, Located::output(&rule.path, message)));
     }
     Ok(Decision::OutOfScope)
 }

@@ -20,6 +20,7 @@ mod clock;
 mod error;
 mod held;
 mod held_removals;
+mod leaving;
 mod pending;
 mod quarantine;
 mod released;
@@ -41,6 +42,7 @@ pub use clock::{now_rfc3339, rfc3339_at, rfc3339_at_time};
 pub use error::StateError;
 pub use held::{set_id as held_set_id, HeldDelete};
 pub use held_removals::HeldRemovalRow;
+pub use leaving::Leaving;
 pub use released::Released;
 
 /// What `writeback approve` let through.
@@ -443,6 +445,34 @@ impl Store {
         Ok(result)
     }
 
+    /// Owned groups a rule no longer wants written: kept, or deleted later.
+    pub fn leaving(&self) -> Result<BTreeMap<String, Leaving>, StateError> {
+        leaving::all(&self.conn)
+    }
+
+    /// Leaving groups whose delete is due at `now` (Unix seconds).
+    pub fn leaving_due(&self, now: i64) -> Result<BTreeSet<String>, StateError> {
+        leaving::due(&self.conn, now)
+    }
+
+    /// Records the groups leaving (`Some`) or back (`None`), and forgets the rows of groups no
+    /// longer owned; one transaction.
+    pub fn settle_leaving(
+        &mut self,
+        changes: &BTreeMap<String, Option<Leaving>>,
+    ) -> Result<(), StateError> {
+        let tx = self.write_tx(|| "record leaving groups".into())?;
+        for (id, l) in changes {
+            match l {
+                Some(l) => leaving::put(&tx, id, *l)?,
+                None => leaving::remove(&tx, id)?,
+            }
+        }
+        leaving::forget_unowned(&tx)?;
+        tx.commit()
+            .ctx(&self.conn, || "commit leaving groups".into())
+    }
+
     /// The groups an operator released.
     pub fn released(&self) -> Result<BTreeMap<String, Released>, StateError> {
         released::all(&self.conn)
@@ -455,6 +485,7 @@ impl Store {
         let tx = self.write_tx(|| "release groups".into())?;
         for a in anchors {
             released::put(&tx, a)?;
+            leaving::remove(&tx, &a.cloud_id)?;
             anchors::remove_anchor(&tx, &a.cloud_id)?;
             anchors::remove_applied(&tx, &a.cloud_id)?;
             anchors::remove_intent(&tx, &a.cloud_id)?;

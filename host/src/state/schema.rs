@@ -162,8 +162,19 @@ CREATE TABLE held_removal (
 ) STRICT;
 "#;
 
+/// Version 7: `leaving`, owned groups a rule no longer wants written: kept as they are
+/// (`delete_at` NULL) or deleted at `delete_at` (Unix seconds); `since` is when they left.
+const V7: &str = r#"
+CREATE TABLE leaving (
+    cloud_id  TEXT PRIMARY KEY,
+    since     INTEGER NOT NULL,
+    delete_at INTEGER
+) STRICT;
+CREATE INDEX leaving_due ON leaving (delete_at) WHERE delete_at IS NOT NULL;
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -26,6 +26,7 @@ use super::apply::{self, Outcome};
 use super::desired::DesiredBuilder;
 use super::evaluate::{desired_hash, evaluate_all, rules_fingerprint};
 use super::gate::{self, Gate, GateInput, Held, HeldEntry};
+use super::leave::{self, Leave, LeavingNote};
 use super::ownership::{self, Claim};
 use super::plan;
 use super::record::{self, Write};
@@ -115,6 +116,9 @@ pub struct SyncReport {
     /// Objects taken over by an adoption (or after a stopped run), as cloud id and DN.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub adopted: Vec<HeldEntry>,
+    /// Owned groups the rules stopped writing this cycle: kept as they are, or deleted later.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leaving: Vec<LeavingNote>,
     /// What each planned trigger did after the apply (empty in a dry run).
     pub trigger_results: Vec<TriggerResult>,
     /// Dry runs only: the rules' schedules and when each is next due.
@@ -461,6 +465,9 @@ impl Cycle<'_, '_> {
             self.finish(&mut done, &deletes, whole.then_some(fingerprint.as_str()))
                 .await?;
             self.settle_intents(&ev.verdicts)?;
+            if !selection.leave.record.is_empty() || !deletes.changes.is_empty() {
+                self.store.settle_leaving(&selection.leave.record)?;
+            }
             report.quarantined = self.settle_failures(&done.failed, looked_at)?;
             self.settle_held(&report, &deletes, &held_before, &done.outcomes)?;
             let rows: Vec<crate::state::HeldRemovalRow> = done
@@ -491,6 +498,7 @@ impl Cycle<'_, '_> {
         );
         report.foreign = std::mem::take(&mut self.foreign);
         report.adopted = std::mem::take(&mut self.adopted);
+        report.leaving = self.leaving_notes(&selection.leave)?;
         let Applied {
             mut plan,
             mut outcomes,
@@ -536,8 +544,10 @@ impl Cycle<'_, '_> {
     fn affected_by_pending(&self) -> Result<Affected, SyncError> {
         let pending_users = self.store.pending(ObjectKind::User)?;
         let mut pending_groups = self.store.pending(ObjectKind::Group)?;
-        // Quarantined groups whose wait is over are tried again.
+        // Quarantined groups whose wait is over are tried again; leaving groups whose delay is
+        // over are looked at so their delete happens.
         pending_groups.extend(self.store.quarantine_due(unix_now())?);
+        pending_groups.extend(self.store.leaving_due(self.now.unix_seconds())?);
         let mut forced = self.store.groups_containing(&pending_users)?;
         forced.extend(select::ancestors(&pending_groups, |ids| {
             self.store.groups_containing(ids)
@@ -610,12 +620,30 @@ impl Cycle<'_, '_> {
             // Released groups are left as they are; only an adoption takes them back.
             selection.compare.retain(|id| !self.released.contains(id));
         }
+        let leave = leave::leave(
+            &ev.verdicts,
+            &ev.owned,
+            &self.store.leaving()?,
+            self.now.unix_seconds(),
+        );
+        selection.delete.extend(leave.due.keys().cloned());
         Ok(Targets {
             compare: selection.compare,
             delete: selection.delete,
             // Located by a reconciliation's scan: the deletes need no second read.
             located: std::mem::take(&mut ev.located),
+            leave,
         })
+    }
+
+    /// The groups this cycle starts keeping or deleting later, with their DNs (the anchors').
+    fn leaving_notes(&self, leave: &Leave) -> Result<Vec<LeavingNote>, SyncError> {
+        let mut out = Vec::new();
+        for (id, l) in leave.started() {
+            let dn = self.store.anchor(id)?.map(|a| a.dn).unwrap_or_default();
+            out.push(LeavingNote::new(id, dn, l));
+        }
+        Ok(out)
     }
 
     /// Where the AD objects to delete are; anchors whose object is gone already are stale.
@@ -646,13 +674,17 @@ impl Cycle<'_, '_> {
             if let Some(a) = self.store.anchor(id)? {
                 self.deleted_rules.insert(id.clone(), a.rule);
             }
+            let reason = match selection.leave.due.get(id) {
+                Some(l) => leave::due_reason(l),
+                None => "no longer in scope or deleted in the cloud".into(),
+            };
             match located.get(id) {
                 Some(a) => out.changes.push(Change {
                     cloud_id: a.cloud_id.clone(),
                     rule: None,
                     op: Op::Delete {
                         dn: a.dn.clone(),
-                        reason: "no longer in scope or deleted in the cloud".into(),
+                        reason,
                     },
                 }),
                 None => out.stale.push(id.clone()),
@@ -1180,7 +1212,9 @@ impl Cycle<'_, '_> {
                 Ok(Decision::Desired(d)) => {
                     decided.insert(e.id, d);
                 }
-                Ok(Decision::OutOfScope) => {}
+                // Not in scope: it was not selected for a compare (a rule that changed its
+                // mind between the two evaluations is seen next cycle).
+                Ok(_) => {}
                 Err(reason) => out.refused.push(Refusal {
                     cloud_id: e.id,
                     rule: None,
@@ -1337,6 +1371,8 @@ struct Targets {
     compare: BTreeSet<String>,
     delete: BTreeSet<String>,
     located: BTreeMap<String, ActualObject>,
+    /// Groups the rules keep or delete later: the due ones are in `delete` too.
+    leave: Leave,
 }
 
 /// The deletes of a cycle, located before anything is written.
@@ -1473,6 +1509,8 @@ fn judge(
                 None => Verdict::Gone,
             },
             Ok(Decision::OutOfScope) => Verdict::OutOfScope,
+            Ok(Decision::Keep) => Verdict::Keep,
+            Ok(Decision::DeleteAfter { secs }) => Verdict::DeleteAfter(secs),
             Err(reason) => {
                 ev.refused.push(Refusal {
                     cloud_id: e.id.clone(),

@@ -9,6 +9,7 @@ pub mod desired;
 pub mod evaluate;
 pub mod gate;
 pub mod job;
+pub mod leave;
 pub mod ownership;
 pub mod plan;
 pub mod progress;

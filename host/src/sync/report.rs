@@ -181,6 +181,7 @@ pub fn render_tail(
     held(&mut out, r, applied);
     held_removals(&mut out, r, applied);
     ownership(&mut out, r, applied);
+    leaving(&mut out, r, applied);
     if r.quarantine_total > 0 {
         let again = r.quarantined.iter().map(|q| q.retry_at.as_str()).min();
         let _ = writeln!(
@@ -342,6 +343,47 @@ fn held(out: &mut String, r: &SyncReport, applied: bool) {
             out,
             "  ... and {} more (every one is in the --json output)",
             h.deletes.len() - LIST_UNRESOLVED
+        );
+    }
+}
+
+/// Owned groups the rules stopped writing this cycle: kept, or deleted later.
+fn leaving(out: &mut String, r: &SyncReport, applied: bool) {
+    let (kept, later): (Vec<_>, Vec<_>) = r.leaving.iter().partition(|l| l.delete_at.is_none());
+    if !kept.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} ({}): the rule keeps them as they are in AD; no longer written until it wants them again, deleted when the cloud group is deleted. `writeback release` hands them over for good.",
+            if applied { "Kept, no longer written" } else { "Would keep, no longer written" },
+            kept.len()
+        );
+        for l in kept.iter().take(LIST_UNRESOLVED) {
+            let _ = writeln!(out, "  = {}  (group {})", one_line(&l.dn), l.cloud_id);
+        }
+    }
+    if !later.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} ({}): the rule deletes them after a delay; not written meanwhile, and written again if it wants them back:",
+            if applied { "To be deleted later" } else { "Would be deleted later" },
+            later.len()
+        );
+        for l in later.iter().take(LIST_UNRESOLVED) {
+            let _ = writeln!(
+                out,
+                "  - {}  (group {}) at {}",
+                one_line(&l.dn),
+                l.cloud_id,
+                l.delete_at.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    let shown = kept.len().min(LIST_UNRESOLVED) + later.len().min(LIST_UNRESOLVED);
+    if r.leaving.len() > shown {
+        let _ = writeln!(
+            out,
+            "  ... and {} more (every one is in the --json output)",
+            r.leaving.len() - shown
         );
     }
 }
@@ -572,6 +614,28 @@ mod tests {
             assert!(!text.contains(c), "{c:?} in {text:?}");
         }
         assert!(text.contains("CN=Evil\\nApplied"), "{text}");
+    }
+
+    #[test]
+    fn kept_and_later_deleted_groups_are_told_apart() {
+        let note = |id: &str, at: Option<&str>| crate::sync::leave::LeavingNote {
+            cloud_id: id.into(),
+            dn: format!("CN={id},OU=W"),
+            delete_at: at.map(str::to_string),
+        };
+        let r = SyncReport {
+            leaving: vec![note("k", None), note("d", Some("2026-12-07T00:00:00Z"))],
+            ..Default::default()
+        };
+        let text = render(&r, true);
+        assert!(text.contains("Kept, no longer written (1)"), "{text}");
+        assert!(text.contains("= CN=k,OU=W  (group k)"), "{text}");
+        assert!(text.contains("To be deleted later (1)"), "{text}");
+        assert!(
+            text.contains("CN=d,OU=W  (group d) at 2026-12-07T00:00:00Z"),
+            "{text}"
+        );
+        assert!(render(&r, false).contains("Would keep"), "dry run wording");
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub enum Verdict {
         dn: String,
     },
     OutOfScope,
+    /// The rule keeps its AD object as it is, no longer written (see [`super::leave`]).
+    Keep,
+    /// The rule deletes its AD object once it has been leaving this many seconds.
+    DeleteAfter(u64),
     /// The rule failed for this group: its AD object is left as it is (never deleted).
     Failed,
     /// Not in the cloud cache any more (deleted in the cloud).
@@ -103,7 +107,8 @@ pub struct Known<'a> {
 ///   owned (no AD object yet);
 /// - delete: owned and out of scope or gone (an owned id without a verdict counts as gone only
 ///   when the caller evaluated everything; pass its verdict as [`Verdict::Gone`] otherwise).
-///   A group whose rule failed is never deleted.
+///   A group whose rule failed is never deleted; one the rule keeps or deletes later is left to
+///   [`super::leave::leave`].
 pub fn select(k: Known<'_>) -> Selection {
     let mut s = Selection::default();
     for (id, v) in k.verdicts {
@@ -119,7 +124,8 @@ pub fn select(k: Known<'_>) -> Selection {
                     s.delete.insert(id.clone());
                 }
             }
-            Verdict::Failed => {}
+            // Kept or waiting: `leave` decides; a failed rule leaves the object as it is.
+            Verdict::Keep | Verdict::DeleteAfter(_) | Verdict::Failed => {}
         }
     }
     s

@@ -350,6 +350,17 @@ async fn ou_per_group_places_groups_by_prefix_and_moves_them_on_rename() {
     bed.cleanup().await;
 }
 
+/// Switches writeback off for group `id` in the cloud (Graph beta).
+async fn disable_writeback(bed: &Bed, id: &str) {
+    bed.graph_at(
+        "beta",
+        "PATCH",
+        &format!("/groups/{id}"),
+        Some(json!({ "writebackConfiguration": { "isEnabled": false } })),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn writeback_enabled_writes_exactly_the_enabled_groups_with_their_types() {
     let mut bed = Bed::new("wb-ex-wbenabled", 1).await;
@@ -407,14 +418,9 @@ async fn writeback_enabled_writes_exactly_the_enabled_groups_with_their_types() 
         assert!(bed.group_by_id(id).await.is_none(), "{id} is not enabled");
     }
 
-    // Switched off in the cloud (beta API): the group leaves AD; switched on: it comes.
-    bed.graph_at(
-        "beta",
-        "PATCH",
-        &format!("/groups/{team}"),
-        Some(json!({ "writebackConfiguration": { "isEnabled": false } })),
-    )
-    .await;
+    // Switched off in the cloud (beta API): the group is kept as it is and no longer written
+    // (Microsoft's default); switched on: it comes.
+    disable_writeback(&bed, &team).await;
     bed.graph_at(
         "beta",
         "PATCH",
@@ -422,17 +428,88 @@ async fn writeback_enabled_writes_exactly_the_enabled_groups_with_their_types() 
         Some(json!({ "writebackConfiguration": { "isEnabled": true } })),
     )
     .await;
+    let (team_dn, before) = group(&mut bed, &team).await;
     let r = bed.run_json(&["sync"], 0);
-    let mut got = actions(&r);
-    got.sort();
-    assert_eq!(got, vec!["create", "delete"], "{r:#}");
-    assert!(
-        bed.group_by_id(&team).await.is_none(),
-        "switched off, still in AD"
+    assert_eq!(actions(&r), vec!["create"], "{r:#}");
+    assert_eq!(r["leaving"][0]["cloud_id"], json!(team), "{r:#}");
+    assert!(r["leaving"][0].get("delete_at").is_none(), "{r:#}");
+    assert_eq!(
+        group(&mut bed, &team).await,
+        (team_dn.clone(), before.clone()),
+        "switched off: kept exactly as it was"
     );
     assert!(
         bed.group_by_id(&plain).await.is_some(),
         "switched on, not in AD"
+    );
+    // A later cloud change does not reach the kept group; status and explain say it is kept.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{team}"),
+        Some(json!({ "displayName": "WB Team renamed", "description": "changed" })),
+    )
+    .await;
+    let r = bed.run_json(&["sync"], 0);
+    assert!(actions(&r).is_empty(), "{r:#}");
+    assert_eq!(group(&mut bed, &team).await, (team_dn.clone(), before));
+    let status = bed.run_json(&["status"], 0);
+    assert_eq!(status["leaving"][0]["cloud_id"], json!(team), "{status:#}");
+    let x = bed.run_json(&["explain", &team], 0);
+    assert_eq!(x["scope"]["verdict"], json!("keep"), "{x:#}");
+    assert!(x["changes"].as_array().is_some_and(Vec::is_empty), "{x:#}");
+
+    // Deleted in the cloud for good while kept: deleted in AD, as Microsoft's default does.
+    disable_writeback(&bed, &lab).await;
+    let r = bed.run_json(&["sync"], 0);
+    assert!(actions(&r).is_empty(), "{r:#}");
+    assert!(bed.group_by_id(&lab).await.is_some(), "kept");
+    // Soft-deleted: restorable, so still kept; hard-deleted: gone from AD.
+    bed.graph("DELETE", &format!("/groups/{lab}"), None).await;
+    let r = bed.run_json(&["sync"], 0);
+    assert!(actions(&r).is_empty(), "{r:#}");
+    bed.graph("DELETE", &format!("/directory/deletedItems/{lab}"), None)
+        .await;
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["delete"], "{r:#}");
+    assert!(
+        bed.group_by_id(&lab).await.is_none(),
+        "deleted in the cloud, still in AD"
+    );
+
+    // Deletion chosen, after a delay: not deleted before it, deleted once it is over.
+    write_config(
+        &bed,
+        &example_rules("writeback-enabled"),
+        &format!("distribution_container = \"{m365}\"\nwhen_disabled = \"delete\"\ndelete_after = \"3s\""),
+    );
+    let r = bed.run_json(&["sync"], 0);
+    assert!(actions(&r).is_empty(), "{r:#}");
+    assert!(r["leaving"][0]["delete_at"].is_string(), "{r:#}");
+    assert!(
+        bed.group_by_id(&team).await.is_some(),
+        "deleted before the delay"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // A plain cycle (nothing changed in the cloud) finds the due delete.
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["delete"], "{r:#}");
+    assert!(
+        r["plan"]["changes"][0]["reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("3s after it left scope")),
+        "{r:#}"
+    );
+    assert!(
+        bed.group_by_id(&team).await.is_none(),
+        "still in AD after the delay"
+    );
+    let status = bed.run_json(&["status"], 0);
+    assert!(
+        status
+            .get("leaving")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty),
+        "{status:#}"
     );
     bed.cleanup().await;
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::rules::{output, Decision, DesiredGroup, EvalError, MemberPolicy};
+use crate::rules::{format_duration, output, Decision, DesiredGroup, EvalError, MemberPolicy};
 
 use super::spec::{Expect, ExpectedGroup, ExpectedValue};
 use super::Mismatch;
@@ -14,26 +14,54 @@ const SKIP: &str = "skip";
 
 pub(super) fn compare(expect: &Expect, result: &Result<Decision, EvalError>) -> Vec<Mismatch> {
     match (expect, result) {
-        (Expect::Skip, Ok(Decision::OutOfScope)) => Vec::new(),
-        (Expect::Skip, Ok(Decision::Desired(g))) => vec![mismatch("result", SKIP, summary(g))],
-        (Expect::Skip, Err(e)) => vec![mismatch("result", SKIP, error_text(e))],
+        (Expect::Skip, Ok(Decision::OutOfScope)) | (Expect::Keep, Ok(Decision::Keep)) => Vec::new(),
+        (Expect::DeleteAfter(want), Ok(Decision::DeleteAfter { secs })) if want == secs => {
+            Vec::new()
+        }
         (Expect::Error(wanted), Err(e)) if e.to_string().contains(wanted.as_str()) => Vec::new(),
         (Expect::Error(wanted), outcome) => vec![mismatch(
             "error",
             format!("an error containing {wanted:?}"),
             match outcome {
                 Err(e) => quote(&e.to_string()),
-                Ok(Decision::OutOfScope) => "no error (skip)".to_string(),
-                Ok(Decision::Desired(g)) => format!("no error ({})", summary(g)),
+                Ok(d) => format!("no error ({})", outcome_text(d)),
             },
         )],
+        (Expect::Group(want), Ok(Decision::Desired(got))) => group_mismatches(want, got),
         (Expect::Group(_), Ok(Decision::OutOfScope)) => vec![mismatch(
             "result",
             "a group",
             "skip (no rule's scope() was true, or map() returned ())",
         )],
-        (Expect::Group(_), Err(e)) => vec![mismatch("result", "a group", error_text(e))],
-        (Expect::Group(want), Ok(Decision::Desired(got))) => group_mismatches(want, got),
+        (want, got) => vec![mismatch(
+            "result",
+            expectation_text(want),
+            match got {
+                Ok(d) => outcome_text(d),
+                Err(e) => error_text(e),
+            },
+        )],
+    }
+}
+
+/// What a case expects, as `writeback test` shows it.
+fn expectation_text(e: &Expect) -> String {
+    match e {
+        Expect::Skip => SKIP.to_string(),
+        Expect::Keep => "keep".to_string(),
+        Expect::DeleteAfter(secs) => format!("delete after {}", format_duration(*secs)),
+        Expect::Error(w) => format!("an error containing {w:?}"),
+        Expect::Group(_) => "a group".to_string(),
+    }
+}
+
+/// What a rule decided, as `writeback test` shows it.
+fn outcome_text(d: &Decision) -> String {
+    match d {
+        Decision::OutOfScope => SKIP.to_string(),
+        Decision::Keep => "keep".to_string(),
+        Decision::DeleteAfter { secs } => format!("delete after {}", format_duration(*secs)),
+        Decision::Desired(g) => summary(g),
     }
 }
 

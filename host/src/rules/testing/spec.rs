@@ -54,6 +54,10 @@ pub struct Case {
 pub enum Expect {
     /// `expect = "skip"`: out of scope (no rule in scope, or `map` returned `()`).
     Skip,
+    /// `expect = "keep"`: the rule returned `#{ leave: "keep" }`.
+    Keep,
+    /// `expect = "delete after 7d"`: the rule returned `#{ leave: "delete", after: "7d" }`.
+    DeleteAfter(u64),
     /// `[case.expect] error = "..."`: evaluation fails with a message containing this text.
     Error(String),
     /// `[case.expect]` with any of `rule`, `parent`, `cn`, `members`, `attributes`, `on_create`.
@@ -288,10 +292,17 @@ fn to_json(value: &toml::Value) -> Result<Value, String> {
 fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
     let table = match value {
         toml::Value::String(s) if s == "skip" => return Ok(Expect::Skip),
+        toml::Value::String(s) if s == "keep" => return Ok(Expect::Keep),
+        toml::Value::String(s) if s.starts_with("delete after ") => {
+            let after = s.trim_start_matches("delete after ");
+            return crate::rules::parse_duration(after)
+                .map(Expect::DeleteAfter)
+                .map_err(|e| format!("expect: {e}"));
+        }
         toml::Value::Table(t) => t,
         _ => {
             return Err(
-                "expect must be \"skip\" or a table ([case.expect] with rule, parent, cn, members, attributes, on_create or error)"
+                "expect must be \"skip\", \"keep\", \"delete after <duration>\" or a table ([case.expect] with rule, parent, cn, members, attributes, on_create or error)"
                     .to_string(),
             )
         }

@@ -16,6 +16,8 @@ fn scope(group) { group.displayName != "skip me" }
 fn map(group) {
     if group.displayName == "boom" { throw "boom happened"; }
     if group.displayName == "nothing" { return (); }
+    if group.displayName == "keep me" { return #{ leave: "keep" }; }
+    if group.displayName == "later" { return #{ leave: "delete", after: "30d" }; }
     #{
         parent: setting("ou"),
         cn: group.displayName + "_" + group.id.sub_string(24),
@@ -188,6 +190,29 @@ fn skip_expectations() {
 }
 
 #[test]
+fn keep_and_delete_after_expectations() {
+    let case = |name: &str, expect: &str| {
+        format!("[[case]]\nname = \"c\"\nexpect = \"{expect}\"\ngroup = {{ displayName = \"{name}\" }}\n")
+    };
+    assert!(mismatches(&case("keep me", "keep")).is_empty());
+    assert!(mismatches(&case("later", "delete after 30d")).is_empty());
+    assert_eq!(
+        mismatches(&case("later", "delete after 7d")),
+        ["result: expected delete after 7d got delete after 30d"]
+    );
+    assert_eq!(
+        mismatches(&case("keep me", "skip")),
+        ["result: expected skip got keep"]
+    );
+    assert_eq!(
+        mismatches(&case("nothing", "keep")),
+        ["result: expected keep got skip"]
+    );
+    let e = broken(&case("later", "delete after soon"));
+    assert!(e.message.contains("\"soon\""), "{}", e.message);
+}
+
+#[test]
 fn error_expectations() {
     assert!(mismatches(
         "[[case]]\nname = \"e\"\ngroup = { displayName = \"boom\" }\nexpect = { error = \"boom happened\" }\n"
@@ -224,7 +249,7 @@ fn error_expectations() {
     let text = render(&report);
     assert!(!report.ok(), "{text}");
     assert!(
-        text.contains("10-probe.rhai:10:17: setting \"ou\" is not defined"),
+        text.contains("10-probe.rhai:12:17: setting \"ou\" is not defined"),
         "{text}"
     );
 }

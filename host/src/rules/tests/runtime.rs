@@ -293,6 +293,28 @@ fn out_of_scope_and_skip() {
 }
 
 #[test]
+fn leave_keep_and_delete_after() {
+    let map = r#"if group.displayName == "k" { #{ leave: "keep" } } else if group.displayName == "d" { #{ leave: "delete", after: "2h" } } else { #{ leave: "sometime" } }"#;
+    let dir = rules_dir(&[("10-x.rhai", &rule("true", map))]);
+    let set = load(dir.path()).expect("loads");
+    assert_eq!(
+        set.evaluate(&json!({"id": "1", "displayName": "k"}))
+            .expect("ok"),
+        Decision::Keep
+    );
+    assert_eq!(
+        set.evaluate(&json!({"id": "1", "displayName": "d"}))
+            .expect("ok"),
+        Decision::DeleteAfter { secs: 7_200 }
+    );
+    let e = eval_err(&set, &json!({"id": "1", "displayName": "x"}));
+    assert!(
+        e.to_string().contains("10-x.rhai") && e.to_string().contains("\"sometime\""),
+        "{e}"
+    );
+}
+
+#[test]
 fn runtime_error_names_rule_function_group_and_position() {
     let text = "fn scope(group) { true }\nfn map(group) {\n    let n = group.displayName;\n    n + group.nope\n}\n";
     let dir = rules_dir(&[("10-x.rhai", text)]);
@@ -562,7 +584,7 @@ fn unknown_keys_and_bad_shapes_are_refused() {
             r#"let s = "a"; s.pad(33, "𝔸"); #{ parent: "OU=A,DC=x", cn: s }"#,
             "cn of 65 UTF-16 code units (33 characters)",
         ),
-        ("42", "must return () or a map"),
+        ("42", "must return (), #{ leave: ... } or a map"),
         ("group", "not Group"),
     ] {
         let dir = rules_dir(&[("10-x.rhai", &rule("true", map))]);

@@ -58,7 +58,7 @@ pub(super) fn load(dir: &Path) -> Result<RuleSet, crate::rules::LoadError> {
 pub(super) fn desired(d: Decision) -> DesiredGroup {
     match d {
         Decision::Desired(g) => g,
-        Decision::OutOfScope => panic!("expected a desired group, got OutOfScope"),
+        other => panic!("expected a desired group, got {other:?}"),
     }
 }
 
