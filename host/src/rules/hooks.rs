@@ -4,6 +4,8 @@
 //! A rule file may define, besides `scope` and `map`:
 //! - `fn on_created(group, dn)`, `fn on_updated(group, dn, changes)`, `fn on_deleted(group_id,
 //!   dn)`, `fn on_members_added(group, dn, members)`, `fn on_members_removed(group, dn, members)`;
+//! - `fn on_held(event)`, `fn on_failed(event)`, `fn on_refused(event)`: what an operator must
+//!   look at (a held set, a group in quarantine, a refusal), to open a ticket;
 //! - `const SCHEDULE = "<interval or cron>"` with `fn on_schedule(info)`.
 //!
 //! Discovery reads the functions and the top-level `const SCHEDULE` from the compiled AST. Rhai
@@ -25,7 +27,9 @@ use super::sandbox::{Sandbox, Settings};
 use super::schedule::Schedule;
 use super::Limits;
 
-/// A trigger: what happened to a group's AD object.
+/// A trigger: what happened to a group's AD object (called in the rule that handles the
+/// group), or something an operator must look at (`on_held`, `on_failed`, `on_refused`: called
+/// in every rule file that defines it, once per event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hook {
@@ -34,16 +38,30 @@ pub enum Hook {
     OnMembersAdded,
     OnMembersRemoved,
     OnDeleted,
+    /// Deletes or member removals held back for approval (a new held set).
+    OnHeld,
+    /// A group entered quarantine, or fails with another error.
+    OnFailed,
+    /// The host refused to write a group (a foreign object, the schema, the managed OUs), newly.
+    OnRefused,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 5] = [
+    pub const ALL: [Hook; 8] = [
         Hook::OnCreated,
         Hook::OnUpdated,
         Hook::OnMembersAdded,
         Hook::OnMembersRemoved,
         Hook::OnDeleted,
+        Hook::OnHeld,
+        Hook::OnFailed,
+        Hook::OnRefused,
     ];
+
+    /// An operational hook: about the cycle, not about a change a group's rule asked for.
+    pub fn is_alert(self) -> bool {
+        matches!(self, Hook::OnHeld | Hook::OnFailed | Hook::OnRefused)
+    }
 
     /// The script function's name.
     pub fn name(self) -> &'static str {
@@ -53,6 +71,9 @@ impl Hook {
             Hook::OnMembersAdded => "on_members_added",
             Hook::OnMembersRemoved => "on_members_removed",
             Hook::OnDeleted => "on_deleted",
+            Hook::OnHeld => "on_held",
+            Hook::OnFailed => "on_failed",
+            Hook::OnRefused => "on_refused",
         }
     }
 
@@ -63,6 +84,7 @@ impl Hook {
             Hook::OnUpdated => &["group", "dn", "changes"],
             Hook::OnMembersAdded | Hook::OnMembersRemoved => &["group", "dn", "members"],
             Hook::OnDeleted => &["group_id", "dn"],
+            Hook::OnHeld | Hook::OnFailed | Hook::OnRefused => &["event"],
         }
     }
 }
@@ -87,7 +109,8 @@ pub struct TriggerEvent {
     pub dn: String,
     /// The cloud group as rules see it (`CloudObject::to_rule_json()`); `None` for deletes.
     pub group: Option<serde_json::Value>,
-    /// `on_updated`: `{ attr: { old, new }, moved_from? }`.
+    /// `on_updated`: `{ attr: { old, new }, moved_from? }`; `on_held`, `on_failed`,
+    /// `on_refused`: the event map they are given.
     pub changes: serde_json::Value,
     /// `on_members_added` / `on_members_removed`: member DNs.
     pub members: Vec<String>,
@@ -294,6 +317,15 @@ impl HookTable {
             .is_some_and(|r| r.hooks.hooks.contains(&hook))
     }
 
+    /// The rule files that define `hook`, in file-name order.
+    pub fn defining(&self, hook: Hook) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter(|(_, r)| r.hooks.hooks.contains(&hook))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
     /// Every trigger by rule file, for listings.
     pub fn triggers(&self) -> BTreeMap<&str, &BTreeSet<Hook>> {
         self.rules
@@ -345,6 +377,7 @@ impl HookTable {
             Hook::OnUpdated => vec![group(), dn, to_value(&event.changes)],
             Hook::OnMembersAdded | Hook::OnMembersRemoved => vec![group(), dn, members()],
             Hook::OnDeleted => vec![Dynamic::from(event.cloud_id.clone()), dn],
+            Hook::OnHeld | Hook::OnFailed | Hook::OnRefused => vec![to_value(&event.changes)],
         };
         self.call(rule, hook.name(), &event.cloud_id, args, effects, timeout)
     }

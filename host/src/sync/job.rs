@@ -22,6 +22,7 @@ use crate::state::{
 };
 
 use super::actual;
+use super::alerts;
 use super::apply::{self, Outcome};
 use super::desired::DesiredBuilder;
 use super::evaluate::{desired_hash, evaluate_all, rules_fingerprint};
@@ -34,6 +35,7 @@ use super::removals;
 use super::resolve;
 use super::select::{self, AllReason, Known, Sweep, Verdict};
 use super::stream::ChangeSink;
+use super::triggers::Alert;
 use super::triggers::{self, ScheduleInfo, TriggerLimits, TriggerResult};
 use super::types::{
     dn_key, ActualObject, Change, DesiredObject, Op, Plan, PlanCounts, Refusal, Unresolved,
@@ -529,9 +531,13 @@ impl Cycle<'_, '_> {
                 triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
         }
 
-        // 8. Triggers of the applied changes; their failures are reported, never undo the sync.
-        if applying && !plan.triggers.is_empty() {
-            report.trigger_results = self.run_triggers(&plan, &outcomes).await?;
+        // 8. Triggers of the applied changes, then the operational hooks; their failures are
+        // reported, never undo the sync.
+        if applying {
+            let alerts = self.alerts(&report, &plan)?;
+            if !plan.triggers.is_empty() || !alerts.is_empty() {
+                report.trigger_results = self.run_triggers(&plan, &outcomes, alerts).await?;
+            }
         }
         report.plan = plan;
         report.outcomes = outcomes;
@@ -1298,10 +1304,60 @@ impl Cycle<'_, '_> {
         Ok(out)
     }
 
+    /// The operational hooks this applied cycle fires (none when no rule defines one).
+    fn alerts(&self, report: &SyncReport, plan: &Plan) -> Result<Vec<Alert>, SyncError> {
+        let hooks = self.rules.hooks();
+        if [
+            crate::rules::Hook::OnHeld,
+            crate::rules::Hook::OnFailed,
+            crate::rules::Hook::OnRefused,
+        ]
+        .iter()
+        .all(|h| hooks.defining(*h).is_empty())
+        {
+            return Ok(Vec::new());
+        }
+        let ids: BTreeSet<String> = report
+            .quarantined
+            .iter()
+            .map(|q| q.cloud_id.as_str())
+            .chain(
+                report
+                    .held
+                    .iter()
+                    .flat_map(|h| h.deletes.iter().map(|e| e.cloud_id.as_str())),
+            )
+            .chain(
+                report
+                    .held_removals
+                    .iter()
+                    .flat_map(|h| h.groups.iter().map(|g| g.cloud_id.as_str())),
+            )
+            .map(str::to_string)
+            .collect();
+        let names: BTreeMap<String, String> = self
+            .store
+            .load_by_ids(ObjectKind::Group, &ids)?
+            .into_iter()
+            .filter_map(|(id, g)| g.str_prop("displayName").map(|n| (id, n.to_string())))
+            .collect();
+        Ok(alerts::alerts(
+            alerts::Cycle {
+                held: report.held.as_ref(),
+                held_removals: report.held_removals.as_ref(),
+                quarantined: &report.quarantined,
+                refused: &plan.refused,
+                names: &names,
+            },
+            |h| hooks.defining(h).into_iter().map(str::to_string).collect(),
+        ))
+    }
+
     async fn run_triggers(
         &mut self,
         plan: &Plan,
         outcomes: &[Outcome],
+        alerts: Vec<Alert>,
     ) -> Result<Vec<TriggerResult>, SyncError> {
         let ids: BTreeSet<String> = plan.triggers.iter().map(|t| t.cloud_id.clone()).collect();
         let groups = self.store.load_by_ids(ObjectKind::Group, &ids)?;
@@ -1318,6 +1374,7 @@ impl Cycle<'_, '_> {
             plan,
             outcomes,
             &groups,
+            alerts,
             effects,
             TriggerLimits {
                 timeout: self.config.rules.trigger_timeout,

@@ -4,6 +4,7 @@
 //! alone and run in a dry run; `apply` is the only part that writes to AD.
 
 pub mod actual;
+pub mod alerts;
 pub mod apply;
 pub mod desired;
 pub mod evaluate;

@@ -93,70 +93,58 @@ pub struct TriggerLimits {
     pub budget: Duration,
 }
 
-/// Runs the planned triggers whose change was applied (`outcomes`), in plan order.
+/// An operational hook to call (`on_held`, `on_failed`, `on_refused`) in `rule`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub rule: String,
+    pub event: TriggerEvent,
+}
+
+/// One entry of a cycle's trigger run: already decided, or a call to make.
+enum Step {
+    Done(TriggerResult),
+    Call(String, TriggerEvent),
+}
+
+/// Runs the planned triggers whose change was applied (`outcomes`), in plan order, then the
+/// operational hooks (`alerts`), all within one cycle's limits.
 pub async fn run_triggers(
     hooks: Arc<HookTable>,
     plan: &Plan,
     outcomes: &[Outcome],
     groups: &BTreeMap<String, CloudObject>,
+    alerts: Vec<Alert>,
     effects: Result<Arc<dyn Effects>, String>,
     limits: TriggerLimits,
 ) -> Vec<TriggerResult> {
-    let changes: BTreeMap<&str, &Change> = plan
-        .changes
-        .iter()
-        .map(|c| (c.cloud_id.as_str(), c))
-        .collect();
-    let outcomes: BTreeMap<&str, &Outcome> =
-        outcomes.iter().map(|o| (o.cloud_id.as_str(), o)).collect();
-    let mut results = Vec::with_capacity(plan.triggers.len());
+    let mut steps = planned_steps(plan, outcomes, groups);
+    steps.extend(alerts.into_iter().map(|a| Step::Call(a.rule, a.event)));
+    let mut results = Vec::with_capacity(steps.len());
     let mut calls = 0usize;
     let mut over_limit = 0usize;
     let mut over_budget = 0usize;
     let started = std::time::Instant::now();
-    for t in &plan.triggers {
-        let outcome = outcomes.get(t.cloud_id.as_str());
-        let result = |outcome: &'static str, dn: String, error: Option<String>| TriggerResult {
-            cloud_id: t.cloud_id.clone(),
-            rule: t.rule.clone(),
-            hook: t.hook,
-            dn,
+    for step in steps {
+        let (rule, event) = match step {
+            Step::Done(r) => {
+                results.push(r);
+                continue;
+            }
+            Step::Call(rule, event) => (rule, event),
+        };
+        let result = |outcome: &'static str, error: Option<String>| TriggerResult {
+            cloud_id: event.cloud_id.clone(),
+            rule: rule.clone(),
+            hook: event.hook,
+            dn: event.dn.clone(),
             outcome,
             error,
         };
-        let (Some(change), Some(o)) = (changes.get(t.cloud_id.as_str()), outcome) else {
-            results.push(result(
-                "skipped",
-                String::new(),
-                Some("not run: the change was not applied".into()),
-            ));
-            continue;
-        };
-        if o.error.is_some() {
-            results.push(result(
-                "skipped",
-                o.dn.clone(),
-                Some("not run: the change failed".into()),
-            ));
-            continue;
-        }
-        let event = event(t, change, o, groups);
-        if matches!(t.hook, Hook::OnMembersAdded | Hook::OnMembersRemoved)
-            && event.members.is_empty()
-        {
-            results.push(result(
-                "skipped",
-                event.dn,
-                Some("not run: AD took none of the member changes".into()),
-            ));
-            continue;
-        }
         let left = limits.budget.saturating_sub(started.elapsed());
         if left.is_zero() {
             over_budget += 1;
             results.push(result(
                 "skipped",
-                event.dn,
                 Some(format!(
                     "not run: the cycle's trigger time ({} s, [rules] trigger_budget_secs) was spent",
                     limits.budget.as_secs()
@@ -168,7 +156,6 @@ pub async fn run_triggers(
             over_limit += 1;
             results.push(result(
                 "skipped",
-                event.dn,
                 Some(format!(
                     "not run: more than {} trigger calls in one cycle ([rules] max_triggers_per_cycle)",
                     limits.max_calls
@@ -177,13 +164,12 @@ pub async fn run_triggers(
             continue;
         }
         calls += 1;
-        let dn = event.dn.clone();
         let error = match &effects {
             Err(e) => Some(e.clone()),
             Ok(fx) => call(
                 hooks.clone(),
-                t.rule.clone(),
-                event,
+                rule.clone(),
+                event.clone(),
                 fx.clone(),
                 limits.timeout.min(left),
             )
@@ -192,20 +178,20 @@ pub async fn run_triggers(
         };
         match &error {
             None => tracing::info!(
-                cloud_id = %t.cloud_id,
-                rule = %t.rule,
-                hook = %t.hook,
+                cloud_id = %event.cloud_id,
+                rule = %rule,
+                hook = %event.hook,
                 "trigger ran"
             ),
             Some(e) => tracing::warn!(
-                cloud_id = %t.cloud_id,
-                rule = %t.rule,
-                hook = %t.hook,
+                cloud_id = %event.cloud_id,
+                rule = %rule,
+                hook = %event.hook,
                 "trigger failed: {e}"
             ),
         }
         let outcome = if error.is_none() { "ok" } else { "failed" };
-        results.push(result(outcome, dn, error));
+        results.push(result(outcome, error));
     }
     if over_budget > 0 {
         tracing::warn!(
@@ -222,6 +208,58 @@ pub async fn run_triggers(
         );
     }
     results
+}
+
+/// The planned triggers as steps: a call for each whose change went through, a skip with the
+/// reason for the others.
+fn planned_steps(
+    plan: &Plan,
+    outcomes: &[Outcome],
+    groups: &BTreeMap<String, CloudObject>,
+) -> Vec<Step> {
+    let changes: BTreeMap<&str, &Change> = plan
+        .changes
+        .iter()
+        .map(|c| (c.cloud_id.as_str(), c))
+        .collect();
+    let outcomes: BTreeMap<&str, &Outcome> =
+        outcomes.iter().map(|o| (o.cloud_id.as_str(), o)).collect();
+    let mut steps = Vec::with_capacity(plan.triggers.len());
+    for t in &plan.triggers {
+        let skip = |dn: String, why: &str| {
+            Step::Done(TriggerResult {
+                cloud_id: t.cloud_id.clone(),
+                rule: t.rule.clone(),
+                hook: t.hook,
+                dn,
+                outcome: "skipped",
+                error: Some(why.to_string()),
+            })
+        };
+        let (Some(change), Some(o)) = (
+            changes.get(t.cloud_id.as_str()),
+            outcomes.get(t.cloud_id.as_str()),
+        ) else {
+            steps.push(skip(String::new(), "not run: the change was not applied"));
+            continue;
+        };
+        if o.error.is_some() {
+            steps.push(skip(o.dn.clone(), "not run: the change failed"));
+            continue;
+        }
+        let event = event(t, change, o, groups);
+        if matches!(t.hook, Hook::OnMembersAdded | Hook::OnMembersRemoved)
+            && event.members.is_empty()
+        {
+            steps.push(skip(
+                event.dn,
+                "not run: AD took none of the member changes",
+            ));
+            continue;
+        }
+        steps.push(Step::Call(t.rule.clone(), event));
+    }
+    steps
 }
 
 /// One call on a blocking thread, awaited at most a little past its own time limit.
@@ -473,6 +511,7 @@ fn on_deleted(id, dn) { throw "no"; }
             &plan,
             &outcomes,
             &BTreeMap::new(),
+            Vec::new(),
             Ok(rec.clone()),
             limits,
         )
@@ -519,6 +558,7 @@ fn on_deleted(id, dn) { throw "no"; }
             &plan,
             &outcomes,
             &BTreeMap::new(),
+            Vec::new(),
             Ok(rec.clone()),
             limits,
         )
@@ -536,6 +576,7 @@ fn on_deleted(id, dn) { throw "no"; }
             &plan,
             &outcomes,
             &BTreeMap::new(),
+            Vec::new(),
             Err("no HTTP client".into()),
             limits,
         )
@@ -554,6 +595,7 @@ fn on_deleted(id, dn) { throw "no"; }
             &plan,
             &outcomes,
             &BTreeMap::new(),
+            Vec::new(),
             Ok(rec.clone()),
             spent,
         )
@@ -564,5 +606,50 @@ fn on_deleted(id, dn) { throw "no"; }
             .error
             .as_deref()
             .is_some_and(|e| e.contains("trigger_budget_secs")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operational_hooks_get_their_event_after_the_planned_triggers() {
+        let (_dir, table) = hooks(
+            r#"
+fn scope(group) { true }
+fn map(group) { () }
+fn on_held(event) { http::post("h", #{ hook: "held", approve: event.approve }); }
+"#,
+        );
+        let alert = Alert {
+            rule: "10-t.rhai".into(),
+            event: TriggerEvent {
+                hook: Hook::OnHeld,
+                cloud_id: String::new(),
+                dn: String::new(),
+                group: None,
+                changes: serde_json::json!({ "approve": "writeback approve s1" }),
+                members: Vec::new(),
+            },
+        };
+        let rec = Arc::new(Recorder::default());
+        let limits = TriggerLimits {
+            timeout: Duration::from_secs(5),
+            max_calls: 1,
+            budget: Duration::from_secs(60),
+        };
+        let results = run_triggers(
+            table,
+            &Plan::default(),
+            &[],
+            &BTreeMap::new(),
+            vec![alert.clone(), alert],
+            Ok(rec.clone()),
+            limits,
+        )
+        .await;
+        let outcomes: Vec<(Hook, &str)> = results.iter().map(|r| (r.hook, r.outcome)).collect();
+        // The second one is over the per-cycle limit, like any trigger.
+        assert_eq!(outcomes, [(Hook::OnHeld, "ok"), (Hook::OnHeld, "skipped")]);
+        assert_eq!(
+            rec.0.lock().expect("lock").clone(),
+            [serde_json::json!({ "hook": "held", "approve": "writeback approve s1" })]
+        );
     }
 }

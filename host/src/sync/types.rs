@@ -143,6 +143,7 @@ impl Change {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Refusal {
     pub cloud_id: String,
+    /// The rule that mapped the group; `None` for a rule error (the reason names the rule).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     pub reason: String,

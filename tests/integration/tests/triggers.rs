@@ -609,3 +609,138 @@ async fn a_name_that_dns_maps_to_loopback_is_refused_after_resolution() {
     assert_eq!(r.status, 204);
     assert_eq!(hook.received().len(), 1);
 }
+
+#[tokio::test]
+async fn operational_hooks_open_one_ticket_per_held_set_failure_and_refusal() {
+    let mut bed = Bed::new("wb-trig-ops", 0).await;
+    bed.create_default_containers().await;
+    let hook = Receiver::start();
+    let tickets = r#"
+fn on_held(event) {
+    http::post(setting("hook_url"), #{ event: "held", kind: event.kind, approve: event.approve, groups: event.groups.len() });
+}
+fn on_failed(event) {
+    http::post(setting("hook_url"), #{ event: "failed", id: event.cloud_id, name: event.display_name, error: event.error });
+}
+fn on_refused(event) {
+    http::post(setting("hook_url"), #{ event: "refused", id: event.cloud_id, reason: event.reason });
+}
+"#;
+    let boom = "fn in_scope(group) { group.displayName == \"Boom\" }\nfn to_ad(group) { throw \"no mapping for Boom\"; }\n";
+    let rules = example_rules(
+        &bed,
+        &[("90-tickets.rhai", tickets), ("10-boom.rhai", boom)],
+    );
+    let (a, b, c, failing, taken) = (new_id(), new_id(), new_id(), new_id(), new_id());
+    // Another tool's group already carries the anchor of `taken`: refused, left alone.
+    let foreign = format!("CN=Not Ours,OU=Security,{}", bed.managed);
+    let anchor = format!("Group_{taken}");
+    bed.ldap
+        .add(
+            &foreign,
+            vec![
+                ("objectClass", ["group"].into_iter().collect()),
+                ("adminDescription", [anchor.as_str()].into_iter().collect()),
+            ],
+        )
+        .await
+        .expect("add")
+        .success()
+        .expect("add foreign group");
+    bed.seed(
+        vec![],
+        vec![
+            security_group(&a, "Ops A", &[]),
+            security_group(&b, "Ops B", &[]),
+            security_group(&c, "Ops C", &[]),
+            security_group(&failing, "Boom", &[]),
+            security_group(&taken, "Taken", &[]),
+        ],
+        &[],
+    );
+    configure(
+        &bed,
+        &rules,
+        &hook.url,
+        "",
+        "[safety]\ndelete_threshold = 2\n",
+    );
+    let tickets_of = |kind: &str| -> Vec<Value> {
+        hook.received()
+            .into_iter()
+            .filter(|h| h.body["event"] == kind)
+            .map(|h| h.body)
+            .collect()
+    };
+
+    // First sync: the failing rule and the foreign object each open one ticket.
+    let r = bed.run(&["sync", "--json"]);
+    let r: Value = serde_json::from_slice(&r.stdout).expect("sync --json");
+    let failed = tickets_of("failed");
+    let mut ids: Vec<&str> = failed.iter().filter_map(|t| t["id"].as_str()).collect();
+    ids.sort();
+    let mut want = vec![failing.as_str(), taken.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "{failed:?} {r:#}");
+    let boom_ticket = failed
+        .iter()
+        .find(|t| t["id"] == json!(failing))
+        .expect("boom");
+    assert_eq!(boom_ticket["name"], json!("Boom"));
+    assert!(
+        boom_ticket["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no mapping for Boom")),
+        "{boom_ticket}"
+    );
+    let refused = tickets_of("refused");
+    assert_eq!(
+        refused.len(),
+        1,
+        "a rule error is not a refusal: {refused:?}"
+    );
+    assert_eq!(refused[0]["id"], json!(taken));
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("Not Ours")),
+        "{refused:?}"
+    );
+
+    // Failing the same way again opens nothing more.
+    bed.run_json(&["sync", "--full"], 2);
+    assert_eq!(tickets_of("failed").len(), 2);
+    assert_eq!(tickets_of("refused").len(), 1);
+
+    // Three deletes over a threshold of two: held, one ticket with the approval command;
+    // the same set held again next cycle opens none.
+    for g in [&a, &b, &c] {
+        // Security groups are deleted for good at once (no deletedItems).
+        bed.graph("DELETE", &format!("/groups/{g}"), None).await;
+    }
+    let r = bed.run(&["sync", "--json"]);
+    let r: Value = serde_json::from_slice(&r.stdout).expect("sync --json");
+    let set = r["held"]["set_id"].as_str().expect("held set").to_string();
+    let held = tickets_of("held");
+    assert_eq!(
+        held,
+        [
+            json!({ "event": "held", "kind": "deletes", "approve": format!("writeback approve {set}"), "groups": 3 })
+        ],
+        "{r:#}"
+    );
+    bed.run(&["sync"]);
+    assert_eq!(
+        tickets_of("held").len(),
+        1,
+        "the same held set opens one ticket"
+    );
+    let audit = audit(&bed, "trigger:on_");
+    assert!(
+        audit
+            .iter()
+            .any(|(action, outcome, _)| action == "trigger:on_held" && outcome == "ok"),
+        "{audit:?}"
+    );
+    bed.cleanup().await;
+}
