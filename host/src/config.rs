@@ -120,6 +120,17 @@ enum AdAuth {
     Kerberos,
 }
 
+/// Where one script secret comes from: exactly one of the three.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScriptSecret {
+    env: Option<String>,
+    file: Option<PathBuf>,
+    /// A systemd credential (`LoadCredential=`/`SetCredentialEncrypted=`), read from
+    /// `$CREDENTIALS_DIRECTORY`.
+    credential: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRules {
@@ -127,6 +138,9 @@ struct RawRules {
     stdlib: Option<PathBuf>,
     #[serde(default)]
     settings: BTreeMap<String, toml::Value>,
+    /// Secrets for triggers (`secret("name")`), by name: where each is read from.
+    #[serde(default)]
+    secrets: BTreeMap<String, RawScriptSecret>,
     #[serde(default = "default_trigger_timeout_secs")]
     trigger_timeout_secs: u64,
     #[serde(default = "default_max_triggers_per_cycle")]
@@ -451,6 +465,40 @@ pub struct RulesConfig {
     pub trigger_budget: Duration,
     /// Where triggers' HTTP requests may go (`http_allowed_hosts`, `http_allowed_networks`).
     pub egress: crate::effects::Egress,
+    /// Secrets triggers read with `secret("name")`, by name (empty values when the config was
+    /// read without its secrets, for `writeback check`).
+    pub secrets: std::sync::Arc<BTreeMap<String, secrecy::SecretString>>,
+}
+
+/// Parts of setting names that say the value is a secret, which belongs in `[rules.secrets]`.
+const SECRET_WORDS: [&str; 7] = [
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "apikey",
+    "api_key",
+    "private_key",
+];
+
+impl RulesConfig {
+    /// Settings whose name says they hold a secret: a warning each, naming the key. A secret
+    /// in `[rules.settings]` sits in plain text in the config and in every `writeback plan`
+    /// reader's reach.
+    pub fn secret_looking_settings(&self) -> Vec<String> {
+        self.settings
+            .iter()
+            .filter(|(k, v)| {
+                let k = k.to_ascii_lowercase();
+                v.is_string() && SECRET_WORDS.iter().any(|w| k.contains(w))
+            })
+            .map(|(k, _)| {
+                format!(
+                    "rules.settings.{k} looks like a secret: move it to [rules.secrets] ({k} = {{ env = \"...\" }}, {{ file = \"...\" }} or {{ credential = \"...\" }}) and read it with secret(\"{k}\") in the trigger"
+                )
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -937,6 +985,30 @@ impl Config {
             })?;
             settings.insert(k, json);
         }
+        let mut secrets = BTreeMap::new();
+        for (name, src) in &raw.rules.secrets {
+            let key = format!("rules.secrets.{name}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Err(v.invalid(
+                    &key,
+                    "a secret's name is letters, digits, '_', '-' and '.' only",
+                ));
+            }
+            let value = match (&src.env, &src.file, &src.credential) {
+                (Some(_), None, None) | (None, Some(_), None) => v.secret(
+                    &key,
+                    src.env.as_deref(),
+                    src.file.as_deref().map(resolve).as_deref(),
+                )?,
+                (None, None, Some(cred)) => v.credential(&key, cred)?,
+                _ => return Err(v.invalid(&key, "give exactly one of env, file and credential")),
+            };
+            secrets.insert(name.clone(), secrecy::SecretString::from(value));
+        }
 
         if !(1..=3600).contains(&raw.rules.trigger_timeout_secs) {
             return Err(v.invalid(
@@ -1033,6 +1105,7 @@ impl Config {
                 max_triggers_per_cycle: raw.rules.max_triggers_per_cycle,
                 trigger_budget: Duration::from_secs(raw.rules.trigger_budget_secs),
                 egress,
+                secrets: std::sync::Arc::new(secrets),
             },
             state_path: resolve(&raw.state.path),
             members,
@@ -1211,6 +1284,31 @@ impl Validator<'_> {
     }
 
     /// A secret from an environment variable or a file (trailing newline removed).
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/<name>` (set by systemd for the unit's
+    /// `LoadCredential=`; the directory is private to the service).
+    fn credential(&self, key: &str, name: &str) -> Result<String, ConfigError> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(self.invalid(key, "a credential name has no '/'"));
+        }
+        if !self.read_secrets {
+            return Ok(String::new());
+        }
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+            self.invalid(
+                key,
+                &format!("systemd credential {name:?}: CREDENTIALS_DIRECTORY is not set (give the unit LoadCredential={name}:<path>)"),
+            )
+        })?;
+        let value = self
+            .read_file(key, &Path::new(&dir).join(name))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
+        if value.is_empty() {
+            return Err(self.invalid(key, "the secret is empty"));
+        }
+        Ok(value)
+    }
+
     fn secret(
         &self,
         key: &str,
@@ -1785,6 +1883,96 @@ path = "state.db"
             .expect_err("a number")
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn script_secrets_come_from_env_file_or_credential_and_are_named_when_wrong() {
+        use std::os::unix::fs::PermissionsExt;
+        with_env();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("ticket.key");
+        std::fs::write(&file, "from-file\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).expect("mkdir");
+        std::fs::write(creds.join("hook"), "from-credential").expect("write");
+        std::env::set_var("CREDENTIALS_DIRECTORY", &creds);
+        let text = format!(
+            "{GOOD}\n[rules.secrets]\napi = {{ env = \"WB_TEST_SECRET_PRESENT\" }}\nticket = {{ file = \"{}\" }}\nhook = {{ credential = \"hook\" }}\n",
+            file.display()
+        );
+        let c = cfg(&text).expect("valid");
+        let got: Vec<(&str, &str)> = c
+            .rules
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose_secret()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("api", "s3cret"),
+                ("hook", "from-credential"),
+                ("ticket", "from-file")
+            ]
+        );
+        assert!(
+            !format!("{c:?}").contains("from-file"),
+            "secrets stay out of Debug"
+        );
+        // Offline (writeback check): names only.
+        let offline = Config::parse_with(Path::new("/etc/w.toml"), &text, false).expect("offline");
+        assert!(offline.rules.secrets.contains_key("hook"));
+
+        for (bad, key, why) in [
+            (
+                "x = { env = \"WB_TEST_NOT_SET_ANYWHERE\" }",
+                "rules.secrets.x",
+                "WB_TEST_NOT_SET_ANYWHERE is not set",
+            ),
+            (
+                "x = { env = \"A\", credential = \"b\" }",
+                "rules.secrets.x",
+                "exactly one of env, file and credential",
+            ),
+            (
+                "x = { credential = \"../etc/passwd\" }",
+                "rules.secrets.x",
+                "no '/'",
+            ),
+            (
+                "x = { credential = \"missing\" }",
+                "rules.secrets.x",
+                "missing",
+            ),
+            (
+                "\"a b\" = { env = \"WB_TEST_SECRET_PRESENT\" }",
+                "rules.secrets.a b",
+                "letters, digits",
+            ),
+            ("x = { value = \"inline\" }", "value", "unknown field"),
+        ] {
+            let e = cfg(&format!("{GOOD}\n[rules.secrets]\n{bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains(key) && e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_secret_looking_setting_gets_a_warning_naming_it() {
+        with_env();
+        let text = GOOD.replace(
+            "[rules.settings]\n",
+            "[rules.settings]\nticket_api_token = \"abc\"\nmax_size = 5\nm365_token_count = 3\n",
+        );
+        let c = cfg(&text).expect("valid");
+        let w = c.rules.secret_looking_settings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("rules.settings.ticket_api_token") && w[0].contains("[rules.secrets]"),
+            "{w:?}"
+        );
     }
 
     #[test]

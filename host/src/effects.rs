@@ -8,7 +8,8 @@
 //! trigger has left. Logs, errors and the audit trail name a destination as scheme://host:port
 //! only: webhook URLs carry their key in the path (Slack, Teams, Discord) or the query.
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -46,6 +47,8 @@ pub struct HostEffects {
     egress: Egress,
     graph: Option<GraphClient>,
     ad: Option<(Mutex<AdConn>, AdScope)>,
+    /// `[rules.secrets]`, for `secret("name")`.
+    secrets: Arc<BTreeMap<String, secrecy::SecretString>>,
 }
 
 impl std::fmt::Debug for HostEffects {
@@ -82,7 +85,17 @@ impl HostEffects {
             egress,
             graph: None,
             ad: None,
+            secrets: Arc::default(),
         })
+    }
+
+    /// Lets `secret("name")` read the configured secrets.
+    pub fn with_secrets(
+        mut self,
+        secrets: Arc<BTreeMap<String, secrecy::SecretString>>,
+    ) -> HostEffects {
+        self.secrets = secrets;
+        self
     }
 
     /// Lets `graph::get` read through `graph` (its token, retries and origin check).
@@ -119,6 +132,7 @@ impl HostEffects {
         conn: &AdConn,
     ) -> Result<HostEffects, EffectsError> {
         Ok(HostEffects::new(handle, config.rules.egress.clone())?
+            .with_secrets(config.rules.secrets.clone())
             .with_graph(graph.clone())
             .with_ad(
                 conn.clone(),
@@ -211,6 +225,16 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
 }
 
 impl Effects for HostEffects {
+    fn secret(&self, name: &str) -> Result<String, String> {
+        use secrecy::ExposeSecret;
+        self.secrets
+            .get(name)
+            .map(|v| v.expose_secret().to_string())
+            .ok_or_else(|| {
+                format!("secret {name:?} is not configured: add it to [rules.secrets] ({name} = {{ env = \"...\" }}, {{ file = \"...\" }} or {{ credential = \"...\" }})")
+            })
+    }
+
     fn http(&self, request: HttpRequest) -> Result<HttpResponse, String> {
         let shown = safe_url(&request.url);
         let method = request.method.clone();

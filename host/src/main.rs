@@ -59,6 +59,9 @@ fn main() -> ExitCode {
 fn prepare(path: &Path) -> Result<Config> {
     let config = Config::load(path)?;
     config.forget_secret_env();
+    for warning in config.rules.secret_looking_settings() {
+        tracing::warn!("{warning}");
+    }
     if let Some(k) = &config.ad.kerberos {
         writeback::ad::kerberos::prepare_env(k)?;
     }
@@ -233,7 +236,26 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
     // `--rules DIR` without a config: there are no settings to check `setting("…")` against.
     let with_settings = rules_dir.is_none() || config.exists();
     let (rules_dir, stdlib, settings) = rules_source(config, rules_dir, stdlib)?;
-    match rules::check(&rules_dir, &stdlib, settings, with_settings) {
+    // Secret names are checked like setting names; their values are not read here.
+    let secrets: Option<std::collections::BTreeSet<String>> = if with_settings {
+        Some(
+            Config::load_offline(config)?
+                .rules
+                .secrets
+                .keys()
+                .cloned()
+                .collect(),
+        )
+    } else {
+        None
+    };
+    match rules::check(
+        &rules_dir,
+        &stdlib,
+        settings,
+        with_settings,
+        secrets.as_ref(),
+    ) {
         Ok(files) => {
             let rules = files
                 .iter()

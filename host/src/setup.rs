@@ -54,12 +54,14 @@ pub fn load_rules(config: &Config) -> Result<RuleSet, LoadError> {
                 .collect(),
         ));
     }
-    RuleSet::load(
+    let set = RuleSet::load(
         &config.rules.folder,
         &config.rules.stdlib,
         config.rules.settings.clone(),
         Limits::default(),
-    )
+    )?;
+    set.check_secrets(|n| config.rules.secrets.contains_key(n))?;
+    Ok(set)
 }
 
 /// The folders whose `.rhai` files make up the rule set.

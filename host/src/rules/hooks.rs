@@ -22,7 +22,7 @@ use rhai::{ASTFlags, Dynamic, Engine, Expr, ImmutableString, Map, Position, Stmt
 use serde::Serialize;
 
 use super::diagnostics::{self, Diagnostic};
-use super::primitives::{CallScope, Effects};
+use super::primitives::{CallScope, Effects, Revealed};
 use super::sandbox::{Sandbox, Settings};
 use super::schedule::Schedule;
 use super::Limits;
@@ -432,10 +432,12 @@ impl HookTable {
         };
         // A fresh engine per call: triggers are few, and its clock starts now.
         let sandbox = Sandbox::evaluator(&self.limits, self.settings.clone());
+        let revealed = Revealed::default();
         let scope = CallScope {
             rule: ImmutableString::from(rule),
             effects,
             deadline: Instant::now() + timeout,
+            revealed: revealed.clone(),
         };
         sandbox
             .call_hook(&r.ast, function, args, timeout, scope)
@@ -453,7 +455,8 @@ impl HookTable {
                     file: loc.file,
                     line: loc.line,
                     column: loc.column,
-                    message: loc.message,
+                    // A secret the script threw or put in a failing request stays hidden.
+                    message: revealed.redact(&loc.message),
                 })
             })
     }

@@ -38,7 +38,7 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -197,6 +197,15 @@ pub(crate) const OLD_ENTRY_POINTS: EntryPoints = EntryPoints {
     map: "map",
 };
 
+/// A `secret("name")` call in a rule file, where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretUse {
+    pub name: String,
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
 /// A compiled rule set. `Send + Sync`; share it behind an `Arc`.
 pub struct RuleSet {
     rules: Arc<Vec<CompiledRule>>,
@@ -210,6 +219,8 @@ pub struct RuleSet {
     hooks: Arc<HookTable>,
     /// The Graph properties the rules read beyond the host's own (`properties`).
     graph_properties: GraphProperties,
+    /// `secret("<literal>")` calls, for the load check against the config.
+    secret_uses: Vec<SecretUse>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -269,6 +280,7 @@ impl RuleSet {
         let mut files = Vec::new();
         let mut hook_table = HookTable::new(settings.clone(), limits.clone());
         let mut graph_properties = GraphProperties::default();
+        let mut secret_uses = Vec::new();
         for path in list_rule_files(rules_dir, &mut diags) {
             let name = file_name(&path);
             let text = match std::fs::read_to_string(&path) {
@@ -299,6 +311,16 @@ impl RuleSet {
                         message: u.message(),
                     }));
                     graph_properties.merge(properties::discover(&ast, &path, &text, &mut diags));
+                    secret_uses.extend(
+                        setting_names::literal_calls(&ast, "secret")
+                            .into_iter()
+                            .map(|u| SecretUse {
+                                name: u.name,
+                                file: path.clone(),
+                                line: u.at.line(),
+                                column: u.at.position(),
+                            }),
+                    );
                     if entry == Some(OLD_ENTRY_POINTS) {
                         diags.extend(lint::shadowed_methods(&text).iter().map(|s| Diagnostic {
                             file: path.clone(),
@@ -343,7 +365,37 @@ impl RuleSet {
             pool: Mutex::new(Vec::new()),
             hooks: Arc::new(hook_table),
             graph_properties,
+            secret_uses,
         })
+    }
+
+    /// Every `secret("<literal>")` in the rule files, so the host can check the names against
+    /// its configuration at load (a computed name, or one in a module, fails at the call).
+    pub fn secret_uses(&self) -> &[SecretUse] {
+        &self.secret_uses
+    }
+
+    /// A load error for every literal `secret("name")` whose name `configured` rejects.
+    pub fn check_secrets(&self, configured: impl Fn(&str) -> bool) -> Result<(), LoadError> {
+        let missing: Vec<Diagnostic> = self
+            .secret_uses
+            .iter()
+            .filter(|u| !configured(&u.name))
+            .map(|u| Diagnostic {
+                file: u.file.clone(),
+                line: u.line,
+                column: u.column,
+                message: format!(
+                    "secret {:?} is not configured: add it to [rules.secrets] ({} = {{ env = \"...\" }}, {{ file = \"...\" }} or {{ credential = \"...\" }})",
+                    u.name, u.name
+                ),
+            })
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadError::new(missing))
+        }
     }
 
     /// The Graph properties the rule files declare they read (sorted, unique).
@@ -459,15 +511,19 @@ pub fn check(
     stdlib_dir: &Path,
     settings: BTreeMap<String, serde_json::Value>,
     check_settings: bool,
+    secrets: Option<&BTreeSet<String>>,
 ) -> Result<Vec<RuleFile>, LoadError> {
-    RuleSet::load_inner(
+    let set = RuleSet::load_inner(
         rules_dir,
         stdlib_dir,
         settings,
         Limits::default(),
         check_settings,
-    )
-    .map(|set| set.files)
+    )?;
+    if let Some(names) = secrets {
+        set.check_secrets(|n| names.contains(n))?;
+    }
+    Ok(set.files)
 }
 
 /// `*.rhai` files directly in `dir`, sorted by name. Hidden files (editor locks) are skipped.

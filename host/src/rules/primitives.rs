@@ -26,7 +26,7 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The entry points that may use the primitives, for messages.
 const EFFECT_ENTRY_POINTS: &str =
-    "on_created, on_updated, on_deleted, on_members_added, on_members_removed, on_schedule";
+    "on_created, on_updated, on_deleted, on_members_added, on_members_removed, on_held, on_failed, on_refused, on_schedule";
 
 /// One HTTP request as a script asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,13 @@ pub trait Effects: Send + Sync {
         attrs: &[String],
         timeout: Duration,
     ) -> Result<Vec<AdFound>, String>;
+    /// The secret `name` of `[rules.secrets]`. Never logged; an unknown name is an error
+    /// naming it, never an empty string.
+    fn secret(&self, name: &str) -> Result<String, String> {
+        Err(format!(
+            "secret {name:?} is not configured: add it to [rules.secrets]"
+        ))
+    }
 }
 
 /// What a trigger or schedule call carries (the Rhai call tag): who runs, the effects, and when
@@ -81,6 +88,31 @@ pub(crate) struct CallScope {
     pub(crate) rule: ImmutableString,
     pub(crate) effects: Arc<dyn Effects>,
     pub(crate) deadline: Instant,
+    /// The secret values this call read: blanked out of its log lines and its error.
+    pub(crate) revealed: Revealed,
+}
+
+/// Secret values a call has read, shared by the call's clones.
+#[derive(Clone, Default)]
+pub(crate) struct Revealed(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Revealed {
+    fn add(&self, value: &str) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(value.to_string());
+        }
+    }
+
+    /// `text` with every secret value read so far replaced by `***`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        if let Ok(values) = self.0.lock() {
+            for v in values.iter().filter(|v| !v.is_empty()) {
+                out = out.replace(v.as_str(), "***");
+            }
+        }
+        out
+    }
 }
 
 impl CallScope {
@@ -119,8 +151,14 @@ fn scope_of(ctx: &NativeCallContext, function: &str) -> Result<CallScope, Box<Ev
         })
 }
 
-/// Registers the `http`, `graph`, `ad` and `log` namespaces.
+/// Registers `secret` and the `http`, `graph`, `ad` and `log` namespaces.
 pub(crate) fn register(engine: &mut Engine) {
+    FuncRegistration::new("secret")
+        .with_volatility(true)
+        .register_into_engine(engine, |ctx: NativeCallContext, name: ImmutableString| {
+            at_call(&ctx, secret(&ctx, &name))
+        });
+
     let mut http = Module::new();
     FuncRegistration::new("post")
         .with_volatility(true)
@@ -181,6 +219,14 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_static_module("log", log.into());
 }
 
+/// `secret(name)`: the value, recorded so the call's logs and error never show it.
+fn secret(ctx: &NativeCallContext, name: &str) -> Result<ImmutableString, Box<EvalAltResult>> {
+    let scope = scope_of(ctx, "secret")?;
+    let value = scope.effects.secret(name).map_err(runtime_error)?;
+    scope.revealed.add(&value);
+    Ok(value.into())
+}
+
 /// `log::*`: the rule running (a trigger's rule, else the file the call is in) as a field.
 fn write_log(ctx: &NativeCallContext, level: tracing::Level, msg: Dynamic) {
     let rule = ctx
@@ -198,7 +244,13 @@ fn write_log(ctx: &NativeCallContext, level: tracing::Level, msg: Dynamic) {
         msg.to_string()
     };
     // One message, one line: a script cannot forge log lines or reach the terminal.
-    let text = crate::printable::one_line(&text);
+    let mut text = crate::printable::one_line(&text);
+    if let Some(scope) = ctx
+        .tag()
+        .and_then(|t| t.read_lock::<CallScope>().map(|s| s.clone()))
+    {
+        text = scope.revealed.redact(&text).into();
+    }
     match level {
         tracing::Level::ERROR => tracing::error!(target: "writeback::rules", rule, "{text}"),
         tracing::Level::WARN => tracing::warn!(target: "writeback::rules", rule, "{text}"),

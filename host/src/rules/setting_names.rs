@@ -4,7 +4,7 @@
 //! file itself are checked: a computed name, or a call in an imported module, still fails at the
 //! call. `setting_or("name", default)` has a default and is never an error.
 
-use rhai::{ASTNode, Expr, Position, AST};
+use rhai::{ASTNode, Expr, Position, Stmt, AST};
 
 /// A `setting("…")` call whose name is not configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,21 +24,31 @@ impl UnknownSetting {
 
 /// Every `setting("<literal>")` in `ast` whose name `defined` rejects, in source order.
 pub(crate) fn unknown(ast: &AST, defined: impl Fn(&str) -> bool) -> Vec<UnknownSetting> {
+    literal_calls(ast, "setting")
+        .into_iter()
+        .filter(|u| !defined(&u.name))
+        .collect()
+}
+
+/// Every call `function("<literal>")` in `ast` (global, one argument), in source order: the
+/// names a rule file reads with `setting` or `secret`.
+pub(crate) fn literal_calls(ast: &AST, function: &str) -> Vec<UnknownSetting> {
     let mut found = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
-        let Some(ASTNode::Expr(Expr::FnCall(call, at))) = path.last() else {
-            return true;
+        // A call used as a statement (`secret("x");`) is a statement node of its own.
+        let (call, at) = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, at))) => (call, at),
+            Some(ASTNode::Stmt(Stmt::FnCall(call, at))) => (call, at),
+            _ => return true,
         };
-        if call.name.as_str() != "setting" || !call.namespace.is_empty() {
+        if call.name.as_str() != function || !call.namespace.is_empty() {
             return true;
         }
         if let [Expr::StringConstant(name, _)] = call.args.as_slice() {
-            if !defined(name.as_str()) {
-                found.push(UnknownSetting {
-                    name: name.to_string(),
-                    at: *at,
-                });
-            }
+            found.push(UnknownSetting {
+                name: name.to_string(),
+                at: *at,
+            });
         }
         true
     });

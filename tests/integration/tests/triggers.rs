@@ -744,3 +744,73 @@ fn on_refused(event) {
     );
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_trigger_reads_a_configured_secret_that_never_shows_in_reports_or_the_audit() {
+    let mut bed = Bed::new("wb-trig-secret", 0).await;
+    bed.create_default_containers().await;
+    let hook = Receiver::start();
+    let key = format!("hook-key-{}", &new_id()[..8]);
+    // Read from the environment by the config, as a service would get it.
+    std::env::set_var("WB_IT_HOOK_KEY", &key);
+    let tickets = r#"
+fn on_created(group, dn) {
+    if group.displayName == "Leaky" { throw `refused with ${secret("hook_key")}`; }
+    http::post(setting("hook_url"), #{ event: "created", key: secret("hook_key") });
+}
+"#;
+    let rules = example_rules(&bed, &[]);
+    let rule = rules.join("20-security.rhai");
+    // Triggers run in the rule that handles the group: this one replaces the example's own.
+    let text = std::fs::read_to_string(&rule).expect("read rule");
+    std::fs::write(
+        &rule,
+        text.replace("fn on_created(", "fn example_on_created(") + tickets,
+    )
+    .expect("write rule");
+    let (fine, leaky) = (new_id(), new_id());
+    bed.seed(
+        vec![],
+        vec![
+            security_group(&fine, "Fine", &[]),
+            security_group(&leaky, "Leaky", &[]),
+        ],
+        &[],
+    );
+    // A secret the rules read but the config lacks: a load error with file and line.
+    configure(&bed, &rules, &hook.url, "", "");
+    let out = bed.run(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("20-security.rhai:") && err.contains("secret \"hook_key\" is not configured"),
+        "{err}"
+    );
+
+    configure(
+        &bed,
+        &rules,
+        &hook.url,
+        "",
+        "[rules.secrets]\nhook_key = { env = \"WB_IT_HOOK_KEY\" }\n",
+    );
+    let out = bed.run(&["sync", "--json"]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let logs = String::from_utf8_lossy(&out.stderr).to_string();
+    let created: Vec<Value> = hook
+        .received()
+        .into_iter()
+        .filter(|h| h.body["event"] == "created")
+        .map(|h| h.body)
+        .collect();
+    assert_eq!(created, [json!({ "event": "created", "key": key })]);
+    assert!(report.contains("refused with ***"), "{report}");
+    for (what, text) in [
+        ("report", &report),
+        ("logs", &logs),
+        ("audit", &audit_dump(&bed)),
+    ] {
+        assert!(!text.contains(&key), "the secret is in the {what}: {text}");
+    }
+    bed.cleanup().await;
+}

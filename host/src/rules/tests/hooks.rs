@@ -107,6 +107,105 @@ impl Effects for Fake {
     }
 }
 
+/// Effects with one secret, `api_key`.
+struct WithSecret(Arc<Fake>);
+
+impl Effects for WithSecret {
+    fn http(&self, r: HttpRequest) -> Result<HttpResponse, String> {
+        self.0.http(r)
+    }
+    fn graph_get(&self, path: &str, t: Duration) -> Result<Value, String> {
+        self.0.graph_get(path, t)
+    }
+    fn ad_search(
+        &self,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        t: Duration,
+    ) -> Result<Vec<AdFound>, String> {
+        self.0.ad_search(base, filter, attrs, t)
+    }
+    fn secret(&self, name: &str) -> Result<String, String> {
+        match name {
+            "api_key" => Ok("k3y-s3cret".into()),
+            other => Err(format!("secret {other:?} is not configured")),
+        }
+    }
+}
+
+#[test]
+fn secrets_reach_triggers_only_and_never_their_errors() {
+    let rule = r#"
+fn in_scope(group) { true }
+fn to_ad(group) { #{ parent: "OU=X", cn: secret("api_key") } }
+fn on_created(group, dn) {
+    if group.displayName == "throw" { throw `key was ${secret("api_key")}`; }
+    if group.displayName == "missing" { secret("nope"); }
+    http::request(#{ method: "POST", url: "https://t.example/x", headers: #{ Authorization: `Bearer ${secret("api_key")}` } });
+}
+"#;
+    let t = table(&[("10-s.rhai", rule)]);
+    let fake = Fake::new();
+    let fx = Arc::new(WithSecret(fake.clone()));
+    let timeout = Duration::from_secs(5);
+    let mut g = m365_group();
+    t.call_trigger(
+        "10-s.rhai",
+        &created(g.clone(), "CN=G"),
+        fx.clone(),
+        timeout,
+    )
+    .expect("on_created");
+    let calls = fake.calls();
+    assert!(
+        calls[0].to_string().contains("Bearer k3y-s3cret"),
+        "{calls:?}"
+    );
+    g["displayName"] = json!("throw");
+    let e = t
+        .call_trigger(
+            "10-s.rhai",
+            &created(g.clone(), "CN=G"),
+            fx.clone(),
+            timeout,
+        )
+        .expect_err("throws");
+    assert!(
+        !e.to_string().contains("k3y-s3cret") && e.to_string().contains("key was ***"),
+        "{e}"
+    );
+    g["displayName"] = json!("missing");
+    let e = t
+        .call_trigger("10-s.rhai", &created(g.clone(), "CN=G"), fx, timeout)
+        .expect_err("missing");
+    assert!(
+        e.to_string().contains("secret \"nope\" is not configured"),
+        "{e}"
+    );
+    // In the pure entry points there is no secret to read.
+    let dir = super::support::rules_dir(&[("10-s.rhai", rule)]);
+    let set = super::support::load(dir.path()).expect("loads");
+    let e = set
+        .evaluate(&m365_group())
+        .expect_err("to_ad cannot read secrets");
+    assert!(
+        e.to_string()
+            .contains("`secret` is available only in triggers"),
+        "{e}"
+    );
+    // Literal names are known at load, for the host to check against its configuration.
+    let names: Vec<&str> = set.secret_uses().iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["api_key", "api_key", "nope", "api_key"]);
+    let e = set
+        .check_secrets(|n| n == "api_key")
+        .expect_err("nope is not configured");
+    assert!(
+        e.to_string().contains("10-s.rhai:6:") && e.to_string().contains("\"nope\""),
+        "{e}"
+    );
+}
+
 fn created(group: Value, dn: &str) -> TriggerEvent {
     TriggerEvent {
         hook: Hook::OnCreated,

@@ -726,10 +726,10 @@ fn modules_are_read_afresh_on_every_load() {
 #[test]
 fn check_reports_files_or_diagnostics() {
     let dir = rules_dir(&[("10-x.rhai", &rule("true", MINIMAL_MAP))]);
-    let files = crate::rules::check(dir.path(), &stdlib(), settings(), true).expect("valid");
+    let files = crate::rules::check(dir.path(), &stdlib(), settings(), true, None).expect("valid");
     assert_eq!(files.len(), 1);
     let dir = rules_dir(&[("10-x.rhai", "fn scope(group) {")]);
-    assert!(crate::rules::check(dir.path(), &stdlib(), settings(), true).is_err());
+    assert!(crate::rules::check(dir.path(), &stdlib(), settings(), true, None).is_err());
 }
 
 #[test]
