@@ -13,6 +13,12 @@
 #
 #   delegate-samba.sh [-H <sam.ldb>] [-s <smb.conf>] <managed OU DN> <sAMAccountName> [attribute...]
 #
+# and, with -l, once per link target (`ad.link_targets`: a group, or an OU of groups, outside the
+# managed OUs that rules add their groups to with `member_of`): write `member` on that object and
+# the groups below it, nothing else (OA;CI;WP;member) :
+#
+#   delegate-samba.sh -l [-H <sam.ldb>] [-s <smb.conf>] <link target DN> <sAMAccountName>
+#
 # The account must match exactly one object; its name may hold only letters, digits, '.', '_'
 # and '-' (and a final '$' for a managed service account), so nothing in it acts as an LDAP
 # filter. The attributes default to what the default rules write; give your own list when your
@@ -37,11 +43,13 @@ die() {
 
 SAM_LDB=/var/lib/samba/private/sam.ldb
 CONF=()
-while getopts 'H:s:' opt; do
+LINK_TARGET=0
+while getopts 'lH:s:' opt; do
     case "${opt}" in
+        l) LINK_TARGET=1 ;;
         H) SAM_LDB="${OPTARG}" ;;
         s) CONF=(--configfile="${OPTARG}") ;;
-        *) die "usage: $0 [-H sam.ldb] [-s smb.conf] <OU DN> <sAMAccountName> [attribute...]" ;;
+        *) die "usage: $0 [-l] [-H sam.ldb] [-s smb.conf] <OU DN> <sAMAccountName> [attribute...]" ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -49,7 +57,10 @@ shift $((OPTIND - 1))
 OU="$1"
 ACCOUNT="$2"
 shift 2
-if [[ $# -gt 0 ]]; then ATTRIBUTES=("$@"); else ATTRIBUTES=("${DEFAULT_ATTRIBUTES[@]}"); fi
+if ((LINK_TARGET)); then
+    [[ $# -eq 0 ]] || die "-l takes no attribute list: a link target only needs member"
+    ATTRIBUTES=(member)
+elif [[ $# -gt 0 ]]; then ATTRIBUTES=("$@"); else ATTRIBUTES=("${DEFAULT_ATTRIBUTES[@]}"); fi
 
 # The names go into LDAP filters: checked here, before the DC's database is opened, against
 # the filter's metacharacters and then against a plain charset (C locale: ASCII ranges).
@@ -97,6 +108,16 @@ while read -r name guid; do
 done < <(ldbsearch "${CONF[@]}" -H "${SAM_LDB}" -b "${SCHEMA}" "${filter}" lDAPDisplayName schemaIDGUID |
     awk '$1 == "lDAPDisplayName:" { n = $2 } $1 == "schemaIDGUID:" { g = $2 } /^$/ && n != "" { print n, g; n = ""; g = "" }
          END { if (n != "") print n, g }')
+
+if ((LINK_TARGET)); then
+    g="${GUID[member]:-}"
+    [[ -n "${g}" ]] || die "the schema has no member attribute"
+    samba-tool dsacl set "${CONF[@]}" -H "${SAM_LDB}" --objectdn="${OU}" \
+        --sddl="(OA;CI;WP;${g};;${SID})" >/dev/null ||
+        die "samba-tool dsacl set on ${OU} failed"
+    printf 'delegate-samba: %s may now add and remove members of %s (and the groups below it)\n' "${ACCOUNT}" "${OU}" >&2
+    exit 0
+fi
 
 SDDL="(OA;CI;CCDC;${GROUP_CLASS};;${SID})"
 for a in "${ATTRIBUTES[@]}"; do

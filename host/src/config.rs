@@ -103,6 +103,8 @@ struct RawAd {
     member_search_bases: Vec<String>,
     #[serde(default)]
     shared_ous: Vec<String>,
+    #[serde(default)]
+    link_targets: Vec<String>,
     /// A Global Catalog for member lookups (other domains of the forest); writes stay on the DC.
     gc_url: Option<String>,
     #[serde(default = "default_timeout_secs")]
@@ -426,6 +428,9 @@ pub struct AdConfig {
     /// Managed OUs other instances (another tenant's, or other rules') write to as well: their
     /// groups there are expected, not counted as foreign objects.
     pub shared_ous: Vec<String>,
+    /// Groups (or OUs holding groups) outside the managed OUs that rules may add their groups
+    /// to (`member_of`); Writeback only adds and removes its own links there.
+    pub link_targets: Vec<String>,
     /// Where members are looked up; empty = the domain root (the forest with `gc_url`).
     pub member_search_bases: Vec<String>,
     /// The Global Catalog members are looked up in, when set.
@@ -446,6 +451,7 @@ impl std::fmt::Debug for AdConfig {
             .field("allow_plain_ldap", &self.allow_plain_ldap)
             .field("managed_ous", &self.managed_ous)
             .field("shared_ous", &self.shared_ous)
+            .field("link_targets", &self.link_targets)
             .field("member_search_bases", &self.member_search_bases)
             .field("gc_url", &self.gc_url)
             .finish()
@@ -937,6 +943,23 @@ impl Config {
                 ));
             }
         }
+        for (i, t) in a.link_targets.iter().enumerate() {
+            let key = format!("ad.link_targets[{i}]");
+            if !looks_like_dn(t) {
+                return Err(v.invalid(&key, &format!("{t:?} is not a valid distinguished name")));
+            }
+            // Groups Writeback writes get their members from the cloud: a link added there
+            // would be removed by the next compare of that group.
+            if a.managed_ous
+                .iter()
+                .any(|m| crate::ad::dn::is_within(t, m) || crate::ad::dn::is_within(m, t))
+            {
+                return Err(v.invalid(
+                    &key,
+                    &format!("{t:?} overlaps ad.managed_ous: groups Writeback writes take their members from the cloud (nest them there)"),
+                ));
+            }
+        }
         for (i, b) in a.member_search_bases.iter().enumerate() {
             if !looks_like_dn(b) {
                 return Err(v.invalid(
@@ -959,6 +982,7 @@ impl Config {
             allow_plain_ldap: a.allow_plain_ldap,
             managed_ous: a.managed_ous,
             shared_ous: a.shared_ous,
+            link_targets: a.link_targets,
             member_search_bases: a.member_search_bases,
             gc_url: a.gc_url,
             timeout: Duration::from_secs(a.timeout_secs.max(1)),

@@ -292,6 +292,7 @@ pub async fn explain(
             if let (Some(d), Some(_)) = (&desired, &group) {
                 let builder = DesiredBuilder {
                     managed_ous: &config.ad.managed_ous,
+                    link_targets: &config.ad.link_targets,
                     schema: None,
                 };
                 match builder.object(&id, d) {
@@ -376,6 +377,7 @@ async fn in_scope(
     let schema = conn.load_schema().await?;
     let builder = DesiredBuilder {
         managed_ous: &config.ad.managed_ous,
+        link_targets: &config.ad.link_targets,
         schema: Some(&schema),
     };
     // Read by anchor whether or not the rules' output is writable: the object is shown either
@@ -454,6 +456,10 @@ async fn in_scope(
         }
     }
     let desired = BTreeMap::from([(id.to_string(), o.clone())]);
+    let mut links = store.links_of(owned.keys())?;
+    for (id, a) in owned.iter_mut() {
+        a.links = links.remove(id).unwrap_or_default();
+    }
     x.changes = plan::plan(&desired, &owned);
     x.in_step = x.changes.is_empty();
     x.desired = Some(o);
@@ -682,12 +688,23 @@ pub fn render(x: &Explanation) -> String {
     s
 }
 
+/// The group's links into groups Writeback does not own (`member_of`).
+fn render_links(s: &mut String, links: &crate::sync::types::Links) {
+    for t in &links.add {
+        let _ = writeln!(s, "    + member of {t}");
+    }
+    for t in &links.remove {
+        let _ = writeln!(s, "    - member of {t}");
+    }
+}
+
 fn render_change(s: &mut String, c: &Change) {
     match &c.op {
         Op::Create {
             dn,
             attributes,
             members,
+            links,
         } => {
             let _ = writeln!(
                 s,
@@ -695,6 +712,7 @@ fn render_change(s: &mut String, c: &Change) {
                 attributes.len(),
                 members.len()
             );
+            render_links(s, links);
         }
         Op::Update {
             dn,
@@ -702,6 +720,7 @@ fn render_change(s: &mut String, c: &Change) {
             changes,
             members_add,
             members_remove,
+            links,
         } => {
             let _ = writeln!(s, "  update {dn}");
             if let Some(to) = move_to {
@@ -734,6 +753,7 @@ fn render_change(s: &mut String, c: &Change) {
             for m in members_remove {
                 let _ = writeln!(s, "    - member {m}");
             }
+            render_links(s, links);
         }
         Op::Delete { dn, reason } => {
             let _ = writeln!(s, "  delete {dn} ({reason})");
@@ -779,6 +799,7 @@ mod tests {
             timed: false,
         });
         x.desired = Some(DesiredObject {
+            member_of: Default::default(),
             cloud_id: "g1".into(),
             rule: "20-security.rhai".into(),
             dn: "CN=Sales,OU=W,DC=x".into(),
@@ -809,6 +830,7 @@ mod tests {
             cloud_id: "g1".into(),
             rule: Some("20-security.rhai".into()),
             op: Op::Update {
+                links: Default::default(),
                 dn: "CN=Sales,OU=W,DC=x".into(),
                 move_to: Some("CN=Sales 2,OU=W,DC=x".into()),
                 changes: vec![AttrChange::Replace {

@@ -151,6 +151,10 @@ pub struct DesiredGroup {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub on_create: BTreeMap<String, Option<Vec<String>>>,
     pub members: MemberPolicy,
+    /// DNs of groups Writeback does not own that this group is added to (`member_of`);
+    /// sorted, unique.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub member_of: Vec<String>,
 }
 
 /// Which members the host writes.

@@ -150,7 +150,7 @@ pub(crate) fn over_known_limits(group: &DesiredGroup) -> Vec<TooLong> {
     out
 }
 
-const KEYS: &str = "parent, cn, attributes, on_create, members";
+const KEYS: &str = "parent, cn, attributes, on_create, members, member_of";
 
 /// What `entry` returned, as a decision: `()` skips the group (deleting an AD group written
 /// earlier), a map with `leave` says what becomes of it ([`super::leave`]), any other map is the
@@ -177,6 +177,7 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
     let mut attributes = BTreeMap::new();
     let mut on_create = BTreeMap::new();
     let mut members = MemberPolicy::OnPremises;
+    let mut member_of = Vec::new();
     for (key, value) in map {
         match key.as_str() {
             "parent" => parent = Some(required_text(rule, "parent", value)?),
@@ -184,6 +185,7 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
             "attributes" => attributes = attribute_map(rule, "attributes", value)?,
             "on_create" => on_create = attribute_map(rule, "on_create", value)?,
             "members" => members = member_policy(rule, value)?,
+            "member_of" => member_of = dn_list(rule, "member_of", value)?,
             other => {
                 return Err(format!(
                     "{rule} returned an unknown key {} (allowed: {KEYS}); attributes go inside `attributes: #{{ ... }}`",
@@ -210,7 +212,34 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
         attributes,
         on_create,
         members,
+        member_of,
     })
+}
+
+/// A DN or an array of DNs (`()` or `[]` for none): sorted, unique, each checked to be a DN.
+fn dn_list(rule: &str, key: &str, value: Dynamic) -> Result<Vec<String>, String> {
+    let items: Vec<Dynamic> = if value.is_unit() {
+        Vec::new()
+    } else if value.is_array() {
+        value.cast::<Array>()
+    } else {
+        vec![value]
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for item in items {
+        let typ = type_name(&item);
+        let dn = item
+            .into_string()
+            .map_err(|_| format!("{rule} returned `{key}` with a {typ}; it takes DNs (strings)"))?;
+        if crate::ad::dn::normalize(&dn).is_err() || !dn.contains('=') {
+            return Err(format!(
+                "{rule} returned `{key}` {}, which is not a distinguished name",
+                quoted(&dn)
+            ));
+        }
+        out.insert(dn);
+    }
+    Ok(out.into_iter().collect())
 }
 
 /// `on_create` names no attribute `attributes` also sets, and both fit one LDAP add together.
@@ -424,6 +453,7 @@ mod tests {
 
     fn group(cn: &str, attributes: &[(&str, Option<Vec<String>>)]) -> DesiredGroup {
         DesiredGroup {
+            member_of: Default::default(),
             rule: "10-x.rhai".into(),
             parent: "OU=A,DC=x".into(),
             cn: cn.into(),

@@ -21,6 +21,7 @@ mod error;
 mod held;
 mod held_removals;
 mod leaving;
+mod links;
 mod pending;
 mod quarantine;
 mod released;
@@ -69,6 +70,7 @@ pub mod tx {
         put_anchor, put_applied, put_intent, remove_anchor, remove_applied, remove_intent,
     };
     pub use super::held::replace as replace_held;
+    pub use super::links::{put as put_link, remove as remove_link, remove_all as remove_links};
     pub use super::pending::{
         clear_all_pending, clear_pending, mark_pending, remove_meta, set_meta,
     };
@@ -443,6 +445,14 @@ impl Store {
         tx.commit()
             .ctx(&self.conn, || format!("commit approval {id}"))?;
         Ok(result)
+    }
+
+    /// The links into groups Writeback does not own that it added, for `ids`.
+    pub fn links_of<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, Vec<String>>, StateError> {
+        links::of(&self.conn, ids)
     }
 
     /// Owned groups a rule no longer wants written: kept, or deleted later.

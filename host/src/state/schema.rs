@@ -173,8 +173,19 @@ CREATE TABLE leaving (
 CREATE INDEX leaving_due ON leaving (delete_at) WHERE delete_at IS NOT NULL;
 "#;
 
+/// Version 8: `link`, the links of Writeback's groups into groups it does not own (a rule's
+/// `member_of`) that Writeback added: the only ones it ever removes.
+const V8: &str = r#"
+CREATE TABLE link (
+    cloud_id  TEXT NOT NULL,
+    target_dn TEXT NOT NULL,
+    added_at  TEXT NOT NULL,
+    PRIMARY KEY (cloud_id, target_dn)
+) STRICT, WITHOUT ROWID;
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

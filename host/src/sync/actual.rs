@@ -68,18 +68,25 @@ pub async fn read_owned(
     let mut want: Vec<&str> = attrs.iter().map(String::as_str).collect();
     want.extend(ANCHOR_ATTRS);
     want.extend(["objectGUID", "member"]);
+    // The groups it is in, only where rules may link groups into others.
+    if !config.ad.link_targets.is_empty() {
+        want.push("memberOf");
+    }
     let found = search_by_anchor(conn, &config.ad.managed_ous, ids, &want).await?;
     Ok(found
         .into_iter()
         .map(|(cloud_id, e)| {
             let mut attrs = e.attrs;
             let members = attrs.remove("member").unwrap_or_default();
+            let member_of = attrs.remove("memberof").unwrap_or_default();
             ActualObject {
                 cloud_id,
                 dn: e.dn,
                 guid: e.guid.map(|g| g.to_string()),
                 attrs,
                 members,
+                member_of,
+                links: Vec::new(),
             }
         })
         .collect())
@@ -126,6 +133,6 @@ fn located(cloud_id: String, e: AdEntry) -> ActualObject {
         dn: e.dn,
         guid: e.guid.map(|g| g.to_string()),
         attrs: BTreeMap::new(),
-        members: Vec::new(),
+        ..Default::default()
     }
 }

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 const PARALLEL_CREATES: usize = 4;
 
 use super::progress::Progress;
-use super::types::{dn_key, is_within, AttrChange, Change, Op, Plan, ANCHOR_ATTRS};
+use super::types::{dn_key, is_within, AttrChange, Change, Links, Op, Plan, ANCHOR_ATTRS};
 
 /// What kind of change an outcome is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -62,6 +62,12 @@ pub struct Outcome {
     /// was made, so the intent recorded before the add is settled (see `sync::ownership`).
     #[serde(skip)]
     pub not_created: bool,
+    /// Links into other groups (`member_of`) this change added: recorded as Writeback's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links_added: Vec<String>,
+    /// Links this change removed (or found gone already): their records go.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links_removed: Vec<String>,
 }
 
 impl Outcome {
@@ -94,6 +100,7 @@ pub async fn apply(
     conn: &mut AdConn,
     plan: &Plan,
     managed_ous: &[String],
+    link_targets: &[String],
     created_elsewhere: &BTreeSet<String>,
 ) -> (Vec<Outcome>, Deferred) {
     let inside = |dn: &str| managed_ous.iter().any(|ou| is_within(dn, ou));
@@ -108,6 +115,8 @@ pub async fn apply(
         member_errors: Vec::new(),
         transient: false,
         not_created: false,
+        links_added: Vec::new(),
+        links_removed: Vec::new(),
     };
 
     // 1. Creates, with their members in the same add (one request per group, as an LDIF
@@ -155,6 +164,7 @@ pub async fn apply(
             dn,
             attributes,
             members,
+            ..
         } = &c.op
         {
             creating.tick();
@@ -353,7 +363,25 @@ pub async fn apply(
         }
     }
 
-    // 4. Deletes last, so members moved elsewhere first are not lost.
+    // 4. Links into groups Writeback does not own, once the group exists where it stays.
+    for c in &plan.changes {
+        let links = match &c.op {
+            Op::Create { links, .. } | Op::Update { links, .. } => links,
+            Op::Delete { .. } => continue,
+        };
+        if links.is_empty() {
+            continue;
+        }
+        let Some(o) = outcomes.get_mut(&c.cloud_id) else {
+            continue;
+        };
+        if o.error.is_some() {
+            continue;
+        }
+        apply_links(conn, o, links, link_targets).await;
+    }
+
+    // 5. Deletes last, so members moved elsewhere first are not lost.
     for c in &plan.changes {
         if let Op::Delete { dn, .. } = &c.op {
             let mut o = start(c, Action::Delete, dn);
@@ -370,6 +398,52 @@ pub async fn apply(
     }
 
     (outcomes.into_values().collect(), deferred)
+}
+
+/// Adds the group of `o` to the targets of `links.add` and removes it from `links.remove`, one
+/// modify per target (each is another object). A target outside `ad.link_targets` is refused
+/// here too, whatever produced the plan. A link already there (added by someone else) is not
+/// recorded as Writeback's; one already gone counts as removed.
+async fn apply_links(conn: &mut AdConn, o: &mut Outcome, links: &Links, targets: &[String]) {
+    let allowed = |t: &str| targets.iter().any(|l| is_within(t, l));
+    let member = [o.dn.clone()];
+    for t in &links.add {
+        if !allowed(t) {
+            o.member_errors
+                .push(format!("link {t}: refused, outside ad.link_targets"));
+            continue;
+        }
+        match conn.add_members(t, &member).await {
+            Ok(r) if r.applied > 0 => o.links_added.push(t.clone()),
+            // Already a member: someone else's link, left as it is and not recorded.
+            Ok(r) if r.missing.is_empty() => {}
+            Ok(r) => o.member_errors.extend(
+                r.missing
+                    .into_iter()
+                    .map(|(_, msg)| format!("link {t}: {msg}")),
+            ),
+            Err(e) => {
+                o.member_errors.push(format!("link {t}: {e}"));
+                o.transient |= e.is_connection_error();
+            }
+        }
+    }
+    for t in &links.remove {
+        if !allowed(t) {
+            o.member_errors
+                .push(format!("unlink {t}: refused, outside ad.link_targets"));
+            continue;
+        }
+        match conn.remove_members(t, &member).await {
+            // Gone already (removed by hand, or the target deleted) is what was wanted.
+            Ok(_) => o.links_removed.push(t.clone()),
+            Err(e) if e.rc() == Some(32) => o.links_removed.push(t.clone()),
+            Err(e) => {
+                o.member_errors.push(format!("unlink {t}: {e}"));
+                o.transient |= e.is_connection_error();
+            }
+        }
+    }
 }
 
 /// The members a create sends in its add, and those that follow as modifies: groups created by

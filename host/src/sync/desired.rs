@@ -14,6 +14,8 @@ use super::types::{
 /// Turns rule output into desired objects, refusing what the host may not write.
 pub struct DesiredBuilder<'a> {
     pub managed_ous: &'a [String],
+    /// Where `member_of` may point (`ad.link_targets`).
+    pub link_targets: &'a [String],
     pub schema: Option<&'a crate::ad::schema::Schema>,
 }
 
@@ -44,6 +46,21 @@ impl DesiredBuilder<'_> {
                 "the rule returned parent {}, which is outside the managed OUs ({})",
                 quoted(&g.parent),
                 self.managed_ous.join("; ")
+            )));
+        }
+        if let Some(t) = g
+            .member_of
+            .iter()
+            .find(|t| !self.link_targets.iter().any(|l| is_within(t, l)))
+        {
+            return Err(refuse(format!(
+                "the rule returned member_of {}, which is not inside ad.link_targets ({})",
+                quoted(t),
+                if self.link_targets.is_empty() {
+                    "none configured".to_string()
+                } else {
+                    self.link_targets.join("; ")
+                }
             )));
         }
         let dn = Self::dn(g);
@@ -84,6 +101,7 @@ impl DesiredBuilder<'_> {
             attributes,
             on_create,
             members: None,
+            member_of: g.member_of.clone(),
         })
     }
 
@@ -268,6 +286,7 @@ mod tests {
 
     fn desired(parent: &str, attributes: &[(&str, &str)]) -> DesiredGroup {
         DesiredGroup {
+            member_of: Default::default(),
             rule: "10-x.rhai".into(),
             parent: parent.into(),
             cn: "G".into(),
@@ -284,6 +303,7 @@ mod tests {
     fn a_huge_parent_is_refused_without_the_value() {
         let ous = vec!["OU=Cloud,DC=x".to_string()];
         let b = DesiredBuilder {
+            link_targets: &[],
             managed_ous: &ous,
             schema: None,
         };
@@ -345,6 +365,7 @@ mod tests {
         );
         let ous = vec!["OU=Cloud,DC=x".to_string()];
         let b = DesiredBuilder {
+            link_targets: &[],
             managed_ous: &ous,
             schema: Some(&schema),
         };
@@ -386,6 +407,7 @@ mod tests {
     fn members_of_unknown_or_missing_types_are_unresolved_with_a_reason() {
         let ous = vec!["OU=Cloud,DC=x".to_string()];
         let b = DesiredBuilder {
+            link_targets: &[],
             managed_ous: &ous,
             schema: None,
         };
@@ -442,10 +464,12 @@ mod tests {
     fn outside_managed_ous_is_refused() {
         let ous = vec!["OU=Cloud,DC=x".to_string()];
         let b = DesiredBuilder {
+            link_targets: &[],
             managed_ous: &ous,
             schema: None,
         };
         let d = DesiredGroup {
+            member_of: Default::default(),
             rule: "10-x.rhai".into(),
             parent: "OU=Elsewhere,DC=x".into(),
             cn: "G".into(),

@@ -77,6 +77,14 @@ pub fn desired_hash(
         serde_json::to_vec(&(&d.rule, &d.parent, &d.cn, &d.attributes, d.members))
             .unwrap_or_default(),
     );
+    // Only when set, so the fingerprints of groups without links stay what they were.
+    if !d.member_of.is_empty() {
+        h.update(b"member_of\0");
+        for t in &d.member_of {
+            h.update(t.as_bytes());
+            h.update(b"\n");
+        }
+    }
     let members: Vec<String> = match d.members {
         MemberPolicy::Flatten => transitive_users(groups, &g.id)
             .into_iter()

@@ -761,6 +761,7 @@ impl Cycle<'_, '_> {
                     self.conn,
                     &batch_plan,
                     &self.config.ad.managed_ous,
+                    &self.config.ad.link_targets,
                     &created,
                 )
                 .await;
@@ -819,6 +820,7 @@ impl Cycle<'_, '_> {
                 self.conn,
                 &plan,
                 &self.config.ad.managed_ous,
+                &self.config.ad.link_targets,
                 &BTreeSet::new(),
             )
             .await;
@@ -1239,6 +1241,7 @@ impl Cycle<'_, '_> {
         }
         let builder = DesiredBuilder {
             managed_ous: &self.config.ad.managed_ous,
+            link_targets: &self.config.ad.link_targets,
             schema: self.schema.as_ref(),
         };
         let mut policies = BTreeMap::new();
@@ -1294,6 +1297,13 @@ impl Cycle<'_, '_> {
         let keys: Vec<&String> = out.desired.keys().collect();
         let found = actual::read_owned(self.conn, self.config, &keys, &attrs).await?;
         self.claim_found(found, &mut out)?;
+        if !self.config.ad.link_targets.is_empty() {
+            // The links Writeback added: the only ones the plan may remove.
+            let mut links = self.store.links_of(out.actual.keys())?;
+            for (id, a) in out.actual.iter_mut() {
+                a.links = links.remove(id).unwrap_or_default();
+            }
+        }
         out.changes = plan::plan(&out.desired, &out.actual);
         out.held_removals = removals::hold(
             &mut out.changes,

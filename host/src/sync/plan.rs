@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::types::{dn_key, ActualObject, AttrChange, Change, DesiredObject, Op, PlannedTrigger};
+use super::types::{
+    dn_key, ActualObject, AttrChange, Change, DesiredObject, Links, Op, PlannedTrigger,
+};
 use crate::rules::Hook;
 
 /// Computes the changes that turn `actual` into `desired`.
@@ -41,6 +43,10 @@ pub fn plan(
                         )
                         .collect(),
                     members: d.members.clone().unwrap_or_default(),
+                    links: Links {
+                        add: d.member_of.clone(),
+                        remove: Vec::new(),
+                    },
                 },
             }),
             (None, Some(a)) => changes.push(Change {
@@ -95,10 +101,12 @@ fn update(d: &DesiredObject, a: &ActualObject) -> Option<Change> {
         None => (Vec::new(), Vec::new()),
         Some(want) => member_diff(want, &a.members),
     };
+    let links = link_diff(&d.member_of, a);
     if move_to.is_none()
         && changes.is_empty()
         && members_add.is_empty()
         && members_remove.is_empty()
+        && links.is_empty()
     {
         return None;
     }
@@ -111,8 +119,30 @@ fn update(d: &DesiredObject, a: &ActualObject) -> Option<Change> {
             changes,
             members_add,
             members_remove,
+            links,
         },
     })
+}
+
+/// The links to add (wanted, not in AD's `memberOf`) and to remove (added and recorded by
+/// Writeback, no longer wanted). A link someone else made is never removed: it is not
+/// recorded; a recorded link already gone is removed all the same, so its record goes too.
+fn link_diff(want: &[String], a: &ActualObject) -> Links {
+    let have: BTreeSet<String> = a.member_of.iter().map(|m| dn_key(m)).collect();
+    let wanted: BTreeSet<String> = want.iter().map(|m| dn_key(m)).collect();
+    Links {
+        add: want
+            .iter()
+            .filter(|t| !have.contains(&dn_key(t)))
+            .cloned()
+            .collect(),
+        remove: a
+            .links
+            .iter()
+            .filter(|t| !wanted.contains(&dn_key(t)))
+            .cloned()
+            .collect(),
+    }
 }
 
 /// The triggers `changes` fire: a create fires `on_created`; an update `on_updated` (a move or
@@ -201,6 +231,7 @@ mod tests {
         members: Option<&[&str]>,
     ) -> DesiredObject {
         DesiredObject {
+            member_of: Default::default(),
             cloud_id: id.into(),
             rule: "10-test.rhai".into(),
             dn: dn.into(),
@@ -253,8 +284,49 @@ mod tests {
         assert!(again.is_empty(), "{again:?}");
     }
 
+    #[test]
+    fn links_add_what_is_missing_and_remove_only_their_own() {
+        let mut d = desired("g", "CN=G,OU=X", &[], None);
+        d.member_of = vec!["CN=RW,OU=S".into(), "CN=New,OU=S".into()];
+        let mut a = actual("g", "CN=G,OU=X", &[], &[]);
+        // In RW already (any case); in Audit by hand; in Old through Writeback, no longer wanted.
+        a.member_of = vec![
+            "cn=rw,ou=s".into(),
+            "CN=Audit,OU=S".into(),
+            "CN=Old,OU=S".into(),
+        ];
+        a.links = vec!["CN=RW,OU=S".into(), "CN=Old,OU=S".into()];
+        let got = plan(
+            &BTreeMap::from([("g".to_string(), d.clone())]),
+            &BTreeMap::from([("g".to_string(), a.clone())]),
+        );
+        match &got[..] {
+            [Change {
+                op: Op::Update { links, .. },
+                ..
+            }] => assert_eq!(
+                links,
+                &Links {
+                    add: vec!["CN=New,OU=S".into()],
+                    remove: vec!["CN=Old,OU=S".into()],
+                }
+            ),
+            other => panic!("expected one update, got {other:?}"),
+        }
+        // Nothing wanted and nothing recorded: the hand-made links stay, no change at all.
+        d.member_of.clear();
+        a.links.clear();
+        let none = plan(
+            &BTreeMap::from([("g".to_string(), d)]),
+            &BTreeMap::from([("g".to_string(), a)]),
+        );
+        assert!(none.is_empty(), "{none:?}");
+    }
+
     fn actual(id: &str, dn: &str, attrs: &[(&str, &[&str])], members: &[&str]) -> ActualObject {
         ActualObject {
+            links: Default::default(),
+            member_of: Default::default(),
             cloud_id: id.into(),
             dn: dn.into(),
             guid: None,
@@ -308,6 +380,7 @@ mod tests {
         assert!(matches!(&p[0].op, Op::Delete { dn, .. } if dn == "CN=Gone,OU=G,DC=x"));
         match &p[1].op {
             Op::Create {
+                links: _,
                 dn,
                 attributes,
                 members,
@@ -354,6 +427,7 @@ mod tests {
         assert_eq!(p.len(), 1);
         match &p[0].op {
             Op::Update {
+                links: _,
                 dn,
                 move_to,
                 changes,

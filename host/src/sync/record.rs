@@ -23,6 +23,12 @@ pub enum Write {
     PutIntent(String, String),
     /// The create was recorded (or its object is gone): the intent is settled.
     RemoveIntent(String),
+    /// Writeback added the group (cloud id) to the group at this DN: its own link.
+    PutLink(String, String),
+    /// That link was removed (or found gone).
+    RemoveLink(String, String),
+    /// The group was deleted: AD dropped its memberships with it.
+    RemoveLinks(String),
 }
 
 /// What a batch's plan and outcomes mean for the store.
@@ -69,9 +75,22 @@ pub fn bookkeeping(
                     out.push(Write::RemoveAnchor(o.cloud_id.clone()));
                     out.push(Write::RemoveApplied(o.cloud_id.clone()));
                     out.push(Write::RemoveIntent(o.cloud_id.clone()));
+                    out.push(Write::RemoveLinks(o.cloud_id.clone()));
                 }
             }
             Action::Create | Action::Update => {
+                // Links are recorded as they landed, whatever else failed: a link added is
+                // Writeback's to remove later, and one removed is no longer to be removed.
+                out.extend(
+                    o.links_added
+                        .iter()
+                        .map(|t| Write::PutLink(o.cloud_id.clone(), t.clone())),
+                );
+                out.extend(
+                    o.links_removed
+                        .iter()
+                        .map(|t| Write::RemoveLink(o.cloud_id.clone(), t.clone())),
+                );
                 let guid = o
                     .guid
                     .clone()
@@ -149,6 +168,9 @@ pub fn write(store: &mut Store, run_id: i64, writes: &[Write]) -> Result<(), Sta
                 Write::RemoveApplied(id) => tx::remove_applied(t, id)?,
                 Write::PutIntent(id, dn) => tx::put_intent(t, id, dn, run_id)?,
                 Write::RemoveIntent(id) => tx::remove_intent(t, id)?,
+                Write::PutLink(id, target) => tx::put_link(t, id, target)?,
+                Write::RemoveLink(id, target) => tx::remove_link(t, id, target)?,
+                Write::RemoveLinks(id) => tx::remove_links(t, id)?,
             }
         }
         Ok(())
@@ -177,6 +199,8 @@ mod tests {
 
     fn outcome(id: &str, action: Action, error: Option<&str>, guid: Option<&str>) -> Outcome {
         Outcome {
+            links_added: Default::default(),
+            links_removed: Default::default(),
             cloud_id: id.into(),
             action,
             dn: format!("CN={id},OU=X"),
@@ -190,6 +214,7 @@ mod tests {
 
     fn desired(id: &str) -> DesiredObject {
         DesiredObject {
+            member_of: Default::default(),
             cloud_id: id.into(),
             rule: "10-r.rhai".into(),
             dn: format!("CN={id},OU=X"),
@@ -213,6 +238,7 @@ mod tests {
             change(
                 "new",
                 Op::Create {
+                    links: Default::default(),
                     dn: "CN=new,OU=X".into(),
                     attributes: BTreeMap::new(),
                     members: vec![],
@@ -221,6 +247,7 @@ mod tests {
             change(
                 "bad",
                 Op::Create {
+                    links: Default::default(),
                     dn: "CN=bad,OU=X".into(),
                     attributes: BTreeMap::new(),
                     members: vec![],
@@ -296,6 +323,7 @@ mod tests {
         let changes = vec![change(
             "u",
             Op::Update {
+                links: Default::default(),
                 dn: "CN=u,OU=X".into(),
                 move_to: None,
                 changes: vec![],
@@ -317,6 +345,7 @@ mod tests {
             change(
                 id,
                 Op::Create {
+                    links: Default::default(),
                     dn: format!("CN={id},OU=X"),
                     attributes: BTreeMap::new(),
                     members: vec![],

@@ -94,6 +94,7 @@ pub fn hold(
             changes: attrs,
             members_add,
             members_remove,
+            links,
         } = &mut c.op
         else {
             return true;
@@ -114,7 +115,7 @@ pub fn hold(
             removal_hash: hash,
         });
         members_remove.clear();
-        move_to.is_some() || !attrs.is_empty() || !members_add.is_empty()
+        move_to.is_some() || !attrs.is_empty() || !members_add.is_empty() || !links.is_empty()
     });
     held
 }
@@ -146,6 +147,7 @@ mod tests {
             cloud_id: id.into(),
             rule: Some("r".into()),
             op: Op::Update {
+                links: Default::default(),
                 dn: format!("CN={id},OU=W"),
                 move_to: None,
                 changes: if attr {

@@ -52,6 +52,7 @@ pub fn render_changes(
                 dn,
                 attributes,
                 members,
+                links,
             } => {
                 let _ = writeln!(out, "+ create {}{rule}", one_line(dn));
                 for (k, v) in attributes {
@@ -66,6 +67,7 @@ pub fn render_changes(
                         let _ = writeln!(out, "      ... and {} more", members.len() - 10);
                     }
                 }
+                links_lines(&mut out, links);
             }
             Op::Update {
                 dn,
@@ -73,6 +75,7 @@ pub fn render_changes(
                 changes,
                 members_add,
                 members_remove,
+                links,
             } => {
                 let _ = writeln!(out, "~ update {}{rule}", one_line(dn));
                 if let Some(t) = move_to {
@@ -100,6 +103,7 @@ pub fn render_changes(
                 if members_remove.len() > 10 {
                     let _ = writeln!(out, "    member - ... {} more", members_remove.len() - 10);
                 }
+                links_lines(&mut out, links);
             }
             Op::Delete { dn, reason } => {
                 let _ = writeln!(out, "- delete {}  ({})", one_line(dn), one_line(reason));
@@ -344,6 +348,16 @@ fn held(out: &mut String, r: &SyncReport, applied: bool) {
             "  ... and {} more (every one is in the --json output)",
             h.deletes.len() - LIST_UNRESOLVED
         );
+    }
+}
+
+/// Links into groups Writeback does not own (`member_of`), one per line.
+fn links_lines(out: &mut String, links: &super::types::Links) {
+    for t in &links.add {
+        let _ = writeln!(out, "    member of + {}", one_line(t));
+    }
+    for t in &links.remove {
+        let _ = writeln!(out, "    member of - {}", one_line(t));
     }
 }
 

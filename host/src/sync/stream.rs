@@ -222,6 +222,7 @@ mod tests {
             cloud_id: id.into(),
             rule: Some("r.rhai".into()),
             op: Op::Create {
+                links: Default::default(),
                 dn: format!("CN={id},OU=G"),
                 attributes: BTreeMap::new(),
                 members: vec![],

@@ -430,6 +430,8 @@ mod tests {
 
     fn ok(id: &str, action: Action, dn: &str) -> Outcome {
         Outcome {
+            links_added: Default::default(),
+            links_removed: Default::default(),
             cloud_id: id.into(),
             action,
             dn: dn.into(),
@@ -453,6 +455,7 @@ fn on_deleted(id, dn) { throw "no"; }
     async fn only_applied_changes_fire_within_the_per_cycle_limit() {
         let (_dir, table) = hooks(RULE);
         let create = |dn: &str| Op::Create {
+            links: Default::default(),
             dn: dn.into(),
             attributes: BTreeMap::new(),
             members: Vec::new(),
@@ -464,6 +467,7 @@ fn on_deleted(id, dn) { throw "no"; }
             change(
                 "d",
                 Op::Update {
+                    links: Default::default(),
                     dn: "CN=D".into(),
                     move_to: None,
                     changes: Vec::new(),

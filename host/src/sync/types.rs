@@ -41,6 +41,10 @@ pub struct DesiredObject {
     pub on_create: BTreeMap<String, Vec<String>>,
     /// Member DNs, or `None` when the rule leaves membership alone.
     pub members: Option<Vec<String>>,
+    /// Groups Writeback does not own that this group is to be a member of (the rule's
+    /// `member_of`, checked against `ad.link_targets`), sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub member_of: Vec<String>,
 }
 
 /// Where cloud members live in AD, found by the job before planning.
@@ -73,6 +77,25 @@ pub struct ActualObject {
     pub attrs: BTreeMap<String, Vec<String>>,
     /// Member DNs (complete: read with ranged retrieval).
     pub members: Vec<String>,
+    /// The groups it is a member of (AD's `memberOf`).
+    pub member_of: Vec<String>,
+    /// The links into other groups Writeback added and recorded (the only ones it removes).
+    pub links: Vec<String>,
+}
+
+/// Links of a group into groups Writeback does not own: the target groups' DNs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Links {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl Links {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
 }
 
 /// One attribute change on an existing object.
@@ -105,6 +128,9 @@ pub enum Op {
         dn: String,
         attributes: BTreeMap<String, Vec<String>>,
         members: Vec<String>,
+        /// Added once the group exists (`member_of`).
+        #[serde(skip_serializing_if = "Links::is_empty")]
+        links: Links,
     },
     Update {
         dn: String,
@@ -117,6 +143,8 @@ pub enum Op {
         members_add: Vec<String>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         members_remove: Vec<String>,
+        #[serde(skip_serializing_if = "Links::is_empty")]
+        links: Links,
     },
     Delete {
         dn: String,

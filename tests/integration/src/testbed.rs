@@ -184,6 +184,31 @@ impl AdTestbed {
         );
     }
 
+    /// Lets the service account write `member` on `target` (a group or an OU of groups outside
+    /// the managed OUs: a link target), with `packaging/delegate-samba.sh -l`.
+    pub fn delegate_link_target(&self, target: &str) {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/delegate-samba.sh");
+        let out = std::process::Command::new(&script)
+            .arg("-l")
+            .arg("-H")
+            .arg(self.instance_dir.join("private/sam.ldb"))
+            .arg("-s")
+            .arg(self.instance_dir.join("etc/smb.conf"))
+            .arg(target)
+            .arg(&self.service_account)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} -l {target} failed ({}):\n{}{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// An LDAPS connection bound as the service account (to check what it may and may not do).
     pub async fn connect_as_service(&self) -> Ldap {
         self.connect_as(

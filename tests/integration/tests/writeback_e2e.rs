@@ -766,3 +766,186 @@ async fn plan_leaves_the_state_as_it_was_and_the_sync_after_it_does_what_it_show
 
     bed.cleanup().await;
 }
+
+/// `member` of the group at `dn` (any object), lower-cased.
+async fn member_values(bed: &mut Bed, dn: &str) -> std::collections::BTreeSet<String> {
+    let (rs, _) = bed
+        .ldap
+        .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec!["member"])
+        .await
+        .expect("search")
+        .success()
+        .expect("search result");
+    rs.into_iter()
+        .flat_map(|e| {
+            ldap3::SearchEntry::construct(e)
+                .attrs
+                .remove("member")
+                .unwrap_or_default()
+        })
+        .map(|m| m.to_lowercase())
+        .collect()
+}
+
+async fn add_group(bed: &mut Bed, dn: &str, members: &[&str]) {
+    let mut attrs = vec![("objectClass", ["group"].into_iter().collect())];
+    if !members.is_empty() {
+        attrs.push(("member", members.iter().copied().collect()));
+    }
+    bed.ldap
+        .add(dn, attrs)
+        .await
+        .expect("add")
+        .success()
+        .expect("add group");
+}
+
+#[tokio::test]
+async fn member_of_links_into_existing_groups_and_removes_only_its_own() {
+    let mut bed = Bed::new("wb-e2e-links", 1).await;
+    bed.create_default_containers().await;
+    // The file-share groups: outside the managed OUs, made by hand, with a member of their own.
+    let shares = format!("OU=Shares,{}", bed.root);
+    writeback_integration::testbed::create_ou(&mut bed.ldap, &shares).await;
+    let (rw, audit) = (
+        format!("CN=FS-Finance-RW,{shares}"),
+        format!("CN=FS-Audit,{shares}"),
+    );
+    let user = bed.users[0].dn.clone();
+    add_group(&mut bed, &rw, &[&user]).await;
+    add_group(&mut bed, &audit, &[]).await;
+    bed.ad.delegate_link_target(&shares);
+
+    let rules = bed.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    std::fs::write(
+        rules.join("10-links.rhai"),
+        r#"import "std/naming" as naming;
+fn in_scope(group) { group.securityEnabled }
+fn to_ad(group) {
+    #{
+        parent: setting("security_container"),
+        cn: naming::display_name_suffixed(group),
+        attributes: #{ groupType: -2147483640, displayName: group.displayName },
+        on_create: #{ sAMAccountName: naming::sam(group) },
+        member_of: switch group.description {
+            "rw" => [setting("rw")],
+            "outside" => [setting("outside")],
+            _ => [],
+        },
+    }
+}
+"#,
+    )
+    .expect("write rule");
+    let finance = new_id();
+    let mut g = security_group(&finance, "Finance", &[]);
+    g["description"] = json!("rw");
+    bed.seed(vec![], vec![g], &[]);
+    let path = bed.write_config(Some(&rules), "", "");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let outside = format!("CN=Domain Admins,CN=Users,{}", bed.ad.base_dn);
+    let text = text
+        .replacen(
+            "managed_ous = [",
+            &format!("link_targets = [\"{shares}\"]\nmanaged_ous = ["),
+            1,
+        )
+        .replacen(
+            "[rules.settings]\n",
+            &format!("[rules.settings]\nrw = \"{rw}\"\noutside = \"{outside}\"\n"),
+            1,
+        );
+    std::fs::write(&path, text).expect("write config");
+
+    // The plan shows the link before anything is written.
+    let plan = bed.run_json(&["plan"], 0);
+    assert_eq!(
+        changes(&plan)[0]["links"],
+        json!({ "add": [rw] }),
+        "{plan:#}"
+    );
+    assert!(!member_values(&mut bed, &rw)
+        .await
+        .iter()
+        .any(|m| m.contains("finance")));
+    bed.run_json(&["sync"], 0);
+    let (dn, _) = bed.group_by_id(&finance).await.expect("created");
+    let rw_members = member_values(&mut bed, &rw).await;
+    assert!(rw_members.contains(&dn.to_lowercase()), "{rw_members:?}");
+    assert!(rw_members.contains(&user.to_lowercase()), "{rw_members:?}");
+
+    // Someone links the group into FS-Audit by hand: a full sync leaves that link alone.
+    bed.ldap
+        .modify(
+            &audit,
+            vec![ldap3::Mod::Add(
+                "member",
+                [dn.as_str()].into_iter().collect(),
+            )],
+        )
+        .await
+        .expect("modify")
+        .success()
+        .expect("hand link");
+    let r = bed.run_json(&["sync", "--full"], 0);
+    assert!(actions(&r).is_empty(), "{r:#}");
+
+    // The rule drops the link: only Writeback's own goes; the hand-made one and the share
+    // group's own member stay.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{finance}"),
+        Some(json!({ "description": "none" })),
+    )
+    .await;
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(changes(&r)[0]["links"], json!({ "remove": [rw] }), "{r:#}");
+    let rw_members = member_values(&mut bed, &rw).await;
+    assert!(!rw_members.contains(&dn.to_lowercase()), "{rw_members:?}");
+    assert!(rw_members.contains(&user.to_lowercase()), "{rw_members:?}");
+    assert!(member_values(&mut bed, &audit)
+        .await
+        .contains(&dn.to_lowercase()));
+
+    // A target outside ad.link_targets is refused, naming the rule; nothing is written.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{finance}"),
+        Some(json!({ "description": "outside" })),
+    )
+    .await;
+    let r = bed.run_json(&["sync"], 2);
+    let refused = r["plan"]["refused"][0].clone();
+    assert_eq!(refused["rule"], json!("10-links.rhai"), "{r:#}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("ad.link_targets")),
+        "{r:#}"
+    );
+    assert!(!member_values(&mut bed, &outside)
+        .await
+        .contains(&dn.to_lowercase()));
+
+    // Linked again, then deleted in the cloud: the group goes, the share group's member stays.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{finance}"),
+        Some(json!({ "description": "rw" })),
+    )
+    .await;
+    bed.run_json(&["sync"], 0);
+    assert!(member_values(&mut bed, &rw)
+        .await
+        .contains(&dn.to_lowercase()));
+    bed.graph("DELETE", &format!("/groups/{finance}"), None)
+        .await;
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(actions(&r), vec!["delete"], "{r:#}");
+    assert_eq!(
+        member_values(&mut bed, &rw).await,
+        [user.to_lowercase()].into_iter().collect()
+    );
+    bed.cleanup().await;
+}
