@@ -149,6 +149,10 @@ struct RawRules {
     max_triggers_per_cycle: usize,
     #[serde(default = "default_trigger_budget_secs")]
     trigger_budget_secs: u64,
+    #[serde(default = "default_trigger_retry_secs")]
+    trigger_retry_secs: u64,
+    #[serde(default = "default_trigger_max_attempts")]
+    trigger_max_attempts: u32,
     #[serde(default)]
     http_allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -161,6 +165,14 @@ fn default_trigger_timeout_secs() -> u64 {
 fn default_max_triggers_per_cycle() -> usize {
     1000
 }
+fn default_trigger_retry_secs() -> u64 {
+    30
+}
+
+fn default_trigger_max_attempts() -> u32 {
+    10
+}
+
 fn default_trigger_budget_secs() -> u64 {
     300
 }
@@ -469,6 +481,8 @@ pub struct RulesConfig {
     pub max_triggers_per_cycle: usize,
     /// Time all trigger calls of one cycle may take together.
     pub trigger_budget: Duration,
+    /// When a failed trigger call is tried again, and how often before it is given up.
+    pub trigger_retry: crate::sync::triggers::RetryPolicy,
     /// Where triggers' HTTP requests may go (`http_allowed_hosts`, `http_allowed_networks`).
     pub egress: crate::effects::Egress,
     /// Secrets triggers read with `secret("name")`, by name (empty values when the config was
@@ -1041,6 +1055,12 @@ impl Config {
             ));
         }
 
+        if raw.rules.trigger_retry_secs == 0 {
+            return Err(v.invalid("rules.trigger_retry_secs", "must be at least 1"));
+        }
+        if raw.rules.trigger_max_attempts == 0 {
+            return Err(v.invalid("rules.trigger_max_attempts", "must be at least 1"));
+        }
         if raw.rules.trigger_budget_secs == 0 {
             return Err(v.invalid("rules.trigger_budget_secs", "must be at least 1"));
         }
@@ -1128,6 +1148,10 @@ impl Config {
                 trigger_timeout: Duration::from_secs(raw.rules.trigger_timeout_secs),
                 max_triggers_per_cycle: raw.rules.max_triggers_per_cycle,
                 trigger_budget: Duration::from_secs(raw.rules.trigger_budget_secs),
+                trigger_retry: crate::sync::triggers::RetryPolicy {
+                    first_wait_secs: raw.rules.trigger_retry_secs,
+                    max_attempts: raw.rules.trigger_max_attempts,
+                },
                 egress,
                 secrets: std::sync::Arc::new(secrets),
             },

@@ -31,6 +31,8 @@ pub const GRAPH_THROTTLED: &str = "writeback_graph_throttled_total";
 pub const GRAPH_RETRIES: &str = "writeback_graph_retries_total";
 pub const RELOADS: &str = "writeback_rule_reloads_total";
 pub const CACHED: &str = "writeback_cached_objects";
+pub const TRIGGER_CALLS: &str = "writeback_trigger_calls";
+pub const TRIGGER_DELIVERIES: &str = "writeback_trigger_deliveries_total";
 
 /// The `sweep` label of a cycle that stopped with an error before its report.
 pub const FAILED_SWEEP: &str = "failed";
@@ -129,6 +131,17 @@ fn describe() {
         CACHED,
         "Cloud objects in the cache, by kind (group, user); counted at start and by cycles that look at every group"
     );
+    describe_gauge!(
+        TRIGGER_CALLS,
+        "Recorded trigger calls not yet delivered, by state (pending: not tried yet; retrying: failed, tried again later; given_up: failed every attempt)"
+    );
+    describe_counter!(
+        TRIGGER_DELIVERIES,
+        "Trigger call attempts, by outcome (ok, failed: tried again later, given_up: the last attempt failed)"
+    );
+    for outcome in ["ok", "failed", "given_up"] {
+        counter!(TRIGGER_DELIVERIES, "outcome" => outcome).absolute(0);
+    }
     for kind in [Action::Create, Action::Update, Action::Delete] {
         counter!(CHANGES, "kind" => kind.as_str()).absolute(0);
         counter!(CHANGE_FAILURES, "kind" => kind.as_str()).absolute(0);
@@ -159,6 +172,16 @@ fn record_report(r: &SyncReport, reconcile: bool, took: Duration) {
     }
     if let (Some(groups), Some(users)) = (r.cloud_groups, r.cloud_users) {
         record_cached(groups, users);
+    }
+    for t in &r.trigger_results {
+        if matches!(t.outcome, "ok" | "failed" | "given_up") {
+            counter!(TRIGGER_DELIVERIES, "outcome" => t.outcome).increment(1);
+        }
+    }
+    if let Some(c) = &r.trigger_calls {
+        gauge!(TRIGGER_CALLS, "state" => "pending").set(c.pending as f64);
+        gauge!(TRIGGER_CALLS, "state" => "retrying").set(c.retrying as f64);
+        gauge!(TRIGGER_CALLS, "state" => "given_up").set(c.given_up as f64);
     }
     gauge!(LAST_SUCCESS).set(unix_now());
 }

@@ -82,6 +82,9 @@ pub struct Status {
     pub released: Vec<crate::state::Released>,
     /// Groups the rules keep unwritten, or delete later (`delete_at`).
     pub leaving: Vec<LeavingNote>,
+    /// Recorded trigger calls not yet delivered, and the last ones given up.
+    pub trigger_calls: crate::state::OutboxCounts,
+    pub trigger_calls_given_up: Vec<crate::state::OutboxEntry>,
     pub quarantine: Vec<Quarantined>,
     pub next_reconciliation: Option<String>,
 }
@@ -149,6 +152,12 @@ pub fn gather(
         let dn = store.anchor(&id)?.map(|a| a.dn).unwrap_or_default();
         leaving.push(LeavingNote::new(&id, dn, &l));
     }
+    let trigger_calls = store.call_counts()?;
+    let mut trigger_calls_given_up = store.calls_given_up(LIST)?;
+    for c in &mut trigger_calls_given_up {
+        // The arguments stay in the state (they hold the cloud group); status names the call.
+        c.event_json.clear();
+    }
     let quarantine: Vec<Quarantined> = store.quarantined()?.into_values().collect();
     let next_reconciliation = match note.as_ref().filter(|_| running) {
         Some(n) => match n.reconcile_secs {
@@ -179,6 +188,8 @@ pub fn gather(
         held_removals_set,
         released,
         leaving,
+        trigger_calls,
+        trigger_calls_given_up,
         quarantine,
         next_reconciliation,
     })
@@ -361,6 +372,30 @@ pub fn render(s: &Status, now: OffsetDateTime) -> String {
         }
         if later.len() > LIST {
             let _ = writeln!(out, "  ... and {} more", later.len() - LIST);
+        }
+    }
+    let c = &s.trigger_calls;
+    if c.pending + c.retrying + c.given_up > 0 {
+        let _ = writeln!(
+            out,
+            "\nTrigger calls: {} waiting, {} failed and retrying, {} given up",
+            c.pending, c.retrying, c.given_up
+        );
+        for g in &s.trigger_calls_given_up {
+            let _ = writeln!(
+                out,
+                "  ! {} of {} (rule {}, {} attempts, recorded {}): {}",
+                g.hook,
+                if g.cloud_id.is_empty() {
+                    "the cycle"
+                } else {
+                    &g.cloud_id
+                },
+                g.rule,
+                g.attempts,
+                g.created_at,
+                crate::printable::one_line(g.last_error.as_deref().unwrap_or(""))
+            );
         }
     }
     if !s.quarantine.is_empty() {

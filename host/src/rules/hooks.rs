@@ -22,7 +22,7 @@ use rhai::{ASTFlags, Dynamic, Engine, Expr, ImmutableString, Map, Position, Stmt
 use serde::Serialize;
 
 use super::diagnostics::{self, Diagnostic};
-use super::primitives::{CallScope, Effects, Revealed};
+use super::primitives::{CallScope, Effects, Idempotency, Revealed};
 use super::sandbox::{Sandbox, Settings};
 use super::schedule::Schedule;
 use super::Limits;
@@ -30,7 +30,9 @@ use super::Limits;
 /// A trigger: what happened to a group's AD object (called in the rule that handles the
 /// group), or something an operator must look at (`on_held`, `on_failed`, `on_refused`: called
 /// in every rule file that defines it, once per event).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Hook {
     OnCreated,
@@ -100,8 +102,9 @@ pub const ON_SCHEDULE: &str = "on_schedule";
 /// The constant that holds a rule's schedule.
 pub const SCHEDULE_CONST: &str = "SCHEDULE";
 
-/// One trigger call: the group, its DN after the change, and what changed.
-#[derive(Debug, Clone, PartialEq)]
+/// One trigger call: the group, its DN after the change, and what changed. Serialised into the
+/// state's outbox until delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct TriggerEvent {
     pub hook: Hook,
     pub cloud_id: String,
@@ -352,6 +355,21 @@ impl HookTable {
         effects: Arc<dyn Effects>,
         timeout: Duration,
     ) -> Result<(), Box<HookError>> {
+        self.deliver(rule, event, None, effects, timeout)
+    }
+
+    /// [`call_trigger`](Self::call_trigger) as one delivery of a recorded call: every HTTP
+    /// request it makes carries `Idempotency-Key: <key>` (`<key>.2`, `.3` ... for the second
+    /// and later requests of the call), the same on every attempt, so a receiver can drop a
+    /// call it already had.
+    pub fn deliver(
+        &self,
+        rule: &str,
+        event: &TriggerEvent,
+        key: Option<&str>,
+        effects: Arc<dyn Effects>,
+        timeout: Duration,
+    ) -> Result<(), Box<HookError>> {
         let hook = event.hook;
         let to_value = |v: &serde_json::Value| rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT);
         let group = || match &event.group {
@@ -379,7 +397,15 @@ impl HookTable {
             Hook::OnDeleted => vec![Dynamic::from(event.cloud_id.clone()), dn],
             Hook::OnHeld | Hook::OnFailed | Hook::OnRefused => vec![to_value(&event.changes)],
         };
-        self.call(rule, hook.name(), &event.cloud_id, args, effects, timeout)
+        self.call(
+            rule,
+            hook.name(),
+            &event.cloud_id,
+            args,
+            key,
+            effects,
+            timeout,
+        )
     }
 
     /// Calls `on_schedule(#{ rule, now })` of `rule` (`now` in RFC 3339). Blocks, like
@@ -399,17 +425,23 @@ impl HookTable {
             ON_SCHEDULE,
             "",
             vec![Dynamic::from_map(info)],
+            None,
             effects,
             timeout,
         )
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "private; every caller passes each part of a call"
+    )]
     fn call(
         &self,
         rule: &str,
         function: &str,
         group_id: &str,
         args: Vec<Dynamic>,
+        key: Option<&str>,
         effects: Arc<dyn Effects>,
         timeout: Duration,
     ) -> Result<(), Box<HookError>> {
@@ -438,6 +470,7 @@ impl HookTable {
             effects,
             deadline: Instant::now() + timeout,
             revealed: revealed.clone(),
+            idempotency: key.map(Idempotency::new),
         };
         sandbox
             .call_hook(&r.ast, function, args, timeout, scope)

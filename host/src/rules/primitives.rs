@@ -90,6 +90,51 @@ pub(crate) struct CallScope {
     pub(crate) deadline: Instant,
     /// The secret values this call read: blanked out of its log lines and its error.
     pub(crate) revealed: Revealed,
+    /// A recorded trigger call's idempotency key, for its HTTP requests.
+    pub(crate) idempotency: Option<Idempotency>,
+}
+
+/// The `Idempotency-Key` of a recorded call's requests: the key, then `<key>.2`, `<key>.3` ...
+/// (a call that posts twice to one receiver must not look like one request sent twice).
+#[derive(Clone)]
+pub(crate) struct Idempotency {
+    key: ImmutableString,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Idempotency {
+    pub(crate) fn new(key: &str) -> Idempotency {
+        Idempotency {
+            key: key.into(),
+            sent: Arc::default(),
+        }
+    }
+
+    fn next(&self) -> String {
+        match self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+            0 => self.key.to_string(),
+            n => format!("{}.{}", self.key, n + 1),
+        }
+    }
+}
+
+/// The header name receivers look for (the IETF draft's and Stripe's spelling).
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// Adds the call's idempotency key to `request`, unless the script set the header itself.
+fn with_idempotency(scope: &CallScope, mut request: HttpRequest) -> HttpRequest {
+    if let Some(i) = &scope.idempotency {
+        if !request
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(IDEMPOTENCY_HEADER))
+        {
+            request
+                .headers
+                .push((IDEMPOTENCY_HEADER.to_string(), i.next()));
+        }
+    }
+    request
 }
 
 /// Secret values a call has read, shared by the call's clones.
@@ -277,7 +322,7 @@ fn http_post(
     let shown = safe_url(&request.url);
     let response = scope
         .effects
-        .http(request)
+        .http(with_idempotency(&scope, request))
         .map_err(|e| runtime_error(format!("http::post {shown}: {e}")))?;
     if !(200..300).contains(&response.status) {
         return Err(runtime_error(format!(
@@ -353,7 +398,7 @@ fn http_request(ctx: &NativeCallContext, spec: Map) -> Result<Map, Box<EvalAltRe
     };
     let response = scope
         .effects
-        .http(request)
+        .http(with_idempotency(&scope, request))
         .map_err(|e| runtime_error(format!("http::request {method} {shown}: {e}")))?;
     Ok(response_map(response))
 }

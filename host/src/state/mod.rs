@@ -22,6 +22,7 @@ mod held;
 mod held_removals;
 mod leaving;
 mod links;
+mod outbox;
 mod pending;
 mod quarantine;
 mod released;
@@ -44,6 +45,7 @@ pub use error::StateError;
 pub use held::{set_id as held_set_id, HeldDelete};
 pub use held_removals::HeldRemovalRow;
 pub use leaving::Leaving;
+pub use outbox::{NewCall, OutboxCounts, OutboxEntry};
 pub use released::Released;
 
 /// What `writeback approve` let through.
@@ -71,6 +73,7 @@ pub mod tx {
     };
     pub use super::held::replace as replace_held;
     pub use super::links::{put as put_link, remove as remove_link, remove_all as remove_links};
+    pub use super::outbox::put as put_call;
     pub use super::pending::{
         clear_all_pending, clear_pending, mark_pending, remove_meta, set_meta,
     };
@@ -445,6 +448,37 @@ impl Store {
         tx.commit()
             .ctx(&self.conn, || format!("commit approval {id}"))?;
         Ok(result)
+    }
+
+    /// Trigger calls due at `now`, oldest first, at most `limit`.
+    pub fn calls_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxEntry>, StateError> {
+        outbox::due(&self.conn, now, limit)
+    }
+
+    /// Whether a trigger call is due at `now`.
+    pub fn any_call_due(&self, now: i64) -> Result<bool, StateError> {
+        outbox::any_due(&self.conn, now)
+    }
+
+    /// Records the outcome of delivering call `id`: delivered (`Ok`), to be tried again at
+    /// `next_at`, or given up (`next_at` = `None`).
+    pub fn settle_call(
+        &mut self,
+        id: i64,
+        outcome: Result<(), (&str, Option<i64>)>,
+    ) -> Result<(), StateError> {
+        match outcome {
+            Ok(()) => outbox::delivered(&self.conn, id),
+            Err((error, next_at)) => outbox::failed(&self.conn, id, error, next_at),
+        }
+    }
+
+    pub fn call_counts(&self) -> Result<OutboxCounts, StateError> {
+        outbox::counts(&self.conn)
+    }
+
+    pub fn calls_given_up(&self, limit: usize) -> Result<Vec<OutboxEntry>, StateError> {
+        outbox::given_up(&self.conn, limit)
     }
 
     /// The links into groups Writeback does not own that it added, for `ids`.

@@ -184,8 +184,28 @@ CREATE TABLE link (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Version 9: `outbox`, trigger calls recorded with the AD write that fires them, delivered at
+/// least once: pending (due at `next_at`, Unix seconds) until delivered, or given up after the
+/// configured attempts. `key` is the idempotency key receivers see.
+const V9: &str = r#"
+CREATE TABLE outbox (
+    id         INTEGER PRIMARY KEY,
+    key        TEXT NOT NULL UNIQUE,
+    rule       TEXT NOT NULL,
+    hook       TEXT NOT NULL,
+    cloud_id   TEXT NOT NULL,
+    event_json TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'pending',
+    last_error TEXT,
+    created_at TEXT NOT NULL
+) STRICT;
+CREATE INDEX outbox_due ON outbox (state, next_at);
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -121,8 +121,12 @@ pub struct SyncReport {
     /// Owned groups the rules stopped writing this cycle: kept as they are, or deleted later.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub leaving: Vec<LeavingNote>,
-    /// What each planned trigger did after the apply (empty in a dry run).
+    /// What each planned trigger did after the apply, and each delivery of a recorded call
+    /// (empty in a dry run).
     pub trigger_results: Vec<TriggerResult>,
+    /// The recorded trigger calls after this cycle's deliveries (counted when it delivered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_calls: Option<crate::state::OutboxCounts>,
     /// Dry runs only: the rules' schedules and when each is next due.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ScheduleInfo>,
@@ -395,6 +399,10 @@ impl Cycle<'_, '_> {
                 if self.opts.dry_run {
                     report.schedules =
                         triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
+                } else if self.store.any_call_due(unix_now())? {
+                    // Calls an earlier cycle could not deliver (a failure, a crash, its limits).
+                    report.trigger_results = self.deliver_due().await?;
+                    report.trigger_calls = Some(self.store.call_counts()?);
                 }
                 return Ok(report);
             }
@@ -504,6 +512,7 @@ impl Cycle<'_, '_> {
         let Applied {
             mut plan,
             mut outcomes,
+            trigger_skips: mut done_skips,
             ..
         } = done;
         let deleted: BTreeSet<&str> = deletes
@@ -531,12 +540,20 @@ impl Cycle<'_, '_> {
                 triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
         }
 
-        // 8. Triggers of the applied changes, then the operational hooks; their failures are
-        // reported, never undo the sync.
+        // 8. The operational hooks are recorded; then every due trigger call is delivered
+        // (this cycle's and any left by an earlier one). Failures are reported and retried,
+        // never undo the sync.
         if applying {
-            let alerts = self.alerts(&report, &plan)?;
-            if !plan.triggers.is_empty() || !alerts.is_empty() {
-                report.trigger_results = self.run_triggers(&plan, &outcomes, alerts).await?;
+            let alerts: Vec<Write> = self
+                .alerts(&report, &plan)?
+                .iter()
+                .map(|a| Write::Enqueue(triggers::new_call(self.run_id, &a.rule, &a.event)))
+                .collect();
+            record::write(self.store, self.run_id, &alerts)?;
+            report.trigger_results = std::mem::take(&mut done_skips);
+            report.trigger_results.extend(self.deliver_due().await?);
+            if !report.trigger_results.is_empty() {
+                report.trigger_calls = Some(self.store.call_counts()?);
             }
         }
         report.plan = plan;
@@ -772,7 +789,11 @@ impl Cycle<'_, '_> {
                     &batch.hashes,
                     &batch.actual,
                 );
-                let writes = record::not_in_step(writes, &held);
+                let mut writes = record::not_in_step(writes, &held);
+                // The triggers these changes fire, recorded with them: none is lost to a crash.
+                let (calls, skipped) = self.trigger_calls(&batch_plan.changes, &outcomes)?;
+                writes.extend(calls.into_iter().map(Write::Enqueue));
+                done.trigger_skips.extend(skipped);
                 record::write(self.store, self.run_id, &writes)?;
                 done.fail_outcomes(&outcomes);
                 self.emit(&mut done.plan, batch_plan.changes, &outcomes)?;
@@ -824,13 +845,16 @@ impl Cycle<'_, '_> {
                 &BTreeSet::new(),
             )
             .await;
-            let writes = record::bookkeeping(
+            let mut writes = record::bookkeeping(
                 &plan.changes,
                 &outcomes,
                 &BTreeMap::new(),
                 &BTreeMap::new(),
                 &BTreeMap::new(),
             );
+            let (calls, skipped) = self.trigger_calls(&plan.changes, &outcomes)?;
+            writes.extend(calls.into_iter().map(Write::Enqueue));
+            done.trigger_skips.extend(skipped);
             record::write(self.store, self.run_id, &writes)?;
             done.fail_outcomes(&outcomes);
             done.outcomes.extend(outcomes);
@@ -912,6 +936,31 @@ impl Cycle<'_, '_> {
 
     /// Triggers of the rule that handled each group; a delete's rule is the one in its anchor
     /// (read when the deletes were located).
+    /// The trigger calls `changes` fire now that they are applied (`outcomes`), to record with
+    /// them, and the planned ones that do not run.
+    fn trigger_calls(
+        &self,
+        changes: &[Change],
+        outcomes: &[Outcome],
+    ) -> Result<(Vec<crate::state::NewCall>, Vec<TriggerResult>), SyncError> {
+        let planned = self.planned_triggers(changes)?;
+        if planned.is_empty() {
+            return Ok(Default::default());
+        }
+        let ids: BTreeSet<String> = planned.iter().map(|t| t.cloud_id.clone()).collect();
+        let groups = self.store.load_by_ids(ObjectKind::Group, &ids)?;
+        let plan = Plan {
+            changes: changes
+                .iter()
+                .filter(|c| ids.contains(&c.cloud_id))
+                .cloned()
+                .collect(),
+            triggers: planned,
+            ..Default::default()
+        };
+        Ok(triggers::calls(&plan, outcomes, &groups, self.run_id))
+    }
+
     fn planned_triggers(
         &self,
         changes: &[Change],
@@ -1363,14 +1412,40 @@ impl Cycle<'_, '_> {
         ))
     }
 
-    async fn run_triggers(
-        &mut self,
-        plan: &Plan,
-        outcomes: &[Outcome],
-        alerts: Vec<Alert>,
-    ) -> Result<Vec<TriggerResult>, SyncError> {
-        let ids: BTreeSet<String> = plan.triggers.iter().map(|t| t.cloud_id.clone()).collect();
-        let groups = self.store.load_by_ids(ObjectKind::Group, &ids)?;
+    /// Delivers the trigger calls due now, within the cycle's limits, and records each outcome:
+    /// delivered calls are forgotten, failed ones wait for their next attempt or are given up
+    /// (in the audit trail either way).
+    async fn deliver_due(&mut self) -> Result<Vec<TriggerResult>, SyncError> {
+        let now = unix_now();
+        let limits = TriggerLimits {
+            timeout: self.config.rules.trigger_timeout,
+            max_calls: self.config.rules.max_triggers_per_cycle,
+            budget: self.config.rules.trigger_budget,
+        };
+        // One more than may run, so the report says some wait.
+        let due = self
+            .store
+            .calls_due(now, limits.max_calls.saturating_add(1))?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut deliveries = Vec::with_capacity(due.len());
+        for row in due {
+            match serde_json::from_str::<crate::rules::TriggerEvent>(&row.event_json) {
+                Ok(event) => deliveries.push(triggers::Delivery {
+                    id: row.id,
+                    key: row.key,
+                    rule: row.rule,
+                    event,
+                    attempts: row.attempts,
+                }),
+                // Written by an older version in another shape: nothing can run it.
+                Err(e) => self.store.settle_call(
+                    row.id,
+                    Err((&format!("the recorded call cannot be read: {e}"), None)),
+                )?,
+            }
+        }
         let effects = crate::effects::HostEffects::for_host(
             tokio::runtime::Handle::current(),
             self.config,
@@ -1379,25 +1454,29 @@ impl Cycle<'_, '_> {
         )
         .map(|e| Arc::new(e) as Arc<dyn crate::rules::Effects>)
         .map_err(|e| e.to_string());
-        let results = triggers::run_triggers(
-            self.rules.hooks(),
-            plan,
-            outcomes,
-            &groups,
-            alerts,
-            effects,
-            TriggerLimits {
-                timeout: self.config.rules.trigger_timeout,
-                max_calls: self.config.rules.max_triggers_per_cycle,
-                budget: self.config.rules.trigger_budget,
-            },
-        )
-        .await;
-        let writes: Vec<Write> = results
-            .iter()
-            .map(|r| Write::Event(r.audit_event()))
-            .collect();
-        record::write(self.store, self.run_id, &writes)?;
+        let delivered = triggers::deliver(self.rules.hooks(), deliveries, effects, limits).await;
+        let retry = self.config.rules.trigger_retry;
+        let mut results = Vec::with_capacity(delivered.len());
+        let mut events = Vec::new();
+        for (id, mut r) in delivered {
+            match r.outcome {
+                "ok" => self.store.settle_call(id, Ok(()))?,
+                "failed" => {
+                    let next = retry.next_at(r.attempt, unix_now());
+                    if next.is_none() {
+                        r.outcome = "given_up";
+                    }
+                    let error = r.error.clone().unwrap_or_default();
+                    self.store.settle_call(id, Err((&error, next)))?;
+                }
+                _ => {}
+            }
+            if r.outcome != "waiting" {
+                events.push(Write::Event(r.audit_event()));
+            }
+            results.push(r);
+        }
+        record::write(self.store, self.run_id, &events)?;
         Ok(results)
     }
 }
@@ -1465,6 +1544,8 @@ struct Applied {
     examined: usize,
     /// Member removals held back, waiting for approval.
     held_removals: Vec<removals::HeldRemoval>,
+    /// Planned triggers that do not run (their change did not go through), with why.
+    trigger_skips: Vec<TriggerResult>,
 }
 
 impl Applied {

@@ -29,6 +29,8 @@ pub enum Write {
     RemoveLink(String, String),
     /// The group was deleted: AD dropped its memberships with it.
     RemoveLinks(String),
+    /// A trigger call to deliver, recorded with the change that fires it.
+    Enqueue(crate::state::NewCall),
 }
 
 /// What a batch's plan and outcomes mean for the store.
@@ -158,6 +160,7 @@ pub fn write(store: &mut Store, run_id: i64, writes: &[Write]) -> Result<(), Sta
     if writes.is_empty() {
         return Ok(());
     }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     store.with_transaction(|t| {
         for w in writes {
             match w {
@@ -171,6 +174,7 @@ pub fn write(store: &mut Store, run_id: i64, writes: &[Write]) -> Result<(), Sta
                 Write::PutLink(id, target) => tx::put_link(t, id, target)?,
                 Write::RemoveLink(id, target) => tx::remove_link(t, id, target)?,
                 Write::RemoveLinks(id) => tx::remove_links(t, id)?,
+                Write::Enqueue(c) => tx::put_call(t, c, now)?,
             }
         }
         Ok(())

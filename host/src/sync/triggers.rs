@@ -1,10 +1,14 @@
 //! Triggers after an apply, and the rules' schedules.
 //!
-//! The plan lists the triggers its changes fire ([`super::plan::planned_triggers`]); after the
-//! apply, those whose change went through run one at a time, each on a blocking thread (the
-//! primitives block on I/O) within the trigger time limit. At most `max_calls` run per cycle,
-//! the rest are reported as skipped, so a mass change cannot become a webhook storm. A failing
-//! trigger is reported and logged; it never undoes or blocks the sync.
+//! The plan lists the triggers its changes fire ([`super::plan::planned_triggers`]). Those whose
+//! change went through are recorded in the state's outbox in the same transaction as the
+//! change's own record ([`calls`]), so a crash between the AD write and the call loses nothing;
+//! then the due calls are delivered ([`deliver`]) one at a time, each on a blocking thread (the
+//! primitives block on I/O) within the trigger time limit, with an idempotency key that stays
+//! the same across attempts. A failed call is tried again with growing waits
+//! ([`RetryPolicy`]) and given up after the last attempt. At most `max_calls` run per cycle;
+//! the rest wait for the next one, so a mass change cannot become a webhook storm. A failing
+//! trigger never undoes or blocks the sync.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -13,7 +17,7 @@ use std::time::Duration;
 
 use crate::graph::model::CloudObject;
 use crate::rules::{Effects, Hook, HookTable, TriggerEvent};
-use crate::state::AuditEvent;
+use crate::state::{AuditEvent, NewCall};
 
 use super::apply::Outcome;
 use super::types::{AttrChange, Change, Op, Plan, PlannedTrigger};
@@ -29,11 +33,22 @@ pub struct TriggerResult {
     pub hook: Hook,
     /// The DN the trigger was given.
     pub dn: String,
-    /// `ok`, `failed` or `skipped`.
+    /// `ok`, `failed` (tried again later), `given_up` (after the last attempt), `waiting` (not
+    /// tried this cycle: over its limits) or `skipped` (its change did not go through).
     pub outcome: &'static str,
     /// Why it failed or was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Which attempt this was (shown from the second on).
+    #[serde(skip_serializing_if = "first_attempt")]
+    pub attempt: u32,
+    /// The idempotency key its requests carried (empty when it did not run).
+    #[serde(skip)]
+    pub key: String,
+}
+
+fn first_attempt(n: &u32) -> bool {
+    *n <= 1
 }
 
 impl TriggerResult {
@@ -43,7 +58,12 @@ impl TriggerResult {
             cloud_id: self.cloud_id.clone(),
             action: format!("trigger:{}", self.hook),
             dn: self.dn.clone(),
-            detail: serde_json::json!({ "rule": self.rule, "error": self.error }),
+            detail: serde_json::json!({
+                "rule": self.rule,
+                "error": self.error,
+                "attempt": self.attempt,
+                "key": self.key,
+            }),
             outcome: self.outcome.to_string(),
         }
     }
@@ -100,66 +120,146 @@ pub struct Alert {
     pub event: TriggerEvent,
 }
 
-/// One entry of a cycle's trigger run: already decided, or a call to make.
+/// One recorded call to deliver (a row of the state's outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub key: String,
+    pub rule: String,
+    pub event: TriggerEvent,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// When failed calls are tried again, and how often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The first wait; each further one doubles, up to an hour.
+    pub first_wait_secs: u64,
+    /// Attempts in all; after the last failed one the call is given up.
+    pub max_attempts: u32,
+}
+
+/// The longest wait between two attempts.
+const MAX_WAIT_SECS: u64 = 3_600;
+
+impl RetryPolicy {
+    /// When a call that has now failed `attempts` times is tried again (Unix seconds), or
+    /// `None` when it is given up.
+    pub fn next_at(&self, attempts: u32, now: i64) -> Option<i64> {
+        if attempts >= self.max_attempts {
+            return None;
+        }
+        let wait = self
+            .first_wait_secs
+            .saturating_mul(1u64 << attempts.saturating_sub(1).min(20))
+            .min(MAX_WAIT_SECS);
+        Some(now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX)))
+    }
+}
+
+/// The idempotency key of a call: the same for every attempt of it, different for any other
+/// (another run, rule, hook, group or event).
+pub fn call_key(run_id: i64, rule: &str, event: &TriggerEvent) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(run_id.to_le_bytes());
+    for part in [rule, event.hook.name(), &event.cloud_id] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(serde_json::to_vec(&event.changes).unwrap_or_default());
+    let hex = format!("{:x}", h.finalize());
+    hex.get(..32).unwrap_or(&hex).to_string()
+}
+
+/// The call to record for `event` of `rule`.
+pub fn new_call(run_id: i64, rule: &str, event: &TriggerEvent) -> NewCall {
+    NewCall {
+        key: call_key(run_id, rule, event),
+        rule: rule.to_string(),
+        hook: event.hook.name().to_string(),
+        cloud_id: event.cloud_id.clone(),
+        event_json: serde_json::to_string(event).unwrap_or_default(),
+    }
+}
+
+/// The planned triggers of a batch as the calls to record (those whose change went through)
+/// and a result for each that does not run, with the reason.
+pub fn calls(
+    plan: &Plan,
+    outcomes: &[Outcome],
+    groups: &BTreeMap<String, CloudObject>,
+    run_id: i64,
+) -> (Vec<NewCall>, Vec<TriggerResult>) {
+    let mut calls = Vec::new();
+    let mut skipped = Vec::new();
+    for step in planned_steps(plan, outcomes, groups) {
+        match step {
+            Step::Done(r) => skipped.push(r),
+            Step::Call(rule, event) => calls.push(new_call(run_id, &rule, &event)),
+        }
+    }
+    (calls, skipped)
+}
+
+/// One entry of a batch's triggers: decided already, or a call to make.
 enum Step {
     Done(TriggerResult),
     Call(String, TriggerEvent),
 }
 
-/// Runs the planned triggers whose change was applied (`outcomes`), in plan order, then the
-/// operational hooks (`alerts`), all within one cycle's limits.
-pub async fn run_triggers(
+/// Delivers `deliveries` in order, within one cycle's limits: each is `ok`, `failed` (the
+/// caller decides between a retry and giving up) or `waiting` (not tried: the cycle's calls or
+/// time were spent; it stays due for the next cycle).
+pub async fn deliver(
     hooks: Arc<HookTable>,
-    plan: &Plan,
-    outcomes: &[Outcome],
-    groups: &BTreeMap<String, CloudObject>,
-    alerts: Vec<Alert>,
+    deliveries: Vec<Delivery>,
     effects: Result<Arc<dyn Effects>, String>,
     limits: TriggerLimits,
-) -> Vec<TriggerResult> {
-    let mut steps = planned_steps(plan, outcomes, groups);
-    steps.extend(alerts.into_iter().map(|a| Step::Call(a.rule, a.event)));
-    let mut results = Vec::with_capacity(steps.len());
+) -> Vec<(i64, TriggerResult)> {
+    let mut results = Vec::with_capacity(deliveries.len());
     let mut calls = 0usize;
     let mut over_limit = 0usize;
     let mut over_budget = 0usize;
     let started = std::time::Instant::now();
-    for step in steps {
-        let (rule, event) = match step {
-            Step::Done(r) => {
-                results.push(r);
-                continue;
-            }
-            Step::Call(rule, event) => (rule, event),
-        };
+    for d in deliveries {
         let result = |outcome: &'static str, error: Option<String>| TriggerResult {
-            cloud_id: event.cloud_id.clone(),
-            rule: rule.clone(),
-            hook: event.hook,
-            dn: event.dn.clone(),
+            cloud_id: d.event.cloud_id.clone(),
+            rule: d.rule.clone(),
+            hook: d.event.hook,
+            dn: d.event.dn.clone(),
             outcome,
             error,
+            attempt: d.attempts + 1,
+            key: d.key.clone(),
         };
         let left = limits.budget.saturating_sub(started.elapsed());
         if left.is_zero() {
             over_budget += 1;
-            results.push(result(
-                "skipped",
-                Some(format!(
-                    "not run: the cycle's trigger time ({} s, [rules] trigger_budget_secs) was spent",
-                    limits.budget.as_secs()
-                )),
+            results.push((
+                d.id,
+                result(
+                    "waiting",
+                    Some(format!(
+                        "not run yet: the cycle's trigger time ({} s, [rules] trigger_budget_secs) was spent; it runs next cycle",
+                        limits.budget.as_secs()
+                    )),
+                ),
             ));
             continue;
         }
         if calls >= limits.max_calls {
             over_limit += 1;
-            results.push(result(
-                "skipped",
-                Some(format!(
-                    "not run: more than {} trigger calls in one cycle ([rules] max_triggers_per_cycle)",
-                    limits.max_calls
-                )),
+            results.push((
+                d.id,
+                result(
+                    "waiting",
+                    Some(format!(
+                        "not run yet: more than {} trigger calls in one cycle ([rules] max_triggers_per_cycle); it runs next cycle",
+                        limits.max_calls
+                    )),
+                ),
             ));
             continue;
         }
@@ -168,8 +268,9 @@ pub async fn run_triggers(
             Err(e) => Some(e.clone()),
             Ok(fx) => call(
                 hooks.clone(),
-                rule.clone(),
-                event.clone(),
+                d.rule.clone(),
+                d.event.clone(),
+                Some(d.key.clone()),
                 fx.clone(),
                 limits.timeout.min(left),
             )
@@ -178,33 +279,35 @@ pub async fn run_triggers(
         };
         match &error {
             None => tracing::info!(
-                cloud_id = %event.cloud_id,
-                rule = %rule,
-                hook = %event.hook,
+                cloud_id = %d.event.cloud_id,
+                rule = %d.rule,
+                hook = %d.event.hook,
+                attempt = d.attempts + 1,
                 "trigger ran"
             ),
             Some(e) => tracing::warn!(
-                cloud_id = %event.cloud_id,
-                rule = %rule,
-                hook = %event.hook,
+                cloud_id = %d.event.cloud_id,
+                rule = %d.rule,
+                hook = %d.event.hook,
+                attempt = d.attempts + 1,
                 "trigger failed: {e}"
             ),
         }
         let outcome = if error.is_none() { "ok" } else { "failed" };
-        results.push(result(outcome, error));
+        results.push((d.id, result(outcome, error)));
     }
     if over_budget > 0 {
         tracing::warn!(
-            skipped = over_budget,
+            waiting = over_budget,
             budget_secs = limits.budget.as_secs(),
-            "trigger calls over the cycle's time budget were skipped ([rules] trigger_budget_secs)"
+            "trigger calls over the cycle's time budget wait for the next cycle ([rules] trigger_budget_secs)"
         );
     }
     if over_limit > 0 {
         tracing::warn!(
-            skipped = over_limit,
+            waiting = over_limit,
             limit = limits.max_calls,
-            "trigger calls over the per-cycle limit were skipped ([rules] max_triggers_per_cycle)"
+            "trigger calls over the per-cycle limit wait for the next cycle ([rules] max_triggers_per_cycle)"
         );
     }
     results
@@ -234,6 +337,8 @@ fn planned_steps(
                 dn,
                 outcome: "skipped",
                 error: Some(why.to_string()),
+                attempt: 0,
+                key: String::new(),
             })
         };
         let (Some(change), Some(o)) = (
@@ -267,11 +372,13 @@ async fn call(
     hooks: Arc<HookTable>,
     rule: String,
     event: TriggerEvent,
+    key: Option<String>,
     effects: Arc<dyn Effects>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let task =
-        tokio::task::spawn_blocking(move || hooks.call_trigger(&rule, &event, effects, timeout));
+    let task = tokio::task::spawn_blocking(move || {
+        hooks.deliver(&rule, &event, key.as_deref(), effects, timeout)
+    });
     match tokio::time::timeout(timeout + GRACE, task).await {
         Ok(Ok(r)) => r.map_err(|e| e.to_string()),
         Ok(Err(e)) => Err(format!("the trigger stopped abnormally: {e}")),
@@ -443,6 +550,85 @@ mod tests {
         }
     }
 
+    /// What a cycle does with a batch's triggers: record the calls (through their JSON, as the
+    /// state keeps them), then deliver them and the alerts; results by cloud id.
+    async fn run_triggers(
+        hooks: Arc<HookTable>,
+        plan: &Plan,
+        outcomes: &[Outcome],
+        groups: &BTreeMap<String, CloudObject>,
+        alerts: Vec<Alert>,
+        effects: Result<Arc<dyn Effects>, String>,
+        limits: TriggerLimits,
+    ) -> Vec<TriggerResult> {
+        let (recorded, mut results) = calls(plan, outcomes, groups, 1);
+        let mut deliveries: Vec<Delivery> = recorded
+            .into_iter()
+            .zip(0..)
+            .map(|(c, id)| Delivery {
+                id,
+                key: c.key,
+                rule: c.rule,
+                event: serde_json::from_str(&c.event_json).expect("recorded event reads back"),
+                attempts: 0,
+            })
+            .collect();
+        deliveries.extend(alerts.into_iter().map(|a| Delivery {
+            id: -1,
+            key: call_key(1, &a.rule, &a.event),
+            rule: a.rule,
+            event: a.event,
+            attempts: 0,
+        }));
+        results.extend(
+            deliver(hooks, deliveries, effects, limits)
+                .await
+                .into_iter()
+                .map(|(_, r)| r),
+        );
+        results.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+        results
+    }
+
+    #[test]
+    fn retries_wait_longer_each_time_and_stop_after_the_last_attempt() {
+        let p = RetryPolicy {
+            first_wait_secs: 30,
+            max_attempts: 4,
+        };
+        assert_eq!(p.next_at(1, 1_000), Some(1_030));
+        assert_eq!(p.next_at(2, 1_000), Some(1_060));
+        assert_eq!(p.next_at(3, 1_000), Some(1_120));
+        assert_eq!(p.next_at(4, 1_000), None);
+        let long = RetryPolicy {
+            first_wait_secs: 600,
+            max_attempts: 100,
+        };
+        assert_eq!(long.next_at(40, 0), Some(3_600), "capped at an hour");
+    }
+
+    #[test]
+    fn a_call_key_is_stable_and_tells_calls_apart() {
+        let e = TriggerEvent {
+            hook: Hook::OnCreated,
+            cloud_id: "g1".into(),
+            dn: "CN=G".into(),
+            group: None,
+            changes: serde_json::json!({}),
+            members: Vec::new(),
+        };
+        let k = call_key(7, "10-a.rhai", &e);
+        assert_eq!(k.len(), 32);
+        assert_eq!(k, call_key(7, "10-a.rhai", &e));
+        assert_ne!(k, call_key(8, "10-a.rhai", &e));
+        assert_ne!(k, call_key(7, "20-b.rhai", &e));
+        let other = TriggerEvent {
+            cloud_id: "g2".into(),
+            ..e.clone()
+        };
+        assert_ne!(k, call_key(7, "10-a.rhai", &other));
+    }
+
     const RULE: &str = r#"
 fn scope(group) { true }
 fn map(group) { () }
@@ -531,7 +717,7 @@ fn on_deleted(id, dn) { throw "no"; }
                 ("b", Hook::OnCreated, "skipped"),
                 ("c", Hook::OnCreated, "skipped"),
                 ("d", Hook::OnMembersAdded, "ok"),
-                ("e", Hook::OnDeleted, "skipped"),
+                ("e", Hook::OnDeleted, "waiting"),
             ]
         );
         assert!(results[4]
@@ -605,7 +791,7 @@ fn on_deleted(id, dn) { throw "no"; }
         )
         .await;
         assert_eq!(rec.0.lock().expect("lock").len(), calls_before);
-        assert_eq!(results[0].outcome, "skipped");
+        assert_eq!(results[0].outcome, "waiting");
         assert!(results[0]
             .error
             .as_deref()
@@ -650,7 +836,7 @@ fn on_held(event) { http::post("h", #{ hook: "held", approve: event.approve }); 
         .await;
         let outcomes: Vec<(Hook, &str)> = results.iter().map(|r| (r.hook, r.outcome)).collect();
         // The second one is over the per-cycle limit, like any trigger.
-        assert_eq!(outcomes, [(Hook::OnHeld, "ok"), (Hook::OnHeld, "skipped")]);
+        assert_eq!(outcomes, [(Hook::OnHeld, "ok"), (Hook::OnHeld, "waiting")]);
         assert_eq!(
             rec.0.lock().expect("lock").clone(),
             [serde_json::json!({ "hook": "held", "approve": "writeback approve s1" })]

@@ -281,6 +281,20 @@ path = "state.db"
             .expect("run writeback")
     }
 
+    /// Starts `writeback <args>` without waiting for it (to kill it midway).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(writeback_bin())
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env("WRITEBACK_TEST_AD_PASSWORD", &self.ad.service_password)
+            .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start writeback")
+    }
+
     /// Runs `writeback <verb> --json`, asserting the exit status, and returns the report.
     pub fn run_json(&self, args: &[&str], expect_code: i32) -> Value {
         let mut a = args.to_vec();

@@ -15,6 +15,8 @@ struct Received {
     method: String,
     path: String,
     body: Value,
+    /// The `Idempotency-Key` header, if any.
+    key: Option<String>,
 }
 
 /// An HTTP receiver on 127.0.0.1 in a thread of its own (the tests block on the binary).
@@ -23,20 +25,47 @@ struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
 }
 
+/// How a receiver answers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Behaviour {
+    /// The first this many requests are answered 500.
+    fail_first: usize,
+    /// The first request gets no answer for this long (the caller is killed meanwhile).
+    hang_first: Option<Duration>,
+}
+
 impl Receiver {
     fn start() -> Receiver {
+        Receiver::with(Behaviour::default())
+    }
+
+    fn with(behaviour: Behaviour) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let got = Arc::new(Mutex::new(Vec::new()));
         let log = got.clone();
         std::thread::spawn(move || {
-            for conn in listener.incoming() {
+            for (n, conn) in listener.incoming().enumerate() {
                 let Ok(mut sock) = conn else { continue };
                 let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
                 if let Some(r) = read_request(&mut sock) {
                     log.lock().expect("lock").push(r);
                 }
-                let _ = sock.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                let answer: &[u8] = if n < behaviour.fail_first {
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+                };
+                match behaviour.hang_first.filter(|_| n == 0) {
+                    // Held open on a thread of its own: later requests are answered meanwhile.
+                    Some(d) => drop(std::thread::spawn(move || {
+                        std::thread::sleep(d);
+                        drop(sock);
+                    })),
+                    None => {
+                        let _ = sock.write_all(answer);
+                    }
+                }
             }
         });
         Receiver { url, got }
@@ -78,7 +107,13 @@ fn read_request(sock: &mut std::net::TcpStream) -> Option<Received> {
     }
     let mut first = head.lines().next().unwrap_or_default().split(' ');
     let body = &buf[head_end + 4..];
+    let key = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("idempotency-key")
+            .then(|| v.trim().to_string())
+    });
     Some(Received {
+        key,
         method: first.next().unwrap_or_default().to_string(),
         path: first.next().unwrap_or_default().to_string(),
         body: serde_json::from_slice(body)
@@ -812,5 +847,146 @@ fn on_created(group, dn) {
     ] {
         assert!(!text.contains(&key), "the secret is in the {what}: {text}");
     }
+    bed.cleanup().await;
+}
+
+/// The requests the receiver got for the created group `g`.
+fn created_calls(hook: &Receiver) -> Vec<Received> {
+    hook.received()
+        .into_iter()
+        .filter(|h| h.body["event"] == "created")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_call_is_retried_with_the_same_key_and_given_up_after_the_last_attempt() {
+    let mut bed = Bed::new("wb-trig-retry", 0).await;
+    bed.create_default_containers().await;
+    let hook = Receiver::with(Behaviour {
+        fail_first: 1,
+        ..Default::default()
+    });
+    let rules = example_rules(&bed, &[]);
+    let g = new_id();
+    bed.seed(vec![], vec![security_group(&g, "Retry Team", &[])], &[]);
+    configure(
+        &bed,
+        &rules,
+        &hook.url,
+        "trigger_retry_secs = 1\ntrigger_max_attempts = 2",
+        "",
+    );
+
+    // The receiver fails: the group is created, the call waits for another attempt.
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(r["trigger_results"][0]["outcome"], json!("failed"), "{r:#}");
+    assert_eq!(r["trigger_calls"]["retrying"], json!(1), "{r:#}");
+    let status = bed.run_json(&["status"], 0);
+    assert_eq!(status["trigger_calls"]["retrying"], json!(1), "{status:#}");
+    // Not due yet: an immediate cycle leaves it alone.
+    let r = bed.run_json(&["sync"], 0);
+    assert!(
+        r["trigger_results"].as_array().is_some_and(Vec::is_empty),
+        "{r:#}"
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    // Due: the idle cycle delivers it, with the key of the first attempt.
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(r["sweep"], json!("idle"), "{r:#}");
+    assert_eq!(r["trigger_results"][0]["outcome"], json!("ok"), "{r:#}");
+    assert_eq!(r["trigger_results"][0]["attempt"], json!(2), "{r:#}");
+    let calls = created_calls(&hook);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].key.as_ref().is_some_and(|k| k.len() == 32),
+        "{calls:?}"
+    );
+    assert_eq!(calls[0].key, calls[1].key, "the same call, the same key");
+    let r = bed.run_json(&["sync"], 0);
+    assert!(
+        r["trigger_results"].as_array().is_some_and(Vec::is_empty),
+        "{r:#}"
+    );
+
+    // A receiver that always fails: given up after the second attempt, in the audit trail.
+    let down = Receiver::with(Behaviour {
+        fail_first: usize::MAX,
+        ..Default::default()
+    });
+    bed.graph(
+        "POST",
+        "/groups",
+        Some(json!({
+            "displayName": "Never Heard", "mailEnabled": false,
+            "securityEnabled": true, "mailNickname": "never-heard", "groupTypes": [],
+        })),
+    )
+    .await;
+    configure(
+        &bed,
+        &rules,
+        &down.url,
+        "trigger_retry_secs = 1\ntrigger_max_attempts = 2",
+        "",
+    );
+    bed.run_json(&["sync"], 0);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(
+        r["trigger_results"][0]["outcome"],
+        json!("given_up"),
+        "{r:#}"
+    );
+    let status = bed.run_json(&["status"], 0);
+    assert_eq!(status["trigger_calls"]["given_up"], json!(1), "{status:#}");
+    assert!(
+        audit(&bed, "trigger:on_created")
+            .iter()
+            .any(|(_, outcome, _)| outcome == "given_up"),
+        "{}",
+        audit_dump(&bed)
+    );
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_call_cut_by_kill_9_is_delivered_after_the_restart_once_per_key() {
+    let mut bed = Bed::new("wb-trig-kill", 0).await;
+    bed.create_default_containers().await;
+    // The first request is never answered: the sync is killed while it waits.
+    let hook = Receiver::with(Behaviour {
+        hang_first: Some(Duration::from_secs(60)),
+        ..Default::default()
+    });
+    let rules = example_rules(&bed, &[]);
+    let g = new_id();
+    bed.seed(vec![], vec![security_group(&g, "Kill Team", &[])], &[]);
+    configure(&bed, &rules, &hook.url, "", "");
+
+    let mut child = bed.spawn(&["sync"]);
+    let started = Instant::now();
+    while created_calls(&hook).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the trigger never called"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGKILL: no handler, no cleanup.
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    assert!(bed.group_by_id(&g).await.is_some(), "the AD write landed");
+
+    // The restart delivers the call the kill cut, with the same key.
+    let r = bed.run_json(&["sync"], 0);
+    assert_eq!(r["trigger_results"][0]["outcome"], json!("ok"), "{r:#}");
+    let calls = created_calls(&hook);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].key, calls[1].key);
+    // A receiver that honours the key saw one call; nothing more comes.
+    let keys: std::collections::BTreeSet<_> = calls.iter().map(|c| c.key.clone()).collect();
+    assert_eq!(keys.len(), 1);
+    bed.run_json(&["sync"], 0);
+    assert_eq!(created_calls(&hook).len(), 2);
     bed.cleanup().await;
 }
