@@ -293,6 +293,7 @@ pub async fn explain(
                 let builder = DesiredBuilder {
                     managed_ous: &config.ad.managed_ous,
                     link_targets: &config.ad.link_targets,
+                    readable: &rules.graph_properties().groups,
                     schema: None,
                 };
                 match builder.object(&id, d) {
@@ -378,12 +379,18 @@ async fn in_scope(
     let builder = DesiredBuilder {
         managed_ous: &config.ad.managed_ous,
         link_targets: &config.ad.link_targets,
+        readable: &rules.graph_properties().groups,
         schema: Some(&schema),
     };
     // Read by anchor whether or not the rules' output is writable: the object is shown either
     // way.
     let mut probe = BTreeMap::new();
-    let built = builder.object(id, &d);
+    let built = builder.object(id, &d).map(|mut o| {
+        if let Some(g) = groups.get(id) {
+            o.cloud_now = crate::sync::desired::cloud_values(&o.to_cloud, g);
+        }
+        o
+    });
     if let Ok(o) = &built {
         probe.insert(id.to_string(), o.clone());
     }
@@ -701,6 +708,7 @@ fn render_links(s: &mut String, links: &crate::sync::types::Links) {
 fn render_change(s: &mut String, c: &Change) {
     match &c.op {
         Op::Create {
+            cloud,
             dn,
             attributes,
             members,
@@ -713,8 +721,12 @@ fn render_change(s: &mut String, c: &Change) {
                 members.len()
             );
             render_links(s, links);
+            for (k, v) in cloud {
+                let _ = writeln!(s, "    cloud {k}: {v}");
+            }
         }
         Op::Update {
+            cloud,
             dn,
             move_to,
             changes,
@@ -754,6 +766,9 @@ fn render_change(s: &mut String, c: &Change) {
                 let _ = writeln!(s, "    - member {m}");
             }
             render_links(s, links);
+            for (k, v) in cloud {
+                let _ = writeln!(s, "    cloud {k}: {v}");
+            }
         }
         Op::Delete { dn, reason } => {
             let _ = writeln!(s, "  delete {dn} ({reason})");
@@ -799,6 +814,8 @@ mod tests {
             timed: false,
         });
         x.desired = Some(DesiredObject {
+            cloud_now: Default::default(),
+            to_cloud: Default::default(),
             member_of: Default::default(),
             cloud_id: "g1".into(),
             rule: "20-security.rhai".into(),
@@ -830,6 +847,7 @@ mod tests {
             cloud_id: "g1".into(),
             rule: Some("20-security.rhai".into()),
             op: Op::Update {
+                cloud: Default::default(),
                 links: Default::default(),
                 dn: "CN=Sales,OU=W,DC=x".into(),
                 move_to: Some("CN=Sales 2,OU=W,DC=x".into()),

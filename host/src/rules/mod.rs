@@ -155,6 +155,10 @@ pub struct DesiredGroup {
     /// sorted, unique.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub member_of: Vec<String>,
+    /// Properties of the cloud group to set once the AD group is where it belongs
+    /// (`to_cloud`: directory extensions; `{dn}` in a string stands for the group's DN).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub to_cloud: BTreeMap<String, serde_json::Value>,
 }
 
 /// Which members the host writes.

@@ -150,7 +150,7 @@ pub(crate) fn over_known_limits(group: &DesiredGroup) -> Vec<TooLong> {
     out
 }
 
-const KEYS: &str = "parent, cn, attributes, on_create, members, member_of";
+const KEYS: &str = "parent, cn, attributes, on_create, members, member_of, to_cloud";
 
 /// What `entry` returned, as a decision: `()` skips the group (deleting an AD group written
 /// earlier), a map with `leave` says what becomes of it ([`super::leave`]), any other map is the
@@ -178,6 +178,7 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
     let mut on_create = BTreeMap::new();
     let mut members = MemberPolicy::OnPremises;
     let mut member_of = Vec::new();
+    let mut to_cloud = BTreeMap::new();
     for (key, value) in map {
         match key.as_str() {
             "parent" => parent = Some(required_text(rule, "parent", value)?),
@@ -186,6 +187,7 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
             "on_create" => on_create = attribute_map(rule, "on_create", value)?,
             "members" => members = member_policy(rule, value)?,
             "member_of" => member_of = dn_list(rule, "member_of", value)?,
+            "to_cloud" => to_cloud = cloud_properties(rule, value)?,
             other => {
                 return Err(format!(
                     "{rule} returned an unknown key {} (allowed: {KEYS}); attributes go inside `attributes: #{{ ... }}`",
@@ -213,7 +215,60 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
         on_create,
         members,
         member_of,
+        to_cloud,
     })
+}
+
+/// `to_cloud`: directory extension properties (`extension_<app id without dashes>_<name>`, the
+/// only cloud properties an app writes here) and their values: a string, an integer, a bool, or
+/// `()` to clear.
+fn cloud_properties(
+    rule: &str,
+    value: Dynamic,
+) -> Result<BTreeMap<String, serde_json::Value>, String> {
+    let typ = type_name(&value);
+    let Some(map) = value.try_cast::<Map>() else {
+        return Err(format!(
+            "{rule} returned `to_cloud` as {typ}; it takes a map #{{ extension_<app id>_<name>: value }}"
+        ));
+    };
+    let mut out = BTreeMap::new();
+    for (name, v) in map {
+        if !is_extension_property(&name) {
+            return Err(format!(
+                "{rule} returned to_cloud `{name}`: only directory extension properties (extension_<app id without dashes>_<name>) are written to the cloud"
+            ));
+        }
+        let json = if v.is_unit() {
+            serde_json::Value::Null
+        } else if let Ok(b) = v.as_bool() {
+            serde_json::Value::Bool(b)
+        } else if let Ok(i) = v.as_int() {
+            serde_json::Value::from(i)
+        } else if v.is_string() {
+            serde_json::Value::String(v.into_string().unwrap_or_default())
+        } else {
+            return Err(format!(
+                "{rule} returned to_cloud `{name}` as {}; it takes a string, an integer, a bool or ()",
+                type_name(&v)
+            ));
+        };
+        out.insert(name.to_string(), json);
+    }
+    Ok(out)
+}
+
+/// `extension_` + 32 hex digits (the app id without dashes) + `_` + a name.
+fn is_extension_property(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("extension_") else {
+        return false;
+    };
+    let (app, prop) = rest.split_at(rest.len().min(32));
+    app.len() == 32
+        && app.chars().all(|c| c.is_ascii_hexdigit())
+        && prop.strip_prefix('_').is_some_and(|p| {
+            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
 }
 
 /// A DN or an array of DNs (`()` or `[]` for none): sorted, unique, each checked to be a DN.
@@ -453,6 +508,7 @@ mod tests {
 
     fn group(cn: &str, attributes: &[(&str, Option<Vec<String>>)]) -> DesiredGroup {
         DesiredGroup {
+            to_cloud: Default::default(),
             member_of: Default::default(),
             rule: "10-x.rhai".into(),
             parent: "OU=A,DC=x".into(),

@@ -11,11 +11,32 @@ use super::types::{
     anchor_value, is_within, DesiredObject, MemberDirectory, Refusal, Unresolved, ANCHOR_ATTRS,
 };
 
+/// The cloud group's current values of the properties in `to_cloud` (null when unset).
+pub fn cloud_values(
+    to_cloud: &BTreeMap<String, serde_json::Value>,
+    g: &CloudObject,
+) -> BTreeMap<String, serde_json::Value> {
+    to_cloud
+        .keys()
+        .map(|k| {
+            let now = g
+                .props
+                .iter()
+                .find(|(p, _)| p.eq_ignore_ascii_case(k))
+                .map_or(serde_json::Value::Null, |(_, v)| v.clone());
+            (k.clone(), now)
+        })
+        .collect()
+}
+
 /// Turns rule output into desired objects, refusing what the host may not write.
 pub struct DesiredBuilder<'a> {
     pub managed_ous: &'a [String],
     /// Where `member_of` may point (`ad.link_targets`).
     pub link_targets: &'a [String],
+    /// The group properties the rules read (`GRAPH_GROUP_PROPERTIES`): `to_cloud` may only set
+    /// those, so the host knows the current value before it writes.
+    pub readable: &'a [String],
     pub schema: Option<&'a crate::ad::schema::Schema>,
 }
 
@@ -63,7 +84,29 @@ impl DesiredBuilder<'_> {
                 }
             )));
         }
+        if let Some(k) = g
+            .to_cloud
+            .keys()
+            .find(|k| !self.readable.iter().any(|r| r.eq_ignore_ascii_case(k)))
+        {
+            return Err(refuse(format!(
+                "the rule returned to_cloud `{k}`, which the rules do not read: declare it in GRAPH_GROUP_PROPERTIES, so the host compares the cloud's value before it writes"
+            )));
+        }
         let dn = Self::dn(g);
+        let to_cloud = g
+            .to_cloud
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => {
+                        serde_json::Value::String(s.replace("{dn}", &dn))
+                    }
+                    other => other.clone(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
         let mut attributes = g.attributes.clone();
         let anchor = anchor_value(cloud_id);
         for a in ANCHOR_ATTRS {
@@ -102,6 +145,8 @@ impl DesiredBuilder<'_> {
             on_create,
             members: None,
             member_of: g.member_of.clone(),
+            to_cloud,
+            cloud_now: BTreeMap::new(),
         })
     }
 
@@ -286,6 +331,7 @@ mod tests {
 
     fn desired(parent: &str, attributes: &[(&str, &str)]) -> DesiredGroup {
         DesiredGroup {
+            to_cloud: Default::default(),
             member_of: Default::default(),
             rule: "10-x.rhai".into(),
             parent: parent.into(),
@@ -304,6 +350,7 @@ mod tests {
         let ous = vec!["OU=Cloud,DC=x".to_string()];
         let b = DesiredBuilder {
             link_targets: &[],
+            readable: &[],
             managed_ous: &ous,
             schema: None,
         };
@@ -366,6 +413,7 @@ mod tests {
         let ous = vec!["OU=Cloud,DC=x".to_string()];
         let b = DesiredBuilder {
             link_targets: &[],
+            readable: &[],
             managed_ous: &ous,
             schema: Some(&schema),
         };
@@ -404,10 +452,47 @@ mod tests {
     }
 
     #[test]
+    fn links_and_cloud_properties_are_checked_and_the_dn_filled_in() {
+        let ous = vec!["OU=Cloud,DC=x".to_string()];
+        let targets = vec!["OU=Shares,DC=x".to_string()];
+        let ext = "extension_0123456789abcdef0123456789abcdef_dn".to_string();
+        let readable = vec![ext.to_ascii_uppercase()];
+        let b = DesiredBuilder {
+            link_targets: &targets,
+            readable: &readable,
+            managed_ous: &ous,
+            schema: None,
+        };
+        let mut d = desired("OU=Cloud,DC=x", &[]);
+        d.member_of = vec!["CN=RW,OU=Shares,DC=x".into()];
+        d.to_cloud = [(ext.clone(), serde_json::json!("at {dn}"))].into();
+        let o = b.object("g", &d).expect("allowed");
+        assert_eq!(o.to_cloud[&ext], serde_json::json!("at CN=G,OU=Cloud,DC=x"));
+        assert_eq!(o.member_of, d.member_of);
+
+        d.member_of = vec!["CN=Domain Admins,CN=Users,DC=x".into()];
+        let r = b.object("g", &d).unwrap_err();
+        assert!(
+            r.reason.contains("not inside ad.link_targets"),
+            "{}",
+            r.reason
+        );
+        d.member_of.clear();
+        d.to_cloud = [(
+            "extension_0123456789abcdef0123456789abcdef_other".to_string(),
+            serde_json::json!(1),
+        )]
+        .into();
+        let r = b.object("g", &d).unwrap_err();
+        assert!(r.reason.contains("GRAPH_GROUP_PROPERTIES"), "{}", r.reason);
+    }
+
+    #[test]
     fn members_of_unknown_or_missing_types_are_unresolved_with_a_reason() {
         let ous = vec!["OU=Cloud,DC=x".to_string()];
         let b = DesiredBuilder {
             link_targets: &[],
+            readable: &[],
             managed_ous: &ous,
             schema: None,
         };
@@ -465,10 +550,12 @@ mod tests {
         let ous = vec!["OU=Cloud,DC=x".to_string()];
         let b = DesiredBuilder {
             link_targets: &[],
+            readable: &[],
             managed_ous: &ous,
             schema: None,
         };
         let d = DesiredGroup {
+            to_cloud: Default::default(),
             member_of: Default::default(),
             rule: "10-x.rhai".into(),
             parent: "OU=Elsewhere,DC=x".into(),

@@ -85,6 +85,15 @@ pub fn desired_hash(
             h.update(b"\n");
         }
     }
+    // The cloud's own values of what the rule writes there: a change of them (someone cleared
+    // the property) makes the group compared again, so it is put back.
+    if !d.to_cloud.is_empty() {
+        h.update(b"to_cloud\0");
+        h.update(serde_json::to_vec(&d.to_cloud).unwrap_or_default());
+        h.update(
+            serde_json::to_vec(&super::desired::cloud_values(&d.to_cloud, g)).unwrap_or_default(),
+        );
+    }
     let members: Vec<String> = match d.members {
         MemberPolicy::Flatten => transitive_users(groups, &g.id)
             .into_iter()

@@ -774,7 +774,7 @@ impl Cycle<'_, '_> {
                     })
                     .collect();
                 record::write(self.store, self.run_id, &intents)?;
-                let (outcomes, wait) = apply::apply(
+                let (mut outcomes, wait) = apply::apply(
                     self.conn,
                     &batch_plan,
                     &self.config.ad.managed_ous,
@@ -782,6 +782,7 @@ impl Cycle<'_, '_> {
                     &created,
                 )
                 .await;
+                self.write_cloud(&batch_plan.changes, &mut outcomes).await;
                 let writes = record::bookkeeping(
                     &batch_plan.changes,
                     &outcomes,
@@ -936,6 +937,50 @@ impl Cycle<'_, '_> {
 
     /// Triggers of the rule that handled each group; a delete's rule is the one in its anchor
     /// (read when the deletes were located).
+    /// Sets the cloud properties the rules write (`to_cloud`) on the groups whose AD change went
+    /// through, only those that differ. A failure leaves the group out of step (its outcome
+    /// says why), so the next cycle compares it and writes them again.
+    async fn write_cloud(&self, changes: &[Change], outcomes: &mut [Outcome]) {
+        let at: BTreeMap<&str, usize> = outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.cloud_id.as_str(), i))
+            .collect();
+        let mut failures: Vec<(usize, String)> = Vec::new();
+        for c in changes {
+            let cloud = match &c.op {
+                Op::Create { cloud, .. } | Op::Update { cloud, .. } => cloud,
+                Op::Delete { .. } => continue,
+            };
+            let Some(&i) = at.get(c.cloud_id.as_str()).filter(|_| !cloud.is_empty()) else {
+                continue;
+            };
+            if outcomes.get(i).is_none_or(|o| o.error.is_some()) {
+                continue;
+            }
+            let body = serde_json::Value::Object(cloud.clone().into_iter().collect());
+            let path = format!("groups/{}", c.cloud_id);
+            if let Err(e) = self
+                .graph
+                .send_with_retry(reqwest::Method::PATCH, &path, Some(&body))
+                .await
+            {
+                let names: Vec<&str> = cloud.keys().map(String::as_str).collect();
+                let hint = if e.to_string().contains("Authorization_RequestDenied") {
+                    " (the app needs the Group.ReadWrite.All application permission to write to_cloud properties)"
+                } else {
+                    ""
+                };
+                failures.push((i, format!("cloud {}: {e}{hint}", names.join(", "))));
+            }
+        }
+        for (i, why) in failures {
+            if let Some(o) = outcomes.get_mut(i) {
+                o.member_errors.push(why);
+            }
+        }
+    }
+
     /// The trigger calls `changes` fire now that they are applied (`outcomes`), to record with
     /// them, and the planned ones that do not run.
     fn trigger_calls(
@@ -1291,6 +1336,7 @@ impl Cycle<'_, '_> {
         let builder = DesiredBuilder {
             managed_ous: &self.config.ad.managed_ous,
             link_targets: &self.config.ad.link_targets,
+            readable: &self.rules.graph_properties().groups,
             schema: self.schema.as_ref(),
         };
         let mut policies = BTreeMap::new();
@@ -1306,7 +1352,8 @@ impl Cycle<'_, '_> {
                 continue;
             }
             match builder.object(id, d) {
-                Ok(o) => {
+                Ok(mut o) => {
+                    o.cloud_now = super::desired::cloud_values(&o.to_cloud, g);
                     policies.insert(id.clone(), d.members);
                     out.hashes.insert(id.clone(), desired_hash(d, g, &groups));
                     out.desired.insert(id.clone(), o);

@@ -47,6 +47,7 @@ pub fn plan(
                         add: d.member_of.clone(),
                         remove: Vec::new(),
                     },
+                    cloud: cloud_diff(d),
                 },
             }),
             (None, Some(a)) => changes.push(Change {
@@ -102,11 +103,13 @@ fn update(d: &DesiredObject, a: &ActualObject) -> Option<Change> {
         Some(want) => member_diff(want, &a.members),
     };
     let links = link_diff(&d.member_of, a);
+    let cloud = cloud_diff(d);
     if move_to.is_none()
         && changes.is_empty()
         && members_add.is_empty()
         && members_remove.is_empty()
         && links.is_empty()
+        && cloud.is_empty()
     {
         return None;
     }
@@ -120,8 +123,18 @@ fn update(d: &DesiredObject, a: &ActualObject) -> Option<Change> {
             members_add,
             members_remove,
             links,
+            cloud,
         },
     })
+}
+
+/// The cloud properties whose value differs from what the rule sets (`to_cloud`).
+fn cloud_diff(d: &DesiredObject) -> BTreeMap<String, serde_json::Value> {
+    d.to_cloud
+        .iter()
+        .filter(|(k, v)| d.cloud_now.get(*k).unwrap_or(&serde_json::Value::Null) != *v)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The links to add (wanted, not in AD's `memberOf`) and to remove (added and recorded by
@@ -231,6 +244,8 @@ mod tests {
         members: Option<&[&str]>,
     ) -> DesiredObject {
         DesiredObject {
+            cloud_now: Default::default(),
+            to_cloud: Default::default(),
             member_of: Default::default(),
             cloud_id: id.into(),
             rule: "10-test.rhai".into(),
@@ -282,6 +297,45 @@ mod tests {
             &BTreeMap::from([("g1".to_string(), a)]),
         );
         assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn cloud_properties_are_written_only_when_they_differ() {
+        let mut d = desired("g", "CN=G,OU=X", &[], None);
+        d.to_cloud = [("extension_a_dn".to_string(), serde_json::json!("CN=G,OU=X"))].into();
+        let a = actual("g", "CN=G,OU=X", &[], &[]);
+        let run = |d: &DesiredObject| {
+            plan(
+                &BTreeMap::from([("g".to_string(), d.clone())]),
+                &BTreeMap::from([("g".to_string(), a.clone())]),
+            )
+        };
+        // Unset in the cloud: an update with the PATCH alone.
+        match &run(&d)[..] {
+            [Change {
+                op: Op::Update { cloud, changes, .. },
+                ..
+            }] => {
+                assert_eq!(cloud, &d.to_cloud);
+                assert!(changes.is_empty());
+            }
+            other => panic!("expected one update, got {other:?}"),
+        }
+        // The cloud has it: nothing to do.
+        d.cloud_now = d.to_cloud.clone();
+        assert!(run(&d).is_empty());
+        // A create carries it too.
+        let created = plan(
+            &BTreeMap::from([("g".to_string(), d.clone())]),
+            &BTreeMap::new(),
+        );
+        assert!(matches!(&created[0].op, Op::Create { cloud, .. } if cloud.is_empty()));
+        d.cloud_now.clear();
+        let created = plan(
+            &BTreeMap::from([("g".to_string(), d.clone())]),
+            &BTreeMap::new(),
+        );
+        assert!(matches!(&created[0].op, Op::Create { cloud, .. } if cloud == &d.to_cloud));
     }
 
     #[test]
@@ -380,6 +434,7 @@ mod tests {
         assert!(matches!(&p[0].op, Op::Delete { dn, .. } if dn == "CN=Gone,OU=G,DC=x"));
         match &p[1].op {
             Op::Create {
+                cloud: _,
                 links: _,
                 dn,
                 attributes,
@@ -427,6 +482,7 @@ mod tests {
         assert_eq!(p.len(), 1);
         match &p[0].op {
             Op::Update {
+                cloud: _,
                 links: _,
                 dn,
                 move_to,

@@ -218,6 +218,8 @@ mod tests {
 
     fn desired(id: &str) -> DesiredObject {
         DesiredObject {
+            cloud_now: Default::default(),
+            to_cloud: Default::default(),
             member_of: Default::default(),
             cloud_id: id.into(),
             rule: "10-r.rhai".into(),
@@ -242,6 +244,7 @@ mod tests {
             change(
                 "new",
                 Op::Create {
+                    cloud: Default::default(),
                     links: Default::default(),
                     dn: "CN=new,OU=X".into(),
                     attributes: BTreeMap::new(),
@@ -251,6 +254,7 @@ mod tests {
             change(
                 "bad",
                 Op::Create {
+                    cloud: Default::default(),
                     links: Default::default(),
                     dn: "CN=bad,OU=X".into(),
                     attributes: BTreeMap::new(),
@@ -327,6 +331,7 @@ mod tests {
         let changes = vec![change(
             "u",
             Op::Update {
+                cloud: Default::default(),
                 links: Default::default(),
                 dn: "CN=u,OU=X".into(),
                 move_to: None,
@@ -349,6 +354,7 @@ mod tests {
             change(
                 id,
                 Op::Create {
+                    cloud: Default::default(),
                     links: Default::default(),
                     dn: format!("CN={id},OU=X"),
                     attributes: BTreeMap::new(),

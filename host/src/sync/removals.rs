@@ -89,6 +89,7 @@ pub fn hold(
     let mut held = Vec::new();
     changes.retain_mut(|c| {
         let Op::Update {
+            cloud,
             dn,
             move_to,
             changes: attrs,
@@ -115,7 +116,11 @@ pub fn hold(
             removal_hash: hash,
         });
         members_remove.clear();
-        move_to.is_some() || !attrs.is_empty() || !members_add.is_empty() || !links.is_empty()
+        move_to.is_some()
+            || !attrs.is_empty()
+            || !members_add.is_empty()
+            || !links.is_empty()
+            || !cloud.is_empty()
     });
     held
 }
@@ -147,6 +152,7 @@ mod tests {
             cloud_id: id.into(),
             rule: Some("r".into()),
             op: Op::Update {
+                cloud: Default::default(),
                 links: Default::default(),
                 dn: format!("CN={id},OU=W"),
                 move_to: None,

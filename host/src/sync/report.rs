@@ -49,6 +49,7 @@ pub fn render_changes(
             .unwrap_or_default();
         match &c.op {
             Op::Create {
+                cloud,
                 dn,
                 attributes,
                 members,
@@ -68,8 +69,10 @@ pub fn render_changes(
                     }
                 }
                 links_lines(&mut out, links);
+                cloud_lines(&mut out, cloud);
             }
             Op::Update {
+                cloud,
                 dn,
                 move_to,
                 changes,
@@ -104,6 +107,7 @@ pub fn render_changes(
                     let _ = writeln!(out, "    member - ... {} more", members_remove.len() - 10);
                 }
                 links_lines(&mut out, links);
+                cloud_lines(&mut out, cloud);
             }
             Op::Delete { dn, reason } => {
                 let _ = writeln!(out, "- delete {}  ({})", one_line(dn), one_line(reason));
@@ -348,6 +352,13 @@ fn held(out: &mut String, r: &SyncReport, applied: bool) {
             "  ... and {} more (every one is in the --json output)",
             h.deletes.len() - LIST_UNRESOLVED
         );
+    }
+}
+
+/// Cloud properties set on the group (`to_cloud`), one per line.
+fn cloud_lines(out: &mut String, cloud: &BTreeMap<String, serde_json::Value>) {
+    for (k, v) in cloud {
+        let _ = writeln!(out, "    cloud {k}: {}", one_line(&v.to_string()));
     }
 }
 

@@ -222,6 +222,7 @@ mod tests {
             cloud_id: id.into(),
             rule: Some("r.rhai".into()),
             op: Op::Create {
+                cloud: Default::default(),
                 links: Default::default(),
                 dn: format!("CN={id},OU=G"),
                 attributes: BTreeMap::new(),

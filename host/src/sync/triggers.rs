@@ -641,6 +641,7 @@ fn on_deleted(id, dn) { throw "no"; }
     async fn only_applied_changes_fire_within_the_per_cycle_limit() {
         let (_dir, table) = hooks(RULE);
         let create = |dn: &str| Op::Create {
+            cloud: Default::default(),
             links: Default::default(),
             dn: dn.into(),
             attributes: BTreeMap::new(),
@@ -653,6 +654,7 @@ fn on_deleted(id, dn) { throw "no"; }
             change(
                 "d",
                 Op::Update {
+                    cloud: Default::default(),
                     links: Default::default(),
                     dn: "CN=D".into(),
                     move_to: None,

@@ -45,6 +45,12 @@ pub struct DesiredObject {
     /// `member_of`, checked against `ad.link_targets`), sorted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub member_of: Vec<String>,
+    /// Cloud properties the rule sets (`to_cloud`), `{dn}` replaced by `dn`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub to_cloud: BTreeMap<String, serde_json::Value>,
+    /// Their current values in the cloud (null when unset), from the cached group.
+    #[serde(skip)]
+    pub cloud_now: BTreeMap<String, serde_json::Value>,
 }
 
 /// Where cloud members live in AD, found by the job before planning.
@@ -131,6 +137,9 @@ pub enum Op {
         /// Added once the group exists (`member_of`).
         #[serde(skip_serializing_if = "Links::is_empty")]
         links: Links,
+        /// Set on the cloud group once the AD group exists (`to_cloud`).
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        cloud: BTreeMap<String, serde_json::Value>,
     },
     Update {
         dn: String,
@@ -145,6 +154,9 @@ pub enum Op {
         members_remove: Vec<String>,
         #[serde(skip_serializing_if = "Links::is_empty")]
         links: Links,
+        /// Cloud properties that differ from what the rule sets (`to_cloud`).
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        cloud: BTreeMap<String, serde_json::Value>,
     },
     Delete {
         dn: String,

@@ -46,6 +46,15 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the URL is printed on stdout).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// The application permissions granted to the app (its tokens' `roles`), comma-separated.
+    /// Writes need theirs: PATCH, POST and DELETE of groups need Group.ReadWrite.All or
+    /// Directory.ReadWrite.All, as Microsoft documents for "Update group".
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "Group.ReadWrite.All,User.ReadWrite.All,GroupMember.ReadWrite.All,Directory.ReadWrite.All"
+    )]
+    pub app_roles: Vec<String>,
     /// Tenant file (JSON, see README).
     #[arg(long, required = true)]
     pub tenant: Option<PathBuf>,

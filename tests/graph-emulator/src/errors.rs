@@ -56,6 +56,15 @@ impl GraphError {
         )
     }
 
+    /// 403 for a token without the permission the call needs (Graph's code and message).
+    pub fn forbidden() -> Self {
+        Self::new(
+            403,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        )
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(401, "InvalidAuthenticationToken", message).with_header(
             "WWW-Authenticate",

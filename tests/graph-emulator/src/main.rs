@@ -98,6 +98,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             settings,
             faults,
             args.seed,
+            args.app_roles.clone(),
         ));
         server::run(listener, state).await?;
         anyhow::Ok(())

@@ -22,9 +22,16 @@ pub struct RequestCtx {
     pub headers: Vec<(String, String)>,
     /// `/v1.0` or `/beta`: decides the properties known and the root of links.
     pub version: ApiVersion,
+    /// The application permissions of the caller's token (empty before it is validated).
+    pub roles: Vec<String>,
 }
 
 impl RequestCtx {
+    /// Whether the caller holds one of `roles` (a write needs its permission, as Graph checks).
+    pub fn has_role(&self, roles: &[&str]) -> bool {
+        self.roles.iter().any(|r| roles.contains(&r.as_str()))
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

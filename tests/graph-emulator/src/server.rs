@@ -265,6 +265,7 @@ fn new_ctx(state: &AppState, headers: Vec<(String, String)>, version: ApiVersion
         base_url: state.base_url.clone(),
         headers,
         version,
+        roles: Vec::new(),
     }
 }
 
@@ -277,7 +278,7 @@ async fn graph_request(
     headers: Vec<(String, String)>,
     body: &[u8],
 ) -> Response {
-    let ctx = new_ctx(state, headers, version);
+    let mut ctx = new_ctx(state, headers, version);
     let latency = state.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -288,7 +289,10 @@ async fn graph_request(
         .signer
         .validate(ctx.header("authorization"), &tenant_id, now_unix)
     {
-        Ok(app) => app,
+        Ok(caller) => {
+            ctx.roles = caller.roles;
+            caller.app_id
+        }
         Err(e) => return to_http(e.into_response(&ctx), &ctx),
     };
     // Strip the version segment ("/v1.0", "/beta").

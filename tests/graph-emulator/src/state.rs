@@ -56,6 +56,7 @@ impl AppState {
         settings: Settings,
         faults: Faults,
         seed: u64,
+        roles: Vec<String>,
     ) -> Self {
         let mut key = vec![0u8; 32];
         rand::rng().fill_bytes(&mut key);
@@ -63,7 +64,7 @@ impl AppState {
             base_url,
             store: Mutex::new(store),
             clock,
-            signer: TokenSigner::new(key),
+            signer: TokenSigner::new(key).with_roles(roles),
             settings: Mutex::new(settings),
             faults,
             delta: Mutex::new(DeltaControl::new()),

@@ -264,3 +264,41 @@ async fn create_and_update_users() {
         .iter()
         .any(|u| u["id"] == id));
 }
+
+#[tokio::test]
+async fn group_writes_need_the_write_permission_reads_do_not() {
+    // Consented to read permissions only, as an app registered for reading.
+    let emu = start(&["--app-roles", "Group.Read.All,User.Read.All"]);
+    let r = emu.get("groups?$select=id").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.body["value"][0]["id"]
+        .as_str()
+        .expect("a group")
+        .to_string();
+    let msg = emu
+        .patch(&format!("groups/{id}"), json!({"description": "x"}))
+        .await
+        .graph_error(403, "Authorization_RequestDenied");
+    assert_eq!(msg, "Insufficient privileges to complete the operation.");
+    emu.post(
+        "groups",
+        json!({"displayName": "N", "mailEnabled": false, "mailNickname": "n",
+               "securityEnabled": true}),
+    )
+    .await
+    .graph_error(403, "Authorization_RequestDenied");
+    emu.delete(&format!("groups/{id}"))
+        .await
+        .graph_error(403, "Authorization_RequestDenied");
+    // Group.ReadWrite.All (Microsoft's least privileged for "Update group") is enough.
+    let emu = start(&["--app-roles", "Group.ReadWrite.All"]);
+    let r = emu.get("groups?$select=id").await;
+    let id = r.body["value"][0]["id"]
+        .as_str()
+        .expect("a group")
+        .to_string();
+    let r = emu
+        .patch(&format!("groups/{id}"), json!({"description": "x"}))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+}

@@ -429,6 +429,22 @@ path = "state.db"
         status
     }
 
+    /// A Graph GET through the emulator's API (path below /v1.0): the JSON answer.
+    pub async fn graph_get(&self, path: &str) -> Value {
+        let token = self.graph_token().await;
+        let url = format!("{}/v1.0{path}", self.emulator.base_url);
+        let resp = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("graph request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "GET {path} -> {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}"))
+    }
+
     /// Deletes the test's OU tree.
     pub async fn cleanup(mut self) {
         delete_subtree(&mut self.ldap, &self.root).await;

@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod emulator;
 pub mod harness;
+pub mod receiver;
 pub mod testbed;
 
 /// Waits (polling every 100 ms) until `$cond` holds, or panics naming `$what` after `$timeout`;

@@ -513,3 +513,136 @@ async fn writeback_enabled_writes_exactly_the_enabled_groups_with_their_types() 
     );
     bed.cleanup().await;
 }
+
+/// `member` of the object at `dn`, lower-cased.
+async fn member_dns(bed: &mut Bed, dn: &str) -> BTreeSet<String> {
+    let (rs, _) = bed
+        .ldap
+        .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec!["member"])
+        .await
+        .expect("search")
+        .success()
+        .expect("search result");
+    rs.into_iter()
+        .flat_map(|e| {
+            ldap3::SearchEntry::construct(e)
+                .attrs
+                .remove("member")
+                .unwrap_or_default()
+        })
+        .map(|m| m.to_lowercase())
+        .collect()
+}
+
+#[tokio::test]
+async fn finance_share_nests_tells_the_cloud_and_opens_one_ticket() {
+    let mut bed = Bed::new("wb-ex-finance", 0).await;
+    bed.create_default_containers().await;
+    // The file share's group, outside the managed OUs; the account may write its members.
+    let shares = format!("OU=File Shares,{}", bed.root);
+    create_ou(&mut bed.ldap, &shares).await;
+    let share = format!("CN=FS-Finance-RW,{shares}");
+    bed.ldap
+        .add(
+            &share,
+            vec![("objectClass", ["group"].into_iter().collect())],
+        )
+        .await
+        .expect("add")
+        .success()
+        .expect("add the share's group");
+    bed.ad.delegate_link_target(&shares);
+    let (pay, blocked) = (new_id(), new_id());
+    // A hand-made group holds the name the rule wants for "Finance Blocked": it cannot be written.
+    let taken = format!(
+        "CN=Finance Blocked_{},OU=Security,{}",
+        &blocked[24..],
+        bed.managed
+    );
+    bed.ldap
+        .add(
+            &taken,
+            vec![("objectClass", ["group"].into_iter().collect())],
+        )
+        .await
+        .expect("add")
+        .success()
+        .expect("add the hand-made group");
+    bed.seed(
+        vec![],
+        vec![
+            security_group(&pay, "Finance Payables", &[]),
+            security_group(&blocked, "Finance Blocked", &[]),
+        ],
+        &[],
+    );
+    let tickets = writeback_integration::receiver::Receiver::start();
+    let key = format!("tk-{}", &new_id()[..8]);
+    std::env::set_var("WB_IT_TICKET_KEY", &key);
+    let ext = "extension_0123456789abcdef0123456789abcdef_onPremisesDn";
+    write_config(
+        &bed,
+        &example_rules("finance-share"),
+        &format!(
+            "finance_share = \"{share}\"\ndn_property = \"{ext}\"\nticket_url = \"{}\"",
+            tickets.url
+        ),
+    );
+    let path = bed.config_path();
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text =
+        text.replacen(
+            "managed_ous = [",
+            &format!("link_targets = [\"{shares}\"]\nmanaged_ous = ["),
+            1,
+        )
+        .replacen(
+            "[rules]\n",
+            "[rules]\nhttp_allowed_networks = [\"127.0.0.1\"]\n",
+            1,
+        ) + "\n[rules.secrets]\nticket_key = { env = \"WB_IT_TICKET_KEY\" }\n";
+    std::fs::write(&path, text).expect("write config");
+
+    // The plan shows the link and the cloud write before anything happens.
+    let plan = bed.run_json(&["plan"], 0);
+    let create = plan["plan"]["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["cloud_id"] == json!(pay))
+        .cloned()
+        .expect("the Payables create");
+    assert_eq!(create["links"]["add"], json!([share]), "{plan:#}");
+    assert_eq!(create["cloud"][ext], create["dn"], "{plan:#}");
+
+    let r = bed.run_json(&["sync"], 2);
+    let (dn, _) = group(&mut bed, &pay).await;
+    assert!(member_dns(&mut bed, &share).await.contains(&dn), "{r:#}");
+    let cloud = bed
+        .graph_get(&format!("/groups/{pay}?$select=id,{ext}"))
+        .await;
+    assert_eq!(
+        cloud[ext].as_str().map(str::to_lowercase),
+        Some(dn),
+        "{cloud:#}"
+    );
+    // One ticket for the group that cannot be written, with the secret as bearer token.
+    let opened: Vec<_> = tickets.received();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(
+        opened[0].authorization.as_deref(),
+        Some(format!("Bearer {key}").as_str())
+    );
+    assert_eq!(opened[0].body["group"], json!(blocked));
+    assert!(opened[0].key.is_some(), "{opened:?}");
+    assert!(
+        opened[0].body["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("Finance Blocked")),
+        "{opened:?}"
+    );
+    // Failing the same way again opens no second ticket.
+    bed.run_json(&["sync", "--full"], 2);
+    assert_eq!(tickets.received().len(), 1);
+    bed.cleanup().await;
+}

@@ -243,3 +243,146 @@ async fn a_misspelt_property_stops_the_load_and_nothing_is_read() {
     assert!(bed.groups().await.is_empty());
     bed.cleanup().await;
 }
+
+const ON_PREM_DN: &str = "extension_0123456789abcdef0123456789abcdef_onPremDn";
+
+/// A security-group rule that tells the cloud where each group landed (`to_cloud`).
+fn landing_rule() -> String {
+    format!(
+        r#"import "std/naming" as naming;
+
+const GRAPH_GROUP_PROPERTIES = ["{ON_PREM_DN}"];
+
+fn in_scope(group) {{
+    group.securityEnabled == true && group.mailEnabled != true
+}}
+
+fn to_ad(group) {{
+    #{{
+        parent: setting("security_container"),
+        cn: naming::cloud_sync_cn(group),
+        attributes: #{{ groupType: -2147483640, displayName: group.displayName }},
+        to_cloud: #{{ {ON_PREM_DN}: "{{dn}}" }},
+    }}
+}}
+"#
+    )
+}
+
+/// The cloud group's extension value, read back from the emulator.
+async fn landed(bed: &Bed, id: &str) -> Value {
+    let g = bed
+        .graph_get(&format!("/groups/{id}?$select=id,{ON_PREM_DN}"))
+        .await;
+    g.get(ON_PREM_DN).cloned().unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn to_cloud_writes_where_the_group_landed_once_and_again_after_a_move() {
+    let mut bed = Bed::new("wb-props-landed", 0).await;
+    bed.create_default_containers().await;
+    let g = new_id();
+    bed.seed(vec![], vec![security_group(&g, "Landing", &[])], &[]);
+    let rules = bed.dir.path().join("rules");
+    write_rules(&rules, &landing_rule());
+    bed.write_config(Some(&rules), "", "");
+
+    // The plan shows the PATCH with the DN the group will have; nothing is written.
+    let plan = bed.run_json(&["plan"], 0);
+    let want_dn = plan["plan"]["changes"][0]["dn"].clone();
+    assert_eq!(
+        plan["plan"]["changes"][0]["cloud"][ON_PREM_DN], want_dn,
+        "{plan:#}"
+    );
+    assert_eq!(landed(&bed, &g).await, Value::Null);
+
+    let (r, _) = sync(&bed);
+    let (dn, _) = bed.group_by_id(&g).await.expect("created");
+    assert_eq!(
+        landed(&bed, &g).await.as_str().map(str::to_lowercase),
+        Some(dn.clone()),
+        "{r:#}"
+    );
+    // Its own write read back by delta is no change: nothing to write, no second PATCH.
+    for _ in 0..2 {
+        let (r, _) = sync(&bed);
+        assert!(
+            r["plan"]["changes"].as_array().is_some_and(Vec::is_empty),
+            "{r:#}"
+        );
+    }
+
+    // Renamed in the cloud: the AD group moves and the cloud hears the new DN.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{g}"),
+        Some(json!({ "displayName": "Landing Moved" })),
+    )
+    .await;
+    let (r, _) = sync(&bed);
+    let (moved, _) = bed.group_by_id(&g).await.expect("still there");
+    assert_ne!(moved, dn);
+    assert_eq!(
+        landed(&bed, &g).await.as_str().map(str::to_lowercase),
+        Some(moved),
+        "{r:#}"
+    );
+
+    // Cleared by someone in the cloud: put back.
+    bed.graph(
+        "PATCH",
+        &format!("/groups/{g}"),
+        Some(json!({ ON_PREM_DN: null })),
+    )
+    .await;
+    sync(&bed);
+    assert!(landed(&bed, &g).await.is_string());
+    bed.cleanup().await;
+}
+
+#[tokio::test]
+async fn to_cloud_without_the_write_permission_is_an_error_naming_it() {
+    let mut bed = Bed::new("wb-props-noperm", 0).await;
+    bed.create_default_containers().await;
+    let g = new_id();
+    // The app may read groups and users, not write them.
+    bed.seed(
+        vec![],
+        vec![security_group(&g, "Read Only", &[])],
+        &[
+            "--app-roles",
+            "Group.Read.All,User.Read.All,GroupMember.Read.All",
+        ],
+    );
+    let rules = bed.dir.path().join("rules");
+    write_rules(&rules, &landing_rule());
+    bed.write_config(Some(&rules), "", "");
+    let r = bed.run_json(&["sync"], 2);
+    assert!(
+        bed.group_by_id(&g).await.is_some(),
+        "the AD side is written"
+    );
+    let why = r["outcomes"][0]["member_errors"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.contains("Authorization_RequestDenied") && why.contains("Group.ReadWrite.All"),
+        "{r:#}"
+    );
+    // The group stays out of step, in quarantine like any failing group; a full pass (or the
+    // end of its wait) tries again.
+    let status = bed.run_json(&["status"], 0);
+    assert!(
+        status["quarantine"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Group.ReadWrite.All")),
+        "{status:#}"
+    );
+    let r = bed.run_json(&["sync", "--full"], 2);
+    assert!(
+        r["plan"]["changes"][0]["cloud"][ON_PREM_DN].is_string(),
+        "{r:#}"
+    );
+    bed.cleanup().await;
+}

@@ -293,6 +293,47 @@ fn out_of_scope_and_skip() {
 }
 
 #[test]
+fn to_cloud_takes_directory_extensions_and_plain_values() {
+    let ext = "extension_0123456789abcdef0123456789abcdef_onPremDn";
+    let ok = format!(
+        r#"#{{ parent: "OU=X,DC=t", cn: "g", to_cloud: #{{ {ext}: "{{dn}}", extension_0123456789abcdef0123456789abcdef_n: 3, extension_0123456789abcdef0123456789abcdef_b: true, extension_0123456789abcdef0123456789abcdef_gone: () }} }}"#
+    );
+    let dir = rules_dir(&[("10-x.rhai", &rule("true", &ok))]);
+    let set = load(dir.path()).expect("loads");
+    let d = super::support::desired(set.evaluate(&json!({"id": "1"})).expect("ok"));
+    assert_eq!(d.to_cloud[ext], json!("{dn}"));
+    assert_eq!(
+        d.to_cloud["extension_0123456789abcdef0123456789abcdef_n"],
+        json!(3)
+    );
+    assert_eq!(
+        d.to_cloud["extension_0123456789abcdef0123456789abcdef_gone"],
+        json!(null)
+    );
+    for (bad, says) in [
+        (
+            r#"#{ displayName: "x" }"#,
+            "only directory extension properties",
+        ),
+        (
+            r#"#{ extension_0123_x: "x" }"#,
+            "only directory extension properties",
+        ),
+        (
+            &format!("#{{ {ext}: [1] }}") as &str,
+            "a string, an integer, a bool or ()",
+        ),
+        (r#""x""#, "takes a map"),
+    ] {
+        let text = format!(r#"#{{ parent: "OU=X,DC=t", cn: "g", to_cloud: {bad} }}"#);
+        let dir = rules_dir(&[("10-x.rhai", &rule("true", &text))]);
+        let set = load(dir.path()).expect("loads");
+        let e = eval_err(&set, &json!({"id": "1"}));
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn leave_keep_and_delete_after() {
     let map = r#"if group.displayName == "k" { #{ leave: "keep" } } else if group.displayName == "d" { #{ leave: "delete", after: "2h" } } else { #{ leave: "sometime" } }"#;
     let dir = rules_dir(&[("10-x.rhai", &rule("true", map))]);

@@ -13,11 +13,38 @@ pub const LIFETIME: i64 = 3599;
 /// Signs and checks access tokens with a per-process key.
 pub struct TokenSigner {
     key: Vec<u8>,
+    /// The application permissions (app roles) granted to the app: the tokens' `roles`.
+    roles: Vec<String>,
 }
+
+/// What an app-only token says about its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub app_id: String,
+    /// The application permissions the token carries (`roles` claim).
+    pub roles: Vec<String>,
+}
+
+/// The application permissions granted by default: what the host needs and more.
+pub const DEFAULT_ROLES: [&str; 4] = [
+    "Group.ReadWrite.All",
+    "User.ReadWrite.All",
+    "GroupMember.ReadWrite.All",
+    "Directory.ReadWrite.All",
+];
 
 impl TokenSigner {
     pub fn new(key: Vec<u8>) -> Self {
-        TokenSigner { key }
+        TokenSigner {
+            key,
+            roles: DEFAULT_ROLES.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    /// Grants exactly `roles` to the app (as an admin consenting to those permissions).
+    pub fn with_roles(mut self, roles: Vec<String>) -> Self {
+        self.roles = roles;
+        self
     }
 
     pub fn issue(&self, tenant_id: &str, client_id: &str, now_unix: i64) -> String {
@@ -33,7 +60,7 @@ impl TokenSigner {
             "oid": client_id,
             "sub": client_id,
             "tid": tenant_id,
-            "roles": ["Group.ReadWrite.All", "User.ReadWrite.All", "GroupMember.ReadWrite.All", "Directory.ReadWrite.All"],
+            "roles": self.roles,
             "ver": "1.0",
             "uti": uuid::Uuid::new_v4().simple().to_string(),
         });
@@ -50,7 +77,7 @@ impl TokenSigner {
         authorization: Option<&str>,
         tenant_id: &str,
         now_unix: i64,
-    ) -> Result<String, GraphError> {
+    ) -> Result<Caller, GraphError> {
         let token = authorization
             .map(str::trim)
             .and_then(|h| {
@@ -99,11 +126,23 @@ impl TokenSigner {
                 "Lifetime validation failed, the token is expired.",
             ));
         }
-        Ok(claims
-            .get("appid")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string())
+        Ok(Caller {
+            app_id: claims
+                .get("appid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            roles: claims
+                .get("roles")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
     }
 }
 
@@ -116,7 +155,15 @@ mod tests {
         let s = TokenSigner::new(b"k".to_vec());
         let t = s.issue("tid", "app", 1000);
         let bearer = format!("Bearer {t}");
-        assert_eq!(s.validate(Some(&bearer), "tid", 1000).unwrap(), "app");
+        let caller = s.validate(Some(&bearer), "tid", 1000).unwrap();
+        assert_eq!(caller.app_id, "app");
+        assert!(caller.roles.iter().any(|r| r == "Group.ReadWrite.All"));
+        let narrow = TokenSigner::new(b"k".to_vec()).with_roles(vec!["Group.Read.All".into()]);
+        let t = narrow.issue("tid", "app", 1000);
+        let caller = narrow
+            .validate(Some(&format!("Bearer {t}")), "tid", 1000)
+            .unwrap();
+        assert_eq!(caller.roles, ["Group.Read.All"]);
         let e = s
             .validate(Some(&bearer), "tid", 1000 + LIFETIME)
             .unwrap_err();

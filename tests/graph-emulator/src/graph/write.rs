@@ -288,6 +288,7 @@ pub fn create(
     kind: Kind,
     body: &[u8],
 ) -> GraphResult<GraphResponse> {
+    may_write(ctx, kind)?;
     let body = json_body(body)?;
     let Payload {
         mut props,
@@ -398,6 +399,20 @@ pub fn create(
     created_response(ctx, &store, kind, &id)
 }
 
+/// The application permission a write of `kind` needs, as Microsoft's "Create group", "Update
+/// group" and "Delete group" (and the user equivalents) document: 403 without it.
+fn may_write(ctx: &RequestCtx, kind: Kind) -> GraphResult<()> {
+    let needed: &[&str] = match kind {
+        Kind::Group => &["Group.ReadWrite.All", "Directory.ReadWrite.All"],
+        Kind::User => &["User.ReadWrite.All", "Directory.ReadWrite.All"],
+    };
+    if ctx.has_role(needed) {
+        Ok(())
+    } else {
+        Err(GraphError::forbidden())
+    }
+}
+
 /// PATCH /groups/{id}, PATCH /users/{id}
 pub fn update(
     state: &AppState,
@@ -406,6 +421,7 @@ pub fn update(
     id: &str,
     body: &[u8],
 ) -> GraphResult<GraphResponse> {
+    may_write(ctx, kind)?;
     let body = json_body(body)?;
     let Payload {
         mut props,
@@ -472,6 +488,7 @@ pub fn delete(
     kind: Kind,
     id: &str,
 ) -> GraphResult<GraphResponse> {
+    may_write(ctx, kind)?;
     let mut store = state.store();
     let obj = store
         .live(kind, id)
