@@ -73,7 +73,7 @@ pub mod tx {
     };
     pub use super::held::replace as replace_held;
     pub use super::links::{put as put_link, remove as remove_link, remove_all as remove_links};
-    pub use super::outbox::put as put_call;
+    pub use super::outbox::{delivered as call_delivered, failed as call_failed, put as put_call};
     pub use super::pending::{
         clear_all_pending, clear_pending, mark_pending, remove_meta, set_meta,
     };

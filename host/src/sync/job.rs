@@ -935,11 +935,9 @@ impl Cycle<'_, '_> {
         }
     }
 
-    /// Triggers of the rule that handled each group; a delete's rule is the one in its anchor
-    /// (read when the deletes were located).
     /// Sets the cloud properties the rules write (`to_cloud`) on the groups whose AD change went
     /// through, only those that differ. A failure leaves the group out of step (its outcome
-    /// says why), so the next cycle compares it and writes them again.
+    /// says why): it goes to quarantine and is written again when it is tried again.
     async fn write_cloud(&self, changes: &[Change], outcomes: &mut [Outcome]) {
         let at: BTreeMap<&str, usize> = outcomes
             .iter()
@@ -1006,6 +1004,8 @@ impl Cycle<'_, '_> {
         Ok(triggers::calls(&plan, outcomes, &groups, self.run_id))
     }
 
+    /// Triggers of the rule that handled each group; a delete's rule is the one in its anchor
+    /// (read when the deletes were located).
     fn planned_triggers(
         &self,
         changes: &[Change],
@@ -1504,26 +1504,27 @@ impl Cycle<'_, '_> {
         let delivered = triggers::deliver(self.rules.hooks(), deliveries, effects, limits).await;
         let retry = self.config.rules.trigger_retry;
         let mut results = Vec::with_capacity(delivered.len());
-        let mut events = Vec::new();
+        // Every outcome and its audit event in one transaction.
+        let mut writes = Vec::new();
         for (id, mut r) in delivered {
             match r.outcome {
-                "ok" => self.store.settle_call(id, Ok(()))?,
+                "ok" => writes.push(Write::CallDelivered(id)),
                 "failed" => {
                     let next = retry.next_at(r.attempt, unix_now());
                     if next.is_none() {
                         r.outcome = "given_up";
                     }
                     let error = r.error.clone().unwrap_or_default();
-                    self.store.settle_call(id, Err((&error, next)))?;
+                    writes.push(Write::CallFailed(id, error, next));
                 }
                 _ => {}
             }
             if r.outcome != "waiting" {
-                events.push(Write::Event(r.audit_event()));
+                writes.push(Write::Event(r.audit_event()));
             }
             results.push(r);
         }
-        record::write(self.store, self.run_id, &events)?;
+        record::write(self.store, self.run_id, &writes)?;
         Ok(results)
     }
 }

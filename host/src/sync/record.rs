@@ -31,6 +31,10 @@ pub enum Write {
     RemoveLinks(String),
     /// A trigger call to deliver, recorded with the change that fires it.
     Enqueue(crate::state::NewCall),
+    /// Recorded call `id` was delivered: forgotten.
+    CallDelivered(i64),
+    /// Recorded call `id` failed with this error: tried again at the time given, or given up.
+    CallFailed(i64, String, Option<i64>),
 }
 
 /// What a batch's plan and outcomes mean for the store.
@@ -175,6 +179,8 @@ pub fn write(store: &mut Store, run_id: i64, writes: &[Write]) -> Result<(), Sta
                 Write::RemoveLink(id, target) => tx::remove_link(t, id, target)?,
                 Write::RemoveLinks(id) => tx::remove_links(t, id)?,
                 Write::Enqueue(c) => tx::put_call(t, c, now)?,
+                Write::CallDelivered(id) => tx::call_delivered(t, *id)?,
+                Write::CallFailed(id, error, next) => tx::call_failed(t, *id, error, *next)?,
             }
         }
         Ok(())
