@@ -8,6 +8,14 @@
 //!
 //! Every load is offline (`Config::load_offline`): no secret is read.
 
+// A test file: its helpers stop the test where something is not as documented.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use toml::{Table, Value};

@@ -80,6 +80,8 @@ fn hex_val(b: u8) -> Option<u8> {
 /// `;` as separator, quoted values). The empty string is the root (no RDNs).
 pub fn parse_dn(dn: &str) -> Result<ParsedDn, DnError> {
     let b = dn.as_bytes();
+    // The byte at `i`, if any: the parser never indexes past the end.
+    let at = |i: usize| b.get(i).copied();
     let mut rdns = Vec::new();
     let mut starts = Vec::new();
     let mut avas = Vec::new();
@@ -89,71 +91,74 @@ pub fn parse_dn(dn: &str) -> Result<ParsedDn, DnError> {
     }
     loop {
         // attribute type
-        while i < b.len() && b[i] == b' ' {
+        while at(i) == Some(b' ') {
             i += 1;
         }
         let t0 = i;
-        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b'.') {
+        while at(i).is_some_and(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.') {
             i += 1;
         }
-        let attr = &dn[t0..i];
+        let attr = dn.get(t0..i).unwrap_or_default();
         if attr.is_empty() {
             return Err(dn_err(dn, format!("missing attribute type at byte {t0}")));
         }
-        while i < b.len() && b[i] == b' ' {
+        while at(i) == Some(b' ') {
             i += 1;
         }
-        if i >= b.len() || b[i] != b'=' {
+        if at(i) != Some(b'=') {
             return Err(dn_err(dn, format!("expected '=' after {attr:?}")));
         }
         i += 1;
-        while i < b.len() && b[i] == b' ' {
+        while at(i) == Some(b' ') {
             i += 1;
         }
         // value
         let mut val: Vec<u8> = Vec::new();
-        if i < b.len() && b[i] == b'#' {
+        if at(i) == Some(b'#') {
             // BER-encoded value: kept as its (lowercased) hex text
             let v0 = i;
             i += 1;
-            while i < b.len() && b[i].is_ascii_hexdigit() {
+            while at(i).is_some_and(|c| c.is_ascii_hexdigit()) {
                 i += 1;
             }
             if (i - v0 - 1) % 2 != 0 || i - v0 == 1 {
                 return Err(dn_err(dn, "malformed #hex value"));
             }
-            val.extend(dn[v0..i].to_ascii_lowercase().bytes());
-            while i < b.len() && b[i] == b' ' {
+            val.extend(
+                dn.get(v0..i)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase()
+                    .bytes(),
+            );
+            while at(i) == Some(b' ') {
                 i += 1;
             }
-        } else if i < b.len() && b[i] == b'"' {
+        } else if at(i) == Some(b'"') {
             i += 1;
             loop {
-                if i >= b.len() {
-                    return Err(dn_err(dn, "unterminated quoted value"));
-                }
-                match b[i] {
-                    b'"' => {
+                match at(i) {
+                    None => return Err(dn_err(dn, "unterminated quoted value")),
+                    Some(b'"') => {
                         i += 1;
                         break;
                     }
-                    b'\\' => {
+                    Some(b'\\') => {
                         i = unescape_at(dn, i, &mut val)?;
                     }
-                    c => {
+                    Some(c) => {
                         val.push(c);
                         i += 1;
                     }
                 }
             }
-            while i < b.len() && b[i] == b' ' {
+            while at(i) == Some(b' ') {
                 i += 1;
             }
         } else {
             // length of `val` up to the last escaped or non-space byte
             let mut significant = 0;
-            while i < b.len() {
-                match b[i] {
+            while let Some(c) = at(i) {
+                match c {
                     b',' | b';' | b'+' => break,
                     b'\\' => {
                         i = unescape_at(dn, i, &mut val)?;
@@ -176,13 +181,13 @@ pub fn parse_dn(dn: &str) -> Result<ParsedDn, DnError> {
             attr: attr.to_string(),
             value,
         });
-        if i >= b.len() {
+        let Some(sep) = at(i) else {
             rdns.push(Rdn {
                 avas: std::mem::take(&mut avas),
             });
             break;
-        }
-        match b[i] {
+        };
+        match sep {
             b'+' => i += 1,
             b',' | b';' => {
                 rdns.push(Rdn {
@@ -291,7 +296,7 @@ pub fn is_within(dn: &str, base: &str) -> bool {
     }
     let d = d.norm_rdns();
     let b = b.norm_rdns();
-    d[d.len() - b.len()..] == b[..]
+    d.get(d.len() - b.len()..) == Some(&b[..])
 }
 
 /// The parent DN, as written in `dn`. None for a single RDN, the root or an unparsable DN.
@@ -375,8 +380,10 @@ pub fn sid_to_string(bytes: &[u8]) -> Result<String, DnError> {
     if bytes.len() < 8 {
         return Err(err(format!("{} bytes is too short", bytes.len())));
     }
-    let revision = bytes[0];
-    let count = bytes[1] as usize;
+    let (revision, count) = match bytes {
+        [r, c, ..] => (*r, usize::from(*c)),
+        _ => return Err(err(format!("{} bytes is too short", bytes.len()))),
+    };
     if bytes.len() != 8 + 4 * count {
         return Err(err(format!(
             "{} sub-authorities need {} bytes, got {}",
@@ -385,7 +392,9 @@ pub fn sid_to_string(bytes: &[u8]) -> Result<String, DnError> {
             bytes.len()
         )));
     }
-    let authority = bytes[2..8]
+    let authority = bytes
+        .get(2..8)
+        .unwrap_or_default()
         .iter()
         .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
     let mut s = format!("S-{revision}-");
@@ -394,9 +403,10 @@ pub fn sid_to_string(bytes: &[u8]) -> Result<String, DnError> {
     } else {
         let _ = write!(s, "0x{authority:012X}");
     }
-    for k in 0..count {
-        let o = 8 + 4 * k;
-        let sub = u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    // The length was checked above: every sub-authority is 4 whole bytes after the 8 first.
+    for chunk in bytes.get(8..).unwrap_or_default().chunks_exact(4) {
+        let &[b0, b1, b2, b3] = chunk else { continue };
+        let sub = u32::from_le_bytes([b0, b1, b2, b3]);
         let _ = write!(s, "-{sub}");
     }
     Ok(s)

@@ -17,10 +17,9 @@ pub const RESOLVE_BATCH: usize = 100;
 
 /// `(|(a)(b)...)`, or the single term itself.
 fn or_filter(terms: &[String]) -> String {
-    if terms.len() == 1 {
-        terms[0].clone()
-    } else {
-        format!("(|{})", terms.concat())
+    match terms {
+        [one] => one.clone(),
+        _ => format!("(|{})", terms.concat()),
     }
 }
 
@@ -209,7 +208,7 @@ impl AdConn {
         let prefix_lower = prefix.to_lowercase();
         let bases = self.bases_or_root(bases).await?;
         for (i, base) in bases.iter().enumerate() {
-            let earlier = &bases[..i];
+            let earlier = bases.get(..i).unwrap_or_default();
             let request = want.iter().map(|a| a.to_string()).collect();
             self.raw_search_each(base, Scope::Subtree, &filter, request, |raw| {
                 let (e, ranged) = build_entry(raw).map_err(|r| protocol(base, r))?;

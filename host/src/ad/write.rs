@@ -252,9 +252,8 @@ impl AdConn {
                     if op.already(rc) {
                         outcome.already += 1;
                     } else if op.splits_on(rc) || is_value_problem(rc) {
-                        outcome
-                            .missing
-                            .push((part[0].clone(), format!("rc={rc}: {message}")));
+                        let value = part.first().map(|v| (*v).clone()).unwrap_or_default();
+                        outcome.missing.push((value, format!("rc={rc}: {message}")));
                     } else {
                         return Err(AdError::Ldap {
                             op: AdOp::Modify,

@@ -556,7 +556,7 @@ fn functions(ast: &AST, toks: &[(Token, Position)]) -> Vec<FnDef> {
         if *tok != Token::Fn {
             continue;
         }
-        let rest = &toks[k + 1..];
+        let rest = toks.get(k + 1..).unwrap_or_default();
         // `()` is one token.
         let Some(paren) = rest
             .iter()
@@ -564,11 +564,17 @@ fn functions(ast: &AST, toks: &[(Token, Position)]) -> Vec<FnDef> {
         else {
             continue;
         };
-        let Some((Token::Identifier(name), name_at)) = paren.checked_sub(1).map(|i| &rest[i])
+        let Some((Token::Identifier(name), name_at)) =
+            paren.checked_sub(1).and_then(|i| rest.get(i))
         else {
             continue;
         };
-        if let Some((_, body)) = rest[paren..].iter().find(|(t, _)| *t == Token::LeftBrace) {
+        if let Some((_, body)) = rest
+            .get(paren..)
+            .unwrap_or_default()
+            .iter()
+            .find(|(t, _)| *t == Token::LeftBrace)
+        {
             names.insert(*body, (name.as_str(), *name_at));
         }
     }
@@ -609,7 +615,7 @@ fn written_literal(expr: &Expr, toks: &[(Token, Position)]) -> Option<Literal> {
         return None;
     };
     let k = toks.iter().position(|(_, p)| p == at)?;
-    match (&toks[k].0, toks.get(k + 1).map(|(t, _)| t)) {
+    match (&toks.get(k)?.0, toks.get(k + 1).map(|(t, _)| t)) {
         (Token::StringConstant(s), Some(Token::SemiColon) | None)
             if s.as_str() == value.as_str() =>
         {

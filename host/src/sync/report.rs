@@ -456,9 +456,9 @@ fn ownership(out: &mut String, r: &SyncReport, applied: bool) {
 }
 
 fn show(v: &[String]) -> String {
-    match v.len() {
-        0 => "(none)".into(),
-        1 => format!("{:?}", v[0]),
+    match v {
+        [] => "(none)".into(),
+        [one] => format!("{one:?}"),
         _ => format!(
             "[{}]",
             v.iter()
