@@ -655,6 +655,7 @@ impl Store {
     ) -> Result<Compaction, StateError> {
         let tx = self.write_tx(|| "compact the run history".into())?;
         let done = runs::compact_history(&tx, cutoff, keep_recent)?;
+        outbox::prune_given_up(&tx, &clock::format_rfc3339(cutoff))?;
         tx.commit()
             .ctx(&self.conn, || "commit the compacted run history".into())?;
         Ok(done)

@@ -176,6 +176,16 @@ pub fn counts(conn: &Connection) -> Result<OutboxCounts, StateError> {
     Ok(c)
 }
 
+/// Forgets the calls given up before `cutoff` (RFC 3339, as the history's own cutoff): their
+/// audit events age out with the run history, and the calls with them.
+pub fn prune_given_up(conn: &Connection, cutoff: &str) -> Result<usize, StateError> {
+    conn.execute(
+        "DELETE FROM outbox WHERE state = 'given_up' AND created_at < ?1",
+        [cutoff],
+    )
+    .ctx(conn, || "age out given-up trigger calls".to_string())
+}
+
 /// The calls given up, newest first, at most `limit`.
 pub fn given_up(conn: &Connection, limit: usize) -> Result<Vec<OutboxEntry>, StateError> {
     let op = || "read given-up trigger calls".to_string();

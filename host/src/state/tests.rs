@@ -1456,6 +1456,38 @@ fn quiet() -> Value {
 }
 
 #[test]
+fn given_up_trigger_calls_age_out_with_the_history_pending_ones_never() -> anyhow::Result<()> {
+    let mut s = mem();
+    for key in ["old-given-up", "new-given-up", "old-pending"] {
+        s.with_transaction(|t| {
+            tx::put_call(
+                t,
+                &NewCall {
+                    key: key.into(),
+                    rule: "10-r.rhai".into(),
+                    hook: "on_created".into(),
+                    cloud_id: "g".into(),
+                    event_json: "{}".into(),
+                },
+                0,
+            )
+        })?;
+    }
+    s.conn.execute(
+        "UPDATE outbox SET state = 'given_up' WHERE key LIKE '%given-up'",
+        [],
+    )?;
+    s.conn.execute(
+        "UPDATE outbox SET created_at = '2025-01-01T00:00:00.000Z' WHERE key LIKE 'old-%'",
+        [],
+    )?;
+    s.compact_history_before(time::macros::datetime!(2026-01-01 00:00:00 UTC), 10)?;
+    let c = s.call_counts()?;
+    assert_eq!((c.given_up, c.pending), (1, 1), "{c:?}");
+    Ok(())
+}
+
+#[test]
 fn events_age_out_by_time_and_the_runs_that_hold_them_stay() -> anyhow::Result<()> {
     let mut s = mem();
     let old = run_at(
