@@ -392,6 +392,30 @@ def test_changes_through_the_api_show_in_next_round(start_emulator):
     assert_links_rooted(emu, link3)
 
 
+def test_owners_are_added_listed_and_removed_through_the_sdk(start_emulator):
+    emu = start_emulator()
+
+    async def body(client):
+        _, link = await groups_delta_round(client, None, "displayName", "members")
+        owners = client.groups.by_group_id(G_HR).owners
+        for uid in (U1, U3):
+            await owners.ref.post(ReferenceCreate(odata_id=f"{emu.base}/v1.0/directoryObjects/{uid}"))
+        listed = await owners.get()
+        await owners.by_directory_object_id(U1).ref.delete()
+        after = await owners.get()
+        pages, _ = await groups_delta_round(client, link)
+        return listed, after, pages
+
+    listed, after, pages = run_with_client(emu, body)
+    # The SDK types each owner from its @odata.type.
+    assert sorted((type(o).__name__, o.id) for o in listed.value) == sorted(
+        [("User", U1), ("User", U3)]
+    )
+    assert [o.id for o in after.value] == [U3]
+    # Owners are not what a delta selecting members tracks.
+    assert all(p.value == [] for p in pages), [g.id for p in pages for g in p.value]
+
+
 def test_round_pages_through_an_empty_page(start_emulator):
     emu = start_emulator("--delta-page-size", "2", "--empty-delta-page")
 

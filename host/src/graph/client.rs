@@ -252,19 +252,31 @@ impl GraphClient {
 
     /// GET a JSON document.
     pub async fn get_json(&self, url_or_path: &str) -> Result<Value, GraphError> {
-        let mut resp = self.send_with_retry(Method::GET, url_or_path, None).await?;
+        self.send_json(Method::GET, url_or_path, None).await
+    }
+
+    /// Sends a request (with retries, see [`Self::send_with_retry`]) and reads its JSON answer.
+    pub async fn send_json(
+        &self,
+        method: Method,
+        url_or_path: &str,
+        json: Option<&Value>,
+    ) -> Result<Value, GraphError> {
+        let mut resp = self
+            .send_with_retry(method.clone(), url_or_path, json)
+            .await?;
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(GraphError::InvalidResponse(format!(
-                    "body of GET {url_or_path} is larger than {} MiB; refused",
+                    "body of {method} {url_or_path} is larger than {} MiB; refused",
                     MAX_BODY_BYTES / (1024 * 1024)
                 )));
             }
             body.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&body).map_err(|e| {
-            GraphError::InvalidResponse(format!("body of GET {url_or_path} is not JSON: {e}"))
+            GraphError::InvalidResponse(format!("body of {method} {url_or_path} is not JSON: {e}"))
         })
     }
 

@@ -5,6 +5,7 @@ pub mod client;
 pub mod delta;
 pub mod error;
 pub mod model;
+pub mod owners;
 pub mod retry;
 
 pub use auth::{AssertionAlg, Credential, TokenProvider};

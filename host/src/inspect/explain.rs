@@ -575,6 +575,18 @@ pub fn render(x: &Explanation) -> String {
                 "  {attr}: {shown} (written only when the group is created)"
             );
         }
+        if let Some(o) = d
+            .owners
+            .as_ref()
+            .filter(|o| !d.attributes.contains_key(&o.attribute))
+        {
+            let _ = writeln!(
+                s,
+                "  {}: the cloud group's owners found in AD{}, read from Graph when a sync compares the group (explain does not ask Graph)",
+                o.attribute,
+                if o.single_valued { " (the first by DN)" } else { "" }
+            );
+        }
         match &d.members {
             None => {
                 let _ = writeln!(s, "  members: left alone (the rule manages none)");
@@ -815,6 +827,7 @@ mod tests {
         });
         x.desired = Some(DesiredObject {
             cloud_now: Default::default(),
+            owners: None,
             to_cloud: Default::default(),
             member_of: Default::default(),
             cloud_id: "g1".into(),

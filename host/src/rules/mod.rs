@@ -159,6 +159,10 @@ pub struct DesiredGroup {
     /// (`to_cloud`: directory extensions; `{dn}` in a string stands for the group's DN).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub to_cloud: BTreeMap<String, serde_json::Value>,
+    /// The DN attribute that holds the cloud group's owners, found in AD through the member
+    /// join (`owners: "managedBy"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owners: Option<String>,
 }
 
 /// Which members the host writes.

@@ -150,7 +150,7 @@ pub(crate) fn over_known_limits(group: &DesiredGroup) -> Vec<TooLong> {
     out
 }
 
-const KEYS: &str = "parent, cn, attributes, on_create, members, member_of, to_cloud";
+const KEYS: &str = "parent, cn, attributes, on_create, members, owners, member_of, to_cloud";
 
 /// What `entry` returned, as a decision: `()` skips the group (deleting an AD group written
 /// earlier), a map with `leave` says what becomes of it ([`super::leave`]), any other map is the
@@ -179,6 +179,7 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
     let mut members = MemberPolicy::OnPremises;
     let mut member_of = Vec::new();
     let mut to_cloud = BTreeMap::new();
+    let mut owners = None;
     for (key, value) in map {
         match key.as_str() {
             "parent" => parent = Some(required_text(rule, "parent", value)?),
@@ -187,6 +188,7 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
             "on_create" => on_create = attribute_map(rule, "on_create", value)?,
             "members" => members = member_policy(rule, value)?,
             "member_of" => member_of = dn_list(rule, "member_of", value)?,
+            "owners" => owners = owners_attribute(rule, value)?,
             "to_cloud" => to_cloud = cloud_properties(rule, value)?,
             other => {
                 return Err(format!(
@@ -207,6 +209,17 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
     // Counted as AD counts, so a cn that fits here is never refused for its length.
     check_units(rule, "cn", &cn, MAX_CN_UNITS).map_err(|e| e.to_string())?;
     check_on_create(rule, &attributes, &on_create)?;
+    if let Some(attr) = &owners {
+        if let Some(other) = attributes
+            .keys()
+            .chain(on_create.keys())
+            .find(|a| a.eq_ignore_ascii_case(attr))
+        {
+            return Err(format!(
+                "{rule} returned `owners: \"{attr}\"` and sets `{other}` itself: one of the two must go"
+            ));
+        }
+    }
     Ok(DesiredGroup {
         rule: rule.to_string(),
         parent,
@@ -216,7 +229,34 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
         members,
         member_of,
         to_cloud,
+        owners,
     })
+}
+
+/// `owners`: the DN-valued AD attribute the cloud group's owners go to (`"managedBy"`), or `()`.
+fn owners_attribute(rule: &str, value: Dynamic) -> Result<Option<String>, String> {
+    if value.is_unit() {
+        return Ok(None);
+    }
+    let typ = type_name(&value);
+    let name = value.into_string().map_err(|_| {
+        format!("{rule} returned `owners` as {typ}; it takes the name of a DN attribute, e.g. \"managedBy\"")
+    })?;
+    if !is_ldap_display_name(&name) || name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!(
+            "{rule} returned `owners` {}, which is not an LDAP attribute name",
+            ticked(&name)
+        ));
+    }
+    if let Some(reserved) = RESERVED_ATTRIBUTES
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(&name))
+    {
+        return Err(format!(
+            "{rule} may not write the owners to `{name}`: the host owns `{reserved}`"
+        ));
+    }
+    Ok(Some(name))
 }
 
 /// `to_cloud`: directory extension properties (`extension_<app id without dashes>_<name>`, the
@@ -510,6 +550,7 @@ mod tests {
         DesiredGroup {
             to_cloud: Default::default(),
             member_of: Default::default(),
+            owners: None,
             rule: "10-x.rhai".into(),
             parent: "OU=A,DC=x".into(),
             cn: cn.into(),

@@ -8,7 +8,8 @@ use crate::graph::model::{CloudObject, MemberKind, MemberRef};
 use crate::rules::{quoted, DesiredGroup, MemberPolicy};
 
 use super::types::{
-    anchor_value, is_within, DesiredObject, MemberDirectory, Refusal, Unresolved, ANCHOR_ATTRS,
+    anchor_value, is_within, DesiredObject, MemberDirectory, OwnersInto, Refusal, Unresolved,
+    ANCHOR_ATTRS,
 };
 
 /// The cloud group's current values of the properties in `to_cloud` (null when unset).
@@ -117,6 +118,10 @@ impl DesiredBuilder<'_> {
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
             .collect();
+        let owners = match &g.owners {
+            None => None,
+            Some(attr) => Some(self.owners_into(attr).map_err(refuse)?),
+        };
         if let Some(schema) = self.schema {
             let cn = vec![g.cn.clone()];
             if let Err(e) = schema.check("cn", &cn) {
@@ -147,6 +152,34 @@ impl DesiredBuilder<'_> {
             member_of: g.member_of.clone(),
             to_cloud,
             cloud_now: BTreeMap::new(),
+            owners,
+        })
+    }
+
+    /// The attribute a rule's `owners` names, if the schema lets a group hold DNs in it.
+    fn owners_into(&self, attr: &str) -> Result<OwnersInto, String> {
+        let Some(schema) = self.schema else {
+            // Without a schema (explain with no DC at hand) one value is the safe reading.
+            return Ok(OwnersInto {
+                attribute: attr.to_string(),
+                single_valued: true,
+            });
+        };
+        schema
+            .check(attr, &[])
+            .map_err(|e| format!("owners: {e}"))?;
+        let def = schema
+            .attr(attr)
+            .ok_or_else(|| format!("owners: attribute `{attr}` is not in the AD schema"))?;
+        if def.syntax != crate::ad::schema::syntax::DN {
+            return Err(format!(
+                "owners: attribute `{}` does not hold DNs (syntax {}); use a DN attribute such as managedBy",
+                def.name, def.syntax
+            ));
+        }
+        Ok(OwnersInto {
+            attribute: def.name.clone(),
+            single_valued: def.single_valued,
         })
     }
 
@@ -204,7 +237,7 @@ impl DesiredBuilder<'_> {
 }
 
 /// The type as reports show it (`user`, `device`), cut when Graph sent something huge.
-fn member_type(odata_type: &str) -> String {
+pub(crate) fn member_type(odata_type: &str) -> String {
     let t = odata_type.trim_start_matches("#microsoft.graph.");
     match t.char_indices().nth(crate::rules::QUOTE_CHARS) {
         Some((end, _)) => format!("{}...", &t[..end]),
@@ -214,7 +247,7 @@ fn member_type(odata_type: &str) -> String {
 
 /// Why a member that is neither a user nor a group is not written: Graph's other directory
 /// objects are named; a type Graph does not document (or none at all) is said to be unknown.
-fn other_reason(odata_type: &str) -> String {
+pub(crate) fn other_reason(odata_type: &str) -> String {
     const KNOWN: &[&str] = &[
         "#microsoft.graph.device",
         "#microsoft.graph.orgContact",
@@ -332,6 +365,7 @@ mod tests {
     fn desired(parent: &str, attributes: &[(&str, &str)]) -> DesiredGroup {
         DesiredGroup {
             to_cloud: Default::default(),
+            owners: None,
             member_of: Default::default(),
             rule: "10-x.rhai".into(),
             parent: parent.into(),
@@ -369,6 +403,84 @@ mod tests {
         assert_short(&r.reason, &"x".repeat(100));
         // The group next to it is built as ever.
         assert!(b.object("g-ok", &desired("OU=Cloud,DC=x", &[])).is_ok());
+    }
+
+    #[test]
+    fn owners_go_only_to_a_dn_attribute_a_group_may_hold() {
+        use crate::ad::schema::{syntax, AttrDef, ClassDef, Schema};
+        let attr = |name: &str, syntax: &str, single_valued: bool| AttrDef {
+            name: name.into(),
+            single_valued,
+            range_lower: None,
+            range_upper: None,
+            syntax: syntax.into(),
+            system_only: false,
+            linked: false,
+        };
+        let schema = Schema::from_parts(
+            vec![
+                attr("cn", syntax::UNICODE_STRING, true),
+                attr("managedBy", syntax::DN, true),
+                attr("msExchCoManagedByLink", syntax::DN, false),
+                attr("info", syntax::UNICODE_STRING, true),
+                attr("manager", syntax::DN, true),
+                attr(
+                    "msDS-ExternalDirectoryObjectId",
+                    syntax::UNICODE_STRING,
+                    true,
+                ),
+                attr("adminDescription", syntax::UNICODE_STRING, true),
+            ],
+            vec![ClassDef {
+                name: "group".into(),
+                attrs: [
+                    "cn",
+                    "managedBy",
+                    "msExchCoManagedByLink",
+                    "info",
+                    "msDS-ExternalDirectoryObjectId",
+                    "adminDescription",
+                ]
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+                ..Default::default()
+            }],
+        );
+        let ous = vec!["OU=Cloud,DC=x".to_string()];
+        let b = DesiredBuilder {
+            link_targets: &[],
+            readable: &[],
+            managed_ous: &ous,
+            schema: Some(&schema),
+        };
+        let with = |attr: &str| DesiredGroup {
+            owners: Some(attr.into()),
+            ..desired("OU=Cloud,DC=x", &[])
+        };
+        let o = b.object("g", &with("managedby")).map_err(|r| r.reason);
+        assert_eq!(
+            o.map(|o| o.owners),
+            Ok(Some(OwnersInto {
+                attribute: "managedBy".into(),
+                single_valued: true
+            })),
+            "the schema's spelling and its single value"
+        );
+        let o = b.object("g", &with("msExchCoManagedByLink"));
+        assert_eq!(
+            o.ok().and_then(|o| o.owners).map(|o| o.single_valued),
+            Some(false)
+        );
+        for (attr, says) in [
+            ("info", "does not hold DNs"),
+            ("manager", "not allowed on class group"),
+            ("nosuch", "not in the AD schema"),
+        ] {
+            let r = b.object("g", &with(attr)).unwrap_err();
+            assert!(r.reason.contains(says), "{attr}: {}", r.reason);
+            assert_eq!(r.rule.as_deref(), Some("10-x.rhai"));
+        }
     }
 
     #[test]
@@ -556,6 +668,7 @@ mod tests {
         };
         let d = DesiredGroup {
             to_cloud: Default::default(),
+            owners: None,
             member_of: Default::default(),
             rule: "10-x.rhai".into(),
             parent: "OU=Elsewhere,DC=x".into(),

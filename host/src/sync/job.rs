@@ -1361,8 +1361,21 @@ impl Cycle<'_, '_> {
                 Err(r) => out.refused.push(r),
             }
         }
+        // Owners are not in the delta: read for the groups whose rule writes them.
+        let with_owners: Vec<String> = out
+            .desired
+            .values()
+            .filter(|o| o.owners.is_some())
+            .map(|o| o.cloud_id.clone())
+            .collect();
+        let owners = match with_owners.is_empty() {
+            true => super::owners::Owners::new(),
+            false => crate::graph::owners::read(self.graph, &with_owners).await?,
+        };
         // Member groups: the DN the rules give them (or the AD group they came from).
-        let (wanted_users, wanted_groups) = resolve::wanted(out.desired.keys(), &policies, &groups);
+        let (mut wanted_users, wanted_groups) =
+            resolve::wanted(out.desired.keys(), &policies, &groups);
+        wanted_users.extend(super::owners::wanted(&owners));
         let written = member_group_dns(
             self.store,
             self.rules,
@@ -1388,6 +1401,7 @@ impl Cycle<'_, '_> {
                 continue;
             };
             o.members = builder.members(g, &groups, *p, &written, &directory, &mut out.unresolved);
+            super::owners::fill(o, &owners, &directory, &mut out.unresolved);
         }
         let attrs = actual::managed_attributes(&out.desired);
         let keys: Vec<&String> = out.desired.keys().collect();

@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod gate;
 pub mod job;
 pub mod leave;
+pub mod owners;
 pub mod ownership;
 pub mod plan;
 pub mod progress;

@@ -245,6 +245,7 @@ mod tests {
     ) -> DesiredObject {
         DesiredObject {
             cloud_now: Default::default(),
+            owners: None,
             to_cloud: Default::default(),
             member_of: Default::default(),
             cloud_id: id.into(),

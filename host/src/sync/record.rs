@@ -225,6 +225,7 @@ mod tests {
     fn desired(id: &str) -> DesiredObject {
         DesiredObject {
             cloud_now: Default::default(),
+            owners: None,
             to_cloud: Default::default(),
             member_of: Default::default(),
             cloud_id: id.into(),

@@ -494,7 +494,7 @@ fn unresolved(out: &mut String, total: usize, groups: &[(String, usize, Vec<Unre
     }
     let _ = writeln!(
         out,
-        "\nMembers without an AD object, not written ({total}):"
+        "\nMembers and owners without an AD object, not written ({total}):"
     );
     if total <= LIST_UNRESOLVED {
         let mut all: Vec<&Unresolved> = groups.iter().flat_map(|(_, _, ex)| ex).collect();

@@ -51,6 +51,18 @@ pub struct DesiredObject {
     /// Their current values in the cloud (null when unset), from the cached group.
     #[serde(skip)]
     pub cloud_now: BTreeMap<String, serde_json::Value>,
+    /// Where the cloud group's owners go (the rule's `owners`); `attributes` gets their DNs
+    /// once they are read and found in AD (see `sync::owners`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owners: Option<OwnersInto>,
+}
+
+/// The DN attribute a rule's `owners` names, as the schema defines it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OwnersInto {
+    pub attribute: String,
+    /// One DN only (`managedBy`): the first owner found in AD, by DN order.
+    pub single_valued: bool,
 }
 
 /// Where cloud members live in AD, found by the job before planning.

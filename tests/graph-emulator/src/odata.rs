@@ -444,6 +444,7 @@ mod tests {
             kind: Kind::Group,
             props: props.as_object().cloned().unwrap(),
             members: BTreeSet::new(),
+            owners: BTreeSet::new(),
             life: crate::store::Life::Live,
             order: 0,
         }

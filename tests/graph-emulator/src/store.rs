@@ -57,6 +57,9 @@ pub struct Obj {
     pub props: Map<String, Value>,
     /// Direct members (ids of users or groups); groups only.
     pub members: BTreeSet<String>,
+    /// Owners (ids of users or service principals); groups only. Not tracked by delta: Graph
+    /// reports owner changes only to a client that reads `/groups/{id}/owners`.
+    pub owners: BTreeSet<String>,
     pub life: Life,
     /// Listing position; a restored object gets a new one (it reappears as new).
     pub order: u64,
@@ -271,6 +274,7 @@ impl Store {
                 kind,
                 props,
                 members: BTreeSet::new(),
+                owners: BTreeSet::new(),
                 life,
                 order,
             },
@@ -363,6 +367,25 @@ impl Store {
         Ok(())
     }
 
+    /// Adds (`add`) or removes an owner of a group. Not logged: owners are not in delta.
+    pub fn set_owner(&mut self, group: &str, owner: &str, add: bool) -> Result<(), StoreError> {
+        let group = group.to_ascii_lowercase();
+        let owner = owner.to_ascii_lowercase();
+        if add && !self.objects.contains_key(&owner) {
+            return Err(StoreError::NotFound(owner));
+        }
+        let g = self
+            .objects
+            .get_mut(&group)
+            .filter(|g| g.kind == Kind::Group)
+            .ok_or_else(|| StoreError::NotFound(group.clone()))?;
+        match add {
+            true if !g.owners.insert(owner.clone()) => Err(StoreError::AlreadyMember(group, owner)),
+            false if !g.owners.remove(&owner) => Err(StoreError::NotMember(group, owner)),
+            _ => Ok(()),
+        }
+    }
+
     /// Move a live object to deletedItems. Memberships are kept (restorable).
     pub fn soft_delete(&mut self, id: &str, deleted_at: Value) -> Result<(), StoreError> {
         let id = id.to_ascii_lowercase();
@@ -412,6 +435,9 @@ impl Store {
             if let Some(set) = self.member_of.get_mut(m) {
                 set.remove(&id);
             }
+        }
+        for g in self.objects.values_mut() {
+            g.owners.remove(&id);
         }
         let parents = self.member_of.remove(&id).unwrap_or_default();
         for parent in parents {

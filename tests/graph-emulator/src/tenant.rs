@@ -46,6 +46,7 @@ pub fn load(tenant: &Value, now: OffsetDateTime) -> Result<Store, TenantError> {
                 TenantError::Format(format!("a {} is not an object", kind.type_name()))
             })?;
             props.remove("members");
+            props.remove("owners");
             let id = match props.remove("id") {
                 Some(Value::String(id)) if !id.is_empty() => id,
                 _ => {
@@ -69,27 +70,33 @@ pub fn load(tenant: &Value, now: OffsetDateTime) -> Result<Store, TenantError> {
     }
     for g in groups {
         let gid = field(g, "id").unwrap_or_default();
-        let members = match g.get("members") {
-            None | Some(Value::Null) => continue,
-            Some(Value::Array(m)) => m,
-            Some(_) => {
-                return Err(TenantError::Format(format!(
-                    "group {gid}: \"members\" is not an array"
-                )))
-            }
-        };
-        for m in members {
-            let mid = m.as_str().ok_or_else(|| {
-                TenantError::Format(format!("group {gid}: a member is not an id string"))
-            })?;
-            match store.add_member(gid, mid, false) {
-                Ok(()) | Err(StoreError::AlreadyMember(..)) => {}
-                Err(StoreError::NotFound(x)) => {
+        for (rel, owners) in [("members", false), ("owners", true)] {
+            let ids = match g.get(rel) {
+                None | Some(Value::Null) => continue,
+                Some(Value::Array(m)) => m,
+                Some(_) => {
                     return Err(TenantError::Format(format!(
-                        "group {gid}: member {x} is neither a user nor a group of this file"
+                        "group {gid}: \"{rel}\" is not an array"
                     )))
                 }
-                Err(e) => return Err(e.into()),
+            };
+            for m in ids {
+                let mid = m.as_str().ok_or_else(|| {
+                    TenantError::Format(format!(
+                        "group {gid}: an entry of \"{rel}\" is not an id string"
+                    ))
+                })?;
+                let added = match owners {
+                    false => store.add_member(gid, mid, false),
+                    true => store.set_owner(gid, mid, true),
+                };
+                match added {
+                    Ok(()) | Err(StoreError::AlreadyMember(..)) => {}
+                    Err(StoreError::NotFound(x)) => return Err(TenantError::Format(format!(
+                        "group {gid}: {rel} entry {x} is neither a user nor a group of this file"
+                    ))),
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
@@ -228,6 +235,12 @@ pub fn dump(store: &Store) -> Value {
                         "members".into(),
                         Value::Array(o.members.iter().map(|x| json!(x)).collect()),
                     );
+                    if !o.owners.is_empty() {
+                        m.insert(
+                            "owners".into(),
+                            Value::Array(o.owners.iter().map(|x| json!(x)).collect()),
+                        );
+                    }
                 }
                 Value::Object(m)
             })

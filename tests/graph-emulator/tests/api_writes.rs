@@ -165,6 +165,86 @@ async fn member_references() {
     assert_eq!(got, want);
 }
 
+/// Owners as "List group owners", "Add owners" and "Remove group owner" document them: users
+/// only here, `@odata.type` on each, not tracked by a delta that does not select them.
+#[tokio::test]
+async fn owner_references() {
+    let emu = start(&[]);
+    let owners = |r: Resp| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = r.body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["@odata.type"].as_str().unwrap().to_string(),
+                    o["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let r = emu.get(&format!("groups/{G_HR}/owners?$select=id")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(owners(r).is_empty());
+    let (_, start) = emu
+        .delta_round("groups/delta?$select=displayName", &[])
+        .await;
+    let created = emu
+        .post(
+            "groups",
+            json!({"displayName": "Owned", "mailEnabled": false, "mailNickname": "owned",
+                   "securityEnabled": true,
+                   "owners@odata.bind": [format!("https://graph.microsoft.com/v1.0/users/{U1}")]}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let gid = created.body["id"].as_str().unwrap().to_string();
+    let path = format!("groups/{gid}/owners/$ref");
+    let add = |id: &str| json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{id}")});
+    assert_eq!(emu.post(&path, add(U2)).await.status, 204);
+    let msg = emu
+        .post(&path, add(U2))
+        .await
+        .graph_error(400, "Request_BadRequest");
+    assert!(msg.contains("'owners'"), "{msg}");
+    emu.post(&path, add(G_EMPTY))
+        .await
+        .graph_error(400, "Request_BadRequest");
+    let r = emu.get(&format!("groups/{gid}/owners")).await;
+    assert_eq!(owners(r), {
+        let mut w = vec![
+            ("#microsoft.graph.user".to_string(), U1.to_string()),
+            ("#microsoft.graph.user".to_string(), U2.to_string()),
+        ];
+        w.sort();
+        w
+    });
+    assert_eq!(
+        emu.delete(&format!("groups/{gid}/owners/{U1}/$ref"))
+            .await
+            .status,
+        204
+    );
+    emu.delete(&format!("groups/{gid}/owners/{U1}/$ref"))
+        .await
+        .graph_error(404, "Request_ResourceNotFound");
+    let r = emu.get(&format!("groups/{gid}/owners?$select=id")).await;
+    assert_eq!(
+        owners(r),
+        [("#microsoft.graph.user".to_string(), U2.to_string())]
+    );
+    // The delta shows the new group once; the owner changes after it add nothing.
+    let (pages, _) = emu.delta_round(&start, &[]).await;
+    let seen = merge(&pages);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    // A user's owners segment does not exist.
+    emu.get(&format!("users/{U1}/owners"))
+        .await
+        .graph_error(400, "BadRequest");
+}
+
 #[tokio::test]
 async fn deletes_soft_and_permanent_and_restore() {
     let emu = start(&[]);

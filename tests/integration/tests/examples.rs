@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use writeback_integration::harness::{m365_group, new_id, security_group, workspace_root, Bed};
+use writeback_integration::harness::{
+    cloud_user, m365_group, new_id, security_group, workspace_root, Bed,
+};
 use writeback_integration::testbed::create_ou;
 
 type Attrs = BTreeMap<String, Vec<String>>;
@@ -516,9 +518,14 @@ async fn writeback_enabled_writes_exactly_the_enabled_groups_with_their_types() 
 
 /// `member` of the object at `dn`, lower-cased.
 async fn member_dns(bed: &mut Bed, dn: &str) -> BTreeSet<String> {
+    values_of(bed, dn, "member").await.into_iter().collect()
+}
+
+/// The values of one attribute of `dn`, lowercased.
+async fn values_of(bed: &mut Bed, dn: &str, attr: &str) -> Vec<String> {
     let (rs, _) = bed
         .ldap
-        .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec!["member"])
+        .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![attr])
         .await
         .expect("search")
         .success()
@@ -527,7 +534,7 @@ async fn member_dns(bed: &mut Bed, dn: &str) -> BTreeSet<String> {
         .flat_map(|e| {
             ldap3::SearchEntry::construct(e)
                 .attrs
-                .remove("member")
+                .remove(attr)
                 .unwrap_or_default()
         })
         .map(|m| m.to_lowercase())
@@ -536,8 +543,11 @@ async fn member_dns(bed: &mut Bed, dn: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn finance_share_nests_tells_the_cloud_and_opens_one_ticket() {
-    let mut bed = Bed::new("wb-ex-finance", 0).await;
+    // Two AD users, synced to the cloud: the owners of the Finance group.
+    let mut bed = Bed::new("wb-ex-finance", 2).await;
     bed.create_default_containers().await;
+    // managedBy is beyond the default rules' attributes: granted as the README says.
+    bed.ad.delegate_attributes(&bed.managed, &["managedBy"]);
     // The file share's group, outside the managed OUs; the account may write its members.
     let shares = format!("OU=File Shares,{}", bed.root);
     create_ou(&mut bed.ldap, &shares).await;
@@ -568,12 +578,15 @@ async fn finance_share_nests_tells_the_cloud_and_opens_one_ticket() {
         .expect("add")
         .success()
         .expect("add the hand-made group");
+    let mut users = bed.synced_users();
+    let cloud_only = new_id();
+    users.push(cloud_user(&cloud_only, "Cloud Only", None));
+    let (owner0, owner1) = (bed.users[0].clone(), bed.users[1].clone());
+    let mut payables = security_group(&pay, "Finance Payables", &[]);
+    payables["owners"] = json!([owner1.cloud_id]);
     bed.seed(
-        vec![],
-        vec![
-            security_group(&pay, "Finance Payables", &[]),
-            security_group(&blocked, "Finance Blocked", &[]),
-        ],
+        users,
+        vec![payables, security_group(&blocked, "Finance Blocked", &[])],
         &[],
     );
     let tickets = writeback_integration::receiver::Receiver::start();
@@ -614,6 +627,11 @@ async fn finance_share_nests_tells_the_cloud_and_opens_one_ticket() {
         .expect("the Payables create");
     assert_eq!(create["links"]["add"], json!([share]), "{plan:#}");
     assert_eq!(create["cloud"][ext], create["dn"], "{plan:#}");
+    assert_eq!(
+        create["attributes"]["managedBy"],
+        json!([owner1.dn]),
+        "the owner, found in AD: {plan:#}"
+    );
 
     let r = bed.run_json(&["sync"], 2);
     let (dn, _) = group(&mut bed, &pay).await;
@@ -623,7 +641,7 @@ async fn finance_share_nests_tells_the_cloud_and_opens_one_ticket() {
         .await;
     assert_eq!(
         cloud[ext].as_str().map(str::to_lowercase),
-        Some(dn),
+        Some(dn.clone()),
         "{cloud:#}"
     );
     // One ticket for the group that cannot be written, with the secret as bearer token.
@@ -644,5 +662,58 @@ async fn finance_share_nests_tells_the_cloud_and_opens_one_ticket() {
     // Failing the same way again opens no second ticket.
     bed.run_json(&["sync", "--full"], 2);
     assert_eq!(tickets.received().len(), 1);
+    assert_eq!(
+        values_of(&mut bed, &dn, "managedBy").await,
+        vec![owner1.dn.to_lowercase()]
+    );
+
+    // The owners change in the cloud: a second synced owner, whose DN sorts first, and a
+    // cloud-only one. Not in the delta: a plain sync leaves managedBy; the reconciliation
+    // reads the owners again, writes the first by DN and reports the cloud-only owner.
+    for id in [&owner0.cloud_id, &cloud_only] {
+        bed.graph(
+            "POST",
+            &format!("/groups/{pay}/owners/$ref"),
+            Some(json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{id}")})),
+        )
+        .await;
+    }
+    // (The blocked group waits in quarantine: a plain sync does not try it again.)
+    bed.run_json(&["sync"], 0);
+    assert_eq!(
+        values_of(&mut bed, &dn, "managedBy").await,
+        vec![owner1.dn.to_lowercase()]
+    );
+    let r = bed.run_json(&["sync", "--full"], 2);
+    assert_eq!(
+        values_of(&mut bed, &dn, "managedBy").await,
+        vec![owner0.dn.to_lowercase()],
+        "{r:#}"
+    );
+    let unresolved = r["plan"]["unresolved_members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        unresolved
+            .iter()
+            .any(|u| u["member_id"] == json!(cloud_only)
+                && u["member_type"] == json!("owner (user)")
+                && u["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("cloud-only"))),
+        "{r:#}"
+    );
+    // With no owner left in AD, managedBy is cleared.
+    for o in [&owner0, &owner1] {
+        bed.graph(
+            "DELETE",
+            &format!("/groups/{pay}/owners/{}/$ref", o.cloud_id),
+            None,
+        )
+        .await;
+    }
+    bed.run_json(&["sync", "--full"], 2);
+    assert!(values_of(&mut bed, &dn, "managedBy").await.is_empty());
     bed.cleanup().await;
 }

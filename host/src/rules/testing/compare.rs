@@ -77,6 +77,11 @@ fn group_mismatches(want: &ExpectedGroup, got: &DesiredGroup) -> Vec<Mismatch> {
     text("rule", &want.rule, &got.rule);
     text("parent", &want.parent, &got.parent);
     text("cn", &want.cn, &got.cn);
+    text(
+        "owners",
+        &want.owners,
+        got.owners.as_deref().unwrap_or_default(),
+    );
     if let Some(m) = want.members {
         if m != got.members {
             out.push(mismatch(

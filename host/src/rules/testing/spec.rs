@@ -72,6 +72,8 @@ pub struct ExpectedGroup {
     pub parent: Option<String>,
     pub cn: Option<String>,
     pub members: Option<MemberPolicy>,
+    /// The attribute the rule writes the owners to (`owners`); `""` expects none.
+    pub owners: Option<String>,
     /// By name as written in the test file; matched to the rule's names ignoring case.
     pub attributes: BTreeMap<String, ExpectedValue>,
     /// The rule's `on_create` attributes, matched the same way.
@@ -108,7 +110,7 @@ struct RawCase {
 }
 
 const EXPECT_KEYS: &str =
-    "rule, parent, cn, members, attributes, on_create, exact_attributes, error";
+    "rule, parent, cn, members, owners, attributes, on_create, exact_attributes, error";
 
 /// Positions in the source text, for diagnostics.
 struct Source<'a> {
@@ -365,6 +367,7 @@ fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
         parent: text("parent")?,
         cn: text("cn")?,
         members,
+        owners: text("owners")?,
         attributes: expected_attributes(table, "attributes")?,
         on_create: expected_attributes(table, "on_create")?,
         exact_attributes,

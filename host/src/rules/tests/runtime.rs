@@ -334,6 +334,39 @@ fn to_cloud_takes_directory_extensions_and_plain_values() {
 }
 
 #[test]
+fn owners_names_one_attribute_the_rule_does_not_set_itself() {
+    let ok = r#"#{ parent: "OU=X,DC=t", cn: "g", owners: "managedBy" }"#;
+    let dir = rules_dir(&[("10-x.rhai", &rule("true", ok))]);
+    let set = load(dir.path()).expect("loads");
+    let d = super::support::desired(set.evaluate(&json!({"id": "1"})).expect("ok"));
+    assert_eq!(d.owners.as_deref(), Some("managedBy"));
+    let none = r#"#{ parent: "OU=X,DC=t", cn: "g", owners: () }"#;
+    let dir = rules_dir(&[("10-x.rhai", &rule("true", none))]);
+    let set = load(dir.path()).expect("loads");
+    let d = super::support::desired(set.evaluate(&json!({"id": "1"})).expect("ok"));
+    assert_eq!(d.owners, None);
+    for (bad, says) in [
+        (
+            r#"owners: ["managedBy"]"#,
+            "takes the name of a DN attribute",
+        ),
+        (r#"owners: "managed By""#, "not an LDAP attribute name"),
+        (r#"owners: "member""#, "the host owns `member`"),
+        (
+            r#"owners: "managedBy", attributes: #{ ManagedBy: "CN=x,DC=t" }"#,
+            "sets `ManagedBy` itself",
+        ),
+    ] {
+        let text = format!(r#"#{{ parent: "OU=X,DC=t", cn: "g", {bad} }}"#);
+        let dir = rules_dir(&[("10-x.rhai", &rule("true", &text))]);
+        let set = load(dir.path()).expect("loads");
+        let e = eval_err(&set, &json!({"id": "1"}));
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+        assert!(e.to_string().contains("10-x.rhai"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn leave_keep_and_delete_after() {
     let map = r#"if group.displayName == "k" { #{ leave: "keep" } } else if group.displayName == "d" { #{ leave: "delete", after: "2h" } } else { #{ leave: "sometime" } }"#;
     let dir = rules_dir(&[("10-x.rhai", &rule("true", map))]);

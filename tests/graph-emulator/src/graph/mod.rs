@@ -102,6 +102,12 @@ fn route(
             ("DELETE", [id, _, member, _], [_, "members", _, "$ref"]) if kind == Kind::Group => {
                 write::remove_member_ref(state, id, member)
             }
+            ("POST", [id, _, _], [_, "owners", "$ref"]) if kind == Kind::Group => {
+                write::add_owner_ref(state, ctx, id, body)
+            }
+            ("DELETE", [id, _, owner, _], [_, "owners", _, "$ref"]) if kind == Kind::Group => {
+                write::remove_owner_ref(state, ctx, id, owner)
+            }
             (_, [_], _) | (_, [], _) => Err(GraphError::method_not_allowed()),
             _ => Err(GraphError::bad_segment(seg.last().copied().unwrap_or(""))),
         };
@@ -130,7 +136,9 @@ fn route(
 
 fn relation(kind: Kind, segment: &str) -> GraphResult<Relation> {
     match Relation::parse(segment) {
-        Some(Relation::Members | Relation::TransitiveMembers) if kind == Kind::User => {
+        Some(Relation::Members | Relation::TransitiveMembers | Relation::Owners)
+            if kind == Kind::User =>
+        {
             Err(GraphError::bad_segment(segment))
         }
         Some(r) => Ok(r),

@@ -285,6 +285,7 @@ pub enum Relation {
     TransitiveMembers,
     MemberOf,
     TransitiveMemberOf,
+    Owners,
 }
 
 impl Relation {
@@ -294,6 +295,7 @@ impl Relation {
             "transitivemembers" => Some(Relation::TransitiveMembers),
             "memberof" => Some(Relation::MemberOf),
             "transitivememberof" => Some(Relation::TransitiveMemberOf),
+            "owners" => Some(Relation::Owners),
             _ => None,
         }
     }
@@ -304,6 +306,7 @@ impl Relation {
             Relation::TransitiveMembers => "transitiveMembers",
             Relation::MemberOf => "memberOf",
             Relation::TransitiveMemberOf => "transitiveMemberOf",
+            Relation::Owners => "owners",
         }
     }
 }
@@ -319,6 +322,10 @@ fn related(store: &Store, obj: &Obj, rel: Relation) -> BTreeSet<String> {
             Relation::MemberOf | Relation::TransitiveMemberOf => {
                 store.groups_of(id).cloned().collect()
             }
+            Relation::Owners => store
+                .get(id)
+                .map(|o| o.owners.iter().cloned().collect())
+                .unwrap_or_default(),
         }
     };
     let transitive = matches!(

@@ -88,10 +88,12 @@ fn reference_id(url: &str) -> Option<String> {
     (!last.is_empty()).then(|| last.to_ascii_lowercase())
 }
 
-/// Validated property changes plus member references from `members@odata.bind`.
+/// Validated property changes plus references from `members@odata.bind` and
+/// `owners@odata.bind`.
 struct Payload {
     props: Map<String, Value>,
     member_binds: Vec<String>,
+    owner_binds: Vec<String>,
 }
 
 fn payload(kind: Kind, body: &Value, version: ApiVersion) -> GraphResult<Payload> {
@@ -107,6 +109,7 @@ fn payload(kind: Kind, body: &Value, version: ApiVersion) -> GraphResult<Payload
     };
     let mut props = Map::new();
     let mut member_binds = Vec::new();
+    let mut owner_binds = Vec::new();
     for (k, v) in obj {
         if let Some(nav) = k.strip_suffix("@odata.bind") {
             let urls = match v {
@@ -126,8 +129,11 @@ fn payload(kind: Kind, body: &Value, version: ApiVersion) -> GraphResult<Payload
                         member_binds.push(reference_id(u).ok_or_else(|| invalid_value(kind, k))?);
                     }
                 }
-                // Owners are accepted and not modelled.
-                (Kind::Group, "owners") => {}
+                (Kind::Group, "owners") => {
+                    for u in urls {
+                        owner_binds.push(reference_id(u).ok_or_else(|| invalid_value(kind, k))?);
+                    }
+                }
                 _ => {
                     return Err(GraphError::bad_request(format!(
                     "Property '{nav}' does not exist as a declared property or extension property."
@@ -177,6 +183,7 @@ fn payload(kind: Kind, body: &Value, version: ApiVersion) -> GraphResult<Payload
     Ok(Payload {
         props,
         member_binds,
+        owner_binds,
     })
 }
 
@@ -293,6 +300,7 @@ pub fn create(
     let Payload {
         mut props,
         member_binds,
+        owner_binds,
     } = payload(kind, &body, ctx.version)?;
     let now = json!(format_graph(ctx.now));
     let id = state.new_id();
@@ -339,6 +347,9 @@ pub fn create(
                 if store.live(Kind::User, m).is_none() && store.live(Kind::Group, m).is_none() {
                     return Err(GraphError::not_found(m));
                 }
+            }
+            for o in &owner_binds {
+                may_own(&store, o)?;
             }
         }
         Kind::User => {
@@ -396,6 +407,12 @@ pub fn create(
             Err(e) => return Err(store_error(e)),
         }
     }
+    for o in owner_binds {
+        match store.set_owner(&id, &o, true) {
+            Ok(()) | Err(StoreError::AlreadyMember(..)) => {}
+            Err(e) => return Err(store_error(e)),
+        }
+    }
     created_response(ctx, &store, kind, &id)
 }
 
@@ -426,6 +443,7 @@ pub fn update(
     let Payload {
         mut props,
         member_binds,
+        owner_binds,
     } = payload(kind, &body, ctx.version)?;
     let mut store = state.store();
     let obj = store
@@ -443,6 +461,12 @@ pub fn update(
                     m.clone(),
                 )));
             }
+        }
+    }
+    for o in &owner_binds {
+        may_own(&store, o)?;
+        if store.get(&id).is_some_and(|g| g.owners.contains(o)) {
+            return Err(owner_exists());
         }
     }
     if props.get("displayName").is_some_and(Value::is_null) {
@@ -478,7 +502,27 @@ pub fn update(
     for m in member_binds {
         store.add_member(&id, &m, true).map_err(store_error)?;
     }
+    for o in owner_binds {
+        store.set_owner(&id, &o, true).map_err(store_error)?;
+    }
     Ok(GraphResponse::no_content())
+}
+
+/// An owner must be a live user (service principals are not modelled; a group cannot own).
+fn may_own(store: &crate::store::Store, id: &str) -> GraphResult<()> {
+    match store.get(id).filter(|o| o.is_live()) {
+        None => Err(GraphError::not_found(id)),
+        Some(o) if o.kind != Kind::User => Err(GraphError::bad_request(
+            "Unsupported referenced-object resource identifier for link property 'owners'.",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn owner_exists() -> GraphError {
+    GraphError::bad_request(
+        "One or more added object references already exist for the following modified properties: 'owners'.",
+    )
 }
 
 /// DELETE /groups/{id} (Microsoft 365: soft, security: permanent), DELETE /users/{id} (soft).
@@ -556,6 +600,52 @@ pub fn add_member_ref(state: &AppState, group: &str, body: &[u8]) -> GraphResult
         ));
     }
     store.add_member(&gid, &member, true).map_err(store_error)?;
+    Ok(GraphResponse::no_content())
+}
+
+/// POST /groups/{id}/owners/$ref {"@odata.id": ".../directoryObjects/{id}"}
+pub fn add_owner_ref(
+    state: &AppState,
+    ctx: &RequestCtx,
+    group: &str,
+    body: &[u8],
+) -> GraphResult<GraphResponse> {
+    may_write(ctx, Kind::Group)?;
+    let body = json_body(body)?;
+    let owner = body
+        .get("@odata.id")
+        .and_then(Value::as_str)
+        .and_then(reference_id)
+        .ok_or_else(|| GraphError::bad_request("Invalid object identifier ''."))?;
+    let mut store = state.store();
+    let gid = store
+        .live(Kind::Group, group)
+        .ok_or_else(|| GraphError::not_found(group))?
+        .id
+        .clone();
+    may_own(&store, &owner)?;
+    match store.set_owner(&gid, &owner, true) {
+        Ok(()) => Ok(GraphResponse::no_content()),
+        Err(StoreError::AlreadyMember(..)) => Err(owner_exists()),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// DELETE /groups/{id}/owners/{ownerId}/$ref
+pub fn remove_owner_ref(
+    state: &AppState,
+    ctx: &RequestCtx,
+    group: &str,
+    owner: &str,
+) -> GraphResult<GraphResponse> {
+    may_write(ctx, Kind::Group)?;
+    let mut store = state.store();
+    let gid = store
+        .live(Kind::Group, group)
+        .ok_or_else(|| GraphError::not_found(group))?
+        .id
+        .clone();
+    store.set_owner(&gid, owner, false).map_err(store_error)?;
     Ok(GraphResponse::no_content())
 }
 
