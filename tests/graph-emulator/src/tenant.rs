@@ -92,9 +92,11 @@ pub fn load(tenant: &Value, now: OffsetDateTime) -> Result<Store, TenantError> {
                 };
                 match added {
                     Ok(()) | Err(StoreError::AlreadyMember(..)) => {}
-                    Err(StoreError::NotFound(x)) => return Err(TenantError::Format(format!(
+                    Err(StoreError::NotFound(x)) => {
+                        return Err(TenantError::Format(format!(
                         "group {gid}: {rel} entry {x} is neither a user nor a group of this file"
-                    ))),
+                    )))
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
