@@ -579,12 +579,31 @@ impl Config {
         Self::parse_with(path, &text, false)
     }
 
+    /// Reads and validates the file, and reads the AD secrets only (for `explain`, which reads
+    /// AD and never asks Graph or calls a trigger): the Graph credential and `[rules.secrets]`
+    /// are validated, not read, and left empty.
+    pub fn load_for_ad(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_secrets(path, &text, Secrets::AdOnly)
+    }
+
     /// Validates `text` as if read from `path` (used by `load` and by tests).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Self::parse_with(path, text, true)
     }
 
     fn parse_with(path: &Path, text: &str, read_secrets: bool) -> Result<Config, ConfigError> {
+        let which = match read_secrets {
+            true => Secrets::All,
+            false => Secrets::None,
+        };
+        Self::parse_secrets(path, text, which)
+    }
+
+    fn parse_secrets(path: &Path, text: &str, which: Secrets) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -595,8 +614,18 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."));
         let v = Validator {
             path,
-            read_secrets,
+            read_secrets: which != Secrets::None,
             secret_env: Default::default(),
+        };
+        // Validates the secrets a verb does not need without reading them.
+        let offline = Validator {
+            path,
+            read_secrets: false,
+            secret_env: Default::default(),
+        };
+        let cloud_v = match which {
+            Secrets::AdOnly => &offline,
+            Secrets::All | Secrets::None => &v,
         };
         let resolve = |p: &Path| -> PathBuf {
             if p.is_absolute() {
@@ -644,7 +673,7 @@ impl Config {
                 ))
             }
             (_, false) => Credential::Secret(
-                v.secret(
+                cloud_v.secret(
                     "graph.client_secret",
                     g.client_secret_env.as_deref(),
                     g.client_secret_file.as_deref().map(resolve).as_deref(),
@@ -665,7 +694,7 @@ impl Config {
                     )
                 })?;
                 Credential::Certificate {
-                    certificate_pem: v.read_file("graph.certificate_file", &resolve(cert))?,
+                    certificate_pem: cloud_v.read_file("graph.certificate_file", &resolve(cert))?,
                     private_key_pem: v
                         .read_secret_file("graph.private_key_file", &resolve(key))?
                         .into(),
@@ -1037,12 +1066,12 @@ impl Config {
                 ));
             }
             let value = match (&src.env, &src.file, &src.credential) {
-                (Some(_), None, None) | (None, Some(_), None) => v.secret(
+                (Some(_), None, None) | (None, Some(_), None) => cloud_v.secret(
                     &key,
                     src.env.as_deref(),
                     src.file.as_deref().map(resolve).as_deref(),
                 )?,
-                (None, None, Some(cred)) => v.credential(&key, cred)?,
+                (None, None, Some(cred)) => cloud_v.credential(&key, cred)?,
                 _ => return Err(v.invalid(&key, "give exactly one of env, file and credential")),
             };
             secrets.insert(name.clone(), secrecy::SecretString::from(value));
@@ -1263,6 +1292,15 @@ fn looks_like_dn(dn: &str) -> bool {
     crate::ad::dn::parse_dn(dn).is_ok_and(|p| !p.rdns.is_empty())
 }
 
+/// Which secrets a load reads (the others are validated, not read, and left empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    All,
+    /// The AD bind password or keytab only.
+    AdOnly,
+    None,
+}
+
 struct Validator<'a> {
     path: &'a Path,
     /// False for offline checks: secret sources are validated, not read.
@@ -1427,6 +1465,31 @@ path = "state.db"
 
     fn with_env() {
         std::env::set_var("WB_TEST_SECRET_PRESENT", "s3cret");
+    }
+
+    /// `explain` reads AD, never Graph: the Graph credential and the triggers' secrets are not
+    /// read, the AD password is.
+    #[test]
+    fn a_load_for_ad_reads_only_the_ad_secret() {
+        with_env();
+        let path = Path::new("/etc/writeback/writeback.toml");
+        let text = GOOD.replacen(
+            "client_secret_env = \"WB_TEST_SECRET_PRESENT\"",
+            "client_secret_env = \"WB_TEST_GRAPH_NOT_SET\"",
+            1,
+        ) + "[rules.secrets]\nkey = { env = \"WB_TEST_HOOK_NOT_SET\" }\n";
+        let e = Config::parse(path, &text).expect_err("the full load needs every secret");
+        assert!(e.to_string().contains("WB_TEST_GRAPH_NOT_SET"), "{e}");
+        let c = Config::parse_secrets(path, &text, Secrets::AdOnly).expect("AD secrets only");
+        assert!(c.secret_env.iter().all(|v| v == "WB_TEST_SECRET_PRESENT"));
+        assert!(!c.secret_env.is_empty(), "the AD password was read");
+        let no_ad = text.replacen(
+            "password_env = \"WB_TEST_SECRET_PRESENT\"",
+            "password_env = \"WB_TEST_AD_NOT_SET\"",
+            1,
+        );
+        let e = Config::parse_secrets(path, &no_ad, Secrets::AdOnly).expect_err("AD's is read");
+        assert!(e.to_string().contains("WB_TEST_AD_NOT_SET"), "{e}");
     }
 
     #[test]

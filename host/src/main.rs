@@ -22,19 +22,21 @@ fn main() -> ExitCode {
     // The verbs that read secrets load the config here, before the runtime's threads exist:
     // the process environment is changed only now (the `*_env` secrets taken out of it, MIT
     // Kerberos pointed at the keytab), never while another thread could be reading it.
-    let online = match &cli.command {
-        Command::Run
-        | Command::Plan { .. }
-        | Command::Sync { .. }
-        | Command::Adopt { .. }
-        | Command::Explain { .. } => match prepare(&cli.config) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
-                return ExitCode::from(1);
-            }
-        },
+    let loaded = match &cli.command {
+        Command::Run | Command::Plan { .. } | Command::Sync { .. } | Command::Adopt { .. } => {
+            Some(prepare(&cli.config, Config::load))
+        }
+        // Reads AD, never Graph: the Graph credential need not be there.
+        Command::Explain { .. } => Some(prepare(&cli.config, Config::load_for_ad)),
         _ => None,
+    };
+    let online = match loaded {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            eprintln!("error: {}", error_chain(&e));
+            return ExitCode::from(1);
+        }
+        None => None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -56,8 +58,11 @@ fn main() -> ExitCode {
 }
 
 /// The config with its secrets read, the environment settled (see `main`).
-fn prepare(path: &Path) -> Result<Config> {
-    let config = Config::load(path)?;
+fn prepare(
+    path: &Path,
+    load: fn(&Path) -> Result<Config, writeback::config::ConfigError>,
+) -> Result<Config> {
+    let config = load(path)?;
     config.forget_secret_env();
     for warning in config.rules.secret_looking_settings() {
         tracing::warn!("{warning}");

@@ -250,12 +250,16 @@ fn looks_like_dn(s: &str) -> bool {
 pub struct GroupMatch {
     pub subjects: EventSubjects,
     pub named: Vec<(String, String)>,
+    /// The names matched only ignoring case or surrounding spaces.
+    pub loose: bool,
 }
 
 /// Resolves `--group`: a DN through the anchors (the AD object Writeback owns there) and the
 /// events recorded at it; a cloud id as it is when anything knows it; a displayName through the
 /// cloud cache.
 pub fn resolve_group(store: &Store, group: &str) -> Result<GroupMatch, AuditError> {
+    // A displayName keeps its spaces; ids and DNs do not have any to keep.
+    let as_given = group;
     let group = group.trim();
     let mut m = GroupMatch::default();
     if looks_like_dn(group) {
@@ -284,7 +288,8 @@ pub fn resolve_group(store: &Store, group: &str) -> Result<GroupMatch, AuditErro
     if known {
         m.subjects.cloud_ids.insert(group.to_string());
     }
-    m.named = store.cached_groups_named(group)?;
+    m.named = store.cached_groups_named(as_given)?;
+    m.loose = !m.named.is_empty() && !m.named.iter().any(|(_, n)| n == as_given);
     m.subjects
         .cloud_ids
         .extend(m.named.iter().map(|(id, _)| id.clone()));
@@ -343,6 +348,13 @@ pub fn run(
     let subjects = match &opts.group {
         Some(g) => {
             let m = resolve_group(store, g)?;
+            if m.loose {
+                writeln!(
+                    notes,
+                    "note: no cached group is named exactly {}; showing the groups that match ignoring case or surrounding spaces",
+                    quoted(g)
+                )?;
+            }
             if m.named.len() > 1 {
                 writeln!(
                     notes,

@@ -108,6 +108,8 @@ pub struct Explanation {
     pub lookup: Lookup,
     /// `(id, displayName)` of the groups an ambiguous displayName matched.
     pub candidates: Vec<(String, String)>,
+    /// Found by a displayName that differs from the query in case or surrounding spaces.
+    pub loose_name: bool,
     pub cloud_id: Option<String>,
     pub display_name: Option<String>,
     pub soft_deleted: bool,
@@ -145,6 +147,7 @@ impl Explanation {
             query: query.to_string(),
             lookup,
             candidates: Vec::new(),
+            loose_name: false,
             cloud_id: None,
             display_name: None,
             soft_deleted: false,
@@ -172,18 +175,19 @@ impl Explanation {
     }
 }
 
-/// How the query matched, the cloud id it names, and the groups an ambiguous name matched.
-type Found = (Lookup, Option<String>, Vec<(String, String)>);
+/// How the query matched, the cloud id it names, the groups an ambiguous name matched, and
+/// whether a displayName matched only ignoring case or surrounding spaces.
+type Found = (Lookup, Option<String>, Vec<(String, String)>, bool);
 
 /// What the query names: a cloud id, a DN (through the anchors), or a displayName (through the
 /// cache).
 fn find(store: &Store, query: &str) -> Result<Found, StateError> {
     let q = query.trim();
     if store.load_object(ObjectKind::Group, q)?.is_some() {
-        return Ok((Lookup::Found, Some(q.to_string()), Vec::new()));
+        return Ok((Lookup::Found, Some(q.to_string()), Vec::new(), false));
     }
     if store.anchor(q)?.is_some() {
-        return Ok((Lookup::NotCached, Some(q.to_string()), Vec::new()));
+        return Ok((Lookup::NotCached, Some(q.to_string()), Vec::new(), false));
     }
     if q.contains('=') && crate::ad::dn::parse_dn(q).is_ok() {
         let key = dn_key(q);
@@ -200,18 +204,16 @@ fn find(store: &Store, query: &str) -> Result<Found, StateError> {
             } else {
                 Lookup::NotCached
             };
-            return Ok((how, Some(id.clone()), Vec::new()));
+            return Ok((how, Some(id.clone()), Vec::new(), false));
         }
     }
-    let named = store.cached_groups_named(q)?;
-    Ok(match named.len() {
-        0 => (Lookup::NotFound, None, Vec::new()),
-        1 => (
-            Lookup::Found,
-            named.first().map(|(id, _)| id.clone()),
-            Vec::new(),
-        ),
-        _ => (Lookup::Ambiguous, None, named),
+    // The name as given, spaces and all: displayNames keep theirs.
+    let named = store.cached_groups_named(query)?;
+    let loose = !named.iter().any(|(_, n)| n == query);
+    Ok(match named.as_slice() {
+        [] => (Lookup::NotFound, None, Vec::new(), false),
+        [(id, _)] => (Lookup::Found, Some(id.clone()), Vec::new(), loose),
+        _ => (Lookup::Ambiguous, None, named, loose),
     })
 }
 
@@ -224,9 +226,10 @@ pub async fn explain(
     conn: Result<&mut AdConn, String>,
     query: &str,
 ) -> Result<Explanation, ExplainError> {
-    let (lookup, id, candidates) = find(store, query)?;
+    let (lookup, id, candidates, loose_name) = find(store, query)?;
     let mut x = Explanation::new(query, lookup);
     x.candidates = candidates;
+    x.loose_name = loose_name;
     let Some(id) = id else { return Ok(x) };
     x.cloud_id = Some(id.clone());
     x.anchor = store.anchor(&id)?;
@@ -517,6 +520,12 @@ pub fn render(x: &Explanation) -> String {
                     ""
                 }
             );
+            if x.loose_name {
+                let _ = writeln!(
+                    s,
+                    "  (no cached group is named exactly {q}; this one matches ignoring case or surrounding spaces)"
+                );
+            }
         }
         (_, None) => {
             let _ = writeln!(s, "group {id} (no displayName)");
@@ -792,6 +801,55 @@ fn render_change(s: &mut String, c: &Change) {
 mod tests {
     use super::*;
     use crate::sync::types::AttrChange;
+
+    /// A displayName is matched as Graph holds it, spaces and all; a trimmed or case-folded
+    /// match is found too and said to be one.
+    #[test]
+    fn a_group_is_found_by_its_name_with_its_spaces() -> anyhow::Result<()> {
+        use crate::graph::model::{DeltaItem, DeltaRound};
+        let mut store = Store::open_in_memory()?;
+        let name = " R&D, \"Labs\" ‹Zürich> #1; a+b=c \\ ";
+        let item = |id: &str, n: &str| {
+            let props = serde_json::json!({ "displayName": n });
+            let props = props.as_object().cloned().unwrap_or_default();
+            (
+                id.to_string(),
+                DeltaItem {
+                    id: id.into(),
+                    props,
+                    ..Default::default()
+                },
+            )
+        };
+        store.apply_delta(
+            ObjectKind::Group,
+            &DeltaRound {
+                items: [item("g1", name), item("g2", "Sales")]
+                    .into_iter()
+                    .collect(),
+                delta_link: "L".into(),
+                full: true,
+            },
+        )?;
+        let (lookup, id, _, loose) = find(&store, name)?;
+        assert_eq!(
+            (lookup, id.as_deref(), loose),
+            (Lookup::Found, Some("g1"), false)
+        );
+        let (lookup, id, _, loose) = find(&store, name.trim())?;
+        assert_eq!(
+            (lookup, id.as_deref(), loose),
+            (Lookup::Found, Some("g1"), true)
+        );
+        let (_, id, _, loose) = find(&store, "SALES")?;
+        assert_eq!((id.as_deref(), loose), (Some("g2"), true));
+        let mut x = Explanation::new(name.trim(), Lookup::Found);
+        x.cloud_id = Some("g1".into());
+        x.display_name = Some(name.into());
+        x.loose_name = true;
+        assert!(render(&x).contains("matches ignoring case or surrounding spaces"));
+        Ok(())
+    }
 
     fn base(lookup: Lookup) -> Explanation {
         let mut x = Explanation::new("Sales", lookup);

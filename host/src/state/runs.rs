@@ -347,8 +347,9 @@ pub fn event_cloud_ids_at(conn: &Connection, dn: &str) -> Result<BTreeSet<String
 }
 
 /// The cached cloud groups whose `displayName` is `name`, as `(id, displayName)` sorted by id:
-/// the exact spelling when any group has it, else the ASCII-case-insensitive matches (Entra ID
-/// neither keeps names unique nor compares them by case).
+/// the exact spelling when any group has it, else the matches ignoring ASCII case, else those
+/// also ignoring leading and trailing spaces (Entra ID neither keeps names unique nor compares
+/// them by case, and keeps the spaces a shell drops). A caller tells a loose match by its name.
 pub fn cached_groups_named(
     conn: &Connection,
     name: &str,
@@ -358,7 +359,7 @@ pub fn cached_groups_named(
         .prepare(
             "SELECT id, json_extract(props_json, '$.displayName') FROM cloud_object
              WHERE kind = 'group'
-               AND json_extract(props_json, '$.displayName') = ?1 COLLATE NOCASE
+               AND trim(json_extract(props_json, '$.displayName')) = trim(?1) COLLATE NOCASE
              ORDER BY id",
         )
         .ctx(conn, op)?;
@@ -371,8 +372,15 @@ pub fn cached_groups_named(
     for row in rows {
         all.push(row.ctx(conn, op)?);
     }
+    // The closest spelling wins: exactly as Graph holds it, then ignoring case, then also
+    // ignoring surrounding spaces (a name typed on a command line loses them).
     if all.iter().any(|(_, n)| n == name) {
         all.retain(|(_, n)| n == name);
+    } else if all
+        .iter()
+        .any(|(_, n)| n.to_lowercase() == name.to_lowercase())
+    {
+        all.retain(|(_, n)| n.to_lowercase() == name.to_lowercase());
     }
     Ok(all)
 }

@@ -1418,6 +1418,8 @@ fn cached_groups_are_found_by_display_name_exact_spelling_first() -> anyhow::Res
                 item("g1", json!({"displayName": "Sales"}), &[]),
                 item("g3", json!({"displayName": "SALES"}), &[]),
                 item("g4", json!({"displayName": "Other"}), &[]),
+                item("g5", json!({"displayName": " Lab, \"Zürich\" "}), &[]),
+                item("g6", json!({"displayName": "Lab, \"Zürich\""}), &[]),
             ],
         ),
     )?;
@@ -1428,6 +1430,17 @@ fn cached_groups_are_found_by_display_name_exact_spelling_first() -> anyhow::Res
         vec!["g1", "g2", "g3"]
     );
     assert!(s.cached_groups_named("Nobody")?.is_empty());
+    // Spaces and all, as Graph holds the name; trimmed only when nothing matches exactly.
+    assert_eq!(
+        names(s.cached_groups_named(" Lab, \"Zürich\" ")?),
+        vec!["g5"]
+    );
+    assert_eq!(names(s.cached_groups_named("Lab, \"Zürich\"")?), vec!["g6"]);
+    assert_eq!(
+        names(s.cached_groups_named("  lab, \"zürich\"")?),
+        vec!["g5", "g6"]
+    );
+    assert_eq!(names(s.cached_groups_named("  Other")?), vec!["g4"]);
     Ok(())
 }
 
