@@ -348,9 +348,31 @@ cmd_test() {
     }
     log "ok: systemd-analyze security: $(grep -o 'Overall exposure level.*' <<<"${out}")"
 
-    # The installed binary on the packaged config and rules, as the service's user.
-    check "writeback check on the packaged config" \
+    # The installed binary on the packaged config and rules, as the service's user. The config
+    # is a template: check fails and names each piece to fill in.
+    local out key
+    if out="$(env -u WRITEBACK_CONFIG runuser -u writeback -- /usr/bin/writeback check 2>&1)"; then
+        die "writeback check passed the untouched template: ${out}"
+    fi
+    for key in graph.tenant_id graph.client_id graph.client_secret_file ad.url ad.bind_dn \
+        ad.password_file 'ad.managed_ous[0]' rules.settings.m365_container; do
+        grep -qF "\`${key}\`" <<<"${out}" || die "writeback check does not name ${key}: ${out}"
+    done
+    log "ok: writeback check names every placeholder and missing secret of the packaged config"
+    # Filled in, with its secret files readable by the service only, it passes.
+    cp /etc/writeback/writeback.toml /etc/writeback/writeback.toml.orig
+    sed -i -e 's/00000000-0000-0000-0000-000000000000/5e1f0c2a-6b3d-4a8e-9c71-0d2b4f6a8c10/' \
+        -e 's/example\.com/corp.contoso.test/; s/DC=example,DC=com/DC=corp,DC=contoso,DC=test/g' \
+        /etc/writeback/writeback.toml
+    for f in graph-client-secret ad-password; do
+        printf 'not-a-real-secret\n' >"/etc/writeback/${f}"
+        chown root:writeback "/etc/writeback/${f}"
+        chmod 0640 "/etc/writeback/${f}"
+    done
+    check "writeback check on the filled-in config" \
         env -u WRITEBACK_CONFIG runuser -u writeback -- /usr/bin/writeback check
+    mv /etc/writeback/writeback.toml.orig /etc/writeback/writeback.toml
+    rm -f /etc/writeback/graph-client-secret /etc/writeback/ad-password
     check "writeback test on the packaged rules" \
         env -u WRITEBACK_CONFIG runuser -u writeback -- /usr/bin/writeback test
 

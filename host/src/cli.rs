@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// rules in the rules folder, compared with the AD objects Writeback owns, and only the
 /// difference is written over LDAP.
 ///
-/// Start with `writeback check` (offline: config and rules), then `writeback plan` (what a sync
+/// Start with `writeback check` (config and rules, nothing contacted), then `writeback plan` (what a sync
 /// would change, nothing is written), then `writeback sync`.
 #[derive(Debug, Parser)]
 #[command(name = "writeback", version, propagate_version = true)]
@@ -197,10 +197,15 @@ pub enum Command {
     /// on_schedule run between cycles when due. SIGHUP reloads the rules; SIGTERM/SIGINT finish
     /// the cycle in flight and exit 0.
     Run,
-    /// Check the configuration and the rules offline (no Graph, no AD). Non-zero on any error,
-    /// with file:line:column positions: fit for a pre-commit hook or CI.
+    /// Check the configuration and the rules without contacting Graph or AD.
+    ///
+    /// The configuration: every key, the secrets it names (each one that cannot be read is
+    /// named), and values left from the packaged template (all-zero ids, example.com). The
+    /// rules: they compile, with file:line:column positions. Exit status 2 when anything is to
+    /// fix. With --rules, only that folder is checked (fit for a rules repository's CI).
     Check {
-        /// Check this rules folder instead of the one in the config (the config is then optional).
+        /// Check this rules folder instead of the one in the config (the config is then optional,
+        /// its secrets are not read).
         #[arg(long)]
         rules: Option<PathBuf>,
         /// The stdlib folder to use with --rules (default: `stdlib` beside the rules folder or

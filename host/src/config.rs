@@ -604,6 +604,25 @@ impl Config {
     }
 
     fn parse_secrets(path: &Path, text: &str, which: Secrets) -> Result<Config, ConfigError> {
+        Self::parse_noting(path, text, which).map(|(c, _)| c)
+    }
+
+    /// Reads and validates the file and every secret it names, for `writeback check`: a secret
+    /// that cannot be read does not stop the load; each is returned, with the config (its
+    /// value left empty).
+    pub fn preflight(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_noting(path, &text, Secrets::Collect)
+    }
+
+    fn parse_noting(
+        path: &Path,
+        text: &str,
+        which: Secrets,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -616,16 +635,18 @@ impl Config {
             path,
             read_secrets: which != Secrets::None,
             secret_env: Default::default(),
+            unread: (which == Secrets::Collect).then(Default::default),
         };
         // Validates the secrets a verb does not need without reading them.
         let offline = Validator {
             path,
             read_secrets: false,
             secret_env: Default::default(),
+            unread: None,
         };
         let cloud_v = match which {
             Secrets::AdOnly => &offline,
-            Secrets::All | Secrets::None => &v,
+            Secrets::All | Secrets::None | Secrets::Collect => &v,
         };
         let resolve = |p: &Path| -> PathBuf {
             if p.is_absolute() {
@@ -916,11 +937,13 @@ impl Config {
                         v.invalid("ad.keytab", "required with auth = \"kerberos\"")
                     })?);
                 if v.read_secrets {
-                    std::fs::File::open(&keytab).map_err(|e| {
-                        v.invalid("ad.keytab", &format!("{}: {e}", keytab.display()))
-                    })?;
-                    crate::perms::check_secret_file(&keytab)
-                        .map_err(|m| v.invalid("ad.keytab", &m))?;
+                    let problem = match std::fs::File::open(&keytab) {
+                        Err(e) => Some(format!("{}: {e}", keytab.display())),
+                        Ok(_) => crate::perms::check_secret_file(&keytab).err(),
+                    };
+                    if let Some(m) = problem {
+                        v.unreadable(v.invalid("ad.keytab", &m))?;
+                    }
                 }
                 // ldap3 0.12's sealing layer (Kerberos on plain LDAP) stalls on large answers
                 // (the schema read timed out on the test bed), so Kerberos runs inside TLS.
@@ -1166,7 +1189,7 @@ impl Config {
             ready_max_cycle: Duration::from_secs(d.ready_max_cycle_secs),
         };
 
-        Ok(Config {
+        let config = Config {
             path: path.to_path_buf(),
             graph,
             ad,
@@ -1197,7 +1220,9 @@ impl Config {
             audit_retention_days: raw.state.audit_retention_days,
             daemon,
             secret_env: v.secret_env.take(),
-        })
+        };
+        let unread = v.unread.map(|u| u.into_inner()).unwrap_or_default();
+        Ok((config, unread))
     }
 }
 
@@ -1299,6 +1324,9 @@ enum Secrets {
     /// The AD bind password or keytab only.
     AdOnly,
     None,
+    /// Every secret read; one that cannot be is noted and left empty, so `writeback check`
+    /// names each missing piece, not only the first.
+    Collect,
 }
 
 struct Validator<'a> {
@@ -1307,6 +1335,8 @@ struct Validator<'a> {
     read_secrets: bool,
     /// The environment variables secrets were read from.
     secret_env: std::cell::RefCell<Vec<String>>,
+    /// With [`Secrets::Collect`]: the secrets that could not be read.
+    unread: Option<std::cell::RefCell<Vec<ConfigError>>>,
 }
 
 impl Validator<'_> {
@@ -1315,6 +1345,18 @@ impl Validator<'_> {
             path: self.path.to_path_buf(),
             key: key.to_string(),
             message: message.to_string(),
+        }
+    }
+
+    /// A secret that cannot be read: noted when collecting (an empty value stands in),
+    /// otherwise the error.
+    fn unreadable(&self, e: ConfigError) -> Result<String, ConfigError> {
+        match &self.unread {
+            Some(list) => {
+                list.borrow_mut().push(e);
+                Ok(String::new())
+            }
+            None => Err(e),
         }
     }
 
@@ -1356,8 +1398,12 @@ impl Validator<'_> {
         if !self.read_secrets {
             return Ok(String::new());
         }
-        std::fs::read_to_string(file)
-            .map_err(|e| self.invalid(key, &format!("cannot read {}: {e}", file.display())))
+        match std::fs::read_to_string(file) {
+            Ok(text) => Ok(text),
+            Err(e) => {
+                self.unreadable(self.invalid(key, &format!("cannot read {}: {e}", file.display())))
+            }
+        }
     }
 
     /// A secret file's content, after its mode is checked ([`crate::perms`]).
@@ -1365,7 +1411,9 @@ impl Validator<'_> {
         if !self.read_secrets {
             return Ok(String::new());
         }
-        crate::perms::check_secret_file(file).map_err(|m| self.invalid(key, &m))?;
+        if let Err(m) = crate::perms::check_secret_file(file) {
+            return self.unreadable(self.invalid(key, &m));
+        }
         self.read_file(key, file)
     }
 
@@ -1379,18 +1427,26 @@ impl Validator<'_> {
         if !self.read_secrets {
             return Ok(String::new());
         }
-        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-            self.invalid(
+        let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+            if self.unread.is_some() {
+                // `writeback check` outside the unit: systemd hands credentials to the
+                // service only, so there is nothing to read here.
+                return Ok(String::new());
+            }
+            return self.unreadable(self.invalid(
                 key,
                 &format!("systemd credential {name:?}: CREDENTIALS_DIRECTORY is not set (give the unit LoadCredential={name}:<path>)"),
-            )
-        })?;
+            ));
+        };
+        let path = Path::new(&dir).join(name);
+        let before = self.unread.as_ref().map_or(0, |u| u.borrow().len());
         let value = self
-            .read_file(key, &Path::new(&dir).join(name))?
+            .read_file(key, &path)?
             .trim_end_matches(['\r', '\n'])
             .to_string();
-        if value.is_empty() {
-            return Err(self.invalid(key, "the secret is empty"));
+        let noted = self.unread.as_ref().map_or(0, |u| u.borrow().len()) > before;
+        if value.is_empty() && !noted {
+            return self.unreadable(self.invalid(key, "the secret is empty"));
         }
         Ok(value)
     }
@@ -1409,25 +1465,32 @@ impl Validator<'_> {
                 return Ok(String::new())
             }
             (Some(var), None) => {
-                let value = std::env::var(var).map_err(|_| {
-                    self.invalid(
+                let Ok(value) = std::env::var(var) else {
+                    return self.unreadable(self.invalid(
                         &format!("{key}_env"),
                         &format!("environment variable {var} is not set"),
-                    )
-                })?;
+                    ));
+                };
                 self.secret_env.borrow_mut().push(var.to_string());
                 value
             }
-            (None, Some(f)) => self
-                .read_secret_file(&format!("{key}_file"), f)?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
+            (None, Some(f)) => {
+                let before = self.unread.as_ref().map_or(0, |u| u.borrow().len());
+                let value = self
+                    .read_secret_file(&format!("{key}_file"), f)?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
+                if self.unread.as_ref().map_or(0, |u| u.borrow().len()) > before {
+                    return Ok(value);
+                }
+                value
+            }
             (None, None) => {
                 return Err(self.invalid(key, "set the _env or the _file form of this secret"))
             }
         };
         if value.is_empty() {
-            return Err(self.invalid(key, "the secret is empty"));
+            return self.unreadable(self.invalid(key, "the secret is empty"));
         }
         Ok(value)
     }
@@ -1465,6 +1528,46 @@ path = "state.db"
 
     fn with_env() {
         std::env::set_var("WB_TEST_SECRET_PRESENT", "s3cret");
+    }
+
+    /// `writeback check` names every secret it cannot read, not only the first.
+    #[test]
+    fn a_preflight_names_each_unreadable_secret() {
+        with_env();
+        let path = Path::new("/etc/writeback/writeback.toml");
+        let text = GOOD
+            .replacen(
+                "client_secret_env = \"WB_TEST_SECRET_PRESENT\"",
+                "client_secret_file = \"/nonexistent/graph-secret\"",
+                1,
+            )
+            .replacen(
+                "password_env = \"WB_TEST_SECRET_PRESENT\"",
+                "password_env = \"WB_TEST_AD_NOT_SET\"",
+                1,
+            )
+            + "[rules.secrets]\nkey = { env = \"WB_TEST_SECRET_PRESENT\" }\nother = { file = \"/nonexistent/other\" }\nunit = { credential = \"x\" }\n";
+        let (c, unread) = Config::parse_noting(path, &text, Secrets::Collect).expect("loads");
+        let keys: Vec<String> = unread
+            .iter()
+            .map(|e| match e {
+                ConfigError::Invalid { key, .. } => key.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "graph.client_secret_file",
+                "ad.password_env",
+                "rules.secrets.other_file"
+            ]
+        );
+        assert!(unread[0].to_string().contains("/nonexistent/graph-secret"));
+        assert_eq!(c.secret_env, ["WB_TEST_SECRET_PRESENT"]);
+        // A mistake in the file itself still stops the load.
+        let broken = text.replacen("[ad]", "[ad]\nnot_a_key = 1", 1);
+        assert!(Config::parse_noting(path, &broken, Secrets::Collect).is_err());
     }
 
     /// `explain` reads AD, never Graph: the Graph credential and the triggers' secrets are not

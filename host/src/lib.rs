@@ -12,6 +12,7 @@ pub mod graph;
 pub mod inspect;
 pub mod metrics;
 pub mod perms;
+pub mod preflight;
 pub mod printable;
 pub mod rules;
 pub mod setup;

@@ -238,6 +238,27 @@ fn rules_source(
 }
 
 fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> Result<ExitCode> {
+    // The configuration in full (secrets, placeholders) unless only a rules folder is checked.
+    let mut config_ok = true;
+    if rules_dir.is_none() {
+        let (_, findings) = writeback::preflight::check(config)?;
+        if findings.is_empty() {
+            println!(
+                "ok: config {}: every key valid, every secret readable, no placeholder left",
+                config.display()
+            );
+        } else {
+            config_ok = false;
+            eprintln!(
+                "config {}: {} thing(s) to fix before Writeback can run:",
+                config.display(),
+                findings.len()
+            );
+            for f in &findings {
+                eprintln!("  {f}");
+            }
+        }
+    }
     // `--rules DIR` without a config: there are no settings to check `setting("…")` against.
     let with_settings = rules_dir.is_none() || config.exists();
     let (rules_dir, stdlib, settings) = rules_source(config, rules_dir, stdlib)?;
@@ -276,7 +297,11 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
                     " (setting names not checked: no config)"
                 }
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(if config_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
         Err(e) => {
             eprintln!("{e}");
