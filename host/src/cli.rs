@@ -212,9 +212,15 @@ pub enum Command {
         /// beside one of its parent folders).
         #[arg(long)]
         stdlib: Option<PathBuf>,
+        /// Also ask Graph and AD, writing nothing: a token and the first page of each delta
+        /// query, a bind to each DC, the managed OUs and the account's rights there (AD's
+        /// allowedChildClassesEffective and allowedAttributesEffective), the link targets.
+        #[arg(long, conflicts_with = "rules")]
+        online: bool,
     },
-    /// Run the rules' unit tests offline: every `<rules>/tests/*.toml` (see docs/SCRIPTING.md,
-    /// "Testing rules").
+    /// Run the rules' unit tests offline: every `<rules>/tests/*.toml` (see "Testing rules" in
+    /// SCRIPTING.md: /usr/share/doc/writeback/ when installed from the package, docs/ in the
+    /// source).
     ///
     /// Prints one line per case and what differs for each failure, then `N passed, M failed`.
     /// Exit status: 0 all passed; 1 a case failed or a test file is malformed; 2 the rules (or

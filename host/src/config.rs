@@ -19,6 +19,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("config file {path} does not exist: name yours with --config <file> or the WRITEBACK_CONFIG environment variable")]
+    Missing { path: PathBuf },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: `{key}`: {message}")]
@@ -548,13 +550,23 @@ pub struct Config {
     pub secret_env: Vec<String>,
 }
 
+/// The config file's text; a missing file says how to name another.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
 impl Config {
     /// Reads and validates the file, and reads the secrets it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::parse(path, &text)
     }
 
@@ -572,10 +584,7 @@ impl Config {
     /// Reads and validates the file without reading any secret (for `writeback check`, which
     /// runs where the secrets are not, e.g. in CI). Secret fields are left empty.
     pub fn load_offline(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::parse_with(path, &text, false)
     }
 
@@ -583,10 +592,7 @@ impl Config {
     /// AD and never asks Graph or calls a trigger): the Graph credential and `[rules.secrets]`
     /// are validated, not read, and left empty.
     pub fn load_for_ad(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::parse_secrets(path, &text, Secrets::AdOnly)
     }
 
@@ -611,10 +617,7 @@ impl Config {
     /// that cannot be read does not stop the load; each is returned, with the config (its
     /// value left empty).
     pub fn preflight(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::parse_noting(path, &text, Secrets::Collect)
     }
 
@@ -1528,6 +1531,19 @@ path = "state.db"
 
     fn with_env() {
         std::env::set_var("WB_TEST_SECRET_PRESENT", "s3cret");
+    }
+
+    #[test]
+    fn a_missing_config_file_says_how_to_name_another() {
+        let e = Config::load_offline(Path::new("/nonexistent/writeback.toml"))
+            .expect_err("no such file");
+        let text = e.to_string();
+        assert!(
+            text.contains("/nonexistent/writeback.toml does not exist")
+                && text.contains("--config")
+                && text.contains("WRITEBACK_CONFIG"),
+            "{text}"
+        );
     }
 
     /// `writeback check` names every secret it cannot read, not only the first.

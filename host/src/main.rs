@@ -28,10 +28,13 @@ fn main() -> ExitCode {
         }
         // Reads AD, never Graph: the Graph credential need not be there.
         Command::Explain { .. } => Some(prepare(&cli.config, Config::load_for_ad)),
+        Command::Check { online: true, .. } => Some(prepare(&cli.config, Config::load)),
         _ => None,
     };
     let online = match loaded {
         Some(Ok(c)) => Some(c),
+        // `check` names what is missing itself, then skips the online part.
+        Some(Err(_)) if matches!(cli.command, Command::Check { .. }) => None,
         Some(Err(e)) => {
             eprintln!("error: {}", error_chain(&e));
             return ExitCode::from(1);
@@ -110,7 +113,20 @@ async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
     // Loaded in `main` for exactly the verbs below that take it.
     let online = || online.ok_or_else(|| anyhow::anyhow!("the configuration was not loaded"));
     match cli.command {
-        Command::Check { rules, stdlib } => check(&cli.config, rules, stdlib),
+        Command::Check {
+            rules,
+            stdlib,
+            online: go_online,
+        } => {
+            let code = check(&cli.config, rules, stdlib)?;
+            if !go_online || code != ExitCode::SUCCESS {
+                if go_online {
+                    eprintln!("online checks skipped: fix the above first");
+                }
+                return Ok(code);
+            }
+            check_online(online()?).await
+        }
         Command::Test { rules, stdlib } => test_rules(&cli.config, rules, stdlib),
         Command::Run => {
             writeback::daemon::run(online()?).await?;
@@ -307,6 +323,30 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
             eprintln!("{e}");
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+/// `writeback check --online`: Graph and AD asked what the first sync needs, nothing written.
+async fn check_online(config: Config) -> Result<ExitCode> {
+    let rules =
+        setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+    let steps = writeback::preflight::online::check(&config, &rules).await;
+    let failed = steps.iter().filter(|s| s.problem.is_some()).count();
+    for s in &steps {
+        match &s.problem {
+            None => println!("ok: {}", s.what),
+            Some(p) => eprintln!("FAILED: {}: {p}", s.what),
+        }
+    }
+    if failed == 0 {
+        println!(
+            "ok: online, {} check(s) passed; nothing was written",
+            steps.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{failed} of {} online check(s) failed", steps.len());
+        Ok(ExitCode::from(2))
     }
 }
 

@@ -284,6 +284,32 @@ impl AdConn {
         Ok(out)
     }
 
+    /// The first entry a search finds, `None` when it finds none: the search stops there, so
+    /// asking "is there any group below this OU" costs one entry, not the OU's size.
+    pub async fn first_entry(
+        &mut self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[&str],
+    ) -> Result<Option<AdEntry>, AdError> {
+        let mut found = None;
+        let searched = self
+            .raw_search_each(base, scope, filter, request_attrs(attrs), |e| {
+                found = Some(e);
+                // Stops the stream; the search is abandoned.
+                Err(AdError::Invalid(String::new()))
+            })
+            .await;
+        match (found, searched) {
+            (Some(raw), _) => build_entry(raw)
+                .map(|(e, _)| Some(e))
+                .map_err(|r| protocol(base, r)),
+            (None, Ok(())) => Ok(None),
+            (None, Err(e)) => Err(e),
+        }
+    }
+
     /// Reads one entry; `None` when it does not exist.
     pub async fn read_entry(
         &mut self,

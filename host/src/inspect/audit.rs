@@ -213,15 +213,42 @@ impl AuditLine {
 fn values(v: Option<&[String]>) -> String {
     match v {
         None | Some([]) => "(none)".into(),
-        Some([one]) => quoted(one),
+        Some([one]) => shown(one),
         Some(many) => format!(
             "[{}]",
-            many.iter()
-                .map(|s| quoted(s))
-                .collect::<Vec<_>>()
-                .join(", ")
+            many.iter().map(|s| shown(s)).collect::<Vec<_>>().join(", ")
         ),
     }
+}
+
+/// Characters of a DN shown whole; a longer one is cut after a whole RDN.
+const DN_CHARS: usize = 240;
+
+/// A value quoted: a DN whole up to [`DN_CHARS`] (cutting one in the middle of a name makes it
+/// unreadable), cut after its last whole RDN within them beyond; anything else as `quoted`.
+fn shown(value: &str) -> String {
+    if !looks_like_dn(value) {
+        return quoted(value);
+    }
+    let Some((limit, _)) = value.char_indices().nth(DN_CHARS) else {
+        return format!("{value:?}");
+    };
+    // The last RDN separator before the limit: a ',' not escaped by a '\'.
+    let bytes = value.as_bytes();
+    let cut = (1..limit)
+        .rev()
+        .find(|&i| {
+            let escapes = bytes
+                .get(..i)
+                .map_or(0, |b| b.iter().rev().take_while(|c| **c == b'\\').count());
+            bytes.get(i) == Some(&b',') && escapes % 2 == 0
+        })
+        .unwrap_or(limit);
+    format!(
+        "{:?}... ({} characters)",
+        value.get(..cut).unwrap_or(value),
+        value.chars().count()
+    )
 }
 
 /// The first few DNs of a long member list (the JSON line has them all).
@@ -230,7 +257,7 @@ fn some(dns: &[String]) -> String {
     let mut s = dns
         .iter()
         .take(SHOWN)
-        .map(|d| quoted(d))
+        .map(|d| shown(d))
         .collect::<Vec<_>>()
         .join(", ");
     if dns.len() > SHOWN {
@@ -441,6 +468,34 @@ fn write_line(out: &mut dyn Write, line: &AuditLine, json: bool) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dn_is_shown_whole_or_cut_after_a_whole_rdn() {
+        let short =
+            "CN=User 0 u1234,OU=Users,OU=wb-ex-finance-b274eb87ffef4c15,DC=corp,DC=example,DC=test";
+        assert_eq!(
+            shown(short),
+            format!("{short:?}"),
+            "a usual DN is never cut"
+        );
+        let long = format!("CN=A\\,B,{}DC=x", "OU=Department of Long Names,".repeat(12));
+        let s = shown(&long);
+        assert!(
+            s.ends_with(&format!("... ({} characters)", long.chars().count())),
+            "{s}"
+        );
+        assert!(
+            s.contains("OU=Department of Long Names\"... ("),
+            "cut after an RDN: {s}"
+        );
+        assert!(
+            s.starts_with("\"CN=A\\\\,B,OU="),
+            "the escaped comma is not a cut: {s}"
+        );
+        assert!(s.chars().count() < DN_CHARS + 40, "{s}");
+        // Not a DN: cut as any text.
+        assert!(shown(&"x".repeat(300)).contains("(300 characters)"));
+    }
     use crate::state::{AuditEvent, Store};
     use serde_json::json;
 

@@ -217,3 +217,82 @@ async fn a_whole_group_life_cycle_goes_through_as_the_service_account() {
     assert!(bed.group_by_id(&m365).await.is_some());
     bed.cleanup().await;
 }
+
+/// `writeback check --online` asks Graph and AD what the first sync needs and writes nothing:
+/// it passes as the delegated account, and names the missing right on an OU that was not
+/// delegated.
+#[tokio::test]
+async fn check_online_asks_ad_for_the_accounts_rights_and_writes_nothing() {
+    let mut bed = Bed::new("wb-deleg-check", 0).await;
+    bed.create_default_containers().await;
+    bed.seed(
+        vec![],
+        vec![security_group(&new_id(), "Check Sec", &[])],
+        &[],
+    );
+    let config = bed.write_config(None, "", "");
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    let before = bed.highest_usn().await;
+    let out = bed.run(&["check", "--online"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    for line in [
+        "ok: Graph token",
+        "ok: Graph groups delta, first page",
+        "ok: Graph users delta, first page",
+        "ok: AD bind to",
+        "may create groups",
+        "nothing was written",
+    ] {
+        assert!(said.contains(line), "{line:?} missing:\n{said}");
+    }
+    assert_eq!(
+        bed.highest_usn().await,
+        before,
+        "check --online wrote to AD"
+    );
+
+    // With a group below the OU, AD also answers for the attributes on groups.
+    bed.run_json(&["sync"], 0);
+    let out = bed.run(&["check", "--online"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("may write member, msDS-ExternalDirectoryObjectId, adminDescription"),
+        "{said}"
+    );
+
+    // An OU the account was given no right on: named, with the right and how to grant it.
+    let other = format!("OU=Not Delegated,{}", bed.root);
+    writeback_integration::testbed::create_ou(&mut bed.ldap, &other).await;
+    let body = std::fs::read_to_string(&config).expect("config");
+    let body = body.replacen(
+        &format!("managed_ous = [\"{}\"]", bed.managed),
+        &format!("managed_ous = [\"{}\", \"{other}\"]", bed.managed),
+        1,
+    );
+    std::fs::write(&config, body).expect("config");
+    let before = bed.highest_usn().await;
+    let out = bed.run(&["check", "--online"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!("FAILED: managed OU {other}"))
+            && said.contains("may not create groups there (the Create group objects right)"),
+        "{said}"
+    );
+    assert!(said.contains("1 of "), "{said}");
+    assert_eq!(
+        bed.highest_usn().await,
+        before,
+        "check --online wrote to AD"
+    );
+    bed.cleanup().await;
+}

@@ -3,6 +3,8 @@
 //! packaged template (all-zero ids, documentation domains), which would otherwise pass every
 //! check and fail only at the first sync.
 
+pub mod online;
+
 use std::path::Path;
 
 use crate::config::{Config, ConfigError};

@@ -1,0 +1,261 @@
+//! `writeback check --online`: what the first sync needs, asked without writing anything. A
+//! Graph token and the first page of each delta query as the rules configure it; a bind to each
+//! DC; each managed OU there, and AD's own answer to whether the account may create groups in
+//! it (`allowedChildClassesEffective`) and write what the host always writes on them
+//! (`allowedAttributesEffective`, on a group below when there is one); `member` on each link
+//! target. Each failure names the setting and what to do.
+
+use crate::ad::conn::AdSettings;
+use crate::ad::{AdConn, Scope};
+use crate::config::Config;
+use crate::graph::delta;
+use crate::rules::RuleSet;
+use crate::sync::resolve;
+use crate::sync::types::ANCHOR_ATTRS;
+
+/// One thing checked: what, and the problem when it is not as the sync needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub what: String,
+    pub problem: Option<String>,
+}
+
+impl Step {
+    fn ok(what: impl Into<String>) -> Step {
+        Step {
+            what: what.into(),
+            problem: None,
+        }
+    }
+
+    fn failed(what: impl Into<String>, problem: impl Into<String>) -> Step {
+        Step {
+            what: what.into(),
+            problem: Some(problem.into()),
+        }
+    }
+}
+
+/// Attributes the host writes on every group it creates, whatever the rules say.
+fn always_written() -> Vec<&'static str> {
+    let mut v = vec!["member"];
+    v.extend(ANCHOR_ATTRS);
+    v
+}
+
+/// Every check, in order; the AD part runs even when Graph fails, and the other way round.
+pub async fn check(config: &Config, rules: &RuleSet) -> Vec<Step> {
+    let mut out = graph(config, rules).await;
+    out.extend(ad(config).await);
+    out
+}
+
+async fn graph(config: &Config, rules: &RuleSet) -> Vec<Step> {
+    let client = match crate::setup::graph_client(config) {
+        Ok(c) => c,
+        Err(e) => return vec![Step::failed("Graph client (`graph`)", e.to_string())],
+    };
+    let mut out = Vec::new();
+    match client.tokens().token().await {
+        Ok(_) => out.push(Step::ok(format!(
+            "Graph token for app {} (`graph.client_id`)",
+            config.graph.client_id
+        ))),
+        Err(e) => {
+            out.push(Step::failed(
+                format!("Graph token for app {} (`graph.client_id`, the credential)", config.graph.client_id),
+                format!("{e}; check the tenant id, the client id and the secret or certificate registered on the app"),
+            ));
+            return out;
+        }
+    }
+    let base = client.graph_base();
+    let declared = rules.graph_properties();
+    let joins = &config.members;
+    for (what, query) in [
+        (
+            "groups",
+            delta::groups_delta_query(base, &resolve::with_join(&declared.groups, &joins.groups)),
+        ),
+        (
+            "users",
+            delta::users_delta_query(base, &resolve::with_join(&declared.users, &joins.users)),
+        ),
+    ] {
+        let label = format!("Graph {what} delta, first page (`$select` as the rules need it)");
+        out.push(match client.get_json(&query.url).await {
+            Ok(page) => {
+                let n = page
+                    .get("value")
+                    .and_then(serde_json::Value::as_array)
+                    .map_or(0, Vec::len);
+                Step::ok(format!("{label}: {n} {what}"))
+            }
+            Err(e) => {
+                let hint = match e.status() {
+                    Some(403) => "; grant the app GroupMember.Read.All and User.Read.All (application permissions, admin consent): docs/OPERATIONS.md, \"The Entra app registration\"",
+                    Some(400) => "; a property the rules declare (GRAPH_GROUP_PROPERTIES / GRAPH_USER_PROPERTIES) or a join key is one Graph refuses",
+                    _ => "",
+                };
+                Step::failed(label, format!("{e}{hint}"))
+            }
+        });
+    }
+    out
+}
+
+fn settings(config: &Config, urls: Vec<String>) -> AdSettings {
+    let a = &config.ad;
+    AdSettings {
+        urls,
+        discover: a.discover.clone(),
+        bind_dn: a.bind_dn.clone(),
+        password: a.password.clone(),
+        kerberos: a.kerberos.clone(),
+        ca_file: a.ca_file.clone(),
+        starttls: a.starttls,
+        allow_plain: a.allow_plain_ldap,
+        timeout: a.timeout,
+    }
+}
+
+async fn ad(config: &Config) -> Vec<Step> {
+    let who = match &config.ad.kerberos {
+        Some(k) => format!("Kerberos principal {}", k.principal),
+        None => config.ad.bind_dn.clone(),
+    };
+    // Each configured DC on its own (the sync fails over between them); with discovery, the
+    // one it finds.
+    let targets: Vec<Vec<String>> = match config.ad.discover {
+        Some(_) => vec![Vec::new()],
+        None => config.ad.urls.iter().map(|u| vec![u.clone()]).collect(),
+    };
+    let mut out = Vec::new();
+    let mut first: Option<AdConn> = None;
+    for urls in targets {
+        let label = match urls.first() {
+            Some(u) => format!("AD bind to {u} as {who} (`ad.url`, `ad.bind_dn`, its password)"),
+            None => format!("AD bind to a discovered DC as {who} (`ad.discover`)"),
+        };
+        match AdConn::connect(&settings(config, urls)).await {
+            Ok(conn) => {
+                out.push(Step::ok(format!("AD bind to {} as {who}", conn.url())));
+                if first.is_none() {
+                    first = Some(conn);
+                }
+            }
+            Err(e) => out.push(Step::failed(label, e.to_string())),
+        }
+    }
+    let Some(mut conn) = first else { return out };
+    for ou in &config.ad.managed_ous {
+        out.extend(managed_ou(&mut conn, ou, &who).await);
+    }
+    for target in &config.ad.link_targets {
+        out.push(link_target(&mut conn, target, &who).await);
+    }
+    conn.close().await;
+    out
+}
+
+/// The OU exists, the account may create groups in it, and may write what the host always
+/// writes on a group below it (when one is there to ask).
+async fn managed_ou(conn: &mut AdConn, ou: &str, who: &str) -> Vec<Step> {
+    let label = format!("managed OU {ou} (`ad.managed_ous`)");
+    let entry = match conn.read_entry(ou, &["allowedChildClassesEffective"]).await {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return vec![Step::failed(
+                label,
+                format!("does not exist, or {who} may not read it: create it, or correct the DN"),
+            )]
+        }
+        Err(e) => return vec![Step::failed(label, e.to_string())],
+    };
+    let mut out = Vec::new();
+    let may_create = entry
+        .values("allowedChildClassesEffective")
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("group"));
+    out.push(match may_create {
+        true => Step::ok(format!("{label}: {who} may create groups")),
+        false => Step::failed(
+            label.clone(),
+            format!("{who} may not create groups there (the Create group objects right): delegate it, e.g. packaging/delegate-samba.sh or dsacls \"{ou}\" /I:T /G \"<account>:CCDC;group\" (docs/OPERATIONS.md, \"The AD service account\")"),
+        ),
+    });
+    // A group below the OU answers for the rights inherited by the groups the host creates.
+    let sample = conn
+        .first_entry(ou, Scope::Subtree, "(objectClass=group)", &["objectClass"])
+        .await
+        .ok()
+        .flatten();
+    let Some(sample) = sample else { return out };
+    let dn = sample.dn.clone();
+    let allowed = match conn.read_entry(&dn, &["allowedAttributesEffective"]).await {
+        Ok(Some(e)) => e
+            .values("allowedAttributesEffective")
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect::<Vec<_>>(),
+        _ => return out,
+    };
+    let missing: Vec<&str> = always_written()
+        .into_iter()
+        .filter(|a| !allowed.contains(&a.to_ascii_lowercase()))
+        .collect();
+    out.push(match missing.is_empty() {
+        true => Step::ok(format!(
+            "{label}: {who} may write {} on its groups (asked on {dn})",
+            always_written().join(", ")
+        )),
+        false => Step::failed(
+            label,
+            format!(
+                "{who} may not write {} on the groups below it (asked on {dn}): delegate Read/Write Property for them on group objects (packaging/delegate-samba.sh, or dsacls \"{ou}\" /I:S /G \"<account>:RPWP;<attribute>;group\")",
+                missing.join(", ")
+            ),
+        ),
+    });
+    out
+}
+
+/// The account may write `member` on the link target (or, for an OU, on a group below it).
+async fn link_target(conn: &mut AdConn, target: &str, who: &str) -> Step {
+    let label = format!("link target {target} (`ad.link_targets`)");
+    let group = match conn
+        .first_entry(
+            target,
+            Scope::Subtree,
+            "(objectClass=group)",
+            &["objectClass"],
+        )
+        .await
+    {
+        Ok(g) => g,
+        Err(e) if e.rc() == Some(32) => {
+            return Step::failed(label, "does not exist: create it, or correct the DN")
+        }
+        Err(e) => return Step::failed(label, e.to_string()),
+    };
+    let Some(group) = group else {
+        return Step::ok(format!(
+            "{label}: exists (no group below it to ask about member yet)"
+        ));
+    };
+    let dn = group.dn.clone();
+    let may = match conn.read_entry(&dn, &["allowedAttributesEffective"]).await {
+        Ok(Some(e)) => e
+            .values("allowedAttributesEffective")
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case("member")),
+        _ => false,
+    };
+    match may {
+        true => Step::ok(format!("{label}: {who} may write member (asked on {dn})")),
+        false => Step::failed(
+            label,
+            format!("{who} may not write member on {dn}: packaging/delegate-samba.sh -l \"{target}\" <account>, or dsacls \"{target}\" /I:T /G \"<account>:WP;member\""),
+        ),
+    }
+}
