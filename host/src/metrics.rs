@@ -77,7 +77,7 @@ pub fn graph_retry() {
 fn describe() {
     describe_counter!(
         CYCLES,
-        "Cycles run, by sweep (idle, changed, rules changed, full read, reconciliation; failed: stopped by an error)"
+        "Cycles run, by sweep (idle, changed, first sync, rules changed, full read, reconciliation; failed: stopped by an error)"
     );
     describe_histogram!(
         CYCLE_SECONDS,

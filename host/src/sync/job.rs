@@ -380,12 +380,16 @@ impl Cycle<'_, '_> {
         // 2. How much to look at.
         let forced = self.affected_by_pending()?;
         let fingerprint = rules_fingerprint(self.config, self.rules);
-        let rules_changed = self.store.meta(RULES_KEY)?.as_deref() != Some(fingerprint.as_str());
+        let rules_seen = match self.store.meta(RULES_KEY)? {
+            None => select::RulesSeen::Never,
+            Some(f) if f == fingerprint => select::RulesSeen::Same,
+            Some(_) => select::RulesSeen::Changed,
+        };
         let matching = resolve::match_fingerprint(self.config);
         if self.store.meta(MATCH_KEY)?.is_some_and(|m| m != matching) {
             self.opts.compare_all = true;
         }
-        let sweep = select::sweep(&self.opts, rules_changed, forced.touched.clone());
+        let sweep = select::sweep(&self.opts, rules_seen, forced.touched.clone());
         let mut report = SyncReport {
             sweep: match &sweep {
                 Sweep::Idle => "idle",

@@ -24,8 +24,10 @@ pub enum Sweep {
 /// Why a cycle goes through every cached group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllReason {
+    /// Nothing was applied with this state yet.
+    FirstSync,
     /// The rules, their settings or the config that shapes the desired state changed since the
-    /// applied hashes were computed (or nothing was applied yet).
+    /// applied hashes were computed.
     RulesChanged,
     /// `--full`: the tenant is read again.
     FullRead,
@@ -36,6 +38,7 @@ pub enum AllReason {
 impl AllReason {
     pub fn as_str(self) -> &'static str {
         match self {
+            AllReason::FirstSync => "first sync",
             AllReason::RulesChanged => "rules changed",
             AllReason::FullRead => "full read",
             AllReason::Reconcile => "reconciliation",
@@ -43,14 +46,25 @@ impl AllReason {
     }
 }
 
+/// The rules against those the applied state was computed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulesSeen {
+    Same,
+    Changed,
+    /// No rules were recorded: nothing was applied with this state yet.
+    Never,
+}
+
 /// Decides the sweep. `touched` is every group a pending change may affect (the pending groups,
 /// the groups that hold a pending user or group, transitively).
-pub fn sweep(opts: &SyncOptions, rules_changed: bool, touched: BTreeSet<String>) -> Sweep {
+pub fn sweep(opts: &SyncOptions, rules: RulesSeen, touched: BTreeSet<String>) -> Sweep {
     if opts.reread_cloud {
         Sweep::All(AllReason::FullRead)
     } else if opts.compare_all {
         Sweep::All(AllReason::Reconcile)
-    } else if rules_changed {
+    } else if rules == RulesSeen::Never {
+        Sweep::All(AllReason::FirstSync)
+    } else if rules == RulesSeen::Changed {
         Sweep::All(AllReason::RulesChanged)
     } else if touched.is_empty() {
         Sweep::Idle
@@ -202,21 +216,26 @@ mod tests {
 
     #[test]
     fn nothing_pending_is_idle_and_anything_else_says_why() {
-        assert_eq!(sweep(&opts(false, false), false, set(&[])), Sweep::Idle);
+        use RulesSeen::{Changed, Never, Same};
+        assert_eq!(sweep(&opts(false, false), Same, set(&[])), Sweep::Idle);
         assert_eq!(
-            sweep(&opts(false, false), false, set(&["g1"])),
+            sweep(&opts(false, false), Same, set(&["g1"])),
             Sweep::Changed(set(&["g1"]))
         );
         assert_eq!(
-            sweep(&opts(false, false), true, set(&[])),
+            sweep(&opts(false, false), Changed, set(&[])),
             Sweep::All(AllReason::RulesChanged)
         );
         assert_eq!(
-            sweep(&opts(false, true), false, set(&[])),
+            sweep(&opts(false, false), Never, set(&["g1"])),
+            Sweep::All(AllReason::FirstSync)
+        );
+        assert_eq!(
+            sweep(&opts(false, true), Same, set(&[])),
             Sweep::All(AllReason::Reconcile)
         );
         assert_eq!(
-            sweep(&opts(true, true), true, set(&["g"])),
+            sweep(&opts(true, true), Changed, set(&["g"])),
             Sweep::All(AllReason::FullRead)
         );
     }
