@@ -3,10 +3,13 @@
 #   make test   install what the tests need, start the test bed, run every test, stop it again
 # Both need root on a Debian 12 machine (they install Debian and Python packages).
 
-.PHONY: demo test testbed-up testbed-down fmt lint
+.PHONY: demo demo-stop test testbed-up testbed-down fmt lint
 
 demo:
 	examples/demo/run.sh
+
+demo-stop:
+	examples/demo/stop.sh
 
 test:
 	tests/run-tests.sh

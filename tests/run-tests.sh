@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (`make test`): installs what the tests need, checks and tests every rule set
 # (scripts/, examples/*/rules), starts a clean Samba AD DC with the project's own script, runs the
-# Rust suites (unit, emulator, integration) and the Python conformance suite, and stops the DC by
-# its PID whatever happens.
+# Rust suites (unit, emulator, integration), the demo end to end, the package test and the Python
+# conformance suite, and stops the DC (and what the demo started) by PID whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -52,6 +52,11 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast "${features[@]}" -- --test-threads=1
 fi
+
+step "The demo, end to end: each cloud change checked in AD (examples/demo/run.sh), then stopped"
+trap 'examples/demo/stop.sh --keep-dc || true; tests/testbed/samba-ad.sh down || true' EXIT
+examples/demo/run.sh
+examples/demo/stop.sh --keep-dc
 
 step "Debian package: built from the debug binary, installed, unit verified, check and test run, removed, purged"
 packaging/test-package.sh

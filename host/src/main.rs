@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         }
         // Reads AD, never Graph: the Graph credential need not be there.
         Command::Explain { .. } => Some(prepare(&cli.config, Config::load_for_ad)),
-        Command::Check { online: true, .. } => Some(prepare(&cli.config, Config::load)),
+        Command::Check { online: true, .. } => Some(prepare_for_check(&cli.config)),
         _ => None,
     };
     let online = match loaded {
@@ -67,6 +67,16 @@ fn prepare(
 ) -> Result<Config> {
     let config = load(path)?;
     config.forget_secret_env();
+    finish_prepare(config)
+}
+
+/// [`prepare`] for `check --online`: the secrets stay in the environment, where the offline
+/// part of the check reads them again (the process is short-lived and starts no child).
+fn prepare_for_check(path: &Path) -> Result<Config> {
+    finish_prepare(Config::load(path)?)
+}
+
+fn finish_prepare(config: Config) -> Result<Config> {
     for warning in config.rules.secret_looking_settings() {
         tracing::warn!("{warning}");
     }

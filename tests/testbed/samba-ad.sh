@@ -470,8 +470,15 @@ write_env() {
 # subcommands
 
 do_up() {
-    local pid
+    local pid running_ip
     if pid="$(running_pid)"; then
+        # The running DC listens where it was started: settings for another address would
+        # name a URL nothing answers on.
+        running_ip="$(cat "${INSTANCE_DIR}/.version" 2>/dev/null)"
+        running_ip="${running_ip##*-}"
+        if [[ -n "${running_ip}" && "${running_ip}" != "${IP}" ]]; then
+            die "the running DC (PID ${pid}) listens on ${running_ip}, not ${IP}: run \`$0 down\` first, or set WRITEBACK_TESTBED_IP=${running_ip}"
+        fi
         write_env "${pid}"
         cat "${ENV_FILE}"
         return 0

@@ -285,7 +285,7 @@ impl AdConn {
     }
 
     /// The first entry a search finds, `None` when it finds none: the search stops there, so
-    /// asking "is there any group below this OU" costs one entry, not the OU's size.
+    /// asking "is there any group below this OU" costs at most one page, not the OU's size.
     pub async fn first_entry(
         &mut self,
         base: &str,

@@ -22,6 +22,20 @@ pub enum InspectError {
 
 /// A time given as RFC 3339 or as an age before `now` (`90s`, `30m`, `12h`, `7d`), in the form
 /// the state stores (so text order is time order).
+/// `text` whole when it has at most `max` characters, else cut at the last space before them
+/// with a visible `...` (a word or a DN is not split in the middle when a space is near).
+pub fn cut_words(text: &str, max: usize) -> String {
+    let Some((limit, _)) = text.char_indices().nth(max) else {
+        return text.to_string();
+    };
+    let head = text.get(..limit).unwrap_or(text);
+    let at = match head.rfind(' ') {
+        Some(i) if i > limit / 2 => i,
+        _ => limit,
+    };
+    format!("{} ...", text.get(..at).unwrap_or(head).trim_end())
+}
+
 pub fn parse_time(
     flag: &'static str,
     value: &str,
@@ -68,6 +82,24 @@ pub fn human_age(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_text_is_cut_between_words_with_a_marker() {
+        assert_eq!(cut_words("short", 10), "short");
+        let e = "create CN=Demo Blocked_238baccae6e2,OU=Security: conflict: an object Writeback does not own";
+        let cut = cut_words(e, 60);
+        assert!(cut.ends_with(" ..."), "{cut}");
+        assert!(e.starts_with(cut.trim_end_matches(" ...")), "{cut}");
+        assert!(
+            cut.contains("CN=Demo Blocked_238baccae6e2,OU=Security:"),
+            "{cut}"
+        );
+        // No space to cut at: cut at the limit, still marked.
+        assert_eq!(
+            cut_words(&"x".repeat(20), 10),
+            format!("{} ...", "x".repeat(10))
+        );
+    }
 
     #[test]
     fn times_are_rfc3339_or_ages() {

@@ -405,7 +405,7 @@ pub fn render(s: &Status, now: OffsetDateTime) -> String {
             s.quarantine.len()
         );
         for q in s.quarantine.iter().take(LIST) {
-            let err: String = q.error.chars().take(200).collect();
+            let err = super::cut_words(&q.error, 300);
             let _ = writeln!(
                 out,
                 "  ! group {}: {} failure(s), next try {}: {err}",
@@ -414,6 +414,10 @@ pub fn render(s: &Status, now: OffsetDateTime) -> String {
                 crate::state::rfc3339_at(q.retry_at)
             );
         }
+        let _ = writeln!(
+            out,
+            "  (`writeback explain <group>` shows one whole, with what to do)"
+        );
         if s.quarantine.len() > LIST {
             let _ = writeln!(
                 out,
