@@ -360,7 +360,7 @@ cmd_test() {
     done
     log "ok: writeback check names every placeholder and missing secret of the packaged config"
     # Filled in, with its secret files readable by the service only, it passes.
-    cp /etc/writeback/writeback.toml /etc/writeback/writeback.toml.orig
+    cp -p /etc/writeback/writeback.toml /etc/writeback/writeback.toml.orig
     sed -i -e 's/00000000-0000-0000-0000-000000000000/5e1f0c2a-6b3d-4a8e-9c71-0d2b4f6a8c10/' \
         -e 's/example\.com/corp.contoso.test/; s/DC=example,DC=com/DC=corp,DC=contoso,DC=test/g' \
         /etc/writeback/writeback.toml
