@@ -638,7 +638,7 @@ mod tests {
             sweep: "reconciliation",
             cloud_groups: Some(12),
             cloud_users: Some(30),
-            foreign: crate::sync::job::Foreign {
+            foreign: crate::sync::outcome::Foreign {
                 count: 3,
                 ..Default::default()
             },

@@ -18,13 +18,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{ASTFlags, Dynamic, Engine, Expr, ImmutableString, Map, Position, Stmt, Token, AST};
+use rhai::{ASTFlags, Dynamic, Expr, ImmutableString, Map, Position, Stmt, Token, AST};
 use serde::Serialize;
 
 use super::diagnostics::{self, Diagnostic};
 use super::primitives::{CallScope, Effects, Idempotency, Revealed};
 use super::sandbox::{Sandbox, Settings};
 use super::schedule::Schedule;
+use super::tokens::tokens;
 use super::Limits;
 
 /// A trigger: what happened to a group's AD object (called in the rule that handles the
@@ -517,37 +518,6 @@ struct Literal {
     at: Position,
 }
 
-/// The file's tokens as Rhai's own tokenizer reads them (comments dropped, strings whole), for
-/// the positions the AST does not keep and for `lint`. Where an interpolation `${...}` ends is the parser's call,
-/// not the tokenizer's: the braces are counted here and the rest of the string handed back to the
-/// tokenizer, as the parser does.
-pub(super) fn tokens(text: &str) -> Vec<(Token, Position)> {
-    let engine = Engine::new_raw();
-    let inputs = [text];
-    let (stream, control) = engine.lex(&inputs);
-    let mut out = Vec::new();
-    let mut depth = 0usize;
-    let mut interpolations: Vec<usize> = Vec::new();
-    for (tok, pos) in stream {
-        match &tok {
-            // The file compiled, so a lexer error is not expected; stop rather than guess.
-            Token::EOF | Token::LexError(_) => break,
-            Token::InterpolatedString(_) => interpolations.push(depth),
-            Token::LeftBrace | Token::MapStart => depth += 1,
-            Token::RightBrace => {
-                depth = depth.saturating_sub(1);
-                if interpolations.last() == Some(&depth) {
-                    interpolations.pop();
-                    control.borrow_mut().is_within_text = true;
-                }
-            }
-            _ => {}
-        }
-        out.push((tok, pos));
-    }
-    out
-}
-
 /// The AST's functions, sorted by position. Rhai keeps no position for a definition, only for
 /// its body's `{`: the name is the identifier before the `(` of the `fn` whose body opens there.
 fn functions(ast: &AST, toks: &[(Token, Position)]) -> Vec<FnDef> {
@@ -631,6 +601,7 @@ fn written_literal(expr: &Expr, toks: &[(Token, Position)]) -> Option<Literal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rhai::Engine;
 
     fn compile(src: &str) -> AST {
         Engine::new().compile(src).expect("compiles")

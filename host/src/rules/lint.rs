@@ -29,7 +29,7 @@ impl Shadowed {
 /// Finds `.map(` and `.scope(` (and `?.map(`) in code, read with Rhai's own tokenizer so comments
 /// and strings of every kind are skipped as Rhai skips them.
 pub(crate) fn shadowed_methods(source: &str) -> Vec<Shadowed> {
-    let toks = super::hooks::tokens(source);
+    let toks = super::tokens::tokens(source);
     let mut found = Vec::new();
     for w in toks.windows(3) {
         let [(dot, at), (Token::Identifier(word), _), (Token::LeftParen | Token::Unit, _)] = w

@@ -33,6 +33,7 @@ mod schedule;
 mod setting_names;
 pub mod testing;
 mod text;
+mod tokens;
 mod worker;
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use rhai::{ASTFlags, Position, Stmt, Token, AST};
 use serde::Serialize;
 
 use super::diagnostics::Diagnostic;
-use super::hooks::tokens;
 use super::input::MAX_PROPERTY_NAME_CHARS;
+use super::tokens::tokens;
 
 /// The constant naming the extra group properties a rule file reads.
 pub const GROUP_PROPERTIES_CONST: &str = "GRAPH_GROUP_PROPERTIES";

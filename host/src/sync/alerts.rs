@@ -13,7 +13,7 @@ use crate::rules::{Hook, TriggerEvent};
 use crate::state::Seen;
 
 use super::gate::Held;
-use super::job::QuarantineNote;
+use super::outcome::QuarantineNote;
 use super::removals::HeldRemovals;
 use super::triggers::Alert;
 use super::types::Refusal;

@@ -11,6 +11,8 @@ pub mod evaluate;
 pub mod gate;
 pub mod job;
 pub mod leave;
+pub mod options;
+pub mod outcome;
 pub mod owners;
 pub mod ownership;
 pub mod plan;
@@ -25,7 +27,9 @@ pub mod stream;
 pub mod triggers;
 pub mod types;
 
-pub use job::{run, SyncContext, SyncOptions, SyncReport};
+pub use job::{run, SyncContext};
+pub use options::SyncOptions;
+pub use outcome::SyncReport;
 
 /// Why a cycle could not run to its end. Per-object problems are not errors: they are in the
 /// report (refused, failed, unresolved members).

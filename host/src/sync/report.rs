@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::apply::Outcome;
-use super::job::SyncReport;
+use super::outcome::SyncReport;
 use super::triggers::TriggerResult;
 use super::types::{AttrChange, Change, Op, PlannedTrigger, Refusal, Unresolved};
 

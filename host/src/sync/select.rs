@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::job::SyncOptions;
+use super::options::SyncOptions;
 
 /// How much of the cache a cycle has to look at.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,146 @@
+//! What a cycle saw and did ([`SyncReport`]): values the cycle fills and the report, the
+//! metrics and the alerts read, kept apart from the cycle so those readers do not depend on it.
+
+use serde::Serialize;
+
+use crate::state::Seen;
+
+use super::apply::Outcome;
+use super::gate::{Held, HeldEntry};
+use super::leave::LeavingNote;
+use super::ownership;
+use super::removals;
+use super::triggers::{ScheduleInfo, TriggerResult};
+use super::types::{Plan, PlanCounts};
+
+/// What a cycle saw and did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SyncReport {
+    pub run_id: i64,
+    pub mode: &'static str,
+    /// How much of the cache the cycle looked at: `idle`, `changed`, or why it looked at
+    /// everything (`rules changed`, `full read`, `reconciliation`).
+    pub sweep: &'static str,
+    /// Cached groups and users; counted only by cycles that look at every group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_groups: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_users: Option<usize>,
+    /// Groups the rules put in scope (whole-cache cycles only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_scope: Option<usize>,
+    /// Cached groups read from the store and evaluated this cycle.
+    pub evaluated: usize,
+    /// Groups whose desired state was compared with AD this cycle.
+    pub examined: usize,
+    /// What the plan holds, counted as it was made (a streamed plan's lists are in the sink).
+    pub counts: PlanCounts,
+    pub plan: Plan,
+    pub outcomes: Vec<Outcome>,
+    /// Set when the "nothing in scope" guard stopped the apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    /// Deletes the threshold held back (everything else was applied), waiting for approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+    /// Member removals the removal threshold held back (the groups' other changes were
+    /// applied), waiting for approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_removals: Option<removals::HeldRemovals>,
+    /// The groups that failed this cycle and when each is tried again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<QuarantineNote>,
+    /// Groups in quarantine after this cycle.
+    pub quarantine_total: usize,
+    /// Objects carrying an anchor of a group that Writeback has no record of: left alone.
+    #[serde(skip_serializing_if = "Foreign::nothing_seen")]
+    pub foreign: Foreign,
+    /// Objects taken over by an adoption (or after a stopped run), as cloud id and DN.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<HeldEntry>,
+    /// Owned groups the rules stopped writing this cycle: kept as they are, or deleted later.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leaving: Vec<LeavingNote>,
+    /// What each planned trigger did after the apply, and each delivery of a recorded call
+    /// (empty in a dry run).
+    pub trigger_results: Vec<TriggerResult>,
+    /// The recorded trigger calls after this cycle's deliveries (counted when it delivered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_calls: Option<crate::state::OutboxCounts>,
+    /// Dry runs only: the rules' schedules and when each is next due.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleInfo>,
+    pub elapsed_ms: u128,
+}
+
+impl SyncReport {
+    pub fn failures(&self) -> usize {
+        self.outcomes.iter().filter(|o| !o.ok()).count()
+    }
+}
+
+/// A group that failed this cycle, in quarantine until `retry_at` (or until it changes).
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineNote {
+    pub cloud_id: String,
+    pub reason: String,
+    /// Failures in a row.
+    pub failures: u32,
+    /// RFC 3339 UTC.
+    pub retry_at: String,
+    /// New failure, another error than last time, or the same again.
+    pub seen: Seen,
+}
+
+/// Objects in the managed OUs that carry a group's anchor Writeback did not record, told apart
+/// by whose they are likely to be (see [`super::ownership::ForeignKind`]). `count` and
+/// `examples` hold the unexpected ones (what the `writeback_foreign_objects` alert counts);
+/// objects of another tenant or instance inside an OU declared shared (`ad.shared_ous`) are
+/// only counted in `shared`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Foreign {
+    pub count: usize,
+    /// The first [`Foreign::EXAMPLES`] unexpected DNs.
+    pub examples: Vec<String>,
+    /// A group of this tenant that the rules want, carrying its anchor without a record:
+    /// written by Connect or Cloud Sync, or the state was lost. `writeback adopt` takes them.
+    pub unrecorded: usize,
+    /// This tenant's groups the rules do not manage: another instance's, or another tool's.
+    pub out_of_scope: usize,
+    /// Groups not in this tenant: another tenant's instance shares the OU.
+    pub other_tenant: usize,
+    /// Expected: another tenant's or instance's, inside an OU declared shared.
+    pub shared: usize,
+    /// Expected: groups released with `writeback release` (left as they were).
+    pub released: usize,
+}
+
+impl Foreign {
+    pub const EXAMPLES: usize = 20;
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// No unrecorded object at all, expected or not.
+    pub fn nothing_seen(&self) -> bool {
+        self.count == 0 && self.shared == 0 && self.released == 0
+    }
+
+    pub(super) fn add(&mut self, dn: &str, kind: ownership::ForeignKind, shared_ous: &[String]) {
+        use ownership::ForeignKind as K;
+        if kind != K::Unrecorded && shared_ous.iter().any(|ou| super::types::is_within(dn, ou)) {
+            self.shared += 1;
+            return;
+        }
+        match kind {
+            K::Unrecorded => self.unrecorded += 1,
+            K::OutOfScope => self.out_of_scope += 1,
+            K::OtherTenant => self.other_tenant += 1,
+        }
+        self.count += 1;
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(dn.to_string());
+        }
+    }
+}
