@@ -90,7 +90,9 @@ pub enum Command {
         #[arg(long)]
         since: Option<String>,
         /// Only runs with this status.
-        #[arg(long, value_parser = ["ok", "partial", "failed", "held", "blocked", "interrupted"])]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+            writeback::state::RunStatus::ALL.map(writeback::state::RunStatus::as_str)
+        ))]
         status: Option<String>,
         /// At most this many runs.
         #[arg(long, default_value_t = 50)]

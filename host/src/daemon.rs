@@ -404,7 +404,7 @@ impl Host {
                 return;
             }
         };
-        let run_id = match self.store.begin_run("schedule") {
+        let run_id = match self.store.begin_run(crate::state::RunMode::Schedule) {
             Ok(id) => Some(id),
             Err(e) => {
                 tracing::error!("schedules run unrecorded: {e}");
@@ -440,7 +440,10 @@ impl Host {
             }
         }
         if let Some(run_id) = run_id {
-            let status = if failed == 0 { "ok" } else { "partial" };
+            let status = match failed {
+                0 => crate::state::RunStatus::Ok,
+                _ => crate::state::RunStatus::Partial,
+            };
             let stats = serde_json::json!({ "schedules": due.len(), "failed": failed });
             if let Err(e) = self.store.finish_run(run_id, status, &stats) {
                 tracing::error!("schedule run not closed: {e}");
@@ -751,7 +754,7 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
     if level_info {
         tracing::info!(
             run_id = r.run_id,
-            mode = r.mode,
+            mode = %r.mode,
             changes,
             failures = r.failures(),
             refused = r.plan.refused.len(),
@@ -763,7 +766,7 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
     } else {
         tracing::debug!(
             run_id = r.run_id,
-            mode = r.mode,
+            mode = %r.mode,
             sweep = r.sweep,
             evaluated = r.evaluated,
             ms = took.as_millis() as u64,

@@ -520,11 +520,11 @@ fn release(
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     if !dry_run && !picked.is_empty() {
-        let run_id = store.begin_run("release")?;
+        let run_id = store.begin_run(writeback::state::RunMode::Release)?;
         store.release(run_id, &picked)?;
         store.finish_run(
             run_id,
-            "ok",
+            writeback::state::RunStatus::Ok,
             &serde_json::json!({ "released": picked.len() }),
         )?;
     }

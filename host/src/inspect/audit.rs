@@ -551,7 +551,7 @@ mod tests {
                 full: true,
             },
         )?;
-        let r = s.begin_run("sync")?;
+        let r = s.begin_run(crate::state::RunMode::Sync)?;
         s.record_event(
             r,
             &ev(
@@ -579,8 +579,8 @@ mod tests {
                 json!({"rule": "20-security.rhai", "error": null}),
             ),
         )?;
-        s.finish_run(r, "ok", &json!({}))?;
-        let r = s.begin_run("sync")?;
+        s.finish_run(r, crate::state::RunStatus::Ok, &json!({}))?;
+        let r = s.begin_run(crate::state::RunMode::Sync)?;
         s.record_event(
             r,
             &ev(
@@ -594,7 +594,7 @@ mod tests {
                        "members_add": ["CN=U2,DC=x"], "members_remove": ["CN=U3,DC=x"]}),
             ),
         )?;
-        s.finish_run(r, "ok", &json!({}))?;
+        s.finish_run(r, crate::state::RunStatus::Ok, &json!({}))?;
         Ok(s)
     }
 

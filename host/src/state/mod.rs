@@ -26,6 +26,7 @@ mod outbox;
 mod pending;
 mod quarantine;
 mod released;
+mod run_kind;
 mod runs;
 mod schema;
 pub mod snapshot;
@@ -55,6 +56,7 @@ pub enum Approved {
     MemberRemovals,
 }
 pub use quarantine::{backoff_secs, Quarantined, Seen};
+pub use run_kind::{RunMode, RunStatus};
 pub use runs::{
     AuditEvent, Compaction, EventQuery, EventRecord, EventSubjects, RunRecord, FOLDED_RUNS,
     INTERRUPTED,
@@ -583,17 +585,17 @@ impl Store {
     // --- runs and audit ---------------------------------------------------------------------
 
     /// Starts a run record (`mode`: "sync", "plan", "full", ...) and returns its id.
-    pub fn begin_run(&mut self, mode: &str) -> Result<i64, StateError> {
-        runs::begin_run(&self.conn, mode)
+    pub fn begin_run(&mut self, mode: RunMode) -> Result<i64, StateError> {
+        runs::begin_run(&self.conn, mode.as_str())
     }
 
     pub fn finish_run(
         &mut self,
         run_id: i64,
-        status: &str,
+        status: RunStatus,
         stats: &serde_json::Value,
     ) -> Result<(), StateError> {
-        runs::finish_run(&self.conn, run_id, status, stats)
+        runs::finish_run(&self.conn, run_id, status.as_str(), stats)
     }
 
     pub fn record_event(&mut self, run_id: i64, ev: &AuditEvent) -> Result<(), StateError> {

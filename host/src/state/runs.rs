@@ -45,7 +45,7 @@ pub struct EventRecord {
 }
 
 /// The status given to runs that never finished (the host was killed mid-run).
-pub const INTERRUPTED: &str = "interrupted";
+pub const INTERRUPTED: &str = super::RunStatus::Interrupted.as_str();
 
 const FOREIGN_KEY_FAILED: i32 = rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY;
 
@@ -432,7 +432,10 @@ fn is_quiet(status: Option<&str>, stats: Option<&Value>, has_events: bool) -> bo
             .is_none_or(|v| v.as_u64() == Some(0))
     };
     !has_events
-        && matches!(status, Some("ok" | "held"))
+        && matches!(
+            status.and_then(super::RunStatus::parse),
+            Some(super::RunStatus::Ok | super::RunStatus::Held)
+        )
         && stats.is_some_and(Value::is_object)
         && zero("changes")
         && zero("failures")

@@ -246,7 +246,7 @@ mod tests {
         })?;
         s.put_applied("g1", "hash-1")?;
         s.set_meta("rules_fingerprint", "fp-1")?;
-        let run = s.begin_run("sync")?;
+        let run = s.begin_run(crate::state::RunMode::Sync)?;
         s.record_event(
             run,
             &AuditEvent {
@@ -257,7 +257,7 @@ mod tests {
                 outcome: "ok".into(),
             },
         )?;
-        s.finish_run(run, "ok", &json!({}))?;
+        s.finish_run(run, crate::state::RunStatus::Ok, &json!({}))?;
         Ok(s)
     }
 
@@ -294,8 +294,8 @@ mod tests {
         )?;
         copy.set_meta("rules_fingerprint", "fp-2")?;
         copy.remove_anchor("g1")?;
-        let run = copy.begin_run("plan")?;
-        copy.finish_run(run, "ok", &json!({}))?;
+        let run = copy.begin_run(crate::state::RunMode::Plan)?;
+        copy.finish_run(run, crate::state::RunStatus::Ok, &json!({}))?;
         assert_ne!(rows(&copy), before);
         drop(copy);
 

@@ -123,8 +123,8 @@ fn open_reopen_persists_with_pragmas() -> anyhow::Result<()> {
             updated_at: String::new(),
         })?;
         s.put_applied("g1", "h1")?;
-        let run = s.begin_run("sync")?;
-        s.finish_run(run, "ok", &json!({"written": 1}))?;
+        let run = s.begin_run(crate::state::RunMode::Sync)?;
+        s.finish_run(run, crate::state::RunStatus::Ok, &json!({"written": 1}))?;
     }
     let s = Store::open(&path)?;
     assert_eq!(s.delta_link(ObjectKind::Group)?.as_deref(), Some("L1"));
@@ -880,7 +880,7 @@ fn applied_hashes_round_trip() -> anyhow::Result<()> {
 #[test]
 fn runs_and_events_round_trip() -> anyhow::Result<()> {
     let mut s = mem();
-    let r1 = s.begin_run("full")?;
+    let r1 = s.begin_run(crate::state::RunMode::SyncFull)?;
     let ev = AuditEvent {
         cloud_id: "g1".into(),
         action: "create".into(),
@@ -896,8 +896,8 @@ fn runs_and_events_round_trip() -> anyhow::Result<()> {
             ..ev.clone()
         },
     )?;
-    s.finish_run(r1, "ok", &json!({"created": 1}))?;
-    let r2 = s.begin_run("plan")?;
+    s.finish_run(r1, crate::state::RunStatus::Ok, &json!({"created": 1}))?;
+    let r2 = s.begin_run(crate::state::RunMode::Plan)?;
     assert!(r2 > r1);
 
     let runs = s.recent_runs(10)?;
@@ -906,7 +906,7 @@ fn runs_and_events_round_trip() -> anyhow::Result<()> {
         vec![r2, r1],
         "newest first"
     );
-    assert_eq!(runs[1].mode, "full");
+    assert_eq!(runs[1].mode, "sync-full");
     assert_eq!(runs[1].status.as_deref(), Some("ok"));
     assert_eq!(runs[1].stats, Some(json!({"created": 1})));
     assert!(runs[1].finished_at.as_deref() >= Some(runs[1].started_at.as_str()));
@@ -946,7 +946,7 @@ fn unknown_run_is_refused() -> anyhow::Result<()> {
         Some("state file (in memory): record event: run 42 does not exist")
     );
     let msg = s
-        .finish_run(42, "ok", &Value::Null)
+        .finish_run(42, crate::state::RunStatus::Ok, &Value::Null)
         .err()
         .map(|e| e.to_string());
     assert_eq!(
@@ -968,11 +968,11 @@ fn interrupted_runs_closed_and_history_pruned() -> anyhow::Result<()> {
     };
     let mut ids_ = Vec::new();
     for _ in 0..5 {
-        let r = s.begin_run("sync")?;
+        let r = s.begin_run(crate::state::RunMode::Sync)?;
         s.record_event(r, &ev)?;
         ids_.push(r);
     }
-    s.finish_run(ids_[4], "ok", &json!({}))?;
+    s.finish_run(ids_[4], crate::state::RunStatus::Ok, &json!({}))?;
     assert_eq!(s.close_interrupted_runs()?, 4);
     assert_eq!(
         s.run(ids_[0])?.and_then(|r| r.status).as_deref(),
@@ -1348,7 +1348,7 @@ fn visit(s: &Store, q: &EventQuery) -> anyhow::Result<Vec<(String, String)>> {
 #[test]
 fn audit_events_are_found_by_time_object_and_dn() -> anyhow::Result<()> {
     let mut s = mem();
-    let r = s.begin_run("sync")?;
+    let r = s.begin_run(crate::state::RunMode::Sync)?;
     event_at(&mut s, r, "g1", "CN=One,OU=W", "2026-01-01T00:00:00.000Z")?;
     event_at(&mut s, r, "g2", "CN=Two,OU=W", "2026-01-02T00:00:00.000Z")?;
     event_at(&mut s, r, "g1", "CN=One,OU=W", "2026-01-03T00:00:00.000Z")?;
@@ -1447,12 +1447,12 @@ fn cached_groups_are_found_by_display_name_exact_spelling_first() -> anyhow::Res
 /// A finished run with `events` audit events, started and finished at `at`.
 fn run_at(
     s: &mut Store,
-    status: &str,
+    status: RunStatus,
     stats: Value,
     events: usize,
     at: &str,
 ) -> anyhow::Result<i64> {
-    let r = s.begin_run("sync")?;
+    let r = s.begin_run(crate::state::RunMode::Sync)?;
     for _ in 0..events {
         event_at(s, r, "g", "CN=G,OU=W", at)?;
     }
@@ -1505,28 +1505,28 @@ fn events_age_out_by_time_and_the_runs_that_hold_them_stay() -> anyhow::Result<(
     let mut s = mem();
     let old = run_at(
         &mut s,
-        "ok",
+        RunStatus::Ok,
         json!({"changes": 1}),
         2,
         "2025-01-01T00:00:00.000Z",
     )?;
     let old_failed = run_at(
         &mut s,
-        "failed",
+        RunStatus::Failed,
         json!({"error": "x"}),
         0,
         "2025-01-02T00:00:00.000Z",
     )?;
     let kept = run_at(
         &mut s,
-        "ok",
+        RunStatus::Ok,
         json!({"changes": 1}),
         1,
         "2026-06-01T00:00:00.000Z",
     )?;
     let failed = run_at(
         &mut s,
-        "failed",
+        RunStatus::Failed,
         json!({"error": "x"}),
         0,
         "2026-06-02T00:00:00.000Z",
@@ -1553,17 +1553,29 @@ fn events_age_out_by_time_and_the_runs_that_hold_them_stay() -> anyhow::Result<(
 fn quiet_runs_fold_into_one_row_per_streak_and_runs_with_events_stay() -> anyhow::Result<()> {
     let mut s = mem();
     let t = |m: u32| format!("2026-06-01T00:{m:02}:00.000Z");
-    let first = run_at(&mut s, "ok", quiet(), 0, &t(0))?;
+    let first = run_at(&mut s, RunStatus::Ok, quiet(), 0, &t(0))?;
     for m in 1..5 {
-        run_at(&mut s, "ok", quiet(), 0, &t(m))?;
+        run_at(&mut s, RunStatus::Ok, quiet(), 0, &t(m))?;
     }
-    let change = run_at(&mut s, "ok", json!({"changes": 1, "failures": 0}), 1, &t(5))?;
-    let second = run_at(&mut s, "ok", quiet(), 0, &t(6))?;
-    run_at(&mut s, "ok", quiet(), 0, &t(7))?;
-    let held = run_at(&mut s, "held", quiet(), 0, &t(8))?;
-    let refused = run_at(&mut s, "ok", json!({"changes": 0, "refused": 1}), 0, &t(9))?;
+    let change = run_at(
+        &mut s,
+        RunStatus::Ok,
+        json!({"changes": 1, "failures": 0}),
+        1,
+        &t(5),
+    )?;
+    let second = run_at(&mut s, RunStatus::Ok, quiet(), 0, &t(6))?;
+    run_at(&mut s, RunStatus::Ok, quiet(), 0, &t(7))?;
+    let held = run_at(&mut s, RunStatus::Held, quiet(), 0, &t(8))?;
+    let refused = run_at(
+        &mut s,
+        RunStatus::Ok,
+        json!({"changes": 0, "refused": 1}),
+        0,
+        &t(9),
+    )?;
     let recent: Vec<i64> = (10..13)
-        .map(|m| run_at(&mut s, "ok", quiet(), 0, &t(m)))
+        .map(|m| run_at(&mut s, RunStatus::Ok, quiet(), 0, &t(m)))
         .collect::<anyhow::Result<_>>()?;
     let cutoff = time::macros::datetime!(2026-01-01 00:00:00 UTC);
     let done = s.compact_history_before(cutoff, 3)?;
@@ -1595,7 +1607,7 @@ fn quiet_runs_fold_into_one_row_per_streak_and_runs_with_events_stay() -> anyhow
     // The next compaction takes the streak up where it stopped: quiet runs after a quiet run
     // join it, with the count carried on.
     for m in 13..16 {
-        run_at(&mut s, "ok", quiet(), 0, &t(m))?;
+        run_at(&mut s, RunStatus::Ok, quiet(), 0, &t(m))?;
     }
     let done = s.compact_history_before(cutoff, 1)?;
     assert_eq!(done.runs_folded, 4, "{done:?}");

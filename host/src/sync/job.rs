@@ -16,7 +16,9 @@ use crate::graph::client::GraphClient;
 use crate::graph::delta::{self, ChunkedRoundError};
 use crate::graph::model::{CloudObject, MemberKind};
 use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
-use crate::state::{held_set_id, tx, HeldDelete, ObjectKind, RoundProgress, StateError, Store};
+use crate::state::{
+    held_set_id, tx, HeldDelete, ObjectKind, RoundProgress, RunMode, RunStatus, StateError, Store,
+};
 
 use super::actual;
 use super::alerts;
@@ -77,17 +79,17 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
     let mode = match (opts.dry_run, opts.reread_cloud, opts.compare_all) {
         _ if opts.adopt => {
             if opts.dry_run {
-                "plan-adopt"
+                RunMode::PlanAdopt
             } else {
-                "adopt"
+                RunMode::Adopt
             }
         }
-        (true, true, _) => "plan-full",
-        (true, false, true) => "plan-reconcile",
-        (true, false, false) => "plan",
-        (false, true, _) => "sync-full",
-        (false, false, true) => "reconcile",
-        (false, false, false) => "sync",
+        (true, true, _) => RunMode::PlanFull,
+        (true, false, true) => RunMode::PlanReconcile,
+        (true, false, false) => RunMode::Plan,
+        (false, true, _) => RunMode::SyncFull,
+        (false, false, true) => RunMode::Reconcile,
+        (false, false, false) => RunMode::Sync,
     };
     let run_id = ctx.store.begin_run(mode)?;
     let mut cycle = Cycle {
@@ -129,13 +131,13 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
     let (status, stats) = match &result {
         Ok(r) => (
             if r.blocked.is_some() {
-                "blocked"
+                RunStatus::Blocked
             } else if r.held.is_some() {
-                "held"
+                RunStatus::Held
             } else if r.failures() > 0 {
-                "partial"
+                RunStatus::Partial
             } else {
-                "ok"
+                RunStatus::Ok
             },
             serde_json::json!({
                 "sweep": r.sweep,
@@ -149,7 +151,10 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
                 "examined": r.examined,
             }),
         ),
-        Err(e) => ("failed", serde_json::json!({ "error": e.to_string() })),
+        Err(e) => (
+            RunStatus::Failed,
+            serde_json::json!({ "error": e.to_string() }),
+        ),
     };
     ctx.store.finish_run(run_id, status, &stats)?;
     let mut report = result?;

@@ -17,7 +17,7 @@ use super::types::{Plan, PlanCounts};
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SyncReport {
     pub run_id: i64,
-    pub mode: &'static str,
+    pub mode: crate::state::RunMode,
     /// How much of the cache the cycle looked at: `idle`, `changed`, or why it looked at
     /// everything (`rules changed`, `full read`, `reconciliation`).
     pub sweep: &'static str,
