@@ -1,5 +1,7 @@
 //! Errors of the state store. Every message names the state file and the operation, so an
-//! operator reading a log line knows which file to open with `sqlite3` and what failed.
+//! operator reading a log line knows which file to open with `sqlite3` and what failed. The
+//! underlying error is also each variant's `source()`, so a caller walking the chain finds it
+//! (the binary prints each cause once).
 
 use rusqlite::Connection;
 
@@ -15,6 +17,7 @@ pub enum StateError {
     Sql {
         path: String,
         op: String,
+        #[source]
         cause: rusqlite::Error,
     },
 
@@ -36,6 +39,7 @@ pub enum StateError {
         table: &'static str,
         id: String,
         column: &'static str,
+        #[source]
         cause: serde_json::Error,
     },
 
@@ -45,6 +49,7 @@ pub enum StateError {
         table: &'static str,
         id: String,
         column: &'static str,
+        #[source]
         cause: serde_json::Error,
     },
 
@@ -53,6 +58,7 @@ pub enum StateError {
     Io {
         path: String,
         op: String,
+        #[source]
         cause: std::io::Error,
     },
 
@@ -169,5 +175,12 @@ mod recovery_tests {
         assert!(!full.contains("adopt"), "{full}");
         let io = sql(rusqlite::ffi::SQLITE_IOERR).to_string();
         assert!(io.contains("not full or read-only"), "{io}");
+    }
+
+    #[test]
+    fn the_cause_is_the_source_too() {
+        let e = sql(rusqlite::ffi::SQLITE_FULL);
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert!(source.is_some_and(|s| e.to_string().contains(&s)), "{e}");
     }
 }
