@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod emulator;
+pub mod graph_tenant;
 pub mod harness;
 pub mod receiver;
 pub mod testbed;
