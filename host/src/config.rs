@@ -423,7 +423,8 @@ pub struct GraphConfig {
     pub round_limits: crate::graph::RoundLimits,
 }
 
-#[derive(Clone)]
+/// `[ad]`. `Debug` shows the password as redacted (a `SecretString`).
+#[derive(Clone, Debug)]
 pub struct AdConfig {
     /// The domain controllers in order of preference (`ad.url` or `ad.urls`); empty with
     /// `discover`.
@@ -450,26 +451,6 @@ pub struct AdConfig {
     /// The Global Catalog members are looked up in, when set.
     pub gc_url: Option<String>,
     pub timeout: Duration,
-}
-
-impl std::fmt::Debug for AdConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdConfig")
-            .field("urls", &self.urls)
-            .field("discover", &self.discover)
-            .field("bind_dn", &self.bind_dn)
-            .field("password", &"<redacted>")
-            .field("kerberos", &self.kerberos)
-            .field("ca_file", &self.ca_file)
-            .field("starttls", &self.starttls)
-            .field("allow_plain_ldap", &self.allow_plain_ldap)
-            .field("managed_ous", &self.managed_ous)
-            .field("shared_ous", &self.shared_ous)
-            .field("link_targets", &self.link_targets)
-            .field("member_search_bases", &self.member_search_bases)
-            .field("gc_url", &self.gc_url)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]
