@@ -16,7 +16,7 @@ use tokio::runtime::Handle;
 
 use crate::ad::{self, AdConn};
 use crate::graph::GraphClient;
-use crate::rules::{safe_url, AdFound, Effects, HttpRequest, HttpResponse};
+use crate::rules::{safe_url, AdFound, EffectError, Effects, HttpRequest, HttpResponse};
 
 pub mod egress;
 pub use egress::Egress;
@@ -141,35 +141,36 @@ impl HostEffects {
             ))
     }
 
-    async fn send(&self, req: HttpRequest) -> Result<HttpResponse, String> {
-        let url = reqwest::Url::parse(&req.url).map_err(|_| "not a valid URL".to_string())?;
+    async fn send(&self, req: HttpRequest) -> Result<HttpResponse, EffectError> {
+        use EffectError::Refused;
+        let url = reqwest::Url::parse(&req.url).map_err(|_| Refused("not a valid URL".into()))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!(
+            return Err(Refused(format!(
                 "only http:// and https:// URLs are allowed, not {}:",
                 url.scheme()
-            ));
+            )));
         }
         let host = url.host_str().unwrap_or_default();
         if !self.egress.host_allowed(host) {
-            return Err(format!(
+            return Err(Refused(format!(
                 "{} is not in rules.http_allowed_hosts",
                 host.trim_matches(['[', ']'])
-            ));
+            )));
         }
         // An address in the URL is not resolved, so the resolver's check does not see it.
         if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
-            self.egress.address_allowed(ip)?;
+            self.egress.address_allowed(ip).map_err(Refused)?;
         }
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
-            .map_err(|_| format!("{:?} is not an HTTP method", req.method))?;
+            .map_err(|_| Refused(format!("{:?} is not an HTTP method", req.method)))?;
         let mut builder = self.http.request(method, url).timeout(req.timeout);
         let mut has_type = false;
         for (name, value) in &req.headers {
             has_type |= name.eq_ignore_ascii_case("content-type");
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a valid header name"))?;
+                .map_err(|_| Refused(format!("{name:?} is not a valid header name")))?;
             let value = reqwest::header::HeaderValue::from_str(value)
-                .map_err(|_| format!("the value of header {name} is not valid"))?;
+                .map_err(|_| Refused(format!("the value of header {name} is not valid")))?;
             builder = builder.header(name, value);
         }
         if let Some(body) = req.body {
@@ -186,9 +187,9 @@ impl HostEffects {
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e, req.timeout))? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(format!(
+                return Err(EffectError::Failed(format!(
                     "the response body is larger than {MAX_RESPONSE_BYTES} bytes"
-                ));
+                )));
             }
             body.extend_from_slice(&chunk);
         }
@@ -200,9 +201,9 @@ impl HostEffects {
 }
 
 /// A reqwest error without its URL (which may hold a query string with a key).
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+fn describe(e: &reqwest::Error, timeout: Duration) -> EffectError {
     if e.is_timeout() {
-        return format!("timed out after {} ms", timeout.as_millis());
+        return EffectError::TimedOut(timeout);
     }
     let kind = if e.is_connect() {
         "cannot connect"
@@ -218,24 +219,22 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
         last = Some(c.to_string());
         cause = c.source();
     }
-    match last {
+    EffectError::Failed(match last {
         Some(c) => format!("{kind}: {c}"),
         None => kind.to_string(),
-    }
+    })
 }
 
 impl Effects for HostEffects {
-    fn secret(&self, name: &str) -> Result<String, String> {
+    fn secret(&self, name: &str) -> Result<String, EffectError> {
         use secrecy::ExposeSecret;
         self.secrets
             .get(name)
             .map(|v| v.expose_secret().to_string())
-            .ok_or_else(|| {
-                format!("secret {name:?} is not configured: add it to [rules.secrets] ({name} = {{ env = \"...\" }}, {{ file = \"...\" }} or {{ credential = \"...\" }})")
-            })
+            .ok_or_else(|| EffectError::UnknownSecret(name.to_string()))
     }
 
-    fn http(&self, request: HttpRequest) -> Result<HttpResponse, String> {
+    fn http(&self, request: HttpRequest) -> Result<HttpResponse, EffectError> {
         let shown = safe_url(&request.url);
         let method = request.method.clone();
         let started = Instant::now();
@@ -261,17 +260,17 @@ impl Effects for HostEffects {
         result
     }
 
-    fn graph_get(&self, path: &str, timeout: Duration) -> Result<serde_json::Value, String> {
+    fn graph_get(&self, path: &str, timeout: Duration) -> Result<serde_json::Value, EffectError> {
         let graph = self
             .graph
             .as_ref()
-            .ok_or("no Graph connection is available here")?;
+            .ok_or(EffectError::Unavailable("Graph"))?;
         check_graph_path(path)?;
         let shown = safe_url(path);
         let result = self.handle.block_on(async {
             match tokio::time::timeout(timeout, graph.get_json(path)).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
+                Ok(r) => r.map_err(|e| EffectError::Failed(e.to_string())),
+                Err(_) => Err(EffectError::TimedOut(timeout)),
             }
         });
         tracing::info!(
@@ -289,36 +288,39 @@ impl Effects for HostEffects {
         filter: &str,
         attrs: &[String],
         timeout: Duration,
-    ) -> Result<Vec<AdFound>, String> {
-        let (conn, scope) = self
-            .ad
-            .as_ref()
-            .ok_or("no AD connection is available here")?;
+    ) -> Result<Vec<AdFound>, EffectError> {
+        let (conn, scope) = self.ad.as_ref().ok_or(EffectError::Unavailable("AD"))?;
         // A search needs `&mut`: each call works on a clone (clones share the LDAP connection).
         let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let result = self.handle.block_on(async {
             let work = async {
                 let mut allowed = scope.bases.clone();
                 if scope.domain_wide {
-                    allowed.push(conn.domain_root().await.map_err(|e| e.to_string())?);
+                    allowed.push(
+                        conn.domain_root()
+                            .await
+                            .map_err(|e| EffectError::Failed(e.to_string()))?,
+                    );
                 }
                 if ad::dn::parse_dn(base).is_err() {
-                    return Err(format!("{base:?} is not a distinguished name"));
+                    return Err(EffectError::Refused(format!(
+                        "{base:?} is not a distinguished name"
+                    )));
                 }
                 if !allowed.iter().any(|b| ad::dn::is_within(base, b)) {
-                    return Err(format!(
+                    return Err(EffectError::Refused(format!(
                         "the search base must be inside the managed OUs or the member search bases ({})",
                         allowed.join("; ")
-                    ));
+                    )));
                 }
                 let wanted: Vec<&str> = attrs.iter().map(String::as_str).collect();
                 conn.search(base, ad::Scope::Subtree, filter, &wanted)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| EffectError::Failed(e.to_string()))
             };
             match tokio::time::timeout(timeout, work).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
+                Err(_) => Err(EffectError::TimedOut(timeout)),
             }
         });
         tracing::info!(
@@ -330,10 +332,10 @@ impl Effects for HostEffects {
         );
         let entries = result?;
         if entries.len() > MAX_AD_ENTRIES {
-            return Err(format!(
+            return Err(EffectError::Refused(format!(
                 "{} entries found, more than {MAX_AD_ENTRIES}: narrow the filter",
                 entries.len()
-            ));
+            )));
         }
         Ok(entries
             .into_iter()
@@ -347,17 +349,17 @@ impl Effects for HostEffects {
 
 /// A `graph::get` path must stay below the Graph base URL: `..` would climb out of `/v1.0` (to
 /// beta or another service on the same host) once the URL is resolved.
-fn check_graph_path(path: &str) -> Result<(), String> {
+fn check_graph_path(path: &str) -> Result<(), EffectError> {
     let route = path.split(['?', '#']).next().unwrap_or_default();
     let climbs = route.split(['/', '\\']).any(|seg| {
         let seg = seg.to_ascii_lowercase().replace("%2e", ".");
         seg == ".." || seg == "."
     });
     if climbs || route.contains("://") || route.starts_with("//") {
-        return Err(format!(
+        return Err(EffectError::Refused(format!(
             "graph::get takes a path below the Graph base URL, not {:?}",
             safe_url(path)
-        ));
+        )));
     }
     Ok(())
 }
@@ -384,7 +386,10 @@ mod tests {
             "//evil.example/x",
         ] {
             let e = check_graph_path(bad).unwrap_err();
-            assert!(e.contains("below the Graph base URL"), "{bad}: {e}");
+            assert!(
+                matches!(&e, crate::rules::EffectError::Refused(m) if m.contains("below the Graph base URL")),
+                "{bad}: {e}"
+            );
         }
     }
 }

@@ -56,7 +56,9 @@ pub use input::{
 };
 pub use leave::{format_duration, parse_duration};
 pub use output::{MAX_ATTRIBUTES, MAX_TOTAL_BYTES, MAX_VALUES, MAX_VALUE_BYTES};
-pub use primitives::{safe_url, AdFound, Effects, HttpRequest, HttpResponse, DEFAULT_HTTP_TIMEOUT};
+pub use primitives::{
+    safe_url, AdFound, EffectError, Effects, HttpRequest, HttpResponse, DEFAULT_HTTP_TIMEOUT,
+};
 pub use properties::{GraphProperties, GROUP_PROPERTIES_CONST, USER_PROPERTIES_CONST};
 pub use schedule::Schedule;
 pub use text::{quoted, QUOTE_CHARS};

@@ -60,10 +60,32 @@ pub struct AdFound {
 
 /// The host's side of the primitives. Calls block the calling thread (never a runtime worker).
 /// Errors are messages for the script; they must not contain secrets (query strings, headers).
+/// Why a primitive's effect did not happen. The message reaches the rule as a Rhai runtime
+/// error (with the primitive and its target in front); the kind tells a refusal by the host
+/// from a failure of the far side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EffectError {
+    /// The host's policy refuses the request (an address, a path, a search base, a bad header).
+    #[error("{0}")]
+    Refused(String),
+    /// The call's time ran out.
+    #[error("timed out after {} ms", .0.as_millis())]
+    TimedOut(Duration),
+    /// This context has no connection of that kind (Graph, AD).
+    #[error("no {0} connection is available here")]
+    Unavailable(&'static str),
+    /// The far side failed: transport, an unreadable answer, Graph's or AD's error.
+    #[error("{0}")]
+    Failed(String),
+    /// `secret(name)` for a name `[rules.secrets]` does not have.
+    #[error("secret {0:?} is not configured: add it to [rules.secrets] ({0} = {{ env = \"...\" }}, {{ file = \"...\" }} or {{ credential = \"...\" }})")]
+    UnknownSecret(String),
+}
+
 pub trait Effects: Send + Sync {
-    fn http(&self, request: HttpRequest) -> Result<HttpResponse, String>;
+    fn http(&self, request: HttpRequest) -> Result<HttpResponse, EffectError>;
     /// GET `path` relative to the Graph base URL.
-    fn graph_get(&self, path: &str, timeout: Duration) -> Result<serde_json::Value, String>;
+    fn graph_get(&self, path: &str, timeout: Duration) -> Result<serde_json::Value, EffectError>;
     /// A subtree search below `base` (which the host checks against what it may read).
     fn ad_search(
         &self,
@@ -71,13 +93,11 @@ pub trait Effects: Send + Sync {
         filter: &str,
         attrs: &[String],
         timeout: Duration,
-    ) -> Result<Vec<AdFound>, String>;
+    ) -> Result<Vec<AdFound>, EffectError>;
     /// The secret `name` of `[rules.secrets]`. Never logged; an unknown name is an error
     /// naming it, never an empty string.
-    fn secret(&self, name: &str) -> Result<String, String> {
-        Err(format!(
-            "secret {name:?} is not configured: add it to [rules.secrets]"
-        ))
+    fn secret(&self, name: &str) -> Result<String, EffectError> {
+        Err(EffectError::UnknownSecret(name.to_string()))
     }
 }
 
@@ -267,7 +287,10 @@ pub(crate) fn register(engine: &mut Engine) {
 /// `secret(name)`: the value, recorded so the call's logs and error never show it.
 fn secret(ctx: &NativeCallContext, name: &str) -> Result<ImmutableString, Box<EvalAltResult>> {
     let scope = scope_of(ctx, "secret")?;
-    let value = scope.effects.secret(name).map_err(runtime_error)?;
+    let value = scope
+        .effects
+        .secret(name)
+        .map_err(|e| runtime_error(e.to_string()))?;
     scope.revealed.add(&value);
     Ok(value.into())
 }

@@ -487,7 +487,7 @@ fn event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{AdFound, HttpRequest, HttpResponse, Limits, RuleSet};
+    use crate::rules::{AdFound, EffectError, HttpRequest, HttpResponse, Limits, RuleSet};
     use crate::sync::apply::Action;
     use std::sync::Mutex;
 
@@ -496,7 +496,7 @@ mod tests {
     struct Recorder(Mutex<Vec<serde_json::Value>>);
 
     impl Effects for Recorder {
-        fn http(&self, r: HttpRequest) -> Result<HttpResponse, String> {
+        fn http(&self, r: HttpRequest) -> Result<HttpResponse, EffectError> {
             let body = serde_json::from_slice(&r.body.unwrap_or_default()).unwrap_or_default();
             self.0.lock().expect("lock").push(body);
             Ok(HttpResponse {
@@ -504,8 +504,8 @@ mod tests {
                 body: String::new(),
             })
         }
-        fn graph_get(&self, _: &str, _: Duration) -> Result<serde_json::Value, String> {
-            Err("no Graph here".into())
+        fn graph_get(&self, _: &str, _: Duration) -> Result<serde_json::Value, EffectError> {
+            Err(EffectError::Unavailable("Graph"))
         }
         fn ad_search(
             &self,
@@ -513,8 +513,8 @@ mod tests {
             _: &str,
             _: &[String],
             _: Duration,
-        ) -> Result<Vec<AdFound>, String> {
-            Err("no AD here".into())
+        ) -> Result<Vec<AdFound>, EffectError> {
+            Err(EffectError::Unavailable("AD"))
         }
     }
 

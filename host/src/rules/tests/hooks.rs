@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use super::support::*;
 use crate::effects::HostEffects;
 use crate::rules::{
-    AdFound, Effects, Hook, HookError, HookTable, HttpRequest, HttpResponse, LoadError,
-    TriggerEvent,
+    AdFound, EffectError, Effects, Hook, HookError, HookTable, HttpRequest, HttpResponse,
+    LoadError, TriggerEvent,
 };
 
 const SCOPE_MAP: &str = "fn scope(group) { true }\nfn map(group) { () }\n";
@@ -58,7 +58,7 @@ impl Fake {
 }
 
 impl Effects for Fake {
-    fn http(&self, r: HttpRequest) -> Result<HttpResponse, String> {
+    fn http(&self, r: HttpRequest) -> Result<HttpResponse, EffectError> {
         let mut call = json!({ "method": r.method, "url": r.url });
         if !r.headers.is_empty() {
             call["headers"] = r
@@ -84,7 +84,7 @@ impl Effects for Fake {
         })
     }
 
-    fn graph_get(&self, path: &str, _: Duration) -> Result<Value, String> {
+    fn graph_get(&self, path: &str, _: Duration) -> Result<Value, EffectError> {
         self.calls
             .lock()
             .expect("lock")
@@ -98,7 +98,7 @@ impl Effects for Fake {
         filter: &str,
         attrs: &[String],
         _: Duration,
-    ) -> Result<Vec<AdFound>, String> {
+    ) -> Result<Vec<AdFound>, EffectError> {
         self.calls
             .lock()
             .expect("lock")
@@ -111,10 +111,10 @@ impl Effects for Fake {
 struct WithSecret(Arc<Fake>);
 
 impl Effects for WithSecret {
-    fn http(&self, r: HttpRequest) -> Result<HttpResponse, String> {
+    fn http(&self, r: HttpRequest) -> Result<HttpResponse, EffectError> {
         self.0.http(r)
     }
-    fn graph_get(&self, path: &str, t: Duration) -> Result<Value, String> {
+    fn graph_get(&self, path: &str, t: Duration) -> Result<Value, EffectError> {
         self.0.graph_get(path, t)
     }
     fn ad_search(
@@ -123,13 +123,13 @@ impl Effects for WithSecret {
         filter: &str,
         attrs: &[String],
         t: Duration,
-    ) -> Result<Vec<AdFound>, String> {
+    ) -> Result<Vec<AdFound>, EffectError> {
         self.0.ad_search(base, filter, attrs, t)
     }
-    fn secret(&self, name: &str) -> Result<String, String> {
+    fn secret(&self, name: &str) -> Result<String, EffectError> {
         match name {
             "api_key" => Ok("k3y-s3cret".into()),
-            other => Err(format!("secret {other:?} is not configured")),
+            other => Err(EffectError::UnknownSecret(other.into())),
         }
     }
 }
