@@ -514,7 +514,7 @@ async fn a_name_that_dns_maps_to_loopback_is_refused_after_resolution() {
         .expect("join")
         .unwrap_err();
     assert!(
-        e.contains("hooks.corp.example.test resolves to refused addresses: 127.0.0.1 is a loopback address"),
+        e.to_string().contains("hooks.corp.example.test resolves to refused addresses: 127.0.0.1 is a loopback address"),
         "{e}"
     );
     assert!(
