@@ -1,8 +1,9 @@
 //! One sync cycle: Graph delta -> cloud cache -> which groups -> rules -> desired -> plan ->
 //! gate -> apply -> record, in bounded batches.
 //!
-//! The cycle is a thin shell around pure steps (`select`, `evaluate`, `desired`, `plan`,
-//! `record`): it reads the store by key, talks to Graph and AD, and hands data between them.
+//! The cycle drives pure steps (`select`, `evaluate`, `desired`, `owners`, `plan`, `gate`,
+//! `record`): it reads the store by key, talks to Graph and AD, and hands data between them. A
+//! few decisions still live here (`judge`, `settle_held`).
 //! What it costs follows what changed (see `select`): an idle cycle reads two delta pages and
 //! the pending marks, nothing else.
 
