@@ -92,6 +92,33 @@ pub fn gate(g: GateInput<'_>) -> Gate {
     }
 }
 
+/// The held deletes to record after a cycle: the set this cycle held back (waiting, not
+/// approved), and the approved deletes that failed in AD (`failed`: their cloud ids), kept
+/// approved so the next cycle tries them again without asking twice. Everything else that was
+/// held is done.
+pub fn still_held(
+    held: Option<&Held>,
+    failed: &BTreeSet<&str>,
+    before: &std::collections::BTreeMap<String, crate::state::HeldDelete>,
+) -> Vec<crate::state::HeldDelete> {
+    let mut rows: Vec<crate::state::HeldDelete> = held
+        .iter()
+        .flat_map(|h| &h.deletes)
+        .map(|e| crate::state::HeldDelete {
+            cloud_id: e.cloud_id.clone(),
+            dn: e.dn.clone(),
+            approved: false,
+            held_at: String::new(),
+        })
+        .collect();
+    rows.extend(
+        failed
+            .iter()
+            .filter_map(|id| before.get(*id).filter(|b| b.approved).cloned()),
+    );
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +202,39 @@ mod tests {
             ..input(&one, &none)
         };
         assert!(matches!(gate(g), Gate::Blocked(r) if r.contains("none of the 40")));
+    }
+
+    #[test]
+    fn the_new_set_waits_and_a_failed_approved_delete_stays_approved() {
+        use crate::state::HeldDelete;
+        let row = |id: &str, approved: bool| HeldDelete {
+            cloud_id: id.into(),
+            dn: format!("CN={id},OU=W"),
+            approved,
+            held_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let before = std::collections::BTreeMap::from([
+            ("a".to_string(), row("a", true)),
+            ("b".to_string(), row("b", true)),
+            ("c".to_string(), row("c", false)),
+        ]);
+        let held = Held {
+            set_id: "s1".into(),
+            reason: "over the threshold".into(),
+            deletes: vec![HeldEntry {
+                cloud_id: "n".into(),
+                dn: "CN=n,OU=W".into(),
+            }],
+            new: true,
+        };
+        // "a" failed in AD after its approval; "b" went through; "c" was never approved.
+        let failed = BTreeSet::from(["a", "c"]);
+        let rows = still_held(Some(&held), &failed, &before);
+        let got: Vec<(&str, bool)> = rows
+            .iter()
+            .map(|r| (r.cloud_id.as_str(), r.approved))
+            .collect();
+        assert_eq!(got, [("n", false), ("a", true)]);
+        assert!(still_held(None, &BTreeSet::new(), &before).is_empty());
     }
 }

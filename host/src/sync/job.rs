@@ -1125,29 +1125,18 @@ impl Cycle<'_, '_> {
         before: &BTreeMap<String, HeldDelete>,
         outcomes: &[Outcome],
     ) -> Result<(), SyncError> {
+        let planned: BTreeSet<&str> = deletes
+            .changes
+            .iter()
+            .map(|c| c.cloud_id.as_str())
+            .collect();
         let failed: BTreeSet<&str> = outcomes
             .iter()
             .filter(|o| !o.ok() && o.action == apply::Action::Delete)
             .map(|o| o.cloud_id.as_str())
+            .filter(|id| planned.contains(id))
             .collect();
-        let mut rows: Vec<HeldDelete> = report
-            .held
-            .iter()
-            .flat_map(|h| &h.deletes)
-            .map(|e| HeldDelete {
-                cloud_id: e.cloud_id.clone(),
-                dn: e.dn.clone(),
-                approved: false,
-                held_at: String::new(),
-            })
-            .collect();
-        rows.extend(
-            deletes
-                .changes
-                .iter()
-                .filter(|c| failed.contains(c.cloud_id.as_str()))
-                .filter_map(|c| before.get(&c.cloud_id).filter(|b| b.approved).cloned()),
-        );
+        let rows = gate::still_held(report.held.as_ref(), &failed, before);
         if rows.is_empty() && before.is_empty() {
             return Ok(());
         }
