@@ -23,7 +23,7 @@ use super::{parse_time, InspectError};
 pub enum AuditError {
     #[error(transparent)]
     Time(#[from] InspectError),
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] StateError),
     #[error("--dn-under {0}: not a DN (e.g. OU=Groups,DC=corp,DC=example)")]
     BadDn(String),

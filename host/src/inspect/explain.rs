@@ -25,9 +25,9 @@ use crate::sync::{actual, leave, ownership, plan, resolve, SyncError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] StateError),
-    #[error("{0}")]
+    #[error(transparent)]
     Sync(#[from] SyncError),
 }
 
