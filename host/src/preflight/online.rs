@@ -37,20 +37,54 @@ impl Step {
 }
 
 /// Attributes the host writes on every group it creates, whatever the rules say.
-fn always_written() -> Vec<&'static str> {
-    let mut v = vec!["member"];
-    v.extend(ANCHOR_ATTRS);
+fn always_written() -> Vec<String> {
+    let mut v = vec!["member".to_string()];
+    v.extend(ANCHOR_ATTRS.map(String::from));
     v
 }
 
 /// Every check, in order; the AD part runs even when Graph fails, and the other way round.
 pub async fn check(config: &Config, rules: &RuleSet) -> Vec<Step> {
-    let mut out = graph(config, rules).await;
-    out.extend(ad(config).await);
+    let mut written = always_written();
+    let mut out = graph(config, rules, &mut written).await;
+    written.sort_by_key(|a| a.to_ascii_lowercase());
+    written.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    out.extend(ad(config, &written).await);
     out
 }
 
-async fn graph(config: &Config, rules: &RuleSet) -> Vec<Step> {
+/// The attributes the rules write on the groups of a delta page (`attributes`, `on_create`,
+/// `owners`): what the account must be allowed to write besides [`always_written`].
+fn attributes_written(rules: &RuleSet, page: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let items = page.get("value").and_then(serde_json::Value::as_array);
+    for item in items.into_iter().flatten() {
+        let Some(obj) = item.as_object() else {
+            continue;
+        };
+        if obj.contains_key("@removed") {
+            continue;
+        }
+        // The group as rules see it: its properties, no members (their rights are `member`).
+        let mut group: serde_json::Map<String, serde_json::Value> = obj
+            .iter()
+            .filter(|(k, _)| !k.contains('@'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        group.insert("deleted".into(), false.into());
+        group.insert("members".into(), serde_json::Value::Array(Vec::new()));
+        if let Ok(crate::rules::Decision::Desired(d)) =
+            rules.evaluate(&serde_json::Value::Object(group))
+        {
+            out.extend(d.attributes.into_keys());
+            out.extend(d.on_create.into_keys());
+            out.extend(d.owners);
+        }
+    }
+    out
+}
+
+async fn graph(config: &Config, rules: &RuleSet, written: &mut Vec<String>) -> Vec<Step> {
     let client = match crate::setup::graph_client(config) {
         Ok(c) => c,
         Err(e) => return vec![Step::failed("Graph client (`graph`)", e.to_string())],
@@ -89,6 +123,9 @@ async fn graph(config: &Config, rules: &RuleSet) -> Vec<Step> {
                     .get("value")
                     .and_then(serde_json::Value::as_array)
                     .map_or(0, Vec::len);
+                if what == "groups" {
+                    written.extend(attributes_written(rules, &page));
+                }
                 Step::ok(format!("{label}: {n} {what}"))
             }
             Err(e) => {
@@ -119,7 +156,7 @@ fn settings(config: &Config, urls: Vec<String>) -> AdSettings {
     }
 }
 
-async fn ad(config: &Config) -> Vec<Step> {
+async fn ad(config: &Config, written: &[String]) -> Vec<Step> {
     let who = match &config.ad.kerberos {
         Some(k) => format!("Kerberos principal {}", k.principal),
         None => config.ad.bind_dn.clone(),
@@ -149,7 +186,7 @@ async fn ad(config: &Config) -> Vec<Step> {
     }
     let Some(mut conn) = first else { return out };
     for ou in &config.ad.managed_ous {
-        out.extend(managed_ou(&mut conn, ou, &who).await);
+        out.extend(managed_ou(&mut conn, ou, &who, written).await);
     }
     for target in &config.ad.link_targets {
         out.push(link_target(&mut conn, target, &who).await);
@@ -158,9 +195,10 @@ async fn ad(config: &Config) -> Vec<Step> {
     out
 }
 
-/// The OU exists, the account may create groups in it, and may write what the host always
-/// writes on a group below it (when one is there to ask).
-async fn managed_ou(conn: &mut AdConn, ou: &str, who: &str) -> Vec<Step> {
+/// The OU exists, the account may create groups in it, and may write `written` (what the host
+/// always writes and what the rules write on the first page's groups) on a group below it
+/// (when one is there to ask).
+async fn managed_ou(conn: &mut AdConn, ou: &str, who: &str, written: &[String]) -> Vec<Step> {
     let label = format!("managed OU {ou} (`ad.managed_ous`)");
     let entry = match conn.read_entry(ou, &["allowedChildClassesEffective"]).await {
         Ok(Some(e)) => e,
@@ -190,7 +228,12 @@ async fn managed_ou(conn: &mut AdConn, ou: &str, who: &str) -> Vec<Step> {
         .await
         .ok()
         .flatten();
-    let Some(sample) = sample else { return out };
+    let Some(sample) = sample else {
+        out.push(Step::ok(format!(
+            "{label}: no group below it yet, so AD cannot be asked about the attributes on groups (the first sync will show)"
+        )));
+        return out;
+    };
     let dn = sample.dn.clone();
     let allowed = match conn.read_entry(&dn, &["allowedAttributesEffective"]).await {
         Ok(Some(e)) => e
@@ -200,14 +243,15 @@ async fn managed_ou(conn: &mut AdConn, ou: &str, who: &str) -> Vec<Step> {
             .collect::<Vec<_>>(),
         _ => return out,
     };
-    let missing: Vec<&str> = always_written()
-        .into_iter()
+    let missing: Vec<&str> = written
+        .iter()
         .filter(|a| !allowed.contains(&a.to_ascii_lowercase()))
+        .map(String::as_str)
         .collect();
     out.push(match missing.is_empty() {
         true => Step::ok(format!(
             "{label}: {who} may write {} on its groups (asked on {dn})",
-            always_written().join(", ")
+            written.join(", ")
         )),
         false => Step::failed(
             label,
@@ -257,5 +301,43 @@ async fn link_target(conn: &mut AdConn, target: &str, who: &str) -> Step {
             label,
             format!("{who} may not write member on {dn}: packaging/delegate-samba.sh -l \"{target}\" <account>, or dsacls \"{target}\" /I:T /G \"<account>:WP;member\""),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_rules_attributes_come_from_the_groups_of_the_page() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rule = r#"
+fn in_scope(group) { group.securityEnabled == true }
+fn to_ad(group) {
+    #{ parent: "OU=G,DC=x", cn: group.displayName,
+       attributes: #{ description: "d", info: () },
+       on_create: #{ sAMAccountName: "s" }, owners: "managedBy" }
+}
+"#;
+        std::fs::write(dir.path().join("10-t.rhai"), rule).expect("write");
+        let stdlib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../stdlib");
+        let rules = RuleSet::load(
+            dir.path(),
+            &stdlib,
+            Default::default(),
+            crate::rules::Limits::default(),
+        )
+        .expect("loads");
+        let page = json!({"value": [
+            {"id": "g1", "displayName": "A", "securityEnabled": true,
+             "members@delta": [{"id": "u1", "@odata.type": "#microsoft.graph.user"}]},
+            {"id": "g2", "displayName": "B", "securityEnabled": false},
+            {"id": "g3", "@removed": {"reason": "deleted"}}
+        ]});
+        let mut got = attributes_written(&rules, &page);
+        got.sort();
+        assert_eq!(got, ["description", "info", "managedBy", "sAMAccountName"]);
+        assert!(attributes_written(&rules, &json!({"value": []})).is_empty());
     }
 }

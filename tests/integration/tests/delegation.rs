@@ -243,6 +243,7 @@ async fn check_online_asks_ad_for_the_accounts_rights_and_writes_nothing() {
     let out = bed.run(&["check", "--online"]);
     let said = text(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("no group below it yet"), "{said}");
     for line in [
         "ok: Graph token",
         "ok: Graph groups delta, first page",
@@ -264,10 +265,58 @@ async fn check_online_asks_ad_for_the_accounts_rights_and_writes_nothing() {
     let out = bed.run(&["check", "--online"]);
     let said = text(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
+    // What the host always writes and what the default security rule writes on the group.
+    let granted = said
+        .lines()
+        .find(|l| l.contains("may write") && l.contains(&bed.managed))
+        .unwrap_or_default()
+        .to_string();
+    for attr in [
+        "adminDescription",
+        "description",
+        "displayName",
+        "groupType",
+        "member",
+        "msDS-ExternalDirectoryObjectId",
+    ] {
+        assert!(granted.contains(attr), "{attr} not asked about:\n{said}");
+    }
+
+    // Rules that also write `info`, which the account was not given: named.
+    let rules = bed.dir.path().join("rules-info");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    let security = std::fs::read_to_string(
+        writeback_integration::harness::workspace_root().join("scripts/20-security.rhai"),
+    )
+    .expect("the default security rule");
+    let security = security.replacen(
+        "            displayName: group.displayName,",
+        "            displayName: group.displayName,\n            info: \"x\",",
+        1,
+    );
+    assert!(security.contains("info: \"x\""), "the rule did not change");
+    std::fs::write(rules.join("20-security.rhai"), security).expect("rule");
+    let body = std::fs::read_to_string(&config).expect("config");
+    let with_info = body.replacen(
+        &format!(
+            "folder = \"{}\"",
+            writeback_integration::harness::workspace_root()
+                .join("scripts")
+                .display()
+        ),
+        &format!("folder = \"{}\"", rules.display()),
+        1,
+    );
+    assert_ne!(with_info, body, "the rules folder did not change");
+    std::fs::write(&config, &with_info).expect("config");
+    let out = bed.run(&["check", "--online"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(
-        said.contains("may write member, msDS-ExternalDirectoryObjectId, adminDescription"),
+        said.contains("may not write info on the groups below it"),
         "{said}"
     );
+    std::fs::write(&config, &body).expect("config");
 
     // An OU the account was given no right on: named, with the right and how to grant it.
     let other = format!("OU=Not Delegated,{}", bed.root);
