@@ -9,7 +9,9 @@ use crate::config::Config;
 use crate::graph::model::CloudObject;
 use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
 
-use super::desired::transitive_users;
+use super::desired::{transitive_users, DesiredBuilder};
+use super::select::Verdict;
+use super::types::Refusal;
 
 /// What the rules decided for one group.
 #[derive(Debug)]
@@ -62,6 +64,41 @@ pub fn evaluate_all(
             })
             .collect()
     })
+}
+
+/// What one group's decision means for the cycle: its verdict (in scope with the hash and DN to
+/// compare, out of scope, kept, deleted later, failed, gone) and, when the rule failed, the
+/// refusal to report. `groups` holds the group, `with_nested` also the groups nested in it
+/// (for a flattening rule's hash).
+pub fn verdict(
+    id: &str,
+    decision: Result<Decision, String>,
+    groups: &BTreeMap<String, CloudObject>,
+    with_nested: &BTreeMap<String, CloudObject>,
+) -> (Verdict, Option<Refusal>) {
+    match decision {
+        Ok(Decision::Desired(d)) => match groups.get(id) {
+            Some(g) => (
+                Verdict::InScope {
+                    hash: desired_hash(&d, g, with_nested),
+                    dn: DesiredBuilder::dn(&d),
+                },
+                None,
+            ),
+            None => (Verdict::Gone, None),
+        },
+        Ok(Decision::OutOfScope) => (Verdict::OutOfScope, None),
+        Ok(Decision::Keep) => (Verdict::Keep, None),
+        Ok(Decision::DeleteAfter { secs }) => (Verdict::DeleteAfter(secs), None),
+        Err(reason) => (
+            Verdict::Failed,
+            Some(Refusal {
+                cloud_id: id.to_string(),
+                rule: None,
+                reason,
+            }),
+        ),
+    }
 }
 
 /// A stable fingerprint of what the rules want for a group, and of its cloud members (the
@@ -129,4 +166,74 @@ pub fn rules_fingerprint(config: &Config, rules: &RuleSet) -> String {
         .unwrap_or_default(),
     );
     format!("{:x}", h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(cn: &str) -> DesiredGroup {
+        DesiredGroup {
+            rule: "10-x.rhai".into(),
+            parent: "OU=W,DC=x".into(),
+            cn: cn.into(),
+            attributes: BTreeMap::new(),
+            on_create: BTreeMap::new(),
+            members: MemberPolicy::OnPremises,
+            member_of: Vec::new(),
+            to_cloud: BTreeMap::new(),
+            owners: None,
+        }
+    }
+
+    #[test]
+    fn each_decision_has_its_verdict_and_a_rule_error_is_reported() {
+        let g = CloudObject {
+            id: "g1".into(),
+            ..Default::default()
+        };
+        let groups = BTreeMap::from([("g1".to_string(), g)]);
+        let (v, r) = verdict(
+            "g1",
+            Ok(Decision::Desired(desired("A, B"))),
+            &groups,
+            &groups,
+        );
+        match v {
+            Verdict::InScope { hash, dn } => {
+                assert_eq!(dn, "CN=A\\, B,OU=W,DC=x");
+                assert!(!hash.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.is_none());
+        // The same decision for a group gone from the cache meanwhile.
+        let (v, _) = verdict("g2", Ok(Decision::Desired(desired("A"))), &groups, &groups);
+        assert_eq!(v, Verdict::Gone);
+        assert_eq!(
+            verdict("g1", Ok(Decision::OutOfScope), &groups, &groups).0,
+            Verdict::OutOfScope
+        );
+        assert_eq!(
+            verdict("g1", Ok(Decision::Keep), &groups, &groups).0,
+            Verdict::Keep
+        );
+        assert_eq!(
+            verdict(
+                "g1",
+                Ok(Decision::DeleteAfter { secs: 60 }),
+                &groups,
+                &groups
+            )
+            .0,
+            Verdict::DeleteAfter(60)
+        );
+        let (v, r) = verdict("g1", Err("10-x.rhai:3:1: boom".into()), &groups, &groups);
+        assert_eq!(v, Verdict::Failed);
+        let r = r.expect("a refusal");
+        assert_eq!(
+            (r.cloud_id.as_str(), r.reason.as_str()),
+            ("g1", "10-x.rhai:3:1: boom")
+        );
+    }
 }

@@ -1559,26 +1559,8 @@ fn judge(
         if e.timed {
             ev.timed.insert(e.id.clone());
         }
-        let verdict = match e.decision {
-            Ok(Decision::Desired(d)) => match groups.get(&e.id) {
-                Some(g) => Verdict::InScope {
-                    hash: desired_hash(&d, g, with_nested),
-                    dn: DesiredBuilder::dn(&d),
-                },
-                None => Verdict::Gone,
-            },
-            Ok(Decision::OutOfScope) => Verdict::OutOfScope,
-            Ok(Decision::Keep) => Verdict::Keep,
-            Ok(Decision::DeleteAfter { secs }) => Verdict::DeleteAfter(secs),
-            Err(reason) => {
-                ev.refused.push(Refusal {
-                    cloud_id: e.id.clone(),
-                    rule: None,
-                    reason,
-                });
-                Verdict::Failed
-            }
-        };
+        let (verdict, refused) = super::evaluate::verdict(&e.id, e.decision, groups, with_nested);
+        ev.refused.extend(refused);
         ev.verdicts.insert(e.id, verdict);
     }
     Ok(())
