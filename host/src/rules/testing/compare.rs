@@ -82,6 +82,21 @@ fn group_mismatches(want: &ExpectedGroup, got: &DesiredGroup) -> Vec<Mismatch> {
         &want.owners,
         got.owners.as_deref().unwrap_or_default(),
     );
+    if let Some(w) = &want.member_of {
+        // DNs compare as AD compares them: case and spacing do not matter.
+        let key = |dns: &[String]| -> Vec<String> {
+            let mut k: Vec<String> = dns.iter().map(|d| crate::sync::types::dn_key(d)).collect();
+            k.sort();
+            k
+        };
+        if key(w) != key(&got.member_of) {
+            out.push(mismatch(
+                "member_of",
+                values_text(w),
+                values_text(&got.member_of),
+            ));
+        }
+    }
     if let Some(m) = want.members {
         if m != got.members {
             out.push(mismatch(

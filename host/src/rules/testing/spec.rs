@@ -74,6 +74,8 @@ pub struct ExpectedGroup {
     pub members: Option<MemberPolicy>,
     /// The attribute the rule writes the owners to (`owners`); `""` expects none.
     pub owners: Option<String>,
+    /// The groups the rule nests the group into (`member_of`), in any order; `[]` expects none.
+    pub member_of: Option<Vec<String>>,
     /// By name as written in the test file; matched to the rule's names ignoring case.
     pub attributes: BTreeMap<String, ExpectedValue>,
     /// The rule's `on_create` attributes, matched the same way.
@@ -110,7 +112,7 @@ struct RawCase {
 }
 
 const EXPECT_KEYS: &str =
-    "rule, parent, cn, members, owners, attributes, on_create, exact_attributes, error";
+    "rule, parent, cn, members, owners, member_of, attributes, on_create, exact_attributes, error";
 
 /// Positions in the source text, for diagnostics.
 struct Source<'a> {
@@ -362,12 +364,30 @@ fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
         Some(toml::Value::Boolean(b)) => *b,
         Some(_) => return Err("expect.exact_attributes must be true or false".to_string()),
     };
+    let member_of = match table.get("member_of") {
+        None => None,
+        Some(toml::Value::String(dn)) => Some(vec![dn.clone()]),
+        Some(toml::Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+                .ok_or("expect.member_of must be a DN or an array of DNs")?,
+        ),
+        Some(other) => {
+            return Err(format!(
+                "expect.member_of must be a DN or an array of DNs, not a {}",
+                other.type_str()
+            ))
+        }
+    };
     Ok(Expect::Group(ExpectedGroup {
         rule,
         parent: text("parent")?,
         cn: text("cn")?,
         members,
         owners: text("owners")?,
+        member_of,
         attributes: expected_attributes(table, "attributes")?,
         on_create: expected_attributes(table, "on_create")?,
         exact_attributes,

@@ -31,6 +31,8 @@ fn map(group) {
             memberCount: group.members.len(),
         },
         members: if group.securityEnabled == true { "flatten" } else { "on-premises" },
+        owners: "managedBy",
+        member_of: ["CN=Share RW,OU=Shares,DC=x,DC=test"],
     }
 }
 "#;
@@ -142,6 +144,28 @@ attributes = { groupType = -2147483640, mail = "a@x.test", info = "note", flag =
             r#"attributes.proxyAddresses: expected "SMTP:a@x.test" got ["SMTP:a@x.test", "smtp:b@x.test"]"#,
         ]
     );
+}
+
+#[test]
+fn owners_and_member_of_are_checked_when_the_case_names_them() {
+    let case = |expect: &str| {
+        format!("[[case]]\nname = \"links\"\ngroup = {{ displayName = \"A\" }}\n[case.expect]\n{expect}\n")
+    };
+    // DNs compare as AD compares them.
+    assert!(mismatches(&case(
+        "owners = \"managedBy\"\nmember_of = \"cn=share rw, ou=Shares,DC=x,DC=test\""
+    ))
+    .is_empty());
+    assert_eq!(
+        mismatches(&case("owners = \"\"\nmember_of = []")),
+        vec![
+            r#"owners: expected "" got "managedBy""#,
+            r#"member_of: expected [] got "CN=Share RW,OU=Shares,DC=x,DC=test""#,
+        ]
+    );
+    assert!(broken(&case("member_of = 3"))
+        .message
+        .contains("expect.member_of must be a DN or an array of DNs"));
 }
 
 #[test]
