@@ -532,7 +532,7 @@ pub struct Config {
 }
 
 /// The config file's text; a missing file says how to name another.
-fn read_text(path: &Path) -> Result<String, ConfigError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ConfigError::Missing {
             path: path.to_path_buf(),
@@ -594,12 +594,11 @@ impl Config {
         Self::parse_noting(path, text, which).map(|(c, _)| c)
     }
 
-    /// Reads and validates the file and every secret it names, for `writeback check`: a secret
-    /// that cannot be read does not stop the load; each is returned, with the config (its
-    /// value left empty).
-    pub fn preflight(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
-        let text = read_text(path)?;
-        Self::parse_noting(path, &text, Secrets::Collect)
+    /// Validates `text` (the file at `path`) and reads every secret it names, for `writeback
+    /// check`: a secret that cannot be read does not stop the load; each is returned, with the
+    /// config (its value left empty).
+    pub fn preflight(path: &Path, text: &str) -> Result<(Config, Vec<ConfigError>), ConfigError> {
+        Self::parse_noting(path, text, Secrets::Collect)
     }
 
     fn parse_noting(

@@ -264,10 +264,14 @@ fn rules_source(
 }
 
 fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> Result<ExitCode> {
-    // The configuration in full (secrets, placeholders) unless only a rules folder is checked.
+    // The configuration in full (secrets, placeholders) unless only a rules folder is checked;
+    // its rules folder, settings and secret names are then the ones checked below.
     let mut config_ok = true;
-    if rules_dir.is_none() {
-        let (_, findings) = writeback::preflight::check(config)?;
+    let preflighted = match rules_dir {
+        Some(_) => None,
+        None => Some(writeback::preflight::check(config)?),
+    };
+    if let Some((_, findings)) = &preflighted {
         if findings.is_empty() {
             println!(
                 "ok: config {}: every key valid, every secret readable, no placeholder left",
@@ -280,26 +284,35 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
                 config.display(),
                 findings.len()
             );
-            for f in &findings {
+            for f in findings {
                 eprintln!("  {f}");
             }
         }
     }
     // `--rules DIR` without a config: there are no settings to check `setting("…")` against.
     let with_settings = rules_dir.is_none() || config.exists();
-    let (rules_dir, stdlib, settings) = rules_source(config, rules_dir, stdlib)?;
     // Secret names are checked like setting names; their values are not read here.
-    let secrets: Option<std::collections::BTreeSet<String>> = if with_settings {
-        Some(
-            Config::load_offline(config)?
-                .rules
-                .secrets
-                .keys()
-                .cloned()
-                .collect(),
-        )
-    } else {
-        None
+    let secret_names = |c: &Config| -> std::collections::BTreeSet<String> {
+        c.rules.secrets.keys().cloned().collect()
+    };
+    let (rules_dir, stdlib, settings, secrets) = match preflighted {
+        Some((c, _)) => {
+            let names = secret_names(&c);
+            (
+                c.rules.folder,
+                c.rules.stdlib,
+                c.rules.settings,
+                Some(names),
+            )
+        }
+        None => {
+            let (dir, stdlib, settings) = rules_source(config, rules_dir, stdlib)?;
+            let secrets = match with_settings {
+                true => Some(secret_names(&Config::load_offline(config)?)),
+                false => None,
+            };
+            (dir, stdlib, settings, secrets)
+        }
     };
     match rules::check(
         &rules_dir,

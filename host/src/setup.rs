@@ -26,10 +26,10 @@ pub fn graph_client(config: &Config) -> Result<GraphClient, GraphError> {
     GraphClient::new(settings)
 }
 
-/// A bound AD connection (the schema is read by the first cycle that writes).
-pub async fn ad_connection(config: &Config) -> Result<AdConn, AdError> {
+/// How to reach and bind to the config's DCs.
+pub fn ad_settings(config: &Config) -> AdSettings {
     let a = &config.ad;
-    AdConn::connect(&AdSettings {
+    AdSettings {
         urls: a.urls.clone(),
         discover: a.discover.clone(),
         bind_dn: a.bind_dn.clone(),
@@ -39,8 +39,12 @@ pub async fn ad_connection(config: &Config) -> Result<AdConn, AdError> {
         starttls: a.starttls,
         allow_plain: a.allow_plain_ldap,
         timeout: a.timeout,
-    })
-    .await
+    }
+}
+
+/// A bound AD connection (the schema is read by the first cycle that writes).
+pub async fn ad_connection(config: &Config) -> Result<AdConn, AdError> {
+    AdConn::connect(&ad_settings(config)).await
 }
 
 /// Compiles the configured rules folder, once no one but its owner can write it.

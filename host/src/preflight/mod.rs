@@ -33,7 +33,8 @@ const DOCUMENTATION_DOMAINS: &[&str] = &["example.com", "example.net", "example.
 /// it does not load at all (its syntax, a key, a value), else every finding (an unreadable
 /// secret, a placeholder), empty when there is nothing to fix.
 pub fn check(path: &Path) -> Result<(Config, Vec<Finding>), ConfigError> {
-    let (config, unread) = Config::preflight(path)?;
+    let text = crate::config::read_text(path)?;
+    let (config, unread) = Config::preflight(path, &text)?;
     let mut out: Vec<Finding> = unread
         .into_iter()
         .map(|e| match e {
@@ -44,14 +45,7 @@ pub fn check(path: &Path) -> Result<(Config, Vec<Finding>), ConfigError> {
             },
         })
         .collect();
-    // It parsed a moment ago; a read that fails now is reported like the rest.
-    match std::fs::read_to_string(path) {
-        Ok(text) => out.extend(placeholders(&text)),
-        Err(e) => out.push(Finding {
-            key: String::new(),
-            message: format!("cannot read {}: {e}", path.display()),
-        }),
-    }
+    out.extend(placeholders(&text));
     Ok((config, out))
 }
 

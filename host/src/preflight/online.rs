@@ -141,18 +141,11 @@ async fn graph(config: &Config, rules: &RuleSet, written: &mut Vec<String>) -> V
     out
 }
 
+/// The config's AD settings with `urls` in place of the configured ones.
 fn settings(config: &Config, urls: Vec<String>) -> AdSettings {
-    let a = &config.ad;
     AdSettings {
         urls,
-        discover: a.discover.clone(),
-        bind_dn: a.bind_dn.clone(),
-        password: a.password.clone(),
-        kerberos: a.kerberos.clone(),
-        ca_file: a.ca_file.clone(),
-        starttls: a.starttls,
-        allow_plain: a.allow_plain_ldap,
-        timeout: a.timeout,
+        ..crate::setup::ad_settings(config)
     }
 }
 

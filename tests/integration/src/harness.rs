@@ -353,6 +353,26 @@ path = "state.db"
         })
     }
 
+    /// The values of one attribute of the object at `dn`, lowercased (none when it has none).
+    pub async fn values_of(&mut self, dn: &str, attr: &str) -> Vec<String> {
+        let (rs, _) = self
+            .ldap
+            .search(dn, Scope::Base, "(objectClass=*)", vec![attr])
+            .await
+            .expect("search")
+            .success()
+            .expect("search result");
+        rs.into_iter()
+            .flat_map(|e| {
+                SearchEntry::construct(e)
+                    .attrs
+                    .remove(attr)
+                    .unwrap_or_default()
+            })
+            .map(|m| m.to_lowercase())
+            .collect()
+    }
+
     pub async fn highest_usn(&mut self) -> u64 {
         let (rs, _) = self
             .ldap

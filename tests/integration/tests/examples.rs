@@ -518,27 +518,7 @@ async fn writeback_enabled_writes_exactly_the_enabled_groups_with_their_types() 
 
 /// `member` of the object at `dn`, lower-cased.
 async fn member_dns(bed: &mut Bed, dn: &str) -> BTreeSet<String> {
-    values_of(bed, dn, "member").await.into_iter().collect()
-}
-
-/// The values of one attribute of `dn`, lowercased.
-async fn values_of(bed: &mut Bed, dn: &str, attr: &str) -> Vec<String> {
-    let (rs, _) = bed
-        .ldap
-        .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![attr])
-        .await
-        .expect("search")
-        .success()
-        .expect("search result");
-    rs.into_iter()
-        .flat_map(|e| {
-            ldap3::SearchEntry::construct(e)
-                .attrs
-                .remove(attr)
-                .unwrap_or_default()
-        })
-        .map(|m| m.to_lowercase())
-        .collect()
+    bed.values_of(dn, "member").await.into_iter().collect()
 }
 
 #[tokio::test]
@@ -663,7 +643,7 @@ async fn finance_share_nests_tells_the_cloud_and_opens_one_ticket() {
     bed.run_json(&["sync", "--full"], 2);
     assert_eq!(tickets.received().len(), 1);
     assert_eq!(
-        values_of(&mut bed, &dn, "managedBy").await,
+        bed.values_of(&dn, "managedBy").await,
         vec![owner1.dn.to_lowercase()]
     );
 
@@ -681,12 +661,12 @@ async fn finance_share_nests_tells_the_cloud_and_opens_one_ticket() {
     // (The blocked group waits in quarantine: a plain sync does not try it again.)
     bed.run_json(&["sync"], 0);
     assert_eq!(
-        values_of(&mut bed, &dn, "managedBy").await,
+        bed.values_of(&dn, "managedBy").await,
         vec![owner1.dn.to_lowercase()]
     );
     let r = bed.run_json(&["sync", "--full"], 2);
     assert_eq!(
-        values_of(&mut bed, &dn, "managedBy").await,
+        bed.values_of(&dn, "managedBy").await,
         vec![owner0.dn.to_lowercase()],
         "{r:#}"
     );
@@ -714,6 +694,6 @@ async fn finance_share_nests_tells_the_cloud_and_opens_one_ticket() {
         .await;
     }
     bed.run_json(&["sync", "--full"], 2);
-    assert!(values_of(&mut bed, &dn, "managedBy").await.is_empty());
+    assert!(bed.values_of(&dn, "managedBy").await.is_empty());
     bed.cleanup().await;
 }

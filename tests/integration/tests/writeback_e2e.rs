@@ -769,22 +769,7 @@ async fn plan_leaves_the_state_as_it_was_and_the_sync_after_it_does_what_it_show
 
 /// `member` of the group at `dn` (any object), lower-cased.
 async fn member_values(bed: &mut Bed, dn: &str) -> std::collections::BTreeSet<String> {
-    let (rs, _) = bed
-        .ldap
-        .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec!["member"])
-        .await
-        .expect("search")
-        .success()
-        .expect("search result");
-    rs.into_iter()
-        .flat_map(|e| {
-            ldap3::SearchEntry::construct(e)
-                .attrs
-                .remove("member")
-                .unwrap_or_default()
-        })
-        .map(|m| m.to_lowercase())
-        .collect()
+    bed.values_of(dn, "member").await.into_iter().collect()
 }
 
 async fn add_group(bed: &mut Bed, dn: &str, members: &[&str]) {

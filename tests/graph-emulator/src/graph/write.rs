@@ -576,14 +576,26 @@ pub fn restore(state: &AppState, ctx: &RequestCtx, id: &str) -> GraphResult<Grap
     Ok(GraphResponse::ok(Value::Object(m)))
 }
 
-/// POST /groups/{id}/members/$ref {"@odata.id": ".../directoryObjects/{id}"}
-pub fn add_member_ref(state: &AppState, group: &str, body: &[u8]) -> GraphResult<GraphResponse> {
-    let body = json_body(body)?;
-    let member = body
+/// The id a `$ref` body names: `{"@odata.id": ".../directoryObjects/{id}"}`.
+fn referenced_id(body: &[u8]) -> GraphResult<String> {
+    json_body(body)?
         .get("@odata.id")
         .and_then(Value::as_str)
         .and_then(reference_id)
-        .ok_or_else(|| GraphError::bad_request("Invalid object identifier ''."))?;
+        .ok_or_else(|| GraphError::bad_request("Invalid object identifier ''."))
+}
+
+/// The stored id of the live group `group` (any case), or 404.
+fn live_group_id(store: &crate::store::Store, group: &str) -> GraphResult<String> {
+    store
+        .live(Kind::Group, group)
+        .map(|g| g.id.clone())
+        .ok_or_else(|| GraphError::not_found(group))
+}
+
+/// POST /groups/{id}/members/$ref {"@odata.id": ".../directoryObjects/{id}"}
+pub fn add_member_ref(state: &AppState, group: &str, body: &[u8]) -> GraphResult<GraphResponse> {
+    let member = referenced_id(body)?;
     let mut store = state.store();
     let g = store
         .live(Kind::Group, group)
@@ -611,18 +623,9 @@ pub fn add_owner_ref(
     body: &[u8],
 ) -> GraphResult<GraphResponse> {
     may_write(ctx, Kind::Group)?;
-    let body = json_body(body)?;
-    let owner = body
-        .get("@odata.id")
-        .and_then(Value::as_str)
-        .and_then(reference_id)
-        .ok_or_else(|| GraphError::bad_request("Invalid object identifier ''."))?;
+    let owner = referenced_id(body)?;
     let mut store = state.store();
-    let gid = store
-        .live(Kind::Group, group)
-        .ok_or_else(|| GraphError::not_found(group))?
-        .id
-        .clone();
+    let gid = live_group_id(&store, group)?;
     may_own(&store, &owner)?;
     match store.set_owner(&gid, &owner, true) {
         Ok(()) => Ok(GraphResponse::no_content()),
@@ -640,11 +643,7 @@ pub fn remove_owner_ref(
 ) -> GraphResult<GraphResponse> {
     may_write(ctx, Kind::Group)?;
     let mut store = state.store();
-    let gid = store
-        .live(Kind::Group, group)
-        .ok_or_else(|| GraphError::not_found(group))?
-        .id
-        .clone();
+    let gid = live_group_id(&store, group)?;
     store.set_owner(&gid, owner, false).map_err(store_error)?;
     Ok(GraphResponse::no_content())
 }
@@ -656,11 +655,7 @@ pub fn remove_member_ref(
     member: &str,
 ) -> GraphResult<GraphResponse> {
     let mut store = state.store();
-    let gid = store
-        .live(Kind::Group, group)
-        .ok_or_else(|| GraphError::not_found(group))?
-        .id
-        .clone();
+    let gid = live_group_id(&store, group)?;
     store.remove_member(&gid, member).map_err(store_error)?;
     Ok(GraphResponse::no_content())
 }
