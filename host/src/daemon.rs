@@ -543,11 +543,14 @@ impl Host {
             }
         };
         let rules = self.rules.clone();
+        let effects =
+            crate::effects::HostEffects::maker(&self.config, &self.graph, self.ad.clone());
         let result = sync::run(
             SyncContext {
                 config: &self.config,
                 graph: &self.graph,
                 ad: &mut self.ad,
+                effects: &effects,
                 store: &mut self.store,
                 rules: &rules,
                 schema: &mut self.schema,

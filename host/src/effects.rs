@@ -124,6 +124,20 @@ impl HostEffects {
         self
     }
 
+    /// What a sync cycle builds its trigger calls' effects with, when it has calls to
+    /// deliver: [`Self::for_host`] over the cycle's Graph client and a clone of its AD
+    /// connection.
+    pub fn maker<'a>(
+        config: &'a crate::config::Config,
+        graph: &'a GraphClient,
+        conn: AdConn,
+    ) -> impl Fn() -> Result<Arc<dyn Effects>, EffectsError> + Sync + 'a {
+        move || {
+            let e = HostEffects::for_host(Handle::current(), config, graph, &conn)?;
+            Ok(Arc::new(e) as Arc<dyn Effects>)
+        }
+    }
+
     /// Everything the config gives: HTTP, Graph, AD.
     pub fn for_host(
         handle: Handle,

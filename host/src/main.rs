@@ -636,11 +636,13 @@ async fn sync_cmd(config: Config, opts: SyncOptions, json: bool) -> Result<ExitC
     } else {
         text.insert(TextStream::new(out))
     };
+    let effects = writeback::effects::HostEffects::maker(&config, &graph, conn.clone());
     let mut report = sync::run(
         SyncContext {
             config: &config,
             graph: &graph,
             ad: &mut conn,
+            effects: &effects,
             store: &mut store,
             rules: &rules,
             schema: &mut schema,

@@ -280,33 +280,6 @@ impl GraphClient {
         })
     }
 
-    /// GET a collection and follow `@odata.nextLink` to the end, returning all `value` items.
-    pub async fn get_all_pages(&self, url_or_path: &str) -> Result<Vec<Value>, GraphError> {
-        let mut items = Vec::new();
-        let mut next = Some(url_or_path.to_owned());
-        while let Some(url) = next.take() {
-            let mut page = self.get_json(&url).await?;
-            match page.get_mut("value").map(Value::take) {
-                Some(Value::Array(values)) => items.extend(values),
-                _ => {
-                    return Err(GraphError::InvalidResponse(format!(
-                        "GET {url}: no `value` array"
-                    )))
-                }
-            }
-            next = page
-                .get("@odata.nextLink")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if next.as_deref() == Some(url.as_str()) {
-                return Err(GraphError::InvalidResponse(format!(
-                    "GET {url}: nextLink points to itself"
-                )));
-            }
-        }
-        Ok(items)
-    }
-
     /// Sends a request with a bearer token and `client-request-id`, retrying 429 (any method;
     /// `Retry-After` honoured) and 503/504/transport failures (not for POST) with backoff, within
     /// the retry count and total-wait cap. A 401 refreshes the token once. Returns the 2xx

@@ -2,7 +2,7 @@
 //! say per object id ([`DeltaMerger`], pure), restarting from the initial query when Graph
 //! resets the sync state ([`run_round`]).
 
-use super::client::GraphClient;
+use super::api::GraphApi;
 use super::error::GraphError;
 use super::model::{DeltaItem, DeltaRound, MemberRef, RemovedReason, INVALID_MARKER};
 use serde_json::Value;
@@ -580,7 +580,10 @@ pub enum DeltaStart {
 /// On a sync reset (410 Gone, `syncStateNotFound`, `resyncRequired`, `Badly formed token`) the
 /// round restarts once from the initial query (a 410's `Location` if given) as a full round.
 /// Holds the whole round: the sync cycle uses [`run_round_chunked`].
-pub async fn run_round(client: &GraphClient, start: DeltaStart) -> Result<DeltaRound, GraphError> {
+pub async fn run_round(
+    client: &impl GraphApi,
+    start: DeltaStart,
+) -> Result<DeltaRound, GraphError> {
     let mut items = BTreeMap::new();
     // One chunk per (re)started round: no size limit.
     let done = run_round_chunked(client, start, usize::MAX, |c| {
@@ -635,7 +638,7 @@ pub const CHUNK_ENTRIES: usize = 20_000;
 /// (possibly empty) before the deltaLink is returned with the round's `full` flag. A sync reset
 /// restarts once as a full round, whose first chunk has `first` set.
 pub async fn run_round_chunked<E, F>(
-    client: &GraphClient,
+    client: &impl GraphApi,
     start: DeltaStart,
     chunk_entries: usize,
     mut sink: F,

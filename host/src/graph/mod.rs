@@ -1,5 +1,6 @@
 //! The Microsoft Graph connector: tokens, HTTP with retries, delta rounds, cloud objects.
 
+pub mod api;
 pub mod auth;
 pub mod client;
 pub mod delta;
@@ -8,6 +9,7 @@ pub mod model;
 pub mod owners;
 pub mod retry;
 
+pub use api::GraphApi;
 pub use auth::{AssertionAlg, Credential, TokenProvider};
 pub use client::{GraphClient, GraphSettings, RoundLimits};
 pub use delta::{

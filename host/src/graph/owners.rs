@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::client::GraphClient;
+use super::api::GraphApi;
 use super::error::GraphError;
 use super::model::MemberRef;
 
@@ -18,7 +18,7 @@ const BATCH: usize = 20;
 
 /// The owners of each group in `ids`; `None` for a group Graph no longer has (404).
 pub async fn read(
-    client: &GraphClient,
+    client: &impl GraphApi,
     ids: &[String],
 ) -> Result<BTreeMap<String, Option<Vec<MemberRef>>>, GraphError> {
     let mut out = BTreeMap::new();
@@ -92,7 +92,7 @@ fn answers_by_index(answers: &Value, asked: usize) -> BTreeMap<usize, Answer> {
 }
 
 /// One group's owners on their own, every page.
-async fn alone(client: &GraphClient, id: &str) -> Result<Option<Vec<MemberRef>>, GraphError> {
+async fn alone(client: &impl GraphApi, id: &str) -> Result<Option<Vec<MemberRef>>, GraphError> {
     match client.get_all_pages(&path(id)).await {
         Ok(items) => items
             .into_iter()

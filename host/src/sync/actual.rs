@@ -4,10 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::ad::{self, AdConn, AdEntry};
+use crate::ad::{self, AdEntry};
 use crate::config::Config;
 
-use super::types::{anchor_filter, anchor_value, ActualObject, DesiredObject, ANCHOR_ATTRS};
+use super::directory::Directory;
+use super::types::{anchor_value, ActualObject, DesiredObject, ANCHOR_ATTRS};
 use super::SyncError;
 
 /// Every attribute any desired object manages, plus what ownership needs.
@@ -35,7 +36,7 @@ fn owner(e: &AdEntry) -> Option<String> {
 /// returned, also when two carry the same anchor: which one is Writeback's is for the caller
 /// to decide (`ownership`). An object found under two overlapping managed OUs is returned once.
 pub async fn search_by_anchor(
-    conn: &mut AdConn,
+    conn: &mut impl Directory,
     managed_ous: &[String],
     ids: &[&String],
     want: &[&str],
@@ -43,9 +44,8 @@ pub async fn search_by_anchor(
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     for chunk in ids.chunks(ad::RESOLVE_BATCH) {
-        let filter = anchor_filter(chunk);
         for base in managed_ous {
-            for e in conn.search(base, ad::Scope::Subtree, &filter, want).await? {
+            for e in conn.find_by_anchor(base, chunk, want).await? {
                 if let Some(cloud_id) = owner(&e) {
                     if seen.insert(super::types::dn_key(&e.dn)) {
                         out.push((cloud_id, e));
@@ -60,7 +60,7 @@ pub async fn search_by_anchor(
 /// Reads the objects carrying the anchors of `ids` with `attrs` and their complete `member`
 /// lists (ranges merged by the search itself: no second read per group).
 pub async fn read_owned(
-    conn: &mut AdConn,
+    conn: &mut impl Directory,
     config: &Config,
     ids: &[&String],
     attrs: &[String],
@@ -95,7 +95,7 @@ pub async fn read_owned(
 /// Where the objects carrying the anchors of `ids` are (DN and GUID only): enough to delete
 /// them.
 pub async fn locate_owned(
-    conn: &mut AdConn,
+    conn: &mut impl Directory,
     config: &Config,
     ids: &[&String],
 ) -> Result<Vec<ActualObject>, SyncError> {
@@ -108,7 +108,7 @@ pub async fn locate_owned(
 /// page, for a reconciliation: finds owned objects the cycle did not look at, and the anchored
 /// objects that are not Writeback's.
 pub async fn scan_owned(
-    conn: &mut AdConn,
+    conn: &mut impl Directory,
     config: &Config,
     mut f: impl FnMut(ActualObject),
 ) -> Result<(), SyncError> {

@@ -4,7 +4,9 @@
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::ad::{self, AdConn, AdError};
+use crate::ad::{self, AdError};
+
+use super::directory::Directory;
 use tokio::task::JoinSet;
 
 /// Adds in flight at once during creates.
@@ -97,7 +99,7 @@ pub type Deferred = Vec<(String, String, Vec<String>)>;
 /// once every batch has run. A create carries at most one write batch of members
 /// ([`ad::MEMBER_BATCH`]); the rest follow as modifies of that size.
 pub async fn apply(
-    conn: &mut AdConn,
+    conn: &mut impl Directory,
     plan: &Plan,
     managed_ous: &[String],
     link_targets: &[String],
@@ -404,7 +406,12 @@ pub async fn apply(
 /// modify per target (each is another object). A target outside `ad.link_targets` is refused
 /// here too, whatever produced the plan. A link already there (added by someone else) is not
 /// recorded as Writeback's; one already gone counts as removed.
-async fn apply_links(conn: &mut AdConn, o: &mut Outcome, links: &Links, targets: &[String]) {
+async fn apply_links(
+    conn: &mut impl Directory,
+    o: &mut Outcome,
+    links: &Links,
+    targets: &[String],
+) {
     let allowed = |t: &str| targets.iter().any(|l| is_within(t, l));
     let member = [o.dn.clone()];
     for t in &links.add {
@@ -465,7 +472,11 @@ fn split_create_members(
 
 /// Sends the member adds [`apply`] held back, once every batch's creates are done; a failure
 /// lands in the group's outcome (`outcomes` holds the cycle's outcomes).
-pub async fn apply_deferred(conn: &mut AdConn, deferred: Deferred, outcomes: &mut [Outcome]) {
+pub async fn apply_deferred(
+    conn: &mut impl Directory,
+    deferred: Deferred,
+    outcomes: &mut [Outcome],
+) {
     // Indexed once: a first sync can hold thousands of deferred adds.
     let mut at: BTreeMap<String, usize> = BTreeMap::new();
     for (i, o) in outcomes.iter().enumerate() {
@@ -489,7 +500,7 @@ pub async fn apply_deferred(conn: &mut AdConn, deferred: Deferred, outcomes: &mu
 
 /// objectGUIDs of owned objects by cloud id, found by anchor in batches.
 async fn read_guids(
-    conn: &mut AdConn,
+    conn: &mut impl Directory,
     ids: &[String],
     managed_ous: &[String],
 ) -> Result<BTreeMap<String, String>, AdError> {

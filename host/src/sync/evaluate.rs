@@ -122,6 +122,12 @@ pub fn desired_hash(
             h.update(b"\n");
         }
     }
+    // Where owners go (their ids are not in delta; a change of them arrives with the
+    // reconciliation): declaring or moving it compares the group.
+    if let Some(owners) = &d.owners {
+        h.update(b"owners\0");
+        h.update(owners.as_bytes());
+    }
     // The cloud's own values of what the rule writes there: a change of them (someone cleared
     // the property) makes the group compared again, so it is put back.
     if !d.to_cloud.is_empty() {

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::ad::{self, AdConn};
+use crate::ad;
 use crate::config::Config;
-use crate::graph::client::GraphClient;
+use crate::graph::api::GraphApi;
 use crate::graph::delta::{self, ChunkedRoundError};
 use crate::graph::model::{CloudObject, MemberKind};
 use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
@@ -25,6 +25,7 @@ use super::actual;
 use super::alerts;
 use super::apply::{self, Outcome};
 use super::desired::DesiredBuilder;
+use super::directory::Directory;
 use super::evaluate::{desired_hash, evaluate_all, rules_fingerprint};
 use super::gate::{self, Gate, GateInput, Held, HeldEntry};
 use super::leave::{self, Leave, LeavingNote};
@@ -58,11 +59,18 @@ const RULES_KEY: &str = "rules_fingerprint";
 /// member ids, not their DNs, so a change of it compares every group once.
 const MATCH_KEY: &str = "member_match";
 
-/// The connectors and the state a cycle works with.
-pub struct SyncContext<'a> {
+/// Builds the effects trigger calls run with (HTTP, Graph, AD), when a cycle has calls to
+/// deliver.
+pub type MakeEffects<'a> =
+    &'a (dyn Fn() -> Result<Arc<dyn crate::rules::Effects>, crate::effects::EffectsError> + Sync);
+
+/// The connectors and the state a cycle works with: AD and Graph through the traits the
+/// cycle owns ([`Directory`], [`GraphApi`]).
+pub struct SyncContext<'a, D, G> {
     pub config: &'a Config,
-    pub graph: &'a GraphClient,
-    pub ad: &'a mut AdConn,
+    pub graph: &'a G,
+    pub ad: &'a mut D,
+    pub effects: MakeEffects<'a>,
     pub store: &'a mut Store,
     pub rules: &'a RuleSet,
     /// The target schema, read on first need and kept by the caller across cycles (a cycle
@@ -75,7 +83,10 @@ pub struct SyncContext<'a> {
 }
 
 /// Runs one cycle.
-pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, SyncError> {
+pub async fn run<D: Directory, G: GraphApi>(
+    ctx: SyncContext<'_, D, G>,
+    opts: SyncOptions,
+) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
     let mode = match (opts.dry_run, opts.reread_cloud, opts.compare_all) {
         _ if opts.adopt => {
@@ -97,6 +108,7 @@ pub async fn run(ctx: SyncContext<'_>, opts: SyncOptions) -> Result<SyncReport, 
         config: ctx.config,
         graph: ctx.graph,
         conn: ctx.ad,
+        effects: ctx.effects,
         store: ctx.store,
         rules: ctx.rules,
         schema: ctx.schema,
@@ -186,17 +198,18 @@ struct Evaluated {
 
 /// One cycle's working set. Each step is a method; the pure work is in the modules it calls.
 /// (`'s`, the sink's lifetime, is the caller's: the rest is borrowed for the cycle only.)
-struct Cycle<'a, 's> {
+struct Cycle<'a, 's, D, G> {
     config: &'a Config,
-    graph: &'a GraphClient,
-    conn: &'a mut AdConn,
+    graph: &'a G,
+    conn: &'a mut D,
+    effects: MakeEffects<'a>,
     store: &'a mut Store,
     rules: &'a RuleSet,
     schema: &'a mut Option<ad::schema::Schema>,
     sink: Option<&'s mut dyn ChangeSink>,
     counts: PlanCounts,
     /// Member SIDs and GUIDs already asked of AD this cycle.
-    lookups: resolve::Lookups,
+    lookups: resolve::Lookups<D>,
     /// The rule in the anchor of each group to delete, read before the delete removes the
     /// anchor (its `on_deleted` trigger is that rule's).
     deleted_rules: BTreeMap<String, String>,
@@ -215,7 +228,7 @@ struct Cycle<'a, 's> {
     phase: Instant,
 }
 
-impl Cycle<'_, '_> {
+impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
     /// Phase timings at debug level: where a slow cycle spends its time.
     fn lap(&mut self, name: &str) {
         tracing::debug!(
@@ -820,7 +833,7 @@ impl Cycle<'_, '_> {
             let path = format!("groups/{}", c.cloud_id);
             if let Err(e) = self
                 .graph
-                .send_with_retry(reqwest::Method::PATCH, &path, Some(&body))
+                .send(reqwest::Method::PATCH, &path, Some(&body))
                 .await
             {
                 let names: Vec<&str> = cloud.keys().map(String::as_str).collect();
@@ -1356,14 +1369,7 @@ impl Cycle<'_, '_> {
                 )?,
             }
         }
-        let effects = crate::effects::HostEffects::for_host(
-            tokio::runtime::Handle::current(),
-            self.config,
-            self.graph,
-            self.conn,
-        )
-        .map(|e| Arc::new(e) as Arc<dyn crate::rules::Effects>)
-        .map_err(|e| e.to_string());
+        let effects = (self.effects)().map_err(|e| e.to_string());
         let delivered = triggers::deliver(self.rules.hooks(), deliveries, effects, limits).await;
         let retry = self.config.rules.trigger_retry;
         let mut results = Vec::with_capacity(delivered.len());

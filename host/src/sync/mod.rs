@@ -7,6 +7,7 @@ pub mod actual;
 pub mod alerts;
 pub mod apply;
 pub mod desired;
+pub mod directory;
 pub mod evaluate;
 pub mod gate;
 pub mod job;
@@ -26,6 +27,11 @@ pub mod select;
 pub mod stream;
 pub mod triggers;
 pub mod types;
+
+#[cfg(test)]
+mod cycle_tests;
+#[cfg(test)]
+pub(crate) mod fakes;
 
 pub use job::{run, SyncContext};
 pub use options::SyncOptions;

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ad::join::{Compare, JoinFor, JoinKey, NoValue};
-use crate::ad::{AdConn, AdError, JoinAttribute};
+use crate::ad::{AdError, JoinAttribute};
+
+use super::directory::Directory;
 use crate::config::Config;
 use crate::graph::model::{CloudObject, MemberKind, MemberRef};
 use crate::rules::MemberPolicy;
@@ -79,17 +81,28 @@ impl Answer {
 /// answers included). The batches of a cycle share it, so a user who is a member of groups in
 /// many batches is looked up once, not once a batch. Bounded by [`LOOKUPS_KEPT`]; dropped
 /// with the cycle (AD may change between), with the Global Catalog connection it opened.
-#[derive(Debug, Default)]
-pub struct Lookups {
+#[derive(Debug)]
+pub struct Lookups<D> {
     users: HashMap<String, Answer>,
     groups: HashMap<String, Answer>,
     /// Opened on the first lookup of a cycle when `ad.gc_url` is set.
-    gc: Option<AdConn>,
+    gc: Option<D>,
     /// The join attributes were checked against the schema this cycle.
     checked: bool,
 }
 
-impl Lookups {
+impl<D> Default for Lookups<D> {
+    fn default() -> Self {
+        Lookups {
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            gc: None,
+            checked: false,
+        }
+    }
+}
+
+impl<D> Lookups<D> {
     /// Makes room for `wanted` keys about to be looked up and used. Called before the keys
     /// to ask are picked: forgetting afterwards would drop answers the caller still reads.
     fn make_room(&mut self, wanted: usize) {
@@ -211,14 +224,14 @@ fn answer_reason(key: &JoinKey, value: &str, a: &Answer) -> Option<String> {
 /// `users` holds the cloud users among `wanted_users` (looked up in the cache by the caller);
 /// `groups` the cloud groups among `wanted_groups` that are cached. With `ad.gc_url` the
 /// lookups go to the Global Catalog (the whole forest when no search base is configured).
-pub async fn resolve_members(
+pub async fn resolve_members<D: Directory>(
     config: &Config,
-    conn: &mut AdConn,
+    conn: &mut D,
     wanted_users: &BTreeSet<String>,
     wanted_groups: &BTreeSet<String>,
     groups: &BTreeMap<String, CloudObject>,
     users: &BTreeMap<String, CloudObject>,
-    known: &mut Lookups,
+    known: &mut Lookups<D>,
 ) -> Result<MemberDirectory, SyncError> {
     let joins = &config.members;
     let mut dir = MemberDirectory::default();
@@ -343,7 +356,7 @@ pub async fn resolve_members(
 }
 
 /// Refuses join attributes a lookup cannot use (see [`attribute_problem`]).
-async fn check_joins(config: &Config, conn: &mut AdConn) -> Result<(), SyncError> {
+async fn check_joins(config: &Config, conn: &mut impl Directory) -> Result<(), SyncError> {
     for (name, key) in [
         ("members.users.ad", &config.members.users),
         ("members.groups.ad", &config.members.groups),
@@ -382,16 +395,9 @@ fn attribute_problem(key: &JoinKey, attr: Option<&JoinAttribute>, gc: bool) -> O
     None
 }
 
-/// A bound connection to the Global Catalog, with the DC connection's account, trust and bind
-/// method (only where to connect differs): an `ldap://` URL is upgraded with StartTLS unless
-/// plain LDAP is allowed (and `starttls` off).
-async fn open_gc(dc: &AdConn, url: &str) -> Result<AdConn, SyncError> {
-    let mut settings = dc.settings().clone();
-    let plain = url.to_ascii_lowercase().starts_with("ldap://");
-    settings.urls = vec![url.to_string()];
-    settings.discover = None;
-    settings.starttls = plain && (settings.starttls || !settings.allow_plain);
-    AdConn::connect(&settings)
+/// A bound connection to the Global Catalog (see [`Directory::global_catalog`]).
+async fn open_gc<D: Directory>(dc: &D, url: &str) -> Result<D, SyncError> {
+    dc.global_catalog(url)
         .await
         .map_err(|source| SyncError::GlobalCatalog {
             url: url.to_string(),
@@ -405,7 +411,7 @@ mod tests {
 
     #[test]
     fn lookups_stay_bounded_and_keep_what_fits() {
-        let mut l = Lookups::default();
+        let mut l: Lookups<crate::ad::AdConn> = Lookups::default();
         for i in 0..LOOKUPS_KEPT - 1 {
             l.users.insert(format!("S-1-5-21-{i}"), Answer::Missing);
         }
@@ -417,7 +423,7 @@ mod tests {
 
     #[test]
     fn every_wanted_key_is_asked_after_room_was_made() {
-        let mut l = Lookups::default();
+        let mut l: Lookups<crate::ad::AdConn> = Lookups::default();
         for i in 0..LOOKUPS_KEPT {
             l.users
                 .insert(format!("S-1-5-21-{i}"), Answer::Found(format!("CN=U{i}")));

@@ -13,7 +13,7 @@ use serde_json::json;
 use writeback::graph::auth::AssertionAlg;
 use writeback::graph::delta::{groups_delta_url, run_round, users_delta_url, DeltaStart};
 use writeback::graph::model::RemovedReason;
-use writeback::graph::{Credential, GraphClient, GraphError};
+use writeback::graph::{Credential, GraphApi, GraphClient, GraphError};
 use writeback_integration::emulator::Emulator;
 
 use writeback_integration::graph_tenant::*;

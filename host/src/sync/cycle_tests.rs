@@ -1,0 +1,489 @@
+//! Whole cycles against the in-memory domain and tenant (`fakes`), one story each, compared
+//! with a golden description in `sync/golden/<story>.txt`: what each cycle reported, wrote
+//! to AD and to the cloud, and left in the state. `WRITEBACK_BLESS=1 cargo test -p writeback
+//! cycle_tests` rewrites the files; a diff in review shows what a change of the cycle changed.
+//! Each story also asserts its point directly, so a blessed mistake still fails.
+
+use std::path::Path;
+
+use super::fakes::{describe, Bed, M365, PEOPLE, SECURITY};
+use super::{SyncOptions, SyncReport};
+
+/// Sids of the synced users.
+const ADA: &str = "S-1-5-21-1000-2000-3000-1101";
+const BOB: &str = "S-1-5-21-1000-2000-3000-1102";
+const CY: &str = "S-1-5-21-1000-2000-3000-1103";
+
+/// Cloud ids: groups g1.., users u1...
+const G1: &str = "00000000-0000-4000-8000-0000000000a1";
+const G2: &str = "00000000-0000-4000-8000-0000000000a2";
+const G3: &str = "00000000-0000-4000-8000-0000000000a3";
+const U1: &str = "00000000-0000-4000-8000-0000000000b1";
+const U2: &str = "00000000-0000-4000-8000-0000000000b2";
+const U3: &str = "00000000-0000-4000-8000-0000000000b3";
+const U9: &str = "00000000-0000-4000-8000-0000000000b9";
+
+/// A story's record: each step's description under its title.
+struct Story {
+    name: &'static str,
+    text: String,
+}
+
+impl Story {
+    fn new(name: &'static str) -> Story {
+        Story {
+            name,
+            text: String::new(),
+        }
+    }
+
+    fn step(&mut self, title: &str, bed: &Bed, r: &Result<SyncReport, super::SyncError>) {
+        let text = format!("== {title}\n{}\n", describe(bed, r));
+        // Shown when the story fails: what happened up to the failing assertion.
+        eprint!("{text}");
+        self.text.push_str(&text);
+    }
+
+    /// Compares with the golden file (or writes it with `WRITEBACK_BLESS=1`).
+    fn check(self) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/sync/golden")
+            .join(format!("{}.txt", self.name));
+        if std::env::var_os("WRITEBACK_BLESS").is_some() {
+            std::fs::write(&path, &self.text).expect("write golden file");
+            return;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        if want != self.text {
+            let diff: Vec<String> = want
+                .lines()
+                .zip(self.text.lines())
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .take(5)
+                .map(|(i, (a, b))| format!("line {}:\n  want: {a}\n  got:  {b}", i + 1))
+                .collect();
+            panic!(
+                "{} differs from the cycle's description ({} lines want, {} got):\n{}\n--- got:\n{}\n(WRITEBACK_BLESS=1 rewrites it)",
+                path.display(),
+                want.lines().count(),
+                self.text.lines().count(),
+                diff.join("\n"),
+                self.text
+            );
+        }
+    }
+}
+
+/// Three synced users, a cloud-only one, two security groups and a Microsoft 365 group.
+fn tenant(extra: &str) -> Bed {
+    let bed = Bed::new(extra);
+    bed.synced_user(U1, "Ada", ADA);
+    bed.synced_user(U2, "Bob", BOB);
+    bed.synced_user(U3, "Cy", CY);
+    bed.cloud_user(U9, "Guest");
+    bed.security_group(G1, "Finance", &[U1, U2, U9]);
+    bed.security_group(G2, "Sales", &[U2]);
+    bed.cloud.group(
+        G3,
+        serde_json::json!({
+            "displayName": "Project X",
+            "description": "The X team",
+            "mail": "projectx@fake.test",
+            "mailNickname": "projectx",
+            "proxyAddresses": ["SMTP:projectx@fake.test"],
+            "securityEnabled": false,
+            "mailEnabled": true,
+            "groupTypes": ["Unified"],
+        }),
+    );
+    bed.cloud.add_members(G3, &[U1, U3]);
+    bed
+}
+
+fn dn_of(bed: &Bed, id: &str) -> String {
+    bed.store
+        .anchor(id)
+        .ok()
+        .flatten()
+        .map(|a| a.dn)
+        .unwrap_or_default()
+}
+
+fn members_of(bed: &Bed, id: &str) -> Vec<String> {
+    let dn = dn_of(bed, id);
+    let mut m = bed
+        .ad
+        .get(&dn)
+        .and_then(|e| e.attrs.get("member").cloned())
+        .unwrap_or_default();
+    m.sort();
+    m
+}
+
+#[tokio::test]
+async fn first_sync_creates_every_group_with_its_on_premises_members() {
+    let mut story = Story::new("first_sync");
+    let mut bed = tenant("");
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("first sync", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!((r.counts.create, r.counts.update), (3, 0));
+    assert!(dn_of(&bed, G1).ends_with(SECURITY), "{}", dn_of(&bed, G1));
+    assert!(dn_of(&bed, G3).ends_with(M365), "{}", dn_of(&bed, G3));
+    assert_eq!(
+        members_of(&bed, G1),
+        [format!("CN=Ada,{PEOPLE}"), format!("CN=Bob,{PEOPLE}")]
+    );
+    // The cloud-only member is reported, never guessed.
+    assert!(r
+        .plan
+        .unresolved_members
+        .iter()
+        .any(|u| u.group_id == G1 && u.member_id == U9));
+    story.check();
+}
+
+#[tokio::test]
+async fn an_idle_cycle_reads_the_delta_and_writes_nothing() {
+    let mut story = Story::new("idle");
+    let mut bed = tenant("");
+    bed.sync().await;
+    bed.ad.take_log();
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("second sync, nothing changed", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!(r.sweep, "idle");
+    assert_eq!(r.counts.changes(), 0);
+    assert!(bed.ad.take_log().is_empty());
+    story.check();
+}
+
+/// The tenant synced once, its writes forgotten.
+async fn synced(extra: &str) -> Bed {
+    let mut bed = tenant(extra);
+    let r = bed.sync().await;
+    assert_eq!(r.failures(), 0, "first sync: {:?}", r.outcomes);
+    bed.ad.take_log();
+    bed
+}
+
+fn attr(bed: &Bed, id: &str, name: &str) -> Vec<String> {
+    bed.ad
+        .get(&dn_of(bed, id))
+        .and_then(|e| e.attrs.get(&name.to_ascii_lowercase()).cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn one_cloud_change_becomes_one_modify_and_one_member_add() {
+    let mut story = Story::new("one_change");
+    let mut bed = synced("").await;
+    bed.cloud
+        .group(G1, serde_json::json!({"description": "Finance, all of it"}));
+    bed.cloud.add_members(G1, &[U3]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("description changed, Cy added", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!(
+        (r.counts.create, r.counts.update, r.counts.delete),
+        (0, 1, 0)
+    );
+    assert_eq!(attr(&bed, G1, "description"), ["Finance, all of it"]);
+    assert!(members_of(&bed, G1).contains(&format!("CN=Cy,{PEOPLE}")));
+    // The other groups were not looked at.
+    assert_eq!(r.evaluated, 1);
+    story.check();
+}
+
+#[tokio::test]
+async fn a_rename_in_the_cloud_renames_the_same_ad_object() {
+    let mut story = Story::new("rename");
+    let mut bed = synced("").await;
+    let before = bed.ad.get(&dn_of(&bed, G2)).expect("Sales in AD");
+    bed.cloud
+        .group(G2, serde_json::json!({"displayName": "Sales EMEA"}));
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("Sales renamed Sales EMEA", &bed, &r);
+    r.expect("sync");
+    let after = bed.ad.get(&dn_of(&bed, G2)).expect("renamed group in AD");
+    assert!(after.dn.starts_with("CN=Sales EMEA_"), "{}", after.dn);
+    assert_eq!(after.guid, before.guid, "the same object, renamed");
+    assert!(bed.ad.get(&before.dn).is_none(), "the old DN is gone");
+    assert_eq!(attr(&bed, G2, "displayName"), ["Sales EMEA"]);
+    story.check();
+}
+
+#[tokio::test]
+async fn deletes_over_the_threshold_are_held_until_allowed() {
+    let mut story = Story::new("delete_held");
+    let mut bed = synced("[safety]\ndelete_threshold = 1\n").await;
+    let (finance, sales) = (dn_of(&bed, G1), dn_of(&bed, G2));
+    bed.cloud.delete_group(G1);
+    bed.cloud.delete_group(G2);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("two groups deleted in the cloud, threshold 1", &bed, &r);
+    let r = r.expect("sync");
+    let held: Vec<&str> = r
+        .held
+        .iter()
+        .flat_map(|h| &h.deletes)
+        .map(|d| d.cloud_id.as_str())
+        .collect();
+    assert_eq!(held, [G1, G2]);
+    assert!(
+        bed.ad.get(&finance).is_some() && bed.ad.get(&sales).is_some(),
+        "a held delete was applied"
+    );
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("next cycle: still held", &bed, &r);
+    assert!(
+        bed.ad.get(&finance).is_some() && bed.ad.get(&sales).is_some(),
+        "a held delete was applied"
+    );
+    let r = bed
+        .cycle(SyncOptions {
+            allow_deletes: true,
+            ..Default::default()
+        })
+        .await;
+    story.step("sync --allow-deletes", &bed, &r);
+    r.expect("sync");
+    assert!(bed.ad.get(&finance).is_none() && bed.ad.get(&sales).is_none());
+    assert!(bed.store.held_deletes().expect("held").is_empty());
+    assert!(bed.store.anchor(G1).expect("anchor").is_none());
+    story.check();
+}
+
+#[tokio::test]
+async fn a_delete_under_the_threshold_goes_through() {
+    let mut story = Story::new("delete");
+    let mut bed = synced("").await;
+    let sales = dn_of(&bed, G2);
+    bed.cloud.delete_group(G2);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("Sales deleted in the cloud", &bed, &r);
+    assert_eq!(r.expect("sync").counts.delete, 1);
+    assert!(bed.ad.get(&sales).is_none());
+    story.check();
+}
+
+#[tokio::test]
+async fn a_refused_write_quarantines_the_group_and_its_next_change_retries_it() {
+    let mut story = Story::new("quarantine");
+    let mut bed = synced("").await;
+    bed.ad.refuse_writes_to("CN=Sales_", 19);
+    bed.cloud
+        .group(G2, serde_json::json!({"description": "Sales, all regions"}));
+    bed.cloud
+        .group(G1, serde_json::json!({"description": "Finance, all of it"}));
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("the DC refuses writes to Sales", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!(r.failures(), 1);
+    assert_eq!(
+        attr(&bed, G1, "description"),
+        ["Finance, all of it"],
+        "the other group went through"
+    );
+    assert!(bed.store.quarantined().expect("q").contains_key(G2));
+    bed.ad.recover();
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("the DC takes writes again; the wait is not over", &bed, &r);
+    assert_eq!(r.expect("sync").examined, 0);
+    assert_eq!(attr(&bed, G2, "description"), ["Sales (cloud)"]);
+    bed.cloud
+        .group(G2, serde_json::json!({"description": "Sales, worldwide"}));
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("Sales changes again: tried at once", &bed, &r);
+    assert_eq!(r.expect("sync").failures(), 0);
+    assert_eq!(attr(&bed, G2, "description"), ["Sales, worldwide"]);
+    assert!(bed.store.quarantined().expect("q").is_empty());
+    story.check();
+}
+
+#[tokio::test]
+async fn a_rule_edit_rewrites_only_the_groups_it_changes() {
+    let mut story = Story::new("rule_edit");
+    let mut bed = synced("").await;
+    bed.edit_rule(
+        "20-security.rhai",
+        "description: naming::left(description, global::MAX_DESCRIPTION),",
+        "description: \"Synced: \" + naming::left(description, global::MAX_DESCRIPTION),",
+    );
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("the security rule prefixes descriptions", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!((r.counts.create, r.counts.update), (0, 2));
+    assert_eq!(attr(&bed, G1, "description"), ["Synced: Finance (cloud)"]);
+    assert_eq!(attr(&bed, G3, "description"), ["The X team"]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("next cycle", &bed, &r);
+    assert_eq!(r.expect("sync").sweep, "idle");
+    story.check();
+}
+
+#[tokio::test]
+async fn a_reconciliation_undoes_a_hand_edit_a_plain_sync_does_not_see() {
+    let mut story = Story::new("reconcile");
+    let mut bed = synced("").await;
+    bed.ad
+        .hand_edit(&dn_of(&bed, G1), "description", &["edited by hand"]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("a hand edit in AD; plain sync", &bed, &r);
+    assert_eq!(r.expect("sync").counts.changes(), 0);
+    assert_eq!(attr(&bed, G1, "description"), ["edited by hand"]);
+    let r = bed
+        .cycle(SyncOptions {
+            compare_all: true,
+            ..Default::default()
+        })
+        .await;
+    story.step(
+        "reconciliation (every owned group compared, as the daemon does hourly)",
+        &bed,
+        &r,
+    );
+    assert_eq!(r.expect("sync").counts.update, 1);
+    assert_eq!(attr(&bed, G1, "description"), ["Finance (cloud)"]);
+    story.check();
+}
+
+#[tokio::test]
+async fn an_object_with_our_anchor_that_writeback_did_not_make_is_left_alone() {
+    let mut story = Story::new("foreign");
+    let mut bed = tenant("");
+    let anchor = super::types::anchor_value(G2);
+    let theirs = format!("CN=Sales (made by hand),{SECURITY}");
+    bed.ad.put(
+        &theirs,
+        &[
+            ("objectClass", &["group"]),
+            ("adminDescription", &[anchor.as_str()]),
+            ("description", &["someone else's"]),
+        ],
+    );
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step(
+        "first sync; Sales' anchor is on an object nobody recorded",
+        &bed,
+        &r,
+    );
+    let r = r.expect("sync");
+    assert_eq!(r.foreign.unrecorded, 1, "{:?}", r.foreign);
+    assert!(r
+        .plan
+        .refused
+        .iter()
+        .any(|f| f.cloud_id == G2 && f.reason.contains("no record")));
+    assert_eq!(r.counts.create, 2, "no second Sales beside theirs");
+    let after = bed.ad.get(&theirs).expect("theirs still there");
+    assert_eq!(
+        after.attrs.get("description"),
+        Some(&vec!["someone else's".to_string()])
+    );
+    assert!(bed
+        .ad
+        .take_log()
+        .iter()
+        .all(|l| !l.contains("made by hand")));
+    story.check();
+}
+
+#[tokio::test]
+async fn a_dc_lost_mid_apply_fails_the_cycle_and_the_next_one_finishes_without_duplicates() {
+    let mut story = Story::new("dc_failure");
+    let mut bed = tenant("");
+    bed.ad.fail_after_writes(1);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("first sync; the DC goes away after one write", &bed, &r);
+    // The adds after the loss fail as transport errors (the add may have landed: the
+    // group is looked for by its anchor next time, never added twice).
+    let failed: Vec<&str> = r
+        .as_ref()
+        .expect("the cycle reports per group")
+        .outcomes
+        .iter()
+        .filter(|o| !o.ok())
+        .map(|o| o.cloud_id.as_str())
+        .collect();
+    assert_eq!(failed, [G2, G3], "a lost DC must not look like success");
+    bed.ad.recover();
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("the DC is back", &bed, &r);
+    assert_eq!(r.expect("sync").failures(), 0);
+    let r = bed
+        .cycle(SyncOptions {
+            compare_all: true,
+            ..Default::default()
+        })
+        .await;
+    story.step("reconciliation: nothing left to do", &bed, &r);
+    assert_eq!(r.expect("sync").counts.changes(), 0);
+    for id in [G1, G2, G3] {
+        assert!(bed.ad.get(&dn_of(&bed, id)).is_some(), "{id} in AD");
+    }
+    let groups = bed.ad.group_count();
+    assert_eq!(groups, 3, "each group exactly once");
+    story.check();
+}
+
+#[tokio::test]
+async fn a_plan_shows_the_changes_and_writes_nothing() {
+    let mut story = Story::new("plan");
+    let mut bed = tenant("");
+    let r = bed
+        .cycle(SyncOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .await;
+    story.step("plan before the first sync", &bed, &r);
+    let r = r.expect("plan");
+    assert_eq!(r.plan.changes.len(), 3);
+    assert!(bed.ad.take_log().is_empty());
+    assert!(bed.store.anchors().expect("anchors").is_empty());
+    story.check();
+}
+
+#[tokio::test]
+async fn a_member_removed_in_the_cloud_is_removed_in_ad_alone() {
+    let mut story = Story::new("member_removed");
+    let mut bed = synced("").await;
+    bed.cloud.remove_members(G1, &[U2]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("Bob leaves Finance", &bed, &r);
+    assert_eq!(r.expect("sync").counts.update, 1);
+    assert_eq!(members_of(&bed, G1), [format!("CN=Ada,{PEOPLE}")]);
+    assert_eq!(
+        members_of(&bed, G2),
+        [format!("CN=Bob,{PEOPLE}")],
+        "Sales untouched"
+    );
+    story.check();
+}
+
+#[tokio::test]
+async fn owners_become_managed_by_when_a_rule_asks() {
+    let mut story = Story::new("owners");
+    let mut bed = synced("").await;
+    bed.cloud.owners(G1, &[U2, U1]);
+    bed.cloud.owners(G2, &[U9]);
+    bed.edit_rule(
+        "20-security.rhai",
+        "members: \"on-premises\",",
+        "members: \"on-premises\",\n        owners: \"managedBy\",",
+    );
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("the security rule writes owners to managedBy", &bed, &r);
+    let r = r.expect("sync");
+    // The first owner by DN, whatever Graph's order; a cloud-only owner is reported.
+    assert_eq!(attr(&bed, G1, "managedBy"), [format!("CN=Ada,{PEOPLE}")]);
+    assert!(attr(&bed, G2, "managedBy").is_empty());
+    assert!(r
+        .plan
+        .unresolved_members
+        .iter()
+        .any(|u| u.group_id == G2 && u.member_id == U9));
+    story.check();
+}

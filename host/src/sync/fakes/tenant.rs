@@ -1,0 +1,320 @@
+//! An in-memory tenant behind [`GraphApi`]: users and groups with a change log, answered as
+//! Graph's delta queries answer (everything on a first round; on a round from a deltaLink,
+//! the objects changed since, with their member changes in `members@delta` and removed
+//! objects as `@removed`), owners by `$batch`, and `to_cloud` PATCHes recorded.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+
+use crate::graph::api::GraphApi;
+use crate::graph::client::RoundLimits;
+use crate::graph::error::GraphError;
+
+const BASE: &str = "https://graph.fake.test/v1.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    User,
+    Group,
+}
+
+/// One change, for the rounds that start before it.
+#[derive(Debug, Clone)]
+struct Change {
+    kind: Kind,
+    id: String,
+    /// Members added (`true`) or removed, by id.
+    members: Vec<(String, bool)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: BTreeMap<String, Map<String, Value>>,
+    groups: BTreeMap<String, Map<String, Value>>,
+    /// Group → member id → `@odata.type`.
+    members: BTreeMap<String, BTreeMap<String, String>>,
+    owners: BTreeMap<String, Vec<String>>,
+    log: Vec<Change>,
+    /// PATCHes received, one line each.
+    patches: Vec<String>,
+}
+
+/// The in-memory tenant. Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct FakeTenant {
+    state: Arc<Mutex<State>>,
+}
+
+fn api_error(status: u16, code: &str, message: &str) -> GraphError {
+    GraphError::Api(Box::new(crate::graph::error::ApiError {
+        status,
+        code: code.into(),
+        message: message.into(),
+        request_id: None,
+        client_request_id: None,
+        retry_after: None,
+        location: None,
+    }))
+}
+
+impl FakeTenant {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds or replaces a user (`props` without `id`).
+    pub fn user(&self, id: &str, props: Value) {
+        let mut s = self.lock();
+        s.users.insert(id.into(), object(props));
+        s.log.push(Change {
+            kind: Kind::User,
+            id: id.into(),
+            members: Vec::new(),
+        });
+    }
+
+    /// Adds or changes a group's properties (merged into what it has).
+    pub fn group(&self, id: &str, props: Value) {
+        let mut s = self.lock();
+        let entry = s.groups.entry(id.into()).or_default();
+        for (k, v) in object(props) {
+            entry.insert(k, v);
+        }
+        s.members.entry(id.into()).or_default();
+        s.log.push(Change {
+            kind: Kind::Group,
+            id: id.into(),
+            members: Vec::new(),
+        });
+    }
+
+    /// Adds users (`#microsoft.graph.user`) to a group.
+    pub fn add_members(&self, group: &str, users: &[&str]) {
+        self.member_change(group, users, true);
+    }
+
+    /// Removes members from a group.
+    pub fn remove_members(&self, group: &str, users: &[&str]) {
+        self.member_change(group, users, false);
+    }
+
+    fn member_change(&self, group: &str, ids: &[&str], add: bool) {
+        let mut s = self.lock();
+        let members = s.members.entry(group.into()).or_default();
+        for id in ids {
+            if add {
+                members.insert(id.to_string(), "#microsoft.graph.user".into());
+            } else {
+                members.remove(*id);
+            }
+        }
+        s.log.push(Change {
+            kind: Kind::Group,
+            id: group.into(),
+            members: ids.iter().map(|id| (id.to_string(), add)).collect(),
+        });
+    }
+
+    /// Sets a group's owners (not in delta, as in Graph).
+    pub fn owners(&self, group: &str, users: &[&str]) {
+        self.lock()
+            .owners
+            .insert(group.into(), users.iter().map(|u| u.to_string()).collect());
+    }
+
+    /// Deletes a group for good (`@removed` with reason `deleted`; a soft delete keeps the AD
+    /// group, see the shipped rules).
+    pub fn delete_group(&self, id: &str) {
+        let mut s = self.lock();
+        s.groups.remove(id);
+        s.members.remove(id);
+        s.log.push(Change {
+            kind: Kind::Group,
+            id: id.into(),
+            members: Vec::new(),
+        });
+    }
+
+    /// The `to_cloud` writes so far, and forgets them.
+    pub fn take_patches(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().patches)
+    }
+
+    fn delta(&self, kind: Kind, since: Option<usize>) -> Value {
+        let s = self.lock();
+        let mut value = Vec::new();
+        let objects = match kind {
+            Kind::User => &s.users,
+            Kind::Group => &s.groups,
+        };
+        let odata_type = match kind {
+            Kind::User => "#microsoft.graph.user",
+            Kind::Group => "#microsoft.graph.group",
+        };
+        match since {
+            None => {
+                for (id, props) in objects {
+                    let mut o = props.clone();
+                    o.insert("id".into(), json!(id));
+                    o.insert("@odata.type".into(), json!(odata_type));
+                    if kind == Kind::Group {
+                        let members: Vec<Value> = s
+                            .members
+                            .get(id)
+                            .into_iter()
+                            .flatten()
+                            .map(|(m, t)| json!({"@odata.type": t, "id": m}))
+                            .collect();
+                        o.insert("members@delta".into(), Value::Array(members));
+                    }
+                    value.push(Value::Object(o));
+                }
+            }
+            Some(since) => {
+                // Per object: the member changes since, the last one deciding.
+                let mut changed: BTreeMap<&str, BTreeMap<&str, bool>> = BTreeMap::new();
+                for c in s.log.iter().skip(since).filter(|c| c.kind == kind) {
+                    let m = changed.entry(c.id.as_str()).or_default();
+                    for (id, add) in &c.members {
+                        m.insert(id.as_str(), *add);
+                    }
+                }
+                for (id, members) in changed {
+                    let Some(props) = objects.get(id) else {
+                        value.push(json!({"id": id, "@removed": {"reason": "deleted"}}));
+                        continue;
+                    };
+                    let mut o = props.clone();
+                    o.insert("id".into(), json!(id));
+                    o.insert("@odata.type".into(), json!(odata_type));
+                    if kind == Kind::Group && !members.is_empty() {
+                        let list: Vec<Value> = members
+                            .into_iter()
+                            .map(|(m, add)| match add {
+                                true => json!({"@odata.type": "#microsoft.graph.user", "id": m}),
+                                false => json!({"@odata.type": "#microsoft.graph.user", "id": m, "@removed": {"reason": "deleted"}}),
+                            })
+                            .collect();
+                        o.insert("members@delta".into(), Value::Array(list));
+                    }
+                    value.push(Value::Object(o));
+                }
+            }
+        }
+        let path = match kind {
+            Kind::User => "users",
+            Kind::Group => "groups",
+        };
+        json!({
+            "value": value,
+            "@odata.deltaLink": format!("{BASE}/{path}/delta?$deltatoken={}", s.log.len()),
+        })
+    }
+
+    fn batch(&self, body: Option<&Value>) -> Result<Value, GraphError> {
+        let s = self.lock();
+        let mut responses = Vec::new();
+        let requests = body
+            .and_then(|b| b.get("requests"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| api_error(400, "BadRequest", "no requests"))?;
+        for r in requests {
+            let id = r.get("id").cloned().unwrap_or(Value::Null);
+            let url = r.get("url").and_then(Value::as_str).unwrap_or_default();
+            let group = url
+                .trim_start_matches("/groups/")
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            let answer = match (s.groups.contains_key(group), s.owners.get(group)) {
+                (false, _) => json!({"id": id, "status": 404, "body": {}}),
+                (true, owners) => {
+                    let value: Vec<Value> = owners
+                        .into_iter()
+                        .flatten()
+                        .map(|o| json!({"@odata.type": "#microsoft.graph.user", "id": o}))
+                        .collect();
+                    json!({"id": id, "status": 200, "body": {"value": value}})
+                }
+            };
+            responses.push(answer);
+        }
+        Ok(json!({ "responses": responses }))
+    }
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+impl GraphApi for FakeTenant {
+    fn graph_base(&self) -> &str {
+        BASE
+    }
+
+    fn round_limits(&self) -> RoundLimits {
+        RoundLimits::default()
+    }
+
+    async fn get_json(&self, url_or_path: &str) -> Result<Value, GraphError> {
+        let path = url_or_path.trim_start_matches(BASE);
+        let kind = if path.starts_with("/users/delta") {
+            Kind::User
+        } else if path.starts_with("/groups/delta") {
+            Kind::Group
+        } else {
+            return Err(api_error(404, "Request_ResourceNotFound", path));
+        };
+        let since = path
+            .split_once("$deltatoken=")
+            .map(|(_, t)| t.parse::<usize>())
+            .transpose()
+            .map_err(|_| api_error(400, "BadRequest", "Badly formed token."))?;
+        Ok(self.delta(kind, since))
+    }
+
+    async fn send_json(
+        &self,
+        method: Method,
+        url_or_path: &str,
+        json: Option<&Value>,
+    ) -> Result<Value, GraphError> {
+        match (method, url_or_path) {
+            (Method::POST, "$batch") => self.batch(json),
+            (_, other) => Err(api_error(404, "Request_ResourceNotFound", other)),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url_or_path: &str,
+        json: Option<&Value>,
+    ) -> Result<(), GraphError> {
+        let id = url_or_path.trim_start_matches("groups/").to_string();
+        if method != Method::PATCH || id.contains('/') {
+            return Err(api_error(404, "Request_ResourceNotFound", url_or_path));
+        }
+        let mut s = self.lock();
+        let Some(group) = s.groups.get_mut(&id) else {
+            return Err(api_error(404, "Request_ResourceNotFound", url_or_path));
+        };
+        let body = json.cloned().map(object).unwrap_or_default();
+        for (k, v) in body.clone() {
+            group.insert(k, v);
+        }
+        let line = format!("PATCH groups/{id}: {}", Value::Object(body));
+        s.patches.push(line);
+        Ok(())
+    }
+}
