@@ -430,7 +430,7 @@ impl Host {
                     detail: serde_json::json!({
                         "rule": rule,
                         "schedule": schedule,
-                        "error": result.as_ref().err(),
+                        "error": result.as_ref().err().map(|e| e.to_string()),
                     }),
                     outcome: if result.is_ok() { "ok" } else { "failed" }.into(),
                 };
@@ -570,7 +570,7 @@ impl Host {
             Ok(report) => {
                 log_report(&report, reconcile, started.elapsed());
                 self.monitor
-                    .cycle_succeeded(&report, reconcile, started.elapsed());
+                    .cycle_succeeded(&report.figures(), reconcile, started.elapsed());
                 format!(
                     "cycle {}: {} change(s), {} failure(s), {} refused, {} ms",
                     self.cycles,
@@ -761,7 +761,7 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
             changes,
             failures = r.failures(),
             refused = r.plan.refused.len(),
-            sweep = r.sweep,
+            sweep = %r.sweep,
             evaluated = r.evaluated,
             ms = took.as_millis() as u64,
             "cycle applied"
@@ -770,7 +770,7 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
         tracing::debug!(
             run_id = r.run_id,
             mode = %r.mode,
-            sweep = r.sweep,
+            sweep = %r.sweep,
             evaluated = r.evaluated,
             ms = took.as_millis() as u64,
             "cycle: no change"

@@ -13,9 +13,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::sync::apply::Action;
-use crate::sync::SyncReport;
-
 pub const CYCLES: &str = "writeback_cycles_total";
 pub const CYCLE_SECONDS: &str = "writeback_cycle_duration_seconds";
 pub const CHANGES: &str = "writeback_changes_total";
@@ -33,6 +30,41 @@ pub const RELOADS: &str = "writeback_rule_reloads_total";
 pub const CACHED: &str = "writeback_cached_objects";
 pub const TRIGGER_CALLS: &str = "writeback_trigger_calls";
 pub const TRIGGER_DELIVERIES: &str = "writeback_trigger_deliveries_total";
+
+/// The `kind` labels of changes.
+pub const CHANGE_KINDS: [&str; 3] = ["create", "update", "delete"];
+/// The `outcome` labels of trigger calls that ran.
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["ok", "failed", "given_up"];
+
+/// One cycle's figures as the metrics record them. The sync engine fills it from its report
+/// (`SyncReport::figures`), so the metrics know nothing of the engine's types.
+#[derive(Debug, Clone, Default)]
+pub struct CycleFigures {
+    /// The `sweep` label.
+    pub sweep: &'static str,
+    /// Each change applied: its `kind` label (one of [`CHANGE_KINDS`]) and whether AD took
+    /// it whole.
+    pub changes: Vec<(&'static str, bool)>,
+    pub refused: usize,
+    pub quarantined: usize,
+    pub held_deletes: usize,
+    pub held_removal_groups: usize,
+    pub foreign: usize,
+    /// Cached groups and users, when the cycle counted them.
+    pub cached: Option<(usize, usize)>,
+    /// The `outcome` label (one of [`DELIVERY_OUTCOMES`]) of each trigger call that ran.
+    pub deliveries: Vec<&'static str>,
+    /// Recorded trigger calls not yet delivered, when the cycle counted them.
+    pub calls: Option<CallFigures>,
+}
+
+/// Recorded trigger calls by state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallFigures {
+    pub pending: usize,
+    pub retrying: usize,
+    pub given_up: usize,
+}
 
 /// The `sweep` label of a cycle that stopped with an error before its report.
 pub const FAILED_SWEEP: &str = "failed";
@@ -139,12 +171,12 @@ fn describe() {
         TRIGGER_DELIVERIES,
         "Trigger call attempts, by outcome (ok, failed: tried again later, given_up: the last attempt failed)"
     );
-    for outcome in ["ok", "failed", "given_up"] {
+    for outcome in DELIVERY_OUTCOMES {
         counter!(TRIGGER_DELIVERIES, "outcome" => outcome).absolute(0);
     }
-    for kind in [Action::Create, Action::Update, Action::Delete] {
-        counter!(CHANGES, "kind" => kind.as_str()).absolute(0);
-        counter!(CHANGE_FAILURES, "kind" => kind.as_str()).absolute(0);
+    for kind in CHANGE_KINDS {
+        counter!(CHANGES, "kind" => kind).absolute(0);
+        counter!(CHANGE_FAILURES, "kind" => kind).absolute(0);
     }
     for result in ["ok", "failed"] {
         counter!(RELOADS, "result" => result).absolute(0);
@@ -157,28 +189,26 @@ fn describe() {
     gauge!(HELD_REMOVALS).set(0.0);
 }
 
-/// Records what one cycle reports. `reconcile`: the cycle compared every owned AD object, so
+/// Records one cycle's figures. `reconcile`: the cycle compared every owned AD object, so
 /// its foreign count is the whole picture.
-fn record_report(r: &SyncReport, reconcile: bool, took: Duration) {
-    counter!(CYCLES, "sweep" => r.sweep).increment(1);
-    histogram!(CYCLE_SECONDS, "sweep" => r.sweep).record(took.as_secs_f64());
-    record_changes(r.outcomes.iter().map(|o| (o.action, o.ok())));
-    counter!(REFUSED).increment(r.plan.refused.len() as u64);
-    gauge!(QUARANTINED).set(r.quarantine_total as f64);
-    gauge!(HELD_DELETES).set(r.held.as_ref().map_or(0, |h| h.deletes.len()) as f64);
-    gauge!(HELD_REMOVALS).set(r.held_removals.as_ref().map_or(0, |h| h.groups.len()) as f64);
+fn record_cycle(f: &CycleFigures, reconcile: bool, took: Duration) {
+    counter!(CYCLES, "sweep" => f.sweep).increment(1);
+    histogram!(CYCLE_SECONDS, "sweep" => f.sweep).record(took.as_secs_f64());
+    record_changes(f.changes.iter().copied());
+    counter!(REFUSED).increment(f.refused as u64);
+    gauge!(QUARANTINED).set(f.quarantined as f64);
+    gauge!(HELD_DELETES).set(f.held_deletes as f64);
+    gauge!(HELD_REMOVALS).set(f.held_removal_groups as f64);
     if reconcile {
-        gauge!(FOREIGN).set(r.foreign.count as f64);
+        gauge!(FOREIGN).set(f.foreign as f64);
     }
-    if let (Some(groups), Some(users)) = (r.cloud_groups, r.cloud_users) {
+    if let Some((groups, users)) = f.cached {
         record_cached(groups, users);
     }
-    for t in &r.trigger_results {
-        if matches!(t.outcome, "ok" | "failed" | "given_up") {
-            counter!(TRIGGER_DELIVERIES, "outcome" => t.outcome).increment(1);
-        }
+    for outcome in &f.deliveries {
+        counter!(TRIGGER_DELIVERIES, "outcome" => *outcome).increment(1);
     }
-    if let Some(c) = &r.trigger_calls {
+    if let Some(c) = &f.calls {
         gauge!(TRIGGER_CALLS, "state" => "pending").set(c.pending as f64);
         gauge!(TRIGGER_CALLS, "state" => "retrying").set(c.retrying as f64);
         gauge!(TRIGGER_CALLS, "state" => "given_up").set(c.given_up as f64);
@@ -186,11 +216,11 @@ fn record_report(r: &SyncReport, reconcile: bool, took: Duration) {
     gauge!(LAST_SUCCESS).set(unix_now());
 }
 
-/// Each change applied (`true`) or refused by AD in whole or in part.
-fn record_changes(changes: impl Iterator<Item = (Action, bool)>) {
-    for (action, ok) in changes {
+/// Each change applied (`true`) or refused by AD in whole or in part, by `kind` label.
+fn record_changes(changes: impl Iterator<Item = (&'static str, bool)>) {
+    for (kind, ok) in changes {
         let name = if ok { CHANGES } else { CHANGE_FAILURES };
-        counter!(name, "kind" => action.as_str()).increment(1);
+        counter!(name, "kind" => kind).increment(1);
     }
 }
 
@@ -321,8 +351,8 @@ impl Monitor {
         });
     }
 
-    pub fn cycle_succeeded(&self, report: &SyncReport, reconcile: bool, took: Duration) {
-        record_report(report, reconcile, took);
+    pub fn cycle_succeeded(&self, figures: &CycleFigures, reconcile: bool, took: Duration) {
+        record_cycle(figures, reconcile, took);
         self.with(|s| {
             let now = Instant::now();
             s.last_success = Some(now);
@@ -364,44 +394,44 @@ impl Monitor {
 
     /// 200 while the loop turns: a wake-up comes every poll, so a loop that neither turned nor
     /// works for several polls (at least a minute) is stuck.
-    fn health(&self, now: Instant) -> Result<String, String> {
+    fn health(&self, now: Instant) -> Probe {
         let stall = self.window().saturating_mul(2).max(Duration::from_secs(60));
         self.with(|s| {
             if s.stopping {
-                return Err("stopping".to_string());
+                return Probe::Down("stopping".to_string());
             }
             if let Some(since) = s.busy_since {
-                return Ok(format!(
+                return Probe::Up(format!(
                     "ok: working for {:.1} s",
                     now.saturating_duration_since(since).as_secs_f64()
                 ));
             }
             let idle = now.saturating_duration_since(s.last_turn);
             if idle > stall {
-                return Err(format!(
+                return Probe::Down(format!(
                     "the daemon loop has not turned for {:.1} s",
                     idle.as_secs_f64()
                 ));
             }
-            Ok("ok".to_string())
+            Probe::Up("ok".to_string())
         })
     }
 
     /// 200 when a cycle succeeded within the window. A cycle in flight does not count against
     /// it (the time is taken up to its start, so a long reconciliation is not unreadiness,
     /// while failing cycles are) until it has run longer than `max_cycle`: then it is stuck.
-    fn readiness(&self, now: Instant) -> Result<String, String> {
+    fn readiness(&self, now: Instant) -> Probe {
         let window = self.window();
         let polls = self.polls;
         let poll = self.poll.as_secs_f64();
         let max_cycle = self.max_cycle;
         self.with(|s| {
             if s.stopping {
-                return Err("stopping".to_string());
+                return Probe::Down("stopping".to_string());
             }
             if let Some(running) = s.cycle_since.map(|c| now.saturating_duration_since(c)) {
                 if running > max_cycle {
-                    return Err(format!(
+                    return Probe::Down(format!(
                         "the cycle in flight has run {:.0} s, more than daemon.ready_max_cycle_secs ({} s)",
                         running.as_secs_f64(),
                         max_cycle.as_secs()
@@ -414,7 +444,7 @@ impl Monitor {
                 .map(|e| format!("; the last cycle failed: {e}"))
                 .unwrap_or_default();
             let Some(success) = s.last_success else {
-                return Err(match &s.last_error {
+                return Probe::Down(match &s.last_error {
                     Some(e) => format!("no cycle has succeeded yet; the last one failed: {e}"),
                     None => "starting: the first cycle has not finished".to_string(),
                 });
@@ -422,12 +452,12 @@ impl Monitor {
             let upto = s.cycle_since.unwrap_or(now).max(success);
             let stale = upto.saturating_duration_since(success);
             if stale > window {
-                return Err(format!(
+                return Probe::Down(format!(
                     "no successful cycle for {:.1} s (more than {polls} polls of {poll} s){failed}",
                     stale.as_secs_f64()
                 ));
             }
-            Ok(format!(
+            Probe::Up(format!(
                 "ready: the last successful cycle ended {:.1} s ago",
                 now.saturating_duration_since(success).as_secs_f64()
             ))
@@ -494,10 +524,33 @@ async fn metrics_page(axum::extract::State(s): axum::extract::State<Served>) -> 
     )
 }
 
-fn verdict(result: Result<String, String>) -> Page {
-    let (status, line) = match result {
-        Ok(line) => (axum::http::StatusCode::OK, line),
-        Err(line) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, line),
+/// What `/healthz` or `/readyz` finds: up or down, with the line that says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Probe {
+    Up(String),
+    Down(String),
+}
+
+impl Probe {
+    #[cfg(test)]
+    fn is_up(&self) -> bool {
+        matches!(self, Probe::Up(_))
+    }
+
+    /// Why it is down, if it is.
+    #[cfg(test)]
+    fn down(self) -> Option<String> {
+        match self {
+            Probe::Up(_) => None,
+            Probe::Down(why) => Some(why),
+        }
+    }
+}
+
+fn verdict(probe: Probe) -> Page {
+    let (status, line) = match probe {
+        Probe::Up(line) => (axum::http::StatusCode::OK, line),
+        Probe::Down(line) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, line),
     };
     page(status, "text/plain; charset=utf-8", format!("{line}\n"))
 }
@@ -513,15 +566,14 @@ async fn readyz(axum::extract::State(s): axum::extract::State<Served>) -> Page {
     readyz_page(s.monitor.readiness(Instant::now()))
 }
 
-fn readyz_page(result: Result<String, String>) -> Page {
-    if let Err(reason) = &result {
-        tracing::debug!(%reason, "/readyz: not ready");
-    }
-    verdict(
-        result
-            .map(|_| "ready".into())
-            .map_err(|_| "not ready".into()),
-    )
+fn readyz_page(probe: Probe) -> Page {
+    verdict(match probe {
+        Probe::Up(_) => Probe::Up("ready".into()),
+        Probe::Down(reason) => {
+            tracing::debug!(%reason, "/readyz: not ready");
+            Probe::Down("not ready".into())
+        }
+    })
 }
 
 /// Renders what `f` records, through a recorder of its own (tests).
@@ -536,8 +588,6 @@ fn rendered(f: impl FnOnce()) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::gate::{Held, HeldEntry};
-    use crate::sync::types::Refusal;
 
     /// The value of the sample `name{labels}` (labels as rendered, without braces).
     fn value(text: &str, sample: &str) -> Option<f64> {
@@ -552,43 +602,25 @@ mod tests {
 
     #[test]
     fn a_report_becomes_counters_and_gauges_with_help() {
-        let mut r = SyncReport {
+        let r = CycleFigures {
             sweep: "changed",
-            quarantine_total: 4,
+            quarantined: 4,
+            refused: 1,
+            held_deletes: 2,
+            foreign: 7,
             ..Default::default()
         };
         let changes = [
-            (Action::Create, true),
-            (Action::Create, true),
-            (Action::Update, true),
-            (Action::Delete, false),
+            ("create", true),
+            ("create", true),
+            ("update", true),
+            ("delete", false),
         ];
-        r.plan.refused = vec![Refusal {
-            cloud_id: "x".into(),
-            rule: None,
-            reason: "outside the managed OUs".into(),
-        }];
-        r.held = Some(Held {
-            set_id: "s".into(),
-            reason: "over the threshold".into(),
-            deletes: vec![
-                HeldEntry {
-                    cloud_id: "a".into(),
-                    dn: "CN=a".into(),
-                },
-                HeldEntry {
-                    cloud_id: "b".into(),
-                    dn: "CN=b".into(),
-                },
-            ],
-            new: true,
-        });
-        r.foreign.count = 7;
         let text = rendered(|| {
             describe();
-            record_report(&r, false, Duration::from_millis(30));
+            record_cycle(&r, false, Duration::from_millis(30));
             record_changes(changes.into_iter());
-            record_report(&r, false, Duration::from_secs(20));
+            record_cycle(&r, false, Duration::from_secs(20));
             record_changes(changes.into_iter());
         });
         let v = |s: &str| value(&text, s).unwrap_or_else(|| panic!("no {s} in:\n{text}"));
@@ -634,18 +666,14 @@ mod tests {
 
     #[test]
     fn reconciliation_sets_foreign_and_whole_cache_cycles_the_cache_size() {
-        let r = SyncReport {
+        let r = CycleFigures {
             sweep: "reconciliation",
-            cloud_groups: Some(12),
-            cloud_users: Some(30),
-            foreign: crate::sync::outcome::Foreign {
-                count: 3,
-                ..Default::default()
-            },
+            cached: Some((12, 30)),
+            foreign: 3,
             ..Default::default()
         };
         let text = rendered(|| {
-            record_report(&r, true, Duration::from_secs(1));
+            record_cycle(&r, true, Duration::from_secs(1));
             record_failure(Duration::from_secs(2));
             Monitor::new(Duration::from_secs(1), 3).rules_reloaded(false);
         });
@@ -672,60 +700,70 @@ mod tests {
     fn readiness_follows_the_last_success_and_ignores_the_cycle_in_flight() {
         let m = Monitor::new(Duration::from_secs(2), 3);
         let t0 = Instant::now();
-        let e = m.readiness(t0).expect_err("before the first cycle");
+        let e = m.readiness(t0).down().expect("before the first cycle");
         assert!(e.starts_with("starting"), "{e}");
         m.cycle_failed("Microsoft Graph: 503\nService Unavailable", Duration::ZERO);
-        let e = m.readiness(Instant::now()).expect_err("first cycle failed");
+        let e = m
+            .readiness(Instant::now())
+            .down()
+            .expect("first cycle failed");
         assert!(
             e.contains("no cycle has succeeded yet") && e.contains("503 Service Unavailable"),
             "{e}"
         );
         assert!(!e.contains('\n'), "{e:?}");
 
-        m.cycle_succeeded(&SyncReport::default(), false, Duration::ZERO);
+        m.cycle_succeeded(&CycleFigures::default(), false, Duration::ZERO);
         let done = Instant::now();
-        assert!(m.readiness(done).is_ok());
-        assert!(m.readiness(done + Duration::from_millis(5900)).is_ok());
+        assert!(m.readiness(done).is_up());
+        assert!(m.readiness(done + Duration::from_millis(5900)).is_up());
         let e = m
             .readiness(done + Duration::from_secs(7))
-            .expect_err("three polls of 2 s passed");
+            .down()
+            .expect("three polls of 2 s passed");
         assert!(e.contains("more than 3 polls of 2 s"), "{e}");
 
         // A long cycle that started in time keeps it ready while it runs.
         m.cycle_started();
         assert!(m
             .readiness(Instant::now() + Duration::from_secs(600))
-            .is_ok());
+            .is_up());
         m.cycle_failed("AD: bind refused", Duration::from_secs(600));
         let e = m
             .readiness(Instant::now() + Duration::from_secs(7))
-            .expect_err("failed since");
+            .down()
+            .expect("failed since");
         assert!(e.contains("the last cycle failed: AD: bind refused"), "{e}");
 
         m.stopping();
-        assert_eq!(m.readiness(Instant::now()), Err("stopping".to_string()));
+        assert_eq!(
+            m.readiness(Instant::now()),
+            Probe::Down("stopping".to_string())
+        );
     }
 
     #[test]
     fn a_cycle_running_past_its_bound_is_unreadiness_and_readyz_names_no_detail() {
         let m = Monitor::with_max_cycle(Duration::from_secs(1), 3, Duration::from_secs(60));
-        m.cycle_succeeded(&SyncReport::default(), false, Duration::ZERO);
+        m.cycle_succeeded(&CycleFigures::default(), false, Duration::ZERO);
         m.cycle_started();
         assert!(m
             .readiness(Instant::now() + Duration::from_secs(59))
-            .is_ok());
+            .is_up());
         let e = m
             .readiness(Instant::now() + Duration::from_secs(61))
-            .expect_err("stuck");
+            .down()
+            .expect("stuck");
         assert!(e.contains("daemon.ready_max_cycle_secs (60 s)"), "{e}");
-        let (status, _, body) = readyz_page(Err(
+        let (status, _, body) = readyz_page(Probe::Down(
             "no cycle has succeeded yet; the last one failed: bind CN=svc,OU=X at ldaps://dc1"
                 .into(),
         ));
         assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, "not ready\n");
-        let (status, _, body) =
-            readyz_page(Ok("ready: the last successful cycle ended 1 s ago".into()));
+        let (status, _, body) = readyz_page(Probe::Up(
+            "ready: the last successful cycle ended 1 s ago".into(),
+        ));
         assert_eq!(status, axum::http::StatusCode::OK);
         assert_eq!(body, "ready\n");
     }
@@ -734,18 +772,19 @@ mod tests {
     fn health_is_ok_while_the_loop_turns_or_works() {
         let m = Monitor::new(Duration::from_secs(1), 3);
         let now = Instant::now();
-        assert!(m.health(now).is_ok());
+        assert!(m.health(now).is_up());
         let e = m
             .health(now + Duration::from_secs(61))
-            .expect_err("no turn for a minute");
+            .down()
+            .expect("no turn for a minute");
         assert!(e.contains("has not turned"), "{e}");
         m.cycle_started();
-        assert!(m.health(Instant::now() + Duration::from_secs(3600)).is_ok());
-        m.cycle_succeeded(&SyncReport::default(), false, Duration::ZERO);
+        assert!(m.health(Instant::now() + Duration::from_secs(3600)).is_up());
+        m.cycle_succeeded(&CycleFigures::default(), false, Duration::ZERO);
         m.turned();
-        assert!(m.health(Instant::now()).is_ok());
+        assert!(m.health(Instant::now()).is_up());
         m.stopping();
-        assert!(m.health(Instant::now()).is_err());
+        assert!(!m.health(Instant::now()).is_up());
     }
 
     #[tokio::test]

@@ -153,7 +153,7 @@ async fn an_idle_cycle_reads_the_delta_and_writes_nothing() {
     let r = bed.cycle(SyncOptions::default()).await;
     story.step("second sync, nothing changed", &bed, &r);
     let r = r.expect("sync");
-    assert_eq!(r.sweep, "idle");
+    assert_eq!(r.sweep, super::select::SweepKind::Idle);
     assert_eq!(r.counts.changes(), 0);
     assert!(bed.ad.take_log().is_empty());
     story.check();
@@ -319,7 +319,7 @@ async fn a_rule_edit_rewrites_only_the_groups_it_changes() {
     assert_eq!(attr(&bed, G3, "description"), ["The X team"]);
     let r = bed.cycle(SyncOptions::default()).await;
     story.step("next cycle", &bed, &r);
-    assert_eq!(r.expect("sync").sweep, "idle");
+    assert_eq!(r.expect("sync").sweep, super::select::SweepKind::Idle);
     story.check();
 }
 

@@ -37,7 +37,7 @@ use super::resolve;
 use super::select::{self, AllReason, Known, Sweep, Verdict};
 use super::stream::ChangeSink;
 use super::triggers::Alert;
-use super::triggers::{self, TriggerLimits, TriggerResult};
+use super::triggers::{self, TriggerLimits, TriggerOutcome, TriggerResult};
 use super::types::{
     dn_key, ActualObject, Change, DesiredObject, Op, Plan, PlanCounts, Refusal, Unresolved,
 };
@@ -260,11 +260,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         }
         let sweep = select::sweep(&self.opts, rules_seen, forced.touched.clone());
         let mut report = SyncReport {
-            sweep: match &sweep {
-                Sweep::Idle => "idle",
-                Sweep::Changed(_) => "changed",
-                Sweep::All(r) => r.as_str(),
-            },
+            sweep: sweep.kind(),
             ..Default::default()
         };
         let whole = match &sweep {
@@ -1369,7 +1365,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
                 )?,
             }
         }
-        let effects = (self.effects)().map_err(|e| e.to_string());
+        let effects = (self.effects)();
         let delivered = triggers::deliver(self.rules.hooks(), deliveries, effects, limits).await;
         let retry = self.config.rules.trigger_retry;
         let mut results = Vec::with_capacity(delivered.len());
@@ -1377,18 +1373,18 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         let mut writes = Vec::new();
         for (id, mut r) in delivered {
             match r.outcome {
-                "ok" => writes.push(Write::CallDelivered(id)),
-                "failed" => {
+                TriggerOutcome::Ok => writes.push(Write::CallDelivered(id)),
+                TriggerOutcome::Failed => {
                     let next = retry.next_at(r.attempt, unix_now());
                     if next.is_none() {
-                        r.outcome = "given_up";
+                        r.outcome = TriggerOutcome::GivenUp;
                     }
                     let error = r.error.clone().unwrap_or_default();
                     writes.push(Write::CallFailed(id, error, next));
                 }
                 _ => {}
             }
-            if r.outcome != "waiting" {
+            if r.outcome != TriggerOutcome::Waiting {
                 writes.push(Write::Event(r.audit_event()));
             }
             results.push(r);

@@ -20,7 +20,7 @@ pub struct SyncReport {
     pub mode: crate::state::RunMode,
     /// How much of the cache the cycle looked at: `idle`, `changed`, or why it looked at
     /// everything (`rules changed`, `full read`, `reconciliation`).
-    pub sweep: &'static str,
+    pub sweep: super::select::SweepKind,
     /// Cached groups and users; counted only by cycles that look at every group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud_groups: Option<usize>,
@@ -76,6 +76,64 @@ pub struct SyncReport {
 impl SyncReport {
     pub fn failures(&self) -> usize {
         self.outcomes.iter().filter(|o| !o.ok()).count()
+    }
+
+    /// What the metrics record of this cycle.
+    pub fn figures(&self) -> crate::metrics::CycleFigures {
+        crate::metrics::CycleFigures {
+            sweep: self.sweep.as_str(),
+            changes: self
+                .outcomes
+                .iter()
+                .map(|o| (o.action.as_str(), o.ok()))
+                .collect(),
+            refused: self.plan.refused.len(),
+            quarantined: self.quarantine_total,
+            held_deletes: self.held.as_ref().map_or(0, |h| h.deletes.len()),
+            held_removal_groups: self.held_removals.as_ref().map_or(0, |h| h.groups.len()),
+            foreign: self.foreign.count,
+            cached: self.cloud_groups.zip(self.cloud_users),
+            deliveries: self
+                .trigger_results
+                .iter()
+                .filter(|t| t.outcome.ran())
+                .map(|t| t.outcome.as_str())
+                .collect(),
+            calls: self
+                .trigger_calls
+                .as_ref()
+                .map(|c| crate::metrics::CallFigures {
+                    pending: c.pending,
+                    retrying: c.retrying,
+                    given_up: c.given_up,
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::apply::Action;
+    use super::super::triggers::TriggerOutcome;
+    use crate::metrics::{CHANGE_KINDS, DELIVERY_OUTCOMES};
+
+    /// The labels the metrics zero at start are the ones the engine's types spell.
+    #[test]
+    fn the_metrics_labels_are_the_engines_words() {
+        let kinds = [Action::Create, Action::Update, Action::Delete].map(Action::as_str);
+        assert_eq!(kinds, CHANGE_KINDS);
+        let ran: Vec<&str> = [
+            TriggerOutcome::Ok,
+            TriggerOutcome::Failed,
+            TriggerOutcome::GivenUp,
+            TriggerOutcome::Waiting,
+            TriggerOutcome::Skipped,
+        ]
+        .into_iter()
+        .filter(|o| o.ran())
+        .map(TriggerOutcome::as_str)
+        .collect();
+        assert_eq!(ran, DELIVERY_OUTCOMES);
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::apply::Outcome;
 use super::outcome::SyncReport;
-use super::triggers::TriggerResult;
+use super::triggers::{TriggerOutcome, TriggerResult};
 use super::types::{AttrChange, Change, Op, PlannedTrigger, Refusal, Unresolved};
 
 /// Unresolved members listed one by one up to this many; above it, a summary per reason.
@@ -129,7 +129,7 @@ pub fn render_changes(
                 None => String::new(),
                 Some(x) => match &x.error {
                     None => format!(": {}", x.outcome),
-                    Some(e) if x.outcome == "skipped" => format!(": skipped ({e})"),
+                    Some(e) if x.outcome == TriggerOutcome::Skipped => format!(": skipped ({e})"),
                     Some(e) => format!(": FAILED: {e}"),
                 },
             };
@@ -224,7 +224,7 @@ pub fn render_tail(
         let failed = r
             .trigger_results
             .iter()
-            .filter(|t| t.outcome != "ok")
+            .filter(|t| t.outcome != TriggerOutcome::Ok)
             .count();
         if applied && !r.trigger_results.is_empty() {
             let _ = writeln!(
@@ -548,7 +548,7 @@ fn streamed_results(out: &mut String, r: &SyncReport) {
         for x in &r.trigger_results {
             let status = match &x.error {
                 None => x.outcome.to_string(),
-                Some(e) if x.outcome == "skipped" => format!("skipped ({e})"),
+                Some(e) if x.outcome == TriggerOutcome::Skipped => format!("skipped ({e})"),
                 Some(e) => format!("FAILED: {e}"),
             };
             let _ = writeln!(

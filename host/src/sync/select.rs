@@ -46,6 +46,48 @@ impl AllReason {
     }
 }
 
+/// What kind of sweep a cycle made, as reports, logs, the run history and the `sweep` label
+/// of the metrics name it (its text is [`SweepKind::as_str`], the one place it is spelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SweepKind {
+    #[default]
+    Idle,
+    Changed,
+    All(AllReason),
+}
+
+impl SweepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepKind::Idle => "idle",
+            SweepKind::Changed => "changed",
+            SweepKind::All(r) => r.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for SweepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for SweepKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Sweep {
+    pub fn kind(&self) -> SweepKind {
+        match self {
+            Sweep::Idle => SweepKind::Idle,
+            Sweep::Changed(_) => SweepKind::Changed,
+            Sweep::All(r) => SweepKind::All(*r),
+        }
+    }
+}
+
 /// The rules against those the applied state was computed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RulesSeen {

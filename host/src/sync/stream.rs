@@ -249,7 +249,7 @@ mod tests {
         s.changes(&[change("c")], &[], &[]);
         s.unresolved(&[unresolved("c", "u2"), unresolved("c", "u3")]);
         let report = SyncReport {
-            sweep: "all",
+            sweep: super::super::select::SweepKind::All(super::super::select::AllReason::FirstSync),
             evaluated: 3,
             ..Default::default()
         };
@@ -271,7 +271,7 @@ mod tests {
             .collect();
         assert_eq!(members, ["u1", "u2", "u3"]);
         assert_eq!(v["plan"]["refused"], serde_json::json!([]));
-        assert_eq!(v["sweep"], "all");
+        assert_eq!(v["sweep"], "first sync");
         assert_eq!(v["evaluated"], 3);
         Ok(())
     }

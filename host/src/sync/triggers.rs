@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::graph::model::CloudObject;
-use crate::rules::{Effects, Hook, HookTable, TriggerEvent};
+use crate::rules::{Effects, Hook, HookError, HookTable, TriggerEvent};
 use crate::state::{AuditEvent, NewCall};
 
 use super::apply::Outcome;
@@ -24,6 +24,48 @@ use super::types::{AttrChange, Change, Op, Plan, PlannedTrigger};
 
 /// How long past its own time limit a trigger's thread is awaited before it is given up.
 const GRACE: Duration = Duration::from_secs(5);
+
+/// What became of one trigger call. Its text ([`TriggerOutcome::as_str`]) is what reports,
+/// the audit trail and the metrics' `outcome` label show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerOutcome {
+    Ok,
+    /// Failed; tried again later.
+    Failed,
+    /// Failed on its last attempt.
+    GivenUp,
+    /// Not tried this cycle: over its limits.
+    Waiting,
+    /// Its change did not go through.
+    Skipped,
+}
+
+impl TriggerOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerOutcome::Ok => "ok",
+            TriggerOutcome::Failed => "failed",
+            TriggerOutcome::GivenUp => "given_up",
+            TriggerOutcome::Waiting => "waiting",
+            TriggerOutcome::Skipped => "skipped",
+        }
+    }
+
+    /// The call ran (the metrics count these as deliveries).
+    pub fn ran(self) -> bool {
+        matches!(
+            self,
+            TriggerOutcome::Ok | TriggerOutcome::Failed | TriggerOutcome::GivenUp
+        )
+    }
+}
+
+impl std::fmt::Display for TriggerOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What one planned trigger did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,9 +75,7 @@ pub struct TriggerResult {
     pub hook: Hook,
     /// The DN the trigger was given.
     pub dn: String,
-    /// `ok`, `failed` (tried again later), `given_up` (after the last attempt), `waiting` (not
-    /// tried this cycle: over its limits) or `skipped` (its change did not go through).
-    pub outcome: &'static str,
+    pub outcome: TriggerOutcome,
     /// Why it failed or was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -215,7 +255,7 @@ enum Step {
 pub async fn deliver(
     hooks: Arc<HookTable>,
     deliveries: Vec<Delivery>,
-    effects: Result<Arc<dyn Effects>, String>,
+    effects: Result<Arc<dyn Effects>, crate::effects::EffectsError>,
     limits: TriggerLimits,
 ) -> Vec<(i64, TriggerResult)> {
     let mut results = Vec::with_capacity(deliveries.len());
@@ -224,7 +264,7 @@ pub async fn deliver(
     let mut over_budget = 0usize;
     let started = std::time::Instant::now();
     for d in deliveries {
-        let result = |outcome: &'static str, error: Option<String>| TriggerResult {
+        let result = |outcome: TriggerOutcome, error: Option<String>| TriggerResult {
             cloud_id: d.event.cloud_id.clone(),
             rule: d.rule.clone(),
             hook: d.event.hook,
@@ -240,7 +280,7 @@ pub async fn deliver(
             results.push((
                 d.id,
                 result(
-                    "waiting",
+                    TriggerOutcome::Waiting,
                     Some(format!(
                         "not run yet: the cycle's trigger time ({} s, [rules] trigger_budget_secs) was spent; it runs next cycle",
                         limits.budget.as_secs()
@@ -254,7 +294,7 @@ pub async fn deliver(
             results.push((
                 d.id,
                 result(
-                    "waiting",
+                    TriggerOutcome::Waiting,
                     Some(format!(
                         "not run yet: more than {} trigger calls in one cycle ([rules] max_triggers_per_cycle); it runs next cycle",
                         limits.max_calls
@@ -265,7 +305,7 @@ pub async fn deliver(
         }
         calls += 1;
         let error = match &effects {
-            Err(e) => Some(e.clone()),
+            Err(e) => Some(e.to_string()),
             Ok(fx) => call(
                 hooks.clone(),
                 d.rule.clone(),
@@ -275,7 +315,8 @@ pub async fn deliver(
                 limits.timeout.min(left),
             )
             .await
-            .err(),
+            .err()
+            .map(|e| e.to_string()),
         };
         match &error {
             None => tracing::info!(
@@ -293,7 +334,10 @@ pub async fn deliver(
                 "trigger failed: {e}"
             ),
         }
-        let outcome = if error.is_none() { "ok" } else { "failed" };
+        let outcome = match error {
+            None => TriggerOutcome::Ok,
+            Some(_) => TriggerOutcome::Failed,
+        };
         results.push((d.id, result(outcome, error)));
     }
     if over_budget > 0 {
@@ -335,7 +379,7 @@ fn planned_steps(
                 rule: t.rule.clone(),
                 hook: t.hook,
                 dn,
-                outcome: "skipped",
+                outcome: TriggerOutcome::Skipped,
                 error: Some(why.to_string()),
                 attempt: 0,
                 key: String::new(),
@@ -367,7 +411,41 @@ fn planned_steps(
     steps
 }
 
-/// One call on a blocking thread, awaited at most a little past its own time limit.
+/// Why a trigger or `on_schedule` call did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The rule's code failed (its message names the rule and the line).
+    #[error(transparent)]
+    Rule(Box<HookError>),
+    /// The blocking thread running it panicked or was cancelled (the reason is shown in the
+    /// message: a trigger's error is read where it is reported, not through a chain).
+    #[error("{what} stopped abnormally: {reason}")]
+    Aborted {
+        what: &'static str,
+        reason: tokio::task::JoinError,
+    },
+    #[error("{what} did not finish within {secs} s")]
+    TimedOut { what: &'static str, secs: u64 },
+}
+
+/// Runs `f` on a blocking thread, awaited at most a little past its own time limit.
+async fn on_thread(
+    what: &'static str,
+    timeout: Duration,
+    f: impl FnOnce() -> Result<(), Box<HookError>> + Send + 'static,
+) -> Result<(), CallError> {
+    let task = tokio::task::spawn_blocking(f);
+    match tokio::time::timeout(timeout + GRACE, task).await {
+        Ok(Ok(r)) => r.map_err(CallError::Rule),
+        Ok(Err(reason)) => Err(CallError::Aborted { what, reason }),
+        Err(_) => Err(CallError::TimedOut {
+            what,
+            secs: (timeout + GRACE).as_secs(),
+        }),
+    }
+}
+
+/// One trigger call.
 async fn call(
     hooks: Arc<HookTable>,
     rule: String,
@@ -375,41 +453,27 @@ async fn call(
     key: Option<String>,
     effects: Arc<dyn Effects>,
     timeout: Duration,
-) -> Result<(), String> {
-    let task = tokio::task::spawn_blocking(move || {
+) -> Result<(), CallError> {
+    on_thread("the trigger", timeout, move || {
         hooks.deliver(&rule, &event, key.as_deref(), effects, timeout)
-    });
-    match tokio::time::timeout(timeout + GRACE, task).await {
-        Ok(Ok(r)) => r.map_err(|e| e.to_string()),
-        Ok(Err(e)) => Err(format!("the trigger stopped abnormally: {e}")),
-        Err(_) => Err(format!(
-            "the trigger did not finish within {} s",
-            (timeout + GRACE).as_secs()
-        )),
-    }
+    })
+    .await
 }
 
-/// Runs `on_schedule` of `rule` on a blocking thread.
+/// Runs `on_schedule` of `rule`.
 pub async fn run_schedule(
     hooks: Arc<HookTable>,
     rule: &str,
     now: time::OffsetDateTime,
     effects: Arc<dyn Effects>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), CallError> {
     let rule_name = rule.to_string();
     let now = rfc3339(now);
-    let task = tokio::task::spawn_blocking(move || {
+    on_thread("on_schedule", timeout, move || {
         hooks.call_schedule(&rule_name, &now, effects, timeout)
-    });
-    match tokio::time::timeout(timeout + GRACE, task).await {
-        Ok(Ok(r)) => r.map_err(|e| e.to_string()),
-        Ok(Err(e)) => Err(format!("on_schedule stopped abnormally: {e}")),
-        Err(_) => Err(format!(
-            "on_schedule did not finish within {} s",
-            (timeout + GRACE).as_secs()
-        )),
-    }
+    })
+    .await
 }
 
 /// The arguments of one trigger, from its change and what the apply did.
@@ -558,7 +622,7 @@ mod tests {
         outcomes: &[Outcome],
         groups: &BTreeMap<String, CloudObject>,
         alerts: Vec<Alert>,
-        effects: Result<Arc<dyn Effects>, String>,
+        effects: Result<Arc<dyn Effects>, crate::effects::EffectsError>,
         limits: TriggerLimits,
     ) -> Vec<TriggerResult> {
         let (recorded, mut results) = calls(plan, outcomes, groups, 1);
@@ -708,18 +772,18 @@ fn on_deleted(id, dn) { throw "no"; }
             limits,
         )
         .await;
-        let got: Vec<(&str, Hook, &str)> = results
+        let got: Vec<(&str, Hook, TriggerOutcome)> = results
             .iter()
             .map(|r| (r.cloud_id.as_str(), r.hook, r.outcome))
             .collect();
         assert_eq!(
             got,
             vec![
-                ("a", Hook::OnCreated, "ok"),
-                ("b", Hook::OnCreated, "skipped"),
-                ("c", Hook::OnCreated, "skipped"),
-                ("d", Hook::OnMembersAdded, "ok"),
-                ("e", Hook::OnDeleted, "waiting"),
+                ("a", Hook::OnCreated, TriggerOutcome::Ok),
+                ("b", Hook::OnCreated, TriggerOutcome::Skipped),
+                ("c", Hook::OnCreated, TriggerOutcome::Skipped),
+                ("d", Hook::OnMembersAdded, TriggerOutcome::Ok),
+                ("e", Hook::OnDeleted, TriggerOutcome::Waiting),
             ]
         );
         assert!(results[4]
@@ -756,7 +820,7 @@ fn on_deleted(id, dn) { throw "no"; }
         )
         .await;
         let e = &results[4];
-        assert_eq!(e.outcome, "failed");
+        assert_eq!(e.outcome, TriggerOutcome::Failed);
         assert!(
             e.error
                 .as_deref()
@@ -769,12 +833,15 @@ fn on_deleted(id, dn) { throw "no"; }
             &outcomes,
             &BTreeMap::new(),
             Vec::new(),
-            Err("no HTTP client".into()),
+            Err(crate::effects::EffectsError::Http("no HTTP client".into())),
             limits,
         )
         .await;
-        assert_eq!(results[0].outcome, "failed");
-        assert_eq!(results[0].error.as_deref(), Some("no HTTP client"));
+        assert_eq!(results[0].outcome, TriggerOutcome::Failed);
+        assert_eq!(
+            results[0].error.as_deref(),
+            Some("cannot build the HTTP client for rule primitives: no HTTP client")
+        );
 
         // The cycle's trigger time spent: nothing more runs, each says why.
         let spent = TriggerLimits {
@@ -793,7 +860,7 @@ fn on_deleted(id, dn) { throw "no"; }
         )
         .await;
         assert_eq!(rec.0.lock().expect("lock").len(), calls_before);
-        assert_eq!(results[0].outcome, "waiting");
+        assert_eq!(results[0].outcome, TriggerOutcome::Waiting);
         assert!(results[0]
             .error
             .as_deref()
@@ -836,9 +903,16 @@ fn on_held(event) { http::post("h", #{ hook: "held", approve: event.approve }); 
             limits,
         )
         .await;
-        let outcomes: Vec<(Hook, &str)> = results.iter().map(|r| (r.hook, r.outcome)).collect();
+        let outcomes: Vec<(Hook, TriggerOutcome)> =
+            results.iter().map(|r| (r.hook, r.outcome)).collect();
         // The second one is over the per-cycle limit, like any trigger.
-        assert_eq!(outcomes, [(Hook::OnHeld, "ok"), (Hook::OnHeld, "waiting")]);
+        assert_eq!(
+            outcomes,
+            [
+                (Hook::OnHeld, TriggerOutcome::Ok),
+                (Hook::OnHeld, TriggerOutcome::Waiting)
+            ]
+        );
         assert_eq!(
             rec.0.lock().expect("lock").clone(),
             [serde_json::json!({ "hook": "held", "approve": "writeback approve s1" })]
