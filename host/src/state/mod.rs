@@ -569,6 +569,16 @@ impl Store {
         held_removals::held(&self.conn)
     }
 
+    /// The member removals an operator approved: group → the fingerprint of that exact set.
+    pub fn approved_removals(&self) -> Result<BTreeMap<String, String>, StateError> {
+        Ok(self
+            .held_removals()?
+            .into_values()
+            .filter(|h| h.approved)
+            .map(|h| (h.cloud_id, h.removal_hash))
+            .collect())
+    }
+
     /// The id of the member-removal set waiting for approval, and how many groups it holds.
     pub fn waiting_removals(&self) -> Result<Option<(String, usize)>, StateError> {
         held_removals::waiting(&self.conn)

@@ -105,25 +105,57 @@ pub async fn apply(
     link_targets: &[String],
     created_elsewhere: &BTreeSet<String>,
 ) -> (Vec<Outcome>, Deferred) {
-    let inside = |dn: &str| managed_ous.iter().any(|ou| is_within(dn, ou));
     let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
-
-    let start = |c: &Change, action: Action, dn: &str| Outcome {
-        cloud_id: c.cloud_id.clone(),
-        action,
-        dn: dn.to_string(),
-        guid: None,
-        error: None,
-        member_errors: Vec::new(),
-        transient: false,
-        not_created: false,
-        links_added: Vec::new(),
-        links_removed: Vec::new(),
-    };
-
     // 1. Creates, with their members in the same add (one request per group, as an LDIF
-    // import does). Members that are groups created by this same plan may not exist yet: they
-    // are added in phase 3.
+    // import does); the members that could not go with them wait for step 3.
+    let later = create_all(conn, plan, managed_ous, &mut outcomes).await;
+    record_guids(conn, managed_ous, &mut outcomes).await;
+    // 2. Moves and attribute changes.
+    update_all(conn, plan, managed_ous, &mut outcomes).await;
+    // 3. Members, once every group of this plan exists.
+    let deferred = members_all(conn, plan, &later, created_elsewhere, &mut outcomes).await;
+    // 4. Links into groups Writeback does not own, once the group exists where it stays.
+    links_all(conn, plan, link_targets, &mut outcomes).await;
+    // 5. Deletes last, so members moved elsewhere first are not lost.
+    delete_all(conn, plan, managed_ous, &mut outcomes).await;
+    (outcomes.into_values().collect(), deferred)
+}
+
+/// Whether `dn` is inside one of the managed OUs.
+fn inside(managed_ous: &[String], dn: &str) -> bool {
+    managed_ous.iter().any(|ou| is_within(dn, ou))
+}
+
+impl Outcome {
+    /// The outcome of `c` before anything is sent: no error yet.
+    fn start(c: &Change, action: Action, dn: &str) -> Outcome {
+        Outcome {
+            cloud_id: c.cloud_id.clone(),
+            action,
+            dn: dn.to_string(),
+            guid: None,
+            error: None,
+            member_errors: Vec::new(),
+            transient: false,
+            not_created: false,
+            links_added: Vec::new(),
+            links_removed: Vec::new(),
+        }
+    }
+}
+
+/// A finished add: the group's cloud id, AD's answer and the members still to add.
+type Created = (String, Result<(), AdError>, Vec<String>);
+
+/// Sends the plan's creates, a few in flight at once, and returns the members each still
+/// needs (groups this plan creates, or what did not fit in the add).
+async fn create_all<D: Directory>(
+    conn: &mut D,
+    plan: &Plan,
+    managed_ous: &[String],
+    outcomes: &mut BTreeMap<String, Outcome>,
+) -> BTreeMap<String, Vec<String>> {
+    // Members that are groups created by this same plan may not exist yet.
     let created_here: BTreeSet<String> = plan
         .changes
         .iter()
@@ -135,25 +167,7 @@ pub async fn apply(
     let mut later: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // A few adds in flight on the one multiplexed connection hide the round trips (AD still
     // applies writes one at a time); results are keyed by cloud id, so order does not matter.
-    let mut running: JoinSet<(String, Result<(), AdError>, Vec<String>)> = JoinSet::new();
-    let finish = |outcomes: &mut BTreeMap<String, Outcome>,
-                  later: &mut BTreeMap<String, Vec<String>>,
-                  (id, result, rest): (String, Result<(), AdError>, Vec<String>)| {
-        later.insert(id.clone(), rest);
-        if let (Some(o), Err(e)) = (outcomes.get_mut(&id), result) {
-            // An LDAP add is atomic: when AD answers with a result code, nothing was made. A
-            // lost connection leaves it open (the add may have landed), so the intent stays.
-            o.not_created = e.rc().is_some();
-            if e.rc() == Some(68) {
-                o.error = Some(format!(
-                    "{CONFLICT}; left untouched ({e}). Next: rename or move that object, or give this group another name in the rules; or, to hand that object to Writeback, set its adminDescription to {} and run `writeback adopt --dry-run`, then `writeback adopt`",
-                    super::types::anchor_value(&id)
-                ));
-            } else {
-                o.fail("", &e);
-            }
-        }
-    };
+    let mut running: JoinSet<Created> = JoinSet::new();
     let mut creating = Progress::new(
         "creating",
         plan.changes
@@ -162,63 +176,92 @@ pub async fn apply(
             .count(),
     );
     for c in &plan.changes {
-        if let Op::Create {
+        let Op::Create {
             dn,
             attributes,
             members,
             ..
         } = &c.op
-        {
-            creating.tick();
-            let mut o = start(c, Action::Create, dn);
-            if !inside(dn) {
-                o.error = Some(format!("refused: {dn} is outside the managed OUs"));
-                o.not_created = true;
-                outcomes.insert(c.cloud_id.clone(), o);
-                continue;
-            }
+        else {
+            continue;
+        };
+        creating.tick();
+        let mut o = Outcome::start(c, Action::Create, dn);
+        if !inside(managed_ous, dn) {
+            o.error = Some(format!("refused: {dn} is outside the managed OUs"));
+            o.not_created = true;
             outcomes.insert(c.cloud_id.clone(), o);
-            let (now, after) = split_create_members(members, &created_here);
-            let mut attrs = attributes.clone();
-            attrs.insert("objectClass".into(), vec!["group".into()]);
-            while running.len() >= PARALLEL_CREATES {
-                match running.join_next().await {
-                    Some(Ok(done)) => finish(&mut outcomes, &mut later, done),
-                    Some(Err(e)) => tracing::error!("a create task failed: {e}"),
-                    None => break,
-                }
-            }
-            let mut conn = conn.clone();
-            let (id, dn, all) = (c.cloud_id.clone(), dn.clone(), members.clone());
-            running.spawn(async move {
-                if !now.is_empty() {
-                    attrs.insert("member".into(), now);
-                }
-                let result = conn.add(&dn, &attrs).await;
-                if result.as_ref().is_err_and(|e| e.rc() != Some(68))
-                    && attrs.contains_key("member")
-                {
-                    // A member AD refuses (e.g. deleted meanwhile) must not block the group:
-                    // create it bare and add the members in batches, which reports each refusal.
-                    attrs.remove("member");
-                    (id, conn.add(&dn, &attrs).await, all)
-                } else {
-                    (id, result, after)
-                }
-            });
+            continue;
         }
+        outcomes.insert(c.cloud_id.clone(), o);
+        let (now, after) = split_create_members(members, &created_here);
+        let mut attrs = attributes.clone();
+        attrs.insert("objectClass".into(), vec!["group".into()]);
+        while running.len() >= PARALLEL_CREATES {
+            match running.join_next().await {
+                Some(Ok(done)) => created(outcomes, &mut later, done),
+                Some(Err(e)) => tracing::error!("a create task failed: {e}"),
+                None => break,
+            }
+        }
+        let mut conn = conn.clone();
+        let (id, dn, all) = (c.cloud_id.clone(), dn.clone(), members.clone());
+        running.spawn(async move {
+            if !now.is_empty() {
+                attrs.insert("member".into(), now);
+            }
+            let result = conn.add(&dn, &attrs).await;
+            if result.as_ref().is_err_and(|e| e.rc() != Some(68)) && attrs.contains_key("member") {
+                // A member AD refuses (e.g. deleted meanwhile) must not block the group:
+                // create it bare and add the members in batches, which reports each refusal.
+                attrs.remove("member");
+                (id, conn.add(&dn, &attrs).await, all)
+            } else {
+                (id, result, after)
+            }
+        });
     }
     while let Some(joined) = running.join_next().await {
         match joined {
-            Ok(done) => finish(&mut outcomes, &mut later, done),
+            Ok(done) => created(outcomes, &mut later, done),
             // A panicked task is a host bug; its group stays without a GUID and is reported.
             Err(e) => tracing::error!("a create task failed: {e}"),
         }
     }
-    // The new objects' GUIDs (for the anchors), in batches rather than one read per object.
-    // A create AD answered with "already exists" is looked for too: when the connection was
-    // cut after AD took the add, the add sent again meets the object this cycle created, and
-    // it carries this group's anchor (a foreign object with it would have stopped the plan).
+    later
+}
+
+/// Records a finished add in its outcome, and the members it still needs in `later`.
+fn created(
+    outcomes: &mut BTreeMap<String, Outcome>,
+    later: &mut BTreeMap<String, Vec<String>>,
+    (id, result, rest): Created,
+) {
+    later.insert(id.clone(), rest);
+    if let (Some(o), Err(e)) = (outcomes.get_mut(&id), result) {
+        // An LDAP add is atomic: when AD answers with a result code, nothing was made. A
+        // lost connection leaves it open (the add may have landed), so the intent stays.
+        o.not_created = e.rc().is_some();
+        if e.rc() == Some(68) {
+            o.error = Some(format!(
+                "{CONFLICT}; left untouched ({e}). Next: rename or move that object, or give this group another name in the rules; or, to hand that object to Writeback, set its adminDescription to {} and run `writeback adopt --dry-run`, then `writeback adopt`",
+                super::types::anchor_value(&id)
+            ));
+        } else {
+            o.fail("", &e);
+        }
+    }
+}
+
+/// The new objects' GUIDs (for the anchors), in batches rather than one read per object.
+/// A create AD answered with "already exists" is looked for too: when the connection was
+/// cut after AD took the add, the add sent again meets the object this cycle created, and
+/// it carries this group's anchor (a foreign object with it would have stopped the plan).
+async fn record_guids(
+    conn: &mut impl Directory,
+    managed_ous: &[String],
+    outcomes: &mut BTreeMap<String, Outcome>,
+) {
     let created: Vec<String> = outcomes
         .values()
         .filter(|o| o.action == Action::Create)
@@ -230,17 +273,18 @@ pub async fn apply(
     match read_guids(conn, &created, managed_ous).await {
         Ok(guids) => {
             for id in &created {
-                if let Some(o) = outcomes.get_mut(id) {
-                    match (guids.get(id), o.error.is_some()) {
-                        (Some(g), _) => {
-                            o.guid = Some(g.clone());
-                            o.error = None;
-                            o.not_created = false;
-                        }
-                        (None, true) => {}
-                        (None, false) => {
-                            o.error = Some("created, but AD returned no objectGUID".into())
-                        }
+                let Some(o) = outcomes.get_mut(id) else {
+                    continue;
+                };
+                match (guids.get(id), o.error.is_some()) {
+                    (Some(g), _) => {
+                        o.guid = Some(g.clone());
+                        o.error = None;
+                        o.not_created = false;
+                    }
+                    (None, true) => {}
+                    (None, false) => {
+                        o.error = Some("created, but AD returned no objectGUID".into())
                     }
                 }
             }
@@ -253,9 +297,15 @@ pub async fn apply(
             }
         }
     }
+}
 
-    drop(creating);
-    // 2. Moves and attribute changes.
+/// Sends the plan's moves and attribute changes.
+async fn update_all(
+    conn: &mut impl Directory,
+    plan: &Plan,
+    managed_ous: &[String],
+    outcomes: &mut BTreeMap<String, Outcome>,
+) {
     let mut updating = Progress::new(
         "updating",
         plan.changes
@@ -264,57 +314,64 @@ pub async fn apply(
             .count(),
     );
     for c in &plan.changes {
-        if let Op::Update {
+        let Op::Update {
             dn,
             move_to,
             changes,
             ..
         } = &c.op
-        {
-            updating.tick();
-            let mut o = start(c, Action::Update, dn);
-            if !inside(dn) || move_to.as_deref().is_some_and(|t| !inside(t)) {
-                o.error =
-                    Some("refused: the object or its new place is outside the managed OUs".into());
-                outcomes.insert(c.cloud_id.clone(), o);
-                continue;
-            }
-            if let Some(target) = move_to {
-                match (ad::dn::leaf_value(target), ad::dn::parent(target)) {
-                    (Some(cn), Some(parent)) => {
-                        let new_parent =
-                            (!ad::dn::dn_eq(&parent, &ad::dn::parent(dn).unwrap_or_default()))
-                                .then_some(parent.as_str());
-                        match conn.rename(dn, &ad::dn::rdn("CN", &cn), new_parent).await {
-                            Ok(new_dn) => o.dn = new_dn,
-                            Err(e) => o.fail("", &e),
-                        }
-                    }
-                    _ => o.error = Some(format!("cannot move to {target:?}: not a valid DN")),
-                }
-            }
-            if o.error.is_none() && !changes.is_empty() {
-                let mods: Vec<ad::AttrChange> = changes
-                    .iter()
-                    .map(|ch| match ch {
-                        AttrChange::Replace { attr, values, .. } => {
-                            ad::AttrChange::Replace(attr.clone(), values.clone())
-                        }
-                        AttrChange::Clear { attr, .. } => {
-                            ad::AttrChange::Delete(attr.clone(), vec![])
-                        }
-                    })
-                    .collect();
-                if let Err(e) = conn.modify(&o.dn, &mods).await {
-                    o.fail("", &e);
-                }
-            }
+        else {
+            continue;
+        };
+        updating.tick();
+        let mut o = Outcome::start(c, Action::Update, dn);
+        if !inside(managed_ous, dn) || move_to.as_deref().is_some_and(|t| !inside(managed_ous, t)) {
+            o.error =
+                Some("refused: the object or its new place is outside the managed OUs".into());
             outcomes.insert(c.cloud_id.clone(), o);
+            continue;
         }
+        if let Some(target) = move_to {
+            match (ad::dn::leaf_value(target), ad::dn::parent(target)) {
+                (Some(cn), Some(parent)) => {
+                    let new_parent =
+                        (!ad::dn::dn_eq(&parent, &ad::dn::parent(dn).unwrap_or_default()))
+                            .then_some(parent.as_str());
+                    match conn.rename(dn, &ad::dn::rdn("CN", &cn), new_parent).await {
+                        Ok(new_dn) => o.dn = new_dn,
+                        Err(e) => o.fail("", &e),
+                    }
+                }
+                _ => o.error = Some(format!("cannot move to {target:?}: not a valid DN")),
+            }
+        }
+        if o.error.is_none() && !changes.is_empty() {
+            let mods: Vec<ad::AttrChange> = changes
+                .iter()
+                .map(|ch| match ch {
+                    AttrChange::Replace { attr, values, .. } => {
+                        ad::AttrChange::Replace(attr.clone(), values.clone())
+                    }
+                    AttrChange::Clear { attr, .. } => ad::AttrChange::Delete(attr.clone(), vec![]),
+                })
+                .collect();
+            if let Err(e) = conn.modify(&o.dn, &mods).await {
+                o.fail("", &e);
+            }
+        }
+        outcomes.insert(c.cloud_id.clone(), o);
     }
+}
 
-    drop(updating);
-    // 3. Members, once every group of this plan exists.
+/// Sends the member adds and removals of the plan's groups that went through; adds naming
+/// groups another batch creates are returned to wait for them.
+async fn members_all(
+    conn: &mut impl Directory,
+    plan: &Plan,
+    later: &BTreeMap<String, Vec<String>>,
+    created_elsewhere: &BTreeSet<String>,
+    outcomes: &mut BTreeMap<String, Outcome>,
+) -> Deferred {
     let mut deferred: Deferred = Vec::new();
     for c in &plan.changes {
         let (add, remove): (&[String], &[String]) = match &c.op {
@@ -329,13 +386,9 @@ pub async fn apply(
             } => (members_add, members_remove),
             Op::Delete { .. } => continue,
         };
-        let Some(o) = outcomes.get_mut(&c.cloud_id) else {
+        let Some(o) = outcomes.get_mut(&c.cloud_id).filter(|o| o.error.is_none()) else {
             continue;
         };
-        if o.error.is_some() {
-            continue;
-        }
-        // Groups another batch of this cycle creates do not exist yet: their adds wait.
         let (add, wait): (Vec<String>, Vec<String>) = add
             .iter()
             .cloned()
@@ -364,8 +417,16 @@ pub async fn apply(
             }
         }
     }
+    deferred
+}
 
-    // 4. Links into groups Writeback does not own, once the group exists where it stays.
+/// Sends the links of the plan's groups that went through.
+async fn links_all(
+    conn: &mut impl Directory,
+    plan: &Plan,
+    link_targets: &[String],
+    outcomes: &mut BTreeMap<String, Outcome>,
+) {
     for c in &plan.changes {
         let links = match &c.op {
             Op::Create { links, .. } | Op::Update { links, .. } => links,
@@ -374,32 +435,34 @@ pub async fn apply(
         if links.is_empty() {
             continue;
         }
-        let Some(o) = outcomes.get_mut(&c.cloud_id) else {
+        if let Some(o) = outcomes.get_mut(&c.cloud_id).filter(|o| o.error.is_none()) {
+            apply_links(conn, o, links, link_targets).await;
+        }
+    }
+}
+
+/// Sends the plan's deletes.
+async fn delete_all(
+    conn: &mut impl Directory,
+    plan: &Plan,
+    managed_ous: &[String],
+    outcomes: &mut BTreeMap<String, Outcome>,
+) {
+    for c in &plan.changes {
+        let Op::Delete { dn, .. } = &c.op else {
             continue;
         };
-        if o.error.is_some() {
-            continue;
-        }
-        apply_links(conn, o, links, link_targets).await;
-    }
-
-    // 5. Deletes last, so members moved elsewhere first are not lost.
-    for c in &plan.changes {
-        if let Op::Delete { dn, .. } = &c.op {
-            let mut o = start(c, Action::Delete, dn);
-            if !inside(dn) {
-                o.error = Some(format!("refused: {dn} is outside the managed OUs"));
-            } else if let Err(e) = conn.delete(dn).await {
-                // Already gone is what we wanted.
-                if e.rc() != Some(32) {
-                    o.fail("", &e);
-                }
+        let mut o = Outcome::start(c, Action::Delete, dn);
+        if !inside(managed_ous, dn) {
+            o.error = Some(format!("refused: {dn} is outside the managed OUs"));
+        } else if let Err(e) = conn.delete(dn).await {
+            // Already gone is what we wanted.
+            if e.rc() != Some(32) {
+                o.fail("", &e);
             }
-            outcomes.insert(c.cloud_id.clone(), o);
         }
+        outcomes.insert(c.cloud_id.clone(), o);
     }
-
-    (outcomes.into_values().collect(), deferred)
 }
 
 /// Adds the group of `o` to the targets of `links.add` and removes it from `links.remove`, one

@@ -18,7 +18,7 @@ use crate::graph::delta::{self, ChunkedRoundError};
 use crate::graph::model::{CloudObject, MemberKind};
 use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
 use crate::state::{
-    held_set_id, tx, HeldDelete, ObjectKind, RoundProgress, RunMode, RunStatus, StateError, Store,
+    held_set_id, tx, HeldDelete, ObjectKind, RoundProgress, RunStatus, StateError, Store,
 };
 
 use super::actual;
@@ -88,21 +88,7 @@ pub async fn run<D: Directory, G: GraphApi>(
     opts: SyncOptions,
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
-    let mode = match (opts.dry_run, opts.reread_cloud, opts.compare_all) {
-        _ if opts.adopt => {
-            if opts.dry_run {
-                RunMode::PlanAdopt
-            } else {
-                RunMode::Adopt
-            }
-        }
-        (true, true, _) => RunMode::PlanFull,
-        (true, false, true) => RunMode::PlanReconcile,
-        (true, false, false) => RunMode::Plan,
-        (false, true, _) => RunMode::SyncFull,
-        (false, false, true) => RunMode::Reconcile,
-        (false, false, false) => RunMode::Sync,
-    };
+    let mode = opts.mode();
     let run_id = ctx.store.begin_run(mode)?;
     let mut cycle = Cycle {
         config: ctx.config,
@@ -142,28 +128,7 @@ pub async fn run<D: Directory, G: GraphApi>(
         Err(e) => Err(e),
     };
     let (status, stats) = match &result {
-        Ok(r) => (
-            if r.blocked.is_some() {
-                RunStatus::Blocked
-            } else if r.held.is_some() {
-                RunStatus::Held
-            } else if r.failures() > 0 {
-                RunStatus::Partial
-            } else {
-                RunStatus::Ok
-            },
-            serde_json::json!({
-                "sweep": r.sweep,
-                "changes": r.counts.changes(),
-                "refused": r.plan.refused.len(),
-                "unresolved_members": r.counts.unresolved_members,
-                "failures": r.failures(),
-                "held": r.held.as_ref().map(|h| h.deletes.len()).unwrap_or(0),
-                "quarantined": r.quarantine_total,
-                "evaluated": r.evaluated,
-                "examined": r.examined,
-            }),
-        ),
+        Ok(r) => (r.status(), r.stats()),
         Err(e) => (
             RunStatus::Failed,
             serde_json::json!({ "error": e.to_string() }),
@@ -175,6 +140,18 @@ pub async fn run<D: Directory, G: GraphApi>(
     report.mode = mode;
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// What the settling step needs of the cycle so far.
+struct Settle<'c> {
+    deletes: &'c Deletes,
+    verdicts: &'c BTreeMap<String, Verdict>,
+    leave: &'c Leave,
+    held_before: &'c BTreeMap<String, HeldDelete>,
+    /// The groups a changed sweep looked at (`None`: all of them).
+    looked_at: Option<&'c BTreeSet<String>>,
+    /// The rules fingerprint to record, after a whole-cache sweep.
+    fingerprint: Option<&'c str>,
 }
 
 /// What the evaluation step leaves for the rest of the cycle: a compact verdict per group
@@ -249,30 +226,14 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         // 2. How much to look at.
         let forced = self.affected_by_pending()?;
         let fingerprint = rules_fingerprint(self.config, self.rules);
-        let rules_seen = match self.store.meta(RULES_KEY)? {
-            None => select::RulesSeen::Never,
-            Some(f) if f == fingerprint => select::RulesSeen::Same,
-            Some(_) => select::RulesSeen::Changed,
-        };
-        let matching = resolve::match_fingerprint(self.config);
-        if self.store.meta(MATCH_KEY)?.is_some_and(|m| m != matching) {
-            self.opts.compare_all = true;
-        }
-        let sweep = select::sweep(&self.opts, rules_seen, forced.touched.clone());
+        let sweep = self.choose_sweep(&fingerprint, forced.touched.clone())?;
         let mut report = SyncReport {
             sweep: sweep.kind(),
             ..Default::default()
         };
         let whole = match &sweep {
             Sweep::Idle => {
-                if self.opts.dry_run {
-                    report.schedules =
-                        triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
-                } else if self.store.any_call_due(unix_now())? {
-                    // Calls an earlier cycle could not deliver (a failure, a crash, its limits).
-                    report.trigger_results = self.deliver_due().await?;
-                    report.trigger_calls = Some(self.store.call_counts()?);
-                }
+                self.idle(&mut report).await?;
                 return Ok(report);
             }
             Sweep::Changed(_) => false,
@@ -282,21 +243,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         self.released = self.store.released()?.into_keys().collect();
 
         // 3. Rules: the groups looked at, chunk by chunk; compact verdicts kept.
-        let mut ev = match &sweep {
-            Sweep::Changed(ids) => self.evaluate_some(ids)?,
-            _ => self.evaluate_everything()?,
-        };
-        report.evaluated = ev.evaluated;
-        if whole {
-            report.cloud_groups = Some(ev.evaluated);
-            report.cloud_users = Some(self.store.count_objects(ObjectKind::User)?);
-            report.in_scope = Some(
-                ev.verdicts
-                    .values()
-                    .filter(|v| matches!(v, Verdict::InScope { .. }))
-                    .count(),
-            );
-        }
+        let mut ev = self.evaluate(&sweep, &mut report)?;
         self.lap("rules");
 
         // 4. Which to compare and which to delete; the deletes are located first (DN only) so
@@ -312,15 +259,9 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         let held_before = self.store.held_deletes()?;
         self.gate(&mut report, &mut deletes, &held_before)?;
         let applying = !self.opts.dry_run && report.blocked.is_none();
-        // Member removals an operator approved go through in the batches, exactly that set.
         let removals_before = self.store.waiting_removals()?;
-        self.removals_approved = self
-            .store
-            .held_removals()?
-            .into_values()
-            .filter(|h| h.approved)
-            .map(|h| (h.cloud_id, h.removal_hash))
-            .collect();
+        // Member removals an operator approved go through in the batches, exactly that set.
+        self.removals_approved = self.store.approved_removals()?;
 
         // 6. Batches: build, resolve, read, plan, apply, record.
         let mut done = self
@@ -336,40 +277,16 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
                 Sweep::Changed(ids) => Some(ids),
                 _ => None,
             };
-            // Held deletes stay pending: each cycle checks they are still to be deleted.
-            if let Some(h) = &report.held {
-                done.retry
-                    .extend(h.deletes.iter().map(|e| e.cloud_id.clone()));
-            }
-            self.finish(&mut done, &deletes, whole.then_some(fingerprint.as_str()))
-                .await?;
-            self.settle_intents(&ev.verdicts)?;
-            if !selection.leave.record.is_empty() || !deletes.changes.is_empty() {
-                self.store.settle_leaving(&selection.leave.record)?;
-            }
-            report.quarantined = self.settle_failures(&done.failed, looked_at)?;
-            self.settle_held(&report, &deletes, &held_before, &done.outcomes)?;
-            let rows: Vec<crate::state::HeldRemovalRow> = done
-                .held_removals
-                .iter()
-                .map(|h| crate::state::HeldRemovalRow {
-                    cloud_id: h.cloud_id.clone(),
-                    dn: h.dn.clone(),
-                    removals: h.removals,
-                    members: h.members,
-                    removal_hash: h.removal_hash.clone(),
-                    approved: false,
-                    held_at: String::new(),
-                })
-                .collect();
-            self.store.replace_held_removals(&rows)?;
-            let adopted: Vec<String> = self
-                .adopted
-                .iter()
-                .filter(|a| self.released.contains(&a.cloud_id))
-                .map(|a| a.cloud_id.clone())
-                .collect();
-            self.store.unrelease(&adopted)?;
+            let recorded = whole.then_some(fingerprint.as_str());
+            let step = Settle {
+                deletes: &deletes,
+                verdicts: &ev.verdicts,
+                leave: &selection.leave,
+                held_before: &held_before,
+                looked_at,
+                fingerprint: recorded,
+            };
+            self.settle(&mut report, &mut done, step).await?;
         }
         report.held_removals = removals::held_set(
             std::mem::take(&mut done.held_removals),
@@ -378,10 +295,154 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         report.foreign = std::mem::take(&mut self.foreign);
         report.adopted = std::mem::take(&mut self.adopted);
         report.leaving = self.leaving_notes(&selection.leave)?;
+        let trigger_skips = std::mem::take(&mut done.trigger_skips);
+        let (plan, outcomes) = self.close(done, deletes)?;
+        report.counts = self.counts;
+        if self.opts.dry_run {
+            report.schedules =
+                triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
+        }
+
+        // 8. The operational hooks are recorded; then every due trigger call is delivered
+        // (this cycle's and any left by an earlier one). Failures are reported and retried,
+        // never undo the sync.
+        if applying {
+            self.deliver_triggers(&mut report, &plan, trigger_skips)
+                .await?;
+        }
+        report.plan = plan;
+        report.outcomes = outcomes;
+        Ok(report)
+    }
+
+    /// Records this cycle's operational hooks (`on_held`, ...) and delivers every due trigger
+    /// call; `skipped` are the planned ones whose change did not go through.
+    async fn deliver_triggers(
+        &mut self,
+        report: &mut SyncReport,
+        plan: &Plan,
+        skipped: Vec<TriggerResult>,
+    ) -> Result<(), SyncError> {
+        let alerts: Vec<Write> = self
+            .alerts(report, plan)?
+            .iter()
+            .map(|a| Write::Enqueue(triggers::new_call(self.run_id, &a.rule, &a.event)))
+            .collect();
+        record::write(self.store, self.run_id, &alerts)?;
+        report.trigger_results = skipped;
+        report.trigger_results.extend(self.deliver_due().await?);
+        if !report.trigger_results.is_empty() {
+            report.trigger_calls = Some(self.store.call_counts()?);
+        }
+        Ok(())
+    }
+
+    /// The sweep this cycle makes: the options, the rules against those last applied, and what
+    /// the pending changes touch. A change of how members are matched compares every group.
+    fn choose_sweep(
+        &mut self,
+        fingerprint: &str,
+        touched: BTreeSet<String>,
+    ) -> Result<Sweep, SyncError> {
+        let rules_seen = match self.store.meta(RULES_KEY)? {
+            None => select::RulesSeen::Never,
+            Some(f) if f == fingerprint => select::RulesSeen::Same,
+            Some(_) => select::RulesSeen::Changed,
+        };
+        let matching = resolve::match_fingerprint(self.config);
+        if self.store.meta(MATCH_KEY)?.is_some_and(|m| m != matching) {
+            self.opts.compare_all = true;
+        }
+        Ok(select::sweep(&self.opts, rules_seen, touched))
+    }
+
+    /// An idle cycle: nothing to look at. A plan lists the schedules; a sync delivers the
+    /// trigger calls an earlier cycle could not (a failure, a crash, its limits).
+    async fn idle(&mut self, report: &mut SyncReport) -> Result<(), SyncError> {
+        if self.opts.dry_run {
+            report.schedules =
+                triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
+        } else if self.store.any_call_due(unix_now())? {
+            report.trigger_results = self.deliver_due().await?;
+            report.trigger_calls = Some(self.store.call_counts()?);
+        }
+        Ok(())
+    }
+
+    /// Evaluates the groups the sweep looks at; a whole-cache sweep also counts the cache.
+    fn evaluate(&mut self, sweep: &Sweep, report: &mut SyncReport) -> Result<Evaluated, SyncError> {
+        let ev = match sweep {
+            Sweep::Changed(ids) => self.evaluate_some(ids)?,
+            _ => self.evaluate_everything()?,
+        };
+        report.evaluated = ev.evaluated;
+        if matches!(sweep, Sweep::All(_)) {
+            report.cloud_groups = Some(ev.evaluated);
+            report.cloud_users = Some(self.store.count_objects(ObjectKind::User)?);
+            report.in_scope = Some(
+                ev.verdicts
+                    .values()
+                    .filter(|v| matches!(v, Verdict::InScope { .. }))
+                    .count(),
+            );
+        }
+        Ok(ev)
+    }
+
+    /// After the batches of an applying cycle: the waiting member adds and the deletes, the
+    /// intents, the leaving rows, the quarantine, the held deletes and removals, the releases.
+    async fn settle(
+        &mut self,
+        report: &mut SyncReport,
+        done: &mut Applied,
+        step: Settle<'_>,
+    ) -> Result<(), SyncError> {
+        // Held deletes stay pending: each cycle checks they are still to be deleted.
+        if let Some(h) = &report.held {
+            done.retry
+                .extend(h.deletes.iter().map(|e| e.cloud_id.clone()));
+        }
+        self.finish(done, step.deletes, step.fingerprint).await?;
+        self.settle_intents(step.verdicts)?;
+        if !step.leave.record.is_empty() || !step.deletes.changes.is_empty() {
+            self.store.settle_leaving(&step.leave.record)?;
+        }
+        report.quarantined = self.settle_failures(&done.failed, step.looked_at)?;
+        self.settle_held(report, step.deletes, step.held_before, &done.outcomes)?;
+        let rows: Vec<crate::state::HeldRemovalRow> = done
+            .held_removals
+            .iter()
+            .map(|h| crate::state::HeldRemovalRow {
+                cloud_id: h.cloud_id.clone(),
+                dn: h.dn.clone(),
+                removals: h.removals,
+                members: h.members,
+                removal_hash: h.removal_hash.clone(),
+                approved: false,
+                held_at: String::new(),
+            })
+            .collect();
+        self.store.replace_held_removals(&rows)?;
+        let adopted: Vec<String> = self
+            .adopted
+            .iter()
+            .filter(|a| self.released.contains(&a.cloud_id))
+            .map(|a| a.cloud_id.clone())
+            .collect();
+        self.store.unrelease(&adopted)?;
+        Ok(())
+    }
+
+    /// The cycle's plan and outcomes, the deletes emitted with theirs, everything sorted
+    /// (deterministic output) and the planned triggers listed.
+    fn close(
+        &mut self,
+        done: Applied,
+        deletes: Deletes,
+    ) -> Result<(Plan, Vec<Outcome>), SyncError> {
         let Applied {
             mut plan,
             mut outcomes,
-            trigger_skips: mut done_skips,
             ..
         } = done;
         let deleted: BTreeSet<&str> = deletes
@@ -396,38 +457,12 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
             .collect();
         self.emit(&mut plan, deletes.changes, &delete_outcomes)?;
         self.lap("apply");
-
-        // Deterministic output: everything sorted.
         plan.changes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
         plan.refused.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
         plan.unresolved_members.sort();
         outcomes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
         plan.triggers = self.planned_triggers(&plan.changes)?;
-        report.counts = self.counts;
-        if self.opts.dry_run {
-            report.schedules =
-                triggers::schedules(&self.rules.hooks(), time::OffsetDateTime::now_utc());
-        }
-
-        // 8. The operational hooks are recorded; then every due trigger call is delivered
-        // (this cycle's and any left by an earlier one). Failures are reported and retried,
-        // never undo the sync.
-        if applying {
-            let alerts: Vec<Write> = self
-                .alerts(&report, &plan)?
-                .iter()
-                .map(|a| Write::Enqueue(triggers::new_call(self.run_id, &a.rule, &a.event)))
-                .collect();
-            record::write(self.store, self.run_id, &alerts)?;
-            report.trigger_results = std::mem::take(&mut done_skips);
-            report.trigger_results.extend(self.deliver_due().await?);
-            if !report.trigger_results.is_empty() {
-                report.trigger_calls = Some(self.store.call_counts()?);
-            }
-        }
-        report.plan = plan;
-        report.outcomes = outcomes;
-        Ok(report)
+        Ok((plan, outcomes))
     }
 
     /// The groups a pending change may affect: the pending groups, the groups holding a
@@ -611,7 +646,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         done.plan.refused = std::mem::take(&mut ev.refused);
         let ids: Vec<&String> = selection.compare.iter().collect();
         for chunk in ids.chunks(BATCH) {
-            let batch = self.batch(chunk, &mut ev.verdicts, whole).await?;
+            let mut batch = self.batch(chunk, &mut ev.verdicts, whole).await?;
             done.examined += batch.desired.len();
             // A group with held removals is not in step: it is looked at again every cycle,
             // until the removals are approved or no longer wanted.
@@ -621,59 +656,74 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
                 .map(|h| h.cloud_id.clone())
                 .collect();
             done.retry.extend(held.iter().cloned());
-            done.held_removals.extend(batch.held_removals);
+            done.held_removals
+                .extend(std::mem::take(&mut batch.held_removals));
             done.fail_refused(&batch.refused);
-            done.plan.refused.extend(batch.refused);
-            self.emit_unresolved(&mut done.plan, batch.unresolved);
+            done.plan.refused.extend(std::mem::take(&mut batch.refused));
+            self.emit_unresolved(&mut done.plan, std::mem::take(&mut batch.unresolved));
             if applying {
-                let batch_plan = Plan {
-                    changes: batch.changes,
-                    ..Default::default()
-                };
-                // The creates are recorded before AD sees them: an object a kill leaves behind
-                // unrecorded is still known as this host's own.
-                let intents: Vec<Write> = batch_plan
-                    .changes
-                    .iter()
-                    .filter_map(|c| match &c.op {
-                        Op::Create { dn, .. } => {
-                            Some(Write::PutIntent(c.cloud_id.clone(), dn.clone()))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                record::write(self.store, self.run_id, &intents)?;
-                let (mut outcomes, wait) = apply::apply(
-                    self.conn,
-                    &batch_plan,
-                    &self.config.ad.managed_ous,
-                    &self.config.ad.link_targets,
-                    &created,
-                )
-                .await;
-                self.write_cloud(&batch_plan.changes, &mut outcomes).await;
-                let writes = record::bookkeeping(
-                    &batch_plan.changes,
-                    &outcomes,
-                    &batch.desired,
-                    &batch.hashes,
-                    &batch.actual,
-                );
-                let mut writes = record::not_in_step(writes, &held);
-                // The triggers these changes fire, recorded with them: none is lost to a crash.
-                let (calls, skipped) = self.trigger_calls(&batch_plan.changes, &outcomes)?;
-                writes.extend(calls.into_iter().map(Write::Enqueue));
-                done.trigger_skips.extend(skipped);
-                record::write(self.store, self.run_id, &writes)?;
-                done.fail_outcomes(&outcomes);
-                self.emit(&mut done.plan, batch_plan.changes, &outcomes)?;
-                done.outcomes.extend(outcomes);
-                done.deferred.extend(wait);
+                let changes = std::mem::take(&mut batch.changes);
+                self.apply_batch(changes, &batch, &created, &held, &mut done)
+                    .await?;
             } else {
                 self.emit(&mut done.plan, batch.changes, &[])?;
             }
         }
         Ok(done)
+    }
+
+    /// Applies one batch's changes and records them with their bookkeeping and the triggers
+    /// they fire, in one transaction after AD has answered.
+    async fn apply_batch(
+        &mut self,
+        changes: Vec<Change>,
+        batch: &Batch,
+        created: &BTreeSet<String>,
+        held: &BTreeSet<String>,
+        done: &mut Applied,
+    ) -> Result<(), SyncError> {
+        let batch_plan = Plan {
+            changes,
+            ..Default::default()
+        };
+        // The creates are recorded before AD sees them: an object a kill leaves behind
+        // unrecorded is still known as this host's own.
+        let intents: Vec<Write> = batch_plan
+            .changes
+            .iter()
+            .filter_map(|c| match &c.op {
+                Op::Create { dn, .. } => Some(Write::PutIntent(c.cloud_id.clone(), dn.clone())),
+                _ => None,
+            })
+            .collect();
+        record::write(self.store, self.run_id, &intents)?;
+        let (mut outcomes, wait) = apply::apply(
+            self.conn,
+            &batch_plan,
+            &self.config.ad.managed_ous,
+            &self.config.ad.link_targets,
+            created,
+        )
+        .await;
+        self.write_cloud(&batch_plan.changes, &mut outcomes).await;
+        let writes = record::bookkeeping(
+            &batch_plan.changes,
+            &outcomes,
+            &batch.desired,
+            &batch.hashes,
+            &batch.actual,
+        );
+        let mut writes = record::not_in_step(writes, held);
+        // The triggers these changes fire, recorded with them: none is lost to a crash.
+        let (calls, skipped) = self.trigger_calls(&batch_plan.changes, &outcomes)?;
+        writes.extend(calls.into_iter().map(Write::Enqueue));
+        done.trigger_skips.extend(skipped);
+        record::write(self.store, self.run_id, &writes)?;
+        done.fail_outcomes(&outcomes);
+        self.emit(&mut done.plan, batch_plan.changes, &outcomes)?;
+        done.outcomes.extend(outcomes);
+        done.deferred.extend(wait);
+        Ok(())
     }
 
     /// After the batches of an applied cycle: the member adds that waited, the deletes, stale
@@ -1163,6 +1213,54 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         whole: bool,
     ) -> Result<Batch, SyncError> {
         let mut out = Batch::default();
+        let (groups, policies) = self.desire(ids, &mut out).await?;
+        self.fill_members(&groups, &policies, verdicts, whole, &mut out)
+            .await?;
+        let attrs = actual::managed_attributes(&out.desired);
+        let keys: Vec<&String> = out.desired.keys().collect();
+        let found = actual::read_owned(self.conn, self.config, &keys, &attrs).await?;
+        self.claim_found(found, &mut out)?;
+        if !self.config.ad.link_targets.is_empty() {
+            // The links Writeback added: the only ones the plan may remove.
+            let mut links = self.store.links_of(out.actual.keys())?;
+            for (id, a) in out.actual.iter_mut() {
+                a.links = links.remove(id).unwrap_or_default();
+            }
+        }
+        out.changes = plan::plan(&out.desired, &out.actual);
+        out.held_removals = removals::hold(
+            &mut out.changes,
+            &out.actual,
+            self.config.member_removals,
+            &self.removals_approved,
+        );
+        Ok(out)
+    }
+
+    /// Builds desired objects with the config's OUs and link targets and the target schema.
+    fn builder(&self) -> DesiredBuilder<'_> {
+        DesiredBuilder {
+            managed_ous: &self.config.ad.managed_ous,
+            link_targets: &self.config.ad.link_targets,
+            readable: &self.rules.graph_properties().groups,
+            schema: self.schema.as_ref(),
+        }
+    }
+
+    /// The batch's groups evaluated and built into desired objects (in `out`, with their
+    /// hashes; refusals there too). Returns the groups read (with the nested ones a flattening
+    /// rule needs) and each desired group's member policy.
+    async fn desire(
+        &mut self,
+        ids: &[&String],
+        out: &mut Batch,
+    ) -> Result<
+        (
+            BTreeMap<String, CloudObject>,
+            BTreeMap<String, MemberPolicy>,
+        ),
+        SyncError,
+    > {
         let mut groups = self
             .store
             .load_by_ids(ObjectKind::Group, ids.iter().copied())?;
@@ -1191,12 +1289,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         if self.schema.is_none() && !decided.is_empty() {
             *self.schema = Some(self.conn.load_schema().await?);
         }
-        let builder = DesiredBuilder {
-            managed_ous: &self.config.ad.managed_ous,
-            link_targets: &self.config.ad.link_targets,
-            readable: &self.rules.graph_properties().groups,
-            schema: self.schema.as_ref(),
-        };
+        let builder = self.builder();
         let mut policies = BTreeMap::new();
         for (id, d) in &decided {
             let Some(g) = groups.get(id) else { continue };
@@ -1219,6 +1312,19 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
                 Err(r) => out.refused.push(r),
             }
         }
+        Ok((groups, policies))
+    }
+
+    /// Reads the owners the rules write, finds the members' and owners' AD objects and fills
+    /// them into the batch's desired objects (what cannot be found goes to `out.unresolved`).
+    async fn fill_members(
+        &mut self,
+        groups: &BTreeMap<String, CloudObject>,
+        policies: &BTreeMap<String, MemberPolicy>,
+        verdicts: &mut BTreeMap<String, Verdict>,
+        whole: bool,
+        out: &mut Batch,
+    ) -> Result<(), SyncError> {
         // Owners are not in the delta: read for the groups whose rule writes them.
         let with_owners: Vec<String> = out
             .desired
@@ -1254,6 +1360,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
             &mut self.lookups,
         )
         .await?;
+        let builder = self.builder();
         for (id, o) in out.desired.iter_mut() {
             let (Some(g), Some(p)) = (groups.get(id), policies.get(id)) else {
                 continue;
@@ -1261,25 +1368,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
             o.members = builder.members(g, &groups, *p, &written, &directory, &mut out.unresolved);
             super::owners::fill(o, &owners, &directory, &mut out.unresolved);
         }
-        let attrs = actual::managed_attributes(&out.desired);
-        let keys: Vec<&String> = out.desired.keys().collect();
-        let found = actual::read_owned(self.conn, self.config, &keys, &attrs).await?;
-        self.claim_found(found, &mut out)?;
-        if !self.config.ad.link_targets.is_empty() {
-            // The links Writeback added: the only ones the plan may remove.
-            let mut links = self.store.links_of(out.actual.keys())?;
-            for (id, a) in out.actual.iter_mut() {
-                a.links = links.remove(id).unwrap_or_default();
-            }
-        }
-        out.changes = plan::plan(&out.desired, &out.actual);
-        out.held_removals = removals::hold(
-            &mut out.changes,
-            &out.actual,
-            self.config.member_removals,
-            &self.removals_approved,
-        );
-        Ok(out)
+        Ok(())
     }
 
     /// The operational hooks this applied cycle fires (none when no rule defines one).

@@ -78,6 +78,35 @@ impl SyncReport {
         self.outcomes.iter().filter(|o| !o.ok()).count()
     }
 
+    /// How the run history records this cycle.
+    pub fn status(&self) -> crate::state::RunStatus {
+        use crate::state::RunStatus;
+        if self.blocked.is_some() {
+            RunStatus::Blocked
+        } else if self.held.is_some() {
+            RunStatus::Held
+        } else if self.failures() > 0 {
+            RunStatus::Partial
+        } else {
+            RunStatus::Ok
+        }
+    }
+
+    /// The figures the run history keeps of this cycle.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sweep": self.sweep,
+            "changes": self.counts.changes(),
+            "refused": self.plan.refused.len(),
+            "unresolved_members": self.counts.unresolved_members,
+            "failures": self.failures(),
+            "held": self.held.as_ref().map_or(0, |h| h.deletes.len()),
+            "quarantined": self.quarantine_total,
+            "evaluated": self.evaluated,
+            "examined": self.examined,
+        })
+    }
+
     /// What the metrics record of this cycle.
     pub fn figures(&self) -> crate::metrics::CycleFigures {
         crate::metrics::CycleFigures {
@@ -116,6 +145,36 @@ mod tests {
     use super::super::apply::Action;
     use super::super::triggers::TriggerOutcome;
     use crate::metrics::{CHANGE_KINDS, DELIVERY_OUTCOMES};
+
+    #[test]
+    fn a_cycle_is_recorded_blocked_before_held_before_partial() {
+        use crate::state::RunStatus;
+        let mut r = super::SyncReport::default();
+        assert_eq!(r.status(), RunStatus::Ok);
+        r.outcomes.push(super::Outcome {
+            cloud_id: "g".into(),
+            action: Action::Update,
+            dn: "CN=g".into(),
+            guid: None,
+            error: Some("rc=19".into()),
+            member_errors: Vec::new(),
+            transient: false,
+            not_created: false,
+            links_added: Vec::new(),
+            links_removed: Vec::new(),
+        });
+        assert_eq!(r.status(), RunStatus::Partial);
+        r.held = Some(super::Held {
+            set_id: "s".into(),
+            reason: "over the threshold".into(),
+            deletes: Vec::new(),
+            new: true,
+        });
+        assert_eq!(r.status(), RunStatus::Held);
+        r.blocked = Some("over the threshold".into());
+        assert_eq!(r.status(), RunStatus::Blocked);
+        assert_eq!(r.stats()["failures"], 1);
+    }
 
     /// The labels the metrics zero at start are the ones the engine's types spell.
     #[test]
