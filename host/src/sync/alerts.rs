@@ -29,15 +29,45 @@ pub struct Cycle<'a> {
     pub names: &'a BTreeMap<String, String>,
 }
 
+/// One event: the hook, the group it is about (none for a held set) and what it says.
+type Event = (Hook, String, Value);
+
 /// The alerts of `c`, for the rule files `defining(hook)` returns (in its order).
 pub fn alerts(c: Cycle<'_>, defining: impl Fn(Hook) -> Vec<String>) -> Vec<Alert> {
-    let name = |id: &str| c.names.get(id).map_or(Value::Null, |n| json!(n));
-    let mut events: Vec<(Hook, String, Value)> = Vec::new();
+    let mut events = held_events(&c);
+    events.extend(failure_events(&c));
+    let mut out = Vec::new();
+    for (hook, cloud_id, detail) in events {
+        for rule in defining(hook) {
+            out.push(Alert {
+                rule,
+                event: TriggerEvent {
+                    hook,
+                    cloud_id: cloud_id.clone(),
+                    dn: String::new(),
+                    group: None,
+                    changes: detail.clone(),
+                    members: Vec::new(),
+                },
+            });
+        }
+    }
+    out
+}
+
+/// The displayName of a group, or null.
+fn name(c: &Cycle<'_>, id: &str) -> Value {
+    c.names.get(id).map_or(Value::Null, |n| json!(n))
+}
+
+/// `on_held` for a new held set of deletes or of member removals.
+fn held_events(c: &Cycle<'_>) -> Vec<Event> {
+    let mut events = Vec::new();
     if let Some(h) = c.held.filter(|h| h.new) {
         let groups: Vec<Value> = h
             .deletes
             .iter()
-            .map(|e| json!({ "cloud_id": e.cloud_id, "dn": e.dn, "display_name": name(&e.cloud_id) }))
+            .map(|e| json!({ "cloud_id": e.cloud_id, "dn": e.dn, "display_name": name(c, &e.cloud_id) }))
             .collect();
         events.push((
             Hook::OnHeld,
@@ -59,7 +89,7 @@ pub fn alerts(c: Cycle<'_>, defining: impl Fn(Hook) -> Vec<String>) -> Vec<Alert
                 json!({
                     "cloud_id": g.cloud_id,
                     "dn": g.dn,
-                    "display_name": name(&g.cloud_id),
+                    "display_name": name(c, &g.cloud_id),
                     "removals": g.removals,
                     "members": g.members,
                 })
@@ -77,6 +107,13 @@ pub fn alerts(c: Cycle<'_>, defining: impl Fn(Hook) -> Vec<String>) -> Vec<Alert
             }),
         ));
     }
+    events
+}
+
+/// `on_failed` for a group that entered quarantine or fails differently, and `on_refused`
+/// for one the host newly refused.
+fn failure_events(c: &Cycle<'_>) -> Vec<Event> {
+    let mut events = Vec::new();
     let starting: BTreeMap<&str, &QuarantineNote> = c
         .quarantined
         .iter()
@@ -89,7 +126,7 @@ pub fn alerts(c: Cycle<'_>, defining: impl Fn(Hook) -> Vec<String>) -> Vec<Alert
             q.cloud_id.clone(),
             json!({
                 "cloud_id": q.cloud_id,
-                "display_name": name(&q.cloud_id),
+                "display_name": name(c, &q.cloud_id),
                 "error": q.reason,
                 "failures": q.failures,
                 "retry_at": q.retry_at,
@@ -105,30 +142,14 @@ pub fn alerts(c: Cycle<'_>, defining: impl Fn(Hook) -> Vec<String>) -> Vec<Alert
                 r.cloud_id.clone(),
                 json!({
                     "cloud_id": r.cloud_id,
-                    "display_name": name(&r.cloud_id),
+                    "display_name": name(c, &r.cloud_id),
                     "rule": r.rule,
                     "reason": r.reason,
                 }),
             ));
         }
     }
-    let mut out = Vec::new();
-    for (hook, cloud_id, detail) in events {
-        for rule in defining(hook) {
-            out.push(Alert {
-                rule,
-                event: TriggerEvent {
-                    hook,
-                    cloud_id: cloud_id.clone(),
-                    dn: String::new(),
-                    group: None,
-                    changes: detail.clone(),
-                    members: Vec::new(),
-                },
-            });
-        }
-    }
-    out
+    events
 }
 
 #[cfg(test)]

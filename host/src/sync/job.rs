@@ -216,6 +216,8 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         self.phase = Instant::now();
     }
 
+    /// The cycle's outline: each numbered step is a call into its own method or module, kept
+    /// in one function (longer than most) so the order of the steps reads at once.
     async fn run(&mut self) -> Result<SyncReport, SyncError> {
         // 1. Cloud: users first, so the groups' members can be matched. Each round is streamed
         // into the cache, which marks what changed as pending.
@@ -1338,7 +1340,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         };
         // Member groups: the DN the rules give them (or the AD group they came from).
         let (mut wanted_users, wanted_groups) =
-            resolve::wanted(out.desired.keys(), &policies, &groups);
+            resolve::wanted(out.desired.keys(), policies, groups);
         wanted_users.extend(super::owners::wanted(&owners));
         let written = member_group_dns(
             self.store,
@@ -1365,7 +1367,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
             let (Some(g), Some(p)) = (groups.get(id), policies.get(id)) else {
                 continue;
             };
-            o.members = builder.members(g, &groups, *p, &written, &directory, &mut out.unresolved);
+            o.members = builder.members(g, groups, *p, &written, &directory, &mut out.unresolved);
             super::owners::fill(o, &owners, &directory, &mut out.unresolved);
         }
         Ok(())

@@ -54,76 +54,14 @@ pub fn bookkeeping(
 ) -> Vec<Write> {
     let by_id: BTreeMap<&String, &Change> = changes.iter().map(|c| (&c.cloud_id, c)).collect();
     let mut out = Vec::new();
-    let anchor = |id: &str, guid: String, dn: &str, rule: &str| {
-        Write::PutAnchor(Anchor {
-            cloud_id: id.to_string(),
-            object_guid: guid,
-            dn: dn.to_string(),
-            rule: rule.to_string(),
-            updated_at: String::new(),
-        })
-    };
     for o in outcomes {
-        let detail = by_id
-            .get(&o.cloud_id)
-            .map(|c| serde_json::to_value(c).unwrap_or_default())
-            .unwrap_or_default();
-        out.push(Write::Event(AuditEvent {
-            cloud_id: o.cloud_id.clone(),
-            action: o.action.as_str().to_string(),
-            dn: o.dn.clone(),
-            detail,
-            outcome: if o.ok() { "ok".into() } else { "failed".into() },
-        }));
-        match o.action {
-            Action::Delete => {
-                if o.error.is_none() {
-                    out.push(Write::RemoveAnchor(o.cloud_id.clone()));
-                    out.push(Write::RemoveApplied(o.cloud_id.clone()));
-                    out.push(Write::RemoveIntent(o.cloud_id.clone()));
-                    out.push(Write::RemoveLinks(o.cloud_id.clone()));
-                }
-            }
-            Action::Create | Action::Update => {
-                // Links are recorded as they landed, whatever else failed: a link added is
-                // Writeback's to remove later, and one removed is no longer to be removed.
-                out.extend(
-                    o.links_added
-                        .iter()
-                        .map(|t| Write::PutLink(o.cloud_id.clone(), t.clone())),
-                );
-                out.extend(
-                    o.links_removed
-                        .iter()
-                        .map(|t| Write::RemoveLink(o.cloud_id.clone(), t.clone())),
-                );
-                let guid = o
-                    .guid
-                    .clone()
-                    .or_else(|| actual.get(&o.cloud_id).and_then(|a| a.guid.clone()));
-                if o.error.is_none() || (o.action == Action::Update && guid.is_some()) {
-                    if let Some(d) = desired.get(&o.cloud_id) {
-                        out.push(anchor(
-                            &o.cloud_id,
-                            guid.unwrap_or_default(),
-                            &o.dn,
-                            &d.rule,
-                        ));
-                        out.push(Write::RemoveIntent(o.cloud_id.clone()));
-                    }
-                }
-                // A create AD refused made nothing: its intent must not later claim an object
-                // someone else puts at that DN (a hand-made group stamped with the anchor).
-                if o.action == Action::Create && o.not_created {
-                    out.push(Write::RemoveIntent(o.cloud_id.clone()));
-                }
-                // Only a fully applied change is remembered; anything else is retried.
-                match (o.ok(), hashes.get(&o.cloud_id)) {
-                    (true, Some(h)) => out.push(Write::PutApplied(o.cloud_id.clone(), h.clone())),
-                    _ => out.push(Write::RemoveApplied(o.cloud_id.clone())),
-                }
-            }
-        }
+        out.extend(outcome_writes(
+            o,
+            by_id.get(&o.cloud_id).copied(),
+            desired,
+            hashes,
+            actual,
+        ));
     }
     // Compared, no change needed: in step.
     let changed: BTreeSet<&String> = changes.iter().map(|c| &c.cloud_id).collect();
@@ -140,6 +78,89 @@ pub fn bookkeeping(
                 &d.rule,
             ));
             out.push(Write::RemoveIntent(id.clone()));
+        }
+    }
+    out
+}
+
+/// The anchor record of an object.
+fn anchor(id: &str, guid: String, dn: &str, rule: &str) -> Write {
+    Write::PutAnchor(Anchor {
+        cloud_id: id.to_string(),
+        object_guid: guid,
+        dn: dn.to_string(),
+        rule: rule.to_string(),
+        updated_at: String::new(),
+    })
+}
+
+/// What one outcome records: its audit event, and its anchor, hash, intent and links as it
+/// went (see [`bookkeeping`]).
+fn outcome_writes(
+    o: &Outcome,
+    change: Option<&Change>,
+    desired: &BTreeMap<String, DesiredObject>,
+    hashes: &BTreeMap<String, String>,
+    actual: &BTreeMap<String, ActualObject>,
+) -> Vec<Write> {
+    let mut out = Vec::new();
+    let detail = change
+        .map(|c| serde_json::to_value(c).unwrap_or_default())
+        .unwrap_or_default();
+    out.push(Write::Event(AuditEvent {
+        cloud_id: o.cloud_id.clone(),
+        action: o.action.as_str().to_string(),
+        dn: o.dn.clone(),
+        detail,
+        outcome: if o.ok() { "ok".into() } else { "failed".into() },
+    }));
+    match o.action {
+        Action::Delete => {
+            if o.error.is_none() {
+                out.push(Write::RemoveAnchor(o.cloud_id.clone()));
+                out.push(Write::RemoveApplied(o.cloud_id.clone()));
+                out.push(Write::RemoveIntent(o.cloud_id.clone()));
+                out.push(Write::RemoveLinks(o.cloud_id.clone()));
+            }
+        }
+        Action::Create | Action::Update => {
+            // Links are recorded as they landed, whatever else failed: a link added is
+            // Writeback's to remove later, and one removed is no longer to be removed.
+            out.extend(
+                o.links_added
+                    .iter()
+                    .map(|t| Write::PutLink(o.cloud_id.clone(), t.clone())),
+            );
+            out.extend(
+                o.links_removed
+                    .iter()
+                    .map(|t| Write::RemoveLink(o.cloud_id.clone(), t.clone())),
+            );
+            let guid = o
+                .guid
+                .clone()
+                .or_else(|| actual.get(&o.cloud_id).and_then(|a| a.guid.clone()));
+            if o.error.is_none() || (o.action == Action::Update && guid.is_some()) {
+                if let Some(d) = desired.get(&o.cloud_id) {
+                    out.push(anchor(
+                        &o.cloud_id,
+                        guid.unwrap_or_default(),
+                        &o.dn,
+                        &d.rule,
+                    ));
+                    out.push(Write::RemoveIntent(o.cloud_id.clone()));
+                }
+            }
+            // A create AD refused made nothing: its intent must not later claim an object
+            // someone else puts at that DN (a hand-made group stamped with the anchor).
+            if o.action == Action::Create && o.not_created {
+                out.push(Write::RemoveIntent(o.cloud_id.clone()));
+            }
+            // Only a fully applied change is remembered; anything else is retried.
+            match (o.ok(), hashes.get(&o.cloud_id)) {
+                (true, Some(h)) => out.push(Write::PutApplied(o.cloud_id.clone(), h.clone())),
+                _ => out.push(Write::RemoveApplied(o.cloud_id.clone())),
+            }
         }
     }
     out

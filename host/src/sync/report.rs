@@ -26,6 +26,7 @@ pub fn render(r: &SyncReport, applied: bool) -> String {
 }
 
 /// One block per change, with its outcome and its triggers (and what they did, when known).
+/// (Long: it is the text layout of a change block, line by line, kept in one reading order.)
 pub fn render_changes(
     changes: &[Change],
     outcomes: &[Outcome],
@@ -148,7 +149,8 @@ pub fn render_changes(
 /// What follows the changes: refusals, unresolved members, schedules, the gate and the
 /// totals. `streamed` holds the unresolved members grouped by a stream (the report then holds
 /// none); a streamed report also lists its failures and trigger results here, since their
-/// changes were printed before they were known.
+/// changes were printed before they were known. (Long: the report's closing sections in the
+/// order an operator reads them.)
 pub fn render_tail(
     r: &SyncReport,
     applied: bool,

@@ -233,9 +233,34 @@ pub async fn resolve_members<D: Directory>(
     users: &BTreeMap<String, CloudObject>,
     known: &mut Lookups<D>,
 ) -> Result<MemberDirectory, SyncError> {
-    let joins = &config.members;
     let mut dir = MemberDirectory::default();
-    let mut by_user: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let wanted = join_values(config, wanted_users, wanted_groups, groups, users, &mut dir);
+    if wanted.users.is_empty() && wanted.groups.is_empty() {
+        return Ok(dir);
+    }
+    ask(config, conn, known, &wanted).await?;
+    read_answers(config, known, &wanted, &mut dir);
+    Ok(dir)
+}
+
+/// Join value → the cloud ids that carry it, for users and for member groups.
+#[derive(Debug, Default)]
+struct Wanted {
+    users: BTreeMap<String, Vec<String>>,
+    groups: BTreeMap<String, Vec<String>>,
+}
+
+/// The join values of the wanted members; users without one get their reason in `dir`.
+fn join_values(
+    config: &Config,
+    wanted_users: &BTreeSet<String>,
+    wanted_groups: &BTreeSet<String>,
+    groups: &BTreeMap<String, CloudObject>,
+    users: &BTreeMap<String, CloudObject>,
+    dir: &mut MemberDirectory,
+) -> Wanted {
+    let joins = &config.members;
+    let mut out = Wanted::default();
     for uid in wanted_users {
         let Some(u) = users.get(uid) else {
             dir.user_reasons
@@ -243,31 +268,38 @@ pub async fn resolve_members<D: Directory>(
             continue;
         };
         match joins.users.value_of(&u.props) {
-            Ok(v) => by_user.entry(v).or_default().push(uid.clone()),
+            Ok(v) => out.users.entry(v).or_default().push(uid.clone()),
             Err(why) => {
                 dir.user_reasons
                     .insert(uid.clone(), no_value_reason(&joins.users, why));
             }
         }
     }
-    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for gid in wanted_groups {
         // a cloud group without the value was not synced from AD: it is not looked up
         if let Some(v) = groups
             .get(gid)
             .and_then(|g| joins.groups.value_of(&g.props).ok())
         {
-            by_group.entry(v).or_default().push(gid.clone());
+            out.groups.entry(v).or_default().push(gid.clone());
         }
     }
-    if by_user.is_empty() && by_group.is_empty() {
-        return Ok(dir);
-    }
+    out
+}
+
+/// Asks AD (or the Global Catalog) for the join values not answered yet this cycle.
+async fn ask<D: Directory>(
+    config: &Config,
+    conn: &mut D,
+    known: &mut Lookups<D>,
+    wanted: &Wanted,
+) -> Result<(), SyncError> {
+    let joins = &config.members;
     if !known.checked {
         check_joins(config, conn).await?;
         known.checked = true;
     }
-    known.make_room(by_user.len() + by_group.len());
+    known.make_room(wanted.users.len() + wanted.groups.len());
     let Lookups {
         users: known_users,
         groups: known_groups,
@@ -297,13 +329,8 @@ pub async fn resolve_members<D: Directory>(
     };
     let gc_url = config.ad.gc_url.as_deref();
     for (key, what, wanted, answers) in [
-        (&joins.users, JoinFor::Users, &by_user, &mut *known_users),
-        (
-            &joins.groups,
-            JoinFor::Groups,
-            &by_group,
-            &mut *known_groups,
-        ),
+        (&joins.users, JoinFor::Users, &wanted.users, known_users),
+        (&joins.groups, JoinFor::Groups, &wanted.groups, known_groups),
     ] {
         let ask = unknown(wanted.keys().cloned(), answers);
         if ask.is_empty() {
@@ -321,8 +348,19 @@ pub async fn resolve_members<D: Directory>(
             })?;
         remember(answers, ask, &found);
     }
-    for (value, ids) in &by_user {
-        let a = known_users.get(value).cloned().unwrap_or(Answer::Missing);
+    Ok(())
+}
+
+/// Fills `dir` from AD's answers: the DN of each member found, the reason for the others.
+fn read_answers<D>(
+    config: &Config,
+    known: &Lookups<D>,
+    wanted: &Wanted,
+    dir: &mut MemberDirectory,
+) {
+    let joins = &config.members;
+    for (value, ids) in &wanted.users {
+        let a = known.users.get(value).cloned().unwrap_or(Answer::Missing);
         for id in ids {
             match (&a, answer_reason(&joins.users, value, &a)) {
                 (Answer::Found(dn), _) => {
@@ -335,9 +373,8 @@ pub async fn resolve_members<D: Directory>(
             }
         }
     }
-    for (value, ids) in &by_group {
-        let a = known_groups.get(value);
-        match a {
+    for (value, ids) in &wanted.groups {
+        match known.groups.get(value) {
             Some(Answer::Found(dn)) => {
                 for id in ids {
                     dir.synced_groups.insert(id.clone(), dn.clone());
@@ -352,7 +389,6 @@ pub async fn resolve_members<D: Directory>(
             _ => {}
         }
     }
-    Ok(dir)
 }
 
 /// Refuses join attributes a lookup cannot use (see [`attribute_problem`]).

@@ -264,16 +264,7 @@ pub async fn deliver(
     let mut over_budget = 0usize;
     let started = std::time::Instant::now();
     for d in deliveries {
-        let result = |outcome: TriggerOutcome, error: Option<String>| TriggerResult {
-            cloud_id: d.event.cloud_id.clone(),
-            rule: d.rule.clone(),
-            hook: d.event.hook,
-            dn: d.event.dn.clone(),
-            outcome,
-            error,
-            attempt: d.attempts + 1,
-            key: d.key.clone(),
-        };
+        let result = |outcome, error| d.result(outcome, error);
         let left = limits.budget.saturating_sub(started.elapsed());
         if left.is_zero() {
             over_budget += 1;
@@ -304,36 +295,7 @@ pub async fn deliver(
             continue;
         }
         calls += 1;
-        let error = match &effects {
-            Err(e) => Some(e.to_string()),
-            Ok(fx) => call(
-                hooks.clone(),
-                d.rule.clone(),
-                d.event.clone(),
-                Some(d.key.clone()),
-                fx.clone(),
-                limits.timeout.min(left),
-            )
-            .await
-            .err()
-            .map(|e| e.to_string()),
-        };
-        match &error {
-            None => tracing::info!(
-                cloud_id = %d.event.cloud_id,
-                rule = %d.rule,
-                hook = %d.event.hook,
-                attempt = d.attempts + 1,
-                "trigger ran"
-            ),
-            Some(e) => tracing::warn!(
-                cloud_id = %d.event.cloud_id,
-                rule = %d.rule,
-                hook = %d.event.hook,
-                attempt = d.attempts + 1,
-                "trigger failed: {e}"
-            ),
-        }
+        let error = run_one(&hooks, &d, &effects, limits.timeout.min(left)).await;
         let outcome = match error {
             None => TriggerOutcome::Ok,
             Some(_) => TriggerOutcome::Failed,
@@ -355,6 +317,62 @@ pub async fn deliver(
         );
     }
     results
+}
+
+/// Runs one due call with the cycle's effects, logging what came of it; its error, if any.
+async fn run_one(
+    hooks: &Arc<HookTable>,
+    d: &Delivery,
+    effects: &Result<Arc<dyn Effects>, crate::effects::EffectsError>,
+    timeout: Duration,
+) -> Option<String> {
+    let error = match effects {
+        Err(e) => Some(e.to_string()),
+        Ok(fx) => call(
+            hooks.clone(),
+            d.rule.clone(),
+            d.event.clone(),
+            Some(d.key.clone()),
+            fx.clone(),
+            timeout,
+        )
+        .await
+        .err()
+        .map(|e| e.to_string()),
+    };
+    match &error {
+        None => tracing::info!(
+            cloud_id = %d.event.cloud_id,
+            rule = %d.rule,
+            hook = %d.event.hook,
+            attempt = d.attempts + 1,
+            "trigger ran"
+        ),
+        Some(e) => tracing::warn!(
+            cloud_id = %d.event.cloud_id,
+            rule = %d.rule,
+            hook = %d.event.hook,
+            attempt = d.attempts + 1,
+            "trigger failed: {e}"
+        ),
+    }
+    error
+}
+
+impl Delivery {
+    /// What came of this call.
+    fn result(&self, outcome: TriggerOutcome, error: Option<String>) -> TriggerResult {
+        TriggerResult {
+            cloud_id: self.event.cloud_id.clone(),
+            rule: self.rule.clone(),
+            hook: self.event.hook,
+            dn: self.event.dn.clone(),
+            outcome,
+            error,
+            attempt: self.attempts + 1,
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// The planned triggers as steps: a call for each whose change went through, a skip with the
