@@ -54,11 +54,7 @@ pub fn rules_hash(fingerprint: &BTreeMap<PathBuf, String>) -> String {
         h.update(f.as_bytes());
         h.update(b"\n");
     }
-    h.finalize()
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::state::short_id(h)
 }
 
 #[derive(Debug, Clone, Serialize)]

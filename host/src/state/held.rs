@@ -33,6 +33,12 @@ pub fn set_id<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
         h.update(id.as_bytes());
         h.update(b"\n");
     }
+    short_id(h)
+}
+
+/// The first six bytes of a digest in hex: an id short enough to type (`writeback approve`),
+/// long enough not to repeat among the few sets an installation sees.
+pub fn short_id(h: Sha256) -> String {
     h.finalize()
         .iter()
         .take(6)

@@ -43,7 +43,7 @@ pub use anchors::Anchor;
 pub use cache::{CacheChanges, ObjectKind, RoundProgress, StoredLink};
 pub use clock::{now_rfc3339, rfc3339_at, rfc3339_at_time};
 pub use error::StateError;
-pub use held::{set_id as held_set_id, HeldDelete};
+pub use held::{set_id as held_set_id, short_id, HeldDelete};
 pub use held_removals::HeldRemovalRow;
 pub use leaving::Leaving;
 pub use outbox::{NewCall, OutboxCounts, OutboxEntry};

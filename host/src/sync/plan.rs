@@ -244,13 +244,6 @@ mod tests {
         members: Option<&[&str]>,
     ) -> DesiredObject {
         DesiredObject {
-            cloud_now: Default::default(),
-            owners: None,
-            to_cloud: Default::default(),
-            member_of: Default::default(),
-            cloud_id: id.into(),
-            rule: "10-test.rhai".into(),
-            dn: dn.into(),
             attributes: attrs
                 .iter()
                 .map(|(k, v)| {
@@ -260,8 +253,8 @@ mod tests {
                     )
                 })
                 .collect(),
-            on_create: BTreeMap::new(),
             members: members.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            ..DesiredObject::bare(id, "10-test.rhai", dn)
         }
     }
 
@@ -385,15 +378,7 @@ mod tests {
             cloud_id: id.into(),
             dn: dn.into(),
             guid: None,
-            attrs: attrs
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_ascii_lowercase(),
-                        v.iter().map(|s| s.to_string()).collect(),
-                    )
-                })
-                .collect(),
+            attrs: super::super::types::lower_attrs(attrs),
             members: members.iter().map(|s| s.to_string()).collect(),
         }
     }

@@ -244,18 +244,7 @@ mod tests {
     }
 
     fn desired(id: &str) -> DesiredObject {
-        DesiredObject {
-            cloud_now: Default::default(),
-            owners: None,
-            to_cloud: Default::default(),
-            member_of: Default::default(),
-            cloud_id: id.into(),
-            rule: "10-r.rhai".into(),
-            dn: format!("CN={id},OU=X"),
-            attributes: BTreeMap::new(),
-            on_create: BTreeMap::new(),
-            members: None,
-        }
+        DesiredObject::bare(id, "10-r.rhai", &format!("CN={id},OU=X"))
     }
 
     fn change(id: &str, op: Op) -> Change {

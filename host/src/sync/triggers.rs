@@ -780,16 +780,21 @@ fn on_deleted(id, dn) { throw "no"; }
             max_calls: 2,
             budget: Duration::from_secs(60),
         };
-        let results = run_triggers(
-            table.clone(),
-            &plan,
-            &outcomes,
-            &BTreeMap::new(),
-            Vec::new(),
-            Ok(rec.clone()),
-            limits,
-        )
-        .await;
+        // The plan's triggers with these effects and limits.
+        let run = async |effects, limits| {
+            let groups = BTreeMap::new();
+            run_triggers(
+                table.clone(),
+                &plan,
+                &outcomes,
+                &groups,
+                Vec::new(),
+                effects,
+                limits,
+            )
+            .await
+        };
+        let results = run(Ok(rec.clone()), limits).await;
         let got: Vec<(&str, Hook, TriggerOutcome)> = results
             .iter()
             .map(|r| (r.cloud_id.as_str(), r.hook, r.outcome))
@@ -827,16 +832,7 @@ fn on_deleted(id, dn) { throw "no"; }
             max_calls: 10,
             ..limits
         };
-        let results = run_triggers(
-            table.clone(),
-            &plan,
-            &outcomes,
-            &BTreeMap::new(),
-            Vec::new(),
-            Ok(rec.clone()),
-            limits,
-        )
-        .await;
+        let results = run(Ok(rec.clone()), limits).await;
         let e = &results[4];
         assert_eq!(e.outcome, TriggerOutcome::Failed);
         assert!(
@@ -845,16 +841,8 @@ fn on_deleted(id, dn) { throw "no"; }
                 .is_some_and(|m| m.contains("no (rule 10-t.rhai, on_deleted(), group e)")),
             "{e:?}"
         );
-        let results = run_triggers(
-            table.clone(),
-            &plan,
-            &outcomes,
-            &BTreeMap::new(),
-            Vec::new(),
-            Err(crate::effects::EffectsError::Http("no HTTP client".into())),
-            limits,
-        )
-        .await;
+        let no_client = crate::effects::EffectsError::Http("no HTTP client".into());
+        let results = run(Err(no_client), limits).await;
         assert_eq!(results[0].outcome, TriggerOutcome::Failed);
         assert_eq!(
             results[0].error.as_deref(),
@@ -867,16 +855,7 @@ fn on_deleted(id, dn) { throw "no"; }
             ..limits
         };
         let calls_before = rec.0.lock().expect("lock").len();
-        let results = run_triggers(
-            table,
-            &plan,
-            &outcomes,
-            &BTreeMap::new(),
-            Vec::new(),
-            Ok(rec.clone()),
-            spent,
-        )
-        .await;
+        let results = run(Ok(rec.clone()), spent).await;
         assert_eq!(rec.0.lock().expect("lock").len(), calls_before);
         assert_eq!(results[0].outcome, TriggerOutcome::Waiting);
         assert!(results[0]

@@ -29,6 +29,40 @@ pub fn anchor_filter<S: AsRef<str>>(ids: &[S]) -> String {
     format!("(&(objectClass=group)(|{terms}))")
 }
 
+/// `(name, values)` pairs as the attribute map of an AD entry (names lowercased): what tests
+/// and the in-memory directory build entries from.
+#[cfg(test)]
+pub(crate) fn lower_attrs(attrs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    attrs
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                v.iter().map(|s| s.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+impl DesiredObject {
+    /// A desired object at `dn` from `rule` with nothing else set (tests build on it).
+    pub(crate) fn bare(id: &str, rule: &str, dn: &str) -> DesiredObject {
+        DesiredObject {
+            cloud_now: Default::default(),
+            owners: None,
+            to_cloud: Default::default(),
+            member_of: Default::default(),
+            cloud_id: id.into(),
+            rule: rule.into(),
+            dn: dn.into(),
+            attributes: BTreeMap::new(),
+            on_create: BTreeMap::new(),
+            members: None,
+        }
+    }
+}
+
 /// One cloud group's AD object as it should be.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DesiredObject {

@@ -85,15 +85,7 @@ impl FakeDirectory {
         let guid = d.guid();
         let entry = Entry {
             dn: dn.to_string(),
-            attrs: attrs
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_ascii_lowercase(),
-                        v.iter().map(|s| s.to_string()).collect(),
-                    )
-                })
-                .collect(),
+            attrs: crate::sync::types::lower_attrs(attrs),
             guid,
             sid: None,
         };
