@@ -952,7 +952,8 @@ fn ad_section(
         Some(domain) => Some(crate::ad::discover::Discovery {
             servers: dns_servers(a.dns_servers.as_deref().unwrap_or_default())
                 .map_err(|m| v.invalid("ad.dns_servers", &m))?,
-            domain: discover_domain(&domain).map_err(|m| v.invalid("ad.discover", &m))?,
+            domain: discover_domain(&domain)
+                .map_err(|e| v.invalid("ad.discover", &e.to_string()))?,
             allowed_domains: a
                 .discover_allowed_domains
                 .as_deref()
@@ -960,8 +961,9 @@ fn ad_section(
                 .iter()
                 .enumerate()
                 .map(|(i, d)| {
-                    discover_domain(d)
-                        .map_err(|m| v.invalid(&format!("ad.discover_allowed_domains[{i}]"), &m))
+                    discover_domain(d).map_err(|e| {
+                        v.invalid(&format!("ad.discover_allowed_domains[{i}]"), &e.to_string())
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         }),
@@ -1072,7 +1074,9 @@ fn ad_section(
             if v.read_secrets {
                 let problem = match std::fs::File::open(&keytab) {
                     Err(e) => Some(format!("{}: {e}", keytab.display())),
-                    Ok(_) => crate::perms::check_secret_file(&keytab).err(),
+                    Ok(_) => crate::perms::check_secret_file(&keytab)
+                        .err()
+                        .map(|e| e.to_string()),
                 };
                 if let Some(m) = problem {
                     v.unreadable(v.invalid("ad.keytab", &m))?;
@@ -1206,7 +1210,9 @@ fn daemon_section(v: &Validator, d: RawDaemon) -> Result<DaemonConfig, ConfigErr
     }
     let listen = match d.listen.as_deref() {
         None => None,
-        Some(text) => Some(listen_address(text).map_err(|m| v.invalid("daemon.listen", &m))?),
+        Some(text) => {
+            Some(listen_address(text).map_err(|e| v.invalid("daemon.listen", &e.to_string()))?)
+        }
     };
     if d.ready_max_cycle_secs == 0 {
         return Err(v.invalid("daemon.ready_max_cycle_secs", "must be at least 1"));
@@ -1230,16 +1236,24 @@ fn daemon_section(v: &Validator, d: RawDaemon) -> Result<DaemonConfig, ConfigErr
 
 /// `[daemon] listen`: an IP address and a port (`127.0.0.1:9464`, `[::1]:9464`). Host names
 /// are refused: what a name resolves to can change, and the endpoints should not move with it.
-fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
-    let addr: std::net::SocketAddr = text.trim().parse().map_err(|_| {
-        format!("{text:?} is not an IP address with a port, like \"127.0.0.1:9464\"")
-    })?;
+fn listen_address(text: &str) -> Result<std::net::SocketAddr, ListenError> {
+    let addr: std::net::SocketAddr = text
+        .trim()
+        .parse()
+        .map_err(|_| ListenError::NotAnAddress(text.to_string()))?;
     if addr.port() == 0 {
-        return Err(format!(
-            "{text:?} has port 0: give the port a scraper is pointed at"
-        ));
+        return Err(ListenError::PortZero(text.to_string()));
     }
     Ok(addr)
+}
+
+/// Why `[daemon] listen` is refused; holds the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ListenError {
+    #[error("{0:?} is not an IP address with a port, like \"127.0.0.1:9464\"")]
+    NotAnAddress(String),
+    #[error("{0:?} has port 0: give the port a scraper is pointed at")]
+    PortZero(String),
 }
 
 /// `[members]`: the join keys; `user_match` stays as the short form of the users key.
@@ -1279,7 +1293,7 @@ fn member_joins(v: &Validator<'_>, m: RawMembers) -> Result<MemberJoins, ConfigE
 }
 
 /// `ad.discover`: a DNS domain name (`corp.example.test`), a trailing dot allowed.
-fn discover_domain(text: &str) -> Result<String, String> {
+fn discover_domain(text: &str) -> Result<String, NotADomain> {
     let d = text.trim().trim_end_matches('.');
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -1289,11 +1303,18 @@ fn discover_domain(text: &str) -> Result<String, String> {
             && !l.ends_with('-')
     };
     if d.is_empty() || d.len() > 253 || !d.split('.').all(label_ok) {
-        return Err(format!(
-            "{text:?} is not a DNS domain name like \"corp.example.com\""
-        ));
+        return Err(NotADomain {
+            text: text.to_string(),
+        });
     }
     Ok(d.to_ascii_lowercase())
+}
+
+/// A name given as a DNS domain that is not one (empty, a bad label, too long).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a DNS domain name like \"corp.example.com\"")]
+struct NotADomain {
+    text: String,
 }
 
 /// `ad.dns_servers`: IP addresses, each with an optional port (`10.0.0.53`, `127.0.0.1:5353`,
@@ -1413,8 +1434,8 @@ impl Validator<'_> {
         if !self.read_secrets {
             return Ok(String::new());
         }
-        if let Err(m) = crate::perms::check_secret_file(file) {
-            return self.unreadable(self.invalid(key, &m));
+        if let Err(e) = crate::perms::check_secret_file(file) {
+            return self.unreadable(self.invalid(key, &e.to_string()));
         }
         self.read_file(key, file)
     }

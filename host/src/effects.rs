@@ -66,7 +66,7 @@ impl HostEffects {
     pub fn new(handle: Handle, egress: Egress) -> Result<HostEffects, EffectsError> {
         let resolver = egress
             .resolver(Duration::from_secs(10))
-            .map_err(EffectsError::Http)?;
+            .map_err(|e| EffectsError::Http(e.to_string()))?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("writeback/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -173,7 +173,9 @@ impl HostEffects {
         }
         // An address in the URL is not resolved, so the resolver's check does not see it.
         if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
-            self.egress.address_allowed(ip).map_err(Refused)?;
+            self.egress
+                .address_allowed(ip)
+                .map_err(|e| Refused(e.to_string()))?;
         }
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| Refused(format!("{:?} is not an HTTP method", req.method)))?;

@@ -482,10 +482,8 @@ async fn explain(config: Config, group: &str, json: bool) -> Result<ExitCode> {
         setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
     let store = open_existing(&config)?;
     // AD out of reach still leaves the rules' part to explain.
-    let mut conn = setup::ad_connection(&config)
-        .await
-        .map_err(|e| e.to_string());
-    let conn = conn.as_mut().map_err(|e| e.clone());
+    let mut conn = setup::ad_connection(&config).await;
+    let conn = conn.as_mut().map_err(|e| &*e);
     let x = explain::explain(&config, &rules, &store, conn, group).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&x)?);

@@ -37,13 +37,32 @@ pub fn writable_problem(mode: u32) -> Option<String> {
     })
 }
 
+/// Why a secret file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("cannot read {}: {cause}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
+    /// Readable by every user, or writable by others than its owner ([`secret_mode_problem`]).
+    #[error("{} {problem}", path.display())]
+    Mode { path: PathBuf, problem: String },
+}
+
 /// Checks a secret file's mode (following links: a secret mounted as a link is judged by the
 /// file it names).
-pub fn check_secret_file(path: &Path) -> Result<(), String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn check_secret_file(path: &Path) -> Result<(), SecretFileError> {
+    let meta = std::fs::metadata(path).map_err(|cause| SecretFileError::Unreadable {
+        path: path.to_path_buf(),
+        cause,
+    })?;
     match secret_mode_problem(meta.permissions().mode()) {
-        Some(p) => Err(format!("{} {p}", path.display())),
+        Some(problem) => Err(SecretFileError::Mode {
+            path: path.to_path_buf(),
+            problem,
+        }),
         None => Ok(()),
     }
 }

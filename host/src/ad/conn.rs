@@ -120,21 +120,33 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// Why the CA file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// Unreadable, or not PEM.
+    #[error(transparent)]
+    Read(#[from] rustls_pki_types::pem::Error),
+    #[error("unusable certificate: {0}")]
+    Unusable(#[source] rustls::Error),
+    #[error("no PEM certificate found")]
+    NoCertificate,
+}
+
 fn tls_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, AdError> {
-    let ca_err = |reason: String| AdError::CaFile {
+    let ca_err = |cause: CaFileError| AdError::CaFile {
         path: ca_file.to_path_buf(),
-        reason,
+        cause,
     };
     let mut roots = rustls::RootCertStore::empty();
-    let iter = CertificateDer::pem_file_iter(ca_file).map_err(|e| ca_err(e.to_string()))?;
+    let iter = CertificateDer::pem_file_iter(ca_file).map_err(|e| ca_err(e.into()))?;
     for cert in iter {
-        let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+        let cert = cert.map_err(|e| ca_err(e.into()))?;
         roots
             .add(cert)
-            .map_err(|e| ca_err(format!("unusable certificate: {e}")))?;
+            .map_err(|e| ca_err(CaFileError::Unusable(e)))?;
     }
     if roots.is_empty() {
-        return Err(ca_err("no PEM certificate found".into()));
+        return Err(ca_err(CaFileError::NoCertificate));
     }
     Ok(Arc::new(
         rustls::ClientConfig::builder()
@@ -315,15 +327,54 @@ async fn discovered_urls(
     Ok(urls)
 }
 
+/// Why connecting to a DC failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP, TLS or StartTLS, as ldap3 reports it.
+    #[error(transparent)]
+    Ldap(Box<ldap3::LdapError>),
+    /// TCP to an address the discovery's name servers gave.
+    #[error(transparent)]
+    Tcp(#[from] TcpError),
+    /// A Kerberos bind needs the DC's host name (for its service principal).
+    #[error("no host name")]
+    NoHostName,
+}
+
+/// Why a TCP connection through the discovery's name servers failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpError {
+    #[error("no discovery settings")]
+    NoDiscovery,
+    #[error("{url}: no host:port")]
+    NoHostPort { url: String },
+    /// The host's addresses could not be looked up (boxed: an `AdError` holds this one).
+    #[error(transparent)]
+    Lookup(Box<AdError>),
+    #[error("{host}: no address")]
+    NoAddress { host: String },
+    #[error("{addr}: {cause}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("{addr}: timed out")]
+    TimedOut { addr: std::net::SocketAddr },
+    /// The connected socket could not be handed over to ldap3.
+    #[error(transparent)]
+    Detach(std::io::Error),
+}
+
 /// A TCP connection to `url`'s host, its address asked of the discovery's name servers (the
 /// host names DNS gave need not be in the system's resolver).
 async fn tcp_via(
     settings: &AdSettings,
     resolver: &hickory_resolver::TokioResolver,
     url: &str,
-) -> Result<std::net::TcpStream, String> {
+) -> Result<std::net::TcpStream, TcpError> {
     let Some(d) = &settings.discover else {
-        return Err("no discovery settings".into());
+        return Err(TcpError::NoDiscovery);
     };
     let authority = url
         .split_once("://")
@@ -332,17 +383,21 @@ async fn tcp_via(
     let (host, port) = authority
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-        .ok_or_else(|| format!("{url}: no host:port"))?;
+        .ok_or_else(|| TcpError::NoHostPort {
+            url: url.to_string(),
+        })?;
     let ips = discover::addresses(d, resolver, host)
         .await
-        .map_err(|e| e.to_string())?;
-    let mut last = format!("{host}: no address");
+        .map_err(|e| TcpError::Lookup(Box::new(e)))?;
+    let mut last = TcpError::NoAddress {
+        host: host.to_string(),
+    };
     for ip in ips {
         let addr = std::net::SocketAddr::new(ip, port);
         match tokio::time::timeout(settings.timeout, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return stream.into_std().map_err(|e| e.to_string()),
-            Ok(Err(e)) => last = format!("{addr}: {e}"),
-            Err(_) => last = format!("{addr}: timed out"),
+            Ok(Ok(stream)) => return stream.into_std().map_err(TcpError::Detach),
+            Ok(Err(cause)) => last = TcpError::Connect { addr, cause },
+            Err(_) => last = TcpError::TimedOut { addr },
         }
     }
     Err(last)
@@ -355,9 +410,9 @@ async fn open(
     transport: Transport,
 ) -> Result<Ldap, AdError> {
     install_crypto_provider();
-    let connect_err = |message: String| AdError::Connect {
+    let connect_err = |cause: ConnectError| AdError::Connect {
         url: url.to_string(),
-        message,
+        cause,
     };
     let mut ls = LdapConnSettings::new()
         .set_conn_timeout(settings.timeout)
@@ -371,15 +426,17 @@ async fn open(
     if let Some(r) = resolver {
         // The URL keeps the host name (TLS checks the certificate against it).
         ls = ls.set_std_stream(ldap3::StdStream::Tcp(
-            tcp_via(settings, r, url).await.map_err(connect_err)?,
+            tcp_via(settings, r, url)
+                .await
+                .map_err(|e| connect_err(e.into()))?,
         ));
     }
     let (conn, mut ldap) = LdapConnAsync::with_settings(ls, url)
         .await
-        .map_err(|e| connect_err(e.to_string()))?;
+        .map_err(|e| connect_err(ConnectError::Ldap(Box::new(e))))?;
     ldap3::drive!(conn);
     if let Some(k) = &settings.kerberos {
-        let host = kerberos::spn_host(url).ok_or_else(|| connect_err("no host name".into()))?;
+        let host = kerberos::spn_host(url).ok_or_else(|| connect_err(ConnectError::NoHostName))?;
         #[cfg(feature = "kerberos")]
         {
             kerberos::bind(&mut ldap, k, host).await?;
@@ -463,7 +520,9 @@ mod tests {
     fn ca_file_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.pem");
-        let e = tls_config(&missing).unwrap_err().to_string();
+        let err = tls_config(&missing).unwrap_err();
+        assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+        let e = err.to_string();
         assert!(e.contains("nope.pem"), "{e}");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();

@@ -15,10 +15,49 @@ use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::TokioResolver;
 
 use super::error::AdError;
+
+/// Why a resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    /// `/etc/resolv.conf` (or the platform's equivalent) could not be read.
+    #[error("system DNS settings: {0}")]
+    SystemConfig(#[source] NetError),
+    #[error("DNS resolver: {0}")]
+    Build(#[source] NetError),
+}
+
+/// Why the domain's DCs were not found.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error(transparent)]
+    Resolver(#[from] ResolverError),
+    #[error("SRV {name}: {cause}")]
+    Srv {
+        name: String,
+        #[source]
+        cause: NetError,
+    },
+    #[error("SRV {name}: no domain controller listed")]
+    NoneListed { name: String },
+    /// Every host DNS listed is outside the domains DCs may be in (see [`trusted`]).
+    #[error("SRV {name}: every host listed ({}) is outside {domain} and ad.discover_allowed_domains; none is contacted", hosts.join(", "))]
+    AllOutside {
+        name: String,
+        hosts: Vec<String>,
+        domain: String,
+    },
+    #[error("address of {host}: {cause}")]
+    Address {
+        host: String,
+        #[source]
+        cause: NetError,
+    },
+}
 
 /// Where the DCs are looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,17 +165,17 @@ pub fn url_for(target: &SrvTarget, ldaps: bool) -> String {
 
 /// A resolver for the discovery's name servers.
 pub fn resolver(d: &Discovery, timeout: Duration) -> Result<TokioResolver, AdError> {
-    resolver_with(&d.servers, timeout).map_err(|message| AdError::Discovery {
-        domain: d.domain.clone(),
-        message,
-    })
+    resolver_with(&d.servers, timeout).map_err(|e| not_found(d, e.into()))
 }
 
 /// An uncaching resolver asking `servers` (port 53 unless given), or the system's name servers
 /// when `servers` is empty. Also used for the addresses of trigger destinations.
-pub fn resolver_with(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, String> {
+pub fn resolver_with(
+    servers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TokioResolver, ResolverError> {
     let mut builder = if servers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| format!("system DNS settings: {e}"))?
+        TokioResolver::builder_tokio().map_err(ResolverError::SystemConfig)?
     } else {
         let servers = servers
             .iter()
@@ -158,19 +197,28 @@ pub fn resolver_with(servers: &[SocketAddr], timeout: Duration) -> Result<TokioR
     // The DC list is read at each (re)connection: a cached answer would hide a DC added or
     // removed since (and a trigger's destination is checked on the answer it connects to).
     opts.cache_size = 0;
-    builder.build().map_err(|e| format!("DNS resolver: {e}"))
+    builder.build().map_err(ResolverError::Build)
+}
+
+fn not_found(d: &Discovery, cause: DiscoveryError) -> AdError {
+    AdError::Discovery {
+        domain: d.domain.clone(),
+        cause: Box::new(cause),
+    }
 }
 
 /// The domain's DCs as SRV records, in RFC 2782 order.
 pub async fn lookup(d: &Discovery, resolver: &TokioResolver) -> Result<Vec<SrvTarget>, AdError> {
     let name = d.srv_name();
-    let answer = resolver
-        .srv_lookup(name.as_str())
-        .await
-        .map_err(|e| AdError::Discovery {
-            domain: d.domain.clone(),
-            message: format!("SRV {name}: {e}"),
-        })?;
+    let answer = resolver.srv_lookup(name.as_str()).await.map_err(|cause| {
+        not_found(
+            d,
+            DiscoveryError::Srv {
+                name: name.clone(),
+                cause,
+            },
+        )
+    })?;
     let records: Vec<SrvTarget> = answer
         .answers()
         .iter()
@@ -195,19 +243,16 @@ pub async fn lookup(d: &Discovery, resolver: &TokioResolver) -> Result<Vec<SrvTa
         );
     }
     if ordered.is_empty() {
-        let message = if outside.is_empty() {
-            format!("SRV {name}: no domain controller listed")
+        let cause = if outside.is_empty() {
+            DiscoveryError::NoneListed { name }
         } else {
-            format!(
-                "SRV {name}: every host listed ({}) is outside {} and ad.discover_allowed_domains; none is contacted",
-                outside.join(", "),
-                d.domain
-            )
+            DiscoveryError::AllOutside {
+                name,
+                hosts: outside.iter().map(|h| h.to_string()).collect(),
+                domain: d.domain.clone(),
+            }
         };
-        return Err(AdError::Discovery {
-            domain: d.domain.clone(),
-            message,
-        });
+        return Err(not_found(d, cause));
     }
     Ok(ordered)
 }
@@ -222,13 +267,15 @@ pub async fn addresses(
         return Ok(vec![ip]);
     }
     let fqdn = format!("{}.", host.trim_end_matches('.'));
-    let found = resolver
-        .lookup_ip(fqdn.as_str())
-        .await
-        .map_err(|e| AdError::Discovery {
-            domain: d.domain.clone(),
-            message: format!("address of {host}: {e}"),
-        })?;
+    let found = resolver.lookup_ip(fqdn.as_str()).await.map_err(|cause| {
+        not_found(
+            d,
+            DiscoveryError::Address {
+                host: host.to_string(),
+                cause,
+            },
+        )
+    })?;
     let mut ips: Vec<IpAddr> = found.iter().collect();
     ips.sort_by_key(|ip| ip.is_ipv6());
     Ok(ips)

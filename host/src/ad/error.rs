@@ -1,8 +1,15 @@
 //! Errors of the AD connector. Every variant names what was being done and to which DN, and
-//! carries AD's own result code and message when the server answered.
+//! carries AD's own result code and message when the server answered. When an underlying error
+//! is at hand (ldap3, I/O, rustls, DNS) it is the variant's `source()` and is also quoted in
+//! the message, as the state store's errors do: the many callers that log or record `{e}`
+//! keep the cause, and the binary prints each cause of a chain once.
 
 use std::fmt;
 use std::path::PathBuf;
+
+use super::conn::{CaFileError, ConnectError};
+use super::discover::DiscoveryError;
+use super::search::EntryError;
 
 /// The LDAP operation an error belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,21 +56,34 @@ pub enum AdError {
     Settings(String),
 
     /// The CA file for TLS verification could not be read or holds no usable certificate.
-    #[error("cannot use CA file {path}: {reason}")]
-    CaFile { path: PathBuf, reason: String },
+    #[error("cannot use CA file {path}: {cause}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        cause: CaFileError,
+    },
 
     /// TCP/TLS connection or StartTLS failed.
-    #[error("cannot connect to {url}: {message}")]
-    Connect { url: String, message: String },
+    #[error("cannot connect to {url}: {cause}")]
+    Connect {
+        url: String,
+        #[source]
+        cause: ConnectError,
+    },
 
     /// The Kerberos side of a GSSAPI bind failed (keytab, KDC, service ticket). Never carries
     /// a key.
     #[error("Kerberos bind as {principal}: {message}")]
     Kerberos { principal: String, message: String },
 
-    /// The domain's DCs could not be found in DNS (`ad.discover`).
-    #[error("domain controllers of {domain} not found in DNS: {message}")]
-    Discovery { domain: String, message: String },
+    /// The domain's DCs could not be found in DNS (`ad.discover`). Boxed: hickory's errors
+    /// are large.
+    #[error("domain controllers of {domain} not found in DNS: {cause}")]
+    Discovery {
+        domain: String,
+        #[source]
+        cause: Box<DiscoveryError>,
+    },
 
     /// Several domain controllers were tried and none could be used.
     #[error("no domain controller could be used: {failures}")]
@@ -86,7 +106,17 @@ pub enum AdError {
         message: String,
     },
 
-    /// The operation did not get an answer: I/O error, timeout, closed connection.
+    /// The operation did not get an answer: I/O error, timeout, closed channel (ldap3's error
+    /// is the source; boxed, it is larger than the other variants).
+    #[error("{op} {dn:?}: {cause}")]
+    NoAnswer {
+        op: AdOp,
+        dn: String,
+        #[source]
+        cause: Box<ldap3::LdapError>,
+    },
+
+    /// As [`AdError::NoAnswer`], described in words where no ldap3 error is at hand.
     #[error("{op} {dn:?}: {message}")]
     Transport {
         op: AdOp,
@@ -100,6 +130,15 @@ pub enum AdError {
         op: AdOp,
         dn: String,
         reason: String,
+    },
+
+    /// A search result entry could not be decoded (see [`EntryError`]).
+    #[error("{op} {dn:?}: unexpected response: {cause}")]
+    Entry {
+        op: AdOp,
+        dn: String,
+        #[source]
+        cause: EntryError,
     },
 
     /// A caller-supplied argument is unusable (bad attribute name, bad DN, ...).
@@ -124,6 +163,7 @@ impl AdError {
         matches!(
             self,
             AdError::Transport { .. }
+                | AdError::NoAnswer { .. }
                 | AdError::Connect { .. }
                 | AdError::NoDomainController { .. }
                 | AdError::Discovery { .. }
@@ -131,7 +171,7 @@ impl AdError {
     }
 
     /// Maps an ldap3 error of an operation on `dn`: server result codes become `Ldap`,
-    /// everything else (I/O, timeouts, closed channels) becomes `Transport`.
+    /// everything else (I/O, timeouts, closed channels) becomes `NoAnswer`.
     pub(crate) fn from_ldap(op: AdOp, dn: &str, err: ldap3::LdapError) -> AdError {
         match err {
             ldap3::LdapError::LdapResult { result } => AdError::Ldap {
@@ -140,10 +180,10 @@ impl AdError {
                 rc: result.rc,
                 message: result.text,
             },
-            other => AdError::Transport {
+            other => AdError::NoAnswer {
                 op,
                 dn: dn.to_string(),
-                message: other.to_string(),
+                cause: Box::new(other),
             },
         }
     }
@@ -240,5 +280,16 @@ mod tests {
         );
         let t = AdError::from_ldap(AdOp::Search, "CN=x", ldap3::LdapError::EndOfStream);
         assert!(t.is_connection_error());
+    }
+
+    #[test]
+    fn a_transport_error_keeps_ldap3s_error_as_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let e = AdError::from_ldap(AdOp::Modify, "CN=g", ldap3::LdapError::from(io));
+        assert!(e.is_connection_error());
+        assert_eq!(e.rc(), None);
+        assert_eq!(e.to_string(), "modify \"CN=g\": I/O error: reset by peer");
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("I/O error: reset by peer"));
     }
 }

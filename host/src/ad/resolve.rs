@@ -10,7 +10,7 @@ use super::conn::AdConn;
 use super::dn;
 use super::error::AdError;
 use super::join::{Compare, JoinKey};
-use super::search::{build_entry, protocol, AdEntry, Scope};
+use super::search::{bad_entry, build_entry, protocol, AdEntry, Scope};
 
 /// Values per OR filter.
 pub const RESOLVE_BATCH: usize = 100;
@@ -211,7 +211,7 @@ impl AdConn {
             let earlier = bases.get(..i).unwrap_or_default();
             let request = want.iter().map(|a| a.to_string()).collect();
             self.raw_search_each(base, Scope::Subtree, &filter, request, |raw| {
-                let (e, ranged) = build_entry(raw).map_err(|r| protocol(base, r))?;
+                let (e, ranged) = build_entry(raw).map_err(|e| bad_entry(base, e))?;
                 if !ranged.is_empty() {
                     // Only single-valued attributes are asked for; a range means a bad answer.
                     return Err(protocol(

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::conn::AdConn;
 use super::dn;
-use super::error::{AdError, AdOp};
+use super::error::{AdError, AdOp, DnError};
 
 /// Entries per page of a paged search (AD's MaxPageSize is 1000).
 pub const PAGE_SIZE: i32 = 500;
@@ -69,6 +69,33 @@ impl AdEntry {
     }
 }
 
+/// Why a search result entry, or an attribute description in it, could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("malformed range option in {desc:?}")]
+    RangeOption { desc: String },
+    #[error("malformed range start in {desc:?}")]
+    RangeStart { desc: String },
+    #[error("malformed range end in {desc:?}")]
+    RangeEnd { desc: String },
+    #[error("range end before start in {desc:?}")]
+    RangeOrder { desc: String },
+    #[error("{desc:?}: first range does not start at 0")]
+    FirstRange { desc: String },
+    #[error("{desc:?} carries {got} values, expected {expected}")]
+    RangeCount {
+        desc: String,
+        got: usize,
+        expected: usize,
+    },
+    /// The BER structure is not a SearchResultEntry; names the part that is wrong.
+    #[error("malformed search result entry: {0}")]
+    Malformed(&'static str),
+    /// objectGUID or objectSid bytes.
+    #[error(transparent)]
+    Id(#[from] DnError),
+}
+
 /// An attribute description split into its name and an optional `range=lo-hi` option.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AttrDesc {
@@ -78,7 +105,8 @@ pub(crate) struct AttrDesc {
 }
 
 /// Parses `member;range=0-1499` / `member;range=1500-*` / `cn`.
-pub(crate) fn parse_attr_desc(desc: &str) -> Result<AttrDesc, String> {
+pub(crate) fn parse_attr_desc(desc: &str) -> Result<AttrDesc, EntryError> {
+    let desc_of = || desc.to_string();
     let mut parts = desc.split(';');
     let name = parts.next().unwrap_or_default().to_ascii_lowercase();
     let mut range = None;
@@ -87,20 +115,20 @@ pub(crate) fn parse_attr_desc(desc: &str) -> Result<AttrDesc, String> {
         if let Some(r) = lower.strip_prefix("range=") {
             let (lo, hi) = r
                 .split_once('-')
-                .ok_or_else(|| format!("malformed range option in {desc:?}"))?;
+                .ok_or_else(|| EntryError::RangeOption { desc: desc_of() })?;
             let lo: usize = lo
                 .parse()
-                .map_err(|_| format!("malformed range start in {desc:?}"))?;
+                .map_err(|_| EntryError::RangeStart { desc: desc_of() })?;
             let hi = if hi == "*" {
                 None
             } else {
                 Some(
                     hi.parse::<usize>()
-                        .map_err(|_| format!("malformed range end in {desc:?}"))?,
+                        .map_err(|_| EntryError::RangeEnd { desc: desc_of() })?,
                 )
             };
             if hi.is_some_and(|h| h < lo) {
-                return Err(format!("range end before start in {desc:?}"));
+                return Err(EntryError::RangeOrder { desc: desc_of() });
             }
             range = Some((lo, hi));
         }
@@ -116,8 +144,8 @@ pub(crate) struct RawEntry {
     pub attrs: Vec<(String, Vec<Vec<u8>>)>,
 }
 
-pub(crate) fn decode_entry(tag: StructureTag) -> Result<RawEntry, String> {
-    let bad = |what: &str| format!("malformed search result entry: {what}");
+pub(crate) fn decode_entry(tag: StructureTag) -> Result<RawEntry, EntryError> {
+    let bad = EntryError::Malformed;
     let mut parts = tag
         .match_id(4)
         .and_then(StructureTag::expect_constructed)
@@ -177,7 +205,7 @@ pub(crate) struct PendingRange {
 }
 
 /// Builds an [`AdEntry`], merging ranged attributes; returns the ranges still to fetch.
-pub(crate) fn build_entry(raw: RawEntry) -> Result<(AdEntry, Vec<PendingRange>), String> {
+pub(crate) fn build_entry(raw: RawEntry) -> Result<(AdEntry, Vec<PendingRange>), EntryError> {
     let mut entry = AdEntry {
         dn: raw.dn,
         ..AdEntry::default()
@@ -188,14 +216,14 @@ pub(crate) fn build_entry(raw: RawEntry) -> Result<(AdEntry, Vec<PendingRange>),
         match d.name.as_str() {
             "objectguid" => {
                 let Some(v) = vals.first() else { continue };
-                let g = dn::guid_from_ad_bytes(v).map_err(|e| e.to_string())?;
+                let g = dn::guid_from_ad_bytes(v)?;
                 entry.guid = Some(g);
                 entry.attrs.insert(d.name, vec![g.to_string()]);
                 continue;
             }
             "objectsid" => {
                 let Some(v) = vals.first() else { continue };
-                let s = dn::sid_to_string(v).map_err(|e| e.to_string())?;
+                let s = dn::sid_to_string(v)?;
                 entry.sid = Some(s.clone());
                 entry.attrs.insert(d.name, vec![s]);
                 continue;
@@ -204,15 +232,15 @@ pub(crate) fn build_entry(raw: RawEntry) -> Result<(AdEntry, Vec<PendingRange>),
         }
         if let Some((lo, hi)) = d.range {
             if lo != 0 {
-                return Err(format!("{desc:?}: first range does not start at 0"));
+                return Err(EntryError::FirstRange { desc });
             }
             if let Some(hi) = hi {
                 if vals.len() != hi - lo + 1 {
-                    return Err(format!(
-                        "{desc:?} carries {} values, expected {}",
-                        vals.len(),
-                        hi - lo + 1
-                    ));
+                    return Err(EntryError::RangeCount {
+                        desc,
+                        got: vals.len(),
+                        expected: hi - lo + 1,
+                    });
                 }
                 pending.push(PendingRange {
                     attr: d.name.clone(),
@@ -238,6 +266,15 @@ pub(crate) fn request_attrs(attrs: &[&str]) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// An entry of a search under `dn` that could not be decoded.
+pub(crate) fn bad_entry(dn: &str, cause: EntryError) -> AdError {
+    AdError::Entry {
+        op: AdOp::Search,
+        dn: dn.to_string(),
+        cause,
+    }
 }
 
 pub(crate) fn protocol(dn: &str, reason: impl Into<String>) -> AdError {
@@ -274,7 +311,7 @@ impl AdConn {
             .await?;
         let mut out = Vec::with_capacity(raws.len());
         for raw in raws {
-            let (mut entry, pending) = build_entry(raw).map_err(|r| protocol(base, r))?;
+            let (mut entry, pending) = build_entry(raw).map_err(|e| bad_entry(base, e))?;
             for p in pending {
                 let rest = self.read_range_from(&entry.dn, &p.attr, p.next).await?;
                 entry.attrs.entry(p.attr).or_default().extend(rest);
@@ -304,7 +341,7 @@ impl AdConn {
         match (found, searched) {
             (Some(raw), _) => build_entry(raw)
                 .map(|(e, _)| Some(e))
-                .map_err(|r| protocol(base, r)),
+                .map_err(|e| bad_entry(base, e)),
             (None, Ok(())) => Ok(None),
             (None, Err(e)) => Err(e),
         }
@@ -476,7 +513,7 @@ impl AdConn {
         loop {
             let handed = match stream.next().await {
                 Ok(Some(re)) => decode_entry(re.0)
-                    .map_err(|r| protocol(base, r))
+                    .map_err(|e| bad_entry(base, e))
                     .and_then(&mut f),
                 Ok(None) => break,
                 Err(e) => Err(map_err(e)),

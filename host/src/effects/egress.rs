@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::ad::discover::ResolverError;
+
 /// Why an address is not reached by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressClass {
@@ -44,6 +46,17 @@ impl AddressClass {
             AddressClass::Public => "public",
         }
     }
+}
+
+/// Why an address is not connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AddressRefused {
+    /// Link-local or not a destination: refused whatever the config says.
+    #[error("{ip} is a {} address, never reached", class.as_str())]
+    Never { ip: IpAddr, class: AddressClass },
+    /// Loopback, private or shared, and outside `rules.http_allowed_networks`.
+    #[error("{ip} is a {} address, not in rules.http_allowed_networks", class.as_str())]
+    NotAllowed { ip: IpAddr, class: AddressClass },
 }
 
 /// The class of `ip`; an IPv4 address inside IPv6 (`::ffff:a.b.c.d`, the NAT64 prefix
@@ -191,29 +204,26 @@ impl Egress {
     }
 
     /// `Ok` when `ip` may be connected to; else why not.
-    pub fn address_allowed(&self, ip: IpAddr) -> Result<(), String> {
+    pub fn address_allowed(&self, ip: IpAddr) -> Result<(), AddressRefused> {
         match classify(ip) {
             AddressClass::Public => Ok(()),
-            c @ (AddressClass::LinkLocal | AddressClass::NotADestination) => {
-                Err(format!("{ip} is a {} address, never reached", c.as_str()))
+            class @ (AddressClass::LinkLocal | AddressClass::NotADestination) => {
+                Err(AddressRefused::Never { ip, class })
             }
-            c => {
+            class => {
                 let inside = self.networks.iter().any(|n| n.contains(&ip))
                     || embedded(ip).is_some_and(|v4| self.networks.iter().any(|n| n.contains(&v4)));
                 if inside {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "{ip} is a {} address, not in rules.http_allowed_networks",
-                        c.as_str()
-                    ))
+                    Err(AddressRefused::NotAllowed { ip, class })
                 }
             }
         }
     }
 
     /// A resolver for the HTTP client that hands it only the addresses this policy allows.
-    pub fn resolver(&self, timeout: Duration) -> Result<PolicyResolver, String> {
+    pub fn resolver(&self, timeout: Duration) -> Result<PolicyResolver, ResolverError> {
         Ok(PolicyResolver {
             policy: Arc::new(self.clone()),
             dns: Arc::new(crate::ad::discover::resolver_with(
@@ -251,7 +261,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
             for ip in found.iter() {
                 match policy.address_allowed(ip) {
                     Ok(()) => allowed.push(SocketAddr::new(ip, 0)),
-                    Err(why) => refused.push(why),
+                    Err(why) => refused.push(why.to_string()),
                 }
             }
             if allowed.is_empty() {
@@ -311,7 +321,7 @@ mod tests {
     fn by_default_only_public_addresses_are_reached() {
         let e = Egress::default();
         for a in ["169.254.169.254", "fe80::1", "10.0.0.1", "127.0.0.1", "::1"] {
-            let why = e.address_allowed(ip(a)).unwrap_err();
+            let why = e.address_allowed(ip(a)).unwrap_err().to_string();
             assert!(why.contains(a), "{why}");
         }
         assert!(e.address_allowed(ip("93.184.216.34")).is_ok());

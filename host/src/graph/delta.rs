@@ -330,20 +330,39 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
+/// What makes a delta entry (or a `members@delta` entry) unusable. Messages read on from
+/// "it ..." / "members@delta entry N of M ...", and never quote more than a cut-down id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum EntryProblem {
+    #[error("has no id")]
+    NoId,
+    #[error("has an empty id")]
+    EmptyId,
+    #[error("has an id of {len} bytes (at most {max})", max = MAX_ID_BYTES)]
+    LongId { len: usize },
+    #[error("has the id {shown}, with control characters")]
+    ControlCharacters { shown: String },
+    #[error("has an id that is {kind}")]
+    IdNotAString { kind: &'static str },
+    #[error("is {kind}, not an object")]
+    NotAnObject { kind: &'static str },
+}
+
 /// The id of an entry, or why it has none that can be used.
-fn entry_id(entry: &serde_json::Map<String, Value>) -> Result<&str, String> {
+fn entry_id(entry: &serde_json::Map<String, Value>) -> Result<&str, EntryProblem> {
     match entry.get("id") {
-        None => Err("has no id".into()),
-        Some(Value::String(id)) if id.is_empty() => Err("has an empty id".into()),
-        Some(Value::String(id)) if id.len() > MAX_ID_BYTES => Err(format!(
-            "has an id of {} bytes (at most {MAX_ID_BYTES})",
-            id.len()
-        )),
+        None => Err(EntryProblem::NoId),
+        Some(Value::String(id)) if id.is_empty() => Err(EntryProblem::EmptyId),
+        Some(Value::String(id)) if id.len() > MAX_ID_BYTES => {
+            Err(EntryProblem::LongId { len: id.len() })
+        }
         Some(Value::String(id)) if id.chars().any(char::is_control) => {
-            Err(format!("has the id {}, with control characters", short(id)))
+            Err(EntryProblem::ControlCharacters { shown: short(id) })
         }
         Some(Value::String(id)) => Ok(id),
-        Some(other) => Err(format!("has an id that is {}", kind_of(other))),
+        Some(other) => Err(EntryProblem::IdNotAString {
+            kind: kind_of(other),
+        }),
     }
 }
 
@@ -519,9 +538,9 @@ impl DeltaMerger {
 }
 
 /// Applies one `members@delta` entry; `Err` says what is wrong with it (it is then skipped).
-fn apply_member(item: &mut DeltaItem, m: &Value) -> Result<(), String> {
+fn apply_member(item: &mut DeltaItem, m: &Value) -> Result<(), EntryProblem> {
     let Some(entry) = m.as_object() else {
-        return Err(format!("is {}, not an object", kind_of(m)));
+        return Err(EntryProblem::NotAnObject { kind: kind_of(m) });
     };
     let member_id = entry_id(entry)?;
     let entry = Some(entry);

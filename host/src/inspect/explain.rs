@@ -223,7 +223,7 @@ pub async fn explain(
     config: &Config,
     rules: &RuleSet,
     store: &Store,
-    conn: Result<&mut AdConn, String>,
+    conn: Result<&mut AdConn, &AdError>,
     query: &str,
 ) -> Result<Explanation, ExplainError> {
     let (lookup, id, candidates, loose_name) = find(store, query)?;
@@ -291,7 +291,7 @@ pub async fn explain(
     let conn = match conn {
         Ok(c) => c,
         Err(e) => {
-            x.ad_error = Some(e);
+            x.ad_error = Some(e.to_string());
             if let (Some(d), Some(_)) = (&desired, &group) {
                 let builder = DesiredBuilder {
                     managed_ous: &config.ad.managed_ous,

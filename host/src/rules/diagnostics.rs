@@ -282,7 +282,7 @@ pub(crate) fn load_diagnostic(
     let mut message = match inner.error {
         EvalAltResult::ErrorModuleNotFound(path, _) => match resolver.file_for(path) {
             Ok(file) => format!("module {path:?} not found: no file {}", file.display()),
-            Err(why) => why,
+            Err(why) => why.to_string(),
         },
         e => describe(e, &Limits::default()).0,
     };

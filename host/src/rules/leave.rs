@@ -10,47 +10,99 @@ use super::Decision;
 
 const KEYS: &str = "leave, after";
 
-/// The decision a `#{ leave: ... }` map stands for. Errors name the rule and the key.
-pub(crate) fn decision(rule: &str, map: Map) -> Result<Decision, String> {
+/// What is wrong with a `#{ leave: ... }` map. Messages name the rule and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaveError {
+    #[error("{rule} returned `leave` as {type_name}; it must be \"keep\" or \"delete\"")]
+    LeaveType {
+        rule: String,
+        type_name: &'static str,
+    },
+    #[error("{rule} returned `after` as {type_name}; it must be a duration such as \"7d\", \"12h\" or \"30m\"")]
+    AfterType {
+        rule: String,
+        type_name: &'static str,
+    },
+    #[error("{rule} returned `after`: {cause}")]
+    After {
+        rule: String,
+        #[source]
+        cause: DurationError,
+    },
+    #[error("{rule} returned `leave` with an unknown key `{key}` (allowed next to `leave`: {keys}); a group to write has no `leave`", keys = KEYS)]
+    UnknownKey { rule: String, key: String },
+    #[error("{rule} returned leave: \"keep\" with `after`; a kept group is never deleted by the rule (use leave: \"delete\", after: ...)")]
+    KeepAfter { rule: String },
+    #[error("{rule} returned leave: {}; it must be \"keep\" or \"delete\"", quoted(.value))]
+    UnknownLeave { rule: String, value: String },
+    #[error("{rule} returned `after` without `leave`")]
+    AfterWithoutLeave { rule: String },
+}
+
+/// A duration that [`parse_duration`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{} is not a duration such as \"7d\", \"12h\", \"30m\" or \"90s\"", quoted(.text))]
+    Malformed { text: String },
+    #[error("{} is longer than 10 years", quoted(.text))]
+    TooLong { text: String },
+}
+
+/// The decision a `#{ leave: ... }` map stands for.
+pub(crate) fn decision(rule: &str, map: Map) -> Result<Decision, LeaveError> {
+    let rule_of = || rule.to_string();
     let mut leave = None;
     let mut after = None;
     for (key, value) in map {
         match key.as_str() {
             "leave" => {
-                leave = Some(value.into_string().map_err(|typ| {
-                    format!("{rule} returned `leave` as {typ}; it must be \"keep\" or \"delete\"")
-                })?)
+                leave = Some(
+                    value
+                        .into_string()
+                        .map_err(|type_name| LeaveError::LeaveType {
+                            rule: rule_of(),
+                            type_name,
+                        })?,
+                )
             }
             "after" => {
-                let text = value.into_string().map_err(|typ| {
-                    format!("{rule} returned `after` as {typ}; it must be a duration such as \"7d\", \"12h\" or \"30m\"")
-                })?;
-                after = Some(parse_duration(&text).map_err(|e| format!("{rule} returned `after`: {e}"))?);
+                let text = value
+                    .into_string()
+                    .map_err(|type_name| LeaveError::AfterType {
+                        rule: rule_of(),
+                        type_name,
+                    })?;
+                after = Some(parse_duration(&text).map_err(|cause| LeaveError::After {
+                    rule: rule_of(),
+                    cause,
+                })?);
             }
             other => {
-                return Err(format!(
-                    "{rule} returned `leave` with an unknown key `{other}` (allowed next to `leave`: {KEYS}); a group to write has no `leave`"
-                ))
+                return Err(LeaveError::UnknownKey {
+                    rule: rule_of(),
+                    key: other.to_string(),
+                })
             }
         }
     }
     match (leave.as_deref(), after) {
         (Some("keep"), None) => Ok(Decision::Keep),
-        (Some("keep"), Some(_)) => Err(format!(
-            "{rule} returned leave: \"keep\" with `after`; a kept group is never deleted by the rule (use leave: \"delete\", after: ...)"
-        )),
+        (Some("keep"), Some(_)) => Err(LeaveError::KeepAfter { rule: rule_of() }),
         (Some("delete"), None | Some(0)) => Ok(Decision::OutOfScope),
         (Some("delete"), Some(secs)) => Ok(Decision::DeleteAfter { secs }),
-        (Some(other), _) => Err(format!(
-            "{rule} returned leave: {}; it must be \"keep\" or \"delete\"",
-            quoted(other)
-        )),
-        (None, _) => Err(format!("{rule} returned `after` without `leave`")),
+        (Some(other), _) => Err(LeaveError::UnknownLeave {
+            rule: rule_of(),
+            value: other.to_string(),
+        }),
+        (None, _) => Err(LeaveError::AfterWithoutLeave { rule: rule_of() }),
     }
 }
 
 /// Seconds in `text`: a whole number followed by `s`, `m`, `h` or `d` (`"90s"`, `"7d"`).
-pub fn parse_duration(text: &str) -> Result<u64, String> {
+pub fn parse_duration(text: &str) -> Result<u64, DurationError> {
+    let malformed = || DurationError::Malformed {
+        text: text.to_string(),
+    };
     let t = text.trim();
     let unit = t.chars().last().unwrap_or(' ');
     let scale = match unit {
@@ -58,23 +110,15 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         'm' => 60,
         'h' => 3_600,
         'd' => 86_400,
-        _ => {
-            return Err(format!(
-                "{} is not a duration such as \"7d\", \"12h\", \"30m\" or \"90s\"",
-                quoted(text)
-            ))
-        }
+        _ => return Err(malformed()),
     };
     let number = &t[..t.len() - 1];
-    let n: u64 = number.parse().map_err(|_| {
-        format!(
-            "{} is not a duration such as \"7d\", \"12h\", \"30m\" or \"90s\"",
-            quoted(text)
-        )
-    })?;
+    let n: u64 = number.parse().map_err(|_| malformed())?;
     n.checked_mul(scale)
         .filter(|s| *s <= MAX_DELAY_SECS)
-        .ok_or_else(|| format!("{} is longer than 10 years", quoted(text)))
+        .ok_or_else(|| DurationError::TooLong {
+            text: text.to_string(),
+        })
 }
 
 /// Longer than any retention an administrator sets; refuses typos such as "7000000d".
@@ -117,15 +161,25 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let e = decision("10-a.rhai", map(&[("leave", "kep")])).unwrap_err();
+        let e = decision("10-a.rhai", map(&[("leave", "kep")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("10-a.rhai") && e.contains("\"kep\""), "{e}");
-        let e = decision("r", map(&[("leave", "keep"), ("after", "1d")])).unwrap_err();
+        let e = decision("r", map(&[("leave", "keep"), ("after", "1d")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("never deleted"), "{e}");
-        let e = decision("r", map(&[("leave", "delete"), ("after", "7 days")])).unwrap_err();
+        let e = decision("r", map(&[("leave", "delete"), ("after", "7 days")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"7 days\""), "{e}");
-        let e = decision("r", map(&[("leave", "keep"), ("parent", "x")])).unwrap_err();
+        let e = decision("r", map(&[("leave", "keep"), ("parent", "x")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`parent`"), "{e}");
-        let e = decision("r", map(&[("after", "1d")])).unwrap_err();
+        let e = decision("r", map(&[("after", "1d")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("without `leave`"), "{e}");
     }
 

@@ -54,13 +54,13 @@ pub use hooks::{Hook, HookError, HookTable, TriggerEvent};
 pub use input::{
     GRAPH_DISPLAY_NAME_MAX, MAX_CLOUD_ARRAY, MAX_CLOUD_PROPERTIES, MAX_CLOUD_STRING_BYTES,
 };
-pub use leave::{format_duration, parse_duration};
-pub use output::{MAX_ATTRIBUTES, MAX_TOTAL_BYTES, MAX_VALUES, MAX_VALUE_BYTES};
+pub use leave::{format_duration, parse_duration, DurationError, LeaveError};
+pub use output::{OutputError, MAX_ATTRIBUTES, MAX_TOTAL_BYTES, MAX_VALUES, MAX_VALUE_BYTES};
 pub use primitives::{
     safe_url, AdFound, EffectError, Effects, HttpRequest, HttpResponse, DEFAULT_HTTP_TIMEOUT,
 };
 pub use properties::{GraphProperties, GROUP_PROPERTIES_CONST, USER_PROPERTIES_CONST};
-pub use schedule::Schedule;
+pub use schedule::{Schedule, ScheduleError};
 pub use text::{quoted, QUOTE_CHARS};
 
 use resolver::RuleResolver;

@@ -152,26 +152,171 @@ pub(crate) fn over_known_limits(group: &DesiredGroup) -> Vec<TooLong> {
 
 const KEYS: &str = "parent, cn, attributes, on_create, members, owners, member_of, to_cloud";
 
+/// What is wrong with what a rule returned. Every message names the rule and the key (or
+/// attribute), and quotes no more of a value than it takes to find it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputError {
+    #[error("{entry}() in {rule} must return (), #{{ leave: ... }} or a map #{{ {keys} }}, not {type_name}", keys = KEYS)]
+    NotAMap {
+        rule: String,
+        entry: String,
+        type_name: &'static str,
+    },
+    #[error(transparent)]
+    Leave(#[from] super::leave::LeaveError),
+    #[error("{rule} returned an unknown key {} (allowed: {keys}); attributes go inside `attributes: #{{ ... }}`", ticked(.key), keys = KEYS)]
+    UnknownKey { rule: String, key: String },
+    #[error("{rule} returned no `parent` (the container DN)")]
+    NoParent { rule: String },
+    #[error("{rule} returned no `cn`")]
+    NoCn { rule: String },
+    /// `parent`, `cn`: empty.
+    #[error("{rule} returned an empty `{key}`")]
+    EmptyText { rule: String, key: &'static str },
+    /// `parent`, `cn`: not a string.
+    #[error("{rule} returned `{key}` as {type_name}; it must be a string")]
+    NotText {
+        rule: String,
+        key: &'static str,
+        type_name: &'static str,
+    },
+    #[error("{rule} returned parent {}, which is not a distinguished name", quoted(.parent))]
+    ParentNotADn { rule: String, parent: String },
+    #[error(transparent)]
+    TooLong(#[from] TooLong),
+    #[error(
+        "{rule} returned an unknown `members` value; use \"on-premises\", \"flatten\" or \"none\""
+    )]
+    MemberPolicy { rule: String },
+    /// `owners` names an attribute the rule also sets itself.
+    #[error(
+        "{rule} returned `owners: \"{attr}\"` and sets `{other}` itself: one of the two must go"
+    )]
+    OwnersAlsoSet {
+        rule: String,
+        attr: String,
+        other: String,
+    },
+    #[error("{rule} returned `owners` as {type_name}; it takes the name of a DN attribute, e.g. \"managedBy\"")]
+    OwnersType {
+        rule: String,
+        type_name: &'static str,
+    },
+    #[error("{rule} returned `owners` {}, which is not an LDAP attribute name", ticked(.name))]
+    OwnersName { rule: String, name: String },
+    #[error("{rule} may not write the owners to `{name}`: the host owns `{reserved}`")]
+    OwnersReserved {
+        rule: String,
+        name: String,
+        reserved: &'static str,
+    },
+    #[error("{rule} returned `to_cloud` as {type_name}; it takes a map #{{ extension_<app id>_<name>: value }}")]
+    ToCloudType {
+        rule: String,
+        type_name: &'static str,
+    },
+    #[error("{rule} returned to_cloud `{name}`: only directory extension properties (extension_<app id without dashes>_<name>) are written to the cloud")]
+    NotAnExtension { rule: String, name: String },
+    #[error("{rule} returned to_cloud `{name}` as {type_name}; it takes a string, an integer, a bool or ()")]
+    ToCloudValue {
+        rule: String,
+        name: String,
+        type_name: &'static str,
+    },
+    /// `member_of`: an item that is not a string.
+    #[error("{rule} returned `{key}` with a {type_name}; it takes DNs (strings)")]
+    DnType {
+        rule: String,
+        key: &'static str,
+        type_name: &'static str,
+    },
+    #[error("{rule} returned `{key}` {}, which is not a distinguished name", quoted(.dn))]
+    NotADn {
+        rule: String,
+        key: &'static str,
+        dn: String,
+    },
+    #[error("{rule} returned `{name}` both in `attributes` and in `on_create`; an attribute is either kept in step or written once")]
+    BothOnCreate { rule: String, name: String },
+    #[error("{rule} returned more than {max} bytes of attribute values in `attributes` and `on_create`; one LDAP request to AD holds at most 10 MiB", max = MAX_TOTAL_BYTES)]
+    TotalTooLarge { rule: String },
+    #[error("{rule} returned more than {max} bytes of attribute values (reached at `{name}`); one LDAP request to AD holds at most 10 MiB", max = MAX_TOTAL_BYTES)]
+    TotalTooLargeAt { rule: String, name: String },
+    /// `attributes`, `on_create`: not a map.
+    #[error(
+        "{rule} returned `{key}` as {type_name}; it must be a map #{{ ldapDisplayName: value }}"
+    )]
+    AttributesType {
+        rule: String,
+        key: &'static str,
+        type_name: &'static str,
+    },
+    #[error("{rule} returned {count} attributes; the host writes at most {max} per group", max = MAX_ATTRIBUTES)]
+    TooManyAttributes { rule: String, count: usize },
+    #[error("{rule} returned attribute {}, which is not an LDAP attribute name (letters, digits, hyphens, starting with a letter, at most {max})", ticked(.name), max = MAX_NAME_CHARS)]
+    AttributeName { rule: String, name: String },
+    #[error("{rule} may not set attribute `{name}`: the host owns `{reserved}`")]
+    Reserved {
+        rule: String,
+        name: String,
+        reserved: &'static str,
+    },
+    /// Two spellings of one (case-insensitive) attribute name.
+    #[error("{rule} returned attribute `{name}` twice (also as `{first}`)")]
+    Twice {
+        rule: String,
+        name: String,
+        first: String,
+    },
+    #[error("{rule} returned {count} values in attribute `{name}`; the host writes at most {max} (Active Directory keeps no more in one object)", max = MAX_VALUES)]
+    TooManyValues {
+        rule: String,
+        name: String,
+        count: usize,
+    },
+    #[error("{rule} returned a nested {type_name} in attribute `{name}`; values must be strings, integers or booleans")]
+    Nested {
+        rule: String,
+        name: String,
+        type_name: &'static str,
+    },
+    #[error("{rule} returned a value of {bytes} bytes in attribute `{name}`; the host writes at most {max} bytes per value", max = MAX_VALUE_BYTES)]
+    ValueTooLarge {
+        rule: String,
+        name: String,
+        bytes: usize,
+    },
+    #[error("{rule} returned {type_name} in attribute `{name}`; values must be strings, integers, booleans or () to clear")]
+    ValueType {
+        rule: String,
+        name: String,
+        type_name: &'static str,
+    },
+}
+
 /// What `entry` returned, as a decision: `()` skips the group (deleting an AD group written
 /// earlier), a map with `leave` says what becomes of it ([`super::leave`]), any other map is the
-/// group to write. Errors are messages naming the rule and the key.
-pub(crate) fn decision(rule: &str, entry: &str, out: Dynamic) -> Result<Decision, String> {
+/// group to write.
+pub(crate) fn decision(rule: &str, entry: &str, out: Dynamic) -> Result<Decision, OutputError> {
     if out.is_unit() {
         return Ok(Decision::OutOfScope);
     }
     let type_name = type_name(&out);
     let Some(map) = out.try_cast::<Map>() else {
-        return Err(format!(
-            "{entry}() in {rule} must return (), #{{ leave: ... }} or a map #{{ {KEYS} }}, not {type_name}"
-        ));
+        return Err(OutputError::NotAMap {
+            rule: rule.to_string(),
+            entry: entry.to_string(),
+            type_name,
+        });
     };
     if map.contains_key("leave") || map.contains_key("after") {
-        return super::leave::decision(rule, map);
+        return Ok(super::leave::decision(rule, map)?);
     }
     desired_group(rule, map).map(Decision::Desired)
 }
 
-fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
+fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, OutputError> {
+    let rule_of = || rule.to_string();
     let mut parent = None;
     let mut cn = None;
     let mut attributes = BTreeMap::new();
@@ -191,23 +336,23 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
             "owners" => owners = owners_attribute(rule, value)?,
             "to_cloud" => to_cloud = cloud_properties(rule, value)?,
             other => {
-                return Err(format!(
-                    "{rule} returned an unknown key {} (allowed: {KEYS}); attributes go inside `attributes: #{{ ... }}`",
-                    ticked(other)
-                ))
+                return Err(OutputError::UnknownKey {
+                    rule: rule_of(),
+                    key: other.to_string(),
+                })
             }
         }
     }
-    let parent = parent.ok_or_else(|| format!("{rule} returned no `parent` (the container DN)"))?;
-    let cn = cn.ok_or_else(|| format!("{rule} returned no `cn`"))?;
+    let parent = parent.ok_or_else(|| OutputError::NoParent { rule: rule_of() })?;
+    let cn = cn.ok_or_else(|| OutputError::NoCn { rule: rule_of() })?;
     if !parent.contains('=') {
-        return Err(format!(
-            "{rule} returned parent {}, which is not a distinguished name",
-            quoted(&parent)
-        ));
+        return Err(OutputError::ParentNotADn {
+            rule: rule_of(),
+            parent,
+        });
     }
     // Counted as AD counts, so a cn that fits here is never refused for its length.
-    check_units(rule, "cn", &cn, MAX_CN_UNITS).map_err(|e| e.to_string())?;
+    check_units(rule, "cn", &cn, MAX_CN_UNITS)?;
     check_on_create(rule, &attributes, &on_create)?;
     if let Some(attr) = &owners {
         if let Some(other) = attributes
@@ -215,9 +360,11 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
             .chain(on_create.keys())
             .find(|a| a.eq_ignore_ascii_case(attr))
         {
-            return Err(format!(
-                "{rule} returned `owners: \"{attr}\"` and sets `{other}` itself: one of the two must go"
-            ));
+            return Err(OutputError::OwnersAlsoSet {
+                rule: rule_of(),
+                attr: attr.clone(),
+                other: other.clone(),
+            });
         }
     }
     Ok(DesiredGroup {
@@ -234,27 +381,30 @@ fn desired_group(rule: &str, map: Map) -> Result<DesiredGroup, String> {
 }
 
 /// `owners`: the DN-valued AD attribute the cloud group's owners go to (`"managedBy"`), or `()`.
-fn owners_attribute(rule: &str, value: Dynamic) -> Result<Option<String>, String> {
+fn owners_attribute(rule: &str, value: Dynamic) -> Result<Option<String>, OutputError> {
     if value.is_unit() {
         return Ok(None);
     }
-    let typ = type_name(&value);
-    let name = value.into_string().map_err(|_| {
-        format!("{rule} returned `owners` as {typ}; it takes the name of a DN attribute, e.g. \"managedBy\"")
+    let type_name = type_name(&value);
+    let name = value.into_string().map_err(|_| OutputError::OwnersType {
+        rule: rule.to_string(),
+        type_name,
     })?;
     if !is_ldap_display_name(&name) || name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!(
-            "{rule} returned `owners` {}, which is not an LDAP attribute name",
-            ticked(&name)
-        ));
+        return Err(OutputError::OwnersName {
+            rule: rule.to_string(),
+            name,
+        });
     }
     if let Some(reserved) = RESERVED_ATTRIBUTES
         .iter()
         .find(|r| r.eq_ignore_ascii_case(&name))
     {
-        return Err(format!(
-            "{rule} may not write the owners to `{name}`: the host owns `{reserved}`"
-        ));
+        return Err(OutputError::OwnersReserved {
+            rule: rule.to_string(),
+            name,
+            reserved,
+        });
     }
     Ok(Some(name))
 }
@@ -265,19 +415,21 @@ fn owners_attribute(rule: &str, value: Dynamic) -> Result<Option<String>, String
 fn cloud_properties(
     rule: &str,
     value: Dynamic,
-) -> Result<BTreeMap<String, serde_json::Value>, String> {
+) -> Result<BTreeMap<String, serde_json::Value>, OutputError> {
     let typ = type_name(&value);
     let Some(map) = value.try_cast::<Map>() else {
-        return Err(format!(
-            "{rule} returned `to_cloud` as {typ}; it takes a map #{{ extension_<app id>_<name>: value }}"
-        ));
+        return Err(OutputError::ToCloudType {
+            rule: rule.to_string(),
+            type_name: typ,
+        });
     };
     let mut out = BTreeMap::new();
     for (name, v) in map {
         if !is_extension_property(&name) {
-            return Err(format!(
-                "{rule} returned to_cloud `{name}`: only directory extension properties (extension_<app id without dashes>_<name>) are written to the cloud"
-            ));
+            return Err(OutputError::NotAnExtension {
+                rule: rule.to_string(),
+                name: name.to_string(),
+            });
         }
         let json = if v.is_unit() {
             serde_json::Value::Null
@@ -288,10 +440,11 @@ fn cloud_properties(
         } else if v.is_string() {
             serde_json::Value::String(v.into_string().unwrap_or_default())
         } else {
-            return Err(format!(
-                "{rule} returned to_cloud `{name}` as {}; it takes a string, an integer, a bool or ()",
-                type_name(&v)
-            ));
+            return Err(OutputError::ToCloudValue {
+                rule: rule.to_string(),
+                name: name.to_string(),
+                type_name: type_name(&v),
+            });
         };
         out.insert(name.to_string(), json);
     }
@@ -312,7 +465,7 @@ fn is_extension_property(name: &str) -> bool {
 }
 
 /// A DN or an array of DNs (`()` or `[]` for none): sorted, unique, each checked to be a DN.
-fn dn_list(rule: &str, key: &str, value: Dynamic) -> Result<Vec<String>, String> {
+fn dn_list(rule: &str, key: &'static str, value: Dynamic) -> Result<Vec<String>, OutputError> {
     let items: Vec<Dynamic> = if value.is_unit() {
         Vec::new()
     } else if value.is_array() {
@@ -322,15 +475,18 @@ fn dn_list(rule: &str, key: &str, value: Dynamic) -> Result<Vec<String>, String>
     };
     let mut out = std::collections::BTreeSet::new();
     for item in items {
-        let typ = type_name(&item);
-        let dn = item
-            .into_string()
-            .map_err(|_| format!("{rule} returned `{key}` with a {typ}; it takes DNs (strings)"))?;
+        let type_name = type_name(&item);
+        let dn = item.into_string().map_err(|_| OutputError::DnType {
+            rule: rule.to_string(),
+            key,
+            type_name,
+        })?;
         if crate::ad::dn::normalize(&dn).is_err() || !dn.contains('=') {
-            return Err(format!(
-                "{rule} returned `{key}` {}, which is not a distinguished name",
-                quoted(&dn)
-            ));
+            return Err(OutputError::NotADn {
+                rule: rule.to_string(),
+                key,
+                dn,
+            });
         }
         out.insert(dn);
     }
@@ -338,14 +494,15 @@ fn dn_list(rule: &str, key: &str, value: Dynamic) -> Result<Vec<String>, String>
 }
 
 /// `on_create` names no attribute `attributes` also sets, and both fit one LDAP add together.
-fn check_on_create(rule: &str, attributes: &Values, on_create: &Values) -> Result<(), String> {
+fn check_on_create(rule: &str, attributes: &Values, on_create: &Values) -> Result<(), OutputError> {
     if let Some(name) = on_create
         .keys()
         .find(|n| attributes.keys().any(|a| a.eq_ignore_ascii_case(n)))
     {
-        return Err(format!(
-            "{rule} returned `{name}` both in `attributes` and in `on_create`; an attribute is either kept in step or written once"
-        ));
+        return Err(OutputError::BothOnCreate {
+            rule: rule.to_string(),
+            name: name.clone(),
+        });
     }
     let total: usize = attributes
         .values()
@@ -355,25 +512,30 @@ fn check_on_create(rule: &str, attributes: &Values, on_create: &Values) -> Resul
         .map(String::len)
         .sum();
     if total > MAX_TOTAL_BYTES {
-        return Err(format!(
-            "{rule} returned more than {MAX_TOTAL_BYTES} bytes of attribute values in `attributes` and `on_create`; one LDAP request to AD holds at most 10 MiB"
-        ));
+        return Err(OutputError::TotalTooLarge {
+            rule: rule.to_string(),
+        });
     }
     Ok(())
 }
 
-fn required_text(rule: &str, key: &str, value: Dynamic) -> Result<String, String> {
+fn required_text(rule: &str, key: &'static str, value: Dynamic) -> Result<String, OutputError> {
     let type_name = type_name(&value);
     match value.into_immutable_string() {
         Ok(s) if !s.trim().is_empty() => Ok(s.to_string()),
-        Ok(_) => Err(format!("{rule} returned an empty `{key}`")),
-        Err(_) => Err(format!(
-            "{rule} returned `{key}` as {type_name}; it must be a string"
-        )),
+        Ok(_) => Err(OutputError::EmptyText {
+            rule: rule.to_string(),
+            key,
+        }),
+        Err(_) => Err(OutputError::NotText {
+            rule: rule.to_string(),
+            key,
+            type_name,
+        }),
     }
 }
 
-fn member_policy(rule: &str, value: Dynamic) -> Result<MemberPolicy, String> {
+fn member_policy(rule: &str, value: Dynamic) -> Result<MemberPolicy, OutputError> {
     if value.is_unit() {
         return Ok(MemberPolicy::OnPremises);
     }
@@ -381,30 +543,33 @@ fn member_policy(rule: &str, value: Dynamic) -> Result<MemberPolicy, String> {
         Ok(s) if s == "on-premises" => Ok(MemberPolicy::OnPremises),
         Ok(s) if s == "none" => Ok(MemberPolicy::None),
         Ok(s) if s == "flatten" => Ok(MemberPolicy::Flatten),
-        _ => Err(format!(
-            "{rule} returned an unknown `members` value; use \"on-premises\", \"flatten\" or \"none\""
-        )),
+        _ => Err(OutputError::MemberPolicy {
+            rule: rule.to_string(),
+        }),
     }
 }
 
 /// Attribute name -> values (`None` = clear).
 type Values = BTreeMap<String, Option<Vec<String>>>;
 
-fn attribute_map(rule: &str, key: &str, value: Dynamic) -> Result<Values, String> {
+fn attribute_map(rule: &str, key: &'static str, value: Dynamic) -> Result<Values, OutputError> {
+    let rule_of = || rule.to_string();
     if value.is_unit() {
         return Ok(BTreeMap::new());
     }
     let type_name = type_name(&value);
     let Some(map) = value.try_cast::<Map>() else {
-        return Err(format!(
-            "{rule} returned `{key}` as {type_name}; it must be a map #{{ ldapDisplayName: value }}"
-        ));
+        return Err(OutputError::AttributesType {
+            rule: rule_of(),
+            key,
+            type_name,
+        });
     };
     if map.len() > MAX_ATTRIBUTES {
-        return Err(format!(
-            "{rule} returned {} attributes; the host writes at most {MAX_ATTRIBUTES} per group",
-            map.len()
-        ));
+        return Err(OutputError::TooManyAttributes {
+            rule: rule_of(),
+            count: map.len(),
+        });
     }
     let mut out = BTreeMap::new();
     // LDAP attribute names are case-insensitive: two spellings of one name are a mistake.
@@ -413,30 +578,35 @@ fn attribute_map(rule: &str, key: &str, value: Dynamic) -> Result<Values, String
     for (name, v) in map {
         let name = name.to_string();
         if !is_ldap_display_name(&name) || name.chars().count() > MAX_NAME_CHARS {
-            return Err(format!(
-                "{rule} returned attribute {}, which is not an LDAP attribute name (letters, digits, hyphens, starting with a letter, at most {MAX_NAME_CHARS})",
-                ticked(&name)
-            ));
+            return Err(OutputError::AttributeName {
+                rule: rule_of(),
+                name,
+            });
         }
         if let Some(reserved) = RESERVED_ATTRIBUTES
             .iter()
             .find(|r| r.eq_ignore_ascii_case(&name))
         {
-            return Err(format!(
-                "{rule} may not set attribute `{name}`: the host owns `{reserved}`"
-            ));
+            return Err(OutputError::Reserved {
+                rule: rule_of(),
+                name,
+                reserved,
+            });
         }
         if let Some(first) = seen.insert(name.to_ascii_lowercase(), name.clone()) {
-            return Err(format!(
-                "{rule} returned attribute `{name}` twice (also as `{first}`)"
-            ));
+            return Err(OutputError::Twice {
+                rule: rule_of(),
+                name,
+                first,
+            });
         }
         let values = attribute_values(rule, &name, v)?;
         total += values.iter().flatten().map(String::len).sum::<usize>();
         if total > MAX_TOTAL_BYTES {
-            return Err(format!(
-                "{rule} returned more than {MAX_TOTAL_BYTES} bytes of attribute values (reached at `{name}`); one LDAP request to AD holds at most 10 MiB"
-            ));
+            return Err(OutputError::TotalTooLargeAt {
+                rule: rule_of(),
+                name,
+            });
         }
         out.insert(name, values);
     }
@@ -458,23 +628,29 @@ fn is_ldap_display_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
-fn attribute_values(rule: &str, name: &str, v: Dynamic) -> Result<Option<Vec<String>>, String> {
+fn attribute_values(
+    rule: &str,
+    name: &str,
+    v: Dynamic,
+) -> Result<Option<Vec<String>>, OutputError> {
     let mut values = Vec::new();
     if v.is_array() {
         let items = v.cast::<Array>();
         // Counted before anything is converted: a million-element array is refused at once.
         if items.len() > MAX_VALUES {
-            return Err(format!(
-                "{rule} returned {} values in attribute `{name}`; the host writes at most {MAX_VALUES} (Active Directory keeps no more in one object)",
-                items.len()
-            ));
+            return Err(OutputError::TooManyValues {
+                rule: rule.to_string(),
+                name: name.to_string(),
+                count: items.len(),
+            });
         }
         for item in items {
             if item.is_array() || item.is_map() {
-                return Err(format!(
-                    "{rule} returned a nested {} in attribute `{name}`; values must be strings, integers or booleans",
-                    type_name(&item)
-                ));
+                return Err(OutputError::Nested {
+                    rule: rule.to_string(),
+                    name: name.to_string(),
+                    type_name: type_name(&item),
+                });
             }
             push_scalar(rule, name, item, &mut values)?;
         }
@@ -490,7 +666,12 @@ fn attribute_values(rule: &str, name: &str, v: Dynamic) -> Result<Option<Vec<Str
     Ok((!values.is_empty()).then_some(values))
 }
 
-fn push_scalar(rule: &str, name: &str, v: Dynamic, out: &mut Vec<String>) -> Result<(), String> {
+fn push_scalar(
+    rule: &str,
+    name: &str,
+    v: Dynamic,
+    out: &mut Vec<String>,
+) -> Result<(), OutputError> {
     if v.is_unit() {
         return Ok(());
     }
@@ -513,20 +694,22 @@ fn push_scalar(rule: &str, name: &str, v: Dynamic, out: &mut Vec<String>) -> Res
             }
         };
         if s.len() > MAX_VALUE_BYTES {
-            return Err(format!(
-                "{rule} returned a value of {} bytes in attribute `{name}`; the host writes at most {MAX_VALUE_BYTES} bytes per value",
-                s.len()
-            ));
+            return Err(OutputError::ValueTooLarge {
+                rule: rule.to_string(),
+                name: name.to_string(),
+                bytes: s.len(),
+            });
         }
         if !s.is_empty() {
             out.push(s.to_string());
         }
         return Ok(());
     }
-    Err(format!(
-        "{rule} returned {} in attribute `{name}`; values must be strings, integers, booleans or () to clear",
-        type_name(&v)
-    ))
+    Err(OutputError::ValueType {
+        rule: rule.to_string(),
+        name: name.to_string(),
+        type_name: type_name(&v),
+    })
 }
 
 /// The type as scripts know it (`type_of`), for messages.

@@ -170,44 +170,61 @@ fn written_list(toks: &[(Token, Position)], name_at: Position) -> Option<Vec<(St
     }
 }
 
+/// Why a name is not a Graph property a rule may read. Messages read on from "... is not a
+/// Graph property name: ".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PropertyNameError {
+    #[error("the name is empty")]
+    Empty,
+    #[error("names are at most {max} characters", max = MAX_PROPERTY_NAME_CHARS)]
+    TooLong,
+    #[error("a property name starts with a letter")]
+    FirstNotALetter,
+    #[error("{0:?} is not allowed; property names hold only letters, digits and `_`")]
+    Character(char),
+    #[error("a directory extension property is named `extension_<application id, 32 lowercase hex digits without dashes>_<name>`, e.g. `extension_0123456789abcdef0123456789abcdef_costCenter`")]
+    Extension,
+    #[error("`{0}` is a relationship, not a property; the host reads members itself")]
+    Relationship(&'static str),
+    /// A group property in another case than Graph's.
+    #[error("Graph spells it `{0}`")]
+    Spelling(&'static str),
+    #[error("the group has no such property in Graph's v1.0 or beta schema (a misspelling?)")]
+    NoSuchGroupProperty,
+}
+
 /// Whether Graph would take `name` as a property in `$select`: an identifier (ASCII letters,
 /// digits, `_`, starting with a letter); a directory extension property spelled
 /// `extension_<application id as 32 lowercase hex digits, no dashes>_<name>`; no relationship.
 /// A group property other than a directory extension must be one the group has, spelt as
 /// Graph spells it: a misspelt name would make Graph refuse the whole delta query (400), and a
 /// name in another case would read as nothing in the rule.
-fn check_group_property(name: &str) -> Result<(), String> {
+fn check_group_property(name: &str) -> Result<(), PropertyNameError> {
     if name.starts_with(EXTENSION_PREFIX) {
         return Ok(());
     }
     match super::group::documented_spelling(name) {
         Some(p) if p == name => Ok(()),
-        Some(p) => Err(format!("Graph spells it `{p}`")),
-        None => Err(
-            "the group has no such property in Graph's v1.0 or beta schema (a misspelling?)".into(),
-        ),
+        Some(p) => Err(PropertyNameError::Spelling(p)),
+        None => Err(PropertyNameError::NoSuchGroupProperty),
     }
 }
 
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), PropertyNameError> {
     if name.is_empty() {
-        return Err("the name is empty".into());
+        return Err(PropertyNameError::Empty);
     }
     if name.chars().count() > MAX_PROPERTY_NAME_CHARS {
-        return Err(format!(
-            "names are at most {MAX_PROPERTY_NAME_CHARS} characters"
-        ));
+        return Err(PropertyNameError::TooLong);
     }
     if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Err("a property name starts with a letter".into());
+        return Err(PropertyNameError::FirstNotALetter);
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
     {
-        return Err(format!(
-            "{c:?} is not allowed; property names hold only letters, digits and `_`"
-        ));
+        return Err(PropertyNameError::Character(c));
     }
     let prefix = name.get(..EXTENSION_PREFIX.len());
     if prefix.is_some_and(|p| p.eq_ignore_ascii_case(EXTENSION_PREFIX)) {
@@ -222,13 +239,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
             && tail.len() > 1
             && tail.starts_with('_');
         if !ok {
-            return Err("a directory extension property is named `extension_<application id, 32 lowercase hex digits without dashes>_<name>`, e.g. `extension_0123456789abcdef0123456789abcdef_costCenter`".into());
+            return Err(PropertyNameError::Extension);
         }
     }
     if let Some(r) = RELATIONSHIPS.iter().find(|r| r.eq_ignore_ascii_case(name)) {
-        return Err(format!(
-            "`{r}` is a relationship, not a property; the host reads members itself"
-        ));
+        return Err(PropertyNameError::Relationship(r));
     }
     Ok(())
 }
@@ -383,7 +398,7 @@ mod tests {
             ("members", "relationship"),
             ("Owners", "relationship"),
         ] {
-            let err = check_name(bad).expect_err(bad);
+            let err = check_name(bad).expect_err(bad).to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
         assert!(check_name(&"a".repeat(MAX_PROPERTY_NAME_CHARS + 1)).is_err());

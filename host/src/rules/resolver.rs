@@ -11,6 +11,13 @@ use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, AST};
 /// The import prefix for shipped modules.
 pub(crate) const STD_PREFIX: &str = "std/";
 
+/// An import path that leaves its folder (absolute, `..`) or names no file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid module path {import:?}: use \"std/<name>\" for the stdlib or a path relative to the rules folder, without `..`")]
+pub(crate) struct InvalidModulePath {
+    pub import: String,
+}
+
 pub(crate) struct RuleResolver {
     rules_dir: PathBuf,
     stdlib_dir: PathBuf,
@@ -28,7 +35,7 @@ impl RuleResolver {
 
     /// The file an import path names, or why the path is not acceptable. Paths stay inside
     /// their folder: no absolute paths, no `..`.
-    pub(crate) fn file_for(&self, import: &str) -> Result<PathBuf, String> {
+    pub(crate) fn file_for(&self, import: &str) -> Result<PathBuf, InvalidModulePath> {
         let (base, rel) = match import.strip_prefix(STD_PREFIX) {
             Some(rest) => (&self.stdlib_dir, rest),
             None => (&self.rules_dir, import),
@@ -40,9 +47,9 @@ impl RuleResolver {
                 .components()
                 .all(|c| matches!(c, Component::Normal(_)));
         if !clean {
-            return Err(format!(
-                "invalid module path {import:?}: use \"std/<name>\" for the stdlib or a path relative to the rules folder, without `..`"
-            ));
+            return Err(InvalidModulePath {
+                import: import.to_string(),
+            });
         }
         let mut file = base.join(rel_path);
         let name = format!(
@@ -72,7 +79,7 @@ impl RuleResolver {
         let file = self.file_for(import).map_err(|msg| {
             Box::new(EvalAltResult::ErrorInModule(
                 import.to_string(),
-                EvalAltResult::ErrorRuntime(msg.into(), Position::NONE).into(),
+                EvalAltResult::ErrorRuntime(msg.to_string().into(), Position::NONE).into(),
                 pos,
             ))
         })?;

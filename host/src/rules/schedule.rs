@@ -15,6 +15,28 @@ use time::OffsetDateTime;
 /// The longest interval accepted: a year.
 const MAX_INTERVAL: Duration = Duration::from_secs(366 * 86_400);
 
+/// Why a `SCHEDULE` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("the schedule is empty")]
+    Empty,
+    #[error("not a valid cron expression: {0}")]
+    Cron(#[source] CronError),
+    /// Neither one field (an interval) nor five (cron).
+    #[error("{0} fields; a cron expression has 5 (minute hour day-of-month month day-of-week)")]
+    FieldCount(usize),
+    #[error("no unit (s, m, h or d)")]
+    NoUnit,
+    #[error("{0:?} is not a whole number and a unit")]
+    NotANumber(String),
+    #[error("unknown unit {0:?} (s, m, h or d)")]
+    UnknownUnit(String),
+    #[error("the interval must be at least 1")]
+    Zero,
+    #[error("the interval is longer than a year")]
+    TooLong,
+}
+
 /// A parsed `SCHEDULE`.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -36,10 +58,10 @@ impl PartialEq for Schedule {
 
 impl Schedule {
     /// Parses an interval or a 5-field cron expression; the error says what is wrong.
-    pub fn parse(text: &str) -> Result<Schedule, String> {
+    pub fn parse(text: &str) -> Result<Schedule, ScheduleError> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return Err("the schedule is empty".into());
+            return Err(ScheduleError::Empty);
         }
         let fields = trimmed.split_whitespace().count();
         let kind = if fields == 1 {
@@ -50,12 +72,10 @@ impl Schedule {
                 .year(Year::Disallowed)
                 .build()
                 .parse(trimmed)
-                .map_err(|e| format!("not a valid cron expression: {e}"))?;
+                .map_err(ScheduleError::Cron)?;
             Kind::Cron(Box::new(cron))
         } else {
-            return Err(format!(
-                "{fields} fields; a cron expression has 5 (minute hour day-of-month month day-of-week)"
-            ));
+            return Err(ScheduleError::FieldCount(fields));
         };
         Ok(Schedule {
             text: trimmed.to_string(),
@@ -90,29 +110,29 @@ impl Schedule {
 }
 
 /// `<n><unit>` with unit s, m, h or d.
-fn interval(text: &str) -> Result<Duration, String> {
+fn interval(text: &str) -> Result<Duration, ScheduleError> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| "no unit (s, m, h or d)".to_string())?;
+        .ok_or(ScheduleError::NoUnit)?;
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("{text:?} is not a whole number and a unit"))?;
+        .map_err(|_| ScheduleError::NotANumber(text.to_string()))?;
     let secs = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("unknown unit {unit:?} (s, m, h or d)")),
+        _ => return Err(ScheduleError::UnknownUnit(unit.to_string())),
     };
     if n == 0 {
-        return Err("the interval must be at least 1".into());
+        return Err(ScheduleError::Zero);
     }
     let d = n
         .checked_mul(secs)
         .map(Duration::from_secs)
         .filter(|d| *d <= MAX_INTERVAL)
-        .ok_or_else(|| "the interval is longer than a year".to_string())?;
+        .ok_or(ScheduleError::TooLong)?;
     Ok(d)
 }
 
@@ -189,7 +209,7 @@ mod tests {
         for bad in ["0s", "5", "5x", "m", "1.5h", "-1m", "400d", " "] {
             assert!(Schedule::parse(bad).is_err(), "{bad:?} accepted");
         }
-        let e = Schedule::parse("5x").unwrap_err();
+        let e = Schedule::parse("5x").unwrap_err().to_string();
         assert!(e.contains("unknown unit"), "{e}");
     }
 
@@ -225,11 +245,11 @@ mod tests {
 
     #[test]
     fn bad_cron_expressions_say_why() {
-        let e = Schedule::parse("0 3 * *").unwrap_err();
+        let e = Schedule::parse("0 3 * *").unwrap_err().to_string();
         assert!(e.contains("4 fields"), "{e}");
-        let e = Schedule::parse("0 0 3 * * *").unwrap_err();
+        let e = Schedule::parse("0 0 3 * * *").unwrap_err().to_string();
         assert!(e.contains("6 fields"), "{e}");
-        let e = Schedule::parse("61 * * * *").unwrap_err();
+        let e = Schedule::parse("61 * * * *").unwrap_err().to_string();
         assert!(e.contains("cron"), "{e}");
         assert!(Schedule::parse("* * * * FUNDAY").is_err());
     }

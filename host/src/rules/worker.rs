@@ -147,7 +147,7 @@ fn decide(
             .call(&rule.ast, map, value, limits.call_timeout)
             .map_err(|e| fail(map, diagnostics::locate(&e, &rule.path, limits)))?;
         return output::decision(&rule.name, map, out)
-            .map_err(|message| fail(map, Located::output(&rule.path, message)));
+            .map_err(|e| fail(map, Located::output(&rule.path, e.to_string())));
     }
     Ok(Decision::OutOfScope)
 }

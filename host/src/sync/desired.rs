@@ -41,6 +41,18 @@ pub struct DesiredBuilder<'a> {
     pub schema: Option<&'a crate::ad::schema::Schema>,
 }
 
+/// Why a rule's `owners` attribute cannot hold the owners.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnersError {
+    /// The schema refuses the attribute on a group (unknown, not allowed by the class, ...).
+    #[error("owners: {0}")]
+    Schema(#[from] crate::ad::SchemaViolation),
+    #[error("owners: attribute `{attr}` is not in the AD schema")]
+    NotInSchema { attr: String },
+    #[error("owners: attribute `{attr}` does not hold DNs (syntax {syntax}); use a DN attribute such as managedBy")]
+    NotDn { attr: String, syntax: String },
+}
+
 impl DesiredBuilder<'_> {
     /// The DN a rule's output names (no checks).
     pub fn dn(g: &DesiredGroup) -> String {
@@ -120,7 +132,7 @@ impl DesiredBuilder<'_> {
             .collect();
         let owners = match &g.owners {
             None => None,
-            Some(attr) => Some(self.owners_into(attr).map_err(refuse)?),
+            Some(attr) => Some(self.owners_into(attr).map_err(|e| refuse(e.to_string()))?),
         };
         if let Some(schema) = self.schema {
             let cn = vec![g.cn.clone()];
@@ -157,7 +169,7 @@ impl DesiredBuilder<'_> {
     }
 
     /// The attribute a rule's `owners` names, if the schema lets a group hold DNs in it.
-    fn owners_into(&self, attr: &str) -> Result<OwnersInto, String> {
+    fn owners_into(&self, attr: &str) -> Result<OwnersInto, OwnersError> {
         let Some(schema) = self.schema else {
             // Without a schema (explain with no DC at hand) one value is the safe reading.
             return Ok(OwnersInto {
@@ -165,17 +177,15 @@ impl DesiredBuilder<'_> {
                 single_valued: true,
             });
         };
-        schema
-            .check(attr, &[])
-            .map_err(|e| format!("owners: {e}"))?;
-        let def = schema
-            .attr(attr)
-            .ok_or_else(|| format!("owners: attribute `{attr}` is not in the AD schema"))?;
+        schema.check(attr, &[])?;
+        let def = schema.attr(attr).ok_or_else(|| OwnersError::NotInSchema {
+            attr: attr.to_string(),
+        })?;
         if def.syntax != crate::ad::schema::syntax::DN {
-            return Err(format!(
-                "owners: attribute `{}` does not hold DNs (syntax {}); use a DN attribute such as managedBy",
-                def.name, def.syntax
-            ));
+            return Err(OwnersError::NotDn {
+                attr: def.name.clone(),
+                syntax: def.syntax.clone(),
+            });
         }
         Ok(OwnersInto {
             attribute: def.name.clone(),

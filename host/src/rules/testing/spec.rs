@@ -181,13 +181,13 @@ pub fn parse(path: &Path, text: &str) -> Result<TestFile, Diagnostic> {
                 || group_json(&toml::Table::new()),
                 |g| group_json(g.get_ref()),
             )
-            .map_err(|m| src.at(group_span, context(&m)))?;
+            .map_err(|m| src.at(group_span, context(&m.to_string())))?;
         let now = raw_case
             .now
             .map(|n| parse_now(&src, &n, &context("now")))
             .transpose()?;
         let expect = parse_expect(raw_case.expect.get_ref())
-            .map_err(|m| src.at(raw_case.expect.span().start, context(&m)))?;
+            .map_err(|m| src.at(raw_case.expect.span().start, context(&m.to_string())))?;
         cases.push(Case {
             name,
             line,
@@ -225,15 +225,89 @@ fn parse_now(
     Now::parse(&text).map_err(|e| src.at(value.span().start, format!("{what}: {e}")))
 }
 
+/// A TOML float JSON cannot hold (NaN, infinity).
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("{0} has no JSON form")]
+struct NoJsonForm(f64);
+
+/// What is wrong with a case's `group`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum GroupError {
+    #[error("group.{key}: {cause}")]
+    Property {
+        key: String,
+        #[source]
+        cause: NoJsonForm,
+    },
+    #[error("group.id must be a string")]
+    IdType,
+    #[error("group.members must be an array of {{ id = \"...\", type = \"user\" }}")]
+    MembersType,
+    #[error("group.members[{0}] must be {{ id = \"...\", type = \"user\" | \"group\" | ... }}")]
+    Member(usize),
+    #[error("group.members[{index}]: unknown key `{key}` (allowed: id, type)")]
+    MemberKey { index: usize, key: String },
+}
+
+/// What is wrong with a case's `expect`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ExpectError {
+    #[error("expect: {0}")]
+    Duration(#[source] crate::rules::DurationError),
+    #[error("expect must be \"skip\", \"keep\", \"delete after <duration>\" or a table ([case.expect] with rule, parent, cn, members, attributes, on_create or error)")]
+    Type,
+    #[error("expect: unknown key `{0}` (allowed: {keys})", keys = EXPECT_KEYS)]
+    UnknownKey(String),
+    #[error("expect: `error` cannot be combined with other expectations")]
+    ErrorCombined,
+    #[error("expect.error must be a non-empty string: text the error message contains")]
+    ErrorText,
+    #[error("expect.{key} must be a string, not a {type_name}")]
+    NotAString {
+        key: &'static str,
+        type_name: &'static str,
+    },
+    #[error("expect.members must be \"on-premises\", \"flatten\" or \"none\", not {0:?}")]
+    Members(String),
+    #[error("expect.exact_attributes must be true or false")]
+    ExactAttributes,
+    #[error("expect.member_of must be a DN or an array of DNs")]
+    MemberOf,
+    #[error("expect.member_of must be a DN or an array of DNs, not a {0}")]
+    MemberOfType(&'static str),
+    /// `attributes` or `on_create` names an attribute twice (in two cases).
+    #[error("expect.{key} lists `{name}` twice (also as `{first}`); attribute names ignore case")]
+    AttributeTwice {
+        key: &'static str,
+        name: String,
+        first: String,
+    },
+    #[error("expect.{key}.{name}: {cause}")]
+    Attribute {
+        key: &'static str,
+        name: String,
+        #[source]
+        cause: Box<ExpectError>,
+    },
+    #[error("expect.{0} must be a table {{ name = value | [values] | \"(cleared)\" }}")]
+    AttributesType(&'static str),
+    /// An expected attribute value that is not a string, an integer or a boolean.
+    #[error("values must be strings, integers or booleans (or \"{cleared}\"), not a {0}", cleared = CLEARED)]
+    ValueType(&'static str),
+}
+
 /// The case's group as the rules see it: Graph property names, `id` defaulted, members as
 /// `{ id, type }` with `type` defaulting to `"user"`.
-fn group_json(table: &toml::Table) -> Result<Value, String> {
+fn group_json(table: &toml::Table) -> Result<Value, GroupError> {
     let mut out = Map::new();
     for (k, v) in table {
         let value = if k == "members" {
             members_json(v)?
         } else {
-            to_json(v).map_err(|m| format!("group.{k}: {m}"))?
+            to_json(v).map_err(|cause| GroupError::Property {
+                key: k.clone(),
+                cause,
+            })?
         };
         out.insert(k.clone(), value);
     }
@@ -242,27 +316,24 @@ fn group_json(table: &toml::Table) -> Result<Value, String> {
             out.insert("id".into(), Value::String(DEFAULT_GROUP_ID.into()));
         }
         Some(Value::String(_)) => {}
-        Some(_) => return Err("group.id must be a string".to_string()),
+        Some(_) => return Err(GroupError::IdType),
     }
     Ok(Value::Object(out))
 }
 
-fn members_json(value: &toml::Value) -> Result<Value, String> {
+fn members_json(value: &toml::Value) -> Result<Value, GroupError> {
     let Some(list) = value.as_array() else {
-        return Err("group.members must be an array of { id = \"...\", type = \"user\" }".into());
+        return Err(GroupError::MembersType);
     };
     let mut out = Vec::with_capacity(list.len());
     for (i, m) in list.iter().enumerate() {
-        let bad = || {
-            format!(
-                "group.members[{i}] must be {{ id = \"...\", type = \"user\" | \"group\" | ... }}"
-            )
-        };
+        let bad = || GroupError::Member(i);
         let t = m.as_table().ok_or_else(bad)?;
         if let Some(k) = t.keys().find(|k| *k != "id" && *k != "type") {
-            return Err(format!(
-                "group.members[{i}]: unknown key `{k}` (allowed: id, type)"
-            ));
+            return Err(GroupError::MemberKey {
+                index: i,
+                key: k.clone(),
+            });
         }
         let id = t.get("id").and_then(toml::Value::as_str).ok_or_else(bad)?;
         let kind = match t.get("type") {
@@ -275,13 +346,13 @@ fn members_json(value: &toml::Value) -> Result<Value, String> {
 }
 
 /// TOML to JSON; date-times become their RFC 3339 text (Graph sends times as strings).
-fn to_json(value: &toml::Value) -> Result<Value, String> {
+fn to_json(value: &toml::Value) -> Result<Value, NoJsonForm> {
     Ok(match value {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),
         toml::Value::Float(f) => serde_json::Number::from_f64(*f)
             .map(Value::Number)
-            .ok_or_else(|| format!("{f} has no JSON form"))?,
+            .ok_or(NoJsonForm(*f))?,
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect::<Result<_, _>>()?),
@@ -293,7 +364,7 @@ fn to_json(value: &toml::Value) -> Result<Value, String> {
     })
 }
 
-fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
+fn parse_expect(value: &toml::Value) -> Result<Expect, ExpectError> {
     let table = match value {
         toml::Value::String(s) if s == "skip" => return Ok(Expect::Skip),
         toml::Value::String(s) if s == "keep" => return Ok(Expect::Keep),
@@ -301,44 +372,34 @@ fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
             let after = s.trim_start_matches("delete after ");
             return crate::rules::parse_duration(after)
                 .map(Expect::DeleteAfter)
-                .map_err(|e| format!("expect: {e}"));
+                .map_err(ExpectError::Duration);
         }
         toml::Value::Table(t) => t,
-        _ => {
-            return Err(
-                "expect must be \"skip\", \"keep\", \"delete after <duration>\" or a table ([case.expect] with rule, parent, cn, members, attributes, on_create or error)"
-                    .to_string(),
-            )
-        }
+        _ => return Err(ExpectError::Type),
     };
     if let Some(k) = table
         .keys()
         .find(|k| !EXPECT_KEYS.split(", ").any(|a| a == *k))
     {
-        return Err(format!(
-            "expect: unknown key `{k}` (allowed: {EXPECT_KEYS})"
-        ));
+        return Err(ExpectError::UnknownKey(k.clone()));
     }
     if let Some(err) = table.get("error") {
         if table.len() > 1 {
-            return Err("expect: `error` cannot be combined with other expectations".to_string());
+            return Err(ExpectError::ErrorCombined);
         }
         return match err.as_str() {
             Some(s) if !s.is_empty() => Ok(Expect::Error(s.to_string())),
-            _ => Err(
-                "expect.error must be a non-empty string: text the error message contains"
-                    .to_string(),
-            ),
+            _ => Err(ExpectError::ErrorText),
         };
     }
-    let text = |key: &str| -> Result<Option<String>, String> {
+    let text = |key: &'static str| -> Result<Option<String>, ExpectError> {
         match table.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!(
-                "expect.{key} must be a string, not a {}",
-                other.type_str()
-            )),
+            Some(other) => Err(ExpectError::NotAString {
+                key,
+                type_name: other.type_str(),
+            }),
         }
     };
     let rule = text("rule")?.map(|r| {
@@ -353,16 +414,12 @@ fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
         Some("on-premises") => Some(MemberPolicy::OnPremises),
         Some("flatten") => Some(MemberPolicy::Flatten),
         Some("none") => Some(MemberPolicy::None),
-        Some(other) => {
-            return Err(format!(
-                "expect.members must be \"on-premises\", \"flatten\" or \"none\", not {other:?}"
-            ))
-        }
+        Some(other) => return Err(ExpectError::Members(other.to_string())),
     };
     let exact_attributes = match table.get("exact_attributes") {
         None => false,
         Some(toml::Value::Boolean(b)) => *b,
-        Some(_) => return Err("expect.exact_attributes must be true or false".to_string()),
+        Some(_) => return Err(ExpectError::ExactAttributes),
     };
     let member_of = match table.get("member_of") {
         None => None,
@@ -372,14 +429,9 @@ fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
                 .iter()
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<Vec<String>>>()
-                .ok_or("expect.member_of must be a DN or an array of DNs")?,
+                .ok_or(ExpectError::MemberOf)?,
         ),
-        Some(other) => {
-            return Err(format!(
-                "expect.member_of must be a DN or an array of DNs, not a {}",
-                other.type_str()
-            ))
-        }
+        Some(other) => return Err(ExpectError::MemberOfType(other.type_str())),
     };
     Ok(Expect::Group(ExpectedGroup {
         rule,
@@ -397,8 +449,8 @@ fn parse_expect(value: &toml::Value) -> Result<Expect, String> {
 /// `expect.<key>` (`attributes` or `on_create`): a table `{ name = value | [values] | "(cleared)" }`.
 fn expected_attributes(
     table: &toml::Table,
-    key: &str,
-) -> Result<BTreeMap<String, ExpectedValue>, String> {
+    key: &'static str,
+) -> Result<BTreeMap<String, ExpectedValue>, ExpectError> {
     let mut attributes = BTreeMap::new();
     match table.get(key) {
         None => {}
@@ -406,26 +458,28 @@ fn expected_attributes(
             let mut seen: BTreeMap<String, &str> = BTreeMap::new();
             for (name, v) in t {
                 if let Some(first) = seen.insert(name.to_ascii_lowercase(), name) {
-                    return Err(format!(
-                        "expect.{key} lists `{name}` twice (also as `{first}`); attribute names ignore case"
-                    ));
+                    return Err(ExpectError::AttributeTwice {
+                        key,
+                        name: name.clone(),
+                        first: first.to_string(),
+                    });
                 }
-                let value = expected_value(v).map_err(|m| format!("expect.{key}.{name}: {m}"))?;
+                let value = expected_value(v).map_err(|cause| ExpectError::Attribute {
+                    key,
+                    name: name.clone(),
+                    cause: Box::new(cause),
+                })?;
                 attributes.insert(name.clone(), value);
             }
         }
-        Some(_) => {
-            return Err(format!(
-                "expect.{key} must be a table {{ name = value | [values] | \"(cleared)\" }}"
-            ))
-        }
+        Some(_) => return Err(ExpectError::AttributesType(key)),
     }
     Ok(attributes)
 }
 
 /// A value as the host writes it: integers in decimal, booleans TRUE/FALSE, empty strings
 /// dropped, repeats dropped; nothing left (or `"(cleared)"`) is a cleared attribute.
-fn expected_value(value: &toml::Value) -> Result<ExpectedValue, String> {
+fn expected_value(value: &toml::Value) -> Result<ExpectedValue, ExpectError> {
     if value.as_str() == Some(CLEARED) {
         return Ok(ExpectedValue::Cleared);
     }
@@ -439,12 +493,7 @@ fn expected_value(value: &toml::Value) -> Result<ExpectedValue, String> {
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
-            other => {
-                return Err(format!(
-                    "values must be strings, integers or booleans (or \"{CLEARED}\"), not a {}",
-                    other.type_str()
-                ))
-            }
+            other => return Err(ExpectError::ValueType(other.type_str())),
         };
         if !v.is_empty() && !values.contains(&v) {
             values.push(v);
