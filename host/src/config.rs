@@ -951,7 +951,7 @@ fn ad_section(
         None => None,
         Some(domain) => Some(crate::ad::discover::Discovery {
             servers: dns_servers(a.dns_servers.as_deref().unwrap_or_default())
-                .map_err(|m| v.invalid("ad.dns_servers", &m))?,
+                .map_err(|e| v.invalid("ad.dns_servers", &e.to_string()))?,
             domain: discover_domain(&domain)
                 .map_err(|e| v.invalid("ad.discover", &e.to_string()))?,
             allowed_domains: a
@@ -1317,9 +1317,15 @@ struct NotADomain {
     text: String,
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?} is not an IP address (with an optional port), like \"10.0.0.53\" or \"127.0.0.1:5353\"")]
+struct NotAnAddress {
+    text: String,
+}
+
 /// `ad.dns_servers`: IP addresses, each with an optional port (`10.0.0.53`, `127.0.0.1:5353`,
 /// `[::1]:53`). Names are refused: the name servers are what names are resolved with.
-fn dns_servers(list: &[String]) -> Result<Vec<std::net::SocketAddr>, String> {
+fn dns_servers(list: &[String]) -> Result<Vec<std::net::SocketAddr>, NotAnAddress> {
     list.iter()
         .map(|text| {
             let t = text.trim();
@@ -1328,9 +1334,7 @@ fn dns_servers(list: &[String]) -> Result<Vec<std::net::SocketAddr>, String> {
                     t.parse::<std::net::IpAddr>()
                         .map(|ip| std::net::SocketAddr::new(ip, 53))
                 })
-                .map_err(|_| {
-                    format!("{text:?} is not an IP address (with an optional port), like \"10.0.0.53\" or \"127.0.0.1:5353\"")
-                })
+                .map_err(|_| NotAnAddress { text: text.clone() })
         })
         .collect()
 }

@@ -528,8 +528,7 @@ fn release(
                 .unwrap_or_default()
         },
         &sel,
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
+    )?;
     if !dry_run && !picked.is_empty() {
         let run_id = store.begin_run(writeback::state::RunMode::Release)?;
         store.release(run_id, &picked)?;

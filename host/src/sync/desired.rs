@@ -66,45 +66,8 @@ impl DesiredBuilder<'_> {
             rule: Some(g.rule.clone()),
             reason,
         };
-        if g.cn.trim().is_empty() {
-            return Err(refuse("the rule returned an empty cn".into()));
-        }
-        if crate::ad::dn::parse_dn(&g.parent).is_err() {
-            return Err(refuse(format!(
-                "the rule returned parent {}, which is not a valid DN",
-                quoted(&g.parent)
-            )));
-        }
-        if !self.managed_ous.iter().any(|ou| is_within(&g.parent, ou)) {
-            return Err(refuse(format!(
-                "the rule returned parent {}, which is outside the managed OUs ({})",
-                quoted(&g.parent),
-                self.managed_ous.join("; ")
-            )));
-        }
-        if let Some(t) = g
-            .member_of
-            .iter()
-            .find(|t| !self.link_targets.iter().any(|l| is_within(t, l)))
-        {
-            return Err(refuse(format!(
-                "the rule returned member_of {}, which is not inside ad.link_targets ({})",
-                quoted(t),
-                if self.link_targets.is_empty() {
-                    "none configured".to_string()
-                } else {
-                    self.link_targets.join("; ")
-                }
-            )));
-        }
-        if let Some(k) = g
-            .to_cloud
-            .keys()
-            .find(|k| !self.readable.iter().any(|r| r.eq_ignore_ascii_case(k)))
-        {
-            return Err(refuse(format!(
-                "the rule returned to_cloud `{k}`, which the rules do not read: declare it in GRAPH_GROUP_PROPERTIES, so the host compares the cloud's value before it writes"
-            )));
+        if let Some(reason) = self.placement_problem(g) {
+            return Err(refuse(reason));
         }
         let dn = Self::dn(g);
         let to_cloud = g
@@ -134,25 +97,8 @@ impl DesiredBuilder<'_> {
             None => None,
             Some(attr) => Some(self.owners_into(attr).map_err(|e| refuse(e.to_string()))?),
         };
-        if let Some(schema) = self.schema {
-            let cn = vec![g.cn.clone()];
-            if let Err(e) = schema.check("cn", &cn) {
-                return Err(refuse(format!("cn: {e}")));
-            }
-            for (attr, vals) in &on_create {
-                if let Err(e) = schema.check(attr, vals) {
-                    return Err(refuse(e.to_string()));
-                }
-            }
-            for (attr, vals) in &attributes {
-                if let Some(vals) = vals {
-                    if let Err(e) = schema.check(attr, vals) {
-                        return Err(refuse(e.to_string()));
-                    }
-                } else if let Err(e) = schema.check(attr, &[]) {
-                    return Err(refuse(e.to_string()));
-                }
-            }
+        if let Some(reason) = self.schema_problem(g, &on_create, &attributes) {
+            return Err(refuse(reason));
         }
         Ok(DesiredObject {
             cloud_id: cloud_id.to_string(),
@@ -166,6 +112,82 @@ impl DesiredBuilder<'_> {
             cloud_now: BTreeMap::new(),
             owners,
         })
+    }
+
+    /// Why the rule's output cannot be placed: an empty cn, a parent that is not a DN or is
+    /// outside the managed OUs, a link target outside `ad.link_targets`, a `to_cloud`
+    /// property the rules do not read.
+    fn placement_problem(&self, g: &DesiredGroup) -> Option<String> {
+        if g.cn.trim().is_empty() {
+            return Some("the rule returned an empty cn".into());
+        }
+        if crate::ad::dn::parse_dn(&g.parent).is_err() {
+            return Some(format!(
+                "the rule returned parent {}, which is not a valid DN",
+                quoted(&g.parent)
+            ));
+        }
+        if !self.managed_ous.iter().any(|ou| is_within(&g.parent, ou)) {
+            return Some(format!(
+                "the rule returned parent {}, which is outside the managed OUs ({})",
+                quoted(&g.parent),
+                self.managed_ous.join("; ")
+            ));
+        }
+        if let Some(t) = g
+            .member_of
+            .iter()
+            .find(|t| !self.link_targets.iter().any(|l| is_within(t, l)))
+        {
+            return Some(format!(
+                "the rule returned member_of {}, which is not inside ad.link_targets ({})",
+                quoted(t),
+                if self.link_targets.is_empty() {
+                    "none configured".to_string()
+                } else {
+                    self.link_targets.join("; ")
+                }
+            ));
+        }
+        if let Some(k) = g
+            .to_cloud
+            .keys()
+            .find(|k| !self.readable.iter().any(|r| r.eq_ignore_ascii_case(k)))
+        {
+            return Some(format!(
+                "the rule returned to_cloud `{k}`, which the rules do not read: declare it in GRAPH_GROUP_PROPERTIES, so the host compares the cloud's value before it writes"
+            ));
+        }
+        None
+    }
+
+    /// Why the schema refuses the object's cn or attributes.
+    fn schema_problem(
+        &self,
+        g: &DesiredGroup,
+        on_create: &BTreeMap<String, Vec<String>>,
+        attributes: &BTreeMap<String, Option<Vec<String>>>,
+    ) -> Option<String> {
+        let schema = self.schema?;
+        let cn = vec![g.cn.clone()];
+        if let Err(e) = schema.check("cn", &cn) {
+            return Some(format!("cn: {e}"));
+        }
+        for (attr, vals) in on_create {
+            if let Err(e) = schema.check(attr, vals) {
+                return Some(e.to_string());
+            }
+        }
+        for (attr, vals) in attributes {
+            if let Some(vals) = vals {
+                if let Err(e) = schema.check(attr, vals) {
+                    return Some(e.to_string());
+                }
+            } else if let Err(e) = schema.check(attr, &[]) {
+                return Some(e.to_string());
+            }
+        }
+        None
     }
 
     /// The attribute a rule's `owners` names, if the schema lets a group hold DNs in it.

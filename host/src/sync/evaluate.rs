@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::config::Config;
 use crate::graph::model::CloudObject;
-use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
+use crate::rules::{Decision, DesiredGroup, EvalError, MemberPolicy, Now, RuleSet};
 
 use super::desired::{transitive_users, DesiredBuilder};
 use super::select::Verdict;
@@ -18,7 +18,7 @@ use super::types::Refusal;
 pub struct Evaluation {
     pub id: String,
     /// The decision, or the rule's error (with file:line:column).
-    pub decision: Result<Decision, String>,
+    pub decision: Result<Decision, EvalError>,
     /// The decision read `now()`: it may change with time alone.
     pub timed: bool,
 }
@@ -41,7 +41,7 @@ pub fn evaluate_all(
                 let (r, timed) = rules.evaluate_timed(&g.to_rule_json(), now);
                 Evaluation {
                     id: (*id).clone(),
-                    decision: r.map_err(|e| e.to_string()),
+                    decision: r,
                     timed,
                 }
             })
@@ -72,7 +72,7 @@ pub fn evaluate_all(
 /// (for a flattening rule's hash).
 pub fn verdict(
     id: &str,
-    decision: Result<Decision, String>,
+    decision: Result<Decision, EvalError>,
     groups: &BTreeMap<String, CloudObject>,
     with_nested: &BTreeMap<String, CloudObject>,
 ) -> (Verdict, Option<Refusal>) {
@@ -90,12 +90,12 @@ pub fn verdict(
         Ok(Decision::OutOfScope) => (Verdict::OutOfScope, None),
         Ok(Decision::Keep) => (Verdict::Keep, None),
         Ok(Decision::DeleteAfter { secs }) => (Verdict::DeleteAfter(secs), None),
-        Err(reason) => (
+        Err(e) => (
             Verdict::Failed,
             Some(Refusal {
                 cloud_id: id.to_string(),
                 rule: None,
-                reason,
+                reason: e.to_string(),
             }),
         ),
     }
@@ -234,12 +234,25 @@ mod tests {
             .0,
             Verdict::DeleteAfter(60)
         );
-        let (v, r) = verdict("g1", Err("10-x.rhai:3:1: boom".into()), &groups, &groups);
+        let boom = EvalError {
+            rule: "10-x.rhai".into(),
+            function: "to_ad".into(),
+            group_id: "g1".into(),
+            file: "10-x.rhai".into(),
+            line: Some(3),
+            column: Some(1),
+            message: "boom".into(),
+            kind: crate::rules::EvalErrorKind::Runtime,
+        };
+        let (v, r) = verdict("g1", Err(boom), &groups, &groups);
         assert_eq!(v, Verdict::Failed);
         let r = r.expect("a refusal");
         assert_eq!(
             (r.cloud_id.as_str(), r.reason.as_str()),
-            ("g1", "10-x.rhai:3:1: boom")
+            (
+                "g1",
+                "10-x.rhai:3:1: boom (rule 10-x.rhai, to_ad(), group g1)"
+            )
         );
     }
 }

@@ -1278,7 +1278,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
                 Err(reason) => out.refused.push(Refusal {
                     cloud_id: e.id,
                     rule: None,
-                    reason,
+                    reason: reason.to_string(),
                 }),
             }
         }

@@ -16,6 +16,13 @@ pub enum Selector {
     All,
 }
 
+/// A release named a group Writeback does not manage.
+#[derive(Debug, thiserror::Error)]
+#[error("{name:?} is not a group Writeback manages (by cloud id or displayName); `writeback status` and `writeback explain` show what it manages")]
+pub struct NotManaged {
+    pub name: String,
+}
+
 /// The anchors `sel` names. `named(name)` gives the cloud ids of the cached groups with that
 /// displayName. A name or id that matches no group Writeback manages is an error: a release
 /// that silently did less than asked would leave a group managed by surprise.
@@ -23,7 +30,7 @@ pub fn select(
     anchors: &BTreeMap<String, Anchor>,
     named: impl Fn(&str) -> Vec<String>,
     sel: &Selector,
-) -> Result<Vec<Anchor>, String> {
+) -> Result<Vec<Anchor>, NotManaged> {
     let mut out: BTreeMap<String, Anchor> = BTreeMap::new();
     match sel {
         Selector::All => out.extend(anchors.iter().map(|(k, v)| (k.clone(), v.clone()))),
@@ -44,9 +51,9 @@ pub fn select(
                         .collect(),
                 };
                 if ids.is_empty() {
-                    return Err(format!(
-                        "{w:?} is not a group Writeback manages (by cloud id or displayName); `writeback status` and `writeback explain` show what it manages"
-                    ));
+                    return Err(NotManaged {
+                        name: w.to_string(),
+                    });
                 }
                 for id in ids {
                     if let Some(a) = anchors.get(&id) {
@@ -122,6 +129,6 @@ mod tests {
             &Selector::Groups(vec!["Nobody".into()]),
         )
         .unwrap_err();
-        assert!(e.contains("\"Nobody\""), "{e}");
+        assert!(e.to_string().contains("\"Nobody\""), "{e}");
     }
 }
