@@ -88,6 +88,15 @@ fn finish_prepare(config: Config) -> Result<Config> {
 
 /// An error and its causes on one line, each cause once: most of the library's errors already
 /// quote their cause in their own message, and `{:#}` would print it a second time.
+/// Success, or the exit code `failure`.
+fn exit(ok: bool, failure: u8) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(failure)
+    }
+}
+
 fn error_chain(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
     for cause in e.chain().skip(1) {
@@ -336,11 +345,7 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
                     " (setting names not checked: no config)"
                 }
             );
-            Ok(if config_ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            })
+            Ok(exit(config_ok, 2))
         }
         Err(e) => {
             eprintln!("{e}");
@@ -390,11 +395,7 @@ fn test_rules(
     match rules::testing::run(&rules_dir, &stdlib, &settings) {
         Ok(report) => {
             print!("{}", rules::testing::render(&report));
-            Ok(if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(exit(report.ok(), 1))
         }
         Err(e) => {
             eprintln!("the rules do not load:\n{e}");

@@ -6,6 +6,20 @@
 
 use std::borrow::Cow;
 
+/// A JSON value's kind, for messages about cloud data (never the value itself, which may be
+/// large or hostile).
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Whether `c` is shown escaped: control characters (C0, DEL, C1) and the invisible
 /// direction marks and overrides.
 fn hidden(c: char) -> bool {

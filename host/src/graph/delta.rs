@@ -318,18 +318,6 @@ fn short(text: &str) -> String {
     }
 }
 
-/// A JSON value's kind, for messages (never the value itself).
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// What makes a delta entry (or a `members@delta` entry) unusable. Messages read on from
 /// "it ..." / "members@delta entry N of M ...", and never quote more than a cut-down id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -361,7 +349,7 @@ fn entry_id(entry: &serde_json::Map<String, Value>) -> Result<&str, EntryProblem
         }
         Some(Value::String(id)) => Ok(id),
         Some(other) => Err(EntryProblem::IdNotAString {
-            kind: kind_of(other),
+            kind: crate::printable::json_kind(other),
         }),
     }
 }
@@ -447,7 +435,7 @@ impl DeltaMerger {
                 page,
                 entry = index + 1,
                 "delta entry skipped: it is {}, not an object",
-                kind_of(value)
+                crate::printable::json_kind(value)
             );
             return;
         };
@@ -475,7 +463,10 @@ impl DeltaMerger {
             Some(Value::String(t))
                 if t == "#microsoft.graph.group" || t == "#microsoft.graph.user" => {}
             Some(Value::String(t)) => problems.add(format!("its @odata.type is {}", short(t))),
-            Some(other) => problems.add(format!("its @odata.type is {}", kind_of(other))),
+            Some(other) => problems.add(format!(
+                "its @odata.type is {}",
+                crate::printable::json_kind(other)
+            )),
         }
         let item = self
             .items
@@ -508,7 +499,10 @@ impl DeltaMerger {
                     }
                 }
             }
-            Some(other) => problems.add(format!("members@delta is {}", kind_of(other))),
+            Some(other) => problems.add(format!(
+                "members@delta is {}",
+                crate::printable::json_kind(other)
+            )),
         }
         if problems.count > 0 {
             tracing::warn!(
@@ -540,7 +534,9 @@ impl DeltaMerger {
 /// Applies one `members@delta` entry; `Err` says what is wrong with it (it is then skipped).
 fn apply_member(item: &mut DeltaItem, m: &Value) -> Result<(), EntryProblem> {
     let Some(entry) = m.as_object() else {
-        return Err(EntryProblem::NotAnObject { kind: kind_of(m) });
+        return Err(EntryProblem::NotAnObject {
+            kind: crate::printable::json_kind(m),
+        });
     };
     let member_id = entry_id(entry)?;
     let entry = Some(entry);

@@ -112,6 +112,22 @@ pub struct EvalError {
     pub kind: EvalErrorKind,
 }
 
+impl EvalError {
+    /// An error of no rule and no place: the group's data, or the engine itself.
+    pub(crate) fn unlocated(group_id: String, message: String, kind: EvalErrorKind) -> EvalError {
+        EvalError {
+            rule: String::new(),
+            function: String::new(),
+            group_id,
+            file: PathBuf::new(),
+            line: None,
+            column: None,
+            message,
+            kind,
+        }
+    }
+}
+
 impl fmt::Display for EvalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.kind == EvalErrorKind::Input {

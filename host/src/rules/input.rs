@@ -47,7 +47,12 @@ pub(crate) fn problem(group: &Value) -> Option<String> {
             }
         }
         Some(Value::Null) | None => {}
-        Some(other) => return Some(format!("displayName is {}, not a string", json_type(other))),
+        Some(other) => {
+            return Some(format!(
+                "displayName is {}, not a string",
+                crate::printable::json_kind(other)
+            ))
+        }
     }
     for (name, value) in object {
         if name.chars().nth(MAX_PROPERTY_NAME_CHARS).is_some() {
@@ -103,16 +108,5 @@ fn cut_reason(why: &str) -> String {
     match why.char_indices().nth(MAX) {
         Some((end, _)) => format!("{}...", &why[..end]),
         None => why.to_string(),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

@@ -458,16 +458,7 @@ impl RuleSet {
             .to_string();
         // Malformed cloud data is refused before it is copied into the engine.
         if let Some(message) = input::problem(group) {
-            let e = EvalError {
-                rule: String::new(),
-                function: String::new(),
-                group_id,
-                file: PathBuf::new(),
-                line: None,
-                column: None,
-                message,
-                kind: EvalErrorKind::Input,
-            };
+            let e = EvalError::unlocated(group_id, message, EvalErrorKind::Input);
             return (Err(e), false);
         }
         let job = worker::Job {

@@ -6,7 +6,6 @@
 //! engine therefore runs on a thread with [`STACK_BYTES`] (reserved, touched only as deep as a
 //! call goes); a call a limit stopped retires its thread, so a stack grown deep is given back.
 
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -86,16 +85,11 @@ pub(crate) fn run_inline(
 
 /// The error for a group whose engine thread stopped.
 pub(crate) fn stopped(group_id: String) -> EvalError {
-    EvalError {
-        rule: String::new(),
-        function: String::new(),
+    EvalError::unlocated(
         group_id,
-        file: PathBuf::new(),
-        line: None,
-        column: None,
-        message: "the rule engine thread stopped (a host bug); the group is left as it is".into(),
-        kind: EvalErrorKind::Runtime,
-    }
+        "the rule engine thread stopped (a host bug); the group is left as it is".into(),
+        EvalErrorKind::Runtime,
+    )
 }
 
 fn evaluate(sandbox: &Sandbox, rules: &[CompiledRule], limits: &Limits, job: Job) -> Outcome {

@@ -107,6 +107,21 @@ pub(crate) trait SqlContext<T> {
     fn ctx(self, conn: &Connection, op: impl FnOnce() -> String) -> Result<T, StateError>;
 }
 
+/// Rows read by `op`, keyed by `key` (the cloud id of held sets, ...).
+pub(crate) fn keyed<T>(
+    conn: &Connection,
+    op: impl Fn() -> String,
+    rows: impl Iterator<Item = rusqlite::Result<T>>,
+    key: impl Fn(&T) -> String,
+) -> Result<std::collections::BTreeMap<String, T>, StateError> {
+    let mut out = std::collections::BTreeMap::new();
+    for row in rows {
+        let row = row.ctx(conn, &op)?;
+        out.insert(key(&row), row);
+    }
+    Ok(out)
+}
+
 impl<T> SqlContext<T> for rusqlite::Result<T> {
     fn ctx(self, conn: &Connection, op: impl FnOnce() -> String) -> Result<T, StateError> {
         self.map_err(|cause| StateError::Sql {

@@ -62,12 +62,7 @@ pub fn held(conn: &Connection) -> Result<BTreeMap<String, HeldDelete>, StateErro
             })
         })
         .ctx(conn, op)?;
-    let mut out = BTreeMap::new();
-    for h in rows {
-        let h = h.ctx(conn, op)?;
-        out.insert(h.cloud_id.clone(), h);
-    }
-    Ok(out)
+    super::error::keyed(conn, op, rows, |h| h.cloud_id.clone())
 }
 
 /// Replaces the held set with `rows` (a held delete keeps the time it was first held).

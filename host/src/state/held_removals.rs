@@ -45,12 +45,7 @@ pub fn held(conn: &Connection) -> Result<BTreeMap<String, HeldRemovalRow>, State
             })
         })
         .ctx(conn, op)?;
-    let mut out = BTreeMap::new();
-    for h in rows {
-        let h = h.ctx(conn, op)?;
-        out.insert(h.cloud_id.clone(), h);
-    }
-    Ok(out)
+    super::error::keyed(conn, op, rows, |h| h.cloud_id.clone())
 }
 
 /// Replaces the held removals with `rows`. A row whose group and fingerprint were held before

@@ -131,14 +131,7 @@ type RunRow = (
 );
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+    RunRow::try_from(r)
 }
 
 fn decode_run(conn: &Connection, row: RunRow) -> Result<RunRecord, StateError> {
@@ -206,16 +199,7 @@ const EVENT_COLUMNS: &str = "id, run_id, at, cloud_id, action, dn, detail_json, 
 type EventRow = (i64, i64, String, String, String, String, String, String);
 
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
+    EventRow::try_from(r)
 }
 
 fn decode_event(conn: &Connection, row: EventRow) -> Result<EventRecord, StateError> {
