@@ -17,9 +17,7 @@ use crate::graph::api::GraphApi;
 use crate::graph::delta::{self, ChunkedRoundError};
 use crate::graph::model::{CloudObject, MemberKind};
 use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
-use crate::state::{
-    held_set_id, tx, HeldDelete, ObjectKind, RoundProgress, RunStatus, StateError, Store,
-};
+use crate::state::{held_set_id, HeldDelete, ObjectKind, RoundProgress, RunStatus, StateError};
 
 use super::actual;
 use super::alerts;
@@ -35,6 +33,7 @@ use super::record::{self, Write};
 use super::removals;
 use super::resolve;
 use super::select::{self, AllReason, Known, Sweep, Verdict};
+use super::state::CycleState;
 use super::stream::ChangeSink;
 use super::triggers::Alert;
 use super::triggers::{self, TriggerLimits, TriggerOutcome, TriggerResult};
@@ -66,12 +65,12 @@ pub type MakeEffects<'a> =
 
 /// The connectors and the state a cycle works with: AD and Graph through the traits the
 /// cycle owns ([`Directory`], [`GraphApi`]).
-pub struct SyncContext<'a, D, G> {
+pub struct SyncContext<'a, D, G, S> {
     pub config: &'a Config,
     pub graph: &'a G,
     pub ad: &'a mut D,
     pub effects: MakeEffects<'a>,
-    pub store: &'a mut Store,
+    pub store: &'a mut S,
     pub rules: &'a RuleSet,
     /// The target schema, read on first need and kept by the caller across cycles (a cycle
     /// with nothing to write never reads it).
@@ -83,8 +82,8 @@ pub struct SyncContext<'a, D, G> {
 }
 
 /// Runs one cycle.
-pub async fn run<D: Directory, G: GraphApi>(
-    ctx: SyncContext<'_, D, G>,
+pub async fn run<D: Directory, G: GraphApi, S: CycleState>(
+    ctx: SyncContext<'_, D, G, S>,
     opts: SyncOptions,
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
@@ -175,12 +174,12 @@ struct Evaluated {
 
 /// One cycle's working set. Each step is a method; the pure work is in the modules it calls.
 /// (`'s`, the sink's lifetime, is the caller's: the rest is borrowed for the cycle only.)
-struct Cycle<'a, 's, D, G> {
+struct Cycle<'a, 's, D, G, S> {
     config: &'a Config,
     graph: &'a G,
     conn: &'a mut D,
     effects: MakeEffects<'a>,
-    store: &'a mut Store,
+    store: &'a mut S,
     rules: &'a RuleSet,
     schema: &'a mut Option<ad::schema::Schema>,
     sink: Option<&'s mut dyn ChangeSink>,
@@ -205,7 +204,7 @@ struct Cycle<'a, 's, D, G> {
     phase: Instant,
 }
 
-impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
+impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     /// Phase timings at debug level: where a slow cycle spends its time.
     fn lap(&mut self, name: &str) {
         tracing::debug!(
@@ -330,7 +329,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
             .iter()
             .map(|a| Write::Enqueue(triggers::new_call(self.run_id, &a.rule, &a.event)))
             .collect();
-        record::write(self.store, self.run_id, &alerts)?;
+        self.store.record(self.run_id, &alerts)?;
         report.trigger_results = skipped;
         report.trigger_results.extend(self.deliver_due().await?);
         if !report.trigger_results.is_empty() {
@@ -698,7 +697,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
                 _ => None,
             })
             .collect();
-        record::write(self.store, self.run_id, &intents)?;
+        self.store.record(self.run_id, &intents)?;
         let (mut outcomes, wait) = apply::apply(
             self.conn,
             &batch_plan,
@@ -720,7 +719,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         let (calls, skipped) = self.trigger_calls(&batch_plan.changes, &outcomes)?;
         writes.extend(calls.into_iter().map(Write::Enqueue));
         done.trigger_skips.extend(skipped);
-        record::write(self.store, self.run_id, &writes)?;
+        self.store.record(self.run_id, &writes)?;
         done.fail_outcomes(&outcomes);
         self.emit(&mut done.plan, batch_plan.changes, &outcomes)?;
         done.outcomes.extend(outcomes);
@@ -751,7 +750,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
                 .iter()
                 .map(|o| Write::RemoveApplied(o.cloud_id.clone()))
                 .collect();
-            record::write(self.store, self.run_id, &writes)?;
+            self.store.record(self.run_id, &writes)?;
             done.fail_outcomes(&failed);
         }
         if !deletes.changes.is_empty() {
@@ -777,7 +776,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
             let (calls, skipped) = self.trigger_calls(&plan.changes, &outcomes)?;
             writes.extend(calls.into_iter().map(Write::Enqueue));
             done.trigger_skips.extend(skipped);
-            record::write(self.store, self.run_id, &writes)?;
+            self.store.record(self.run_id, &writes)?;
             done.fail_outcomes(&outcomes);
             done.outcomes.extend(outcomes);
         }
@@ -791,9 +790,9 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
                 ]
             })
             .collect();
-        record::write(self.store, self.run_id, &forget)?;
+        self.store.record(self.run_id, &forget)?;
         // The marks this cycle dealt with are cleared; what must be tried again stays.
-        record::settle_pending(self.store, &done.retry)?;
+        self.store.settle_pending(&done.retry)?;
         if let Some(f) = fingerprint {
             self.store.set_meta(RULES_KEY, f)?;
             self.store
@@ -813,7 +812,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
             .filter(|id| matches!(verdicts.get(id), Some(Verdict::OutOfScope | Verdict::Gone)))
             .map(Write::RemoveIntent)
             .collect();
-        record::write(self.store, self.run_id, &stale)?;
+        self.store.record(self.run_id, &stale)?;
         Ok(())
     }
 
@@ -1156,23 +1155,18 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
             return Ok(Vec::new());
         }
         let (now, cap) = (unix_now(), self.config.quarantine_max_backoff_secs);
-        let notes = self.store.with_transaction(|t| {
-            for id in &release {
-                tx::release(t, id)?;
-            }
-            let mut notes = Vec::with_capacity(failed.len());
-            for (id, why) in failed {
-                let (seen, q) = tx::record_failure(t, id, why, now, cap)?;
-                notes.push(QuarantineNote {
-                    cloud_id: id.clone(),
-                    reason: why.clone(),
-                    failures: q.failures,
-                    retry_at: crate::state::rfc3339_at(q.retry_at),
-                    seen,
-                });
-            }
-            Ok(notes)
-        })?;
+        let notes = self
+            .store
+            .settle_quarantine(&release, failed, now, cap)?
+            .into_iter()
+            .map(|(id, seen, q)| QuarantineNote {
+                reason: failed.get(&id).cloned().unwrap_or_default(),
+                cloud_id: id,
+                failures: q.failures,
+                retry_at: crate::state::rfc3339_at(q.retry_at),
+                seen,
+            })
+            .collect();
         Ok(notes)
     }
 
@@ -1201,8 +1195,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
         if rows.is_empty() && before.is_empty() {
             return Ok(());
         }
-        self.store
-            .with_transaction(|t| tx::replace_held(t, &rows))?;
+        self.store.replace_held(&rows)?;
         Ok(())
     }
 
@@ -1480,7 +1473,7 @@ impl<D: Directory, G: GraphApi> Cycle<'_, '_, D, G> {
             }
             results.push(r);
         }
-        record::write(self.store, self.run_id, &writes)?;
+        self.store.record(self.run_id, &writes)?;
         Ok(results)
     }
 }
@@ -1491,7 +1484,11 @@ fn unix_now() -> i64 {
 }
 
 /// The claim on an object carrying a group's anchor, from the state's records.
-pub(crate) fn claim_of(store: &Store, a: &ActualObject, adopt: bool) -> Result<Claim, StateError> {
+pub(crate) fn claim_of(
+    store: &impl CycleState,
+    a: &ActualObject,
+    adopt: bool,
+) -> Result<Claim, StateError> {
     let record = store.anchor(&a.cloud_id)?;
     let intent = match record {
         None => store.intent(&a.cloud_id)?,
@@ -1595,7 +1592,7 @@ struct Batch {
 /// The DNs of the in-scope groups among `ids` (for nested members). A whole-cache cycle has
 /// every verdict; otherwise the missing ones are evaluated now, by key.
 pub(crate) fn member_group_dns(
-    store: &Store,
+    store: &impl CycleState,
     rules: &RuleSet,
     now: Now,
     ids: &BTreeSet<String>,
@@ -1627,7 +1624,7 @@ pub(crate) fn member_group_dns(
 /// Evaluates `groups` and adds their verdicts to `ev` (nested groups of flattening rules are
 /// read by key for the hash).
 fn judge(
-    store: &Store,
+    store: &impl CycleState,
     rules: &RuleSet,
     now: Now,
     groups: &BTreeMap<String, CloudObject>,
@@ -1662,7 +1659,7 @@ fn judge(
 /// Adds to `groups` every group nested (transitively) in `roots`, read by key: what flattening
 /// needs, and nothing more.
 pub(crate) fn load_nested(
-    store: &Store,
+    store: &impl CycleState,
     roots: &[String],
     groups: &mut BTreeMap<String, CloudObject>,
 ) -> Result<(), StateError> {

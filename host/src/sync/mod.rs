@@ -24,6 +24,7 @@ pub mod removals;
 pub mod report;
 pub mod resolve;
 pub mod select;
+pub mod state;
 pub mod stream;
 pub mod triggers;
 pub mod types;

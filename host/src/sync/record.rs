@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::state::{tx, Anchor, AuditEvent, ObjectKind, StateError, Store};
+use crate::state::{Anchor, AuditEvent};
 
 use super::apply::{Action, Outcome};
 use super::types::{ActualObject, Change, DesiredObject};
@@ -178,49 +178,6 @@ pub fn not_in_step(writes: Vec<Write>, held: &BTreeSet<String>) -> Vec<Write> {
         .collect();
     out.extend(held.iter().map(|id| Write::RemoveApplied(id.clone())));
     out
-}
-
-/// Carries `writes` out in one transaction (one fsync), with the run's audit events.
-pub fn write(store: &mut Store, run_id: i64, writes: &[Write]) -> Result<(), StateError> {
-    if writes.is_empty() {
-        return Ok(());
-    }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    store.with_transaction(|t| {
-        for w in writes {
-            match w {
-                Write::Event(e) => tx::record_event(t, run_id, e)?,
-                Write::PutAnchor(a) => tx::put_anchor(t, a)?,
-                Write::RemoveAnchor(id) => tx::remove_anchor(t, id)?,
-                Write::PutApplied(id, h) => tx::put_applied(t, id, h)?,
-                Write::RemoveApplied(id) => tx::remove_applied(t, id)?,
-                Write::PutIntent(id, dn) => tx::put_intent(t, id, dn, run_id)?,
-                Write::RemoveIntent(id) => tx::remove_intent(t, id)?,
-                Write::PutLink(id, target) => tx::put_link(t, id, target)?,
-                Write::RemoveLink(id, target) => tx::remove_link(t, id, target)?,
-                Write::RemoveLinks(id) => tx::remove_links(t, id)?,
-                Write::Enqueue(c) => tx::put_call(t, c, now)?,
-                Write::CallDelivered(id) => tx::call_delivered(t, *id)?,
-                Write::CallFailed(id, error, next) => tx::call_failed(t, *id, error, *next)?,
-            }
-        }
-        Ok(())
-    })
-}
-
-/// Ends a cycle that applied its plan: the pending marks it read are cleared, and the groups
-/// that must be looked at again (decisions that read `now()`, held deletes) are marked again
-/// (failures go to quarantine instead, with a backoff), in one
-/// transaction. A kill before this leaves every mark: the next cycle looks at them again.
-pub fn settle_pending(store: &mut Store, retry: &BTreeSet<String>) -> Result<(), StateError> {
-    store.with_transaction(|t| {
-        tx::clear_all_pending(t, ObjectKind::User)?;
-        tx::clear_all_pending(t, ObjectKind::Group)?;
-        for id in retry {
-            tx::mark_pending(t, ObjectKind::Group, id)?;
-        }
-        Ok(())
-    })
 }
 
 #[cfg(test)]
