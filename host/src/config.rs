@@ -465,9 +465,9 @@ pub struct RulesConfig {
     /// Time all trigger calls of one cycle may take together.
     pub trigger_budget: Duration,
     /// When a failed trigger call is tried again, and how often before it is given up.
-    pub trigger_retry: crate::sync::triggers::RetryPolicy,
+    pub trigger_retry: crate::policy::RetryPolicy,
     /// Where triggers' HTTP requests may go (`http_allowed_hosts`, `http_allowed_networks`).
-    pub egress: crate::effects::Egress,
+    pub egress: crate::egress::Egress,
     /// Secrets triggers read with `secret("name")`, by name (empty values when the config was
     /// read without its secrets, for `writeback check`).
     pub secrets: std::sync::Arc<BTreeMap<String, secrecy::SecretString>>,
@@ -522,7 +522,7 @@ pub struct Config {
     /// A cloud group with more members than this is not written (quarantined, with the reason).
     pub max_members_per_group: usize,
     /// When a group's member removals are held for approval.
-    pub member_removals: crate::sync::removals::RemovalPolicy,
+    pub member_removals: crate::policy::RemovalPolicy,
     /// How long audit events (what was written to AD) are kept, in days.
     pub audit_retention_days: u32,
     pub daemon: DaemonConfig,
@@ -703,7 +703,7 @@ impl Config {
         if raw.rules.trigger_budget_secs == 0 {
             return Err(v.invalid("rules.trigger_budget_secs", "must be at least 1"));
         }
-        let egress = crate::effects::Egress::new(
+        let egress = crate::egress::Egress::new(
             &raw.rules.http_allowed_hosts,
             &raw.rules.http_allowed_networks,
         )
@@ -751,7 +751,7 @@ impl Config {
                 trigger_timeout: Duration::from_secs(raw.rules.trigger_timeout_secs),
                 max_triggers_per_cycle: raw.rules.max_triggers_per_cycle,
                 trigger_budget: Duration::from_secs(raw.rules.trigger_budget_secs),
-                trigger_retry: crate::sync::triggers::RetryPolicy {
+                trigger_retry: crate::policy::RetryPolicy {
                     first_wait_secs: raw.rules.trigger_retry_secs,
                     max_attempts: raw.rules.trigger_max_attempts,
                 },
@@ -764,7 +764,7 @@ impl Config {
             delete_threshold_percent: raw.safety.delete_threshold_percent,
             quarantine_max_backoff_secs: raw.safety.quarantine_max_backoff_secs,
             max_members_per_group: raw.safety.max_members_per_group,
-            member_removals: crate::sync::removals::RemovalPolicy {
+            member_removals: crate::policy::RemovalPolicy {
                 percent: raw.safety.member_removal_threshold_percent,
                 min_members: raw.safety.member_removal_min_members,
             },

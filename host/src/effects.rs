@@ -18,8 +18,7 @@ use crate::ad::{self, AdConn};
 use crate::graph::GraphClient;
 use crate::rules::{safe_url, AdFound, EffectError, Effects, HttpRequest, HttpResponse};
 
-pub mod egress;
-pub use egress::Egress;
+pub use crate::egress::Egress;
 
 /// Response bodies larger than this are refused (a webhook answer is small).
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;

@@ -285,6 +285,12 @@ pub fn dn_eq(a: &str, b: &str) -> bool {
     }
 }
 
+/// A DN in the form AD compares (case-folded, escapes canonical); unparsable DNs compare as
+/// lowercased text.
+pub fn key(dn: &str) -> String {
+    normalize(dn).unwrap_or_else(|_| dn.to_lowercase())
+}
+
 /// True when `dn` is `base` or lies below it. Unparsable input is never within anything:
 /// this guards ownership, so the safe answer is no.
 pub fn is_within(dn: &str, base: &str) -> bool {

@@ -14,14 +14,7 @@ use serde::Serialize;
 
 use super::types::{ActualObject, Change, Op};
 
-/// `safety.member_removal_threshold_percent` and `safety.member_removal_min_members`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RemovalPolicy {
-    /// Removals above this share of the group's current AD members are held.
-    pub percent: f64,
-    /// Groups with fewer current AD members are never held.
-    pub min_members: usize,
-}
+pub use crate::policy::RemovalPolicy;
 
 /// The removals of one group held back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

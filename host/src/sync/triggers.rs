@@ -171,32 +171,7 @@ pub struct Delivery {
     pub attempts: u32,
 }
 
-/// When failed calls are tried again, and how often.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// The first wait; each further one doubles, up to an hour.
-    pub first_wait_secs: u64,
-    /// Attempts in all; after the last failed one the call is given up.
-    pub max_attempts: u32,
-}
-
-/// The longest wait between two attempts.
-const MAX_WAIT_SECS: u64 = 3_600;
-
-impl RetryPolicy {
-    /// When a call that has now failed `attempts` times is tried again (Unix seconds), or
-    /// `None` when it is given up.
-    pub fn next_at(&self, attempts: u32, now: i64) -> Option<i64> {
-        if attempts >= self.max_attempts {
-            return None;
-        }
-        let wait = self
-            .first_wait_secs
-            .saturating_mul(1u64 << attempts.saturating_sub(1).min(20))
-            .min(MAX_WAIT_SECS);
-        Some(now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX)))
-    }
-}
+pub use crate::policy::RetryPolicy;
 
 /// The idempotency key of a call: the same for every attempt of it, different for any other
 /// (another run, rule, hook, group or event).

@@ -110,11 +110,7 @@ pub struct MemberDirectory {
     pub user_reasons: BTreeMap<String, String>,
 }
 
-/// A DN in the form AD compares (case-folded, escapes canonical); unparsable DNs compare as
-/// lowercased text.
-pub fn dn_key(dn: &str) -> String {
-    crate::ad::dn::normalize(dn).unwrap_or_else(|_| dn.to_lowercase())
-}
+pub use crate::ad::dn::key as dn_key;
 
 pub use crate::ad::dn::is_within;
 

@@ -85,7 +85,7 @@ fn group_mismatches(want: &ExpectedGroup, got: &DesiredGroup) -> Vec<Mismatch> {
     if let Some(w) = &want.member_of {
         // DNs compare as AD compares them: case and spacing do not matter.
         let key = |dns: &[String]| -> Vec<String> {
-            let mut k: Vec<String> = dns.iter().map(|d| crate::sync::types::dn_key(d)).collect();
+            let mut k: Vec<String> = dns.iter().map(|d| crate::ad::dn::key(d)).collect();
             k.sort();
             k
         };
