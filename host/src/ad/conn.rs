@@ -14,7 +14,7 @@ use rustls_pki_types::CertificateDer;
 use secrecy::ExposeSecret;
 
 use super::discover::{self, Discovery};
-use super::error::{AdError, AdOp};
+use super::error::{AdError, AdOp, CaFileError, ConnectError, TcpError};
 use super::failover::{DcList, Start};
 use super::kerberos::{self, Kerberos};
 
@@ -118,18 +118,6 @@ impl fmt::Debug for AdConn {
 /// earlier by someone else is fine.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-/// Why the CA file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum CaFileError {
-    /// Unreadable, or not PEM.
-    #[error(transparent)]
-    Read(#[from] rustls_pki_types::pem::Error),
-    #[error("unusable certificate: {0}")]
-    Unusable(#[source] rustls::Error),
-    #[error("no PEM certificate found")]
-    NoCertificate,
 }
 
 fn tls_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, AdError> {
@@ -325,45 +313,6 @@ async fn discovered_urls(
     }
     tracing::info!(domain = %d.domain, dcs = ?urls, "domain controllers found in DNS");
     Ok(urls)
-}
-
-/// Why connecting to a DC failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// TCP, TLS or StartTLS, as ldap3 reports it.
-    #[error(transparent)]
-    Ldap(Box<ldap3::LdapError>),
-    /// TCP to an address the discovery's name servers gave.
-    #[error(transparent)]
-    Tcp(#[from] TcpError),
-    /// A Kerberos bind needs the DC's host name (for its service principal).
-    #[error("no host name")]
-    NoHostName,
-}
-
-/// Why a TCP connection through the discovery's name servers failed.
-#[derive(Debug, thiserror::Error)]
-pub enum TcpError {
-    #[error("no discovery settings")]
-    NoDiscovery,
-    #[error("{url}: no host:port")]
-    NoHostPort { url: String },
-    /// The host's addresses could not be looked up (boxed: an `AdError` holds this one).
-    #[error(transparent)]
-    Lookup(Box<AdError>),
-    #[error("{host}: no address")]
-    NoAddress { host: String },
-    #[error("{addr}: {cause}")]
-    Connect {
-        addr: std::net::SocketAddr,
-        #[source]
-        cause: std::io::Error,
-    },
-    #[error("{addr}: timed out")]
-    TimedOut { addr: std::net::SocketAddr },
-    /// The connected socket could not be handed over to ldap3.
-    #[error(transparent)]
-    Detach(std::io::Error),
 }
 
 /// A TCP connection to `url`'s host, its address asked of the discovery's name servers (the

@@ -15,49 +15,11 @@ use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::TokioResolver;
 
 use super::error::AdError;
-
-/// Why a resolver could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolverError {
-    /// `/etc/resolv.conf` (or the platform's equivalent) could not be read.
-    #[error("system DNS settings: {0}")]
-    SystemConfig(#[source] NetError),
-    #[error("DNS resolver: {0}")]
-    Build(#[source] NetError),
-}
-
-/// Why the domain's DCs were not found.
-#[derive(Debug, thiserror::Error)]
-pub enum DiscoveryError {
-    #[error(transparent)]
-    Resolver(#[from] ResolverError),
-    #[error("SRV {name}: {cause}")]
-    Srv {
-        name: String,
-        #[source]
-        cause: NetError,
-    },
-    #[error("SRV {name}: no domain controller listed")]
-    NoneListed { name: String },
-    /// Every host DNS listed is outside the domains DCs may be in (see [`trusted`]).
-    #[error("SRV {name}: every host listed ({}) is outside {domain} and ad.discover_allowed_domains; none is contacted", hosts.join(", "))]
-    AllOutside {
-        name: String,
-        hosts: Vec<String>,
-        domain: String,
-    },
-    #[error("address of {host}: {cause}")]
-    Address {
-        host: String,
-        #[source]
-        cause: NetError,
-    },
-}
+pub use super::error::{DiscoveryError, ResolverError};
 
 /// Where the DCs are looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]

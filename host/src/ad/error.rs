@@ -7,9 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::conn::{CaFileError, ConnectError};
-use super::discover::DiscoveryError;
-use super::search::EntryError;
+use hickory_resolver::net::NetError;
 
 /// The LDAP operation an error belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +240,122 @@ pub fn rc_name(rc: u32) -> &'static str {
         80 => "other",
         _ => "unknown",
     }
+}
+
+/// Why the CA file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// Unreadable, or not PEM.
+    #[error(transparent)]
+    Read(#[from] rustls_pki_types::pem::Error),
+    #[error("unusable certificate: {0}")]
+    Unusable(#[source] rustls::Error),
+    #[error("no PEM certificate found")]
+    NoCertificate,
+}
+
+/// Why connecting to a DC failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP, TLS or StartTLS, as ldap3 reports it.
+    #[error(transparent)]
+    Ldap(Box<ldap3::LdapError>),
+    /// TCP to an address the discovery's name servers gave.
+    #[error(transparent)]
+    Tcp(#[from] TcpError),
+    /// A Kerberos bind needs the DC's host name (for its service principal).
+    #[error("no host name")]
+    NoHostName,
+}
+
+/// Why a TCP connection through the discovery's name servers failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpError {
+    #[error("no discovery settings")]
+    NoDiscovery,
+    #[error("{url}: no host:port")]
+    NoHostPort { url: String },
+    /// The host's addresses could not be looked up (boxed: an `AdError` holds this one).
+    #[error(transparent)]
+    Lookup(Box<AdError>),
+    #[error("{host}: no address")]
+    NoAddress { host: String },
+    #[error("{addr}: {cause}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("{addr}: timed out")]
+    TimedOut { addr: std::net::SocketAddr },
+    /// The connected socket could not be handed over to ldap3.
+    #[error(transparent)]
+    Detach(std::io::Error),
+}
+
+/// Why a resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    /// `/etc/resolv.conf` (or the platform's equivalent) could not be read.
+    #[error("system DNS settings: {0}")]
+    SystemConfig(#[source] NetError),
+    #[error("DNS resolver: {0}")]
+    Build(#[source] NetError),
+}
+
+/// Why the domain's DCs were not found.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error(transparent)]
+    Resolver(#[from] ResolverError),
+    #[error("SRV {name}: {cause}")]
+    Srv {
+        name: String,
+        #[source]
+        cause: NetError,
+    },
+    #[error("SRV {name}: no domain controller listed")]
+    NoneListed { name: String },
+    /// Every host DNS listed is outside the domains DCs may be in (see [`trusted`]).
+    #[error("SRV {name}: every host listed ({}) is outside {domain} and ad.discover_allowed_domains; none is contacted", hosts.join(", "))]
+    AllOutside {
+        name: String,
+        hosts: Vec<String>,
+        domain: String,
+    },
+    #[error("address of {host}: {cause}")]
+    Address {
+        host: String,
+        #[source]
+        cause: NetError,
+    },
+}
+
+/// Why a search result entry, or an attribute description in it, could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("malformed range option in {desc:?}")]
+    RangeOption { desc: String },
+    #[error("malformed range start in {desc:?}")]
+    RangeStart { desc: String },
+    #[error("malformed range end in {desc:?}")]
+    RangeEnd { desc: String },
+    #[error("range end before start in {desc:?}")]
+    RangeOrder { desc: String },
+    #[error("{desc:?}: first range does not start at 0")]
+    FirstRange { desc: String },
+    #[error("{desc:?} carries {got} values, expected {expected}")]
+    RangeCount {
+        desc: String,
+        got: usize,
+        expected: usize,
+    },
+    /// The BER structure is not a SearchResultEntry; names the part that is wrong.
+    #[error("malformed search result entry: {0}")]
+    Malformed(&'static str),
+    /// objectGUID or objectSid bytes.
+    #[error(transparent)]
+    Id(#[from] DnError),
 }
 
 #[cfg(test)]

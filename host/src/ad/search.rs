@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use super::conn::AdConn;
 use super::dn;
-use super::error::{AdError, AdOp, DnError};
+pub use super::error::EntryError;
+use super::error::{AdError, AdOp};
 
 /// Entries per page of a paged search (AD's MaxPageSize is 1000).
 pub const PAGE_SIZE: i32 = 500;
@@ -67,33 +68,6 @@ impl AdEntry {
     pub fn first(&self, attr: &str) -> Option<&str> {
         self.values(attr).first().map(String::as_str)
     }
-}
-
-/// Why a search result entry, or an attribute description in it, could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EntryError {
-    #[error("malformed range option in {desc:?}")]
-    RangeOption { desc: String },
-    #[error("malformed range start in {desc:?}")]
-    RangeStart { desc: String },
-    #[error("malformed range end in {desc:?}")]
-    RangeEnd { desc: String },
-    #[error("range end before start in {desc:?}")]
-    RangeOrder { desc: String },
-    #[error("{desc:?}: first range does not start at 0")]
-    FirstRange { desc: String },
-    #[error("{desc:?} carries {got} values, expected {expected}")]
-    RangeCount {
-        desc: String,
-        got: usize,
-        expected: usize,
-    },
-    /// The BER structure is not a SearchResultEntry; names the part that is wrong.
-    #[error("malformed search result entry: {0}")]
-    Malformed(&'static str),
-    /// objectGUID or objectSid bytes.
-    #[error(transparent)]
-    Id(#[from] DnError),
 }
 
 /// An attribute description split into its name and an optional `range=lo-hi` option.
