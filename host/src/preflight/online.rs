@@ -106,14 +106,17 @@ async fn graph(config: &Config, rules: &RuleSet, written: &mut Vec<String>) -> V
     let base = client.graph_base();
     let declared = rules.graph_properties();
     let joins = &config.members;
-    for (what, query) in [
+    // (label, query, whether the page's groups tell what the rules write)
+    for (what, query, groups) in [
         (
             "groups",
             delta::groups_delta_query(base, &resolve::with_join(&declared.groups, &joins.groups)),
+            true,
         ),
         (
             "users",
             delta::users_delta_query(base, &resolve::with_join(&declared.users, &joins.users)),
+            false,
         ),
     ] {
         let label = format!("Graph {what} delta, first page (`$select` as the rules need it)");
@@ -123,7 +126,7 @@ async fn graph(config: &Config, rules: &RuleSet, written: &mut Vec<String>) -> V
                     .get("value")
                     .and_then(serde_json::Value::as_array)
                     .map_or(0, Vec::len);
-                if what == "groups" {
+                if groups {
                     written.extend(attributes_written(rules, &page));
                 }
                 Step::ok(format!("{label}: {n} {what}"))
