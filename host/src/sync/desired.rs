@@ -437,55 +437,70 @@ mod tests {
         assert!(b.object("g-ok", &desired("OU=Cloud,DC=x", &[])).is_ok());
     }
 
+    /// A schema of `attrs` (name, syntax, single-valued, upper range), all of them allowed on
+    /// `group` except `not_on_group`.
+    fn group_schema(
+        attrs: &[(&str, &str, bool, Option<u32>)],
+        not_on_group: &[&str],
+    ) -> crate::ad::schema::Schema {
+        use crate::ad::schema::{AttrDef, ClassDef, Schema};
+        let defs = attrs
+            .iter()
+            .map(|(name, syntax, single_valued, upper)| AttrDef {
+                name: name.to_string(),
+                single_valued: *single_valued,
+                range_lower: None,
+                range_upper: *upper,
+                syntax: syntax.to_string(),
+                system_only: false,
+                linked: false,
+            })
+            .collect();
+        let on_group = attrs
+            .iter()
+            .map(|a| a.0)
+            .filter(|n| !not_on_group.contains(n))
+            .map(str::to_string)
+            .collect();
+        let group = ClassDef {
+            name: "group".into(),
+            attrs: on_group,
+            ..Default::default()
+        };
+        Schema::from_parts(defs, vec![group])
+    }
+
+    fn builder<'a>(ous: &'a [String], schema: &'a crate::ad::schema::Schema) -> DesiredBuilder<'a> {
+        DesiredBuilder {
+            link_targets: &[],
+            readable: &[],
+            managed_ous: ous,
+            schema: Some(schema),
+        }
+    }
+
     #[test]
     fn owners_go_only_to_a_dn_attribute_a_group_may_hold() {
-        use crate::ad::schema::{syntax, AttrDef, ClassDef, Schema};
-        let attr = |name: &str, syntax: &str, single_valued: bool| AttrDef {
-            name: name.into(),
-            single_valued,
-            range_lower: None,
-            range_upper: None,
-            syntax: syntax.into(),
-            system_only: false,
-            linked: false,
-        };
-        let schema = Schema::from_parts(
-            vec![
-                attr("cn", syntax::UNICODE_STRING, true),
-                attr("managedBy", syntax::DN, true),
-                attr("msExchCoManagedByLink", syntax::DN, false),
-                attr("info", syntax::UNICODE_STRING, true),
-                attr("manager", syntax::DN, true),
-                attr(
+        use crate::ad::schema::syntax;
+        let schema = group_schema(
+            &[
+                ("cn", syntax::UNICODE_STRING, true, None),
+                ("managedBy", syntax::DN, true, None),
+                ("msExchCoManagedByLink", syntax::DN, false, None),
+                ("info", syntax::UNICODE_STRING, true, None),
+                ("manager", syntax::DN, true, None),
+                (
                     "msDS-ExternalDirectoryObjectId",
                     syntax::UNICODE_STRING,
                     true,
+                    None,
                 ),
-                attr("adminDescription", syntax::UNICODE_STRING, true),
+                ("adminDescription", syntax::UNICODE_STRING, true, None),
             ],
-            vec![ClassDef {
-                name: "group".into(),
-                attrs: [
-                    "cn",
-                    "managedBy",
-                    "msExchCoManagedByLink",
-                    "info",
-                    "msDS-ExternalDirectoryObjectId",
-                    "adminDescription",
-                ]
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
-                ..Default::default()
-            }],
+            &["manager"],
         );
         let ous = vec!["OU=Cloud,DC=x".to_string()];
-        let b = DesiredBuilder {
-            link_targets: &[],
-            readable: &[],
-            managed_ous: &ous,
-            schema: Some(&schema),
-        };
+        let b = builder(&ous, &schema);
         let with = |attr: &str| DesiredGroup {
             owners: Some(attr.into()),
             ..desired("OU=Cloud,DC=x", &[])
@@ -517,50 +532,24 @@ mod tests {
 
     #[test]
     fn a_value_over_the_schemas_range_is_refused_without_the_value() {
-        use crate::ad::schema::{syntax, AttrDef, ClassDef, Schema};
-        let attr = |name: &str, syntax: &str, upper: Option<u32>| AttrDef {
-            name: name.into(),
-            single_valued: true,
-            range_lower: None,
-            range_upper: upper,
-            syntax: syntax.into(),
-            system_only: false,
-            linked: false,
-        };
-        let schema = Schema::from_parts(
-            vec![
-                attr("cn", syntax::UNICODE_STRING, Some(64)),
-                attr("displayName", syntax::UNICODE_STRING, Some(256)),
-                attr("managedBy", syntax::DN, None),
-                attr(
+        use crate::ad::schema::syntax;
+        let schema = group_schema(
+            &[
+                ("cn", syntax::UNICODE_STRING, true, Some(64)),
+                ("displayName", syntax::UNICODE_STRING, true, Some(256)),
+                ("managedBy", syntax::DN, true, None),
+                (
                     "msDS-ExternalDirectoryObjectId",
                     syntax::UNICODE_STRING,
+                    true,
                     None,
                 ),
-                attr("adminDescription", syntax::UNICODE_STRING, Some(1024)),
+                ("adminDescription", syntax::UNICODE_STRING, true, Some(1024)),
             ],
-            vec![ClassDef {
-                name: "group".into(),
-                attrs: [
-                    "cn",
-                    "displayName",
-                    "managedBy",
-                    "msDS-ExternalDirectoryObjectId",
-                    "adminDescription",
-                ]
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
-                ..Default::default()
-            }],
+            &[],
         );
         let ous = vec!["OU=Cloud,DC=x".to_string()];
-        let b = DesiredBuilder {
-            link_targets: &[],
-            readable: &[],
-            managed_ous: &ous,
-            schema: Some(&schema),
-        };
+        let b = builder(&ous, &schema);
         let name = "n".repeat(1024 * 1024);
         let r = b
             .object(
