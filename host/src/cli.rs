@@ -64,9 +64,12 @@ pub enum Command {
     },
     /// Show what a sync would change, without writing anything to AD.
     ///
-    /// The cloud cache is refreshed (it mirrors the cloud), AD is only read. The plan also lists
-    /// the rules' triggers the changes would fire (none is called) and the rules' schedules with
-    /// their next due time.
+    /// Graph and AD are read; the state is left as it was (the plan works on a copy of it, so
+    /// the next sync reads the same cloud changes). The plan also lists the rules' triggers the
+    /// changes would fire (none is called) and the rules' schedules with their next due time.
+    /// Exit status: 0 everything would be applied; 2 something would be refused; 3 deletes or
+    /// member removals would be held back, or the rules put nothing in scope; 1 the plan could
+    /// not be made.
     Plan {
         /// Compare every owned AD object, not only the groups that changed.
         #[arg(long)]
@@ -135,7 +138,8 @@ pub enum Command {
     /// AD object the rules ask for with its members, the members that do not resolve and why,
     /// the AD object Writeback owns for it and the diff a sync would apply, and whether the
     /// group is in quarantine or held for a delete. Reads AD; writes nothing to AD or to the
-    /// state. Exit status 1 when no group, or more than one, matches.
+    /// state. The cloud side is the cache as of the last sync (its age is shown), AD is read
+    /// now. Exit status 1 when no group, or more than one, matches, or when no sync has run yet.
     Explain {
         /// A cloud id, a displayName or a DN.
         group: String,

@@ -406,13 +406,7 @@ fn test_rules(
 
 /// The state file for a read-only verb: not created when it is missing.
 fn open_existing(config: &Config) -> Result<Store> {
-    if !config.state_path.exists() {
-        anyhow::bail!(
-            "state file {} does not exist: Writeback has not run with this configuration yet",
-            config.state_path.display()
-        );
-    }
-    Ok(Store::open(&config.state_path)?)
+    Ok(writeback::inspect::open_existing(&config.state_path)?)
 }
 
 /// `writeback status`: read-only, no lock (SQLite lets it read beside a running cycle).
@@ -481,7 +475,16 @@ async fn explain(config: Config, group: &str, json: bool) -> Result<ExitCode> {
     use writeback::inspect::explain;
     let rules =
         setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
-    let store = open_existing(&config)?;
+    // Before the first sync there is no group to explain: said plainly, with the exit status
+    // of "nothing matches".
+    let store = match writeback::inspect::open_existing(&config.state_path) {
+        Ok(s) => s,
+        Err(e @ writeback::inspect::InspectError::NeverSynced { .. }) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
     // AD out of reach still leaves the rules' part to explain.
     let mut conn = setup::ad_connection(&config).await;
     let conn = conn.as_mut().map_err(|e| &*e);

@@ -139,6 +139,14 @@ pub struct Explanation {
     pub leaving: Option<crate::state::Leaving>,
     /// AD could not be read: the parts that need it are missing.
     pub ad_error: Option<String>,
+    /// When the groups' delta was last read into the cloud cache (RFC 3339): the cloud group
+    /// explained is as of then, AD as of now.
+    pub cache_as_of: Option<String>,
+    /// Seconds from `cache_as_of` to the explanation.
+    pub cache_age_secs: Option<i64>,
+    /// When the explanation was made (Unix seconds): a retry time is told against it.
+    #[serde(skip)]
+    pub now: i64,
 }
 
 impl Explanation {
@@ -166,6 +174,9 @@ impl Explanation {
             released: None,
             leaving: None,
             ad_error: None,
+            cache_as_of: None,
+            cache_age_secs: None,
+            now: time::OffsetDateTime::now_utc().unix_timestamp(),
         }
     }
 
@@ -232,6 +243,14 @@ pub async fn explain(
     x.loose_name = loose_name;
     let Some(id) = id else { return Ok(x) };
     x.cloud_id = Some(id.clone());
+    x.cache_as_of = store.delta_link_updated(ObjectKind::Group)?;
+    x.cache_age_secs = x.cache_as_of.as_deref().and_then(|at| {
+        super::age_secs(
+            at,
+            time::OffsetDateTime::from_unix_timestamp(x.now)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        )
+    });
     x.anchor = store.anchor(&id)?;
     x.pending = store.pending(ObjectKind::Group)?.contains(&id);
     x.quarantine = store.quarantined()?.remove(&id);
@@ -641,10 +660,11 @@ pub fn render(x: &Explanation) -> String {
             Some(Verdict::RuleError)
         )
     {
+        let compared = compared(x);
         if x.changes.is_empty() {
-            let _ = writeln!(s, "diff: in step (a sync changes nothing)");
+            let _ = writeln!(s, "diff: in step, a sync changes nothing ({compared})");
         } else {
-            let _ = writeln!(s, "diff: a sync would");
+            let _ = writeln!(s, "diff: a sync would ({compared}):");
             for c in &x.changes {
                 render_change(&mut s, c);
             }
@@ -664,13 +684,21 @@ pub fn render(x: &Explanation) -> String {
     }
     match &x.quarantine {
         Some(q) => {
+            let next = if q.retry_at > x.now {
+                format!(
+                    "the next try is at {} (in {}), or at once when the group changes",
+                    crate::state::rfc3339_at(q.retry_at),
+                    super::human_age(q.retry_at - x.now)
+                )
+            } else {
+                "its wait is over: the next sync tries it again".to_string()
+            };
             let _ = writeln!(
                 s,
-                "quarantine: yes, {} failure(s) since {}, tried again at {} (or when it changes): {}",
+                "quarantine: yes, {} failure(s) since {}; {next}; last error: {}",
                 q.failures,
                 q.first_at,
-                crate::state::rfc3339_at(q.retry_at),
-                q.error
+                q.error.trim_end()
             );
         }
         None => {
@@ -714,6 +742,19 @@ pub fn render(x: &Explanation) -> String {
         }
     }
     s
+}
+
+/// What the diff compared: the cloud side is the cache, as of the last groups delta read; a
+/// change made in the cloud since then is not in it.
+fn compared(x: &Explanation) -> String {
+    let when = match (&x.cache_as_of, x.cache_age_secs) {
+        (Some(at), Some(age)) => format!(" at {at}, {} ago", super::human_age(age.max(0))),
+        (Some(at), None) => format!(" at {at}"),
+        _ => String::new(),
+    };
+    format!(
+        "the cloud group as cached by the last sync{when}, against AD read now; a cloud change since is not seen"
+    )
 }
 
 /// The group's links into groups Writeback does not own (`member_of`).
@@ -901,13 +942,19 @@ mod tests {
             owned: true,
         }];
         x.in_step = true;
+        x.cache_as_of = Some("2026-12-02T09:48:00.000Z".into());
+        x.cache_age_secs = Some(720);
         let t = render(&x);
         assert!(
             t.contains("scope: in scope, mapped by 20-security.rhai"),
             "{t}"
         );
         assert!(t.contains("desired: CN=Sales,OU=W,DC=x"), "{t}");
-        assert!(t.contains("diff: in step"), "{t}");
+        // What was compared, and how old the cloud side is.
+        assert!(
+            t.contains("diff: in step, a sync changes nothing (the cloud group as cached by the last sync at 2026-12-02T09:48:00.000Z, 12 min ago, against AD read now"),
+            "{t}"
+        );
         assert!(
             t.contains("quarantine: no") && t.contains("held delete: no"),
             "{t}"
@@ -939,7 +986,24 @@ mod tests {
             last_at: "2026-12-02T10:01:00.000Z".into(),
             retry_at: 0,
         });
+        x.now = 1_000;
         let t = render(&x);
+        assert!(
+            t.contains("its wait is over: the next sync tries it again; last error: update"),
+            "{t}"
+        );
+        if let Some(q) = x.quarantine.as_mut() {
+            q.retry_at = 1_300;
+        }
+        let t = render(&x);
+        assert!(
+            t.contains("; the next try is at 1970-01-01T00:21:40.000Z (in 5 min), or at once when the group changes; last error:"),
+            "{t}"
+        );
+        assert!(
+            t.contains("diff: a sync would (the cloud group as cached"),
+            "{t}"
+        );
         assert!(!t.contains("in step"), "{t}");
         assert!(t.contains("move to CN=Sales 2,OU=W,DC=x"), "{t}");
         assert!(t.contains("description: \"old\" -> \"new\""), "{t}");

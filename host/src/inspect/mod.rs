@@ -10,7 +10,9 @@ pub mod status;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use crate::state::StateError;
+use std::path::{Path, PathBuf};
+
+use crate::state::{StateError, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -18,6 +20,19 @@ pub enum InspectError {
     State(#[from] StateError),
     #[error("{flag} {value:?}: expected an RFC 3339 time (2026-12-01T08:00:00Z) or an age such as 30m, 12h or 7d")]
     BadTime { flag: &'static str, value: String },
+    #[error("no sync has run with this configuration yet (its state file {} does not exist), so there is nothing to show: run `writeback sync` (or start the service, `systemctl start writeback`) first; `writeback plan` shows what the first sync would change", path.display())]
+    NeverSynced { path: PathBuf },
+}
+
+/// The state file for a read-only verb: not created when it is missing (an empty one would
+/// pass for a Writeback that has nothing to do).
+pub fn open_existing(path: &Path) -> Result<Store, InspectError> {
+    if !path.exists() {
+        return Err(InspectError::NeverSynced {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Store::open(path)?)
 }
 
 /// A time given as RFC 3339 or as an age before `now` (`90s`, `30m`, `12h`, `7d`), in the form
@@ -99,6 +114,27 @@ mod tests {
             cut_words(&"x".repeat(20), 10),
             format!("{} ...", "x".repeat(10))
         );
+    }
+
+    #[test]
+    fn a_missing_state_file_says_no_sync_has_run_and_is_not_created() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("state.db");
+        let e = match open_existing(&path) {
+            Err(e) => e,
+            Ok(_) => anyhow::bail!("a missing state file opened"),
+        };
+        assert!(matches!(e, InspectError::NeverSynced { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("no sync has run with this configuration yet")
+                && text.contains("run `writeback sync`"),
+            "{text}"
+        );
+        assert!(!path.exists());
+        Store::open(&path)?;
+        assert!(open_existing(&path).is_ok());
+        Ok(())
     }
 
     #[test]
