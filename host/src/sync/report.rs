@@ -206,13 +206,16 @@ pub fn render_tail(
     }
     let _ = writeln!(
         out,
-        "\n{}: {} to create, {} to update, {} to delete; {} refused; {} members unresolved. {}{} evaluated, {} examined ({}), {} ms.",
+        "\n{}: {} to create, {} to update, {} to delete; {} refused; {} unresolved members in the {} groups compared. {}{} evaluated, {} examined ({}), {} ms.",
         if applied { "Applied" } else { "Plan" },
         r.counts.create,
         r.counts.update,
         r.counts.delete,
         p.refused.len(),
+        // Members are resolved only for the groups a cycle compares: an idle cycle compares
+        // none, whatever is still unresolved in the others.
         r.counts.unresolved_members,
+        r.examined,
         match (r.cloud_groups, r.in_scope) {
             (Some(g), Some(s)) => format!("{g} cloud groups, {s} in scope, "),
             _ => String::new(),
@@ -337,12 +340,20 @@ fn held_removals(out: &mut String, r: &SyncReport, applied: bool) {
 /// Deletes held back by the threshold, and how to let them through.
 fn held(out: &mut String, r: &SyncReport, applied: bool) {
     let Some(h) = &r.held else { return };
+    let these = if h.deletes.len() == 1 {
+        "this group"
+    } else {
+        "these groups"
+    };
+    let outcome = match (applied, h.deletes.len() == 1) {
+        (true, true) => "was not deleted; everything else was applied",
+        (true, false) => "were not deleted; everything else was applied",
+        (false, _) => "would not be deleted; everything else would be applied",
+    };
     let _ = writeln!(
         out,
-        "\nHELD BACK: {} ({} {}). Approve exactly this set with `writeback approve {}`; the next sync applies it.",
+        "\nHELD BACK: {}: {these} {outcome}. Approve exactly this set with `writeback approve {}`; the next sync applies it.",
         h.reason,
-        if applied { "were not deleted; everything else was applied" } else { "would not be deleted; everything else would be applied" },
-        if h.deletes.len() == 1 { "group" } else { "groups" },
         h.set_id
     );
     for e in h.deletes.iter().take(LIST_UNRESOLVED) {
@@ -496,7 +507,7 @@ fn unresolved(out: &mut String, total: usize, groups: &[(String, usize, Vec<Unre
     }
     let _ = writeln!(
         out,
-        "\nMembers and owners without an AD object, not written ({total}):"
+        "\nMembers and owners without an AD object in the groups compared, not written ({total}):"
     );
     if total <= LIST_UNRESOLVED {
         let mut all: Vec<&Unresolved> = groups.iter().flat_map(|(_, _, ex)| ex).collect();
@@ -663,6 +674,51 @@ mod tests {
             "{text}"
         );
         assert!(render(&r, false).contains("Would keep"), "dry run wording");
+    }
+
+    #[test]
+    fn held_deletes_and_unresolved_counts_read_as_sentences() {
+        let held = crate::sync::gate::Held {
+            set_id: "h-1".into(),
+            reason: "20 deletes, more than the delete threshold (5)".into(),
+            deletes: (0..20)
+                .map(|i| crate::sync::gate::HeldEntry {
+                    cloud_id: format!("g{i}"),
+                    dn: format!("CN=g{i},OU=W"),
+                })
+                .collect(),
+            new: true,
+        };
+        let mut r = SyncReport {
+            held: Some(held),
+            examined: 0,
+            ..Default::default()
+        };
+        r.counts.unresolved_members = 0;
+        let plan = render(&r, false);
+        assert!(
+            plan.contains("HELD BACK: 20 deletes, more than the delete threshold (5): these groups would not be deleted; everything else would be applied. Approve exactly this set with `writeback approve h-1`"),
+            "{plan}"
+        );
+        let applied = render(&r, true);
+        assert!(
+            applied.contains("(5): these groups were not deleted; everything else was applied."),
+            "{applied}"
+        );
+        // The count says whose members it counts: an idle cycle compared no group.
+        assert!(
+            plan.contains("0 refused; 0 unresolved members in the 0 groups compared."),
+            "{plan}"
+        );
+        if let Some(h) = r.held.as_mut() {
+            h.deletes.truncate(1);
+            h.reason = "1 deletes, more than 0% of the 3 groups Writeback owns".into();
+        }
+        let one = render(&r, true);
+        assert!(
+            one.contains(": this group was not deleted; everything else was applied."),
+            "{one}"
+        );
     }
 
     #[test]
