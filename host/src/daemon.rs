@@ -26,6 +26,7 @@ use crate::config::{Config, WatchMode};
 use crate::graph::GraphClient;
 use crate::inspect::status::{rules_hash, DaemonNote, DAEMON_KEY};
 use crate::metrics::Monitor;
+use crate::printable::one_line;
 use crate::rules::{HookTable, RuleSet, Schedule};
 use crate::setup::{self, StateLock};
 use crate::state::{now_rfc3339, AuditEvent, ObjectKind, Seen, Store};
@@ -660,6 +661,8 @@ fn log_failures(r: &SyncReport) {
             .collect()
     };
     for (kind, n, ids) in group_refusals(&fresh) {
+        // A DC's message ends with a line break and may carry others: one log line each.
+        let kind = one_line(kind.trim_end()).into_owned();
         tracing::warn!(
             groups = n,
             "failing: {kind} (e.g. group {}); tried again after a growing wait, or when the group, its members or the rules change",
@@ -712,7 +715,7 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
             tracing::error!(
                 run_id = r.run_id,
                 groups = h.groups.len(),
-                first = h.groups.first().map(|g| g.dn.as_str()).unwrap_or(""),
+                first = %one_line(h.groups.first().map(|g| g.dn.as_str()).unwrap_or("")),
                 "member removals held back: each would remove more than safety.member_removal_threshold_percent of a group's AD members; the groups' other changes were applied. Review with `writeback plan` or `writeback status`, approve with `writeback approve {}`",
                 h.set_id
             );
@@ -727,7 +730,7 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
                 run_id = r.run_id,
                 held = h.deletes.len(),
                 "deletes held back: {}; everything else was applied. Review with `writeback plan`, approve with `writeback approve {}`",
-                h.reason,
+                one_line(&h.reason),
                 h.set_id
             );
         } else {
@@ -735,7 +738,21 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
         }
     }
     for a in &r.adopted {
-        tracing::info!(cloud_id = %a.cloud_id, dn = %a.dn, "adopted");
+        tracing::info!(cloud_id = %a.cloud_id, dn = %one_line(&a.dn), "adopted");
+    }
+    // An approved delete is the one delete an operator asked for by name: logged as it lands,
+    // not only in the audit trail.
+    for o in r.outcomes.iter().filter(|o| {
+        o.action == sync::apply::Action::Delete
+            && o.ok()
+            && r.approved_deletes.contains(&o.cloud_id)
+    }) {
+        tracing::info!(
+            run_id = r.run_id,
+            cloud_id = %o.cloud_id,
+            dn = %one_line(&o.dn),
+            "deleted after approval"
+        );
     }
     if !r.foreign.is_empty() {
         tracing::info!(
@@ -743,7 +760,7 @@ fn log_report(r: &SyncReport, reconcile: bool, took: Duration) {
             unrecorded = r.foreign.unrecorded,
             out_of_scope = r.foreign.out_of_scope,
             other_tenant = r.foreign.other_tenant,
-            first = r.foreign.examples.first().map(String::as_str).unwrap_or(""),
+            first = %one_line(r.foreign.examples.first().map(String::as_str).unwrap_or("")),
             "objects carrying a group anchor Writeback did not record were left alone"
         );
     }
@@ -828,6 +845,93 @@ fn spawn_signals(tx: UnboundedSender<Wake>) -> Result<(), DaemonError> {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    /// What `f` logs at info and above, in the daemon's text format.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                if let Ok(mut v) = self.0.lock() {
+                    v.extend_from_slice(b);
+                }
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        let bytes = buf.0.lock().map(|v| v.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn approved_deletes_are_logged_at_info() {
+        let delete = |id: &str, error: Option<&str>| sync::apply::Outcome {
+            cloud_id: id.into(),
+            action: sync::apply::Action::Delete,
+            dn: format!("CN={id},OU=W"),
+            guid: None,
+            error: error.map(str::to_string),
+            member_errors: vec![],
+            transient: false,
+            not_created: false,
+            links_added: vec![],
+            links_removed: vec![],
+        };
+        let r = SyncReport {
+            run_id: 7,
+            approved_deletes: vec!["a".into(), "b".into()],
+            outcomes: vec![
+                delete("a", None),
+                delete("b", Some("rc=50")),
+                delete("c", None),
+            ],
+            ..Default::default()
+        };
+        let log = logged(|| log_report(&r, false, Duration::from_millis(5)));
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("deleted after approval"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(
+            lines[0].contains(" INFO ")
+                && lines[0].contains("cloud_id=a")
+                && lines[0].contains("CN=a,OU=W"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn a_failing_groups_log_line_is_one_line() {
+        let r = SyncReport {
+            plan: sync::types::Plan {
+                refused: vec![Refusal {
+                    cloud_id: "g1".into(),
+                    rule: None,
+                    reason: "modify \"CN=x\" failed: rc=19 (constraintViolation): 000021C7: AtrErr\n\u{1b}[2J".into(),
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let log = logged(|| log_failures(&r));
+        let failing: Vec<&str> = log.lines().filter(|l| l.contains("failing:")).collect();
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(
+            failing[0].contains("AtrErr\\n\\u{1b}[2J (e.g. group g1)"),
+            "{log}"
+        );
+    }
 
     fn hooks(files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<HookTable>) {
         let dir = tempfile::tempdir().expect("tempdir");

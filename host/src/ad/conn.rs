@@ -406,7 +406,7 @@ async fn open(
         return Err(AdError::Bind {
             bind_dn: settings.bind_dn.clone(),
             rc: res.rc,
-            message: res.text,
+            message: crate::ad::error::dc_text(&res.text),
         });
     }
     Ok(ldap)

@@ -176,7 +176,7 @@ impl AdError {
                 op,
                 dn: dn.to_string(),
                 rc: result.rc,
-                message: result.text,
+                message: dc_text(&result.text),
             },
             other => AdError::NoAnswer {
                 op,
@@ -195,10 +195,17 @@ impl AdError {
                 op,
                 dn: dn.to_string(),
                 rc: res.rc,
-                message: res.text.clone(),
+                message: dc_text(&res.text),
             })
         }
     }
+}
+
+/// A DC's diagnostic message without the line break (and NUL) Active Directory and Samba end
+/// it with: kept, it would split every message and log line that quotes it.
+pub(crate) fn dc_text(text: &str) -> String {
+    text.trim_end_matches(|c: char| c.is_whitespace() || c == '\0')
+        .to_string()
 }
 
 /// The RFC 4511 name of an LDAP result code (for messages only).
@@ -381,7 +388,8 @@ mod tests {
         let res = ldap3::LdapResult {
             rc: 68,
             matched: String::new(),
-            text: "already exists".into(),
+            // As a DC sends it: with a trailing line break.
+            text: "already exists\n\0".into(),
             refs: vec![],
             ctrls: vec![],
         };

@@ -51,6 +51,31 @@ pub fn cut_words(text: &str, max: usize) -> String {
     format!("{} ...", text.get(..at).unwrap_or(head).trim_end())
 }
 
+/// `text` on lines of at most about `width` characters, broken between words (a word longer
+/// than a line, such as a DN without spaces, gets a line of its own), each line after `indent`.
+pub fn wrap_words(text: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(indent);
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(indent);
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 pub fn parse_time(
     flag: &'static str,
     value: &str,
@@ -114,6 +139,16 @@ mod tests {
             cut_words(&"x".repeat(20), 10),
             format!("{} ...", "x".repeat(10))
         );
+    }
+
+    #[test]
+    fn text_is_wrapped_between_words_and_indented() {
+        let w = wrap_words("one two three four five", 9, "  ");
+        assert_eq!(w, "  one two\n  three\n  four five\n");
+        // A word longer than a line is kept whole, on a line of its own.
+        let w = wrap_words("a CN=Very,OU=Long,DC=x b", 5, "");
+        assert_eq!(w, "a\nCN=Very,OU=Long,DC=x\nb\n");
+        assert_eq!(wrap_words("", 5, "  "), "");
     }
 
     #[test]

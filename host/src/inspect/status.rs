@@ -25,6 +25,10 @@ pub const DAEMON_KEY: &str = "daemon";
 /// Quarantined groups listed one by one (the rest are counted; `--json` has them all).
 const LIST: usize = 20;
 
+/// The longest error shown for a quarantined group: a DC's reason and the advice after a
+/// couple of DNs fit; a runaway message does not fill the screen.
+const ERROR_CHARS: usize = 1_500;
+
 /// What the daemon records of itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DaemonNote {
@@ -401,14 +405,19 @@ pub fn render(s: &Status, now: OffsetDateTime) -> String {
             s.quarantine.len()
         );
         for q in s.quarantine.iter().take(LIST) {
-            let err = super::cut_words(&q.error, 300);
+            // The error on lines of its own, wrapped, not cut short: the DC's reason and the
+            // advice come at its end, after one or two DNs. Bounded all the same, and on lines
+            // of this listing only (a line break it carries is shown escaped).
+            let err = crate::printable::one_line(q.error.trim_end());
+            let err = super::cut_words(&err, ERROR_CHARS);
             let _ = writeln!(
                 out,
-                "  ! group {}: {} failure(s), next try {}: {err}",
+                "  ! group {}: {} failure(s), next try {}:",
                 q.cloud_id,
                 q.failures,
                 crate::state::rfc3339_at(q.retry_at)
             );
+            out.push_str(&super::wrap_words(&err, 96, "      "));
         }
         let _ = writeln!(
             out,
@@ -446,6 +455,47 @@ mod tests {
         assert!(text.contains("Daemon: not running (never ran"), "{text}");
         assert!(text.contains("Cloud groups read up to: never"), "{text}");
         assert!(text.contains("Last runs:\n  none"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_failing_groups_reason_and_advice_are_shown_whole() -> anyhow::Result<()> {
+        let store = Store::open_in_memory()?;
+        let dn = "CN=Demo Blocked Group With A Long Name_238baccae6e2,OU=Security,OU=Cloud Groups,OU=Writeback,DC=corp,DC=example";
+        let error = format!(
+            "create {dn}: add \"{dn}\" failed: rc=19 (constraintViolation): 000021C7: AtrErr: DSID-03200BBA, #1: 0: 000021C7: DSID-03200BBA, problem 1005 (CONSTRAINT_ATT_TYPE), data 0, Att 90290 (sAMAccountName)\n"
+        );
+        let now = OffsetDateTime::now_utc();
+        let mut s = gather(&store, false, "h".into(), now)?;
+        s.quarantine = vec![Quarantined {
+            cloud_id: "g1".into(),
+            error,
+            failures: 1,
+            first_at: "2026-12-02T10:00:00.000Z".into(),
+            last_at: "2026-12-02T10:00:00.000Z".into(),
+            retry_at: now.unix_timestamp() + 60,
+        }];
+        let text = render(&s, now);
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Groups failing"))
+            .skip(1)
+            .take_while(|l| !l.contains("writeback explain"))
+            .collect();
+        assert!(
+            block[0].starts_with("  ! group g1: 1 failure(s), next try "),
+            "{text}"
+        );
+        let joined = block[1..]
+            .iter()
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            joined.ends_with("(constraintViolation): 000021C7: AtrErr: DSID-03200BBA, #1: 0: 000021C7: DSID-03200BBA, problem 1005 (CONSTRAINT_ATT_TYPE), data 0, Att 90290 (sAMAccountName)"),
+            "{text}"
+        );
+        assert!(block[1..].iter().all(|l| l.starts_with("      ")), "{text}");
         Ok(())
     }
 

@@ -215,6 +215,26 @@ async fn a_rename_in_the_cloud_renames_the_same_ad_object() {
 }
 
 #[tokio::test]
+async fn approved_deletes_are_named_in_the_report() {
+    let mut bed = synced("[safety]\ndelete_threshold = 1\n").await;
+    bed.cloud.delete_group(G1);
+    bed.cloud.delete_group(G2);
+    let r = bed.cycle(SyncOptions::default()).await.expect("sync");
+    assert!(r.approved_deletes.is_empty(), "{:?}", r.approved_deletes);
+    let set = r.held.expect("held").set_id;
+    bed.store.approve_any(&set).expect("approve");
+    let r = bed.cycle(SyncOptions::default()).await.expect("sync");
+    assert_eq!(r.approved_deletes, [G1, G2]);
+    let deleted: Vec<&str> = r
+        .outcomes
+        .iter()
+        .filter(|o| o.action == super::apply::Action::Delete && o.ok())
+        .map(|o| o.cloud_id.as_str())
+        .collect();
+    assert_eq!(deleted, [G1, G2]);
+}
+
+#[tokio::test]
 async fn deletes_over_the_threshold_are_held_until_allowed() {
     let mut story = Story::new("delete_held");
     let mut bed = synced("[safety]\ndelete_threshold = 1\n").await;

@@ -1083,6 +1083,14 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 });
             }
         }
+        if report.blocked.is_none() {
+            report.approved_deletes = deletes
+                .changes
+                .iter()
+                .filter(|c| approved.contains(&c.cloud_id))
+                .map(|c| c.cloud_id.clone())
+                .collect();
+        }
         Ok(())
     }
 

@@ -55,6 +55,10 @@ pub struct SyncReport {
     /// Objects carrying an anchor of a group that Writeback has no record of: left alone.
     #[serde(skip_serializing_if = "Foreign::nothing_seen")]
     pub foreign: Foreign,
+    /// The cloud ids of the deletes an operator approved (`writeback approve`) that this cycle
+    /// sends to AD; whether each went through is in `outcomes`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approved_deletes: Vec<String>,
     /// Objects taken over by an adoption (or after a stopped run), as cloud id and DN.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub adopted: Vec<HeldEntry>,
