@@ -14,7 +14,8 @@
 # Layout: /usr/bin/writeback; /etc/writeback/writeback.toml and /etc/writeback/rules (the
 # default rules and their tests; conffiles); /usr/share/writeback/stdlib, linked from
 # /etc/writeback/stdlib, where the binary looks by default (`stdlib` beside the rules folder);
-# the systemd unit; man pages; bash, zsh and fish completions; docs.
+# the systemd unit; man pages; bash, zsh and fish completions; docs; Prometheus alert rules and a
+# Grafana dashboard in /usr/share/writeback/monitoring.
 set -euo pipefail
 umask 022
 
@@ -81,6 +82,12 @@ ln -s /usr/share/writeback/stdlib "${STAGE}/etc/writeback/stdlib"
 install -D -m 0644 packaging/writeback.service "${STAGE}/lib/systemd/system/writeback.service"
 # Run on a Samba DC to delegate the service account's rights (docs/OPERATIONS.md).
 install -D -m 0755 packaging/delegate-samba.sh "${STAGE}/usr/share/writeback/delegate-samba.sh"
+
+# Alert rules and dashboard, for the operator's Prometheus and Grafana to load (not conffiles:
+# copied or referenced from there, and updated with the package).
+for f in writeback-alerts.yml writeback-dashboard.json; do
+    install -D -m 0644 "packaging/monitoring/${f}" "${STAGE}/usr/share/writeback/monitoring/${f}"
+done
 
 # Man pages and completions, generated from the CLI definition the binary was built from.
 "${DOCS_BIN}" "${WORK}/docs" >/dev/null

@@ -275,7 +275,9 @@ cmd_test() {
         ./usr/share/man/man1/writeback-run.1.gz ./usr/share/bash-completion/completions/writeback \
         ./usr/share/zsh/vendor-completions/_writeback \
         ./usr/share/fish/vendor_completions.d/writeback.fish \
-        ./usr/share/doc/writeback/OPERATIONS.md ./usr/share/writeback/delegate-samba.sh; do
+        ./usr/share/doc/writeback/OPERATIONS.md ./usr/share/writeback/delegate-samba.sh \
+        ./usr/share/writeback/monitoring/writeback-alerts.yml \
+        ./usr/share/writeback/monitoring/writeback-dashboard.json; do
         check "package holds ${f}" grep -q " ${f}\( \|$\)" <<<"${contents}"
     done
 
@@ -315,6 +317,10 @@ cmd_test() {
         test -f /etc/writeback/stdlib/naming.rhai
     check "man writeback" bash -c 'man -w writeback | grep -q /usr/share/man/man1/writeback.1.gz'
     check "bash completion parses" bash -n /usr/share/bash-completion/completions/writeback
+    for f in writeback-alerts.yml writeback-dashboard.json; do
+        check "monitoring/${f} installed as in the repository" \
+            cmp -s "packaging/monitoring/${f}" "/usr/share/writeback/monitoring/${f}"
+    done
     check "delegate-samba.sh is executable and parses" \
         bash -c 'test -x /usr/share/writeback/delegate-samba.sh && bash -n /usr/share/writeback/delegate-samba.sh'
     make_fake_samba
@@ -383,6 +389,7 @@ cmd_test() {
     dpkg -r writeback
     check "binary removed" test ! -e /usr/bin/writeback
     check "unit removed" test ! -e /lib/systemd/system/writeback.service
+    check "monitoring files removed" test ! -e /usr/share/writeback/monitoring
     check "package left as config-files" \
         bash -c '[[ $(dpkg-query -W -f="\${Status}" writeback) == "deinstall ok config-files" ]]'
     check "edited conffile kept" grep -q '^# edited by test-package.sh$' /etc/writeback/writeback.toml

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (`make test`): installs what the tests need, checks and tests every rule set
-# (scripts/, examples/*/rules), starts a clean Samba AD DC with the project's own script, runs the
-# Rust suites (unit, emulator, integration), the demo end to end, the package test and the Python
-# conformance suite, and stops the DC (and what the demo started) by PID whatever happens.
+# (scripts/, examples/*/rules) and the Prometheus alert rules (packaging/monitoring), starts a
+# clean Samba AD DC with the project's own script, runs the Rust suites (unit, emulator,
+# integration), the demo end to end, the package test and the Python conformance suite, and
+# stops the DC (and what the demo started) by PID whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -37,6 +38,20 @@ for rules in scripts examples/*/rules; do
     env -u WRITEBACK_CONFIG target/debug/writeback check --rules "$rules"
     env -u WRITEBACK_CONFIG target/debug/writeback test --rules "$rules"
 done
+
+step "Alert rules: promtool check rules and test rules for packaging/monitoring (prometheus, if missing)"
+if ! command -v promtool >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends prometheus ||
+        { apt-get update && apt-get install -y --no-install-recommends prometheus; }
+    # Only promtool is wanted: on a machine run by systemd the package also starts a
+    # Prometheus server, which the tests neither need nor stop otherwise.
+    if [[ -d /run/systemd/system ]]; then
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
+fi
+promtool check rules packaging/monitoring/writeback-alerts.yml
+promtool test rules packaging/monitoring/writeback-alerts.test.yml
 
 step "Starting a clean Samba AD DC on loopback"
 trap 'tests/testbed/samba-ad.sh down || true' EXIT

@@ -31,6 +31,36 @@ pub const CACHED: &str = "writeback_cached_objects";
 pub const TRIGGER_CALLS: &str = "writeback_trigger_calls";
 pub const TRIGGER_DELIVERIES: &str = "writeback_trigger_deliveries_total";
 
+/// Every metric the daemon exports, by the name a scrape shows (histograms by their base name).
+/// The alert rules and the dashboard in packaging/monitoring are checked against it.
+pub const ALL: [&str; 17] = [
+    CYCLES,
+    CYCLE_SECONDS,
+    CHANGES,
+    CHANGE_FAILURES,
+    REFUSED,
+    QUARANTINED,
+    HELD_DELETES,
+    HELD_REMOVALS,
+    FOREIGN,
+    LAST_SUCCESS,
+    GRAPH_REQUESTS,
+    GRAPH_THROTTLED,
+    GRAPH_RETRIES,
+    RELOADS,
+    CACHED,
+    TRIGGER_CALLS,
+    TRIGGER_DELIVERIES,
+];
+
+/// The histograms of [`ALL`]: a query names them with `_bucket`, `_count` or `_sum`.
+pub const HISTOGRAMS: [&str; 1] = [CYCLE_SECONDS];
+
+/// The names [`ALL`] lists, as a slice.
+pub fn exported() -> &'static [&'static str] {
+    &ALL
+}
+
 /// The `kind` labels of changes.
 pub const CHANGE_KINDS: [&str; 3] = ["create", "update", "delete"];
 /// The `outcome` labels of trigger calls that ran.
@@ -662,6 +692,56 @@ mod tests {
             let help = format!("# HELP {name} ");
             assert!(text.contains(&help), "no help for {name}:\n{text}");
         }
+    }
+
+    /// Every family a scrape can show is in [`ALL`] and every name there shows up, once each
+    /// kind of figure is recorded; [`HISTOGRAMS`] are exactly the histograms.
+    #[test]
+    fn all_lists_exactly_the_exported_metrics() {
+        let r = CycleFigures {
+            sweep: "reconciliation",
+            changes: vec![("create", true), ("delete", false)],
+            refused: 1,
+            quarantined: 1,
+            held_deletes: 1,
+            held_removal_groups: 1,
+            foreign: 1,
+            cached: Some((1, 1)),
+            deliveries: vec!["ok"],
+            calls: Some(CallFigures {
+                pending: 1,
+                retrying: 0,
+                given_up: 0,
+            }),
+        };
+        let text = rendered(|| {
+            describe();
+            record_cycle(&r, true, Duration::from_millis(30));
+            record_failure(Duration::from_millis(10));
+            graph_request();
+            graph_throttled();
+            graph_retry();
+            Monitor::new(Duration::from_secs(1), 3).rules_reloaded(true);
+        });
+        let families = |prefix: &str| -> Vec<(String, String)> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(prefix))
+                .filter_map(|l| l.split_once(' '))
+                .map(|(name, rest)| (name.to_string(), rest.to_string()))
+                .collect()
+        };
+        let helped: std::collections::BTreeSet<String> =
+            families("# HELP ").into_iter().map(|(n, _)| n).collect();
+        let listed: std::collections::BTreeSet<String> =
+            exported().iter().map(|n| n.to_string()).collect();
+        assert_eq!(listed.len(), ALL.len(), "a name twice in ALL: {ALL:?}");
+        assert_eq!(helped, listed, "# HELP names against ALL in:\n{text}");
+        let histograms: Vec<String> = families("# TYPE ")
+            .into_iter()
+            .filter(|(_, kind)| kind == "histogram")
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(histograms, HISTOGRAMS, "{text}");
     }
 
     #[test]
