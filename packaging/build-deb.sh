@@ -8,6 +8,8 @@
 #                            (default: beside BINARY; `cargo build -p writeback` builds both)
 #   WRITEBACK_DEB_DIR        where the .deb goes (default target/debian)
 #   WRITEBACK_DEB_MAINTAINER the Maintainer field
+#   WRITEBACK_DEB_SIMPLE_ONLY=1  package a binary built without Kerberos binds (refused
+#                            otherwise: domains that refuse simple binds need them)
 #
 # The version is the workspace's (Cargo.toml). Prints the path of the .deb on stdout.
 #
@@ -32,6 +34,12 @@ BIN="${1:-${WRITEBACK_BIN:-target/release/writeback}}"
 DOCS_BIN="${WRITEBACK_DOCS_BIN:-$(dirname "${BIN}")/writeback-docs}"
 [[ -x "${DOCS_BIN}" ]] || die "no writeback-docs at ${DOCS_BIN}: it is built with the writeback binary (cargo build -p writeback), or set WRITEBACK_DOCS_BIN"
 OUT_DIR="${WRITEBACK_DEB_DIR:-target/debian}"
+# The package binds with Kerberos unless asked not to: `--version` says "(kerberos)" when the
+# binary was built with the feature.
+if ! "${BIN}" --version | grep -q '(kerberos)'; then
+    [[ "${WRITEBACK_DEB_SIMPLE_ONLY:-}" == 1 ]] ||
+        die "${BIN} cannot bind with Kerberos (\`$("${BIN}" --version)\`): build it with \`cargo build --release -p writeback --features kerberos\` (needs clang, libclang-dev, libkrb5-dev), or set WRITEBACK_DEB_SIMPLE_ONLY=1 for a package with simple binds only"
+fi
 MAINTAINER="${WRITEBACK_DEB_MAINTAINER:-Writeback maintainers <writeback@localhost>}"
 
 for tool in dpkg-deb dpkg-shlibdeps strip gzip; do

@@ -197,6 +197,19 @@ run_delegate() {
 }
 
 # The account name is refused with a message, before the DC's database is searched.
+# build-deb.sh refuses a binary that cannot bind with Kerberos ($1: the real binary, for its
+# writeback-docs), naming the feature to build with.
+build_deb_refuses_simple_binds() {
+    local fake out rc=0
+    fake="$(mktemp -d)"
+    printf '#!/bin/sh\necho "writeback 0.0.0"\n' >"${fake}/writeback"
+    chmod 0755 "${fake}/writeback"
+    out="$(WRITEBACK_DOCS_BIN="$(dirname "$1")/writeback-docs" WRITEBACK_DEB_DIR="${fake}" \
+        packaging/build-deb.sh "${fake}/writeback" 2>&1)" || rc=$?
+    rm -rf "${fake}"
+    [[ "${rc}" -ne 0 ]] && grep -q -- "--features kerberos" <<<"${out}"
+}
+
 delegate_refuses_name() {
     local name="$1" rc=0
     run_delegate 1 "${name}" cn || rc=$?
@@ -256,6 +269,7 @@ cmd_test() {
     trap 'exit 143' TERM HUP
     local bin="${WRITEBACK_BIN:-target/debug/writeback}"
     local deb
+    check "build-deb.sh refuses a binary without Kerberos binds" build_deb_refuses_simple_binds "${bin}"
     deb="$(packaging/build-deb.sh "${bin}")"
     log "built ${deb}"
 
@@ -333,8 +347,10 @@ cmd_test() {
 
     local version
     version="$(dpkg-query -W -f='${Version}' writeback)"
-    check "writeback --version is the package's (${version})" \
-        bash -c '/usr/bin/writeback --version | grep -qx "writeback $1"' _ "${version}"
+    check "writeback --version is the package's (${version}) and binds with Kerberos" \
+        bash -c '/usr/bin/writeback --version | grep -qx "writeback $1 (kerberos)"' _ "${version}"
+    check "the package depends on MIT Kerberos' GSSAPI library" \
+        bash -c 'dpkg-query -W -f="\${Depends}" writeback | grep -q "libgssapi-krb5-2"'
 
     # The unit as systemd reads it: unknown keys, bad values, a missing binary or man page.
     local out rc=0

@@ -11,8 +11,15 @@ use std::path::PathBuf;
 ///
 /// Start with `writeback check` (config and rules, nothing contacted), then `writeback plan` (what a sync
 /// would change, nothing is written), then `writeback sync`.
+/// The version, and whether this binary can bind with Kerberos (`ad.auth = "kerberos"` needs
+/// a build with the `kerberos` feature): `writeback --version` is where an operator looks.
+#[cfg(feature = "kerberos")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (kerberos)");
+#[cfg(not(feature = "kerberos"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 #[derive(Debug, Parser)]
-#[command(name = "writeback", version, propagate_version = true)]
+#[command(name = "writeback", version = VERSION, propagate_version = true)]
 pub struct Cli {
     /// The configuration file (TOML).
     #[arg(
