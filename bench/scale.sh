@@ -378,6 +378,8 @@ timed sync3 sync
 # A rule edit: the description of the in-scope groups whose id starts with "${PREFIX}0" (about a
 # sixteenth of them) changes. Every cached group is evaluated again; only those are written.
 say "Rule edit: description of the groups whose id starts with \"${PREFIX}0\", then writeback sync --json"
+# Kept to restore before the latency step, whose samples change those groups' descriptions.
+rm -rf "$WORK/rules.unedited" && cp -r "$RULES" "$WORK/rules.unedited"
 for f in "$RULES"/*.rhai; do
     grep -qE '^    let description = .*;$' "$f" || die "$f has no 'let description = ...;' line to edit"
     sed -i -E "s/^(    let description = .*;)\$/\1\n    if group.id.starts_with(\"${PREFIX}0\") { description = \"edited by a rule\"; }/" "$f"
@@ -539,6 +541,13 @@ print(f"{statistics.median(v):.0f} {max(v)} {len(v)}" if v else "- - 0")'
 
 # ---------------------------------------------------------------------------------------------
 if [[ "$LAT_SAMPLES" -gt 0 ]]; then
+    # The edited rule forces the description of the groups whose id starts with "${PREFIX}0": a
+    # sample on one of them would never arrive. The rules are put back, and a sync brings AD
+    # and the state in step with them before the first sample.
+    say "Latency: the rules as before the rule edit, and one sync to apply them"
+    rm -rf "$RULES" && cp -r "$WORK/rules.unedited" "$RULES"
+    timed unedit sync
+    [[ "$RC_unedit" -eq 0 ]] || die "the sync with the rules restored exited $RC_unedit (see $WORK/unedit.log)"
     say "Latency: cloud change -> visible in AD, $LAT_SAMPLES samples a series (one-shot sync, then writeback run with a 1 s poll)"
     cat >"$WORK/latency.py" <<'PY'
 import json, os, random, re, signal, socket, subprocess, sys, time, urllib.parse, urllib.request
