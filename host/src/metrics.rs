@@ -56,11 +56,6 @@ pub const ALL: [&str; 17] = [
 /// The histograms of [`ALL`]: a query names them with `_bucket`, `_count` or `_sum`.
 pub const HISTOGRAMS: [&str; 1] = [CYCLE_SECONDS];
 
-/// The names [`ALL`] lists, as a slice.
-pub fn exported() -> &'static [&'static str] {
-    &ALL
-}
-
 /// The `kind` labels of changes.
 pub const CHANGE_KINDS: [&str; 3] = ["create", "update", "delete"];
 /// The `outcome` labels of trigger calls that ran.
@@ -733,7 +728,7 @@ mod tests {
         let helped: std::collections::BTreeSet<String> =
             families("# HELP ").into_iter().map(|(n, _)| n).collect();
         let listed: std::collections::BTreeSet<String> =
-            exported().iter().map(|n| n.to_string()).collect();
+            ALL.iter().map(|n| n.to_string()).collect();
         assert_eq!(listed.len(), ALL.len(), "a name twice in ALL: {ALL:?}");
         assert_eq!(helped, listed, "# HELP names against ALL in:\n{text}");
         let histograms: Vec<String> = families("# TYPE ")

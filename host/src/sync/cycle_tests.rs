@@ -159,6 +159,14 @@ async fn an_idle_cycle_reads_the_delta_and_writes_nothing() {
     story.check();
 }
 
+/// A reconciliation: every owned group compared, as the daemon does on its schedule.
+fn reconcile() -> SyncOptions {
+    SyncOptions {
+        compare_all: true,
+        ..Default::default()
+    }
+}
+
 /// The tenant synced once, its writes forgotten.
 async fn synced(extra: &str) -> Bed {
     let mut bed = tenant(extra);
@@ -353,12 +361,7 @@ async fn a_reconciliation_undoes_a_hand_edit_a_plain_sync_does_not_see() {
     story.step("a hand edit in AD; plain sync", &bed, &r);
     assert_eq!(r.expect("sync").counts.changes(), 0);
     assert_eq!(attr(&bed, G1, "description"), ["edited by hand"]);
-    let r = bed
-        .cycle(SyncOptions {
-            compare_all: true,
-            ..Default::default()
-        })
-        .await;
+    let r = bed.cycle(reconcile()).await;
     story.step(
         "reconciliation (every owned group compared, as the daemon does hourly)",
         &bed,
@@ -432,12 +435,7 @@ async fn a_dc_lost_mid_apply_fails_the_cycle_and_the_next_one_finishes_without_d
     let r = bed.cycle(SyncOptions::default()).await;
     story.step("the DC is back", &bed, &r);
     assert_eq!(r.expect("sync").failures(), 0);
-    let r = bed
-        .cycle(SyncOptions {
-            compare_all: true,
-            ..Default::default()
-        })
-        .await;
+    let r = bed.cycle(reconcile()).await;
     story.step("reconciliation: nothing left to do", &bed, &r);
     assert_eq!(r.expect("sync").counts.changes(), 0);
     for id in [G1, G2, G3] {
