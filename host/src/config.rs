@@ -45,6 +45,8 @@ struct RawConfig {
     safety: RawSafety,
     #[serde(default)]
     daemon: RawDaemon,
+    #[serde(default)]
+    console: RawConsole,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +290,17 @@ impl Default for RawDaemon {
     }
 }
 
+/// `[console]`: the read-only web console on `[daemon] listen`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    #[serde(default)]
+    enabled: bool,
+    credential_env: Option<String>,
+    credential_file: Option<PathBuf>,
+    credential: Option<toml::Value>,
+}
+
 fn default_poll_secs() -> f64 {
     5.0
 }
@@ -337,6 +350,15 @@ pub struct DaemonConfig {
     pub ready_within_polls: u32,
     /// `/readyz` fails while one cycle has run longer than this.
     pub ready_max_cycle: Duration,
+}
+
+/// `[console]`: the read-only web console, served with the metrics on `[daemon] listen`.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// Asked of every request when set (a bearer token, or the password of basic auth);
+    /// required when the console is served on an address other than loopback.
+    pub credential: Option<secrecy::SecretString>,
 }
 
 fn default_timeout_secs() -> u64 {
@@ -526,6 +548,7 @@ pub struct Config {
     /// How long audit events (what was written to AD) are kept, in days.
     pub audit_retention_days: u32,
     pub daemon: DaemonConfig,
+    pub console: ConsoleConfig,
     /// The environment variables secrets were read from (`*_env`): see
     /// [`Config::forget_secret_env`].
     pub secret_env: Vec<String>,
@@ -739,6 +762,7 @@ impl Config {
         }
 
         let daemon = daemon_section(&v, raw.daemon)?;
+        let console = console_section(&v, raw.console, daemon.listen, &resolve)?;
 
         let config = Config {
             path: path.to_path_buf(),
@@ -770,6 +794,7 @@ impl Config {
             },
             audit_retention_days: raw.state.audit_retention_days,
             daemon,
+            console,
             secret_env: v.secret_env.take(),
         };
         let unread = v.unread.map(|u| u.into_inner()).unwrap_or_default();
@@ -1232,6 +1257,48 @@ fn daemon_section(v: &Validator, d: RawDaemon) -> Result<DaemonConfig, ConfigErr
         ready_max_cycle: Duration::from_secs(d.ready_max_cycle_secs),
     };
     Ok(daemon)
+}
+
+/// `[console]`: served on `[daemon] listen`, so it needs that; a credential is required for an
+/// address other than loopback (anyone who reaches it would read the audit trail otherwise).
+fn console_section(
+    v: &Validator,
+    c: RawConsole,
+    listen: Option<std::net::SocketAddr>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<ConsoleConfig, ConfigError> {
+    if c.credential.is_some() {
+        return Err(v.invalid(
+            "console.credential",
+            "secrets are not accepted inline; use credential_env or credential_file",
+        ));
+    }
+    let credential = match (c.credential_env.as_deref(), c.credential_file.as_deref()) {
+        (None, None) => None,
+        (env, file) => Some(secrecy::SecretString::from(v.secret(
+            "console.credential",
+            env,
+            file.map(resolve).as_deref(),
+        )?)),
+    };
+    if c.enabled {
+        let Some(addr) = listen else {
+            return Err(v.invalid(
+                "console.enabled",
+                "the console is served on [daemon] listen, which is not set (e.g. listen = \"127.0.0.1:9464\")",
+            ));
+        };
+        if !addr.ip().is_loopback() && credential.is_none() {
+            return Err(v.invalid(
+                "console.credential_file",
+                &format!("required: daemon.listen ({addr}) is not a loopback address, so the console asks every request for a credential (a bearer token, or the password of basic auth); set credential_file or credential_env"),
+            ));
+        }
+    }
+    Ok(ConsoleConfig {
+        enabled: c.enabled,
+        credential,
+    })
 }
 
 /// `[daemon] listen`: an IP address and a port (`127.0.0.1:9464`, `[::1]:9464`). Host names
@@ -2092,6 +2159,57 @@ path = "state.db"
         let too_fast = format!("{GOOD}\n[daemon]\npoll_interval_secs = 0.2\n");
         let e = cfg(&too_fast).unwrap_err().to_string();
         assert!(e.contains("daemon.poll_interval_secs"), "{e}");
+    }
+
+    #[test]
+    fn the_console_is_off_by_default_needs_listen_and_a_credential_off_loopback() {
+        with_env();
+        let c = cfg(GOOD).expect("valid");
+        assert!(!c.console.enabled && c.console.credential.is_none());
+        let listen = |addr: &str, console: &str| {
+            cfg(&format!(
+                "{GOOD}\n[daemon]\nlisten = \"{addr}\"\n[console]\n{console}\n"
+            ))
+        };
+        let c = listen("127.0.0.1:9464", "enabled = true").expect("loopback, no credential");
+        assert!(c.console.enabled && c.console.credential.is_none());
+        let c = listen(
+            "10.0.0.5:9464",
+            "enabled = true\ncredential_env = \"WB_TEST_SECRET_PRESENT\"",
+        )
+        .expect("another address with a credential");
+        assert_eq!(
+            c.console
+                .credential
+                .as_ref()
+                .map(|s| s.expose_secret().to_string()),
+            Some("s3cret".to_string())
+        );
+        let e = listen("10.0.0.5:9464", "enabled = true")
+            .expect_err("another address without a credential")
+            .to_string();
+        assert!(
+            e.contains("console.credential_file") && e.contains("10.0.0.5:9464"),
+            "{e}"
+        );
+        let e = cfg(&format!("{GOOD}\n[console]\nenabled = true\n"))
+            .expect_err("no listen")
+            .to_string();
+        assert!(e.contains("console.enabled") && e.contains("daemon"), "{e}");
+        let e = listen("127.0.0.1:9464", "enabled = true\ncredential = \"x\"")
+            .expect_err("inline")
+            .to_string();
+        assert!(
+            e.contains("console.credential") && e.contains("inline"),
+            "{e}"
+        );
+        let e = listen(
+            "127.0.0.1:9464",
+            "enabled = true\ncredential_file = \"/nonexistent/console-secret\"",
+        )
+        .expect_err("missing file")
+        .to_string();
+        assert!(e.contains("console.credential_file"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use crate::ad::{AdConn, Schema};
 use crate::config::{Config, WatchMode};
+use crate::console::Console;
 use crate::graph::GraphClient;
 use crate::inspect::status::{rules_hash, DaemonNote, DAEMON_KEY};
 use crate::metrics::Monitor;
@@ -123,6 +124,8 @@ struct Host {
     note: DaemonNote,
     /// Health and numbers for `[daemon] listen`.
     monitor: Monitor,
+    /// The web console, when `[console] enabled`: told of each reload.
+    console: Option<Console>,
 }
 
 /// When each rule's `on_schedule` is next due (UTC).
@@ -196,14 +199,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.daemon.ready_within_polls,
         config.daemon.ready_max_cycle,
     );
+    let console = config
+        .console
+        .enabled
+        .then(|| Console::new(&config, monitor.clone()));
     if let Some(addr) = config.daemon.listen {
         // Before anything slow: a port already taken fails the start at once.
-        monitor.serve(addr).await?;
+        monitor
+            .serve(addr, console.as_ref().map(Console::router))
+            .await?;
     }
     notify_status("starting: loading the rules, connecting to Graph and AD");
     let roots = setup::rule_roots(&config);
     let fingerprint = watch::fingerprint(&roots);
     let rules = Arc::new(setup::load_rules(&config)?);
+    if let Some(c) = &console {
+        c.rules_loaded(rules.clone());
+    }
     let mut store = Store::open(&config.state_path)?;
     if config.daemon.listen.is_some() {
         // Counted once here (tens of ms at 100,000 objects); whole-cache cycles count them again.
@@ -283,6 +295,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         ready,
         note: DaemonNote::default(),
         monitor,
+        console,
     };
     host.note = DaemonNote {
         pid: std::process::id(),
@@ -485,6 +498,9 @@ impl Host {
                 self.timetable
                     .update(&rules.hooks(), time::OffsetDateTime::now_utc());
                 self.rules = Arc::new(rules);
+                if let Some(c) = &self.console {
+                    c.rules_loaded(self.rules.clone());
+                }
                 tracing::info!(rules = %names, "rules reloaded");
                 self.monitor.rules_reloaded(true);
                 self.note_rules(None);

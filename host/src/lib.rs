@@ -6,6 +6,7 @@
 
 pub mod ad;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod effects;
 pub mod egress;

@@ -315,9 +315,14 @@ impl Monitor {
         }
     }
 
-    /// Installs the recorder, binds `addr` and serves the endpoints from a task of their own.
-    /// Returns the address bound. Call once per process (the recorder is global).
-    pub async fn serve(&self, addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
+    /// Installs the recorder, binds `addr` and serves the endpoints (and `more`, the console's
+    /// routes when it is on) from a task of their own. Returns the address bound. Call once per
+    /// process (the recorder is global).
+    pub async fn serve(
+        &self,
+        addr: SocketAddr,
+        more: Option<axum::Router>,
+    ) -> Result<SocketAddr, MetricsError> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| MetricsError::Bind { addr, source })?;
@@ -337,13 +342,21 @@ impl Monitor {
                 }
             });
         }
-        let app = router(handle, self.clone());
+        let mut app = router(handle, self.clone());
+        let console = more.is_some();
+        if let Some(more) = more {
+            app = app.merge(more);
+        }
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(%bound, "the metrics endpoint stopped: {e}");
             }
         });
-        tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+        if console {
+            tracing::info!(%bound, "serving /metrics, /healthz, /readyz and the console at /console");
+        } else {
+            tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+        }
         Ok(bound)
     }
 
@@ -411,6 +424,14 @@ impl Monitor {
     /// The loop has ended: the process is about to exit.
     pub fn stopping(&self) {
         self.with(|s| s.stopping = true);
+    }
+
+    /// What `/readyz` would answer now: ready or not, and why.
+    pub fn readiness_now(&self) -> (bool, String) {
+        match self.readiness(Instant::now()) {
+            Probe::Up(why) => (true, why),
+            Probe::Down(why) => (false, why),
+        }
     }
 
     fn window(&self) -> Duration {
@@ -871,7 +892,7 @@ mod tests {
             .local_addr()
             .unwrap_or_else(|e| panic!("address: {e}"));
         let e = Monitor::new(Duration::from_secs(1), 3)
-            .serve(addr)
+            .serve(addr, None)
             .await
             .expect_err("the port is taken");
         assert!(matches!(e, MetricsError::Bind { .. }), "{e:?}");

@@ -166,6 +166,17 @@ impl AuditLine {
         if !self.cloud_id.is_empty() {
             line.push_str(&format!("  (cloud id {})", self.cloud_id));
         }
+        let parts = self.details();
+        if !parts.is_empty() {
+            line.push_str("  ");
+            line.push_str(&parts.join("; "));
+        }
+        line
+    }
+
+    /// What changed, one part each: the rule, a move, each attribute's values before and after,
+    /// members added and removed, the reason, the error.
+    pub fn details(&self) -> Vec<String> {
         let mut parts = Vec::new();
         if let Some(r) = &self.rule {
             parts.push(format!("rule {r}"));
@@ -201,11 +212,7 @@ impl AuditLine {
         if let Some(e) = &self.error {
             parts.push(format!("error: {}", quoted(e)));
         }
-        if !parts.is_empty() {
-            line.push_str("  ");
-            line.push_str(&parts.join("; "));
-        }
-        line
+        parts
     }
 }
 
@@ -343,6 +350,124 @@ fn has_events(store: &Store, cloud_id: &str) -> Result<bool, StateError> {
     Ok(found)
 }
 
+/// The events the filters select: the query for the state, and the DN subtree they must be in.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    query: EventQuery,
+    under: Option<String>,
+}
+
+impl Selection {
+    /// Reads the filters; notes about how `--group` matched go to `notes`.
+    pub fn new(
+        store: &Store,
+        opts: &AuditOptions,
+        now: OffsetDateTime,
+        notes: &mut dyn Write,
+    ) -> Result<Selection, AuditError> {
+        let since = opts
+            .since
+            .as_deref()
+            .map(|s| parse_time("--since", s, now))
+            .transpose()?;
+        let until = opts
+            .until
+            .as_deref()
+            .map(|s| parse_time("--until", s, now))
+            .transpose()?;
+        if let (Some(s), Some(u)) = (&since, &until) {
+            if u < s {
+                return Err(AuditError::EmptyWindow);
+            }
+        }
+        let under = match opts.dn_under.as_deref().map(str::trim) {
+            Some(d) if looks_like_dn(d) => Some(d.to_string()),
+            Some(d) => return Err(AuditError::BadDn(quoted(d))),
+            None => None,
+        };
+        let subjects = match &opts.group {
+            Some(g) => {
+                let m = resolve_group(store, g)?;
+                if m.loose {
+                    writeln!(
+                        notes,
+                        "note: no cached group is named exactly {}; showing the groups that match ignoring case or surrounding spaces",
+                        quoted(g)
+                    )?;
+                }
+                if m.named.len() > 1 {
+                    writeln!(
+                        notes,
+                        "note: {} cached groups are named {}; showing the events of all of them:",
+                        m.named.len(),
+                        quoted(g)
+                    )?;
+                    for (id, name) in &m.named {
+                        writeln!(notes, "  {id}  {}", quoted(name))?;
+                    }
+                }
+                Some(m.subjects)
+            }
+            None => None,
+        };
+        let query = EventQuery {
+            since,
+            until,
+            subjects,
+            newest_first: false,
+        };
+        Ok(Selection { query, under })
+    }
+
+    fn keep(&self, e: &EventRecord) -> bool {
+        match &self.under {
+            Some(base) => !e.event.dn.is_empty() && dn::is_within(&e.event.dn, base),
+            None => true,
+        }
+    }
+
+    /// The newest `limit` matching events, oldest first.
+    pub fn newest(&self, store: &Store, limit: usize) -> Result<Vec<AuditLine>, AuditError> {
+        let mut newest = Vec::new();
+        if limit == 0 {
+            return Ok(newest);
+        }
+        // Read from the end, returned in time order.
+        let q = EventQuery {
+            newest_first: true,
+            ..self.query.clone()
+        };
+        store.for_each_event(&q, |e| {
+            if self.keep(&e) {
+                newest.push(AuditLine::from_event(&e));
+            }
+            if newest.len() >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        newest.reverse();
+        Ok(newest)
+    }
+
+    /// Calls `each` with every matching event, oldest first, until it breaks.
+    pub fn each(
+        &self,
+        store: &Store,
+        mut each: impl FnMut(AuditLine) -> ControlFlow<()>,
+    ) -> Result<(), AuditError> {
+        store.for_each_event(&self.query, |e| {
+            if self.keep(&e) {
+                each(AuditLine::from_event(&e))
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        Ok(())
+    }
+}
+
 /// Prints the events `opts` selects to `out` (oldest first), notes to `notes`; returns how many
 /// were printed.
 pub fn run(
@@ -352,101 +477,28 @@ pub fn run(
     out: &mut dyn Write,
     notes: &mut dyn Write,
 ) -> Result<usize, AuditError> {
-    let since = opts
-        .since
-        .as_deref()
-        .map(|s| parse_time("--since", s, now))
-        .transpose()?;
-    let until = opts
-        .until
-        .as_deref()
-        .map(|s| parse_time("--until", s, now))
-        .transpose()?;
-    if let (Some(s), Some(u)) = (&since, &until) {
-        if u < s {
-            return Err(AuditError::EmptyWindow);
-        }
-    }
-    let under = match opts.dn_under.as_deref().map(str::trim) {
-        Some(d) if looks_like_dn(d) => Some(d.to_string()),
-        Some(d) => return Err(AuditError::BadDn(quoted(d))),
-        None => None,
-    };
-    let subjects = match &opts.group {
-        Some(g) => {
-            let m = resolve_group(store, g)?;
-            if m.loose {
-                writeln!(
-                    notes,
-                    "note: no cached group is named exactly {}; showing the groups that match ignoring case or surrounding spaces",
-                    quoted(g)
-                )?;
-            }
-            if m.named.len() > 1 {
-                writeln!(
-                    notes,
-                    "note: {} cached groups are named {}; showing the events of all of them:",
-                    m.named.len(),
-                    quoted(g)
-                )?;
-                for (id, name) in &m.named {
-                    writeln!(notes, "  {id}  {}", quoted(name))?;
-                }
-            }
-            Some(m.subjects)
-        }
-        None => None,
-    };
-    let q = EventQuery {
-        since,
-        until,
-        subjects,
-        // A limit keeps the newest events: read from the end, printed in time order.
-        newest_first: opts.limit.is_some(),
-    };
-    let keep = |e: &EventRecord| match &under {
-        Some(base) => !e.event.dn.is_empty() && dn::is_within(&e.event.dn, base),
-        None => true,
-    };
+    let selection = Selection::new(store, opts, now, notes)?;
     let mut printed = 0usize;
     let mut failed: Option<std::io::Error> = None;
     match opts.limit {
         Some(limit) => {
-            let mut newest = Vec::new();
-            if limit > 0 {
-                store.for_each_event(&q, |e| {
-                    if keep(&e) {
-                        newest.push(AuditLine::from_event(&e));
-                    }
-                    if newest.len() >= limit {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                })?;
-            }
-            for line in newest.iter().rev() {
-                write_line(out, line, opts.json_lines)?;
+            for line in selection.newest(store, limit)? {
+                write_line(out, &line, opts.json_lines)?;
                 printed += 1;
             }
         }
-        None => {
-            store.for_each_event(&q, |e| {
-                if !keep(&e) {
-                    return ControlFlow::Continue(());
+        None => selection.each(store, |line| {
+            match write_line(out, &line, opts.json_lines) {
+                Ok(()) => {
+                    printed += 1;
+                    ControlFlow::Continue(())
                 }
-                match write_line(out, &AuditLine::from_event(&e), opts.json_lines) {
-                    Ok(()) => {
-                        printed += 1;
-                        ControlFlow::Continue(())
-                    }
-                    Err(err) => {
-                        failed = Some(err);
-                        ControlFlow::Break(())
-                    }
+                Err(err) => {
+                    failed = Some(err);
+                    ControlFlow::Break(())
                 }
-            })?;
-        }
+            }
+        })?,
     }
     if let Some(e) = failed {
         return Err(e.into());

@@ -53,7 +53,8 @@ pub fn line(r: &RunRecord) -> String {
     )
 }
 
-fn duration_ms(start: &str, end: &str) -> Option<i64> {
+/// Milliseconds from `start` to `end` (RFC 3339), when both parse.
+pub fn duration_ms(start: &str, end: &str) -> Option<i64> {
     use time::format_description::well_known::Rfc3339;
     let s = time::OffsetDateTime::parse(start, &Rfc3339).ok()?;
     let e = time::OffsetDateTime::parse(end, &Rfc3339).ok()?;
@@ -61,7 +62,7 @@ fn duration_ms(start: &str, end: &str) -> Option<i64> {
 }
 
 /// The run's figures that are not zero, in a fixed order.
-fn summary(stats: &Value) -> String {
+pub fn summary(stats: &Value) -> String {
     let mut parts = Vec::new();
     if let Some(s) = stats.get("sweep").and_then(Value::as_str) {
         parts.push(format!("sweep {s}"));
