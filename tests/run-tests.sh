@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (`make test`): installs what the tests need, checks and tests every rule set
-# (scripts/, examples/*/rules) and the Prometheus alert rules (packaging/monitoring), starts a
+# (scripts/, examples/*/rules) and the Prometheus alert rules (packaging/monitoring), installs
+# headless Chromium for the console's browser tests, starts a
 # clean Samba AD DC with the project's own script, runs the Rust suites (unit, emulator,
 # integration), the demo end to end, the package test and the Python conformance suite, and
 # stops the DC (and what the demo started) by PID whatever happens.
@@ -52,6 +53,17 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 promtool check rules packaging/monitoring/writeback-alerts.yml
 promtool test rules packaging/monitoring/writeback-alerts.test.yml
+
+step "Headless Chromium and ChromeDriver for the console's browser tests (chromium, chromium-driver, if missing)"
+missing=()
+for p in chromium chromium-driver; do
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${missing[@]}" ||
+        { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
+fi
 
 step "Starting a clean Samba AD DC on loopback"
 trap 'tests/testbed/samba-ad.sh down || true' EXIT

@@ -12,6 +12,8 @@ use crate::state::RunRecord;
 const WIDTH: f64 = 720.0;
 const BAND: f64 = 90.0;
 const GAP: f64 = 28.0;
+/// Bars are at most this wide a share of the chart.
+const MIN_SLOTS: usize = 30;
 
 /// One run as the chart draws it.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +60,8 @@ pub fn svg(bars: &[Bar]) -> String {
     }
     let max_secs = bars.iter().map(|b| b.secs).fold(0.0, f64::max).max(0.001);
     let max_changes = bars.iter().map(|b| b.changes).max().unwrap_or(0).max(1);
-    let step = WIDTH / bars.len() as f64;
+    // A few runs are drawn as narrow as many: the scale of a bar does not jump.
+    let step = WIDTH / bars.len().max(MIN_SLOTS) as f64;
     let bar_w = (step * 0.8).max(1.0);
     let height = 2.0 * (BAND + GAP);
     let mut out = format!(

@@ -61,13 +61,19 @@ enum ConsoleError {
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error(transparent)]
-    Explain(#[from] ExplainError),
+    Explain(Box<ExplainError>),
     #[error("the state lock cannot be checked: {0}")]
     Lock(#[from] crate::setup::LockError),
     #[error("the rules are not loaded yet: the daemon is starting")]
     NoRules,
     #[error("the page could not be made: {0}")]
     Task(String),
+}
+
+impl From<ExplainError> for ConsoleError {
+    fn from(e: ExplainError) -> Self {
+        ConsoleError::Explain(Box::new(e))
+    }
 }
 
 /// What the console serves from; cheap to clone (one per request).

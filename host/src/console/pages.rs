@@ -44,9 +44,14 @@ fn row(out: &mut String, key: &str, value: &str) {
     );
 }
 
+/// A DN in a table cell: it may break anywhere (it has no spaces).
+fn dn(text: &str) -> String {
+    format!("<span class=\"dn\">{}</span>", esc(text))
+}
+
 fn group_link(cloud_id: &str) -> String {
     format!(
-        "<a href=\"{}?group={}\">{}</a>",
+        "<a class=\"id\" href=\"{}?group={}\">{}</a>",
         View::Explain.path(),
         query_value(cloud_id),
         esc(cloud_id)
@@ -106,7 +111,7 @@ pub fn overview(s: &Status, live: &Live, now: OffsetDateTime) -> String {
     }
     row(
         &mut b,
-        "Last successful run",
+        "Last run without failures",
         &s.last_success
             .as_deref()
             .map_or_else(|| "none".to_string(), |t| ago(t, now)),
@@ -154,9 +159,9 @@ pub fn overview(s: &Status, live: &Live, now: OffsetDateTime) -> String {
     b.push_str("</tbody></table>\n");
     let bars: Vec<Bar> = live.runs.iter().rev().filter_map(Bar::of).collect();
     if !bars.is_empty() {
-        let _ = write!(
+        let _ = writeln!(
             b,
-            "<h2>Last {} runs</h2><figure>{}</figure>\n",
+            "<h2>Last {} runs</h2><figure>{}</figure>",
             bars.len(),
             chart::svg(&bars)
         );
@@ -204,15 +209,15 @@ pub fn held(s: &Status) -> String {
     let waiting: Vec<_> = s.held.iter().filter(|h| !h.approved).collect();
     match &s.held_set {
         Some(id) if !waiting.is_empty() => {
-            let _ = write!(
+            let _ = writeln!(
                 b,
-                "<p>{} deletes wait for approval: <code>writeback approve {}</code></p>\n",
+                "<p>{} deletes wait for approval: <code>writeback approve {}</code></p>",
                 waiting.len(),
                 esc(id)
             );
             let rows: Vec<Vec<String>> = waiting
                 .iter()
-                .map(|h| vec![esc(&h.dn), group_link(&h.cloud_id), esc(&h.held_at)])
+                .map(|h| vec![dn(&h.dn), group_link(&h.cloud_id), esc(&h.held_at)])
                 .collect();
             b.push_str(&table(
                 "held",
@@ -233,9 +238,9 @@ pub fn held(s: &Status) -> String {
     let waiting: Vec<_> = s.held_removals.iter().filter(|h| !h.approved).collect();
     match &s.held_removals_set {
         Some(id) if !waiting.is_empty() => {
-            let _ = write!(
+            let _ = writeln!(
                 b,
-                "<p>Member removals of {} groups wait for approval: <code>writeback approve {}</code></p>\n",
+                "<p>Member removals of {} groups wait for approval: <code>writeback approve {}</code></p>",
                 waiting.len(),
                 esc(id)
             );
@@ -243,7 +248,7 @@ pub fn held(s: &Status) -> String {
                 .iter()
                 .map(|h| {
                     vec![
-                        esc(&h.dn),
+                        dn(&h.dn),
                         group_link(&h.cloud_id),
                         format!("{} of {}", h.removals, h.members),
                         esc(&h.held_at),
@@ -355,7 +360,7 @@ pub fn audit(
                             if l.outcome == "ok" { "ok" } else { "bad" },
                             esc(&l.outcome)
                         ),
-                        esc(&l.dn),
+                        dn(&l.dn),
                         if l.cloud_id.is_empty() {
                             String::new()
                         } else {

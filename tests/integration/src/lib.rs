@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: the Samba AD test bed's settings and the Graph
 //! emulator as a child process.
 
+pub mod browser;
 pub mod dns;
 pub mod emulator;
 pub mod graph_tenant;
