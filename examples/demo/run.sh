@@ -141,5 +141,8 @@ cat <<HELP
     writeback explain ' R&D, "Labs" <Zürich> #1; a+b=c \ '
     writeback plan                       # what a sync would change now (nothing is written)
     tail -f $DEMO/daemon.log             # the daemon's log
-Stop everything with: make demo-stop
 HELP
+if [[ -f "$DEMO/console.port" ]]; then
+    echo "    The same in a browser (read-only): http://127.0.0.1:$(cat "$DEMO/console.port")/console"
+fi
+echo "Stop everything with: make demo-stop"

@@ -44,7 +44,11 @@ arrives() {
 }
 
 say "The daemon: writeback run, polling Graph every second ($DEMO/daemon.log)"
-printf '\n[daemon]\npoll_interval_secs = 1\n' >>"$WRITEBACK_CONFIG"
+# The metrics and the read-only web console on a free loopback port.
+CONSOLE_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+printf '\n[daemon]\npoll_interval_secs = 1\nlisten = "127.0.0.1:%s"\n\n[console]\nenabled = true\n' \
+    "$CONSOLE_PORT" >>"$WRITEBACK_CONFIG"
+echo "$CONSOLE_PORT" >"$DEMO/console.port"
 # Four deletes in one cycle are then over the threshold (the rest of the demo deletes one).
 sed -i 's/^delete_threshold = 10$/delete_threshold = 3/' "$WRITEBACK_CONFIG"
 grep -q '^delete_threshold = 3$' "$WRITEBACK_CONFIG"
@@ -114,6 +118,9 @@ s = json.load(sys.stdin)
 q = [g for g in s.get("quarantine", []) if g.get("cloud_id") == sys.argv[1]]
 sys.exit(0 if q else "the blocked group is not in quarantine")' "$BLOCKED"
 echo "    \"Demo Blocked\" ($BLOCKED) waits in quarantine; the hand-made group is left as it was"
+curl -sSf "http://127.0.0.1:$CONSOLE_PORT/console/quarantine" | grep -q "$BLOCKED" ||
+    { echo "the web console does not show the blocked group" >&2; exit 1; }
+echo "    the web console shows it too: http://127.0.0.1:$CONSOLE_PORT/console/quarantine"
 
 say "writeback explain, by the name as the cloud holds it (spaces and all)"
 "$WB" explain ' R&D, "Labs" <Zürich> #1; a+b=c \ '

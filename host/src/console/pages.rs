@@ -128,6 +128,11 @@ pub fn overview(s: &Status, live: &Live, now: OffsetDateTime) -> String {
     if let Some(t) = &s.next_reconciliation {
         row(&mut b, "Next reconciliation", &ago(t, now));
     }
+    row(
+        &mut b,
+        "Members not found in AD",
+        &esc(&crate::inspect::status::unresolved_line(&s.unresolved)),
+    );
     let waiting = s.held.iter().filter(|h| !h.approved).count();
     row(
         &mut b,
@@ -469,6 +474,7 @@ mod tests {
             leaving: Vec::new(),
             trigger_calls: Default::default(),
             trigger_calls_given_up: Vec::new(),
+            unresolved: Default::default(),
             quarantine: vec![Quarantined {
                 cloud_id: "g1".into(),
                 error: format!("rc=19 {HOSTILE}\nsecond line"),

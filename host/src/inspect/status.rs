@@ -86,6 +86,9 @@ pub struct Status {
     pub trigger_calls: crate::state::OutboxCounts,
     pub trigger_calls_given_up: Vec<crate::state::OutboxEntry>,
     pub quarantine: Vec<Quarantined>,
+    /// Members not found in AD, over every managed group as last compared (a sync's report
+    /// counts only the groups it compared).
+    pub unresolved: crate::state::UnresolvedTotal,
     pub next_reconciliation: Option<String>,
 }
 
@@ -159,6 +162,7 @@ pub fn gather(
         c.event_json.clear();
     }
     let quarantine: Vec<Quarantined> = store.quarantined()?.into_values().collect();
+    let unresolved = store.unresolved_total()?;
     let next_reconciliation = match note.as_ref().filter(|_| running) {
         Some(n) => match n.reconcile_secs {
             Some(every) => {
@@ -191,8 +195,19 @@ pub fn gather(
         trigger_calls,
         trigger_calls_given_up,
         quarantine,
+        unresolved,
         next_reconciliation,
     })
+}
+
+/// The standing total of unresolved members, as status and the console say it.
+pub fn unresolved_line(u: &crate::state::UnresolvedTotal) -> String {
+    match (u.members, u.groups) {
+        (0, _) => "none".to_string(),
+        (m, g) => format!(
+            "{m} in {g} groups, as each group was last compared (`writeback explain <group>` lists a group's, with the reason)"
+        ),
+    }
 }
 
 fn next_after(at: &str, every_secs: f64) -> Option<String> {
@@ -283,6 +298,11 @@ pub fn render(s: &Status, now: OffsetDateTime) -> String {
     if let Some(t) = &s.next_reconciliation {
         let _ = writeln!(out, "Next reconciliation: {t}");
     }
+    let _ = writeln!(
+        out,
+        "Members not found in AD: {}",
+        unresolved_line(&s.unresolved)
+    );
     let waiting: Vec<&HeldDelete> = s.held.iter().filter(|h| !h.approved).collect();
     let approved = s.held.len() - waiting.len();
     if let Some(id) = &s.held_set {

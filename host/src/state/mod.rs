@@ -32,6 +32,7 @@ mod schema;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
+mod unresolved;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -63,6 +64,7 @@ pub use runs::{
 };
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::Snapshot;
+pub use unresolved::UnresolvedTotal;
 
 use crate::graph::model::{CloudObject, DeltaItem, DeltaRound};
 use error::{db_path, SqlContext};
@@ -81,6 +83,7 @@ pub mod tx {
     };
     pub use super::quarantine::{record_failure, release};
     pub use super::runs::record_event;
+    pub use super::unresolved::set as set_unresolved;
 }
 
 /// How long a statement waits for another process's lock (an operator's `sqlite3` session,
@@ -610,6 +613,11 @@ impl Store {
 
     pub fn record_event(&mut self, run_id: i64, ev: &AuditEvent) -> Result<(), StateError> {
         runs::record_event(&self.conn, run_id, ev)
+    }
+
+    /// Members not found in AD at each managed group's last comparison, added up.
+    pub fn unresolved_total(&self) -> Result<UnresolvedTotal, StateError> {
+        unresolved::total(&self.conn)
     }
 
     /// The last `n` runs, newest first.

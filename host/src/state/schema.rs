@@ -204,8 +204,17 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (state, next_at);
 "#;
 
+/// Version 10: `unresolved`, each group's members not found in AD when it was last compared
+/// (groups with none have no row): `writeback status` adds them up.
+const V10: &str = r#"
+CREATE TABLE unresolved (
+    cloud_id TEXT PRIMARY KEY,
+    members  INTEGER NOT NULL
+) STRICT;
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1658,3 +1658,52 @@ fn the_state_file_is_the_services_alone_and_never_opened_through_a_link() {
     assert!(e.contains("linked.db"), "{e}");
     assert_eq!(std::fs::read(&target).expect("read"), b"not yours");
 }
+
+#[test]
+fn unresolved_members_add_up_over_managed_groups_as_last_compared() -> anyhow::Result<()> {
+    use crate::sync::record::Write;
+    use crate::sync::state::CycleState;
+    let mut s = mem();
+    assert_eq!(s.unresolved_total()?, UnresolvedTotal::default());
+    for (id, guid) in [("g1", "1"), ("g2", "2")] {
+        s.put_anchor(&Anchor {
+            cloud_id: id.into(),
+            object_guid: guid.into(),
+            dn: format!("CN={id},OU=Cloud,DC=x"),
+            rule: "r.rhai".into(),
+            updated_at: String::new(),
+        })?;
+    }
+    s.record(
+        0,
+        &[
+            Write::Unresolved("g1".into(), 3),
+            Write::Unresolved("g2".into(), 2),
+            // Not (or no longer) managed: not counted.
+            Write::Unresolved("gone".into(), 5),
+        ],
+    )?;
+    assert_eq!(
+        s.unresolved_total()?,
+        UnresolvedTotal {
+            members: 5,
+            groups: 2
+        }
+    );
+    // Compared again: the new count replaces the old one; none forgets the group.
+    s.record(
+        0,
+        &[
+            Write::Unresolved("g1".into(), 1),
+            Write::Unresolved("g2".into(), 0),
+        ],
+    )?;
+    assert_eq!(
+        s.unresolved_total()?,
+        UnresolvedTotal {
+            members: 1,
+            groups: 1
+        }
+    );
+    Ok(())
+}

@@ -661,10 +661,12 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 .extend(std::mem::take(&mut batch.held_removals));
             done.fail_refused(&batch.refused);
             done.plan.refused.extend(std::mem::take(&mut batch.refused));
+            // Each compared group's count of members not found, for the standing total.
+            let unresolved = record::unresolved_counts(&batch.desired, &batch.unresolved);
             self.emit_unresolved(&mut done.plan, std::mem::take(&mut batch.unresolved));
             if applying {
                 let changes = std::mem::take(&mut batch.changes);
-                self.apply_batch(changes, &batch, &created, &held, &mut done)
+                self.apply_batch(changes, &batch, &created, &held, unresolved, &mut done)
                     .await?;
             } else {
                 self.emit(&mut done.plan, batch.changes, &[])?;
@@ -681,6 +683,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         batch: &Batch,
         created: &BTreeSet<String>,
         held: &BTreeSet<String>,
+        unresolved: Vec<Write>,
         done: &mut Applied,
     ) -> Result<(), SyncError> {
         let batch_plan = Plan {
@@ -715,6 +718,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             &batch.actual,
         );
         let mut writes = record::not_in_step(writes, held);
+        writes.extend(unresolved);
         // The triggers these changes fire, recorded with them: none is lost to a crash.
         let (calls, skipped) = self.trigger_calls(&batch_plan.changes, &outcomes)?;
         writes.extend(calls.into_iter().map(Write::Enqueue));
@@ -787,6 +791,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 [
                     Write::RemoveAnchor(id.clone()),
                     Write::RemoveApplied(id.clone()),
+                    Write::Unresolved(id.clone(), 0),
                 ]
             })
             .collect();

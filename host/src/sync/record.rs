@@ -35,6 +35,26 @@ pub enum Write {
     CallDelivered(i64),
     /// Recorded call `id` failed with this error: tried again at the time given, or given up.
     CallFailed(i64, String, Option<i64>),
+    /// The group's members not found in AD when it was last compared (0 forgets it).
+    Unresolved(String, usize),
+}
+
+/// Each compared group's count of unresolved members (0 for those with none): what `status`
+/// adds up as the standing total.
+pub fn unresolved_counts(
+    desired: &BTreeMap<String, DesiredObject>,
+    unresolved: &[super::types::Unresolved],
+) -> Vec<Write> {
+    let mut counts: BTreeMap<&str, usize> = desired.keys().map(|id| (id.as_str(), 0)).collect();
+    for u in unresolved {
+        if let Some(n) = counts.get_mut(u.group_id.as_str()) {
+            *n += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(id, n)| Write::Unresolved(id.to_string(), n))
+        .collect()
 }
 
 /// What a batch's plan and outcomes mean for the store.
@@ -121,6 +141,7 @@ fn outcome_writes(
                 out.push(Write::RemoveApplied(o.cloud_id.clone()));
                 out.push(Write::RemoveIntent(o.cloud_id.clone()));
                 out.push(Write::RemoveLinks(o.cloud_id.clone()));
+                out.push(Write::Unresolved(o.cloud_id.clone(), 0));
             }
         }
         Action::Create | Action::Update => {
@@ -355,5 +376,27 @@ mod tests {
         // The add may have landed before the connection went: the object is still known as ours.
         assert!(!w.contains(&Write::RemoveIntent("lost".into())));
         assert!(!w.iter().any(|w| matches!(w, Write::PutAnchor(_))));
+    }
+
+    #[test]
+    fn each_compared_group_gets_its_unresolved_count_others_none() {
+        let desired = BTreeMap::from([
+            ("g1".to_string(), desired("g1")),
+            ("g2".to_string(), desired("g2")),
+        ]);
+        let u = |g: &str, m: &str| crate::sync::types::Unresolved {
+            group_id: g.into(),
+            member_id: m.into(),
+            member_type: "user".into(),
+            reason: "no AD object".into(),
+        };
+        let w = unresolved_counts(&desired, &[u("g1", "a"), u("g1", "b"), u("elsewhere", "c")]);
+        assert_eq!(
+            w,
+            vec![
+                Write::Unresolved("g1".into(), 2),
+                Write::Unresolved("g2".into(), 0)
+            ]
+        );
     }
 }

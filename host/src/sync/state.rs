@@ -252,6 +252,7 @@ impl CycleState for Store {
                     Write::Enqueue(c) => tx::put_call(t, c, now)?,
                     Write::CallDelivered(id) => tx::call_delivered(t, *id)?,
                     Write::CallFailed(id, error, next) => tx::call_failed(t, *id, error, *next)?,
+                    Write::Unresolved(id, n) => tx::set_unresolved(t, id, *n)?,
                 }
             }
             Ok(())

@@ -221,3 +221,60 @@ async fn explain_shows_the_rules_verdict_and_the_pending_diff_without_writing() 
     assert!(out.contains("not found"), "{out}");
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn status_holds_the_standing_total_of_members_not_found_that_an_idle_sync_does_not_count() {
+    let mut bed = Bed::new("wb-inspect-unresolved", 1).await;
+    bed.create_default_containers().await;
+    let (g, cloud_only) = (new_id(), new_id());
+    let mut users = bed.synced_users();
+    users.push(writeback_integration::harness::cloud_user(
+        &cloud_only,
+        "Cloud Only",
+        None,
+    ));
+    let member = bed.users[0].cloud_id.clone();
+    bed.seed(
+        users,
+        vec![security_group(&g, "Half On-Prem", &[&member, &cloud_only])],
+        &[],
+    );
+    bed.write_config(None, "", "");
+    let first = bed.run_json(&["sync"], 0);
+    assert_eq!(
+        first["plan"]["unresolved_members"].as_array().map(Vec::len),
+        Some(1),
+        "{first:#}"
+    );
+    // The idle sync compares nothing, so it finds nothing unresolved, and says so...
+    let (code, out, err) = run(&bed, &["sync"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("0 unresolved members in the 0 groups compared"),
+        "{out}"
+    );
+    // ...while status still holds the member not found.
+    let (code, out, err) = run(&bed, &["status"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("Members not found in AD: 1 in 1 groups"),
+        "{out}"
+    );
+    let (code, out, _) = run(&bed, &["status", "--json"]);
+    assert_eq!(code, Some(0));
+    let s: Value = serde_json::from_str(&out).expect("status --json");
+    assert_eq!(s["unresolved"], json!({"members": 1, "groups": 1}), "{s:#}");
+    // The member leaves the cloud group: compared again, nothing left to find.
+    let st = bed
+        .graph(
+            "DELETE",
+            &format!("/groups/{g}/members/{cloud_only}/$ref"),
+            None,
+        )
+        .await;
+    assert!(st.is_success(), "{st}");
+    bed.run_json(&["sync"], 0);
+    let (_, out, _) = run(&bed, &["status"]);
+    assert!(out.contains("Members not found in AD: none"), "{out}");
+    bed.cleanup().await;
+}
