@@ -88,6 +88,14 @@ impl Outcome {
 const CONFLICT: &str =
     "conflict: an object Writeback does not own already uses this name or sAMAccountName";
 
+/// What to do about an object that holds the name a create of `cloud_id` needs.
+pub fn conflict_next(cloud_id: &str) -> String {
+    format!(
+        "Next: rename or move that object, or give this group another name in the rules; or, to hand that object to Writeback, set its adminDescription to {} and run `writeback adopt --dry-run`, then `writeback adopt`",
+        super::types::anchor_value(cloud_id)
+    )
+}
+
 /// Member adds held back until the groups they name exist: (cloud id, group DN, member DNs).
 pub type Deferred = Vec<(String, String, Vec<String>)>;
 
@@ -244,8 +252,8 @@ fn created(
         o.not_created = e.rc().is_some();
         if e.rc() == Some(68) {
             o.error = Some(format!(
-                "{CONFLICT}; left untouched ({e}). Next: rename or move that object, or give this group another name in the rules; or, to hand that object to Writeback, set its adminDescription to {} and run `writeback adopt --dry-run`, then `writeback adopt`",
-                super::types::anchor_value(&id)
+                "{CONFLICT}; left untouched ({e}). {}",
+                conflict_next(&id)
             ));
         } else {
             o.fail("", &e);

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use super::fakes::{describe, Bed, M365, PEOPLE, SECURITY};
+use super::types::Op;
 use super::{SyncOptions, SyncReport};
 
 /// Sids of the synced users.
@@ -504,4 +505,55 @@ async fn owners_become_managed_by_when_a_rule_asks() {
         .iter()
         .any(|u| u.group_id == G2 && u.member_id == U9));
     story.check();
+}
+
+#[tokio::test]
+async fn a_plan_tells_a_create_whose_name_another_object_holds() {
+    let mut bed = tenant("");
+    let dry = SyncOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let r = bed.cycle(dry).await.expect("plan");
+    let dn = r
+        .plan
+        .changes
+        .iter()
+        .find_map(|c| match &c.op {
+            Op::Create { dn, .. } if c.cloud_id == G2 => Some(dn.clone()),
+            _ => None,
+        })
+        .expect("Sales to create");
+    // A hand-made group without an anchor, where Sales would go.
+    bed.ad.put(&dn, &[("objectClass", &["group"])]);
+    let r = bed.cycle(dry).await.expect("plan");
+    assert!(
+        r.plan.changes.iter().all(|c| c.cloud_id != G2),
+        "no `+ create` that would fail: {:?}",
+        r.plan.changes
+    );
+    let why = r
+        .plan
+        .refused
+        .iter()
+        .find(|f| f.cloud_id == G2)
+        .map(|f| f.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        why.contains("the create would fail")
+            && why.contains(&dn)
+            && why.contains("writeback adopt"),
+        "{why}"
+    );
+    assert_eq!(r.plan.changes.len(), 2, "the other creates are shown");
+    assert!(bed.ad.take_log().is_empty(), "a plan writes nothing");
+    // The sync tries and AD refuses it, as the plan said.
+    let r = bed.cycle(SyncOptions::default()).await.expect("sync");
+    let failed: Vec<&str> = r
+        .outcomes
+        .iter()
+        .filter(|o| !o.ok())
+        .map(|o| o.cloud_id.as_str())
+        .collect();
+    assert_eq!(failed, [G2]);
 }

@@ -86,6 +86,9 @@ pub trait Directory: Clone + Send + Sync + 'static {
 
     fn delete(&mut self, dn: &str) -> impl Future<Output = Result<(), AdError>> + Send;
 
+    /// Whether an object is at `dn` (a dry run tells a create that would collide).
+    fn exists(&mut self, dn: &str) -> impl Future<Output = Result<bool, AdError>> + Send;
+
     fn add_members(
         &mut self,
         group_dn: &str,
@@ -177,6 +180,10 @@ impl Directory for AdConn {
 
     async fn delete(&mut self, dn: &str) -> Result<(), AdError> {
         AdConn::delete(self, dn).await
+    }
+
+    async fn exists(&mut self, dn: &str) -> Result<bool, AdError> {
+        Ok(self.read_entry(dn, &["1.1"]).await?.is_some())
     }
 
     async fn add_members(

@@ -669,10 +669,39 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 self.apply_batch(changes, &batch, &created, &held, unresolved, &mut done)
                     .await?;
             } else {
-                self.emit(&mut done.plan, batch.changes, &[])?;
+                let (changes, collide) = self.collisions(batch.changes).await?;
+                done.plan.refused.extend(collide);
+                self.emit(&mut done.plan, changes, &[])?;
             }
         }
         Ok(done)
+    }
+
+    /// A dry run's creates whose DN an object already holds: the create would fail (AD's
+    /// entryAlreadyExists), so the plan shows the reason instead of a `+ create`.
+    async fn collisions(
+        &mut self,
+        changes: Vec<Change>,
+    ) -> Result<(Vec<Change>, Vec<Refusal>), SyncError> {
+        let mut keep = Vec::with_capacity(changes.len());
+        let mut refused = Vec::new();
+        for c in changes {
+            if let Op::Create { dn, .. } = &c.op {
+                if self.conn.exists(dn).await? {
+                    refused.push(Refusal {
+                        cloud_id: c.cloud_id.clone(),
+                        rule: c.rule.clone(),
+                        reason: format!(
+                            "the create would fail: an object that is not this group's is at {dn} already. {}",
+                            apply::conflict_next(&c.cloud_id)
+                        ),
+                    });
+                    continue;
+                }
+            }
+            keep.push(c);
+        }
+        Ok((keep, refused))
     }
 
     /// Applies one batch's changes and records them with their bookkeeping and the triggers

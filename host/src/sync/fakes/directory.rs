@@ -549,6 +549,10 @@ impl Directory for FakeDirectory {
         Ok(new_dn)
     }
 
+    async fn exists(&mut self, dn: &str) -> Result<bool, AdError> {
+        Ok(self.lock().entries.contains_key(&dn_key(dn)))
+    }
+
     async fn delete(&mut self, dn: &str) -> Result<(), AdError> {
         let mut d = self.lock();
         d.write(AdOp::Delete, dn, format!("delete {dn}"))?;
