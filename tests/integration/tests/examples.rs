@@ -596,8 +596,17 @@ async fn finance_share_nests_tells_the_cloud_and_opens_one_ticket() {
         ) + "\n[rules.secrets]\nticket_key = { env = \"WB_IT_TICKET_KEY\" }\n";
     std::fs::write(&path, text).expect("write config");
 
-    // The plan shows the link and the cloud write before anything happens.
-    let plan = bed.run_json(&["plan"], 0);
+    // The plan shows the link and the cloud write before anything happens, and the create
+    // that would fail (exit 2: something would be refused).
+    let plan = bed.run_json(&["plan"], 2);
+    let refused = plan["plan"]["refused"].as_array().expect("refused");
+    assert!(
+        refused.iter().any(|f| f["cloud_id"] == json!(blocked)
+            && f["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the create would fail"))),
+        "{plan:#}"
+    );
     let create = plan["plan"]["changes"]
         .as_array()
         .expect("changes")

@@ -319,8 +319,17 @@ async fn unowned_same_name_group_is_left_alone_and_reported() {
         &[],
     );
     bed.write_config(None, "", "");
-    let r = bed.run_json(&["plan"], 0);
-    assert_eq!(actions(&r), vec!["create", "create"], "{r:#}");
+    // The plan tells the create that would fail (exit 2), and shows the other.
+    let r = bed.run_json(&["plan"], 2);
+    assert_eq!(actions(&r), vec!["create"], "{r:#}");
+    let refused = &r["plan"]["refused"][0];
+    assert_eq!(refused["cloud_id"], json!(g), "{r:#}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("the create would fail") && why.contains(&dn)),
+        "{r:#}"
+    );
     let before = bed.groups().await[&dn.to_lowercase()].clone();
     let r = bed.run_json(&["sync"], 2);
     let failed: Vec<&Value> = r["outcomes"]
