@@ -71,8 +71,8 @@ pub enum Command {
     },
     /// Show what a sync would change, without writing anything to AD.
     ///
-    /// Graph and AD are read; the state is left as it was (the plan works on a copy of it, so
-    /// the next sync reads the same cloud changes). The plan also lists the rules' triggers the
+    /// Graph and AD are read; the state is left as it was (the plan runs in a transaction of
+    /// the state file that is rolled back, so the next sync reads the same cloud changes). The plan also lists the rules' triggers the
     /// changes would fire (none is called) and the rules' schedules with their next due time.
     /// Exit status: 0 everything would be applied; 2 something would be refused; 3 deletes or
     /// member removals would be held back, or the rules put nothing in scope; 1 the plan could

@@ -12,7 +12,7 @@ use cli::{Cli, Command, LogFormat};
 use writeback::config::Config;
 use writeback::rules;
 use writeback::setup::{self, StateLock};
-use writeback::state::{Snapshot, Store};
+use writeback::state::Store;
 use writeback::sync::stream::{ChangeSink, JsonStream, TextStream};
 use writeback::sync::{self, SyncContext, SyncOptions};
 
@@ -595,26 +595,22 @@ async fn sync_cmd(config: Config, opts: SyncOptions, json: bool) -> Result<ExitC
     // A plan holds the lock too: it reads AD, and a plan made while a sync writes would compare
     // the state before that sync with AD halfway through it.
     let _lock = StateLock::acquire(&config)?;
-    // A plan runs on a private copy of the state, dropped at the end: the state file (delta
-    // links, cache, marks, anchors, history) is left as it was, so a later sync does what it
-    // would have done without the plan. Declared before the store, so dropped after it.
-    let snapshot = if opts.dry_run {
-        // Copies that earlier plans, stopped by Ctrl-C or a kill, left beside the state file:
-        // none is in use while we hold the lock.
-        match Snapshot::remove_stale(&config.state_path) {
+    // A plan runs inside one transaction of the state file that is never committed: the file
+    // (delta links, cache, marks, anchors, history) is left as it was, so a later sync does
+    // what it would have done without the plan; nothing is copied.
+    let mut store = if opts.dry_run {
+        // Copies that plans of earlier versions, stopped by Ctrl-C or a kill, left beside the
+        // state file: none is in use while we hold the lock.
+        match writeback::state::undone::remove_old_copies(&config.state_path) {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "removed copies left by stopped plans"),
             Err(e) => tracing::warn!("{e}"),
         }
-        Some(Snapshot::take(&config.state_path)?)
+        Store::open_undone(&config.state_path)?
     } else {
-        None
+        Store::open(&config.state_path)?
     };
-    let mut store = match &snapshot {
-        Some(s) => s.open()?,
-        None => Store::open(&config.state_path)?,
-    };
-    if snapshot.is_none() {
+    if !opts.dry_run {
         // A run that never finished (killed host) is marked so in the history; its work is
         // redone by this one, since only applied changes were recorded.
         let interrupted = store.close_interrupted_runs()?;
@@ -652,10 +648,12 @@ async fn sync_cmd(config: Config, opts: SyncOptions, json: bool) -> Result<ExitC
         opts,
     )
     .await?;
-    if snapshot.is_some() {
-        // The copy's run id is the one the next sync gets: a plan is not in the history.
+    // Before the store goes (and its run with it), the run id is forgotten: it is the one the
+    // next sync gets; a plan is not in the history.
+    if opts.dry_run {
         report.run_id = 0;
     }
+    drop(store);
     if let Some(d) = doc {
         d.finish(&report).context("write the plan")?;
     }

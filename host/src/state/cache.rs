@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::{params, Connection, OptionalExtension, Statement, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Statement};
 use serde_json::{Map, Value};
 
 use super::clock::now_rfc3339;
@@ -142,7 +142,7 @@ impl RoundProgress {
 /// Applies a merged round and stores its link; the caller commits. Items are visited in id
 /// order, so the outcome does not depend on map iteration.
 pub(crate) fn apply_delta(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     kind: ObjectKind,
     round: &DeltaRound,
 ) -> Result<CacheChanges, StateError> {
@@ -156,12 +156,12 @@ pub(crate) fn apply_delta(
 /// also marked pending, in the same transaction, so a change is never lost between the cache
 /// and the cycle that applies it (a kill, a dry run).
 pub(crate) fn apply_chunk(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     kind: ObjectKind,
     items: &BTreeMap<String, DeltaItem>,
     progress: &mut RoundProgress,
 ) -> Result<(), StateError> {
-    let conn: &Connection = tx;
+    let conn = tx;
     let op = || format!("apply {kind} delta round");
     let prep = |sql: &str| conn.prepare(sql).ctx(conn, op);
     let mut st = Stmts {
@@ -238,13 +238,13 @@ pub(crate) fn apply_chunk(
 /// Ends a round: a full round deletes the cached objects it did not carry; then the link is
 /// stored with the `$select` of its query (`None`: not known). The caller commits.
 pub(crate) fn finish_round(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     kind: ObjectKind,
     delta_link: &str,
     select: Option<&str>,
     progress: &mut RoundProgress,
 ) -> Result<(), StateError> {
-    let conn: &Connection = tx;
+    let conn = tx;
     let k = kind.as_str();
     let now = now_rfc3339();
     if progress.full {

@@ -53,7 +53,7 @@ pub enum StateError {
         cause: serde_json::Error,
     },
 
-    /// A file operation beside the state file (a dry run's private copy).
+    /// A file operation on or beside the state file (looking it up, old plan copies).
     #[error("state file {path}: {op}: {cause}")]
     Io {
         path: String,

@@ -8,7 +8,8 @@
 //! a delta round are committed without a sync of their own; the commit that stores the round's
 //! link syncs them all.)
 //!
-//! A dry run works on a private copy ([`Snapshot`]) and leaves the file as it found it.
+//! A dry run works inside a transaction that is never committed ([`Store::open_undone`]) and
+//! leaves the file as it found it.
 //!
 //! The store is synchronous: async callers own it on one thread (or use `spawn_blocking`).
 //! Each single-row write is its own commit (one fsync); batch many through
@@ -29,16 +30,16 @@ mod released;
 mod run_kind;
 mod runs;
 mod schema;
-pub mod snapshot;
 #[cfg(test)]
 mod tests;
+pub mod undone;
 mod unresolved;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Savepoint, Transaction, TransactionBehavior};
 
 pub use anchors::Anchor;
 pub use cache::{CacheChanges, ObjectKind, RoundProgress, StoredLink};
@@ -63,7 +64,6 @@ pub use runs::{
     INTERRUPTED,
 };
 pub use schema::SCHEMA_VERSION;
-pub use snapshot::Snapshot;
 pub use unresolved::UnresolvedTotal;
 
 use crate::graph::model::{CloudObject, DeltaItem, DeltaRound};
@@ -95,6 +95,15 @@ pub struct Store {
     conn: Connection,
 }
 
+/// How a store's connection was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    File,
+    Memory,
+    /// A file, inside a transaction that is never committed.
+    Undone,
+}
+
 impl Store {
     /// Opens or creates the state file and brings its schema up to date. The parent directory
     /// must exist: creating it silently would hide a mistyped path and start from scratch.
@@ -119,7 +128,45 @@ impl Store {
             op: "open".into(),
             cause,
         })?;
-        Self::setup(conn, true)
+        Self::setup(conn, Opening::File)
+    }
+
+    /// Opens the state file for a run whose every write is undone (`writeback plan`): one
+    /// IMMEDIATE transaction spans the run (the store's own transactions become savepoints in
+    /// it) and is rolled back when the store is dropped or the process dies, so the file, its
+    /// schema version included, is left as it was; nothing is copied. A file that does not
+    /// exist yet gives an empty store in memory (what a first sync starts from) and is not
+    /// created. The write lock is held for the run: take the state lock first, as every run.
+    pub fn open_undone(path: &Path) -> Result<Store, StateError> {
+        let shown = path.display().to_string();
+        // An unreadable path is an error, not a missing file: planning from an empty state
+        // would show every group as a create.
+        let exists = path.try_exists().map_err(|cause| StateError::Io {
+            path: shown.clone(),
+            op: "look up the state file".into(),
+            cause,
+        })?;
+        if !exists {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    return Err(StateError::MissingDirectory {
+                        path: shown,
+                        dir: dir.display().to_string(),
+                    });
+                }
+            }
+            return Self::open_in_memory();
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags).map_err(|cause| StateError::Sql {
+            path: shown,
+            op: "open".into(),
+            cause,
+        })?;
+        Self::setup(conn, Opening::Undone)
     }
 
     /// A private in-memory store (tests, dry runs).
@@ -129,10 +176,11 @@ impl Store {
             op: "open".into(),
             cause,
         })?;
-        Self::setup(conn, false)
+        Self::setup(conn, Opening::Memory)
     }
 
-    fn setup(mut conn: Connection, file: bool) -> Result<Store, StateError> {
+    fn setup(mut conn: Connection, how: Opening) -> Result<Store, StateError> {
+        let file = how != Opening::Memory;
         conn.busy_timeout(BUSY_TIMEOUT)
             .ctx(&conn, || "set busy timeout".into())?;
         if file {
@@ -152,6 +200,12 @@ impl Store {
             .ctx(&conn, || "set synchronous=FULL".into())?;
         conn.pragma_update(None, "foreign_keys", true)
             .ctx(&conn, || "enable foreign keys".into())?;
+        if how == Opening::Undone {
+            // After the pragmas, which a transaction would ignore; the migration, if any,
+            // is undone with the rest.
+            conn.execute_batch("BEGIN IMMEDIATE")
+                .ctx(&conn, || "begin the run that is undone".into())?;
+        }
         schema::migrate(&mut conn)?;
         cache::ensure_member_index(&conn)?;
         Ok(Store { conn })
@@ -228,7 +282,11 @@ impl Store {
         // A chunk's commit need not reach the disk on its own: until `finish_round` stores the
         // link (with synchronous=FULL, which syncs every chunk before it), a lost chunk is one
         // the next cycle reads again. WAL keeps commits in order, so what survives a power cut
-        // is always a prefix of the round with the old link.
+        // is always a prefix of the round with the old link. (A run that is undone commits
+        // nothing: its level stays, and may not change inside its transaction.)
+        if !self.conn.is_autocommit() {
+            return self.write_chunk(kind, items, progress);
+        }
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")
             .ctx(&self.conn, || {
@@ -706,7 +764,7 @@ impl Store {
     /// Use the functions in [`tx`] inside.
     pub fn with_transaction<T>(
         &mut self,
-        f: impl FnOnce(&Transaction) -> Result<T, StateError>,
+        f: impl FnOnce(&Connection) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
         let tx = self.write_tx(|| "begin transaction".into())?;
         let out = f(&tx)?;
@@ -716,16 +774,48 @@ impl Store {
     }
 
     /// An IMMEDIATE transaction: takes the write lock up front, so a concurrent writer makes us
-    /// wait (busy_timeout) instead of failing halfway with SQLITE_BUSY.
-    fn write_tx(&mut self, op: impl FnOnce() -> String) -> Result<Transaction<'_>, StateError> {
+    /// wait (busy_timeout) instead of failing halfway with SQLITE_BUSY. Inside a run that is
+    /// undone ([`Store::open_undone`]) it is a savepoint of that run's transaction.
+    fn write_tx(&mut self, op: impl FnOnce() -> String) -> Result<WriteTx<'_>, StateError> {
         let path = db_path(&self.conn);
-        self.conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|cause| StateError::Sql {
-                path,
-                op: op(),
-                cause,
-            })
+        let tx = if self.conn.is_autocommit() {
+            self.conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map(WriteTx::Own)
+        } else {
+            self.conn.savepoint().map(WriteTx::Nested)
+        };
+        tx.map_err(|cause| StateError::Sql {
+            path,
+            op: op(),
+            cause,
+        })
+    }
+}
+
+/// A write transaction of its own, or a savepoint in the transaction a run that is undone keeps
+/// open; either is rolled back when dropped uncommitted.
+pub(crate) enum WriteTx<'a> {
+    Own(Transaction<'a>),
+    Nested(Savepoint<'a>),
+}
+
+impl WriteTx<'_> {
+    pub(crate) fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            WriteTx::Own(t) => t.commit(),
+            WriteTx::Nested(s) => s.commit(),
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            WriteTx::Own(t) => t,
+            WriteTx::Nested(s) => s,
+        }
     }
 }
 

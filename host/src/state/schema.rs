@@ -231,9 +231,14 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StateError> {
         let (path, op) = (path.clone(), op.to_string());
         move |cause| StateError::Sql { path, op, cause }
     };
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql_err("begin migration"))?;
+    // Inside the transaction of a run that is undone, a savepoint of it.
+    let tx = if conn.is_autocommit() {
+        conn.transaction_with_behavior(TransactionBehavior::Immediate)
+            .map(super::WriteTx::Own)
+    } else {
+        conn.savepoint().map(super::WriteTx::Nested)
+    }
+    .map_err(sql_err("begin migration"))?;
     let found = check_version(&tx)?;
     let start = usize::try_from(found).unwrap_or(MIGRATIONS.len());
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {

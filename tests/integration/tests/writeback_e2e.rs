@@ -758,7 +758,10 @@ async fn plan_leaves_the_state_as_it_was_and_the_sync_after_it_does_what_it_show
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".writeback-plan-"))
         .collect();
-    assert!(left.is_empty(), "plan copies left behind: {left:?}");
+    assert!(
+        left.is_empty(),
+        "a plan left a copy beside the state: {left:?}"
+    );
 
     // The sync does exactly what the plan showed, from the same delta round.
     let applied = bed.run_json(&["sync"], 0);
