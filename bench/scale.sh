@@ -11,7 +11,8 @@
 #
 # Measured, each under /usr/bin/time (wall s, user CPU s, sys CPU s, max RSS):
 #   plan (first contact: full cloud download), first sync (creates the groups in scope),
-#   second sync with no cloud change (AD highestCommittedUSN must not move), third idle sync;
+#   second sync with no cloud change (AD highestCommittedUSN must not move), third idle sync,
+#   a plan with nothing to show (its baseline: the idle sync before it);
 #   then `writeback run` (poll 1 s) for WB_SCALE_DAEMON_SECS after its first cycle: cycles run,
 #   CPU per idle cycle (/proc/PID/stat), VmHWM/VmRSS at the end.
 # Baseline, same run: the floor of an idle cycle = the two delta requests (users, groups) from
@@ -374,6 +375,8 @@ USN_AFTER="$(highest_usn)"
 echo "  highestCommittedUSN before/after: $USN_BEFORE / $USN_AFTER" >&2
 say "writeback sync (third, idle)"
 timed sync3 sync
+say "writeback plan (nothing to show: the state as the idle syncs left it)"
+timed plan_idle plan
 
 # A rule edit: the description of the in-scope groups whose id starts with "${PREFIX}0" (about a
 # sixteenth of them) changes. Every cached group is evaluated again; only those are written.
@@ -913,6 +916,7 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
     row "\`sync\` first (creates)" "$T_sync1" "$RC_sync1"
     row "\`sync\` second, no change" "$T_sync2" "$RC_sync2"
     row "\`sync\` third, idle" "$T_sync3" "$RC_sync3"
+    row "\`plan\` with nothing to show" "$T_plan_idle" "$RC_plan_idle"
     row "\`sync\` after a rule edit" "$T_ruleedit" "$RC_ruleedit"
     echo
     echo "| figure | value |"
@@ -922,6 +926,7 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
     echo "| baseline: floor of an idle cycle (sum) | ${BASE_TOTAL} s |"
     echo "| ratio second sync / baseline | $(ratio "$(field "$T_sync2" 1)" "$BASE_TOTAL") |"
     echo "| ratio third sync / baseline | $(ratio "$(field "$T_sync3" 1)" "$BASE_TOTAL") |"
+    echo "| ratio plan with nothing to show / third (idle) sync | $(ratio "$(field "$T_plan_idle" 1)" "$(field "$T_sync3" 1)") |"
     echo "| highestCommittedUSN before / after second sync | $USN_BEFORE / $USN_AFTER (equal: $USN_OK) |"
     echo "| rule edit: sweep, groups evaluated, changes (all edited groups) | ${E_SWEEP//_/ }, $E_EVALUATED, $E_CHANGES $E_KINDS ($E_WANT) |"
     echo "| highestCommittedUSN before / after the rule edit's sync | $USN_E0 / $USN_E1 |"
