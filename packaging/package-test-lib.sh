@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell functions of the tests that install the writeback package on this machine
 # (packaging/test-package.sh, tests/upgrade/run.sh). Sourced, not run: the sourcing script sets
 # TEST_NAME (the prefix of its messages) and `set -euo pipefail` first.
@@ -82,8 +83,10 @@ require_clean_machine() {
     if installed; then
         die "a writeback package is on this machine already ($(dpkg-query -W -f='${Status}' writeback)); the test would replace it: dpkg --purge writeback first"
     fi
+    # shellcheck disable=SC2034 # read by the sourcing script
     HAD_ACCOUNT=0
     if getent passwd writeback >/dev/null; then
+        # shellcheck disable=SC2034
         HAD_ACCOUNT=1
         acceptable_account ||
             die "an account writeback that the package refuses (not a system account, or a login shell) is on this machine: $(getent passwd writeback)"

@@ -79,9 +79,9 @@ cleanup() {
     fi
     rm -f "${ADDED_FILES[@]}"
     [[ ! -d /etc/writeback ]] || rmdir /etc/writeback 2>/dev/null ||
-        log "warning: /etc/writeback is left with files the test did not add: $(ls -A /etc/writeback | tr '\n' ' ')"
+        log "warning: /etc/writeback is left with files the test did not add: $(find /etc/writeback -mindepth 1 -printf '%P ')"
     if [[ "${HAD_ACCOUNT}" -eq 0 ]]; then
-        remove_account || log "warning: could not delete the account writeback the package created"
+        remove_account plain || log "warning: could not delete the account writeback the package created"
     fi
     if [[ "${AD_READY}" -eq 1 ]]; then
         ldapdelete "${LDAP[@]}" -r "${TEST_OU}" >/dev/null 2>&1 || log "warning: could not delete ${TEST_OU}"
