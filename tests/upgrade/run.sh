@@ -8,7 +8,8 @@
 #      AD, and runs the old `writeback sync` as the service user: the groups land in AD;
 #   2. builds the new package from the current binary with packaging/build-deb.sh (as
 #      packaging/test-package.sh does) and upgrades with `dpkg -i --force-confold`;
-#   3. checks that the config and the rule edit survived (the rules left alone are the new
+#   3. checks that the config and the rule edit survived (the package's own version of an
+#      edited file it changed is left beside it as .dpkg-dist; the rules left alone are the new
 #      package's), the state survived (anchors, runs) and its schema version moves to the
 #      current one on the first sync, and that this sync writes nothing: its report says
 #      "No changes" and AD's highestCommittedUSN does not move; nor does a `sync --full`, which
@@ -27,9 +28,10 @@
 #
 # Needs root. Uses the running test bed, or starts one and stops it again; its users and groups
 # live in OU=Upgrade Test (replaced at the start, deleted at the end). Refuses to run when a
-# writeback package is installed. Whatever happens, the emulator is stopped by its PID, the
-# package purged, the files the test added to /etc/writeback deleted, and the writeback account
-# deleted if the test's package created it.
+# writeback package is installed, or /etc/writeback or /var/lib/writeback is there without one.
+# Whatever happens, the emulator is stopped by its PID, the package purged, the files the test
+# added to /etc/writeback deleted, and the writeback account deleted if the test's package
+# created it.
 set -euo pipefail
 
 # The previous release, and its state schema version (the fixture's: host/src/state/schema.rs
@@ -295,7 +297,19 @@ EOF
     check "the rule edit survived the upgrade" cmp -s "${WORK}/rule.before" "${RULE}"
     check "the rule left alone is the new package's" \
         cmp -s scripts/10-microsoft-365.rhai /etc/writeback/rules/10-microsoft-365.rhai
+    # An edited conffile that the new package changed too: dpkg kept the admin's and left the
+    # package's beside it (<file>.dpkg-dist); one the package did not change gets no such file.
+    dpkg-deb -x "${old_deb}" "${WORK}/old-tree"
+    dpkg-deb -x "${new_deb}" "${WORK}/new-tree"
     local f
+    for f in /etc/writeback/writeback.toml "${RULE}"; do
+        if cmp -s "${WORK}/old-tree${f}" "${WORK}/new-tree${f}"; then
+            check "no ${f}.dpkg-dist (the new package did not change ${f})" test ! -e "${f}.dpkg-dist"
+        else
+            check "${f}.dpkg-dist is the new package's version (it changed ${f})" \
+                cmp -s "${WORK}/new-tree${f}" "${f}.dpkg-dist"
+        fi
+    done
     for f in stdlib/*.rhai; do
         check "the stdlib's $(basename "${f}") is the new package's" cmp -s "${f}" "/usr/share/writeback/${f}"
     done
@@ -375,6 +389,8 @@ EOF
     check "config purged" test ! -e /etc/writeback/writeback.toml
     cleanup
     trap - EXIT
+    check "/etc/writeback is gone (the purge took the package's files, .dpkg-dist included)" \
+        test ! -e /etc/writeback
     if [[ "${HAD_ACCOUNT}" -eq 0 ]]; then
         check "the package's account is gone" bash -c '! getent passwd writeback && ! getent group writeback'
     fi
