@@ -23,83 +23,17 @@ readonly PACKAGES=(dpkg-dev binutils gzip adduser init-system-helpers systemd ma
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
 
-log() { printf 'test-package: %s\n' "$*" >&2; }
-die() {
-    printf 'test-package: error: %s\n' "$*" >&2
-    exit 1
-}
+TEST_NAME=test-package
+# shellcheck source=packaging/package-test-lib.sh
+. "${ROOT}/packaging/package-test-lib.sh"
 
-missing_packages() {
-    local p status
-    for p in "${PACKAGES[@]}"; do
-        status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
-        [[ "${status}" == "install ok installed" ]] || printf '%s\n' "$p"
-    done
-}
-
-# As tests/testbed/samba-ad.sh install: apt-get only for what is missing, `apt-get update`
-# only when a package has no install candidate.
-cmd_install() {
-    [[ "$(id -u)" -eq 0 ]] || die "must run as root (apt-get, dpkg -i)"
-    local missing p need_update=0
-    missing="$(missing_packages)"
-    if [[ -z "${missing}" ]]; then
-        log "packages already installed: ${PACKAGES[*]}"
-        return 0
-    fi
-    log "installing: $(echo "${missing}" | tr '\n' ' ')"
-    export DEBIAN_FRONTEND=noninteractive
-    for p in ${missing}; do
-        if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [^(]'; then
-            need_update=1
-        fi
-    done
-    [[ "${need_update}" -eq 0 ]] || apt-get update
-    # shellcheck disable=SC2086 # one word per package
-    if ! apt-get install -y --no-install-recommends ${missing}; then
-        apt-get update
-        # shellcheck disable=SC2086
-        apt-get install -y --no-install-recommends ${missing}
-    fi
-    missing="$(missing_packages)"
-    [[ -z "${missing}" ]] || die "still missing after apt-get install: ${missing}"
-}
-
-# Installed, or removed with its config files left.
-installed() {
-    dpkg-query -W -f='${Status}\n' writeback 2>/dev/null | grep -Eq ' (installed|config-files)$'
-}
-
-check() {
-    local what="$1"
-    shift
-    if "$@"; then
-        log "ok: ${what}"
-    else
-        die "${what}"
-    fi
-}
+cmd_install() { install_packages "${PACKAGES[@]}"; }
 
 # What the test changed on this machine; cleanup undoes it whatever happens.
 PURGE_ON_EXIT=0   # a writeback package, maybe half-installed, is on the machine
 REMOVE_ACCOUNT="" # the writeback account is the test's: "home" (a stand-in with a home), "plain"
 RESTORE_SHELL=""  # the shell of a writeback account that was there before, changed for a while
 FAKE=""           # stand-ins for ldbsearch and samba-tool
-
-# Deletes the writeback account and group (the test's own only), with the home when asked
-# ("home": a stand-in login user's /home/writeback; never the package user's state dir).
-remove_account() {
-    local opts=()
-    [[ "${1:-}" == home ]] && opts=(-r)
-    if getent passwd writeback >/dev/null; then
-        userdel "${opts[@]}" writeback >/dev/null 2>&1 || true
-    fi
-    # USERGROUPS_ENAB deletes the user's own group with it; one left over goes too.
-    if getent group writeback >/dev/null; then
-        groupdel writeback >/dev/null 2>&1 || true
-    fi
-    ! getent passwd writeback >/dev/null && ! getent group writeback >/dev/null
-}
 
 cleanup() {
     if [[ "${PURGE_ON_EXIT}" -eq 1 ]]; then
@@ -117,23 +51,6 @@ cleanup() {
         rm -rf "${FAKE}"
     fi
     PURGE_ON_EXIT=0 RESTORE_SHELL="" REMOVE_ACCOUNT="" FAKE=""
-}
-
-# The config: readable by the service's group, by nobody else.
-config_mode_ok() {
-    [[ "$(stat -c '%a %U %G' /etc/writeback/writeback.toml)" == "640 root writeback" ]]
-}
-
-# A writeback account the package accepts: a system account (uid 1-999) without a login shell.
-acceptable_account() {
-    local uid shell
-    uid="$(getent passwd writeback | cut -d: -f3)"
-    shell="$(getent passwd writeback | cut -d: -f7)"
-    [[ "${uid}" -gt 0 && "${uid}" -lt 1000 ]] || return 1
-    case "${shell}" in
-        /usr/sbin/nologin | /sbin/nologin | /bin/false | /usr/bin/false) return 0 ;;
-        *) return 1 ;;
-    esac
 }
 
 # dpkg -i with a writeback account the package must not run as: postinst refuses with a message
@@ -253,17 +170,7 @@ delegate_sets_aces() {
 
 cmd_test() {
     cmd_install
-    if installed; then
-        die "a writeback package is on this machine already ($(dpkg-query -W -f='${Status}' writeback)); the test would replace it: dpkg --purge writeback first"
-    fi
-    local had_account=0
-    if getent passwd writeback >/dev/null; then
-        had_account=1
-        acceptable_account ||
-            die "an account writeback that the package refuses (not a system account, or a login shell) is on this machine: $(getent passwd writeback)"
-    elif getent group writeback >/dev/null; then
-        die "a group writeback without a user writeback is on this machine: the test would take it for its own"
-    fi
+    require_clean_machine
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM HUP
@@ -297,7 +204,7 @@ cmd_test() {
 
     # postinst refuses a writeback account that is not what it creates. A machine without one
     # gets stand-ins (deleted again); an existing (system) account gets a login shell for a while.
-    if [[ "${had_account}" -eq 0 ]]; then
+    if [[ "${HAD_ACCOUNT}" -eq 0 ]]; then
         useradd -m -s /bin/bash writeback
         REMOVE_ACCOUNT=home
         expect_refusal "${deb}" "is a login user (uid $(id -u writeback), shell /bin/bash)"
@@ -424,7 +331,7 @@ cmd_test() {
     check "package gone" bash -c '! dpkg-query -W -f="\${Status}" writeback 2>/dev/null | grep -q installed'
     check "system user kept after purge" getent passwd writeback
     cleanup
-    if [[ "${had_account}" -eq 0 ]]; then
+    if [[ "${HAD_ACCOUNT}" -eq 0 ]]; then
         check "the test's accounts are gone" bash -c '! getent passwd writeback && ! getent group writeback'
     fi
     log "package test passed"

@@ -88,5 +88,8 @@ examples/demo/stop.sh --keep-dc
 step "Debian package: built from the debug binary, installed, unit verified, check and test run, removed, purged"
 packaging/test-package.sh
 
+step "Upgrade: the previous release's package run on the test bed, upgraded to this build's; config, rules and state kept, nothing written (tests/upgrade)"
+tests/upgrade/run.sh
+
 step "Graph emulator against Microsoft's Python SDK (msgraph-sdk, pinned, in .venv)"
 tests/conformance/run.sh
