@@ -204,8 +204,21 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (state, next_at);
 "#;
 
+/// Version 10: `member_change`, each pending group's member changes since it was last applied
+/// (net: a change undone before the apply is forgotten), so a member change is written as a
+/// small modify instead of a comparison of the whole group. `added` is 1 for a member gained.
+const V10: &str = r#"
+CREATE TABLE member_change (
+    group_id    TEXT NOT NULL,
+    member_id   TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    added       INTEGER NOT NULL CHECK (added IN (0, 1)),
+    PRIMARY KEY (group_id, member_id)
+) STRICT, WITHOUT ROWID;
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
