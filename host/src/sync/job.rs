@@ -490,8 +490,10 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             self.store.groups_containing(ids)
         })?);
         let touched = pending_groups.union(&forced).cloned().collect();
+        // Quarantined and leaving groups count as changed members too: the short way for the
+        // groups holding them would not look at them.
         let mut pending = pending_users;
-        pending.extend(self.store.pending(ObjectKind::Group)?);
+        pending.extend(pending_groups);
         Ok(Affected {
             forced,
             touched,

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::graph::model::CloudObject;
+use crate::graph::model::{CloudObject, MemberRef};
 use crate::policy::RemovalPolicy;
 use crate::rules::MemberPolicy;
 use crate::state::MemberChanges;
@@ -107,16 +107,12 @@ pub fn before(group: &CloudObject, changes: &MemberChanges) -> CloudObject {
     g
 }
 
-/// A group holding only `members` (to resolve them as the full path resolves a group's).
-pub fn holding(
-    group: &CloudObject,
-    members: &BTreeMap<String, crate::graph::model::MemberRef>,
-) -> CloudObject {
+/// A group `id` holding only `members` (to resolve them as the full path resolves a group's).
+pub fn holding(id: &str, members: &BTreeMap<String, MemberRef>) -> CloudObject {
     CloudObject {
-        id: group.id.clone(),
-        props: serde_json::Map::new(),
+        id: id.to_string(),
         members: members.clone(),
-        soft_deleted: false,
+        ..Default::default()
     }
 }
 
@@ -164,7 +160,6 @@ pub fn change(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::model::MemberRef;
 
     fn user(id: &str) -> MemberRef {
         MemberRef {

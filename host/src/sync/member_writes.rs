@@ -182,12 +182,8 @@ pub async fn write<D: Directory, S: CycleState>(
     let mut added: BTreeMap<String, CloudObject> = BTreeMap::new();
     let mut removed: BTreeMap<String, CloudObject> = BTreeMap::new();
     for (id, s) in short {
-        let g = CloudObject {
-            id: id.clone(),
-            ..Default::default()
-        };
-        added.insert(id.clone(), member_delta::holding(&g, &s.changes.added));
-        removed.insert(id.clone(), member_delta::holding(&g, &s.changes.removed));
+        added.insert(id.clone(), member_delta::holding(id, &s.changes.added));
+        removed.insert(id.clone(), member_delta::holding(id, &s.changes.removed));
     }
     let policies: BTreeMap<String, MemberPolicy> = short
         .keys()
@@ -213,19 +209,20 @@ pub async fn write<D: Directory, S: CycleState>(
     let none = BTreeMap::new();
     let mut changes = Vec::new();
     for (id, s) in short {
-        let (Some(a), Some(r_), Some(d)) = (added.get(id), removed.get(id), desired.get(id)) else {
+        let (Some(gained), Some(lost), Some(d)) = (added.get(id), removed.get(id), desired.get(id))
+        else {
             continue;
         };
         let p = MemberPolicy::OnPremises;
         let add = r
             .builder
-            .members(a, &none, p, &written, &directory, unresolved)
+            .members(gained, &none, p, &written, &directory, unresolved)
             .unwrap_or_default();
         // A removed member that has no AD object was never written: nothing to report.
         let mut ignored = Vec::new();
         let remove = r
             .builder
-            .members(r_, &none, p, &written, &directory, &mut ignored)
+            .members(lost, &none, p, &written, &directory, &mut ignored)
             .unwrap_or_default();
         changes.extend(member_delta::change(id, &d.rule, &s.actual.dn, add, remove));
     }
