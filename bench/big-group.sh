@@ -14,6 +14,9 @@
 #      must hold one change, an update with members_add of 1 and nothing else; AD's
 #      highestCommittedUSN delta (a one-member change should be one modify);
 #   3. a third, idle sync (highestCommittedUSN must not move).
+# With WB_BEFORE_BIN (an earlier build, to compare with in the same run on the same DC): the
+# first sync runs with it, then one more member is added and synced with it, before step 2 runs
+# with WB_BIN (the state file moves to WB_BIN's schema then, so the earlier build goes first).
 # Baseline, same run, same DC: one `ldapadd` of an LDIF holding the same group (the attributes
 # and members of the first sync's create, from its report) in another OU (OU=Baseline), so the
 # ratio first sync / LDIF import shows what Writeback adds to the DC's own cost.
@@ -21,6 +24,8 @@
 # Environment:
 #   WB_BIN, WB_EMULATOR_BIN   binaries (default target/release/writeback, target/release/graph-emulator)
 #   WB_BIG_MEMBERS            members of the group (default 50000)
+#   WB_BEFORE_BIN             an earlier writeback build for the first sync and a one-member
+#                             change of its own (default: none)
 #   WB_BIG_FRESH_DC           1: `samba-ad.sh reset` first (a fresh DC from the template: much
 #                             faster than deleting a previous run's users); 0: delete the
 #                             previous OU=WB Big subtree (default 0)
@@ -42,6 +47,10 @@ FRESH_DC="${WB_BIG_FRESH_DC:-0}"
 STEP_TIMEOUT="${WB_BIG_STEP_TIMEOUT:-7200}"
 WB="${WB_BIN:-$REPO/target/release/writeback}"
 EMU="${WB_EMULATOR_BIN:-$REPO/target/release/graph-emulator}"
+BEFORE="${WB_BEFORE_BIN:-}"
+# Users beyond the group's members: one for step 2, one more for the earlier build's change.
+EXTRA=1
+[[ -z "$BEFORE" ]] || EXTRA=2
 
 say() { printf '\n==> [%5ds] %s\n' "$((SECONDS - SCRIPT_START))" "$*" >&2; }
 die() {
@@ -55,6 +64,10 @@ for b in "$WB" "$EMU"; do
     [[ -x "$b" ]] || die "binary not found or not executable: $b (set WB_BIN / WB_EMULATOR_BIN, or build with: cargo build --release -p writeback -p graph-emulator)"
 done
 WB="$(realpath "$WB")"
+if [[ -n "$BEFORE" ]]; then
+    [[ -x "$BEFORE" ]] || die "WB_BEFORE_BIN not found or not executable: $BEFORE"
+    BEFORE="$(realpath "$BEFORE")"
+fi
 EMU="$(realpath "$EMU")"
 for t in python3 curl ldapsearch ldapadd ldapdelete timeout; do
     command -v "$t" >/dev/null || die "$t is needed"
@@ -154,14 +167,14 @@ ou: Security
 EOF
 
 # ---------------------------------------------------------------------------------------------
-say "AD: $((N + 1)) users with one ldapadd of an LDIF"
+say "AD: $((N + EXTRA)) users with one ldapadd of an LDIF"
 # Cloud ids are deterministic (seeded); the LDIF keeps each user's cloud id in its description.
-python3 - "$N" "$USERS_OU" "$WORK/users.ldif" "$WORK/ids.txt" <<'PY'
+python3 - "$N" "$USERS_OU" "$WORK/users.ldif" "$WORK/ids.txt" "$EXTRA" <<'PY'
 import random, sys, uuid
-n, ou, ldif, ids = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+n, ou, ldif, ids, extra = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 rnd = random.Random(1)
 with open(ldif, "w") as f, open(ids, "w") as g:
-    for i in range(n + 1):
+    for i in range(n + extra):
         uid = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
         g.write(uid + "\n")
         f.write(f"dn: CN=wbb{i},{ou}\nobjectClass: user\nsAMAccountName: wbb{i}\n"
@@ -174,7 +187,7 @@ timeout "$STEP_TIMEOUT" /usr/bin/time -f "%e %U %S %M" -o "$WORK/users-ldapadd.t
     { tail -n 20 "$WORK/users-ldapadd.log" >&2; die "ldapadd of the users failed"; }
 USERS_SECS="$(elapsed "$T0" "$EPOCHREALTIME")"
 USN_U1="$(highest_usn)"
-echo "  $((N + 1)) users in ${USERS_SECS} s ($(awk -v n="$((N + 1))" -v s="$USERS_SECS" 'BEGIN { printf "%.0f", n / s }')/s); highestCommittedUSN $USN_U0 -> $USN_U1" >&2
+echo "  $((N + EXTRA)) users in ${USERS_SECS} s ($(awk -v n="$((N + EXTRA))" -v s="$USERS_SECS" 'BEGIN { printf "%.0f", n / s }')/s); highestCommittedUSN $USN_U0 -> $USN_U1" >&2
 
 say "Tenant: the users' SIDs read back, one security group of $N members, app credentials"
 T0=$SECONDS
@@ -231,7 +244,8 @@ with open(dst, "w") as f:
     json.dump(tenant, f, separators=(",", ":"))
 with open(meta_path, "w") as f:
     f.write(f"TENANT_ID={tenant['tenantId']}\nCLIENT_ID={app['clientId']}\nCLIENT_SECRET='{app['clientSecret']}'\n"
-            f"GROUP_ID={gid}\nEXTRA_USER_ID={ids[n]}\nEXTRA_USER_DN='CN=wbb{n},{ou}'\n")
+            f"GROUP_ID={gid}\nEXTRA_USER_ID={ids[n]}\nEXTRA_USER_DN='CN=wbb{n},{ou}'\n"
+            f"BEFORE_USER_ID={ids[n + 1] if len(ids) > n + 1 else ''}\n")
 PY
 TENANT_SECS=$((SECONDS - T0))
 # shellcheck disable=SC1091
@@ -305,7 +319,7 @@ timed() {
     local rc=0 t0 t1
     t0=$EPOCHREALTIME
     RUST_LOG="writeback=debug" timeout "$STEP_TIMEOUT" /usr/bin/time -f "%e %U %S %M" -o "$WORK/$name.time" \
-        "$WB" --config "$CONFIG" "$@" >"$WORK/$name.json" 2>"$WORK/$name.log" || rc=$?
+        "${RUN_BIN:-$WB}" --config "$CONFIG" "$@" >"$WORK/$name.json" 2>"$WORK/$name.log" || rc=$?
     t1=$EPOCHREALTIME
     [[ -s "$WORK/$name.time" ]] || { tail -n 30 "$WORK/$name.log" >&2; die "writeback $* produced no timing (exit $rc)"; }
     printf -v "T_${name}" '%s %s' "$(elapsed "$t0" "$t1")" "$(tail -n1 "$WORK/$name.time" | cut -d' ' -f2-)"
@@ -368,7 +382,7 @@ PY
 # ---------------------------------------------------------------------------------------------
 say "writeback sync (first: creates the group of $N members)"
 USN_1A="$(highest_usn)"
-timed sync1 sync --json
+RUN_BIN="${BEFORE:-$WB}" timed sync1 sync --json
 USN_1B="$(highest_usn)"
 read -r N_CREATE GROUP_DN < <(python3 -c '
 import json, sys
@@ -381,14 +395,30 @@ AD_MEMBERS="$(member_count "$GROUP_DN")"
 echo "  $GROUP_DN: $AD_MEMBERS members in AD (counted in $((SECONDS - T0)) s); highestCommittedUSN $USN_1A -> $USN_1B" >&2
 [[ "$AD_MEMBERS" -eq "$N" ]] || die "the group has $AD_MEMBERS members in AD, not $N"
 
+# add_member USER_ID: POST /groups/{id}/members/$ref to the emulator.
+add_member() {
+    local token
+    token="$(curl -sS --fail --max-time 30 "$GRAPH_BASE/$TENANT_ID/oauth2/v2.0/token" \
+        --data-urlencode grant_type=client_credentials --data-urlencode "client_id=$CLIENT_ID" \
+        --data-urlencode "client_secret=$CLIENT_SECRET" --data-urlencode "scope=https://graph.microsoft.com/.default" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+    curl -sS --fail --max-time 60 -X POST -H "Authorization: Bearer $token" -H "Content-Type: application/json" \
+        --data "{\"@odata.id\": \"$GRAPH_BASE/v1.0/directoryObjects/$1\"}" \
+        "$GRAPH_BASE/v1.0/groups/$GROUP_ID/members/\$ref" >/dev/null || die "POST members/\$ref failed"
+}
+
+USN_2BD=""
+if [[ -n "$BEFORE" ]]; then
+    say "Cloud: one member added, then writeback sync with the earlier build ($BEFORE)"
+    add_member "$BEFORE_USER_ID"
+    USN_2BA="$(highest_usn)"
+    RUN_BIN="$BEFORE" timed sync2before sync --json
+    USN_2BD=$(($(highest_usn) - USN_2BA))
+    echo "  highestCommittedUSN delta $USN_2BD" >&2
+fi
+
 say "Cloud: one member added (POST /groups/$GROUP_ID/members/\$ref), then writeback sync"
-TOKEN="$(curl -sS --fail --max-time 30 "$GRAPH_BASE/$TENANT_ID/oauth2/v2.0/token" \
-    --data-urlencode grant_type=client_credentials --data-urlencode "client_id=$CLIENT_ID" \
-    --data-urlencode "client_secret=$CLIENT_SECRET" --data-urlencode "scope=https://graph.microsoft.com/.default" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-curl -sS --fail --max-time 60 -X POST -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \
-    --data "{\"@odata.id\": \"$GRAPH_BASE/v1.0/directoryObjects/$EXTRA_USER_ID\"}" \
-    "$GRAPH_BASE/v1.0/groups/$GROUP_ID/members/\$ref" >/dev/null || die "POST members/\$ref failed"
+add_member "$EXTRA_USER_ID"
 USN_2A="$(highest_usn)"
 timed sync2 sync --json
 USN_2B="$(highest_usn)"
@@ -466,11 +496,14 @@ row() {
     echo "Binaries: $WB ($("$WB" --version 2>/dev/null | head -n1)), $EMU"
     echo
     echo "One cloud security group of $N members, all synced users with an AD account; default rules, scope = that group."
-    echo "Setup: DC $( [[ "$FRESH_DC" == 1 ]] && echo reset || echo up ) ${DC_SECS} s, previous OU deleted in ${OU_DELETE_SECS} s, $((N + 1)) AD users by one ldapadd in **${USERS_SECS} s** ($(awk -v n="$((N + 1))" -v s="$USERS_SECS" 'BEGIN { printf "%.0f", n / s }') users/s), SIDs read back + tenant written ${TENANT_SECS} s, emulator start ${EMU_SECS} s. Whole run ${TOTAL_SECS} s."
+    echo "Setup: DC $( [[ "$FRESH_DC" == 1 ]] && echo reset || echo up ) ${DC_SECS} s, previous OU deleted in ${OU_DELETE_SECS} s, $((N + EXTRA)) AD users by one ldapadd in **${USERS_SECS} s** ($(awk -v n="$((N + EXTRA))" -v s="$USERS_SECS" 'BEGIN { printf "%.0f", n / s }') users/s), SIDs read back + tenant written ${TENANT_SECS} s, emulator start ${EMU_SECS} s. Whole run ${TOTAL_SECS} s."
     echo
     echo "| step | wall s | user s | sys s | max RSS MiB | highestCommittedUSN delta | / LDIF import |"
     echo "|---|---|---|---|---|---|---|"
     row "\`sync\` first (creates the group, $AD_MEMBERS members in AD)" "$T_sync1" "$((USN_1B - USN_1A))"
+    if [[ -n "$BEFORE" ]]; then
+        row "\`sync\` after one member added in the cloud, earlier build" "$T_sync2before" "$USN_2BD"
+    fi
     row "\`sync\` after one member added in the cloud" "$T_sync2" "$USN_2D"
     row "\`sync\` third, idle" "$T_sync3" "$((USN_3B - USN_3A))"
     printf '| baseline: one `ldapadd` of the same group + %s members (LDIF) | %s | - | - | - | %s | 1.00x |\n' "$N" "$BASE_SECS" "$((USN_BB - USN_BA))"
@@ -478,17 +511,22 @@ row() {
     echo "| figure | value |"
     echo "|---|---|"
     echo "| ratio first sync / LDIF import | $(ratio "$(field "$T_sync1" 1)" "$BASE_SECS") |"
+    if [[ -n "$BEFORE" ]]; then
+        echo "| earlier build: $BEFORE ($("$BEFORE" --version 2>/dev/null | head -n1)); it ran the first sync too |"
+        echo "| one-member change, this build / earlier build (wall) | $(ratio "$(field "$T_sync2" 1)" "$(field "$T_sync2before" 1)") |"
+    fi
     echo "| second sync: one update with members_add of 1, nothing else | $CHANGE_OK |"
     echo "| second sync: highestCommittedUSN delta (1 = one modify) | $USN_2D |"
     echo "| members in AD after the first / second sync; baseline group | $AD_MEMBERS / $AD_MEMBERS2; $BASE_MEMBERS |"
-    for s in sync1 sync2 sync3; do
+    STEPS="sync1${BEFORE:+ sync2before} sync2 sync3"
+    for s in $STEPS; do
         echo "| $s report | $(report "$s") |"
     done
-    for s in sync1 sync2 sync3; do
+    for s in $STEPS; do
         echo "| $s phases (ms, debug log) | $(phases "$s") |"
     done
 } | tee "$WORK/result.md"
 
 [[ "$CHANGE_OK" == yes ]] || die "the one-member change was not planned as one update with members_add of 1 (see $WORK/sync2.json)"
-[[ "$AD_MEMBERS2" -eq $((N + 1)) ]] || die "after the second sync the group has $AD_MEMBERS2 members in AD, not $((N + 1))"
+[[ "$AD_MEMBERS2" -eq $((N + EXTRA)) ]] || die "after the second sync the group has $AD_MEMBERS2 members in AD, not $((N + EXTRA))"
 [[ "$USN_3A" == "$USN_3B" ]] || die "the idle sync wrote to AD (highestCommittedUSN $USN_3A -> $USN_3B)"

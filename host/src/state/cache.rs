@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::clock::now_rfc3339;
 use super::error::{corrupt, encode, SqlContext, StateError};
+use super::member_changes;
 use crate::graph::model::{CloudObject, DeltaItem, DeltaRound, MemberRef, RemovedReason};
 
 /// Which cached objects: selects rows by `cloud_object.kind` and `delta_link.kind`.
@@ -193,6 +194,8 @@ pub(crate) fn apply_chunk(
         // round's end instead (see `finish_round`; a kill in between rebuilds it at open).
         conn.execute_batch(&format!("DROP INDEX IF EXISTS {MEMBER_INDEX}"))
             .ctx(conn, || "drop the member index for a full round".into())?;
+        // The cache is replaced: no group's changes are known any more.
+        super::member_changes::forget_all(conn)?;
     }
 
     for item in items.values() {
@@ -226,7 +229,12 @@ pub(crate) fn apply_chunk(
                 progress.changes.changed.insert(item.id.clone());
             }
             None => {
-                upsert_object(conn, &mut st, kind, item, replace, &now)?;
+                // A full round's members are the baseline, not changes to it.
+                let upsert = Upsert {
+                    replace,
+                    note: !progress.full,
+                };
+                upsert_object(conn, &mut st, kind, item, upsert, &now)?;
                 progress.changes.changed.insert(item.id.clone());
             }
         }
@@ -310,14 +318,24 @@ pub(crate) fn ensure_member_index(conn: &Connection) -> Result<(), StateError> {
     Ok(())
 }
 
+/// How [`upsert_object`] writes an item.
+#[derive(Debug, Clone, Copy)]
+struct Upsert {
+    /// Replace the object's properties and members (its first occurrence in a full round).
+    replace: bool,
+    /// Note its member changes (`member_change`): in rounds from a deltaLink only.
+    note: bool,
+}
+
 fn upsert_object(
     conn: &Connection,
     st: &mut Stmts<'_>,
     kind: ObjectKind,
     item: &DeltaItem,
-    full: bool,
+    how: Upsert,
     now: &str,
 ) -> Result<(), StateError> {
+    let full = how.replace;
     let op = || format!("apply {kind} delta round: upsert {}", item.id);
     // A full round carries every property; an incremental one only what changed.
     let json = if full {
@@ -340,13 +358,29 @@ fn upsert_object(
     }
     if full {
         st.delete_members.execute([&item.id]).ctx(conn, op)?;
+        member_changes::forget(conn, &item.id)?;
     } else {
         for m in &item.members_removed {
+            // Only what the cache really loses is a change (Graph replays entries).
+            let known = match how.note {
+                true => member_changes::cached_member(conn, &item.id, m)?,
+                false => None,
+            };
+            if let Some(odata_type) = known {
+                let gone = MemberRef {
+                    odata_type,
+                    id: m.clone(),
+                };
+                member_changes::note(conn, &item.id, &gone, false)?;
+            }
             st.delete_member.execute([&item.id, m]).ctx(conn, op)?;
         }
     }
     // Additions after removals: an id in both sets ends up a member.
     for m in item.members_added.values() {
+        if how.note && member_changes::cached_member(conn, &item.id, &m.id)?.is_none() {
+            member_changes::note(conn, &item.id, m, true)?;
+        }
         st.upsert_member
             .execute([&item.id, &m.id, &m.odata_type])
             .ctx(conn, op)?;
@@ -368,6 +402,7 @@ fn delete_object(
         .ctx(conn, op)?;
     if kind == ObjectKind::Group {
         st.delete_members.execute([id]).ctx(conn, op)?;
+        member_changes::forget(conn, id)?;
     }
     Ok(n > 0)
 }

@@ -23,6 +23,7 @@ mod held;
 mod held_removals;
 mod leaving;
 mod links;
+mod member_changes;
 mod outbox;
 mod pending;
 mod quarantine;
@@ -48,6 +49,7 @@ pub use error::StateError;
 pub use held::{set_id as held_set_id, short_id, HeldDelete};
 pub use held_removals::HeldRemovalRow;
 pub use leaving::Leaving;
+pub use member_changes::MemberChanges;
 pub use outbox::{NewCall, OutboxCounts, OutboxEntry};
 pub use released::Released;
 
@@ -77,13 +79,14 @@ pub mod tx {
     };
     pub use super::held::replace as replace_held;
     pub use super::links::{put as put_link, remove as remove_link, remove_all as remove_links};
+    pub use super::member_changes::forget_settled as forget_settled_member_changes;
     pub use super::outbox::{delivered as call_delivered, failed as call_failed, put as put_call};
     pub use super::pending::{
         clear_all_pending, clear_pending, mark_pending, remove_meta, set_meta,
     };
     pub use super::quarantine::{record_failure, release};
     pub use super::runs::record_event;
-    pub use super::unresolved::set as set_unresolved;
+    pub use super::unresolved::{add as add_unresolved, set as set_unresolved};
 }
 
 /// How long a statement waits for another process's lock (an operator's `sqlite3` session,
@@ -334,6 +337,15 @@ impl Store {
         ids: impl IntoIterator<Item = &'a String>,
     ) -> Result<BTreeMap<String, CloudObject>, StateError> {
         cache::load_by_ids(&self.conn, kind, ids)
+    }
+
+    /// The member changes noted for these groups since each was last applied (groups without
+    /// any are left out).
+    pub fn member_changes<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, MemberChanges>, StateError> {
+        member_changes::of(&self.conn, ids)
     }
 
     /// The cached groups that hold any of `member_ids` directly.

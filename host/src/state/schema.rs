@@ -213,8 +213,21 @@ CREATE TABLE unresolved (
 ) STRICT;
 "#;
 
+/// Version 11: `member_change`, each pending group's member changes since it was last applied
+/// (net: a change undone before the apply is forgotten), so a member change is written as a
+/// small modify instead of a comparison of the whole group. `added` is 1 for a member gained.
+const V11: &str = r#"
+CREATE TABLE member_change (
+    group_id    TEXT NOT NULL,
+    member_id   TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    added       INTEGER NOT NULL CHECK (added IN (0, 1)),
+    PRIMARY KEY (group_id, member_id)
+) STRICT, WITHOUT ROWID;
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -249,6 +262,15 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StateError> {
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .ctx(&tx, || "write schema version".into())?;
     tx.commit().map_err(sql_err("commit migration"))
+}
+
+/// A database as a build that wrote schema `version` made it (tests of migrations).
+#[cfg(test)]
+pub(crate) fn create_at(conn: &Connection, version: usize) -> rusqlite::Result<()> {
+    for sql in MIGRATIONS.iter().take(version) {
+        conn.execute_batch(sql)?;
+    }
+    conn.pragma_update(None, "user_version", version as i64)
 }
 
 /// The file's schema version, refused when this build cannot handle it.

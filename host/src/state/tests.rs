@@ -1690,6 +1690,9 @@ fn unresolved_members_add_up_over_managed_groups_as_last_compared() -> anyhow::R
             groups: 2
         }
     );
+    // Members added without a comparison and not found: on top.
+    s.record(0, &[Write::UnresolvedMore("g1".into(), 2)])?;
+    assert_eq!(s.unresolved_total()?.members, 7);
     // Compared again: the new count replaces the old one; none forgets the group.
     s.record(
         0,
@@ -1705,5 +1708,55 @@ fn unresolved_members_add_up_over_managed_groups_as_last_compared() -> anyhow::R
             groups: 1
         }
     );
+    Ok(())
+}
+
+#[test]
+fn member_changes_are_the_net_change_since_the_last_apply() -> anyhow::Result<()> {
+    use crate::sync::state::CycleState;
+    let mut s = Store::open_in_memory()?;
+    let g = |add: &[(&str, &str)], remove: &[&str]| {
+        let mut i = item("g", json!({"displayName": "G"}), add);
+        i.members_removed = remove.iter().map(|m| m.to_string()).collect();
+        i
+    };
+    // The full round is the baseline: no change noted.
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(true, "l1", vec![g(&[("a", USER), ("b", USER)], &[])]),
+    )?;
+    assert!(s.member_changes([&"g".to_string()])?.is_empty());
+    // A replayed add of a member it has, a removal of one it never had: no change either.
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(false, "l2", vec![g(&[("a", USER)], &["zz"])]),
+    )?;
+    assert!(s.member_changes([&"g".to_string()])?.is_empty());
+    // c in, b out; then c out again: only b's removal is left.
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(false, "l3", vec![g(&[("c", USER)], &["b"])]),
+    )?;
+    s.apply_delta(ObjectKind::Group, &round(false, "l4", vec![g(&[], &["c"])]))?;
+    let c = s.member_changes([&"g".to_string()])?;
+    let changes = c.get("g").expect("changes of g");
+    assert!(changes.added.is_empty());
+    assert_eq!(changes.removed.keys().collect::<Vec<_>>(), ["b"]);
+    assert_eq!(changes.removed["b"].odata_type, USER);
+    // Kept while the group is pending, forgotten once it is settled.
+    s.settle_pending(&ids(&["g"]))?;
+    assert!(!s.member_changes([&"g".to_string()])?.is_empty());
+    s.settle_pending(&BTreeSet::new())?;
+    assert!(s.member_changes([&"g".to_string()])?.is_empty());
+    // A full round forgets whatever was noted.
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(false, "l5", vec![g(&[("d", USER)], &[])]),
+    )?;
+    s.apply_delta(
+        ObjectKind::Group,
+        &round(true, "l6", vec![g(&[("a", USER)], &[])]),
+    )?;
+    assert!(s.member_changes([&"g".to_string()])?.is_empty());
     Ok(())
 }

@@ -34,6 +34,20 @@ pub fn set(conn: &Connection, cloud_id: &str, members: usize) -> Result<(), Stat
     Ok(())
 }
 
+/// Counts `members` more for the group.
+pub fn add(conn: &Connection, cloud_id: &str, members: usize) -> Result<(), StateError> {
+    let n = i64::try_from(members).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "INSERT INTO unresolved (cloud_id, members) VALUES (?1, ?2)
+         ON CONFLICT (cloud_id) DO UPDATE SET members = members + excluded.members",
+    )
+    .and_then(|mut s| s.execute(params![cloud_id, n]))
+    .ctx(conn, || {
+        format!("count the unresolved members of {cloud_id}")
+    })?;
+    Ok(())
+}
+
 pub fn total(conn: &Connection) -> Result<UnresolvedTotal, StateError> {
     let (members, groups): (i64, i64) = conn
         .query_row(

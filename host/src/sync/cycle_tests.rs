@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::fakes::{describe, Bed, M365, PEOPLE, SECURITY};
+use super::fakes::{describe, Bed, Reads, M365, PEOPLE, SECURITY};
 use super::types::Op;
 use super::{SyncOptions, SyncReport};
 
@@ -38,11 +38,21 @@ impl Story {
         }
     }
 
-    fn step(&mut self, title: &str, bed: &Bed, r: &Result<SyncReport, super::SyncError>) {
+    /// Records a step; returns its AD writes.
+    fn step(
+        &mut self,
+        title: &str,
+        bed: &Bed,
+        r: &Result<SyncReport, super::SyncError>,
+    ) -> Vec<String> {
         let text = format!("== {title}\n{}\n", describe(bed, r));
         // Shown when the story fails: what happened up to the failing assertion.
         eprint!("{text}");
         self.text.push_str(&text);
+        text.lines()
+            .filter_map(|l| l.strip_prefix("AD: "))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Compares with the golden file (or writes it with `WRITEBACK_BLESS=1`).
@@ -188,6 +198,7 @@ fn attr(bed: &Bed, id: &str, name: &str) -> Vec<String> {
 async fn one_cloud_change_becomes_one_modify_and_one_member_add() {
     let mut story = Story::new("one_change");
     let mut bed = synced("").await;
+    bed.ad.take_reads();
     bed.cloud
         .group(G1, serde_json::json!({"description": "Finance, all of it"}));
     bed.cloud.add_members(G1, &[U3]);
@@ -202,6 +213,9 @@ async fn one_cloud_change_becomes_one_modify_and_one_member_add() {
     assert!(members_of(&bed, G1).contains(&format!("CN=Cy,{PEOPLE}")));
     // The other groups were not looked at.
     assert_eq!(r.evaluated, 1);
+    // A property changed with the members: the group is compared in full.
+    assert_eq!(r.member_deltas, 0);
+    assert_eq!(bed.ad.take_reads().member_lists, 1);
     story.check();
 }
 
@@ -469,10 +483,21 @@ async fn a_plan_shows_the_changes_and_writes_nothing() {
 async fn a_member_removed_in_the_cloud_is_removed_in_ad_alone() {
     let mut story = Story::new("member_removed");
     let mut bed = synced("").await;
+    bed.ad.take_reads();
     bed.cloud.remove_members(G1, &[U2]);
     let r = bed.cycle(SyncOptions::default()).await;
     story.step("Bob leaves Finance", &bed, &r);
-    assert_eq!(r.expect("sync").counts.update, 1);
+    let r = r.expect("sync");
+    assert_eq!(r.counts.update, 1);
+    assert_eq!(r.member_deltas, 1);
+    // Only Bob was looked up; Finance's member list was not read.
+    assert_eq!(
+        bed.ad.take_reads(),
+        Reads {
+            member_lists: 0,
+            join_values: 1
+        }
+    );
     assert_eq!(members_of(&bed, G1), [format!("CN=Ada,{PEOPLE}")]);
     assert_eq!(
         members_of(&bed, G2),
@@ -556,4 +581,135 @@ async fn a_plan_tells_a_create_whose_name_another_object_holds() {
         .map(|o| o.cloud_id.as_str())
         .collect();
     assert_eq!(failed, [G2]);
+}
+
+#[tokio::test]
+async fn a_member_added_in_the_cloud_is_one_member_add_and_nothing_else_read() {
+    let mut story = Story::new("member_delta_added");
+    let mut bed = synced("").await;
+    bed.ad.take_reads();
+    bed.cloud.add_members(G1, &[U3]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    let log = story.step("Cy joins Finance", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!((r.counts.update, r.member_deltas), (1, 1));
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0].starts_with("add-members CN=Finance"), "{log:?}");
+    assert!(log[0].ends_with(&format!("CN=Cy,{PEOPLE}")), "{log:?}");
+    assert_eq!(
+        bed.ad.take_reads(),
+        Reads {
+            member_lists: 0,
+            join_values: 1
+        }
+    );
+    // In step afterwards: the next cycle has nothing to do, and a reconciliation agrees.
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("idle", &bed, &r);
+    assert_eq!(r.expect("sync").counts.changes(), 0);
+    let r = bed.cycle(reconcile()).await;
+    story.step("reconciliation", &bed, &r);
+    assert_eq!(r.expect("reconcile").counts.changes(), 0);
+    assert_eq!(
+        members_of(&bed, G1),
+        [
+            format!("CN=Ada,{PEOPLE}"),
+            format!("CN=Bob,{PEOPLE}"),
+            format!("CN=Cy,{PEOPLE}")
+        ]
+    );
+    story.check();
+}
+
+#[tokio::test]
+async fn member_changes_spread_over_pages_with_the_group_repeated_are_merged() {
+    let mut story = Story::new("member_delta_paged");
+    let mut bed = synced("").await;
+    bed.ad.take_reads();
+    // One member change per entry, two entries a page: Finance's add and removal come in two
+    // entries on two pages, Sales' change between them.
+    bed.cloud.page(2, 1);
+    bed.cloud.add_members(G1, &[U3]);
+    bed.cloud.remove_members(G1, &[U2]);
+    bed.cloud.add_members(G2, &[U1]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    let log = story.step("Cy in and Bob out of Finance, Ada into Sales", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!((r.counts.update, r.member_deltas), (2, 2));
+    // One modify per change: Finance's add and removal, Sales' add.
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(bed.ad.take_reads().member_lists, 0);
+    assert_eq!(
+        members_of(&bed, G1),
+        [format!("CN=Ada,{PEOPLE}"), format!("CN=Cy,{PEOPLE}")]
+    );
+    assert_eq!(
+        members_of(&bed, G2),
+        [format!("CN=Ada,{PEOPLE}"), format!("CN=Bob,{PEOPLE}")]
+    );
+    let r = bed.cycle(reconcile()).await;
+    story.step("reconciliation", &bed, &r);
+    assert_eq!(r.expect("reconcile").counts.changes(), 0);
+    story.check();
+}
+
+#[tokio::test]
+async fn an_added_member_without_an_ad_account_is_reported_and_nothing_written() {
+    let mut story = Story::new("member_delta_unresolved");
+    let mut bed = synced("").await;
+    bed.ad.take_reads();
+    bed.cloud.add_members(G2, &[U9]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    let log = story.step("Guest joins Sales", &bed, &r);
+    assert!(log.is_empty(), "{log:?}");
+    let r = r.expect("sync");
+    assert_eq!((r.counts.changes(), r.member_deltas), (0, 1));
+    assert_eq!(bed.ad.take_reads().member_lists, 0);
+    let unresolved: Vec<(&str, &str)> = r
+        .plan
+        .unresolved_members
+        .iter()
+        .map(|u| (u.group_id.as_str(), u.member_id.as_str()))
+        .collect();
+    assert_eq!(unresolved, [(G2, U9)]);
+    // In step: the next cycle does nothing.
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("idle", &bed, &r);
+    assert_eq!(r.expect("sync").sweep.to_string(), "idle");
+    story.check();
+}
+
+#[tokio::test]
+async fn removals_the_threshold_may_hold_are_compared_in_full_and_held() {
+    let mut story = Story::new("member_delta_held");
+    let mut bed = synced("[safety]\nmember_removal_min_members = 2\n").await;
+    bed.ad.take_reads();
+    bed.cloud.remove_members(G1, &[U1, U2]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("Ada and Bob leave Finance", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!(r.member_deltas, 0);
+    assert_eq!(bed.ad.take_reads().member_lists, 1);
+    let held = r.held_removals.expect("held removals");
+    assert_eq!(held.groups.len(), 1);
+    assert_eq!(
+        members_of(&bed, G1),
+        [format!("CN=Ada,{PEOPLE}"), format!("CN=Bob,{PEOPLE}")]
+    );
+    // Held: the group stays out of step, so a later member change is compared in full too.
+    bed.cloud.add_members(G1, &[U3]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("Cy joins Finance while the removals wait", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!(r.member_deltas, 0);
+    assert!(r.held_removals.is_some());
+    assert_eq!(
+        members_of(&bed, G1),
+        [
+            format!("CN=Ada,{PEOPLE}"),
+            format!("CN=Bob,{PEOPLE}"),
+            format!("CN=Cy,{PEOPLE}")
+        ]
+    );
+    story.check();
 }

@@ -17,7 +17,9 @@ use crate::graph::api::GraphApi;
 use crate::graph::delta::{self, ChunkedRoundError};
 use crate::graph::model::{CloudObject, MemberKind};
 use crate::rules::{Decision, DesiredGroup, MemberPolicy, Now, RuleSet};
-use crate::state::{held_set_id, HeldDelete, ObjectKind, RoundProgress, RunStatus, StateError};
+use crate::state::{
+    held_set_id, HeldDelete, MemberChanges, ObjectKind, RoundProgress, RunStatus, StateError,
+};
 
 use super::actual;
 use super::alerts;
@@ -27,6 +29,7 @@ use super::directory::Directory;
 use super::evaluate::{desired_hash, evaluate_all, rules_fingerprint};
 use super::gate::{self, Gate, GateInput, Held, HeldEntry};
 use super::leave::{self, Leave, LeavingNote};
+use super::member_writes;
 use super::ownership::{self, Claim};
 use super::plan;
 use super::record::{self, Write};
@@ -105,6 +108,7 @@ pub async fn run<D: Directory, G: GraphApi, S: CycleState>(
         adopted: Vec::new(),
         removals_approved: BTreeMap::new(),
         released: BTreeSet::new(),
+        pending: BTreeSet::new(),
         opts,
         run_id,
         now: Now::current(),
@@ -197,6 +201,9 @@ struct Cycle<'a, 's, D, G, S> {
     removals_approved: BTreeMap<String, String>,
     /// Groups released with `writeback release`: passed over, unless this cycle adopts.
     released: BTreeSet<String>,
+    /// Users and groups with an unapplied change (a group's member kept through one is
+    /// compared in full).
+    pending: BTreeSet<String>,
     opts: SyncOptions,
     run_id: i64,
     /// One `now()` for the whole cycle: every group is judged against the same instant.
@@ -225,7 +232,8 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         self.lap("cloud");
 
         // 2. How much to look at.
-        let forced = self.affected_by_pending()?;
+        let mut forced = self.affected_by_pending()?;
+        self.pending = std::mem::take(&mut forced.pending);
         let fingerprint = rules_fingerprint(self.config, self.rules);
         let sweep = self.choose_sweep(&fingerprint, forced.touched.clone())?;
         let mut report = SyncReport {
@@ -269,6 +277,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             .compare_in_batches(&selection, &mut ev, whole, applying)
             .await?;
         report.examined = done.examined + deletes.changes.len();
+        report.member_deltas = done.member_deltas;
         self.lap("batches");
 
         // 7. Member adds that waited for groups of later batches, the deletes, the marks, the
@@ -481,7 +490,15 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             self.store.groups_containing(ids)
         })?);
         let touched = pending_groups.union(&forced).cloned().collect();
-        Ok(Affected { forced, touched })
+        // Quarantined and leaving groups count as changed members too: the short way for the
+        // groups holding them would not look at them.
+        let mut pending = pending_users;
+        pending.extend(pending_groups);
+        Ok(Affected {
+            forced,
+            touched,
+            pending,
+        })
     }
 
     /// The groups to compare and the owned groups to delete. A reconciliation also looks for
@@ -647,8 +664,11 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         done.plan.refused = std::mem::take(&mut ev.refused);
         let ids: Vec<&String> = selection.compare.iter().collect();
         for chunk in ids.chunks(BATCH) {
-            let mut batch = self.batch(chunk, &mut ev.verdicts, whole).await?;
+            let mut batch = self
+                .batch(chunk, &mut ev.verdicts, (&ev.applied, &ev.owned), whole)
+                .await?;
             done.examined += batch.desired.len();
+            done.member_deltas += batch.member_deltas;
             // A group with held removals is not in step: it is looked at again every cycle,
             // until the removals are approved or no longer wanted.
             let held: BTreeSet<String> = batch
@@ -662,7 +682,8 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             done.fail_refused(&batch.refused);
             done.plan.refused.extend(std::mem::take(&mut batch.refused));
             // Each compared group's count of members not found, for the standing total.
-            let unresolved = record::unresolved_counts(&batch.desired, &batch.unresolved);
+            let unresolved =
+                record::unresolved_counts(&batch.desired, &batch.unresolved, &batch.short);
             self.emit_unresolved(&mut done.plan, std::mem::take(&mut batch.unresolved));
             if applying {
                 let changes = std::mem::take(&mut batch.changes);
@@ -1247,10 +1268,26 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         &mut self,
         ids: &[&String],
         verdicts: &mut BTreeMap<String, Verdict>,
+        (applied, owned): (&BTreeMap<String, String>, &BTreeSet<String>),
         whole: bool,
     ) -> Result<Batch, SyncError> {
         let mut out = Batch::default();
-        let (groups, policies) = self.desire(ids, &mut out).await?;
+        // A whole-cache pass compares every group in full (a reconciliation's point).
+        let noted = match whole || self.opts.compare_all {
+            true => BTreeMap::new(),
+            false => self.store.member_changes(ids.iter().copied())?,
+        };
+        let (groups, policies) = self.desire(ids, &noted, &mut out).await?;
+        let short = self
+            .pick_short(&groups, &policies, noted, applied, owned, &mut out)
+            .await?;
+        // The short groups wait outside the batch's full comparison.
+        let mut short_desired = BTreeMap::new();
+        for id in short.keys() {
+            if let Some(d) = out.desired.remove(id) {
+                short_desired.insert(id.clone(), d);
+            }
+        }
         self.fill_members(&groups, &policies, verdicts, whole, &mut out)
             .await?;
         let attrs = actual::managed_attributes(&out.desired);
@@ -1271,7 +1308,85 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             self.config.member_removals,
             &self.removals_approved,
         );
+        self.write_short(short, short_desired, verdicts, whole, &mut out)
+            .await?;
         Ok(out)
+    }
+
+    /// The groups of the batch whose change is their member changes alone, with their AD
+    /// objects (see `member_writes`).
+    async fn pick_short(
+        &mut self,
+        groups: &BTreeMap<String, CloudObject>,
+        policies: &BTreeMap<String, MemberPolicy>,
+        noted: BTreeMap<String, MemberChanges>,
+        applied: &BTreeMap<String, String>,
+        owned: &BTreeSet<String>,
+        out: &mut Batch,
+    ) -> Result<BTreeMap<String, member_writes::Short>, SyncError> {
+        if noted.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let quarantined: BTreeSet<String> = self.store.quarantined()?.into_keys().collect();
+        let known = member_writes::Known {
+            applied,
+            before: &out.before,
+            owned,
+            quarantined: &quarantined,
+            pending: &self.pending,
+            policies,
+        };
+        let picked = member_writes::pick(&*self.store, self.config, groups, noted, known)?;
+        member_writes::locate(self.conn, &*self.store, self.config, picked).await
+    }
+
+    /// The short groups' modifies, added to the batch with their desired objects, hashes and
+    /// AD objects, so the apply and the record treat them as any compared group.
+    async fn write_short(
+        &mut self,
+        short: BTreeMap<String, member_writes::Short>,
+        desired: BTreeMap<String, DesiredObject>,
+        verdicts: &mut BTreeMap<String, Verdict>,
+        whole: bool,
+        out: &mut Batch,
+    ) -> Result<(), SyncError> {
+        if short.is_empty() {
+            return Ok(());
+        }
+        let resolving = member_writes::Resolving {
+            config: self.config,
+            rules: self.rules,
+            now: self.now,
+            builder: DesiredBuilder {
+                managed_ous: &self.config.ad.managed_ous,
+                link_targets: &self.config.ad.link_targets,
+                readable: &self.rules.graph_properties().groups,
+                schema: self.schema.as_ref(),
+            },
+            lookups: &mut self.lookups,
+            whole,
+        };
+        let changes = member_writes::write(
+            self.conn,
+            &*self.store,
+            resolving,
+            &short,
+            &desired,
+            verdicts,
+            &mut out.unresolved,
+        )
+        .await?;
+        out.member_deltas += short.len();
+        out.short.extend(short.keys().cloned());
+        out.changes.extend(changes);
+        out.changes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
+        out.desired.extend(desired);
+        out.actual.extend(
+            short
+                .into_values()
+                .map(|s| (s.actual.cloud_id.clone(), s.actual)),
+        );
+        Ok(())
     }
 
     /// Builds desired objects with the config's OUs and link targets and the target schema.
@@ -1290,6 +1405,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     async fn desire(
         &mut self,
         ids: &[&String],
+        noted: &BTreeMap<String, MemberChanges>,
         out: &mut Batch,
     ) -> Result<
         (
@@ -1344,6 +1460,14 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                     o.cloud_now = super::desired::cloud_values(&o.to_cloud, g);
                     policies.insert(id.clone(), d.members);
                     out.hashes.insert(id.clone(), desired_hash(d, g, &groups));
+                    if let Some(c) = noted
+                        .get(id)
+                        .filter(|_| d.members == MemberPolicy::OnPremises)
+                    {
+                        let was = super::member_delta::before(g, c);
+                        out.before
+                            .insert(id.clone(), desired_hash(d, &was, &groups));
+                    }
                     out.desired.insert(id.clone(), o);
                 }
                 Err(r) => out.refused.push(r),
@@ -1551,6 +1675,8 @@ struct Affected {
     forced: BTreeSet<String>,
     /// Looked at: the pending groups and `forced`.
     touched: BTreeSet<String>,
+    /// The pending users and groups themselves.
+    pending: BTreeSet<String>,
 }
 
 /// The groups a cycle compares and deletes, with the owned objects a reconciliation's scan
@@ -1585,6 +1711,8 @@ struct Applied {
     /// Groups that failed, with why: they go to quarantine.
     failed: BTreeMap<String, String>,
     examined: usize,
+    /// Groups written from their member changes alone (see `member_writes`).
+    member_deltas: usize,
     /// Member removals held back, waiting for approval.
     held_removals: Vec<removals::HeldRemoval>,
     /// Planned triggers that do not run (their change did not go through), with why.
@@ -1629,6 +1757,13 @@ struct Batch {
     unresolved: Vec<super::types::Unresolved>,
     /// Member removals over the threshold, taken out of `changes`.
     held_removals: Vec<removals::HeldRemoval>,
+    /// For the groups with member changes: the hash of what the rules want now over the
+    /// members before the changes.
+    before: BTreeMap<String, String>,
+    /// Groups written from their member changes alone.
+    member_deltas: usize,
+    /// Their ids: their other members were not looked at.
+    short: BTreeSet<String>,
 }
 
 /// The DNs of the in-scope groups among `ids` (for nested members). A whole-cache cycle has

@@ -12,6 +12,8 @@ pub mod evaluate;
 pub mod gate;
 pub mod job;
 pub mod leave;
+pub mod member_delta;
+pub mod member_writes;
 pub mod options;
 pub mod outcome;
 pub mod owners;

@@ -33,6 +33,9 @@ pub struct SyncReport {
     pub evaluated: usize,
     /// Groups whose desired state was compared with AD this cycle.
     pub examined: usize,
+    /// Of those, the groups whose change was their member changes alone, written as one
+    /// member modify each without reading their AD members or resolving the others.
+    pub member_deltas: usize,
     /// What the plan holds, counted as it was made (a streamed plan's lists are in the sink).
     pub counts: PlanCounts,
     pub plan: Plan,

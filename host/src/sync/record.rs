@@ -37,13 +37,17 @@ pub enum Write {
     CallFailed(i64, String, Option<i64>),
     /// The group's members not found in AD when it was last compared (0 forgets it).
     Unresolved(String, usize),
+    /// Members added to the group without a comparison that were not found: counted on top.
+    UnresolvedMore(String, usize),
 }
 
 /// Each compared group's count of unresolved members (0 for those with none): what `status`
-/// adds up as the standing total.
+/// adds up as the standing total. A group written from its member changes alone (`short`)
+/// had only its added members looked up: those not found are counted on top of its count.
 pub fn unresolved_counts(
     desired: &BTreeMap<String, DesiredObject>,
     unresolved: &[super::types::Unresolved],
+    short: &BTreeSet<String>,
 ) -> Vec<Write> {
     let mut counts: BTreeMap<&str, usize> = desired.keys().map(|id| (id.as_str(), 0)).collect();
     for u in unresolved {
@@ -53,7 +57,11 @@ pub fn unresolved_counts(
     }
     counts
         .into_iter()
-        .map(|(id, n)| Write::Unresolved(id.to_string(), n))
+        .filter_map(|(id, n)| match short.contains(id) {
+            false => Some(Write::Unresolved(id.to_string(), n)),
+            true if n > 0 => Some(Write::UnresolvedMore(id.to_string(), n)),
+            true => None,
+        })
         .collect()
 }
 
@@ -390,13 +398,21 @@ mod tests {
             member_type: "user".into(),
             reason: "no AD object".into(),
         };
-        let w = unresolved_counts(&desired, &[u("g1", "a"), u("g1", "b"), u("elsewhere", "c")]);
+        let found = [u("g1", "a"), u("g1", "b"), u("elsewhere", "c")];
+        let w = unresolved_counts(&desired, &found, &BTreeSet::new());
         assert_eq!(
             w,
             vec![
                 Write::Unresolved("g1".into(), 2),
                 Write::Unresolved("g2".into(), 0)
             ]
+        );
+        // Written from member changes alone: what was added and not found comes on top; a
+        // group whose added members were all found keeps its count.
+        let short = BTreeSet::from(["g1".to_string(), "g2".to_string()]);
+        assert_eq!(
+            unresolved_counts(&desired, &found, &short),
+            vec![Write::UnresolvedMore("g1".into(), 2)]
         );
     }
 }

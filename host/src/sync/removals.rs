@@ -70,6 +70,13 @@ pub fn over_threshold(removals: usize, members: usize, policy: RemovalPolicy) ->
         && (removals as f64) * 100.0 > policy.percent * (members as f64)
 }
 
+/// Whether `removals` could be held whatever the size of the AD group (which a change written
+/// from the delta alone does not read): held for the smallest group that holds them all and
+/// that the threshold applies to.
+pub fn may_be_held(removals: usize, policy: RemovalPolicy) -> bool {
+    removals > 0 && over_threshold(removals, removals.max(policy.min_members), policy)
+}
+
 /// Takes the held removals out of `changes` (a change left with nothing to do is dropped) and
 /// returns them. `approved` maps a group to the removal hash an operator approved: that set,
 /// and only that one, goes through.
@@ -226,6 +233,22 @@ mod tests {
         let mut other = vec![update("g", 11, 0, false)];
         assert_eq!(hold(&mut other, &actual, POLICY, &approved).len(), 1);
         assert!(other.is_empty());
+    }
+
+    #[test]
+    fn removals_that_no_group_size_could_hold_are_known_without_the_size() {
+        let p = RemovalPolicy {
+            percent: 50.0,
+            min_members: 10,
+        };
+        // Five of at least ten members is never over half; six of exactly ten is.
+        assert!(!may_be_held(0, p) && !may_be_held(5, p));
+        assert!(may_be_held(6, p) && may_be_held(500, p));
+        let all = RemovalPolicy {
+            percent: 100.0,
+            min_members: 10,
+        };
+        assert!(!may_be_held(500, all));
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::model::{CloudObject, DeltaItem};
 use crate::state::{
-    tx, Anchor, HeldDelete, HeldRemovalRow, Leaving, ObjectKind, OutboxCounts, OutboxEntry,
-    Quarantined, Released, RoundProgress, RunMode, RunStatus, Seen, StateError, Store, StoredLink,
+    tx, Anchor, HeldDelete, HeldRemovalRow, Leaving, MemberChanges, ObjectKind, OutboxCounts,
+    OutboxEntry, Quarantined, Released, RoundProgress, RunMode, RunStatus, Seen, StateError, Store,
+    StoredLink,
 };
 
 use super::record::Write;
@@ -54,6 +55,11 @@ pub trait CycleState {
         member_ids: impl IntoIterator<Item = &'a String>,
     ) -> Result<BTreeSet<String>, StateError>;
     fn pending(&self, kind: ObjectKind) -> Result<BTreeSet<String>, StateError>;
+    /// The member changes the delta brought for these groups since each was last applied.
+    fn member_changes<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, MemberChanges>, StateError>;
     fn meta(&self, key: &str) -> Result<Option<String>, StateError>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StateError>;
 
@@ -200,6 +206,13 @@ impl CycleState for Store {
         Store::groups_containing(self, member_ids)
     }
 
+    fn member_changes<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, MemberChanges>, StateError> {
+        Store::member_changes(self, ids)
+    }
+
     fn links_of<'a>(
         &self,
         ids: impl IntoIterator<Item = &'a String>,
@@ -253,6 +266,7 @@ impl CycleState for Store {
                     Write::CallDelivered(id) => tx::call_delivered(t, *id)?,
                     Write::CallFailed(id, error, next) => tx::call_failed(t, *id, error, *next)?,
                     Write::Unresolved(id, n) => tx::set_unresolved(t, id, *n)?,
+                    Write::UnresolvedMore(id, n) => tx::add_unresolved(t, id, *n)?,
                 }
             }
             Ok(())
@@ -266,7 +280,8 @@ impl CycleState for Store {
             for id in retry {
                 tx::mark_pending(t, ObjectKind::Group, id)?;
             }
-            Ok(())
+            // Applied member changes are forgotten with their marks.
+            tx::forget_settled_member_changes(t)
         })
     }
 }

@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// Put an empty page (value: [] with a nextLink) into every delta round (page 2).
     #[arg(long)]
     pub empty_delta_page: bool,
+    /// Replay every object of an incremental delta round once more, after all the others
+    /// (Graph: the same entity may come several times in one round, in no order).
+    #[arg(long)]
+    pub delta_replay: bool,
     /// Probability of a 429 per Graph request.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub fault_429_rate: f64,

@@ -76,6 +76,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         delta_page_size: args.delta_page_size,
         member_page_size: args.member_page_size,
         empty_delta_page: args.empty_delta_page,
+        delta_replay: args.delta_replay,
     };
     let faults = faults::Faults::new(faults::FaultConfig {
         rate429: args.fault_429_rate,

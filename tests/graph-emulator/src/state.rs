@@ -23,6 +23,8 @@ pub struct Settings {
     pub member_page_size: usize,
     /// Put an empty page (`value: []` + nextLink) into every delta round.
     pub empty_delta_page: bool,
+    /// Send every object of an incremental delta round a second time, after all the others.
+    pub delta_replay: bool,
 }
 
 impl Default for Settings {
@@ -32,6 +34,7 @@ impl Default for Settings {
             delta_page_size: 100,
             member_page_size: 1000,
             empty_delta_page: false,
+            delta_replay: false,
         }
     }
 }

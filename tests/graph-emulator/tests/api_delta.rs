@@ -421,6 +421,53 @@ async fn member_changes_of_a_large_group_are_split_too() {
 }
 
 #[tokio::test]
+async fn a_replayed_round_brings_a_split_group_back_after_other_objects() {
+    let emu = start(&["--member-page-size", "1", "--delta-replay"]);
+    let (_, link) = emu.delta_round("groups/delta?$select=members", &[]).await;
+    for u in [U3, U4] {
+        let r = emu
+            .post(
+                &format!("groups/{G_HR}/members/$ref"),
+                json!({"@odata.id": format!("directoryObjects/{u}")}),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+    let r = emu
+        .post(
+            &format!("groups/{G_EMPTY}/members/$ref"),
+            json!({"@odata.id": format!("directoryObjects/{U5}")}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let (pages, _) = emu.delta_round(&link, &[]).await;
+    // Where each group's entries are, in the order of the round.
+    let ids: Vec<String> = pages
+        .iter()
+        .flat_map(|p| p["value"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let at = |g: &str| -> Vec<usize> {
+        ids.iter()
+            .enumerate()
+            .filter(|(_, id)| id.as_str() == g)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (hr, other) = (at(G_HR), at(G_EMPTY));
+    assert_eq!(hr.len(), 4, "{ids:?}");
+    assert!(
+        other.iter().any(|o| hr[0] < *o && *o < hr[3]),
+        "HR comes back after another group: {ids:?}"
+    );
+    // Merged per id, the replays change nothing.
+    let m = merge(&pages);
+    assert_eq!(m[G_HR].added, set(&[U3, U4]));
+    assert_eq!(m[G_EMPTY].added, set(&[U5]));
+    assert!(m[G_HR].removed.is_empty());
+}
+
+#[tokio::test]
 async fn replacing_the_tenant_resets_delta() {
     let emu = start(&[]);
     let (_, link) = emu.delta_round("groups/delta", &[]).await;

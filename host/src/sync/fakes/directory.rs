@@ -61,6 +61,16 @@ struct Domain {
     /// Writes to DNs containing the text are refused with the result code.
     refused: Vec<(String, u32)>,
     next_guid: u128,
+    reads: Reads,
+}
+
+/// What the cycle asked the DC to read, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Groups whose `member` values were read.
+    pub member_lists: usize,
+    /// Join values looked up (members matched to their AD objects).
+    pub join_values: usize,
 }
 
 /// The in-memory domain. Clones share it, like clones of one LDAP connection.
@@ -139,6 +149,11 @@ impl FakeDirectory {
     /// The writes so far, and forgets them.
     pub fn take_log(&self) -> Vec<String> {
         std::mem::take(&mut self.lock().log)
+    }
+
+    /// The reads so far, and forgets them.
+    pub fn take_reads(&self) -> Reads {
+        std::mem::take(&mut self.lock().reads)
     }
 
     /// The entry at `dn`, if any.
@@ -355,8 +370,9 @@ impl Directory for FakeDirectory {
         want: &[&str],
     ) -> Result<Vec<AdEntry>, AdError> {
         let anchors: BTreeSet<String> = ids.iter().map(|id| anchor_value(id)).collect();
-        let d = self.lock();
-        Ok(d.entries
+        let mut d = self.lock();
+        let found: Vec<AdEntry> = d
+            .entries
             .values()
             .filter(|e| e.has_class("group") && dn::is_within(&e.dn, base))
             .filter(|e| {
@@ -365,7 +381,11 @@ impl Directory for FakeDirectory {
                     .any(|a| e.values(a).iter().any(|v| anchors.contains(v)))
             })
             .map(|e| e.to_ad_entry(want))
-            .collect())
+            .collect();
+        if want.iter().any(|a| a.eq_ignore_ascii_case("member")) {
+            d.reads.member_lists += found.len();
+        }
+        Ok(found)
     }
 
     async fn for_each_owned_group<F: FnMut(AdEntry)>(
@@ -402,7 +422,8 @@ impl Directory for FakeDirectory {
         values: &[String],
         bases: &[String],
     ) -> Result<BTreeMap<String, Vec<String>>, AdError> {
-        let d = self.lock();
+        let mut d = self.lock();
+        d.reads.join_values += values.len();
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for e in d.entries.values() {
             if class.is_some_and(|c| !e.has_class(c))

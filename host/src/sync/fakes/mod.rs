@@ -16,7 +16,7 @@ use crate::state::Store;
 
 use super::{SyncContext, SyncError, SyncOptions, SyncReport};
 
-pub use directory::FakeDirectory;
+pub use directory::{FakeDirectory, Reads};
 pub use tenant::FakeTenant;
 
 pub const MANAGED: &str = "OU=Managed,DC=fake,DC=test";
@@ -201,6 +201,13 @@ pub fn describe(bed: &Bed, result: &Result<SyncReport, SyncError>) -> String {
                 "sweep: {}; evaluated {}, examined {}; create {}, update {}, delete {}, unresolved members {}",
                 r.sweep, r.evaluated, r.examined, c.create, c.update, c.delete, c.unresolved_members
             );
+            if r.member_deltas > 0 {
+                let _ = writeln!(
+                    out,
+                    "written from member changes alone: {}",
+                    r.member_deltas
+                );
+            }
             for o in &r.outcomes {
                 let _ = writeln!(
                     out,

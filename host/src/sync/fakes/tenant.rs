@@ -40,6 +40,16 @@ struct State {
     log: Vec<Change>,
     /// PATCHes received, one line each.
     patches: Vec<String>,
+    /// How rounds are paged, when they are (see [`FakeTenant::page`]).
+    paging: Option<Paging>,
+}
+
+/// Rounds split as Graph splits them: a big group's `members@delta` in slices, each slice in
+/// an entry of its own that repeats the group, in no particular order, over several pages.
+#[derive(Debug, Clone, Copy)]
+struct Paging {
+    entries_per_page: usize,
+    members_per_entry: usize,
 }
 
 /// The in-memory tenant. Clones share it.
@@ -142,12 +152,56 @@ impl FakeTenant {
         });
     }
 
+    /// Rounds from now on come in pages of `entries` entries, a group's member changes in
+    /// slices of `members` per entry; the slices of one group are spread over the round, its
+    /// entry repeated after other objects' (Graph: "the same group object repeated on later
+    /// pages with the next slice", no ordering guarantee).
+    pub fn page(&self, entries: usize, members: usize) {
+        self.lock().paging = Some(Paging {
+            entries_per_page: entries.max(1),
+            members_per_entry: members.max(1),
+        });
+    }
+
     /// The `to_cloud` writes so far, and forgets them.
     pub fn take_patches(&self) -> Vec<String> {
         std::mem::take(&mut self.lock().patches)
     }
 
-    fn delta(&self, kind: Kind, since: Option<usize>) -> Value {
+    /// One page of a round: `since` is where the round starts (`None`: the initial query),
+    /// `page` which of its pages.
+    fn delta(&self, kind: Kind, since: Option<usize>, page: usize) -> Value {
+        let entries = self.round_entries(kind, since);
+        let s = self.lock();
+        let path = match kind {
+            Kind::User => "users",
+            Kind::Group => "groups",
+        };
+        let Some(p) = s.paging else {
+            return json!({
+                "value": entries,
+                "@odata.deltaLink": format!("{BASE}/{path}/delta?$deltatoken={}", s.log.len()),
+            });
+        };
+        let entries = sliced(entries, p.members_per_entry);
+        let pages: Vec<&[Value]> = entries.chunks(p.entries_per_page).collect();
+        let value = pages.get(page).map(|v| v.to_vec()).unwrap_or_default();
+        if page + 1 < pages.len() {
+            let from = since.map_or("i".to_string(), |n| n.to_string());
+            json!({
+                "value": value,
+                "@odata.nextLink": format!("{BASE}/{path}/delta?$skiptoken={from}.{}", page + 1),
+            })
+        } else {
+            json!({
+                "value": value,
+                "@odata.deltaLink": format!("{BASE}/{path}/delta?$deltatoken={}", s.log.len()),
+            })
+        }
+    }
+
+    /// Every entry of a round, one per object, unpaged.
+    fn round_entries(&self, kind: Kind, since: Option<usize>) -> Vec<Value> {
         let s = self.lock();
         let mut value = Vec::new();
         let objects = match kind {
@@ -208,14 +262,7 @@ impl FakeTenant {
                 }
             }
         }
-        let path = match kind {
-            Kind::User => "users",
-            Kind::Group => "groups",
-        };
-        json!({
-            "value": value,
-            "@odata.deltaLink": format!("{BASE}/{path}/delta?$deltatoken={}", s.log.len()),
-        })
+        value
     }
 
     fn batch(&self, body: Option<&Value>) -> Result<Value, GraphError> {
@@ -250,6 +297,55 @@ impl FakeTenant {
     }
 }
 
+/// `entries` with each `members@delta` longer than `per` split into slices of `per`: the first
+/// slice stays in the object's entry, each later one goes in a repeat of it (`id` and
+/// `@odata.type` only), and the repeats come after every other entry's slice of the same rank,
+/// so one group comes back later in the round, after other objects.
+fn sliced(entries: Vec<Value>, per: usize) -> Vec<Value> {
+    let mut ranks: Vec<Vec<Value>> = Vec::new();
+    for mut e in entries {
+        let members = e
+            .as_object_mut()
+            .and_then(|o| o.remove("members@delta"))
+            .and_then(|m| match m {
+                Value::Array(a) => Some(a),
+                _ => None,
+            });
+        let Some(members) = members else {
+            push_rank(&mut ranks, 0, e);
+            continue;
+        };
+        let id = e.get("id").cloned().unwrap_or(Value::Null);
+        let odata_type = e.get("@odata.type").cloned().unwrap_or(Value::Null);
+        for (rank, slice) in members.chunks(per).enumerate() {
+            let mut entry = match rank {
+                0 => e.as_object().cloned().unwrap_or_default(),
+                _ => Map::from_iter([
+                    ("id".to_string(), id.clone()),
+                    ("@odata.type".to_string(), odata_type.clone()),
+                ]),
+            };
+            entry.insert("members@delta".into(), Value::Array(slice.to_vec()));
+            push_rank(&mut ranks, rank, Value::Object(entry));
+        }
+        if members.is_empty() {
+            let mut entry = e.as_object().cloned().unwrap_or_default();
+            entry.insert("members@delta".into(), Value::Array(Vec::new()));
+            push_rank(&mut ranks, 0, Value::Object(entry));
+        }
+    }
+    ranks.into_iter().flatten().collect()
+}
+
+fn push_rank(ranks: &mut Vec<Vec<Value>>, rank: usize, v: Value) {
+    while ranks.len() <= rank {
+        ranks.push(Vec::new());
+    }
+    if let Some(r) = ranks.get_mut(rank) {
+        r.push(v);
+    }
+}
+
 fn object(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
@@ -275,12 +371,22 @@ impl GraphApi for FakeTenant {
         } else {
             return Err(api_error(404, "Request_ResourceNotFound", path));
         };
+        let bad = || api_error(400, "BadRequest", "Badly formed token.");
+        if let Some((_, token)) = path.split_once("$skiptoken=") {
+            let (from, page) = token.split_once('.').ok_or_else(bad)?;
+            let since = match from {
+                "i" => None,
+                n => Some(n.parse::<usize>().map_err(|_| bad())?),
+            };
+            let page = page.parse::<usize>().map_err(|_| bad())?;
+            return Ok(self.delta(kind, since, page));
+        }
         let since = path
             .split_once("$deltatoken=")
             .map(|(_, t)| t.parse::<usize>())
             .transpose()
-            .map_err(|_| api_error(400, "BadRequest", "Badly formed token."))?;
-        Ok(self.delta(kind, since))
+            .map_err(|_| bad())?;
+        Ok(self.delta(kind, since, 0))
     }
 
     async fn send_json(
