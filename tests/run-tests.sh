@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command (`make test`): installs what the tests need, checks and tests every rule set
 # (scripts/, examples/*/rules) and the Prometheus alert rules (packaging/monitoring), installs
-# headless Chromium for the console's browser tests, starts a
-# clean Samba AD DC with the project's own script, runs the Rust suites (unit, emulator,
-# integration), the demo end to end, the package test and the Python conformance suite, and
-# stops the DC (and what the demo started) by PID whatever happens.
+# headless Chromium for the console's browser tests, starts a clean Samba AD DC with the
+# project's own script, runs the Rust suites (unit, emulator, integration, the console in the
+# browser), the demo end to end, the package test, the upgrade from the previous release's
+# package and the Python conformance suite, and stops the DC (and what the demo started) by
+# PID whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
