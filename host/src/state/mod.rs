@@ -96,6 +96,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The state store. Owns its connection; `Send`, not `Sync`.
 pub struct Store {
     conn: Connection,
+    /// The directory of a scratch file a dry run works in (see [`Store::open_undone`]),
+    /// removed after the connection closes (fields drop in order).
+    scratch: Option<tempfile::TempDir>,
 }
 
 /// How a store's connection was opened.
@@ -138,8 +141,10 @@ impl Store {
     /// IMMEDIATE transaction spans the run (the store's own transactions become savepoints in
     /// it) and is rolled back when the store is dropped or the process dies, so the file, its
     /// schema version included, is left as it was; nothing is copied. A file that does not
-    /// exist yet gives an empty store in memory (what a first sync starts from) and is not
-    /// created. The write lock is held for the run: take the state lock first, as every run.
+    /// exist yet is not created: the run gets an empty scratch file (what a first sync starts
+    /// from; on disk, as a first download of a big tenant needs) in a directory beside it,
+    /// removed with the store. The write lock is held for the run: take the state lock first,
+    /// as every run.
     pub fn open_undone(path: &Path) -> Result<Store, StateError> {
         let shown = path.display().to_string();
         // An unreadable path is an error, not a missing file: planning from an empty state
@@ -150,15 +155,29 @@ impl Store {
             cause,
         })?;
         if !exists {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.is_dir() {
-                    return Err(StateError::MissingDirectory {
-                        path: shown,
-                        dir: dir.display().to_string(),
-                    });
-                }
+            let parent = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if !parent.is_dir() {
+                return Err(StateError::MissingDirectory {
+                    path: shown,
+                    dir: parent.display().to_string(),
+                });
             }
-            return Self::open_in_memory();
+            // Named as plans of earlier versions named their copies: one a kill leaves behind
+            // is removed by the next plan ([`undone::remove_old_copies`]).
+            let scratch = tempfile::Builder::new()
+                .prefix(undone::OLD_COPY_PREFIX)
+                .tempdir_in(parent)
+                .map_err(|cause| StateError::Io {
+                    path: shown,
+                    op: format!("create a scratch directory in {}", parent.display()),
+                    cause,
+                })?;
+            let mut store = Self::open(&scratch.path().join("state.db"))?;
+            store.scratch = Some(scratch);
+            return Ok(store);
         }
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
             | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -211,7 +230,10 @@ impl Store {
         }
         schema::migrate(&mut conn)?;
         cache::ensure_member_index(&conn)?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            scratch: None,
+        })
     }
 
     /// The file behind the store (`(in memory)` for in-memory stores).

@@ -1,18 +1,20 @@
 //! What a dry run (`writeback plan`) leaves of the state file: nothing. It runs on the file
 //! itself, inside one transaction that is never committed ([`Store::open_undone`]): its delta
 //! rounds, pending marks and run record are visible to it alone and rolled back at its end,
-//! also when it is killed. Plans of earlier versions worked on a copy in a directory beside the
-//! state file; [`remove_old_copies`] clears what a stopped one left.
+//! also when it is killed. Before the first sync there is no file: the run works in an empty
+//! scratch file in a directory beside where it will be. Plans of earlier versions worked on a
+//! copy in such a directory; [`remove_old_copies`] clears what a stopped plan left.
 
 use std::path::Path;
 
 use super::error::StateError;
 
-/// Prefix of the directories the plans of earlier versions copied the state file into.
+/// Prefix of the scratch directories of plans (and of the copies plans of earlier versions
+/// made).
 pub const OLD_COPY_PREFIX: &str = ".writeback-plan-";
 
-/// Removes the copies beside `state` that plans of earlier versions, stopped before their end,
-/// left; returns how many. Call it with the state lock held.
+/// Removes the scratch directories beside `state` that plans stopped before their end left;
+/// returns how many. Call it with the state lock held (a running plan holds it).
 pub fn remove_old_copies(state: &Path) -> Result<usize, StateError> {
     let shown = state.display().to_string();
     let parent = match state.parent() {
@@ -274,8 +276,16 @@ mod tests {
         let copy = Store::open_undone(&state)?;
         assert!(rows(&copy).is_empty());
         assert_eq!(copy.delta_link(ObjectKind::User)?, None);
+        // On disk (a first download of a big tenant does not fit in memory), beside it.
+        let scratch = std::path::PathBuf::from(copy.path());
+        assert!(
+            scratch.starts_with(dir.path()) && scratch.exists(),
+            "{scratch:?}"
+        );
         drop(copy);
         assert!(!state.exists(), "the plan created the state file");
+        let left: Vec<_> = std::fs::read_dir(dir.path())?.collect();
+        assert!(left.is_empty(), "left beside the state file: {left:?}");
         Ok(())
     }
 
