@@ -86,7 +86,7 @@ pub mod tx {
     };
     pub use super::quarantine::{record_failure, release};
     pub use super::runs::record_event;
-    pub use super::unresolved::{add as add_unresolved, set as set_unresolved};
+    pub use super::unresolved::{edit as edit_unresolved, set as set_unresolved};
 }
 
 /// How long a statement waits for another process's lock (an operator's `sqlite3` session,

@@ -205,12 +205,13 @@ CREATE INDEX outbox_due ON outbox (state, next_at);
 "#;
 
 /// Version 10: `unresolved`, each group's members not found in AD when it was last compared
-/// (groups with none have no row): `writeback status` adds them up.
+/// (kept up to date by member changes written alone): `writeback status` counts them.
 const V10: &str = r#"
 CREATE TABLE unresolved (
-    cloud_id TEXT PRIMARY KEY,
-    members  INTEGER NOT NULL
-) STRICT;
+    cloud_id  TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    PRIMARY KEY (cloud_id, member_id)
+) STRICT, WITHOUT ROWID;
 "#;
 
 /// Version 11: `member_change`, each pending group's member changes since it was last applied

@@ -1674,13 +1674,14 @@ fn unresolved_members_add_up_over_managed_groups_as_last_compared() -> anyhow::R
             updated_at: String::new(),
         })?;
     }
+    let ids = |n: usize| (0..n).map(|i| format!("m{i}")).collect::<Vec<_>>();
     s.record(
         0,
         &[
-            Write::Unresolved("g1".into(), 3),
-            Write::Unresolved("g2".into(), 2),
+            Write::Unresolved("g1".into(), ids(3)),
+            Write::Unresolved("g2".into(), ids(2)),
             // Not (or no longer) managed: not counted.
-            Write::Unresolved("gone".into(), 5),
+            Write::Unresolved("gone".into(), ids(5)),
         ],
     )?;
     assert_eq!(
@@ -1690,15 +1691,23 @@ fn unresolved_members_add_up_over_managed_groups_as_last_compared() -> anyhow::R
             groups: 2
         }
     );
-    // Members added without a comparison and not found: on top.
-    s.record(0, &[Write::UnresolvedMore("g1".into(), 2)])?;
-    assert_eq!(s.unresolved_total()?.members, 7);
-    // Compared again: the new count replaces the old one; none forgets the group.
+    // Member changes written alone: one more not found, one not found removed, one removed
+    // that was found all along.
+    s.record(
+        0,
+        &[Write::UnresolvedEdit {
+            group: "g1".into(),
+            add: vec!["new".into()],
+            remove: vec!["m0".into(), "found".into()],
+        }],
+    )?;
+    assert_eq!(s.unresolved_total()?.members, 5);
+    // Compared again: the new list replaces the old one; none forgets the group.
     s.record(
         0,
         &[
-            Write::Unresolved("g1".into(), 1),
-            Write::Unresolved("g2".into(), 0),
+            Write::Unresolved("g1".into(), ids(1)),
+            Write::Unresolved("g2".into(), Vec::new()),
         ],
     )?;
     assert_eq!(

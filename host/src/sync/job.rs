@@ -683,7 +683,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             done.plan.refused.extend(std::mem::take(&mut batch.refused));
             // Each compared group's count of members not found, for the standing total.
             let unresolved =
-                record::unresolved_counts(&batch.desired, &batch.unresolved, &batch.short);
+                record::unresolved_writes(&batch.desired, &batch.unresolved, &batch.short);
             self.emit_unresolved(&mut done.plan, std::mem::take(&mut batch.unresolved));
             if applying {
                 let changes = std::mem::take(&mut batch.changes);
@@ -841,7 +841,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 [
                     Write::RemoveAnchor(id.clone()),
                     Write::RemoveApplied(id.clone()),
-                    Write::Unresolved(id.clone(), 0),
+                    Write::Unresolved(id.clone(), Vec::new()),
                 ]
             })
             .collect();
@@ -1377,7 +1377,11 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         )
         .await?;
         out.member_deltas += short.len();
-        out.short.extend(short.keys().cloned());
+        out.short.extend(
+            short
+                .iter()
+                .map(|(id, s)| (id.clone(), s.changes.removed.keys().cloned().collect())),
+        );
         out.changes.extend(changes);
         out.changes.sort_by(|a, b| a.cloud_id.cmp(&b.cloud_id));
         out.desired.extend(desired);
@@ -1762,8 +1766,8 @@ struct Batch {
     before: BTreeMap<String, String>,
     /// Groups written from their member changes alone.
     member_deltas: usize,
-    /// Their ids: their other members were not looked at.
-    short: BTreeSet<String>,
+    /// Their ids, with the members they lost: their other members were not looked at.
+    short: BTreeMap<String, Vec<String>>,
 }
 
 /// The DNs of the in-scope groups among `ids` (for nested members). A whole-cache cycle has

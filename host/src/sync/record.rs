@@ -35,32 +35,43 @@ pub enum Write {
     CallDelivered(i64),
     /// Recorded call `id` failed with this error: tried again at the time given, or given up.
     CallFailed(i64, String, Option<i64>),
-    /// The group's members not found in AD when it was last compared (0 forgets it).
-    Unresolved(String, usize),
-    /// Members added to the group without a comparison that were not found: counted on top.
-    UnresolvedMore(String, usize),
+    /// The group's members (ids) not found in AD when it was last compared (none forgets it).
+    Unresolved(String, Vec<String>),
+    /// A group written from its member changes alone: added members not found (`add`), and
+    /// removed members that are no longer to find (`remove`).
+    UnresolvedEdit {
+        group: String,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
 }
 
-/// Each compared group's count of unresolved members (0 for those with none): what `status`
-/// adds up as the standing total. A group written from its member changes alone (`short`)
-/// had only its added members looked up: those not found are counted on top of its count.
-pub fn unresolved_counts(
+/// What each compared group leaves of its members not found in AD, for the standing total
+/// `status` shows: the group's whole list, or, for a group written from its member changes
+/// alone (`short`: the removed member ids by group), the added ones not found and the
+/// removed ones.
+pub fn unresolved_writes(
     desired: &BTreeMap<String, DesiredObject>,
     unresolved: &[super::types::Unresolved],
-    short: &BTreeSet<String>,
+    short: &BTreeMap<String, Vec<String>>,
 ) -> Vec<Write> {
-    let mut counts: BTreeMap<&str, usize> = desired.keys().map(|id| (id.as_str(), 0)).collect();
+    let mut missing: BTreeMap<&str, Vec<String>> =
+        desired.keys().map(|id| (id.as_str(), Vec::new())).collect();
     for u in unresolved {
-        if let Some(n) = counts.get_mut(u.group_id.as_str()) {
-            *n += 1;
+        if let Some(m) = missing.get_mut(u.group_id.as_str()) {
+            m.push(u.member_id.clone());
         }
     }
-    counts
+    missing
         .into_iter()
-        .filter_map(|(id, n)| match short.contains(id) {
-            false => Some(Write::Unresolved(id.to_string(), n)),
-            true if n > 0 => Some(Write::UnresolvedMore(id.to_string(), n)),
-            true => None,
+        .filter_map(|(id, add)| match short.get(id) {
+            None => Some(Write::Unresolved(id.to_string(), add)),
+            Some(removed) if add.is_empty() && removed.is_empty() => None,
+            Some(removed) => Some(Write::UnresolvedEdit {
+                group: id.to_string(),
+                add,
+                remove: removed.clone(),
+            }),
         })
         .collect()
 }
@@ -149,7 +160,7 @@ fn outcome_writes(
                 out.push(Write::RemoveApplied(o.cloud_id.clone()));
                 out.push(Write::RemoveIntent(o.cloud_id.clone()));
                 out.push(Write::RemoveLinks(o.cloud_id.clone()));
-                out.push(Write::Unresolved(o.cloud_id.clone(), 0));
+                out.push(Write::Unresolved(o.cloud_id.clone(), Vec::new()));
             }
         }
         Action::Create | Action::Update => {
@@ -399,20 +410,27 @@ mod tests {
             reason: "no AD object".into(),
         };
         let found = [u("g1", "a"), u("g1", "b"), u("elsewhere", "c")];
-        let w = unresolved_counts(&desired, &found, &BTreeSet::new());
+        let w = unresolved_writes(&desired, &found, &BTreeMap::new());
         assert_eq!(
             w,
             vec![
-                Write::Unresolved("g1".into(), 2),
-                Write::Unresolved("g2".into(), 0)
+                Write::Unresolved("g1".into(), vec!["a".into(), "b".into()]),
+                Write::Unresolved("g2".into(), Vec::new())
             ]
         );
-        // Written from member changes alone: what was added and not found comes on top; a
-        // group whose added members were all found keeps its count.
-        let short = BTreeSet::from(["g1".to_string(), "g2".to_string()]);
+        // Written from member changes alone: the added members not found come on top, the
+        // removed ones go; a group with neither keeps what it had.
+        let short = BTreeMap::from([
+            ("g1".to_string(), vec!["z".to_string()]),
+            ("g2".to_string(), Vec::new()),
+        ]);
         assert_eq!(
-            unresolved_counts(&desired, &found, &short),
-            vec![Write::UnresolvedMore("g1".into(), 2)]
+            unresolved_writes(&desired, &found, &short),
+            vec![Write::UnresolvedEdit {
+                group: "g1".into(),
+                add: vec!["a".into(), "b".into()],
+                remove: vec!["z".into()],
+            }]
         );
     }
 }

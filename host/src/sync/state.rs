@@ -265,8 +265,10 @@ impl CycleState for Store {
                     Write::Enqueue(c) => tx::put_call(t, c, now)?,
                     Write::CallDelivered(id) => tx::call_delivered(t, *id)?,
                     Write::CallFailed(id, error, next) => tx::call_failed(t, *id, error, *next)?,
-                    Write::Unresolved(id, n) => tx::set_unresolved(t, id, *n)?,
-                    Write::UnresolvedMore(id, n) => tx::add_unresolved(t, id, *n)?,
+                    Write::Unresolved(id, members) => tx::set_unresolved(t, id, members)?,
+                    Write::UnresolvedEdit { group, add, remove } => {
+                        tx::edit_unresolved(t, group, add, remove)?
+                    }
                 }
             }
             Ok(())
