@@ -108,7 +108,7 @@ pub async fn run<D: Directory, G: GraphApi, S: CycleState>(
         adopted: Vec::new(),
         removals_approved: BTreeMap::new(),
         released: BTreeSet::new(),
-        pending: BTreeSet::new(),
+        pending: None,
         opts,
         run_id,
         now: Now::current(),
@@ -202,8 +202,9 @@ struct Cycle<'a, 's, D, G, S> {
     /// Groups released with `writeback release`: passed over, unless this cycle adopts.
     released: BTreeSet<String>,
     /// Users and groups with an unapplied change (a group's member kept through one is
-    /// compared in full).
-    pending: BTreeSet<String>,
+    /// compared in full): read when a batch first has member changes to judge, so a cycle
+    /// without any (a first sync marks the whole tenant pending) does not hold them.
+    pending: Option<BTreeSet<String>>,
     opts: SyncOptions,
     run_id: i64,
     /// One `now()` for the whole cycle: every group is judged against the same instant.
@@ -232,8 +233,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         self.lap("cloud");
 
         // 2. How much to look at.
-        let mut forced = self.affected_by_pending()?;
-        self.pending = std::mem::take(&mut forced.pending);
+        let forced = self.affected_by_pending()?;
         let fingerprint = rules_fingerprint(self.config, self.rules);
         let sweep = self.choose_sweep(&fingerprint, forced.touched.clone())?;
         let mut report = SyncReport {
@@ -490,15 +490,21 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             self.store.groups_containing(ids)
         })?);
         let touched = pending_groups.union(&forced).cloned().collect();
-        // Quarantined and leaving groups count as changed members too: the short way for the
-        // groups holding them would not look at them.
-        let mut pending = pending_users;
-        pending.extend(pending_groups);
-        Ok(Affected {
-            forced,
-            touched,
-            pending,
-        })
+        Ok(Affected { forced, touched })
+    }
+
+    /// The users and groups with an unapplied change, read once per cycle on first need.
+    /// Quarantined and leaving groups count as changed members too: the short way for the
+    /// groups holding them would not look at them.
+    fn read_pending_members(&mut self) -> Result<(), SyncError> {
+        if self.pending.is_none() {
+            let mut pending = self.store.pending(ObjectKind::User)?;
+            pending.extend(self.store.pending(ObjectKind::Group)?);
+            pending.extend(self.store.quarantine_due(unix_now())?);
+            pending.extend(self.store.leaving_due(self.now.unix_seconds())?);
+            self.pending = Some(pending);
+        }
+        Ok(())
     }
 
     /// The groups to compare and the owned groups to delete. A reconciliation also looks for
@@ -1328,12 +1334,14 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             return Ok(BTreeMap::new());
         }
         let quarantined: BTreeSet<String> = self.store.quarantined()?.into_keys().collect();
+        self.read_pending_members()?;
+        let none = BTreeSet::new();
         let known = member_writes::Known {
             applied,
             before: &out.before,
             owned,
             quarantined: &quarantined,
-            pending: &self.pending,
+            pending: self.pending.as_ref().unwrap_or(&none),
             policies,
         };
         let picked = member_writes::pick(&*self.store, self.config, groups, noted, known)?;
@@ -1679,8 +1687,6 @@ struct Affected {
     forced: BTreeSet<String>,
     /// Looked at: the pending groups and `forced`.
     touched: BTreeSet<String>,
-    /// The pending users and groups themselves.
-    pending: BTreeSet<String>,
 }
 
 /// The groups a cycle compares and deletes, with the owned objects a reconciliation's scan
