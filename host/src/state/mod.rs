@@ -191,7 +191,7 @@ impl Store {
         Self::setup(conn, Opening::Undone)
     }
 
-    /// A private in-memory store (tests, dry runs).
+    /// A private in-memory store (tests).
     pub fn open_in_memory() -> Result<Store, StateError> {
         let conn = Connection::open_in_memory().map_err(|cause| StateError::Sql {
             path: error::IN_MEMORY.into(),
