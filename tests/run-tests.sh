@@ -12,19 +12,24 @@ ROOT="$(pwd)"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Installs the Debian packages named that are not installed yet (`apt-get update` only when the
+# install fails, e.g. on a machine whose package lists are old).
+install_missing() {
+    local p missing=()
+    for p in "$@"; do
+        [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
+    done
+    ((${#missing[@]})) || return 0
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${missing[@]}" ||
+        { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
+}
+
 step "Installing the test bed's Debian packages (if missing)"
 tests/testbed/samba-ad.sh install
 
 step "Build packages of the kerberos feature (if missing): clang, libclang-dev, libkrb5-dev"
-missing=()
-for p in clang libclang-dev libkrb5-dev; do
-    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "${missing[@]}" ||
-        { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
-fi
+install_missing clang libclang-dev libkrb5-dev
 # Everything below is built and tested with Kerberos binds in (tests/integration/tests/kerberos.rs).
 features=(--features writeback-integration/kerberos)
 
@@ -56,15 +61,7 @@ promtool check rules packaging/monitoring/writeback-alerts.yml
 promtool test rules packaging/monitoring/writeback-alerts.test.yml
 
 step "Headless Chromium and ChromeDriver for the console's browser tests (chromium, chromium-driver, if missing)"
-missing=()
-for p in chromium chromium-driver; do
-    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "${missing[@]}" ||
-        { apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"; }
-fi
+install_missing chromium chromium-driver
 
 step "Starting a clean Samba AD DC on loopback"
 trap 'tests/testbed/samba-ad.sh down || true' EXIT

@@ -36,6 +36,12 @@ pub fn writeback_bin() -> PathBuf {
     p
 }
 
+/// A loopback port free a moment ago: bound to port 0, then let go.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local address").port()
+}
+
 /// A fresh random id in Graph's format.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -250,6 +256,24 @@ path = "state.db"
         let p = self.config_path();
         std::fs::write(&p, text).expect("write config");
         p
+    }
+
+    /// Puts a hand-made group (no anchor, a random sAMAccountName) at `dn`: an object that is
+    /// not Writeback's, holding a name a rule may want.
+    pub async fn add_plain_group(&mut self, dn: &str) {
+        let sam = format!("blk{}", &new_id()[..8]);
+        self.ldap
+            .add(
+                dn,
+                vec![
+                    ("objectClass", ["group"].into_iter().collect()),
+                    ("sAMAccountName", [sam.as_str()].into_iter().collect()),
+                ],
+            )
+            .await
+            .expect("add a plain group")
+            .success()
+            .expect("add a plain group result");
     }
 
     /// Creates the containers the default rules use.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use writeback_integration::browser::Browser;
 use writeback_integration::eventually;
-use writeback_integration::harness::{new_id, security_group, workspace_root, Bed};
+use writeback_integration::harness::{free_port, new_id, security_group, workspace_root, Bed};
 
 /// Display names written by someone hostile: markup that would run, a table breakout, a
 /// right-to-left override.
@@ -34,11 +34,6 @@ fn to_ad(group) {
 "#;
 
 const CREDENTIAL: &str = "console-test-credential";
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local address").port()
-}
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -105,19 +100,7 @@ async fn the_console_in_a_browser_shows_the_daemon_and_renders_hostile_names_as_
     bed.seed(users, groups, &[]);
     let security = format!("OU=Security,{}", bed.managed);
     let blocker = format!("CN=Blocked Group,{security}");
-    let sam = format!("blk{}", &new_id()[..8]);
-    bed.ldap
-        .add(
-            &blocker,
-            vec![
-                ("objectClass", ["group"].into_iter().collect()),
-                ("sAMAccountName", [sam.as_str()].into_iter().collect()),
-            ],
-        )
-        .await
-        .expect("add blocker")
-        .success()
-        .expect("add blocker result");
+    bed.add_plain_group(&blocker).await;
 
     let rules = bed.dir.path().join("rules");
     std::fs::create_dir_all(&rules).expect("rules dir");

@@ -157,19 +157,7 @@ async fn explain_shows_the_rules_verdict_and_the_pending_diff_without_writing() 
         .to_string();
     let security = format!("OU=Security,{}", bed.managed);
     let blocker = format!("CN=Explain Renamed_{tail},{security}");
-    let sam = format!("blk{}", &new_id()[..8]);
-    bed.ldap
-        .add(
-            &blocker,
-            vec![
-                ("objectClass", ["group"].into_iter().collect()),
-                ("sAMAccountName", [sam.as_str()].into_iter().collect()),
-            ],
-        )
-        .await
-        .expect("add blocker")
-        .success()
-        .expect("add blocker result");
+    bed.add_plain_group(&blocker).await;
     bed.graph(
         "PATCH",
         &format!("/groups/{g}"),

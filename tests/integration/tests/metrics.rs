@@ -8,16 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use writeback_integration::harness::{
-    new_id, security_group, workspace_root, writeback_bin, Bed, CLIENT_SECRET,
+    free_port, new_id, security_group, workspace_root, writeback_bin, Bed, CLIENT_SECRET,
 };
 
 use writeback_integration::eventually;
-
-/// A loopback port free a moment ago: bound to port 0, then let go.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local address").port()
-}
 
 /// GET `url`: the status and body, or status 0 and the error when nothing answers.
 async fn get(url: &str) -> (u16, String) {
