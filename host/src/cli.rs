@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Only this AD target (`[ad] name` or a `[targets.<name>]` key); every target when not
+    /// given.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub target: Option<String>,
+
     /// More log detail (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -6,6 +6,9 @@
 
 use serde::Deserialize;
 
+mod targets;
+pub use targets::DEFAULT_NAME as DEFAULT_TARGET;
+
 pub use crate::ad::join::{JoinFor, JoinKey, JoinKeyError};
 pub use crate::graph::auth::Credential;
 use std::collections::BTreeMap;
@@ -47,6 +50,10 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     console: RawConsole,
+    /// `[targets.<name>]`: more AD domains or forests, each over the shared sections
+    /// (see `targets.rs`).
+    #[serde(default)]
+    targets: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +91,8 @@ fn default_round_timeout_secs() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAd {
+    /// The target's name (`[ad]` only; a `[targets.<name>]` is named by its key).
+    name: Option<String>,
     url: Option<String>,
     urls: Option<Vec<String>>,
     discover: Option<String>,
@@ -552,6 +561,10 @@ pub struct Config {
     /// The environment variables secrets were read from (`*_env`): see
     /// [`Config::forget_secret_env`].
     pub secret_env: Vec<String>,
+    /// This config's AD target: `[ad] name` (default `default`) or a `[targets.<name>]` key.
+    pub target: String,
+    /// The `[targets.<name>]` after this one (empty in theirs): see [`Config::targets`].
+    pub more_targets: Vec<Config>,
 }
 
 /// The config file's text; a missing file says how to name another.
@@ -629,10 +642,46 @@ impl Config {
         text: &str,
         which: Secrets,
     ) -> Result<(Config, Vec<ConfigError>), ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        let more = std::mem::take(&mut raw.targets);
+        let name = match raw.ad.name.take() {
+            Some(n) => {
+                targets::check_name(path, "ad.name", &n)?;
+                n
+            }
+            None => targets::DEFAULT_NAME.to_string(),
+        };
+        let (mut config, mut unread) = Self::build(path, raw, which, &name)?;
+        if more.is_empty() {
+            return Ok((config, unread));
+        }
+        let doc: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        for (name, table) in more {
+            let raw = targets::merged(path, &doc, &name, table)?;
+            let settings = targets::own_settings(&doc, &name);
+            let (target, more_unread) = Self::build(path, raw, which, &name)
+                .map_err(|e| targets::locate(e, &name, &settings))?;
+            unread.extend(more_unread);
+            config.secret_env.extend(target.secret_env.iter().cloned());
+            config.more_targets.push(target);
+        }
+        targets::check_distinct(&config)?;
+        Ok((config, unread))
+    }
+
+    /// One target's config from its sections (the shared ones and its own).
+    fn build(
+        path: &Path,
+        raw: RawConfig,
+        which: Secrets,
+        target: &str,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let base = path
             .parent()
             .map(Path::to_path_buf)
@@ -676,6 +725,16 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("stdlib")),
         };
         let mut settings = BTreeMap::new();
+        if raw.rules.settings.contains_key(targets::SETTING) {
+            return Err(v.invalid(
+                &format!("rules.settings.{}", targets::SETTING),
+                "reserved: setting(\"target\") is the name of the AD target the rules are evaluated for ([ad] name, or the key of [targets.<name>])",
+            ));
+        }
+        settings.insert(
+            targets::SETTING.to_string(),
+            serde_json::Value::String(target.to_string()),
+        );
         for (k, val) in raw.rules.settings {
             let json = serde_json::to_value(&val).map_err(|e| {
                 v.invalid(
@@ -796,6 +855,8 @@ impl Config {
             daemon,
             console,
             secret_env: v.secret_env.take(),
+            target: target.to_string(),
+            more_targets: Vec::new(),
         };
         let unread = v.unread.map(|u| u.into_inner()).unwrap_or_default();
         Ok((config, unread))

@@ -105,14 +105,37 @@ impl Pending {
     }
 }
 
-struct Host {
+/// One AD target the daemon writes to: its config, connection, state and rules (compiled
+/// with its own settings). The first is `[ad]`; the others are `[targets.<name>]`.
+struct Target {
     config: Config,
-    graph: GraphClient,
-    ad: AdConn,
+    /// `None` until a bind succeeds: a DC out of reach at start, or a connection that could not
+    /// be made again, is retried by the next cycle while the other targets carry on.
+    ad: Option<AdConn>,
     /// Read on first need, kept for the host's lifetime.
     schema: Option<Schema>,
     store: Store,
     rules: Arc<RuleSet>,
+}
+
+/// A target's connection (`ad`), bound now when there is none.
+async fn connection<'a>(
+    ad: &'a mut Option<AdConn>,
+    config: &Config,
+) -> Result<&'a mut AdConn, crate::ad::AdError> {
+    let conn = match ad.take() {
+        Some(c) => c,
+        None => setup::ad_connection(config).await?,
+    };
+    Ok(ad.insert(conn))
+}
+
+struct Host {
+    /// The `[ad]` target's config: the daemon's own settings are the same in every target's.
+    config: Config,
+    graph: GraphClient,
+    /// Never empty: `[ad]` first.
+    targets: Vec<Target>,
     fingerprint: BTreeMap<PathBuf, String>,
     cycles: u64,
     timetable: Timetable,
@@ -212,30 +235,29 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     notify_status("starting: loading the rules, connecting to Graph and AD");
     let roots = setup::rule_roots(&config);
     let fingerprint = watch::fingerprint(&roots);
-    let rules = Arc::new(setup::load_rules(&config)?);
-    if let Some(c) = &console {
-        c.rules_loaded(rules.clone());
+    let several = config.has_targets();
+    let mut targets = Vec::new();
+    for t in config.targets() {
+        let mut target_config = t.clone();
+        target_config.more_targets.clear();
+        targets.push(open_target(target_config, several, &monitor)?);
     }
-    let mut store = Store::open(&config.state_path)?;
-    if config.daemon.listen.is_some() {
-        // Counted once here (tens of ms at 100,000 objects); whole-cache cycles count them again.
-        match (
-            store.count_objects(ObjectKind::Group),
-            store.count_objects(ObjectKind::User),
-        ) {
-            (Ok(groups), Ok(users)) => monitor.cached(groups, users),
-            (Err(e), _) | (_, Err(e)) => tracing::warn!("cached objects not counted: {e}"),
-        }
-    }
-    let interrupted = store.close_interrupted_runs()?;
-    if interrupted > 0 {
-        tracing::warn!(
-            interrupted,
-            "earlier runs did not finish; the first cycle completes them"
-        );
+    if let (Some(c), Some(t)) = (&console, targets.first()) {
+        c.rules_loaded(t.rules.clone());
     }
     let graph = setup::graph_client(&config)?;
-    let ad = setup::ad_connection(&config).await?;
+    for t in &mut targets {
+        match connection(&mut t.ad, &t.config).await {
+            Ok(_) => {}
+            // With one target nothing can be done without its DC: the start fails, as it
+            // always did. With several, the others go on and this one is tried every cycle.
+            Err(e) if !several => return Err(e.into()),
+            Err(e) => tracing::error!(
+                target = %t.config.target,
+                "AD not reached, tried again each cycle: {e}"
+            ),
+        }
+    }
 
     spawn_ticker(tx.clone(), config.daemon.poll_interval, Wake::Poll, true);
     if let Some(every) = config.daemon.reconcile_interval {
@@ -280,14 +302,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         "writeback is running"
     );
     let mut timetable = Timetable::default();
-    timetable.update(&rules.hooks(), time::OffsetDateTime::now_utc());
+    if let Some(t) = targets.first() {
+        timetable.update(&t.rules.hooks(), time::OffsetDateTime::now_utc());
+    }
     let mut host = Host {
         config,
         graph,
-        ad,
-        schema: None,
-        store,
-        rules,
+        targets,
         fingerprint,
         cycles: 0,
         timetable,
@@ -318,18 +339,55 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Opens a target's state and compiles its rules (a daemon that cannot do this for every target
+/// does not start: it is the config or the rules that are wrong, not a DC).
+fn open_target(config: Config, several: bool, monitor: &Monitor) -> Result<Target, DaemonError> {
+    let rules = Arc::new(setup::load_rules(&config)?);
+    let mut store = Store::open(&config.state_path)?;
+    if config.daemon.listen.is_some() {
+        // Counted once here (tens of ms at 100,000 objects); whole-cache cycles count them again.
+        match (
+            store.count_objects(ObjectKind::Group),
+            store.count_objects(ObjectKind::User),
+        ) {
+            (Ok(groups), Ok(users)) => {
+                monitor.cached(several.then_some(config.target.as_str()), groups, users)
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::warn!("cached objects not counted: {e}"),
+        }
+    }
+    let interrupted = store.close_interrupted_runs()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            target = %config.target,
+            "earlier runs did not finish; the first cycle completes them"
+        );
+    }
+    Ok(Target {
+        config,
+        ad: None,
+        schema: None,
+        store,
+        rules,
+    })
+}
+
 impl Host {
+    /// The `[ad]` target's rules: the ones the note, the console and the schedules use.
+    fn rules(&self) -> Option<Arc<RuleSet>> {
+        self.targets.first().map(|t| t.rules.clone())
+    }
+
     /// Records the loaded rules in the note (or, with `error`, a reload that was refused).
     fn note_rules(&mut self, error: Option<String>) {
         match error {
             Some(e) => self.note.reload_error = Some(e),
             None => {
                 self.note.rules = self
-                    .rules
-                    .rule_names()
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect();
+                    .rules()
+                    .map(|r| r.rule_names().iter().map(|r| r.to_string()).collect())
+                    .unwrap_or_default();
                 self.note.rules_hash = rules_hash(&self.fingerprint);
                 self.note.rules_loaded_at = now_rfc3339();
                 self.note.reload_error = None;
@@ -337,17 +395,17 @@ impl Host {
         }
     }
 
-    /// Writes the note for `writeback status`; a failure is logged, never stops the daemon.
+    /// Writes the note for `writeback status` in every target's state; a failure is logged,
+    /// never stops the daemon.
     fn leave_note(&mut self) {
-        let written = serde_json::to_string(&self.note)
-            .map_err(|e| e.to_string())
-            .and_then(|t| {
-                self.store
-                    .set_meta(DAEMON_KEY, &t)
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = written {
-            tracing::warn!("status note not written: {e}");
+        let text = match serde_json::to_string(&self.note) {
+            Ok(t) => t,
+            Err(e) => return tracing::warn!("status note not written: {e}"),
+        };
+        for t in &mut self.targets {
+            if let Err(e) = t.store.set_meta(DAEMON_KEY, &text) {
+                tracing::warn!(target = %t.config.target, "status note not written: {e}");
+            }
         }
     }
 
@@ -403,13 +461,24 @@ impl Host {
         let Some(_lock) = self.lock().await else {
             return;
         };
-        let hooks = self.rules.hooks();
+        // Schedules run once, with the `[ad]` target's primitives and state.
+        let Some(target) = self.targets.first_mut() else {
+            return;
+        };
+        let hooks = target.rules.hooks();
         let timeout = self.config.rules.trigger_timeout;
+        let ad = match connection(&mut target.ad, &target.config).await {
+            Ok(ad) => ad,
+            Err(e) => {
+                tracing::error!("schedules not run: AD: {e}");
+                return;
+            }
+        };
         let effects = crate::effects::HostEffects::for_host(
             self.handle.clone(),
-            &self.config,
+            &target.config,
             &self.graph,
-            &self.ad,
+            ad,
         );
         let effects: Arc<dyn crate::rules::Effects> = match effects {
             Ok(e) => Arc::new(e),
@@ -418,7 +487,8 @@ impl Host {
                 return;
             }
         };
-        let run_id = match self.store.begin_run(crate::state::RunMode::Schedule) {
+        let store = &mut target.store;
+        let run_id = match store.begin_run(crate::state::RunMode::Schedule) {
             Ok(id) => Some(id),
             Err(e) => {
                 tracing::error!("schedules run unrecorded: {e}");
@@ -448,7 +518,7 @@ impl Host {
                     }),
                     outcome: if result.is_ok() { "ok" } else { "failed" }.into(),
                 };
-                if let Err(e) = self.store.record_event(run_id, &event) {
+                if let Err(e) = store.record_event(run_id, &event) {
                     tracing::error!("schedule not recorded: {e}");
                 }
             }
@@ -459,7 +529,7 @@ impl Host {
                 _ => crate::state::RunStatus::Partial,
             };
             let stats = serde_json::json!({ "schedules": due.len(), "failed": failed });
-            if let Err(e) = self.store.finish_run(run_id, status, &stats) {
+            if let Err(e) = store.finish_run(run_id, status, &stats) {
                 tracing::error!("schedule run not closed: {e}");
             }
         }
@@ -489,17 +559,35 @@ impl Host {
         if !force && fingerprint == self.fingerprint {
             return false;
         }
-        let config = self.config.clone();
-        let loaded = tokio::task::spawn_blocking(move || setup::load_rules(&config)).await;
+        let configs: Vec<Config> = self.targets.iter().map(|t| t.config.clone()).collect();
+        let several = configs.len() > 1;
+        // Every target's rules compile (each with its settings) or none is swapped.
+        let loaded = tokio::task::spawn_blocking(move || {
+            configs
+                .iter()
+                .map(|c| {
+                    setup::load_rules(c).map_err(|e| match several {
+                        true => format!("target {}: {e}", c.target),
+                        false => e.to_string(),
+                    })
+                })
+                .collect::<Result<Vec<RuleSet>, String>>()
+        })
+        .await;
         self.fingerprint = fingerprint;
         match loaded {
-            Ok(Ok(rules)) => {
+            Ok(Ok(sets)) => {
+                for (t, rules) in self.targets.iter_mut().zip(sets) {
+                    t.rules = Arc::new(rules);
+                }
+                let Some(rules) = self.rules() else {
+                    return false;
+                };
                 let names = rules.rule_names().join(", ");
                 self.timetable
                     .update(&rules.hooks(), time::OffsetDateTime::now_utc());
-                self.rules = Arc::new(rules);
                 if let Some(c) = &self.console {
-                    c.rules_loaded(self.rules.clone());
+                    c.rules_loaded(rules);
                 }
                 tracing::info!(rules = %names, "rules reloaded");
                 self.monitor.rules_reloaded(true);
@@ -510,7 +598,7 @@ impl Host {
             Ok(Err(e)) => {
                 tracing::error!("rules not reloaded, the last good rules stay active:\n{e}");
                 self.monitor.rules_reloaded(false);
-                self.note_rules(Some(e.to_string()));
+                self.note_rules(Some(e));
                 self.leave_note();
                 false
             }
@@ -522,95 +610,142 @@ impl Host {
         }
     }
 
+    /// One cycle: every target's in turn. A target that fails (its DC down) is reported and
+    /// retried at the next tick; the others are not held up by it.
     async fn cycle(&mut self, reconcile: bool) {
+        use tracing::Instrument;
         let started = Instant::now();
         self.monitor.cycle_started();
         self.cycles += 1;
-        if self.cycles.is_multiple_of(PRUNE_EVERY) {
-            match self
-                .store
-                .compact_history(self.config.audit_retention_days, RECENT_RUNS)
-            {
-                Ok(c) => tracing::debug!(
-                    events_deleted = c.events_deleted,
-                    runs_deleted = c.runs_deleted,
-                    runs_folded = c.runs_folded,
-                    "run history compacted"
-                ),
-                Err(e) => tracing::warn!("compacting the run history failed: {e}"),
+        let several = self.targets.len() > 1;
+        let mut failed = Vec::new();
+        let mut lines = Vec::new();
+        let mut worked = false;
+        for target in &mut self.targets {
+            let took = Instant::now();
+            let name = target.config.target.clone();
+            let span = tracing::info_span!("target", name = %name);
+            let result = cycle_one(
+                target,
+                &self.graph,
+                reconcile,
+                self.cycles.is_multiple_of(PRUNE_EVERY),
+            )
+            .instrument(span.clone())
+            .await;
+            let _entered = span.enter();
+            worked |= matches!(&result, Ok(r) if r.evaluated > 0 || r.examined > 0);
+            let prefix = match several {
+                true => format!("{name}: "),
+                false => String::new(),
+            };
+            match result {
+                Ok(report) => {
+                    log_report(&report, reconcile, took.elapsed());
+                    match several {
+                        true => self.monitor.target_succeeded(
+                            &name,
+                            &report.figures(),
+                            reconcile,
+                            took.elapsed(),
+                        ),
+                        false => self.monitor.cycle_succeeded(
+                            &report.figures(),
+                            reconcile,
+                            started.elapsed(),
+                        ),
+                    }
+                    lines.push(format!(
+                        "{prefix}{} change(s), {} failure(s), {} refused",
+                        report.counts.changes(),
+                        report.failures(),
+                        report.plan.refused.len(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!("cycle failed, retried at the next tick: {e}");
+                    match several {
+                        true => self.monitor.target_failed(&name, took.elapsed()),
+                        false => self.monitor.cycle_failed(&e, started.elapsed()),
+                    }
+                    lines.push(format!("{prefix}failed, retried at the next tick: {e}"));
+                    failed.push(format!("{prefix}{e}"));
+                }
             }
         }
-        let lock = {
-            let config = self.config.clone();
-            tokio::task::spawn_blocking(move || StateLock::acquire(&config)).await
-        };
-        let _lock = match lock {
-            Ok(Ok(l)) => l,
-            Ok(Err(e)) => {
-                tracing::error!("cycle skipped: {e}");
-                self.monitor
-                    .cycle_failed(&format!("cycle skipped: {e}"), started.elapsed());
-                return;
-            }
-            Err(e) => {
-                tracing::error!("cycle skipped: {e}");
-                self.monitor
-                    .cycle_failed(&format!("cycle skipped: {e}"), started.elapsed());
-                return;
-            }
-        };
-        let rules = self.rules.clone();
-        let effects =
-            crate::effects::HostEffects::maker(&self.config, &self.graph, self.ad.clone());
-        let result = sync::run(
-            SyncContext {
-                config: &self.config,
-                graph: &self.graph,
-                ad: &mut self.ad,
-                effects: &effects,
-                store: &mut self.store,
-                rules: &rules,
-                schema: &mut self.schema,
-                sink: None,
-            },
-            SyncOptions {
-                reread_cloud: false,
-                compare_all: reconcile,
-                dry_run: false,
-                allow_deletes: false,
-                adopt: false,
-            },
-        )
-        .await;
-        let worked = matches!(&result, Ok(r) if r.evaluated > 0 || r.examined > 0);
-        let status = match result {
-            Ok(report) => {
-                log_report(&report, reconcile, started.elapsed());
-                self.monitor
-                    .cycle_succeeded(&report.figures(), reconcile, started.elapsed());
-                format!(
-                    "cycle {}: {} change(s), {} failure(s), {} refused, {} ms",
-                    self.cycles,
-                    report.counts.changes(),
-                    report.failures(),
-                    report.plan.refused.len(),
-                    started.elapsed().as_millis()
-                )
-            }
-            Err(e) => {
-                tracing::error!("cycle failed, retried at the next tick: {e}");
-                self.monitor.cycle_failed(&e.to_string(), started.elapsed());
-                format!(
-                    "cycle {} failed, retried at the next tick: {e}",
-                    self.cycles
-                )
-            }
-        };
+        if several {
+            let error = (!failed.is_empty()).then(|| failed.join("; "));
+            self.monitor.cycle_finished(error.as_deref());
+        }
         if worked {
             release_freed_memory();
         }
-        notify_status(&status);
+        notify_status(&format!(
+            "cycle {}: {}, {} ms",
+            self.cycles,
+            lines.join("; "),
+            started.elapsed().as_millis()
+        ));
     }
+}
+
+/// One target's part of a cycle: under its state lock, on its connection (bound again when
+/// there is none). `compact`: the run history is compacted first.
+async fn cycle_one(
+    t: &mut Target,
+    graph: &GraphClient,
+    reconcile: bool,
+    compact: bool,
+) -> Result<SyncReport, String> {
+    if compact {
+        match t
+            .store
+            .compact_history(t.config.audit_retention_days, RECENT_RUNS)
+        {
+            Ok(c) => tracing::debug!(
+                events_deleted = c.events_deleted,
+                runs_deleted = c.runs_deleted,
+                runs_folded = c.runs_folded,
+                "run history compacted"
+            ),
+            Err(e) => tracing::warn!("compacting the run history failed: {e}"),
+        }
+    }
+    let lock = {
+        let config = t.config.clone();
+        tokio::task::spawn_blocking(move || StateLock::acquire(&config)).await
+    };
+    let _lock = match lock {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return Err(format!("cycle skipped: {e}")),
+        Err(e) => return Err(format!("cycle skipped: {e}")),
+    };
+    let rules = t.rules.clone();
+    let ad = connection(&mut t.ad, &t.config)
+        .await
+        .map_err(|e| format!("AD not reached: {e}"))?;
+    let effects = crate::effects::HostEffects::maker(&t.config, graph, ad.clone());
+    sync::run(
+        SyncContext {
+            config: &t.config,
+            graph,
+            ad,
+            effects: &effects,
+            store: &mut t.store,
+            rules: &rules,
+            schema: &mut t.schema,
+            sink: None,
+        },
+        SyncOptions {
+            reread_cloud: false,
+            compare_all: reconcile,
+            dry_run: false,
+            allow_deletes: false,
+            adopt: false,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Sends systemd's notifications; a no-op without `NOTIFY_SOCKET`. A failure is only logged:

@@ -80,10 +80,39 @@ fn finish_prepare(config: Config) -> Result<Config> {
     for warning in config.rules.secret_looking_settings() {
         tracing::warn!("{warning}");
     }
-    if let Some(k) = &config.ad.kerberos {
+    // One keytab for the process (the config refuses targets with different ones).
+    if let Some(k) = config.targets().find_map(|t| t.ad.kerberos.as_ref()) {
         writeback::ad::kerberos::prepare_env(k)?;
     }
     Ok(config)
+}
+
+/// The combined exit status of a verb run on several targets: 1 when one could not run, else
+/// 2 when something failed or was refused in one, else 3 when something was held, else 0.
+fn worst(codes: &[u8]) -> ExitCode {
+    let code = [1, 2, 3]
+        .into_iter()
+        .find(|c| codes.contains(c))
+        .unwrap_or(0);
+    ExitCode::from(code)
+}
+
+/// A header before a target's part of a verb's text output, in configs with several.
+fn target_header(config: &Config, target: &Config) {
+    if config.has_targets() {
+        println!("== target {} ==", target.target);
+    }
+}
+
+/// One JSON document for a verb on every target: as is with one target, an object by target
+/// name with several.
+fn print_json_by_target(config: &Config, docs: Vec<(String, serde_json::Value)>) -> Result<()> {
+    let doc = match (config.has_targets(), docs.len()) {
+        (false, 1) => docs.into_iter().next().map(|(_, d)| d).unwrap_or_default(),
+        _ => serde_json::Value::Object(docs.into_iter().collect()),
+    };
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
 }
 
 /// An error and its causes on one line, each cause once: most of the library's errors already
@@ -131,6 +160,7 @@ fn init_logging(format: LogFormat, verbose: u8) {
 async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
     // Loaded in `main` for exactly the verbs below that take it.
     let online = || online.ok_or_else(|| anyhow::anyhow!("the configuration was not loaded"));
+    let target = cli.target.as_deref();
     match cli.command {
         Command::Check {
             rules,
@@ -144,16 +174,20 @@ async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
                 }
                 return Ok(code);
             }
-            check_online(online()?).await
+            check_online(online()?, target).await
         }
         Command::Test { rules, stdlib } => test_rules(&cli.config, rules, stdlib),
         Command::Run => {
+            if let Some(name) = target {
+                anyhow::bail!("`writeback run` serves every target of the config; --target {name} is for the other verbs");
+            }
             writeback::daemon::run(online()?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { full, json } => {
-            sync_cmd(
+            sync_targets(
                 online()?,
+                target,
                 SyncOptions {
                     reread_cloud: full,
                     compare_all: full,
@@ -170,8 +204,9 @@ async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
             allow_deletes,
             json,
         } => {
-            sync_cmd(
+            sync_targets(
                 online()?,
+                target,
                 SyncOptions {
                     reread_cloud: full,
                     compare_all: full,
@@ -184,8 +219,9 @@ async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
             .await
         }
         Command::Adopt { dry_run, json } => {
-            sync_cmd(
+            sync_targets(
                 online()?,
+                target,
                 SyncOptions {
                     reread_cloud: false,
                     compare_all: true,
@@ -197,21 +233,21 @@ async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
             )
             .await
         }
-        Command::Approve { id } => approve(&cli.config, &id),
+        Command::Approve { id } => approve(&cli.config, target, &id),
         Command::Release {
             groups,
             dn_under,
             all,
             dry_run,
             json,
-        } => release(&cli.config, groups, dn_under, all, dry_run, json),
-        Command::Status { json } => status(&cli.config, json),
+        } => release(&cli.config, target, groups, dn_under, all, dry_run, json),
+        Command::Status { json } => status(&cli.config, target, json),
         Command::History {
             since,
             status,
             limit,
             json,
-        } => history(&cli.config, since, status, limit, json),
+        } => history(&cli.config, target, since, status, limit, json),
         Command::Audit {
             group,
             dn_under,
@@ -221,6 +257,7 @@ async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
             json_lines,
         } => audit(
             &cli.config,
+            target,
             writeback::inspect::audit::AuditOptions {
                 group,
                 dn_under,
@@ -230,7 +267,7 @@ async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
                 json_lines,
             },
         ),
-        Command::Explain { group, json } => explain(online()?, &group, json).await,
+        Command::Explain { group, json } => explain(online()?, target, &group, json).await,
     }
 }
 
@@ -304,6 +341,22 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
     let secret_names = |c: &Config| -> std::collections::BTreeSet<String> {
         c.rules.secrets.keys().cloned().collect()
     };
+    // Each other target's settings (its own over the shared ones) must satisfy the rules too.
+    let mut others_ok = true;
+    if let Some((c, _)) = &preflighted {
+        for t in &c.more_targets {
+            if let Err(e) = rules::check(
+                &t.rules.folder,
+                &t.rules.stdlib,
+                t.rules.settings.clone(),
+                true,
+                Some(&secret_names(t)),
+            ) {
+                others_ok = false;
+                eprintln!("target {}: {e}", t.target);
+            }
+        }
+    }
     let (rules_dir, stdlib, settings, secrets) = match preflighted {
         Some((c, _)) => {
             let names = secret_names(&c);
@@ -345,7 +398,7 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
                     " (setting names not checked: no config)"
                 }
             );
-            Ok(exit(config_ok, 2))
+            Ok(exit(config_ok && others_ok, 2))
         }
         Err(e) => {
             eprintln!("{e}");
@@ -355,10 +408,19 @@ fn check(config: &Path, rules_dir: Option<PathBuf>, stdlib: Option<PathBuf>) -> 
 }
 
 /// `writeback check --online`: Graph and AD asked what the first sync needs, nothing written.
-async fn check_online(config: Config) -> Result<ExitCode> {
+async fn check_online(config: Config, target: Option<&str>) -> Result<ExitCode> {
+    let mut codes = Vec::new();
+    for t in config.select_targets(target)? {
+        target_header(&config, t);
+        codes.push(check_online_one(t).await?);
+    }
+    Ok(worst(&codes))
+}
+
+async fn check_online_one(config: &Config) -> Result<u8> {
     let rules =
-        setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
-    let steps = writeback::preflight::online::check(&config, &rules).await;
+        setup::load_rules(config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+    let steps = writeback::preflight::online::check(config, &rules).await;
     let failed = steps.iter().filter(|s| s.problem.is_some()).count();
     for s in &steps {
         match &s.problem {
@@ -371,10 +433,10 @@ async fn check_online(config: Config) -> Result<ExitCode> {
             "ok: online, {} check(s) passed; nothing was written",
             steps.len()
         );
-        Ok(ExitCode::SUCCESS)
+        Ok(0)
     } else {
         eprintln!("{failed} of {} online check(s) failed", steps.len());
-        Ok(ExitCode::from(2))
+        Ok(2)
     }
 }
 
@@ -410,18 +472,25 @@ fn open_existing(config: &Config) -> Result<Store> {
 }
 
 /// `writeback status`: read-only, no lock (SQLite lets it read beside a running cycle).
-fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
+fn status(config_path: &Path, target: Option<&str>, json: bool) -> Result<ExitCode> {
     use writeback::inspect::status;
     let config = Config::load_offline(config_path)?;
-    let store = open_existing(&config)?;
-    let busy = StateLock::is_held(&config)?;
     let on_disk = status::rules_hash(&writeback::watch::fingerprint(&setup::rule_roots(&config)));
     let now = time::OffsetDateTime::now_utc();
-    let s = status::gather(&store, busy, on_disk, now)?;
+    let mut docs = Vec::new();
+    for t in config.select_targets(target)? {
+        let store = open_existing(t).with_context(|| format!("target {}", t.target))?;
+        let busy = StateLock::is_held(t)?;
+        let s = status::gather(&store, busy, on_disk.clone(), now)?;
+        if json {
+            docs.push((t.target.clone(), serde_json::to_value(&s)?));
+        } else {
+            target_header(&config, t);
+            print!("{}", writeback::printable::text(&status::render(&s, now)));
+        }
+    }
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        print!("{}", writeback::printable::text(&status::render(&s, now)));
+        print_json_by_target(&config, docs)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -429,6 +498,7 @@ fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
 /// `writeback history`: the runs, filtered.
 fn history(
     config_path: &Path,
+    target: Option<&str>,
     since: Option<String>,
     status: Option<String>,
     limit: usize,
@@ -436,7 +506,6 @@ fn history(
 ) -> Result<ExitCode> {
     use writeback::inspect::{self, history};
     let config = Config::load_offline(config_path)?;
-    let store = open_existing(&config)?;
     let now = time::OffsetDateTime::now_utc();
     let filter = history::Filter {
         since: since
@@ -445,72 +514,116 @@ fn history(
         status,
         limit,
     };
-    let runs = history::runs(&store, &filter)?;
+    let mut docs = Vec::new();
+    for t in config.select_targets(target)? {
+        let store = open_existing(t).with_context(|| format!("target {}", t.target))?;
+        let runs = history::runs(&store, &filter)?;
+        if json {
+            docs.push((t.target.clone(), serde_json::to_value(&runs)?));
+        } else {
+            target_header(&config, t);
+            print!("{}", writeback::printable::text(&history::render(&runs)));
+        }
+    }
     if json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
-    } else {
-        print!("{}", writeback::printable::text(&history::render(&runs)));
+        print_json_by_target(&config, docs)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `writeback audit`: the audit trail, filtered; no lock.
-fn audit(config_path: &Path, opts: writeback::inspect::audit::AuditOptions) -> Result<ExitCode> {
+fn audit(
+    config_path: &Path,
+    target: Option<&str>,
+    opts: writeback::inspect::audit::AuditOptions,
+) -> Result<ExitCode> {
     let config = Config::load_offline(config_path)?;
-    let store = open_existing(&config)?;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
-    writeback::inspect::audit::run(
-        &store,
-        &opts,
-        time::OffsetDateTime::now_utc(),
-        &mut out,
-        &mut std::io::stderr(),
-    )?;
+    // Each target's trail is in its own state file; with several, each line names its target.
+    for t in config.select_targets(target)? {
+        let store = open_existing(t).with_context(|| format!("target {}", t.target))?;
+        writeback::inspect::audit::run(
+            &store,
+            &opts,
+            config.has_targets().then_some(t.target.as_str()),
+            time::OffsetDateTime::now_utc(),
+            &mut out,
+            &mut std::io::stderr(),
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `writeback explain`: reads the state and AD, writes neither; no lock, no run.
-async fn explain(config: Config, group: &str, json: bool) -> Result<ExitCode> {
+async fn explain(
+    config: Config,
+    target: Option<&str>,
+    group: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut docs = Vec::new();
+    let mut codes = Vec::new();
+    for t in config.select_targets(target)? {
+        if !json {
+            target_header(&config, t);
+        }
+        let (code, doc) = explain_one(t, group, json).await?;
+        codes.push(code);
+        if let Some(d) = doc {
+            docs.push((t.target.clone(), d));
+        }
+    }
+    if json {
+        print_json_by_target(&config, docs)?;
+    }
+    // Found in one target is found.
+    Ok(ExitCode::from(codes.iter().copied().min().unwrap_or(1)))
+}
+
+/// `explain` in one target: the exit status, and the JSON document (with `json`) or the text
+/// printed.
+async fn explain_one(
+    config: &Config,
+    group: &str,
+    json: bool,
+) -> Result<(u8, Option<serde_json::Value>)> {
     use writeback::inspect::explain;
     let rules =
-        setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+        setup::load_rules(config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
     // Before the first sync there is no group to explain: said plainly, with the exit status
     // of "nothing matches".
     let store = match writeback::inspect::open_existing(&config.state_path) {
         Ok(s) => s,
         Err(e @ writeback::inspect::InspectError::NeverSynced { .. }) => {
             eprintln!("{e}");
-            return Ok(ExitCode::from(1));
+            return Ok((1, None));
         }
         Err(e) => return Err(e.into()),
     };
     // AD out of reach still leaves the rules' part to explain.
-    let mut conn = setup::ad_connection(&config).await;
+    let mut conn = setup::ad_connection(config).await;
     let conn = conn.as_mut().map_err(|e| &*e);
-    let x = explain::explain(&config, &rules, &store, conn, group).await?;
+    let x = explain::explain(config, &rules, &store, conn, group).await?;
+    let code = if x.found() { 0 } else { 1 };
     if json {
-        println!("{}", serde_json::to_string_pretty(&x)?);
-    } else {
-        print!("{}", writeback::printable::text(&explain::render(&x)));
+        return Ok((code, Some(serde_json::to_value(&x)?)));
     }
-    Ok(if x.found() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    print!("{}", writeback::printable::text(&explain::render(&x)));
+    Ok((code, None))
 }
 
 /// `writeback release`: stops managing groups, under the state lock; AD is not touched.
 fn release(
     config_path: &Path,
+    target: Option<&str>,
     groups: Vec<String>,
     dn_under: Option<String>,
     all: bool,
     dry_run: bool,
     json: bool,
 ) -> Result<ExitCode> {
-    use writeback::sync::release::{self, Selector};
+    use writeback::sync::release::Selector;
     let sel = match (groups.is_empty(), dn_under, all) {
         (false, None, false) => Selector::Groups(groups),
         (true, Some(dn), false) => Selector::DnUnder(dn),
@@ -520,7 +633,23 @@ fn release(
         ),
     };
     let config = Config::load_offline(config_path)?;
-    let _lock = StateLock::acquire(&config)?;
+    for t in config.select_targets(target)? {
+        if !json {
+            target_header(&config, t);
+        }
+        release_one(t, &sel, dry_run, json)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn release_one(
+    config: &Config,
+    sel: &writeback::sync::release::Selector,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    use writeback::sync::release;
+    let _lock = StateLock::acquire(config)?;
     let mut store = Store::open(&config.state_path)?;
     let anchors = store.anchors()?;
     let picked = release::select(
@@ -531,7 +660,7 @@ fn release(
                 .map(|v| v.into_iter().map(|(id, _)| id).collect())
                 .unwrap_or_default()
         },
-        &sel,
+        sel,
     )?;
     if !dry_run && !picked.is_empty() {
         let run_id = store.begin_run(writeback::state::RunMode::Release)?;
@@ -546,6 +675,7 @@ fn release(
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
+                "target": config.target,
                 "dry_run": dry_run,
                 "released": picked.iter().map(|a| serde_json::json!({ "cloud_id": a.cloud_id, "dn": a.dn })).collect::<Vec<_>>(),
             }))?
@@ -569,14 +699,28 @@ fn release(
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Approves a held set of deletes or member removals (under the state lock, so no cycle runs
 /// meanwhile).
-fn approve(config_path: &Path, id: &str) -> Result<ExitCode> {
+fn approve(config_path: &Path, target: Option<&str>, id: &str) -> Result<ExitCode> {
     let config = Config::load_offline(config_path)?;
-    let _lock = StateLock::acquire(&config)?;
+    let targets = config.select_targets(target)?;
+    // A held set's id is in one target's state: the first that knows it approves it.
+    let mut errors = Vec::new();
+    for t in &targets {
+        match approve_one(t, id) {
+            Ok(()) => return Ok(ExitCode::SUCCESS),
+            Err(e) if targets.len() == 1 => return Err(e),
+            Err(e) => errors.push(format!("target {}: {}", t.target, error_chain(&e))),
+        }
+    }
+    anyhow::bail!("{id} was not approved: {}", errors.join("; "))
+}
+
+fn approve_one(config: &Config, id: &str) -> Result<()> {
+    let _lock = StateLock::acquire(config)?;
     let mut store = Store::open(&config.state_path)?;
     let (what, n) = store.approve_any(id.trim())?;
     let what = match what {
@@ -585,16 +729,57 @@ fn approve(config_path: &Path, id: &str) -> Result<ExitCode> {
             format!("the held member removals of {n} groups")
         }
     };
-    println!("approved {what} ({id}); the next sync (or the daemon's next cycle) applies them");
-    Ok(ExitCode::SUCCESS)
+    let place = match config.has_targets() || config.target != writeback::config::DEFAULT_TARGET {
+        true => format!(" in target {}", config.target),
+        false => String::new(),
+    };
+    println!(
+        "approved {what} ({id}){place}; the next sync (or the daemon's next cycle) applies them"
+    );
+    Ok(())
 }
 
-async fn sync_cmd(config: Config, opts: SyncOptions, json: bool) -> Result<ExitCode> {
+/// `sync`, `plan` and `adopt` on each target in turn. A target that cannot run (its DC down)
+/// is reported and the others still run.
+async fn sync_targets(
+    config: Config,
+    target: Option<&str>,
+    opts: SyncOptions,
+    json: bool,
+) -> Result<ExitCode> {
+    let targets = config.select_targets(target)?;
+    if targets.len() == 1 && !config.has_targets() {
+        return Ok(ExitCode::from(sync_cmd(&config, None, opts, json).await?));
+    }
+    let mut codes = Vec::new();
+    for t in targets {
+        if !json {
+            target_header(&config, t);
+        }
+        match sync_cmd(t, Some(&t.target), opts, json).await {
+            Ok(code) => codes.push(code),
+            Err(e) => {
+                eprintln!("error: target {}: {}", t.target, error_chain(&e));
+                codes.push(1);
+            }
+        }
+    }
+    Ok(worst(&codes))
+}
+
+/// One target's run; `named`: the target's name, put in the report when the config has
+/// several.
+async fn sync_cmd(
+    config: &Config,
+    named: Option<&str>,
+    opts: SyncOptions,
+    json: bool,
+) -> Result<u8> {
     let rules =
-        setup::load_rules(&config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+        setup::load_rules(config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
     // A plan holds the lock too: it reads AD, and a plan made while a sync writes would compare
     // the state before that sync with AD halfway through it.
-    let _lock = StateLock::acquire(&config)?;
+    let _lock = StateLock::acquire(config)?;
     // A plan runs inside one transaction of the state file that is never committed: the file
     // (delta links, cache, marks, anchors, history) is left as it was, so a later sync does
     // what it would have done without the plan; nothing is copied.
@@ -621,8 +806,8 @@ async fn sync_cmd(config: Config, opts: SyncOptions, json: bool) -> Result<ExitC
             );
         }
     }
-    let graph = setup::graph_client(&config).context("Graph client")?;
-    let mut conn = setup::ad_connection(&config).await?;
+    let graph = setup::graph_client(config).context("Graph client")?;
+    let mut conn = setup::ad_connection(config).await?;
     let mut schema = None;
     // The plan is written out batch by batch as the cycle makes it (a tenant of any size).
     let out = std::io::BufWriter::new(std::io::stdout());
@@ -633,10 +818,10 @@ async fn sync_cmd(config: Config, opts: SyncOptions, json: bool) -> Result<ExitC
     } else {
         text.insert(TextStream::new(out))
     };
-    let effects = writeback::effects::HostEffects::maker(&config, &graph, conn.clone());
+    let effects = writeback::effects::HostEffects::maker(config, &graph, conn.clone());
     let mut report = sync::run(
         SyncContext {
-            config: &config,
+            config,
             graph: &graph,
             ad: &mut conn,
             effects: &effects,
@@ -653,6 +838,7 @@ async fn sync_cmd(config: Config, opts: SyncOptions, json: bool) -> Result<ExitC
     if opts.dry_run {
         report.run_id = 0;
     }
+    report.target = named.map(str::to_string);
     drop(store);
     if let Some(d) = doc {
         d.finish(&report).context("write the plan")?;
@@ -662,11 +848,11 @@ async fn sync_cmd(config: Config, opts: SyncOptions, json: bool) -> Result<ExitC
     }
     Ok(
         if report.blocked.is_some() || report.held.is_some() || report.held_removals.is_some() {
-            ExitCode::from(3)
+            3
         } else if report.failures() > 0 || !report.plan.refused.is_empty() {
-            ExitCode::from(2)
+            2
         } else {
-            ExitCode::SUCCESS
+            0
         },
     )
 }

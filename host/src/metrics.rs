@@ -6,8 +6,8 @@
 //! records after each cycle from its report and on each reload; the Graph client counts its
 //! requests. Health is kept beside the numbers, in a small shared state the loop updates.
 
-use metrics::Unit;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Label, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -214,49 +214,59 @@ fn describe() {
     gauge!(HELD_REMOVALS).set(0.0);
 }
 
+/// A series' labels: `pairs`, and `target` in configs with several AD targets (a config with
+/// one keeps the series it always had).
+fn labels(target: Option<&str>, pairs: &[(&'static str, &'static str)]) -> Vec<Label> {
+    let mut all: Vec<Label> = pairs.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+    if let Some(t) = target {
+        all.push(Label::new("target", t.to_string()));
+    }
+    all
+}
+
 /// Records one cycle's figures. `reconcile`: the cycle compared every owned AD object, so
 /// its foreign count is the whole picture.
-fn record_cycle(f: &CycleFigures, reconcile: bool, took: Duration) {
-    counter!(CYCLES, "sweep" => f.sweep).increment(1);
-    histogram!(CYCLE_SECONDS, "sweep" => f.sweep).record(took.as_secs_f64());
-    record_changes(f.changes.iter().copied());
-    counter!(REFUSED).increment(f.refused as u64);
-    gauge!(QUARANTINED).set(f.quarantined as f64);
-    gauge!(HELD_DELETES).set(f.held_deletes as f64);
-    gauge!(HELD_REMOVALS).set(f.held_removal_groups as f64);
+fn record_cycle(t: Option<&str>, f: &CycleFigures, reconcile: bool, took: Duration) {
+    counter!(CYCLES, labels(t, &[("sweep", f.sweep)])).increment(1);
+    histogram!(CYCLE_SECONDS, labels(t, &[("sweep", f.sweep)])).record(took.as_secs_f64());
+    record_changes(t, f.changes.iter().copied());
+    counter!(REFUSED, labels(t, &[])).increment(f.refused as u64);
+    gauge!(QUARANTINED, labels(t, &[])).set(f.quarantined as f64);
+    gauge!(HELD_DELETES, labels(t, &[])).set(f.held_deletes as f64);
+    gauge!(HELD_REMOVALS, labels(t, &[])).set(f.held_removal_groups as f64);
     if reconcile {
-        gauge!(FOREIGN).set(f.foreign as f64);
+        gauge!(FOREIGN, labels(t, &[])).set(f.foreign as f64);
     }
     if let Some((groups, users)) = f.cached {
-        record_cached(groups, users);
+        record_cached(t, groups, users);
     }
     for outcome in &f.deliveries {
-        counter!(TRIGGER_DELIVERIES, "outcome" => *outcome).increment(1);
+        counter!(TRIGGER_DELIVERIES, labels(t, &[("outcome", *outcome)])).increment(1);
     }
     if let Some(c) = &f.calls {
-        gauge!(TRIGGER_CALLS, "state" => "pending").set(c.pending as f64);
-        gauge!(TRIGGER_CALLS, "state" => "retrying").set(c.retrying as f64);
-        gauge!(TRIGGER_CALLS, "state" => "given_up").set(c.given_up as f64);
+        gauge!(TRIGGER_CALLS, labels(t, &[("state", "pending")])).set(c.pending as f64);
+        gauge!(TRIGGER_CALLS, labels(t, &[("state", "retrying")])).set(c.retrying as f64);
+        gauge!(TRIGGER_CALLS, labels(t, &[("state", "given_up")])).set(c.given_up as f64);
     }
-    gauge!(LAST_SUCCESS).set(unix_now());
+    gauge!(LAST_SUCCESS, labels(t, &[])).set(unix_now());
 }
 
 /// Each change applied (`true`) or refused by AD in whole or in part, by `kind` label.
-fn record_changes(changes: impl Iterator<Item = (&'static str, bool)>) {
+fn record_changes(t: Option<&str>, changes: impl Iterator<Item = (&'static str, bool)>) {
     for (kind, ok) in changes {
         let name = if ok { CHANGES } else { CHANGE_FAILURES };
-        counter!(name, "kind" => kind).increment(1);
+        counter!(name, labels(t, &[("kind", kind)])).increment(1);
     }
 }
 
-fn record_failure(took: Duration) {
-    counter!(CYCLES, "sweep" => FAILED_SWEEP).increment(1);
-    histogram!(CYCLE_SECONDS, "sweep" => FAILED_SWEEP).record(took.as_secs_f64());
+fn record_failure(t: Option<&str>, took: Duration) {
+    counter!(CYCLES, labels(t, &[("sweep", FAILED_SWEEP)])).increment(1);
+    histogram!(CYCLE_SECONDS, labels(t, &[("sweep", FAILED_SWEEP)])).record(took.as_secs_f64());
 }
 
-fn record_cached(groups: usize, users: usize) {
-    gauge!(CACHED, "kind" => "group").set(groups as f64);
-    gauge!(CACHED, "kind" => "user").set(users as f64);
+fn record_cached(t: Option<&str>, groups: usize, users: usize) {
+    gauge!(CACHED, labels(t, &[("kind", "group")])).set(groups as f64);
+    gauge!(CACHED, labels(t, &[("kind", "user")])).set(users as f64);
 }
 
 fn unix_now() -> f64 {
@@ -390,7 +400,48 @@ impl Monitor {
     }
 
     pub fn cycle_succeeded(&self, figures: &CycleFigures, reconcile: bool, took: Duration) {
-        record_cycle(figures, reconcile, took);
+        record_cycle(None, figures, reconcile, took);
+        self.cycle_finished(None);
+    }
+
+    /// A cycle stopped with `error` (or could not start).
+    pub fn cycle_failed(&self, error: &str, took: Duration) {
+        record_failure(None, took);
+        self.cycle_finished(Some(error));
+    }
+
+    /// One target's cycle in a config with several: its figures, labelled with its name.
+    /// [`Monitor::cycle_finished`] says how the targets' cycles went together.
+    pub fn target_succeeded(
+        &self,
+        target: &str,
+        figures: &CycleFigures,
+        reconcile: bool,
+        took: Duration,
+    ) {
+        record_cycle(Some(target), figures, reconcile, took);
+    }
+
+    /// One target's cycle failed (see [`Monitor::target_succeeded`]).
+    pub fn target_failed(&self, target: &str, took: Duration) {
+        record_failure(Some(target), took);
+    }
+
+    /// The cycle (every target's) is over: `error` says why one failed. Readiness counts a
+    /// cycle as successful only when every target's was.
+    pub fn cycle_finished(&self, error: Option<&str>) {
+        let Some(error) = error else {
+            return self.succeeded();
+        };
+        self.with(|s| {
+            s.last_error = Some(one_line(error));
+            s.cycle_since = None;
+            s.busy_since = None;
+            s.last_turn = Instant::now();
+        });
+    }
+
+    fn succeeded(&self) {
         self.with(|s| {
             let now = Instant::now();
             s.last_success = Some(now);
@@ -401,24 +452,13 @@ impl Monitor {
         });
     }
 
-    /// A cycle stopped with `error` (or could not start).
-    pub fn cycle_failed(&self, error: &str, took: Duration) {
-        record_failure(took);
-        self.with(|s| {
-            s.last_error = Some(one_line(error));
-            s.cycle_since = None;
-            s.busy_since = None;
-            s.last_turn = Instant::now();
-        });
-    }
-
     pub fn rules_reloaded(&self, ok: bool) {
         counter!(RELOADS, "result" => if ok { "ok" } else { "failed" }).increment(1);
     }
 
     /// Cloud objects in the cache (counted where it is cheap: at start, whole-cache cycles).
-    pub fn cached(&self, groups: usize, users: usize) {
-        record_cached(groups, users);
+    pub fn cached(&self, target: Option<&str>, groups: usize, users: usize) {
+        record_cached(target, groups, users);
     }
 
     /// The loop has ended: the process is about to exit.
@@ -664,10 +704,10 @@ mod tests {
         ];
         let text = rendered(|| {
             describe();
-            record_cycle(&r, false, Duration::from_millis(30));
-            record_changes(changes.into_iter());
-            record_cycle(&r, false, Duration::from_secs(20));
-            record_changes(changes.into_iter());
+            record_cycle(None, &r, false, Duration::from_millis(30));
+            record_changes(None, changes.into_iter());
+            record_cycle(None, &r, false, Duration::from_secs(20));
+            record_changes(None, changes.into_iter());
         });
         let v = |s: &str| value(&text, s).unwrap_or_else(|| panic!("no {s} in:\n{text}"));
         assert_eq!(v("writeback_cycles_total{sweep=\"changed\"}"), 2.0);
@@ -732,8 +772,8 @@ mod tests {
         };
         let text = rendered(|| {
             describe();
-            record_cycle(&r, true, Duration::from_millis(30));
-            record_failure(Duration::from_millis(10));
+            record_cycle(None, &r, true, Duration::from_millis(30));
+            record_failure(None, Duration::from_millis(10));
             graph_request();
             graph_throttled();
             graph_retry();
@@ -761,6 +801,45 @@ mod tests {
     }
 
     #[test]
+    fn with_several_targets_each_series_names_its_target_and_readiness_waits_for_all() {
+        let ok = CycleFigures {
+            sweep: "changed",
+            changes: vec![("create", true)],
+            ..Default::default()
+        };
+        let m = Monitor::new(Duration::from_secs(1), 3);
+        let text = rendered(|| {
+            m.cycle_started();
+            m.target_succeeded("corp", &ok, false, Duration::from_millis(5));
+            m.target_failed("fabrikam", Duration::from_millis(5));
+            m.cycle_finished(Some("fabrikam: AD not reached"));
+        });
+        let v = |s: &str| value(&text, s);
+        assert_eq!(
+            v("writeback_changes_total{kind=\"create\",target=\"corp\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            v("writeback_cycles_total{sweep=\"changed\",target=\"corp\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("writeback_cycles_total{sweep=\"failed\",target=\"fabrikam\"}"),
+            Some(1.0)
+        );
+        assert!(v("writeback_last_success_timestamp_seconds{target=\"corp\"}").is_some());
+        assert!(v("writeback_last_success_timestamp_seconds{target=\"fabrikam\"}").is_none());
+        // One target failing keeps the daemon unready, and says which.
+        let (ready, why) = m.readiness_now();
+        assert!(!ready && why.contains("fabrikam: AD not reached"), "{why}");
+        m.cycle_started();
+        m.cycle_finished(None);
+        let (ready, why) = m.readiness_now();
+        assert!(ready, "{why}");
+    }
+
+    #[test]
     fn reconciliation_sets_foreign_and_whole_cache_cycles_the_cache_size() {
         let r = CycleFigures {
             sweep: "reconciliation",
@@ -769,8 +848,8 @@ mod tests {
             ..Default::default()
         };
         let text = rendered(|| {
-            record_cycle(&r, true, Duration::from_secs(1));
-            record_failure(Duration::from_secs(2));
+            record_cycle(None, &r, true, Duration::from_secs(1));
+            record_failure(None, Duration::from_secs(2));
             Monitor::new(Duration::from_secs(1), 3).rules_reloaded(false);
         });
         assert_eq!(value(&text, "writeback_foreign_objects"), Some(3.0));

@@ -210,6 +210,10 @@ fn accepted_keys(dir: &Path) -> BTreeSet<String> {
     assert!(!sections.is_empty(), "no sections listed: {message}");
     let mut keys = BTreeSet::new();
     for section in sections {
+        if section == "targets" {
+            // Its keys are names; what a target holds is checked by `target_keys`.
+            continue;
+        }
         let probed = with(&base(), &section, PROBE, Value::Integer(1));
         let message = parse_message(load(dir, &probed)).unwrap_or_else(|| {
             panic!("`{section}.{PROBE}` was accepted: [{section}] must refuse unknown keys")
@@ -406,5 +410,42 @@ fn required_keys_are_the_documented_ones() {
                 row.line
             );
         }
+    }
+}
+
+/// `[targets.<name>]`: the keys a target holds, as the parser names them, are each documented
+/// (as `targets.<name>.<key>`), and a documented one is accepted.
+#[test]
+fn the_reference_documents_what_a_target_holds() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let mut probe = Table::new();
+    probe.insert(PROBE.to_string(), Value::Integer(1));
+    let mut targets = Table::new();
+    targets.insert("b".to_string(), Value::Table(probe));
+    let mut config = base();
+    config.insert("targets".to_string(), Value::Table(targets));
+    let message = match load(dir.path(), &config) {
+        Err(ConfigError::Invalid { key, message, .. }) => {
+            assert_eq!(key, format!("targets.b.{PROBE}"), "{message}");
+            message
+        }
+        other => panic!("an unknown key in a target was not refused: {other:?}"),
+    };
+    let held: Vec<&str> = message
+        .split("a target holds ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the parser did not list a target's keys: {message}"))
+        .split(", ")
+        .map(str::trim)
+        .collect();
+    assert!(held.contains(&"ad") && held.contains(&"state"), "{held:?}");
+    let path = reference_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    for k in held {
+        assert!(
+            text.contains(&format!("| `targets.<name>.{k}` |")),
+            "docs/OPERATIONS.md does not document `targets.<name>.{k}` in a table row"
+        );
     }
 }

@@ -473,6 +473,7 @@ impl Selection {
 pub fn run(
     store: &Store,
     opts: &AuditOptions,
+    target: Option<&str>,
     now: OffsetDateTime,
     out: &mut dyn Write,
     notes: &mut dyn Write,
@@ -483,12 +484,12 @@ pub fn run(
     match opts.limit {
         Some(limit) => {
             for line in selection.newest(store, limit)? {
-                write_line(out, &line, opts.json_lines)?;
+                write_line(out, &line, target, opts.json_lines)?;
                 printed += 1;
             }
         }
         None => selection.each(store, |line| {
-            match write_line(out, &line, opts.json_lines) {
+            match write_line(out, &line, target, opts.json_lines) {
                 Ok(()) => {
                     printed += 1;
                     ControlFlow::Continue(())
@@ -507,14 +508,36 @@ pub fn run(
     Ok(printed)
 }
 
-fn write_line(out: &mut dyn Write, line: &AuditLine, json: bool) -> std::io::Result<()> {
-    if json {
-        serde_json::to_writer(&mut *out, line)?;
-        out.write_all(b"\n")
-    } else {
+/// A line with the AD target it was written to (configs with several targets).
+#[derive(Serialize)]
+struct TargetLine<'a> {
+    target: &'a str,
+    #[serde(flatten)]
+    line: &'a AuditLine,
+}
+
+fn write_line(
+    out: &mut dyn Write,
+    line: &AuditLine,
+    target: Option<&str>,
+    json: bool,
+) -> std::io::Result<()> {
+    match (json, target) {
+        (true, None) => serde_json::to_writer(&mut *out, line)?,
+        (true, Some(target)) => serde_json::to_writer(&mut *out, &TargetLine { target, line })?,
         // One event, one line: a DN or an error from outside cannot forge another.
-        writeln!(out, "{}", crate::printable::one_line(&line.to_text()))
+        (false, None) => {
+            return writeln!(out, "{}", crate::printable::one_line(&line.to_text()));
+        }
+        (false, Some(t)) => {
+            return writeln!(
+                out,
+                "target {t}  {}",
+                crate::printable::one_line(&line.to_text())
+            );
+        }
     }
+    out.write_all(b"\n")
 }
 
 #[cfg(test)]
@@ -571,7 +594,14 @@ mod tests {
 
     fn run_to_string(s: &Store, opts: &AuditOptions) -> Result<(String, String), AuditError> {
         let (mut out, mut notes) = (Vec::new(), Vec::new());
-        run(s, opts, OffsetDateTime::now_utc(), &mut out, &mut notes)?;
+        run(
+            s,
+            opts,
+            None,
+            OffsetDateTime::now_utc(),
+            &mut out,
+            &mut notes,
+        )?;
         Ok((
             String::from_utf8_lossy(&out).into_owned(),
             String::from_utf8_lossy(&notes).into_owned(),

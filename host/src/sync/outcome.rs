@@ -16,6 +16,9 @@ use super::types::{Plan, PlanCounts};
 /// What a cycle saw and did.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SyncReport {
+    /// The AD target of the run, in configs with several (`[targets.<name>]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub run_id: i64,
     pub mode: crate::state::RunMode,
     /// How much of the cache the cycle looked at: `idle`, `changed`, or why it looked at
