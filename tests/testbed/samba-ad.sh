@@ -640,7 +640,12 @@ cmd_status() {
     set_paths
     local pid
     if pid="$(running_pid 2>/dev/null)"; then
-        echo "running: PID ${pid}, ${LDAP_URL}, ${LDAPS_URL}"
+        # Where it listens: the address it was started for, which need not be today's setting.
+        local ip
+        ip="$(cat "${INSTANCE_DIR}/.version" 2>/dev/null)"
+        ip="${ip##*-}"
+        ip="${ip:-${IP}}"
+        echo "running: PID ${pid}, ldap://${ip}:389, ldaps://${ip}:636 (forest ${FOREST^^}, ${REALM})"
     else
         echo "stopped"
     fi
