@@ -2,9 +2,9 @@
 # The test command (`make test`): installs what the tests need, checks and tests every rule set
 # (scripts/, examples/*/rules) and the Prometheus alert rules (packaging/monitoring), installs
 # headless Chromium for the console's browser tests, starts a clean Samba AD DC with the
-# project's own script, runs the Rust suites (unit, emulator, integration, the console in the
+# project's own script (and a second one, forest B, for the multi-forest tests), runs the Rust suites (unit, emulator, integration, the console in the
 # browser), the demo end to end, the package test, the upgrade from the previous release's
-# package and the Python conformance suite, and stops the DC (and what the demo started) by
+# package and the Python conformance suite, and stops the DCs (and what the demo started) by
 # PID whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,11 +63,21 @@ promtool test rules packaging/monitoring/writeback-alerts.test.yml
 step "Headless Chromium and ChromeDriver for the console's browser tests (chromium, chromium-driver, if missing)"
 install_missing chromium chromium-driver
 
+# Both forests' DCs, each stopped by the script's own `down` (by PID).
+stop_dcs() {
+    tests/testbed/samba-ad.sh down || true
+    tests/testbed/samba-ad.sh --forest b down || true
+}
+
 step "Starting a clean Samba AD DC on loopback"
-trap 'tests/testbed/samba-ad.sh down || true' EXIT
+trap stop_dcs EXIT
 tests/testbed/samba-ad.sh reset
 
+step "Starting a clean second forest (B: FABRIKAM.EXAMPLE.TEST on 127.0.0.3) for the multi-forest tests"
+tests/testbed/samba-ad.sh --forest b reset
+
 export WRITEBACK_TESTBED_ENV="$ROOT/.testbed/samba.env"
+export WRITEBACK_TESTBED_B_ENV="${WRITEBACK_TESTBED_B_DIR:-$ROOT/.testbed/forest-b}/samba.env"
 export GRAPH_EMULATOR_BIN="$ROOT/target/debug/graph-emulator"
 export WRITEBACK_BIN="$ROOT/target/debug/writeback"
 
@@ -79,7 +89,7 @@ else
 fi
 
 step "The demo, end to end: each cloud change checked in AD (examples/demo/run.sh), then stopped"
-trap 'examples/demo/stop.sh --keep-dc || true; tests/testbed/samba-ad.sh down || true' EXIT
+trap 'examples/demo/stop.sh --keep-dc || true; stop_dcs' EXIT
 examples/demo/run.sh
 examples/demo/stop.sh --keep-dc
 

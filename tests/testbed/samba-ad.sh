@@ -1,29 +1,37 @@
 #!/usr/bin/env bash
-# A throwaway Samba AD DC (domain CORP.EXAMPLE.TEST) on 127.0.0.1 for the integration tests.
+# Throwaway Samba AD DCs on loopback for the integration tests: forest A (domain
+# CORP.EXAMPLE.TEST, 127.0.0.1, the default) and forest B (FABRIKAM.EXAMPLE.TEST, 127.0.0.3), an
+# independent second forest for multi-forest tests. Both can run at the same time.
 #
-#   samba-ad.sh install   install the Debian packages (root; apt-get)
-#   samba-ad.sh up        install if needed, provision the cached template once, start, print settings
-#   samba-ad.sh down      stop the DC this script started (by its recorded PID)
-#   samba-ad.sh reset     down, replace the instance with a fresh copy of the template, up
-#   samba-ad.sh status    say whether it runs (exit 0 when running, 3 when not)
-#   samba-ad.sh env       print the settings (KEY=VALUE lines, shell-sourceable)
+#   samba-ad.sh [--forest a|b] install   install the Debian packages (root; apt-get)
+#   samba-ad.sh [--forest a|b] up        install if needed, provision the cached template once, start, print settings
+#   samba-ad.sh [--forest a|b] down      stop the DC this script started (by its recorded PID)
+#   samba-ad.sh [--forest a|b] reset     down, replace the instance with a fresh copy of the template, up
+#   samba-ad.sh [--forest a|b] status    say whether it runs (exit 0 when running, 3 when not)
+#   samba-ad.sh [--forest a|b] env       print the settings (KEY=VALUE lines, shell-sourceable)
 #
 # Environment:
-#   WRITEBACK_TESTBED_DIR          state directory (default: <repo>/.testbed)
-#   WRITEBACK_TESTBED_IP           loopback address to serve on (default 127.0.0.1)
+#   WRITEBACK_TESTBED_FOREST       forest when --forest is not given: a (default) or b
+#   WRITEBACK_TESTBED_DIR          forest A's state directory (default: <repo>/.testbed)
+#   WRITEBACK_TESTBED_IP           forest A's loopback address (default 127.0.0.1)
+#   WRITEBACK_TESTBED_B_DIR        forest B's state directory (default: <repo>/.testbed/forest-b)
+#   WRITEBACK_TESTBED_B_IP         forest B's loopback address (default 127.0.0.3)
 #   WRITEBACK_TESTBED_MAX_RUNTIME  seconds after which samba exits by itself (default 14400 = 4 h),
 #                                  a guard against leaked servers
 #   WRITEBACK_TESTBED_START_TIMEOUT seconds to wait for the DC to answer (default 60)
 #
-# Layout under the state directory:
+# An address other than 127.0.0.1 must be on lo before samba can listen on it: run as root,
+# `up` and `reset` add it (`ip addr add <ip>/8 dev lo`) when it is missing; it is left there.
+#
+# Layout under a forest's state directory:
 #   samba-template/  provisioned once, never started; copied for each clean instance
 #   samba/           the running instance (etc/smb.conf, private/, private/tls/ca.pem, ...)
 #   samba.pid        PID of the samba process this script started
 #   samba.log        its stdout/stderr
 #   samba.env        the settings, written by `up`, removed by `down`
 #
-# Nothing outside the state directory is touched except by `install` (apt-get): no
-# /etc/samba/smb.conf, /run/samba or /var/log/samba.
+# Nothing outside the state directories is touched except by `install` (apt-get) and the lo
+# address above: no /etc/samba/smb.conf, /run/samba or /var/log/samba.
 set -euo pipefail
 
 # Bump when anything that goes into the template changes (provision options, smb.conf patch,
@@ -31,30 +39,88 @@ set -euo pipefail
 readonly TEMPLATE_VERSION="wb-samba-template-4"
 
 readonly PACKAGES=(samba-ad-dc samba-ad-provision ldb-tools ldap-utils openssl)
-readonly REALM="CORP.EXAMPLE.TEST"
-readonly NETBIOS_DOMAIN="CORP"
-readonly HOST_NAME="dc1"
-readonly DC_FQDN="dc1.corp.example.test"
-readonly BASE_DN="DC=corp,DC=example,DC=test"
-readonly BIND_DN="CN=Administrator,CN=Users,${BASE_DN}"
-# Throwaway domain on loopback only; meets AD's default complexity rules.
-readonly ADMIN_PASSWORD="Wb-Testbed-Passw0rd.1"
-# Writeback's service account: no group beyond Domain Users; each test delegates it the rights
-# on its managed OU with packaging/delegate-samba.sh, so the documented rights are what it has.
-readonly SERVICE_ACCOUNT="svc-writeback"
-readonly SERVICE_DN="CN=${SERVICE_ACCOUNT},CN=Users,${BASE_DN}"
-readonly SERVICE_PASSWORD="Wb-Service-Passw0rd.2"
-# Loopback address to serve on. The LDAP ports are fixed in Samba 4.17, so a second DC on the
-# same machine needs another loopback address (e.g. 127.0.0.2, added to lo first).
-readonly IP="${WRITEBACK_TESTBED_IP:-127.0.0.1}"
-readonly LDAP_URL="ldap://${IP}:389"
-readonly LDAPS_URL="ldaps://${IP}:636"
+
+# The forest: `--forest X` (before or after the subcommand) wins over WRITEBACK_TESTBED_FOREST.
+FOREST="${WRITEBACK_TESTBED_FOREST:-a}"
+ARGS=()
+while (($#)); do
+    case "$1" in
+    --forest)
+        [[ $# -ge 2 ]] || {
+            printf 'samba-ad: error: --forest needs a value: a or b\n' >&2
+            exit 2
+        }
+        FOREST="$2"
+        shift 2
+        ;;
+    --forest=*)
+        FOREST="${1#--forest=}"
+        shift
+        ;;
+    *)
+        ARGS+=("$1")
+        shift
+        ;;
+    esac
+done
+FOREST="${FOREST,,}"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly SCRIPT_DIR
 REPO_ROOT="$(cd "${SCRIPT_DIR}/../.." && pwd)"
 readonly REPO_ROOT
-STATE_DIR="${WRITEBACK_TESTBED_DIR:-${REPO_ROOT}/.testbed}"
+
+# Each forest: its own realm, address, state directory (template, instance, CA, settings, PID,
+# log) and passwords, so a test that binds to the wrong forest fails.
+case "${FOREST}" in
+a)
+    REALM="CORP.EXAMPLE.TEST"
+    NETBIOS_DOMAIN="CORP"
+    BASE_DN="DC=corp,DC=example,DC=test"
+    # Throwaway domain on loopback only; meets AD's default complexity rules.
+    ADMIN_PASSWORD="Wb-Testbed-Passw0rd.1"
+    SERVICE_PASSWORD="Wb-Service-Passw0rd.2"
+    CA_NAME="Writeback test bed CA"
+    # The LDAP ports are fixed in Samba 4.17, so another DC on the same machine needs another
+    # loopback address (e.g. 127.0.0.2).
+    IP="${WRITEBACK_TESTBED_IP:-127.0.0.1}"
+    STATE_DIR="${WRITEBACK_TESTBED_DIR:-${REPO_ROOT}/.testbed}"
+    IP_VAR="WRITEBACK_TESTBED_IP"
+    ;;
+b)
+    REALM="FABRIKAM.EXAMPLE.TEST"
+    NETBIOS_DOMAIN="FABRIKAM"
+    BASE_DN="DC=fabrikam,DC=example,DC=test"
+    ADMIN_PASSWORD="Wb-Fabrikam-Passw0rd.3"
+    SERVICE_PASSWORD="Wb-Fabrikam-Service-Passw0rd.4"
+    CA_NAME="Writeback test bed CA (forest B)"
+    IP="${WRITEBACK_TESTBED_B_IP:-127.0.0.3}"
+    STATE_DIR="${WRITEBACK_TESTBED_B_DIR:-${REPO_ROOT}/.testbed/forest-b}"
+    IP_VAR="WRITEBACK_TESTBED_B_IP"
+    ;;
+*)
+    printf 'samba-ad: error: unknown forest "%s": a (CORP.EXAMPLE.TEST) or b (FABRIKAM.EXAMPLE.TEST)\n' "${FOREST}" >&2
+    exit 2
+    ;;
+esac
+readonly FOREST REALM NETBIOS_DOMAIN BASE_DN ADMIN_PASSWORD SERVICE_PASSWORD CA_NAME IP IP_VAR
+readonly HOST_NAME="dc1"
+DC_FQDN="${HOST_NAME}.${REALM,,}"
+readonly DC_FQDN
+readonly BIND_DN="CN=Administrator,CN=Users,${BASE_DN}"
+# Writeback's service account: no group beyond Domain Users; each test delegates it the rights
+# on its managed OU with packaging/delegate-samba.sh, so the documented rights are what it has.
+readonly SERVICE_ACCOUNT="svc-writeback"
+readonly SERVICE_DN="CN=${SERVICE_ACCOUNT},CN=Users,${BASE_DN}"
+readonly LDAP_URL="ldap://${IP}:389"
+readonly LDAPS_URL="ldaps://${IP}:636"
+# `--forest b` for the messages' commands (forest A's stay as they were).
+if [[ "${FOREST}" == a ]]; then
+    readonly SELF="$0"
+else
+    readonly SELF="$0 --forest ${FOREST}"
+fi
+
 readonly MAX_RUNTIME="${WRITEBACK_TESTBED_MAX_RUNTIME:-14400}"
 readonly START_TIMEOUT="${WRITEBACK_TESTBED_START_TIMEOUT:-60}"
 
@@ -66,7 +132,7 @@ die() {
 
 require_root() {
     if [[ "$(id -u)" -ne 0 ]]; then
-        die "must run as root (apt-get, provisioning and binding ports 389/636 need it); try: sudo $0 ${1:-up}"
+        die "must run as root (apt-get, provisioning and binding ports 389/636 need it); try: sudo ${SELF} ${1:-up}"
     fi
 }
 
@@ -195,7 +261,7 @@ patch_smb_conf() {
     mkdir -p "${dir}/log" "${dir}/run"
 }
 
-# Our own CA and a server certificate whose SAN names 127.0.0.1, so clients verify the server
+# Our own CA (one per forest) and a server certificate whose SAN names the DC's address, so clients verify the server
 # (Samba's autogenerated certificate has no SAN). Made before the first start, so samba does
 # not generate its own.
 make_certs() {
@@ -204,7 +270,7 @@ make_certs() {
     work="$(mktemp -d)"
     openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days 3650 \
         -keyout "${work}/ca-key.pem" -out "${tls}/ca.pem" \
-        -subj "/O=Writeback test bed/CN=Writeback test bed CA" \
+        -subj "/O=Writeback test bed/CN=${CA_NAME}" \
         -addext "basicConstraints=critical,CA:TRUE" \
         -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
     openssl req -new -newkey rsa:2048 -nodes -sha256 \
@@ -349,6 +415,25 @@ running_pid() {
     return 1
 }
 
+# Samba listens only on addresses it finds on an interface: without the address on lo it logs
+# "no network interfaces found" and never answers. As root, add it (and leave it there).
+ensure_ip_on_lo() {
+    [[ "${IP}" == "127.0.0.1" ]] && return 0
+    [[ "${IP}" =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] ||
+        die "${IP_VAR}=${IP} is not a loopback address (127.x.y.z); the test bed serves on loopback only"
+    command -v ip >/dev/null 2>&1 ||
+        die "the ip command (iproute2) is missing: cannot check that ${IP} is on lo; install iproute2, or add the address yourself"
+    if ip -4 -o addr show dev lo | grep -qF " inet ${IP}/"; then
+        return 0
+    fi
+    if [[ "$(id -u)" -eq 0 ]] && ip addr add "${IP}/8" dev lo 2>/dev/null &&
+        ip -4 -o addr show dev lo | grep -qF " inet ${IP}/"; then
+        log "added ${IP}/8 to lo (samba listens only on addresses of an interface)"
+        return 0
+    fi
+    die "${IP} is not on the loopback interface, so samba cannot listen on it; add it with: sudo ip addr add ${IP}/8 dev lo"
+}
+
 port_in_use() {
     (exec 3<>"/dev/tcp/${IP}/$1") 2>/dev/null
 }
@@ -393,6 +478,11 @@ start_samba() {
     printf '%s\n' "${pid}" >"${PID_FILE}"
     local deadline=$((SECONDS + START_TIMEOUT))
     while ! ldap_answers; do
+        if grep -q "no network interfaces found" "${LOG_FILE}" 2>/dev/null; then
+            stop_pid "${pid}"
+            rm -f "${PID_FILE}"
+            die "samba found no interface with ${IP}; add it with: sudo ip addr add ${IP}/8 dev lo"
+        fi
         if ! kill -0 "${pid}" 2>/dev/null; then
             rm -f "${PID_FILE}"
             print_log_tail
@@ -446,7 +536,7 @@ write_env() {
     local pid="$1" tmp
     tmp="$(mktemp "${ENV_FILE}.XXXXXX")"
     {
-        echo "# Samba AD test bed settings, written by tests/testbed/samba-ad.sh up"
+        echo "# Samba AD test bed settings (forest ${FOREST^^}), written by tests/testbed/samba-ad.sh up"
         env_line AD_LDAP_URL "${LDAP_URL}"
         env_line AD_LDAPS_URL "${LDAPS_URL}"
         env_line AD_BASE_DN "${BASE_DN}"
@@ -461,6 +551,9 @@ write_env() {
         env_line AD_NETBIOS_DOMAIN "${NETBIOS_DOMAIN}"
         env_line AD_INSTANCE_DIR "${INSTANCE_DIR}"
         env_line AD_LOG_FILE "${LOG_FILE}"
+        env_line AD_FOREST "${FOREST}"
+        env_line AD_IP "${IP}"
+        env_line AD_STATE_DIR "${STATE_DIR}"
     } >"${tmp}"
     chmod 0644 "${tmp}"
     mv "${tmp}" "${ENV_FILE}"
@@ -477,13 +570,14 @@ do_up() {
         running_ip="$(cat "${INSTANCE_DIR}/.version" 2>/dev/null)"
         running_ip="${running_ip##*-}"
         if [[ -n "${running_ip}" && "${running_ip}" != "${IP}" ]]; then
-            die "the running DC (PID ${pid}) listens on ${running_ip}, not ${IP}: run \`$0 down\` first, or set WRITEBACK_TESTBED_IP=${running_ip}"
+            die "the running DC (PID ${pid}) listens on ${running_ip}, not ${IP}: run \`${SELF} down\` first, or set ${IP_VAR}=${running_ip}"
         fi
         write_env "${pid}"
         cat "${ENV_FILE}"
         return 0
     fi
     # Fail fast, before installing or provisioning.
+    ensure_ip_on_lo
     require_free_ports
     if [[ -n "$(missing_packages)" ]]; then
         cmd_install
@@ -531,6 +625,7 @@ cmd_reset() {
     require_root reset
     set_paths
     take_lock
+    ensure_ip_on_lo
     # Install and re-provision (if needed) while the old instance still serves.
     if [[ -n "$(missing_packages)" ]]; then
         cmd_install
@@ -545,7 +640,12 @@ cmd_status() {
     set_paths
     local pid
     if pid="$(running_pid 2>/dev/null)"; then
-        echo "running: PID ${pid}, ${LDAP_URL}, ${LDAPS_URL}"
+        # Where it listens: the address it was started for, which need not be today's setting.
+        local ip
+        ip="$(cat "${INSTANCE_DIR}/.version" 2>/dev/null)"
+        ip="${ip##*-}"
+        ip="${ip:-${IP}}"
+        echo "running: PID ${pid}, ldap://${ip}:389, ldaps://${ip}:636 (forest ${FOREST^^}, ${REALM})"
     else
         echo "stopped"
     fi
@@ -568,13 +668,13 @@ cmd_status() {
 cmd_env() {
     set_paths
     local pid
-    pid="$(running_pid 2>/dev/null)" || die "the test bed is not running; run: $0 up"
+    pid="$(running_pid 2>/dev/null)" || die "the test bed (forest ${FOREST^^}, ${REALM}) is not running; run: ${SELF} up"
     [[ -f "${ENV_FILE}" ]] || write_env "${pid}"
     cat "${ENV_FILE}"
 }
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
 
 main() {
@@ -593,4 +693,4 @@ main() {
     esac
 }
 
-main "$@"
+main "${ARGS[@]}"

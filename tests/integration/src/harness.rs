@@ -1,6 +1,7 @@
 //! An end-to-end bed for the `writeback` binary: a scratch OU tree in the Samba AD DC with
 //! on-prem users, a Graph emulator seeded with a tenant built from those users' SIDs, a config
 //! file pointing at both, and helpers to change the tenant through Graph's API and to read AD.
+//! [`ForestBed`] is the same kind of OU tree in the second forest (forest B).
 
 use ldap3::{Ldap, Scope, SearchEntry};
 use serde_json::{json, Value};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::emulator::Emulator;
-use crate::testbed::{create_ou, delete_subtree, unique_ou_name, AdTestbed};
+use crate::testbed::{create_ou, delete_subtree, unique_ou_name, AdTestbed, StoppedDc};
 
 pub const TENANT_ID: &str = "7f3e2a10-4b5c-4d6e-8f90-a1b2c3d4e5f6";
 pub const CLIENT_ID: &str = "5a1c0f52-8d3e-4f0b-9c61-2e7d4b8a9f10";
@@ -65,6 +66,115 @@ pub struct Bed {
     pub dir: tempfile::TempDir,
     pub emulator: Emulator,
     pub users: Vec<OnPremUser>,
+}
+
+/// Creates a disabled on-prem user `CN=User <index> <sAMAccountName>` in `users_ou` (in whichever
+/// forest `ldap` is bound to) and reads back its SID; its cloud id is a fresh one.
+pub async fn create_onprem_user(ldap: &mut Ldap, users_ou: &str, index: usize) -> OnPremUser {
+    let sam = format!("u{}{}", &new_id()[..8], index);
+    let dn = format!("CN=User {index} {sam},{users_ou}");
+    ldap.add(
+        &dn,
+        vec![
+            ("objectClass", ["user"].into_iter().collect()),
+            ("sAMAccountName", [sam.as_str()].into_iter().collect()),
+            ("userAccountControl", ["514"].into_iter().collect()),
+        ],
+    )
+    .await
+    .expect("add user")
+    .success()
+    .expect("add user result");
+    let (rs, _) = ldap
+        .search(&dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
+        .await
+        .expect("read sid")
+        .success()
+        .expect("read sid result");
+    let e = SearchEntry::construct(rs.into_iter().next().expect("user entry"));
+    let raw = e
+        .bin_attrs
+        .get("objectSid")
+        .and_then(|v| v.first())
+        .expect("objectSid");
+    OnPremUser {
+        cloud_id: new_id(),
+        dn,
+        sid: writeback::ad::dn::sid_to_string(raw).expect("objectSid"),
+    }
+}
+
+/// A test's own OU tree in the second forest (forest B, [`AdTestbed::forest_b`]), laid out as
+/// [`Bed`]'s in forest A: `<prefix>` with `Users` (on-prem users with their SIDs) and `Groups`
+/// (delegated to forest B's service account). Its DC can be stopped and started again.
+pub struct ForestBed {
+    pub ad: AdTestbed,
+    /// Bound as forest B's administrator (a new connection after [`Self::start_dc`]).
+    pub ldap: Ldap,
+    /// The test's root OU (deleted on `cleanup`).
+    pub root: String,
+    pub users_ou: String,
+    /// The OU delegated to the service account, where groups would go.
+    pub managed: String,
+    pub users: Vec<OnPremUser>,
+}
+
+impl ForestBed {
+    /// The tree in forest B with `n_users` users; panics (naming `WRITEBACK_TESTBED_B_ENV`)
+    /// when forest B is not running.
+    pub async fn new(prefix: &str, n_users: usize) -> ForestBed {
+        Self::new_in(AdTestbed::forest_b(), prefix, n_users).await
+    }
+
+    /// The same tree in the forest `ad` names.
+    pub async fn new_in(ad: AdTestbed, prefix: &str, n_users: usize) -> ForestBed {
+        let mut ldap = ad.connect_ldaps().await;
+        let root = format!("OU={},{}", unique_ou_name(prefix), ad.base_dn);
+        create_ou(&mut ldap, &root).await;
+        let users_ou = format!("OU=Users,{root}");
+        let managed = format!("OU=Groups,{root}");
+        create_ou(&mut ldap, &users_ou).await;
+        create_ou(&mut ldap, &managed).await;
+        ad.delegate(&managed);
+        let mut bed = ForestBed {
+            ad,
+            ldap,
+            root,
+            users_ou,
+            managed,
+            users: Vec::new(),
+        };
+        for _ in 0..n_users {
+            bed.add_user().await;
+        }
+        bed
+    }
+
+    /// One more on-prem user in the tree's `Users` OU, with its SID.
+    pub async fn add_user(&mut self) -> OnPremUser {
+        let user = create_onprem_user(&mut self.ldap, &self.users_ou, self.users.len()).await;
+        self.users.push(user.clone());
+        user
+    }
+
+    /// Stops the forest's DC ([`AdTestbed::stop_dc`]); `self.ldap` is dead until
+    /// [`Self::start_dc`]. Dropping the returned value starts the DC again.
+    #[must_use = "the DC starts again when this is dropped"]
+    pub fn stop_dc(&self) -> StoppedDc {
+        self.ad.stop_dc()
+    }
+
+    /// Starts the DC `stopped` names again (same data) and reconnects.
+    pub async fn start_dc(&mut self, stopped: StoppedDc) {
+        self.ad = stopped.start();
+        self.ldap = self.ad.connect_ldaps().await;
+    }
+
+    /// Deletes the test's OU tree.
+    pub async fn cleanup(mut self) {
+        delete_subtree(&mut self.ldap, &self.root).await;
+        let _ = self.ldap.unbind().await;
+    }
 }
 
 /// Builds a user's cloud representation (synced from AD when `sid` is given).
@@ -128,37 +238,7 @@ impl Bed {
         ad.delegate(&managed);
         let mut users = Vec::new();
         for i in 0..n_users {
-            let sam = format!("u{}{}", &new_id()[..8], i);
-            let dn = format!("CN=User {i} {sam},{users_ou}");
-            ldap.add(
-                &dn,
-                vec![
-                    ("objectClass", ["user"].into_iter().collect()),
-                    ("sAMAccountName", [sam.as_str()].into_iter().collect()),
-                    ("userAccountControl", ["514"].into_iter().collect()),
-                ],
-            )
-            .await
-            .expect("add user")
-            .success()
-            .expect("add user result");
-            let (rs, _) = ldap
-                .search(&dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
-                .await
-                .expect("read sid")
-                .success()
-                .expect("read sid result");
-            let e = SearchEntry::construct(rs.into_iter().next().expect("user entry"));
-            let raw = e
-                .bin_attrs
-                .get("objectSid")
-                .and_then(|v| v.first())
-                .expect("objectSid");
-            users.push(OnPremUser {
-                cloud_id: new_id(),
-                dn,
-                sid: writeback::ad::dn::sid_to_string(raw).expect("objectSid"),
-            });
+            users.push(create_onprem_user(&mut ldap, &users_ou, i).await);
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let emulator = Emulator::start(&empty_tenant(), &[]);

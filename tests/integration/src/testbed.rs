@@ -1,5 +1,8 @@
 //! Settings of the running Samba AD test bed (`tests/testbed/samba-ad.sh up`) and LDAP helpers
-//! shared by the integration tests.
+//! shared by the integration tests. Forest A (`CORP.EXAMPLE.TEST`, [`AdTestbed::load`]) is the
+//! one every test uses; forest B (`FABRIKAM.EXAMPLE.TEST`, [`AdTestbed::forest_b`], started with
+//! `samba-ad.sh --forest b up`) is a second, independent forest for multi-forest tests, which
+//! may also stop and start its DC ([`AdTestbed::stop_dc`]).
 //!
 //! The helpers panic with a clear message instead of returning errors: they are test set-up and
 //! tear-down, where a failure must stop the test loudly.
@@ -25,6 +28,18 @@ pub const NOT_RUNNING: &str =
 
 /// Environment variable naming the settings file (default `<workspace>/.testbed/samba.env`).
 pub const ENV_FILE_VAR: &str = "WRITEBACK_TESTBED_ENV";
+
+/// The message every test that needs forest B fails with when it is not up.
+pub const NOT_RUNNING_B: &str = "Samba AD forest B (FABRIKAM.EXAMPLE.TEST) is not running: \
+     run `sudo tests/testbed/samba-ad.sh --forest b up` and point WRITEBACK_TESTBED_B_ENV at the \
+     settings file it prints (`<repo>/.testbed/forest-b/samba.env`), or run `make test`";
+
+/// Environment variable naming forest B's settings file (default
+/// `<workspace>/.testbed/forest-b/samba.env`).
+pub const ENV_FILE_B_VAR: &str = "WRITEBACK_TESTBED_B_ENV";
+
+/// The test bed's script, which starts and stops the DCs.
+const SCRIPT: &str = "../../tests/testbed/samba-ad.sh";
 
 /// LDAP result code noSuchObject.
 const NO_SUCH_OBJECT: u32 = 32;
@@ -54,31 +69,165 @@ pub struct AdTestbed {
     pub instance_dir: PathBuf,
     /// PEM file of the test bed's own CA, which signed the DC's certificate.
     pub ca_file: PathBuf,
+    /// `CORP.EXAMPLE.TEST` (forest A) or `FABRIKAM.EXAMPLE.TEST` (forest B).
+    pub realm: String,
+    /// `a` or `b`: the `--forest` of `samba-ad.sh` that started the DC.
+    pub forest: String,
+    /// The loopback address the DC listens on.
+    pub ip: String,
+    /// The forest's state directory (template, instance, settings, PID file, log).
+    pub state_dir: PathBuf,
+    /// The settings file these were read from.
+    pub env_file: PathBuf,
+    /// The samba process, when the settings name it.
+    pub pid: Option<u32>,
 }
 
 impl AdTestbed {
     /// Reads the settings file. Panics with [`NOT_RUNNING`] when the file is missing or the DC
     /// process it names is gone.
     pub fn load() -> AdTestbed {
-        let path = env_file_path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) => panic!("{NOT_RUNNING} (cannot read {}: {e})", path.display()),
+        Self::load_from(&env_file_path(), NOT_RUNNING)
+    }
+
+    /// Forest B's settings, from `$WRITEBACK_TESTBED_B_ENV` (else
+    /// `<workspace>/.testbed/forest-b/samba.env`). Panics with [`NOT_RUNNING_B`] when the file
+    /// is missing or its DC is gone, and when the file is not forest B's.
+    pub fn forest_b() -> AdTestbed {
+        let path = env_file_b_path();
+        let testbed = Self::load_from(&path, NOT_RUNNING_B);
+        assert!(
+            testbed.forest == "b",
+            "{ENV_FILE_B_VAR} names {}, the settings of forest {} ({}), not of forest B: \
+             point it at the file `sudo tests/testbed/samba-ad.sh --forest b up` prints",
+            path.display(),
+            testbed.forest.to_uppercase(),
+            testbed.realm
+        );
+        testbed
+    }
+
+    /// The settings file at `path` again (after the DC was restarted: a new PID).
+    pub fn reload(&self) -> AdTestbed {
+        let not_running = if self.forest == "b" {
+            NOT_RUNNING_B
+        } else {
+            NOT_RUNNING
         };
-        let testbed = match parse_env(&text) {
+        Self::load_from(&self.env_file, not_running)
+    }
+
+    fn load_from(path: &Path, not_running: &str) -> AdTestbed {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => panic!("{not_running} (cannot read {}: {e})", path.display()),
+        };
+        let testbed = match parse_env(&text, path) {
             Ok(parsed) => parsed,
-            Err(e) => panic!("{NOT_RUNNING} ({}: {e})", path.display()),
+            Err(e) => panic!("{not_running} ({}: {e})", path.display()),
         };
         // A DC that exited (e.g. after its maximum runtime) leaves the file behind.
         if let Some(pid) = env_value(&text, "AD_PID") {
             if Path::new("/proc/self").exists() && !Path::new("/proc").join(&pid).exists() {
                 panic!(
-                    "{NOT_RUNNING} (the DC process {pid} named in {} is gone)",
+                    "{not_running} (the DC process {pid} named in {} is gone)",
                     path.display()
                 );
             }
         }
         testbed
+    }
+
+    /// Stops this forest's DC with `samba-ad.sh --forest <f> down` (by its recorded PID; the
+    /// instance and its data stay). Meant for forest B: forest A is the DC every other test
+    /// uses. The DC comes back with [`StoppedDc::start`], or when the returned value is dropped
+    /// (also when the test panics). Panics when the script fails. Needs root, as the script
+    /// does.
+    #[must_use = "the DC starts again when this is dropped"]
+    pub fn stop_dc(&self) -> StoppedDc {
+        self.run_script("down");
+        StoppedDc {
+            testbed: Some(self.clone()),
+        }
+    }
+
+    /// Runs `samba-ad.sh --forest <f> <verb>` for this forest's state directory and address;
+    /// panics with its output when it fails.
+    fn run_script(&self, verb: &str) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(SCRIPT);
+        let (dir_var, ip_var) = if self.forest == "b" {
+            ("WRITEBACK_TESTBED_B_DIR", "WRITEBACK_TESTBED_B_IP")
+        } else {
+            ("WRITEBACK_TESTBED_DIR", "WRITEBACK_TESTBED_IP")
+        };
+        let out = std::process::Command::new(&script)
+            .arg("--forest")
+            .arg(&self.forest)
+            .arg(verb)
+            .env(dir_var, &self.state_dir)
+            .env(ip_var, &self.ip)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} --forest {} {verb} failed ({}):\n{}{}",
+            script.display(),
+            self.forest,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// True when the DC accepts an LDAPS connection and the administrator's bind within
+    /// `timeout` (no panic: for checking that a DC is down, or up).
+    pub async fn answers(&self, timeout: Duration) -> bool {
+        let settings = self.conn_settings().set_conn_timeout(timeout);
+        let attempt = async {
+            let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.ldaps_url)
+                .await
+                .ok()?;
+            ldap3::drive!(conn);
+            let bound = ldap
+                .simple_bind(&self.bind_dn, &self.bind_password)
+                .await
+                .and_then(|r| r.success())
+                .is_ok();
+            let _ = ldap.unbind().await;
+            Some(bound)
+        };
+        matches!(
+            ldap3::tokio::time::timeout(timeout, attempt).await,
+            Ok(Some(true))
+        )
+    }
+
+    /// The domain's SID (`S-1-5-21-...`), read from the domain root's `objectSid`.
+    pub async fn domain_sid(&self) -> String {
+        let mut ldap = self.connect_ldaps().await;
+        let (rs, _) = ldap
+            .search(
+                &self.base_dn,
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["objectSid"],
+            )
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("cannot read objectSid of {}: {e}", self.base_dn));
+        let _ = ldap.unbind().await;
+        let entry = ldap3::SearchEntry::construct(
+            rs.into_iter()
+                .next()
+                .unwrap_or_else(|| panic!("no entry at {}", self.base_dn)),
+        );
+        let raw = entry
+            .bin_attrs
+            .get("objectSid")
+            .and_then(|v| v.first())
+            .unwrap_or_else(|| panic!("{} has no objectSid", self.base_dn));
+        writeback::ad::dn::sid_to_string(raw)
+            .unwrap_or_else(|e| panic!("objectSid of {}: {e}", self.base_dn))
     }
 
     /// A rustls client configuration trusting only the test bed's CA.
@@ -250,6 +399,39 @@ impl AdTestbed {
     }
 }
 
+/// A DC stopped by [`AdTestbed::stop_dc`]: [`start`](Self::start) it again, or it starts when
+/// this is dropped.
+#[derive(Debug)]
+pub struct StoppedDc {
+    testbed: Option<AdTestbed>,
+}
+
+impl StoppedDc {
+    /// Starts the DC again with `samba-ad.sh --forest <f> up` (same instance, same data, same
+    /// address) and returns the new settings (a new PID). Panics when it does not come up.
+    pub fn start(mut self) -> AdTestbed {
+        let testbed = self.testbed.take().expect("a stopped DC");
+        testbed.run_script("up");
+        testbed.reload()
+    }
+}
+
+impl Drop for StoppedDc {
+    fn drop(&mut self) {
+        if let Some(testbed) = self.testbed.take() {
+            // A test that failed while the DC was down must not leave it down for the next.
+            let restart = std::panic::catch_unwind(|| testbed.run_script("up"));
+            if restart.is_err() {
+                eprintln!(
+                    "could not start forest {}'s DC again; run: sudo tests/testbed/samba-ad.sh --forest {} up",
+                    testbed.forest.to_uppercase(),
+                    testbed.forest
+                );
+            }
+        }
+    }
+}
+
 /// The settings file: `$WRITEBACK_TESTBED_ENV`, else `<workspace root>/.testbed/samba.env`.
 pub fn env_file_path() -> PathBuf {
     match std::env::var_os(ENV_FILE_VAR) {
@@ -260,14 +442,34 @@ pub fn env_file_path() -> PathBuf {
     }
 }
 
+/// Forest B's settings file: `$WRITEBACK_TESTBED_B_ENV`, else
+/// `<workspace root>/.testbed/forest-b/samba.env`.
+pub fn env_file_b_path() -> PathBuf {
+    match std::env::var_os(ENV_FILE_B_VAR) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(".testbed/forest-b/samba.env"),
+    }
+}
+
 /// Parses `KEY=VALUE` lines (comments and blank lines allowed; values optionally single- or
-/// double-quoted, as `samba-ad.sh` writes them).
-fn parse_env(text: &str) -> Result<AdTestbed, String> {
+/// double-quoted, as `samba-ad.sh` writes them) read from `path`. Keys later versions of the
+/// script added have defaults, so a DC started by an older script still loads.
+fn parse_env(text: &str, path: &Path) -> Result<AdTestbed, String> {
     let get = |key: &str| env_value(text, key).ok_or_else(|| format!("{key} is missing"));
+    let base_dn = get("AD_BASE_DN")?;
+    let ldap_url = get("AD_LDAP_URL")?;
+    let ip = env_value(text, "AD_IP").unwrap_or_else(|| {
+        ldap_url
+            .split_once("://")
+            .map_or(ldap_url.as_str(), |(_, rest)| rest)
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(host, _)| host)
+            .to_string()
+    });
     Ok(AdTestbed {
-        ldap_url: get("AD_LDAP_URL")?,
         ldaps_url: get("AD_LDAPS_URL")?,
-        base_dn: get("AD_BASE_DN")?,
         bind_dn: get("AD_BIND_DN")?,
         bind_password: get("AD_BIND_PASSWORD")?,
         service_account: get("AD_SERVICE_ACCOUNT")?,
@@ -275,7 +477,28 @@ fn parse_env(text: &str) -> Result<AdTestbed, String> {
         service_password: get("AD_SERVICE_PASSWORD")?,
         instance_dir: PathBuf::from(get("AD_INSTANCE_DIR")?),
         ca_file: PathBuf::from(get("AD_CA_FILE")?),
+        realm: env_value(text, "AD_REALM").unwrap_or_else(|| realm_of(&base_dn)),
+        forest: env_value(text, "AD_FOREST").unwrap_or_else(|| "a".to_string()),
+        ip,
+        state_dir: env_value(text, "AD_STATE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| path.parent().map(Path::to_path_buf))
+            .unwrap_or_default(),
+        env_file: path.to_path_buf(),
+        pid: env_value(text, "AD_PID").and_then(|pid| pid.parse().ok()),
+        base_dn,
+        ldap_url,
     })
+}
+
+/// `DC=corp,DC=example,DC=test` -> `CORP.EXAMPLE.TEST`.
+fn realm_of(base_dn: &str) -> String {
+    base_dn
+        .split(',')
+        .filter_map(|rdn| rdn.trim().strip_prefix("DC="))
+        .collect::<Vec<_>>()
+        .join(".")
+        .to_ascii_uppercase()
 }
 
 /// The last value of `key` in the file (as a shell would see it after sourcing).
@@ -431,8 +654,14 @@ mod tests {
                     AD_SERVICE_ACCOUNT=svc-writeback\n\
                     AD_SERVICE_DN=CN=svc-writeback,CN=Users,DC=corp,DC=example,DC=test\n\
                     AD_SERVICE_PASSWORD=s\nAD_INSTANCE_DIR=/x/samba\n";
-        let tb = parse_env(text).unwrap();
+        let tb = parse_env(text, Path::new("/x/samba.env")).unwrap();
         assert_eq!(tb.base_dn, "DC=corp,DC=example,DC=test");
+        // Keys older scripts did not write have defaults.
+        assert_eq!(tb.realm, "CORP.EXAMPLE.TEST");
+        assert_eq!(tb.forest, "a");
+        assert_eq!(tb.ip, "127.0.0.1");
+        assert_eq!(tb.state_dir, PathBuf::from("/x"));
+        assert_eq!(tb.pid, Some(42));
         assert_eq!(tb.bind_password, "it's secret");
         assert_eq!(tb.ca_file, PathBuf::from("/x/ca.pem"));
         assert_eq!(env_value(text, "AD_PID").as_deref(), Some("42"));
@@ -440,8 +669,32 @@ mod tests {
 
     #[test]
     fn reports_missing_keys() {
-        let err = parse_env("AD_LDAP_URL=ldap://127.0.0.1:389\n").unwrap_err();
+        let err = parse_env(
+            "AD_LDAP_URL=ldap://127.0.0.1:389\nAD_BASE_DN=DC=corp,DC=example,DC=test\n",
+            Path::new("/x/samba.env"),
+        )
+        .unwrap_err();
         assert_eq!(err, "AD_LDAPS_URL is missing");
+    }
+
+    #[test]
+    fn parses_forest_b_settings() {
+        let text = "AD_LDAP_URL=ldap://127.0.0.3:389\nAD_LDAPS_URL=ldaps://127.0.0.3:636\n\
+                    AD_BASE_DN=DC=fabrikam,DC=example,DC=test\n\
+                    AD_BIND_DN=CN=Administrator,CN=Users,DC=fabrikam,DC=example,DC=test\n\
+                    AD_BIND_PASSWORD=p\nAD_CA_FILE=/s/b/samba/private/tls/ca.pem\n\
+                    AD_SERVICE_ACCOUNT=svc-writeback\n\
+                    AD_SERVICE_DN=CN=svc-writeback,CN=Users,DC=fabrikam,DC=example,DC=test\n\
+                    AD_SERVICE_PASSWORD=s\nAD_INSTANCE_DIR=/s/b/samba\n\
+                    AD_REALM=FABRIKAM.EXAMPLE.TEST\nAD_FOREST=b\nAD_IP=127.0.0.3\n\
+                    AD_STATE_DIR=/s/b\n";
+        let tb = parse_env(text, Path::new("/elsewhere/samba.env")).unwrap();
+        assert_eq!(tb.forest, "b");
+        assert_eq!(tb.realm, "FABRIKAM.EXAMPLE.TEST");
+        assert_eq!(tb.ip, "127.0.0.3");
+        assert_eq!(tb.state_dir, PathBuf::from("/s/b"));
+        assert_eq!(tb.env_file, PathBuf::from("/elsewhere/samba.env"));
+        assert_eq!(tb.pid, None);
     }
 
     #[test]
