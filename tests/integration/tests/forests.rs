@@ -82,6 +82,33 @@ fn dns(users: &[&OnPremUser]) -> BTreeSet<String> {
     users.iter().map(|u| u.dn.to_lowercase()).collect()
 }
 
+/// `dns(users)` and the DN `nested` (a group's copy in the same forest).
+fn with_group(users: &[&OnPremUser], nested: &str) -> Option<BTreeSet<String>> {
+    let mut all = dns(users);
+    all.insert(nested.to_lowercase());
+    Some(all)
+}
+
+/// The DN of the group anchored to cloud group `id` below `managed`.
+async fn dn_of(ldap: &mut ldap3::Ldap, managed: &str, id: &str) -> String {
+    let (rs, _) = ldap
+        .search(
+            managed,
+            ldap3::Scope::Subtree,
+            &format!("(msDS-ExternalDirectoryObjectId=Group_{id})"),
+            vec!["cn"],
+        )
+        .await
+        .expect("search")
+        .success()
+        .expect("search result");
+    let e = rs
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no copy of {id} below {managed}"));
+    ldap3::SearchEntry::construct(e).dn
+}
+
 fn add_member_body(id: &str) -> Value {
     json!({ "@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{id}") })
 }
@@ -109,14 +136,13 @@ async fn one_group_in_two_forests_each_with_its_own_members_and_b_down_holds_up_
         cloud_user(&b0.cloud_id, "Bea Fabrikam", Some(&b0.sid)),
         cloud_user(&b1.cloud_id, "Bo Fabrikam", Some(&b1.sid)),
     ];
-    let g = new_id();
+    let (g, child) = (new_id(), new_id());
     a.seed(
         users,
-        vec![security_group(
-            &g,
-            "Both Forests",
-            &[&a0.cloud_id, &b0.cloud_id],
-        )],
+        vec![
+            security_group(&g, "Both Forests", &[&a0.cloud_id, &b0.cloud_id, &child]),
+            security_group(&child, "Nested In Both", &[]),
+        ],
         &[],
     );
     let port = free_port();
@@ -133,14 +159,17 @@ async fn one_group_in_two_forests_each_with_its_own_members_and_b_down_holds_up_
         stdout.contains("== target corp ==") && stdout.contains("== target fabrikam =="),
         "{stdout}"
     );
+    // A nested cloud group is its copy in the same forest.
+    let child_a = dn_of(&mut a.ldap, &a.managed, &child).await;
+    let child_b = dn_of(&mut b.ldap, &b.managed, &child).await;
     assert_eq!(
         members_in(&mut a.ldap, &a.managed, &g).await,
-        Some(dns(&[&a0])),
+        with_group(&[&a0], &child_a),
         "forest A's copy holds forest A's member"
     );
     assert_eq!(
         members_in(&mut b.ldap, &b.managed, &g).await,
-        Some(dns(&[&b0])),
+        with_group(&[&b0], &child_b),
         "forest B's copy holds forest B's member"
     );
 
@@ -198,7 +227,7 @@ async fn one_group_in_two_forests_each_with_its_own_members_and_b_down_holds_up_
     assert!(stderr.contains("target fabrikam"), "{stderr}");
     assert_eq!(
         members_in(&mut a.ldap, &a.managed, &g).await,
-        Some(dns(&[&a0, &a1])),
+        with_group(&[&a0, &a1], &child_a),
         "forest A's change waited for forest B"
     );
 
@@ -234,7 +263,7 @@ async fn one_group_in_two_forests_each_with_its_own_members_and_b_down_holds_up_
     eventually!(
         Duration::from_secs(20),
         "forest A's change while forest B is down",
-        members_in(&mut a.ldap, &a.managed, &g).await == Some(dns(&[&a1]))
+        members_in(&mut a.ldap, &a.managed, &g).await == with_group(&[&a1], &child_a)
     );
 
     // 3. B is back: the daemon binds again and B catches up from its own delta link.
@@ -242,7 +271,7 @@ async fn one_group_in_two_forests_each_with_its_own_members_and_b_down_holds_up_
     eventually!(
         Duration::from_secs(30),
         "forest B to catch up",
-        members_in(&mut b.ldap, &b.managed, &g).await == Some(dns(&[&b0, &b1]))
+        members_in(&mut b.ldap, &b.managed, &g).await == with_group(&[&b0, &b1], &child_b)
     );
     eventually!(
         Duration::from_secs(15),
