@@ -667,7 +667,15 @@ impl Config {
             let settings = targets::own_settings(&doc, &name);
             let (target, more_unread) = Self::build(path, raw, which, &name)
                 .map_err(|e| targets::locate(e, &name, &settings))?;
-            unread.extend(more_unread);
+            // The shared sections' secrets were noted with the first target.
+            unread.extend(
+                more_unread
+                    .into_iter()
+                    .map(|e| targets::locate(e, &name, &settings))
+                    .filter(|e| {
+                        matches!(e, ConfigError::Invalid { key, .. } if key.starts_with("targets."))
+                    }),
+            );
             config.secret_env.extend(target.secret_env.iter().cloned());
             config.more_targets.push(target);
         }

@@ -408,6 +408,31 @@ parent = "OU=Cloud,DC=fabrikam,DC=example,DC=test"
     }
 
     #[test]
+    fn a_preflight_names_a_targets_unreadable_secret_under_the_target_once() {
+        let text = format!("{BASE}{FABRIKAM}").replace(
+            "password_env = \"WB_TARGETS_TEST_SECRET\"\nmanaged_ous = [\"OU=Cloud,",
+            "password_file = \"/nonexistent/fabrikam\"\nmanaged_ous = [\"OU=Cloud,",
+        );
+        let (_, unread) = Config::parse_noting(
+            Path::new("/etc/writeback/writeback.toml"),
+            &text,
+            super::super::Secrets::Collect,
+        )
+        .expect("loads");
+        let keys: Vec<String> = unread.into_iter().map(key_of).collect();
+        // The shared Graph secret (unset here) once, the target's password under its key.
+        assert_eq!(
+            keys,
+            [
+                "graph.client_secret_env",
+                "ad.password_env",
+                "targets.fabrikam.ad.password_file"
+            ],
+            "{keys:?}"
+        );
+    }
+
+    #[test]
     fn select_targets_takes_all_or_the_one_named() {
         let c = parse(&format!("{BASE}{FABRIKAM}")).expect("loads");
         assert_eq!(c.select_targets(None).expect("all").len(), 2);
