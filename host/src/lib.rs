@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod effects;
 pub mod egress;
 pub mod graph;
+pub mod ha;
 pub mod inspect;
 pub mod metrics;
 pub mod perms;

@@ -1,0 +1,282 @@
+//! The lease row on PostgreSQL.
+//!
+//! ```sql
+//! writeback_lease(name PRIMARY KEY, holder, epoch, expires_at, acquired_at)
+//! ```
+//!
+//! Every statement is one round trip and decides on the database's clock (`now()`), so the
+//! instances' clocks never matter. A takeover is one `INSERT ... ON CONFLICT DO UPDATE ...
+//! WHERE expires_at < now()`: of two instances racing for an expired lease, the row lock
+//! makes one win and the other find it taken. The epoch only grows.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use secrecy::ExposeSecret;
+use tokio_postgres::{Client, GenericClient};
+
+use super::lease::{Deadline, LeaseTimes};
+
+/// The lease's row; one per database (one writer among the instances sharing it).
+const LEASE: &str = "writer";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error("state.postgres.ca_file {path}: {message}")]
+    CaFile { path: PathBuf, message: String },
+    #[error("PostgreSQL at {host}:{port}: {message}")]
+    Connect {
+        host: String,
+        port: u16,
+        message: String,
+    },
+    #[error("PostgreSQL lease ({op}): {source}")]
+    Sql {
+        op: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error("the lease is no longer this instance's (epoch {epoch}): another instance took over")]
+    Fenced { epoch: i64 },
+}
+
+/// Where the shared database is. The password is never in a URL, a log or `Debug`.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: secrecy::SecretString,
+    /// The CA that signed the server's certificate; the server's name is checked against it.
+    pub ca_file: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+/// The lease as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub holder: String,
+    pub epoch: i64,
+    /// Whether its expiry is still ahead on the database's clock.
+    pub live: bool,
+}
+
+/// What a takeover attempt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Takeover {
+    /// This instance holds the lease now, with this epoch, until the deadline.
+    Won { epoch: i64, deadline: Deadline },
+    /// Another instance holds it.
+    Held(LeaseRow),
+}
+
+fn tls(ca_file: &Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, HaError> {
+    let bad = |message: String| HaError::CaFile {
+        path: ca_file.to_path_buf(),
+        message,
+    };
+    crate::ad::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| bad(e.to_string()))? {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// A connection over TLS (required: a server that does not offer it is refused), with the
+/// server's certificate and name verified. The connection runs on a task of its own.
+pub async fn connect(s: &PgSettings) -> Result<Client, HaError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&s.host)
+        .port(s.port)
+        .dbname(&s.database)
+        .user(&s.user)
+        .password(s.password.expose_secret())
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(s.connect_timeout)
+        .application_name("writeback");
+    let (client, conn) = config
+        .connect(tls(&s.ca_file)?)
+        .await
+        .map_err(|e| HaError::Connect {
+            host: s.host.clone(),
+            port: s.port,
+            message: crate::printable::one_line(&error_text(&e)).into_owned(),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!("PostgreSQL connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// tokio-postgres's message with its source (the server's, the TLS layer's).
+fn error_text(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+fn sql(op: &'static str) -> impl Fn(tokio_postgres::Error) -> HaError {
+    move |source| HaError::Sql { op, source }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One instance's hold on the lease.
+pub struct PgLease {
+    client: Arc<Client>,
+    /// This instance, as the row names its holder (host, PID and a random part: a restarted
+    /// process is another holder).
+    pub instance: String,
+    pub times: LeaseTimes,
+}
+
+impl PgLease {
+    /// Creates the lease table when it is missing.
+    pub async fn open(
+        client: Arc<Client>,
+        instance: String,
+        times: LeaseTimes,
+    ) -> Result<PgLease, HaError> {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS writeback_lease (
+                    name text PRIMARY KEY,
+                    holder text NOT NULL,
+                    epoch bigint NOT NULL,
+                    expires_at timestamptz NOT NULL,
+                    acquired_at timestamptz NOT NULL
+                )",
+            )
+            .await
+            .map_err(sql("create the table"))?;
+        Ok(PgLease {
+            client,
+            instance,
+            times,
+        })
+    }
+
+    /// Takes the lease when it is free or expired (the epoch grows by one), else says who
+    /// holds it.
+    pub async fn try_take(&self) -> Result<Takeover, HaError> {
+        let sent = Instant::now();
+        let won = self
+            .client
+            .query_opt(
+                "INSERT INTO writeback_lease AS l (name, holder, epoch, expires_at, acquired_at)
+                 VALUES ($1, $2, 1, now() + $3 * interval '1 millisecond', now())
+                 ON CONFLICT (name) DO UPDATE
+                   SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
+                       expires_at = EXCLUDED.expires_at, acquired_at = now()
+                   WHERE l.expires_at < now()
+                 RETURNING epoch",
+                &[&LEASE, &self.instance, &millis(self.times.lease)],
+            )
+            .await
+            .map_err(sql("take over"))?;
+        match won {
+            Some(row) => Ok(Takeover::Won {
+                epoch: row.try_get(0).map_err(sql("take over"))?,
+                deadline: self.times.deadline_from(sent),
+            }),
+            None => Ok(Takeover::Held(
+                self.row().await?.ok_or(HaError::Fenced { epoch: 0 })?,
+            )),
+        }
+    }
+
+    /// Renews the lease of `epoch`: the new deadline, or `Fenced` when it is not ours any more
+    /// (expired, or taken over).
+    pub async fn renew(&self, epoch: i64) -> Result<Deadline, HaError> {
+        let sent = Instant::now();
+        let renewed = self
+            .client
+            .query_opt(
+                "UPDATE writeback_lease SET expires_at = now() + $4 * interval '1 millisecond'
+                 WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+                 RETURNING epoch",
+                &[&LEASE, &self.instance, &epoch, &millis(self.times.lease)],
+            )
+            .await
+            .map_err(sql("renew"))?;
+        match renewed {
+            Some(_) => Ok(self.times.deadline_from(sent)),
+            None => Err(HaError::Fenced { epoch }),
+        }
+    }
+
+    /// Gives the lease up at once (a clean stop): a standby takes over at its next try
+    /// instead of waiting for the expiry.
+    pub async fn release(&self, epoch: i64) -> Result<(), HaError> {
+        self.client
+            .execute(
+                "UPDATE writeback_lease SET expires_at = now() - interval '1 millisecond'
+                 WHERE name = $1 AND holder = $2 AND epoch = $3",
+                &[&LEASE, &self.instance, &epoch],
+            )
+            .await
+            .map_err(sql("release"))?;
+        Ok(())
+    }
+
+    /// The lease row, if any instance ever took it.
+    pub async fn row(&self) -> Result<Option<LeaseRow>, HaError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT holder, epoch, expires_at > now() FROM writeback_lease WHERE name = $1",
+                &[&LEASE],
+            )
+            .await
+            .map_err(sql("read"))?;
+        row.map(|r| {
+            Ok(LeaseRow {
+                holder: r.try_get(0).map_err(sql("read"))?,
+                epoch: r.try_get(1).map_err(sql("read"))?,
+                live: r.try_get(2).map_err(sql("read"))?,
+            })
+        })
+        .transpose()
+    }
+}
+
+/// The fence every state transaction of the writer runs first: the lease is still
+/// `instance`'s at `epoch` and not expired, and its row is locked shared until the
+/// transaction ends, so a takeover (an update of the row) waits for it and a transaction
+/// begun under an old epoch can never commit after a new writer started.
+pub async fn fence(tx: &impl GenericClient, instance: &str, epoch: i64) -> Result<(), HaError> {
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM writeback_lease
+             WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+             FOR SHARE",
+            &[&LEASE, &instance, &epoch],
+        )
+        .await
+        .map_err(sql("fence"))?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(HaError::Fenced { epoch }),
+    }
+}
