@@ -12,9 +12,12 @@
 //!   paused past its lease (SIGSTOP, a VM freeze) finds its deadline gone when it wakes.
 //! - [`pg`]: the row itself: take over an expired lease, renew, give up, and the fence a state
 //!   transaction runs first (it locks the row shared, so a takeover waits for it to end).
+//! - [`keeper`]: the task that holds the lease for a daemon and publishes its [`Role`].
 
+pub mod keeper;
 pub mod lease;
 pub mod pg;
 
+pub use keeper::{Keeper, Role};
 pub use lease::{Deadline, LeaseTimes};
 pub use pg::{HaError, LeaseRow, PgLease, PgSettings, Takeover};

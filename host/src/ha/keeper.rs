@@ -1,0 +1,181 @@
+//! Holds the lease for the daemon: a task that takes it when free, renews it while held, and
+//! says at every moment what this instance is ([`Role`]). It stops claiming the writer's role
+//! at its local deadline when it cannot renew (the database away, the connection cut), before
+//! the database's expiry lets another instance take over.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::lease::{Deadline, LeaseTimes};
+use super::pg::{self, HaError, PgLease, PgSettings, Takeover};
+
+/// What this instance is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Waiting: another instance writes (`holder`, when known), or the database is out of reach
+    /// (`why`).
+    Standby {
+        holder: Option<String>,
+        why: Option<String>,
+    },
+    /// The writer, under `epoch`, until `deadline` unless renewed.
+    Active { epoch: i64, deadline: Deadline },
+}
+
+impl Role {
+    /// Whether work that may take `for_` may start now as the writer: the epoch to fence it
+    /// with, or `None`.
+    pub fn may_write(&self, for_: Duration) -> Option<i64> {
+        match self {
+            Role::Active { epoch, deadline } if deadline.allows(Instant::now(), for_) => {
+                Some(*epoch)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The keeper's handle: the role as it changes.
+#[derive(Clone)]
+pub struct Keeper {
+    role: watch::Receiver<Role>,
+    pub instance: String,
+}
+
+impl Keeper {
+    /// Starts the task. `poll`: how often a standby tries to take over.
+    pub fn start(
+        settings: PgSettings,
+        instance: String,
+        times: LeaseTimes,
+        poll: Duration,
+    ) -> Keeper {
+        let (tx, rx) = watch::channel(Role::Standby {
+            holder: None,
+            why: Some("starting".into()),
+        });
+        let name = instance.clone();
+        tokio::spawn(async move { hold(settings, name, times, poll, tx).await });
+        Keeper { role: rx, instance }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    /// Waits until the role changes (or the task ended).
+    pub async fn changed(&mut self) -> bool {
+        self.role.changed().await.is_ok()
+    }
+}
+
+async fn hold(
+    settings: PgSettings,
+    instance: String,
+    times: LeaseTimes,
+    poll: Duration,
+    tx: watch::Sender<Role>,
+) {
+    let mut lease: Option<PgLease> = None;
+    loop {
+        if tx.is_closed() {
+            // Nobody listens: give the lease up for a quick takeover, then end.
+            let last = tx.borrow().clone();
+            if let (Some(l), Role::Active { epoch, .. }) = (&lease, last) {
+                let _ = l.release(epoch).await;
+            }
+            return;
+        }
+        if lease.is_none() {
+            match connect(&settings, &instance, times).await {
+                Ok(l) => lease = Some(l),
+                Err(e) => lost_or_waiting(&tx, &e),
+            }
+        }
+        let current = tx.borrow().clone();
+        let next = match (&lease, current) {
+            (None, _) => poll,
+            (Some(l), Role::Active { epoch, deadline }) => match l.renew(epoch).await {
+                Ok(d) => {
+                    tx.send_replace(Role::Active {
+                        epoch,
+                        deadline: deadline.extended(d),
+                    });
+                    times.renew_every
+                }
+                Err(e @ HaError::Fenced { .. }) => {
+                    tracing::error!("{e}; no more writes from this instance");
+                    standby(&tx, None, Some(e.to_string()));
+                    poll
+                }
+                Err(e) => {
+                    // Tried again soon; the role stays until its deadline passes.
+                    tracing::warn!("lease not renewed: {e}");
+                    lease = None;
+                    lost_or_waiting(&tx, &e);
+                    times.renew_every.min(poll)
+                }
+            },
+            (Some(l), Role::Standby { .. }) => match l.try_take().await {
+                Ok(Takeover::Won { epoch, deadline }) => {
+                    tracing::info!(epoch, "this instance is the writer now");
+                    tx.send_replace(Role::Active { epoch, deadline });
+                    times.renew_every
+                }
+                Ok(Takeover::Held(row)) => {
+                    standby(&tx, Some(row.holder), None);
+                    poll
+                }
+                Err(e) => {
+                    lease = None;
+                    standby(&tx, None, Some(e.to_string()));
+                    poll
+                }
+            },
+        };
+        // Wake for the deadline too: the role must turn to standby at it, renewal or not.
+        let now_role = tx.borrow().clone();
+        let wake = match now_role {
+            Role::Active { deadline, .. } => next.min(deadline.left(Instant::now())),
+            Role::Standby { .. } => next,
+        };
+        tokio::time::sleep(wake.max(Duration::from_millis(10))).await;
+        let after = tx.borrow().clone();
+        if let Role::Active { deadline, .. } = after {
+            if !deadline.allows(Instant::now(), Duration::ZERO) {
+                tracing::error!(
+                    "the lease could not be renewed in time; this instance stops writing"
+                );
+                standby(
+                    &tx,
+                    None,
+                    Some("the lease could not be renewed in time".into()),
+                );
+            }
+        }
+    }
+}
+
+async fn connect(s: &PgSettings, instance: &str, times: LeaseTimes) -> Result<PgLease, HaError> {
+    let client = pg::connect(s).await?;
+    PgLease::open(Arc::new(client), instance.to_string(), times).await
+}
+
+fn standby(tx: &watch::Sender<Role>, holder: Option<String>, why: Option<String>) {
+    let role = Role::Standby { holder, why };
+    tx.send_if_modified(|r| {
+        let changed = *r != role;
+        *r = role.clone();
+        changed
+    });
+}
+
+/// The database is out of reach: a standby says why; the writer keeps its role until its
+/// deadline (checked by the loop).
+fn lost_or_waiting(tx: &watch::Sender<Role>, e: &HaError) {
+    if matches!(*tx.borrow(), Role::Standby { .. }) {
+        standby(tx, None, Some(e.to_string()));
+    }
+}
