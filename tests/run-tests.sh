@@ -2,10 +2,11 @@
 # The test command (`make test`): installs what the tests need, checks and tests every rule set
 # (scripts/, examples/*/rules) and the Prometheus alert rules (packaging/monitoring), installs
 # headless Chromium for the console's browser tests, starts a clean Samba AD DC with the
-# project's own script (and a second one, forest B, for the multi-forest tests), runs the Rust suites (unit, emulator, integration, the console in the
+# project's own script (and a second one, forest B, for the multi-forest tests) and a clean
+# PostgreSQL cluster (tests/testbed/postgres.sh), runs the Rust suites (unit, emulator, integration, the console in the
 # browser), the demo end to end, the package test, the upgrade from the previous release's
-# package and the Python conformance suite, and stops the DCs (and what the demo started) by
-# PID whatever happens.
+# package and the Python conformance suite, and stops the DCs, the PostgreSQL server (and what
+# the demo started) by PID whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -27,6 +28,8 @@ install_missing() {
 
 step "Installing the test bed's Debian packages (if missing)"
 tests/testbed/samba-ad.sh install
+# postgresql and openssl; no system cluster is created or started.
+tests/testbed/postgres.sh install
 
 step "Build packages of the kerberos feature (if missing): clang, libclang-dev, libkrb5-dev"
 install_missing clang libclang-dev libkrb5-dev
@@ -63,25 +66,30 @@ promtool test rules packaging/monitoring/writeback-alerts.test.yml
 step "Headless Chromium and ChromeDriver for the console's browser tests (chromium, chromium-driver, if missing)"
 install_missing chromium chromium-driver
 
-# Both forests' DCs, each stopped by the script's own `down` (by PID).
-stop_dcs() {
+# Both forests' DCs and the PostgreSQL server, each stopped by its script's own `down` (by PID).
+stop_testbed() {
     tests/testbed/samba-ad.sh down || true
     tests/testbed/samba-ad.sh --forest b down || true
+    tests/testbed/postgres.sh down || true
 }
 
 step "Starting a clean Samba AD DC on loopback"
-trap stop_dcs EXIT
+trap stop_testbed EXIT
 tests/testbed/samba-ad.sh reset
 
 step "Starting a clean second forest (B: FABRIKAM.EXAMPLE.TEST on 127.0.0.3) for the multi-forest tests"
 tests/testbed/samba-ad.sh --forest b reset
 
+step "Starting a clean PostgreSQL cluster on 127.0.0.1:${WRITEBACK_PG_PORT:-55432} (TLS only) for the PostgreSQL state backend's tests"
+tests/testbed/postgres.sh reset
+
 export WRITEBACK_TESTBED_ENV="$ROOT/.testbed/samba.env"
 export WRITEBACK_TESTBED_B_ENV="${WRITEBACK_TESTBED_B_DIR:-$ROOT/.testbed/forest-b}/samba.env"
+export WRITEBACK_PG_ENV="${WRITEBACK_PG_DIR:-$ROOT/.testbed/postgres}/pg.env"
 export GRAPH_EMULATOR_BIN="$ROOT/target/debug/graph-emulator"
 export WRITEBACK_BIN="$ROOT/target/debug/writeback"
 
-step "Rust tests (unit, Graph emulator, integration against Samba AD and the emulator)"
+step "Rust tests (unit, Graph emulator, integration against Samba AD, PostgreSQL and the emulator)"
 if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "${features[@]}"
 else
@@ -89,7 +97,7 @@ else
 fi
 
 step "The demo, end to end: each cloud change checked in AD (examples/demo/run.sh), then stopped"
-trap 'examples/demo/stop.sh --keep-dc || true; stop_dcs' EXIT
+trap 'examples/demo/stop.sh --keep-dc || true; stop_testbed' EXIT
 examples/demo/run.sh
 examples/demo/stop.sh --keep-dc
 

@@ -1,11 +1,12 @@
-//! Shared helpers for the integration tests: the Samba AD test bed's settings and the Graph
-//! emulator as a child process.
+//! Shared helpers for the integration tests: the Samba AD and PostgreSQL test beds' settings and
+//! the Graph emulator as a child process.
 
 pub mod browser;
 pub mod dns;
 pub mod emulator;
 pub mod graph_tenant;
 pub mod harness;
+pub mod postgres;
 pub mod receiver;
 pub mod testbed;
 

@@ -502,7 +502,7 @@ fn realm_of(base_dn: &str) -> String {
 }
 
 /// The last value of `key` in the file (as a shell would see it after sourcing).
-fn env_value(text: &str, key: &str) -> Option<String> {
+pub(crate) fn env_value(text: &str, key: &str) -> Option<String> {
     text.lines()
         .filter_map(|line| line.trim().split_once('='))
         .filter(|(k, _)| !k.starts_with('#') && k.trim() == key)
