@@ -138,8 +138,9 @@ fn sql(op: &'static str) -> impl Fn(tokio_postgres::Error) -> HaError {
     move |source| HaError::Sql { op, source }
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+/// A duration as PostgreSQL's `interval * float8` takes it.
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
 }
 
 /// One instance's hold on the lease.
@@ -185,13 +186,13 @@ impl PgLease {
             .client
             .query_opt(
                 "INSERT INTO writeback_lease AS l (name, holder, epoch, expires_at, acquired_at)
-                 VALUES ($1, $2, 1, now() + $3 * interval '1 millisecond', now())
+                 VALUES ($1, $2, 1, now() + $3::float8 * interval '1 second', now())
                  ON CONFLICT (name) DO UPDATE
                    SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
                        expires_at = EXCLUDED.expires_at, acquired_at = now()
                    WHERE l.expires_at < now()
                  RETURNING epoch",
-                &[&LEASE, &self.instance, &millis(self.times.lease)],
+                &[&LEASE, &self.instance, &seconds(self.times.lease)],
             )
             .await
             .map_err(sql("take over"))?;
@@ -213,10 +214,10 @@ impl PgLease {
         let renewed = self
             .client
             .query_opt(
-                "UPDATE writeback_lease SET expires_at = now() + $4 * interval '1 millisecond'
+                "UPDATE writeback_lease SET expires_at = now() + $4::float8 * interval '1 second'
                  WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
                  RETURNING epoch",
-                &[&LEASE, &self.instance, &epoch, &millis(self.times.lease)],
+                &[&LEASE, &self.instance, &epoch, &seconds(self.times.lease)],
             )
             .await
             .map_err(sql("renew"))?;
