@@ -226,9 +226,10 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     /// The cycle's outline: each numbered step is a call into its own method or module, kept
     /// in one function (longer than most) so the order of the steps reads at once.
     async fn run(&mut self) -> Result<SyncReport, SyncError> {
-        // 1. Cloud: users first, so the groups' members can be matched. Each round is streamed
-        // into the cache, which marks what changed as pending.
+        // 1. Cloud: users and devices first, so the groups' members can be matched. Each round
+        // is streamed into the cache, which marks what changed as pending.
         self.pull(ObjectKind::User).await?;
+        self.pull(ObjectKind::Device).await?;
         self.pull(ObjectKind::Group).await?;
         self.lap("cloud");
 
@@ -479,7 +480,9 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     /// pending user (its AD match may have changed) and every group above a pending group
     /// (flattened members, nested groups appearing or leaving).
     fn affected_by_pending(&self) -> Result<Affected, SyncError> {
-        let pending_users = self.store.pending(ObjectKind::User)?;
+        let mut pending_users = self.store.pending(ObjectKind::User)?;
+        // A device's SID decides its computer like a user's join value decides its account.
+        pending_users.extend(self.store.pending(ObjectKind::Device)?);
         let mut pending_groups = self.store.pending(ObjectKind::Group)?;
         // Quarantined groups whose wait is over are tried again; leaving groups whose delay is
         // over are looked at so their delete happens.
@@ -499,6 +502,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     fn read_pending_members(&mut self) -> Result<(), SyncError> {
         if self.pending.is_none() {
             let mut pending = self.store.pending(ObjectKind::User)?;
+            pending.extend(self.store.pending(ObjectKind::Device)?);
             pending.extend(self.store.pending(ObjectKind::Group)?);
             pending.extend(self.store.quarantine_due(unix_now())?);
             pending.extend(self.store.leaving_due(self.now.unix_seconds())?);
@@ -1014,6 +1018,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             ObjectKind::User => {
                 delta::users_delta_query(base, &resolve::with_join(&declared.users, &joins.users))
             }
+            ObjectKind::Device => delta::devices_delta_query(base),
         };
         let stored = match self.opts.reread_cloud {
             true => None,
@@ -1022,6 +1027,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         let unrecorded = match kind {
             ObjectKind::Group => delta::groups_delta_query(base, &[]),
             ObjectKind::User => delta::users_delta_query(base, &[]),
+            ObjectKind::Device => delta::devices_delta_query(base),
         };
         let (start, change) = delta::choose_start(
             &query,
@@ -1510,29 +1516,20 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             false => crate::graph::owners::read(self.graph, &with_owners).await?,
         };
         // Member groups: the DN the rules give them (or the AD group they came from).
-        let (mut wanted_users, wanted_groups) =
-            resolve::wanted(out.desired.keys(), policies, groups);
-        wanted_users.extend(super::owners::wanted(&owners));
+        let mut named = resolve::wanted(out.desired.keys(), policies, groups);
+        named.users.extend(super::owners::wanted(&owners));
         let written = member_group_dns(
             self.store,
             self.rules,
             self.now,
-            &wanted_groups,
+            &named.groups,
             verdicts,
             whole,
         )?;
-        let member_groups = self.store.load_by_ids(ObjectKind::Group, &wanted_groups)?;
-        let users = self.store.load_by_ids(ObjectKind::User, &wanted_users)?;
-        let directory = resolve::resolve_members(
-            self.config,
-            self.conn,
-            &wanted_users,
-            &wanted_groups,
-            &member_groups,
-            &users,
-            &mut self.lookups,
-        )
-        .await?;
+        let cached = resolve::Cached::load(&*self.store, &named)?;
+        let directory =
+            resolve::resolve_members(self.config, self.conn, &named, &cached, &mut self.lookups)
+                .await?;
         let builder = self.builder();
         for (id, o) in out.desired.iter_mut() {
             let (Some(g), Some(p)) = (groups.get(id), policies.get(id)) else {
