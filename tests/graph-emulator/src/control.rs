@@ -99,6 +99,7 @@ fn run(
                 "changeLogHead": store.head(),
                 "users": store.count(Kind::User),
                 "groups": store.count(Kind::Group),
+                "devices": store.count(Kind::Device),
                 "requests": state.faults.requests(),
                 "faultsInjected": state.faults.injected(),
                 "now": format_graph(state.clock.now()),

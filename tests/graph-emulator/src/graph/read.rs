@@ -79,7 +79,7 @@ fn list_options(
     })
 }
 
-/// `$select` on a directoryObject collection may name user or group properties.
+/// `$select` on a directoryObject collection may name user, group or device properties.
 fn parse_select_any(
     kind: Option<Kind>,
     raw: &str,
@@ -88,12 +88,14 @@ fn parse_select_any(
     match kind {
         Some(kind) => odata::parse_select(kind, raw, version),
         None => odata::parse_select(Kind::User, raw, version).or_else(|e| {
-            odata::parse_select(Kind::Group, raw, version).map_err(|_| {
-                GraphError::bad_request(
-                    e.message
-                        .replace("microsoft.graph.user", "microsoft.graph.directoryObject"),
-                )
-            })
+            odata::parse_select(Kind::Group, raw, version)
+                .or_else(|_| odata::parse_select(Kind::Device, raw, version))
+                .map_err(|_| {
+                    GraphError::bad_request(
+                        e.message
+                            .replace("microsoft.graph.user", "microsoft.graph.directoryObject"),
+                    )
+                })
         }),
     }
 }
@@ -510,6 +512,7 @@ pub fn get_by_ids(state: &AppState, ctx: &RequestCtx, body: &Value) -> GraphResu
                 {
                     "user" => Some(Kind::User),
                     "group" => Some(Kind::Group),
+                    "device" => Some(Kind::Device),
                     _ => None,
                 }
             })
