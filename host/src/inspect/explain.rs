@@ -481,6 +481,12 @@ async fn in_scope(
             return Ok(());
         }
     }
+    // As a cycle does while devices cannot be read: the computers the group has stay.
+    if !crate::sync::devices::holding_unreadable(&x.unresolved_members).is_empty() {
+        if let Some(a) = owned.get(id) {
+            crate::sync::devices::keep_computers(conn, &mut o, a).await?;
+        }
+    }
     let desired = BTreeMap::from([(id.to_string(), o.clone())]);
     let mut links = store.links_of(owned.keys())?;
     for (id, a) in owned.iter_mut() {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::ad::join::{Compare, JoinFor, JoinKey, NoValue};
 use crate::ad::{AdError, JoinAttribute};
 
+use super::devices;
 use super::directory::Directory;
 use super::state::CycleState;
 use crate::config::Config;
@@ -41,6 +42,9 @@ pub struct Cached {
     pub users: BTreeMap<String, CloudObject>,
     pub groups: BTreeMap<String, CloudObject>,
     pub devices: BTreeMap<String, CloudObject>,
+    /// Graph refused the last devices round (no `Device.Read.All`): no device member is
+    /// resolved, each is reported with the permission named (`sync::devices`).
+    pub devices_unreadable: bool,
 }
 
 impl Cached {
@@ -51,10 +55,13 @@ impl Cached {
             true => Ok(BTreeMap::new()),
             false => store.load_by_ids(kind, ids),
         };
+        let devices_unreadable =
+            !named.devices.is_empty() && devices::Readable::load(store)? == devices::Readable::No;
         Ok(Cached {
             users: read(ObjectKind::User, &named.users)?,
             groups: read(ObjectKind::Group, &named.groups)?,
             devices: read(ObjectKind::Device, &named.devices)?,
+            devices_unreadable,
         })
     }
 }
@@ -380,6 +387,14 @@ fn join_values(
     // has an AD computer, and the SID is what Entra copied from it.
     let sid = JoinKey::sid();
     for did in &named.devices {
+        if cached.devices_unreadable {
+            // What the cache holds may be stale: nothing is looked up for a device while
+            // Graph refuses them (and a group keeps its computers meanwhile, see
+            // `devices::keep_computers`).
+            let reason = devices::unreadable_reason(did, cached.devices.get(did));
+            dir.device_reasons.insert(did.clone(), reason);
+            continue;
+        }
         let Some(d) = cached.devices.get(did) else {
             dir.device_reasons
                 .insert(did.clone(), "device not found in the cloud cache".into());

@@ -587,6 +587,19 @@ impl Directory for FakeDirectory {
         Ok(self.lock().entries.contains_key(&dn_key(dn)))
     }
 
+    async fn computers(&mut self, dns: &[String]) -> Result<BTreeSet<String>, AdError> {
+        let d = self.lock();
+        Ok(dns
+            .iter()
+            .filter(|dn| {
+                d.entries
+                    .get(&dn_key(dn))
+                    .is_some_and(|e| e.has_class("computer"))
+            })
+            .cloned()
+            .collect())
+    }
+
     async fn delete(&mut self, dn: &str) -> Result<(), AdError> {
         let mut d = self.lock();
         d.write(AdOp::Delete, dn, format!("delete {dn}"))?;

@@ -64,6 +64,9 @@ struct State {
     patches: Vec<String>,
     /// How rounds are paged, when they are (see [`FakeTenant::page`]).
     paging: Option<Paging>,
+    /// Every devices delta request is answered with this status (403: the app lacks
+    /// `Device.Read.All`), as Graph answers it.
+    devices_refused: Option<u16>,
 }
 
 /// Rounds split as Graph splits them: a big group's `members@delta` in slices, each slice in
@@ -95,6 +98,12 @@ fn api_error(status: u16, code: &str, message: &str) -> GraphError {
 impl FakeTenant {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Answers the devices delta with `status` from now on (`None`: answers it again). 403 is
+    /// what Graph says to an app without `Device.Read.All`.
+    pub fn refuse_devices(&self, status: Option<u16>) {
+        self.lock().devices_refused = status;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -406,7 +415,17 @@ impl GraphApi for FakeTenant {
         } else if path.starts_with("/groups/delta") {
             Kind::Group
         } else if path.starts_with("/devices/delta") {
-            Kind::Device
+            match self.lock().devices_refused {
+                Some(403) => {
+                    return Err(api_error(
+                        403,
+                        "Authorization_RequestDenied",
+                        "Insufficient privileges to complete the operation.",
+                    ))
+                }
+                Some(status) => return Err(api_error(status, "ServiceUnavailable", path)),
+                None => Kind::Device,
+            }
         } else {
             return Err(api_error(404, "Request_ResourceNotFound", path));
         };
