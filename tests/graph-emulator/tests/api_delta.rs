@@ -610,3 +610,49 @@ async fn devices_have_their_own_delta_and_are_typed_members_of_groups() {
         .unwrap();
     assert_eq!(removal["@odata.type"], "#microsoft.graph.device");
 }
+
+#[tokio::test]
+async fn devices_need_a_device_read_permission_and_a_grant_takes_effect_with_the_next_token() {
+    // The permissions an installation from before device members was registered with.
+    let emu = start_with(
+        &tenant_with_devices(),
+        &["--app-roles", "GroupMember.Read.All,User.Read.All"],
+    );
+    let msg = emu
+        .get("devices/delta?$select=id,displayName")
+        .await
+        .graph_error(403, "Authorization_RequestDenied");
+    assert_eq!(msg, "Insufficient privileges to complete the operation.");
+    emu.get(&format!("devices/{D1}"))
+        .await
+        .graph_error(403, "Authorization_RequestDenied");
+    // Users and groups are read as before, device members typed in the groups' delta.
+    let (gpages, _) = emu
+        .delta_round("groups/delta?$select=displayName,members", &[])
+        .await;
+    assert_eq!(merge(&gpages)[G_HR].added, set(&[U1, U2, D1, D2]));
+    assert_eq!(emu.get("users/delta").await.status, 200);
+
+    // An admin grants Device.Read.All: the token held is unchanged, a new one reads devices.
+    let granted = emu
+        .control(
+            "roles",
+            Some(json!({"roles": ["GroupMember.Read.All", "User.Read.All", "Device.Read.All"]})),
+        )
+        .await;
+    assert_eq!(granted["roles"][2], "Device.Read.All");
+    emu.get("devices/delta")
+        .await
+        .graph_error(403, "Authorization_RequestDenied");
+    let token = emu.fresh_token().await;
+    let r = emu
+        .http
+        .get(emu.url("devices/delta?$select=id,displayName"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["value"].as_array().map(Vec::len), Some(2), "{body}");
+}

@@ -78,6 +78,9 @@ fn route(
 
     // Collections of users, groups and devices.
     if let Some(kind) = seg.first().and_then(|s| entity_set(s)) {
+        if m == "GET" {
+            read::may_read(ctx, kind)?;
+        }
         return match (m, &seg[1..], &low[1..]) {
             ("GET", [], _) => read::list(state, ctx, kind, &q),
             ("POST", [], _) => write::create(state, ctx, kind, body),

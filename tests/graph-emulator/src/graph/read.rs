@@ -14,6 +14,27 @@ use crate::statetoken;
 use crate::store::{Kind, Obj, Store};
 use crate::urlenc;
 
+/// The application permission a read of `kind` needs: for devices (list, get, delta, a
+/// device's relationships) one of those Microsoft documents for "List devices" and "device:
+/// delta", 403 `Authorization_RequestDenied` without it. Users and groups are read with any
+/// token (their read permissions are not modelled).
+pub fn may_read(ctx: &RequestCtx, kind: Kind) -> GraphResult<()> {
+    let needed: &[&str] = match kind {
+        Kind::Device => &[
+            "Device.Read.All",
+            "Device.ReadWrite.All",
+            "Directory.Read.All",
+            "Directory.ReadWrite.All",
+        ],
+        Kind::User | Kind::Group => return Ok(()),
+    };
+    if ctx.has_role(needed) {
+        Ok(())
+    } else {
+        Err(GraphError::forbidden())
+    }
+}
+
 /// Options common to collection reads.
 struct ListOptions {
     select: Option<Vec<String>>,
