@@ -287,3 +287,52 @@ async fn without_device_read_all_users_are_written_devices_reported_and_computer
     assert_eq!(s["unresolved"], json!({"members": 0, "groups": 0}), "{s:#}");
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn check_online_warns_when_devices_cannot_be_read_and_passes() {
+    let mut bed = Bed::new("wb-devices-check", 1).await;
+    bed.create_default_containers().await;
+    let (g, d1) = (new_id(), new_id());
+    let user = bed.users[0].cloud_id.clone();
+    let mut tenant = json!({
+        "tenantId": writeback_integration::harness::TENANT_ID,
+        "apps": [{
+            "clientId": writeback_integration::harness::CLIENT_ID,
+            "clientSecret": writeback_integration::harness::CLIENT_SECRET,
+        }],
+    });
+    tenant["users"] = Value::Array(bed.synced_users());
+    tenant["devices"] = json!([device(&d1, "Kiosk tablet", None)]);
+    tenant["groups"] = json!([security_group(&g, "Kiosks", &[&user, &d1])]);
+    let roles = WITHOUT_DEVICES.join(",");
+    bed.seed_tenant(tenant, &["--app-roles", &roles]);
+    bed.write_config(None, "", "");
+
+    // A warning, not a failure: a sync works without the permission.
+    let (code, out, err) = run(&bed, &["check", "--online"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("Graph devices delta"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("warning: not readable, the app lacks Device.Read.All (Graph answered 403)")
+            && line.contains("1 group(s) on the groups' first page hold devices"),
+        "{out}\n{err}"
+    );
+
+    let mut granted: Vec<&str> = WITHOUT_DEVICES.to_vec();
+    granted.push("Device.Read.All");
+    bed.emulator
+        .control("roles", Some(json!({ "roles": granted })))
+        .await;
+    let (code, out, err) = run(&bed, &["check", "--online"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains(
+            "ok: Graph devices delta, first page (device members, `Device.Read.All`): 1 devices"
+        ),
+        "{out}\n{err}"
+    );
+    bed.cleanup().await;
+}
