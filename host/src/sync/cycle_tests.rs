@@ -900,8 +900,17 @@ async fn without_device_read_all_users_sync_devices_are_reported_and_computers_s
     story.step("still refused, idle", &bed, &r);
     assert_eq!(r.expect("sync").sweep.to_string(), "idle");
 
-    // Granted: devices are read from where they stood, every group is compared once, and
-    // PC-03 is written.
+    // PC-02 leaves the cloud group: its computer cannot be told without its SID, so it stays
+    // (the member change alone is written, and removes nothing).
+    bed.cloud.remove_members(G4, &[D2]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("PC-02 leaves, still refused", &bed, &r);
+    r.expect("sync");
+    assert!(members_of(&bed, G4).contains(&format!("CN=PC-02,{COMPUTERS}")));
+    assert_eq!(bed.store.unresolved_total().expect("unresolved").members, 2);
+
+    // Granted: devices are read from where they stood, every group is compared once: PC-03
+    // is written and PC-02 leaves.
     bed.cloud.refuse_devices(None);
     let r = bed.cycle(SyncOptions::default()).await;
     story.step("Device.Read.All granted", &bed, &r);
@@ -912,7 +921,6 @@ async fn without_device_read_all_users_sync_devices_are_reported_and_computers_s
         [
             format!("CN=Bob,{PEOPLE}"),
             format!("CN=PC-01,{COMPUTERS}"),
-            format!("CN=PC-02,{COMPUTERS}"),
             format!("CN=PC-03,{COMPUTERS}"),
         ]
     );
