@@ -43,6 +43,16 @@ pub const DEFAULT_USER_SELECT: &[&str] = &[
     "accountEnabled",
 ];
 
+/// Device properties member resolution needs: the SID a hybrid-joined device carries (its AD
+/// computer's objectSid) and what a reason names when it has none. Nothing more: a tenant's
+/// devices are many and rules never see their properties.
+pub const DEFAULT_DEVICE_SELECT: &[&str] = &[
+    "id",
+    "displayName",
+    "trustType",
+    "onPremisesSecurityIdentifier",
+];
+
 /// `<graph_base>/groups/delta?$select=...` (`members` always included). An empty `select`
 /// means [`DEFAULT_GROUP_SELECT`].
 pub fn groups_delta_url(graph_base: &str, select: &[&str]) -> String {
@@ -195,6 +205,11 @@ pub fn beta_root(graph_base: &str) -> String {
 /// `users/delta` with [`DEFAULT_USER_SELECT`] plus `extra` (the properties rules declare).
 pub fn users_delta_query(graph_base: &str, extra: &[String]) -> InitialQuery {
     delta_query(graph_base, "users", DEFAULT_USER_SELECT, extra, None)
+}
+
+/// `devices/delta` with [`DEFAULT_DEVICE_SELECT`]; rules declare no device properties.
+pub fn devices_delta_query(graph_base: &str) -> InitialQuery {
+    delta_query(graph_base, "devices", DEFAULT_DEVICE_SELECT, &[], None)
 }
 
 fn delta_url(graph_base: &str, resource: &str, select: &[&str], required: Option<&str>) -> String {

@@ -25,6 +25,7 @@ impl MemberRef {
         match self.odata_type.as_str() {
             "#microsoft.graph.user" => MemberKind::User,
             "#microsoft.graph.group" => MemberKind::Group,
+            "#microsoft.graph.device" => MemberKind::Device,
             _ => MemberKind::Other,
         }
     }
@@ -34,7 +35,9 @@ impl MemberRef {
 pub enum MemberKind {
     User,
     Group,
-    /// Devices, contacts, service principals: never resolved to AD.
+    /// Written by its AD computer object when hybrid-joined (matched by objectSid).
+    Device,
+    /// Contacts, service principals: never resolved to AD.
     Other,
 }
 
@@ -48,7 +51,7 @@ pub enum RemovedReason {
     Deleted,
 }
 
-/// A cloud object (group or user) in the cache: its Graph properties, its members (groups only)
+/// A cloud object (group, user or device) in the cache: its Graph properties, its members (groups only)
 /// and whether it is soft deleted. Properties are kept as Graph sent them (a JSON object without
 /// annotations), so any property a rule selects is available without a model change.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -446,18 +446,15 @@ async fn in_scope(
         None => Applied::None,
     };
     let policies = BTreeMap::from([(id.to_string(), d.members)]);
-    let (wanted_users, wanted_groups) = resolve::wanted([id], &policies, &groups);
+    let named = resolve::wanted([id], &policies, &groups);
     let mut verdicts = BTreeMap::new();
-    let written = member_group_dns(store, rules, now, &wanted_groups, &mut verdicts, false)?;
-    let member_groups = store.load_by_ids(ObjectKind::Group, &wanted_groups)?;
-    let users = store.load_by_ids(ObjectKind::User, &wanted_users)?;
+    let written = member_group_dns(store, rules, now, &named.groups, &mut verdicts, false)?;
+    let cached = resolve::Cached::load(store, &named)?;
     let directory = resolve::resolve_members(
         config,
         conn,
-        &wanted_users,
-        &wanted_groups,
-        &member_groups,
-        &users,
+        &named,
+        &cached,
         &mut resolve::Lookups::default(),
     )
     .await?;
@@ -482,6 +479,12 @@ async fn in_scope(
             });
             x.desired = Some(o);
             return Ok(());
+        }
+    }
+    // As a cycle does while devices cannot be read: the computers the group has stay.
+    if !crate::sync::devices::holding_unreadable(&x.unresolved_members).is_empty() {
+        if let Some(a) = owned.get(id) {
+            crate::sync::devices::keep_computers(conn, &mut o, a).await?;
         }
     }
     let desired = BTreeMap::from([(id.to_string(), o.clone())]);

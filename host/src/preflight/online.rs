@@ -3,7 +3,8 @@
 //! DC; each managed OU there, and AD's own answer to whether the account may create groups in
 //! it (`allowedChildClassesEffective`) and write what the host always writes on them
 //! (`allowedAttributesEffective`, on a group below when there is one); `member` on each link
-//! target. Each failure names the setting and what to do.
+//! target; whether the devices can be read (a warning when not: a sync works without them).
+//! Each failure names the setting and what to do.
 
 use crate::ad::conn::AdSettings;
 use crate::ad::{AdConn, Scope};
@@ -106,6 +107,7 @@ async fn graph(config: &Config, rules: &RuleSet, written: &mut Vec<String>) -> V
     let base = client.graph_base();
     let declared = rules.graph_properties();
     let joins = &config.members;
+    let mut device_groups = 0;
     // (label, query, whether the page's groups tell what the rules write)
     for (what, query, groups) in [
         (
@@ -128,6 +130,7 @@ async fn graph(config: &Config, rules: &RuleSet, written: &mut Vec<String>) -> V
                     .map_or(0, Vec::len);
                 if groups {
                     written.extend(attributes_written(rules, &page));
+                    device_groups = groups_with_devices(&page);
                 }
                 Step::ok(format!("{label}: {n} {what}"))
             }
@@ -141,7 +144,55 @@ async fn graph(config: &Config, rules: &RuleSet, written: &mut Vec<String>) -> V
             }
         });
     }
+    out.push(devices(&client, base, device_groups).await);
     out
+}
+
+/// Groups on a groups delta page holding device members.
+fn groups_with_devices(page: &serde_json::Value) -> usize {
+    let items = page.get("value").and_then(serde_json::Value::as_array);
+    items
+        .into_iter()
+        .flatten()
+        .filter(|g| {
+            g.get("members@delta")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|ms| {
+                    ms.iter().any(|m| {
+                        m.get("@odata.type").and_then(serde_json::Value::as_str)
+                            == Some("#microsoft.graph.device")
+                    })
+                })
+        })
+        .count()
+}
+
+/// Whether the devices can be read (`Device.Read.All`). Without it a sync still works: device
+/// members are reported, not written, and computers already written stay (docs/OPERATIONS.md,
+/// "Device members"). So a 403 is a warning, never a failed check, whatever the groups hold
+/// (a sync would not fail either); any other error fails the check as it fails a sync.
+async fn devices(client: &crate::graph::GraphClient, base: &str, device_groups: usize) -> Step {
+    let label = "Graph devices delta, first page (device members, `Device.Read.All`)";
+    match client.get_json(&delta::devices_delta_query(base).url).await {
+        Ok(page) => {
+            let n = page
+                .get("value")
+                .and_then(serde_json::Value::as_array)
+                .map_or(0, Vec::len);
+            Step::ok(format!("{label}: {n} devices"))
+        }
+        Err(e) if crate::sync::devices::denied(&e) => {
+            let seen = match device_groups {
+                0 => "no group on the groups' first page holds devices".to_string(),
+                n => format!("{n} group(s) on the groups' first page hold devices"),
+            };
+            Step::ok(format!(
+                "{label}: warning: not readable, the app lacks {} (Graph answered 403); {seen}. A sync reports device members instead of writing them and keeps the computers groups have; grant it (application permission, admin consent) to write them: docs/OPERATIONS.md, \"The Entra app registration\"",
+                crate::sync::devices::PERMISSION
+            ))
+        }
+        Err(e) => Step::failed(label, e.to_string()),
+    }
 }
 
 /// The config's AD settings with `urls` in place of the configured ones.

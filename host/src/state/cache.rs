@@ -17,16 +17,19 @@ use crate::graph::model::{CloudObject, DeltaItem, DeltaRound, MemberRef, Removed
 pub enum ObjectKind {
     Group,
     User,
+    /// Devices, read for the groups that hold them (schema version 12).
+    Device,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 2] = [ObjectKind::Group, ObjectKind::User];
+    pub const ALL: [ObjectKind; 3] = [ObjectKind::Group, ObjectKind::User, ObjectKind::Device];
 
     /// The value stored in the `kind` columns.
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Group => "group",
             ObjectKind::User => "user",
+            ObjectKind::Device => "device",
         }
     }
 }

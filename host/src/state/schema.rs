@@ -227,8 +227,48 @@ CREATE TABLE member_change (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Version 12: devices in the cloud cache (`kind` 'device', read by their own delta link and
+/// marked pending like users), so a group's device members can be written by their AD
+/// computer objects. SQLite cannot change a CHECK constraint in place: the three tables that
+/// name the kinds are copied into new ones with the same columns (created under their own
+/// names, so the schema reads as it would in a new file).
+const V12: &str = r#"
+ALTER TABLE delta_link RENAME TO delta_link_v11;
+CREATE TABLE delta_link (
+    kind        TEXT NOT NULL PRIMARY KEY CHECK (kind IN ('group', 'user', 'device')),
+    link        TEXT NOT NULL CHECK (link <> ''),
+    updated_at  TEXT NOT NULL,
+    select_list TEXT
+) STRICT;
+INSERT INTO delta_link (kind, link, updated_at, select_list)
+    SELECT kind, link, updated_at, select_list FROM delta_link_v11;
+DROP TABLE delta_link_v11;
+
+ALTER TABLE cloud_object RENAME TO cloud_object_v11;
+CREATE TABLE cloud_object (
+    kind         TEXT    NOT NULL CHECK (kind IN ('group', 'user', 'device')),
+    id           TEXT    NOT NULL,
+    props_json   TEXT    NOT NULL CHECK (json_valid(props_json)),
+    soft_deleted INTEGER NOT NULL DEFAULT 0 CHECK (soft_deleted IN (0, 1)),
+    updated_at   TEXT    NOT NULL,
+    PRIMARY KEY (kind, id)
+) STRICT;
+INSERT INTO cloud_object (kind, id, props_json, soft_deleted, updated_at)
+    SELECT kind, id, props_json, soft_deleted, updated_at FROM cloud_object_v11;
+DROP TABLE cloud_object_v11;
+
+ALTER TABLE pending RENAME TO pending_v11;
+CREATE TABLE pending (
+    kind TEXT NOT NULL CHECK (kind IN ('group', 'user', 'device')),
+    id   TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO pending (kind, id) SELECT kind, id FROM pending_v11;
+DROP TABLE pending_v11;
+"#;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -317,6 +357,43 @@ mod tests {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         assert_eq!((link.as_str(), select), ("L1", None));
+        Ok(())
+    }
+
+    #[test]
+    fn version_12_keeps_the_cache_and_takes_devices() -> anyhow::Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        create_at(&conn, 11)?;
+        conn.execute_batch(
+            "INSERT INTO delta_link (kind, link, updated_at, select_list) VALUES ('user', 'L', 't', 'id');
+             INSERT INTO cloud_object (kind, id, props_json, soft_deleted, updated_at)
+                 VALUES ('group', 'g1', '{\"displayName\":\"G\"}', 1, 't');
+             INSERT INTO pending (kind, id) VALUES ('user', 'u1');",
+        )?;
+        migrate(&mut conn)?;
+        let link: (String, String, Option<String>) =
+            conn.query_row("SELECT kind, link, select_list FROM delta_link", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        assert_eq!(link, ("user".into(), "L".into(), Some("id".into())));
+        let g: (String, i64) = conn.query_row(
+            "SELECT props_json, soft_deleted FROM cloud_object WHERE kind = 'group' AND id = 'g1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        assert_eq!(g, ("{\"displayName\":\"G\"}".into(), 1));
+        let pending: i64 = conn.query_row("SELECT count(*) FROM pending", [], |r| r.get(0))?;
+        assert_eq!(pending, 1);
+        conn.execute_batch(
+            "INSERT INTO cloud_object (kind, id, props_json, updated_at) VALUES ('device', 'd1', '{}', 't');
+             INSERT INTO pending (kind, id) VALUES ('device', 'd1');
+             INSERT INTO delta_link (kind, link, updated_at) VALUES ('device', 'D', 't');",
+        )?;
+        let refused = conn.execute(
+            "INSERT INTO pending (kind, id) VALUES ('contact', 'c1')",
+            [],
+        );
+        assert!(refused.is_err(), "the kinds are still checked");
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::fakes::{describe, Bed, Reads, M365, PEOPLE, SECURITY};
+use super::fakes::{describe, Bed, Reads, COMPUTERS, M365, PEOPLE, SECURITY};
 use super::types::Op;
 use super::{SyncOptions, SyncReport};
 
@@ -712,4 +712,233 @@ async fn removals_the_threshold_may_hold_are_compared_in_full_and_held() {
         ]
     );
     story.check();
+}
+
+/// Sids of the computers of hybrid-joined devices.
+const PC1_SID: &str = "S-1-5-21-1000-2000-3000-2101";
+const PC2_SID: &str = "S-1-5-21-1000-2000-3000-2102";
+const PC3_SID: &str = "S-1-5-21-1000-2000-3000-2103";
+const GONE_SID: &str = "S-1-5-21-1000-2000-3000-2199";
+/// Cloud ids of devices.
+const D1: &str = "00000000-0000-4000-8000-0000000000d1";
+const D2: &str = "00000000-0000-4000-8000-0000000000d2";
+const D3: &str = "00000000-0000-4000-8000-0000000000d3";
+const D4: &str = "00000000-0000-4000-8000-0000000000d4";
+const G4: &str = "00000000-0000-4000-8000-0000000000a4";
+
+#[tokio::test]
+async fn hybrid_joined_devices_are_written_by_their_computers_and_the_others_reported() {
+    let mut story = Story::new("devices");
+    let mut bed = Bed::new("");
+    bed.synced_user(U1, "Ada", ADA);
+    bed.hybrid_device(D1, "PC-01", PC1_SID);
+    bed.hybrid_device(D2, "PC-02", PC2_SID);
+    bed.cloud_device(D3, "Ada's phone", "Workplace");
+    // Hybrid-joined in the cloud, but its computer account is gone from AD.
+    bed.cloud.device(
+        D4,
+        serde_json::json!({"displayName": "PC-OLD", "trustType": "ServerAd",
+                           "onPremisesSecurityIdentifier": GONE_SID}),
+    );
+    bed.security_group(G4, "Laptops", &[U1]);
+    bed.cloud.add_devices(G4, &[D1, D2, D3, D4]);
+
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("first sync", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!(r.counts.create, 1);
+    assert_eq!(
+        members_of(&bed, G4),
+        [
+            format!("CN=Ada,{PEOPLE}"),
+            format!("CN=PC-01,{COMPUTERS}"),
+            format!("CN=PC-02,{COMPUTERS}"),
+        ]
+    );
+    let reasons: Vec<(&str, &str, &str)> = r
+        .plan
+        .unresolved_members
+        .iter()
+        .map(|u| {
+            (
+                u.member_id.as_str(),
+                u.member_type.as_str(),
+                u.reason.as_str(),
+            )
+        })
+        .collect();
+    let gone = format!("no computer with objectSid {GONE_SID} in AD (device \"PC-OLD\")");
+    assert_eq!(
+        reasons,
+        [
+            (
+                D3,
+                "device",
+                "device \"Ada's phone\" is not hybrid-joined (trustType Workplace, no onPremisesSecurityIdentifier)"
+            ),
+            (D4, "device", gone.as_str()),
+        ]
+    );
+    assert_eq!(bed.store.unresolved_total().expect("unresolved").members, 2);
+
+    // A device leaving the cloud group leaves the AD group, the short way.
+    bed.ad.take_reads();
+    bed.cloud.remove_members(G4, &[D2]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("PC-02 leaves Laptops", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!((r.counts.update, r.member_deltas), (1, 1));
+    assert_eq!(bed.ad.take_reads().member_lists, 0);
+    assert_eq!(
+        members_of(&bed, G4),
+        [format!("CN=Ada,{PEOPLE}"), format!("CN=PC-01,{COMPUTERS}")]
+    );
+
+    // And coming back, the short way too.
+    bed.cloud.add_devices(G4, &[D2]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("PC-02 joins Laptops again", &bed, &r);
+    assert_eq!(r.expect("sync").member_deltas, 1);
+    assert_eq!(members_of(&bed, G4).len(), 3);
+
+    // The phone's device object is replaced by a hybrid-joined one: a changed device is
+    // looked at in the groups holding it, like a changed user.
+    bed.ad.computer(&format!("CN=PC-03,{COMPUTERS}"), PC3_SID);
+    bed.cloud.device(
+        D3,
+        serde_json::json!({"displayName": "PC-03", "trustType": "ServerAd",
+                           "onPremisesSecurityIdentifier": PC3_SID}),
+    );
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("the phone's entry becomes PC-03, hybrid-joined", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!(r.counts.update, 1);
+    assert!(members_of(&bed, G4).contains(&format!("CN=PC-03,{COMPUTERS}")));
+    assert_eq!(bed.store.unresolved_total().expect("unresolved").members, 1);
+
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("idle", &bed, &r);
+    assert_eq!(r.expect("sync").sweep.to_string(), "idle");
+    story.check();
+}
+
+/// The device link as the store holds it.
+fn device_link(bed: &Bed) -> Option<String> {
+    bed.store
+        .stored_link(crate::state::ObjectKind::Device)
+        .expect("link")
+        .map(|l| l.link)
+}
+
+#[tokio::test]
+async fn without_device_read_all_users_sync_devices_are_reported_and_computers_stay() {
+    let mut story = Story::new("devices_refused");
+    let mut bed = Bed::new("");
+    bed.synced_user(U1, "Ada", ADA);
+    bed.synced_user(U2, "Bob", BOB);
+    bed.hybrid_device(D1, "PC-01", PC1_SID);
+    bed.hybrid_device(D2, "PC-02", PC2_SID);
+    bed.security_group(G4, "Laptops", &[U1]);
+    bed.cloud.add_devices(G4, &[D1, D2]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("first sync, devices readable", &bed, &r);
+    r.expect("sync");
+    let link = device_link(&bed);
+    assert!(link.is_some());
+
+    // The permission is taken away (or an installation upgraded without it): Graph answers
+    // the devices' delta with 403. Meanwhile Bob joins, Ada leaves, the group is renamed (a
+    // full compare, not the member changes alone) and a new hybrid-joined device joins.
+    bed.cloud.refuse_devices(Some(403));
+    bed.ad.computer(&format!("CN=PC-03,{COMPUTERS}"), PC3_SID);
+    bed.cloud.device(
+        D3,
+        serde_json::json!({"displayName": "PC-03", "trustType": "ServerAd",
+                           "onPremisesSecurityIdentifier": PC3_SID}),
+    );
+    bed.cloud.add_devices(G4, &[D3]);
+    bed.cloud.add_members(G4, &[U2]);
+    bed.cloud.remove_members(G4, &[U1]);
+    bed.cloud
+        .group(G4, serde_json::json!({"displayName": "Laptops EU"}));
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("devices refused (403)", &bed, &r);
+    let r = r.expect("a 403 on devices does not fail the cycle");
+    assert_eq!(r.status(), crate::state::RunStatus::Ok);
+    assert_eq!(r.counts.update, 1);
+    // Bob is written and Ada removed; the computers written earlier stay; PC-03 is not added.
+    assert_eq!(
+        members_of(&bed, G4),
+        [
+            format!("CN=Bob,{PEOPLE}"),
+            format!("CN=PC-01,{COMPUTERS}"),
+            format!("CN=PC-02,{COMPUTERS}"),
+        ]
+    );
+    let reasons: Vec<(&str, &str)> = r
+        .plan
+        .unresolved_members
+        .iter()
+        .map(|u| (u.member_id.as_str(), u.reason.as_str()))
+        .collect();
+    let why = "not resolved: devices cannot be read (grant the app Device.Read.All)";
+    let (pc1, pc2, pc3) = (
+        format!("device \"PC-01\" {why}"),
+        format!("device \"PC-02\" {why}"),
+        format!("device {D3} {why}"),
+    );
+    assert_eq!(
+        reasons,
+        [(D1, pc1.as_str()), (D2, pc2.as_str()), (D3, pc3.as_str())]
+    );
+    assert_eq!(bed.store.unresolved_total().expect("unresolved").members, 3);
+    // The device link is left where it stood.
+    assert_eq!(device_link(&bed), link);
+
+    // Still refused, nothing changed: idle (no warning per poll, no write).
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("still refused, idle", &bed, &r);
+    assert_eq!(r.expect("sync").sweep.to_string(), "idle");
+
+    // PC-02 leaves the cloud group: its computer cannot be told without its SID, so it stays
+    // (the member change alone is written, and removes nothing).
+    bed.cloud.remove_members(G4, &[D2]);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("PC-02 leaves, still refused", &bed, &r);
+    r.expect("sync");
+    assert!(members_of(&bed, G4).contains(&format!("CN=PC-02,{COMPUTERS}")));
+    assert_eq!(bed.store.unresolved_total().expect("unresolved").members, 2);
+
+    // Granted: devices are read from where they stood, every group is compared once: PC-03
+    // is written and PC-02 leaves.
+    bed.cloud.refuse_devices(None);
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("Device.Read.All granted", &bed, &r);
+    let r = r.expect("sync");
+    assert!(r.plan.unresolved_members.is_empty(), "{:?}", r.plan);
+    assert_eq!(
+        members_of(&bed, G4),
+        [
+            format!("CN=Bob,{PEOPLE}"),
+            format!("CN=PC-01,{COMPUTERS}"),
+            format!("CN=PC-03,{COMPUTERS}"),
+        ]
+    );
+    assert_eq!(bed.store.unresolved_total().expect("unresolved").members, 0);
+    assert_ne!(device_link(&bed), link);
+    story.check();
+}
+
+#[tokio::test]
+async fn other_errors_on_the_devices_still_fail_the_cycle() {
+    let mut bed = Bed::new("");
+    bed.synced_user(U1, "Ada", ADA);
+    bed.security_group(G4, "Laptops", &[U1]);
+    bed.cloud.refuse_devices(Some(503));
+    let e = bed
+        .cycle(SyncOptions::default())
+        .await
+        .expect_err("a 503 on devices fails the cycle");
+    assert!(e.to_string().contains("503"), "{e}");
+    assert!(bed.ad.take_log().is_empty(), "nothing is written");
 }

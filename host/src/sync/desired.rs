@@ -215,8 +215,8 @@ impl DesiredBuilder<'_> {
         })
     }
 
-    /// Second pass: member DNs, from users found in AD and groups the host writes or that came
-    /// from AD. Members without an AD object are reported, not written.
+    /// Second pass: member DNs, from users and hybrid-joined devices found in AD and groups the
+    /// host writes or that came from AD. Members without an AD object are reported, not written.
     pub fn members(
         &self,
         group: &CloudObject,
@@ -250,6 +250,12 @@ impl DesiredBuilder<'_> {
                     .ok_or_else(|| {
                         "group is neither written by Writeback nor synced from AD".to_string()
                     }),
+                MemberKind::Device => dir.devices.get(&m.id).ok_or_else(|| {
+                    dir.device_reasons
+                        .get(&m.id)
+                        .cloned()
+                        .unwrap_or_else(|| "device has no matching AD computer".into())
+                }),
                 MemberKind::Other => Err(other_reason(&m.odata_type)),
             };
             match found {
@@ -277,29 +283,28 @@ pub(crate) fn member_type(odata_type: &str) -> String {
     }
 }
 
-/// Why a member that is neither a user nor a group is not written: Graph's other directory
-/// objects are named; a type Graph does not document (or none at all) is said to be unknown.
+/// Why a member that is neither a user, a group nor a device is not written: Graph's other
+/// directory objects are named; a type Graph does not document (or none at all) is said to be
+/// unknown.
 pub(crate) fn other_reason(odata_type: &str) -> String {
     const KNOWN: &[&str] = &[
-        "#microsoft.graph.device",
         "#microsoft.graph.orgContact",
         "#microsoft.graph.servicePrincipal",
         "#microsoft.graph.application",
     ];
     if odata_type.is_empty() {
-        "Graph sent the member without an @odata.type; only users and groups can be written to AD"
+        "Graph sent the member without an @odata.type; only users, groups and devices can be written to AD"
             .into()
     } else if KNOWN.contains(&odata_type) {
-        "only users and groups can be written to AD".into()
+        "only users, groups and devices can be written to AD".into()
     } else {
         format!(
-            "unknown member type {}; only users and groups can be written to AD",
+            "unknown member type {}; only users, groups and devices can be written to AD",
             quoted(odata_type)
         )
     }
 }
 
-/// Every user reached from `group_id` through nested groups (cycles are followed once).
 /// Why a group with `count` cloud members is not written when the cap is `cap`: a group that
 /// suddenly holds millions (a hostile or broken tenant) must not take the cycle's time and
 /// memory. It goes to quarantine with this reason and comes back when it changes.
@@ -311,6 +316,8 @@ pub fn over_member_cap(count: usize, cap: usize) -> Option<String> {
     })
 }
 
+/// Every user and device reached from `group_id` through nested groups (cycles are followed
+/// once): what `members: "flatten"` writes.
 pub fn transitive_users(groups: &BTreeMap<String, CloudObject>, group_id: &str) -> Vec<MemberRef> {
     let mut seen = std::collections::BTreeSet::new();
     let mut users = BTreeMap::new();
@@ -322,7 +329,7 @@ pub fn transitive_users(groups: &BTreeMap<String, CloudObject>, group_id: &str) 
         let Some(g) = groups.get(&id) else { continue };
         for m in g.members.values() {
             match m.kind() {
-                MemberKind::User => {
+                MemberKind::User | MemberKind::Device => {
                     users.insert(m.id.clone(), m.clone());
                 }
                 MemberKind::Group => todo.push(m.id.clone()),
@@ -385,7 +392,8 @@ mod tests {
             .into_iter()
             .map(|m| m.id)
             .collect();
-        assert_eq!(ids, vec!["u1", "u2"]);
+        // Devices are reached too: a flattened group holds the computers of nested groups.
+        assert_eq!(ids, vec!["d1", "u1", "u2"]);
     }
 
     /// A message that stays one line and never holds the value.
@@ -662,13 +670,11 @@ mod tests {
             .map(|u| (u.member_id.as_str(), u))
             .collect();
         assert_eq!(by_id.len(), 4);
-        assert_eq!(
-            by_id["d1"].reason,
-            "only users and groups can be written to AD"
-        );
+        assert_eq!(by_id["d1"].reason, "device has no matching AD computer");
+        assert_eq!(by_id["d1"].member_type, "device");
         assert_eq!(
             by_id["s1"].reason,
-            "unknown member type \"#microsoft.graph.spaceship\"; only users and groups can be written to AD"
+            "unknown member type \"#microsoft.graph.spaceship\"; only users, groups and devices can be written to AD"
         );
         assert_eq!(by_id["s1"].member_type, "spaceship");
         assert!(by_id["none"].reason.contains("without an @odata.type"));

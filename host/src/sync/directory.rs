@@ -4,7 +4,7 @@
 //! members, write), not from LDAP's API, so a whole cycle runs against an in-memory directory
 //! in unit tests (`sync/testing`) and against a DC through [`AdConn`] everywhere else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use crate::ad::join::JoinKey;
@@ -88,6 +88,13 @@ pub trait Directory: Clone + Send + Sync + 'static {
 
     /// Whether an object is at `dn` (a dry run tells a create that would collide).
     fn exists(&mut self, dn: &str) -> impl Future<Output = Result<bool, AdError>> + Send;
+
+    /// The DNs among `dns` that are computer objects (as given; an object not found is not
+    /// one): what a group keeps while its device members cannot be resolved.
+    fn computers(
+        &mut self,
+        dns: &[String],
+    ) -> impl Future<Output = Result<BTreeSet<String>, AdError>> + Send;
 
     fn add_members(
         &mut self,
@@ -184,6 +191,26 @@ impl Directory for AdConn {
 
     async fn exists(&mut self, dn: &str) -> Result<bool, AdError> {
         Ok(self.read_entry(dn, &["1.1"]).await?.is_some())
+    }
+
+    async fn computers(&mut self, dns: &[String]) -> Result<BTreeSet<String>, AdError> {
+        // One base read per DN: only the members a plan would remove are asked, and a DN
+        // filter would need a search base holding them all.
+        let mut out = BTreeSet::new();
+        for dn in dns {
+            let is_computer = self
+                .read_entry(dn, &["objectClass"])
+                .await?
+                .is_some_and(|e| {
+                    e.values("objectClass")
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case("computer"))
+                });
+            if is_computer {
+                out.insert(dn.clone());
+            }
+        }
+        Ok(out)
     }
 
     async fn add_members(

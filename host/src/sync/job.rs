@@ -25,6 +25,7 @@ use super::actual;
 use super::alerts;
 use super::apply::{self, Outcome};
 use super::desired::DesiredBuilder;
+use super::devices;
 use super::directory::Directory;
 use super::evaluate::{desired_hash, evaluate_all, rules_fingerprint};
 use super::gate::{self, Gate, GateInput, Held, HeldEntry};
@@ -109,6 +110,7 @@ pub async fn run<D: Directory, G: GraphApi, S: CycleState>(
         removals_approved: BTreeMap::new(),
         released: BTreeSet::new(),
         pending: None,
+        devices_unreadable: false,
         opts,
         run_id,
         now: Now::current(),
@@ -205,6 +207,8 @@ struct Cycle<'a, 's, D, G, S> {
     /// compared in full): read when a batch first has member changes to judge, so a cycle
     /// without any (a first sync marks the whole tenant pending) does not hold them.
     pending: Option<BTreeSet<String>>,
+    /// Graph refused this cycle's devices round (403: no `Device.Read.All`).
+    devices_unreadable: bool,
     opts: SyncOptions,
     run_id: i64,
     /// One `now()` for the whole cycle: every group is judged against the same instant.
@@ -226,9 +230,10 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     /// The cycle's outline: each numbered step is a call into its own method or module, kept
     /// in one function (longer than most) so the order of the steps reads at once.
     async fn run(&mut self) -> Result<SyncReport, SyncError> {
-        // 1. Cloud: users first, so the groups' members can be matched. Each round is streamed
-        // into the cache, which marks what changed as pending.
+        // 1. Cloud: users and devices first, so the groups' members can be matched. Each round
+        // is streamed into the cache, which marks what changed as pending.
         self.pull(ObjectKind::User).await?;
+        self.pull_devices().await?;
         self.pull(ObjectKind::Group).await?;
         self.lap("cloud");
 
@@ -479,7 +484,9 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     /// pending user (its AD match may have changed) and every group above a pending group
     /// (flattened members, nested groups appearing or leaving).
     fn affected_by_pending(&self) -> Result<Affected, SyncError> {
-        let pending_users = self.store.pending(ObjectKind::User)?;
+        let mut pending_users = self.store.pending(ObjectKind::User)?;
+        // A device's SID decides its computer like a user's join value decides its account.
+        pending_users.extend(self.store.pending(ObjectKind::Device)?);
         let mut pending_groups = self.store.pending(ObjectKind::Group)?;
         // Quarantined groups whose wait is over are tried again; leaving groups whose delay is
         // over are looked at so their delete happens.
@@ -499,6 +506,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     fn read_pending_members(&mut self) -> Result<(), SyncError> {
         if self.pending.is_none() {
             let mut pending = self.store.pending(ObjectKind::User)?;
+            pending.extend(self.store.pending(ObjectKind::Device)?);
             pending.extend(self.store.pending(ObjectKind::Group)?);
             pending.extend(self.store.quarantine_due(unix_now())?);
             pending.extend(self.store.leaving_due(self.now.unix_seconds())?);
@@ -999,6 +1007,37 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         ))
     }
 
+    /// The devices' round. Graph's 403 (the app lacks `Device.Read.All`, e.g. an installation
+    /// upgraded without granting it) does not fail the cycle: the device link stays as it was
+    /// (a later round reads from there, or from the start), device members are reported with
+    /// the permission named and groups keep the computers they have (`sync::devices`). Any
+    /// other error fails the cycle as every Graph error does. Devices read again after a
+    /// refusal compare every group once: what was kept meanwhile is looked at anew.
+    async fn pull_devices(&mut self) -> Result<(), SyncError> {
+        let before = devices::Readable::load(&*self.store)?;
+        let now = match self.pull(ObjectKind::Device).await {
+            Ok(()) => {
+                devices::rearm();
+                devices::Readable::Yes
+            }
+            Err(SyncError::Graph(e)) if devices::denied(&e) => {
+                devices::warn_once(&e);
+                self.devices_unreadable = true;
+                devices::Readable::No
+            }
+            Err(e) => return Err(e),
+        };
+        if before.regained(now) {
+            tracing::info!(
+                "devices can be read again ({}): every group is compared once",
+                devices::PERMISSION
+            );
+            self.opts.compare_all = true;
+        }
+        before.record(&mut *self.store, now)?;
+        Ok(())
+    }
+
     /// Follows one delta round for `kind`, writing it to the cache chunk by chunk; the link
     /// is stored last, so a kill mid-round replays it.
     async fn pull(&mut self, kind: ObjectKind) -> Result<(), SyncError> {
@@ -1014,6 +1053,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             ObjectKind::User => {
                 delta::users_delta_query(base, &resolve::with_join(&declared.users, &joins.users))
             }
+            ObjectKind::Device => delta::devices_delta_query(base),
         };
         let stored = match self.opts.reread_cloud {
             true => None,
@@ -1022,6 +1062,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         let unrecorded = match kind {
             ObjectKind::Group => delta::groups_delta_query(base, &[]),
             ObjectKind::User => delta::users_delta_query(base, &[]),
+            ObjectKind::Device => delta::devices_delta_query(base),
         };
         let (start, change) = delta::choose_start(
             &query,
@@ -1307,6 +1348,9 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 a.links = links.remove(id).unwrap_or_default();
             }
         }
+        if self.devices_unreadable {
+            self.keep_computers(&mut out).await?;
+        }
         out.changes = plan::plan(&out.desired, &out.actual);
         out.held_removals = removals::hold(
             &mut out.changes,
@@ -1317,6 +1361,25 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         self.write_short(short, short_desired, verdicts, whole, &mut out)
             .await?;
         Ok(out)
+    }
+
+    /// While devices cannot be read, a group holding device members keeps the computers it has
+    /// in AD: its device members are reported, not resolved, so without this the plan would
+    /// remove every computer written for them earlier. Its users and groups are written as
+    /// usual (holding the whole group back would stop them too, for as long as the permission
+    /// is missing). A device that leaves such a group meanwhile keeps its computer until
+    /// devices are read again: that cycle compares every group.
+    async fn keep_computers(&mut self, out: &mut Batch) -> Result<(), SyncError> {
+        for id in devices::holding_unreadable(&out.unresolved) {
+            let (Some(d), Some(a)) = (out.desired.get_mut(&id), out.actual.get(&id)) else {
+                continue;
+            };
+            let kept = devices::keep_computers(self.conn, d, a).await?;
+            if kept > 0 {
+                tracing::debug!(group = %id, kept, "computers kept: devices cannot be read");
+            }
+        }
+        Ok(())
     }
 
     /// The groups of the batch whose change is their member changes alone, with their AD
@@ -1510,29 +1573,20 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             false => crate::graph::owners::read(self.graph, &with_owners).await?,
         };
         // Member groups: the DN the rules give them (or the AD group they came from).
-        let (mut wanted_users, wanted_groups) =
-            resolve::wanted(out.desired.keys(), policies, groups);
-        wanted_users.extend(super::owners::wanted(&owners));
+        let mut named = resolve::wanted(out.desired.keys(), policies, groups);
+        named.users.extend(super::owners::wanted(&owners));
         let written = member_group_dns(
             self.store,
             self.rules,
             self.now,
-            &wanted_groups,
+            &named.groups,
             verdicts,
             whole,
         )?;
-        let member_groups = self.store.load_by_ids(ObjectKind::Group, &wanted_groups)?;
-        let users = self.store.load_by_ids(ObjectKind::User, &wanted_users)?;
-        let directory = resolve::resolve_members(
-            self.config,
-            self.conn,
-            &wanted_users,
-            &wanted_groups,
-            &member_groups,
-            &users,
-            &mut self.lookups,
-        )
-        .await?;
+        let cached = resolve::Cached::load(&*self.store, &named)?;
+        let directory =
+            resolve::resolve_members(self.config, self.conn, &named, &cached, &mut self.lookups)
+                .await?;
         let builder = self.builder();
         for (id, o) in out.desired.iter_mut() {
             let (Some(g), Some(p)) = (groups.get(id), policies.get(id)) else {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::config::Config;
 use crate::graph::model::{CloudObject, MemberKind};
 use crate::rules::{MemberPolicy, Now, RuleSet};
-use crate::state::{MemberChanges, ObjectKind};
+use crate::state::MemberChanges;
 
 use super::actual;
 use super::desired::DesiredBuilder;
@@ -92,22 +92,24 @@ fn drop_unknown_removals<S: CycleState>(
     store: &S,
     picked: &mut BTreeMap<String, MemberChanges>,
 ) -> Result<(), SyncError> {
-    let mut users = BTreeSet::new();
-    let mut groups = BTreeSet::new();
+    let mut named = resolve::Named::default();
     for c in picked.values() {
         for m in c.removed.values() {
             match m.kind() {
-                MemberKind::User => users.insert(m.id.clone()),
-                MemberKind::Group => groups.insert(m.id.clone()),
+                MemberKind::User => named.users.insert(m.id.clone()),
+                MemberKind::Group => named.groups.insert(m.id.clone()),
+                MemberKind::Device => named.devices.insert(m.id.clone()),
                 MemberKind::Other => false,
             };
         }
     }
-    let mut cached: BTreeSet<String> = store
-        .load_by_ids(ObjectKind::User, &users)?
-        .into_keys()
+    let found = resolve::Cached::load(store, &named)?;
+    let cached: BTreeSet<&String> = found
+        .users
+        .keys()
+        .chain(found.groups.keys())
+        .chain(found.devices.keys())
         .collect();
-    cached.extend(store.load_by_ids(ObjectKind::Group, &groups)?.into_keys());
     picked.retain(|id, c| {
         let known = c
             .removed
@@ -189,23 +191,13 @@ pub async fn write<D: Directory, S: CycleState>(
         .keys()
         .map(|id| (id.clone(), MemberPolicy::OnPremises))
         .collect();
-    let (mut users, mut groups) = resolve::wanted(short.keys(), &policies, &added);
-    let (more_users, more_groups) = resolve::wanted(short.keys(), &policies, &removed);
-    users.extend(more_users);
-    groups.extend(more_groups);
-    let written = super::job::member_group_dns(store, r.rules, r.now, &groups, verdicts, r.whole)?;
-    let member_groups = store.load_by_ids(ObjectKind::Group, &groups)?;
-    let cached_users = store.load_by_ids(ObjectKind::User, &users)?;
-    let directory = resolve::resolve_members(
-        r.config,
-        conn,
-        &users,
-        &groups,
-        &member_groups,
-        &cached_users,
-        &mut *r.lookups,
-    )
-    .await?;
+    let mut named = resolve::wanted(short.keys(), &policies, &added);
+    named.extend(resolve::wanted(short.keys(), &policies, &removed));
+    let written =
+        super::job::member_group_dns(store, r.rules, r.now, &named.groups, verdicts, r.whole)?;
+    let cached = resolve::Cached::load(store, &named)?;
+    let directory =
+        resolve::resolve_members(r.config, conn, &named, &cached, &mut *r.lookups).await?;
     let none = BTreeMap::new();
     let mut changes = Vec::new();
     for (id, s) in short {

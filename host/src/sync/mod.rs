@@ -7,6 +7,7 @@ pub mod actual;
 pub mod alerts;
 pub mod apply;
 pub mod desired;
+pub mod devices;
 pub mod directory;
 pub mod evaluate;
 pub mod gate;

@@ -50,6 +50,7 @@ pub fn fill(
                     .cloned()
                     .unwrap_or_else(|| "user has no matching AD account".into())
             }),
+            MemberKind::Device => Err("a device is not written as an owner".to_string()),
             MemberKind::Group | MemberKind::Other => Err(other_reason(&owner.odata_type)),
         };
         match found {

@@ -7,24 +7,73 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::ad::join::{Compare, JoinFor, JoinKey, NoValue};
 use crate::ad::{AdError, JoinAttribute};
 
+use super::devices;
 use super::directory::Directory;
+use super::state::CycleState;
 use crate::config::Config;
 use crate::graph::model::{CloudObject, MemberKind, MemberRef};
 use crate::rules::MemberPolicy;
+use crate::state::ObjectKind;
 
 use super::desired::transitive_users;
 use super::types::MemberDirectory;
 use super::SyncError;
 
-/// The cloud users and groups the members of `ids` name (flattened for `"flatten"`; `groups`
-/// must hold the nested groups then).
+/// The cloud members the groups being written name, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Named {
+    pub users: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+    pub devices: BTreeSet<String>,
+}
+
+impl Named {
+    /// Everything `other` names too.
+    pub fn extend(&mut self, other: Named) {
+        self.users.extend(other.users);
+        self.groups.extend(other.groups);
+        self.devices.extend(other.devices);
+    }
+}
+
+/// The cached cloud objects of a [`Named`] set (those the cache has).
+#[derive(Debug, Clone, Default)]
+pub struct Cached {
+    pub users: BTreeMap<String, CloudObject>,
+    pub groups: BTreeMap<String, CloudObject>,
+    pub devices: BTreeMap<String, CloudObject>,
+    /// Graph refused the last devices round (no `Device.Read.All`): no device member is
+    /// resolved, each is reported with the permission named (`sync::devices`).
+    pub devices_unreadable: bool,
+}
+
+impl Cached {
+    /// Reads the objects `named` names from the cache by key; a kind with nothing named is
+    /// not read at all.
+    pub fn load<S: CycleState>(store: &S, named: &Named) -> Result<Cached, SyncError> {
+        let read = |kind, ids: &BTreeSet<String>| match ids.is_empty() {
+            true => Ok(BTreeMap::new()),
+            false => store.load_by_ids(kind, ids),
+        };
+        let devices_unreadable =
+            !named.devices.is_empty() && devices::Readable::load(store)? == devices::Readable::No;
+        Ok(Cached {
+            users: read(ObjectKind::User, &named.users)?,
+            groups: read(ObjectKind::Group, &named.groups)?,
+            devices: read(ObjectKind::Device, &named.devices)?,
+            devices_unreadable,
+        })
+    }
+}
+
+/// The cloud users, groups and devices the members of `ids` name (flattened for
+/// `"flatten"`; `groups` must hold the nested groups then).
 pub fn wanted(
     ids: impl IntoIterator<Item = impl AsRef<str>>,
     policies: &BTreeMap<String, MemberPolicy>,
     groups: &BTreeMap<String, CloudObject>,
-) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut users = BTreeSet::new();
-    let mut nested = BTreeSet::new();
+) -> Named {
+    let mut out = Named::default();
     for id in ids {
         let id = id.as_ref();
         let flat;
@@ -40,16 +89,19 @@ pub fn wanted(
         for m in members {
             match m.kind() {
                 MemberKind::User => {
-                    users.insert(m.id.clone());
+                    out.users.insert(m.id.clone());
                 }
                 MemberKind::Group => {
-                    nested.insert(m.id.clone());
+                    out.groups.insert(m.id.clone());
+                }
+                MemberKind::Device => {
+                    out.devices.insert(m.id.clone());
                 }
                 MemberKind::Other => {}
             }
         }
     }
-    (users, nested)
+    out
 }
 
 /// Entries a cycle's [`Lookups`] holds at most; past it, they are forgotten and asked again.
@@ -85,6 +137,8 @@ impl Answer {
 pub struct Lookups<D> {
     users: HashMap<String, Answer>,
     groups: HashMap<String, Answer>,
+    /// Devices' SIDs: the computer objects holding them.
+    devices: HashMap<String, Answer>,
     /// Opened on the first lookup of a cycle when `ad.gc_url` is set.
     gc: Option<D>,
     /// The join attributes were checked against the schema this cycle.
@@ -96,6 +150,7 @@ impl<D> Default for Lookups<D> {
         Lookups {
             users: HashMap::new(),
             groups: HashMap::new(),
+            devices: HashMap::new(),
             gc: None,
             checked: false,
         }
@@ -106,9 +161,10 @@ impl<D> Lookups<D> {
     /// Makes room for `wanted` keys about to be looked up and used. Called before the keys
     /// to ask are picked: forgetting afterwards would drop answers the caller still reads.
     fn make_room(&mut self, wanted: usize) {
-        if self.users.len() + self.groups.len() + wanted > LOOKUPS_KEPT {
+        if self.users.len() + self.groups.len() + self.devices.len() + wanted > LOOKUPS_KEPT {
             self.users.clear();
             self.groups.clear();
+            self.devices.clear();
         }
     }
 }
@@ -221,21 +277,20 @@ fn answer_reason(key: &JoinKey, value: &str, a: &Answer) -> Option<String> {
 
 /// Finds the AD accounts of the members of the groups being written, in batches.
 ///
-/// `users` holds the cloud users among `wanted_users` (looked up in the cache by the caller);
-/// `groups` the cloud groups among `wanted_groups` that are cached. With `ad.gc_url` the
-/// lookups go to the Global Catalog (the whole forest when no search base is configured).
+/// `cached` holds the cloud objects among `named` that the cache has. Devices are found by
+/// the SID a hybrid-joined device carries (`onPremisesSecurityIdentifier`), among AD's
+/// computer objects. With `ad.gc_url` the lookups go to the Global Catalog (the whole forest
+/// when no search base is configured).
 pub async fn resolve_members<D: Directory>(
     config: &Config,
     conn: &mut D,
-    wanted_users: &BTreeSet<String>,
-    wanted_groups: &BTreeSet<String>,
-    groups: &BTreeMap<String, CloudObject>,
-    users: &BTreeMap<String, CloudObject>,
+    named: &Named,
+    cached: &Cached,
     known: &mut Lookups<D>,
 ) -> Result<MemberDirectory, SyncError> {
     let mut dir = MemberDirectory::default();
-    let wanted = join_values(config, wanted_users, wanted_groups, groups, users, &mut dir);
-    if wanted.users.is_empty() && wanted.groups.is_empty() {
+    let wanted = join_values(config, named, cached, &mut dir);
+    if wanted.users.is_empty() && wanted.groups.is_empty() && wanted.devices.is_empty() {
         return Ok(dir);
     }
     ask(config, conn, known, &wanted).await?;
@@ -243,26 +298,69 @@ pub async fn resolve_members<D: Directory>(
     Ok(dir)
 }
 
-/// Join value → the cloud ids that carry it, for users and for member groups.
+/// Join value → the cloud ids that carry it, for users and for member groups; for devices,
+/// SID → the devices (id and name) that carry it.
 #[derive(Debug, Default)]
 struct Wanted {
     users: BTreeMap<String, Vec<String>>,
     groups: BTreeMap<String, Vec<String>>,
+    devices: BTreeMap<String, Vec<(String, String)>>,
 }
 
-/// The join values of the wanted members; users without one get their reason in `dir`.
+/// A device as reasons name it: its display name quoted (a summary counts like reasons
+/// together), or its id.
+fn device_name(d: &CloudObject) -> String {
+    match d.str_prop("displayName") {
+        Some(n) if !n.is_empty() => format!("{n:?}"),
+        _ => d.id.clone(),
+    }
+}
+
+/// Why a device has no SID to find its computer by: it is not hybrid-joined (Entra-joined or
+/// registered devices have no on-premises computer).
+fn device_no_sid_reason(d: &CloudObject, why: NoValue) -> String {
+    let name = device_name(d);
+    match (why, d.str_prop("trustType")) {
+        (NoValue::Unusable, _) => {
+            format!("device {name} has no usable onPremisesSecurityIdentifier; it is not written")
+        }
+        (NoValue::Missing, Some(t)) if !t.is_empty() && !t.eq_ignore_ascii_case("ServerAd") => {
+            format!(
+                "device {name} is not hybrid-joined (trustType {t}, no onPremisesSecurityIdentifier)"
+            )
+        }
+        (NoValue::Missing, _) => {
+            format!("device {name} is not hybrid-joined (no onPremisesSecurityIdentifier)")
+        }
+    }
+}
+
+/// Why a device whose SID AD answered for is not written.
+fn device_answer_reason(sid: &str, name: &str, a: &Answer) -> Option<String> {
+    match a {
+        Answer::Found(_) => None,
+        Answer::Missing => Some(format!(
+            "no computer with objectSid {sid} in AD (device {name})"
+        )),
+        Answer::Ambiguous(dns) => Some(format!(
+            "ambiguous: {} computers have objectSid {sid} (device {name}); none is picked",
+            dns.len()
+        )),
+    }
+}
+
+/// The join values of the wanted members; users and devices without one get their reason in
+/// `dir`.
 fn join_values(
     config: &Config,
-    wanted_users: &BTreeSet<String>,
-    wanted_groups: &BTreeSet<String>,
-    groups: &BTreeMap<String, CloudObject>,
-    users: &BTreeMap<String, CloudObject>,
+    named: &Named,
+    cached: &Cached,
     dir: &mut MemberDirectory,
 ) -> Wanted {
     let joins = &config.members;
     let mut out = Wanted::default();
-    for uid in wanted_users {
-        let Some(u) = users.get(uid) else {
+    for uid in &named.users {
+        let Some(u) = cached.users.get(uid) else {
             dir.user_reasons
                 .insert(uid.clone(), "user not found in the cloud cache".into());
             continue;
@@ -275,13 +373,43 @@ fn join_values(
             }
         }
     }
-    for gid in wanted_groups {
+    for gid in &named.groups {
         // a cloud group without the value was not synced from AD: it is not looked up
-        if let Some(v) = groups
+        if let Some(v) = cached
+            .groups
             .get(gid)
             .and_then(|g| joins.groups.value_of(&g.props).ok())
         {
             out.groups.entry(v).or_default().push(gid.clone());
+        }
+    }
+    // A device is found by its SID whatever the user join is: only a hybrid-joined device
+    // has an AD computer, and the SID is what Entra copied from it.
+    let sid = JoinKey::sid();
+    for did in &named.devices {
+        if cached.devices_unreadable {
+            // What the cache holds may be stale: nothing is looked up for a device while
+            // Graph refuses them (and a group keeps its computers meanwhile, see
+            // `devices::keep_computers`).
+            let reason = devices::unreadable_reason(did, cached.devices.get(did));
+            dir.device_reasons.insert(did.clone(), reason);
+            continue;
+        }
+        let Some(d) = cached.devices.get(did) else {
+            dir.device_reasons
+                .insert(did.clone(), "device not found in the cloud cache".into());
+            continue;
+        };
+        match sid.value_of(&d.props) {
+            Ok(v) => out
+                .devices
+                .entry(v)
+                .or_default()
+                .push((did.clone(), device_name(d))),
+            Err(why) => {
+                dir.device_reasons
+                    .insert(did.clone(), device_no_sid_reason(d, why));
+            }
         }
     }
     out
@@ -299,10 +427,11 @@ async fn ask<D: Directory>(
         check_joins(config, conn).await?;
         known.checked = true;
     }
-    known.make_room(wanted.users.len() + wanted.groups.len());
+    known.make_room(wanted.users.len() + wanted.groups.len() + wanted.devices.len());
     let Lookups {
         users: known_users,
         groups: known_groups,
+        devices: known_devices,
         gc,
         ..
     } = known;
@@ -328,16 +457,32 @@ async fn ask<D: Directory>(
         None => (conn, config.ad.member_search_bases.clone()),
     };
     let gc_url = config.ad.gc_url.as_deref();
-    for (key, what, wanted, answers) in [
-        (&joins.users, JoinFor::Users, &wanted.users, known_users),
-        (&joins.groups, JoinFor::Groups, &wanted.groups, known_groups),
+    let sid = JoinKey::sid();
+    for (key, class, ask, answers) in [
+        (
+            &joins.users,
+            JoinFor::Users.ad_class(),
+            unknown(wanted.users.keys().cloned(), known_users),
+            known_users,
+        ),
+        (
+            &joins.groups,
+            JoinFor::Groups.ad_class(),
+            unknown(wanted.groups.keys().cloned(), known_groups),
+            known_groups,
+        ),
+        (
+            &sid,
+            DEVICE_CLASS,
+            unknown(wanted.devices.keys().cloned(), known_devices),
+            known_devices,
+        ),
     ] {
-        let ask = unknown(wanted.keys().cloned(), answers);
         if ask.is_empty() {
             continue;
         }
         let found = lookup
-            .resolve_join(key, Some(what.ad_class()), &ask, &bases)
+            .resolve_join(key, Some(class), &ask, &bases)
             .await
             .map_err(|e| match gc_url {
                 Some(url) => SyncError::GlobalCatalog {
@@ -350,6 +495,10 @@ async fn ask<D: Directory>(
     }
     Ok(())
 }
+
+/// The AD class a device's SID must be found on: a user or group holding the SID (a
+/// migrated SID in sidHistory is not searched) is not the device.
+const DEVICE_CLASS: &str = "computer";
 
 /// Fills `dir` from AD's answers: the DN of each member found, the reason for the others.
 fn read_answers<D>(
@@ -387,6 +536,20 @@ fn read_answers<D>(
                 "a synced group matches several AD groups; none is picked"
             ),
             _ => {}
+        }
+    }
+    for (sid, devices) in &wanted.devices {
+        let a = known.devices.get(sid).cloned().unwrap_or(Answer::Missing);
+        for (id, name) in devices {
+            match (&a, device_answer_reason(sid, name, &a)) {
+                (Answer::Found(dn), _) => {
+                    dir.devices.insert(id.clone(), dn.clone());
+                }
+                (_, Some(reason)) => {
+                    dir.device_reasons.insert(id.clone(), reason);
+                }
+                (_, None) => {}
+            }
         }
     }
 }

@@ -279,6 +279,7 @@ impl CycleState for Store {
         self.with_transaction(|t| {
             tx::clear_all_pending(t, ObjectKind::User)?;
             tx::clear_all_pending(t, ObjectKind::Group)?;
+            tx::clear_all_pending(t, ObjectKind::Device)?;
             for id in retry {
                 tx::mark_pending(t, ObjectKind::Group, id)?;
             }

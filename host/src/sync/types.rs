@@ -108,6 +108,10 @@ pub struct MemberDirectory {
     pub synced_groups: BTreeMap<String, String>,
     /// Why a cloud user could not be matched (e.g. cloud-only), by user id.
     pub user_reasons: BTreeMap<String, String>,
+    /// Cloud device id -> the DN of its AD computer (hybrid-joined devices, matched by SID).
+    pub devices: BTreeMap<String, String>,
+    /// Why a cloud device could not be matched (not hybrid-joined, no computer), by id.
+    pub device_reasons: BTreeMap<String, String>,
 }
 
 pub use crate::ad::dn::key as dn_key;

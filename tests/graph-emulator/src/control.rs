@@ -67,6 +67,19 @@ fn run(
             *state.settings.lock().unwrap_or_else(|e| e.into_inner()) = s.clone();
             (200, json!(s))
         }
+        ("GET", ["roles"]) => (200, json!({"roles": state.signer.roles()})),
+        ("PUT" | "POST", ["roles"]) => {
+            // An admin granting (or revoking) application permissions: tokens issued from now
+            // on carry exactly these.
+            let b = body_json(body)?;
+            let roles: Vec<String> = b
+                .get("roles")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().map(|r| r.as_str().map(str::to_string)).collect())
+                .ok_or_else(|| error(400, "expected {\"roles\": [\"Permission.Name\", ...]}"))?;
+            state.signer.set_roles(roles.clone());
+            (200, json!({"roles": roles}))
+        }
         ("GET", ["clock"]) => (200, clock(state)),
         ("POST", ["clock", "advance"]) => {
             let b = body_json(body)?;
@@ -99,6 +112,7 @@ fn run(
                 "changeLogHead": store.head(),
                 "users": store.count(Kind::User),
                 "groups": store.count(Kind::Group),
+                "devices": store.count(Kind::Device),
                 "requests": state.faults.requests(),
                 "faultsInjected": state.faults.injected(),
                 "now": format_graph(state.clock.now()),

@@ -256,6 +256,7 @@ impl Parser<'_> {
                 match self.kind {
                     Kind::User => "User",
                     Kind::Group => "Group",
+                    Kind::Device => "Device",
                 }
             ))),
         }

@@ -1,7 +1,8 @@
-//! Property names of `user` and `group` in Graph v1.0, to validate `$select`, and the default
-//! property sets. Names copied from the CSDL subset of microsoftgraph/msgraph-metadata
-//! `clean_v10_metadata/cleanMetadata.xml` (MIT, commit f54f11b6); default sets from the v1.0
-//! user/group resource pages. The beta endpoint serves the same properties plus
+//! Property names of `user`, `group` and `device` in Graph v1.0, to validate `$select`, and the
+//! default property sets. User and group names copied from the CSDL subset of
+//! microsoftgraph/msgraph-metadata `clean_v10_metadata/cleanMetadata.xml` (MIT, commit f54f11b6);
+//! device names from the v1.0 `device` model of msgraph-sdk 1.65.0 (generated from the same
+//! metadata; the subset has no device); default sets from the v1.0 resource pages. The beta endpoint serves the same properties plus
 //! [`BETA_GROUP_PROPERTIES`].
 
 use serde_json::{json, Map, Value};
@@ -133,6 +134,86 @@ pub const GROUP_NAVIGATION: &[&str] = &[
     "threads",
     "transitiveMemberOf",
     "transitiveMembers",
+];
+
+/// The v1.0 `device` entity's properties (with `deletedDateTime` and `id` from
+/// directoryObject and entity), as Microsoft's v1.0 metadata declares them.
+pub const DEVICE_PROPERTIES: &[&str] = &[
+    "id",
+    "deletedDateTime",
+    "accountEnabled",
+    "alternativeSecurityIds",
+    "approximateLastSignInDateTime",
+    "complianceExpirationDateTime",
+    "deviceCategory",
+    "deviceId",
+    "deviceMetadata",
+    "deviceOwnership",
+    "deviceVersion",
+    "displayName",
+    "enrollmentProfileName",
+    "enrollmentType",
+    "isCompliant",
+    "isManaged",
+    "isManagementRestricted",
+    "isRooted",
+    "managementType",
+    "manufacturer",
+    "mdmAppId",
+    "model",
+    "onPremisesLastSyncDateTime",
+    "onPremisesSecurityIdentifier",
+    "onPremisesSyncEnabled",
+    "operatingSystem",
+    "operatingSystemVersion",
+    "physicalIds",
+    "profileType",
+    "registrationDateTime",
+    "systemLabels",
+    "trustType",
+];
+
+pub const DEVICE_NAVIGATION: &[&str] = &[
+    "extensions",
+    "memberOf",
+    "registeredOwners",
+    "registeredUsers",
+    "transitiveMemberOf",
+];
+
+/// Returned without `$select`: every property but `onPremisesSecurityIdentifier`, which the
+/// device resource says requires `$select` to be retrieved.
+pub const DEVICE_DEFAULT: &[&str] = &[
+    "deletedDateTime",
+    "accountEnabled",
+    "alternativeSecurityIds",
+    "approximateLastSignInDateTime",
+    "complianceExpirationDateTime",
+    "deviceCategory",
+    "deviceId",
+    "deviceMetadata",
+    "deviceOwnership",
+    "deviceVersion",
+    "displayName",
+    "enrollmentProfileName",
+    "enrollmentType",
+    "isCompliant",
+    "isManaged",
+    "isManagementRestricted",
+    "isRooted",
+    "managementType",
+    "manufacturer",
+    "mdmAppId",
+    "model",
+    "onPremisesLastSyncDateTime",
+    "onPremisesSyncEnabled",
+    "operatingSystem",
+    "operatingSystemVersion",
+    "physicalIds",
+    "profileType",
+    "registrationDateTime",
+    "systemLabels",
+    "trustType",
 ];
 
 pub const USER_PROPERTIES: &[&str] = &[
@@ -419,6 +500,7 @@ pub fn unset_value(kind: Kind, name: &str) -> serde_json::Value {
             "assignedLicenses" | "assignedPlans" | "businessPhones" | "otherMails"
             | "provisionedPlans" | "proxyAddresses",
         ) => json!([]),
+        (Kind::Device, "alternativeSecurityIds" | "physicalIds" | "systemLabels") => json!([]),
         (Kind::User, "birthday" | "hireDate") => json!("0001-01-01T00:00:00Z"),
         (Kind::User, "deviceEnrollmentLimit") => json!(5),
         (_, "onPremisesExtensionAttributes") => extension_attributes(None),
@@ -436,6 +518,7 @@ pub fn properties(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::User => USER_PROPERTIES,
         Kind::Group => GROUP_PROPERTIES,
+        Kind::Device => DEVICE_PROPERTIES,
     }
 }
 
@@ -443,6 +526,7 @@ pub fn navigation(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::User => USER_NAVIGATION,
         Kind::Group => GROUP_NAVIGATION,
+        Kind::Device => DEVICE_NAVIGATION,
     }
 }
 
@@ -450,6 +534,7 @@ pub fn default_properties(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::User => USER_DEFAULT,
         Kind::Group => GROUP_DEFAULT,
+        Kind::Device => DEVICE_DEFAULT,
     }
 }
 

@@ -1,15 +1,16 @@
-//! The directory in memory: users and groups, their memberships, and an append-only change log
+//! The directory in memory: users, groups and devices, their memberships, and an append-only change log
 //! that delta rounds are computed from.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
-/// The two directory object types the emulator models.
+/// The directory object types the emulator models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     User,
     Group,
+    Device,
 }
 
 impl Kind {
@@ -17,6 +18,7 @@ impl Kind {
         match self {
             Kind::User => "#microsoft.graph.user",
             Kind::Group => "#microsoft.graph.group",
+            Kind::Device => "#microsoft.graph.device",
         }
     }
 
@@ -24,6 +26,7 @@ impl Kind {
         match self {
             Kind::User => "users",
             Kind::Group => "groups",
+            Kind::Device => "devices",
         }
     }
 
@@ -31,6 +34,7 @@ impl Kind {
         match self {
             Kind::User => "user",
             Kind::Group => "group",
+            Kind::Device => "device",
         }
     }
 
@@ -38,6 +42,7 @@ impl Kind {
         match self {
             Kind::User => 0,
             Kind::Group => 1,
+            Kind::Device => 2,
         }
     }
 }
@@ -55,7 +60,7 @@ pub struct Obj {
     pub kind: Kind,
     /// Graph properties except `id`; a key with `null` was set to null, a missing key was never set.
     pub props: Map<String, Value>,
-    /// Direct members (ids of users or groups); groups only.
+    /// Direct members (ids of users, groups or devices); groups only.
     pub members: BTreeSet<String>,
     /// Owners (ids of users or service principals); groups only. Not tracked by delta: Graph
     /// reports owner changes only to a client that reads `/groups/{id}/owners`.
@@ -135,7 +140,7 @@ pub struct Store {
     pub domain: String,
     pub apps: Vec<App>,
     objects: HashMap<String, Obj>,
-    by_order: [BTreeMap<u64, String>; 2],
+    by_order: [BTreeMap<u64, String>; 3],
     /// Reverse membership: member id → groups that list it.
     member_of: HashMap<String, BTreeSet<String>>,
     /// Permanently deleted ids and their type (to render member removals).

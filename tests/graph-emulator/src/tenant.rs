@@ -40,7 +40,12 @@ pub fn load(tenant: &Value, now: OffsetDateTime) -> Result<Store, TenantError> {
     let empty = Vec::new();
     let users = array(tenant, "users", &empty)?;
     let groups = array(tenant, "groups", &empty)?;
-    for (kind, list) in [(Kind::User, users), (Kind::Group, groups)] {
+    let devices = array(tenant, "devices", &empty)?;
+    for (kind, list) in [
+        (Kind::User, users),
+        (Kind::Device, devices),
+        (Kind::Group, groups),
+    ] {
         for entry in list {
             let mut props = entry.as_object().cloned().ok_or_else(|| {
                 TenantError::Format(format!("a {} is not an object", kind.type_name()))
@@ -94,7 +99,7 @@ pub fn load(tenant: &Value, now: OffsetDateTime) -> Result<Store, TenantError> {
                     Ok(()) | Err(StoreError::AlreadyMember(..)) => {}
                     Err(StoreError::NotFound(x)) => {
                         return Err(TenantError::Format(format!(
-                        "group {gid}: {rel} entry {x} is neither a user nor a group of this file"
+                        "group {gid}: {rel} entry {x} is not a user, group or device of this file"
                     )))
                     }
                     Err(e) => return Err(e.into()),
@@ -162,12 +167,15 @@ fn seed_writeback(id: &str, props: &mut Map<String, Value>) -> Result<(), Tenant
 
 /// Fill the read-only properties Graph always has, so output looks like Graph's.
 pub fn normalise(kind: Kind, id: &str, props: &mut Map<String, Value>, created: &Value) {
-    props
-        .entry("createdDateTime")
-        .or_insert_with(|| created.clone());
     props.entry("deletedDateTime").or_insert(Value::Null);
-    if let Some(sid) = cloud_sid(id) {
-        props.entry("securityIdentifier").or_insert(json!(sid));
+    // A device has neither (its time of registration is `registrationDateTime`).
+    if kind != Kind::Device {
+        props
+            .entry("createdDateTime")
+            .or_insert_with(|| created.clone());
+        if let Some(sid) = cloud_sid(id) {
+            props.entry("securityIdentifier").or_insert(json!(sid));
+        }
     }
     // Directory extension properties in their canonical spelling; one without a value is not
     // stored (Graph never returns it).
@@ -202,6 +210,11 @@ pub fn normalise(kind: Kind, id: &str, props: &mut Map<String, Value>, created: 
             props.entry("groupTypes").or_insert(json!([]));
             props.entry("proxyAddresses").or_insert(json!([]));
         }
+        Kind::Device => {
+            props.entry("alternativeSecurityIds").or_insert(json!([]));
+            props.entry("physicalIds").or_insert(json!([]));
+            props.entry("systemLabels").or_insert(json!([]));
+        }
     }
 }
 
@@ -226,7 +239,7 @@ pub fn dump(store: &Store) -> Value {
         "apps".into(),
         Value::Array(store.apps.iter().map(|a| a.source.clone()).collect()),
     );
-    for kind in [Kind::User, Kind::Group] {
+    for kind in [Kind::User, Kind::Group, Kind::Device] {
         let list: Vec<Value> = store
             .iter(kind)
             .map(|o| {
@@ -318,6 +331,23 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn devices_are_loaded_as_members_and_dumped() {
+        let t = json!({"tenantId":"T",
+                       "devices":[{"id":"d","displayName":"PC-01","trustType":"ServerAd",
+                                   "onPremisesSecurityIdentifier":"S-1-5-21-1-2-3-1001"}],
+                       "groups":[{"id":"g","displayName":"G","members":["d"]}]});
+        let s = load(&t, OffsetDateTime::UNIX_EPOCH).unwrap();
+        let d = s.get("d").unwrap();
+        assert_eq!(d.kind, Kind::Device);
+        assert!(!d.props.contains_key("securityIdentifier"));
+        assert_eq!(d.props["physicalIds"], json!([]));
+        assert!(s.get("g").unwrap().members.contains("d"));
+        let dumped = dump(&s);
+        assert_eq!(dumped["devices"][0]["displayName"], "PC-01");
+        assert_eq!(dumped["groups"][0]["members"], json!(["d"]));
     }
 
     #[test]

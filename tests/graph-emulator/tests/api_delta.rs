@@ -503,3 +503,156 @@ async fn replacing_the_tenant_resets_delta() {
     assert_eq!(r.status(), 400);
     assert_eq!(emu.get(&format!("groups/{G_HR}")).await.status, 200);
 }
+
+const D1: &str = "5b3a0d11-8f2e-4c1a-9b7d-0e1f2a3b4c01";
+const D2: &str = "5b3a0d11-8f2e-4c1a-9b7d-0e1f2a3b4c02";
+
+/// The test tenant with a hybrid-joined device and a cloud-only one, both members of sg-HR.
+fn tenant_with_devices() -> serde_json::Value {
+    let mut t = tenant();
+    t["devices"] = json!([
+        {"id": D1, "displayName": "PC-01", "deviceId": "1d0c9a2e-0000-4000-8000-000000000001",
+         "accountEnabled": true, "operatingSystem": "Windows", "operatingSystemVersion": "10.0",
+         "trustType": "ServerAd", "onPremisesSyncEnabled": true,
+         "onPremisesSecurityIdentifier": "S-1-5-21-1-2-3-1601"},
+        {"id": D2, "displayName": "Kiosk", "deviceId": "1d0c9a2e-0000-4000-8000-000000000002",
+         "accountEnabled": true, "operatingSystem": "Windows", "operatingSystemVersion": "10.0",
+         "trustType": "AzureAd"},
+    ]);
+    let hr = t["groups"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|g| g["id"] == G_HR)
+        .unwrap();
+    hr["members"] = json!([U1, U2, D1, D2]);
+    t
+}
+
+#[tokio::test]
+async fn devices_have_their_own_delta_and_are_typed_members_of_groups() {
+    let emu = start_with(&tenant_with_devices(), &["--delta-page-size", "1"]);
+    // Paged like users, the SID only when selected (the device resource: "requires $select").
+    let (pages, link) = emu
+        .delta_round(
+            "devices/delta?$select=id,displayName,trustType,onPremisesSecurityIdentifier",
+            &[],
+        )
+        .await;
+    assert_eq!(pages.len(), 2, "one device a page: {pages:?}");
+    assert!(link.starts_with(&format!("{}/v1.0/devices/delta?$deltatoken=", emu.base)));
+    let merged = merge(&pages);
+    assert_eq!(merged.len(), 2);
+    let items: Vec<serde_json::Value> = pages
+        .iter()
+        .flat_map(|p| p["value"].as_array().unwrap().clone())
+        .collect();
+    let pc = items.iter().find(|i| i["id"] == D1).unwrap();
+    assert_eq!(pc["onPremisesSecurityIdentifier"], "S-1-5-21-1-2-3-1601");
+    assert_eq!(pc["trustType"], "ServerAd");
+    let (plain, _) = emu.delta_round("devices/delta", &[]).await;
+    for i in plain
+        .iter()
+        .flat_map(|p| p["value"].as_array().unwrap().clone())
+    {
+        assert!(i.get("onPremisesSecurityIdentifier").is_none(), "{i}");
+        assert!(i.get("displayName").is_some(), "{i}");
+    }
+
+    // Members of a group: typed as devices, in the groups' delta and in /members.
+    let (gpages, glink) = emu
+        .delta_round("groups/delta?$select=displayName,members", &[])
+        .await;
+    let device_refs: Vec<serde_json::Value> = gpages
+        .iter()
+        .flat_map(|p| p["value"].as_array().unwrap().clone())
+        .filter(|g| g["id"] == G_HR)
+        .flat_map(|g| g["members@delta"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["id"] == D1 || m["id"] == D2)
+        .collect();
+    assert_eq!(device_refs.len(), 2);
+    assert!(device_refs
+        .iter()
+        .all(|m| m["@odata.type"] == "#microsoft.graph.device"));
+    let list = emu
+        .get(&format!("groups/{G_HR}/members/microsoft.graph.device"))
+        .await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert_eq!(list.body["value"].as_array().unwrap().len(), 2);
+
+    // A device leaving the group is a typed removal; a deleted device is `@removed` from the
+    // devices' delta and leaves its groups.
+    assert_eq!(
+        emu.delete(&format!("groups/{G_HR}/members/{D2}/$ref"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(emu.delete(&format!("devices/{D1}")).await.status, 204);
+    let (pages, _) = emu.delta_round(&link, &[]).await;
+    let items: Vec<serde_json::Value> = pages
+        .iter()
+        .flat_map(|p| p["value"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(
+        items,
+        [json!({"id": D1, "@removed": {"reason": "deleted"}})],
+        "{pages:?}"
+    );
+    let (gpages, _) = emu.delta_round(&glink, &[]).await;
+    let hr = merge(&gpages);
+    assert_eq!(hr[G_HR].removed, set(&[D1, D2]));
+    let removal = gpages
+        .iter()
+        .flat_map(|p| p["value"].as_array().unwrap().clone())
+        .flat_map(|g| g["members@delta"].as_array().cloned().unwrap_or_default())
+        .find(|m| m["id"] == D2)
+        .unwrap();
+    assert_eq!(removal["@odata.type"], "#microsoft.graph.device");
+}
+
+#[tokio::test]
+async fn devices_need_a_device_read_permission_and_a_grant_takes_effect_with_the_next_token() {
+    // The permissions an installation from before device members was registered with.
+    let emu = start_with(
+        &tenant_with_devices(),
+        &["--app-roles", "GroupMember.Read.All,User.Read.All"],
+    );
+    let msg = emu
+        .get("devices/delta?$select=id,displayName")
+        .await
+        .graph_error(403, "Authorization_RequestDenied");
+    assert_eq!(msg, "Insufficient privileges to complete the operation.");
+    emu.get(&format!("devices/{D1}"))
+        .await
+        .graph_error(403, "Authorization_RequestDenied");
+    // Users and groups are read as before, device members typed in the groups' delta.
+    let (gpages, _) = emu
+        .delta_round("groups/delta?$select=displayName,members", &[])
+        .await;
+    assert_eq!(merge(&gpages)[G_HR].added, set(&[U1, U2, D1, D2]));
+    assert_eq!(emu.get("users/delta").await.status, 200);
+
+    // An admin grants Device.Read.All: the token held is unchanged, a new one reads devices.
+    let granted = emu
+        .control(
+            "roles",
+            Some(json!({"roles": ["GroupMember.Read.All", "User.Read.All", "Device.Read.All"]})),
+        )
+        .await;
+    assert_eq!(granted["roles"][2], "Device.Read.All");
+    emu.get("devices/delta")
+        .await
+        .graph_error(403, "Authorization_RequestDenied");
+    let token = emu.fresh_token().await;
+    let r = emu
+        .http
+        .get(emu.url("devices/delta?$select=id,displayName"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["value"].as_array().map(Vec::len), Some(2), "{body}");
+}

@@ -356,6 +356,42 @@ path = "state.db"
             .expect("add a plain group result");
     }
 
+    /// Creates a computer account `name` (sAMAccountName `name$`, a workstation trust account:
+    /// userAccountControl 4096) directly below the test's OU, as joining a machine to the
+    /// domain does; returns its DN and objectSid.
+    pub async fn add_computer(&mut self, name: &str) -> (String, String) {
+        let dn = format!("CN={name},{}", self.root);
+        let sam = format!("{name}$");
+        self.ldap
+            .add(
+                &dn,
+                vec![
+                    ("objectClass", ["computer"].into_iter().collect()),
+                    ("sAMAccountName", [sam.as_str()].into_iter().collect()),
+                    ("userAccountControl", ["4096"].into_iter().collect()),
+                ],
+            )
+            .await
+            .expect("add a computer")
+            .success()
+            .unwrap_or_else(|e| panic!("add {dn}: {e}"));
+        let (rs, _) = self
+            .ldap
+            .search(&dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
+            .await
+            .expect("read the computer's sid")
+            .success()
+            .expect("read the computer's sid result");
+        let e = SearchEntry::construct(rs.into_iter().next().expect("computer entry"));
+        let raw = e
+            .bin_attrs
+            .get("objectSid")
+            .and_then(|v| v.first())
+            .expect("objectSid");
+        let sid = writeback::ad::dn::sid_to_string(raw).expect("objectSid");
+        (dn, sid)
+    }
+
     /// Creates the containers the default rules use.
     pub async fn create_default_containers(&mut self) {
         let m = format!("OU=M365,{}", self.managed);

@@ -117,6 +117,19 @@ impl FakeDirectory {
         }
     }
 
+    /// A computer with `sid` (what a hybrid-joined device is matched on).
+    pub fn computer(&self, dn: &str, sid: &str) {
+        // A computer is a user in AD's class hierarchy, as objectClass lists it.
+        self.put(
+            dn,
+            &[("objectClass", &["top", "person", "user", "computer"])],
+        );
+        let mut d = self.lock();
+        if let Some(e) = d.entries.get_mut(&dn_key(dn)) {
+            e.sid = Some(sid.to_string());
+        }
+    }
+
     /// The DC stops answering after `n` more writes (connection errors from then on).
     pub fn fail_after_writes(&self, n: usize) {
         self.lock().writes_left = Some(n);
@@ -572,6 +585,19 @@ impl Directory for FakeDirectory {
 
     async fn exists(&mut self, dn: &str) -> Result<bool, AdError> {
         Ok(self.lock().entries.contains_key(&dn_key(dn)))
+    }
+
+    async fn computers(&mut self, dns: &[String]) -> Result<BTreeSet<String>, AdError> {
+        let d = self.lock();
+        Ok(dns
+            .iter()
+            .filter(|dn| {
+                d.entries
+                    .get(&dn_key(dn))
+                    .is_some_and(|e| e.has_class("computer"))
+            })
+            .cloned()
+            .collect())
     }
 
     async fn delete(&mut self, dn: &str) -> Result<(), AdError> {

@@ -23,6 +23,7 @@ pub const MANAGED: &str = "OU=Managed,DC=fake,DC=test";
 pub const SECURITY: &str = "OU=Security,OU=Managed,DC=fake,DC=test";
 pub const M365: &str = "OU=M365,OU=Managed,DC=fake,DC=test";
 pub const PEOPLE: &str = "OU=People,DC=fake,DC=test";
+pub const COMPUTERS: &str = "OU=Computers,DC=fake,DC=test";
 
 /// A domain, a tenant, a state store, the shipped rules (copied, so a test may edit them)
 /// and a config tying them together.
@@ -90,7 +91,7 @@ path = "state.db"
         let config = Config::load_offline(&path).expect("config parses");
         let rules = load_rules(&config);
         let ad = FakeDirectory::new();
-        for ou in [MANAGED, SECURITY, M365, PEOPLE] {
+        for ou in [MANAGED, SECURITY, M365, PEOPLE, COMPUTERS] {
             ad.ou(ou);
         }
         Bed {
@@ -114,6 +115,28 @@ path = "state.db"
                 "onPremisesSecurityIdentifier": sid,
                 "onPremisesSyncEnabled": true,
             }),
+        );
+    }
+
+    /// A hybrid-joined device: its computer in AD under Computers with `sid`, in the cloud
+    /// carrying the SID Entra copied from it.
+    pub fn hybrid_device(&self, id: &str, name: &str, sid: &str) {
+        self.ad.computer(&format!("CN={name},{COMPUTERS}"), sid);
+        self.cloud.device(
+            id,
+            serde_json::json!({
+                "displayName": name,
+                "trustType": "ServerAd",
+                "onPremisesSecurityIdentifier": sid,
+            }),
+        );
+    }
+
+    /// A device registered in the cloud only (`trustType` `AzureAd` or `Workplace`).
+    pub fn cloud_device(&self, id: &str, name: &str, trust_type: &str) {
+        self.cloud.device(
+            id,
+            serde_json::json!({ "displayName": name, "trustType": trust_type }),
         );
     }
 

@@ -1,4 +1,4 @@
-//! An in-memory tenant behind [`GraphApi`]: users and groups with a change log, answered as
+//! An in-memory tenant behind [`GraphApi`]: users, devices and groups with a change log, answered as
 //! Graph's delta queries answer (everything on a first round; on a round from a deltaLink,
 //! the objects changed since, with their member changes in `members@delta` and removed
 //! objects as `@removed`), owners by `$batch`, and `to_cloud` PATCHes recorded.
@@ -19,21 +19,43 @@ const BASE: &str = "https://graph.fake.test/v1.0";
 enum Kind {
     User,
     Group,
+    Device,
 }
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::User => "users",
+            Kind::Group => "groups",
+            Kind::Device => "devices",
+        }
+    }
+
+    fn odata_type(self) -> &'static str {
+        match self {
+            Kind::User => "#microsoft.graph.user",
+            Kind::Group => "#microsoft.graph.group",
+            Kind::Device => "#microsoft.graph.device",
+        }
+    }
+}
+
+const USER: &str = "#microsoft.graph.user";
 
 /// One change, for the rounds that start before it.
 #[derive(Debug, Clone)]
 struct Change {
     kind: Kind,
     id: String,
-    /// Members added (`true`) or removed, by id.
-    members: Vec<(String, bool)>,
+    /// Members added (`true`) or removed, by id, with their `@odata.type`.
+    members: Vec<(String, bool, String)>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     users: BTreeMap<String, Map<String, Value>>,
     groups: BTreeMap<String, Map<String, Value>>,
+    devices: BTreeMap<String, Map<String, Value>>,
     /// Group → member id → `@odata.type`.
     members: BTreeMap<String, BTreeMap<String, String>>,
     owners: BTreeMap<String, Vec<String>>,
@@ -42,6 +64,9 @@ struct State {
     patches: Vec<String>,
     /// How rounds are paged, when they are (see [`FakeTenant::page`]).
     paging: Option<Paging>,
+    /// Every devices delta request is answered with this status (403: the app lacks
+    /// `Device.Read.All`), as Graph answers it.
+    devices_refused: Option<u16>,
 }
 
 /// Rounds split as Graph splits them: a big group's `members@delta` in slices, each slice in
@@ -75,6 +100,12 @@ impl FakeTenant {
         Self::default()
     }
 
+    /// Answers the devices delta with `status` from now on (`None`: answers it again). 403 is
+    /// what Graph says to an app without `Device.Read.All`.
+    pub fn refuse_devices(&self, status: Option<u16>) {
+        self.lock().devices_refused = status;
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -85,6 +116,17 @@ impl FakeTenant {
         s.users.insert(id.into(), object(props));
         s.log.push(Change {
             kind: Kind::User,
+            id: id.into(),
+            members: Vec::new(),
+        });
+    }
+
+    /// Adds or replaces a device (`props` without `id`).
+    pub fn device(&self, id: &str, props: Value) {
+        let mut s = self.lock();
+        s.devices.insert(id.into(), object(props));
+        s.log.push(Change {
+            kind: Kind::Device,
             id: id.into(),
             members: Vec::new(),
         });
@@ -107,28 +149,37 @@ impl FakeTenant {
 
     /// Adds users (`#microsoft.graph.user`) to a group.
     pub fn add_members(&self, group: &str, users: &[&str]) {
-        self.member_change(group, users, true);
+        self.member_change(group, users, true, USER);
     }
 
-    /// Removes members from a group.
-    pub fn remove_members(&self, group: &str, users: &[&str]) {
-        self.member_change(group, users, false);
+    /// Adds devices (`#microsoft.graph.device`) to a group.
+    pub fn add_devices(&self, group: &str, devices: &[&str]) {
+        self.member_change(group, devices, true, Kind::Device.odata_type());
     }
 
-    fn member_change(&self, group: &str, ids: &[&str], add: bool) {
+    /// Removes members from a group (a removal names the member's type, as Graph's does).
+    pub fn remove_members(&self, group: &str, ids: &[&str]) {
+        self.member_change(group, ids, false, USER);
+    }
+
+    fn member_change(&self, group: &str, ids: &[&str], add: bool, odata_type: &str) {
         let mut s = self.lock();
         let members = s.members.entry(group.into()).or_default();
+        let mut logged = Vec::new();
         for id in ids {
-            if add {
-                members.insert(id.to_string(), "#microsoft.graph.user".into());
-            } else {
-                members.remove(*id);
-            }
+            let t = match add {
+                true => {
+                    members.insert(id.to_string(), odata_type.into());
+                    odata_type.to_string()
+                }
+                false => members.remove(*id).unwrap_or_else(|| odata_type.into()),
+            };
+            logged.push((id.to_string(), add, t));
         }
         s.log.push(Change {
             kind: Kind::Group,
             id: group.into(),
-            members: ids.iter().map(|id| (id.to_string(), add)).collect(),
+            members: logged,
         });
     }
 
@@ -173,10 +224,7 @@ impl FakeTenant {
     fn delta(&self, kind: Kind, since: Option<usize>, page: usize) -> Value {
         let entries = self.round_entries(kind, since);
         let s = self.lock();
-        let path = match kind {
-            Kind::User => "users",
-            Kind::Group => "groups",
-        };
+        let path = kind.path();
         let Some(p) = s.paging else {
             return json!({
                 "value": entries,
@@ -207,11 +255,9 @@ impl FakeTenant {
         let objects = match kind {
             Kind::User => &s.users,
             Kind::Group => &s.groups,
+            Kind::Device => &s.devices,
         };
-        let odata_type = match kind {
-            Kind::User => "#microsoft.graph.user",
-            Kind::Group => "#microsoft.graph.group",
-        };
+        let odata_type = kind.odata_type();
         match since {
             None => {
                 for (id, props) in objects {
@@ -233,11 +279,11 @@ impl FakeTenant {
             }
             Some(since) => {
                 // Per object: the member changes since, the last one deciding.
-                let mut changed: BTreeMap<&str, BTreeMap<&str, bool>> = BTreeMap::new();
+                let mut changed: BTreeMap<&str, BTreeMap<&str, (bool, &str)>> = BTreeMap::new();
                 for c in s.log.iter().skip(since).filter(|c| c.kind == kind) {
                     let m = changed.entry(c.id.as_str()).or_default();
-                    for (id, add) in &c.members {
-                        m.insert(id.as_str(), *add);
+                    for (id, add, t) in &c.members {
+                        m.insert(id.as_str(), (*add, t.as_str()));
                     }
                 }
                 for (id, members) in changed {
@@ -251,9 +297,9 @@ impl FakeTenant {
                     if kind == Kind::Group && !members.is_empty() {
                         let list: Vec<Value> = members
                             .into_iter()
-                            .map(|(m, add)| match add {
-                                true => json!({"@odata.type": "#microsoft.graph.user", "id": m}),
-                                false => json!({"@odata.type": "#microsoft.graph.user", "id": m, "@removed": {"reason": "deleted"}}),
+                            .map(|(m, (add, t))| match add {
+                                true => json!({"@odata.type": t, "id": m}),
+                                false => json!({"@odata.type": t, "id": m, "@removed": {"reason": "deleted"}}),
                             })
                             .collect();
                         o.insert("members@delta".into(), Value::Array(list));
@@ -286,7 +332,7 @@ impl FakeTenant {
                     let value: Vec<Value> = owners
                         .into_iter()
                         .flatten()
-                        .map(|o| json!({"@odata.type": "#microsoft.graph.user", "id": o}))
+                        .map(|o| json!({"@odata.type": USER, "id": o}))
                         .collect();
                     json!({"id": id, "status": 200, "body": {"value": value}})
                 }
@@ -368,6 +414,18 @@ impl GraphApi for FakeTenant {
             Kind::User
         } else if path.starts_with("/groups/delta") {
             Kind::Group
+        } else if path.starts_with("/devices/delta") {
+            match self.lock().devices_refused {
+                Some(403) => {
+                    return Err(api_error(
+                        403,
+                        "Authorization_RequestDenied",
+                        "Insufficient privileges to complete the operation.",
+                    ))
+                }
+                Some(status) => return Err(api_error(status, "ServiceUnavailable", path)),
+                None => Kind::Device,
+            }
         } else {
             return Err(api_error(404, "Request_ResourceNotFound", path));
         };

@@ -14,7 +14,8 @@ pub const LIFETIME: i64 = 3599;
 pub struct TokenSigner {
     key: Vec<u8>,
     /// The application permissions (app roles) granted to the app: the tokens' `roles`.
-    roles: Vec<String>,
+    /// Changed by an admin's grant (`PUT /_emulator/roles`): tokens issued after carry them.
+    roles: std::sync::Mutex<Vec<String>>,
 }
 
 /// What an app-only token says about its caller.
@@ -37,14 +38,25 @@ impl TokenSigner {
     pub fn new(key: Vec<u8>) -> Self {
         TokenSigner {
             key,
-            roles: DEFAULT_ROLES.iter().map(|r| r.to_string()).collect(),
+            roles: std::sync::Mutex::new(DEFAULT_ROLES.iter().map(|r| r.to_string()).collect()),
         }
     }
 
     /// Grants exactly `roles` to the app (as an admin consenting to those permissions).
-    pub fn with_roles(mut self, roles: Vec<String>) -> Self {
-        self.roles = roles;
+    pub fn with_roles(self, roles: Vec<String>) -> Self {
+        self.set_roles(roles);
         self
+    }
+
+    /// Grants exactly `roles` from now on. As in Entra, tokens already issued keep the roles
+    /// they carry: a client sees the change with its next token.
+    pub fn set_roles(&self, roles: Vec<String>) {
+        *self.roles.lock().unwrap_or_else(|e| e.into_inner()) = roles;
+    }
+
+    /// The application permissions granted now.
+    pub fn roles(&self) -> Vec<String> {
+        self.roles.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn issue(&self, tenant_id: &str, client_id: &str, now_unix: i64) -> String {
@@ -60,7 +72,7 @@ impl TokenSigner {
             "oid": client_id,
             "sub": client_id,
             "tid": tenant_id,
-            "roles": self.roles,
+            "roles": self.roles(),
             "ver": "1.0",
             "uti": uuid::Uuid::new_v4().simple().to_string(),
         });

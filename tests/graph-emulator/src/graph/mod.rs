@@ -25,6 +25,7 @@ fn entity_set(segment: &str) -> Option<Kind> {
     match segment.to_ascii_lowercase().as_str() {
         "users" => Some(Kind::User),
         "groups" => Some(Kind::Group),
+        "devices" => Some(Kind::Device),
         _ => None,
     }
 }
@@ -34,6 +35,7 @@ fn cast(segment: &str) -> Option<Kind> {
     match segment.to_ascii_lowercase().as_str() {
         "microsoft.graph.user" => Some(Kind::User),
         "microsoft.graph.group" => Some(Kind::Group),
+        "microsoft.graph.device" => Some(Kind::Device),
         _ => None,
     }
 }
@@ -74,8 +76,11 @@ fn route(
     let method = method.to_ascii_uppercase();
     let m = method.as_str();
 
-    // Collections of users and groups.
+    // Collections of users, groups and devices.
     if let Some(kind) = seg.first().and_then(|s| entity_set(s)) {
+        if m == "GET" {
+            read::may_read(ctx, kind)?;
+        }
         return match (m, &seg[1..], &low[1..]) {
             ("GET", [], _) => read::list(state, ctx, kind, &q),
             ("POST", [], _) => write::create(state, ctx, kind, body),
@@ -137,7 +142,7 @@ fn route(
 fn relation(kind: Kind, segment: &str) -> GraphResult<Relation> {
     match Relation::parse(segment) {
         Some(Relation::Members | Relation::TransitiveMembers | Relation::Owners)
-            if kind == Kind::User =>
+            if kind != Kind::Group =>
         {
             Err(GraphError::bad_segment(segment))
         }

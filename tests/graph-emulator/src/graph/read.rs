@@ -14,6 +14,27 @@ use crate::statetoken;
 use crate::store::{Kind, Obj, Store};
 use crate::urlenc;
 
+/// The application permission a read of `kind` needs: for devices (list, get, delta, a
+/// device's relationships) one of those Microsoft documents for "List devices" and "device:
+/// delta", 403 `Authorization_RequestDenied` without it. Users and groups are read with any
+/// token (their read permissions are not modelled).
+pub fn may_read(ctx: &RequestCtx, kind: Kind) -> GraphResult<()> {
+    let needed: &[&str] = match kind {
+        Kind::Device => &[
+            "Device.Read.All",
+            "Device.ReadWrite.All",
+            "Directory.Read.All",
+            "Directory.ReadWrite.All",
+        ],
+        Kind::User | Kind::Group => return Ok(()),
+    };
+    if ctx.has_role(needed) {
+        Ok(())
+    } else {
+        Err(GraphError::forbidden())
+    }
+}
+
 /// Options common to collection reads.
 struct ListOptions {
     select: Option<Vec<String>>,
@@ -79,7 +100,7 @@ fn list_options(
     })
 }
 
-/// `$select` on a directoryObject collection may name user or group properties.
+/// `$select` on a directoryObject collection may name user, group or device properties.
 fn parse_select_any(
     kind: Option<Kind>,
     raw: &str,
@@ -88,12 +109,14 @@ fn parse_select_any(
     match kind {
         Some(kind) => odata::parse_select(kind, raw, version),
         None => odata::parse_select(Kind::User, raw, version).or_else(|e| {
-            odata::parse_select(Kind::Group, raw, version).map_err(|_| {
-                GraphError::bad_request(
-                    e.message
-                        .replace("microsoft.graph.user", "microsoft.graph.directoryObject"),
-                )
-            })
+            odata::parse_select(Kind::Group, raw, version)
+                .or_else(|_| odata::parse_select(Kind::Device, raw, version))
+                .map_err(|_| {
+                    GraphError::bad_request(
+                        e.message
+                            .replace("microsoft.graph.user", "microsoft.graph.directoryObject"),
+                    )
+                })
         }),
     }
 }
@@ -510,6 +533,7 @@ pub fn get_by_ids(state: &AppState, ctx: &RequestCtx, body: &Value) -> GraphResu
                 {
                     "user" => Some(Kind::User),
                     "group" => Some(Kind::Group),
+                    "device" => Some(Kind::Device),
                     _ => None,
                 }
             })

@@ -36,6 +36,16 @@ const READ_ONLY_USER: &[&str] = &[
     "onPremisesDistinguishedName",
     "proxyAddresses",
 ];
+/// Device properties the device resource marks read-only (besides the common ones).
+const READ_ONLY_DEVICE: &[&str] = &[
+    "approximateLastSignInDateTime",
+    "complianceExpirationDateTime",
+    "manufacturer",
+    "mdmAppId",
+    "model",
+    "onPremisesLastSyncDateTime",
+    "trustType",
+];
 /// How many `@odata.bind` references one create/update may carry.
 const MAX_BINDS: usize = 20;
 
@@ -43,6 +53,7 @@ fn resource_name(kind: Kind) -> &'static str {
     match kind {
         Kind::User => "User",
         Kind::Group => "Group",
+        Kind::Device => "Device",
     }
 }
 
@@ -105,6 +116,7 @@ fn payload(kind: Kind, body: &Value, version: ApiVersion) -> GraphResult<Payload
             || match kind {
                 Kind::Group => READ_ONLY_GROUP.contains(&p),
                 Kind::User => READ_ONLY_USER.contains(&p),
+                Kind::Device => READ_ONLY_DEVICE.contains(&p),
             }
     };
     let mut props = Map::new();
@@ -344,7 +356,7 @@ pub fn create(
                 props.insert("proxyAddresses".into(), json!([]));
             }
             for m in &member_binds {
-                if store.live(Kind::User, m).is_none() && store.live(Kind::Group, m).is_none() {
+                if !may_be_member(&store, m) {
                     return Err(GraphError::not_found(m));
                 }
             }
@@ -391,13 +403,32 @@ pub fn create(
             props.entry("mail").or_insert(Value::Null);
             props.entry("onPremisesSyncEnabled").or_insert(Value::Null);
         }
+        Kind::Device => {
+            // The "Create device" page's required properties; a device registered this way is
+            // not joined to anything (Entra sets trustType when a device joins).
+            require(
+                kind,
+                &props,
+                &[
+                    "accountEnabled",
+                    "alternativeSecurityIds",
+                    "deviceId",
+                    "displayName",
+                    "operatingSystem",
+                    "operatingSystemVersion",
+                ],
+            )?;
+            props.insert("registrationDateTime".into(), now.clone());
+        }
     }
     if let Some(Value::Object(sent)) = props.get(schema::WRITEBACK_CONFIGURATION) {
         let full = schema::writeback_merged(None, sent);
         props.insert(schema::WRITEBACK_CONFIGURATION.into(), full);
     }
     tenant::normalise(kind, &id, &mut props, &now);
-    props.insert("createdDateTime".into(), now);
+    if kind != Kind::Device {
+        props.insert("createdDateTime".into(), now);
+    }
     store
         .insert(kind, &id, props, Life::Live, true)
         .map_err(store_error)?;
@@ -422,6 +453,7 @@ fn may_write(ctx: &RequestCtx, kind: Kind) -> GraphResult<()> {
     let needed: &[&str] = match kind {
         Kind::Group => &["Group.ReadWrite.All", "Directory.ReadWrite.All"],
         Kind::User => &["User.ReadWrite.All", "Directory.ReadWrite.All"],
+        Kind::Device => &["Device.ReadWrite.All", "Directory.ReadWrite.All"],
     };
     if ctx.has_role(needed) {
         Ok(())
@@ -452,7 +484,7 @@ pub fn update(
     let id = obj.id.clone();
     if kind == Kind::Group && !member_binds.is_empty() {
         for m in &member_binds {
-            if store.live(Kind::User, m).is_none() && store.live(Kind::Group, m).is_none() {
+            if !may_be_member(&store, m) {
                 return Err(GraphError::not_found(m));
             }
             if store.get(&id).is_some_and(|g| g.members.contains(m)) {
@@ -525,7 +557,15 @@ fn owner_exists() -> GraphError {
     )
 }
 
-/// DELETE /groups/{id} (Microsoft 365: soft, security: permanent), DELETE /users/{id} (soft).
+/// A live user, group or device: what a group's `members@odata.bind` may name.
+fn may_be_member(store: &crate::store::Store, id: &str) -> bool {
+    [Kind::User, Kind::Group, Kind::Device]
+        .iter()
+        .any(|k| store.live(*k, id).is_some())
+}
+
+/// DELETE /groups/{id} (Microsoft 365: soft, security: permanent), DELETE /users/{id} (soft),
+/// DELETE /devices/{id} (permanent: deletedItems holds no devices).
 pub fn delete(
     state: &AppState,
     ctx: &RequestCtx,
@@ -538,7 +578,7 @@ pub fn delete(
         .live(kind, id)
         .ok_or_else(|| GraphError::not_found(id))?;
     let id = obj.id.clone();
-    if kind == Kind::Group && !obj.is_unified() {
+    if (kind == Kind::Group && !obj.is_unified()) || kind == Kind::Device {
         store.hard_delete(&id).map_err(store_error)?;
     } else {
         store
@@ -609,6 +649,12 @@ pub fn add_member_ref(state: &AppState, group: &str, body: &[u8]) -> GraphResult
     if unified_target && m.kind == Kind::Group {
         return Err(GraphError::bad_request(
             "Groups cannot be added as members of a Microsoft 365 group.",
+        ));
+    }
+    // Microsoft 365 groups hold users only; devices go into security groups.
+    if unified_target && m.kind == Kind::Device {
+        return Err(GraphError::bad_request(
+            "Devices cannot be added as members of a Microsoft 365 group.",
         ));
     }
     store.add_member(&gid, &member, true).map_err(store_error)?;
