@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn the_deadline_counts_from_when_the_renewal_was_sent_less_the_margin() {
         let t = LeaseTimes::new(Duration::from_secs(10));
-        assert_eq!(t.renew_every, Duration::from_millis(3333));
+        assert_eq!(t.renew_every, Duration::from_secs(10) / 3);
         assert_eq!(t.margin, Duration::from_secs(2));
         let sent = Instant::now();
         let d = t.deadline_from(sent);
