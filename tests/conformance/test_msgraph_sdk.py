@@ -614,3 +614,76 @@ def test_groups_delta_carries_a_selected_extension_and_its_change(start_emulator
     changed = [g for p in later for g in p.value]
     assert [g.id for g in changed] == [G_MARK8]
     assert changed[0].additional_data[EXT_COST] == "CC-300"
+
+
+D_HYBRID = "7e3b1c2d-0a4f-4b5e-9c6d-1e2f3a4b5c61"
+D_CLOUD = "7e3b1c2d-0a4f-4b5e-9c6d-1e2f3a4b5c62"
+G_DEVICES = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c63"  # security, members U1 + both devices
+
+
+def tenant_with_devices() -> dict[str, Any]:
+    t = tenant()
+    t["devices"] = [
+        {
+            "id": D_HYBRID,
+            "deviceId": "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
+            "displayName": "PC-HYBRID",
+            "accountEnabled": True,
+            "operatingSystem": "Windows",
+            "trustType": "ServerAd",
+            "onPremisesSyncEnabled": True,
+            "onPremisesSecurityIdentifier": "S-1-5-21-1004336348-1177238915-682003330-1601",
+        },
+        {
+            "id": D_CLOUD,
+            "deviceId": "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f1",
+            "displayName": "PHONE-CLOUD",
+            "accountEnabled": True,
+            "operatingSystem": "iOS",
+            "trustType": "Workplace",
+        },
+    ]
+    t["groups"].append(_security(G_DEVICES, "Device Targets", [U1, D_HYBRID, D_CLOUD]))
+    return t
+
+
+def test_devices_delta_and_device_members_through_the_sdk_models(start_emulator):
+    from msgraph.generated.devices.delta.delta_request_builder import (
+        DeltaRequestBuilder as DevicesDeltaRequestBuilder,
+    )
+    from msgraph.generated.models.device import Device
+
+    emu = start_emulator("--delta-page-size", "1", tenant_doc=tenant_with_devices())
+
+    async def body(client):
+        config = RequestConfiguration(
+            query_parameters=DevicesDeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
+                select=["displayName", "trustType", "onPremisesSecurityIdentifier"]
+            )
+        )
+        page = await client.devices.delta.get(request_configuration=config)
+        pages = [page]
+        while page.odata_next_link:
+            assert len(pages) < 10, "the devices' delta round does not end"
+            page = await client.devices.delta.with_url(page.odata_next_link).get()
+            pages.append(page)
+        members = await client.groups.by_group_id(G_DEVICES).members.get()
+        return pages, members
+
+    pages, members = run_with_client(emu, body)
+    assert len(pages) == 2, "two devices at one per page"
+    assert_links_rooted(emu, pages[0].odata_next_link, kind="devices")
+    assert_links_rooted(emu, pages[-1].odata_delta_link, kind="devices")
+    devices = {d.id: d for p in pages for d in p.value}
+    assert set(devices) == {D_HYBRID, D_CLOUD}
+    for d in devices.values():
+        assert isinstance(d, Device), type(d)
+    hybrid, cloud = devices[D_HYBRID], devices[D_CLOUD]
+    assert (hybrid.display_name, hybrid.trust_type) == ("PC-HYBRID", "ServerAd")
+    assert hybrid.on_premises_security_identifier.startswith("S-1-5-21-")
+    assert cloud.trust_type == "Workplace" and cloud.on_premises_security_identifier is None
+    # Only the selected properties (and id) come back.
+    assert hybrid.operating_system is None and hybrid.device_id is None
+    # A group's members are typed by the SDK from @odata.type: the user and both devices.
+    kinds = {m.id: type(m).__name__ for m in members.value}
+    assert kinds == {U1: "User", D_HYBRID: "Device", D_CLOUD: "Device"}, kinds
