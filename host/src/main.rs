@@ -423,9 +423,10 @@ async fn check_online_one(config: &Config) -> Result<u8> {
     let steps = writeback::preflight::online::check(config, &rules).await;
     let failed = steps.iter().filter(|s| s.problem.is_some()).count();
     for s in &steps {
-        match &s.problem {
-            None => println!("ok: {}", s.what),
-            Some(p) => eprintln!("FAILED: {}: {p}", s.what),
+        match (&s.problem, &s.warning) {
+            (Some(p), _) => eprintln!("FAILED: {}: {p}", s.what),
+            (None, Some(w)) => println!("WARNING: {}: {w}", s.what),
+            (None, None) => println!("ok: {}", s.what),
         }
     }
     if failed == 0 {

@@ -19,6 +19,8 @@ use crate::sync::types::ANCHOR_ATTRS;
 pub struct Step {
     pub what: String,
     pub problem: Option<String>,
+    /// Something to know that does not fail the check (a sync works, with less).
+    pub warning: Option<String>,
 }
 
 impl Step {
@@ -26,6 +28,7 @@ impl Step {
         Step {
             what: what.into(),
             problem: None,
+            warning: None,
         }
     }
 
@@ -33,6 +36,15 @@ impl Step {
         Step {
             what: what.into(),
             problem: Some(problem.into()),
+            warning: None,
+        }
+    }
+
+    fn warned(what: impl Into<String>, warning: impl Into<String>) -> Step {
+        Step {
+            what: what.into(),
+            problem: None,
+            warning: Some(warning.into()),
         }
     }
 }
@@ -186,10 +198,13 @@ async fn devices(client: &crate::graph::GraphClient, base: &str, device_groups: 
                 0 => "no group on the groups' first page holds devices".to_string(),
                 n => format!("{n} group(s) on the groups' first page hold devices"),
             };
-            Step::ok(format!(
-                "{label}: warning: not readable, the app lacks {} (Graph answered 403); {seen}. A sync reports device members instead of writing them and keeps the computers groups have; grant it (application permission, admin consent) to write them: docs/OPERATIONS.md, \"The Entra app registration\"",
-                crate::sync::devices::PERMISSION
-            ))
+            Step::warned(
+                label,
+                format!(
+                    "not readable, the app lacks {} (Graph answered 403); {seen}. A sync reports device members instead of writing them and keeps the computers groups have; grant it (application permission, admin consent) to write them: docs/OPERATIONS.md, \"The Entra app registration\"",
+                    crate::sync::devices::PERMISSION
+                ),
+            )
         }
         Err(e) => Step::failed(label, e.to_string()),
     }

@@ -316,7 +316,8 @@ async fn check_online_warns_when_devices_cannot_be_read_and_passes() {
         .find(|l| l.contains("Graph devices delta"))
         .unwrap_or_default();
     assert!(
-        line.contains("warning: not readable, the app lacks Device.Read.All (Graph answered 403)")
+        line.starts_with("WARNING: Graph devices delta")
+            && line.contains("not readable, the app lacks Device.Read.All (Graph answered 403)")
             && line.contains("1 group(s) on the groups' first page hold devices"),
         "{out}\n{err}"
     );
