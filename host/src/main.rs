@@ -479,10 +479,31 @@ fn status(config_path: &Path, target: Option<&str>, json: bool) -> Result<ExitCo
     let on_disk = status::rules_hash(&writeback::watch::fingerprint(&setup::rule_roots(&config)));
     let now = time::OffsetDateTime::now_utc();
     let mut docs = Vec::new();
+    let mut failed = false;
     for t in config.select_targets(target)? {
-        let store = open_existing(t).with_context(|| format!("target {}", t.target))?;
-        let busy = StateLock::is_held(t)?;
-        let s = status::gather(&store, busy, on_disk.clone(), now)?;
+        let gathered = open_existing(t)
+            .map_err(anyhow::Error::from)
+            .and_then(|store| {
+                let busy = StateLock::is_held(t)?;
+                Ok(status::gather(&store, busy, on_disk.clone(), now)?)
+            });
+        let s = match gathered {
+            Ok(s) => s,
+            // With one target its error is the answer; with several, the others still show.
+            Err(e) if !config.has_targets() => return Err(e),
+            Err(e) => {
+                failed = true;
+                let text = error_chain(&e);
+                match json {
+                    true => docs.push((t.target.clone(), serde_json::json!({ "error": text }))),
+                    false => {
+                        target_header(&config, t);
+                        eprintln!("error: target {}: {text}", t.target);
+                    }
+                }
+                continue;
+            }
+        };
         if json {
             docs.push((t.target.clone(), serde_json::to_value(&s)?));
         } else {
@@ -493,7 +514,7 @@ fn status(config_path: &Path, target: Option<&str>, json: bool) -> Result<ExitCo
     if json {
         print_json_by_target(&config, docs)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit(!failed, 1))
 }
 
 /// `writeback history`: the runs, filtered.

@@ -321,6 +321,22 @@ async fn a_config_whose_target_is_unknown_or_shares_a_state_file_is_refused_nami
     let a = Bed::new("wb-forests-cfg", 0).await;
     let b = ForestBed::new("wb-forests-cfg", 0).await;
     write_config(&a, &b, DAEMON);
+    // Both targets load, and the rules compile with each one's settings.
+    let out = a.run(&["check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Before any sync, status says so for each target, as an error of its own.
+    let out = a.run(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s: Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    for t in ["corp", "fabrikam"] {
+        assert!(s[t]["error"].is_string(), "{t}: {s:#}");
+    }
     let out = a.run(&["--target", "nowhere", "status"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
