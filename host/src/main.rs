@@ -481,12 +481,10 @@ fn status(config_path: &Path, target: Option<&str>, json: bool) -> Result<ExitCo
     let mut docs = Vec::new();
     let mut failed = false;
     for t in config.select_targets(target)? {
-        let gathered = open_existing(t)
-            .map_err(anyhow::Error::from)
-            .and_then(|store| {
-                let busy = StateLock::is_held(t)?;
-                Ok(status::gather(&store, busy, on_disk.clone(), now)?)
-            });
+        let gathered = open_existing(t).and_then(|store| {
+            let busy = StateLock::is_held(t)?;
+            Ok(status::gather(&store, busy, on_disk.clone(), now)?)
+        });
         let s = match gathered {
             Ok(s) => s,
             // With one target its error is the answer; with several, the others still show.
