@@ -14,10 +14,15 @@ demo-stop:
 test:
 	tests/run-tests.sh
 
+# Every service the integration tests use: forest A, forest B, PostgreSQL.
 testbed-up:
 	tests/testbed/samba-ad.sh up
+	tests/testbed/samba-ad.sh --forest b up
+	tests/testbed/postgres.sh up
 
 testbed-down:
+	tests/testbed/postgres.sh down
+	tests/testbed/samba-ad.sh --forest b down
 	tests/testbed/samba-ad.sh down
 
 fmt:
