@@ -246,16 +246,20 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         c.rules_loaded(t.rules.clone());
     }
     let graph = setup::graph_client(&config)?;
-    for t in &mut targets {
-        match connection(&mut t.ad, &t.config).await {
-            Ok(_) => {}
+    // Side by side: a DC that does not answer holds up only its own target.
+    let binds = targets.iter_mut().map(|t| async move {
+        let bound = connection(&mut t.ad, &t.config).await.map(|_| ());
+        (t.config.target.clone(), bound)
+    });
+    for (name, bound) in futures_util::future::join_all(binds).await {
+        match bound {
+            Ok(()) => {}
             // With one target nothing can be done without its DC: the start fails, as it
             // always did. With several, the others go on and this one is tried every cycle.
             Err(e) if !several => return Err(e.into()),
-            Err(e) => tracing::error!(
-                target = %t.config.target,
-                "AD not reached, tried again each cycle: {e}"
-            ),
+            Err(e) => {
+                tracing::error!(target = %name, "AD not reached, tried again each cycle: {e}")
+            }
         }
     }
 
@@ -610,29 +614,33 @@ impl Host {
         }
     }
 
-    /// One cycle: every target's in turn. A target that fails (its DC down) is reported and
-    /// retried at the next tick; the others are not held up by it.
+    /// One cycle: every target's, side by side, so a DC that hangs (a connect timing out)
+    /// delays only its own target. A target that fails is reported and retried at the next
+    /// tick; the others are applied as usual.
     async fn cycle(&mut self, reconcile: bool) {
         use tracing::Instrument;
         let started = Instant::now();
         self.monitor.cycle_started();
         self.cycles += 1;
         let several = self.targets.len() > 1;
+        let graph = &self.graph;
+        let compact = self.cycles.is_multiple_of(PRUNE_EVERY);
+        let runs = self.targets.iter_mut().map(|target| {
+            let span = tracing::info_span!("target", name = %target.config.target);
+            let name = target.config.target.clone();
+            let inner = span.clone();
+            async move {
+                let took = Instant::now();
+                let result = cycle_one(target, graph, reconcile, compact).await;
+                (name, span, result, took.elapsed())
+            }
+            .instrument(inner)
+        });
+        let results = futures_util::future::join_all(runs).await;
         let mut failed = Vec::new();
         let mut lines = Vec::new();
         let mut worked = false;
-        for target in &mut self.targets {
-            let took = Instant::now();
-            let name = target.config.target.clone();
-            let span = tracing::info_span!("target", name = %name);
-            let result = cycle_one(
-                target,
-                &self.graph,
-                reconcile,
-                self.cycles.is_multiple_of(PRUNE_EVERY),
-            )
-            .instrument(span.clone())
-            .await;
+        for (name, span, result, took) in results {
             let _entered = span.enter();
             worked |= matches!(&result, Ok(r) if r.evaluated > 0 || r.examined > 0);
             let prefix = match several {
@@ -641,14 +649,12 @@ impl Host {
             };
             match result {
                 Ok(report) => {
-                    log_report(&report, reconcile, took.elapsed());
+                    log_report(&report, reconcile, took);
                     match several {
-                        true => self.monitor.target_succeeded(
-                            &name,
-                            &report.figures(),
-                            reconcile,
-                            took.elapsed(),
-                        ),
+                        true => {
+                            self.monitor
+                                .target_succeeded(&name, &report.figures(), reconcile, took)
+                        }
                         false => self.monitor.cycle_succeeded(
                             &report.figures(),
                             reconcile,
@@ -665,7 +671,7 @@ impl Host {
                 Err(e) => {
                     tracing::error!("cycle failed, retried at the next tick: {e}");
                     match several {
-                        true => self.monitor.target_failed(&name, took.elapsed()),
+                        true => self.monitor.target_failed(&name, took),
                         false => self.monitor.cycle_failed(&e, started.elapsed()),
                     }
                     lines.push(format!("{prefix}failed, retried at the next tick: {e}"));

@@ -354,3 +354,78 @@ async fn a_config_whose_target_is_unknown_or_shares_a_state_file_is_refused_nami
     b.cleanup().await;
     a.cleanup().await;
 }
+
+/// A listener that takes connections and never says a word: a DC that hangs (a firewall
+/// dropping its answers, a frozen VM) rather than refusing.
+fn silent_dc() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().take(64) {
+            match conn {
+                Ok(c) => held.push(c),
+                Err(_) => break,
+            }
+        }
+    });
+    (port, handle)
+}
+
+#[tokio::test]
+async fn a_target_whose_dc_hangs_does_not_hold_up_the_others_in_the_daemon() {
+    let mut a = Bed::new("wb-forests-hang", 2).await;
+    a.create_default_containers().await;
+    let b = ForestBed::new("wb-forests-hang", 0).await;
+    let (a0, a1) = (a.users[0].clone(), a.users[1].clone());
+    let g = new_id();
+    a.seed(
+        a.synced_users(),
+        vec![security_group(&g, "Hang Elsewhere", &[&a0.cloud_id])],
+        &[],
+    );
+    write_config(&a, &b, DAEMON);
+    // Forest B's DC hangs: every bind waits its whole timeout.
+    let (port, _dc) = silent_dc();
+    let path = a.config_path();
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text.replace(
+        &format!(
+            "url = \"{}\"\nbind_dn = \"{}\"",
+            b.ad.ldaps_url, b.ad.service_dn
+        ),
+        &format!(
+            "url = \"ldaps://127.0.0.1:{port}\"\ntimeout_secs = 30\nbind_dn = \"{}\"",
+            b.ad.service_dn
+        ),
+    );
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}")),
+        "B's URL not replaced"
+    );
+    std::fs::write(&path, text).expect("write config");
+
+    let mut d = a.start_daemon();
+    eventually!(
+        Duration::from_secs(15),
+        "forest A's first sync while B's DC hangs",
+        members_in(&mut a.ldap, &a.managed, &g).await == Some(dns(&[&a0]))
+    );
+    let st = a
+        .graph(
+            "POST",
+            &format!("/groups/{g}/members/$ref"),
+            Some(add_member_body(&a1.cloud_id)),
+        )
+        .await;
+    assert!(st.is_success(), "add member: {st}");
+    // Well within B's 30 s timeout: A's cycles do not wait for B's.
+    eventually!(
+        Duration::from_secs(10),
+        "forest A's change while B's DC hangs",
+        members_in(&mut a.ldap, &a.managed, &g).await == Some(dns(&[&a0, &a1]))
+    );
+    assert_eq!(d.stop(Duration::from_secs(45)), Some(0), "{}", d.log_text());
+    b.cleanup().await;
+    a.cleanup().await;
+}
