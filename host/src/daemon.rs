@@ -109,25 +109,69 @@ impl Pending {
 /// with its own settings). The first is `[ad]`; the others are `[targets.<name>]`.
 struct Target {
     config: Config,
-    /// `None` until a bind succeeds: a DC out of reach at start, or a connection that could not
-    /// be made again, is retried by the next cycle while the other targets carry on.
-    ad: Option<AdConn>,
+    /// The connection, or the bind under way: a DC out of reach at start, or one slow to
+    /// answer, is waited for in the background while the other targets carry on.
+    ad: Bind,
     /// Read on first need, kept for the host's lifetime.
     schema: Option<Schema>,
     store: Store,
     rules: Arc<RuleSet>,
 }
 
-/// A target's connection (`ad`), bound now when there is none.
-async fn connection<'a>(
-    ad: &'a mut Option<AdConn>,
-    config: &Config,
-) -> Result<&'a mut AdConn, crate::ad::AdError> {
-    let conn = match ad.take() {
-        Some(c) => c,
-        None => setup::ad_connection(config).await?,
-    };
-    Ok(ad.insert(conn))
+/// A target's connection to its DC.
+enum Bind {
+    /// None yet (or the last bind failed): the next need starts one.
+    Idle,
+    /// A bind running on a task of its own, so a DC that does not answer (a firewall dropping
+    /// packets, a frozen VM) holds up no cycle for `ad.timeout_secs`, only its own target.
+    Pending(tokio::task::JoinHandle<Result<AdConn, crate::ad::AdError>>),
+    Ready(AdConn),
+}
+
+/// How long a cycle waits for a bind it has just started; a bind already under way is not
+/// waited for at all (its target's part of the cycle is skipped until it is done).
+const BIND_WAIT: Duration = Duration::from_secs(2);
+
+/// Starts a bind on a task of its own.
+fn start_bind(config: &Config) -> Bind {
+    let config = config.clone();
+    Bind::Pending(tokio::spawn(
+        async move { setup::ad_connection(&config).await },
+    ))
+}
+
+/// A target's connection, bound now when there is none (see [`Bind`]).
+async fn connection<'a>(ad: &'a mut Bind, config: &Config) -> Result<&'a mut AdConn, String> {
+    let mut wait = Duration::ZERO;
+    if matches!(ad, Bind::Idle) {
+        *ad = start_bind(config);
+        wait = BIND_WAIT;
+    }
+    if let Bind::Pending(handle) = ad {
+        let joined = match tokio::time::timeout(wait, &mut *handle).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                return Err(
+                    "AD: the DC has not answered the bind yet; tried again at the next tick".into(),
+                )
+            }
+        };
+        *ad = match joined {
+            Ok(Ok(conn)) => Bind::Ready(conn),
+            Ok(Err(e)) => {
+                *ad = Bind::Idle;
+                return Err(format!("AD not reached: {e}"));
+            }
+            Err(e) => {
+                *ad = Bind::Idle;
+                return Err(format!("AD bind stopped: {e}"));
+            }
+        };
+    }
+    match ad {
+        Bind::Ready(conn) => Ok(conn),
+        Bind::Idle | Bind::Pending(_) => Err("AD: no connection".into()),
+    }
 }
 
 struct Host {
@@ -246,21 +290,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         c.rules_loaded(t.rules.clone());
     }
     let graph = setup::graph_client(&config)?;
-    // Side by side: a DC that does not answer holds up only its own target.
-    let binds = targets.iter_mut().map(|t| async move {
-        let bound = connection(&mut t.ad, &t.config).await.map(|_| ());
-        (t.config.target.clone(), bound)
-    });
-    for (name, bound) in futures_util::future::join_all(binds).await {
-        match bound {
-            Ok(()) => {}
+    for t in &mut targets {
+        t.ad = match several {
             // With one target nothing can be done without its DC: the start fails, as it
-            // always did. With several, the others go on and this one is tried every cycle.
-            Err(e) if !several => return Err(e.into()),
-            Err(e) => {
-                tracing::error!(target = %name, "AD not reached, tried again each cycle: {e}")
-            }
-        }
+            // always did.
+            false => Bind::Ready(setup::ad_connection(&t.config).await?),
+            // With several, each binds in the background; the first cycle uses what answered.
+            true => start_bind(&t.config),
+        };
     }
 
     spawn_ticker(tx.clone(), config.daemon.poll_interval, Wake::Poll, true);
@@ -370,7 +407,7 @@ fn open_target(config: Config, several: bool, monitor: &Monitor) -> Result<Targe
     }
     Ok(Target {
         config,
-        ad: None,
+        ad: Bind::Idle,
         schema: None,
         store,
         rules,
@@ -474,7 +511,7 @@ impl Host {
         let ad = match connection(&mut target.ad, &target.config).await {
             Ok(ad) => ad,
             Err(e) => {
-                tracing::error!("schedules not run: AD: {e}");
+                tracing::error!("schedules not run: {e}");
                 return;
             }
         };
@@ -727,9 +764,7 @@ async fn cycle_one(
         Err(e) => return Err(format!("cycle skipped: {e}")),
     };
     let rules = t.rules.clone();
-    let ad = connection(&mut t.ad, &t.config)
-        .await
-        .map_err(|e| format!("AD not reached: {e}"))?;
+    let ad = connection(&mut t.ad, &t.config).await?;
     let effects = crate::effects::HostEffects::maker(&t.config, graph, ad.clone());
     sync::run(
         SyncContext {
