@@ -125,7 +125,7 @@ enum Bind {
     /// A bind running on a task of its own, so a DC that does not answer (a firewall dropping
     /// packets, a frozen VM) holds up no cycle for `ad.timeout_secs`, only its own target.
     Pending(tokio::task::JoinHandle<Result<AdConn, crate::ad::AdError>>),
-    Ready(AdConn),
+    Ready(Box<AdConn>),
 }
 
 /// How long a cycle waits for a bind it has just started; a bind already under way is not
@@ -157,7 +157,7 @@ async fn connection<'a>(ad: &'a mut Bind, config: &Config) -> Result<&'a mut AdC
             }
         };
         *ad = match joined {
-            Ok(Ok(conn)) => Bind::Ready(conn),
+            Ok(Ok(conn)) => Bind::Ready(Box::new(conn)),
             Ok(Err(e)) => {
                 *ad = Bind::Idle;
                 return Err(format!("AD not reached: {e}"));
@@ -294,7 +294,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         t.ad = match several {
             // With one target nothing can be done without its DC: the start fails, as it
             // always did.
-            false => Bind::Ready(setup::ad_connection(&t.config).await?),
+            false => Bind::Ready(Box::new(setup::ad_connection(&t.config).await?)),
             // With several, each binds in the background; the first cycle uses what answered.
             true => start_bind(&t.config),
         };
