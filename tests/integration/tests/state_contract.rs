@@ -1099,3 +1099,68 @@ async fn the_store_refuses_the_current_thread_runtime() {
     let text = refused.expect("refused");
     assert!(text.contains("multi-thread"), "{text}");
 }
+
+/// Every table, column and index of the SQLite store at this schema version is in the
+/// PostgreSQL schema under the same name, and nothing else but the version row's table.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_postgres_schema_has_the_sqlite_stores_tables_columns_and_indexes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("state.db");
+    drop(Store::open(&path).expect("create the SQLite store"));
+    let conn = rusqlite::Connection::open(&path).expect("open with rusqlite");
+    let mut stmt = conn
+        .prepare(
+            "SELECT m.name || '.' || p.name FROM sqlite_master m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        )
+        .expect("prepare");
+    let sqlite_columns: BTreeSet<String> = stmt
+        .query_map([], |r| r.get(0))
+        .expect("columns")
+        .collect::<Result<_, _>>()
+        .expect("columns");
+    let mut stmt = conn
+        .prepare(
+            "SELECT name FROM sqlite_master
+             WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex_%'",
+        )
+        .expect("prepare");
+    let sqlite_indexes: BTreeSet<String> = stmt
+        .query_map([], |r| r.get(0))
+        .expect("indexes")
+        .collect::<Result<_, _>>()
+        .expect("indexes");
+    assert!(sqlite_columns.contains("cloud_object.props_json"));
+    assert!(sqlite_indexes.contains("anchor_object_guid"));
+
+    let pg = PgTestbed::load();
+    let database = pg.fresh_database("state_tables");
+    let store = PgStore::open(
+        pg::connect(&settings(&pg, &database))
+            .await
+            .expect("connect"),
+        None,
+    )
+    .expect("create");
+    drop(store);
+    let lines = |sql: &str| -> BTreeSet<String> {
+        pg.query(&database, sql)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let pg_columns = lines(
+        "SELECT table_name || '.' || column_name FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name <> 'writeback_schema'",
+    );
+    // Primary keys and UNIQUE constraints are named by PostgreSQL, as SQLite's automatic
+    // indexes are by SQLite.
+    let pg_indexes = lines(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'
+         AND indexname NOT LIKE '%_pkey' AND indexname NOT LIKE '%_key'",
+    );
+    assert_eq!(pg_columns, sqlite_columns);
+    assert_eq!(pg_indexes, sqlite_indexes);
+}
