@@ -964,7 +964,8 @@ fn leaving_groups_are_due_and_forgotten<S: CycleState>(store: &mut S) {
 async fn a_write_is_refused_once_another_instance_took_the_lease() {
     let pg = PgTestbed::load();
     let s = settings(&pg, &pg.fresh_database("state_fence"));
-    let lease = Duration::from_millis(1500);
+    // Long enough for a to open the store and write before it expires on a busy machine.
+    let lease = Duration::from_secs(3);
     let open_lease = |name: &'static str| {
         let s = s.clone();
         async move {
