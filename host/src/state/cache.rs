@@ -130,7 +130,7 @@ pub struct RoundProgress {
     /// Ids written by earlier chunks of this round: a full round replaces an object's
     /// properties and members the first time it shows up, and overlays later occurrences (a
     /// large group repeated across pages).
-    seen: std::collections::HashSet<String>,
+    pub(crate) seen: std::collections::HashSet<String>,
     pub changes: CacheChanges,
 }
 
@@ -438,7 +438,7 @@ fn cached_ids(conn: &Connection, kind: ObjectKind) -> Result<Vec<String>, StateE
 }
 
 /// Present keys replace cached values; a JSON null is kept as null (Graph cleared it).
-fn overlay(props: &mut Map<String, Value>, update: &Map<String, Value>) {
+pub(crate) fn overlay(props: &mut Map<String, Value>, update: &Map<String, Value>) {
     for (k, v) in update {
         props.insert(k.clone(), v.clone());
     }

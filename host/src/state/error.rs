@@ -69,6 +69,40 @@ pub enum StateError {
         run_id: i64,
     },
 
+    /// A statement on the PostgreSQL state failed (see `state::pg`).
+    #[error("PostgreSQL state: {op}: {cause}")]
+    Postgres {
+        op: String,
+        #[source]
+        cause: tokio_postgres::Error,
+    },
+
+    #[error(
+        "PostgreSQL state: schema version {found} is newer than this build supports ({supported})"
+    )]
+    PgNewerSchema { found: i64, supported: i64 },
+
+    /// A version this build never wrote and has no migration from (no row, or an older one).
+    #[error("PostgreSQL state: schema version {found:?} is not one this build can use ({supported}); set by hand?")]
+    PgBadSchema { found: Option<i64>, supported: i64 },
+
+    /// A value PostgreSQL holds that the store never writes (out of range for its type).
+    #[error("PostgreSQL state: table {table}, id {id}: unreadable {column}: {message}")]
+    PgBadValue {
+        table: &'static str,
+        id: String,
+        column: &'static str,
+        message: String,
+    },
+
+    /// The PostgreSQL store is synchronous over async I/O: it needs the multi-thread runtime.
+    #[error("PostgreSQL state: {0}")]
+    PgRuntime(String),
+
+    /// The write transaction's fence failed: another instance holds the lease now.
+    #[error("PostgreSQL state: {0}")]
+    Lease(#[source] crate::ha::HaError),
+
     /// `writeback approve` with an id that is not the set waiting for approval.
     #[error("no held deletes with id {id}: {}", match waiting {
         Some(w) => format!("the set waiting for approval now is {w}; review it with `writeback plan` and approve that id"),

@@ -83,18 +83,22 @@ pub fn replace(conn: &Connection, rows: &[HeldRemovalRow]) -> Result<(), StateEr
 
 /// The id of the set waiting for approval and how many groups it holds.
 pub fn waiting(conn: &Connection) -> Result<Option<(String, usize)>, StateError> {
-    let rows = held(conn)?;
+    Ok(waiting_of(&held(conn)?))
+}
+
+/// [`waiting`] over rows already read (the PostgreSQL store reads its own).
+pub(crate) fn waiting_of(rows: &BTreeMap<String, HeldRemovalRow>) -> Option<(String, usize)> {
     let keys: Vec<String> = rows
         .values()
         .filter(|h| !h.approved)
         .map(|h| format!("{}:{}", h.cloud_id, h.removal_hash))
         .collect();
-    Ok((!keys.is_empty()).then(|| {
+    (!keys.is_empty()).then(|| {
         (
             super::held::set_id(keys.iter().map(String::as_str)),
             keys.len(),
         )
-    }))
+    })
 }
 
 /// Approves the waiting set if its id is `id`; `None` when `id` is not that set.

@@ -28,6 +28,7 @@ pub mod report;
 pub mod resolve;
 pub mod select;
 pub mod state;
+pub mod state_pg;
 pub mod stream;
 pub mod triggers;
 pub mod types;

@@ -1,0 +1,653 @@
+//! The cloud cache, delta links, pending marks, member changes and `meta` on PostgreSQL; the
+//! same behaviour as `state/cache.rs`, `state/pending.rs` and `state/member_changes.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+use tokio_postgres::{GenericClient, Row, Statement, Transaction};
+
+use super::{big, column, count, get, pg, PgStore, PATH};
+use crate::graph::model::{CloudObject, DeltaItem, MemberRef, RemovedReason};
+use crate::state::clock::now_rfc3339;
+use crate::state::{MemberChanges, ObjectKind, RoundProgress, StateError, StoredLink};
+
+/// The statements one chunk needs, prepared once.
+struct Stmts {
+    select_props: Statement,
+    upsert: Statement,
+    soft_delete: Statement,
+    delete_object: Statement,
+    delete_members: Statement,
+    delete_member: Statement,
+    upsert_member: Statement,
+    mark_pending: Statement,
+    cached_member: Statement,
+}
+
+impl Stmts {
+    async fn prepare(t: &Transaction<'_>, kind: ObjectKind) -> Result<Stmts, StateError> {
+        let op = || format!("apply {kind} delta round");
+        let prep = async |sql: &str| t.prepare(sql).await.map_err(pg(op));
+        Ok(Stmts {
+            select_props: prep("SELECT props_json FROM cloud_object WHERE kind = $1 AND id = $2")
+                .await?,
+            upsert: prep(
+                "INSERT INTO cloud_object (kind, id, props_json, soft_deleted, updated_at)
+                 VALUES ($1, $2, $3, false, $4)
+                 ON CONFLICT (kind, id) DO UPDATE SET props_json = excluded.props_json,
+                   soft_deleted = false, updated_at = excluded.updated_at",
+            )
+            .await?,
+            soft_delete: prep(
+                "UPDATE cloud_object SET props_json = $3, soft_deleted = true, updated_at = $4
+                 WHERE kind = $1 AND id = $2",
+            )
+            .await?,
+            delete_object: prep("DELETE FROM cloud_object WHERE kind = $1 AND id = $2").await?,
+            delete_members: prep("DELETE FROM cloud_member WHERE group_id = $1").await?,
+            delete_member: prep("DELETE FROM cloud_member WHERE group_id = $1 AND member_id = $2")
+                .await?,
+            upsert_member: prep(
+                "INSERT INTO cloud_member (group_id, member_id, member_type) VALUES ($1, $2, $3)
+                 ON CONFLICT (group_id, member_id) DO UPDATE SET member_type = excluded.member_type",
+            )
+            .await?,
+            mark_pending: prep(
+                "INSERT INTO pending (kind, id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .await?,
+            cached_member: prep(
+                "SELECT member_type FROM cloud_member WHERE group_id = $1 AND member_id = $2",
+            )
+            .await?,
+        })
+    }
+}
+
+/// Writes one chunk of a round (no link), every id written marked pending; see
+/// `state::cache::apply_chunk`. The member index is kept through a full round: PostgreSQL
+/// would lock the table to drop it, and a standby reads it meanwhile.
+pub(crate) async fn apply_chunk(
+    t: &Transaction<'_>,
+    kind: ObjectKind,
+    items: &BTreeMap<String, DeltaItem>,
+    progress: &mut RoundProgress,
+) -> Result<(), StateError> {
+    let op = || format!("apply {kind} delta round");
+    let st = Stmts::prepare(t, kind).await?;
+    let k = kind.as_str();
+    let now = now_rfc3339();
+    if progress.full && kind == ObjectKind::Group && progress.seen.is_empty() {
+        // The cache is replaced: no group's changes are known any more.
+        t.execute("DELETE FROM member_change", &[])
+            .await
+            .map_err(pg(|| "forget member changes".into()))?;
+    }
+    for item in items.values() {
+        let replace = progress.full && progress.seen.insert(item.id.clone());
+        match item.removed {
+            Some(RemovedReason::Deleted) => {
+                let n = t
+                    .execute(&st.delete_object, &[&k, &item.id])
+                    .await
+                    .map_err(pg(op))?;
+                if kind == ObjectKind::Group {
+                    t.execute(&st.delete_members, &[&item.id])
+                        .await
+                        .map_err(pg(op))?;
+                    forget_member_changes(t, &item.id).await?;
+                }
+                if n > 0 {
+                    progress.changes.deleted.insert(item.id.clone());
+                }
+            }
+            Some(RemovedReason::Changed) => {
+                // A soft delete keeps what is known; an object never cached has nothing.
+                let Some(mut props) = cached_props(t, &st, kind, &item.id).await? else {
+                    continue;
+                };
+                crate::state::cache::overlay(&mut props, &item.props);
+                if props.get("deletedDateTime").is_none_or(|v| v.is_null()) {
+                    props.insert("deletedDateTime".into(), Value::String(now.clone()));
+                }
+                let json = props_json(&item.id, &props)?;
+                t.execute(&st.soft_delete, &[&k, &item.id, &json, &now])
+                    .await
+                    .map_err(pg(op))?;
+                progress.changes.changed.insert(item.id.clone());
+            }
+            None => {
+                // A full round's members are the baseline, not changes to it.
+                upsert_object(t, &st, kind, item, replace, !progress.full, &now).await?;
+                progress.changes.changed.insert(item.id.clone());
+            }
+        }
+        t.execute(&st.mark_pending, &[&k, &item.id])
+            .await
+            .map_err(pg(op))?;
+    }
+    Ok(())
+}
+
+async fn upsert_object(
+    t: &Transaction<'_>,
+    st: &Stmts,
+    kind: ObjectKind,
+    item: &DeltaItem,
+    replace: bool,
+    note: bool,
+    now: &str,
+) -> Result<(), StateError> {
+    let op = || format!("apply {kind} delta round: upsert {}", item.id);
+    let json = if replace {
+        props_json(&item.id, &item.props)?
+    } else {
+        let mut props = cached_props(t, st, kind, &item.id)
+            .await?
+            .unwrap_or_default();
+        crate::state::cache::overlay(&mut props, &item.props);
+        // An object that shows up alive is not deleted (a restore comes as a plain item).
+        if !item.props.contains_key("deletedDateTime") {
+            props.remove("deletedDateTime");
+        }
+        props_json(&item.id, &props)?
+    };
+    t.execute(&st.upsert, &[&kind.as_str(), &item.id, &json, &now])
+        .await
+        .map_err(pg(op))?;
+    if kind != ObjectKind::Group {
+        return Ok(());
+    }
+    if replace {
+        t.execute(&st.delete_members, &[&item.id])
+            .await
+            .map_err(pg(op))?;
+        forget_member_changes(t, &item.id).await?;
+    } else {
+        for m in &item.members_removed {
+            // Only what the cache really loses is a change (Graph replays entries).
+            if note {
+                if let Some(odata_type) = cached_member(t, st, &item.id, m).await? {
+                    let gone = MemberRef {
+                        odata_type,
+                        id: m.clone(),
+                    };
+                    note_member_change(t, &item.id, &gone, false).await?;
+                }
+            }
+            t.execute(&st.delete_member, &[&item.id, m])
+                .await
+                .map_err(pg(op))?;
+        }
+    }
+    // Additions after removals: an id in both sets ends up a member.
+    for m in item.members_added.values() {
+        if note && cached_member(t, st, &item.id, &m.id).await?.is_none() {
+            note_member_change(t, &item.id, m, true).await?;
+        }
+        t.execute(&st.upsert_member, &[&item.id, &m.id, &m.odata_type])
+            .await
+            .map_err(pg(op))?;
+    }
+    Ok(())
+}
+
+async fn cached_member(
+    t: &Transaction<'_>,
+    st: &Stmts,
+    group: &str,
+    member: &str,
+) -> Result<Option<String>, StateError> {
+    let op = || format!("read member {member} of {group}");
+    let row = t
+        .query_opt(&st.cached_member, &[&group, &member])
+        .await
+        .map_err(pg(op))?;
+    row.map(|r| get(&r, 0, &op)).transpose()
+}
+
+/// Notes a member change; one that undoes a change noted before is forgotten instead, so the
+/// rows stay the net change since the last apply.
+async fn note_member_change(
+    t: &Transaction<'_>,
+    group: &str,
+    member: &MemberRef,
+    added: bool,
+) -> Result<(), StateError> {
+    let op = || format!("note member change of {group}");
+    let undone = t
+        .execute(
+            "DELETE FROM member_change WHERE group_id = $1 AND member_id = $2 AND added = $3",
+            &[&group, &member.id, &!added],
+        )
+        .await
+        .map_err(pg(op))?;
+    if undone == 0 {
+        t.execute(
+            "INSERT INTO member_change (group_id, member_id, member_type, added)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (group_id, member_id) DO UPDATE SET member_type = excluded.member_type,
+               added = excluded.added",
+            &[&group, &member.id, &member.odata_type, &added],
+        )
+        .await
+        .map_err(pg(op))?;
+    }
+    Ok(())
+}
+
+async fn forget_member_changes(t: &Transaction<'_>, group: &str) -> Result<(), StateError> {
+    t.execute("DELETE FROM member_change WHERE group_id = $1", &[&group])
+        .await
+        .map_err(pg(|| format!("forget member changes of {group}")))?;
+    Ok(())
+}
+
+async fn cached_props(
+    t: &Transaction<'_>,
+    st: &Stmts,
+    kind: ObjectKind,
+    id: &str,
+) -> Result<Option<Map<String, Value>>, StateError> {
+    let op = || format!("apply {kind} delta round: read {id}");
+    let row = t
+        .query_opt(&st.select_props, &[&kind.as_str(), &id])
+        .await
+        .map_err(pg(op))?;
+    match row {
+        Some(r) => Ok(Some(parse_props(id, &get::<String>(&r, 0, &op)?)?)),
+        None => Ok(None),
+    }
+}
+
+fn props_json(id: &str, props: &Map<String, Value>) -> Result<String, StateError> {
+    serde_json::to_string(props).map_err(|cause| StateError::Encode {
+        path: PATH.into(),
+        table: "cloud_object",
+        id: id.to_string(),
+        column: "props_json",
+        cause,
+    })
+}
+
+fn parse_props(id: &str, json: &str) -> Result<Map<String, Value>, StateError> {
+    serde_json::from_str(json).map_err(|cause| StateError::CorruptRow {
+        path: PATH.into(),
+        table: "cloud_object",
+        id: id.to_string(),
+        column: "props_json",
+        cause,
+    })
+}
+
+/// Ends a round: a full round deletes (and marks pending) the cached objects it did not
+/// carry; the link is written last, with the `$select` of its query.
+pub(crate) async fn finish_round(
+    t: &Transaction<'_>,
+    kind: ObjectKind,
+    delta_link: &str,
+    select: Option<&str>,
+    progress: &mut RoundProgress,
+) -> Result<(), StateError> {
+    let k = kind.as_str();
+    if progress.full {
+        let op = || format!("apply {kind} delta round: delete absent objects");
+        let cached: Vec<String> = column(
+            t,
+            "SELECT id FROM cloud_object WHERE kind = $1 ORDER BY id",
+            &[&k],
+            &op,
+        )
+        .await?;
+        let gone: Vec<String> = cached
+            .into_iter()
+            .filter(|id| !progress.seen.contains(id))
+            .collect();
+        if !gone.is_empty() {
+            t.execute(
+                "DELETE FROM cloud_object WHERE kind = $1 AND id = ANY($2)",
+                &[&k, &gone],
+            )
+            .await
+            .map_err(pg(op))?;
+            if kind == ObjectKind::Group {
+                t.execute(
+                    "DELETE FROM cloud_member WHERE group_id = ANY($1)",
+                    &[&gone],
+                )
+                .await
+                .map_err(pg(op))?;
+            }
+            t.execute(
+                "INSERT INTO pending (kind, id) SELECT $1, unnest($2::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&k, &gone],
+            )
+            .await
+            .map_err(pg(op))?;
+            progress.changes.deleted.extend(gone);
+        }
+    }
+    // Written last: if anything above failed, the transaction rolls back with the old link.
+    t.execute(
+        "INSERT INTO delta_link (kind, link, updated_at, select_list) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (kind) DO UPDATE SET link = excluded.link, updated_at = excluded.updated_at,
+             select_list = excluded.select_list",
+        &[&k, &delta_link, &now_rfc3339(), &select],
+    )
+    .await
+    .map_err(pg(|| format!("store {kind} delta link")))?;
+    Ok(())
+}
+
+/// Objects from rows of `id, props_json, soft_deleted`, with the members of the groups among
+/// them (one query for all).
+async fn objects(
+    c: &impl GenericClient,
+    kind: ObjectKind,
+    rows: &[Row],
+) -> Result<Vec<CloudObject>, StateError> {
+    let op = || format!("load cached {kind} objects");
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: String = get(r, 0, &op)?;
+        let json: String = get(r, 1, &op)?;
+        out.push(CloudObject {
+            props: parse_props(&id, &json)?,
+            id,
+            members: BTreeMap::new(),
+            soft_deleted: get(r, 2, &op)?,
+        });
+    }
+    if kind == ObjectKind::Group && !out.is_empty() {
+        let ids: Vec<&str> = out.iter().map(|o| o.id.as_str()).collect();
+        let members = c
+            .query(
+                "SELECT group_id, member_id, member_type FROM cloud_member
+                 WHERE group_id = ANY($1) ORDER BY group_id, member_id",
+                &[&ids],
+            )
+            .await
+            .map_err(pg(op))?;
+        let mut by_group: BTreeMap<String, BTreeMap<String, MemberRef>> = BTreeMap::new();
+        for m in &members {
+            let group: String = get(m, 0, &op)?;
+            let id: String = get(m, 1, &op)?;
+            let odata_type: String = get(m, 2, &op)?;
+            by_group
+                .entry(group)
+                .or_default()
+                .insert(id.clone(), MemberRef { odata_type, id });
+        }
+        for o in &mut out {
+            if let Some(m) = by_group.remove(&o.id) {
+                o.members = m;
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl PgStore {
+    pub fn stored_link(&self, kind: ObjectKind) -> Result<Option<StoredLink>, StateError> {
+        let op = || format!("read {kind} delta link");
+        self.block(async {
+            let row = self
+                .client()
+                .query_opt(
+                    "SELECT link, select_list FROM delta_link WHERE kind = $1",
+                    &[&kind.as_str()],
+                )
+                .await
+                .map_err(pg(op))?;
+            row.map(|r| {
+                Ok(StoredLink {
+                    link: get(&r, 0, &op)?,
+                    select: get(&r, 1, &op)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// One chunk of a round read page by page, in one transaction (see
+    /// `Store::apply_round_chunk`).
+    pub fn apply_round_chunk(
+        &mut self,
+        kind: ObjectKind,
+        items: &BTreeMap<String, DeltaItem>,
+        progress: &mut RoundProgress,
+    ) -> Result<(), StateError> {
+        self.with_transaction(async |t| apply_chunk(t, kind, items, progress).await)
+    }
+
+    pub fn finish_round(
+        &mut self,
+        kind: ObjectKind,
+        delta_link: &str,
+        select: &str,
+        progress: &mut RoundProgress,
+    ) -> Result<(), StateError> {
+        self.with_transaction(async |t| {
+            finish_round(t, kind, delta_link, Some(select), progress).await
+        })
+    }
+
+    /// The cached objects with these ids, by key (ids not cached are left out).
+    pub fn load_by_ids<'a>(
+        &self,
+        kind: ObjectKind,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, CloudObject>, StateError> {
+        let ids: Vec<&str> = ids
+            .into_iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let op = || format!("load cached {kind} objects by id");
+        self.block(async {
+            let rows = self
+                .client()
+                .query(
+                    "SELECT id, props_json, soft_deleted FROM cloud_object
+                     WHERE kind = $1 AND id = ANY($2) ORDER BY id",
+                    &[&kind.as_str(), &ids],
+                )
+                .await
+                .map_err(pg(op))?;
+            let objects = objects(self.client(), kind, &rows).await?;
+            Ok(objects.into_iter().map(|o| (o.id.clone(), o)).collect())
+        })
+    }
+
+    /// Visits the cached objects of a kind in id order, `chunk` at a time: one page of the
+    /// table per chunk (keyset paging), so `f` runs between queries, never inside one.
+    pub fn for_each_chunk(
+        &self,
+        kind: ObjectKind,
+        chunk: usize,
+        mut f: impl FnMut(Vec<CloudObject>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let chunk = chunk.max(1);
+        let op = || format!("load cached {kind} objects");
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.block(async {
+                let rows = self
+                    .client()
+                    .query(
+                        "SELECT id, props_json, soft_deleted FROM cloud_object
+                         WHERE kind = $1 AND ($2::text IS NULL OR id > $2)
+                         ORDER BY id LIMIT $3",
+                        &[&kind.as_str(), &after, &big(chunk)],
+                    )
+                    .await
+                    .map_err(pg(op))?;
+                objects(self.client(), kind, &rows).await
+            })?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.id.clone());
+            let full = page.len() >= chunk;
+            f(page)?;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    pub fn count_objects(&self, kind: ObjectKind) -> Result<usize, StateError> {
+        let op = || format!("count cached {kind} objects");
+        self.block(async {
+            let row = self
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM cloud_object WHERE kind = $1",
+                    &[&kind.as_str()],
+                )
+                .await
+                .map_err(pg(op))?;
+            Ok(count(get(&row, 0, &op)?))
+        })
+    }
+
+    /// The cached groups that hold any of `member_ids` directly.
+    pub fn groups_containing<'a>(
+        &self,
+        member_ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeSet<String>, StateError> {
+        let ids: Vec<&str> = member_ids.into_iter().map(String::as_str).collect();
+        if ids.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let op = || "find the groups of changed members".to_string();
+        self.block(async {
+            let groups: Vec<String> = column(
+                self.client(),
+                "SELECT DISTINCT group_id FROM cloud_member WHERE member_id = ANY($1)",
+                &[&ids],
+                &op,
+            )
+            .await?;
+            Ok(groups.into_iter().collect())
+        })
+    }
+
+    /// Ids of a kind whose change is not applied yet.
+    pub fn pending(&self, kind: ObjectKind) -> Result<BTreeSet<String>, StateError> {
+        let op = || format!("read pending {kind} changes");
+        self.block(async {
+            let ids: Vec<String> = column(
+                self.client(),
+                "SELECT id FROM pending WHERE kind = $1 ORDER BY id",
+                &[&kind.as_str()],
+                &op,
+            )
+            .await?;
+            Ok(ids.into_iter().collect())
+        })
+    }
+
+    /// The member changes noted for these groups since each was last applied (groups without
+    /// any are left out).
+    pub fn member_changes<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, MemberChanges>, StateError> {
+        let ids: Vec<&str> = ids.into_iter().map(String::as_str).collect();
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let op = || "read member changes".to_string();
+        self.block(async {
+            let rows = self
+                .client()
+                .query(
+                    "SELECT group_id, member_id, member_type, added FROM member_change
+                     WHERE group_id = ANY($1) ORDER BY group_id, member_id",
+                    &[&ids],
+                )
+                .await
+                .map_err(pg(op))?;
+            let mut out: BTreeMap<String, MemberChanges> = BTreeMap::new();
+            for r in &rows {
+                let group: String = get(r, 0, &op)?;
+                let id: String = get(r, 1, &op)?;
+                let odata_type: String = get(r, 2, &op)?;
+                let added: bool = get(r, 3, &op)?;
+                let changes = out.entry(group).or_default();
+                let side = match added {
+                    true => &mut changes.added,
+                    false => &mut changes.removed,
+                };
+                side.insert(id.clone(), MemberRef { odata_type, id });
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        let op = || format!("read meta {key}");
+        self.block(async {
+            let row = self
+                .client()
+                .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+                .await
+                .map_err(pg(op))?;
+            row.map(|r| get(&r, 0, &op)).transpose()
+        })
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StateError> {
+        self.with_transaction(async |t| {
+            t.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&key, &value],
+            )
+            .await
+            .map_err(pg(|| format!("write meta {key}")))?;
+            Ok(())
+        })
+    }
+}
+
+/// Marks `id` as still to be applied.
+pub async fn mark_pending(
+    t: &Transaction<'_>,
+    kind: ObjectKind,
+    id: &str,
+) -> Result<(), StateError> {
+    t.execute(
+        "INSERT INTO pending (kind, id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&kind.as_str(), &id],
+    )
+    .await
+    .map_err(pg(|| format!("mark {kind} {id} pending")))?;
+    Ok(())
+}
+
+/// Clears every mark of a kind.
+pub async fn clear_all_pending(t: &Transaction<'_>, kind: ObjectKind) -> Result<(), StateError> {
+    t.execute("DELETE FROM pending WHERE kind = $1", &[&kind.as_str()])
+        .await
+        .map_err(pg(|| format!("clear pending {kind} changes")))?;
+    Ok(())
+}
+
+/// Forgets the member changes of groups no longer pending.
+pub async fn forget_settled_member_changes(t: &Transaction<'_>) -> Result<(), StateError> {
+    t.execute(
+        "DELETE FROM member_change WHERE group_id NOT IN
+           (SELECT id FROM pending WHERE kind = 'group')",
+        &[],
+    )
+    .await
+    .map_err(pg(|| "forget applied member changes".into()))?;
+    Ok(())
+}

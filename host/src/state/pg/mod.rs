@@ -1,0 +1,166 @@
+//! The state on PostgreSQL: the same tables, keys and semantics as the SQLite store at schema
+//! version 12, for several instances sharing one database (see `crate::ha`). Not wired into
+//! the daemon or the verbs yet; the engine reaches it through `sync::state::CycleState`
+//! (`sync/state_pg.rs`).
+//!
+//! The store's API is synchronous, as [`super::Store`]'s is: the engine calls it from async
+//! code without awaiting. Each call runs its queries on the runtime captured at
+//! [`PgStore::open`] inside `tokio::task::block_in_place`, which needs the multi-thread
+//! runtime (the daemon and the CLI use it; `open` refuses any other).
+//!
+//! Every write is a transaction of its own (a single statement too), so that, when the store
+//! was opened with a fence (this instance and its lease epoch), the fence runs first in each
+//! one: a writer that lost its lease can never commit. Reads run outside transactions.
+//!
+//! Times are stored as the SQLite store stores them (fixed-width RFC 3339 text, Unix seconds
+//! as `bigint`), so values read back are byte for byte the same on both backends; text
+//! columns use the "C" collation so that ordering and keyset paging compare bytes, as SQLite
+//! does.
+
+mod cache;
+mod owned;
+mod schema;
+
+use std::future::Future;
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio_postgres::{Client, GenericClient, Row, Transaction};
+
+use super::StateError;
+
+pub use schema::SCHEMA_VERSION;
+
+/// Writes usable inside [`PgStore::with_transaction`]: the same behaviour as the SQLite
+/// store's `state::tx` functions of the same names.
+pub mod tx {
+    pub use super::cache::{clear_all_pending, forget_settled_member_changes, mark_pending};
+    pub use super::owned::{
+        call_delivered, call_failed, edit_unresolved, put_anchor, put_applied, put_call,
+        put_intent, put_link, record_event, record_failure, release, remove_anchor, remove_applied,
+        remove_intent, remove_link, remove_links, replace_held, set_unresolved,
+    };
+}
+
+/// The state store on PostgreSQL. Owns its connection.
+pub struct PgStore {
+    client: Client,
+    handle: Handle,
+    /// This instance and its lease epoch: checked first by every write transaction.
+    fence: Option<(String, i64)>,
+}
+
+/// What messages call the database (the `path` of the errors shared with the SQLite store).
+pub(crate) const PATH: &str = "(PostgreSQL)";
+
+impl PgStore {
+    /// Takes the connection, and creates the schema in one transaction when the database has
+    /// none (refusing a newer schema). With `fence` (instance, epoch) every write transaction
+    /// first checks that the lease is still that instance's at that epoch
+    /// (`ha::pg::fence`). Call from within the multi-thread tokio runtime.
+    pub fn open(client: Client, fence: Option<(String, i64)>) -> Result<PgStore, StateError> {
+        let handle = Handle::try_current()
+            .map_err(|e| StateError::PgRuntime(format!("no tokio runtime: {e}")))?;
+        // block_in_place panics on the current-thread runtime: refused here instead.
+        if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
+            return Err(StateError::PgRuntime(
+                "the store needs the multi-thread tokio runtime".into(),
+            ));
+        }
+        let mut store = PgStore {
+            client,
+            handle,
+            fence,
+        };
+        store.with_transaction(async |t| schema::ensure(t).await)?;
+        Ok(store)
+    }
+
+    /// The schema version recorded in the database.
+    pub fn schema_version(&self) -> Result<Option<i64>, StateError> {
+        self.block(schema::version(&self.client))
+    }
+
+    /// Runs `f` in one write transaction (after the fence, when the store has one): committed
+    /// when it returns `Ok`, rolled back on `Err`. Use the functions in [`tx`] inside.
+    pub fn with_transaction<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let PgStore {
+            client,
+            handle,
+            fence,
+        } = self;
+        let fence = fence.as_ref();
+        block_on(handle, async move {
+            let t = client
+                .transaction()
+                .await
+                .map_err(pg(|| "begin transaction".into()))?;
+            if let Some((instance, epoch)) = fence {
+                crate::ha::pg::fence(&t, instance, *epoch)
+                    .await
+                    .map_err(StateError::Lease)?;
+            }
+            // Dropped uncommitted on an error: tokio-postgres rolls it back.
+            let out = f(&t).await?;
+            t.commit()
+                .await
+                .map_err(pg(|| "commit transaction".into()))?;
+            Ok(out)
+        })
+    }
+
+    /// Runs a read on the connection, outside any transaction.
+    fn block<F: Future>(&self, fut: F) -> F::Output {
+        block_on(&self.handle, fut)
+    }
+
+    fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Waits for `fut` on `handle` from synchronous code running on a runtime worker.
+fn block_on<F: Future>(handle: &Handle, fut: F) -> F::Output {
+    tokio::task::block_in_place(|| handle.block_on(fut))
+}
+
+/// Attaches the operation to a PostgreSQL error.
+pub(crate) fn pg(op: impl FnOnce() -> String) -> impl FnOnce(tokio_postgres::Error) -> StateError {
+    move |cause| StateError::Postgres { op: op(), cause }
+}
+
+/// Column `i` of `row`, or an error naming the operation.
+pub(crate) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    i: usize,
+    op: &dyn Fn() -> String,
+) -> Result<T, StateError> {
+    row.try_get(i)
+        .map_err(|cause| StateError::Postgres { op: op(), cause })
+}
+
+/// A count as `usize` (counts are never negative).
+pub(crate) fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// A limit or size as PostgreSQL's `bigint`.
+pub(crate) fn big(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Runs `sql` and reads column 0 of every row.
+pub(crate) async fn column<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    op: &dyn Fn() -> String,
+) -> Result<Vec<T>, StateError>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    let rows = c.query(sql, params).await.map_err(pg(op))?;
+    rows.iter().map(|r| get(r, 0, op)).collect()
+}

@@ -1,0 +1,179 @@
+//! [`CycleState`] for the PostgreSQL store ([`PgStore`]): the same calls, and the same
+//! settlements in one transaction each, as `state.rs` gives the SQLite store. Not used by the
+//! daemon or the verbs yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::graph::model::{CloudObject, DeltaItem};
+use crate::state::pg::{tx, PgStore};
+use crate::state::{
+    Anchor, HeldDelete, HeldRemovalRow, Leaving, MemberChanges, ObjectKind, OutboxCounts,
+    OutboxEntry, Quarantined, Released, RoundProgress, RunMode, RunStatus, Seen, StateError,
+    StoredLink,
+};
+
+use super::record::Write;
+use super::state::CycleState;
+
+/// Forwards trait calls to the store's own methods of the same name and arguments.
+macro_rules! forward {
+    () => {};
+    ($name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; $($rest:tt)*) => {
+        fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StateError> {
+            PgStore::$name(self $(, $arg)*)
+        }
+        forward! { $($rest)* }
+    };
+    ($name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $ret:ty; $($rest:tt)*) => {
+        fn $name(&mut self $(, $arg: $ty)*) -> Result<$ret, StateError> {
+            PgStore::$name(self $(, $arg)*)
+        }
+        forward! { $($rest)* }
+    };
+}
+
+impl CycleState for PgStore {
+    forward! {
+        apply_round_chunk(&mut self, kind: ObjectKind, items: &BTreeMap<String, DeltaItem>, progress: &mut RoundProgress) -> ();
+        finish_round(&mut self, kind: ObjectKind, delta_link: &str, select: &str, progress: &mut RoundProgress) -> ();
+        stored_link(&self, kind: ObjectKind) -> Option<StoredLink>;
+        count_objects(&self, kind: ObjectKind) -> usize;
+        pending(&self, kind: ObjectKind) -> BTreeSet<String>;
+        meta(&self, key: &str) -> Option<String>;
+        set_meta(&mut self, key: &str, value: &str) -> ();
+        anchor(&self, cloud_id: &str) -> Option<Anchor>;
+        anchors(&self) -> BTreeMap<String, Anchor>;
+        anchor_ids(&self) -> BTreeSet<String>;
+        anchor_count(&self) -> usize;
+        applied_hash(&self, cloud_id: &str) -> Option<String>;
+        applied_hashes(&self) -> BTreeMap<String, String>;
+        intent(&self, cloud_id: &str) -> Option<String>;
+        intent_ids(&self) -> Vec<String>;
+        released(&self) -> BTreeMap<String, Released>;
+        unrelease(&mut self, ids: &[String]) -> ();
+        leaving(&self) -> BTreeMap<String, Leaving>;
+        leaving_due(&self, now: i64) -> BTreeSet<String>;
+        settle_leaving(&mut self, changes: &BTreeMap<String, Option<Leaving>>) -> ();
+        quarantined(&self) -> BTreeMap<String, Quarantined>;
+        quarantine_due(&self, now: i64) -> BTreeSet<String>;
+        quarantine_count(&self) -> usize;
+        held_deletes(&self) -> BTreeMap<String, HeldDelete>;
+        waiting_removals(&self) -> Option<(String, usize)>;
+        approved_removals(&self) -> BTreeMap<String, String>;
+        replace_held_removals(&mut self, rows: &[HeldRemovalRow]) -> ();
+        begin_run(&mut self, mode: RunMode) -> i64;
+        finish_run(&mut self, run_id: i64, status: RunStatus, stats: &serde_json::Value) -> ();
+        any_call_due(&self, now: i64) -> bool;
+        calls_due(&self, now: i64, limit: usize) -> Vec<OutboxEntry>;
+        settle_call(&mut self, id: i64, outcome: Result<(), (&str, Option<i64>)>) -> ();
+        call_counts(&self) -> OutboxCounts;
+    }
+
+    fn load_by_ids<'a>(
+        &self,
+        kind: ObjectKind,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, CloudObject>, StateError> {
+        PgStore::load_by_ids(self, kind, ids)
+    }
+
+    fn for_each_chunk(
+        &self,
+        kind: ObjectKind,
+        chunk: usize,
+        f: impl FnMut(Vec<CloudObject>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        PgStore::for_each_chunk(self, kind, chunk, f)
+    }
+
+    fn groups_containing<'a>(
+        &self,
+        member_ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeSet<String>, StateError> {
+        PgStore::groups_containing(self, member_ids)
+    }
+
+    fn member_changes<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, MemberChanges>, StateError> {
+        PgStore::member_changes(self, ids)
+    }
+
+    fn links_of<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, Vec<String>>, StateError> {
+        PgStore::links_of(self, ids)
+    }
+
+    fn settle_quarantine(
+        &mut self,
+        release: &[String],
+        failed: &BTreeMap<String, String>,
+        now: i64,
+        cap_secs: u64,
+    ) -> Result<Vec<(String, Seen, Quarantined)>, StateError> {
+        self.with_transaction(async |t| {
+            for id in release {
+                tx::release(t, id).await?;
+            }
+            let mut seen = Vec::with_capacity(failed.len());
+            for (id, why) in failed {
+                let (s, q) = tx::record_failure(t, id, why, now, cap_secs).await?;
+                seen.push((id.clone(), s, q));
+            }
+            Ok(seen)
+        })
+    }
+
+    fn replace_held(&mut self, rows: &[HeldDelete]) -> Result<(), StateError> {
+        self.with_transaction(async |t| tx::replace_held(t, rows).await)
+    }
+
+    fn record(&mut self, run_id: i64, writes: &[Write]) -> Result<(), StateError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.with_transaction(async |t| {
+            for w in writes {
+                match w {
+                    Write::Event(e) => tx::record_event(t, run_id, e).await?,
+                    Write::PutAnchor(a) => tx::put_anchor(t, a).await?,
+                    Write::RemoveAnchor(id) => tx::remove_anchor(t, id).await?,
+                    Write::PutApplied(id, h) => tx::put_applied(t, id, h).await?,
+                    Write::RemoveApplied(id) => tx::remove_applied(t, id).await?,
+                    Write::PutIntent(id, dn) => tx::put_intent(t, id, dn, run_id).await?,
+                    Write::RemoveIntent(id) => tx::remove_intent(t, id).await?,
+                    Write::PutLink(id, target) => tx::put_link(t, id, target).await?,
+                    Write::RemoveLink(id, target) => tx::remove_link(t, id, target).await?,
+                    Write::RemoveLinks(id) => tx::remove_links(t, id).await?,
+                    Write::Enqueue(c) => tx::put_call(t, c, now).await?,
+                    Write::CallDelivered(id) => tx::call_delivered(t, *id).await?,
+                    Write::CallFailed(id, error, next) => {
+                        tx::call_failed(t, *id, error, *next).await?
+                    }
+                    Write::Unresolved(id, members) => tx::set_unresolved(t, id, members).await?,
+                    Write::UnresolvedEdit { group, add, remove } => {
+                        tx::edit_unresolved(t, group, add, remove).await?
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn settle_pending(&mut self, retry: &BTreeSet<String>) -> Result<(), StateError> {
+        self.with_transaction(async |t| {
+            tx::clear_all_pending(t, ObjectKind::User).await?;
+            tx::clear_all_pending(t, ObjectKind::Group).await?;
+            tx::clear_all_pending(t, ObjectKind::Device).await?;
+            for id in retry {
+                tx::mark_pending(t, ObjectKind::Group, id).await?;
+            }
+            // Applied member changes are forgotten with their marks.
+            tx::forget_settled_member_changes(t).await
+        })
+    }
+}
