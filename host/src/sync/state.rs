@@ -128,25 +128,28 @@ pub trait CycleState {
     fn call_counts(&self) -> Result<OutboxCounts, StateError>;
 }
 
-/// Forwards trait calls to the store's own methods of the same name and arguments.
+/// Forwards trait calls to `$store`'s own methods of the same name and arguments.
 macro_rules! forward {
-    () => {};
-    ($name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; $($rest:tt)*) => {
+    ($store:ident;) => {};
+    ($store:ident; $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; $($rest:tt)*) => {
         fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StateError> {
-            Store::$name(self $(, $arg)*)
+            $store::$name(self $(, $arg)*)
         }
-        forward! { $($rest)* }
+        $crate::sync::state::forward! { $store; $($rest)* }
     };
-    ($name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $ret:ty; $($rest:tt)*) => {
+    ($store:ident; $name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $ret:ty; $($rest:tt)*) => {
         fn $name(&mut self $(, $arg: $ty)*) -> Result<$ret, StateError> {
-            Store::$name(self $(, $arg)*)
+            $store::$name(self $(, $arg)*)
         }
-        forward! { $($rest)* }
+        $crate::sync::state::forward! { $store; $($rest)* }
     };
 }
 
-impl CycleState for Store {
-    forward! {
+/// The trait methods every store has as methods of its own with the same signature (the
+/// SQLite store here, the PostgreSQL store in `state_pg.rs`): one list for both.
+macro_rules! forward_cycle_state {
+    ($store:ident) => {
+        $crate::sync::state::forward! { $store;
         apply_round_chunk(&mut self, kind: ObjectKind, items: &BTreeMap<String, DeltaItem>, progress: &mut RoundProgress) -> ();
         finish_round(&mut self, kind: ObjectKind, delta_link: &str, select: &str, progress: &mut RoundProgress) -> ();
         stored_link(&self, kind: ObjectKind) -> Option<StoredLink>;
@@ -180,7 +183,13 @@ impl CycleState for Store {
         calls_due(&self, now: i64, limit: usize) -> Vec<OutboxEntry>;
         settle_call(&mut self, id: i64, outcome: Result<(), (&str, Option<i64>)>) -> ();
         call_counts(&self) -> OutboxCounts;
-    }
+        }
+    };
+}
+pub(crate) use {forward, forward_cycle_state};
+
+impl CycleState for Store {
+    forward_cycle_state!(Store);
 
     fn load_by_ids<'a>(
         &self,

@@ -13,61 +13,10 @@ use crate::state::{
 };
 
 use super::record::Write;
-use super::state::CycleState;
-
-/// Forwards trait calls to the store's own methods of the same name and arguments.
-macro_rules! forward {
-    () => {};
-    ($name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; $($rest:tt)*) => {
-        fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StateError> {
-            PgStore::$name(self $(, $arg)*)
-        }
-        forward! { $($rest)* }
-    };
-    ($name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $ret:ty; $($rest:tt)*) => {
-        fn $name(&mut self $(, $arg: $ty)*) -> Result<$ret, StateError> {
-            PgStore::$name(self $(, $arg)*)
-        }
-        forward! { $($rest)* }
-    };
-}
+use super::state::{forward_cycle_state, CycleState};
 
 impl CycleState for PgStore {
-    forward! {
-        apply_round_chunk(&mut self, kind: ObjectKind, items: &BTreeMap<String, DeltaItem>, progress: &mut RoundProgress) -> ();
-        finish_round(&mut self, kind: ObjectKind, delta_link: &str, select: &str, progress: &mut RoundProgress) -> ();
-        stored_link(&self, kind: ObjectKind) -> Option<StoredLink>;
-        count_objects(&self, kind: ObjectKind) -> usize;
-        pending(&self, kind: ObjectKind) -> BTreeSet<String>;
-        meta(&self, key: &str) -> Option<String>;
-        set_meta(&mut self, key: &str, value: &str) -> ();
-        anchor(&self, cloud_id: &str) -> Option<Anchor>;
-        anchors(&self) -> BTreeMap<String, Anchor>;
-        anchor_ids(&self) -> BTreeSet<String>;
-        anchor_count(&self) -> usize;
-        applied_hash(&self, cloud_id: &str) -> Option<String>;
-        applied_hashes(&self) -> BTreeMap<String, String>;
-        intent(&self, cloud_id: &str) -> Option<String>;
-        intent_ids(&self) -> Vec<String>;
-        released(&self) -> BTreeMap<String, Released>;
-        unrelease(&mut self, ids: &[String]) -> ();
-        leaving(&self) -> BTreeMap<String, Leaving>;
-        leaving_due(&self, now: i64) -> BTreeSet<String>;
-        settle_leaving(&mut self, changes: &BTreeMap<String, Option<Leaving>>) -> ();
-        quarantined(&self) -> BTreeMap<String, Quarantined>;
-        quarantine_due(&self, now: i64) -> BTreeSet<String>;
-        quarantine_count(&self) -> usize;
-        held_deletes(&self) -> BTreeMap<String, HeldDelete>;
-        waiting_removals(&self) -> Option<(String, usize)>;
-        approved_removals(&self) -> BTreeMap<String, String>;
-        replace_held_removals(&mut self, rows: &[HeldRemovalRow]) -> ();
-        begin_run(&mut self, mode: RunMode) -> i64;
-        finish_run(&mut self, run_id: i64, status: RunStatus, stats: &serde_json::Value) -> ();
-        any_call_due(&self, now: i64) -> bool;
-        calls_due(&self, now: i64, limit: usize) -> Vec<OutboxEntry>;
-        settle_call(&mut self, id: i64, outcome: Result<(), (&str, Option<i64>)>) -> ();
-        call_counts(&self) -> OutboxCounts;
-    }
+    forward_cycle_state!(PgStore);
 
     fn load_by_ids<'a>(
         &self,
