@@ -58,18 +58,18 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Quarantined> {
 
 const COLUMNS: &str = "cloud_id, error, failures, first_at, last_at, retry_at";
 
-/// Records a failure of `cloud_id` at `now` (unix seconds) and sets its next try.
-pub fn record_failure(
-    conn: &Connection,
+/// What a failure of `cloud_id` at `now` (unix seconds) makes of its quarantine row
+/// `before`: whether it is new, changed or repeated, and the row with its next try. Pure, so
+/// both stores count failures and back off alike.
+pub(crate) fn next_failure(
+    before: Option<&Quarantined>,
     cloud_id: &str,
     error: &str,
     now: i64,
     cap_secs: u64,
-) -> Result<(Seen, Quarantined), StateError> {
-    let op = || format!("quarantine {cloud_id}");
-    let before = get(conn, cloud_id)?;
+) -> (Seen, Quarantined) {
     let at = now_rfc3339();
-    let (seen, failures, first_at) = match &before {
+    let (seen, failures, first_at) = match before {
         None => (Seen::New, 1, at.clone()),
         Some(q) if q.error != error => (Seen::Changed, 1, q.first_at.clone()),
         Some(q) => (
@@ -87,6 +87,20 @@ pub fn record_failure(
         last_at: at,
         retry_at: now.saturating_add(wait),
     };
+    (seen, q)
+}
+
+/// Records a failure of `cloud_id` at `now` (unix seconds) and sets its next try.
+pub fn record_failure(
+    conn: &Connection,
+    cloud_id: &str,
+    error: &str,
+    now: i64,
+    cap_secs: u64,
+) -> Result<(Seen, Quarantined), StateError> {
+    let op = || format!("quarantine {cloud_id}");
+    let before = get(conn, cloud_id)?;
+    let (seen, q) = next_failure(before.as_ref(), cloud_id, error, now, cap_secs);
     conn.prepare_cached(
         "INSERT INTO quarantine (cloud_id, error, failures, first_at, last_at, retry_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)

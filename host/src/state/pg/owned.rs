@@ -11,8 +11,8 @@ use tokio_postgres::{GenericClient, Row, Transaction};
 use super::{big, column, count, get, pg, PgStore, PATH};
 use crate::state::clock::now_rfc3339;
 use crate::state::{
-    backoff_secs, Anchor, AuditEvent, HeldDelete, HeldRemovalRow, Leaving, NewCall, OutboxCounts,
-    OutboxEntry, Quarantined, Released, RunMode, RunStatus, Seen, StateError,
+    Anchor, AuditEvent, HeldDelete, HeldRemovalRow, Leaving, NewCall, OutboxCounts, OutboxEntry,
+    Quarantined, Released, RunMode, RunStatus, Seen, StateError,
 };
 use crate::state::{EventRecord, RunRecord, UnresolvedTotal};
 
@@ -212,25 +212,8 @@ pub async fn record_failure(
         .map_err(pg(op))?
         .map(|r| quarantine_row(&r, &op))
         .transpose()?;
-    let at = now_rfc3339();
-    let (seen, failures, first_at) = match &before {
-        None => (Seen::New, 1, at.clone()),
-        Some(q) if q.error != error => (Seen::Changed, 1, q.first_at.clone()),
-        Some(q) => (
-            Seen::Repeated,
-            q.failures.saturating_add(1),
-            q.first_at.clone(),
-        ),
-    };
-    let wait = i64::try_from(backoff_secs(failures, cap_secs)).unwrap_or(i64::MAX);
-    let q = Quarantined {
-        cloud_id: cloud_id.to_string(),
-        error: error.to_string(),
-        failures,
-        first_at,
-        last_at: at,
-        retry_at: now.saturating_add(wait),
-    };
+    let (seen, q) =
+        crate::state::quarantine::next_failure(before.as_ref(), cloud_id, error, now, cap_secs);
     exec(
         t,
         "INSERT INTO quarantine (cloud_id, error, failures, first_at, last_at, retry_at)
