@@ -85,23 +85,29 @@ pub async fn create_onprem_user(ldap: &mut Ldap, users_ou: &str, index: usize) -
     .expect("add user")
     .success()
     .expect("add user result");
+    let sid = read_sid(ldap, &dn).await;
+    OnPremUser {
+        cloud_id: new_id(),
+        dn,
+        sid,
+    }
+}
+
+/// The objectSid of the object at `dn`, as text (`S-1-5-21-...`).
+pub async fn read_sid(ldap: &mut Ldap, dn: &str) -> String {
     let (rs, _) = ldap
-        .search(&dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
+        .search(dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
         .await
         .expect("read sid")
         .success()
-        .expect("read sid result");
-    let e = SearchEntry::construct(rs.into_iter().next().expect("user entry"));
+        .unwrap_or_else(|e| panic!("read the objectSid of {dn}: {e}"));
+    let e = SearchEntry::construct(rs.into_iter().next().expect("an entry"));
     let raw = e
         .bin_attrs
         .get("objectSid")
         .and_then(|v| v.first())
         .expect("objectSid");
-    OnPremUser {
-        cloud_id: new_id(),
-        dn,
-        sid: writeback::ad::dn::sid_to_string(raw).expect("objectSid"),
-    }
+    writeback::ad::dn::sid_to_string(raw).expect("objectSid")
 }
 
 /// A test's own OU tree in the second forest (forest B, [`AdTestbed::forest_b`]), laid out as
@@ -175,6 +181,11 @@ impl ForestBed {
         delete_subtree(&mut self.ldap, &self.root).await;
         let _ = self.ldap.unbind().await;
     }
+}
+
+/// DNs lower-cased, to compare with [`Bed::group_members`].
+pub fn lowercased(dns: &[&str]) -> std::collections::BTreeSet<String> {
+    dns.iter().map(|d| d.to_lowercase()).collect()
 }
 
 /// Builds a user's cloud representation (synced from AD when `sid` is given).
@@ -375,20 +386,7 @@ path = "state.db"
             .expect("add a computer")
             .success()
             .unwrap_or_else(|e| panic!("add {dn}: {e}"));
-        let (rs, _) = self
-            .ldap
-            .search(&dn, Scope::Base, "(objectClass=*)", vec!["objectSid"])
-            .await
-            .expect("read the computer's sid")
-            .success()
-            .expect("read the computer's sid result");
-        let e = SearchEntry::construct(rs.into_iter().next().expect("computer entry"));
-        let raw = e
-            .bin_attrs
-            .get("objectSid")
-            .and_then(|v| v.first())
-            .expect("objectSid");
-        let sid = writeback::ad::dn::sid_to_string(raw).expect("objectSid");
+        let sid = read_sid(&mut self.ldap, &dn).await;
         (dn, sid)
     }
 
@@ -479,6 +477,19 @@ path = "state.db"
                 )
             })
             .collect()
+    }
+
+    /// The member DNs, lower-cased, of the group written for cloud group `id` (panics when
+    /// there is none).
+    pub async fn group_members(&mut self, id: &str) -> std::collections::BTreeSet<String> {
+        let (_, attrs) = self
+            .group_by_id(id)
+            .await
+            .unwrap_or_else(|| panic!("group {id} is not in AD"));
+        attrs
+            .get("member")
+            .map(|v| v.iter().map(|m| m.to_lowercase()).collect())
+            .unwrap_or_default()
     }
 
     /// The group whose msDS-ExternalDirectoryObjectId is `Group_<id>`.

@@ -3,10 +3,8 @@
 //! copied from them), a cloud-only device is reported (`sync`, `explain`, `status`) and not
 //! written, and a device leaving the cloud group leaves the AD group on the next sync.
 
-use std::collections::BTreeSet;
-
 use serde_json::{json, Value};
-use writeback_integration::harness::{new_id, security_group, Bed};
+use writeback_integration::harness::{lowercased, new_id, security_group, Bed};
 
 /// A device as the tenant file seeds it: hybrid-joined (`trustType` ServerAd, the computer's
 /// SID) when `sid` is given, else registered in the cloud only.
@@ -36,22 +34,6 @@ fn run(bed: &Bed, args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// The member DNs of the written group, lower-cased.
-async fn members(bed: &mut Bed, id: &str) -> BTreeSet<String> {
-    let (_, attrs) = bed
-        .group_by_id(id)
-        .await
-        .unwrap_or_else(|| panic!("group {id} is not in AD"));
-    attrs
-        .get("member")
-        .map(|v| v.iter().map(|m| m.to_lowercase()).collect())
-        .unwrap_or_default()
-}
-
-fn lower(dns: &[&str]) -> BTreeSet<String> {
-    dns.iter().map(|d| d.to_lowercase()).collect()
 }
 
 #[tokio::test]
@@ -87,8 +69,8 @@ async fn hybrid_joined_devices_are_written_as_their_computers_and_a_cloud_only_o
 
     let report = bed.run_json(&["sync"], 0);
     assert_eq!(
-        members(&mut bed, &g).await,
-        lower(&[&user_dn, &pc1_dn, &pc2_dn]),
+        bed.group_members(&g).await,
+        lowercased(&[&user_dn, &pc1_dn, &pc2_dn]),
         "{report:#}"
     );
     let unresolved: Vec<(String, String, String)> = report["plan"]["unresolved_members"]
@@ -138,8 +120,8 @@ async fn hybrid_joined_devices_are_written_as_their_computers_and_a_cloud_only_o
         .await;
     let report = bed.run_json(&["sync"], 0);
     assert_eq!(
-        members(&mut bed, &g).await,
-        lower(&[&user_dn, &pc1_dn]),
+        bed.group_members(&g).await,
+        lowercased(&[&user_dn, &pc1_dn]),
         "{report:#}"
     );
     // The computer account itself is untouched.
@@ -197,8 +179,8 @@ async fn without_device_read_all_users_are_written_devices_reported_and_computer
     // Devices readable: PC1 is written with the user.
     let report = bed.run_json(&["sync"], 0);
     assert_eq!(
-        members(&mut bed, &g).await,
-        lower(&[&u0_dn, &pc1_dn]),
+        bed.group_members(&g).await,
+        lowercased(&[&u0_dn, &pc1_dn]),
         "{report:#}"
     );
 
@@ -239,8 +221,8 @@ async fn without_device_read_all_users_are_written_devices_reported_and_computer
     );
     let report: Value = serde_json::from_str(&stdout).expect("sync --json");
     assert_eq!(
-        members(&mut bed, &g).await,
-        lower(&[&u0_dn, &u1_dn, &pc1_dn]),
+        bed.group_members(&g).await,
+        lowercased(&[&u0_dn, &u1_dn, &pc1_dn]),
         "{report:#}"
     );
     let why = "not resolved: devices cannot be read (grant the app Device.Read.All)";
@@ -277,8 +259,8 @@ async fn without_device_read_all_users_are_written_devices_reported_and_computer
         .await;
     let report = bed.run_json(&["sync"], 0);
     assert_eq!(
-        members(&mut bed, &g).await,
-        lower(&[&u0_dn, &u1_dn, &pc1_dn, &pc2_dn]),
+        bed.group_members(&g).await,
+        lowercased(&[&u0_dn, &u1_dn, &pc1_dn, &pc2_dn]),
         "{report:#}"
     );
     assert_eq!(unresolved_reasons(&report), [], "{report:#}");

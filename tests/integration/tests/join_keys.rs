@@ -3,11 +3,11 @@
 //! (case-insensitively, values escaped), a value two accounts hold and a missing value are
 //! reported and not written, and member lookups go through the Global Catalog port when set.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use ldap3::{Scope, SearchEntry};
 use serde_json::{json, Value};
-use writeback_integration::harness::{new_id, security_group, workspace_root, Bed};
+use writeback_integration::harness::{lowercased, new_id, security_group, workspace_root, Bed};
 
 /// A directory extension property of the test tenant's app.
 const EXT: &str = "extension_0123456789abcdef0123456789abcdef_hrNumber";
@@ -115,22 +115,6 @@ fn seed_group(bed: &mut Bed, users: Vec<Value>, members: &str) -> String {
     g
 }
 
-/// The member DNs of the written group, lower-cased.
-async fn members(bed: &mut Bed, id: &str) -> BTreeSet<String> {
-    let (_, attrs) = bed
-        .group_by_id(id)
-        .await
-        .unwrap_or_else(|| panic!("group {id} is not in AD"));
-    attrs
-        .get("member")
-        .map(|v| v.iter().map(|m| m.to_lowercase()).collect())
-        .unwrap_or_default()
-}
-
-fn lower(dns: &[&str]) -> BTreeSet<String> {
-    dns.iter().map(|d| d.to_lowercase()).collect()
-}
-
 /// The unresolved members of a sync report: member id -> reason.
 fn unresolved(report: &Value) -> Vec<(String, String)> {
     report["plan"]["unresolved_members"]
@@ -177,7 +161,7 @@ async fn user_principal_name_joins_case_insensitively() {
     );
     let report = bed.run_json(&["sync"], 0);
     assert!(unresolved(&report).is_empty(), "{report:#}");
-    assert_eq!(members(&mut bed, &g).await, lower(&[&ada.dn]));
+    assert_eq!(bed.group_members(&g).await, lowercased(&[&ada.dn]));
     converged(&bed);
     bed.cleanup().await;
 }
@@ -204,7 +188,7 @@ async fn mail_joins_and_a_value_two_accounts_hold_is_reported_not_guessed() {
         r#"users = { cloud = "mail", ad = "mail" }"#,
     );
     let report = bed.run_json(&["sync"], 0);
-    assert_eq!(members(&mut bed, &g).await, lower(&[&ada.dn]));
+    assert_eq!(bed.group_members(&g).await, lowercased(&[&ada.dn]));
     let u = unresolved(&report);
     assert_eq!(u.len(), 1, "{u:?}");
     assert_eq!(u[0].0, t);
@@ -237,7 +221,7 @@ async fn employee_id_joins_with_filter_characters_escaped_and_a_missing_value_is
         r#"users = { cloud = "employeeId", ad = "employeeID" }"#,
     );
     let report = bed.run_json(&["sync"], 0);
-    assert_eq!(members(&mut bed, &g).await, lower(&[&ada.dn]));
+    assert_eq!(bed.group_members(&g).await, lowercased(&[&ada.dn]));
     assert_eq!(
         unresolved(&report),
         vec![(none.clone(), "the cloud user has no employeeId".to_string())]
@@ -278,7 +262,7 @@ async fn sam_account_name_joins() {
     );
     let report = bed.run_json(&["sync"], 0);
     assert!(unresolved(&report).is_empty(), "{report:#}");
-    assert_eq!(members(&mut bed, &g).await, lower(&[&ada.dn]));
+    assert_eq!(bed.group_members(&g).await, lowercased(&[&ada.dn]));
     bed.cleanup().await;
 }
 
@@ -296,7 +280,7 @@ async fn a_directory_extension_joins_an_ad_attribute() {
     );
     let report = bed.run_json(&["sync"], 0);
     assert!(unresolved(&report).is_empty(), "{report:#}");
-    assert_eq!(members(&mut bed, &g).await, lower(&[&ada.dn]));
+    assert_eq!(bed.group_members(&g).await, lowercased(&[&ada.dn]));
     bed.cleanup().await;
 }
 
@@ -323,7 +307,7 @@ async fn an_exchange_extension_attribute_joins_an_ad_attribute() {
     );
     let report = bed.run_json(&["sync"], 0);
     assert!(unresolved(&report).is_empty(), "{report:#}");
-    assert_eq!(members(&mut bed, &g).await, lower(&[&ada.dn]));
+    assert_eq!(bed.group_members(&g).await, lowercased(&[&ada.dn]));
     bed.cleanup().await;
 }
 
@@ -352,7 +336,7 @@ async fn immutable_id_joins_object_guid_with_the_short_form() {
         r#"user_match = "immutable_id""#,
     );
     let report = bed.run_json(&["sync"], 0);
-    assert_eq!(members(&mut bed, &g).await, lower(&[&ada.dn]));
+    assert_eq!(bed.group_members(&g).await, lowercased(&[&ada.dn]));
     let u = unresolved(&report);
     assert!(
         u.contains(&(
@@ -408,7 +392,7 @@ async fn immutable_id_joins_the_consistency_guid_as_bytes() {
         r#"users = { cloud = "onPremisesImmutableId", ad = "mS-DS-ConsistencyGuid" }"#,
     );
     let report = bed.run_json(&["sync"], 0);
-    assert_eq!(members(&mut bed, &g).await, lower(&[&ada.dn]));
+    assert_eq!(bed.group_members(&g).await, lowercased(&[&ada.dn]));
     let u = unresolved(&report);
     assert!(
         u.len() == 1
@@ -471,7 +455,7 @@ async fn members_are_looked_up_in_the_global_catalog_from_the_forest_root() {
     // No search base: the lookup searches "" on the Global Catalog, which only a Global
     // Catalog answers with the forest's objects.
     let report = bed.run_json(&["sync"], 0);
-    assert_eq!(members(&mut bed, &g).await, lower(&[&ada.dn]));
+    assert_eq!(bed.group_members(&g).await, lowercased(&[&ada.dn]));
     let u = unresolved(&report);
     assert_eq!(u.len(), 1, "{u:?}");
     assert!(
@@ -484,8 +468,8 @@ async fn members_are_looked_up_in_the_global_catalog_from_the_forest_root() {
     with_gc(&bed, &gc_ldaps(&bed));
     let report = bed.run_json(&["sync"], 0);
     assert_eq!(
-        members(&mut bed, &g).await,
-        lower(&[&synced.dn]),
+        bed.group_members(&g).await,
+        lowercased(&[&synced.dn]),
         "{report:#}"
     );
     bed.cleanup().await;
@@ -578,7 +562,7 @@ async fn synced_groups_join_by_sam_account_name() {
         "[members]\ngroups = { cloud = \"onPremisesSamAccountName\", ad = \"sAMAccountName\" }\n",
     );
     bed.run_json(&["sync"], 0);
-    assert_eq!(members(&mut bed, &g).await, lower(&[&nested_dn]));
+    assert_eq!(bed.group_members(&g).await, lowercased(&[&nested_dn]));
     bed.cleanup().await;
 }
 
@@ -616,8 +600,8 @@ async fn the_upn_join_example_writes_members_of_unsynced_users() {
     bed.write_config(None, "", &snippet);
     let report = bed.run_json(&["sync"], 0);
     assert_eq!(
-        members(&mut bed, &m365).await,
-        lower(&[&ad[0].dn, &ad[1].dn]),
+        bed.group_members(&m365).await,
+        lowercased(&[&ad[0].dn, &ad[1].dn]),
         "{report:#}"
     );
     let u = unresolved(&report);
