@@ -6,7 +6,9 @@
 
 use serde::Deserialize;
 
+mod postgres;
 mod targets;
+pub use postgres::PostgresConfig;
 pub use targets::DEFAULT_NAME as DEFAULT_TARGET;
 
 pub use crate::ad::join::{JoinFor, JoinKey, JoinKeyError};
@@ -196,6 +198,8 @@ struct RawState {
     path: PathBuf,
     #[serde(default = "default_audit_retention_days")]
     audit_retention_days: u32,
+    /// `[state.postgres]`: the state on a shared database instead (see `postgres.rs`).
+    postgres: Option<postgres::RawPostgres>,
 }
 
 fn default_audit_retention_days() -> u32 {
@@ -542,6 +546,9 @@ pub struct Config {
     pub ad: AdConfig,
     pub rules: RulesConfig,
     pub state_path: PathBuf,
+    /// `[state.postgres]`: the state on PostgreSQL, shared by several instances of which one
+    /// writes; `None`: the SQLite file at `state_path`.
+    pub postgres: Option<PostgresConfig>,
     /// `[members]`: how cloud members are matched to AD objects.
     pub members: MemberJoins,
     /// More deletes than this in one cycle are held back for approval.
@@ -827,6 +834,17 @@ impl Config {
         if raw.state.audit_retention_days == 0 {
             return Err(v.invalid("state.audit_retention_days", "must be at least 1 day"));
         }
+        let postgres = match raw.state.postgres {
+            Some(p) if !raw.targets.is_empty() => {
+                drop(p);
+                return Err(v.invalid(
+                    "state.postgres",
+                    "not available with [targets.*]: each target keeps its state in its own SQLite file",
+                ));
+            }
+            Some(p) => Some(postgres::section(&v, p, &resolve)?),
+            None => None,
+        };
 
         let daemon = daemon_section(&v, raw.daemon)?;
         let console = console_section(&v, raw.console, daemon.listen, &resolve)?;
@@ -850,6 +868,7 @@ impl Config {
                 secrets: std::sync::Arc::new(secrets),
             },
             state_path: resolve(&raw.state.path),
+            postgres,
             members,
             delete_threshold: raw.safety.delete_threshold,
             delete_threshold_percent: raw.safety.delete_threshold_percent,
