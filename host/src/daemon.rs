@@ -21,17 +21,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
-use crate::ad::{AdConn, Schema};
+use crate::ad::{AdConn, Schema, WriteGuard};
 use crate::config::{Config, WatchMode};
 use crate::console::Console;
 use crate::graph::GraphClient;
+use crate::ha::instance::{WriterRules, NOTE_PREFIX, RULES_KEY};
+use crate::ha::{Keeper, Role};
 use crate::inspect::status::{rules_hash, DaemonNote, DAEMON_KEY};
 use crate::metrics::Monitor;
 use crate::printable::one_line;
 use crate::rules::{HookTable, RuleSet, Schedule};
 use crate::setup::{self, StateLock};
-use crate::state::{now_rfc3339, AuditEvent, ObjectKind, Seen, Store};
+use crate::state::pg::{LocalCheck, PgStore};
+use crate::state::{now_rfc3339, AuditEvent, Compaction, ObjectKind, Seen, StateError, Store};
+use crate::sync::record::Write;
 use crate::sync::report::group_refusals;
+use crate::sync::state::CycleState;
 use crate::sync::types::Refusal;
 use crate::sync::{self, triggers, SyncContext, SyncOptions, SyncReport};
 use crate::watch;
@@ -62,6 +67,73 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Join(#[from] crate::ha::instance::JoinError),
+}
+
+/// What the daemon asks of its state beyond a cycle's needs: one SQLite file of its own, or
+/// a PostgreSQL database shared with other instances (`crate::ha`).
+pub trait HostState: CycleState + Send {
+    fn close_interrupted_runs(&mut self) -> Result<usize, StateError>;
+    fn compact_history(
+        &mut self,
+        retention_days: u32,
+        keep_recent: usize,
+    ) -> Result<Compaction, StateError>;
+    /// Writes the status note under `key`. On a shared state each instance writes its own,
+    /// standby or not, so this write is not fenced.
+    fn leave_note(&mut self, key: &str, text: &str) -> Result<(), StateError>;
+    /// Fences the writes from now on (see `PgStore::set_fence`); a state of one's own has
+    /// nothing to fence.
+    fn fence_with(&mut self, _fence: Option<(String, i64)>, _local: Option<LocalCheck>) {}
+    /// Connects again when the connection was lost; a file of one's own never is.
+    fn revive(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
+}
+
+impl HostState for Store {
+    fn close_interrupted_runs(&mut self) -> Result<usize, StateError> {
+        Store::close_interrupted_runs(self)
+    }
+    fn compact_history(&mut self, days: u32, keep: usize) -> Result<Compaction, StateError> {
+        Store::compact_history(self, days, keep)
+    }
+    fn leave_note(&mut self, key: &str, text: &str) -> Result<(), StateError> {
+        self.set_meta(key, text)
+    }
+}
+
+impl HostState for PgStore {
+    fn close_interrupted_runs(&mut self) -> Result<usize, StateError> {
+        PgStore::close_interrupted_runs(self)
+    }
+    fn compact_history(&mut self, days: u32, keep: usize) -> Result<Compaction, StateError> {
+        PgStore::compact_history(self, days, keep)
+    }
+    fn leave_note(&mut self, key: &str, text: &str) -> Result<(), StateError> {
+        self.set_note(key, text)
+    }
+    fn fence_with(&mut self, fence: Option<(String, i64)>, local: Option<LocalCheck>) {
+        self.set_fence(fence, local)
+    }
+    fn revive(&mut self) -> Result<(), StateError> {
+        if PgStore::revive(self)? {
+            tracing::info!("connected to PostgreSQL again");
+        }
+        Ok(())
+    }
+}
+
+/// With `[state.postgres]`: this instance among others sharing one state, of which the one
+/// holding the lease writes.
+struct Shared {
+    keeper: Keeper,
+    instance: String,
+    /// The lease epoch this instance writes under, once it took the lease.
+    writing: Option<i64>,
+    /// This instance's rules hash, recorded as the writer's when it takes over or reloads.
+    rules: String,
 }
 
 /// Why the loop wakes up.
@@ -107,15 +179,17 @@ impl Pending {
 
 /// One AD target the daemon writes to: its config, connection, state and rules (compiled
 /// with its own settings). The first is `[ad]`; the others are `[targets.<name>]`.
-struct Target {
+struct Target<S> {
     config: Config,
     /// The connection, or the bind under way: a DC out of reach at start, or one slow to
     /// answer, is waited for in the background while the other targets carry on.
     ad: Bind,
     /// Read on first need, kept for the host's lifetime.
     schema: Option<Schema>,
-    store: Store,
+    store: S,
     rules: Arc<RuleSet>,
+    /// Asked before each AD write: set while this instance holds a shared state's lease.
+    guard: Option<WriteGuard>,
 }
 
 /// A target's connection to its DC.
@@ -174,12 +248,14 @@ async fn connection<'a>(ad: &'a mut Bind, config: &Config) -> Result<&'a mut AdC
     }
 }
 
-struct Host {
+struct Host<S> {
     /// The `[ad]` target's config: the daemon's own settings are the same in every target's.
     config: Config,
     graph: GraphClient,
     /// Never empty: `[ad]` first.
-    targets: Vec<Target>,
+    targets: Vec<Target<S>>,
+    /// With a shared state: the lease and this instance's part.
+    shared: Option<Shared>,
     fingerprint: BTreeMap<PathBuf, String>,
     cycles: u64,
     timetable: Timetable,
@@ -255,6 +331,36 @@ fn instant_of(at: time::OffsetDateTime) -> tokio::time::Instant {
 
 /// Runs until SIGTERM or SIGINT. Returns Ok after a clean stop.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
+    match config.postgres.clone() {
+        None => run_on(config, None, |c: &Config| Ok(Store::open(&c.state_path)?)).await,
+        Some(pg) => {
+            // Every check before anything is written: a refusal fails the start.
+            let joined = crate::ha::instance::join(&config, &pg).await?;
+            tracing::info!(instance = %pg.instance, "joined the shared state; waiting for the lease");
+            let shared = Shared {
+                keeper: joined.keeper,
+                instance: pg.instance.clone(),
+                writing: None,
+                rules: joined.rules,
+            };
+            let mut store = Some(joined.store);
+            run_on(config, Some(shared), move |_: &Config| {
+                store.take().ok_or_else(|| {
+                    DaemonError::State(StateError::PgRuntime(
+                        "one AD target only on a shared state".into(),
+                    ))
+                })
+            })
+            .await
+        }
+    }
+}
+
+async fn run_on<S: HostState>(
+    config: Config,
+    shared: Option<Shared>,
+    mut open: impl FnMut(&Config) -> Result<S, DaemonError>,
+) -> Result<(), DaemonError> {
     // Signals first: a stop request during start-up is honoured once the loop runs.
     let (tx, rx) = mpsc::unbounded_channel();
     spawn_signals(tx.clone())?;
@@ -284,7 +390,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     for t in config.targets() {
         let mut target_config = t.clone();
         target_config.more_targets.clear();
-        targets.push(open_target(target_config, several, &monitor)?);
+        targets.push(open_target(target_config, several, &monitor, &mut open)?);
     }
     if let (Some(c), Some(t)) = (&console, targets.first()) {
         c.rules_loaded(t.rules.clone());
@@ -342,6 +448,19 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         rules = %config.rules.folder.display(),
         "writeback is running"
     );
+    if let Some(sh) = &shared {
+        monitor.role(Some("waiting for the lease"));
+        // A takeover (or a loss) runs a cycle at once rather than at the next tick.
+        let mut keeper = sh.keeper.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while keeper.changed().await {
+                if tx.send(Wake::Poll).is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let mut timetable = Timetable::default();
     if let Some(t) = targets.first() {
         timetable.update(&t.rules.hooks(), time::OffsetDateTime::now_utc());
@@ -350,6 +469,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config,
         graph,
         targets,
+        shared,
         fingerprint,
         cycles: 0,
         timetable,
@@ -376,15 +496,24 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     host.monitor.stopping();
     host.note.stopped_at = Some(now_rfc3339());
     host.leave_note();
+    if let Some(sh) = host.shared.take() {
+        // Handed over at once: a standby need not wait for the lease to expire.
+        sh.keeper.stop(Duration::from_secs(2)).await;
+    }
     tracing::info!(cycles = host.cycles, "stopped");
     Ok(())
 }
 
 /// Opens a target's state and compiles its rules (a daemon that cannot do this for every target
 /// does not start: it is the config or the rules that are wrong, not a DC).
-fn open_target(config: Config, several: bool, monitor: &Monitor) -> Result<Target, DaemonError> {
+fn open_target<S: HostState>(
+    config: Config,
+    several: bool,
+    monitor: &Monitor,
+    open: &mut impl FnMut(&Config) -> Result<S, DaemonError>,
+) -> Result<Target<S>, DaemonError> {
     let rules = Arc::new(setup::load_rules(&config)?);
-    let mut store = Store::open(&config.state_path)?;
+    let mut store = open(&config)?;
     if config.daemon.listen.is_some() {
         // Counted once here (tens of ms at 100,000 objects); whole-cache cycles count them again.
         match (
@@ -397,13 +526,9 @@ fn open_target(config: Config, several: bool, monitor: &Monitor) -> Result<Targe
             (Err(e), _) | (_, Err(e)) => tracing::warn!("cached objects not counted: {e}"),
         }
     }
-    let interrupted = store.close_interrupted_runs()?;
-    if interrupted > 0 {
-        tracing::warn!(
-            interrupted,
-            target = %config.target,
-            "earlier runs did not finish; the first cycle completes them"
-        );
+    // On a shared state the writer closes them when it takes over (a standby writes nothing).
+    if config.postgres.is_none() {
+        close_interrupted(&mut store, &config.target)?;
     }
     Ok(Target {
         config,
@@ -411,13 +536,106 @@ fn open_target(config: Config, several: bool, monitor: &Monitor) -> Result<Targe
         schema: None,
         store,
         rules,
+        guard: None,
     })
 }
 
-impl Host {
+fn close_interrupted<S: HostState>(store: &mut S, target: &str) -> Result<(), StateError> {
+    let interrupted = store.close_interrupted_runs()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            target = %target,
+            "earlier runs did not finish; the first cycle completes them"
+        );
+    }
+    Ok(())
+}
+
+impl<S: HostState> Host<S> {
     /// The `[ad]` target's rules: the ones the note, the console and the schedules use.
     fn rules(&self) -> Option<Arc<RuleSet>> {
         self.targets.first().map(|t| t.rules.clone())
+    }
+
+    /// On a shared state: whether this instance may write now. It takes the writer's part
+    /// when its keeper holds the lease (fencing every state write and AD write with the
+    /// epoch, closing the runs a dead writer left open, recording its rules) and gives it
+    /// up, saying so, when the keeper lost it. Always true on a state of one's own.
+    fn take_role(&mut self) -> bool {
+        let Some(sh) = &mut self.shared else {
+            return true;
+        };
+        let role = sh.keeper.role();
+        let Some(epoch) = role.may_write(Duration::ZERO) else {
+            let why = match &role {
+                Role::Standby { why: Some(w), .. } => w.clone(),
+                Role::Standby {
+                    holder: Some(h), ..
+                } => format!("{h} writes"),
+                _ => "waiting for the lease".to_string(),
+            };
+            if sh.writing.take().is_some() {
+                tracing::error!("this instance stopped writing: {why}");
+                for t in &mut self.targets {
+                    t.store.fence_with(Some((sh.instance.clone(), 0)), None);
+                    t.guard = Some(Arc::new(|| Err("standby".to_string())));
+                }
+            }
+            self.monitor.role(Some(&why));
+            self.note.role = Some(format!("standby: {why}"));
+            notify_status(&format!("standby: {why}"));
+            return false;
+        };
+        if sh.writing != Some(epoch) {
+            let check: LocalCheck = Arc::new(sh.keeper.still_writer(epoch));
+            let writer = serde_json::to_string(&WriterRules {
+                instance: sh.instance.clone(),
+                hash: sh.rules.clone(),
+            })
+            .unwrap_or_default();
+            for t in &mut self.targets {
+                if let Err(e) = t.store.revive() {
+                    tracing::warn!("{e}");
+                }
+                t.store
+                    .fence_with(Some((sh.instance.clone(), epoch)), Some(check.clone()));
+                t.guard = Some(check.clone());
+                if let Err(e) = close_interrupted(&mut t.store, &t.config.target) {
+                    tracing::warn!("runs left open not closed: {e}");
+                }
+                if let Err(e) = t.store.set_meta(RULES_KEY, &writer) {
+                    tracing::warn!("rules not recorded as the writer's: {e}");
+                }
+            }
+            sh.writing = Some(epoch);
+            tracing::info!(epoch, instance = %sh.instance, "this instance holds the lease: it writes now");
+            self.monitor.role(None);
+            self.note.role = Some(format!("writer (epoch {epoch})"));
+        }
+        true
+    }
+
+    /// On a shared state: this instance's rules hash, recomputed after a reload, and recorded
+    /// as the writer's when it writes (instances joining later compare theirs with it).
+    fn record_writer_rules(&mut self) {
+        let Some(sh) = &mut self.shared else {
+            return;
+        };
+        sh.rules = crate::ha::instance::rules_hash(&self.config);
+        if sh.writing.is_none() {
+            return;
+        }
+        let writer = serde_json::to_string(&WriterRules {
+            instance: sh.instance.clone(),
+            hash: sh.rules.clone(),
+        })
+        .unwrap_or_default();
+        for t in &mut self.targets {
+            if let Err(e) = t.store.set_meta(RULES_KEY, &writer) {
+                tracing::warn!("rules not recorded as the writer's: {e}");
+            }
+        }
     }
 
     /// Records the loaded rules in the note (or, with `error`, a reload that was refused).
@@ -443,8 +661,12 @@ impl Host {
             Ok(t) => t,
             Err(e) => return tracing::warn!("status note not written: {e}"),
         };
+        let key = match &self.shared {
+            Some(sh) => format!("{NOTE_PREFIX}{}", sh.instance),
+            None => DAEMON_KEY.to_string(),
+        };
         for t in &mut self.targets {
-            if let Err(e) = t.store.set_meta(DAEMON_KEY, &text) {
+            if let Err(e) = t.store.leave_note(&key, &text) {
                 tracing::warn!(target = %t.config.target, "status note not written: {e}");
             }
         }
@@ -499,6 +721,13 @@ impl Host {
         if due.is_empty() {
             return;
         }
+        if !self.take_role() {
+            tracing::info!(
+                schedules = due.len(),
+                "schedules not run: this instance is a standby"
+            );
+            return;
+        }
         let Some(_lock) = self.lock().await else {
             return;
         };
@@ -515,6 +744,7 @@ impl Host {
                 return;
             }
         };
+        ad.set_write_guard(target.guard.clone());
         let effects = crate::effects::HostEffects::for_host(
             self.handle.clone(),
             &target.config,
@@ -559,7 +789,7 @@ impl Host {
                     }),
                     outcome: if result.is_ok() { "ok" } else { "failed" }.into(),
                 };
-                if let Err(e) = store.record_event(run_id, &event) {
+                if let Err(e) = store.record(run_id, &[Write::Event(event)]) {
                     tracing::error!("schedule not recorded: {e}");
                 }
             }
@@ -631,6 +861,7 @@ impl Host {
                     c.rules_loaded(rules);
                 }
                 tracing::info!(rules = %names, "rules reloaded");
+                self.record_writer_rules();
                 self.monitor.rules_reloaded(true);
                 self.note_rules(None);
                 self.leave_note();
@@ -656,6 +887,9 @@ impl Host {
     /// tick; the others are applied as usual.
     async fn cycle(&mut self, reconcile: bool) {
         use tracing::Instrument;
+        if !self.take_role() {
+            return;
+        }
         let started = Instant::now();
         self.monitor.cycle_started();
         self.cycles += 1;
@@ -734,8 +968,8 @@ impl Host {
 
 /// One target's part of a cycle: under its state lock, on its connection (bound again when
 /// there is none). `compact`: the run history is compacted first.
-async fn cycle_one(
-    t: &mut Target,
+async fn cycle_one<S: HostState>(
+    t: &mut Target<S>,
     graph: &GraphClient,
     reconcile: bool,
     compact: bool,
@@ -763,8 +997,12 @@ async fn cycle_one(
         Ok(Err(e)) => return Err(format!("cycle skipped: {e}")),
         Err(e) => return Err(format!("cycle skipped: {e}")),
     };
+    t.store
+        .revive()
+        .map_err(|e| format!("cycle skipped: {e}"))?;
     let rules = t.rules.clone();
     let ad = connection(&mut t.ad, &t.config).await?;
+    ad.set_write_guard(t.guard.clone());
     let effects = crate::effects::HostEffects::maker(&t.config, graph, ad.clone());
     sync::run(
         SyncContext {

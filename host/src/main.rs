@@ -476,6 +476,9 @@ fn open_existing(config: &Config) -> Result<Store> {
 fn status(config_path: &Path, target: Option<&str>, json: bool) -> Result<ExitCode> {
     use writeback::inspect::status;
     let config = Config::load_offline(config_path)?;
+    if config.postgres.is_some() {
+        return status_shared(config_path, json);
+    }
     let on_disk = status::rules_hash(&writeback::watch::fingerprint(&setup::rule_roots(&config)));
     let now = time::OffsetDateTime::now_utc();
     let mut docs = Vec::new();
@@ -513,6 +516,25 @@ fn status(config_path: &Path, target: Option<&str>, json: bool) -> Result<ExitCo
         print_json_by_target(&config, docs)?;
     }
     Ok(exit(!failed, 1))
+}
+
+/// `writeback status` on a shared state ([state.postgres]): the lease and the instances.
+fn status_shared(config_path: &Path, json: bool) -> Result<ExitCode> {
+    use writeback::ha::status;
+    // The database's password is needed here: read the secrets (offline left them empty).
+    let config = Config::load(config_path)?;
+    let pg = config
+        .postgres
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no [state.postgres]"))?;
+    let handle = tokio::runtime::Handle::current();
+    let s = tokio::task::block_in_place(|| handle.block_on(status::gather(pg)))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", writeback::printable::text(&status::render(&s)));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `writeback history`: the runs, filtered.
@@ -797,6 +819,9 @@ async fn sync_cmd(
 ) -> Result<u8> {
     let rules =
         setup::load_rules(config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+    if let Some(pg) = &config.postgres {
+        return sync_shared(config, pg, named, opts, json, &rules).await;
+    }
     // A plan holds the lock too: it reads AD, and a plan made while a sync writes would compare
     // the state before that sync with AD halfway through it.
     let _lock = StateLock::acquire(config)?;
@@ -826,8 +851,61 @@ async fn sync_cmd(
             );
         }
     }
+    cycle_cmd(config, named, opts, json, &mut store, &rules, None).await
+}
+
+/// `sync_cmd` on a shared state ([state.postgres]): the verb writes as the lease's holder.
+async fn sync_shared(
+    config: &Config,
+    pg: &writeback::config::PostgresConfig,
+    named: Option<&str>,
+    opts: SyncOptions,
+    json: bool,
+    rules: &writeback::rules::RuleSet,
+) -> Result<u8> {
+    if opts.dry_run {
+        anyhow::bail!("a dry run on a shared state ([state.postgres]) is not available yet: run `writeback plan` against a copy of the state (`writeback state copy --to sqlite`) with a config without [state.postgres]");
+    }
+    let mut writer = writeback::ha::oneshot::Writer::take(config, pg).await?;
+    match writer.store.close_interrupted_runs() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            interrupted = n,
+            "earlier runs did not finish; this run completes them"
+        ),
+        Err(e) => {
+            writer.done().await;
+            return Err(e.into());
+        }
+    }
+    let guard: writeback::ad::WriteGuard = writer.check.clone();
+    let code = cycle_cmd(
+        config,
+        named,
+        opts,
+        json,
+        &mut writer.store,
+        rules,
+        Some(guard),
+    )
+    .await;
+    writer.done().await;
+    code
+}
+
+/// Runs one cycle on `store` and prints its plan or report; the exit code.
+async fn cycle_cmd<S: writeback::sync::state::CycleState>(
+    config: &Config,
+    named: Option<&str>,
+    opts: SyncOptions,
+    json: bool,
+    store: &mut S,
+    rules: &writeback::rules::RuleSet,
+    guard: Option<writeback::ad::WriteGuard>,
+) -> Result<u8> {
     let graph = setup::graph_client(config).context("Graph client")?;
     let mut conn = setup::ad_connection(config).await?;
+    conn.set_write_guard(guard);
     let mut schema = None;
     // The plan is written out batch by batch as the cycle makes it (a tenant of any size).
     let out = std::io::BufWriter::new(std::io::stdout());
@@ -845,8 +923,8 @@ async fn sync_cmd(
             graph: &graph,
             ad: &mut conn,
             effects: &effects,
-            store: &mut store,
-            rules: &rules,
+            store,
+            rules,
             schema: &mut schema,
             sink: Some(sink),
         },
@@ -859,7 +937,6 @@ async fn sync_cmd(
         report.run_id = 0;
     }
     report.target = named.map(str::to_string);
-    drop(store);
     if let Some(d) = doc {
         d.finish(&report).context("write the plan")?;
     }

@@ -30,10 +30,11 @@ pub const RELOADS: &str = "writeback_rule_reloads_total";
 pub const CACHED: &str = "writeback_cached_objects";
 pub const TRIGGER_CALLS: &str = "writeback_trigger_calls";
 pub const TRIGGER_DELIVERIES: &str = "writeback_trigger_deliveries_total";
+pub const HA_ACTIVE: &str = "writeback_ha_active";
 
 /// Every metric the daemon exports, by the name a scrape shows (histograms by their base name).
 /// The alert rules and the dashboard in packaging/monitoring are checked against it.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     CYCLES,
     CYCLE_SECONDS,
     CHANGES,
@@ -51,6 +52,7 @@ pub const ALL: [&str; 17] = [
     CACHED,
     TRIGGER_CALLS,
     TRIGGER_DELIVERIES,
+    HA_ACTIVE,
 ];
 
 /// The histograms of [`ALL`]: a query names them with `_bucket`, `_count` or `_sum`.
@@ -196,6 +198,10 @@ fn describe() {
         TRIGGER_DELIVERIES,
         "Trigger call attempts, by outcome (ok, failed: tried again later, given_up: the last attempt failed)"
     );
+    describe_gauge!(
+        HA_ACTIVE,
+        "With [state.postgres]: 1 while this instance holds the lease and writes, 0 while it is a standby"
+    );
     for outcome in DELIVERY_OUTCOMES {
         counter!(TRIGGER_DELIVERIES, "outcome" => outcome).absolute(0);
     }
@@ -288,6 +294,8 @@ struct State {
     /// Why the last cycle failed; `None` when it succeeded (or none ran).
     last_error: Option<String>,
     stopping: bool,
+    /// With a shared state: why this instance does not write now (another one does).
+    standby: Option<String>,
 }
 
 /// The daemon's side: health kept for the endpoints, numbers recorded for `/metrics`.
@@ -318,6 +326,7 @@ impl Monitor {
                 last_success: None,
                 last_error: None,
                 stopping: false,
+                standby: None,
             })),
             poll,
             polls: ready_within_polls.max(1),
@@ -461,6 +470,16 @@ impl Monitor {
         record_cached(target, groups, users);
     }
 
+    /// With a shared state: this instance writes (`None`) or waits as a standby (`Some(why)`).
+    /// A standby is alive (`/healthz`) but not ready (`/readyz`: 503 naming the writer).
+    pub fn role(&self, standby: Option<&str>) {
+        gauge!(HA_ACTIVE).set(if standby.is_none() { 1.0 } else { 0.0 });
+        self.with(|s| {
+            s.standby = standby.map(one_line);
+            s.last_turn = Instant::now();
+        });
+    }
+
     /// The loop has ended: the process is about to exit.
     pub fn stopping(&self) {
         self.with(|s| s.stopping = true);
@@ -514,6 +533,9 @@ impl Monitor {
         self.with(|s| {
             if s.stopping {
                 return Probe::Down("stopping".to_string());
+            }
+            if let Some(why) = &s.standby {
+                return Probe::Down(format!("standby: {why}"));
             }
             if let Some(running) = s.cycle_since.map(|c| now.saturating_duration_since(c)) {
                 if running > max_cycle {
@@ -657,7 +679,12 @@ fn readyz_page(probe: Probe) -> Page {
         Probe::Up(_) => Probe::Up("ready".into()),
         Probe::Down(reason) => {
             tracing::debug!(%reason, "/readyz: not ready");
-            Probe::Down("not ready".into())
+            // The reason stays in the log; a standby says what it is (nothing to hide there,
+            // and a load balancer's operator wants to tell it from a failure).
+            match reason.starts_with("standby") {
+                true => Probe::Down("not ready: standby".into()),
+                false => Probe::Down("not ready".into()),
+            }
         }
     })
 }
@@ -778,6 +805,7 @@ mod tests {
             graph_throttled();
             graph_retry();
             Monitor::new(Duration::from_secs(1), 3).rules_reloaded(true);
+            Monitor::new(Duration::from_secs(1), 3).role(None);
         });
         let families = |prefix: &str| -> Vec<(String, String)> {
             text.lines()

@@ -102,7 +102,14 @@ pub struct AdConn {
     resolver: Option<hickory_resolver::TokioResolver>,
     /// `defaultNamingContext` from the rootDSE, read on first use.
     pub(crate) domain_root: Option<String>,
+    /// Asked before every write (see [`WriteGuard`]); clones share it.
+    write_guard: Option<WriteGuard>,
 }
+
+/// Says whether this process may write to AD now: `Err(why)` stops the write before it is
+/// sent. An instance sharing its state with others (`crate::ha`) writes only while it holds
+/// the lease, checked here per write so a lease lost mid-batch stops the batch.
+pub type WriteGuard = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 impl fmt::Debug for AdConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -172,6 +179,7 @@ impl AdConn {
             transport,
             resolver,
             domain_root: None,
+            write_guard: None,
         })
     }
 
@@ -243,6 +251,20 @@ impl AdConn {
         self.ensure_connected().await?;
         self.ldap.with_timeout(self.settings.timeout);
         Ok(&mut self.ldap)
+    }
+
+    /// [`Self::ldap`] for a write: refused when the write guard says no.
+    pub(crate) async fn writer(&mut self) -> Result<&mut Ldap, AdError> {
+        if let Some(guard) = &self.write_guard {
+            guard().map_err(AdError::NotWriter)?;
+        }
+        self.ldap().await
+    }
+
+    /// Sets the check run before every write of this connection and of its clones made
+    /// afterwards (`None`: writes are not checked).
+    pub fn set_write_guard(&mut self, guard: Option<WriteGuard>) {
+        self.write_guard = guard;
     }
 }
 

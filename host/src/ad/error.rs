@@ -49,6 +49,10 @@ pub enum DnError {
 /// Errors of the AD connector.
 #[derive(Debug, thiserror::Error)]
 pub enum AdError {
+    /// This process may not write now (it is not the writer among instances sharing a state).
+    #[error("not written: {0}")]
+    NotWriter(String),
+
     /// The settings cannot work (e.g. plain ldap:// without `allow_plain`).
     #[error("invalid AD connection settings: {0}")]
     Settings(String),

@@ -18,7 +18,7 @@ pub mod schema;
 pub mod search;
 pub mod write;
 
-pub use conn::{install_crypto_provider, AdConn, AdSettings, Transport};
+pub use conn::{install_crypto_provider, AdConn, AdSettings, Transport, WriteGuard};
 pub use error::{AdError, AdOp, DnError};
 pub use resolve::{JoinAttribute, RESOLVE_BATCH};
 pub use schema::{AttrDef, ClassDef, Schema, SchemaViolation};

@@ -125,7 +125,7 @@ impl AdConn {
                 values.iter().cloned().collect::<HashSet<String>>(),
             ));
         }
-        let r = self.ldap().await?.add(dn, list).await;
+        let r = self.writer().await?.add(dn, list).await;
         ldap_result(AdOp::Add, dn, r)
     }
 
@@ -138,7 +138,7 @@ impl AdConn {
             check_attr(c.attr())?;
         }
         let mods: Vec<Mod<String>> = changes.iter().map(AttrChange::to_mod).collect();
-        let r = self.ldap().await?.modify(dn, mods).await;
+        let r = self.writer().await?.modify(dn, mods).await;
         ldap_result(AdOp::Modify, dn, r)
     }
 
@@ -165,7 +165,7 @@ impl AdConn {
                 .ok_or_else(|| AdError::Invalid(format!("{dn:?} has no parent to stay under")))?,
         };
         let r = self
-            .ldap()
+            .writer()
             .await?
             .modifydn(dn, new_rdn, true, new_parent)
             .await;
@@ -175,7 +175,7 @@ impl AdConn {
 
     /// Deletes a leaf entry.
     pub async fn delete(&mut self, dn: &str) -> Result<(), AdError> {
-        let r = self.ldap().await?.delete(dn).await;
+        let r = self.writer().await?.delete(dn).await;
         ldap_result(AdOp::Delete, dn, r)
     }
 
@@ -245,7 +245,7 @@ impl AdConn {
                 MemberOp::Add => Mod::Add("member".to_string(), values),
                 MemberOp::Remove => Mod::Delete("member".to_string(), values),
             };
-            let r = self.ldap().await?.modify(group_dn, vec![m]).await;
+            let r = self.writer().await?.modify(group_dn, vec![m]).await;
             match ldap_result(AdOp::Modify, group_dn, r) {
                 Ok(()) => outcome.applied += part.len(),
                 Err(AdError::Ldap { rc, message, .. }) if part.len() == 1 => {

@@ -42,6 +42,8 @@ impl Role {
 pub struct Keeper {
     role: watch::Receiver<Role>,
     pub instance: String,
+    /// Tells the task to give the lease up and end.
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl Keeper {
@@ -57,8 +59,45 @@ impl Keeper {
             why: Some("starting".into()),
         });
         let name = instance.clone();
-        tokio::spawn(async move { hold(settings, name, times, poll, tx).await });
-        Keeper { role: rx, instance }
+        let (stop, stopping) = watch::channel(false);
+        tokio::spawn(async move { hold(settings, name, times, poll, tx, stopping).await });
+        Keeper {
+            role: rx,
+            instance,
+            stop: Arc::new(stop),
+        }
+    }
+
+    /// Gives the lease up (a clean stop: a standby takes over at its next try instead of
+    /// after the expiry) and waits, at most `wait`, until that is done.
+    pub async fn stop(mut self, wait: Duration) {
+        let _ = self.stop.send(true);
+        let _ =
+            tokio::time::timeout(wait, async { while self.role.changed().await.is_ok() {} }).await;
+    }
+
+    /// A check of this instance's own view of the lease at `epoch`: `Err(why)` once it is not
+    /// the writer under that epoch, or its deadline has passed (see `lease`).
+    pub fn still_writer(&self, epoch: i64) -> impl Fn() -> Result<(), String> + Send + Sync {
+        let role = self.role.clone();
+        move || match &*role.borrow() {
+            Role::Active { epoch: e, deadline }
+                if *e == epoch && deadline.allows(Instant::now(), Duration::ZERO) =>
+            {
+                Ok(())
+            }
+            Role::Active { epoch: e, .. } if *e == epoch => {
+                Err("the lease was not renewed in time".to_string())
+            }
+            Role::Active { epoch: e, .. } => Err(format!(
+                "the lease was taken again under epoch {e}, not {epoch}"
+            )),
+            Role::Standby { holder, why } => Err(match (holder, why) {
+                (_, Some(why)) => format!("standby: {why}"),
+                (Some(h), None) => format!("standby: {h} writes"),
+                (None, None) => "standby".to_string(),
+            }),
+        }
     }
 
     pub fn role(&self) -> Role {
@@ -77,15 +116,19 @@ async fn hold(
     times: LeaseTimes,
     poll: Duration,
     tx: watch::Sender<Role>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let mut lease: Option<PgLease> = None;
+    // Set when told to stop, or when every handle is gone (the sender dropped).
+    let mut stop = false;
     loop {
-        if tx.is_closed() {
+        if tx.is_closed() || stop || *stopping.borrow() {
             // Nobody listens: give the lease up for a quick takeover, then end.
             let last = tx.borrow().clone();
             if let (Some(l), Role::Active { epoch, .. }) = (&lease, last) {
                 let _ = l.release(epoch).await;
             }
+            // Dropping the sender ends the waits of `Keeper::stop`.
             return;
         }
         if lease.is_none() {
@@ -141,7 +184,13 @@ async fn hold(
             Role::Active { deadline, .. } => next.min(deadline.left(Instant::now())),
             Role::Standby { .. } => next,
         };
-        tokio::time::sleep(wake.max(Duration::from_millis(10))).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wake.max(Duration::from_millis(10))) => {}
+            _ = stopping.changed() => {
+                stop = true;
+                continue;
+            }
+        }
         let after = tx.borrow().clone();
         if let Role::Active { deadline, .. } = after {
             if !deadline.allows(Instant::now(), Duration::ZERO) {

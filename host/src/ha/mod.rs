@@ -13,10 +13,15 @@
 //! - [`pg`]: the row itself: take over an expired lease, renew, give up, and the fence a state
 //!   transaction runs first (it locks the row shared, so a takeover waits for it to end).
 //! - [`keeper`]: the task that holds the lease for a daemon and publishes its [`Role`].
+//! - [`instance`]: an instance joining: the start-up checks, the store, the keeper.
+//! - [`oneshot`]: a one-shot verb that writes takes the lease for its duration.
 
+pub mod instance;
 pub mod keeper;
 pub mod lease;
+pub mod oneshot;
 pub mod pg;
+pub mod status;
 
 pub use keeper::{Keeper, Role};
 pub use lease::{Deadline, LeaseTimes};

@@ -33,6 +33,19 @@ pub enum HaError {
         port: u16,
         message: String,
     },
+    #[error("PostgreSQL at {host}:{port} refused user {user} and its password: {message}")]
+    Password {
+        host: String,
+        port: u16,
+        user: String,
+        message: String,
+    },
+    #[error("PostgreSQL at {host}:{port}: its certificate is not trusted: {message}")]
+    Certificate {
+        host: String,
+        port: u16,
+        message: String,
+    },
     #[error("PostgreSQL lease ({op}): {source}")]
     Sql {
         op: &'static str,
@@ -40,6 +53,8 @@ pub enum HaError {
     },
     #[error("the lease is no longer this instance's (epoch {epoch}): another instance took over")]
     Fenced { epoch: i64 },
+    #[error("this instance stopped writing (lease epoch {epoch}): {why}")]
+    Lost { epoch: i64, why: String },
 }
 
 /// Where the shared database is. The password is never in a URL, a log or `Debug`.
@@ -106,20 +121,59 @@ pub async fn connect(s: &PgSettings) -> Result<Client, HaError> {
         .ssl_mode(tokio_postgres::config::SslMode::Require)
         .connect_timeout(s.connect_timeout)
         .application_name("writeback");
-    let (client, conn) = config
-        .connect(tls(&s.ca_file)?)
-        .await
-        .map_err(|e| HaError::Connect {
-            host: s.host.clone(),
-            port: s.port,
-            message: crate::printable::one_line(&error_text(&e)).into_owned(),
-        })?;
+    let (client, conn) = config.connect(tls(&s.ca_file)?).await.map_err(|e| {
+        let message = crate::printable::one_line(&error_text(&e)).into_owned();
+        let (host, port) = (s.host.clone(), s.port);
+        use tokio_postgres::error::SqlState;
+        match e.code() {
+            Some(c)
+                if *c == SqlState::INVALID_PASSWORD
+                    || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+            {
+                HaError::Password {
+                    host,
+                    port,
+                    user: s.user.clone(),
+                    message,
+                }
+            }
+            _ if is_certificate_error(&e) => HaError::Certificate {
+                host,
+                port,
+                message,
+            },
+            _ => HaError::Connect {
+                host,
+                port,
+                message,
+            },
+        }
+    })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!("PostgreSQL connection closed: {e}");
         }
     });
     Ok(client)
+}
+
+/// Whether the TLS layer refused the server's certificate (somewhere in the error's sources).
+fn is_certificate_error(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(rustls::Error::InvalidCertificate(_)) = c.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if let Some(rustls::Error::InvalidCertificate(_)) =
+                io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// tokio-postgres's message with its source (the server's, the TLS layer's).
@@ -159,15 +213,24 @@ impl PgLease {
         instance: String,
         times: LeaseTimes,
     ) -> Result<PgLease, HaError> {
+        // One transaction under an advisory lock: instances starting together would otherwise
+        // race in `CREATE ... IF NOT EXISTS` (PostgreSQL can fail the loser with a duplicate
+        // key in its catalog). The index: see `fence` (a takeover changes a key column, a
+        // renewal does not).
         client
             .batch_execute(
-                "CREATE TABLE IF NOT EXISTS writeback_lease (
+                "BEGIN;
+                 SELECT pg_advisory_xact_lock(7162090931386217829);
+                 CREATE TABLE IF NOT EXISTS writeback_lease (
                     name text PRIMARY KEY,
                     holder text NOT NULL,
                     epoch bigint NOT NULL,
                     expires_at timestamptz NOT NULL,
                     acquired_at timestamptz NOT NULL
-                )",
+                 );
+                 CREATE UNIQUE INDEX IF NOT EXISTS writeback_lease_epoch
+                    ON writeback_lease (name, epoch);
+                 COMMIT;",
             )
             .await
             .map_err(sql("create the table"))?;
@@ -194,8 +257,13 @@ impl PgLease {
                  RETURNING epoch",
                 &[&LEASE, &self.instance, &seconds(self.times.lease)],
             )
-            .await
-            .map_err(sql("take over"))?;
+            .await;
+        let won = match won {
+            // Two first takeovers at once: the loser's insert runs into the epoch index (only
+            // the primary key arbitrates the conflict). The other one holds the lease.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => None,
+            other => other.map_err(sql("take over"))?,
+        };
         match won {
             Some(row) => Ok(Takeover::Won {
                 epoch: row.try_get(0).map_err(sql("take over"))?,
@@ -263,15 +331,19 @@ impl PgLease {
 }
 
 /// The fence every state transaction of the writer runs first: the lease is still
-/// `instance`'s at `epoch` and not expired, and its row is locked shared until the
-/// transaction ends, so a takeover (an update of the row) waits for it and a transaction
-/// begun under an old epoch can never commit after a new writer started.
+/// `instance`'s at `epoch` and not expired, and its row is locked (`FOR KEY SHARE`) until the
+/// transaction ends, so a takeover waits for it and a transaction begun under an old epoch
+/// can never commit after a new writer started. The epoch is in a unique index, so a takeover
+/// (which changes it) conflicts with that lock while a renewal (which changes only the expiry)
+/// does not: the writer's own long transactions never hold up its renewals. A writer paused
+/// inside a transaction is cut off by the server (`idle_in_transaction_session_timeout`, set
+/// to the lease time on the store's session), so it holds a takeover up at most that long.
 pub async fn fence(tx: &impl GenericClient, instance: &str, epoch: i64) -> Result<(), HaError> {
     let row = tx
         .query_opt(
             "SELECT 1 FROM writeback_lease
              WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
-             FOR SHARE",
+             FOR KEY SHARE",
             &[&LEASE, &instance, &epoch],
         )
         .await
@@ -280,4 +352,14 @@ pub async fn fence(tx: &impl GenericClient, instance: &str, epoch: i64) -> Resul
         Some(_) => Ok(()),
         None => Err(HaError::Fenced { epoch }),
     }
+}
+
+/// Limits the store's session: a transaction left idle longer than `lease` (its process
+/// paused, frozen or cut off mid-transaction) is ended by the server, so its lock on the
+/// lease row (see [`fence`]) holds a takeover up at most that long.
+pub async fn limit_session(c: &Client, lease: Duration) -> Result<(), HaError> {
+    let ms = lease.as_millis().max(1);
+    c.batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}"))
+        .await
+        .map_err(sql("limit the session"))
 }

@@ -46,6 +46,9 @@ pub struct DaemonNote {
     pub poll_secs: f64,
     #[serde(default)]
     pub reconcile_secs: Option<f64>,
+    /// On a shared state: writer or standby, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// A short hash of the rules folders' content (file paths and their hashes, as the watcher

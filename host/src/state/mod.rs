@@ -17,7 +17,7 @@
 
 mod anchors;
 mod cache;
-mod clock;
+pub(crate) mod clock;
 mod error;
 mod held;
 pub(crate) mod held_removals;
@@ -30,7 +30,7 @@ pub mod pg;
 mod quarantine;
 mod released;
 mod run_kind;
-mod runs;
+pub(crate) mod runs;
 mod schema;
 #[cfg(test)]
 mod tests;

@@ -405,7 +405,7 @@ pub struct Compaction {
 pub const FOLDED_RUNS: &str = "folded_runs";
 
 /// `meta` key: the run the last compaction stopped at (where the next one takes up the streak).
-const FOLDED_FROM: &str = "history_folded_from";
+pub(crate) const FOLDED_FROM: &str = "history_folded_from";
 
 /// A run that left no trace: finished, no audit event, nothing changed, failed or refused
 /// (`held` counts: a held set waiting for approval makes every poll a `held` run).
@@ -424,6 +424,108 @@ fn is_quiet(status: Option<&str>, stats: Option<&Value>, has_events: bool) -> bo
         && zero("changes")
         && zero("failures")
         && zero("refused")
+}
+
+/// A run as the compaction reads it.
+pub(crate) struct FoldRow {
+    pub id: i64,
+    pub mode: String,
+    pub status: Option<String>,
+    pub finished_at: Option<String>,
+    pub stats: Option<Value>,
+    pub has_events: bool,
+}
+
+/// What a compaction changes in the runs it read.
+pub(crate) struct Fold {
+    /// Each streak's first run: its new `finished_at` and stats.
+    pub updates: Vec<(i64, Option<String>, Value)>,
+    /// The runs folded into one before them.
+    pub gone: Vec<i64>,
+    /// Where the next compaction takes up (an open streak's head).
+    pub stop: i64,
+}
+
+/// Folds `rows` (runs in id order from `from`): the pure half of [`compact_history`], shared
+/// by both stores.
+pub(crate) fn fold(
+    from: i64,
+    rows: impl Iterator<Item = Result<FoldRow, StateError>>,
+) -> Result<Fold, StateError> {
+    /// The first run of a streak, and what it has taken in so far.
+    struct Head {
+        id: i64,
+        mode: String,
+        status: Option<String>,
+        stats: Value,
+        runs: u64,
+        finished_at: Option<String>,
+        changed: bool,
+    }
+    let mut head: Option<Head> = None;
+    let mut gone: Vec<i64> = Vec::new();
+    let mut heads: Vec<Head> = Vec::new();
+    let mut stop = from;
+    for row in rows {
+        let FoldRow {
+            id,
+            mode,
+            status,
+            finished_at,
+            stats,
+            has_events,
+        } = row?;
+        stop = id;
+        if !is_quiet(status.as_deref(), stats.as_ref(), has_events) {
+            heads.extend(head.take());
+            continue;
+        }
+        let runs = stats
+            .as_ref()
+            .and_then(|s| s.get(FOLDED_RUNS))
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        match &mut head {
+            Some(h) if h.mode == mode && h.status == status => {
+                h.runs += runs;
+                h.finished_at = finished_at;
+                h.changed = true;
+                gone.push(id);
+            }
+            _ => {
+                heads.extend(head.take());
+                head = Some(Head {
+                    id,
+                    mode,
+                    status,
+                    stats: stats.unwrap_or(Value::Null),
+                    runs,
+                    finished_at,
+                    changed: false,
+                });
+            }
+        }
+    }
+    // An open streak is taken up again by the next call: it starts at its head.
+    if let Some(h) = &head {
+        stop = h.id;
+    }
+    heads.extend(head);
+    let updates = heads
+        .into_iter()
+        .filter(|h| h.changed)
+        .map(|mut h| {
+            if let Value::Object(m) = &mut h.stats {
+                m.insert(FOLDED_RUNS.into(), Value::from(h.runs));
+            }
+            (h.id, h.finished_at, h.stats)
+        })
+        .collect();
+    Ok(Fold {
+        updates,
+        gone,
+        stop,
+    })
 }
 
 /// Keeps the history useful and bounded: events are kept `cutoff` long whatever the number of
@@ -494,75 +596,34 @@ pub fn compact_history(
             ))
         })
         .ctx(conn, op)?;
-    /// The first run of a streak, and what it has taken in so far.
-    struct Head {
-        id: i64,
-        mode: String,
-        status: Option<String>,
-        stats: Value,
-        runs: u64,
-        finished_at: Option<String>,
-        changed: bool,
-    }
-    let mut head: Option<Head> = None;
-    let mut gone: Vec<i64> = Vec::new();
-    let mut heads: Vec<Head> = Vec::new();
-    let mut stop = from;
-    for row in rows {
+    let rows = rows.map(|row| {
         let (id, mode, status, finished_at, stats, has_events) = row.ctx(conn, op)?;
-        stop = id;
         let stats: Option<Value> = stats
             .map(|s| serde_json::from_str(&s))
             .transpose()
             .map_err(|e| corrupt(conn, "run", id, "stats_json", e))?;
-        if !is_quiet(status.as_deref(), stats.as_ref(), has_events) {
-            heads.extend(head.take());
-            continue;
-        }
-        let runs = stats
-            .as_ref()
-            .and_then(|s| s.get(FOLDED_RUNS))
-            .and_then(Value::as_u64)
-            .unwrap_or(1);
-        match &mut head {
-            Some(h) if h.mode == mode && h.status == status => {
-                h.runs += runs;
-                h.finished_at = finished_at;
-                h.changed = true;
-                gone.push(id);
-            }
-            _ => {
-                heads.extend(head.take());
-                head = Some(Head {
-                    id,
-                    mode,
-                    status,
-                    stats: stats.unwrap_or(Value::Null),
-                    runs,
-                    finished_at,
-                    changed: false,
-                });
-            }
-        }
-    }
+        Ok(FoldRow {
+            id,
+            mode,
+            status,
+            finished_at,
+            stats,
+            has_events,
+        })
+    });
+    let plan = fold(from, rows)?;
     drop(stmt);
-    // An open streak is taken up again by the next call: it starts at its head.
-    if let Some(h) = &head {
-        stop = h.id;
-    }
-    heads.extend(head);
-    for mut h in heads.into_iter().filter(|h| h.changed) {
-        if let Value::Object(m) = &mut h.stats {
-            m.insert(FOLDED_RUNS.into(), Value::from(h.runs));
-        }
-        let json = serde_json::to_string(&h.stats)
-            .map_err(|e| encode(conn, "run", h.id, "stats_json", e))?;
+    for (id, finished_at, stats) in &plan.updates {
+        let json =
+            serde_json::to_string(stats).map_err(|e| encode(conn, "run", *id, "stats_json", e))?;
         conn.execute(
             "UPDATE run SET finished_at = ?2, stats_json = ?3 WHERE id = ?1",
-            params![h.id, h.finished_at, json],
+            params![id, finished_at, json],
         )
-        .ctx(conn, || format!("fold quiet runs into run {}", h.id))?;
+        .ctx(conn, || format!("fold quiet runs into run {id}"))?;
     }
+    let gone = plan.gone;
+    let stop = plan.stop;
     let mut del = conn
         .prepare_cached("DELETE FROM run WHERE id = ?1")
         .ctx(conn, op)?;

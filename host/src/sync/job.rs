@@ -765,6 +765,8 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             })
             .collect();
         self.store.record(self.run_id, &intents)?;
+        // Still the writer? (Several instances on one state: the lease, checked per batch.)
+        self.store.check_fence()?;
         let (mut outcomes, wait) = apply::apply(
             self.conn,
             &batch_plan,
@@ -807,6 +809,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         let deferred = std::mem::take(&mut done.deferred);
         if !deferred.is_empty() {
             let ids: BTreeSet<String> = deferred.iter().map(|(id, _, _)| id.clone()).collect();
+            self.store.check_fence()?;
             apply::apply_deferred(self.conn, deferred, &mut done.outcomes).await;
             let failed: Vec<Outcome> = done
                 .outcomes
@@ -826,6 +829,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 changes: deletes.changes.clone(),
                 ..Default::default()
             };
+            self.store.check_fence()?;
             let (outcomes, _) = apply::apply(
                 self.conn,
                 &plan,

@@ -126,6 +126,13 @@ pub trait CycleState {
         outcome: Result<(), (&str, Option<i64>)>,
     ) -> Result<(), StateError>;
     fn call_counts(&self) -> Result<OutboxCounts, StateError>;
+
+    // --- several instances on one state ------------------------------------------------------
+    /// Whether this process may still write: asked before each batch of AD writes. A store
+    /// only this process writes says yes; a shared one checks the lease (`crate::ha`).
+    fn check_fence(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
 }
 
 /// Forwards trait calls to `$store`'s own methods of the same name and arguments.

@@ -1,6 +1,6 @@
 //! [`CycleState`] for the PostgreSQL store ([`PgStore`]): the same calls, and the same
-//! settlements in one transaction each, as `state.rs` gives the SQLite store. Not used by the
-//! daemon or the verbs yet.
+//! settlements in one transaction each, as `state.rs` gives the SQLite store; and the fence
+//! before each batch of AD writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +17,10 @@ use super::state::{forward_cycle_state, CycleState};
 
 impl CycleState for PgStore {
     forward_cycle_state!(PgStore);
+
+    fn check_fence(&mut self) -> Result<(), StateError> {
+        PgStore::check_fence(self)
+    }
 
     fn load_by_ids<'a>(
         &self,
@@ -85,10 +89,15 @@ impl CycleState for PgStore {
             return Ok(());
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        // The audit trail names the instance that wrote (several share this state).
+        let instance = self.fence().map(|(i, _)| i.to_string());
         self.with_transaction(async |t| {
             for w in writes {
                 match w {
-                    Write::Event(e) => tx::record_event(t, run_id, e).await?,
+                    Write::Event(e) => match &instance {
+                        Some(i) => tx::record_event(t, run_id, &with_instance(e, i)).await?,
+                        None => tx::record_event(t, run_id, e).await?,
+                    },
                     Write::PutAnchor(a) => tx::put_anchor(t, a).await?,
                     Write::RemoveAnchor(id) => tx::remove_anchor(t, id).await?,
                     Write::PutApplied(id, h) => tx::put_applied(t, id, h).await?,
@@ -125,4 +134,18 @@ impl CycleState for PgStore {
             tx::forget_settled_member_changes(t).await
         })
     }
+}
+
+/// `e` with the instance that wrote it in its detail.
+fn with_instance(e: &crate::state::AuditEvent, instance: &str) -> crate::state::AuditEvent {
+    let mut e = e.clone();
+    match &mut e.detail {
+        serde_json::Value::Object(m) => {
+            m.insert("instance".into(), instance.into());
+        }
+        other => {
+            *other = serde_json::json!({ "value": other.take(), "instance": instance });
+        }
+    }
+    e
 }

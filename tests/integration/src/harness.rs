@@ -419,6 +419,19 @@ path = "state.db"
             .expect("run writeback")
     }
 
+    /// Runs the binary with the config at `config`, and `env` besides the bed's secrets.
+    pub fn run_with(&self, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(writeback_bin())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("WRITEBACK_TEST_AD_PASSWORD", &self.ad.service_password)
+            .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run writeback")
+    }
+
     /// Starts `writeback <args>` without waiting for it (to kill it midway).
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
         Command::new(writeback_bin())
@@ -691,15 +704,21 @@ impl Drop for Daemon {
 impl Bed {
     /// Starts `writeback run` with the bed's config.
     pub fn start_daemon(&self) -> Daemon {
+        self.start_daemon_with(&self.config_path(), &[])
+    }
+
+    /// Starts `writeback run` with the config at `config`, and `env` besides the bed's secrets.
+    pub fn start_daemon_with(&self, config: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = self.dir.path().join(format!("daemon-{}.log", new_id()));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(writeback_bin())
             .arg("--config")
-            .arg(self.config_path())
+            .arg(config)
             .arg("-v")
             .arg("run")
             .env("WRITEBACK_TEST_AD_PASSWORD", &self.ad.service_password)
             .env("WRITEBACK_TEST_GRAPH_SECRET", CLIENT_SECRET)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "writeback=debug")
             .stdout(std::process::Stdio::null())
             .stderr(file)

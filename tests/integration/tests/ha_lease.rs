@@ -159,7 +159,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     std::fs::write(other.path(), unrelated_ca_pem()).expect("write CA");
     s.ca_file = other.path().to_path_buf();
     match pg::connect(&s).await {
-        Err(HaError::Connect { message, .. }) => {
+        Err(HaError::Certificate { message, .. }) => {
             assert!(message.to_lowercase().contains("certificate"), "{message}")
         }
         Err(other) => panic!("refused for another reason: {other}"),

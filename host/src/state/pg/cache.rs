@@ -603,6 +603,17 @@ impl PgStore {
         })
     }
 
+    /// Writes an instance's status note, unfenced: a standby writes its own too, and no
+    /// cycle reads it.
+    pub fn set_note(&mut self, key: &str, value: &str) -> Result<(), StateError> {
+        let fence = self.fence.take();
+        let local = self.local.take();
+        let done = self.set_meta(key, value);
+        self.fence = fence;
+        self.local = local;
+        done
+    }
+
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StateError> {
         self.with_transaction(async |t| {
             t.execute(

@@ -18,6 +18,7 @@
 //! does.
 
 mod cache;
+mod history;
 mod owned;
 mod schema;
 
@@ -47,7 +48,16 @@ pub struct PgStore {
     handle: Handle,
     /// This instance and its lease epoch: checked first by every write transaction.
     fence: Option<(String, i64)>,
+    /// This process's own view of the lease (its deadline, by its monotonic clock): asked
+    /// before the database, so a process that woke past its deadline writes nothing.
+    local: Option<LocalCheck>,
+    /// Where to connect again when the connection was lost (the server restarted, a
+    /// failover of PostgreSQL itself): see [`PgStore::revive`].
+    settings: Option<(crate::ha::PgSettings, std::time::Duration)>,
 }
+
+/// Whether this process still holds the lease by its own clock: `Err(why)` when not.
+pub type LocalCheck = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// What messages call the database (the `path` of the errors shared with the SQLite store).
 pub(crate) const PATH: &str = "(PostgreSQL)";
@@ -70,9 +80,69 @@ impl PgStore {
             client,
             handle,
             fence,
+            local: None,
+            settings: None,
         };
         store.with_transaction(async |t| schema::ensure(t).await)?;
         Ok(store)
+    }
+
+    /// Fences the writes from now on with `fence` (this instance, its epoch), and `local`,
+    /// this process's own view of the lease, asked first. `None` writes unfenced (a store
+    /// used by one process alone).
+    pub fn set_fence(&mut self, fence: Option<(String, i64)>, local: Option<LocalCheck>) {
+        self.fence = fence;
+        self.local = local;
+    }
+
+    /// Limits this session for several instances sharing the state (see
+    /// `ha::pg::limit_session`: a transaction left idle `lease` long is ended), and lets
+    /// [`PgStore::revive`] connect again with `settings` and the same limit.
+    pub fn share(
+        &mut self,
+        settings: crate::ha::PgSettings,
+        lease: std::time::Duration,
+    ) -> Result<(), StateError> {
+        block_on(
+            &self.handle,
+            crate::ha::pg::limit_session(&self.client, lease),
+        )
+        .map_err(StateError::Lease)?;
+        self.settings = Some((settings, lease));
+        Ok(())
+    }
+
+    /// Connects again when the connection is closed (the server went away and came back):
+    /// true when it did. The schema is not created again (it was there).
+    pub fn revive(&mut self) -> Result<bool, StateError> {
+        if !self.client.is_closed() {
+            return Ok(false);
+        }
+        let Some((settings, lease)) = &self.settings else {
+            return Ok(false);
+        };
+        let client = block_on(&self.handle, async {
+            let c = crate::ha::pg::connect(settings).await?;
+            crate::ha::pg::limit_session(&c, *lease).await?;
+            Ok(c)
+        })
+        .map_err(StateError::Lease)?;
+        self.client = client;
+        Ok(true)
+    }
+
+    /// The instance and epoch writes are fenced with.
+    pub fn fence(&self) -> Option<(&str, i64)> {
+        self.fence.as_ref().map(|(i, e)| (i.as_str(), *e))
+    }
+
+    /// Checks the fence now, without writing: this process's view, then the database's
+    /// (the lease is still this instance's at its epoch). Run before each batch of AD writes.
+    pub fn check_fence(&mut self) -> Result<(), StateError> {
+        if self.fence.is_none() {
+            return Ok(());
+        }
+        self.with_transaction(async |_| Ok(()))
     }
 
     /// The schema version recorded in the database.
@@ -90,7 +160,14 @@ impl PgStore {
             client,
             handle,
             fence,
+            local,
+            settings: _,
         } = self;
+        if let (Some((_, epoch)), Some(local)) = (fence.as_ref(), local.as_ref()) {
+            local().map_err(|why| {
+                StateError::Lease(crate::ha::HaError::Lost { epoch: *epoch, why })
+            })?;
+        }
         let fence = fence.as_ref();
         block_on(handle, async move {
             let t = client

@@ -1,0 +1,146 @@
+//! An instance joining a shared state: everything is checked before anything is written, and
+//! each refusal names the setting to look at.
+//!
+//! Checked in order: the server answers at `state.postgres.url`, trusts nobody but
+//! `state.postgres.ca_file`'s CA, takes the user and password; the database holds no newer
+//! schema than this build's; and the instance writing now runs the same rules (the rule
+//! files' content and `[rules.settings]`) as this one. Then the store is open, fenced with
+//! epoch 0 (which no lease ever has: nothing is written until this instance takes the lease),
+//! and the keeper started.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::pg::{self, HaError, PgLease};
+use super::Keeper;
+use crate::config::{Config, PostgresConfig};
+use crate::state::pg::PgStore;
+use crate::state::StateError;
+
+/// `meta` key: the writer's name and rules hash (see [`rules_hash`]), written when it takes
+/// the lease and when its rules change.
+pub const RULES_KEY: &str = "ha.rules";
+
+/// `meta` key prefix of each instance's status note (`daemon@<instance>`).
+pub const NOTE_PREFIX: &str = "daemon@";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("state.postgres.url: {0}")]
+    Unreachable(#[source] HaError),
+    #[error("state.postgres.ca_file ({}): {source}", path.display())]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: HaError,
+    },
+    #[error("state.postgres.password: {0}")]
+    Password(#[source] HaError),
+    #[error("state.postgres: {0}")]
+    State(#[from] StateError),
+    #[error("state.postgres: the lease: {0}")]
+    Lease(#[source] HaError),
+    #[error("state.postgres: instance {holder} writes to this database with other rules (hash {theirs}) than this instance's (hash {ours}): deploy the same rule files and [rules.settings] on every instance, or stop {holder} first")]
+    OtherRules {
+        holder: String,
+        theirs: String,
+        ours: String,
+    },
+}
+
+/// The writer's rules as recorded under [`RULES_KEY`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WriterRules {
+    pub instance: String,
+    pub hash: String,
+}
+
+/// An instance that joined: its store (writes fenced until it takes the lease) and the
+/// keeper that takes and holds the lease for it.
+pub struct Joined {
+    pub store: PgStore,
+    pub keeper: Keeper,
+    /// This instance's [`rules_hash`].
+    pub rules: String,
+}
+
+/// Connects, checks and starts holding the lease (see the module's doc).
+pub async fn join(config: &Config, pg: &PostgresConfig) -> Result<Joined, JoinError> {
+    let client = connect(pg).await?;
+    let mut store = PgStore::open(client, None)?;
+    store.set_fence(Some((pg.instance.clone(), 0)), None);
+    store.share(pg.settings.clone(), pg.times.lease)?;
+    let lease = PgLease::open(Arc::new(connect(pg).await?), pg.instance.clone(), pg.times)
+        .await
+        .map_err(JoinError::Lease)?;
+    let ours = rules_hash(config);
+    if let Some(row) = lease.row().await.map_err(JoinError::Lease)? {
+        let theirs = store
+            .meta(RULES_KEY)?
+            .and_then(|t| serde_json::from_str::<WriterRules>(&t).ok());
+        if let Some(w) = theirs {
+            if row.live && row.holder != pg.instance && w.instance == row.holder && w.hash != ours {
+                return Err(JoinError::OtherRules {
+                    holder: row.holder,
+                    theirs: w.hash,
+                    ours,
+                });
+            }
+        }
+    }
+    drop(lease);
+    let keeper = Keeper::start(
+        pg.settings.clone(),
+        pg.instance.clone(),
+        pg.times,
+        pg.standby_poll,
+    );
+    Ok(Joined {
+        store,
+        keeper,
+        rules: ours,
+    })
+}
+
+/// A connection, its failure named by the setting to fix.
+pub async fn connect(pg: &PostgresConfig) -> Result<tokio_postgres::Client, JoinError> {
+    pg::connect(&pg.settings).await.map_err(|e| match e {
+        HaError::Password { .. } => JoinError::Password(e),
+        HaError::Certificate { .. } | HaError::CaFile { .. } => JoinError::Certificate {
+            path: pg.settings.ca_file.clone(),
+            source: e,
+        },
+        _ => JoinError::Unreachable(e),
+    })
+}
+
+/// What makes two instances decide alike: the rule files (by their path under their folder,
+/// so two hosts may keep them in different places) and `[rules.settings]`.
+pub fn rules_hash(config: &Config) -> String {
+    let roots = crate::setup::rule_roots(config);
+    let files = crate::watch::fingerprint(&roots);
+    let mut relative = BTreeMap::new();
+    for (path, hash) in &files {
+        let (i, rel) = roots
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| path.strip_prefix(r).ok().map(|rel| (i, rel)))
+            .unwrap_or((usize::MAX, path.as_path()));
+        relative.insert((i, rel.to_string_lossy().into_owned()), hash);
+    }
+    let mut h = Sha256::new();
+    for ((root, path), hash) in relative {
+        h.update(root.to_string().as_bytes());
+        h.update(b"\0");
+        h.update(path.as_bytes());
+        h.update(b"\0");
+        h.update(hash.as_bytes());
+        h.update(b"\n");
+    }
+    // Sorted maps: the same settings give the same text.
+    h.update(serde_json::to_string(&config.rules.settings).unwrap_or_default());
+    crate::state::short_id(h)
+}
