@@ -30,6 +30,16 @@
 #   (nearest rank) over the samples that arrived.
 #   Soak (WB_SCALE_SOAK_SECS=S > 0): `writeback run` idle for S s after its first cycle;
 #   VmRSS/VmHWM and CPU sampled every 60 s ($WORK/soak.csv); start/max/end, CPU per cycle.
+#   Resync and bulk change (WB_SCALE_RESYNC=1), each a `writeback sync --json` under
+#   /usr/bin/time, with the first sync's figures as the same run's baseline: (1) after the
+#   emulator's `POST /_emulator/delta/reset {"count":1}` (the next delta request from a token,
+#   the users', answers 410: the users' round starts over and every group holding a user is
+#   looked at); (2) after an emulator restart on the same port with the tenant file (every
+#   token of the old process answers 410: users, devices and groups read in full); (3) after
+#   WB_SCALE_BULK_PERCENT % of the groups (default 90, every group but one in ten by id order,
+#   in-scope ones included) got a new description through Graph's `$batch` (20 PATCHes a
+#   request): a tenant-wide property change. The restart loses changes made through the API
+#   before it (the latency step's), which that sync then writes back.
 #
 # Environment:
 #   WB_BIN, WB_EMULATOR_BIN    binaries (default target/release/writeback, target/release/graph-emulator)
@@ -40,6 +50,8 @@
 #   WB_SCALE_LATENCY_SAMPLES   latency samples per series (default 0: no latency step)
 #   WB_SCALE_LATENCY_GIVEUP    seconds after which a latency sample is a failure (default 10)
 #   WB_SCALE_SOAK_SECS         idle daemon soak length after its first cycle (default 0: no soak)
+#   WB_SCALE_RESYNC            1: the resync and bulk-change steps (default 0)
+#   WB_SCALE_BULK_PERCENT      share of the groups the bulk-change step changes (default 90)
 #   WB_SCALE_AD_MEMBERS        1: create AD accounts for the in-scope groups' synced members (default 1)
 #   WB_SCALE_STEP_TIMEOUT      upper bound of each measured step, seconds (default 3600)
 #   WB_SCALE_WORKDIR           work directory (default: a new /tmp/wb-scale.XXXXXX, kept for the logs)
@@ -62,6 +74,8 @@ DAEMON_SECS="${WB_SCALE_DAEMON_SECS:-60}"
 LAT_SAMPLES="${WB_SCALE_LATENCY_SAMPLES:-0}"
 LAT_GIVEUP="${WB_SCALE_LATENCY_GIVEUP:-10}"
 SOAK_SECS="${WB_SCALE_SOAK_SECS:-0}"
+RESYNC="${WB_SCALE_RESYNC:-0}"
+BULK_PERCENT="${WB_SCALE_BULK_PERCENT:-90}"
 AD_MEMBERS="${WB_SCALE_AD_MEMBERS:-1}"
 STEP_TIMEOUT="${WB_SCALE_STEP_TIMEOUT:-3600}"
 WB="${WB_BIN:-$REPO/target/release/writeback}"
@@ -74,8 +88,9 @@ die() {
 }
 
 [[ "$GROUPS_N" =~ ^[0-9]+$ && "$USERS_N" =~ ^[0-9]+$ && "$DAEMON_SECS" =~ ^[0-9]+$ &&
-    "$LAT_SAMPLES" =~ ^[0-9]+$ && "$LAT_GIVEUP" =~ ^[0-9]+$ && "$SOAK_SECS" =~ ^[0-9]+$ ]] ||
-    die "WB_SCALE_GROUPS, WB_SCALE_USERS, WB_SCALE_DAEMON_SECS, WB_SCALE_LATENCY_SAMPLES, WB_SCALE_LATENCY_GIVEUP and WB_SCALE_SOAK_SECS must be whole numbers"
+    "$LAT_SAMPLES" =~ ^[0-9]+$ && "$LAT_GIVEUP" =~ ^[0-9]+$ && "$SOAK_SECS" =~ ^[0-9]+$ &&
+    "$RESYNC" =~ ^[01]$ && "$BULK_PERCENT" =~ ^[0-9]+$ && "$BULK_PERCENT" -le 100 ]] ||
+    die "WB_SCALE_GROUPS, WB_SCALE_USERS, WB_SCALE_DAEMON_SECS, WB_SCALE_LATENCY_SAMPLES, WB_SCALE_LATENCY_GIVEUP and WB_SCALE_SOAK_SECS must be whole numbers, WB_SCALE_RESYNC 0 or 1, WB_SCALE_BULK_PERCENT 0 to 100"
 [[ "$PREFIX" =~ ^[0-9a-f]*$ ]] || die "WB_SCALE_SCOPE_PREFIX must be lowercase hex"
 for b in "$WB" "$EMU"; do
     [[ -x "$b" ]] || die "binary not found or not executable: $b (set WB_BIN / WB_EMULATOR_BIN, or build with: cargo build --release -p writeback -p graph-emulator)"
@@ -887,6 +902,101 @@ PY
 fi
 
 # ---------------------------------------------------------------------------------------------
+# resync_figures NAME: "sweep evaluated changes kinds" of a `sync --json` report.
+resync_figures() {
+    python3 - "$WORK/$1.out" <<'PY'
+import collections, json, sys
+r = json.load(open(sys.argv[1]))
+ch = r["plan"]["changes"]
+kinds = collections.Counter(c["action"] for c in ch)
+print(r["sweep"].replace(" ", "_"), r["evaluated"], len(ch),
+      ",".join(f"{k}:{n}" for k, n in sorted(kinds.items())) or "-")
+PY
+}
+if [[ "$RESYNC" -eq 1 ]]; then
+    say "Resync: the next delta request from a token answers 410 (POST /_emulator/delta/reset), then writeback sync --json"
+    curl -sS --fail --max-time 30 -X POST -H 'Content-Type: application/json' \
+        --data '{"count":1}' "$GRAPH_BASE/_emulator/delta/reset" >/dev/null
+    USN_R0="$(highest_usn)"
+    timed resync sync --json
+    USN_R1="$(highest_usn)"
+    read -r R_SWEEP R_EVALUATED R_CHANGES R_KINDS < <(resync_figures resync)
+    echo "  sweep ${R_SWEEP//_/ }, $R_EVALUATED groups evaluated, $R_CHANGES changes ($R_KINDS); USN $USN_R0 -> $USN_R1" >&2
+
+    say "Resync: the emulator restarted on the same port (every old token answers 410), then writeback sync --json"
+    EMU_PORT="${GRAPH_BASE##*:}"
+    kill -TERM "$EMU_PID"
+    wait "$EMU_PID" 2>/dev/null || true
+    T0=$SECONDS
+    : >"$WORK/emulator.out"
+    "$EMU" serve --listen "127.0.0.1:$EMU_PORT" --tenant "$TENANT" >"$WORK/emulator.out" 2>>"$WORK/emulator.log" &
+    EMU_PID=$!
+    while [[ ! -s "$WORK/emulator.out" ]]; do
+        kill -0 "$EMU_PID" 2>/dev/null || { tail -n 20 "$WORK/emulator.log" >&2; die "the emulator did not restart"; }
+        ((SECONDS - T0 < STEP_TIMEOUT)) || die "the restarted emulator printed no URL within $STEP_TIMEOUT s"
+        sleep 0.2
+    done
+    [[ "$(head -n1 "$WORK/emulator.out")" == "$GRAPH_BASE" ]] || die "the emulator came back at $(head -n1 "$WORK/emulator.out"), not $GRAPH_BASE"
+    USN_RR0="$(highest_usn)"
+    timed restart sync --json
+    USN_RR1="$(highest_usn)"
+    read -r RR_SWEEP RR_EVALUATED RR_CHANGES RR_KINDS < <(resync_figures restart)
+    echo "  sweep ${RR_SWEEP//_/ }, $RR_EVALUATED groups evaluated, $RR_CHANGES changes ($RR_KINDS); USN $USN_RR0 -> $USN_RR1" >&2
+
+    say "Bulk change: $BULK_PERCENT % of the groups get a new description (\$batch PATCHes), then writeback sync --json"
+    T0=$SECONDS
+    BULK_CHANGED="$(BULK_PERCENT="$BULK_PERCENT" BULK_GRAPH_BASE="$GRAPH_BASE" BULK_TENANT_ID="$TENANT_ID" \
+        BULK_CLIENT_ID="$CLIENT_ID" BULK_CLIENT_SECRET="$CLIENT_SECRET" \
+        timeout "$STEP_TIMEOUT" python3 - "$TENANT" <<'PY'
+import http.client, json, os, sys, urllib.parse
+
+E = os.environ
+base = urllib.parse.urlparse(E["BULK_GRAPH_BASE"])
+conn = http.client.HTTPConnection(base.hostname, base.port, timeout=60)
+
+
+def call(method, path, body, headers):
+    conn.request(method, path, body=body, headers=headers)
+    r = conn.getresponse()
+    data = r.read()
+    if r.status != 200:
+        sys.exit(f"{method} {path} -> {r.status}: {data[:300]!r}")
+    return json.loads(data)
+
+
+form = urllib.parse.urlencode({
+    "grant_type": "client_credentials", "client_id": E["BULK_CLIENT_ID"],
+    "client_secret": E["BULK_CLIENT_SECRET"], "scope": "https://graph.microsoft.com/.default",
+})
+token = call("POST", f"/{E['BULK_TENANT_ID']}/oauth2/v2.0/token", form,
+             {"Content-Type": "application/x-www-form-urlencoded"})["access_token"]
+with open(sys.argv[1]) as f:
+    ids = sorted(g["id"] for g in json.load(f)["groups"])
+every = round(100 / (100 - int(E["BULK_PERCENT"]))) if int(E["BULK_PERCENT"]) < 100 else 0
+chosen = [g for i, g in enumerate(ids) if every == 0 or i % every != every - 1]
+headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+for k in range(0, len(chosen), 20):
+    reqs = [{"id": str(n), "method": "PATCH", "url": f"/groups/{g}",
+             "headers": {"Content-Type": "application/json"},
+             "body": {"description": "Reviewed by the tenant-wide policy"}}
+            for n, g in enumerate(chosen[k:k + 20])]
+    out = call("POST", "/v1.0/$batch", json.dumps({"requests": reqs}), headers)
+    bad = [r for r in out["responses"] if r["status"] not in (200, 204)]
+    if bad:
+        sys.exit(f"$batch PATCH failed: {bad[:3]}")
+print(len(chosen))
+PY
+)" || die "the bulk change failed"
+    BULK_SECS=$((SECONDS - T0))
+    echo "  $BULK_CHANGED groups changed in $BULK_SECS s" >&2
+    USN_B0="$(highest_usn)"
+    timed bulk sync --json
+    USN_B1="$(highest_usn)"
+    read -r B_SWEEP B_EVALUATED B_CHANGES B_KINDS < <(resync_figures bulk)
+    echo "  sweep ${B_SWEEP//_/ }, $B_EVALUATED groups evaluated, $B_CHANGES changes ($B_KINDS); USN $USN_B0 -> $USN_B1" >&2
+fi
+
+# ---------------------------------------------------------------------------------------------
 TOTAL_SECS=$((SECONDS - SCRIPT_START))
 field() { awk -v i="$2" '{ print $i }' <<<"$1"; }
 mib() { awk '{ printf "%.0f", $1 / 1024 }' <<<"$1"; }
@@ -904,7 +1014,7 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
     echo
     echo "## bench/scale.sh — $(date -u +%Y-%m-%d) on $(hostname) ($(nproc) CPU)"
     echo
-    echo "Command: \`${CMDLINE% }\` with WB_SCALE_GROUPS=$GROUPS_N WB_SCALE_USERS=$USERS_N WB_SCALE_SCOPE_PREFIX=$PREFIX WB_SCALE_DAEMON_SECS=$DAEMON_SECS WB_SCALE_AD_MEMBERS=$AD_MEMBERS WB_SCALE_LATENCY_SAMPLES=$LAT_SAMPLES WB_SCALE_SOAK_SECS=$SOAK_SECS"
+    echo "Command: \`${CMDLINE% }\` with WB_SCALE_GROUPS=$GROUPS_N WB_SCALE_USERS=$USERS_N WB_SCALE_SCOPE_PREFIX=$PREFIX WB_SCALE_DAEMON_SECS=$DAEMON_SECS WB_SCALE_AD_MEMBERS=$AD_MEMBERS WB_SCALE_LATENCY_SAMPLES=$LAT_SAMPLES WB_SCALE_SOAK_SECS=$SOAK_SECS WB_SCALE_RESYNC=$RESYNC WB_SCALE_BULK_PERCENT=$BULK_PERCENT"
     echo "Binaries: $WB ($("$WB" --version 2>/dev/null | head -n1)), $EMU"
     echo
     echo "Tenant: $N_USERS users, $N_GROUPS groups, $N_MEMBERSHIPS memberships; $N_CANDIDATES groups with an id starting \"$PREFIX\" (scope), $N_AD_USERS member accounts in AD."
@@ -961,6 +1071,25 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
         echo "| highestCommittedUSN before / after the daemon series | $USN_L0 / $USN_L1 |"
         echo "| daemon exit after SIGTERM | $LAT_DRC |"
     fi
+    if [[ "$RESYNC" -eq 1 ]]; then
+        echo
+        echo "Resync and bulk change (\`sync --json\` each; baseline: the first sync of this run):"
+        echo
+        echo "| step | wall s | user s | sys s | max RSS MiB | exit | wall / first sync | RSS / first sync | sweep, evaluated, changes | USN before / after |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
+        resync_row() {
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(field "$2" 1)" "$(field "$2" 2)" \
+                "$(field "$2" 3)" "$(mib "$(field "$2" 4)")" "$3" "$(ratio "$(field "$2" 1)" "$(field "$T_sync1" 1)")" \
+                "$(ratio "$(field "$2" 4)" "$(field "$T_sync1" 4)")" "$4" "$5"
+        }
+        resync_row "\`sync\` first (creates), the baseline" "$T_sync1" "$RC_sync1" "-" "-"
+        resync_row "\`sync\` after a 410 on the users' delta (\`delta/reset\`)" "$T_resync" "$RC_resync" \
+            "${R_SWEEP//_/ }, $R_EVALUATED, $R_CHANGES $R_KINDS" "$USN_R0 / $USN_R1"
+        resync_row "\`sync\` after an emulator restart (every delta 410)" "$T_restart" "$RC_restart" \
+            "${RR_SWEEP//_/ }, $RR_EVALUATED, $RR_CHANGES $RR_KINDS" "$USN_RR0 / $USN_RR1"
+        resync_row "\`sync\` after $BULK_CHANGED groups ($BULK_PERCENT %) changed description (PATCHed in $BULK_SECS s)" "$T_bulk" "$RC_bulk" \
+            "${B_SWEEP//_/ }, $B_EVALUATED, $B_CHANGES $B_KINDS" "$USN_B0 / $USN_B1"
+    fi
     if [[ "$SOAK_SECS" -gt 0 ]]; then
         echo
         echo "Soak: \`writeback run\` idle, $(soak_get WALL) s after its first cycle, sampled every 60 s ($(soak_get SAMPLES) samples, $WORK/soak.csv):"
@@ -984,7 +1113,9 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
     echo
     echo "| step | phases |"
     echo "|---|---|"
-    for s in plan sync1 sync2 sync3 ruleedit; do
+    STEPS=(plan sync1 sync2 sync3 ruleedit)
+    [[ "$RESYNC" -eq 1 ]] && STEPS+=(resync restart bulk)
+    for s in "${STEPS[@]}"; do
         echo "| $s | $(phases "$s") |"
     done
     # The phase lines between the last two cycle lines.

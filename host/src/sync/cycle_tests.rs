@@ -942,3 +942,83 @@ async fn other_errors_on_the_devices_still_fail_the_cycle() {
     assert!(e.to_string().contains("503"), "{e}");
     assert!(bed.ad.take_log().is_empty(), "nothing is written");
 }
+
+/// The tenant synced once, with `n` more groups synced from AD (out of scope for the shipped
+/// rules) holding the synced users: the bulk of a tenant that a resync or a tenant-wide change
+/// touches without anything to write.
+async fn synced_with_ad_groups(n: usize) -> (Bed, Vec<String>) {
+    let bed = tenant("");
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("00000000-0000-4000-8000-0000000001{i:02}");
+        bed.cloud.group(
+            &id,
+            serde_json::json!({
+                "displayName": format!("AD group {i}"),
+                "description": "synced from AD",
+                "securityEnabled": true,
+                "mailEnabled": false,
+                "groupTypes": [],
+                "onPremisesSyncEnabled": true,
+            }),
+        );
+        bed.cloud.add_members(&id, &[U1, U2, U3]);
+        ids.push(id);
+    }
+    let mut bed = bed;
+    let r = bed.sync().await;
+    assert_eq!(r.failures(), 0, "first sync: {:?}", r.outcomes);
+    bed.ad.take_log();
+    (bed, ids)
+}
+
+#[tokio::test]
+async fn a_resync_and_a_tenant_wide_change_are_evaluated_a_chunk_at_a_time() {
+    use super::job::EVAL_CHUNK;
+    let mut story = Story::new("resync");
+    let (mut bed, ad_groups) = synced_with_ad_groups(12).await;
+    let groups = ad_groups.len() + 3;
+    assert!(groups > 3 * EVAL_CHUNK, "the tenant spans several chunks");
+
+    // Every group's description changes at once (a tenant-wide property change).
+    for id in ad_groups.iter().map(String::as_str).chain([G1, G2]) {
+        bed.cloud
+            .group(id, serde_json::json!({"description": "Policy: reviewed"}));
+    }
+    let (r, reads) = bed.cycle_watched(SyncOptions::default()).await;
+    let writes = story.step("every group's description changed", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!(r.sweep, super::select::SweepKind::Changed);
+    assert_eq!(r.evaluated, groups - 1, "G3 did not change");
+    // Only the two changed groups in scope are written, each once.
+    assert_eq!((r.counts.create, r.counts.update), (0, 2), "{writes:?}");
+    assert_eq!(attr(&bed, G1, "description"), ["Policy: reviewed"]);
+    // Held a chunk at a time: no read handed the cycle more groups than one chunk.
+    assert!(reads.widest <= EVAL_CHUNK, "{reads:?}");
+
+    // Graph drops the sync state: the users' round starts over and marks every user, so every
+    // group holding one is looked at again (nothing changed: nothing is written).
+    bed.cloud.reset_delta(1);
+    let (r, reads) = bed.cycle_watched(SyncOptions::default()).await;
+    let writes = story.step("users' delta answered 410: a full users round", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!(r.sweep, super::select::SweepKind::Changed);
+    assert_eq!(r.evaluated, groups);
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(reads.widest <= EVAL_CHUNK, "{reads:?}");
+
+    // Every round from its token answered 410 (an emulator restart, a sync state older than
+    // Graph keeps): users, devices and groups read in full, every group marked.
+    bed.cloud.reset_delta(3);
+    let (r, reads) = bed.cycle_watched(SyncOptions::default()).await;
+    let writes = story.step("every delta answered 410: every round in full", &bed, &r);
+    let r = r.expect("sync");
+    assert_eq!(r.evaluated, groups);
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(reads.widest <= EVAL_CHUNK, "{reads:?}");
+    assert!(reads.total >= groups, "{reads:?}");
+    let r = bed.cycle(SyncOptions::default()).await;
+    story.step("then an idle cycle", &bed, &r);
+    assert_eq!(r.expect("sync").sweep, super::select::SweepKind::Idle);
+    story.check();
+}

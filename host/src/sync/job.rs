@@ -53,8 +53,10 @@ pub use super::outcome::{Foreign, QuarantineNote, SyncReport};
 /// the tenant's size (a batch holds its groups, their members and their AD objects).
 pub const BATCH: usize = 500;
 
-/// Groups evaluated together in a whole-cache pass.
-pub const EVAL_CHUNK: usize = 2_000;
+/// Groups evaluated together, read from the cache a chunk at a time: bounds the memory of a
+/// whole-cache pass and of a changed sweep that marks most of the cache (a resync, a
+/// tenant-wide change). Tiny in the crate's tests, so their small tenants span several chunks.
+pub const EVAL_CHUNK: usize = if cfg!(test) { 3 } else { 2_000 };
 
 /// `meta` key: the fingerprint of the rules and settings the applied hashes were computed with.
 const RULES_KEY: &str = "rules_fingerprint";
@@ -1112,19 +1114,39 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         Ok(ev)
     }
 
-    /// Verdicts for `ids` only, read by key; an id no longer cached is gone.
+    /// Verdicts for `ids` only, read by key [`EVAL_CHUNK`] at a time (a resync or a tenant-wide
+    /// change marks most of the cache: only one chunk's groups and members are held, as in a
+    /// whole-cache pass); an id no longer cached is gone.
     fn evaluate_some(&mut self, ids: &BTreeSet<String>) -> Result<Evaluated, SyncError> {
         let mut ev = Evaluated::default();
-        let groups = self.store.load_by_ids(ObjectKind::Group, ids)?;
-        judge(self.store, self.rules, self.now, &groups, &mut ev)?;
+        let all: Vec<&String> = ids.iter().collect();
+        for chunk in all.chunks(EVAL_CHUNK) {
+            let groups = self
+                .store
+                .load_by_ids(ObjectKind::Group, chunk.iter().copied())?;
+            judge(self.store, self.rules, self.now, &groups, &mut ev)?;
+        }
+        if ids.len() > EVAL_CHUNK {
+            // Many ids: the anchors and hashes in two reads (bounded by the owned groups, as a
+            // whole-cache pass reads them) instead of two lookups per id.
+            let mut owned = self.store.anchor_ids()?;
+            owned.retain(|id| ids.contains(id));
+            ev.owned = owned;
+            let mut applied = self.store.applied_hashes()?;
+            applied.retain(|id, _| ids.contains(id));
+            ev.applied = applied;
+        } else {
+            for id in ids {
+                if self.store.anchor(id)?.is_some() {
+                    ev.owned.insert(id.clone());
+                }
+                if let Some(h) = self.store.applied_hash(id)? {
+                    ev.applied.insert(id.clone(), h);
+                }
+            }
+        }
         for id in ids {
             ev.verdicts.entry(id.clone()).or_insert(Verdict::Gone);
-            if self.store.anchor(id)?.is_some() {
-                ev.owned.insert(id.clone());
-            }
-            if let Some(h) = self.store.applied_hash(id)? {
-                ev.applied.insert(id.clone(), h);
-            }
         }
         Ok(ev)
     }

@@ -4,6 +4,7 @@
 
 pub mod directory;
 pub mod tenant;
+pub mod watched;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use super::{SyncContext, SyncError, SyncOptions, SyncReport};
 
 pub use directory::{FakeDirectory, Reads};
 pub use tenant::FakeTenant;
+pub use watched::Watched;
 
 pub const MANAGED: &str = "OU=Managed,DC=fake,DC=test";
 pub const SECURITY: &str = "OU=Security,OU=Managed,DC=fake,DC=test";
@@ -193,10 +195,52 @@ path = "state.db"
         .await
     }
 
+    /// One cycle like [`Bed::cycle`], through a store that notes how many cached groups it
+    /// read at once: the largest read and the total.
+    pub async fn cycle_watched(
+        &mut self,
+        opts: SyncOptions,
+    ) -> (Result<SyncReport, SyncError>, GroupReads) {
+        let no_effects = || -> Result<std::sync::Arc<dyn crate::rules::Effects>, EffectsError> {
+            Err(EffectsError::Http(
+                "no trigger effects in cycle tests".into(),
+            ))
+        };
+        let mut store = Watched::new(&mut self.store);
+        let r = super::run(
+            SyncContext {
+                config: &self.config,
+                graph: &self.cloud,
+                ad: &mut self.ad,
+                effects: &no_effects,
+                store: &mut store,
+                rules: &self.rules,
+                schema: &mut self.schema,
+                sink: None,
+            },
+            opts,
+        )
+        .await;
+        let seen = GroupReads {
+            widest: store.widest.get(),
+            total: store.groups_read.get(),
+        };
+        (r, seen)
+    }
+
     /// A plain `writeback sync`.
     pub async fn sync(&mut self) -> SyncReport {
         self.cycle(SyncOptions::default()).await.expect("sync")
     }
+}
+
+/// How a cycle read the cached groups (see [`Watched`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupReads {
+    /// The most groups one read handed over.
+    pub widest: usize,
+    /// Groups handed over in all.
+    pub total: usize,
 }
 
 fn load_rules(config: &Config) -> RuleSet {

@@ -67,6 +67,9 @@ struct State {
     /// Every devices delta request is answered with this status (403: the app lacks
     /// `Device.Read.All`), as Graph answers it.
     devices_refused: Option<u16>,
+    /// The next this many delta requests that carry a token are answered 410 Gone
+    /// (`resyncRequired`): Graph asks for a full round.
+    resets: usize,
 }
 
 /// Rounds split as Graph splits them: a big group's `members@delta` in slices, each slice in
@@ -104,6 +107,12 @@ impl FakeTenant {
     /// what Graph says to an app without `Device.Read.All`.
     pub fn refuse_devices(&self, status: Option<u16>) {
         self.lock().devices_refused = status;
+    }
+
+    /// The next `count` delta requests from a deltaLink get Graph's 410 `resyncRequired`, as
+    /// after a sync state Graph dropped.
+    pub fn reset_delta(&self, count: usize) {
+        self.lock().resets = count;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -438,6 +447,17 @@ impl GraphApi for FakeTenant {
             };
             let page = page.parse::<usize>().map_err(|_| bad())?;
             return Ok(self.delta(kind, since, page));
+        }
+        if path.contains("$deltatoken=") {
+            let mut s = self.lock();
+            if s.resets > 0 {
+                s.resets -= 1;
+                return Err(api_error(
+                    410,
+                    "resyncRequired",
+                    "Resync required. Replace any local cached data with a full delta sync.",
+                ));
+            }
         }
         let since = path
             .split_once("$deltatoken=")
