@@ -20,4 +20,4 @@ pub mod pg;
 
 pub use keeper::{Keeper, Role};
 pub use lease::{Deadline, LeaseTimes};
-pub use pg::{HaError, LeaseRow, PgLease, PgSettings, Takeover};
+pub use pg::{read_lease, HaError, LeaseRow, PgLease, PgSettings, Takeover};
