@@ -18,6 +18,7 @@
 //! does.
 
 mod cache;
+pub mod copy;
 mod owned;
 mod schema;
 
@@ -28,6 +29,7 @@ use tokio_postgres::{Client, GenericClient, Row, Transaction};
 
 use super::StateError;
 
+pub use copy::{postgres_to_sqlite, sqlite_to_postgres, Copied, CopyError};
 pub use schema::SCHEMA_VERSION;
 
 /// Writes usable inside [`PgStore::with_transaction`]: the same behaviour as the SQLite
