@@ -1,7 +1,8 @@
 //! The state on PostgreSQL: the same tables, keys and semantics as the SQLite store at schema
 //! version 12, for several instances sharing one database (see `crate::ha`). Not wired into
-//! the daemon or the verbs yet; the engine reaches it through `sync::state::CycleState`
-//! (`sync/state_pg.rs`).
+//! the daemon or the cycle's verbs yet; the engine reaches it through
+//! `sync::state::CycleState` (`sync/state_pg.rs`). [`copy`] moves a whole state between it and
+//! a SQLite store (`writeback state copy`).
 //!
 //! The store's API is synchronous, as [`super::Store`]'s is: the engine calls it from async
 //! code without awaiting. Each call runs its queries on the runtime captured at
