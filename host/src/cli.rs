@@ -206,6 +206,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The state itself: move it between its SQLite file and PostgreSQL.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Run as a service: poll Graph for changes and apply them, reload the rules when they are
     /// edited, reconcile drift on a schedule.
     ///
@@ -253,4 +258,33 @@ pub enum Command {
         #[arg(long)]
         stdlib: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Copy the whole state (delta links, cloud cache, anchors, pending marks, quarantine, held
+    /// sets, run history and audit, trigger outbox, ...) from one backend into the other, so an
+    /// installation moves without re-reading the tenant or re-adopting its groups.
+    ///
+    /// `--to postgres` copies the SQLite file (`[state] path`) into the database of
+    /// `[state.postgres]`; `--to sqlite` copies that database into `[state] path`. The source
+    /// is read from one consistent snapshot and left as it was; the destination is written in
+    /// one transaction and must hold no state (an existing file or database with any row is
+    /// refused: a copy never merges). Both must be at this build's schema version. Stop every
+    /// instance first: the copy is refused while an instance holds the lease on the database,
+    /// or while a daemon or a sync uses the state file. Contacts neither Graph nor AD; reads
+    /// only the database's password. Exit status 1 when anything is refused or fails.
+    Copy {
+        /// Where the state goes.
+        #[arg(long, value_enum)]
+        to: StateBackend,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateBackend {
+    /// From the SQLite file into `[state.postgres]`.
+    Postgres,
+    /// From `[state.postgres]` into the SQLite file.
+    Sqlite,
 }

@@ -620,6 +620,14 @@ impl Config {
         Self::parse_secrets(path, &text, Secrets::AdOnly)
     }
 
+    /// Reads and validates the file, and reads the state database's password only (for
+    /// `writeback state copy`, which moves the state and contacts neither Graph nor AD): the
+    /// other secrets are validated, not read, and left empty.
+    pub fn load_for_state(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_text(path)?;
+        Self::parse_secrets(path, &text, Secrets::StateOnly)
+    }
+
     /// Validates `text` as if read from `path` (used by `load` and by tests).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Self::parse_with(path, text, true)
@@ -715,8 +723,12 @@ impl Config {
             unread: None,
         };
         let cloud_v = match which {
-            Secrets::AdOnly => &offline,
+            Secrets::AdOnly | Secrets::StateOnly => &offline,
             Secrets::All | Secrets::None | Secrets::Collect => &v,
+        };
+        let ad_v = match which {
+            Secrets::StateOnly => &offline,
+            Secrets::All | Secrets::AdOnly | Secrets::None | Secrets::Collect => &v,
         };
         let resolve = |p: &Path| -> PathBuf {
             if p.is_absolute() {
@@ -727,7 +739,7 @@ impl Config {
         };
 
         let graph = graph_section(&v, cloud_v, raw.graph, &resolve)?;
-        let ad = ad_section(&v, raw.ad, &resolve)?;
+        let ad = ad_section(ad_v, raw.ad, &resolve)?;
         let members = member_joins(&v, raw.members)?;
 
         // Rules
@@ -1505,6 +1517,8 @@ enum Secrets {
     All,
     /// The AD bind password or keytab only.
     AdOnly,
+    /// The state database's password only.
+    StateOnly,
     None,
     /// Every secret read; one that cannot be is noted and left empty, so `writeback check`
     /// names each missing piece, not only the first.
@@ -1788,6 +1802,31 @@ path = "state.db"
         );
         let e = Config::parse_secrets(path, &no_ad, Secrets::AdOnly).expect_err("AD's is read");
         assert!(e.to_string().contains("WB_TEST_AD_NOT_SET"), "{e}");
+    }
+
+    #[test]
+    fn a_load_for_state_reads_only_the_database_password() {
+        with_env();
+        let path = Path::new("/etc/writeback/writeback.toml");
+        let text = GOOD
+            .replace("WB_TEST_SECRET_PRESENT", "WB_TEST_NOT_SET_EITHER")
+            .replace(
+                "[state]\npath = \"state.db\"\n",
+                "[state]\npath = \"state.db\"\n[state.postgres]\n\
+                 url = \"postgresql://writeback@db.corp.example.test/writeback\"\n\
+                 password_env = \"WB_TEST_SECRET_PRESENT\"\nca_file = \"ca.pem\"\n",
+            );
+        let e = Config::parse(path, &text).expect_err("the full load needs every secret");
+        assert!(e.to_string().contains("WB_TEST_NOT_SET_EITHER"), "{e}");
+        let c = Config::parse_secrets(path, &text, Secrets::StateOnly).expect("state only");
+        assert_eq!(c.secret_env, vec!["WB_TEST_SECRET_PRESENT".to_string()]);
+        assert!(c.postgres.is_some());
+        let no_pg = text.replace(
+            "password_env = \"WB_TEST_SECRET_PRESENT\"\nca_file",
+            "password_env = \"WB_TEST_PG_NOT_SET\"\nca_file",
+        );
+        let e = Config::parse_secrets(path, &no_pg, Secrets::StateOnly).expect_err("read");
+        assert!(e.to_string().contains("state.postgres.password_env"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command, LogFormat, StateBackend, StateCommand};
 use writeback::config::Config;
 use writeback::rules;
 use writeback::setup::{self, StateLock};
@@ -28,6 +28,12 @@ fn main() -> ExitCode {
         }
         // Reads AD, never Graph: the Graph credential need not be there.
         Command::Explain { .. } => Some(prepare(&cli.config, Config::load_for_ad)),
+        // Contacts neither Graph nor AD: the database's password is the only secret read.
+        Command::State { .. } => Some(
+            Config::load_for_state(&cli.config)
+                .map_err(Into::into)
+                .inspect(Config::forget_secret_env),
+        ),
         Command::Check { online: true, .. } => Some(prepare_for_check(&cli.config)),
         _ => None,
     };
@@ -268,7 +274,101 @@ async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
             },
         ),
         Command::Explain { group, json } => explain(online()?, target, &group, json).await,
+        Command::State {
+            command: StateCommand::Copy { to },
+        } => state_copy(online()?, to).await,
     }
+}
+
+/// `writeback state copy --to postgres|sqlite`: the whole state from one backend into the
+/// other, while nothing writes either.
+async fn state_copy(config: Config, to: StateBackend) -> Result<ExitCode> {
+    use writeback::state::pg::{postgres_to_sqlite, sqlite_to_postgres};
+    let Some(pg) = config.postgres.as_ref() else {
+        anyhow::bail!(
+            "[state.postgres] is not configured in {}: add it (the database the state moves to or from) before copying",
+            config.path.display()
+        );
+    };
+    let s = &pg.settings;
+    let database = format!("PostgreSQL {}@{}:{}/{}", s.user, s.host, s.port, s.database);
+    let file = config.state_path.display().to_string();
+    // No cycle, sync or plan on the file for the whole copy (none starts while it is held).
+    let Some(_lock) = StateLock::try_acquire(&config)? else {
+        anyhow::bail!(
+            "the state file {file} is in use (a sync, a plan or a daemon's cycle holds its lock): \
+             stop the daemon (systemctl stop writeback) and let the run end, then copy again"
+        );
+    };
+    let mut client = writeback::ha::pg::connect(s).await?;
+    if let Some(lease) = writeback::ha::read_lease(&client)
+        .await
+        .with_context(|| format!("{database}: read the lease"))?
+    {
+        if lease.live {
+            anyhow::bail!(
+                "{database}: instance {} holds the lease (epoch {}): an instance is running on \
+                 this database; stop every writeback daemon that uses it, then copy again",
+                writeback::printable::one_line(&lease.holder),
+                lease.epoch
+            );
+        }
+    }
+    let (from, into, copied) = match to {
+        StateBackend::Postgres => {
+            let store = open_existing(&config)?;
+            if let Some(note) = writeback::inspect::status::running_daemon(&store)? {
+                anyhow::bail!(
+                    "a daemon (pid {}) runs on the state file {file}: stop it first (systemctl stop writeback)",
+                    note.pid
+                );
+            }
+            let copied = sqlite_to_postgres(&store, &mut client)
+                .await
+                .with_context(|| format!("copy {file} into {database}"))?;
+            (file, database, copied)
+        }
+        StateBackend::Sqlite => {
+            let existed = config
+                .state_path
+                .try_exists()
+                .with_context(|| format!("look up the state file {file}"))?;
+            let mut store = Store::open(&config.state_path)?;
+            match postgres_to_sqlite(&mut client, &mut store).await {
+                Ok(copied) => (database, file, copied),
+                Err(e) => {
+                    // A file made for the copy goes with it: no empty state is left behind.
+                    drop(store);
+                    if !existed {
+                        for suffix in ["", "-wal", "-shm"] {
+                            let mut p = config.state_path.clone().into_os_string();
+                            p.push(suffix);
+                            let _ = std::fs::remove_file(p);
+                        }
+                    }
+                    return Err(
+                        anyhow::Error::new(e).context(format!("copy {database} into {file}"))
+                    );
+                }
+            }
+        }
+    };
+    println!(
+        "copied the state from {from} into {into}: {} rows in {:.1} s",
+        copied.rows(),
+        copied.elapsed.as_secs_f64()
+    );
+    let width = copied
+        .tables
+        .iter()
+        .map(|(t, _)| t.len())
+        .max()
+        .unwrap_or(0);
+    for (table, rows) in &copied.tables {
+        println!("  {table:<width$}  {rows:>10}");
+    }
+    println!("{from} is left as it was.");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The rules folder, stdlib folder and rule settings for `check` and `test`: from `--rules`

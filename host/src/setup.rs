@@ -93,23 +93,39 @@ pub struct StateLock {
 impl StateLock {
     /// Waits until no other Writeback process holds the lock.
     pub fn acquire(config: &Config) -> Result<StateLock, LockError> {
-        let path = lock_path(config);
-        use std::os::unix::fs::OpenOptionsExt;
-        // The service's alone, and never through a planted link.
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|source| LockError {
-                path: path.clone(),
-                source,
-            })?;
+        let (path, file) = open_lock(config)?;
         file.lock().map_err(|source| LockError { path, source })?;
         Ok(StateLock { _file: file })
     }
+
+    /// Takes the lock only when no other Writeback process holds it (`None` when one does),
+    /// for verbs that must not wait behind a cycle.
+    pub fn try_acquire(config: &Config) -> Result<Option<StateLock>, LockError> {
+        let (path, file) = open_lock(config)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(StateLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(LockError { path, source }),
+        }
+    }
+}
+
+/// The lock file, created when missing: the service's alone, and never through a planted link.
+fn open_lock(config: &Config) -> Result<(PathBuf, File), LockError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = lock_path(config);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|source| LockError {
+            path: path.clone(),
+            source,
+        })?;
+    Ok((path, file))
 }
 
 impl StateLock {

@@ -25,4 +25,4 @@ pub mod status;
 
 pub use keeper::{Keeper, Role};
 pub use lease::{Deadline, LeaseTimes};
-pub use pg::{HaError, LeaseRow, PgLease, PgSettings, Takeover};
+pub use pg::{read_lease, HaError, LeaseRow, PgLease, PgSettings, Takeover};

@@ -311,23 +311,40 @@ impl PgLease {
 
     /// The lease row, if any instance ever took it.
     pub async fn row(&self) -> Result<Option<LeaseRow>, HaError> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT holder, epoch, expires_at > now() FROM writeback_lease WHERE name = $1",
-                &[&LEASE],
-            )
-            .await
-            .map_err(sql("read"))?;
-        row.map(|r| {
-            Ok(LeaseRow {
-                holder: r.try_get(0).map_err(sql("read"))?,
-                epoch: r.try_get(1).map_err(sql("read"))?,
-                live: r.try_get(2).map_err(sql("read"))?,
-            })
-        })
-        .transpose()
+        select_row(self.client.as_ref()).await
     }
+}
+
+/// The lease row as any client reads it, without creating the table (`None` when no instance
+/// ever took it, or the table does not exist yet): what an operator's verb checks before
+/// touching a state that an instance may be writing.
+pub async fn read_lease(c: &impl GenericClient) -> Result<Option<LeaseRow>, HaError> {
+    let present = c
+        .query_one("SELECT to_regclass('writeback_lease') IS NOT NULL", &[])
+        .await
+        .map_err(sql("read"))?;
+    if !present.try_get::<_, bool>(0).map_err(sql("read"))? {
+        return Ok(None);
+    }
+    select_row(c).await
+}
+
+async fn select_row(c: &impl GenericClient) -> Result<Option<LeaseRow>, HaError> {
+    let row = c
+        .query_opt(
+            "SELECT holder, epoch, expires_at > now() FROM writeback_lease WHERE name = $1",
+            &[&LEASE],
+        )
+        .await
+        .map_err(sql("read"))?;
+    row.map(|r| {
+        Ok(LeaseRow {
+            holder: r.try_get(0).map_err(sql("read"))?,
+            epoch: r.try_get(1).map_err(sql("read"))?,
+            live: r.try_get(2).map_err(sql("read"))?,
+        })
+    })
+    .transpose()
 }
 
 /// The fence every state transaction of the writer runs first: the lease is still

@@ -116,6 +116,15 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The daemon's note when the daemon that left it still runs (a stale note of a stopped or
+/// killed one is `None`).
+pub fn running_daemon(store: &Store) -> Result<Option<DaemonNote>, InspectError> {
+    let note: Option<DaemonNote> = store
+        .meta(DAEMON_KEY)?
+        .and_then(|t| serde_json::from_str(&t).ok());
+    Ok(note.filter(|n| n.stopped_at.is_none() && alive(n.pid)))
+}
+
 /// Reads everything status shows. `rules_on_disk` is [`rules_hash`] of the folders now.
 pub fn gather(
     store: &Store,

@@ -1,7 +1,8 @@
 //! The state on PostgreSQL: the same tables, keys and semantics as the SQLite store at schema
-//! version 12, for several instances sharing one database (see `crate::ha`). Not wired into
-//! the daemon or the verbs yet; the engine reaches it through `sync::state::CycleState`
-//! (`sync/state_pg.rs`).
+//! version 12, for several instances sharing one database (see `crate::ha`): the daemon and
+//! `writeback sync` with `[state.postgres]` run on it, the engine through
+//! `sync::state::CycleState` (`sync/state_pg.rs`). [`copy`] moves a whole state between it and
+//! a SQLite store (`writeback state copy`).
 //!
 //! The store's API is synchronous, as [`super::Store`]'s is: the engine calls it from async
 //! code without awaiting. Each call runs its queries on the runtime captured at
@@ -18,6 +19,7 @@
 //! does.
 
 mod cache;
+pub mod copy;
 mod history;
 mod owned;
 mod schema;
@@ -29,6 +31,7 @@ use tokio_postgres::{Client, GenericClient, Row, Transaction};
 
 use super::StateError;
 
+pub use copy::{postgres_to_sqlite, sqlite_to_postgres, Copied, CopyError};
 pub use schema::SCHEMA_VERSION;
 
 /// Writes usable inside [`PgStore::with_transaction`]: the same behaviour as the SQLite
