@@ -216,6 +216,64 @@ mod tests {
         Ok(())
     }
 
+    /// What a process beside a plan sees (`status`, the console, the daemon): readers are
+    /// not held up and read the committed state; a writer waits for the plan's end (SQLite's
+    /// busy timeout), then its write lands and the plan's rollback takes nothing of it.
+    #[test]
+    fn beside_an_undone_run_readers_go_on_and_a_writer_waits_for_its_end() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let state = dir.path().join("state.db");
+        let before = rows(&seeded(&state)?);
+        let mut plan = Store::open_undone(&state)?;
+        plan.set_meta("rules_fingerprint", "planned")?;
+
+        let started = std::time::Instant::now();
+        let reader = Store::open(&state)?;
+        assert_eq!(rows(&reader), before, "a reader saw the plan's writes");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "a reader waited {:?}",
+            started.elapsed()
+        );
+        drop(reader);
+
+        // A writer that does not wait is refused while the plan runs...
+        let hurried = Connection::open(&state)?;
+        hurried.busy_timeout(std::time::Duration::from_millis(50))?;
+        let refused = hurried.execute(
+            "INSERT INTO meta (key, value) VALUES ('daemon', 'hurried')",
+            [],
+        );
+        assert!(
+            matches!(
+                refused,
+                Err(rusqlite::Error::SqliteFailure(ref e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+            ),
+            "{refused:?}"
+        );
+        drop(hurried);
+        // ... and one that waits (a store's busy timeout) writes once the plan is over.
+        let path = state.clone();
+        let writer = std::thread::spawn(move || -> Result<(), StateError> {
+            Store::open(&path)?.set_meta("daemon", "waited")
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !writer.is_finished(),
+            "the writer did not wait for the plan"
+        );
+        drop(plan);
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
+
+        let after = Store::open(&state)?;
+        assert_eq!(after.meta("daemon")?.as_deref(), Some("waited"));
+        assert_eq!(after.meta("rules_fingerprint")?.as_deref(), Some("fp-1"));
+        Ok(())
+    }
+
     #[test]
     fn an_older_file_is_migrated_for_the_run_and_left_at_its_version() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
