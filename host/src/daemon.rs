@@ -967,13 +967,27 @@ impl<S: HostState> Host<S> {
 }
 
 /// One target's part of a cycle: under its state lock, on its connection (bound again when
-/// there is none). `compact`: the run history is compacted first.
+/// there is none). `compact`: the run history is compacted first (under the lock).
 async fn cycle_one<S: HostState>(
     t: &mut Target<S>,
     graph: &GraphClient,
     reconcile: bool,
     compact: bool,
 ) -> Result<SyncReport, String> {
+    let lock = {
+        let config = t.config.clone();
+        tokio::task::spawn_blocking(move || StateLock::acquire(&config)).await
+    };
+    let _lock = match lock {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return Err(format!("cycle skipped: {e}")),
+        Err(e) => return Err(format!("cycle skipped: {e}")),
+    };
+    t.store
+        .revive()
+        .map_err(|e| format!("cycle skipped: {e}"))?;
+    // Under the lock: a plan holding the state would otherwise make it wait out SQLite's
+    // busy timeout and fail.
     if compact {
         match t
             .store
@@ -988,18 +1002,6 @@ async fn cycle_one<S: HostState>(
             Err(e) => tracing::warn!("compacting the run history failed: {e}"),
         }
     }
-    let lock = {
-        let config = t.config.clone();
-        tokio::task::spawn_blocking(move || StateLock::acquire(&config)).await
-    };
-    let _lock = match lock {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => return Err(format!("cycle skipped: {e}")),
-        Err(e) => return Err(format!("cycle skipped: {e}")),
-    };
-    t.store
-        .revive()
-        .map_err(|e| format!("cycle skipped: {e}"))?;
     let rules = t.rules.clone();
     let ad = connection(&mut t.ad, &t.config).await?;
     ad.set_write_guard(t.guard.clone());
