@@ -569,7 +569,38 @@ fn test_rules(
 
 /// The state file for a read-only verb: not created when it is missing.
 fn open_existing(config: &Config) -> Result<Store> {
+    if config.postgres.is_some() {
+        return Ok(snapshot(config)?.store);
+    }
     Ok(writeback::inspect::open_existing(&config.state_path)?)
+}
+
+/// Verbs that change the state outside a cycle do not run on a shared state yet: refused
+/// before anything is read, saying how to get the same done.
+fn refuse_shared(config: &Config, verb: &str) -> Result<()> {
+    if config.postgres.is_some() {
+        anyhow::bail!(
+            "`writeback {verb}` on a shared state ([state.postgres]) is not available yet: stop the instances, `writeback state copy --to sqlite`, run `{verb}` with a config without [state.postgres], then `writeback state copy --to postgres` into an emptied database"
+        );
+    }
+    Ok(())
+}
+
+/// A private copy of a shared state ([state.postgres]) for a verb that reads (see
+/// `ha::snapshot`). The database's password is read here when `config` was loaded without
+/// secrets.
+fn snapshot(config: &Config) -> Result<writeback::ha::snapshot::Snapshot> {
+    use secrecy::ExposeSecret;
+    let pg = match &config.postgres {
+        Some(pg) if !pg.settings.password.expose_secret().is_empty() => pg.clone(),
+        _ => Config::load_for_state(&config.path)?
+            .postgres
+            .ok_or_else(|| anyhow::anyhow!("no [state.postgres]"))?,
+    };
+    let handle = tokio::runtime::Handle::current();
+    Ok(tokio::task::block_in_place(|| {
+        handle.block_on(writeback::ha::snapshot::take(&pg))
+    })?)
 }
 
 /// `writeback status`: read-only, no lock (SQLite lets it read beside a running cycle).
@@ -628,11 +659,42 @@ fn status_shared(config_path: &Path, json: bool) -> Result<ExitCode> {
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("no [state.postgres]"))?;
     let handle = tokio::runtime::Handle::current();
-    let s = tokio::task::block_in_place(|| handle.block_on(status::gather(pg)))?;
+    let shared = tokio::task::block_in_place(|| handle.block_on(status::gather(pg)))?;
+    // The rest of the status, as on a state file, from a snapshot (none before a first sync).
+    let now = time::OffsetDateTime::now_utc();
+    let on_disk = writeback::inspect::status::rules_hash(&writeback::watch::fingerprint(
+        &setup::rule_roots(&config),
+    ));
+    let state = match snapshot(&config) {
+        Ok(snap) => Some(writeback::inspect::status::gather(
+            &snap.store,
+            false,
+            on_disk,
+            now,
+        )?),
+        Err(e) => match e.downcast_ref::<writeback::ha::snapshot::SnapshotError>() {
+            Some(writeback::ha::snapshot::SnapshotError::Empty) => None,
+            _ => return Err(e),
+        },
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        let mut doc = match &state {
+            Some(st) => serde_json::to_value(st)?,
+            None => serde_json::json!({}),
+        };
+        if let serde_json::Value::Object(m) = &mut doc {
+            m.insert("shared".into(), serde_json::to_value(&shared)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print!("{}", writeback::printable::text(&status::render(&s)));
+        print!("{}", writeback::printable::text(&status::render(&shared)));
+        match &state {
+            Some(st) => print!(
+                "{}",
+                writeback::printable::text(&writeback::inspect::status::render(st, now))
+            ),
+            None => println!("no instance has synced into this database yet"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -735,13 +797,20 @@ async fn explain_one(
         setup::load_rules(config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
     // Before the first sync there is no group to explain: said plainly, with the exit status
     // of "nothing matches".
-    let store = match writeback::inspect::open_existing(&config.state_path) {
+    let store = match config.postgres.is_some() {
+        true => open_existing(config),
+        false => writeback::inspect::open_existing(&config.state_path).map_err(Into::into),
+    };
+    let store = match store {
         Ok(s) => s,
-        Err(e @ writeback::inspect::InspectError::NeverSynced { .. }) => {
-            eprintln!("{e}");
-            return Ok((1, None));
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => match e.downcast::<writeback::inspect::InspectError>() {
+            Ok(e @ writeback::inspect::InspectError::NeverSynced { .. }) => {
+                eprintln!("{e}");
+                return Ok((1, None));
+            }
+            Ok(e) => return Err(e.into()),
+            Err(e) => return Err(e),
+        },
     };
     // AD out of reach still leaves the rules' part to explain.
     let mut conn = setup::ad_connection(config).await;
@@ -791,6 +860,7 @@ fn release_one(
     json: bool,
 ) -> Result<()> {
     use writeback::sync::release;
+    refuse_shared(config, "release")?;
     let _lock = StateLock::acquire(config)?;
     let mut store = Store::open(&config.state_path)?;
     let anchors = store.anchors()?;
@@ -862,6 +932,7 @@ fn approve(config_path: &Path, target: Option<&str>, id: &str) -> Result<ExitCod
 }
 
 fn approve_one(config: &Config, id: &str) -> Result<()> {
+    refuse_shared(config, "approve")?;
     let _lock = StateLock::acquire(config)?;
     let mut store = Store::open(&config.state_path)?;
     let (what, n) = store.approve_any(id.trim())?;
@@ -964,8 +1035,11 @@ async fn sync_shared(
     rules: &writeback::rules::RuleSet,
 ) -> Result<u8> {
     if opts.dry_run {
-        anyhow::bail!("a dry run on a shared state ([state.postgres]) is not available yet: run `writeback plan` against a copy of the state (`writeback state copy --to sqlite`) with a config without [state.postgres]");
+        // On a private copy: the shared state is not written, and the writer is not held up.
+        let mut snap = snapshot(config)?;
+        return cycle_cmd(config, named, opts, json, &mut snap.store, rules, None).await;
     }
+
     let mut writer = writeback::ha::oneshot::Writer::take(config, pg).await?;
     match writer.store.close_interrupted_runs() {
         Ok(0) => {}

@@ -15,12 +15,15 @@
 //! - [`keeper`]: the task that holds the lease for a daemon and publishes its [`Role`].
 //! - [`instance`]: an instance joining: the start-up checks, the store, the keeper.
 //! - [`oneshot`]: a one-shot verb that writes takes the lease for its duration.
+//! - [`snapshot`]: read-only verbs read a private copy of the state.
+//! - [`status`]: `writeback status`'s part on the lease and the instances.
 
 pub mod instance;
 pub mod keeper;
 pub mod lease;
 pub mod oneshot;
 pub mod pg;
+pub mod snapshot;
 pub mod status;
 
 pub use keeper::{Keeper, Role};

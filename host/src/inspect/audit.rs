@@ -75,6 +75,8 @@ pub struct AuditLine {
     pub reason: Option<String>,
     /// A trigger's or schedule's error.
     pub error: Option<String>,
+    /// On a shared state ([state.postgres]): the instance that wrote it.
+    pub instance: Option<String>,
 }
 
 /// One attribute's values before and after; `null` means absent.
@@ -150,6 +152,7 @@ impl AuditLine {
             members_removed: strings(d.get("members_remove")),
             reason: text(d, "reason"),
             error: text(d, "error"),
+            instance: text(d, "instance"),
         }
     }
 
@@ -211,6 +214,9 @@ impl AuditLine {
         }
         if let Some(e) = &self.error {
             parts.push(format!("error: {}", quoted(e)));
+        }
+        if let Some(i) = &self.instance {
+            parts.push(format!("by {i}"));
         }
         parts
     }

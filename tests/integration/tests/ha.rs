@@ -304,6 +304,57 @@ async fn kill_9_of_the_writer_mid_apply_the_standby_takes_over_without_duplicate
         usn,
         "b keeps writing after converging"
     );
+    // The verbs on the shared state, b still writing: a one-shot sync is a second writer
+    // and refused; the verbs that read work on a snapshot and write nothing.
+    let password = pg.password();
+    let env = [(PG_PASSWORD_ENV, password.as_str())];
+    let out = bed.run_with(&a.config, &["sync"], &env);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("instance b holds the lease"), "{err}");
+    let plan = bed.run_with(&a.config, &["plan", "--json"], &env);
+    let text = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("plan JSON");
+    assert_eq!(
+        doc["plan"]["changes"].as_array().map(Vec::len),
+        Some(0),
+        "a plan after convergence: {text}"
+    );
+    let audit = bed.run_with(&a.config, &["audit", "--json-lines"], &env);
+    let lines = String::from_utf8_lossy(&audit.stdout).to_string();
+    assert_eq!(audit.status.code(), Some(0), "{lines}");
+    let events: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit line"))
+        .collect();
+    assert!(
+        !events.is_empty()
+            && events
+                .iter()
+                .all(|e| e["instance"] == "a" || e["instance"] == "b"),
+        "every audit event names its writer:\n{lines}"
+    );
+    let status = bed.run_with(&a.config, &["status", "--json"], &env);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr)
+        )
+    });
+    assert_eq!(doc["shared"]["lease"]["holder"], "b", "{doc}");
+    assert_eq!(doc["shared"]["role"], "standby", "{doc}");
+    assert!(
+        doc["last_runs"].as_array().is_some_and(|r| !r.is_empty()),
+        "{doc}"
+    );
+    assert_eq!(bed.highest_usn().await, usn, "a verb wrote to AD");
     assert_eq!(db.stop(Duration::from_secs(20)), Some(0));
     bed.cleanup().await;
     pg.drop_database(&database);
