@@ -26,7 +26,8 @@ use crate::ha::{LeaseTimes, PgSettings};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPostgres {
-    url: String,
+    /// Optional here so that a missing URL is refused naming `state.postgres.url`.
+    url: Option<String>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
@@ -68,7 +69,13 @@ pub(super) fn section(
     raw: RawPostgres,
     resolve: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<PostgresConfig, ConfigError> {
-    let url = tokio_postgres::Config::from_str(&raw.url).map_err(|e| {
+    let text = raw.url.as_deref().ok_or_else(|| {
+        v.invalid(
+            "state.postgres.url",
+            "required: the database, e.g. \"postgresql://writeback@db.example.com:5432/writeback\"",
+        )
+    })?;
+    let url = tokio_postgres::Config::from_str(text).map_err(|e| {
         v.invalid(
             "state.postgres.url",
             &format!("not a PostgreSQL URL ({e}); e.g. \"postgresql://writeback@db.example.com:5432/writeback\""),

@@ -731,7 +731,7 @@ mod tests {
         assert_eq!(last["changes"][0]["before"], json!(["old"]));
         assert_eq!(last["changes"][1]["after"], Value::Null);
         assert_eq!(last["members_removed"], json!(["CN=U3,DC=x"]));
-        assert_eq!(keys.map(|k| k.len()), Some(14));
+        assert_eq!(keys.map(|k| k.len()), Some(15));
         Ok(())
     }
 
