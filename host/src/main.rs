@@ -316,7 +316,7 @@ async fn state_copy(config: Config, to: StateBackend) -> Result<ExitCode> {
     }
     let (from, into, copied) = match to {
         StateBackend::Postgres => {
-            let store = open_existing(&config)?;
+            let store = writeback::inspect::open_existing(&config.state_path)?;
             if let Some(note) = writeback::inspect::status::running_daemon(&store)? {
                 anyhow::bail!(
                     "a daemon (pid {}) runs on the state file {file}: stop it first (systemctl stop writeback)",
