@@ -9,6 +9,9 @@
 //! Rules with `const SCHEDULE` have their `on_schedule(info)` run between cycles when due (a
 //! timer on the next due time, recomputed after each reload), with the primitives available.
 //!
+//! With `[state.postgres]` several instances share the state and only the one holding the
+//! lease runs cycles and schedules (`Host::take_role`); the others wait as standbys, warm.
+//!
 //! Under systemd (`Type=notify`) the daemon says READY=1 after its first cycle, feeds the
 //! watchdog from a task of its own, says STOPPING=1 on SIGTERM/SIGINT and keeps a one-line
 //! STATUS=. Without `NOTIFY_SOCKET` none of this does anything.
@@ -583,7 +586,12 @@ impl<S: HostState> Host<S> {
                 }
             }
             self.monitor.role(Some(&why));
-            self.note.role = Some(format!("standby: {why}"));
+            let role = Some(format!("standby: {why}"));
+            if self.note.role != role {
+                // `writeback status` on any host shows each instance's role from its note.
+                self.note.role = role;
+                self.leave_note();
+            }
             notify_status(&format!("standby: {why}"));
             return false;
         };
@@ -612,6 +620,7 @@ impl<S: HostState> Host<S> {
             tracing::info!(epoch, instance = %sh.instance, "this instance holds the lease: it writes now");
             self.monitor.role(None);
             self.note.role = Some(format!("writer (epoch {epoch})"));
+            self.leave_note();
         }
         true
     }

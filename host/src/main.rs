@@ -666,12 +666,21 @@ fn status_shared(config_path: &Path, json: bool) -> Result<ExitCode> {
         &setup::rule_roots(&config),
     ));
     let state = match snapshot(&config) {
-        Ok(snap) => Some(writeback::inspect::status::gather(
-            &snap.store,
-            false,
-            on_disk,
-            now,
-        )?),
+        Ok(mut snap) => {
+            // The daemon part is this host's instance: its note, its PID checked here.
+            if let Some(note) = shared.instances.get(&shared.instance) {
+                snap.store.set_meta(
+                    writeback::inspect::status::DAEMON_KEY,
+                    &serde_json::to_string(note)?,
+                )?;
+            }
+            Some(writeback::inspect::status::gather(
+                &snap.store,
+                false,
+                on_disk,
+                now,
+            )?)
+        }
         Err(e) => match e.downcast_ref::<writeback::ha::snapshot::SnapshotError>() {
             Some(writeback::ha::snapshot::SnapshotError::Empty) => None,
             _ => return Err(e),

@@ -423,11 +423,13 @@ ensure_ip_on_lo() {
         die "${IP_VAR}=${IP} is not a loopback address (127.x.y.z); the test bed serves on loopback only"
     command -v ip >/dev/null 2>&1 ||
         die "the ip command (iproute2) is missing: cannot check that ${IP} is on lo; install iproute2, or add the address yourself"
-    if ip -4 -o addr show dev lo | grep -qF " inet ${IP}/"; then
+    # Read whole, not piped into `grep -q`: under pipefail, grep quitting at its first match
+    # kills `ip` with SIGPIPE when lo has many addresses, and the check fails at random.
+    if [[ "$(ip -4 -o addr show dev lo)" == *" inet ${IP}/"* ]]; then
         return 0
     fi
     if [[ "$(id -u)" -eq 0 ]] && ip addr add "${IP}/8" dev lo 2>/dev/null &&
-        ip -4 -o addr show dev lo | grep -qF " inet ${IP}/"; then
+        [[ "$(ip -4 -o addr show dev lo)" == *" inet ${IP}/"* ]]; then
         log "added ${IP}/8 to lo (samba listens only on addresses of an interface)"
         return 0
     fi
