@@ -652,8 +652,8 @@ fn status(config_path: &Path, target: Option<&str>, json: bool) -> Result<ExitCo
 /// `writeback status` on a shared state ([state.postgres]): the lease and the instances.
 fn status_shared(config_path: &Path, json: bool) -> Result<ExitCode> {
     use writeback::ha::status;
-    // The database's password is needed here: read the secrets (offline left them empty).
-    let config = Config::load(config_path)?;
+    // The database's password is needed here (and no other secret): offline left it empty.
+    let config = Config::load_for_state(config_path)?;
     let pg = config
         .postgres
         .as_ref()
