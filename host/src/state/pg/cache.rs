@@ -14,7 +14,6 @@ use crate::state::{MemberChanges, ObjectKind, RoundProgress, StateError, StoredL
 /// The statements one chunk needs, prepared once.
 struct Stmts {
     select_props: Statement,
-    upsert: Statement,
     soft_delete: Statement,
     delete_object: Statement,
     delete_members: Statement,
@@ -31,13 +30,6 @@ impl Stmts {
         Ok(Stmts {
             select_props: prep("SELECT props_json FROM cloud_object WHERE kind = $1 AND id = $2")
                 .await?,
-            upsert: prep(
-                "INSERT INTO cloud_object (kind, id, props_json, soft_deleted, updated_at)
-                 VALUES ($1, $2, $3, false, $4)
-                 ON CONFLICT (kind, id) DO UPDATE SET props_json = excluded.props_json,
-                   soft_deleted = false, updated_at = excluded.updated_at",
-            )
-            .await?,
             soft_delete: prep(
                 "UPDATE cloud_object SET props_json = $3, soft_deleted = true, updated_at = $4
                  WHERE kind = $1 AND id = $2",
@@ -83,10 +75,21 @@ pub(crate) async fn apply_chunk(
             .await
             .map_err(pg(|| "forget member changes".into()))?;
     }
+    // Objects a full round sees for the first time replace what was cached: written together,
+    // a few statements for the whole chunk (one round trip per row made a 100k-group first
+    // download on PostgreSQL latency-bound). The rest go one by one, as on SQLite.
+    let (mut whole, mut merged) = (Vec::new(), Vec::new());
     for item in items.values() {
         let replace = progress.full && progress.seen.insert(item.id.clone());
-        match item.removed {
-            Some(RemovedReason::Deleted) => {
+        let Some(removed) = &item.removed else {
+            match replace {
+                true => whole.push(item),
+                false => merged.push(item),
+            }
+            continue;
+        };
+        match removed {
+            RemovedReason::Deleted => {
                 let n = t
                     .execute(&st.delete_object, &[&k, &item.id])
                     .await
@@ -101,7 +104,7 @@ pub(crate) async fn apply_chunk(
                     progress.changes.deleted.insert(item.id.clone());
                 }
             }
-            Some(RemovedReason::Changed) => {
+            RemovedReason::Changed => {
                 // A soft delete keeps what is known; an object never cached has nothing.
                 let Some(mut props) = cached_props(t, &st, kind, &item.id).await? else {
                     continue;
@@ -116,69 +119,174 @@ pub(crate) async fn apply_chunk(
                     .map_err(pg(op))?;
                 progress.changes.changed.insert(item.id.clone());
             }
-            None => {
-                // A full round's members are the baseline, not changes to it.
-                upsert_object(t, &st, kind, item, replace, !progress.full, &now).await?;
-                progress.changes.changed.insert(item.id.clone());
-            }
         }
         t.execute(&st.mark_pending, &[&k, &item.id])
             .await
             .map_err(pg(op))?;
     }
+    replace_objects(t, kind, &whole, &now).await?;
+    // A full round's members are the baseline, not changes to it.
+    merge_objects(t, &st, kind, &merged, !progress.full, &now).await?;
+    progress
+        .changes
+        .changed
+        .extend(whole.iter().chain(&merged).map(|i| i.id.clone()));
     Ok(())
 }
 
-async fn upsert_object(
+/// Replaces `items` (alive, first seen in a full round) in the cache with their members, all
+/// marked pending: what [`upsert_object`] does for one, in five statements for all of them.
+async fn replace_objects(
+    t: &Transaction<'_>,
+    kind: ObjectKind,
+    items: &[&DeltaItem],
+    now: &str,
+) -> Result<(), StateError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let op = || format!("apply {kind} delta round: {} objects", items.len());
+    let k = kind.as_str();
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    let jsons = items
+        .iter()
+        .map(|i| props_json(&i.id, &i.props))
+        .collect::<Result<Vec<String>, StateError>>()?;
+    t.execute(
+        "INSERT INTO cloud_object (kind, id, props_json, soft_deleted, updated_at)
+         SELECT $1, u.id, u.json, false, $4 FROM unnest($2::text[], $3::text[]) AS u(id, json)
+         ON CONFLICT (kind, id) DO UPDATE SET props_json = excluded.props_json,
+           soft_deleted = false, updated_at = excluded.updated_at",
+        &[&k, &ids, &jsons, &now],
+    )
+    .await
+    .map_err(pg(op))?;
+    if kind == ObjectKind::Group {
+        t.execute("DELETE FROM cloud_member WHERE group_id = ANY($1)", &[&ids])
+            .await
+            .map_err(pg(op))?;
+        t.execute(
+            "DELETE FROM member_change WHERE group_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(pg(op))?;
+        let mut groups = Vec::new();
+        let mut members = Vec::new();
+        let mut types = Vec::new();
+        for item in items {
+            for m in item.members_added.values() {
+                groups.push(item.id.as_str());
+                members.push(m.id.as_str());
+                types.push(m.odata_type.as_str());
+            }
+        }
+        if !groups.is_empty() {
+            t.execute(
+                "INSERT INTO cloud_member (group_id, member_id, member_type)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+                 ON CONFLICT (group_id, member_id) DO UPDATE SET member_type = excluded.member_type",
+                &[&groups, &members, &types],
+            )
+            .await
+            .map_err(pg(op))?;
+        }
+    }
+    t.execute(
+        "INSERT INTO pending (kind, id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+        &[&k, &ids],
+    )
+    .await
+    .map_err(pg(op))?;
+    Ok(())
+}
+
+/// Writes `items` (alive, already cached or seen earlier in this round) over what is cached:
+/// their properties laid over the cached ones (read and written for all of them at once), their
+/// member changes applied one by one (`note`: kept as member changes).
+async fn merge_objects(
     t: &Transaction<'_>,
     st: &Stmts,
     kind: ObjectKind,
-    item: &DeltaItem,
-    replace: bool,
+    items: &[&DeltaItem],
     note: bool,
     now: &str,
 ) -> Result<(), StateError> {
-    let op = || format!("apply {kind} delta round: upsert {}", item.id);
-    let json = if replace {
-        props_json(&item.id, &item.props)?
-    } else {
-        let mut props = cached_props(t, st, kind, &item.id)
-            .await?
-            .unwrap_or_default();
+    if items.is_empty() {
+        return Ok(());
+    }
+    let op = || format!("apply {kind} delta round: {} objects", items.len());
+    let k = kind.as_str();
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    let mut cached: BTreeMap<String, String> = BTreeMap::new();
+    for r in t
+        .query(
+            "SELECT id, props_json FROM cloud_object WHERE kind = $1 AND id = ANY($2)",
+            &[&k, &ids],
+        )
+        .await
+        .map_err(pg(op))?
+    {
+        cached.insert(get(&r, 0, &op)?, get(&r, 1, &op)?);
+    }
+    let mut jsons = Vec::with_capacity(items.len());
+    for item in items {
+        let mut props = match cached.get(&item.id) {
+            Some(json) => parse_props(&item.id, json)?,
+            None => Map::new(),
+        };
         crate::state::cache::overlay(&mut props, &item.props);
         // An object that shows up alive is not deleted (a restore comes as a plain item).
         if !item.props.contains_key("deletedDateTime") {
             props.remove("deletedDateTime");
         }
-        props_json(&item.id, &props)?
-    };
-    t.execute(&st.upsert, &[&kind.as_str(), &item.id, &json, &now])
-        .await
-        .map_err(pg(op))?;
-    if kind != ObjectKind::Group {
-        return Ok(());
+        jsons.push(props_json(&item.id, &props)?);
     }
-    if replace {
-        t.execute(&st.delete_members, &[&item.id])
+    t.execute(
+        "INSERT INTO cloud_object (kind, id, props_json, soft_deleted, updated_at)
+         SELECT $1, u.id, u.json, false, $4 FROM unnest($2::text[], $3::text[]) AS u(id, json)
+         ON CONFLICT (kind, id) DO UPDATE SET props_json = excluded.props_json,
+           soft_deleted = false, updated_at = excluded.updated_at",
+        &[&k, &ids, &jsons, &now],
+    )
+    .await
+    .map_err(pg(op))?;
+    if kind == ObjectKind::Group {
+        for item in items {
+            merge_members(t, st, item, note).await?;
+        }
+    }
+    t.execute(
+        "INSERT INTO pending (kind, id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+        &[&k, &ids],
+    )
+    .await
+    .map_err(pg(op))?;
+    Ok(())
+}
+
+/// A group's reported member changes over its cached members.
+async fn merge_members(
+    t: &Transaction<'_>,
+    st: &Stmts,
+    item: &DeltaItem,
+    note: bool,
+) -> Result<(), StateError> {
+    let op = || format!("apply group delta round: members of {}", item.id);
+    for m in &item.members_removed {
+        // Only what the cache really loses is a change (Graph replays entries).
+        if note {
+            if let Some(odata_type) = cached_member(t, st, &item.id, m).await? {
+                let gone = MemberRef {
+                    odata_type,
+                    id: m.clone(),
+                };
+                note_member_change(t, &item.id, &gone, false).await?;
+            }
+        }
+        t.execute(&st.delete_member, &[&item.id, m])
             .await
             .map_err(pg(op))?;
-        forget_member_changes(t, &item.id).await?;
-    } else {
-        for m in &item.members_removed {
-            // Only what the cache really loses is a change (Graph replays entries).
-            if note {
-                if let Some(odata_type) = cached_member(t, st, &item.id, m).await? {
-                    let gone = MemberRef {
-                        odata_type,
-                        id: m.clone(),
-                    };
-                    note_member_change(t, &item.id, &gone, false).await?;
-                }
-            }
-            t.execute(&st.delete_member, &[&item.id, m])
-                .await
-                .map_err(pg(op))?;
-        }
     }
     // Additions after removals: an id in both sets ends up a member.
     for m in item.members_added.values() {
