@@ -28,10 +28,11 @@ pub(crate) struct Job {
 /// The decision and whether it read `now()`.
 pub(crate) type Outcome = (Result<Decision, EvalError>, bool);
 
-/// An engine thread and the two channels to it.
+/// An engine thread and the two channels to it. Jobs go in batches: one hand-over to the
+/// thread and back for many groups, not two thread switches for each.
 pub(crate) struct Worker {
-    jobs: mpsc::Sender<Job>,
-    outcomes: mpsc::Receiver<Outcome>,
+    jobs: mpsc::Sender<Vec<Job>>,
+    outcomes: mpsc::Receiver<Vec<Outcome>>,
 }
 
 impl Worker {
@@ -41,16 +42,19 @@ impl Worker {
         limits: Limits,
         settings: Arc<Settings>,
     ) -> Option<Worker> {
-        let (jobs, job_rx) = mpsc::channel::<Job>();
-        let (outcome_tx, outcomes) = mpsc::channel::<Outcome>();
+        let (jobs, job_rx) = mpsc::channel::<Vec<Job>>();
+        let (outcome_tx, outcomes) = mpsc::channel::<Vec<Outcome>>();
         let started = std::thread::Builder::new()
             .name("writeback-rules".into())
             .stack_size(STACK_BYTES)
             .spawn(move || {
                 let sandbox = Sandbox::evaluator(&limits, settings);
                 // Ends when the worker is dropped (the sender goes) or its caller is gone.
-                for job in job_rx {
-                    let out = evaluate(&sandbox, &rules, &limits, job);
+                for batch in job_rx {
+                    let out = batch
+                        .into_iter()
+                        .map(|job| evaluate(&sandbox, &rules, &limits, job))
+                        .collect();
                     if outcome_tx.send(out).is_err() {
                         break;
                     }
@@ -65,9 +69,10 @@ impl Worker {
         }
     }
 
-    /// Runs `job` on the worker's thread; `None` when the thread stopped (a host bug).
-    pub(crate) fn run(&self, job: Job) -> Option<Outcome> {
-        self.jobs.send(job).ok()?;
+    /// Runs `jobs` on the worker's thread, in order; `None` when the thread stopped (a host
+    /// bug).
+    pub(crate) fn run(&self, jobs: Vec<Job>) -> Option<Vec<Outcome>> {
+        self.jobs.send(jobs).ok()?;
         self.outcomes.recv().ok()
     }
 }
@@ -77,10 +82,12 @@ pub(crate) fn run_inline(
     rules: &[CompiledRule],
     limits: &Limits,
     settings: Arc<Settings>,
-    job: Job,
-) -> Outcome {
+    jobs: Vec<Job>,
+) -> Vec<Outcome> {
     let sandbox = Sandbox::evaluator(limits, settings);
-    evaluate(&sandbox, rules, limits, job)
+    jobs.into_iter()
+        .map(|job| evaluate(&sandbox, rules, limits, job))
+        .collect()
 }
 
 /// The error for a group whose engine thread stopped.
