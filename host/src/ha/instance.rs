@@ -3,8 +3,9 @@
 //!
 //! Checked in order: the server answers at `state.postgres.url`, trusts nobody but
 //! `state.postgres.ca_file`'s CA, takes the user and password; the database holds no newer
-//! schema than this build's; and the instance writing now runs the same rules (the rule
-//! files' content and `[rules.settings]`) as this one. Then the store is open, fenced with
+//! schema than this build's; no running instance has this one's name; and the instance
+//! writing now runs the same rules (the rule files' content and `[rules.settings]`) as this
+//! one. Then the store is open, fenced with
 //! epoch 0 (which no lease ever has: nothing is written until this instance takes the lease),
 //! and the keeper started.
 
@@ -43,6 +44,8 @@ pub enum JoinError {
     State(#[from] StateError),
     #[error("state.postgres: the lease: {0}")]
     Lease(#[source] HaError),
+    #[error("state.postgres.instance: another running instance is named {0:?} (it holds the lease and renews it): give each host its own name")]
+    SameName(String),
     #[error("state.postgres: instance {holder} writes to this database with other rules (hash {theirs}) than this instance's (hash {ours}): deploy the same rule files and [rules.settings] on every instance, or stop {holder} first")]
     OtherRules {
         holder: String,
@@ -78,6 +81,20 @@ pub async fn join(config: &Config, pg: &PostgresConfig) -> Result<Joined, JoinEr
         .map_err(JoinError::Lease)?;
     let ours = rules_hash(config);
     if let Some(row) = lease.row().await.map_err(JoinError::Lease)? {
+        // This name holds the lease: this instance's previous process, killed (its lease runs
+        // out, nobody renews it), or another host configured with the same name. Two live
+        // processes under one name would be told apart by nothing in the status, the notes
+        // or the audit trail.
+        if row.live && row.holder == pg.instance {
+            let wait = pg.times.renew_every + pg.times.renew_every / 2;
+            if lease
+                .renewed_by_holder(wait)
+                .await
+                .map_err(JoinError::Lease)?
+            {
+                return Err(JoinError::SameName(pg.instance.clone()));
+            }
+        }
         let theirs = store
             .meta(RULES_KEY)?
             .and_then(|t| serde_json::from_str::<WriterRules>(&t).ok());

@@ -200,8 +200,10 @@ fn seconds(d: Duration) -> f64 {
 /// One instance's hold on the lease.
 pub struct PgLease {
     client: Arc<Client>,
-    /// This instance, as the row names its holder (host, PID and a random part: a restarted
-    /// process is another holder).
+    /// This instance, as the row names its holder (`state.postgres.instance`). Fencing does
+    /// not rest on it being unique (a takeover needs the lease expired, a renewal and a fence
+    /// the epoch this process won), but two live processes under one name are refused at
+    /// start (see [`PgLease::renewed_by_holder`]).
     pub instance: String,
     pub times: LeaseTimes,
 }
@@ -307,6 +309,33 @@ impl PgLease {
             .await
             .map_err(sql("release"))?;
         Ok(())
+    }
+
+    /// Whether the holder of a live lease renews it within `wait`: a running process, not
+    /// one that died holding it (whose lease only runs out).
+    pub async fn renewed_by_holder(&self, wait: Duration) -> Result<bool, HaError> {
+        const EXPIRY: &str = "SELECT holder, epoch, extract(epoch FROM expires_at)::float8
+             FROM writeback_lease WHERE name = $1 AND expires_at > now()";
+        let read = || async {
+            let row = self
+                .client
+                .query_opt(EXPIRY, &[&LEASE])
+                .await
+                .map_err(sql("read"))?;
+            row.map(|r| -> Result<(String, i64, f64), HaError> {
+                Ok((
+                    r.try_get(0).map_err(sql("read"))?,
+                    r.try_get(1).map_err(sql("read"))?,
+                    r.try_get(2).map_err(sql("read"))?,
+                ))
+            })
+            .transpose()
+        };
+        let Some((holder, epoch, expires)) = read().await? else {
+            return Ok(false);
+        };
+        tokio::time::sleep(wait).await;
+        Ok(matches!(read().await?, Some((h, e, x)) if h == holder && e == epoch && x > expires))
     }
 
     /// The lease row, if any instance ever took it.

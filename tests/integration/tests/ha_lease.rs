@@ -89,6 +89,48 @@ async fn a_release_lets_a_standby_take_over_at_once() {
     assert_eq!(won(&b.try_take().await.expect("b takes")), epoch + 1);
 }
 
+/// What start-up asks when the lease names this instance: a live holder renews it (another
+/// process under the same name), a dead one does not (this instance's killed predecessor).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_holder_is_told_from_a_dead_one_by_its_renewals() {
+    let pg = PgTestbed::load();
+    let s = settings(&pg, &pg.fresh_database("lease"));
+    let lease = Duration::from_millis(3000);
+    let times = LeaseTimes::new(lease);
+    let a = instance(&s, "same", lease).await;
+    let newcomer = instance(&s, "same", lease).await;
+
+    let epoch = won(&a.try_take().await.expect("a takes"));
+    let renewing = tokio::spawn(async move {
+        for _ in 0..6 {
+            tokio::time::sleep(times.renew_every / 2).await;
+            a.renew(epoch).await.expect("a renews");
+        }
+        a
+    });
+    assert!(
+        newcomer
+            .renewed_by_holder(times.renew_every + times.renew_every / 2)
+            .await
+            .expect("read"),
+        "a renews: a live process holds the name"
+    );
+    let a = renewing.await.expect("renewals");
+    // a stops renewing (killed): its lease only runs out.
+    assert!(
+        !newcomer
+            .renewed_by_holder(times.renew_every + times.renew_every / 2)
+            .await
+            .expect("read"),
+        "nobody renews: the holder is gone"
+    );
+    // No live lease at all: nothing to wait for.
+    a.release(epoch).await.expect("release");
+    let started = Instant::now();
+    assert!(!newcomer.renewed_by_holder(lease).await.expect("read"));
+    assert!(started.elapsed() < lease / 2, "{:?}", started.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_takeover_waits_for_the_old_holders_fenced_transaction_to_end() {
     let pg = PgTestbed::load();
