@@ -40,6 +40,12 @@
 #   in-scope ones included) got a new description through Graph's `$batch` (20 PATCHes a
 #   request): a tenant-wide property change. The restart loses changes made through the API
 #   before it (the latency step's), which that sync then writes back.
+#   State on PostgreSQL (WB_SCALE_PG=1), last: the groups the SQLite steps wrote are deleted
+#   from AD, the PostgreSQL test bed is started if it is not running (tests/testbed/postgres.sh,
+#   stopped at exit if started here) and a fresh database made; then, with the config's
+#   `[state.postgres]` on it and the rules as before the rule edit: first sync (full download,
+#   creates), second sync (USN unchanged), third idle sync, the same rule edit, and the daemon
+#   window. Each figure is set beside the SQLite step of the same run (its baseline).
 #
 # Environment:
 #   WB_BIN, WB_EMULATOR_BIN    binaries (default target/release/writeback, target/release/graph-emulator)
@@ -52,6 +58,7 @@
 #   WB_SCALE_SOAK_SECS         idle daemon soak length after its first cycle (default 0: no soak)
 #   WB_SCALE_RESYNC            1: the resync and bulk-change steps (default 0)
 #   WB_SCALE_BULK_PERCENT      share of the groups the bulk-change step changes (default 90)
+#   WB_SCALE_PG                1: the same steps again with the state on PostgreSQL (default 0)
 #   WB_SCALE_AD_MEMBERS        1: create AD accounts for the in-scope groups' synced members (default 1)
 #   WB_SCALE_STEP_TIMEOUT      upper bound of each measured step, seconds (default 3600)
 #   WB_SCALE_WORKDIR           work directory (default: a new /tmp/wb-scale.XXXXXX, kept for the logs)
@@ -76,6 +83,7 @@ LAT_GIVEUP="${WB_SCALE_LATENCY_GIVEUP:-10}"
 SOAK_SECS="${WB_SCALE_SOAK_SECS:-0}"
 RESYNC="${WB_SCALE_RESYNC:-0}"
 BULK_PERCENT="${WB_SCALE_BULK_PERCENT:-90}"
+PG="${WB_SCALE_PG:-0}"
 AD_MEMBERS="${WB_SCALE_AD_MEMBERS:-1}"
 STEP_TIMEOUT="${WB_SCALE_STEP_TIMEOUT:-3600}"
 WB="${WB_BIN:-$REPO/target/release/writeback}"
@@ -89,8 +97,8 @@ die() {
 
 [[ "$GROUPS_N" =~ ^[0-9]+$ && "$USERS_N" =~ ^[0-9]+$ && "$DAEMON_SECS" =~ ^[0-9]+$ &&
     "$LAT_SAMPLES" =~ ^[0-9]+$ && "$LAT_GIVEUP" =~ ^[0-9]+$ && "$SOAK_SECS" =~ ^[0-9]+$ &&
-    "$RESYNC" =~ ^[01]$ && "$BULK_PERCENT" =~ ^[0-9]+$ && "$BULK_PERCENT" -le 100 ]] ||
-    die "WB_SCALE_GROUPS, WB_SCALE_USERS, WB_SCALE_DAEMON_SECS, WB_SCALE_LATENCY_SAMPLES, WB_SCALE_LATENCY_GIVEUP and WB_SCALE_SOAK_SECS must be whole numbers, WB_SCALE_RESYNC 0 or 1, WB_SCALE_BULK_PERCENT 0 to 100"
+    "$RESYNC" =~ ^[01]$ && "$PG" =~ ^[01]$ && "$BULK_PERCENT" =~ ^[0-9]+$ && "$BULK_PERCENT" -le 100 ]] ||
+    die "WB_SCALE_GROUPS, WB_SCALE_USERS, WB_SCALE_DAEMON_SECS, WB_SCALE_LATENCY_SAMPLES, WB_SCALE_LATENCY_GIVEUP and WB_SCALE_SOAK_SECS must be whole numbers, WB_SCALE_RESYNC and WB_SCALE_PG 0 or 1, WB_SCALE_BULK_PERCENT 0 to 100"
 [[ "$PREFIX" =~ ^[0-9a-f]*$ ]] || die "WB_SCALE_SCOPE_PREFIX must be lowercase hex"
 for b in "$WB" "$EMU"; do
     [[ -x "$b" ]] || die "binary not found or not executable: $b (set WB_BIN / WB_EMULATOR_BIN, or build with: cargo build --release -p writeback -p graph-emulator)"
@@ -110,6 +118,7 @@ TENANT="$WORK/tenant.json"
 EMU_PID=""
 DAEMON_PID=""
 DC_STARTED=0
+PG_STARTED=0
 
 cleanup() {
     local rc=$?
@@ -128,6 +137,9 @@ cleanup() {
     fi
     if [[ "$DC_STARTED" -eq 1 ]]; then
         tests/testbed/samba-ad.sh down >/dev/null 2>&1
+    fi
+    if [[ "$PG_STARTED" -eq 1 ]]; then
+        tests/testbed/postgres.sh down >/dev/null 2>&1
     fi
     if [[ "${WB_SCALE_KEEP_TENANT:-0}" != 1 ]]; then
         rm -f "$TENANT" "$WORK/tenant.generated.json"
@@ -997,6 +1009,74 @@ PY
 fi
 
 # ---------------------------------------------------------------------------------------------
+if [[ "$PG" -eq 1 ]]; then
+    say "PostgreSQL state: the SQLite steps' groups deleted from AD, a fresh database"
+    if ! tests/testbed/postgres.sh status >/dev/null 2>&1; then
+        PG_STARTED=1
+    fi
+    tests/testbed/postgres.sh up >/dev/null
+    PG_ENV_FILE="${WRITEBACK_PG_DIR:-$REPO/.testbed/postgres}/pg.env"
+    [[ -f "$PG_ENV_FILE" ]] || die "no $PG_ENV_FILE after postgres.sh up"
+    # shellcheck disable=SC1090
+    source "$PG_ENV_FILE"
+    [[ "$PG_HOST" == 127.* ]] || die "PostgreSQL is not on loopback: $PG_HOST"
+    PG_DB="wb_scale_$(date +%s)"
+    PGPASSWORD="$(cat "$PG_ADMIN_PASSWORD_FILE")" "$PG_BIN_DIR/psql" -X -q -v ON_ERROR_STOP=1 \
+        "host=$PG_HOST port=$PG_PORT dbname=postgres user=$PG_ADMIN_USER sslmode=verify-full sslrootcert=$PG_CA_FILE" \
+        -c "CREATE DATABASE $PG_DB OWNER $PG_USER" >/dev/null || die "could not create database $PG_DB"
+    for c in "Microsoft 365" "Security"; do
+        timeout "$STEP_TIMEOUT" ldapdelete "${LDAP[@]}" -r "OU=$c,$MANAGED_OU" || die "could not delete OU=$c,$MANAGED_OU"
+        printf 'dn: OU=%s,%s\nobjectClass: organizationalUnit\nou: %s\n' "$c" "$MANAGED_OU" "$c" |
+            ldapadd "${LDAP[@]}" >/dev/null || die "could not create OU=$c,$MANAGED_OU again"
+    done
+    rm -rf "$WORK/rules.pg" && cp -r "$WORK/rules.unedited" "$WORK/rules.pg"
+    CONFIG_SQLITE="$CONFIG"
+    CONFIG="$WORK/writeback-pg.toml"
+    sed -e "s|^folder = \"$RULES\"\$|folder = \"$WORK/rules.pg\"|" \
+        -e "s|^path = \"$WORK/state.db\"\$|path = \"$WORK/state-pg-local.db\"|" "$CONFIG_SQLITE" >"$CONFIG"
+    printf '\n[state.postgres]\nurl = "postgresql://%s@%s:%s/%s"\npassword_env = "WB_SCALE_PG_PASSWORD"\nca_file = "%s"\ninstance = "scale"\n' \
+        "$PG_USER" "$PG_HOST" "$PG_PORT" "$PG_DB" "$PG_CA_FILE" >>"$CONFIG"
+    grep -q "rules.pg" "$CONFIG" && grep -q "state-pg-local.db" "$CONFIG" || die "could not write $CONFIG"
+    WB_SCALE_PG_PASSWORD="$(cat "$PG_PASSWORD_FILE")"
+    export WB_SCALE_PG_PASSWORD
+
+    say "PostgreSQL state: writeback sync (first: full download, creates the groups in scope)"
+    timed pg_sync1 sync
+    say "PostgreSQL state: writeback sync (second, no cloud change)"
+    USN_PG0="$(highest_usn)"
+    timed pg_sync2 sync
+    USN_PG1="$(highest_usn)"
+    echo "  highestCommittedUSN before/after: $USN_PG0 / $USN_PG1" >&2
+    say "PostgreSQL state: writeback sync (third, idle)"
+    timed pg_sync3 sync
+    say "PostgreSQL state: the same rule edit, then writeback sync --json"
+    for f in "$WORK/rules.pg"/*.rhai; do
+        sed -i -E "s/^(    let description = .*;)\$/\1\n    if group.id.starts_with(\"${PREFIX}0\") { description = \"edited by a rule\"; }/" "$f"
+    done
+    timed pg_ruleedit sync --json
+    read -r PE_SWEEP PE_EVALUATED PE_CHANGES PE_KINDS < <(resync_figures pg_ruleedit)
+    echo "  rule edit: sweep ${PE_SWEEP//_/ }, evaluated $PE_EVALUATED, changes $PE_CHANGES ($PE_KINDS)" >&2
+
+    say "PostgreSQL state: writeback run, poll 1 s, ${DAEMON_SECS} s after its first cycle"
+    start_daemon "$WORK/pgdaemon.log"
+    PC0="$(cycles_in "$WORK/pgdaemon.log")"
+    PCPU0="$(cpu_secs "$DAEMON_PID")"
+    sleep "$DAEMON_SECS"
+    kill -0 "$DAEMON_PID" 2>/dev/null || { tail -n 30 "$WORK/pgdaemon.log" >&2; die "writeback run (PostgreSQL) died during the window"; }
+    PC1="$(cycles_in "$WORK/pgdaemon.log")"
+    PCPU1="$(cpu_secs "$DAEMON_PID")"
+    PVMHWM="$(proc_kb "$DAEMON_PID" VmHWM)"
+    stop_daemon
+    PG_DRC="$STOP_RC"
+    PD_CYCLES=$((PC1 - PC0))
+    read -r PD_CYCLE_MED PD_CYCLE_MAX _ < <(clean "$WORK/pgdaemon.log" | grep -E "$CYCLE_RE" |
+        sed -n "$((PC0 + 1)),${PC1}p" | median_max)
+    PD_CPU_PER="$(awk -v a="$PCPU0" -v b="$PCPU1" -v n="$PD_CYCLES" 'BEGIN { if (n > 0) printf "%.3f", (b - a) / n; else print "nan" }')"
+    echo "  $PD_CYCLES cycles; CPU ${PD_CPU_PER} s/cycle; cycle wall median ${PD_CYCLE_MED} ms, max ${PD_CYCLE_MAX} ms; VmHWM ${PVMHWM} kB; exit ${PG_DRC} after SIGTERM" >&2
+    CONFIG="$CONFIG_SQLITE"
+fi
+
+# ---------------------------------------------------------------------------------------------
 TOTAL_SECS=$((SECONDS - SCRIPT_START))
 field() { awk -v i="$2" '{ print $i }' <<<"$1"; }
 mib() { awk '{ printf "%.0f", $1 / 1024 }' <<<"$1"; }
@@ -1090,6 +1170,30 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
         resync_row "\`sync\` after $BULK_CHANGED groups ($BULK_PERCENT %) changed description (PATCHed in $BULK_SECS s)" "$T_bulk" "$RC_bulk" \
             "${B_SWEEP//_/ }, $B_EVALUATED, $B_CHANGES $B_KINDS" "$USN_B0 / $USN_B1"
     fi
+    if [[ "$PG" -eq 1 ]]; then
+        echo
+        echo "State on PostgreSQL (database $PG_DB on the test bed, TLS; the SQLite steps' groups deleted from AD first); baseline: the same step on SQLite in this run:"
+        echo
+        echo "| step | wall s | user s | sys s | max RSS MiB | exit | wall / SQLite | RSS / SQLite |"
+        echo "|---|---|---|---|---|---|---|---|"
+        pg_row() {
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(field "$2" 1)" "$(field "$2" 2)" \
+                "$(field "$2" 3)" "$(mib "$(field "$2" 4)")" "$3" "$(ratio "$(field "$2" 1)" "$(field "$4" 1)")" \
+                "$(ratio "$(field "$2" 4)" "$(field "$4" 4)")"
+        }
+        pg_row "\`sync\` first (full download, creates)" "$T_pg_sync1" "$RC_pg_sync1" "$T_sync1"
+        pg_row "\`sync\` second, no change" "$T_pg_sync2" "$RC_pg_sync2" "$T_sync2"
+        pg_row "\`sync\` third, idle" "$T_pg_sync3" "$RC_pg_sync3" "$T_sync3"
+        pg_row "\`sync\` after the rule edit ($PE_EVALUATED evaluated, $PE_CHANGES changes)" "$T_pg_ruleedit" "$RC_pg_ruleedit" "$T_ruleedit"
+        echo
+        echo "| figure | PostgreSQL | SQLite |"
+        echo "|---|---|---|"
+        echo "| daemon: CPU per idle cycle | ${PD_CPU_PER} s | ${D_CPU_PER} s |"
+        echo "| daemon: cycle wall median / max | ${PD_CYCLE_MED} / ${PD_CYCLE_MAX} ms | ${D_CYCLE_MED} / ${D_CYCLE_MAX} ms |"
+        echo "| daemon: VmHWM | $(mib "$PVMHWM") MiB | $(mib "$VMHWM") MiB |"
+        echo "| daemon: exit after SIGTERM | $PG_DRC | $DRC |"
+        echo "| highestCommittedUSN before / after the second sync | $USN_PG0 / $USN_PG1 | $USN_BEFORE / $USN_AFTER |"
+    fi
     if [[ "$SOAK_SECS" -gt 0 ]]; then
         echo
         echo "Soak: \`writeback run\` idle, $(soak_get WALL) s after its first cycle, sampled every 60 s ($(soak_get SAMPLES) samples, $WORK/soak.csv):"
@@ -1115,6 +1219,7 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
     echo "|---|---|"
     STEPS=(plan sync1 sync2 sync3 ruleedit)
     [[ "$RESYNC" -eq 1 ]] && STEPS+=(resync restart bulk)
+    [[ "$PG" -eq 1 ]] && STEPS+=(pg_sync1 pg_sync2 pg_sync3 pg_ruleedit)
     for s in "${STEPS[@]}"; do
         echo "| $s | $(phases "$s") |"
     done
@@ -1126,6 +1231,10 @@ D_CPU_MS="$(awk -v c="$D_CPU_PER" 'BEGIN { printf "%.0f", c * 1000 }')"
 
 [[ "$USN_OK" == yes ]] || die "the second sync wrote to AD (highestCommittedUSN $USN_BEFORE -> $USN_AFTER)"
 [[ "$DRC" -eq 0 ]] || die "writeback run exited $DRC after SIGTERM"
+if [[ "$PG" -eq 1 ]]; then
+    [[ "$USN_PG0" == "$USN_PG1" ]] || die "the second sync on PostgreSQL wrote to AD (highestCommittedUSN $USN_PG0 -> $USN_PG1)"
+    [[ "$PG_DRC" -eq 0 ]] || die "writeback run (PostgreSQL) exited $PG_DRC after SIGTERM"
+fi
 if [[ "$LAT_SAMPLES" -gt 0 ]]; then
     [[ "$LAT_DRC" -eq 0 ]] || die "writeback run (latency series) exited $LAT_DRC after SIGTERM"
     [[ "$(lat_get "$LB" FAILED)" -eq 0 && "$(lat_get "$LD" FAILED)" -eq 0 ]] ||

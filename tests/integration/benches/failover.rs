@@ -50,14 +50,9 @@ fn median(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
 /// own local state path and name.
 fn instance(bed: &Bed, pg: &PgTestbed, database: &str, name: &str) -> PathBuf {
     let extra = format!(
-        "[daemon]\npoll_interval_secs = 1\nreconcile_interval_secs = 0\nlisten = \"127.0.0.1:{port}\"\n\n\
-         [state.postgres]\nurl = \"postgresql://{user}@{host}:{pgport}/{database}\"\n\
-         password_env = \"{PG_PASSWORD_ENV}\"\nca_file = \"{ca}\"\ninstance = \"{name}\"\n",
+        "[daemon]\npoll_interval_secs = 1\nreconcile_interval_secs = 0\nlisten = \"127.0.0.1:{port}\"\n\n{state}",
         port = free_port(),
-        user = pg.user,
-        host = pg.host,
-        pgport = pg.port,
-        ca = pg.ca_file.display(),
+        state = pg.state_section(database, name, PG_PASSWORD_ENV, ""),
     );
     let base = bed.write_config(None, "", &extra);
     let text = std::fs::read_to_string(&base).expect("config");

@@ -3,7 +3,10 @@
 //!
 //! Scale from the environment: WB_BENCH_GROUPS (default 2000), WB_BENCH_USERS (default 2000),
 //! WB_BENCH_MEMBERSHIPS (default 20000; a few groups are large, most small).
-//! Run with `bench/full-sync.sh` (release binaries, the test bed up). Loopback only.
+//! State: WB_BENCH_STATE = `sqlite` (default), `postgres` (the state on the PostgreSQL test
+//! bed, one fresh database), or `both`: a whole pass each, one after the other, each on its
+//! own OU with its own users and its own `ldapadd` baseline measured just before it.
+//! Run with `bench/full-sync.sh` (release binaries, the test beds up). Loopback only.
 
 use ldap3::{Scope, SearchEntry};
 use serde_json::{json, Value};
@@ -13,6 +16,32 @@ use std::time::{Duration, Instant};
 use writeback_integration::harness::{
     cloud_user, new_id, workspace_root, writeback_bin, Bed, CLIENT_SECRET,
 };
+use writeback_integration::postgres::PgTestbed;
+
+const PG_PASSWORD_ENV: &str = "WRITEBACK_BENCH_PG_PASSWORD";
+
+/// Where a pass keeps its state: SQLite beside the config, or a PostgreSQL database
+/// (`[state.postgres]` and the role's password).
+enum State {
+    Sqlite,
+    Postgres { section: String, password: String },
+}
+
+impl State {
+    fn label(&self) -> &'static str {
+        match self {
+            State::Sqlite => "SQLite",
+            State::Postgres { .. } => "PostgreSQL",
+        }
+    }
+
+    fn config_extra(&self) -> &str {
+        match self {
+            State::Sqlite => "",
+            State::Postgres { section, .. } => section,
+        }
+    }
+}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -22,10 +51,14 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 /// Runs `writeback <args>` under /usr/bin/time; returns (wall time, max RSS in KiB, stdout).
-fn timed_run(bed: &Bed, args: &[&str]) -> (Duration, u64, String) {
+fn timed_run(bed: &Bed, state: &State, args: &[&str]) -> (Duration, u64, String) {
     let rss_file = bed.dir.path().join("rss.txt");
+    let mut cmd = Command::new("/usr/bin/time");
+    if let State::Postgres { password, .. } = state {
+        cmd.env(PG_PASSWORD_ENV, password);
+    }
     let start = Instant::now();
-    let out = Command::new("/usr/bin/time")
+    let out = cmd
         .arg("-f")
         .arg("%M")
         .arg("-o")
@@ -94,6 +127,28 @@ fn ldapadd(bed: &Bed, ldif: &str) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    let which = std::env::var("WB_BENCH_STATE").unwrap_or_else(|_| "sqlite".into());
+    let postgres = || {
+        let pg = PgTestbed::load();
+        let database = pg.fresh_database("bench_full");
+        State::Postgres {
+            section: pg.state_section(&database, "bench", PG_PASSWORD_ENV, ""),
+            password: pg.password(),
+        }
+    };
+    let states = match which.as_str() {
+        "sqlite" => vec![State::Sqlite],
+        "postgres" => vec![postgres()],
+        "both" => vec![State::Sqlite, postgres()],
+        other => panic!("WB_BENCH_STATE={other}: expected sqlite, postgres or both"),
+    };
+    for state in &states {
+        pass(state).await;
+    }
+}
+
+/// One whole pass: users, the `ldapadd` baseline, first sync, second sync, rule edit.
+async fn pass(state: &State) {
     let n_groups = env_usize("WB_BENCH_GROUPS", 2000);
     let n_users = env_usize("WB_BENCH_USERS", 2000);
     let n_members = env_usize("WB_BENCH_MEMBERSHIPS", 20000);
@@ -183,12 +238,12 @@ async fn main() {
     let t_ldif = ldapadd(&bed, &ldif);
 
     bed.seed(cloud_users, groups, &[]);
-    bed.write_config(None, "", "");
-    let (t_full, rss_full, out) = timed_run(&bed, &["sync"]);
+    bed.write_config(None, "", state.config_extra());
+    let (t_full, rss_full, out) = timed_run(&bed, state, &["sync"]);
     assert!(out.contains(&format!("{n_groups} to create")), "{out}");
 
     let usn = bed.highest_usn().await;
-    let (t_second, rss_second, out) = timed_run(&bed, &["sync"]);
+    let (t_second, rss_second, out) = timed_run(&bed, state, &["sync"]);
     assert!(out.contains("No changes"), "{out}");
     assert_eq!(bed.highest_usn().await, usn, "the second sync wrote to AD");
 
@@ -206,14 +261,17 @@ async fn main() {
     );
     assert_ne!(text, edited);
     std::fs::write(&sec, edited).expect("edit");
-    bed.write_config(Some(&rules), "", "");
-    let (t_edit, _, out) = timed_run(&bed, &["sync"]);
+    bed.write_config(Some(&rules), "", state.config_extra());
+    let (t_edit, _, out) = timed_run(&bed, state, &["sync"]);
     let expect = (0..n_groups)
         .filter(|g| g.to_string().ends_with("00"))
         .count();
     assert!(out.contains(&format!("{expect} to update")), "{out}");
 
-    println!("scale: {n_groups} groups, {n_users} users, {memberships} memberships");
+    println!(
+        "state: {}; scale: {n_groups} groups, {n_users} users, {memberships} memberships",
+        state.label()
+    );
     println!(
         "baseline: one ldapadd of the same groups as LDIF: {:.2} s",
         t_ldif.as_secs_f64()

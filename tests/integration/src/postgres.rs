@@ -111,6 +111,26 @@ impl PgTestbed {
         read_secret(&self.password_file)
     }
 
+    /// The `[state.postgres]` section of a config putting the state on `database` as instance
+    /// `instance`, the password read from the environment variable `password_env`; `extra`
+    /// lines (lease and poll settings) are appended to the section.
+    pub fn state_section(
+        &self,
+        database: &str,
+        instance: &str,
+        password_env: &str,
+        extra: &str,
+    ) -> String {
+        format!(
+            "[state.postgres]\nurl = \"postgresql://{user}@{host}:{port}/{database}\"\n\
+             password_env = \"{password_env}\"\nca_file = \"{ca}\"\ninstance = \"{instance}\"\n{extra}",
+            user = self.user,
+            host = self.host,
+            port = self.port,
+            ca = self.ca_file.display(),
+        )
+    }
+
     /// The superuser's password, read from [`Self::admin_password_file`].
     pub fn admin_password(&self) -> String {
         read_secret(&self.admin_password_file)
