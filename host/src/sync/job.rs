@@ -1097,14 +1097,58 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     }
 
     /// Verdicts for every cached group, a chunk at a time; every anchored id without a cached
-    /// group is gone.
+    /// group is gone. The rules run on a chunk while the next one is read (the two took turns,
+    /// and a whole-cache pass at 100k groups spent as long reading as evaluating).
     fn evaluate_everything(&mut self) -> Result<Evaluated, SyncError> {
         let mut ev = Evaluated::default();
         let (rules, now, store) = (self.rules, self.now, &*self.store);
-        store.for_each_chunk(ObjectKind::Group, EVAL_CHUNK, |chunk| {
-            let groups: BTreeMap<String, CloudObject> =
-                chunk.into_iter().map(|g| (g.id.clone(), g)).collect();
-            judge(store, rules, now, &groups, &mut ev)
+        std::thread::scope(|s| -> Result<(), StateError> {
+            type Chunk = BTreeMap<String, CloudObject>;
+            // Bounded: one chunk waiting, one being evaluated, one read meanwhile.
+            let (to_rules, chunks) = std::sync::mpsc::sync_channel::<Chunk>(1);
+            let (to_settle, results) = std::sync::mpsc::sync_channel::<(Chunk, Vec<_>)>(1);
+            let rules_thread = s.spawn(move || {
+                for groups in chunks {
+                    let results = evaluate_all(rules, &groups, now);
+                    if to_settle.send((groups, results)).is_err() {
+                        break;
+                    }
+                }
+            });
+            // A chunk's verdicts, on this thread (flattening reads nested groups from the state).
+            let settle_next = |ev: &mut Evaluated| -> Result<bool, StateError> {
+                match results.recv() {
+                    Ok((groups, results)) => settle(store, &groups, results, ev).map(|()| true),
+                    Err(_) => Ok(false),
+                }
+            };
+            let mut in_flight = 0usize;
+            let read = store.for_each_chunk(ObjectKind::Group, EVAL_CHUNK, |chunk| {
+                let groups: Chunk = chunk.into_iter().map(|g| (g.id.clone(), g)).collect();
+                if to_rules.send(groups).is_err() {
+                    return Ok(());
+                }
+                in_flight += 1;
+                if in_flight > 1 && settle_next(&mut ev)? {
+                    in_flight -= 1;
+                }
+                Ok(())
+            });
+            drop(to_rules);
+            let mut settled = read;
+            while settled.is_ok() && in_flight > 0 {
+                match settle_next(&mut ev) {
+                    Ok(true) => in_flight -= 1,
+                    Ok(false) => break,
+                    Err(e) => settled = Err(e),
+                }
+            }
+            drop(results);
+            // A panic in the rules thread is a host bug, not a rule's: surface it.
+            if let Err(p) = rules_thread.join() {
+                std::panic::resume_unwind(p);
+            }
+            settled
         })?;
         ev.owned = self.store.anchor_ids()?;
         for id in &ev.owned {
@@ -1897,7 +1941,16 @@ fn judge(
     groups: &BTreeMap<String, CloudObject>,
     ev: &mut Evaluated,
 ) -> Result<(), StateError> {
-    let results = evaluate_all(rules, groups, now);
+    settle(store, groups, evaluate_all(rules, groups, now), ev)
+}
+
+/// What the rules decided for `groups` (`results`), turned into verdicts.
+fn settle(
+    store: &impl CycleState,
+    groups: &BTreeMap<String, CloudObject>,
+    results: Vec<super::evaluate::Evaluation>,
+    ev: &mut Evaluated,
+) -> Result<(), StateError> {
     ev.evaluated += results.len();
     let flatten: Vec<String> = results
         .iter()
