@@ -13,9 +13,9 @@ use writeback::graph::model::{DeltaItem, MemberRef, RemovedReason};
 use writeback::ha::{pg, HaError, LeaseTimes, PgLease, PgSettings, Takeover};
 use writeback::state::pg::PgStore;
 use writeback::state::{
-    Anchor, AuditEvent, EventRecord, HeldDelete, HeldRemovalRow, Leaving, NewCall, ObjectKind,
-    OutboxCounts, RoundProgress, RunMode, RunRecord, RunStatus, Seen, StateError, Store,
-    UnresolvedTotal,
+    Anchor, Approved, AuditEvent, EventRecord, HeldDelete, HeldRemovalRow, Leaving, NewCall,
+    ObjectKind, OutboxCounts, RoundProgress, RunMode, RunRecord, RunStatus, Seen, StateError,
+    Store, UnresolvedTotal,
 };
 use writeback::sync::record::Write;
 use writeback::sync::state::CycleState;
@@ -23,11 +23,14 @@ use writeback_integration::postgres::PgTestbed;
 
 // --- the backends ---------------------------------------------------------------------------
 
-/// What the tests read back beside the contract (the verbs' reads, not the cycle's).
+/// What the tests read and write beside the contract (the verbs' part, not the cycle's).
 trait Backend: CycleState {
     fn run_of(&self, id: i64) -> Option<RunRecord>;
     fn events_of(&self, id: i64) -> Vec<EventRecord>;
     fn unresolved(&self) -> UnresolvedTotal;
+    fn approve(&mut self, id: &str) -> Result<(Approved, usize), StateError>;
+    fn release_groups(&mut self, run_id: i64, anchors: &[Anchor]);
+    fn groups_named(&self, name: &str) -> Vec<String>;
 }
 
 impl Backend for Store {
@@ -40,6 +43,16 @@ impl Backend for Store {
     fn unresolved(&self) -> UnresolvedTotal {
         self.unresolved_total().expect("unresolved total")
     }
+    fn approve(&mut self, id: &str) -> Result<(Approved, usize), StateError> {
+        self.approve_any(id)
+    }
+    fn release_groups(&mut self, run_id: i64, anchors: &[Anchor]) {
+        self.release(run_id, anchors).expect("release")
+    }
+    fn groups_named(&self, name: &str) -> Vec<String> {
+        let found = self.cached_groups_named(name).expect("find by name");
+        found.into_iter().map(|(id, _)| id).collect()
+    }
 }
 
 impl Backend for PgStore {
@@ -51,6 +64,16 @@ impl Backend for PgStore {
     }
     fn unresolved(&self) -> UnresolvedTotal {
         self.unresolved_total().expect("unresolved total")
+    }
+    fn approve(&mut self, id: &str) -> Result<(Approved, usize), StateError> {
+        self.approve_any(id)
+    }
+    fn release_groups(&mut self, run_id: i64, anchors: &[Anchor]) {
+        self.release(run_id, anchors).expect("release")
+    }
+    fn groups_named(&self, name: &str) -> Vec<String> {
+        let found = self.cached_groups_named(name).expect("find by name");
+        found.into_iter().map(|(id, _)| id).collect()
     }
 }
 
@@ -110,6 +133,9 @@ contract!(
     the_outbox_delivers_once,
     unresolved_members_add_up,
     leaving_groups_are_due_and_forgotten,
+    a_held_set_is_approved_by_its_id_once,
+    released_groups_are_forgotten_and_audited,
+    cached_groups_are_found_by_name,
 );
 
 // --- helpers --------------------------------------------------------------------------------
@@ -956,6 +982,155 @@ fn leaving_groups_are_due_and_forgotten<S: CycleState>(store: &mut S) {
     assert!(store.released().expect("released").is_empty());
     store.unrelease(&ids(&["g2"])).expect("unrelease nothing");
     assert_eq!(store.anchor_count().expect("count"), 2);
+}
+
+fn a_held_set_is_approved_by_its_id_once<S: Backend>(store: &mut S) {
+    let held = |id: &str| HeldDelete {
+        cloud_id: id.to_string(),
+        dn: format!("CN={id}"),
+        approved: false,
+        held_at: String::new(),
+    };
+    let removal = |id: &str| HeldRemovalRow {
+        cloud_id: id.to_string(),
+        dn: format!("CN={id}"),
+        removals: 40,
+        members: 50,
+        removal_hash: format!("h-{id}"),
+        approved: false,
+        held_at: String::new(),
+    };
+    match store.approve("0123456789ab") {
+        Err(StateError::NoSuchHeldSet { waiting: None, .. }) => {}
+        other => panic!("approved with nothing held: {other:?}"),
+    }
+    store
+        .replace_held(&[held("g1"), held("g2")])
+        .expect("hold deletes");
+    store
+        .replace_held_removals(&[removal("g3")])
+        .expect("hold removals");
+    let (removals, _) = store
+        .waiting_removals()
+        .expect("waiting")
+        .expect("removals wait");
+    // The wrong id names both sets that wait, and approves nothing.
+    let wrong = store.approve("0123456789ab").map_err(|e| e.to_string());
+    let text = wrong.expect_err("a wrong id is refused");
+    assert!(
+        text.contains("(2 deletes), or ")
+            && text.contains(&format!("{removals} (member removals of 1 groups)")),
+        "{text}"
+    );
+    assert!(store
+        .held_deletes()
+        .expect("held")
+        .values()
+        .all(|h| !h.approved));
+    assert!(store.approved_removals().expect("approved").is_empty());
+
+    assert_eq!(
+        store.approve(&removals).expect("approve removals"),
+        (Approved::MemberRemovals, 1)
+    );
+    assert_eq!(
+        store.approved_removals().expect("approved"),
+        BTreeMap::from([("g3".to_string(), "h-g3".to_string())])
+    );
+    assert_eq!(store.waiting_removals().expect("waiting"), None);
+    // The deletes' id is the SQLite store's (`held::set_id` of the cloud ids).
+    let deletes = writeback::state::held_set_id(["g2", "g1"]);
+    assert_eq!(
+        store.approve(&deletes).expect("approve deletes"),
+        (Approved::Deletes, 2)
+    );
+    assert!(store
+        .held_deletes()
+        .expect("held")
+        .values()
+        .all(|h| h.approved));
+    // Once: nothing waits any more.
+    match store.approve(&deletes) {
+        Err(StateError::NoSuchHeldSet { waiting: None, .. }) => {}
+        other => panic!("approved twice: {other:?}"),
+    }
+}
+
+fn released_groups_are_forgotten_and_audited<S: Backend>(store: &mut S) {
+    let run = store.begin_run(RunMode::Sync).expect("begin");
+    store
+        .record(
+            run,
+            &[
+                Write::PutAnchor(anchor("g1", "guid-1")),
+                Write::PutApplied("g1".into(), "hash-1".into()),
+                Write::PutIntent("g1".into(), "CN=g1,OU=Groups,DC=example,DC=test".into()),
+                Write::PutAnchor(anchor("g2", "guid-2")),
+            ],
+        )
+        .expect("anchors");
+    store
+        .settle_leaving(&BTreeMap::from([(
+            "g1".to_string(),
+            Some(Leaving {
+                since: 10,
+                delete_at: None,
+            }),
+        )]))
+        .expect("leaving");
+    let g1 = store.anchor("g1").expect("read").expect("g1 anchored");
+
+    let release = store.begin_run(RunMode::Release).expect("begin release");
+    store.release_groups(release, std::slice::from_ref(&g1));
+    store
+        .finish_run(release, RunStatus::Ok, &json!({ "released": 1 }))
+        .expect("finish release");
+
+    assert_eq!(store.anchor_ids().expect("anchors"), set(&["g2"]));
+    assert_eq!(store.applied_hash("g1").expect("applied"), None);
+    assert_eq!(store.intent("g1").expect("intent"), None);
+    assert!(store.leaving().expect("leaving").is_empty());
+    let released = store.released().expect("released");
+    assert_eq!(released.keys().cloned().collect::<Vec<_>>(), ids(&["g1"]));
+    assert_eq!(released["g1"].object_guid, "guid-1");
+    assert_eq!(released["g1"].dn, g1.dn);
+    let events = store.events_of(release);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event.action, "release");
+    assert_eq!(events[0].event.cloud_id, "g1");
+    assert_eq!(events[0].event.detail["object_guid"], json!("guid-1"));
+    let run = store.run_of(release).expect("the release run");
+    assert_eq!(run.mode, "release");
+    assert_eq!(run.status.as_deref(), Some("ok"));
+    // Taken back (adopt): the release is forgotten.
+    store.unrelease(&ids(&["g1"])).expect("unrelease");
+    assert!(store.released().expect("released").is_empty());
+}
+
+fn cached_groups_are_found_by_name<S: Backend>(store: &mut S) {
+    let mut progress = RoundProgress::new(true);
+    store
+        .apply_round_chunk(
+            ObjectKind::Group,
+            &chunk(vec![
+                item("g1", "Sales", &[]),
+                item("g2", "SALES", &[]),
+                item("g3", " Sales Team ", &[]),
+                item("g4", "Salé", &[]),
+                item("g5", "SALÉ", &[]),
+            ]),
+            &mut progress,
+        )
+        .expect("groups");
+    // The exact spelling, then ignoring case, then also ignoring surrounding spaces; the
+    // case of ASCII letters only, as SQLite's NOCASE.
+    assert_eq!(store.groups_named("Sales"), ids(&["g1"]));
+    assert_eq!(store.groups_named("sales"), ids(&["g1", "g2"]));
+    assert_eq!(store.groups_named("Sales Team"), ids(&["g3"]));
+    assert_eq!(store.groups_named("sales team"), ids(&["g3"]));
+    assert_eq!(store.groups_named("salé"), ids(&["g4"]));
+    assert_eq!(store.groups_named("SALÉ"), ids(&["g5"]));
+    assert!(store.groups_named("Nobody").is_empty());
 }
 
 // --- PostgreSQL only ------------------------------------------------------------------------

@@ -37,13 +37,18 @@ pub use schema::SCHEMA_VERSION;
 /// Writes usable inside [`PgStore::with_transaction`]: the same behaviour as the SQLite
 /// store's `state::tx` functions of the same names.
 pub mod tx {
-    pub use super::cache::{clear_all_pending, forget_settled_member_changes, mark_pending};
+    pub use super::cache::{
+        clear_all_pending, forget_settled_member_changes, groups_named, mark_pending,
+    };
     pub use super::owned::{
-        call_delivered, call_failed, edit_unresolved, put_anchor, put_applied, put_call,
-        put_intent, put_link, record_event, record_failure, release, remove_anchor, remove_applied,
-        remove_intent, remove_link, remove_links, replace_held, set_unresolved,
+        anchors, approve_any, begin_run, call_delivered, call_failed, edit_unresolved, finish_run,
+        put_anchor, put_applied, put_call, put_intent, put_link, record_event, record_failure,
+        release, release_groups, remove_anchor, remove_applied, remove_intent, remove_link,
+        remove_links, replace_held, set_unresolved,
     };
 }
+
+pub use owned::with_instance;
 
 /// The state store on PostgreSQL. Owns its connection.
 pub struct PgStore {
