@@ -1062,16 +1062,13 @@ async fn sync_shared(
         }
     }
     let guard: writeback::ad::WriteGuard = writer.check.clone();
-    let code = cycle_cmd(
-        config,
-        named,
-        opts,
-        json,
-        &mut writer.store,
-        rules,
-        Some(guard),
-    )
-    .await;
+    // No `approve` or `release` from any host while this run writes.
+    let code = match writeback::daemon::Cycling::lock(&mut writer.store) {
+        Ok(mut store) => {
+            cycle_cmd(config, named, opts, json, &mut *store, rules, Some(guard)).await
+        }
+        Err(e) => Err(e.into()),
+    };
     writer.done().await;
     code
 }

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use writeback::config::PostgresConfig;
 use writeback::graph::model::{DeltaItem, MemberRef, RemovedReason};
+use writeback::ha::cycles::{Between, BetweenError};
 use writeback::ha::{pg, HaError, LeaseTimes, PgLease, PgSettings, Takeover};
-use writeback::state::pg::PgStore;
+use writeback::state::pg::{tx, PgStore};
 use writeback::state::{
     Anchor, Approved, AuditEvent, EventRecord, HeldDelete, HeldRemovalRow, Leaving, NewCall,
     ObjectKind, OutboxCounts, RoundProgress, RunMode, RunRecord, RunStatus, Seen, StateError,
@@ -1339,4 +1341,192 @@ async fn the_postgres_schema_has_the_sqlite_stores_tables_columns_and_indexes() 
     );
     assert_eq!(pg_columns, sqlite_columns);
     assert_eq!(pg_indexes, sqlite_indexes);
+}
+
+// --- the cycle lock: approve and release between the writer's cycles ------------------------
+
+/// Takes the lease for `name` on `s` (a lease of `lease`, never renewed here): its epoch.
+async fn take_lease(s: &PgSettings, name: &str, lease: Duration) -> i64 {
+    let client = pg::connect(s).await.expect("connect");
+    let l = PgLease::open(Arc::new(client), name.to_string(), LeaseTimes::new(lease))
+        .await
+        .expect("open the lease");
+    match l.try_take().await.expect("take the lease") {
+        Takeover::Won { epoch, .. } => epoch,
+        Takeover::Held(row) => panic!("{} holds the lease", row.holder),
+    }
+}
+
+/// A writer's store, fenced with `name` at `epoch`.
+async fn writer_store(s: &PgSettings, name: &str, epoch: i64) -> PgStore {
+    PgStore::open(
+        pg::connect(s).await.expect("connect"),
+        Some((name.to_string(), epoch)),
+    )
+    .expect("open the store")
+}
+
+/// `[state.postgres]` of instance `name` on `s`.
+fn shared(s: &PgSettings, name: &str) -> PostgresConfig {
+    PostgresConfig {
+        settings: s.clone(),
+        instance: name.to_string(),
+        times: LeaseTimes::new(Duration::from_secs(10)),
+        standby_poll: Duration::from_secs(1),
+    }
+}
+
+/// `writeback approve <id>` as instance `name`, waiting at most `wait` for a cycle, on a task
+/// of its own.
+fn approve_between(
+    s: &PgSettings,
+    name: &str,
+    id: &str,
+    wait: Duration,
+) -> tokio::task::JoinHandle<Result<(Approved, usize), BetweenError>> {
+    let (config, id) = (shared(s, name), id.to_string());
+    tokio::spawn(async move {
+        let mut between = Between::open(&config, "approve", wait).await?;
+        between.run(async |t, _| tx::approve_any(t, &id).await)
+    })
+}
+
+fn hold_g1(store: &mut PgStore) -> String {
+    store
+        .replace_held(&[HeldDelete {
+            cloud_id: "g1".into(),
+            dn: "CN=g1".into(),
+            approved: false,
+            held_at: String::new(),
+        }])
+        .expect("hold a delete");
+    writeback::state::held_set_id(["g1"])
+}
+
+fn approved_g1(store: &PgStore) -> bool {
+    store.held_deletes().expect("held")["g1"].approved
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_waits_for_the_writers_cycle_and_is_made_when_it_ends() {
+    let pg = PgTestbed::load();
+    let s = settings(&pg, &pg.fresh_database("cycle_wait"));
+    let epoch = take_lease(&s, "a", Duration::from_secs(60)).await;
+    let mut a = writer_store(&s, "a", epoch).await;
+    let set = hold_g1(&mut a);
+    a.hold_cycles(Duration::from_secs(5)).expect("a's cycle");
+    let started = std::time::Instant::now();
+    let verb = approve_between(&s, "b", &set, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!verb.is_finished(), "approved while a cycle ran");
+    assert!(!approved_g1(&a));
+    a.let_go_cycles();
+    let done = verb.await.expect("the verb's task");
+    assert_eq!(done.expect("approved"), (Approved::Deletes, 1));
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(approved_g1(&a));
+    // The next cycle takes the lock again at once: the verb let go when it committed.
+    a.hold_cycles(Duration::from_secs(1))
+        .expect("the next cycle");
+    a.let_go_cycles();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verb_kept_waiting_too_long_names_the_cycle_and_changes_nothing() {
+    let pg = PgTestbed::load();
+    let empty = settings(&pg, &pg.fresh_database("cycle_empty"));
+    match Between::open(&shared(&empty, "b"), "approve", Duration::from_secs(1)).await {
+        Err(BetweenError::Empty) => {}
+        Err(e) => panic!("a database without a state: {e}"),
+        Ok(_) => panic!("a database without a state opened"),
+    }
+    let s = settings(&pg, &pg.fresh_database("cycle_busy"));
+    let epoch = take_lease(&s, "a", Duration::from_secs(60)).await;
+    let mut a = writer_store(&s, "a", epoch).await;
+    let set = hold_g1(&mut a);
+    a.hold_cycles(Duration::from_secs(5)).expect("a's cycle");
+    let verb = approve_between(&s, "b", &set, Duration::from_secs(1));
+    let err = verb
+        .await
+        .expect("the verb's task")
+        .expect_err("approved while a cycle ran");
+    let text = err.to_string();
+    assert!(matches!(err, BetweenError::Busy(_)), "{text}");
+    assert!(
+        text.contains(&format!("lease epoch {epoch}"))
+            && text.contains("\"writeback cycle of a\"")
+            && text.contains("run the command again"),
+        "{text}"
+    );
+    assert!(!approved_g1(&a));
+    // A cycle kept waiting says who holds the lock as well.
+    let mut other = writer_store(&s, "a", epoch).await;
+    match other.hold_cycles(Duration::from_secs(1)) {
+        Err(StateError::Lease(e @ HaError::CycleLockBusy { .. })) => {
+            assert!(e.to_string().contains("writeback cycle of a"), "{e}")
+        }
+        other => panic!("two cycles at once: {other:?}"),
+    }
+    a.let_go_cycles();
+    other
+        .hold_cycles(Duration::from_secs(1))
+        .expect("free again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deposed_writer_still_holding_its_cycle_lock_holds_up_no_one() {
+    let pg = PgTestbed::load();
+    let s = settings(&pg, &pg.fresh_database("cycle_deposed"));
+    let lease = Duration::from_secs(2);
+    let epoch_a = take_lease(&s, "a", lease).await;
+    let mut a = writer_store(&s, "a", epoch_a).await;
+    let set = hold_g1(&mut a);
+    // a is paused mid-cycle, its session open: b takes over once the lease expired.
+    a.hold_cycles(Duration::from_secs(5)).expect("a's cycle");
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    let epoch_b = take_lease(&s, "b", lease * 30).await;
+    assert_eq!(epoch_b, epoch_a + 1);
+    let mut b = writer_store(&s, "b", epoch_b).await;
+    b.hold_cycles(Duration::from_secs(2))
+        .expect("b's cycle does not wait for a's");
+    b.let_go_cycles();
+    let done = approve_between(&s, "c", &set, Duration::from_secs(5)).await;
+    assert_eq!(
+        done.expect("the verb's task").expect("approved"),
+        (Approved::Deletes, 1)
+    );
+    assert!(approved_g1(&b));
+    // a, waking, writes nothing: the lease fences it, not the lock.
+    assert!(matches!(
+        a.replace_held(&[]),
+        Err(StateError::Lease(HaError::Fenced { .. }))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verb_that_waited_through_a_takeover_waits_for_the_new_writers_cycle() {
+    let pg = PgTestbed::load();
+    let s = settings(&pg, &pg.fresh_database("cycle_takeover"));
+    let lease = Duration::from_secs(2);
+    let epoch_a = take_lease(&s, "a", lease).await;
+    let mut a = writer_store(&s, "a", epoch_a).await;
+    let set = hold_g1(&mut a);
+    a.hold_cycles(Duration::from_secs(5)).expect("a's cycle");
+    let verb = approve_between(&s, "c", &set, Duration::from_secs(30));
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    let epoch_b = take_lease(&s, "b", lease * 30).await;
+    let mut b = writer_store(&s, "b", epoch_b).await;
+    b.hold_cycles(Duration::from_secs(5)).expect("b's cycle");
+    // a's cycle ends: the verb, waiting on epoch a's lock, finds the lease moved on and
+    // waits for b's cycle.
+    a.let_go_cycles();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!verb.is_finished(), "approved during b's cycle");
+    assert!(!approved_g1(&b));
+    b.let_go_cycles();
+    assert_eq!(
+        verb.await.expect("the verb's task").expect("approved"),
+        (Approved::Deletes, 1)
+    );
+    assert!(approved_g1(&b));
 }
