@@ -93,6 +93,45 @@ pub trait HostState: CycleState + Send {
     fn revive(&mut self) -> Result<(), StateError> {
         Ok(())
     }
+    /// Holds the shared state's cycle lock, which keeps `approve` and `release` out of the
+    /// cycle (see `ha::cycles`); on a state file of one's own the file's lock does that.
+    fn lock_cycles(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
+    /// Lets go of what [`HostState::lock_cycles`] took.
+    fn unlock_cycles(&mut self) {}
+}
+
+/// A store whose cycle lock is held (see [`HostState::lock_cycles`]) for as long as this
+/// lives: a cycle runs on it, and dropping it lets go, however the cycle ends.
+pub struct Cycling<'a, S: HostState> {
+    store: &'a mut S,
+}
+
+impl<'a, S: HostState> Cycling<'a, S> {
+    pub fn lock(store: &'a mut S) -> Result<Cycling<'a, S>, StateError> {
+        store.lock_cycles()?;
+        Ok(Cycling { store })
+    }
+}
+
+impl<S: HostState> std::ops::Deref for Cycling<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        self.store
+    }
+}
+
+impl<S: HostState> std::ops::DerefMut for Cycling<'_, S> {
+    fn deref_mut(&mut self) -> &mut S {
+        self.store
+    }
+}
+
+impl<S: HostState> Drop for Cycling<'_, S> {
+    fn drop(&mut self) {
+        self.store.unlock_cycles();
+    }
 }
 
 impl HostState for Store {
@@ -125,6 +164,12 @@ impl HostState for PgStore {
             tracing::info!("connected to PostgreSQL again");
         }
         Ok(())
+    }
+    fn lock_cycles(&mut self) -> Result<(), StateError> {
+        self.hold_cycles(crate::ha::cycles::CYCLE_WAIT)
+    }
+    fn unlock_cycles(&mut self) {
+        self.let_go_cycles()
     }
 }
 
@@ -995,13 +1040,12 @@ async fn cycle_one<S: HostState>(
     t.store
         .revive()
         .map_err(|e| format!("cycle skipped: {e}"))?;
+    // On a shared state: no `approve` or `release` from any host while the cycle runs.
+    let mut store = Cycling::lock(&mut t.store).map_err(|e| format!("cycle skipped: {e}"))?;
     // Under the lock: a plan holding the state would otherwise make it wait out SQLite's
     // busy timeout and fail.
     if compact {
-        match t
-            .store
-            .compact_history(t.config.audit_retention_days, RECENT_RUNS)
-        {
+        match store.compact_history(t.config.audit_retention_days, RECENT_RUNS) {
             Ok(c) => tracing::debug!(
                 events_deleted = c.events_deleted,
                 runs_deleted = c.runs_deleted,
@@ -1021,7 +1065,7 @@ async fn cycle_one<S: HostState>(
             graph,
             ad,
             effects: &effects,
-            store: &mut t.store,
+            store: &mut *store,
             rules: &rules,
             schema: &mut t.schema,
             sink: None,

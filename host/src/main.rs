@@ -575,31 +575,36 @@ fn open_existing(config: &Config) -> Result<Store> {
     Ok(writeback::inspect::open_existing(&config.state_path)?)
 }
 
-/// Verbs that change the state outside a cycle do not run on a shared state yet: refused
-/// before anything is read, saying how to get the same done.
-fn refuse_shared(config: &Config, verb: &str) -> Result<()> {
-    if config.postgres.is_some() {
-        anyhow::bail!(
-            "`writeback {verb}` on a shared state ([state.postgres]) is not available yet: stop the instances, `writeback state copy --to sqlite`, run `{verb}` with a config without [state.postgres], then `writeback state copy --to postgres` into an emptied database"
-        );
-    }
-    Ok(())
-}
-
-/// A private copy of a shared state ([state.postgres]) for a verb that reads (see
-/// `ha::snapshot`). The database's password is read here when `config` was loaded without
-/// secrets.
-fn snapshot(config: &Config) -> Result<writeback::ha::snapshot::Snapshot> {
+/// `[state.postgres]` with the database's password, read here when `config` was loaded
+/// without secrets.
+fn shared_state(config: &Config) -> Result<writeback::config::PostgresConfig> {
     use secrecy::ExposeSecret;
-    let pg = match &config.postgres {
+    Ok(match &config.postgres {
         Some(pg) if !pg.settings.password.expose_secret().is_empty() => pg.clone(),
         _ => Config::load_for_state(&config.path)?
             .postgres
             .ok_or_else(|| anyhow::anyhow!("no [state.postgres]"))?,
-    };
+    })
+}
+
+/// A private copy of a shared state ([state.postgres]) for a verb that reads (see
+/// `ha::snapshot`).
+fn snapshot(config: &Config) -> Result<writeback::ha::snapshot::Snapshot> {
+    let pg = shared_state(config)?;
     let handle = tokio::runtime::Handle::current();
     Ok(tokio::task::block_in_place(|| {
         handle.block_on(writeback::ha::snapshot::take(&pg))
+    })?)
+}
+
+/// A shared state ([state.postgres]) opened for `verb`, which changes it between the
+/// writer's cycles (see `ha::cycles`).
+fn between_cycles(config: &Config, verb: &str) -> Result<writeback::ha::cycles::Between> {
+    use writeback::ha::cycles::{Between, VERB_WAIT};
+    let pg = shared_state(config)?;
+    let handle = tokio::runtime::Handle::current();
+    Ok(tokio::task::block_in_place(|| {
+        handle.block_on(Between::open(&pg, verb, VERB_WAIT))
     })?)
 }
 
@@ -833,7 +838,7 @@ async fn explain_one(
     Ok((code, None))
 }
 
-/// `writeback release`: stops managing groups, under the state lock; AD is not touched.
+/// `writeback release`: stops managing groups while no cycle runs; AD is not touched.
 fn release(
     config_path: &Path,
     target: Option<&str>,
@@ -868,30 +873,10 @@ fn release_one(
     dry_run: bool,
     json: bool,
 ) -> Result<()> {
-    use writeback::sync::release;
-    refuse_shared(config, "release")?;
-    let _lock = StateLock::acquire(config)?;
-    let mut store = Store::open(&config.state_path)?;
-    let anchors = store.anchors()?;
-    let picked = release::select(
-        &anchors,
-        |name| {
-            store
-                .cached_groups_named(name)
-                .map(|v| v.into_iter().map(|(id, _)| id).collect())
-                .unwrap_or_default()
-        },
-        sel,
-    )?;
-    if !dry_run && !picked.is_empty() {
-        let run_id = store.begin_run(writeback::state::RunMode::Release)?;
-        store.release(run_id, &picked)?;
-        store.finish_run(
-            run_id,
-            writeback::state::RunStatus::Ok,
-            &serde_json::json!({ "released": picked.len() }),
-        )?;
-    }
+    let picked = match config.postgres.is_some() {
+        true => release_shared(config, sel, dry_run)?,
+        false => release_local(config, sel, dry_run)?,
+    };
     if json {
         println!(
             "{}",
@@ -923,8 +908,91 @@ fn release_one(
     Ok(())
 }
 
-/// Approves a held set of deletes or member removals (under the state lock, so no cycle runs
-/// meanwhile).
+/// `release` on a state file of one's own, under its lock: no cycle runs meanwhile.
+fn release_local(
+    config: &Config,
+    sel: &writeback::sync::release::Selector,
+    dry_run: bool,
+) -> Result<Vec<writeback::state::Anchor>> {
+    use writeback::sync::release;
+    let _lock = StateLock::acquire(config)?;
+    let mut store = Store::open(&config.state_path)?;
+    let anchors = store.anchors()?;
+    let picked = release::select(
+        &anchors,
+        |name| {
+            store
+                .cached_groups_named(name)
+                .map(|v| v.into_iter().map(|(id, _)| id).collect())
+                .unwrap_or_default()
+        },
+        sel,
+    )?;
+    if !dry_run && !picked.is_empty() {
+        let run_id = store.begin_run(writeback::state::RunMode::Release)?;
+        store.release(run_id, &picked)?;
+        store.finish_run(
+            run_id,
+            writeback::state::RunStatus::Ok,
+            &release_stats(&picked),
+        )?;
+    }
+    Ok(picked)
+}
+
+/// `release` on a shared state: the groups read, chosen and released in one transaction
+/// between the writer's cycles; the audit events name this instance.
+fn release_shared(
+    config: &Config,
+    sel: &writeback::sync::release::Selector,
+    dry_run: bool,
+) -> Result<Vec<writeback::state::Anchor>> {
+    use writeback::state::pg::tx;
+    use writeback::state::{RunMode, RunStatus};
+    use writeback::sync::release::{self, Selector};
+    let mut between = between_cycles(config, "release")?;
+    let picked = between.run(async |t, instance| {
+        let anchors = tx::anchors(t).await?;
+        // The names looked up first: the selection itself is pure.
+        let mut named = BTreeMap::new();
+        if let Selector::Groups(wanted) = sel {
+            for w in wanted.iter().map(|w| w.trim()) {
+                if !anchors.contains_key(w) && !named.contains_key(w) {
+                    let ids: Vec<String> = tx::groups_named(t, w)
+                        .await?
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect();
+                    named.insert(w.to_string(), ids);
+                }
+            }
+        }
+        let picked = match release::select(
+            &anchors,
+            |name| named.get(name).cloned().unwrap_or_default(),
+            sel,
+        ) {
+            Ok(p) => p,
+            // Nothing written: the transaction ends with nothing in it.
+            Err(e) => return Ok(Err(e)),
+        };
+        if !dry_run && !picked.is_empty() {
+            let run_id = tx::begin_run(t, RunMode::Release).await?;
+            tx::release_groups(t, run_id, &picked, Some(instance)).await?;
+            tx::finish_run(t, run_id, RunStatus::Ok, &release_stats(&picked)).await?;
+        }
+        Ok(Ok(picked))
+    })?;
+    Ok(picked?)
+}
+
+/// What a release run records.
+fn release_stats(picked: &[writeback::state::Anchor]) -> serde_json::Value {
+    serde_json::json!({ "released": picked.len() })
+}
+
+/// Approves a held set of deletes or member removals, while no cycle runs (under the state
+/// file's lock, or between the writer's cycles on a shared state).
 fn approve(config_path: &Path, target: Option<&str>, id: &str) -> Result<ExitCode> {
     let config = Config::load_offline(config_path)?;
     let targets = config.select_targets(target)?;
@@ -941,10 +1009,15 @@ fn approve(config_path: &Path, target: Option<&str>, id: &str) -> Result<ExitCod
 }
 
 fn approve_one(config: &Config, id: &str) -> Result<()> {
-    refuse_shared(config, "approve")?;
-    let _lock = StateLock::acquire(config)?;
-    let mut store = Store::open(&config.state_path)?;
-    let (what, n) = store.approve_any(id.trim())?;
+    let id = id.trim();
+    let (what, n) = match config.postgres.is_some() {
+        true => between_cycles(config, "approve")?
+            .run(async |t, _| writeback::state::pg::tx::approve_any(t, id).await)?,
+        false => {
+            let _lock = StateLock::acquire(config)?;
+            Store::open(&config.state_path)?.approve_any(id)?
+        }
+    };
     let what = match what {
         writeback::state::Approved::Deletes => format!("{n} held deletes"),
         writeback::state::Approved::MemberRemovals => {
@@ -1062,16 +1135,13 @@ async fn sync_shared(
         }
     }
     let guard: writeback::ad::WriteGuard = writer.check.clone();
-    let code = cycle_cmd(
-        config,
-        named,
-        opts,
-        json,
-        &mut writer.store,
-        rules,
-        Some(guard),
-    )
-    .await;
+    // No `approve` or `release` from any host while this run writes.
+    let code = match writeback::daemon::Cycling::lock(&mut writer.store) {
+        Ok(mut store) => {
+            cycle_cmd(config, named, opts, json, &mut *store, rules, Some(guard)).await
+        }
+        Err(e) => Err(e.into()),
+    };
     writer.done().await;
     code
 }

@@ -15,9 +15,12 @@
 //! - [`keeper`]: the task that holds the lease for a daemon and publishes its [`Role`].
 //! - [`instance`]: an instance joining: the start-up checks, the store, the keeper.
 //! - [`oneshot`]: a one-shot verb that writes takes the lease for its duration.
+//! - [`cycles`]: the cycle lock, which keeps `approve` and `release` out of the writer's
+//!   cycles (an advisory lock, keyed by the epoch, that orders them and fences nothing).
 //! - [`snapshot`]: read-only verbs read a private copy of the state.
 //! - [`status`]: `writeback status`'s part on the lease and the instances.
 
+pub mod cycles;
 pub mod instance;
 pub mod keeper;
 pub mod lease;

@@ -21,7 +21,7 @@ use tokio_postgres::{Client, GenericClient};
 use super::lease::{Deadline, LeaseTimes};
 
 /// The lease's row; one per database (one writer among the instances sharing it).
-const LEASE: &str = "writer";
+pub(super) const LEASE: &str = "writer";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
@@ -55,6 +55,12 @@ pub enum HaError {
     Fenced { epoch: i64 },
     #[error("this instance stopped writing (lease epoch {epoch}): {why}")]
     Lost { epoch: i64, why: String },
+    #[error("the cycle lock of lease epoch {epoch} was not free within {} s: {holder} holds it", waited.as_secs())]
+    CycleLockBusy {
+        epoch: i64,
+        waited: Duration,
+        holder: String,
+    },
 }
 
 /// Where the shared database is. The password is never in a URL, a log or `Debug`.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use super::instance::{connect, JoinError};
 use crate::config::PostgresConfig;
 use crate::state::pg::copy::CopyError;
-use crate::state::pg::PgStore;
+use crate::state::pg::{stored_schema, PgStore};
 use crate::state::{StateError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,23 +39,7 @@ pub struct Snapshot {
 pub async fn take(pg: &PostgresConfig) -> Result<Snapshot, SnapshotError> {
     let client = connect(pg).await?;
     // A database without the schema has nothing to show; the check writes nothing.
-    let has_schema = client
-        .query_one("SELECT to_regclass('writeback_schema') IS NOT NULL", &[])
-        .await
-        .map_err(|e| {
-            SnapshotError::State(StateError::Postgres {
-                op: "read the schema version".into(),
-                cause: e,
-            })
-        })?
-        .try_get::<_, bool>(0)
-        .map_err(|e| {
-            SnapshotError::State(StateError::Postgres {
-                op: "read the schema version".into(),
-                cause: e,
-            })
-        })?;
-    if !has_schema {
+    if stored_schema(&client).await?.is_none() {
         return Err(SnapshotError::Empty);
     }
     let mut source = PgStore::open(client, None)?;

@@ -87,13 +87,44 @@ pub fn replace(conn: &Connection, rows: &[HeldDelete]) -> Result<(), StateError>
 
 /// The id of the set waiting for approval (the held deletes not approved yet), and its size.
 pub fn waiting(conn: &Connection) -> Result<Option<(String, usize)>, StateError> {
-    let rows = held(conn)?;
+    Ok(waiting_of(&held(conn)?))
+}
+
+/// [`waiting`] over rows already read (the PostgreSQL store reads its own).
+pub(crate) fn waiting_of(rows: &BTreeMap<String, HeldDelete>) -> Option<(String, usize)> {
     let ids: Vec<&str> = rows
         .values()
         .filter(|h| !h.approved)
         .map(|h| h.cloud_id.as_str())
         .collect();
-    Ok((!ids.is_empty()).then(|| (set_id(ids.iter().copied()), ids.len())))
+    (!ids.is_empty()).then(|| (set_id(ids.iter().copied()), ids.len()))
+}
+
+/// Which waiting set `writeback approve <id>` approves, given the held deletes and the held
+/// member removals waiting now (each its id and size): the member removals when `id` is
+/// theirs, else the deletes when it is theirs, else an error naming what does wait. Both
+/// stores decide with this; each then marks the chosen rows approved.
+pub(crate) fn choose(
+    id: &str,
+    deletes: Option<(String, usize)>,
+    removals: Option<(String, usize)>,
+) -> Result<(super::Approved, usize), StateError> {
+    match (&deletes, &removals) {
+        (_, Some((r, n))) if r == id => Ok((super::Approved::MemberRemovals, *n)),
+        (Some((d, n)), _) if d == id => Ok((super::Approved::Deletes, *n)),
+        _ => {
+            let deletes = deletes.map(|(w, n)| format!("{w} ({n} deletes)"));
+            let removals = removals.map(|(w, n)| format!("{w} (member removals of {n} groups)"));
+            let waiting = match (deletes, removals) {
+                (Some(d), Some(r)) => Some(format!("{d}, or {r}")),
+                (d, r) => d.or(r),
+            };
+            Err(StateError::NoSuchHeldSet {
+                id: id.to_string(),
+                waiting,
+            })
+        }
+    }
 }
 
 /// Approves the waiting set if its id is `id`; returns how many deletes that approves.
@@ -114,6 +145,27 @@ pub fn approve(conn: &Connection, id: &str) -> Result<usize, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approve_chooses_the_set_with_that_id_and_names_what_waits_otherwise() {
+        use crate::state::Approved;
+        let d = || Some(("d1".to_string(), 5));
+        let r = || Some(("r1".to_string(), 2));
+        assert_eq!(
+            choose("r1", d(), r()).ok(),
+            Some((Approved::MemberRemovals, 2))
+        );
+        assert_eq!(choose("d1", d(), r()).ok(), Some((Approved::Deletes, 5)));
+        let both = choose("x", d(), r()).map_err(|e| e.to_string());
+        assert_eq!(
+            both.err().as_deref(),
+            Some("no held deletes with id x: the set waiting for approval now is d1 (5 deletes), or r1 (member removals of 2 groups); review it with `writeback plan` and approve that id")
+        );
+        let none = choose("x", None, None).map_err(|e| e.to_string());
+        assert!(none
+            .err()
+            .is_some_and(|e| e.ends_with("no delete is waiting for approval")));
+    }
 
     #[test]
     fn a_set_id_depends_on_the_ids_not_their_order() {

@@ -527,22 +527,11 @@ impl Store {
     /// Returns what it approved and how many.
     pub fn approve_any(&mut self, id: &str) -> Result<(Approved, usize), StateError> {
         let tx = self.write_tx(|| format!("approve held set {id}"))?;
-        let result = match held_removals::approve(&tx, id)? {
-            Some(n) => (Approved::MemberRemovals, n),
-            None => match held::approve(&tx, id) {
-                Ok(n) => (Approved::Deletes, n),
-                Err(StateError::NoSuchHeldSet { id, waiting }) => {
-                    let removals = held_removals::waiting(&tx)?
-                        .map(|(w, n)| format!("{w} (member removals of {n} groups)"));
-                    let waiting = match (waiting, removals) {
-                        (Some(d), Some(r)) => Some(format!("{d}, or {r}")),
-                        (d, r) => d.or(r),
-                    };
-                    return Err(StateError::NoSuchHeldSet { id, waiting });
-                }
-                Err(e) => return Err(e),
-            },
-        };
+        let result = held::choose(id, held::waiting(&tx)?, held_removals::waiting(&tx)?)?;
+        match result.0 {
+            Approved::MemberRemovals => held_removals::approve(&tx, id).map(|_| ())?,
+            Approved::Deletes => held::approve(&tx, id).map(|_| ())?,
+        }
         tx.commit()
             .ctx(&self.conn, || format!("commit approval {id}"))?;
         Ok(result)

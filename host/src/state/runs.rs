@@ -356,8 +356,17 @@ pub fn cached_groups_named(
     for row in rows {
         all.push(row.ctx(conn, op)?);
     }
-    // The closest spelling wins: exactly as Graph holds it, then ignoring case, then also
-    // ignoring surrounding spaces (a name typed on a command line loses them).
+    Ok(closest_spelling(all, name))
+}
+
+/// Of the groups whose name matches `name` loosely (ASCII case and surrounding spaces
+/// ignored), the closest spelling wins: exactly as Graph holds it, then ignoring case, then
+/// also ignoring surrounding spaces (a name typed on a command line loses them). Both stores
+/// filter their matches with this.
+pub(crate) fn closest_spelling(
+    mut all: Vec<(String, String)>,
+    name: &str,
+) -> Vec<(String, String)> {
     if all.iter().any(|(_, n)| n == name) {
         all.retain(|(_, n)| n == name);
     } else if all
@@ -366,7 +375,7 @@ pub fn cached_groups_named(
     {
         all.retain(|(_, n)| n.to_lowercase() == name.to_lowercase());
     }
-    Ok(all)
+    all
 }
 
 /// Marks runs left unfinished by a killed host as [`INTERRUPTED`]; returns how many.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::model::{CloudObject, DeltaItem};
-use crate::state::pg::{tx, PgStore};
+use crate::state::pg::{tx, with_instance, PgStore};
 use crate::state::{
     Anchor, HeldDelete, HeldRemovalRow, Leaving, MemberChanges, ObjectKind, OutboxCounts,
     OutboxEntry, Quarantined, Released, RoundProgress, RunMode, RunStatus, Seen, StateError,
@@ -134,18 +134,4 @@ impl CycleState for PgStore {
             tx::forget_settled_member_changes(t).await
         })
     }
-}
-
-/// `e` with the instance that wrote it in its detail.
-fn with_instance(e: &crate::state::AuditEvent, instance: &str) -> crate::state::AuditEvent {
-    let mut e = e.clone();
-    match &mut e.detail {
-        serde_json::Value::Object(m) => {
-            m.insert("instance".into(), instance.into());
-        }
-        other => {
-            *other = serde_json::json!({ "value": other.take(), "instance": instance });
-        }
-    }
-    e
 }

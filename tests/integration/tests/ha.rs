@@ -1,7 +1,8 @@
 //! Several instances on one state in PostgreSQL, against the real Samba DC, the Graph emulator
 //! and the test bed's PostgreSQL: exactly one writes, a standby takes over when the writer dies,
 //! a paused writer that wakes writes nothing, and a writer cut off from the database stops
-//! writing and resumes when it is back. Lease 3 s, standby poll 1 s.
+//! writing and resumes when it is back, and an operator on another host approves held deletes
+//! and releases groups while the writer runs. Lease 3 s, standby poll 1 s.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,6 +39,17 @@ struct Instance {
 
 /// Writes the bed's config for instance `name` on `database`.
 fn instance(bed: &Bed, pg: &PgTestbed, database: &str, name: &'static str) -> Instance {
+    instance_with(bed, pg, database, name, "")
+}
+
+/// [`instance`] with `more` appended to the config.
+fn instance_with(
+    bed: &Bed,
+    pg: &PgTestbed,
+    database: &str,
+    name: &'static str,
+    more: &str,
+) -> Instance {
     let port = free_port();
     let extra = format!(
         r#"
@@ -54,6 +66,8 @@ ca_file = "{ca}"
 instance = "{name}"
 lease_secs = 3
 standby_poll_secs = 1
+
+{more}
 "#,
         user = pg.user,
         host = pg.host,
@@ -587,6 +601,158 @@ async fn bad_settings_are_refused_at_start_naming_them_and_nothing_is_written() 
     // a writes nothing more once converged; the refused b wrote nothing at all.
     assert_eq!(bed.highest_usn().await, usn_a, "AD changed");
     assert!(usn <= usn_a);
+    assert_eq!(da.stop(Duration::from_secs(20)), Some(0));
+    bed.cleanup().await;
+    pg.drop_database(&database);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approve_and_release_from_another_host_while_the_writer_runs() {
+    let pg = PgTestbed::load();
+    let database = pg.fresh_database("ha_approve");
+    let mut bed = Bed::new("wb-ha-approve", 0).await;
+    bed.create_default_containers().await;
+    let ids = seed_groups(&mut bed, 6, "Held");
+    let safety = "[safety]\ndelete_threshold = 2\n";
+    let a = instance_with(&bed, &pg, &database, "a", safety);
+    // The operator's host: another instance's config, no daemon running there.
+    let b = instance_with(&bed, &pg, &database, "b", safety);
+    let password = pg.password();
+    let env = [(PG_PASSWORD_ENV, password.as_str())];
+    let mut da = start(&bed, &pg, &a);
+    eventually_or_logs!(
+        Duration::from_secs(60),
+        "a writes every group",
+        [da],
+        bed.groups().await.len() == ids.len()
+    );
+    let (_, epoch, _) = lease(&pg, &database).expect("a holds the lease");
+
+    // Four groups leave the scope: more deletes than the threshold, held by a.
+    for id in &ids[..4] {
+        bed.graph(
+            "PATCH",
+            &format!("/groups/{id}"),
+            Some(serde_json::json!({ "securityEnabled": false })),
+        )
+        .await;
+    }
+    eventually_or_logs!(
+        Duration::from_secs(30),
+        "a holds the four deletes",
+        [da],
+        pg.query(
+            &database,
+            "SELECT count(*) FROM held_delete WHERE NOT approved"
+        ) == "4"
+    );
+    let status = bed.run_with(&b.config, &["status", "--json"], &env);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status JSON ({e}): {}",
+            String::from_utf8_lossy(&status.stderr)
+        )
+    });
+    let set = doc["held_set"].as_str().expect("a held set").to_string();
+
+    // From b's host: a wrong id approves nothing and names the set; the shown one approves.
+    let wrong = bed.run_with(&b.config, &["approve", "0123456789ab"], &env);
+    let err = String::from_utf8_lossy(&wrong.stderr).to_string();
+    assert_eq!(wrong.status.code(), Some(1), "{err}");
+    assert!(err.contains(&set) && err.contains("4 deletes"), "{err}");
+    let ok = bed.run_with(&b.config, &["approve", &set], &env);
+    let out = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{out}\n{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        out.contains(&format!("approved 4 held deletes ({set})")),
+        "{out}"
+    );
+    // a applies the approval at its next cycle.
+    eventually_or_logs!(
+        Duration::from_secs(30),
+        "a deletes the approved groups",
+        [da],
+        bed.groups().await.len() == 2
+    );
+    for id in &ids[..4] {
+        assert!(bed.group_by_id(id).await.is_none(), "{id} not deleted");
+    }
+    eventually!(
+        Duration::from_secs(10),
+        "the held set is used up",
+        pg.query(&database, "SELECT count(*) FROM held_delete") == "0"
+    );
+    let again = bed.run_with(&b.config, &["approve", &set], &env);
+    assert_eq!(again.status.code(), Some(1), "approved twice");
+
+    // From b's host: release one of the two groups left; a no longer writes it.
+    let (released, managed) = (&ids[4], &ids[5]);
+    let out = bed.run_with(&b.config, &["release", "--json", released], &env);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("release JSON");
+    assert_eq!(
+        doc["released"][0]["cloud_id"],
+        serde_json::json!(released),
+        "{doc}"
+    );
+    assert_eq!(doc["released"].as_array().map(Vec::len), Some(1), "{doc}");
+    assert_eq!(
+        pg.query(
+            &database,
+            &format!("SELECT count(*) FROM anchor WHERE cloud_id = '{released}'")
+        ),
+        "0"
+    );
+    assert_eq!(
+        pg.query(
+            &database,
+            "SELECT cloud_id || '|' || (detail_json::json->>'instance') FROM run_event \
+             WHERE action = 'release'"
+        ),
+        format!("{released}|b"),
+        "the release names the instance that made it"
+    );
+    for id in [released, managed] {
+        bed.graph(
+            "PATCH",
+            &format!("/groups/{id}"),
+            Some(serde_json::json!({ "description": "changed after the release" })),
+        )
+        .await;
+    }
+    eventually_or_logs!(
+        Duration::from_secs(30),
+        "a writes the managed group's change",
+        [da],
+        description(&mut bed, managed).await.as_deref() == Some("changed after the release")
+    );
+    // A few more cycles: the released group keeps its AD object as it was.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        description(&mut bed, released).await.as_deref(),
+        Some("Held 4 (security)"),
+        "a wrote to a released group"
+    );
+    // Neither verb took the lease: a wrote throughout, under the same epoch, and no cycle
+    // was skipped for them.
+    assert_eq!(
+        lease(&pg, &database),
+        Some(("a".to_string(), epoch, true)),
+        "the lease moved"
+    );
+    let log = da.log_text();
+    assert!(!log.contains("cycle skipped"), "{log}");
     assert_eq!(da.stop(Duration::from_secs(20)), Some(0));
     bed.cleanup().await;
     pg.drop_database(&database);

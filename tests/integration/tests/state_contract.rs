@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use writeback::config::PostgresConfig;
 use writeback::graph::model::{DeltaItem, MemberRef, RemovedReason};
+use writeback::ha::cycles::{Between, BetweenError};
 use writeback::ha::{pg, HaError, LeaseTimes, PgLease, PgSettings, Takeover};
-use writeback::state::pg::PgStore;
+use writeback::state::pg::{tx, PgStore};
 use writeback::state::{
-    Anchor, AuditEvent, EventRecord, HeldDelete, HeldRemovalRow, Leaving, NewCall, ObjectKind,
-    OutboxCounts, RoundProgress, RunMode, RunRecord, RunStatus, Seen, StateError, Store,
-    UnresolvedTotal,
+    Anchor, Approved, AuditEvent, EventRecord, HeldDelete, HeldRemovalRow, Leaving, NewCall,
+    ObjectKind, OutboxCounts, RoundProgress, RunMode, RunRecord, RunStatus, Seen, StateError,
+    Store, UnresolvedTotal,
 };
 use writeback::sync::record::Write;
 use writeback::sync::state::CycleState;
@@ -23,11 +25,14 @@ use writeback_integration::postgres::PgTestbed;
 
 // --- the backends ---------------------------------------------------------------------------
 
-/// What the tests read back beside the contract (the verbs' reads, not the cycle's).
+/// What the tests read and write beside the contract (the verbs' part, not the cycle's).
 trait Backend: CycleState {
     fn run_of(&self, id: i64) -> Option<RunRecord>;
     fn events_of(&self, id: i64) -> Vec<EventRecord>;
     fn unresolved(&self) -> UnresolvedTotal;
+    fn approve(&mut self, id: &str) -> Result<(Approved, usize), StateError>;
+    fn release_groups(&mut self, run_id: i64, anchors: &[Anchor]);
+    fn groups_named(&self, name: &str) -> Vec<String>;
 }
 
 impl Backend for Store {
@@ -40,6 +45,16 @@ impl Backend for Store {
     fn unresolved(&self) -> UnresolvedTotal {
         self.unresolved_total().expect("unresolved total")
     }
+    fn approve(&mut self, id: &str) -> Result<(Approved, usize), StateError> {
+        self.approve_any(id)
+    }
+    fn release_groups(&mut self, run_id: i64, anchors: &[Anchor]) {
+        self.release(run_id, anchors).expect("release")
+    }
+    fn groups_named(&self, name: &str) -> Vec<String> {
+        let found = self.cached_groups_named(name).expect("find by name");
+        found.into_iter().map(|(id, _)| id).collect()
+    }
 }
 
 impl Backend for PgStore {
@@ -51,6 +66,16 @@ impl Backend for PgStore {
     }
     fn unresolved(&self) -> UnresolvedTotal {
         self.unresolved_total().expect("unresolved total")
+    }
+    fn approve(&mut self, id: &str) -> Result<(Approved, usize), StateError> {
+        self.approve_any(id)
+    }
+    fn release_groups(&mut self, run_id: i64, anchors: &[Anchor]) {
+        self.release(run_id, anchors).expect("release")
+    }
+    fn groups_named(&self, name: &str) -> Vec<String> {
+        let found = self.cached_groups_named(name).expect("find by name");
+        found.into_iter().map(|(id, _)| id).collect()
     }
 }
 
@@ -110,6 +135,9 @@ contract!(
     the_outbox_delivers_once,
     unresolved_members_add_up,
     leaving_groups_are_due_and_forgotten,
+    a_held_set_is_approved_by_its_id_once,
+    released_groups_are_forgotten_and_audited,
+    cached_groups_are_found_by_name,
 );
 
 // --- helpers --------------------------------------------------------------------------------
@@ -958,6 +986,155 @@ fn leaving_groups_are_due_and_forgotten<S: CycleState>(store: &mut S) {
     assert_eq!(store.anchor_count().expect("count"), 2);
 }
 
+fn a_held_set_is_approved_by_its_id_once<S: Backend>(store: &mut S) {
+    let held = |id: &str| HeldDelete {
+        cloud_id: id.to_string(),
+        dn: format!("CN={id}"),
+        approved: false,
+        held_at: String::new(),
+    };
+    let removal = |id: &str| HeldRemovalRow {
+        cloud_id: id.to_string(),
+        dn: format!("CN={id}"),
+        removals: 40,
+        members: 50,
+        removal_hash: format!("h-{id}"),
+        approved: false,
+        held_at: String::new(),
+    };
+    match store.approve("0123456789ab") {
+        Err(StateError::NoSuchHeldSet { waiting: None, .. }) => {}
+        other => panic!("approved with nothing held: {other:?}"),
+    }
+    store
+        .replace_held(&[held("g1"), held("g2")])
+        .expect("hold deletes");
+    store
+        .replace_held_removals(&[removal("g3")])
+        .expect("hold removals");
+    let (removals, _) = store
+        .waiting_removals()
+        .expect("waiting")
+        .expect("removals wait");
+    // The wrong id names both sets that wait, and approves nothing.
+    let wrong = store.approve("0123456789ab").map_err(|e| e.to_string());
+    let text = wrong.expect_err("a wrong id is refused");
+    assert!(
+        text.contains("(2 deletes), or ")
+            && text.contains(&format!("{removals} (member removals of 1 groups)")),
+        "{text}"
+    );
+    assert!(store
+        .held_deletes()
+        .expect("held")
+        .values()
+        .all(|h| !h.approved));
+    assert!(store.approved_removals().expect("approved").is_empty());
+
+    assert_eq!(
+        store.approve(&removals).expect("approve removals"),
+        (Approved::MemberRemovals, 1)
+    );
+    assert_eq!(
+        store.approved_removals().expect("approved"),
+        BTreeMap::from([("g3".to_string(), "h-g3".to_string())])
+    );
+    assert_eq!(store.waiting_removals().expect("waiting"), None);
+    // The deletes' id is the SQLite store's (`held::set_id` of the cloud ids).
+    let deletes = writeback::state::held_set_id(["g2", "g1"]);
+    assert_eq!(
+        store.approve(&deletes).expect("approve deletes"),
+        (Approved::Deletes, 2)
+    );
+    assert!(store
+        .held_deletes()
+        .expect("held")
+        .values()
+        .all(|h| h.approved));
+    // Once: nothing waits any more.
+    match store.approve(&deletes) {
+        Err(StateError::NoSuchHeldSet { waiting: None, .. }) => {}
+        other => panic!("approved twice: {other:?}"),
+    }
+}
+
+fn released_groups_are_forgotten_and_audited<S: Backend>(store: &mut S) {
+    let run = store.begin_run(RunMode::Sync).expect("begin");
+    store
+        .record(
+            run,
+            &[
+                Write::PutAnchor(anchor("g1", "guid-1")),
+                Write::PutApplied("g1".into(), "hash-1".into()),
+                Write::PutIntent("g1".into(), "CN=g1,OU=Groups,DC=example,DC=test".into()),
+                Write::PutAnchor(anchor("g2", "guid-2")),
+            ],
+        )
+        .expect("anchors");
+    store
+        .settle_leaving(&BTreeMap::from([(
+            "g1".to_string(),
+            Some(Leaving {
+                since: 10,
+                delete_at: None,
+            }),
+        )]))
+        .expect("leaving");
+    let g1 = store.anchor("g1").expect("read").expect("g1 anchored");
+
+    let release = store.begin_run(RunMode::Release).expect("begin release");
+    store.release_groups(release, std::slice::from_ref(&g1));
+    store
+        .finish_run(release, RunStatus::Ok, &json!({ "released": 1 }))
+        .expect("finish release");
+
+    assert_eq!(store.anchor_ids().expect("anchors"), set(&["g2"]));
+    assert_eq!(store.applied_hash("g1").expect("applied"), None);
+    assert_eq!(store.intent("g1").expect("intent"), None);
+    assert!(store.leaving().expect("leaving").is_empty());
+    let released = store.released().expect("released");
+    assert_eq!(released.keys().cloned().collect::<Vec<_>>(), ids(&["g1"]));
+    assert_eq!(released["g1"].object_guid, "guid-1");
+    assert_eq!(released["g1"].dn, g1.dn);
+    let events = store.events_of(release);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event.action, "release");
+    assert_eq!(events[0].event.cloud_id, "g1");
+    assert_eq!(events[0].event.detail["object_guid"], json!("guid-1"));
+    let run = store.run_of(release).expect("the release run");
+    assert_eq!(run.mode, "release");
+    assert_eq!(run.status.as_deref(), Some("ok"));
+    // Taken back (adopt): the release is forgotten.
+    store.unrelease(&ids(&["g1"])).expect("unrelease");
+    assert!(store.released().expect("released").is_empty());
+}
+
+fn cached_groups_are_found_by_name<S: Backend>(store: &mut S) {
+    let mut progress = RoundProgress::new(true);
+    store
+        .apply_round_chunk(
+            ObjectKind::Group,
+            &chunk(vec![
+                item("g1", "Sales", &[]),
+                item("g2", "SALES", &[]),
+                item("g3", " Sales Team ", &[]),
+                item("g4", "Salé", &[]),
+                item("g5", "SALÉ", &[]),
+            ]),
+            &mut progress,
+        )
+        .expect("groups");
+    // The exact spelling, then ignoring case, then also ignoring surrounding spaces; the
+    // case of ASCII letters only, as SQLite's NOCASE.
+    assert_eq!(store.groups_named("Sales"), ids(&["g1"]));
+    assert_eq!(store.groups_named("sales"), ids(&["g1", "g2"]));
+    assert_eq!(store.groups_named("Sales Team"), ids(&["g3"]));
+    assert_eq!(store.groups_named("sales team"), ids(&["g3"]));
+    assert_eq!(store.groups_named("salé"), ids(&["g4"]));
+    assert_eq!(store.groups_named("SALÉ"), ids(&["g5"]));
+    assert!(store.groups_named("Nobody").is_empty());
+}
+
 // --- PostgreSQL only ------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1164,4 +1341,192 @@ async fn the_postgres_schema_has_the_sqlite_stores_tables_columns_and_indexes() 
     );
     assert_eq!(pg_columns, sqlite_columns);
     assert_eq!(pg_indexes, sqlite_indexes);
+}
+
+// --- the cycle lock: approve and release between the writer's cycles ------------------------
+
+/// Takes the lease for `name` on `s` (a lease of `lease`, never renewed here): its epoch.
+async fn take_lease(s: &PgSettings, name: &str, lease: Duration) -> i64 {
+    let client = pg::connect(s).await.expect("connect");
+    let l = PgLease::open(Arc::new(client), name.to_string(), LeaseTimes::new(lease))
+        .await
+        .expect("open the lease");
+    match l.try_take().await.expect("take the lease") {
+        Takeover::Won { epoch, .. } => epoch,
+        Takeover::Held(row) => panic!("{} holds the lease", row.holder),
+    }
+}
+
+/// A writer's store, fenced with `name` at `epoch`.
+async fn writer_store(s: &PgSettings, name: &str, epoch: i64) -> PgStore {
+    PgStore::open(
+        pg::connect(s).await.expect("connect"),
+        Some((name.to_string(), epoch)),
+    )
+    .expect("open the store")
+}
+
+/// `[state.postgres]` of instance `name` on `s`.
+fn shared(s: &PgSettings, name: &str) -> PostgresConfig {
+    PostgresConfig {
+        settings: s.clone(),
+        instance: name.to_string(),
+        times: LeaseTimes::new(Duration::from_secs(10)),
+        standby_poll: Duration::from_secs(1),
+    }
+}
+
+/// `writeback approve <id>` as instance `name`, waiting at most `wait` for a cycle, on a task
+/// of its own.
+fn approve_between(
+    s: &PgSettings,
+    name: &str,
+    id: &str,
+    wait: Duration,
+) -> tokio::task::JoinHandle<Result<(Approved, usize), BetweenError>> {
+    let (config, id) = (shared(s, name), id.to_string());
+    tokio::spawn(async move {
+        let mut between = Between::open(&config, "approve", wait).await?;
+        between.run(async |t, _| tx::approve_any(t, &id).await)
+    })
+}
+
+fn hold_g1(store: &mut PgStore) -> String {
+    store
+        .replace_held(&[HeldDelete {
+            cloud_id: "g1".into(),
+            dn: "CN=g1".into(),
+            approved: false,
+            held_at: String::new(),
+        }])
+        .expect("hold a delete");
+    writeback::state::held_set_id(["g1"])
+}
+
+fn approved_g1(store: &PgStore) -> bool {
+    store.held_deletes().expect("held")["g1"].approved
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_waits_for_the_writers_cycle_and_is_made_when_it_ends() {
+    let pg = PgTestbed::load();
+    let s = settings(&pg, &pg.fresh_database("cycle_wait"));
+    let epoch = take_lease(&s, "a", Duration::from_secs(60)).await;
+    let mut a = writer_store(&s, "a", epoch).await;
+    let set = hold_g1(&mut a);
+    a.hold_cycles(Duration::from_secs(5)).expect("a's cycle");
+    let started = std::time::Instant::now();
+    let verb = approve_between(&s, "b", &set, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!verb.is_finished(), "approved while a cycle ran");
+    assert!(!approved_g1(&a));
+    a.let_go_cycles();
+    let done = verb.await.expect("the verb's task");
+    assert_eq!(done.expect("approved"), (Approved::Deletes, 1));
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(approved_g1(&a));
+    // The next cycle takes the lock again at once: the verb let go when it committed.
+    a.hold_cycles(Duration::from_secs(1))
+        .expect("the next cycle");
+    a.let_go_cycles();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verb_kept_waiting_too_long_names_the_cycle_and_changes_nothing() {
+    let pg = PgTestbed::load();
+    let empty = settings(&pg, &pg.fresh_database("cycle_empty"));
+    match Between::open(&shared(&empty, "b"), "approve", Duration::from_secs(1)).await {
+        Err(BetweenError::Empty) => {}
+        Err(e) => panic!("a database without a state: {e}"),
+        Ok(_) => panic!("a database without a state opened"),
+    }
+    let s = settings(&pg, &pg.fresh_database("cycle_busy"));
+    let epoch = take_lease(&s, "a", Duration::from_secs(60)).await;
+    let mut a = writer_store(&s, "a", epoch).await;
+    let set = hold_g1(&mut a);
+    a.hold_cycles(Duration::from_secs(5)).expect("a's cycle");
+    let verb = approve_between(&s, "b", &set, Duration::from_secs(1));
+    let err = verb
+        .await
+        .expect("the verb's task")
+        .expect_err("approved while a cycle ran");
+    let text = err.to_string();
+    assert!(matches!(err, BetweenError::Busy(_)), "{text}");
+    assert!(
+        text.contains(&format!("lease epoch {epoch}"))
+            && text.contains("\"writeback cycle of a\"")
+            && text.contains("run the command again"),
+        "{text}"
+    );
+    assert!(!approved_g1(&a));
+    // A cycle kept waiting says who holds the lock as well.
+    let mut other = writer_store(&s, "a", epoch).await;
+    match other.hold_cycles(Duration::from_secs(1)) {
+        Err(StateError::Lease(e @ HaError::CycleLockBusy { .. })) => {
+            assert!(e.to_string().contains("writeback cycle of a"), "{e}")
+        }
+        other => panic!("two cycles at once: {other:?}"),
+    }
+    a.let_go_cycles();
+    other
+        .hold_cycles(Duration::from_secs(1))
+        .expect("free again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deposed_writer_still_holding_its_cycle_lock_holds_up_no_one() {
+    let pg = PgTestbed::load();
+    let s = settings(&pg, &pg.fresh_database("cycle_deposed"));
+    let lease = Duration::from_secs(2);
+    let epoch_a = take_lease(&s, "a", lease).await;
+    let mut a = writer_store(&s, "a", epoch_a).await;
+    let set = hold_g1(&mut a);
+    // a is paused mid-cycle, its session open: b takes over once the lease expired.
+    a.hold_cycles(Duration::from_secs(5)).expect("a's cycle");
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    let epoch_b = take_lease(&s, "b", lease * 30).await;
+    assert_eq!(epoch_b, epoch_a + 1);
+    let mut b = writer_store(&s, "b", epoch_b).await;
+    b.hold_cycles(Duration::from_secs(2))
+        .expect("b's cycle does not wait for a's");
+    b.let_go_cycles();
+    let done = approve_between(&s, "c", &set, Duration::from_secs(5)).await;
+    assert_eq!(
+        done.expect("the verb's task").expect("approved"),
+        (Approved::Deletes, 1)
+    );
+    assert!(approved_g1(&b));
+    // a, waking, writes nothing: the lease fences it, not the lock.
+    assert!(matches!(
+        a.replace_held(&[]),
+        Err(StateError::Lease(HaError::Fenced { .. }))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verb_that_waited_through_a_takeover_waits_for_the_new_writers_cycle() {
+    let pg = PgTestbed::load();
+    let s = settings(&pg, &pg.fresh_database("cycle_takeover"));
+    let lease = Duration::from_secs(2);
+    let epoch_a = take_lease(&s, "a", lease).await;
+    let mut a = writer_store(&s, "a", epoch_a).await;
+    let set = hold_g1(&mut a);
+    a.hold_cycles(Duration::from_secs(5)).expect("a's cycle");
+    let verb = approve_between(&s, "c", &set, Duration::from_secs(30));
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    let epoch_b = take_lease(&s, "b", lease * 30).await;
+    let mut b = writer_store(&s, "b", epoch_b).await;
+    b.hold_cycles(Duration::from_secs(5)).expect("b's cycle");
+    // a's cycle ends: the verb, waiting on epoch a's lock, finds the lease moved on and
+    // waits for b's cycle.
+    a.let_go_cycles();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!verb.is_finished(), "approved during b's cycle");
+    assert!(!approved_g1(&b));
+    b.let_go_cycles();
+    assert_eq!(
+        verb.await.expect("the verb's task").expect("approved"),
+        (Approved::Deletes, 1)
+    );
+    assert!(approved_g1(&b));
 }

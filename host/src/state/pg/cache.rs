@@ -699,6 +699,11 @@ impl PgStore {
         })
     }
 
+    /// The cached cloud groups named `name` (see [`groups_named`]).
+    pub fn cached_groups_named(&self, name: &str) -> Result<Vec<(String, String)>, StateError> {
+        self.block(groups_named(self.client(), name))
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
         let op = || format!("read meta {key}");
         self.block(async {
@@ -734,6 +739,33 @@ impl PgStore {
             Ok(())
         })
     }
+}
+
+/// The cached cloud groups whose `displayName` is `name`, as `(id, displayName)` sorted by
+/// id, with the SQLite store's matching (`state::runs::cached_groups_named`): ASCII case and
+/// surrounding spaces ignored by the query (`lower` under the "C" collation folds ASCII only,
+/// as SQLite's NOCASE), the closest spelling kept.
+pub async fn groups_named(
+    c: &impl GenericClient,
+    name: &str,
+) -> Result<Vec<(String, String)>, StateError> {
+    let op = || "find cached groups by displayName".to_string();
+    let rows = c
+        .query(
+            "SELECT id, props_json::json->>'displayName' FROM cloud_object
+             WHERE kind = 'group'
+               AND lower(trim(props_json::json->>'displayName') COLLATE \"C\")
+                   = lower(trim($1::text) COLLATE \"C\")
+             ORDER BY id",
+            &[&name],
+        )
+        .await
+        .map_err(pg(op))?;
+    let all = rows
+        .iter()
+        .map(|r| Ok((get(r, 0, &op)?, get(r, 1, &op)?)))
+        .collect::<Result<Vec<(String, String)>, StateError>>()?;
+    Ok(crate::state::runs::closest_spelling(all, name))
 }
 
 /// Marks `id` as still to be applied.

@@ -37,13 +37,18 @@ pub use schema::SCHEMA_VERSION;
 /// Writes usable inside [`PgStore::with_transaction`]: the same behaviour as the SQLite
 /// store's `state::tx` functions of the same names.
 pub mod tx {
-    pub use super::cache::{clear_all_pending, forget_settled_member_changes, mark_pending};
+    pub use super::cache::{
+        clear_all_pending, forget_settled_member_changes, groups_named, mark_pending,
+    };
     pub use super::owned::{
-        call_delivered, call_failed, edit_unresolved, put_anchor, put_applied, put_call,
-        put_intent, put_link, record_event, record_failure, release, remove_anchor, remove_applied,
-        remove_intent, remove_link, remove_links, replace_held, set_unresolved,
+        anchors, approve_any, begin_run, call_delivered, call_failed, edit_unresolved, finish_run,
+        put_anchor, put_applied, put_call, put_intent, put_link, record_event, record_failure,
+        release, release_groups, remove_anchor, remove_applied, remove_intent, remove_link,
+        remove_links, replace_held, set_unresolved,
     };
 }
+
+pub use owned::with_instance;
 
 /// The state store on PostgreSQL. Owns its connection.
 pub struct PgStore {
@@ -57,6 +62,8 @@ pub struct PgStore {
     /// Where to connect again when the connection was lost (the server restarted, a
     /// failover of PostgreSQL itself): see [`PgStore::revive`].
     settings: Option<(crate::ha::PgSettings, std::time::Duration)>,
+    /// The epoch whose cycle lock this store's session holds (see `ha::cycles`).
+    cycling: Option<i64>,
 }
 
 /// Whether this process still holds the lease by its own clock: `Err(why)` when not.
@@ -85,6 +92,7 @@ impl PgStore {
             fence,
             local: None,
             settings: None,
+            cycling: None,
         };
         store.with_transaction(async |t| schema::ensure(t).await)?;
         Ok(store)
@@ -131,7 +139,37 @@ impl PgStore {
         })
         .map_err(StateError::Lease)?;
         self.client = client;
+        // A session lock goes with its session.
+        self.cycling = None;
         Ok(true)
+    }
+
+    /// Holds the cycle lock of this store's epoch on its session until
+    /// [`PgStore::let_go_cycles`], waiting at most `wait` for a verb's transaction (see
+    /// `ha::cycles`). A store not fenced as a writer has no cycle to keep verbs out of.
+    pub fn hold_cycles(&mut self, wait: std::time::Duration) -> Result<(), StateError> {
+        let Some((instance, epoch)) = self.fence.as_ref().filter(|(_, e)| *e > 0) else {
+            return Ok(());
+        };
+        let (who, epoch) = (format!("writeback cycle of {instance}"), *epoch);
+        self.let_go_cycles();
+        block_on(
+            &self.handle,
+            crate::ha::cycles::hold(&self.client, epoch, &who, wait),
+        )
+        .map_err(StateError::Lease)?;
+        self.cycling = Some(epoch);
+        Ok(())
+    }
+
+    /// Lets go of the cycle lock taken by [`PgStore::hold_cycles`]. A failure is only logged:
+    /// the session it fails on is gone, and the lock with it.
+    pub fn let_go_cycles(&mut self) {
+        if let Some(epoch) = self.cycling.take() {
+            if let Err(e) = block_on(&self.handle, crate::ha::cycles::let_go(&self.client, epoch)) {
+                tracing::warn!("{e}");
+            }
+        }
     }
 
     /// The instance and epoch writes are fenced with.
@@ -165,6 +203,7 @@ impl PgStore {
             fence,
             local,
             settings: _,
+            cycling: _,
         } = self;
         if let (Some((_, epoch)), Some(local)) = (fence.as_ref(), local.as_ref()) {
             local().map_err(|why| {
@@ -199,6 +238,11 @@ impl PgStore {
     fn client(&self) -> &Client {
         &self.client
     }
+}
+
+/// The schema version a database holds, `None` when it has none (nothing is created).
+pub async fn stored_schema(c: &impl GenericClient) -> Result<Option<i64>, StateError> {
+    schema::version(c).await
 }
 
 /// Waits for `fut` on `handle` from synchronous code running on a runtime worker.

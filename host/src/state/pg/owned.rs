@@ -11,8 +11,8 @@ use tokio_postgres::{GenericClient, Row, Transaction};
 use super::{big, column, count, get, pg, PgStore, PATH};
 use crate::state::clock::now_rfc3339;
 use crate::state::{
-    Anchor, AuditEvent, HeldDelete, HeldRemovalRow, Leaving, NewCall, OutboxCounts, OutboxEntry,
-    Quarantined, Released, RunMode, RunStatus, Seen, StateError,
+    Anchor, Approved, AuditEvent, HeldDelete, HeldRemovalRow, Leaving, NewCall, OutboxCounts,
+    OutboxEntry, Quarantined, Released, RunMode, RunStatus, Seen, StateError,
 };
 use crate::state::{EventRecord, RunRecord, UnresolvedTotal};
 
@@ -133,6 +133,21 @@ pub async fn remove_intent(t: &Transaction<'_>, cloud_id: &str) -> Result<(), St
     )
     .await?;
     Ok(())
+}
+
+/// Every anchor, by cloud id.
+pub async fn anchors(c: &impl GenericClient) -> Result<BTreeMap<String, Anchor>, StateError> {
+    let op = || "load anchors".to_string();
+    let rows = c
+        .query(
+            "SELECT cloud_id, object_guid, dn, rule, updated_at FROM anchor ORDER BY cloud_id",
+            &[],
+        )
+        .await
+        .map_err(pg(op))?;
+    rows.iter()
+        .map(|r| anchor_row(r, &op).map(|a| (a.cloud_id.clone(), a)))
+        .collect()
 }
 
 // --- links ----------------------------------------------------------------------------------
@@ -361,7 +376,129 @@ async fn replace_held_removals(
     Ok(())
 }
 
+/// Approves the held set `id`: the member removals or the deletes waiting for approval
+/// (`state::held::choose` decides, as for the SQLite store); what it approved and how many.
+pub async fn approve_any(t: &Transaction<'_>, id: &str) -> Result<(Approved, usize), StateError> {
+    let deletes = crate::state::held::waiting_of(&held(t).await?);
+    let removals = crate::state::held_removals::waiting_of(&held_removals(t).await?);
+    let chosen = crate::state::held::choose(id, deletes, removals)?;
+    let table = match chosen.0 {
+        Approved::Deletes => "UPDATE held_delete SET approved = true WHERE NOT approved",
+        Approved::MemberRemovals => "UPDATE held_removal SET approved = true WHERE NOT approved",
+    };
+    exec(t, table, &[], || format!("approve held set {id}")).await?;
+    Ok(chosen)
+}
+
+// --- released groups ------------------------------------------------------------------------
+
+/// Stops managing the groups of `anchors` without touching AD, as the SQLite store's
+/// `release`: each anchor (with its applied hash, intent and leaving row) is replaced by a
+/// `released` row, and the release is in the audit trail of run `run_id`, naming `instance`
+/// when given.
+pub async fn release_groups(
+    t: &Transaction<'_>,
+    run_id: i64,
+    anchors: &[Anchor],
+    instance: Option<&str>,
+) -> Result<(), StateError> {
+    let now = now_rfc3339();
+    for a in anchors {
+        exec(
+            t,
+            "INSERT INTO released (cloud_id, dn, object_guid, rule, released_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (cloud_id) DO UPDATE SET dn = excluded.dn,
+               object_guid = excluded.object_guid, rule = excluded.rule,
+               released_at = excluded.released_at",
+            &[&a.cloud_id, &a.dn, &a.object_guid, &a.rule, &now],
+            || format!("release {}", a.cloud_id),
+        )
+        .await?;
+        for table in ["leaving", "anchor", "applied", "intent"] {
+            exec(
+                t,
+                &format!("DELETE FROM {table} WHERE cloud_id = $1"),
+                &[&a.cloud_id],
+                || format!("release {}: forget its {table} row", a.cloud_id),
+            )
+            .await?;
+        }
+        let event = AuditEvent {
+            cloud_id: a.cloud_id.clone(),
+            action: "release".into(),
+            dn: a.dn.clone(),
+            detail: serde_json::json!({ "rule": a.rule, "object_guid": a.object_guid }),
+            outcome: "ok".into(),
+        };
+        match instance {
+            Some(i) => record_event(t, run_id, &with_instance(&event, i)).await?,
+            None => record_event(t, run_id, &event).await?,
+        }
+    }
+    Ok(())
+}
+
+/// `e` with the instance that wrote it in its detail (several instances share this state).
+pub fn with_instance(e: &AuditEvent, instance: &str) -> AuditEvent {
+    let mut e = e.clone();
+    match &mut e.detail {
+        serde_json::Value::Object(m) => {
+            m.insert("instance".into(), instance.into());
+        }
+        other => {
+            *other = serde_json::json!({ "value": other.take(), "instance": instance });
+        }
+    }
+    e
+}
+
 // --- runs and audit events ------------------------------------------------------------------
+
+/// Starts a run record and returns its id.
+pub async fn begin_run(t: &Transaction<'_>, mode: RunMode) -> Result<i64, StateError> {
+    let mode = mode.as_str();
+    let op = || format!("begin {mode} run");
+    let row = t
+        .query_one(
+            "INSERT INTO run (mode, started_at) VALUES ($1, $2) RETURNING id",
+            &[&mode, &now_rfc3339()],
+        )
+        .await
+        .map_err(pg(op))?;
+    get(&row, 0, &op)
+}
+
+/// Closes run `run_id` with `status` and `stats`; an unknown run is [`StateError::UnknownRun`].
+pub async fn finish_run(
+    t: &Transaction<'_>,
+    run_id: i64,
+    status: RunStatus,
+    stats: &serde_json::Value,
+) -> Result<(), StateError> {
+    let json = serde_json::to_string(stats).map_err(|cause| StateError::Encode {
+        path: PATH.into(),
+        table: "run",
+        id: run_id.to_string(),
+        column: "stats_json",
+        cause,
+    })?;
+    let n = exec(
+        t,
+        "UPDATE run SET finished_at = $2, status = $3, stats_json = $4 WHERE id = $1",
+        &[&run_id, &now_rfc3339(), &status.as_str(), &json],
+        || format!("finish run {run_id}"),
+    )
+    .await?;
+    if n == 0 {
+        return Err(StateError::UnknownRun {
+            path: PATH.into(),
+            op: "finish run",
+            run_id,
+        });
+    }
+    Ok(())
+}
 
 /// Records `ev` in run `run_id`; an unknown run is [`StateError::UnknownRun`].
 pub async fn record_event(
@@ -552,21 +689,7 @@ impl PgStore {
     }
 
     pub fn anchors(&self) -> Result<BTreeMap<String, Anchor>, StateError> {
-        let op = || "load anchors".to_string();
-        self.block(async {
-            let rows = self
-                .client()
-                .query(
-                    "SELECT cloud_id, object_guid, dn, rule, updated_at FROM anchor
-                     ORDER BY cloud_id",
-                    &[],
-                )
-                .await
-                .map_err(pg(op))?;
-            rows.iter()
-                .map(|r| anchor_row(r, &op).map(|a| (a.cloud_id.clone(), a)))
-                .collect()
-        })
+        self.block(anchors(self.client()))
     }
 
     pub fn anchor_ids(&self) -> Result<BTreeSet<String>, StateError> {
@@ -847,18 +970,7 @@ impl PgStore {
 
     /// Starts a run record and returns its id.
     pub fn begin_run(&mut self, mode: RunMode) -> Result<i64, StateError> {
-        let mode = mode.as_str();
-        self.with_transaction(async |t| {
-            let op = || format!("begin {mode} run");
-            let row = t
-                .query_one(
-                    "INSERT INTO run (mode, started_at) VALUES ($1, $2) RETURNING id",
-                    &[&mode, &now_rfc3339()],
-                )
-                .await
-                .map_err(pg(op))?;
-            get(&row, 0, &op)
-        })
+        self.with_transaction(async |t| begin_run(t, mode).await)
     }
 
     pub fn finish_run(
@@ -867,29 +979,20 @@ impl PgStore {
         status: RunStatus,
         stats: &serde_json::Value,
     ) -> Result<(), StateError> {
-        let json = serde_json::to_string(stats).map_err(|cause| StateError::Encode {
-            path: PATH.into(),
-            table: "run",
-            id: run_id.to_string(),
-            column: "stats_json",
-            cause,
-        })?;
+        self.with_transaction(async |t| finish_run(t, run_id, status, stats).await)
+    }
+
+    /// Approves the held set `id` (see [`approve_any`]); one transaction.
+    pub fn approve_any(&mut self, id: &str) -> Result<(Approved, usize), StateError> {
+        self.with_transaction(async |t| approve_any(t, id).await)
+    }
+
+    /// Stops managing the groups of `anchors` (see [`release_groups`]); one transaction. The
+    /// audit events name the instance the writes are fenced with, if any.
+    pub fn release(&mut self, run_id: i64, anchors: &[Anchor]) -> Result<(), StateError> {
+        let instance = self.fence().map(|(i, _)| i.to_string());
         self.with_transaction(async |t| {
-            let n = exec(
-                t,
-                "UPDATE run SET finished_at = $2, status = $3, stats_json = $4 WHERE id = $1",
-                &[&run_id, &now_rfc3339(), &status.as_str(), &json],
-                || format!("finish run {run_id}"),
-            )
-            .await?;
-            if n == 0 {
-                return Err(StateError::UnknownRun {
-                    path: PATH.into(),
-                    op: "finish run",
-                    run_id,
-                });
-            }
-            Ok(())
+            release_groups(t, run_id, anchors, instance.as_deref()).await
         })
     }
 
