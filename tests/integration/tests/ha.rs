@@ -598,7 +598,26 @@ async fn bad_settings_are_refused_at_start_naming_them_and_nothing_is_written() 
         err.contains("other rules") && err.contains("instance a"),
         "different rules not refused:\n{err}"
     );
-    // a writes nothing more once converged; the refused b wrote nothing at all.
+    // A second host configured with a's name (a cloned config): refused, a's renewals seen.
+    let clone = dir.join("clone-a.toml");
+    std::fs::write(
+        &clone,
+        text.replace(
+            &format!("127.0.0.1:{}", a.port),
+            &format!("127.0.0.1:{}", free_port()),
+        )
+        .replace("state-a.db", "state-clone.db"),
+    )
+    .expect("write");
+    let out = run_once(&bed, &clone, &["run"], &pg.password());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("state.postgres.instance") && err.contains("\"a\""),
+        "the same name not refused:\n{err}"
+    );
+    assert!(lease(&pg, &database).is_some_and(|(h, _, live)| h == "a" && live));
+    // a writes nothing more once converged; the refused b and clone wrote nothing at all.
     assert_eq!(bed.highest_usn().await, usn_a, "AD changed");
     assert!(usn <= usn_a);
     assert_eq!(da.stop(Duration::from_secs(20)), Some(0));
