@@ -1022,3 +1022,28 @@ async fn a_resync_and_a_tenant_wide_change_are_evaluated_a_chunk_at_a_time() {
     assert_eq!(r.expect("sync").sweep, super::select::SweepKind::Idle);
     story.check();
 }
+
+#[tokio::test]
+async fn a_rule_edit_over_many_chunks_evaluates_every_group_once() {
+    use super::job::EVAL_CHUNK;
+    let (mut bed, ad_groups) = synced_with_ad_groups(12).await;
+    let groups = ad_groups.len() + 3;
+    assert!(groups > 3 * EVAL_CHUNK, "the tenant spans several chunks");
+    bed.edit_rule(
+        "20-security.rhai",
+        "description: naming::left(description, global::MAX_DESCRIPTION),",
+        "description: \"Synced: \" + naming::left(description, global::MAX_DESCRIPTION),",
+    );
+    // A whole-cache pass: chunks are read while the one before is evaluated; every verdict
+    // comes back once, in whichever order the chunks finish.
+    let r = bed.cycle(SyncOptions::default()).await.expect("sync");
+    assert_eq!(
+        r.sweep,
+        super::select::SweepKind::All(super::select::AllReason::RulesChanged)
+    );
+    assert_eq!(r.evaluated, groups);
+    assert_eq!((r.counts.create, r.counts.update), (0, 2));
+    assert_eq!(attr(&bed, G1, "description"), ["Synced: Finance (cloud)"]);
+    let r = bed.cycle(SyncOptions::default()).await.expect("sync");
+    assert_eq!(r.sweep, super::select::SweepKind::Idle);
+}

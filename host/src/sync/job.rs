@@ -1104,7 +1104,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         let (rules, now, store) = (self.rules, self.now, &*self.store);
         std::thread::scope(|s| -> Result<(), StateError> {
             type Chunk = BTreeMap<String, CloudObject>;
-            // Bounded: one chunk waiting, one being evaluated, one read meanwhile.
+            // Two chunks at most: one evaluated while the next is read.
             let (to_rules, chunks) = std::sync::mpsc::sync_channel::<Chunk>(1);
             let (to_settle, results) = std::sync::mpsc::sync_channel::<(Chunk, Vec<_>)>(1);
             let rules_thread = s.spawn(move || {
@@ -1125,13 +1125,14 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             let mut in_flight = 0usize;
             let read = store.for_each_chunk(ObjectKind::Group, EVAL_CHUNK, |chunk| {
                 let groups: Chunk = chunk.into_iter().map(|g| (g.id.clone(), g)).collect();
+                // The chunk before is settled before this one is handed over.
+                if in_flight > 0 && settle_next(&mut ev)? {
+                    in_flight -= 1;
+                }
                 if to_rules.send(groups).is_err() {
                     return Ok(());
                 }
                 in_flight += 1;
-                if in_flight > 1 && settle_next(&mut ev)? {
-                    in_flight -= 1;
-                }
                 Ok(())
             });
             drop(to_rules);
