@@ -23,6 +23,18 @@ pub trait GraphApi: Sync {
     fn get_json(&self, url_or_path: &str)
         -> impl Future<Output = Result<Value, GraphError>> + Send;
 
+    /// GET a document's body unparsed (a delta page is parsed an entry at a time: a page
+    /// parsed whole costs several hundred bytes a member entry).
+    fn get_body(
+        &self,
+        url_or_path: &str,
+    ) -> impl Future<Output = Result<Vec<u8>, GraphError>> + Send {
+        async move {
+            let page = self.get_json(url_or_path).await?;
+            serde_json::to_vec(&page).map_err(|e| GraphError::InvalidResponse(e.to_string()))
+        }
+    }
+
     /// Sends a request and reads its JSON answer.
     fn send_json(
         &self,
@@ -83,6 +95,10 @@ impl GraphApi for GraphClient {
 
     async fn get_json(&self, url_or_path: &str) -> Result<Value, GraphError> {
         GraphClient::get_json(self, url_or_path).await
+    }
+
+    async fn get_body(&self, url_or_path: &str) -> Result<Vec<u8>, GraphError> {
+        GraphClient::get_body(self, url_or_path).await
     }
 
     async fn send_json(

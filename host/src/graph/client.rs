@@ -262,6 +262,26 @@ impl GraphClient {
         url_or_path: &str,
         json: Option<&Value>,
     ) -> Result<Value, GraphError> {
+        let body = self
+            .send_for_body(method.clone(), url_or_path, json)
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            GraphError::InvalidResponse(format!("body of {method} {url_or_path} is not JSON: {e}"))
+        })
+    }
+
+    /// GET a document's body as it came (at most [`MAX_BODY_BYTES`]), for a caller that parses
+    /// it a part at a time.
+    pub async fn get_body(&self, url_or_path: &str) -> Result<Vec<u8>, GraphError> {
+        self.send_for_body(Method::GET, url_or_path, None).await
+    }
+
+    async fn send_for_body(
+        &self,
+        method: Method,
+        url_or_path: &str,
+        json: Option<&Value>,
+    ) -> Result<Vec<u8>, GraphError> {
         let mut resp = self
             .send_with_retry(method.clone(), url_or_path, json)
             .await?;
@@ -275,9 +295,7 @@ impl GraphClient {
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| {
-            GraphError::InvalidResponse(format!("body of {method} {url_or_path} is not JSON: {e}"))
-        })
+        Ok(body)
     }
 
     /// Sends a request with a bearer token and `client-request-id`, retrying 429 (any method;

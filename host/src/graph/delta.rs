@@ -5,6 +5,7 @@
 use super::api::GraphApi;
 use super::error::GraphError;
 use super::model::{DeltaItem, DeltaRound, MemberRef, RemovedReason, INVALID_MARKER};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -416,21 +417,58 @@ impl DeltaMerger {
             self.add_object(index, value);
         }
         self.pages += 1;
-        let link = |name: &str| {
-            page.get(name)
-                .and_then(Value::as_str)
-                .filter(|l| !l.is_empty())
-        };
-        // Graph never sends both; should it, there is more to read.
-        if let Some(next) = link("@odata.nextLink") {
-            Ok(PageLink::Next(next.to_owned()))
-        } else if let Some(delta) = link("@odata.deltaLink") {
-            Ok(PageLink::Delta(delta.to_owned()))
-        } else {
-            Err(GraphError::InvalidResponse(
-                "delta page with neither @odata.nextLink nor @odata.deltaLink".into(),
-            ))
+        page_link(page.get("@odata.nextLink"), page.get("@odata.deltaLink"))
+    }
+
+    /// [`Self::add_page`] from the page's body (`url` names it in errors), parsing one entry
+    /// at a time: a page parsed whole holds every member entry as a map of its own (about
+    /// 600 bytes each; a page of 100 big groups is tens of MB). Also returns the entries
+    /// merged (objects plus member entries).
+    pub fn add_page_body(
+        &mut self,
+        body: &[u8],
+        url: &str,
+    ) -> Result<(PageLink, usize), GraphError> {
+        #[derive(serde::Deserialize)]
+        struct Shape<'a> {
+            #[serde(borrow, default)]
+            value: Option<&'a RawValue>,
+            #[serde(rename = "@odata.nextLink", default)]
+            next: Option<Value>,
+            #[serde(rename = "@odata.deltaLink", default)]
+            delta: Option<Value>,
         }
+        let page: Shape<'_> = serde_json::from_slice(body).map_err(|e| {
+            let what = match e.classify() {
+                serde_json::error::Category::Data => "is not a delta page",
+                _ => "is not JSON",
+            };
+            GraphError::InvalidResponse(format!("body of GET {url} {what}: {e}"))
+        })?;
+        // A struct also parses from an array, by position.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(GraphError::InvalidResponse(format!(
+                "body of GET {url} is not a delta page: not a JSON object"
+            )));
+        }
+        let values: Vec<&RawValue> = page
+            .value
+            .and_then(|v| serde_json::from_str(v.get()).ok())
+            .ok_or_else(|| {
+                GraphError::InvalidResponse("delta page without a `value` array".into())
+            })?;
+        let mut entries = 0;
+        for (index, raw) in values.iter().enumerate() {
+            // Valid JSON already (the page parsed): this cannot fail.
+            let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
+                GraphError::InvalidResponse(format!("body of GET {url}: entry {}: {e}", index + 1))
+            })?;
+            entries += entry_count(&value);
+            self.add_object(index, &value);
+        }
+        self.pages += 1;
+        let link = page_link(page.next.as_ref(), page.delta.as_ref())?;
+        Ok((link, entries))
     }
 
     /// The merged round.
@@ -695,8 +733,8 @@ where
             if let Some(why) = round_bound(&mut seen, &page_url, started.elapsed(), limits) {
                 return Err(GraphError::InvalidResponse(why).into());
             }
-            let page = match client.get_json(&page_url).await {
-                Ok(p) => p,
+            let body = match client.get_body(&page_url).await {
+                Ok(b) => b,
                 Err(e) if e.is_sync_reset() && !restarted => {
                     let restart = e.reset_location().unwrap_or(&initial_url).to_owned();
                     tracing::warn!(error = %e, restart_url = %restart, "Graph reset the delta sync state; starting a full round");
@@ -707,8 +745,9 @@ where
                 }
                 Err(e) => return Err(e.into()),
             };
-            held += page_entries(&page);
-            let link = merger.add_page(&page)?;
+            let (link, entries) = merger.add_page_body(&body, &page_url)?;
+            drop(body);
+            held += entries;
             let done = match link {
                 PageLink::Delta(link) => Some(link),
                 PageLink::Next(next) if next == page_url => {
@@ -769,20 +808,28 @@ fn round_bound(
 }
 
 /// Objects plus member entries on one page: what merging it holds in memory.
-fn page_entries(page: &Value) -> usize {
-    page.get("value")
+/// One delta entry and its member entries.
+fn entry_count(entry: &Value) -> usize {
+    1 + entry
+        .get("members@delta")
         .and_then(Value::as_array)
-        .map(|v| {
-            v.iter()
-                .map(|o| {
-                    1 + o
-                        .get("members@delta")
-                        .and_then(Value::as_array)
-                        .map_or(0, Vec::len)
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+        .map_or(0, Vec::len)
+}
+
+/// Where a page says to go next. Graph never sends both links; should it, there is more to read.
+fn page_link(next: Option<&Value>, delta: Option<&Value>) -> Result<PageLink, GraphError> {
+    fn link(v: Option<&Value>) -> Option<&str> {
+        v.and_then(Value::as_str).filter(|l| !l.is_empty())
+    }
+    if let Some(next) = link(next) {
+        Ok(PageLink::Next(next.to_owned()))
+    } else if let Some(delta) = link(delta) {
+        Ok(PageLink::Delta(delta.to_owned()))
+    } else {
+        Err(GraphError::InvalidResponse(
+            "delta page with neither @odata.nextLink nor @odata.deltaLink".into(),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -1167,6 +1214,74 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_page_read_from_its_body_merges_as_the_parsed_page_does() {
+        let malformed = serde_json::json!({"@odata.deltaLink": "d", "value": [
+            {"id": "ok", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "u1"}]},
+            1, {"displayName": "No id"},
+            {"id": "bad", "members@delta": [{"id": 7}, "u9",
+                {"@odata.type": "#microsoft.graph.user", "id": "u2", "@removed": {"reason": "deleted"}}]}
+        ]});
+        let rounds: Vec<Vec<Value>> = vec![
+            vec![page(G01), page(G02), page(G03)],
+            vec![page(G05)],
+            vec![doc_page(G06), doc_page(G07)],
+            vec![page(U01), page(U02), page(U03)],
+            vec![malformed],
+        ];
+        for pages in rounds {
+            let (mut parsed, mut read) = (DeltaMerger::new(), DeltaMerger::new());
+            for p in &pages {
+                let body = serde_json::to_vec(p).expect("json");
+                let (link, entries) = read.add_page_body(&body, "u").expect("body");
+                assert_eq!(link, parsed.add_page(p).expect("page"));
+                let want: usize = p["value"]
+                    .as_array()
+                    .map_or(0, |v| v.iter().map(entry_count).sum());
+                assert_eq!(entries, want);
+            }
+            assert_eq!(read.skipped_without_id(), parsed.skipped_without_id());
+            let why = |m: &DeltaMerger| {
+                m.malformed()
+                    .map(|(i, r)| format!("{i}: {r}"))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(why(&read), why(&parsed));
+            assert_eq!(
+                read.finish("d".into(), true),
+                parsed.finish("d".into(), true)
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_no_delta_page_is_an_error_naming_the_url() {
+        let mut m = DeltaMerger::new();
+        for (body, says) in [
+            (&b"<html>busy</html>"[..], "is not JSON"),
+            (b"{\"value\": [", "is not JSON"),
+            (b"[1, 2]", "is not a delta page"),
+            (
+                b"{\"value\": 5, \"@odata.deltaLink\": \"d\"}",
+                "without a `value` array",
+            ),
+            (
+                b"{\"value\": []}",
+                "neither @odata.nextLink nor @odata.deltaLink",
+            ),
+        ] {
+            match m.add_page_body(body, "https://graph/groups/delta") {
+                Err(GraphError::InvalidResponse(e)) => assert!(e.contains(says), "{e}"),
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        }
+        let err = format!(
+            "{:?}",
+            m.add_page_body(b"nope", "https://graph/groups/delta")
+        );
+        assert!(err.contains("https://graph/groups/delta"), "{err}");
     }
 
     fn marker(item: &DeltaItem) -> Option<&Value> {
