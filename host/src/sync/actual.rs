@@ -41,11 +41,22 @@ pub async fn search_by_anchor(
     ids: &[&String],
     want: &[&str],
 ) -> Result<Vec<(String, AdEntry)>, ad::AdError> {
+    search_by(conn, managed_ous, ids, &ANCHOR_ATTRS, want).await
+}
+
+/// [`search_by_anchor`] in the anchor attributes `by` only.
+async fn search_by(
+    conn: &mut impl Directory,
+    managed_ous: &[String],
+    ids: &[&String],
+    by: &[&str],
+    want: &[&str],
+) -> Result<Vec<(String, AdEntry)>, ad::AdError> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     for chunk in ids.chunks(ad::RESOLVE_BATCH) {
         for base in managed_ous {
-            for e in conn.find_by_anchor(base, chunk, want).await? {
+            for e in conn.find_by_anchor(base, chunk, by, want).await? {
                 if let Some(cloud_id) = owner(&e) {
                     if seen.insert(super::types::dn_key(&e.dn)) {
                         out.push((cloud_id, e));
@@ -55,6 +66,54 @@ pub async fn search_by_anchor(
         }
     }
     Ok(out)
+}
+
+/// The cloud ids (lowercased) that an object in the managed OUs carries the anchor of, in
+/// either anchor attribute: one scan per attribute. Asked once before a cycle creates many
+/// groups, instead of a search by anchor per batch for groups that are not there: AD does not
+/// index `adminDescription`, so every such search reads every group of the domain (a first
+/// sync of 10,000 groups made 200 of them, each slower than the last).
+pub async fn anchored_ids(
+    conn: &mut impl Directory,
+    config: &Config,
+) -> Result<BTreeSet<String>, SyncError> {
+    let mut ids = BTreeSet::new();
+    for attr in ANCHOR_ATTRS {
+        conn.for_each_owned_group(&config.ad.managed_ous, attr, "Group_", &[], |e| {
+            // Every value counts (a wrong case or a second anchor included): a group seen
+            // here is read as before.
+            for v in e.values(attr) {
+                if let Some(id) = v.get("Group_".len()..) {
+                    ids.insert(id.to_lowercase());
+                }
+            }
+        })
+        .await?;
+    }
+    Ok(ids)
+}
+
+/// The objects this cycle just created for `ids`, found by `msDS-ExternalDirectoryObjectId`
+/// (which AD indexes and Writeback always writes), then by either anchor for any not found
+/// that way (a schema without it): a search by `adminDescription`, which AD does not index,
+/// reads every group of the domain.
+pub async fn search_created(
+    conn: &mut impl Directory,
+    managed_ous: &[String],
+    ids: &[&String],
+    want: &[&str],
+) -> Result<Vec<(String, AdEntry)>, ad::AdError> {
+    let mut found = search_by(conn, managed_ous, ids, &ANCHOR_ATTRS[..1], want).await?;
+    let seen: BTreeSet<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+    let rest: Vec<&String> = ids
+        .iter()
+        .copied()
+        .filter(|id| !seen.contains(id.as_str()))
+        .collect();
+    if !rest.is_empty() {
+        found.extend(search_by_anchor(conn, managed_ous, &rest, want).await?);
+    }
+    Ok(found)
 }
 
 /// Reads the objects carrying the anchors of `ids` with `attrs` and their complete `member`

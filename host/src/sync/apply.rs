@@ -577,7 +577,7 @@ async fn read_guids(
 ) -> Result<BTreeMap<String, String>, AdError> {
     let ids: Vec<&String> = ids.iter().collect();
     let want = [ANCHOR_ATTRS[0], ANCHOR_ATTRS[1], "objectGUID"];
-    let found = super::actual::search_by_anchor(conn, managed_ous, &ids, &want).await?;
+    let found = super::actual::search_created(conn, managed_ous, &ids, &want).await?;
     // A create is refused when another object carries its anchor, so each id has one object.
     Ok(found
         .into_iter()

@@ -495,7 +495,9 @@ async fn a_member_removed_in_the_cloud_is_removed_in_ad_alone() {
         bed.ad.take_reads(),
         Reads {
             member_lists: 0,
-            join_values: 1
+            join_values: 1,
+            // The group itself, located by either anchor.
+            anchor_terms: 2,
         }
     );
     assert_eq!(members_of(&bed, G1), [format!("CN=Ada,{PEOPLE}")]);
@@ -600,7 +602,9 @@ async fn a_member_added_in_the_cloud_is_one_member_add_and_nothing_else_read() {
         bed.ad.take_reads(),
         Reads {
             member_lists: 0,
-            join_values: 1
+            join_values: 1,
+            // The group itself, located by either anchor.
+            anchor_terms: 2,
         }
     );
     // In step afterwards: the next cycle has nothing to do, and a reconciliation agrees.
@@ -1046,4 +1050,44 @@ async fn a_rule_edit_over_many_chunks_evaluates_every_group_once() {
     assert_eq!(attr(&bed, G1, "description"), ["Synced: Finance (cloud)"]);
     let r = bed.cycle(SyncOptions::default()).await.expect("sync");
     assert_eq!(r.sweep, super::select::SweepKind::Idle);
+}
+
+#[tokio::test]
+async fn many_creates_ask_ad_once_which_exist_and_an_object_of_connect_is_still_seen() {
+    use super::job::SCAN_BEFORE_CREATING;
+    let mut bed = tenant("");
+    let more: Vec<String> = (0..3)
+        .map(|i| format!("00000000-0000-4000-8000-0000000002{i:02}"))
+        .collect();
+    for (i, id) in more.iter().enumerate() {
+        bed.security_group(id, &format!("Team {i}"), &[U1]);
+    }
+    assert!(
+        more.len() + 3 > SCAN_BEFORE_CREATING,
+        "more creates than the threshold"
+    );
+    // Connect group writeback made Sales earlier: its anchor in adminDescription only.
+    let anchor = super::types::anchor_value(G2);
+    let theirs = format!("CN=Sales (Connect),{SECURITY}");
+    bed.ad.put(
+        &theirs,
+        &[
+            ("objectClass", &["group"]),
+            ("adminDescription", &[anchor.as_str()]),
+        ],
+    );
+    bed.ad.take_reads();
+    let r = bed.cycle(SyncOptions::default()).await.expect("sync");
+    // Sales is seen (not created beside theirs); the five others are created.
+    assert_eq!(r.counts.create, 5, "{:?}", r.plan.refused);
+    assert_eq!(r.foreign.unrecorded, 1, "{:?}", r.foreign);
+    assert!(bed.ad.get(&theirs).is_some());
+    // Searched for by anchor: Sales by both attributes (the one group the scan found), the
+    // five created by msDS-ExternalDirectoryObjectId alone for their GUIDs. Not the others by
+    // adminDescription, which AD does not index (22 terms before).
+    let reads = bed.ad.take_reads();
+    assert_eq!(reads.anchor_terms, 2 + 5, "{reads:?}");
+    // A second cycle with the groups in AD: nothing more to create, nothing duplicated.
+    let r = bed.cycle(SyncOptions::default()).await.expect("sync");
+    assert_eq!(r.counts.create, 0);
 }

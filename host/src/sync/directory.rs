@@ -26,6 +26,7 @@ pub trait Directory: Clone + Send + Sync + 'static {
         &mut self,
         base: &str,
         ids: &[&String],
+        by: &[&str],
         want: &[&str],
     ) -> impl Future<Output = Result<Vec<AdEntry>, AdError>> + Send;
 
@@ -118,9 +119,10 @@ impl Directory for AdConn {
         &mut self,
         base: &str,
         ids: &[&String],
+        by: &[&str],
         want: &[&str],
     ) -> Result<Vec<AdEntry>, AdError> {
-        self.search(base, ad::Scope::Subtree, &anchor_filter(ids), want)
+        self.search(base, ad::Scope::Subtree, &anchor_filter(ids, by), want)
             .await
     }
 

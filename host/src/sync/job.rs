@@ -58,6 +58,10 @@ pub const BATCH: usize = 500;
 /// tenant-wide change). Tiny in the crate's tests, so their small tenants span several chunks.
 pub const EVAL_CHUNK: usize = if cfg!(test) { 3 } else { 2_000 };
 
+/// Groups a cycle may create before it asks AD once which of them exist already (see
+/// [`actual::anchored_ids`]) rather than in every batch. Tiny in the crate's tests.
+pub const SCAN_BEFORE_CREATING: usize = if cfg!(test) { 3 } else { BATCH };
+
 /// `meta` key: the fingerprint of the rules and settings the applied hashes were computed with.
 const RULES_KEY: &str = "rules_fingerprint";
 /// `meta` key: how members were matched when the applied hashes were recorded. The hashes hold
@@ -673,6 +677,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 _ => None,
             })
             .collect();
+        let absent = self.absent_creates(selection, ev).await?;
         let mut done = Applied::default();
         // Decisions that read now() are made again next cycle; rule errors go to quarantine.
         done.retry.extend(ev.timed.iter().cloned());
@@ -681,7 +686,12 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         let ids: Vec<&String> = selection.compare.iter().collect();
         for chunk in ids.chunks(BATCH) {
             let mut batch = self
-                .batch(chunk, &mut ev.verdicts, (&ev.applied, &ev.owned), whole)
+                .batch(
+                    chunk,
+                    &mut ev.verdicts,
+                    (&ev.applied, &ev.owned, &absent),
+                    whole,
+                )
                 .await?;
             done.examined += batch.desired.len();
             done.member_deltas += batch.member_deltas;
@@ -712,6 +722,33 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             }
         }
         Ok(done)
+    }
+
+    /// The groups this cycle would create that no object in the managed OUs is anchored to,
+    /// when there are more than [`SCAN_BEFORE_CREATING`] (a first sync, a bulk creation): their
+    /// batches need not search AD for them. Fewer are searched for batch by batch, as any group.
+    /// An object anchored to one of them by someone else during the cycle is not seen by it; its
+    /// create then fails or makes a second object, as it would a moment earlier.
+    async fn absent_creates(
+        &mut self,
+        selection: &Targets,
+        ev: &Evaluated,
+    ) -> Result<BTreeSet<String>, SyncError> {
+        let creating: Vec<&String> = selection
+            .compare
+            .iter()
+            .filter(|id| !ev.owned.contains(*id))
+            .filter(|id| matches!(ev.verdicts.get(*id), Some(Verdict::InScope { .. })))
+            .collect();
+        if creating.len() <= SCAN_BEFORE_CREATING {
+            return Ok(BTreeSet::new());
+        }
+        let present = actual::anchored_ids(self.conn, self.config).await?;
+        Ok(creating
+            .into_iter()
+            .filter(|id| !present.contains(&id.to_lowercase()))
+            .cloned()
+            .collect())
     }
 
     /// A dry run's creates whose DN an object already holds: the create would fail (AD's
@@ -1386,7 +1423,11 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         &mut self,
         ids: &[&String],
         verdicts: &mut BTreeMap<String, Verdict>,
-        (applied, owned): (&BTreeMap<String, String>, &BTreeSet<String>),
+        (applied, owned, absent): (
+            &BTreeMap<String, String>,
+            &BTreeSet<String>,
+            &BTreeSet<String>,
+        ),
         whole: bool,
     ) -> Result<Batch, SyncError> {
         let mut out = Batch::default();
@@ -1409,7 +1450,12 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         self.fill_members(&groups, &policies, verdicts, whole, &mut out)
             .await?;
         let attrs = actual::managed_attributes(&out.desired);
-        let keys: Vec<&String> = out.desired.keys().collect();
+        // Groups known to be absent from AD are not searched for.
+        let keys: Vec<&String> = out
+            .desired
+            .keys()
+            .filter(|k| !absent.contains(*k))
+            .collect();
         let found = actual::read_owned(self.conn, self.config, &keys, &attrs).await?;
         self.claim_found(found, &mut out)?;
         if !self.config.ad.link_targets.is_empty() {

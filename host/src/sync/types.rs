@@ -18,12 +18,12 @@ pub const ANCHOR_ATTRS: [&str; 2] = ["msDS-ExternalDirectoryObjectId", "adminDes
 /// An LDAP filter for the groups anchored to any of `ids` (one search for a batch of ids), by
 /// either anchor attribute: Connect group writeback keeps the anchor in `adminDescription`
 /// only, and its groups must be seen (as not Writeback's, or to be adopted), never created twice.
-pub fn anchor_filter<S: AsRef<str>>(ids: &[S]) -> String {
+pub fn anchor_filter<S: AsRef<str>>(ids: &[S], by: &[&str]) -> String {
     let terms: String = ids
         .iter()
         .flat_map(|id| {
             let v = crate::ad::dn::escape_filter_value(&anchor_value(id.as_ref()));
-            ANCHOR_ATTRS.map(|a| format!("({a}={v})"))
+            by.iter().map(move |a| format!("({a}={v})"))
         })
         .collect();
     format!("(&(objectClass=group)(|{terms}))")

@@ -9,7 +9,7 @@ use crate::ad::join::{Compare, JoinKey};
 use crate::ad::schema::{syntax, AttrDef, ClassDef, Schema};
 use crate::ad::{dn, AdEntry, AdError, AdOp, AttrChange, JoinAttribute, MemberChangeOutcome, Uuid};
 use crate::sync::directory::Directory;
-use crate::sync::types::{anchor_value, dn_key, ANCHOR_ATTRS};
+use crate::sync::types::{anchor_value, dn_key};
 
 /// One object: attribute names lowercased, as [`AdEntry`] has them.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +71,8 @@ pub struct Reads {
     pub member_lists: usize,
     /// Join values looked up (members matched to their AD objects).
     pub join_values: usize,
+    /// Terms of the searches by anchor: ids asked for, times the attributes searched.
+    pub anchor_terms: usize,
 }
 
 /// The in-memory domain. Clones share it, like clones of one LDAP connection.
@@ -380,17 +382,18 @@ impl Directory for FakeDirectory {
         &mut self,
         base: &str,
         ids: &[&String],
+        by: &[&str],
         want: &[&str],
     ) -> Result<Vec<AdEntry>, AdError> {
         let anchors: BTreeSet<String> = ids.iter().map(|id| anchor_value(id)).collect();
         let mut d = self.lock();
+        d.reads.anchor_terms += ids.len() * by.len();
         let found: Vec<AdEntry> = d
             .entries
             .values()
             .filter(|e| e.has_class("group") && dn::is_within(&e.dn, base))
             .filter(|e| {
-                ANCHOR_ATTRS
-                    .iter()
+                by.iter()
                     .any(|a| e.values(a).iter().any(|v| anchors.contains(v)))
             })
             .map(|e| e.to_ad_entry(want))
