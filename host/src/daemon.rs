@@ -412,7 +412,6 @@ async fn run_on<S: HostState>(
     // Signals first: a stop request during start-up is honoured once the loop runs.
     let (tx, rx) = mpsc::unbounded_channel();
     spawn_signals(tx.clone())?;
-    pin_mmap_threshold();
     let ready = Arc::new(AtomicBool::new(false));
     spawn_watchdog(ready.clone());
     let monitor = Monitor::with_max_cycle(
@@ -1009,7 +1008,7 @@ impl<S: HostState> Host<S> {
             self.monitor.cycle_finished(error.as_deref());
         }
         if worked {
-            release_freed_memory();
+            crate::allocator::release_freed();
         }
         notify_status(&format!(
             "cycle {}: {}, {} ms",
@@ -1157,35 +1156,6 @@ fn log_failures(r: &SyncReport) {
     let repeated = r.quarantined.len().saturating_sub(fresh.len());
     if !r.quarantined.is_empty() && repeated > 0 {
         tracing::debug!(repeated, "groups failing as before");
-    }
-}
-
-/// Keeps big allocations out of the allocator's arenas for the daemon's whole life. glibc raises
-/// its mmap threshold to the size of each big block freed (up to 32 MiB), so after one cycle
-/// with a 10 MB value every later allocation up to that size comes from the arenas, where it
-/// fragments them and `malloc_trim` cannot give the pages back: measured, 97 MiB stayed
-/// resident after a hostile cycle with the moving threshold, 43 MiB with it pinned
-/// (BENCHMARKS.md). An explicit `MALLOC_MMAP_THRESHOLD_` in the environment wins.
-fn pin_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // glibc's default starting threshold; setting it at all turns the moving threshold off.
-        const THRESHOLD: libc::c_int = 128 * 1024;
-        // SAFETY: mallopt only changes a tuning parameter of the allocator.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
-        }
-    }
-}
-
-/// Gives the memory a cycle freed back to the system. glibc keeps freed heap in its arenas, so
-/// without this a daemon stays at the peak of its biggest cycle (a whole-tenant pass, a group
-/// with huge rule output) for its whole life.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's own heap to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -5,6 +5,7 @@
 //! -> diff against owned AD objects (`sync::plan`) -> gate -> apply (`ad`) -> record.
 
 pub mod ad;
+pub mod allocator;
 pub mod config;
 pub mod console;
 pub mod daemon;

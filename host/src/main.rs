@@ -17,6 +17,8 @@ use writeback::sync::stream::{ChangeSink, JsonStream, TextStream};
 use writeback::sync::{self, SyncContext, SyncOptions};
 
 fn main() -> ExitCode {
+    // Before any thread exists: arenas already made are kept.
+    writeback::allocator::tune();
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
     // The verbs that read secrets load the config here, before the runtime's threads exist:
