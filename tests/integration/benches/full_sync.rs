@@ -6,6 +6,8 @@
 //! State: WB_BENCH_STATE = `sqlite` (default), `postgres` (the state on the PostgreSQL test
 //! bed, one fresh database), or `both`: a whole pass each, one after the other, each on its
 //! own OU with its own users and its own `ldapadd` baseline measured just before it.
+//! WB_BENCH_FRESH_DC=1 resets the DC from its template (`samba-ad.sh reset`, as root) before
+//! each side: the `ldapadd` and the first sync each write into a DC holding only the users.
 //! Run with `bench/full-sync.sh` (release binaries, the test beds up). Loopback only.
 
 use ldap3::{Scope, SearchEntry};
@@ -147,15 +149,31 @@ async fn main() {
     }
 }
 
-/// One whole pass: users, the `ldapadd` baseline, first sync, second sync, rule edit.
-async fn pass(state: &State) {
-    let n_groups = env_usize("WB_BENCH_GROUPS", 2000);
-    let n_users = env_usize("WB_BENCH_USERS", 2000);
-    let n_members = env_usize("WB_BENCH_MEMBERSHIPS", 20000);
+/// Puts the DC back to its template (no object of any earlier run) when `WB_BENCH_FRESH_DC=1`,
+/// so each side of the comparison writes into the same DC: the users it links to carry no
+/// back-links of the other side's groups, and no tombstones of earlier runs sit in its indexes.
+fn fresh_dc() -> bool {
+    let fresh = std::env::var("WB_BENCH_FRESH_DC").is_ok_and(|v| v == "1");
+    if fresh {
+        let script = workspace_root().join("tests/testbed/samba-ad.sh");
+        let out = Command::new(&script)
+            .arg("reset")
+            .output()
+            .expect("run the test bed's reset");
+        assert!(
+            out.status.success(),
+            "{} reset: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fresh
+}
+
+/// A bed with `n_users` on-prem users (set-up, not measured): their DNs and SIDs, sorted by DN.
+async fn bed_with_users(n_users: usize) -> (Bed, Vec<(String, String)>) {
     let mut bed = Bed::new("wb-bench-full", 0).await;
     bed.create_default_containers().await;
-
-    // On-prem users (set-up, not measured).
     let users_ou = format!("OU=Users,{}", bed.root);
     let mut ldif = String::new();
     for i in 0..n_users {
@@ -186,7 +204,12 @@ async fn pass(state: &State) {
         })
         .collect();
     users.sort();
-    let cloud_users: Vec<Value> = users
+    (bed, users)
+}
+
+/// The cloud users matching `users` by SID, their ids fixed by position.
+fn cloud_users_of(users: &[(String, String)]) -> Vec<Value> {
+    users
         .iter()
         .enumerate()
         .map(|(i, (_, sid))| {
@@ -196,7 +219,17 @@ async fn pass(state: &State) {
                 Some(sid),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// One whole pass: users, the `ldapadd` baseline, first sync, second sync, rule edit.
+async fn pass(state: &State) {
+    let n_groups = env_usize("WB_BENCH_GROUPS", 2000);
+    let n_users = env_usize("WB_BENCH_USERS", 2000);
+    let n_members = env_usize("WB_BENCH_MEMBERSHIPS", 20000);
+    let fresh = fresh_dc();
+    let (mut bed, users) = bed_with_users(n_users).await;
+    let cloud_users = cloud_users_of(&users);
 
     // Membership: 1% of the groups take a third of the memberships, the rest share the others.
     let big = (n_groups / 100).max(1);
@@ -236,6 +269,14 @@ async fn pass(state: &State) {
         ldif.push('\n');
     }
     let t_ldif = ldapadd(&bed, &ldif);
+    // The same users again on a DC put back to its template: the cloud users point at their SIDs.
+    let cloud_users = if fresh && fresh_dc() {
+        let (b, users) = bed_with_users(n_users).await;
+        bed = b;
+        cloud_users_of(&users)
+    } else {
+        cloud_users
+    };
 
     bed.seed(cloud_users, groups, &[]);
     bed.write_config(None, "", state.config_extra());
