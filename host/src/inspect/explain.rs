@@ -332,7 +332,7 @@ pub async fn explain(
         _ => {
             // Out of scope, failing or gone: its owned object, if any, is what a sync deletes
             // (a rule error leaves it as it is).
-            let found = actual::locate_owned(conn, config, &[&id]).await?;
+            let found = actual::locate_owned(conn, config, None, &[&id]).await?;
             let mut owned = BTreeMap::new();
             for a in found {
                 let own = claim_of(store, &a, false)?.owned();
@@ -418,7 +418,7 @@ async fn in_scope(
     }
     let attrs = actual::managed_attributes(&probe);
     let ids = [&id.to_string()];
-    let found = actual::read_owned(conn, config, &ids, &attrs).await?;
+    let found = actual::read_owned(conn, config, None, &ids, &attrs).await?;
     let mut owned = BTreeMap::new();
     let mut foreign = None;
     for a in found {

@@ -68,29 +68,91 @@ async fn search_by(
     Ok(out)
 }
 
-/// The cloud ids (lowercased) that an object in the managed OUs carries the anchor of, in
-/// either anchor attribute: one scan per attribute. Asked once before a cycle creates many
-/// groups, instead of a search by anchor per batch for groups that are not there: AD does not
-/// index `adminDescription`, so every such search reads every group of the domain (a first
-/// sync of 10,000 groups made 200 of them, each slower than the last).
-pub async fn anchored_ids(
-    conn: &mut impl Directory,
-    config: &Config,
-) -> Result<BTreeSet<String>, SyncError> {
-    let mut ids = BTreeSet::new();
-    for attr in ANCHOR_ATTRS {
-        conn.for_each_owned_group(&config.ad.managed_ous, attr, "Group_", &[], |e| {
-            // Every value counts (a wrong case or a second anchor included): a group seen
-            // here is read as before.
-            for v in e.values(attr) {
-                if let Some(id) = v.get("Group_".len()..) {
-                    ids.insert(id.to_lowercase());
-                }
-            }
-        })
-        .await?;
+/// What the managed OUs hold by anchor, from one scan per anchor attribute: taken once before
+/// a cycle that compares or deletes many groups, so that its batches search for each group by
+/// `msDS-ExternalDirectoryObjectId` alone, which AD indexes. AD does not index
+/// `adminDescription`: every search naming it reads every group of the domain (a first sync of
+/// 10,000 groups made 200 such searches, each slower than the last).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Census {
+    /// The cloud ids (lowercased) some object carries the anchor of, in either attribute.
+    pub anchored: BTreeSet<String>,
+    /// The cloud ids (lowercased) some object carries in `adminDescription` without the same
+    /// `msDS-ExternalDirectoryObjectId` (Connect's groups, someone's copy): only these are
+    /// still searched by both anchors, so such an object is seen as before.
+    pub by_admin_description: BTreeSet<String>,
+}
+
+impl Census {
+    /// Whether `id` must be searched by both anchors.
+    fn needs_both(&self, id: &str) -> bool {
+        self.by_admin_description.contains(&id.to_lowercase())
     }
-    Ok(ids)
+}
+
+/// Takes the [`Census`] of the managed OUs. Every value counts (a wrong case or a second
+/// anchor included): an object seen here is read as before. An object anchored by someone
+/// else while the cycle runs is not in it; the cycle then treats it as it would had it been
+/// made a moment later.
+pub async fn census(conn: &mut impl Directory, config: &Config) -> Result<Census, SyncError> {
+    let [external, admin] = ANCHOR_ATTRS;
+    let mut out = Census::default();
+    conn.for_each_owned_group(&config.ad.managed_ous, admin, "Group_", &[external], |e| {
+        let theirs: BTreeSet<String> = e
+            .values(external)
+            .iter()
+            .map(|v| v.to_lowercase())
+            .collect();
+        for v in e.values(admin) {
+            if let Some(id) = v.get("Group_".len()..) {
+                let id = id.to_lowercase();
+                if !theirs.contains(&v.to_lowercase()) {
+                    out.by_admin_description.insert(id.clone());
+                }
+                out.anchored.insert(id);
+            }
+        }
+    })
+    .await?;
+    conn.for_each_owned_group(&config.ad.managed_ous, external, "Group_", &[], |e| {
+        for v in e.values(external) {
+            if let Some(id) = v.get("Group_".len()..) {
+                out.anchored.insert(id.to_lowercase());
+            }
+        }
+    })
+    .await?;
+    Ok(out)
+}
+
+/// [`search_by_anchor`], by `msDS-ExternalDirectoryObjectId` alone for the ids the census
+/// found no other anchor of (by both without a census).
+async fn search_owned(
+    conn: &mut impl Directory,
+    managed_ous: &[String],
+    census: Option<&Census>,
+    ids: &[&String],
+    want: &[&str],
+) -> Result<Vec<(String, AdEntry)>, ad::AdError> {
+    let Some(census) = census else {
+        return search_by_anchor(conn, managed_ous, ids, want).await;
+    };
+    let (both, indexed): (Vec<&String>, Vec<&String>) =
+        ids.iter().copied().partition(|id| census.needs_both(id));
+    let mut found = search_by(conn, managed_ous, &indexed, &ANCHOR_ATTRS[..1], want).await?;
+    if !both.is_empty() {
+        // An object can carry one group's anchor in one attribute and another's in the other.
+        let mut seen: BTreeSet<String> = found
+            .iter()
+            .map(|(_, e)| super::types::dn_key(&e.dn))
+            .collect();
+        for (id, e) in search_by_anchor(conn, managed_ous, &both, want).await? {
+            if seen.insert(super::types::dn_key(&e.dn)) {
+                found.push((id, e));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The objects this cycle just created for `ids`, found by `msDS-ExternalDirectoryObjectId`
@@ -117,10 +179,12 @@ pub async fn search_created(
 }
 
 /// Reads the objects carrying the anchors of `ids` with `attrs` and their complete `member`
-/// lists (ranges merged by the search itself: no second read per group).
+/// lists (ranges merged by the search itself: no second read per group); by the indexed anchor
+/// where the `census` allows.
 pub async fn read_owned(
     conn: &mut impl Directory,
     config: &Config,
+    census: Option<&Census>,
     ids: &[&String],
     attrs: &[String],
 ) -> Result<Vec<ActualObject>, SyncError> {
@@ -131,7 +195,7 @@ pub async fn read_owned(
     if !config.ad.link_targets.is_empty() {
         want.push("memberOf");
     }
-    let found = search_by_anchor(conn, &config.ad.managed_ous, ids, &want).await?;
+    let found = search_owned(conn, &config.ad.managed_ous, census, ids, &want).await?;
     Ok(found
         .into_iter()
         .map(|(cloud_id, e)| {
@@ -152,14 +216,15 @@ pub async fn read_owned(
 }
 
 /// Where the objects carrying the anchors of `ids` are (DN and GUID only): enough to delete
-/// them.
+/// them. By the indexed anchor where the `census` allows.
 pub async fn locate_owned(
     conn: &mut impl Directory,
     config: &Config,
+    census: Option<&Census>,
     ids: &[&String],
 ) -> Result<Vec<ActualObject>, SyncError> {
     let want = [ANCHOR_ATTRS[0], ANCHOR_ATTRS[1], "objectGUID"];
-    let found = search_by_anchor(conn, &config.ad.managed_ous, ids, &want).await?;
+    let found = search_owned(conn, &config.ad.managed_ous, census, ids, &want).await?;
     Ok(found.into_iter().map(|(id, e)| located(id, e)).collect())
 }
 

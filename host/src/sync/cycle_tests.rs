@@ -1054,7 +1054,7 @@ async fn a_rule_edit_over_many_chunks_evaluates_every_group_once() {
 
 #[tokio::test]
 async fn many_creates_ask_ad_once_which_exist_and_an_object_of_connect_is_still_seen() {
-    use super::job::SCAN_BEFORE_CREATING;
+    use super::job::CENSUS_ABOVE;
     let mut bed = tenant("");
     let more: Vec<String> = (0..3)
         .map(|i| format!("00000000-0000-4000-8000-0000000002{i:02}"))
@@ -1063,7 +1063,7 @@ async fn many_creates_ask_ad_once_which_exist_and_an_object_of_connect_is_still_
         bed.security_group(id, &format!("Team {i}"), &[U1]);
     }
     assert!(
-        more.len() + 3 > SCAN_BEFORE_CREATING,
+        more.len() + 3 > CENSUS_ABOVE,
         "more creates than the threshold"
     );
     // Connect group writeback made Sales earlier: its anchor in adminDescription only.
@@ -1090,4 +1090,30 @@ async fn many_creates_ask_ad_once_which_exist_and_an_object_of_connect_is_still_
     // A second cycle with the groups in AD: nothing more to create, nothing duplicated.
     let r = bed.cycle(SyncOptions::default()).await.expect("sync");
     assert_eq!(r.counts.create, 0);
+
+    // Someone copies Team 0 the way Connect writes: the anchor in adminDescription only.
+    let copy = format!("CN=Team 0 (copy),{SECURITY}");
+    let anchor = super::types::anchor_value(&more[0]);
+    bed.ad.put(
+        &copy,
+        &[
+            ("objectClass", &["group"]),
+            ("adminDescription", &[anchor.as_str()]),
+        ],
+    );
+    bed.ad.take_reads();
+    let all = SyncOptions {
+        compare_all: true,
+        ..Default::default()
+    };
+    let r = bed.cycle(all).await.expect("sync");
+    // The copy is seen beside Writeback's Team 0 and left alone; nothing is created.
+    assert_eq!(r.counts.create, 0, "{:?}", r.plan.refused);
+    assert!(r.foreign.unrecorded >= 1, "{:?}", r.foreign);
+    assert!(bed.ad.get(&copy).is_some());
+    // Sales and Team 0 searched by both anchors (the census found an adminDescription-only
+    // object of each), the other owned groups by msDS-ExternalDirectoryObjectId alone: 8
+    // terms, 12 by both anchors.
+    let reads = bed.ad.take_reads();
+    assert_eq!(reads.anchor_terms, 2 + 2 + 4, "{reads:?}");
 }

@@ -58,9 +58,10 @@ pub const BATCH: usize = 500;
 /// tenant-wide change). Tiny in the crate's tests, so their small tenants span several chunks.
 pub const EVAL_CHUNK: usize = if cfg!(test) { 3 } else { 2_000 };
 
-/// Groups a cycle may create before it asks AD once which of them exist already (see
-/// [`actual::anchored_ids`]) rather than in every batch. Tiny in the crate's tests.
-pub const SCAN_BEFORE_CREATING: usize = if cfg!(test) { 3 } else { BATCH };
+/// Groups a cycle may compare or delete before it takes the [`actual::Census`] of the managed
+/// OUs once, rather than search AD by the unindexed anchor in every batch. Tiny in the crate's
+/// tests.
+pub const CENSUS_ABOVE: usize = if cfg!(test) { 3 } else { BATCH };
 
 /// `meta` key: the fingerprint of the rules and settings the applied hashes were computed with.
 const RULES_KEY: &str = "rules_fingerprint";
@@ -117,6 +118,7 @@ pub async fn run<D: Directory, G: GraphApi, S: CycleState>(
         released: BTreeSet::new(),
         pending: None,
         devices_unreadable: false,
+        census: None,
         opts,
         run_id,
         now: Now::current(),
@@ -215,6 +217,8 @@ struct Cycle<'a, 's, D, G, S> {
     pending: Option<BTreeSet<String>>,
     /// Graph refused this cycle's devices round (403: no `Device.Read.All`).
     devices_unreadable: bool,
+    /// The managed OUs by anchor, when the cycle looks at many groups.
+    census: Option<actual::Census>,
     opts: SyncOptions,
     run_id: i64,
     /// One `now()` for the whole cycle: every group is judged against the same instant.
@@ -273,6 +277,9 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             Sweep::All(AllReason::Reconcile | AllReason::FullRead)
         );
         let selection = self.select(&mut ev, &forced.forced, reconcile).await?;
+        if selection.compare.len() + selection.delete.len() > CENSUS_ABOVE {
+            self.census = Some(actual::census(self.conn, self.config).await?);
+        }
         let mut deletes = self.locate_deletes(&selection).await?;
 
         // 5. Gate: over the threshold the deletes are held back, the rest goes through.
@@ -620,7 +627,8 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             .filter(|id| !located.contains_key(*id))
             .collect();
         if !missing.is_empty() {
-            for a in actual::locate_owned(self.conn, self.config, &missing).await? {
+            let census = self.census.as_ref();
+            for a in actual::locate_owned(self.conn, self.config, census, &missing).await? {
                 if claim_of(self.store, &a, false)?.owned() {
                     located.insert(a.cloud_id.clone(), a);
                 } else {
@@ -677,7 +685,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 _ => None,
             })
             .collect();
-        let absent = self.absent_creates(selection, ev).await?;
+        let absent = self.absent_creates(selection, ev);
         let mut done = Applied::default();
         // Decisions that read now() are made again next cycle; rule errors go to quarantine.
         done.retry.extend(ev.timed.iter().cloned());
@@ -724,31 +732,20 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         Ok(done)
     }
 
-    /// The groups this cycle would create that no object in the managed OUs is anchored to,
-    /// when there are more than [`SCAN_BEFORE_CREATING`] (a first sync, a bulk creation): their
-    /// batches need not search AD for them. Fewer are searched for batch by batch, as any group.
-    /// An object anchored to one of them by someone else during the cycle is not seen by it; its
-    /// create then fails or makes a second object, as it would a moment earlier.
-    async fn absent_creates(
-        &mut self,
-        selection: &Targets,
-        ev: &Evaluated,
-    ) -> Result<BTreeSet<String>, SyncError> {
-        let creating: Vec<&String> = selection
+    /// The groups this cycle would create that no object in the managed OUs is anchored to, as
+    /// the census found (none without one): their batches need not search AD for them.
+    fn absent_creates(&self, selection: &Targets, ev: &Evaluated) -> BTreeSet<String> {
+        let Some(census) = &self.census else {
+            return BTreeSet::new();
+        };
+        selection
             .compare
             .iter()
             .filter(|id| !ev.owned.contains(*id))
             .filter(|id| matches!(ev.verdicts.get(*id), Some(Verdict::InScope { .. })))
-            .collect();
-        if creating.len() <= SCAN_BEFORE_CREATING {
-            return Ok(BTreeSet::new());
-        }
-        let present = actual::anchored_ids(self.conn, self.config).await?;
-        Ok(creating
-            .into_iter()
-            .filter(|id| !present.contains(&id.to_lowercase()))
+            .filter(|id| !census.anchored.contains(&id.to_lowercase()))
             .cloned()
-            .collect())
+            .collect()
     }
 
     /// A dry run's creates whose DN an object already holds: the create would fail (AD's
@@ -1456,7 +1453,8 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             .keys()
             .filter(|k| !absent.contains(*k))
             .collect();
-        let found = actual::read_owned(self.conn, self.config, &keys, &attrs).await?;
+        let census = self.census.as_ref();
+        let found = actual::read_owned(self.conn, self.config, census, &keys, &attrs).await?;
         self.claim_found(found, &mut out)?;
         if !self.config.ad.link_targets.is_empty() {
             // The links Writeback added: the only ones the plan may remove.
@@ -1525,7 +1523,8 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             policies,
         };
         let picked = member_writes::pick(&*self.store, self.config, groups, noted, known)?;
-        member_writes::locate(self.conn, &*self.store, self.config, picked).await
+        let census = self.census.as_ref();
+        member_writes::locate(self.conn, &*self.store, self.config, census, picked).await
     }
 
     /// The short groups' modifies, added to the batch with their desired objects, hashes and

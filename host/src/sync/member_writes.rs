@@ -129,12 +129,13 @@ pub async fn locate<D: Directory, S: CycleState>(
     conn: &mut D,
     store: &S,
     config: &Config,
+    census: Option<&actual::Census>,
     picked: BTreeMap<String, MemberChanges>,
 ) -> Result<BTreeMap<String, Short>, SyncError> {
     let ids: Vec<&String> = picked.keys().collect();
     let mut found: BTreeMap<String, Vec<ActualObject>> = BTreeMap::new();
     if !ids.is_empty() {
-        for a in actual::locate_owned(conn, config, &ids).await? {
+        for a in actual::locate_owned(conn, config, census, &ids).await? {
             found.entry(a.cloud_id.clone()).or_default().push(a);
         }
     }
