@@ -407,8 +407,10 @@ impl DeltaMerger {
         items
     }
 
-    /// Merges one page and says where to go next. A page must have a `value` array and a
+    /// Merges one page already parsed and says where to go next: the tests' oracle for
+    /// [`Self::add_page_body`], which the cycle uses. A page must have a `value` array and a
     /// nextLink or a deltaLink.
+    #[cfg(test)]
     pub fn add_page(&mut self, page: &Value) -> Result<PageLink, GraphError> {
         let values = page.get("value").and_then(Value::as_array).ok_or_else(|| {
             GraphError::InvalidResponse("delta page without a `value` array".into())
@@ -420,10 +422,11 @@ impl DeltaMerger {
         page_link(page.get("@odata.nextLink"), page.get("@odata.deltaLink"))
     }
 
-    /// [`Self::add_page`] from the page's body (`url` names it in errors), parsing one entry
-    /// at a time: a page parsed whole holds every member entry as a map of its own (about
-    /// 600 bytes each; a page of 100 big groups is tens of MB). Also returns the entries
-    /// merged (objects plus member entries).
+    /// Merges one page from its body (`url` names it in errors) and says where to go next. A
+    /// page must have a `value` array and a nextLink or a deltaLink. Parsed one entry at a
+    /// time: a page parsed whole holds every member entry as a map of its own (about 600 bytes
+    /// each; a page of 100 big groups is tens of MB). Also returns the entries merged (objects
+    /// plus member entries).
     pub fn add_page_body(
         &mut self,
         body: &[u8],

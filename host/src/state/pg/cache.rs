@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row, Statement, Transaction};
 
 use super::{big, column, count, get, pg, PgStore, PATH};
@@ -192,13 +193,7 @@ async fn replace_objects(
             .map_err(pg(op))?;
         }
     }
-    t.execute(
-        "INSERT INTO pending (kind, id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-        &[&k, &ids],
-    )
-    .await
-    .map_err(pg(op))?;
-    Ok(())
+    mark_all_pending(t, kind, &ids, op).await
 }
 
 /// Writes `items` (alive, already cached or seen earlier in this round) over what is cached:
@@ -256,13 +251,7 @@ async fn merge_objects(
             merge_members(t, st, item, note).await?;
         }
     }
-    t.execute(
-        "INSERT INTO pending (kind, id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-        &[&k, &ids],
-    )
-    .await
-    .map_err(pg(op))?;
-    Ok(())
+    mark_all_pending(t, kind, &ids, op).await
 }
 
 /// A group's reported member changes over its cached members.
@@ -426,13 +415,7 @@ pub(crate) async fn finish_round(
                 .await
                 .map_err(pg(op))?;
             }
-            t.execute(
-                "INSERT INTO pending (kind, id) SELECT $1, unnest($2::text[])
-                 ON CONFLICT DO NOTHING",
-                &[&k, &gone],
-            )
-            .await
-            .map_err(pg(op))?;
+            mark_all_pending(t, kind, &gone, op).await?;
             progress.changes.deleted.extend(gone);
         }
     }
@@ -780,6 +763,22 @@ pub async fn mark_pending(
     )
     .await
     .map_err(pg(|| format!("mark {kind} {id} pending")))?;
+    Ok(())
+}
+
+/// Marks every id of `ids` (a text array) as still to be applied, in one statement.
+async fn mark_all_pending(
+    t: &Transaction<'_>,
+    kind: ObjectKind,
+    ids: &(dyn ToSql + Sync),
+    op: impl FnOnce() -> String,
+) -> Result<(), StateError> {
+    t.execute(
+        "INSERT INTO pending (kind, id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+        &[&kind.as_str(), ids],
+    )
+    .await
+    .map_err(pg(op))?;
     Ok(())
 }
 
