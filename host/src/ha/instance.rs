@@ -3,7 +3,7 @@
 //!
 //! Checked in order: the server answers at `state.postgres.url`, trusts nobody but
 //! `state.postgres.ca_file`'s CA, takes the user and password; the database holds no newer
-//! schema than this build's; no running instance has this one's name; and the instance
+//! schema than this build's; no running instance, writer or standby, has this one's name; and the instance
 //! writing now runs the same rules (the rule files' content and `[rules.settings]`) as this
 //! one. Then the store is open, fenced with
 //! epoch 0 (which no lease ever has: nothing is written until this instance takes the lease),
@@ -44,7 +44,7 @@ pub enum JoinError {
     State(#[from] StateError),
     #[error("state.postgres: the lease: {0}")]
     Lease(#[source] HaError),
-    #[error("state.postgres.instance: another running instance is named {0:?} (it holds the lease and renews it): give each host its own name")]
+    #[error("state.postgres.instance: another running instance is named {0:?} (it is still renewing the lease or its presence in the database): give each host its own name")]
     SameName(String),
     #[error("state.postgres: instance {holder} writes to this database with other rules (hash {theirs}) than this instance's (hash {ours}): deploy the same rule files and [rules.settings] on every instance, or stop {holder} first")]
     OtherRules {
@@ -80,6 +80,17 @@ pub async fn join(config: &Config, pg: &PostgresConfig) -> Result<Joined, JoinEr
         .await
         .map_err(JoinError::Lease)?;
     let ours = rules_hash(config);
+    // A writer or a standby running under this name stamps its presence at each turn of its
+    // keeper: a process killed stamps no more, one stopped cleanly took its stamp away.
+    let token = uuid::Uuid::new_v4().to_string();
+    let turn = pg.times.renew_every.max(pg.standby_poll);
+    if lease
+        .stamped_by_another(&token, turn + turn / 2)
+        .await
+        .map_err(JoinError::Lease)?
+    {
+        return Err(JoinError::SameName(pg.instance.clone()));
+    }
     if let Some(row) = lease.row().await.map_err(JoinError::Lease)? {
         // This name holds the lease: this instance's previous process, killed (its lease runs
         // out, nobody renews it), or another host configured with the same name. Two live
@@ -112,6 +123,7 @@ pub async fn join(config: &Config, pg: &PostgresConfig) -> Result<Joined, JoinEr
     let keeper = Keeper::start(
         pg.settings.clone(),
         pg.instance.clone(),
+        token,
         pg.times,
         pg.standby_poll,
     );

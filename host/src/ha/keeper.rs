@@ -47,10 +47,12 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// Starts the task. `poll`: how often a standby tries to take over.
+    /// Starts the task. `poll`: how often a standby tries to take over. `token`: this
+    /// process's presence stamp (see `pg`), renewed at every turn.
     pub fn start(
         settings: PgSettings,
         instance: String,
+        token: String,
         times: LeaseTimes,
         poll: Duration,
     ) -> Keeper {
@@ -60,7 +62,8 @@ impl Keeper {
         });
         let name = instance.clone();
         let (stop, stopping) = watch::channel(false);
-        tokio::spawn(async move { hold(settings, name, times, poll, tx, stopping).await });
+        let turn = Turn { times, poll, token };
+        tokio::spawn(async move { hold(settings, name, turn, tx, stopping).await });
         Keeper {
             role: rx,
             instance,
@@ -110,14 +113,21 @@ impl Keeper {
     }
 }
 
+/// How the keeper turns: its timings and the process's presence token.
+struct Turn {
+    times: LeaseTimes,
+    poll: Duration,
+    token: String,
+}
+
 async fn hold(
     settings: PgSettings,
     instance: String,
-    times: LeaseTimes,
-    poll: Duration,
+    turn: Turn,
     tx: watch::Sender<Role>,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let Turn { times, poll, token } = turn;
     let mut lease: Option<PgLease> = None;
     // Set when told to stop, or when every handle is gone (the sender dropped).
     let mut stop = false;
@@ -128,6 +138,9 @@ async fn hold(
             if let (Some(l), Role::Active { epoch, .. }) = (&lease, last) {
                 let _ = l.release(epoch).await;
             }
+            if let Some(l) = &lease {
+                let _ = l.clear_presence(&token).await;
+            }
             // Dropping the sender ends the waits of `Keeper::stop`.
             return;
         }
@@ -135,6 +148,13 @@ async fn hold(
             match connect(&settings, &instance, times).await {
                 Ok(l) => lease = Some(l),
                 Err(e) => lost_or_waiting(&tx, &e),
+            }
+        }
+        if let Some(l) = &lease {
+            // A failed stamp is only a later start's check missing this process; the lease's
+            // own statements below find the connection's trouble.
+            if let Err(e) = l.stamp_presence(&token).await {
+                tracing::debug!("presence not stamped: {e}");
             }
         }
         let current = tx.borrow().clone();

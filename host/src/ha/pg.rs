@@ -2,12 +2,17 @@
 //!
 //! ```sql
 //! writeback_lease(name PRIMARY KEY, holder, epoch, expires_at, acquired_at)
+//! writeback_presence(instance PRIMARY KEY, token, seen_at)
 //! ```
 //!
 //! Every statement is one round trip and decides on the database's clock (`now()`), so the
 //! instances' clocks never matter. A takeover is one `INSERT ... ON CONFLICT DO UPDATE ...
 //! WHERE expires_at < now()`: of two instances racing for an expired lease, the row lock
 //! makes one win and the other find it taken. The epoch only grows.
+//!
+//! Each running instance, writer or standby, also stamps its row in `writeback_presence` with
+//! its process's random token as often as it renews or polls: a second process started under
+//! the same name sees the stamps of a token not its own go on, and is refused at start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -238,6 +243,11 @@ impl PgLease {
                  );
                  CREATE UNIQUE INDEX IF NOT EXISTS writeback_lease_epoch
                     ON writeback_lease (name, epoch);
+                 CREATE TABLE IF NOT EXISTS writeback_presence (
+                    instance text PRIMARY KEY,
+                    token text NOT NULL,
+                    seen_at timestamptz NOT NULL
+                 );
                  COMMIT;",
             )
             .await
@@ -342,6 +352,59 @@ impl PgLease {
         };
         tokio::time::sleep(wait).await;
         Ok(matches!(read().await?, Some((h, e, x)) if h == holder && e == epoch && x > expires))
+    }
+
+    /// Stamps this process (`token`) as running under this instance's name.
+    pub async fn stamp_presence(&self, token: &str) -> Result<(), HaError> {
+        self.client
+            .execute(
+                "INSERT INTO writeback_presence (instance, token, seen_at) VALUES ($1, $2, now())
+                 ON CONFLICT (instance) DO UPDATE SET token = EXCLUDED.token, seen_at = now()",
+                &[&self.instance, &token],
+            )
+            .await
+            .map_err(sql("stamp presence"))?;
+        Ok(())
+    }
+
+    /// Takes this process's stamp away (a clean stop): the next start under the name need not
+    /// wait to see whether it goes on.
+    pub async fn clear_presence(&self, token: &str) -> Result<(), HaError> {
+        self.client
+            .execute(
+                "DELETE FROM writeback_presence WHERE instance = $1 AND token = $2",
+                &[&self.instance, &token],
+            )
+            .await
+            .map_err(sql("clear presence"))?;
+        Ok(())
+    }
+
+    /// Whether a process other than `token` is running under this instance's name: its stamp
+    /// is renewed within `wait` (a process that died stamps no more; one stopped cleanly left
+    /// none, and nothing is waited for).
+    pub async fn stamped_by_another(&self, token: &str, wait: Duration) -> Result<bool, HaError> {
+        const SEEN: &str = "SELECT token, extract(epoch FROM seen_at)::float8
+             FROM writeback_presence WHERE instance = $1 AND token <> $2";
+        let read = || async {
+            let row = self
+                .client
+                .query_opt(SEEN, &[&self.instance, &token])
+                .await
+                .map_err(sql("read presence"))?;
+            row.map(|r| -> Result<(String, f64), HaError> {
+                Ok((
+                    r.try_get(0).map_err(sql("read presence"))?,
+                    r.try_get(1).map_err(sql("read presence"))?,
+                ))
+            })
+            .transpose()
+        };
+        let Some((_, seen)) = read().await? else {
+            return Ok(false);
+        };
+        tokio::time::sleep(wait).await;
+        Ok(matches!(read().await?, Some((_, later)) if later > seen))
     }
 
     /// The lease row, if any instance ever took it.

@@ -132,6 +132,15 @@ fn lease(pg: &PgTestbed, database: &str) -> Option<(String, i64, bool)> {
     (!holder.is_empty()).then_some((holder, epoch, live))
 }
 
+/// Whether a process runs under instance `name`, as its presence stamp says.
+fn presence(pg: &PgTestbed, database: &str, name: &str) -> bool {
+    pg.try_query(
+        database,
+        &format!("SELECT count(*) FROM writeback_presence WHERE instance = '{name}'"),
+    )
+    .is_ok_and(|n| n.trim() == "1")
+}
+
 /// Groups in AD per anchor, each anchor expected once.
 async fn assert_each_written_once(bed: &mut Bed, ids: &[String], what: &str) {
     let all = bed.groups().await;
@@ -617,7 +626,37 @@ async fn bad_settings_are_refused_at_start_naming_them_and_nothing_is_written() 
         "the same name not refused:\n{err}"
     );
     assert!(lease(&pg, &database).is_some_and(|(h, _, live)| h == "a" && live));
-    // a writes nothing more once converged; the refused b and clone wrote nothing at all.
+    // The same for a standby's name: it holds no lease, its presence stamps are seen going on.
+    let c = instance(&bed, &pg, &database, "c");
+    let mut dc = start(&bed, &pg, &c);
+    eventually!(
+        Duration::from_secs(30),
+        "c stamps its presence",
+        presence(&pg, &database, "c")
+    );
+    let clone_c = dir.join("clone-c.toml");
+    let c_text = std::fs::read_to_string(&c.config).expect("config");
+    std::fs::write(
+        &clone_c,
+        c_text
+            .replace(
+                &format!("127.0.0.1:{}", c.port),
+                &format!("127.0.0.1:{}", free_port()),
+            )
+            .replace("state-c.db", "state-clone-c.db"),
+    )
+    .expect("write");
+    let out = run_once(&bed, &clone_c, &["run"], &pg.password());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("state.postgres.instance") && err.contains("\"c\""),
+        "a standby's name not refused:\n{err}"
+    );
+    // Stopped cleanly, c takes its stamp away: its next start waits for nothing.
+    assert_eq!(dc.stop(Duration::from_secs(20)), Some(0));
+    assert!(!presence(&pg, &database, "c"), "c's stamp is left");
+    // a writes nothing more once converged; the refused b and clones wrote nothing at all.
     assert_eq!(bed.highest_usn().await, usn_a, "AD changed");
     assert!(usn <= usn_a);
     assert_eq!(da.stop(Duration::from_secs(20)), Some(0));

@@ -260,8 +260,8 @@ async fn keepers_started_at_once_give_one_writer_and_a_standby_that_takes_over_w
     let s = settings(&pg, &pg.fresh_database("keepers"));
     let times = LeaseTimes::new(Duration::from_secs(3));
     let poll = Duration::from_millis(300);
-    let a = Keeper::start(s.clone(), "a".into(), times, poll);
-    let b = Keeper::start(s.clone(), "b".into(), times, poll);
+    let a = Keeper::start(s.clone(), "a".into(), "token-a".into(), times, poll);
+    let b = Keeper::start(s.clone(), "b".into(), "token-b".into(), times, poll);
     let until = Instant::now() + Duration::from_secs(5);
     while !(active(&a.role()) || active(&b.role())) {
         assert!(
@@ -302,7 +302,13 @@ async fn with_the_database_stopped_the_writer_stops_before_its_lease_can_expire_
     let pg = PgTestbed::load();
     let s = settings(&pg, &pg.fresh_database("pgdown"));
     let times = LeaseTimes::new(Duration::from_secs(4));
-    let mut k = Keeper::start(s, "a".into(), times, Duration::from_millis(300));
+    let mut k = Keeper::start(
+        s,
+        "a".into(),
+        "token-a".into(),
+        times,
+        Duration::from_millis(300),
+    );
     wait_for(&mut k, Duration::from_secs(5), "the first takeover", active).await;
     let stopped = pg.stop();
     let down_at = Instant::now();

@@ -279,9 +279,10 @@ pub const TABLES: &[Table] = &[
 // The tables above are version 12's; a new version must be listed here first.
 const _: () = assert!(SCHEMA_VERSION == 12);
 
-/// PostgreSQL's tables that are not the state's: the schema version, and the lease (which
-/// belongs to the instances sharing a database, not to the state moved into it).
-const PG_OWN_TABLES: &[&str] = &["writeback_schema", "writeback_lease"];
+/// PostgreSQL's tables that are not the state's: the schema version, the lease and the
+/// presence stamps (which belong to the instances sharing a database, not to the state moved
+/// into it).
+const PG_OWN_TABLES: &[&str] = &["writeback_schema", "writeback_lease", "writeback_presence"];
 
 /// What a copy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
