@@ -1,5 +1,5 @@
-//! Full sync, second sync and rule-edit re-evaluation at scale, against one `ldapadd` of the same
-//! groups as LDIF (the baseline, measured in the same run on the same DC).
+//! Full sync, second sync, reconciliation and rule-edit re-evaluation at scale, against one
+//! `ldapadd` of the same groups as LDIF (the baseline, measured in the same run).
 //!
 //! Scale from the environment: WB_BENCH_GROUPS (default 2000), WB_BENCH_USERS (default 2000),
 //! WB_BENCH_MEMBERSHIPS (default 20000; a few groups are large, most small).
@@ -222,7 +222,8 @@ fn cloud_users_of(users: &[(String, String)]) -> Vec<Value> {
         .collect()
 }
 
-/// One whole pass: users, the `ldapadd` baseline, first sync, second sync, rule edit.
+/// One whole pass: users, the `ldapadd` baseline, first sync, second sync, reconciliation, rule
+/// edit.
 async fn pass(state: &State) {
     let n_groups = env_usize("WB_BENCH_GROUPS", 2000);
     let n_users = env_usize("WB_BENCH_USERS", 2000);
@@ -288,6 +289,15 @@ async fn pass(state: &State) {
     assert!(out.contains("No changes"), "{out}");
     assert_eq!(bed.highest_usn().await, usn, "the second sync wrote to AD");
 
+    // A reconciliation: the tenant read again, every group compared with AD, nothing to change.
+    let (t_reconcile, rss_reconcile, out) = timed_run(&bed, state, &["sync", "--full"]);
+    assert!(out.contains("No changes"), "{out}");
+    assert_eq!(
+        bed.highest_usn().await,
+        usn,
+        "the reconciliation wrote to AD"
+    );
+
     // A rule edit touching 1% of the groups: only they are written.
     let rules = bed.dir.path().join("rules");
     std::fs::create_dir_all(&rules).expect("rules");
@@ -327,6 +337,11 @@ async fn pass(state: &State) {
         "second sync, no cloud change: {:.2} s, highestCommittedUSN unchanged; max RSS {} MiB",
         t_second.as_secs_f64(),
         rss_second / 1024
+    );
+    println!(
+        "reconciliation (`sync --full`), nothing to change: {:.2} s; max RSS {} MiB",
+        t_reconcile.as_secs_f64(),
+        rss_reconcile / 1024
     );
     println!(
         "rule edit touching {expect} groups: {:.2} s (only those written)",
