@@ -541,38 +541,55 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             let (store, foreign, adopt) = (&*self.store, &mut self.foreign, self.opts.adopt);
             let shared = &self.config.ad.shared_ous;
             let released = &self.released;
-            let mut failed = None;
-            actual::scan_owned(self.conn, self.config, |a| {
-                let in_scope = matches!(verdicts.get(&a.cloud_id), Some(Verdict::InScope { .. }));
-                match claim_of(store, &a, adopt && in_scope) {
-                    Ok(c) if c.owned() => {}
-                    Ok(_) if released.contains(&a.cloud_id) => {
-                        foreign.released += 1;
-                        return;
+            // Claimed a batch at a time: their anchors read in one query, not one each.
+            let mut settle = |found: Vec<ActualObject>| -> Result<(), StateError> {
+                let claims = claims_of(store, &found, |a| {
+                    adopt && matches!(verdicts.get(&a.cloud_id), Some(Verdict::InScope { .. }))
+                })?;
+                for (a, c) in found.into_iter().zip(claims) {
+                    if !c.owned() {
+                        if released.contains(&a.cloud_id) {
+                            foreign.released += 1;
+                        } else {
+                            // A reconciliation evaluated every cached group: no verdict means
+                            // the group is not in this tenant.
+                            let in_scope =
+                                matches!(verdicts.get(&a.cloud_id), Some(Verdict::InScope { .. }));
+                            let kind = ownership::foreign_kind(
+                                verdicts.get(&a.cloud_id).is_some(),
+                                in_scope,
+                            );
+                            foreign.add(&a.dn, kind, shared);
+                        }
+                        continue;
                     }
-                    Ok(_) => {
-                        // A reconciliation evaluated every cached group: no verdict means the
-                        // group is not in this tenant.
-                        let kind =
-                            ownership::foreign_kind(verdicts.get(&a.cloud_id).is_some(), in_scope);
-                        return foreign.add(&a.dn, kind, shared);
-                    }
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                        return;
+                    owned.insert(a.cloud_id.clone());
+                    let v = verdicts.entry(a.cloud_id.clone()).or_insert(Verdict::Gone);
+                    // Kept only where a delete may need it: compared groups are read by key.
+                    if !matches!(v, Verdict::InScope { .. }) {
+                        located.insert(a.cloud_id.clone(), a);
                     }
                 }
-                owned.insert(a.cloud_id.clone());
-                let v = verdicts.entry(a.cloud_id.clone()).or_insert(Verdict::Gone);
-                // Kept only where a delete may need it: compared groups are read by key.
-                if !matches!(v, Verdict::InScope { .. }) {
-                    located.insert(a.cloud_id.clone(), a);
+                Ok(())
+            };
+            let mut page = Vec::new();
+            let mut failed = None;
+            actual::scan_owned(self.conn, self.config, |a| {
+                if failed.is_some() {
+                    return;
+                }
+                page.push(a);
+                if page.len() >= BATCH {
+                    if let Err(e) = settle(std::mem::take(&mut page)) {
+                        failed = Some(e);
+                    }
                 }
             })
             .await?;
             if let Some(e) = failed {
                 return Err(e.into());
             }
+            settle(page)?;
         }
         let mut selection = select::select(Known {
             verdicts: &ev.verdicts,
@@ -1306,9 +1323,10 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     /// modified nor created a second time.
     fn claim_found(&mut self, found: Vec<ActualObject>, out: &mut Batch) -> Result<(), SyncError> {
         let mut foreign: BTreeMap<String, ActualObject> = BTreeMap::new();
-        for a in found {
-            let adopt = self.opts.adopt && out.desired.contains_key(&a.cloud_id);
-            match claim_of(self.store, &a, adopt)? {
+        let adopt = |a: &ActualObject| self.opts.adopt && out.desired.contains_key(&a.cloud_id);
+        let claims = claims_of(self.store, &found, adopt)?;
+        for (a, claim) in found.into_iter().zip(claims) {
+            match claim {
                 Claim::Foreign => {
                     // Read for a group the rules want: this tenant's, never recorded.
                     self.foreign.add(
@@ -1829,6 +1847,26 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
 /// Seconds since the Unix epoch (the quarantine's clock).
 fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// [`claim_of`] for many objects, their anchors read at once.
+pub(crate) fn claims_of(
+    store: &impl CycleState,
+    objects: &[ActualObject],
+    adopt: impl Fn(&ActualObject) -> bool,
+) -> Result<Vec<Claim>, StateError> {
+    let anchors = store.anchors_of(objects.iter().map(|a| &a.cloud_id))?;
+    objects
+        .iter()
+        .map(|a| {
+            let record = anchors.get(&a.cloud_id);
+            let intent = match record {
+                None => store.intent(&a.cloud_id)?,
+                Some(_) => None,
+            };
+            Ok(ownership::claim(a, record, intent.as_deref(), adopt(a)))
+        })
+        .collect()
 }
 
 /// The claim on an object carrying a group's anchor, from the state's records.

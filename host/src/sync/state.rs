@@ -65,6 +65,20 @@ pub trait CycleState {
 
     // --- what Writeback owns -----------------------------------------------------------------
     fn anchor(&self, cloud_id: &str) -> Result<Option<Anchor>, StateError>;
+    /// The anchors of `ids` that exist: one lookup each unless the store can do better (a
+    /// database across the network reads them in one query).
+    fn anchors_of<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, Anchor>, StateError> {
+        let mut out = BTreeMap::new();
+        for id in ids {
+            if let Some(a) = self.anchor(id)? {
+                out.insert(id.clone(), a);
+            }
+        }
+        Ok(out)
+    }
     fn anchors(&self) -> Result<BTreeMap<String, Anchor>, StateError>;
     fn anchor_ids(&self) -> Result<BTreeSet<String>, StateError>;
     fn anchor_count(&self) -> Result<usize, StateError>;

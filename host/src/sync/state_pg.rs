@@ -60,6 +60,13 @@ impl CycleState for PgStore {
         PgStore::links_of(self, ids)
     }
 
+    fn anchors_of<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, Anchor>, StateError> {
+        PgStore::anchors_of(self, ids)
+    }
+
     fn settle_quarantine(
         &mut self,
         release: &[String],

@@ -547,6 +547,15 @@ fn a_batch_of_writes_is_one_transaction<S: Backend>(store: &mut S) {
     );
     assert!(!stored.updated_at.is_empty(), "an empty time is stamped");
     assert_eq!(store.anchor("g9").expect("anchor"), None);
+    // Many at once: those that exist, each as read alone.
+    let asked = ids(&["g0", "g1", "g9"]);
+    let some = store.anchors_of(asked.iter()).expect("anchors of");
+    assert_eq!(
+        some.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["g0", "g1"]
+    );
+    assert_eq!(some.get("g1"), Some(&stored));
+    assert!(store.anchors_of([].iter()).expect("none").is_empty());
     assert_eq!(
         store
             .anchors()

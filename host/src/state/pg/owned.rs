@@ -755,6 +755,32 @@ impl PgStore {
     }
 
     /// The recorded links of `ids`, by cloud id (target DNs sorted; ids without any left out).
+    /// The anchors of `ids` that exist, in one query.
+    pub fn anchors_of<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, Anchor>, StateError> {
+        let ids: Vec<&str> = ids.into_iter().map(String::as_str).collect();
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let op = || format!("load the anchors of {} groups", ids.len());
+        self.block(async {
+            let rows = self
+                .client()
+                .query(
+                    "SELECT cloud_id, object_guid, dn, rule, updated_at FROM anchor
+                     WHERE cloud_id = ANY($1)",
+                    &[&ids],
+                )
+                .await
+                .map_err(pg(op))?;
+            rows.iter()
+                .map(|r| anchor_row(r, &op).map(|a| (a.cloud_id.clone(), a)))
+                .collect()
+        })
+    }
+
     pub fn links_of<'a>(
         &self,
         ids: impl IntoIterator<Item = &'a String>,
