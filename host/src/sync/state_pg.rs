@@ -98,19 +98,48 @@ impl CycleState for PgStore {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         // The audit trail names the instance that wrote (several share this state).
         let instance = self.fence().map(|(i, _)| i.to_string());
+        // Each round trip to the database costs: the anchors, applied hashes and intents go
+        // as their net effect per key (a few statements for the whole batch), the events in
+        // one statement; the rest keeps its order, one statement each.
+        let mut events = Vec::new();
+        let mut anchors: tx::Net<&Anchor> = BTreeMap::new();
+        let mut applied: tx::Net<&str> = BTreeMap::new();
+        let mut intents: tx::Net<&str> = BTreeMap::new();
+        let mut rest = Vec::new();
+        for w in writes {
+            match w {
+                Write::Event(e) => events.push(match &instance {
+                    Some(i) => with_instance(e, i),
+                    None => e.clone(),
+                }),
+                Write::PutAnchor(a) => {
+                    anchors.insert(&a.cloud_id, Some(a));
+                }
+                Write::RemoveAnchor(id) => {
+                    anchors.insert(id, None);
+                }
+                Write::PutApplied(id, h) => {
+                    applied.insert(id, Some(h));
+                }
+                Write::RemoveApplied(id) => {
+                    applied.insert(id, None);
+                }
+                Write::PutIntent(id, dn) => {
+                    intents.insert(id, Some(dn));
+                }
+                Write::RemoveIntent(id) => {
+                    intents.insert(id, None);
+                }
+                other => rest.push(other),
+            }
+        }
         self.with_transaction(async |t| {
-            for w in writes {
+            tx::record_events(t, run_id, &events).await?;
+            tx::settle_anchors(t, &anchors).await?;
+            tx::settle_applied(t, &applied).await?;
+            tx::settle_intents(t, &intents, run_id).await?;
+            for w in &rest {
                 match w {
-                    Write::Event(e) => match &instance {
-                        Some(i) => tx::record_event(t, run_id, &with_instance(e, i)).await?,
-                        None => tx::record_event(t, run_id, e).await?,
-                    },
-                    Write::PutAnchor(a) => tx::put_anchor(t, a).await?,
-                    Write::RemoveAnchor(id) => tx::remove_anchor(t, id).await?,
-                    Write::PutApplied(id, h) => tx::put_applied(t, id, h).await?,
-                    Write::RemoveApplied(id) => tx::remove_applied(t, id).await?,
-                    Write::PutIntent(id, dn) => tx::put_intent(t, id, dn, run_id).await?,
-                    Write::RemoveIntent(id) => tx::remove_intent(t, id).await?,
                     Write::PutLink(id, target) => tx::put_link(t, id, target).await?,
                     Write::RemoveLink(id, target) => tx::remove_link(t, id, target).await?,
                     Write::RemoveLinks(id) => tx::remove_links(t, id).await?,
@@ -123,6 +152,14 @@ impl CycleState for PgStore {
                     Write::UnresolvedEdit { group, add, remove } => {
                         tx::edit_unresolved(t, group, add, remove).await?
                     }
+                    // Taken out above.
+                    Write::Event(_)
+                    | Write::PutAnchor(_)
+                    | Write::RemoveAnchor(_)
+                    | Write::PutApplied(..)
+                    | Write::RemoveApplied(_)
+                    | Write::PutIntent(..)
+                    | Write::RemoveIntent(_) => {}
                 }
             }
             Ok(())

@@ -627,6 +627,41 @@ fn a_batch_of_writes_is_one_transaction<S: Backend>(store: &mut S) {
         .expect("record");
     assert!(store.links_of(of.iter()).expect("links").is_empty());
 
+    // Writes of one key in one batch: the last one counts; the events keep their order.
+    store
+        .record(
+            run,
+            &[
+                Write::PutApplied("g5".into(), "h5".into()),
+                Write::Event(event("g5", "create")),
+                Write::RemoveApplied("g5".into()),
+                Write::RemoveApplied("g6".into()),
+                Write::PutApplied("g6".into(), "h6".into()),
+                Write::PutIntent("g5".into(), "CN=g5".into()),
+                Write::RemoveIntent("g5".into()),
+                Write::RemoveIntent("g6".into()),
+                Write::PutIntent("g6".into(), "CN=g6".into()),
+                Write::PutAnchor(anchor("g5", "guid-5")),
+                Write::RemoveAnchor("g5".into()),
+                Write::PutAnchor(anchor("g6", "guid-6")),
+                Write::RemoveAnchor("g6".into()),
+                Write::PutAnchor(anchor("g6", "guid-66")),
+                Write::Event(event("g6", "modify")),
+            ],
+        )
+        .expect("record");
+    assert_eq!(store.applied_hash("g5").expect("hash"), None);
+    assert_eq!(
+        store.applied_hash("g6").expect("hash").as_deref(),
+        Some("h6")
+    );
+    assert_eq!(store.intent_ids().expect("intents"), ids(&["g2", "g6"]));
+    assert_eq!(store.anchor("g5").expect("anchor"), None);
+    assert_eq!(
+        store.anchor("g6").expect("anchor").map(|a| a.object_guid),
+        Some("guid-66".to_string())
+    );
+
     // An event of a run that does not exist is refused as such.
     match store.record(run + 1000, &[Write::Event(event("g1", "modify"))]) {
         Err(StateError::UnknownRun { run_id, .. }) => assert_eq!(run_id, run + 1000),
@@ -641,7 +676,9 @@ fn a_batch_of_writes_is_one_transaction<S: Backend>(store: &mut S) {
         events,
         vec![
             ("g1".to_string(), "create".to_string()),
-            ("g0".to_string(), "delete".to_string())
+            ("g0".to_string(), "delete".to_string()),
+            ("g5".to_string(), "create".to_string()),
+            ("g6".to_string(), "modify".to_string())
         ]
     );
     assert!(store.record(run, &[]).is_ok());

@@ -95,6 +95,126 @@ pub async fn put_applied(
     Ok(())
 }
 
+/// The net effect of a batch's writes to one keyed table: each key's last write, a row to put
+/// or `None` to remove. Only the last write of a key matters (each puts the whole row or
+/// removes it), so a batch's writes to the table become two statements, not one per write.
+pub type Net<'a, T> = BTreeMap<&'a str, Option<T>>;
+
+/// The keys of `net` to remove, and the rows to put.
+fn split<'a, T: Copy>(net: &Net<'a, T>) -> (Vec<&'a str>, Vec<(&'a str, T)>) {
+    let mut gone = Vec::new();
+    let mut put = Vec::new();
+    for (k, v) in net {
+        match v {
+            Some(row) => put.push((*k, *row)),
+            None => gone.push(*k),
+        }
+    }
+    (gone, put)
+}
+
+/// The anchors of a batch, as [`put_anchor`] and [`remove_anchor`] would leave them.
+pub async fn settle_anchors(t: &Transaction<'_>, net: &Net<'_, &Anchor>) -> Result<(), StateError> {
+    let (gone, put) = split(net);
+    let op = || format!("record {} anchors", net.len());
+    if !gone.is_empty() {
+        exec(
+            t,
+            "DELETE FROM anchor WHERE cloud_id = ANY($1)",
+            &[&gone],
+            op,
+        )
+        .await?;
+    }
+    if !put.is_empty() {
+        let now = now_rfc3339();
+        let ids: Vec<&str> = put.iter().map(|(k, _)| *k).collect();
+        let guids: Vec<&str> = put.iter().map(|(_, a)| a.object_guid.as_str()).collect();
+        let dns: Vec<&str> = put.iter().map(|(_, a)| a.dn.as_str()).collect();
+        let rules: Vec<&str> = put.iter().map(|(_, a)| a.rule.as_str()).collect();
+        let times: Vec<&str> = put
+            .iter()
+            .map(|(_, a)| match a.updated_at.is_empty() {
+                true => now.as_str(),
+                false => a.updated_at.as_str(),
+            })
+            .collect();
+        exec(
+            t,
+            "INSERT INTO anchor (cloud_id, object_guid, dn, rule, updated_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+             ON CONFLICT (cloud_id) DO UPDATE SET object_guid = excluded.object_guid,
+               dn = excluded.dn, rule = excluded.rule, updated_at = excluded.updated_at",
+            &[&ids, &guids, &dns, &rules, &times],
+            op,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The applied hashes of a batch, as [`put_applied`] and [`remove_applied`] would leave them.
+pub async fn settle_applied(t: &Transaction<'_>, net: &Net<'_, &str>) -> Result<(), StateError> {
+    let (gone, put) = split(net);
+    let op = || format!("record {} applied hashes", net.len());
+    if !gone.is_empty() {
+        exec(
+            t,
+            "DELETE FROM applied WHERE cloud_id = ANY($1)",
+            &[&gone],
+            op,
+        )
+        .await?;
+    }
+    if !put.is_empty() {
+        let ids: Vec<&str> = put.iter().map(|(k, _)| *k).collect();
+        let hashes: Vec<&str> = put.iter().map(|(_, h)| *h).collect();
+        exec(
+            t,
+            "INSERT INTO applied (cloud_id, hash, applied_at)
+             SELECT u.id, u.hash, $3 FROM unnest($1::text[], $2::text[]) AS u(id, hash)
+             ON CONFLICT (cloud_id) DO UPDATE SET hash = excluded.hash, applied_at = excluded.applied_at",
+            &[&ids, &hashes, &now_rfc3339()],
+            op,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The intents of a batch, as [`put_intent`] and [`remove_intent`] would leave them.
+pub async fn settle_intents(
+    t: &Transaction<'_>,
+    net: &Net<'_, &str>,
+    run_id: i64,
+) -> Result<(), StateError> {
+    let (gone, put) = split(net);
+    let op = || format!("record {} intents", net.len());
+    if !gone.is_empty() {
+        exec(
+            t,
+            "DELETE FROM intent WHERE cloud_id = ANY($1)",
+            &[&gone],
+            op,
+        )
+        .await?;
+    }
+    if !put.is_empty() {
+        let ids: Vec<&str> = put.iter().map(|(k, _)| *k).collect();
+        let dns: Vec<&str> = put.iter().map(|(_, dn)| *dn).collect();
+        exec(
+            t,
+            "INSERT INTO intent (cloud_id, dn, run_id)
+             SELECT u.id, u.dn, $3 FROM unnest($1::text[], $2::text[]) AS u(id, dn)
+             ON CONFLICT (cloud_id) DO UPDATE SET dn = excluded.dn, run_id = excluded.run_id",
+            &[&ids, &dns, &run_id],
+            op,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 pub async fn remove_applied(t: &Transaction<'_>, cloud_id: &str) -> Result<(), StateError> {
     exec(
         t,
@@ -501,6 +621,67 @@ pub async fn finish_run(
 }
 
 /// Records `ev` in run `run_id`; an unknown run is [`StateError::UnknownRun`].
+/// Records `events` in their order, in one statement (their ids grow in that order).
+pub async fn record_events(
+    t: &Transaction<'_>,
+    run_id: i64,
+    events: &[AuditEvent],
+) -> Result<(), StateError> {
+    match events {
+        [] => return Ok(()),
+        [one] => return record_event(t, run_id, one).await,
+        _ => {}
+    }
+    let mut details = Vec::with_capacity(events.len());
+    for ev in events {
+        details.push(
+            serde_json::to_string(&ev.detail).map_err(|cause| StateError::Encode {
+                path: PATH.into(),
+                table: "run_event",
+                id: ev.cloud_id.clone(),
+                column: "detail_json",
+                cause,
+            })?,
+        );
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.cloud_id.as_str()).collect();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    let dns: Vec<&str> = events.iter().map(|e| e.dn.as_str()).collect();
+    let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+    let res = t
+        .execute(
+            "INSERT INTO run_event (run_id, at, cloud_id, action, dn, detail_json, outcome)
+             SELECT $1, $2, u.id, u.action, u.dn, u.detail, u.outcome
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+               WITH ORDINALITY AS u(id, action, dn, detail, outcome, n)
+             ORDER BY u.n",
+            &[
+                &run_id,
+                &now_rfc3339(),
+                &ids,
+                &actions,
+                &dns,
+                &details,
+                &outcomes,
+            ],
+        )
+        .await;
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+            Err(StateError::UnknownRun {
+                path: PATH.into(),
+                op: "record event",
+                run_id,
+            })
+        }
+        Err(cause) => Err(StateError::Postgres {
+            op: format!("record {} events in run {run_id}", events.len()),
+            cause,
+        }),
+    }
+}
+
 pub async fn record_event(
     t: &Transaction<'_>,
     run_id: i64,
