@@ -75,9 +75,7 @@ impl CycleState for PgStore {
         cap_secs: u64,
     ) -> Result<Vec<(String, Seen, Quarantined)>, StateError> {
         self.with_transaction(async |t| {
-            for id in release {
-                tx::release(t, id).await?;
-            }
+            tx::release_all(t, release).await?;
             let mut seen = Vec::with_capacity(failed.len());
             for (id, why) in failed {
                 let (s, q) = tx::record_failure(t, id, why, now, cap_secs).await?;
@@ -105,6 +103,11 @@ impl CycleState for PgStore {
         let mut anchors: tx::Net<&Anchor> = BTreeMap::new();
         let mut applied: tx::Net<&str> = BTreeMap::new();
         let mut intents: tx::Net<&str> = BTreeMap::new();
+        let mut unresolved: BTreeMap<&str, &[String]> = BTreeMap::new();
+        // An edit reads the set it changes: with one in the batch, the sets keep their order.
+        let edits = writes
+            .iter()
+            .any(|w| matches!(w, Write::UnresolvedEdit { .. }));
         let mut rest = Vec::new();
         for w in writes {
             match w {
@@ -130,6 +133,9 @@ impl CycleState for PgStore {
                 Write::RemoveIntent(id) => {
                     intents.insert(id, None);
                 }
+                Write::Unresolved(id, members) if !edits => {
+                    unresolved.insert(id, members);
+                }
                 other => rest.push(other),
             }
         }
@@ -138,6 +144,7 @@ impl CycleState for PgStore {
             tx::settle_anchors(t, &anchors).await?;
             tx::settle_applied(t, &applied).await?;
             tx::settle_intents(t, &intents, run_id).await?;
+            tx::settle_unresolved(t, &unresolved).await?;
             for w in &rest {
                 match w {
                     Write::PutLink(id, target) => tx::put_link(t, id, target).await?,

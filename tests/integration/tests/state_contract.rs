@@ -938,6 +938,8 @@ fn unresolved_members_add_up<S: Backend>(store: &mut S) {
                 Write::PutAnchor(anchor("g1", "guid-1")),
                 Write::PutAnchor(anchor("g2", "guid-2")),
                 Write::Unresolved("g1".into(), ids(&["m1", "m2"])),
+                // Set twice in one batch: the last set counts.
+                Write::Unresolved("g2".into(), ids(&["m8", "m7"])),
                 Write::Unresolved("g2".into(), ids(&["m9"])),
                 // Not managed: not counted.
                 Write::Unresolved("g5".into(), ids(&["m5"])),

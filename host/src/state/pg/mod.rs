@@ -43,9 +43,9 @@ pub mod tx {
     pub use super::owned::{
         anchors, approve_any, begin_run, call_delivered, call_failed, edit_unresolved, finish_run,
         put_anchor, put_applied, put_call, put_intent, put_link, record_event, record_events,
-        record_failure, release, release_groups, remove_anchor, remove_applied, remove_intent,
-        remove_link, remove_links, replace_held, set_unresolved, settle_anchors, settle_applied,
-        settle_intents, Net,
+        record_failure, release, release_all, release_groups, remove_anchor, remove_applied,
+        remove_intent, remove_link, remove_links, replace_held, set_unresolved, settle_anchors,
+        settle_applied, settle_intents, settle_unresolved, Net,
     };
 }
 

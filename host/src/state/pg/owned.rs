@@ -371,6 +371,21 @@ pub async fn record_failure(
 }
 
 /// Takes `cloud_id` out of quarantine.
+/// [`release`] for many groups, in one statement.
+pub async fn release_all(t: &Transaction<'_>, cloud_ids: &[String]) -> Result<(), StateError> {
+    if cloud_ids.is_empty() {
+        return Ok(());
+    }
+    exec(
+        t,
+        "DELETE FROM quarantine WHERE cloud_id = ANY($1)",
+        &[&cloud_ids],
+        || format!("release {} groups from quarantine", cloud_ids.len()),
+    )
+    .await?;
+    Ok(())
+}
+
 pub async fn release(t: &Transaction<'_>, cloud_id: &str) -> Result<(), StateError> {
     exec(
         t,
@@ -828,21 +843,57 @@ pub async fn edit_unresolved(
     remove: &[String],
 ) -> Result<(), StateError> {
     let op = || format!("record the unresolved members of {cloud_id}");
-    for m in add {
+    if !add.is_empty() {
         exec(
             t,
-            "INSERT INTO unresolved (cloud_id, member_id) VALUES ($1, $2)
+            "INSERT INTO unresolved (cloud_id, member_id) SELECT $1, unnest($2::text[])
              ON CONFLICT (cloud_id, member_id) DO NOTHING",
-            &[&cloud_id, m],
+            &[&cloud_id, &add],
             op,
         )
         .await?;
     }
-    for m in remove {
+    if !remove.is_empty() {
         exec(
             t,
-            "DELETE FROM unresolved WHERE cloud_id = $1 AND member_id = $2",
-            &[&cloud_id, m],
+            "DELETE FROM unresolved WHERE cloud_id = $1 AND member_id = ANY($2)",
+            &[&cloud_id, &remove],
+            op,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The unresolved members of many groups, each set replaced as [`set_unresolved`] does: two
+/// statements for them all.
+pub async fn settle_unresolved(
+    t: &Transaction<'_>,
+    sets: &BTreeMap<&str, &[String]>,
+) -> Result<(), StateError> {
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let op = || format!("record the unresolved members of {} groups", sets.len());
+    let groups: Vec<&str> = sets.keys().copied().collect();
+    exec(
+        t,
+        "DELETE FROM unresolved WHERE cloud_id = ANY($1)",
+        &[&groups],
+        op,
+    )
+    .await?;
+    let (ids, members): (Vec<&str>, Vec<&str>) = sets
+        .iter()
+        .flat_map(|(g, ms)| ms.iter().map(move |m| (*g, m.as_str())))
+        .unzip();
+    if !ids.is_empty() {
+        exec(
+            t,
+            "INSERT INTO unresolved (cloud_id, member_id)
+             SELECT * FROM unnest($1::text[], $2::text[])
+             ON CONFLICT (cloud_id, member_id) DO NOTHING",
+            &[&ids, &members],
             op,
         )
         .await?;
