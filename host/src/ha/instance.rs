@@ -3,11 +3,11 @@
 //!
 //! Checked in order: the server answers at `state.postgres.url`, trusts nobody but
 //! `state.postgres.ca_file`'s CA, takes the user and password; the database holds no newer
-//! schema than this build's; no running instance, writer or standby, has this one's name; and the instance
-//! writing now runs the same rules (the rule files' content and `[rules.settings]`) as this
-//! one. Then the store is open, fenced with
-//! epoch 0 (which no lease ever has: nothing is written until this instance takes the lease),
-//! and the keeper started.
+//! schema than this build's; no running instance, writer or standby, has this one's name; and
+//! the instance writing now runs the same rules (the rule files' content and
+//! `[rules.settings]`) as this one. Then the store is open, fenced with epoch 0 (which no
+//! lease ever has: nothing is written until this instance takes the lease), and the keeper
+//! started.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

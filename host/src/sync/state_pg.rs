@@ -96,9 +96,9 @@ impl CycleState for PgStore {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         // The audit trail names the instance that wrote (several share this state).
         let instance = self.fence().map(|(i, _)| i.to_string());
-        // Each round trip to the database costs: the anchors, applied hashes and intents go
-        // as their net effect per key (a few statements for the whole batch), the events in
-        // one statement; the rest keeps its order, one statement each.
+        // Each round trip to the database costs: the anchors, applied hashes, intents and
+        // unresolved sets go as their net effect per group (a few statements for the whole
+        // batch), the events in one statement; the rest keeps its order, one statement each.
         let mut events = Vec::new();
         let mut anchors: tx::Net<&Anchor> = BTreeMap::new();
         let mut applied: tx::Net<&str> = BTreeMap::new();

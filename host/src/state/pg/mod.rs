@@ -35,16 +35,16 @@ pub use copy::{postgres_to_sqlite, sqlite_to_postgres, Copied, CopyError};
 pub use schema::SCHEMA_VERSION;
 
 /// Writes usable inside [`PgStore::with_transaction`]: the same behaviour as the SQLite
-/// store's `state::tx` functions of the same names.
+/// store's `state::tx` functions of the same names; the `settle_*` and `*_all` ones do for a
+/// whole batch what those do one row at a time.
 pub mod tx {
     pub use super::cache::{
         clear_all_pending, forget_settled_member_changes, groups_named, mark_pending,
     };
     pub use super::owned::{
         anchors, approve_any, begin_run, call_delivered, call_failed, edit_unresolved, finish_run,
-        put_anchor, put_applied, put_call, put_intent, put_link, record_event, record_events,
-        record_failure, release, release_all, release_groups, remove_anchor, remove_applied,
-        remove_intent, remove_link, remove_links, replace_held, set_unresolved, settle_anchors,
+        put_call, put_link, record_event, record_events, record_failure, release_all,
+        release_groups, remove_link, remove_links, replace_held, set_unresolved, settle_anchors,
         settle_applied, settle_intents, settle_unresolved, Net,
     };
 }

@@ -48,53 +48,6 @@ fn anchor_row(r: &Row, op: &dyn Fn() -> String) -> Result<Anchor, StateError> {
     })
 }
 
-/// Inserts or replaces the anchor of `a.cloud_id` (an empty `updated_at` is stamped now);
-/// fails when a non-empty GUID is anchored to another cloud id.
-pub async fn put_anchor(t: &Transaction<'_>, a: &Anchor) -> Result<(), StateError> {
-    let updated_at = match a.updated_at.is_empty() {
-        true => now_rfc3339(),
-        false => a.updated_at.clone(),
-    };
-    exec(
-        t,
-        "INSERT INTO anchor (cloud_id, object_guid, dn, rule, updated_at)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (cloud_id) DO UPDATE SET object_guid = excluded.object_guid,
-           dn = excluded.dn, rule = excluded.rule, updated_at = excluded.updated_at",
-        &[&a.cloud_id, &a.object_guid, &a.dn, &a.rule, &updated_at],
-        || format!("put anchor {}", a.cloud_id),
-    )
-    .await?;
-    Ok(())
-}
-
-pub async fn remove_anchor(t: &Transaction<'_>, cloud_id: &str) -> Result<(), StateError> {
-    exec(
-        t,
-        "DELETE FROM anchor WHERE cloud_id = $1",
-        &[&cloud_id],
-        || format!("remove anchor {cloud_id}"),
-    )
-    .await?;
-    Ok(())
-}
-
-pub async fn put_applied(
-    t: &Transaction<'_>,
-    cloud_id: &str,
-    hash: &str,
-) -> Result<(), StateError> {
-    exec(
-        t,
-        "INSERT INTO applied (cloud_id, hash, applied_at) VALUES ($1, $2, $3)
-         ON CONFLICT (cloud_id) DO UPDATE SET hash = excluded.hash, applied_at = excluded.applied_at",
-        &[&cloud_id, &hash, &now_rfc3339()],
-        || format!("put applied hash {cloud_id}"),
-    )
-    .await?;
-    Ok(())
-}
-
 /// The net effect of a batch's writes to one keyed table: each key's last write, a row to put
 /// or `None` to remove. Only the last write of a key matters (each puts the whole row or
 /// removes it), so a batch's writes to the table become two statements, not one per write.
@@ -113,7 +66,7 @@ fn split<'a, T: Copy>(net: &Net<'a, T>) -> (Vec<&'a str>, Vec<(&'a str, T)>) {
     (gone, put)
 }
 
-/// The anchors of a batch, as [`put_anchor`] and [`remove_anchor`] would leave them.
+/// The anchors of a batch: each group's anchor put or removed.
 pub async fn settle_anchors(t: &Transaction<'_>, net: &Net<'_, &Anchor>) -> Result<(), StateError> {
     let (gone, put) = split(net);
     let op = || format!("record {} anchors", net.len());
@@ -153,7 +106,7 @@ pub async fn settle_anchors(t: &Transaction<'_>, net: &Net<'_, &Anchor>) -> Resu
     Ok(())
 }
 
-/// The applied hashes of a batch, as [`put_applied`] and [`remove_applied`] would leave them.
+/// The applied hashes of a batch: each group's hash put (stamped now) or removed.
 pub async fn settle_applied(t: &Transaction<'_>, net: &Net<'_, &str>) -> Result<(), StateError> {
     let (gone, put) = split(net);
     let op = || format!("record {} applied hashes", net.len());
@@ -182,7 +135,7 @@ pub async fn settle_applied(t: &Transaction<'_>, net: &Net<'_, &str>) -> Result<
     Ok(())
 }
 
-/// The intents of a batch, as [`put_intent`] and [`remove_intent`] would leave them.
+/// The intents of a batch: each group's intended create (with its DN) put or removed.
 pub async fn settle_intents(
     t: &Transaction<'_>,
     net: &Net<'_, &str>,
@@ -212,46 +165,6 @@ pub async fn settle_intents(
         )
         .await?;
     }
-    Ok(())
-}
-
-pub async fn remove_applied(t: &Transaction<'_>, cloud_id: &str) -> Result<(), StateError> {
-    exec(
-        t,
-        "DELETE FROM applied WHERE cloud_id = $1",
-        &[&cloud_id],
-        || format!("remove applied hash {cloud_id}"),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Records that a create of `cloud_id` at `dn` is about to be written.
-pub async fn put_intent(
-    t: &Transaction<'_>,
-    cloud_id: &str,
-    dn: &str,
-    run_id: i64,
-) -> Result<(), StateError> {
-    exec(
-        t,
-        "INSERT INTO intent (cloud_id, dn, run_id) VALUES ($1, $2, $3)
-         ON CONFLICT (cloud_id) DO UPDATE SET dn = excluded.dn, run_id = excluded.run_id",
-        &[&cloud_id, &dn, &run_id],
-        || format!("record intent to create {cloud_id}"),
-    )
-    .await?;
-    Ok(())
-}
-
-pub async fn remove_intent(t: &Transaction<'_>, cloud_id: &str) -> Result<(), StateError> {
-    exec(
-        t,
-        "DELETE FROM intent WHERE cloud_id = $1",
-        &[&cloud_id],
-        || format!("remove intent of {cloud_id}"),
-    )
-    .await?;
     Ok(())
 }
 
@@ -371,7 +284,7 @@ pub async fn record_failure(
 }
 
 /// Takes `cloud_id` out of quarantine.
-/// [`release`] for many groups, in one statement.
+/// Takes `cloud_ids` out of the quarantine, in one statement.
 pub async fn release_all(t: &Transaction<'_>, cloud_ids: &[String]) -> Result<(), StateError> {
     if cloud_ids.is_empty() {
         return Ok(());
@@ -381,17 +294,6 @@ pub async fn release_all(t: &Transaction<'_>, cloud_ids: &[String]) -> Result<()
         "DELETE FROM quarantine WHERE cloud_id = ANY($1)",
         &[&cloud_ids],
         || format!("release {} groups from quarantine", cloud_ids.len()),
-    )
-    .await?;
-    Ok(())
-}
-
-pub async fn release(t: &Transaction<'_>, cloud_id: &str) -> Result<(), StateError> {
-    exec(
-        t,
-        "DELETE FROM quarantine WHERE cloud_id = $1",
-        &[&cloud_id],
-        || format!("release {cloud_id} from quarantine"),
     )
     .await?;
     Ok(())
