@@ -132,6 +132,33 @@ fn lease(pg: &PgTestbed, database: &str) -> Option<(String, i64, bool)> {
     (!holder.is_empty()).then_some((holder, epoch, live))
 }
 
+/// A second host configured as `i` (its config cloned, with a port and a state file of its
+/// own) is refused at start, naming the setting and `i`'s name.
+fn clone_is_refused(bed: &Bed, pg: &PgTestbed, i: &Instance) {
+    let text = std::fs::read_to_string(&i.config).expect("config");
+    let clone = bed.dir.path().join(format!("clone-{}.toml", i.name));
+    std::fs::write(
+        &clone,
+        text.replace(
+            &format!("127.0.0.1:{}", i.port),
+            &format!("127.0.0.1:{}", free_port()),
+        )
+        .replace(
+            &format!("state-{}.db", i.name),
+            &format!("state-clone-{}.db", i.name),
+        ),
+    )
+    .expect("write");
+    let out = run_once(bed, &clone, &["run"], &pg.password());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("state.postgres.instance") && err.contains(&format!("\"{}\"", i.name)),
+        "{}'s name not refused:\n{err}",
+        i.name
+    );
+}
+
 /// Whether a process runs under instance `name`, as its presence stamp says.
 fn presence(pg: &PgTestbed, database: &str, name: &str) -> bool {
     pg.try_query(
@@ -608,23 +635,7 @@ async fn bad_settings_are_refused_at_start_naming_them_and_nothing_is_written() 
         "different rules not refused:\n{err}"
     );
     // A second host configured with a's name (a cloned config): refused, a's renewals seen.
-    let clone = dir.join("clone-a.toml");
-    std::fs::write(
-        &clone,
-        text.replace(
-            &format!("127.0.0.1:{}", a.port),
-            &format!("127.0.0.1:{}", free_port()),
-        )
-        .replace("state-a.db", "state-clone.db"),
-    )
-    .expect("write");
-    let out = run_once(&bed, &clone, &["run"], &pg.password());
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("state.postgres.instance") && err.contains("\"a\""),
-        "the same name not refused:\n{err}"
-    );
+    clone_is_refused(&bed, &pg, &a);
     assert!(lease(&pg, &database).is_some_and(|(h, _, live)| h == "a" && live));
     // The same for a standby's name: it holds no lease, its presence stamps are seen going on.
     let c = instance(&bed, &pg, &database, "c");
@@ -634,25 +645,7 @@ async fn bad_settings_are_refused_at_start_naming_them_and_nothing_is_written() 
         "c stamps its presence",
         presence(&pg, &database, "c")
     );
-    let clone_c = dir.join("clone-c.toml");
-    let c_text = std::fs::read_to_string(&c.config).expect("config");
-    std::fs::write(
-        &clone_c,
-        c_text
-            .replace(
-                &format!("127.0.0.1:{}", c.port),
-                &format!("127.0.0.1:{}", free_port()),
-            )
-            .replace("state-c.db", "state-clone-c.db"),
-    )
-    .expect("write");
-    let out = run_once(&bed, &clone_c, &["run"], &pg.password());
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("state.postgres.instance") && err.contains("\"c\""),
-        "a standby's name not refused:\n{err}"
-    );
+    clone_is_refused(&bed, &pg, &c);
     // Stopped cleanly, c takes its stamp away: its next start waits for nothing.
     assert_eq!(dc.stop(Duration::from_secs(20)), Some(0));
     assert!(!presence(&pg, &database, "c"), "c's stamp is left");

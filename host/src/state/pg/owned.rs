@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row, Transaction};
 
 use super::{big, column, count, get, pg, PgStore, PATH};
@@ -70,15 +71,7 @@ fn split<'a, T: Copy>(net: &Net<'a, T>) -> (Vec<&'a str>, Vec<(&'a str, T)>) {
 pub async fn settle_anchors(t: &Transaction<'_>, net: &Net<'_, &Anchor>) -> Result<(), StateError> {
     let (gone, put) = split(net);
     let op = || format!("record {} anchors", net.len());
-    if !gone.is_empty() {
-        exec(
-            t,
-            "DELETE FROM anchor WHERE cloud_id = ANY($1)",
-            &[&gone],
-            op,
-        )
-        .await?;
-    }
+    remove_rows(t, "anchor", &gone, op).await?;
     if !put.is_empty() {
         let now = now_rfc3339();
         let ids: Vec<&str> = put.iter().map(|(k, _)| *k).collect();
@@ -108,31 +101,16 @@ pub async fn settle_anchors(t: &Transaction<'_>, net: &Net<'_, &Anchor>) -> Resu
 
 /// The applied hashes of a batch: each group's hash put (stamped now) or removed.
 pub async fn settle_applied(t: &Transaction<'_>, net: &Net<'_, &str>) -> Result<(), StateError> {
-    let (gone, put) = split(net);
-    let op = || format!("record {} applied hashes", net.len());
-    if !gone.is_empty() {
-        exec(
-            t,
-            "DELETE FROM applied WHERE cloud_id = ANY($1)",
-            &[&gone],
-            op,
-        )
-        .await?;
-    }
-    if !put.is_empty() {
-        let ids: Vec<&str> = put.iter().map(|(k, _)| *k).collect();
-        let hashes: Vec<&str> = put.iter().map(|(_, h)| *h).collect();
-        exec(
-            t,
-            "INSERT INTO applied (cloud_id, hash, applied_at)
-             SELECT u.id, u.hash, $3 FROM unnest($1::text[], $2::text[]) AS u(id, hash)
-             ON CONFLICT (cloud_id) DO UPDATE SET hash = excluded.hash, applied_at = excluded.applied_at",
-            &[&ids, &hashes, &now_rfc3339()],
-            op,
-        )
-        .await?;
-    }
-    Ok(())
+    settle_values(
+        t,
+        net,
+        "applied",
+        "INSERT INTO applied (cloud_id, hash, applied_at)
+         SELECT u.id, u.hash, $3 FROM unnest($1::text[], $2::text[]) AS u(id, hash)
+         ON CONFLICT (cloud_id) DO UPDATE SET hash = excluded.hash, applied_at = excluded.applied_at",
+        &now_rfc3339(),
+    )
+    .await
 }
 
 /// The intents of a batch: each group's intended create (with its DN) put or removed.
@@ -141,29 +119,47 @@ pub async fn settle_intents(
     net: &Net<'_, &str>,
     run_id: i64,
 ) -> Result<(), StateError> {
+    settle_values(
+        t,
+        net,
+        "intent",
+        "INSERT INTO intent (cloud_id, dn, run_id)
+         SELECT u.id, u.dn, $3 FROM unnest($1::text[], $2::text[]) AS u(id, dn)
+         ON CONFLICT (cloud_id) DO UPDATE SET dn = excluded.dn, run_id = excluded.run_id",
+        &run_id,
+    )
+    .await
+}
+
+/// A batch's writes to `table`, one text value per group: the removed rows in one statement,
+/// the others in `upsert` (`$1` the cloud ids, `$2` their values, `$3` `third`).
+async fn settle_values(
+    t: &Transaction<'_>,
+    net: &Net<'_, &str>,
+    table: &'static str,
+    upsert: &str,
+    third: &(dyn ToSql + Sync),
+) -> Result<(), StateError> {
     let (gone, put) = split(net);
-    let op = || format!("record {} intents", net.len());
-    if !gone.is_empty() {
-        exec(
-            t,
-            "DELETE FROM intent WHERE cloud_id = ANY($1)",
-            &[&gone],
-            op,
-        )
-        .await?;
-    }
+    let op = || format!("record {} rows of {table}", net.len());
+    remove_rows(t, table, &gone, op).await?;
     if !put.is_empty() {
-        let ids: Vec<&str> = put.iter().map(|(k, _)| *k).collect();
-        let dns: Vec<&str> = put.iter().map(|(_, dn)| *dn).collect();
-        exec(
-            t,
-            "INSERT INTO intent (cloud_id, dn, run_id)
-             SELECT u.id, u.dn, $3 FROM unnest($1::text[], $2::text[]) AS u(id, dn)
-             ON CONFLICT (cloud_id) DO UPDATE SET dn = excluded.dn, run_id = excluded.run_id",
-            &[&ids, &dns, &run_id],
-            op,
-        )
-        .await?;
+        let (ids, values): (Vec<&str>, Vec<&str>) = put.into_iter().unzip();
+        exec(t, upsert, &[&ids, &values, third], op).await?;
+    }
+    Ok(())
+}
+
+/// Removes the rows of `keys` (cloud ids) from `table`, in one statement.
+async fn remove_rows(
+    t: &Transaction<'_>,
+    table: &'static str,
+    keys: &[&str],
+    op: impl FnOnce() -> String,
+) -> Result<(), StateError> {
+    if !keys.is_empty() {
+        let sql = format!("DELETE FROM {table} WHERE cloud_id = ANY($1)");
+        exec(t, &sql, &[&keys], op).await?;
     }
     Ok(())
 }
