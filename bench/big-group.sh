@@ -29,6 +29,11 @@
 #   WB_BIG_FRESH_DC           1: `samba-ad.sh reset` first (a fresh DC from the template: much
 #                             faster than deleting a previous run's users); 0: delete the
 #                             previous OU=WB Big subtree (default 0)
+#   WB_BIG_BED_USERS          M (>= members + extra users): take the AD users from a saved test bed
+#                             of M users (`samba-ad.sh save/restore big-users-M`), built the first
+#                             time (users added 10,000 per ldapadd, each chunk's rate logged in
+#                             bed-build.tsv) and restored in seconds afterwards; one bed serves
+#                             every group size up to M (default: none, the users are added each run)
 #   WB_BIG_STEP_TIMEOUT       upper bound of each step, seconds (default 7200)
 #   WB_BIG_WORKDIR            work directory (default: a new /tmp/wb-big.XXXXXX, kept for the logs)
 #   WRITEBACK_TESTBED_IP / WRITEBACK_TESTBED_DIR   passed to tests/testbed/samba-ad.sh (its DC)
@@ -51,6 +56,13 @@ BEFORE="${WB_BEFORE_BIN:-}"
 # Users beyond the group's members: one for step 2, one more for the earlier build's change.
 EXTRA=1
 [[ -z "$BEFORE" ]] || EXTRA=2
+BED_USERS="${WB_BIG_BED_USERS:-}"
+BED_NAME=""
+if [[ -n "$BED_USERS" ]]; then
+    [[ "$BED_USERS" =~ ^[0-9]+$ && "$BED_USERS" -ge $((N + EXTRA)) ]] ||
+        { printf 'big-group.sh: error: WB_BIG_BED_USERS must be a whole number >= %s (members + extra users)\n' "$((N + EXTRA))" >&2; exit 1; }
+    BED_NAME="big-users-$BED_USERS"
+fi
 
 say() { printf '\n==> [%5ds] %s\n' "$((SECONDS - SCRIPT_START))" "$*" >&2; }
 die() {
@@ -93,7 +105,7 @@ cleanup() {
     if [[ "$DC_STARTED" -eq 1 ]]; then
         tests/testbed/samba-ad.sh down >/dev/null 2>&1
     fi
-    rm -f "$WORK/tenant.json" "$WORK/users.ldif" "$WORK/baseline.ldif"
+    rm -f "$WORK/tenant.json" "$WORK"/users.*.ldif "$WORK/baseline.ldif"
     echo "big-group.sh: logs in $WORK (exit $rc)" >&2
     exit "$rc"
 }
@@ -110,7 +122,12 @@ if ! tests/testbed/samba-ad.sh status >/dev/null 2>&1; then
     DC_STARTED=1
 fi
 T0=$SECONDS
-if [[ "$FRESH_DC" == 1 ]]; then
+BED_DIR="${WRITEBACK_TESTBED_DIR:-$REPO/.testbed}/beds/$BED_NAME"
+BED_READY=0
+if [[ -n "$BED_NAME" && -f "$BED_DIR/wb-users.tsv" ]]; then
+    tests/testbed/samba-ad.sh restore "$BED_NAME" >/dev/null
+    BED_READY=1
+elif [[ "$FRESH_DC" == 1 || -n "$BED_NAME" ]]; then
     tests/testbed/samba-ad.sh reset >/dev/null
 else
     tests/testbed/samba-ad.sh up >/dev/null
@@ -133,14 +150,16 @@ highest_usn() {
         sed -n 's/^highestCommittedUSN: //p'
 }
 
-say "AD: a fresh $ROOT_OU"
-T0=$SECONDS
-if ldapsearch "${LDAP[@]}" -LLL -b "$ROOT_OU" -s base dn >/dev/null 2>&1; then
-    timeout "$STEP_TIMEOUT" ldapdelete "${LDAP[@]}" -r "$ROOT_OU" ||
-        die "could not delete the previous $ROOT_OU (WB_BIG_FRESH_DC=1 starts from a fresh DC instead)"
-fi
-OU_DELETE_SECS=$((SECONDS - T0))
-ldapadd "${LDAP[@]}" >/dev/null <<EOF
+OU_DELETE_SECS=0
+if [[ "$BED_READY" -eq 0 ]]; then
+    say "AD: a fresh $ROOT_OU"
+    T0=$SECONDS
+    if ldapsearch "${LDAP[@]}" -LLL -b "$ROOT_OU" -s base dn >/dev/null 2>&1; then
+        timeout "$STEP_TIMEOUT" ldapdelete "${LDAP[@]}" -r "$ROOT_OU" ||
+            die "could not delete the previous $ROOT_OU (WB_BIG_FRESH_DC=1 starts from a fresh DC instead)"
+    fi
+    OU_DELETE_SECS=$((SECONDS - T0))
+    ldapadd "${LDAP[@]}" >/dev/null <<EOF
 dn: $ROOT_OU
 objectClass: organizationalUnit
 ou: WB Big
@@ -148,53 +167,62 @@ ou: WB Big
 dn: $USERS_OU
 objectClass: organizationalUnit
 ou: Users
-
-dn: $BASELINE_OU
-objectClass: organizationalUnit
-ou: Baseline
-
-dn: $MANAGED_OU
-objectClass: organizationalUnit
-ou: Cloud Groups
-
-dn: OU=Microsoft 365,$MANAGED_OU
-objectClass: organizationalUnit
-ou: Microsoft 365
-
-dn: OU=Security,$MANAGED_OU
-objectClass: organizationalUnit
-ou: Security
 EOF
+fi
 
 # ---------------------------------------------------------------------------------------------
-say "AD: $((N + EXTRA)) users with one ldapadd of an LDIF"
-# Cloud ids are deterministic (seeded); the LDIF keeps each user's cloud id in its description.
-python3 - "$N" "$USERS_OU" "$WORK/users.ldif" "$WORK/ids.txt" "$EXTRA" <<'PY'
+# The users: wbb0, wbb1, ... with deterministic (seeded) cloud ids, each AD user keeping its
+# cloud id in its description. $WORK/users.tsv: "cloud id<TAB>SID" per user, in order.
+USERS_TOTAL=$((N + EXTRA))
+[[ -z "$BED_NAME" ]] || USERS_TOTAL="$BED_USERS"
+if [[ "$BED_READY" -eq 1 ]]; then
+    say "AD: $USERS_TOTAL users from the saved bed $BED_NAME"
+    cp "$BED_DIR/wb-users.tsv" "$WORK/users.tsv"
+    [[ ! -f "$BED_DIR/wb-bed-build.tsv" ]] || cp "$BED_DIR/wb-bed-build.tsv" "$WORK/bed-build.tsv"
+    [[ "$(wc -l <"$WORK/users.tsv")" -eq "$BED_USERS" ]] || die "$BED_DIR/wb-users.tsv does not list $BED_USERS users"
+    USERS_SECS="0 (restored)"
+else
+    CHUNK="$USERS_TOTAL"
+    [[ -z "$BED_NAME" ]] || CHUNK=10000
+    say "AD: $USERS_TOTAL users, $CHUNK per ldapadd of an LDIF"
+    python3 - "$USERS_TOTAL" "$USERS_OU" "$WORK/users" "$WORK/ids.txt" "$CHUNK" <<'PY'
 import random, sys, uuid
-n, ou, ldif, ids, extra = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+n, ou, prefix, ids, chunk = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 rnd = random.Random(1)
-with open(ldif, "w") as f, open(ids, "w") as g:
-    for i in range(n + extra):
-        uid = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
-        g.write(uid + "\n")
-        f.write(f"dn: CN=wbb{i},{ou}\nobjectClass: user\nsAMAccountName: wbb{i}\n"
-                f"description: {uid}\nuserAccountControl: 514\n\n")
+with open(ids, "w") as g:
+    for start in range(0, n, chunk):
+        with open(f"{prefix}.{start // chunk:04d}.ldif", "w") as f:
+            for i in range(start, min(n, start + chunk)):
+                uid = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
+                g.write(uid + "\n")
+                f.write(f"dn: CN=wbb{i},{ou}\nobjectClass: user\nsAMAccountName: wbb{i}\n"
+                        f"description: {uid}\nuserAccountControl: 514\n\n")
 PY
-USN_U0="$(highest_usn)"
-T0=$EPOCHREALTIME
-timeout "$STEP_TIMEOUT" /usr/bin/time -f "%e %U %S %M" -o "$WORK/users-ldapadd.time" \
-    ldapadd "${LDAP[@]}" -f "$WORK/users.ldif" >/dev/null 2>"$WORK/users-ldapadd.log" ||
-    { tail -n 20 "$WORK/users-ldapadd.log" >&2; die "ldapadd of the users failed"; }
-USERS_SECS="$(elapsed "$T0" "$EPOCHREALTIME")"
-USN_U1="$(highest_usn)"
-echo "  $((N + EXTRA)) users in ${USERS_SECS} s ($(awk -v n="$((N + EXTRA))" -v s="$USERS_SECS" 'BEGIN { printf "%.0f", n / s }')/s); highestCommittedUSN $USN_U0 -> $USN_U1" >&2
+    USN_U0="$(highest_usn)"
+    T0=$EPOCHREALTIME
+    DONE=0
+    : >"$WORK/bed-build.tsv"
+    for ldif in "$WORK"/users.*.ldif; do
+        t1=$EPOCHREALTIME
+        count="$(grep -c '^dn: ' "$ldif")"
+        timeout "$STEP_TIMEOUT" ldapadd "${LDAP[@]}" -f "$ldif" >/dev/null 2>"$WORK/users-ldapadd.log" ||
+            { tail -n 20 "$WORK/users-ldapadd.log" >&2; die "ldapadd of the users in $ldif failed"; }
+        DONE=$((DONE + count))
+        secs="$(elapsed "$t1" "$EPOCHREALTIME")"
+        printf '%s\t%s\t%s\n' "$DONE" "$secs" "$(elapsed "$T0" "$EPOCHREALTIME")" >>"$WORK/bed-build.tsv"
+        [[ "$CHUNK" -eq "$USERS_TOTAL" ]] ||
+            echo "  $DONE users; this chunk of $count at $(awk -v n="$count" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')/s" >&2
+        rm -f "$ldif"
+    done
+    USERS_SECS="$(elapsed "$T0" "$EPOCHREALTIME")"
+    USN_U1="$(highest_usn)"
+    echo "  $USERS_TOTAL users in ${USERS_SECS} s ($(awk -v n="$USERS_TOTAL" -v s="$USERS_SECS" 'BEGIN { printf "%.0f", n / s }')/s); highestCommittedUSN $USN_U0 -> $USN_U1" >&2
 
-say "Tenant: the users' SIDs read back, one security group of $N members, app credentials"
-T0=$SECONDS
-WB_PREP_LDAP_URL="$AD_LDAPS_URL" WB_PREP_BIND_DN="$AD_BIND_DN" WB_PREP_BIND_PW="$AD_BIND_PASSWORD" \
-    timeout "$STEP_TIMEOUT" python3 - "$N" "$USERS_OU" "$WORK/ids.txt" "$WORK/tenant.json" "$WORK/tenant.meta" <<'PY'
-import base64, json, os, random, subprocess, sys, uuid
-n, ou, ids_path, dst, meta_path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+    say "AD: the users' SIDs read back"
+    WB_PREP_LDAP_URL="$AD_LDAPS_URL" WB_PREP_BIND_DN="$AD_BIND_DN" WB_PREP_BIND_PW="$AD_BIND_PASSWORD" \
+        timeout "$STEP_TIMEOUT" python3 - "$USERS_OU" "$WORK/ids.txt" "$WORK/users.tsv" <<'PY'
+import base64, os, subprocess, sys
+ou, ids_path, dst = sys.argv[1], sys.argv[2], sys.argv[3]
 ids = open(ids_path).read().split()
 base = ["-H", os.environ["WB_PREP_LDAP_URL"], "-x", "-D", os.environ["WB_PREP_BIND_DN"],
         "-w", os.environ["WB_PREP_BIND_PW"], "-o", "nettimeout=120"]
@@ -221,12 +249,52 @@ for block in r.stdout.split("\n\n"):
 missing = [u for u in ids if u not in sids]
 if missing:
     sys.exit(f"{len(missing)} of {len(ids)} users have no AD account read back")
+with open(dst, "w") as f:
+    for uid in ids:
+        f.write(f"{uid}\t{sids[uid]}\n")
+PY
+    if [[ -n "$BED_NAME" ]]; then
+        say "AD: the bed saved as $BED_NAME (tests/testbed/samba-ad.sh save)"
+        cp "$WORK/users.tsv" "${AD_INSTANCE_DIR}/wb-users.tsv"
+        cp "$WORK/bed-build.tsv" "${AD_INSTANCE_DIR}/wb-bed-build.tsv"
+        tests/testbed/samba-ad.sh save "$BED_NAME" >&2
+    fi
+fi
+
+# The OUs of the run (after the bed was saved: a restored bed starts without them).
+ldapadd "${LDAP[@]}" >/dev/null <<EOF
+dn: $BASELINE_OU
+objectClass: organizationalUnit
+ou: Baseline
+
+dn: $MANAGED_OU
+objectClass: organizationalUnit
+ou: Cloud Groups
+
+dn: OU=Microsoft 365,$MANAGED_OU
+objectClass: organizationalUnit
+ou: Microsoft 365
+
+dn: OU=Security,$MANAGED_OU
+objectClass: organizationalUnit
+ou: Security
+EOF
+
+say "Tenant: one security group of $N members, app credentials"
+T0=$SECONDS
+timeout "$STEP_TIMEOUT" python3 - "$N" "$USERS_OU" "$WORK/users.tsv" "$WORK/tenant.json" "$WORK/tenant.meta" "$EXTRA" <<'PY'
+import json, random, sys, uuid
+n, ou, users_path, dst, meta_path, extra = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
+rows = [line.rstrip("\n").split("\t") for _, line in zip(range(n + extra), open(users_path))]
+if len(rows) < n + extra:
+    sys.exit(f"{users_path} lists {len(rows)} users, not {n + extra}")
+ids = [uid for uid, _ in rows]
 users = []
-for i, uid in enumerate(ids):
+for i, (uid, sid) in enumerate(rows):
     users.append({
         "id": uid, "displayName": f"Big Member {i}", "userPrincipalName": f"wbb{i}@contoso.onmicrosoft.com",
         "accountEnabled": True, "userType": "Member", "onPremisesSyncEnabled": True,
-        "onPremisesSecurityIdentifier": sids[uid], "onPremisesSamAccountName": f"wbb{i}",
+        "onPremisesSecurityIdentifier": sid, "onPremisesSamAccountName": f"wbb{i}",
         "onPremisesDomainName": "corp.example.test",
     })
 rnd = random.Random(2)
@@ -496,7 +564,11 @@ row() {
     echo "Binaries: $WB ($("$WB" --version 2>/dev/null | head -n1)), $EMU"
     echo
     echo "One cloud security group of $N members, all synced users with an AD account; default rules, scope = that group."
-    echo "Setup: DC $( [[ "$FRESH_DC" == 1 ]] && echo reset || echo up ) ${DC_SECS} s, previous OU deleted in ${OU_DELETE_SECS} s, $((N + EXTRA)) AD users by one ldapadd in **${USERS_SECS} s** ($(awk -v n="$((N + EXTRA))" -v s="$USERS_SECS" 'BEGIN { printf "%.0f", n / s }') users/s), SIDs read back + tenant written ${TENANT_SECS} s, emulator start ${EMU_SECS} s. Whole run ${TOTAL_SECS} s."
+    if [[ "$BED_READY" -eq 1 ]]; then
+        echo "Setup: the saved bed $BED_NAME ($BED_USERS AD users) restored in ${DC_SECS} s, tenant written ${TENANT_SECS} s, emulator start ${EMU_SECS} s. Whole run ${TOTAL_SECS} s."
+    else
+        echo "Setup: DC $( [[ "$FRESH_DC" == 1 || -n "$BED_NAME" ]] && echo reset || echo up ) ${DC_SECS} s, previous OU deleted in ${OU_DELETE_SECS} s, $USERS_TOTAL AD users by ldapadd in **${USERS_SECS} s** ($(awk -v n="$USERS_TOTAL" -v s="$USERS_SECS" 'BEGIN { printf "%.0f", n / s }') users/s), tenant written ${TENANT_SECS} s, emulator start ${EMU_SECS} s. Whole run ${TOTAL_SECS} s."
+    fi
     echo
     echo "| step | wall s | user s | sys s | max RSS MiB | highestCommittedUSN delta | / LDIF import |"
     echo "|---|---|---|---|---|---|---|"

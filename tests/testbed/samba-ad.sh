@@ -8,6 +8,10 @@
 #   samba-ad.sh [--forest a|b] down      stop the DC this script started (by its recorded PID)
 #   samba-ad.sh [--forest a|b] reset     down, replace the instance with a fresh copy of the template, up
 #   samba-ad.sh [--forest a|b] status    say whether it runs (exit 0 when running, 3 when not)
+#   samba-ad.sh [--forest a|b] save NAME     keep a copy of the instance as it is now (stopped for
+#                                        the copy, restarted if it ran), e.g. after loading
+#                                        250,000 users, under beds/NAME
+#   samba-ad.sh [--forest a|b] restore NAME  down, replace the instance with a copy of beds/NAME, up
 #   samba-ad.sh [--forest a|b] env       print the settings (KEY=VALUE lines, shell-sourceable)
 #
 # Environment:
@@ -25,6 +29,8 @@
 #
 # Layout under a forest's state directory:
 #   samba-template/  provisioned once, never started; copied for each clean instance
+#   beds/NAME/       instances kept by `save`, copied by `restore` (refused once the template
+#                    they grew from is outdated)
 #   samba/           the running instance (etc/smb.conf, private/, private/tls/ca.pem, ...)
 #   samba.pid        PID of the samba process this script started
 #   samba.log        its stdout/stderr
@@ -351,13 +357,24 @@ ensure_template() {
 
 # A clean instance: a copy of the template with its absolute paths rewritten.
 clone_template() {
-    local origin tmp="${INSTANCE_DIR}.new"
-    origin="$(cat "${TEMPLATE_DIR}/.origin")"
+    clone_from "${TEMPLATE_DIR}"
+}
+
+# The instance replaced by a copy of SOURCE (the template or a saved bed), its paths rewritten.
+clone_from() {
+    local source="$1" origin tmp="${INSTANCE_DIR}.new"
+    origin="$(cat "${source}/.origin")"
     rm -rf "${tmp}"
-    cp -a "${TEMPLATE_DIR}" "${tmp}"
+    cp -a "${source}" "${tmp}"
     sed -i "s|${origin}|${INSTANCE_DIR}|g" "${tmp}/etc/smb.conf"
     rm -rf "${INSTANCE_DIR}"
     mv "${tmp}" "${INSTANCE_DIR}"
+}
+
+bed_dir() {
+    [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] ||
+        die "a bed's name is letters, digits, '.', '_' and '-' (got \"$1\")"
+    echo "${STATE_DIR}/beds/$1"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -638,6 +655,47 @@ cmd_reset() {
     do_up
 }
 
+cmd_save() {
+    require_root save
+    [[ $# -eq 1 ]] || die "usage: ${SELF} save NAME"
+    set_paths
+    take_lock
+    local dir was_running=0
+    dir="$(bed_dir "$1")"
+    [[ -f "${INSTANCE_CONF}" ]] || die "no instance to save (run: ${SELF} up)"
+    if running_pid >/dev/null 2>&1; then
+        was_running=1
+    fi
+    # A consistent copy: the DC is stopped while its databases are copied.
+    do_down
+    mkdir -p "${STATE_DIR}/beds"
+    rm -rf "${dir}.new"
+    cp -a "${INSTANCE_DIR}" "${dir}.new"
+    echo "${INSTANCE_DIR}" >"${dir}.new/.origin"
+    rm -rf "${dir}"
+    mv "${dir}.new" "${dir}"
+    log "saved the instance as ${dir} ($(du -sh "${dir}" | cut -f1))"
+    if [[ "${was_running}" -eq 1 ]]; then
+        do_up >/dev/null
+    fi
+}
+
+cmd_restore() {
+    require_root restore
+    [[ $# -eq 1 ]] || die "usage: ${SELF} restore NAME"
+    set_paths
+    take_lock
+    local dir
+    dir="$(bed_dir "$1")"
+    [[ -f "${dir}/.origin" ]] || die "no saved bed ${dir} (${SELF} save $1 keeps one)"
+    [[ "$(cat "${dir}/.version" 2>/dev/null)" == "${TEMPLATE_VERSION}-${IP}" ]] ||
+        die "bed ${dir} grew from template $(cat "${dir}/.version" 2>/dev/null || echo '?'), not ${TEMPLATE_VERSION}-${IP}: build it again"
+    ensure_ip_on_lo
+    do_down
+    clone_from "${dir}"
+    do_up
+}
+
 cmd_status() {
     set_paths
     local pid
@@ -685,6 +743,8 @@ main() {
     up) cmd_up ;;
     down) cmd_down ;;
     reset) cmd_reset ;;
+    save) cmd_save "${@:2}" ;;
+    restore) cmd_restore "${@:2}" ;;
     status) cmd_status ;;
     env) cmd_env ;;
     -h | --help | help) usage ;;
