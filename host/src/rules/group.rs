@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position};
 
+use crate::graph::model::CloudObject;
+
 /// Properties of `microsoft.graph.group` (and `directoryObject`) in the v1.0 metadata
 /// (copied from the Graph v1.0 CSDL, `EntityType Name="group"`), plus the rule extras.
 const GROUP_PROPERTIES: &[&str] = &[
@@ -248,6 +250,51 @@ pub(crate) fn to_script_value(group: &serde_json::Value) -> Dynamic {
     })
 }
 
+/// The script value of a cached group, the same as `to_script_value(&g.to_rule_json())` but
+/// built without the JSON form: a big group's members go straight into the compact form
+/// (no map per member on the way).
+pub(crate) fn object_script_value(g: &CloudObject) -> Dynamic {
+    let mut props = Map::new();
+    for (name, value) in &g.props {
+        if name.starts_with('@') || matches!(name.as_str(), "id" | "deleted" | "members") {
+            continue;
+        }
+        let v = rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT);
+        props.insert(name.as_str().into(), v);
+    }
+    props.insert(
+        "id".into(),
+        Dynamic::from(ImmutableString::from(g.id.as_str())),
+    );
+    props.insert("deleted".into(), Dynamic::from_bool(g.soft_deleted));
+    let mut members = Members {
+        ids: String::with_capacity(g.members.len() * 36),
+        entries: Vec::with_capacity(g.members.len()),
+        kinds: Vec::new(),
+    };
+    for m in g.members.values() {
+        members.push(&m.id, m.odata_type.trim_start_matches("#microsoft.graph."));
+    }
+    Dynamic::from(ScriptGroup {
+        props: Arc::new(props),
+        members: Arc::new(members),
+    })
+}
+
+impl Members {
+    fn push(&mut self, id: &str, kind_text: &str) {
+        let kind = match self.kinds.iter().position(|k| k.as_str() == kind_text) {
+            Some(i) => i,
+            None => {
+                self.kinds.push(kind_text.into());
+                self.kinds.len() - 1
+            }
+        };
+        self.ids.push_str(id);
+        self.entries.push((self.ids.len(), kind));
+    }
+}
+
 /// `[{id, type}]` in the compact form; the few distinct type names are stored once.
 fn compact_members(list: &[serde_json::Value]) -> Members {
     let mut out = Members {
@@ -257,16 +304,7 @@ fn compact_members(list: &[serde_json::Value]) -> Members {
     };
     for m in list {
         let field = |k: &str| m.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
-        let kind_text = field("type");
-        let kind = match out.kinds.iter().position(|k| k.as_str() == kind_text) {
-            Some(i) => i,
-            None => {
-                out.kinds.push(kind_text.into());
-                out.kinds.len() - 1
-            }
-        };
-        out.ids.push_str(field("id"));
-        out.entries.push((out.ids.len(), kind));
+        out.push(field("id"), field("type"));
     }
     out
 }
@@ -288,7 +326,12 @@ pub(crate) fn register(engine: &mut Engine) {
         name == "members" || g.props.contains_key(name.as_str())
     });
     engine.register_fn("keys", |g: &mut ScriptGroup| -> Array {
-        let mut keys: Vec<Dynamic> = g.props.keys().map(|k| Dynamic::from(k.clone())).collect();
+        // Rhai strings (map keys are another string type that rules could not write out).
+        let mut keys: Vec<Dynamic> = g
+            .props
+            .keys()
+            .map(|k| Dynamic::from(ImmutableString::from(k.as_str())))
+            .collect();
         if !g.props.contains_key("members") {
             keys.push(Dynamic::from("members"));
         }

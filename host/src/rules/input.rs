@@ -3,10 +3,10 @@
 //! delta parser marked as malformed is refused for that group alone, with a short reason and
 //! without the value. Rules then never have to guard against hostile input.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::text::{quoted, utf16_len};
-use crate::graph::model::INVALID_MARKER;
+use crate::graph::model::{CloudObject, INVALID_MARKER};
 
 /// Graph's limit on a group's displayName (group resource, v1.0), counted as Graph counts:
 /// UTF-16 code units.
@@ -28,13 +28,26 @@ pub const MAX_PROPERTY_NAME_CHARS: usize = 256;
 /// The reason the group must not be evaluated, or `None` when it is fine.
 pub(crate) fn problem(group: &Value) -> Option<String> {
     let object = group.as_object()?;
+    problem_in(object, object.len())
+}
+
+/// [`problem`] for a cached group, before it is turned into its rule form (which adds `id`,
+/// `deleted` and `members` to its properties).
+pub(crate) fn problem_of(group: &CloudObject) -> Option<String> {
+    let added = ["id", "deleted", "members"]
+        .iter()
+        .filter(|k| !group.props.contains_key(**k))
+        .count();
+    problem_in(&group.props, group.props.len() + added)
+}
+
+fn problem_in(object: &Map<String, Value>, properties: usize) -> Option<String> {
     if let Some(Value::String(why)) = object.get(INVALID_MARKER) {
         return Some(cut_reason(why));
     }
-    if object.len() > MAX_CLOUD_PROPERTIES {
+    if properties > MAX_CLOUD_PROPERTIES {
         return Some(format!(
-            "Graph sent {} properties for the group; at most {MAX_CLOUD_PROPERTIES} are accepted",
-            object.len()
+            "Graph sent {properties} properties for the group; at most {MAX_CLOUD_PROPERTIES} are accepted"
         ));
     }
     match object.get("displayName") {

@@ -48,6 +48,8 @@ use rhai::AST;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::graph::model::CloudObject;
+
 pub use clock::{Now, TimeError};
 pub use diagnostics::{Diagnostic, EvalError, EvalErrorKind, LoadError};
 pub use hooks::{Hook, HookError, HookTable, TriggerEvent};
@@ -464,21 +466,59 @@ impl RuleSet {
         groups: &[serde_json::Value],
         now: Now,
     ) -> Vec<(Result<Decision, EvalError>, bool)> {
+        self.evaluate_prepared(
+            groups.iter().map(|g| {
+                let checked = match input::problem(g) {
+                    Some(message) => Err(message),
+                    None => Ok(g),
+                };
+                (group_id(g), checked.map(group::to_script_value))
+            }),
+            now,
+        )
+    }
+
+    /// [`RuleSet::evaluate_batch`] over cached groups: the same answers, without building
+    /// each group's JSON form first (a big group's members go straight to the engine's
+    /// compact form).
+    pub fn evaluate_objects(
+        &self,
+        groups: &[&CloudObject],
+        now: Now,
+    ) -> Vec<(Result<Decision, EvalError>, bool)> {
+        self.evaluate_prepared(
+            groups.iter().map(|g| {
+                let checked = match input::problem_of(g) {
+                    Some(message) => Err(message),
+                    None => Ok(group::object_script_value(g)),
+                };
+                (g.id.clone(), checked)
+            }),
+            now,
+        )
+    }
+
+    /// Runs the groups that passed the input checks (`Ok`: their script value) on one engine;
+    /// the others are refused with their reason.
+    fn evaluate_prepared(
+        &self,
+        groups: impl ExactSizeIterator<Item = (String, Result<rhai::Dynamic, String>)>,
+        now: Now,
+    ) -> Vec<(Result<Decision, EvalError>, bool)> {
         // Malformed cloud data is refused before it is copied into the engine.
         let mut refused: Vec<Option<EvalError>> = Vec::with_capacity(groups.len());
         let mut jobs = Vec::with_capacity(groups.len());
-        for group in groups {
-            let group_id = group_id(group);
-            match input::problem(group) {
-                Some(message) => refused.push(Some(EvalError::unlocated(
+        for (group_id, checked) in groups {
+            match checked {
+                Err(message) => refused.push(Some(EvalError::unlocated(
                     group_id,
                     message,
                     EvalErrorKind::Input,
                 ))),
-                None => {
+                Ok(value) => {
                     refused.push(None);
                     jobs.push(worker::Job {
-                        value: group::to_script_value(group),
+                        value,
                         group_id,
                         now,
                     });

@@ -72,9 +72,8 @@ pub fn evaluate_all(
     let eval = |part: &[(&String, &CloudObject)]| -> Vec<Evaluation> {
         let mut out = Vec::with_capacity(part.len());
         for batch in handovers(part) {
-            let values: Vec<serde_json::Value> =
-                batch.iter().map(|(_, g)| g.to_rule_json()).collect();
-            out.extend(batch.iter().zip(rules.evaluate_batch(&values, now)).map(
+            let groups: Vec<&CloudObject> = batch.iter().map(|(_, g)| *g).collect();
+            out.extend(batch.iter().zip(rules.evaluate_objects(&groups, now)).map(
                 |((id, _), (r, timed))| Evaluation {
                     id: (*id).clone(),
                     decision: r,
@@ -145,6 +144,22 @@ pub fn desired_hash(
     g: &CloudObject,
     groups: &BTreeMap<String, CloudObject>,
 ) -> String {
+    match d.members {
+        MemberPolicy::Flatten => {
+            let users = transitive_users(groups, &g.id);
+            desired_hash_over(d, g, users.iter().map(|m| m.id.as_str()))
+        }
+        _ => desired_hash_over(d, g, g.members.keys().map(String::as_str)),
+    }
+}
+
+/// [`desired_hash`] with the cloud members given (in the order `desired_hash` takes them):
+/// the members before a change are hashed without building the group they belonged to.
+pub fn desired_hash_over<'m>(
+    d: &DesiredGroup,
+    g: &CloudObject,
+    members: impl Iterator<Item = &'m str>,
+) -> String {
     let mut h = Sha256::new();
     // `on_create` is left out: a change there never leads to an AD write.
     h.update(
@@ -174,13 +189,6 @@ pub fn desired_hash(
             serde_json::to_vec(&super::desired::cloud_values(&d.to_cloud, g)).unwrap_or_default(),
         );
     }
-    let members: Vec<String> = match d.members {
-        MemberPolicy::Flatten => transitive_users(groups, &g.id)
-            .into_iter()
-            .map(|m| m.id)
-            .collect(),
-        _ => g.members.keys().cloned().collect(),
-    };
     for id in members {
         h.update(id.as_bytes());
         h.update(b"\n");

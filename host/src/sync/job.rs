@@ -27,7 +27,7 @@ use super::apply::{self, Outcome};
 use super::desired::DesiredBuilder;
 use super::devices;
 use super::directory::Directory;
-use super::evaluate::{desired_hash, evaluate_all, rules_fingerprint};
+use super::evaluate::{desired_hash, desired_hash_over, evaluate_all, rules_fingerprint};
 use super::gate::{self, Gate, GateInput, Held, HeldEntry};
 use super::leave::{self, Leave, LeavingNote};
 use super::member_writes;
@@ -1673,9 +1673,8 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                         .get(id)
                         .filter(|_| d.members == MemberPolicy::OnPremises)
                     {
-                        let was = super::member_delta::before(g, c);
-                        out.before
-                            .insert(id.clone(), desired_hash(d, &was, &groups));
+                        let was = super::member_delta::ids_before(g, c);
+                        out.before.insert(id.clone(), desired_hash_over(d, g, was));
                     }
                     out.desired.insert(id.clone(), o);
                 }

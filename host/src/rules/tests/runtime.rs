@@ -896,6 +896,96 @@ fn group_reads_like_a_map_without_being_copied() {
     assert!(value(&g, "h").contains("OutlookGroup101"));
 }
 
+/// A cached group with `members` users and one nested group; `extra` overlays its properties.
+fn cached_group(members: usize, extra: serde_json::Value) -> crate::graph::model::CloudObject {
+    use crate::graph::model::{CloudObject, MemberRef};
+    let mut props = m365_group().as_object().cloned().unwrap_or_default();
+    props.remove("id");
+    props.remove("members");
+    if let Some(extra) = extra.as_object() {
+        props.extend(extra.clone());
+    }
+    let mut g = CloudObject {
+        id: "4c5ee71b-e6a5-4343-9e2c-4244bc7e0938".into(),
+        props,
+        ..Default::default()
+    };
+    for i in 0..members {
+        let id = format!("{i:08x}-0000-4000-8000-000000000000");
+        let odata_type = "#microsoft.graph.user".to_string();
+        g.members.insert(id.clone(), MemberRef { odata_type, id });
+    }
+    let nested = "ffffffff-0000-4000-8000-000000000000".to_string();
+    g.members.insert(
+        nested.clone(),
+        MemberRef {
+            odata_type: "#microsoft.graph.group".into(),
+            id: nested,
+        },
+    );
+    g
+}
+
+#[test]
+fn a_cached_group_reads_the_same_without_its_json_form() {
+    // Everything a rule can read of a group, its members included.
+    let map = r#"
+        let m = group.members;
+        #{
+            parent: "OU=A,DC=x",
+            cn: `${type_of(group)} ${group.id} ${group.deleted}`,
+            attributes: #{
+                info: map(m.filter(|x| x.type == "group"), |x| x.id),
+                description: `${m.len()} ${m[0].id} ${m[0].type}`,
+                adminDisplayName: group.keys(),
+                displayName: `${group.to_map().len()} ${group.to_map().members.len()}`,
+                c: [group.displayName, group.get("extension_x"), "members" in group, is_m365(group)],
+            }
+        }"#;
+    let dir = rules_dir(&[("10-x.rhai", &rule("print(group); true", map))]);
+    let set = load(dir.path()).expect("loads");
+    let now = crate::rules::Now::current();
+    let groups = [
+        cached_group(3, json!({})),
+        cached_group(0, json!({ "extension_x": "y", "groupTypes": [] })),
+        crate::graph::model::CloudObject {
+            soft_deleted: true,
+            ..cached_group(1, json!({}))
+        },
+        // What the delta parser marks as malformed, and more properties than accepted.
+        cached_group(
+            1,
+            json!({ "@writeback.invalid": "members@delta is not an array" }),
+        ),
+        cached_group(
+            1,
+            serde_json::Value::Object(
+                (0..crate::rules::MAX_CLOUD_PROPERTIES)
+                    .map(|i| (format!("extension_{i}"), json!(i)))
+                    .collect(),
+            ),
+        ),
+    ];
+    let json: Vec<serde_json::Value> = groups.iter().map(|g| g.to_rule_json()).collect();
+    let objects: Vec<&crate::graph::model::CloudObject> = groups.iter().collect();
+    let by_json = set.evaluate_batch(&json, now);
+    let by_object = set.evaluate_objects(&objects, now);
+    assert_eq!(by_object.len(), groups.len());
+    for (i, (a, b)) in by_json.iter().zip(&by_object).enumerate() {
+        assert_eq!(
+            format!("{:?}", a.0),
+            format!("{:?}", b.0),
+            "group {i} reads differently"
+        );
+    }
+    let first = desired(by_object[0].0.clone().expect("in scope"));
+    assert_eq!(
+        value(&first, "description"),
+        "4 00000000-0000-4000-8000-000000000000 user"
+    );
+    assert!(by_object[3].0.is_err() && by_object[4].0.is_err());
+}
+
 #[test]
 fn big_groups_fit_the_default_limits() {
     let members: Vec<serde_json::Value> = (0..100_000)

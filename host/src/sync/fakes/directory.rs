@@ -2,7 +2,7 @@
 //! (anchors, owned-group scans, joins, writes with their result codes), a log of every write,
 //! and a switch that makes the DC go away after a number of writes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::ad::join::{Compare, JoinKey};
@@ -348,21 +348,29 @@ impl FakeDirectory {
             .collect();
         let e = d.entry_mut(op, group_dn)?;
         let have = e.attrs.entry("member".into()).or_default();
+        // Keyed once per request, so a big group's batches stay linear.
+        let mut present: HashSet<String> = have.iter().map(|h| dn_key(h)).collect();
+        let mut gone: HashSet<String> = HashSet::new();
         let mut out = MemberChangeOutcome::default();
         for (m, exists) in members.iter().zip(exists) {
-            let present = have.iter().any(|h| dn_key(h) == dn_key(m));
-            match (add, present, exists) {
+            let key = dn_key(m);
+            match (add, present.contains(&key), exists) {
                 (true, true, _) | (false, false, _) => out.already += 1,
                 (true, false, false) => out.missing.push((m.clone(), "no such object".into())),
                 (true, false, true) => {
                     have.push(m.clone());
+                    present.insert(key);
                     out.applied += 1;
                 }
                 (false, true, _) => {
-                    have.retain(|h| dn_key(h) != dn_key(m));
+                    present.remove(&key);
+                    gone.insert(key);
                     out.applied += 1;
                 }
             }
+        }
+        if !gone.is_empty() {
+            have.retain(|h| !gone.contains(&dn_key(h)));
         }
         if have.is_empty() {
             e.attrs.remove("member");
@@ -440,6 +448,11 @@ impl Directory for FakeDirectory {
     ) -> Result<BTreeMap<String, Vec<String>>, AdError> {
         let mut d = self.lock();
         d.reads.join_values += values.len();
+        // The values asked for by their lowercase form: one pass over the domain per request.
+        let mut asked: HashMap<String, Vec<&String>> = HashMap::new();
+        for v in values {
+            asked.entry(v.to_lowercase()).or_default().push(v);
+        }
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for e in d.entries.values() {
             if class.is_some_and(|c| !e.has_class(c))
@@ -456,9 +469,10 @@ impl Directory for FakeDirectory {
                     .map(|v| v.to_lowercase())
                     .collect(),
             };
-            for v in values {
-                if held.iter().any(|h| h.eq_ignore_ascii_case(v)) {
-                    out.entry(v.clone()).or_default().push(e.dn.clone());
+            let held: BTreeSet<String> = held.iter().map(|h| h.to_lowercase()).collect();
+            for h in &held {
+                for v in asked.get(h).into_iter().flatten() {
+                    out.entry((*v).clone()).or_default().push(e.dn.clone());
                 }
             }
         }
