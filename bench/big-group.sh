@@ -13,7 +13,11 @@
 #   2. one member added in the cloud (POST /groups/{id}/members/$ref), then sync: the report
 #      must hold one change, an update with members_add of 1 and nothing else; AD's
 #      highestCommittedUSN delta (a one-member change should be one modify);
-#   3. a third, idle sync (highestCommittedUSN must not move).
+#   3. a third, idle sync (highestCommittedUSN must not move);
+#   4. the daemon (`writeback run`, 1 s poll): WB_BIG_DAEMON_SAMPLES one-member changes, the
+#      extra user removed and added back in turn at irregular moments of the poll period, each
+#      timed from the Graph call until AD shows it (the user's memberOf, read every 20 ms); the
+#      daemon's CPU per cycle (its /proc CPU time over the cycles it ran) and the USN delta.
 # With WB_BEFORE_BIN (an earlier build, to compare with in the same run on the same DC): the
 # first sync runs with it, then one more member is added and synced with it, before step 2 runs
 # with WB_BIN (the state file moves to WB_BIN's schema then, so the earlier build goes first).
@@ -34,6 +38,8 @@
 #                             time (users added 10,000 per ldapadd, each chunk's rate logged in
 #                             bed-build.tsv) and restored in seconds afterwards; one bed serves
 #                             every group size up to M (default: none, the users are added each run)
+#   WB_BIG_DAEMON_SAMPLES     one-member changes timed through `writeback run` with a 1 s poll
+#                             (default 10; 0 skips the step)
 #   WB_BIG_STEP_TIMEOUT       upper bound of each step, seconds (default 7200)
 #   WB_BIG_WORKDIR            work directory (default: a new /tmp/wb-big.XXXXXX, kept for the logs)
 #   WRITEBACK_TESTBED_IP / WRITEBACK_TESTBED_DIR   passed to tests/testbed/samba-ad.sh (its DC)
@@ -50,6 +56,7 @@ CMDLINE="$(printf '%q ' "$0" "$@")"
 N="${WB_BIG_MEMBERS:-50000}"
 FRESH_DC="${WB_BIG_FRESH_DC:-0}"
 STEP_TIMEOUT="${WB_BIG_STEP_TIMEOUT:-7200}"
+DAEMON_SAMPLES="${WB_BIG_DAEMON_SAMPLES:-10}"
 WB="${WB_BIN:-$REPO/target/release/writeback}"
 EMU="${WB_EMULATOR_BIN:-$REPO/target/release/graph-emulator}"
 BEFORE="${WB_BEFORE_BIN:-}"
@@ -96,6 +103,10 @@ DC_STARTED=0
 cleanup() {
     local rc=$?
     set +e
+    if [[ -n "${DAEMON_PID:-}" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+        kill -TERM "$DAEMON_PID"
+        wait "$DAEMON_PID" 2>/dev/null
+    fi
     if [[ -n "$EMU_PID" ]] && kill -0 "$EMU_PID" 2>/dev/null; then
         kill -TERM "$EMU_PID"
         for _ in $(seq 1 50); do kill -0 "$EMU_PID" 2>/dev/null || break; sleep 0.2; done
@@ -475,6 +486,16 @@ add_member() {
         "$GRAPH_BASE/v1.0/groups/$GROUP_ID/members/\$ref" >/dev/null || die "POST members/\$ref failed"
 }
 
+remove_member() {
+    local token
+    token="$(curl -sS --fail --max-time 30 "$GRAPH_BASE/$TENANT_ID/oauth2/v2.0/token" \
+        --data-urlencode grant_type=client_credentials --data-urlencode "client_id=$CLIENT_ID" \
+        --data-urlencode "client_secret=$CLIENT_SECRET" --data-urlencode "scope=https://graph.microsoft.com/.default" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+    curl -sS --fail --max-time 60 -X DELETE -H "Authorization: Bearer $token" \
+        "$GRAPH_BASE/v1.0/groups/$GROUP_ID/members/$1/\$ref" >/dev/null || die "DELETE members/{id}/\$ref failed"
+}
+
 USN_2BD=""
 if [[ -n "$BEFORE" ]]; then
     say "Cloud: one member added, then writeback sync with the earlier build ($BEFORE)"
@@ -509,6 +530,66 @@ USN_3A="$(highest_usn)"
 timed sync3 sync --json
 USN_3B="$(highest_usn)"
 echo "  highestCommittedUSN $USN_3A -> $USN_3B" >&2
+
+# ---------------------------------------------------------------------------------------------
+DAEMON_ROW=""
+if [[ "$DAEMON_SAMPLES" -gt 0 ]]; then
+    say "writeback run (1 s poll): $DAEMON_SAMPLES one-member changes, each timed until AD shows it"
+    cat >>"$CONFIG" <<EOF
+
+[daemon]
+poll_interval_secs = 1
+reconcile_interval_secs = 0
+EOF
+    USN_DA="$(highest_usn)"
+    RUST_LOG="writeback=debug" "$WB" --config "$CONFIG" run >"$WORK/daemon.out" 2>"$WORK/daemon.log" &
+    DAEMON_PID=$!
+    # Ready: its first cycle logged (nothing to do: the state is in step).
+    for _ in $(seq 1 600); do
+        grep -q "sync phase done" "$WORK/daemon.log" 2>/dev/null && break
+        kill -0 "$DAEMON_PID" 2>/dev/null || { tail -n 20 "$WORK/daemon.log" >&2; die "writeback run exited"; }
+        sleep 0.1
+    done
+    sleep 1.5
+    cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat"; }
+    cycles() { clean "$WORK/daemon.log" | grep -c 'phase="\{0,1\}cloud' || true; }
+    CPU0="$(cpu_ticks)"
+    CYC0="$(cycles)"
+    : >"$WORK/daemon-latency.txt"
+    for i in $(seq 1 "$DAEMON_SAMPLES"); do
+        # Irregular moments within the poll period (deterministic 137 ms steps).
+        sleep "$(awk -v i="$i" 'BEGIN { printf "%.3f", (i * 137 % 1000) / 1000 }')"
+        if ((i % 2 == 1)); then want=0; else want=1; fi
+        t0=$EPOCHREALTIME
+        if [[ "$want" -eq 0 ]]; then remove_member "$EXTRA_USER_ID"; else add_member "$EXTRA_USER_ID"; fi
+        while :; do
+            n="$(ldapsearch "${LDAP[@]}" -LLL -b "$EXTRA_USER_DN" -s base "(memberOf=$GROUP_DN)" dn | grep -c '^dn:' || true)"
+            [[ "$n" -eq "$want" ]] && break
+            (($(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print (b - a > 120) }'))) && die "sample $i: AD did not show the change within 120 s"
+            sleep 0.02
+        done
+        elapsed "$t0" "$EPOCHREALTIME" >>"$WORK/daemon-latency.txt"
+        echo >>"$WORK/daemon-latency.txt"
+    done
+    sleep 1.2
+    CPU1="$(cpu_ticks)"
+    CYC1="$(cycles)"
+    DAEMON_RSS="$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$DAEMON_PID/status")"
+    kill -TERM "$DAEMON_PID"
+    wait "$DAEMON_PID" 2>/dev/null || true
+    DAEMON_PID=""
+    USN_DB="$(highest_usn)"
+    TICK="$(getconf CLK_TCK)"
+    DAEMON_ROW="$(sort -n "$WORK/daemon-latency.txt" | awk -v cpu="$((CPU1 - CPU0))" -v tick="$TICK" \
+        -v cyc="$((CYC1 - CYC0))" -v usn="$((USN_DB - USN_DA))" -v rss="$DAEMON_RSS" '
+        NF { v[++n] = $1 }
+        END {
+            p50 = v[int((n + 1) / 2)]; mx = v[n]
+            printf "%d samples: median %.2f s, max %.2f s (the p99 of %d); %d cycles, CPU %.1f ms per cycle; USN delta %d (%d changes); peak RSS %s MiB",
+                n, p50, mx, n, cyc, (cyc > 0 ? cpu / tick * 1000 / cyc : 0), usn, n, rss
+        }')"
+    echo "  $DAEMON_ROW" >&2
+fi
 
 # ---------------------------------------------------------------------------------------------
 say "Baseline: one ldapadd of an LDIF with the same group and its $N members, in $BASELINE_OU"
@@ -589,6 +670,7 @@ row() {
     fi
     echo "| second sync: one update with members_add of 1, nothing else | $CHANGE_OK |"
     echo "| second sync: highestCommittedUSN delta (1 = one modify) | $USN_2D |"
+    [[ -z "$DAEMON_ROW" ]] || echo "| daemon, 1 s poll: one member removed / added back, change -> visible in AD | $DAEMON_ROW |"
     echo "| members in AD after the first / second sync; baseline group | $AD_MEMBERS / $AD_MEMBERS2; $BASE_MEMBERS |"
     STEPS="sync1${BEFORE:+ sync2before} sync2 sync3"
     for s in $STEPS; do
