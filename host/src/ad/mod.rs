@@ -24,4 +24,4 @@ pub use resolve::{JoinAttribute, RESOLVE_BATCH};
 pub use schema::{AttrDef, ClassDef, Schema, SchemaViolation};
 pub use search::{AdEntry, Scope, PAGE_SIZE, RANGE_STEP};
 pub use uuid::Uuid;
-pub use write::{AttrChange, MemberChangeOutcome, MEMBER_BATCH};
+pub use write::{AttrChange, MemberChangeOutcome, MEMBERS_IN_ADD, MEMBER_BATCH};

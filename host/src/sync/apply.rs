@@ -104,8 +104,8 @@ pub type Deferred = Vec<(String, String, Vec<String>)>;
 ///
 /// `created_elsewhere` holds the DNs (as [`dn_key`]s) of groups this cycle creates in other
 /// batches: member adds that name them are not sent here but returned, for the cycle to send
-/// once every batch has run. A create carries at most one write batch of members
-/// ([`ad::MEMBER_BATCH`]); the rest follow as modifies of that size.
+/// once every batch has run. A create carries at most [`ad::MEMBERS_IN_ADD`] members; the rest
+/// follow as modifies of [`ad::MEMBER_BATCH`].
 pub async fn apply(
     conn: &mut impl Directory,
     plan: &Plan,
@@ -525,8 +525,8 @@ async fn apply_links(
 }
 
 /// The members a create sends in its add, and those that follow as modifies: groups created by
-/// the same plan wait until they exist, and one add carries at most one write batch
-/// ([`ad::MEMBER_BATCH`]), so a huge group is created with its first thousand members.
+/// the same plan wait until they exist, and one add carries at most [`ad::MEMBERS_IN_ADD`], so
+/// a huge group is created with its first thousand members.
 fn split_create_members(
     members: &[String],
     created_here: &BTreeSet<String>,
@@ -535,8 +535,8 @@ fn split_create_members(
         .iter()
         .cloned()
         .partition(|m| !created_here.contains(&dn_key(m)));
-    if now.len() > ad::MEMBER_BATCH {
-        after.extend(now.split_off(ad::MEMBER_BATCH));
+    if now.len() > ad::MEMBERS_IN_ADD {
+        after.extend(now.split_off(ad::MEMBERS_IN_ADD));
     }
     (now, after)
 }
@@ -593,7 +593,7 @@ mod tests {
     fn a_create_carries_one_write_batch_of_members_and_waits_for_groups_it_creates() {
         let members: Vec<String> = (0..2_500).map(|i| format!("CN=U{i:05},OU=U")).collect();
         let (now, after) = split_create_members(&members, &BTreeSet::new());
-        assert_eq!(now.len(), ad::MEMBER_BATCH);
+        assert_eq!(now.len(), ad::MEMBERS_IN_ADD);
         assert_eq!(after.len(), 1_500);
         assert_eq!(now[0], "CN=U00000,OU=U");
         assert_eq!(after[0], "CN=U01000,OU=U");
