@@ -332,6 +332,7 @@ source "$WORK/tenant.meta"
 
 say "Graph emulator"
 T0=$SECONDS
+rm -f "$WORK/emulator.out"
 "$EMU" serve --listen 127.0.0.1:0 --tenant "$WORK/tenant.json" >"$WORK/emulator.out" 2>"$WORK/emulator.log" &
 EMU_PID=$!
 while [[ ! -s "$WORK/emulator.out" ]]; do
