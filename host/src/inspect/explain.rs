@@ -454,7 +454,7 @@ async fn in_scope(
         config,
         conn,
         &named,
-        &cached,
+        cached,
         &mut resolve::Lookups::default(),
     )
     .await?;

@@ -1718,7 +1718,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         )?;
         let cached = resolve::Cached::load(&*self.store, &named)?;
         let directory =
-            resolve::resolve_members(self.config, self.conn, &named, &cached, &mut self.lookups)
+            resolve::resolve_members(self.config, self.conn, &named, cached, &mut self.lookups)
                 .await?;
         let builder = self.builder();
         for (id, o) in out.desired.iter_mut() {

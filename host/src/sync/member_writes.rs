@@ -198,7 +198,7 @@ pub async fn write<D: Directory, S: CycleState>(
         super::job::member_group_dns(store, r.rules, r.now, &named.groups, verdicts, r.whole)?;
     let cached = resolve::Cached::load(store, &named)?;
     let directory =
-        resolve::resolve_members(r.config, conn, &named, &cached, &mut *r.lookups).await?;
+        resolve::resolve_members(r.config, conn, &named, cached, &mut *r.lookups).await?;
     let none = BTreeMap::new();
     let mut changes = Vec::new();
     for (id, s) in short {

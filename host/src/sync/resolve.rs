@@ -277,7 +277,8 @@ fn answer_reason(key: &JoinKey, value: &str, a: &Answer) -> Option<String> {
 
 /// Finds the AD accounts of the members of the groups being written, in batches.
 ///
-/// `cached` holds the cloud objects among `named` that the cache has. Devices are found by
+/// `cached` holds the cloud objects among `named` that the cache has; it is let go once their
+/// join values are read (a big group's cached members are not held through the lookups). Devices are found by
 /// the SID a hybrid-joined device carries (`onPremisesSecurityIdentifier`), among AD's
 /// computer objects. With `ad.gc_url` the lookups go to the Global Catalog (the whole forest
 /// when no search base is configured).
@@ -285,11 +286,12 @@ pub async fn resolve_members<D: Directory>(
     config: &Config,
     conn: &mut D,
     named: &Named,
-    cached: &Cached,
+    cached: Cached,
     known: &mut Lookups<D>,
 ) -> Result<MemberDirectory, SyncError> {
     let mut dir = MemberDirectory::default();
-    let wanted = join_values(config, named, cached, &mut dir);
+    let wanted = join_values(config, named, &cached, &mut dir);
+    drop(cached);
     if wanted.users.is_empty() && wanted.groups.is_empty() && wanted.devices.is_empty() {
         return Ok(dir);
     }
