@@ -475,24 +475,27 @@ AD_MEMBERS="$(member_count "$GROUP_DN")"
 echo "  $GROUP_DN: $AD_MEMBERS members in AD (counted in $((SECONDS - T0)) s); highestCommittedUSN $USN_1A -> $USN_1B" >&2
 [[ "$AD_MEMBERS" -eq "$N" ]] || die "the group has $AD_MEMBERS members in AD, not $N"
 
+# graph_token: an app token from the emulator (client credentials).
+graph_token() {
+    curl -sS --fail --max-time 30 "$GRAPH_BASE/$TENANT_ID/oauth2/v2.0/token" \
+        --data-urlencode grant_type=client_credentials --data-urlencode "client_id=$CLIENT_ID" \
+        --data-urlencode "client_secret=$CLIENT_SECRET" --data-urlencode "scope=https://graph.microsoft.com/.default" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+
 # add_member USER_ID: POST /groups/{id}/members/$ref to the emulator.
 add_member() {
     local token
-    token="$(curl -sS --fail --max-time 30 "$GRAPH_BASE/$TENANT_ID/oauth2/v2.0/token" \
-        --data-urlencode grant_type=client_credentials --data-urlencode "client_id=$CLIENT_ID" \
-        --data-urlencode "client_secret=$CLIENT_SECRET" --data-urlencode "scope=https://graph.microsoft.com/.default" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+    token="$(graph_token)" || die "no token from the emulator"
     curl -sS --fail --max-time 60 -X POST -H "Authorization: Bearer $token" -H "Content-Type: application/json" \
         --data "{\"@odata.id\": \"$GRAPH_BASE/v1.0/directoryObjects/$1\"}" \
         "$GRAPH_BASE/v1.0/groups/$GROUP_ID/members/\$ref" >/dev/null || die "POST members/\$ref failed"
 }
 
+# remove_member USER_ID: DELETE /groups/{id}/members/{user}/$ref to the emulator.
 remove_member() {
     local token
-    token="$(curl -sS --fail --max-time 30 "$GRAPH_BASE/$TENANT_ID/oauth2/v2.0/token" \
-        --data-urlencode grant_type=client_credentials --data-urlencode "client_id=$CLIENT_ID" \
-        --data-urlencode "client_secret=$CLIENT_SECRET" --data-urlencode "scope=https://graph.microsoft.com/.default" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+    token="$(graph_token)" || die "no token from the emulator"
     curl -sS --fail --max-time 60 -X DELETE -H "Authorization: Bearer $token" \
         "$GRAPH_BASE/v1.0/groups/$GROUP_ID/members/$1/\$ref" >/dev/null || die "DELETE members/{id}/\$ref failed"
 }

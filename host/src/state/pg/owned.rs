@@ -579,6 +579,18 @@ pub async fn record_events(
             ],
         )
         .await;
+    event_outcome(res, run_id, || {
+        format!("record {} events in run {run_id}", events.len())
+    })
+}
+
+/// An event insert's result: a run the database does not know (the foreign key) is named as
+/// such; anything else is a database error described by `op`.
+fn event_outcome(
+    res: Result<u64, tokio_postgres::Error>,
+    run_id: i64,
+    op: impl FnOnce() -> String,
+) -> Result<(), StateError> {
     match res {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
@@ -588,10 +600,7 @@ pub async fn record_events(
                 run_id,
             })
         }
-        Err(cause) => Err(StateError::Postgres {
-            op: format!("record {} events in run {run_id}", events.len()),
-            cause,
-        }),
+        Err(cause) => Err(StateError::Postgres { op: op(), cause }),
     }
 }
 
@@ -622,23 +631,12 @@ pub async fn record_event(
             ],
         )
         .await;
-    match res {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
-            Err(StateError::UnknownRun {
-                path: PATH.into(),
-                op: "record event",
-                run_id,
-            })
-        }
-        Err(cause) => Err(StateError::Postgres {
-            op: format!(
-                "record event {} for {} in run {run_id}",
-                ev.action, ev.cloud_id
-            ),
-            cause,
-        }),
-    }
+    event_outcome(res, run_id, || {
+        format!(
+            "record event {} for {} in run {run_id}",
+            ev.action, ev.cloud_id
+        )
+    })
 }
 
 // --- the trigger outbox ---------------------------------------------------------------------
