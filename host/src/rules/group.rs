@@ -15,6 +15,7 @@
 //! `is_m365(group)`, `is_security(group)` and `is_dynamic(group)` name the kinds of group rules
 //! usually scope on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position};
@@ -141,6 +142,9 @@ fn absent_value(name: &str) -> Option<Dynamic> {
 pub(crate) struct ScriptGroup {
     props: Arc<Map>,
     members: Arc<Members>,
+    /// Set for a group read without its members: raised when a rule reads them, so the
+    /// caller evaluates it again with them (see [`head_script_value`]).
+    unread: Option<Arc<AtomicBool>>,
 }
 
 /// Member ids in one string (one allocation for any group size) and their types.
@@ -197,6 +201,10 @@ impl ScriptGroup {
     }
 
     fn member_maps(&self) -> Array {
+        if let Some(flag) = &self.unread {
+            flag.store(true, Ordering::Relaxed);
+            return Array::new();
+        }
         let m = &*self.members;
         let mut start = 0;
         m.entries
@@ -247,6 +255,7 @@ pub(crate) fn to_script_value(group: &serde_json::Value) -> Dynamic {
     Dynamic::from(ScriptGroup {
         props: Arc::new(props),
         members: Arc::new(members),
+        unread: None,
     })
 }
 
@@ -254,6 +263,35 @@ pub(crate) fn to_script_value(group: &serde_json::Value) -> Dynamic {
 /// built without the JSON form: a big group's members go straight into the compact form
 /// (no map per member on the way).
 pub(crate) fn object_script_value(g: &CloudObject) -> Dynamic {
+    let mut members = Members {
+        ids: String::with_capacity(g.members.len() * 36),
+        entries: Vec::with_capacity(g.members.len()),
+        kinds: Vec::new(),
+    };
+    for m in g.members.values() {
+        members.push(&m.id, m.odata_type.trim_start_matches("#microsoft.graph."));
+    }
+    Dynamic::from(ScriptGroup {
+        props: Arc::new(object_props(g)),
+        members: Arc::new(members),
+        unread: None,
+    })
+}
+
+/// The script value of a group read without its members (`g.members` is not looked at):
+/// the same properties as [`object_script_value`]; reading `members` (directly or through
+/// `to_map()`) raises `unread` and gives an empty array, and the caller throws that answer
+/// away. A rule that never reads members decides the same either way.
+pub(crate) fn head_script_value(g: &CloudObject, unread: Arc<AtomicBool>) -> Dynamic {
+    Dynamic::from(ScriptGroup {
+        props: Arc::new(object_props(g)),
+        members: Arc::new(Members::default()),
+        unread: Some(unread),
+    })
+}
+
+/// A cached group's properties as rules read them, with `id` and `deleted`.
+fn object_props(g: &CloudObject) -> Map {
     let mut props = Map::new();
     for (name, value) in &g.props {
         if name.starts_with('@') || matches!(name.as_str(), "id" | "deleted" | "members") {
@@ -267,18 +305,7 @@ pub(crate) fn object_script_value(g: &CloudObject) -> Dynamic {
         Dynamic::from(ImmutableString::from(g.id.as_str())),
     );
     props.insert("deleted".into(), Dynamic::from_bool(g.soft_deleted));
-    let mut members = Members {
-        ids: String::with_capacity(g.members.len() * 36),
-        entries: Vec::with_capacity(g.members.len()),
-        kinds: Vec::new(),
-    };
-    for m in g.members.values() {
-        members.push(&m.id, m.odata_type.trim_start_matches("#microsoft.graph."));
-    }
-    Dynamic::from(ScriptGroup {
-        props: Arc::new(props),
-        members: Arc::new(members),
-    })
+    props
 }
 
 impl Members {

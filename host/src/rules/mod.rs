@@ -41,6 +41,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -496,6 +497,36 @@ impl RuleSet {
             }),
             now,
         )
+    }
+
+    /// [`RuleSet::evaluate_objects`] over groups read without their members (`members` of
+    /// each is not looked at): each answer comes with whether the rules read the group's
+    /// members, in which case it is not the group's answer and the caller evaluates the group
+    /// again with them.
+    pub fn evaluate_heads(
+        &self,
+        groups: &[&CloudObject],
+        now: Now,
+    ) -> Vec<(Result<Decision, EvalError>, bool, bool)> {
+        let flags: Vec<Arc<AtomicBool>> = groups
+            .iter()
+            .map(|_| Arc::new(AtomicBool::new(false)))
+            .collect();
+        let answers = self.evaluate_prepared(
+            groups.iter().zip(&flags).map(|(g, flag)| {
+                let checked = match input::problem_of(g) {
+                    Some(message) => Err(message),
+                    None => Ok(group::head_script_value(g, flag.clone())),
+                };
+                (g.id.clone(), checked)
+            }),
+            now,
+        );
+        answers
+            .into_iter()
+            .zip(flags)
+            .map(|((decision, timed), flag)| (decision, timed, flag.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Runs the groups that passed the input checks (`Ok`: their script value) on one engine;

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::clock::now_rfc3339;
 use super::error::{corrupt, encode, SqlContext, StateError};
 use super::member_changes;
+use super::member_digest::MemberDigest;
 use crate::graph::model::{CloudObject, DeltaItem, DeltaRound, MemberRef, RemovedReason};
 
 /// Which cached objects: selects rows by `cloud_object.kind` and `delta_link.kind`.
@@ -118,6 +119,8 @@ struct Stmts<'t> {
     delete_member: Statement<'t>,
     upsert_member: Statement<'t>,
     mark_pending: Statement<'t>,
+    read_digest: Statement<'t>,
+    write_digest: Statement<'t>,
 }
 
 /// Where a delta round stands while its pages are written chunk by chunk (see
@@ -170,9 +173,12 @@ pub(crate) fn apply_chunk(
     let prep = |sql: &str| conn.prepare(sql).ctx(conn, op);
     let mut st = Stmts {
         select_props: prep("SELECT props_json FROM cloud_object WHERE kind = ?1 AND id = ?2")?,
+        // A new group starts with no members: the empty set's digest.
         upsert: prep(
-            "INSERT INTO cloud_object (kind, id, props_json, soft_deleted, updated_at)
-             VALUES (?1, ?2, ?3, 0, ?4)
+            "INSERT INTO cloud_object
+               (kind, id, props_json, soft_deleted, updated_at, member_digest, member_count)
+             VALUES (?1, ?2, ?3, 0, ?4,
+               CASE WHEN ?1 = 'group' THEN ?5 END, CASE WHEN ?1 = 'group' THEN 0 END)
              ON CONFLICT (kind, id) DO UPDATE SET
                props_json = excluded.props_json, soft_deleted = 0, updated_at = excluded.updated_at",
         )?,
@@ -188,6 +194,13 @@ pub(crate) fn apply_chunk(
              ON CONFLICT (group_id, member_id) DO UPDATE SET member_type = excluded.member_type",
         )?,
         mark_pending: prep("INSERT OR IGNORE INTO pending (kind, id) VALUES (?1, ?2)")?,
+        read_digest: prep(
+            "SELECT member_digest, member_count FROM cloud_object WHERE kind = 'group' AND id = ?1",
+        )?,
+        write_digest: prep(
+            "UPDATE cloud_object SET member_digest = ?2, member_count = ?3
+             WHERE kind = 'group' AND id = ?1",
+        )?,
     };
     let now = now_rfc3339();
     let k = kind.as_str();
@@ -353,40 +366,135 @@ fn upsert_object(
         }
         props_json(conn, &item.id, &props)?
     };
+    let empty = MemberDigest::default().to_hex();
     st.upsert
-        .execute(params![kind.as_str(), item.id, json, now])
+        .execute(params![kind.as_str(), item.id, json, now, empty])
         .ctx(conn, op)?;
     if kind != ObjectKind::Group {
         return Ok(());
     }
+    // The member set's digest follows each member the cache really gains or loses (Graph
+    // replays entries); `None`: not known, counted again from the rows below.
+    let mut set = match full {
+        true => Some((MemberDigest::default(), 0i64)),
+        false => stored_digest(conn, st, &item.id)?,
+    };
     if full {
         st.delete_members.execute([&item.id]).ctx(conn, op)?;
         member_changes::forget(conn, &item.id)?;
     } else {
         for m in &item.members_removed {
-            // Only what the cache really loses is a change (Graph replays entries).
-            let known = match how.note {
-                true => member_changes::cached_member(conn, &item.id, m)?,
-                false => None,
-            };
-            if let Some(odata_type) = known {
-                let gone = MemberRef {
-                    odata_type,
-                    id: m.clone(),
-                };
-                member_changes::note(conn, &item.id, &gone, false)?;
+            // Only what the cache really loses is a change.
+            if let Some(odata_type) = member_changes::cached_member(conn, &item.id, m)? {
+                if let Some((d, n)) = set.as_mut() {
+                    d.remove(m);
+                    *n -= 1;
+                }
+                if how.note {
+                    let gone = MemberRef {
+                        odata_type,
+                        id: m.clone(),
+                    };
+                    member_changes::note(conn, &item.id, &gone, false)?;
+                }
             }
             st.delete_member.execute([&item.id, m]).ctx(conn, op)?;
         }
     }
     // Additions after removals: an id in both sets ends up a member.
     for m in item.members_added.values() {
-        if how.note && member_changes::cached_member(conn, &item.id, &m.id)?.is_none() {
-            member_changes::note(conn, &item.id, m, true)?;
+        // A replaced group's rows are gone: every addition is new.
+        if full || member_changes::cached_member(conn, &item.id, &m.id)?.is_none() {
+            if let Some((d, n)) = set.as_mut() {
+                d.add(&m.id);
+                *n += 1;
+            }
+            if how.note {
+                member_changes::note(conn, &item.id, m, true)?;
+            }
         }
         st.upsert_member
             .execute([&item.id, &m.id, &m.odata_type])
             .ctx(conn, op)?;
+    }
+    let (digest, count) = match set {
+        Some(s) => s,
+        None => count_members(conn, &item.id)?,
+    };
+    st.write_digest
+        .execute(params![item.id, digest.to_hex(), count])
+        .ctx(conn, op)?;
+    Ok(())
+}
+
+/// The member digest and count stored with a cached group (`None` when the group is not
+/// cached, or its digest is missing or unreadable).
+fn stored_digest(
+    conn: &Connection,
+    st: &mut Stmts<'_>,
+    id: &str,
+) -> Result<Option<(MemberDigest, i64)>, StateError> {
+    let row: Option<(Option<String>, Option<i64>)> = st
+        .read_digest
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .ctx(conn, || format!("read the member digest of {id}"))?;
+    Ok(match row {
+        Some((Some(text), Some(n))) => MemberDigest::from_hex(&text).map(|d| (d, n)),
+        _ => None,
+    })
+}
+
+/// A group's member digest and count from its member rows.
+fn count_members(conn: &Connection, id: &str) -> Result<(MemberDigest, i64), StateError> {
+    let op = || format!("count the members of {id}");
+    let mut stmt = conn
+        .prepare_cached("SELECT member_id FROM cloud_member WHERE group_id = ?1")
+        .ctx(conn, op)?;
+    let mut rows = stmt.query([id]).ctx(conn, op)?;
+    let (mut d, mut n) = (MemberDigest::default(), 0i64);
+    while let Some(r) = rows.next().ctx(conn, op)? {
+        let m: String = r.get(0).ctx(conn, op)?;
+        d.add(&m);
+        n += 1;
+    }
+    Ok((d, n))
+}
+
+/// Stores every cached group's member digest and count, computed from the member rows in one
+/// ordered scan (the schema migration that adds them).
+pub(crate) fn fill_member_digests(conn: &Connection) -> Result<(), StateError> {
+    let op = || "compute the cached groups' member digests".to_string();
+    conn.execute(
+        "UPDATE cloud_object SET member_digest = ?1, member_count = 0 WHERE kind = 'group'",
+        [MemberDigest::default().to_hex()],
+    )
+    .ctx(conn, op)?;
+    let mut write = conn
+        .prepare(
+            "UPDATE cloud_object SET member_digest = ?2, member_count = ?3
+             WHERE kind = 'group' AND id = ?1",
+        )
+        .ctx(conn, op)?;
+    let mut scan = conn
+        .prepare("SELECT group_id, member_id FROM cloud_member ORDER BY group_id")
+        .ctx(conn, op)?;
+    let mut rows = scan.query([]).ctx(conn, op)?;
+    let mut current: Option<(String, MemberDigest, i64)> = None;
+    while let Some(r) = rows.next().ctx(conn, op)? {
+        let group: String = r.get(0).ctx(conn, op)?;
+        let member: String = r.get(1).ctx(conn, op)?;
+        if current.as_ref().is_some_and(|(g, _, _)| *g != group) {
+            if let Some((g, d, n)) = current.take() {
+                write.execute(params![g, d.to_hex(), n]).ctx(conn, op)?;
+            }
+        }
+        let (_, d, n) = current.get_or_insert_with(|| (group, MemberDigest::default(), 0));
+        d.add(&member);
+        *n += 1;
+    }
+    if let Some((g, d, n)) = current {
+        write.execute(params![g, d.to_hex(), n]).ctx(conn, op)?;
     }
     Ok(())
 }
@@ -599,6 +707,79 @@ pub(crate) fn load_by_ids<'a>(
         }
         if let Some(o) = load_object(conn, kind, id)? {
             out.insert(id.clone(), o);
+        }
+    }
+    Ok(out)
+}
+
+/// A cached group read without its members: its properties, how many members it has and
+/// their digest. What a cycle reads of a group whose rules do not look at its members.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupHead {
+    /// The group with its `members` left empty (not read).
+    pub props_only: CloudObject,
+    pub member_count: usize,
+    pub digest: MemberDigest,
+}
+
+/// The cached groups with these ids, without their members. A group whose digest is not
+/// stored is left out, as are ids not cached: the caller reads those in full.
+pub(crate) fn load_heads<'a>(
+    conn: &Connection,
+    ids: impl IntoIterator<Item = &'a String>,
+) -> Result<BTreeMap<String, GroupHead>, StateError> {
+    let op = || "load cached groups without members".to_string();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT props_json, soft_deleted, member_digest, member_count FROM cloud_object
+             WHERE kind = 'group' AND id = ?1",
+        )
+        .ctx(conn, op)?;
+    let mut out = BTreeMap::new();
+    for id in ids {
+        if out.contains_key(id) {
+            continue;
+        }
+        let row: Option<(String, bool, Option<String>, Option<i64>)> = stmt
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()
+            .ctx(conn, op)?;
+        let Some((json, soft_deleted, Some(digest), Some(count))) = row else {
+            continue;
+        };
+        let (Some(digest), Ok(member_count)) =
+            (MemberDigest::from_hex(&digest), usize::try_from(count))
+        else {
+            continue;
+        };
+        let props_only = CloudObject {
+            id: id.clone(),
+            props: parse_props(conn, id, &json)?,
+            members: BTreeMap::new(),
+            soft_deleted,
+        };
+        out.insert(
+            id.clone(),
+            GroupHead {
+                props_only,
+                member_count,
+                digest,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Which of `ids` are cached members of `group`: one lookup each, whatever the group's size.
+pub(crate) fn members_among<'a>(
+    conn: &Connection,
+    group: &str,
+    ids: impl IntoIterator<Item = &'a String>,
+) -> Result<BTreeSet<String>, StateError> {
+    let mut out = BTreeSet::new();
+    for id in ids {
+        if member_changes::cached_member(conn, group, id)?.is_some() {
+            out.insert(id.clone());
         }
     }
     Ok(out)

@@ -24,6 +24,7 @@ pub(crate) mod held_removals;
 mod leaving;
 mod links;
 mod member_changes;
+mod member_digest;
 mod outbox;
 mod pending;
 pub mod pg;
@@ -44,13 +45,14 @@ use std::time::Duration;
 use rusqlite::{Connection, Savepoint, Transaction, TransactionBehavior};
 
 pub use anchors::Anchor;
-pub use cache::{CacheChanges, ObjectKind, RoundProgress, StoredLink};
+pub use cache::{CacheChanges, GroupHead, ObjectKind, RoundProgress, StoredLink};
 pub use clock::{now_rfc3339, rfc3339_at, rfc3339_at_time};
 pub use error::StateError;
 pub use held::{set_id as held_set_id, short_id, HeldDelete};
 pub use held_removals::HeldRemovalRow;
 pub use leaving::Leaving;
 pub use member_changes::MemberChanges;
+pub use member_digest::MemberDigest;
 pub use outbox::{NewCall, OutboxCounts, OutboxEntry};
 pub use released::Released;
 
@@ -360,6 +362,23 @@ impl Store {
         ids: impl IntoIterator<Item = &'a String>,
     ) -> Result<BTreeMap<String, CloudObject>, StateError> {
         cache::load_by_ids(&self.conn, kind, ids)
+    }
+
+    /// The cached groups with these ids without their members (see [`GroupHead`]).
+    pub fn load_heads<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, GroupHead>, StateError> {
+        cache::load_heads(&self.conn, ids)
+    }
+
+    /// Which of `ids` are cached members of `group`.
+    pub fn members_among<'a>(
+        &self,
+        group: &str,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeSet<String>, StateError> {
+        cache::members_among(&self.conn, group, ids)
     }
 
     /// The member changes noted for these groups since each was last applied (groups without

@@ -267,8 +267,21 @@ INSERT INTO pending (kind, id) SELECT kind, id FROM pending_v11;
 DROP TABLE pending_v11;
 "#;
 
+/// Version 13: each cached group's member set as a digest (`state::member_digest`, 64 hex
+/// digits) and a count, kept with every member change, so a cycle fingerprints a big group's
+/// members without reading them. Filled for the groups already cached by
+/// [`MEMBER_DIGEST_VERSION`]'s step in [`migrate`]; NULL for users and devices.
+const V13: &str = r#"
+ALTER TABLE cloud_object ADD COLUMN member_digest TEXT;
+ALTER TABLE cloud_object ADD COLUMN member_count INTEGER;
+"#;
+
+/// The version whose migration also computes the cached groups' member digests (in Rust:
+/// SQLite has no SHA-256).
+const MEMBER_DIGEST_VERSION: usize = 13;
+
 /// Migration scripts, index i moving version i to i + 1.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -299,6 +312,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StateError> {
         let to = i + 1;
         tx.execute_batch(sql)
             .ctx(&tx, || format!("migrate schema to version {to}"))?;
+        if to == MEMBER_DIGEST_VERSION {
+            super::cache::fill_member_digests(&tx)?;
+        }
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .ctx(&tx, || "write schema version".into())?;
@@ -394,6 +410,34 @@ mod tests {
             [],
         );
         assert!(refused.is_err(), "the kinds are still checked");
+        Ok(())
+    }
+
+    #[test]
+    fn version_13_computes_the_cached_groups_member_digests() -> anyhow::Result<()> {
+        use crate::state::member_digest::MemberDigest;
+        let mut conn = Connection::open_in_memory()?;
+        create_at(&conn, 12)?;
+        conn.execute_batch(
+            "INSERT INTO cloud_object (kind, id, props_json, updated_at) VALUES
+                 ('group', 'g1', '{}', 't'), ('group', 'g2', '{}', 't'),
+                 ('group', 'g3', '{}', 't'), ('user', 'u1', '{}', 't');
+             INSERT INTO cloud_member (group_id, member_id, member_type) VALUES
+                 ('g1', 'u1', 'user'), ('g1', 'u2', 'user'), ('g3', 'u2', 'user');",
+        )?;
+        migrate(&mut conn)?;
+        let row = |kind: &str, id: &str| -> anyhow::Result<(Option<String>, Option<i64>)> {
+            Ok(conn.query_row(
+                "SELECT member_digest, member_count FROM cloud_object WHERE kind = ?1 AND id = ?2",
+                [kind, id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        };
+        let digest = |ids: &[&str]| Some(MemberDigest::of(ids.iter().copied()).to_hex());
+        assert_eq!(row("group", "g1")?, (digest(&["u1", "u2"]), Some(2)));
+        assert_eq!(row("group", "g2")?, (digest(&[]), Some(0)));
+        assert_eq!(row("group", "g3")?, (digest(&["u2"]), Some(1)));
+        assert_eq!(row("user", "u1")?, (None, None));
         Ok(())
     }
 }

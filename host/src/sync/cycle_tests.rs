@@ -510,6 +510,39 @@ async fn a_member_removed_in_the_cloud_is_removed_in_ad_alone() {
 }
 
 #[tokio::test]
+async fn a_member_change_reads_no_member_of_the_group_unless_a_rule_looks_at_them() {
+    let mut bed = synced("").await;
+    bed.cloud.remove_members(G1, &[U2]);
+    let (r, reads) = bed.cycle_watched(SyncOptions::default()).await;
+    let r = r.expect("sync");
+    assert_eq!((r.counts.update, r.member_deltas), (1, 1));
+    // The rules, the hash and the modify came from the group's properties and digest.
+    assert_eq!(reads.members, 0, "{reads:?}");
+    assert_eq!(members_of(&bed, G1), [format!("CN=Ada,{PEOPLE}")]);
+
+    // A rule that reads members: the group is read whole for it, and still written alone.
+    bed.edit_rule(
+        "20-security.rhai",
+        "is_security(group) && !group.onPremisesSyncEnabled",
+        "is_security(group) && !group.onPremisesSyncEnabled && group.members.len() < 1000",
+    );
+    let r = bed.cycle(SyncOptions::default()).await.expect("rule edit");
+    assert_eq!(r.counts.changes(), 0, "the edit changes no decision");
+    bed.cloud.add_members(G1, &[U2]);
+    let (r, reads) = bed.cycle_watched(SyncOptions::default()).await;
+    let r = r.expect("sync");
+    assert_eq!((r.counts.update, r.member_deltas), (1, 1));
+    assert!(reads.members >= 2, "read whole for the rule: {reads:?}");
+    assert_eq!(
+        members_of(&bed, G1),
+        [format!("CN=Ada,{PEOPLE}"), format!("CN=Bob,{PEOPLE}")]
+    );
+    // And a reconciliation finds AD as the rules want it.
+    let r = bed.cycle(reconcile()).await.expect("reconcile");
+    assert_eq!(r.counts.changes(), 0);
+}
+
+#[tokio::test]
 async fn owners_become_managed_by_when_a_rule_asks() {
     let mut story = Story::new("owners");
     let mut bed = synced("").await;

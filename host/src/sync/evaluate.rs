@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use crate::config::Config;
 use crate::graph::model::CloudObject;
 use crate::rules::{Decision, DesiredGroup, EvalError, MemberPolicy, Now, RuleSet};
+use crate::state::{GroupHead, MemberDigest};
 
 use super::desired::{transitive_users, DesiredBuilder};
 use super::select::Verdict;
@@ -62,14 +63,10 @@ pub fn evaluate_all(
     now: Now,
 ) -> Vec<Evaluation> {
     let all: Vec<(&String, &CloudObject)> = groups.iter().collect();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
     // Each thread hands its part to an engine a batch at once: one hand-over per group cost two
     // thread switches each, while a whole part's rule input (members included) held at once
     // would grow with the chunk.
-    let eval = |part: &[(&String, &CloudObject)]| -> Vec<Evaluation> {
+    on_all_cores(&all, |part| {
         let mut out = Vec::with_capacity(part.len());
         for batch in handovers(part) {
             let groups: Vec<&CloudObject> = batch.iter().map(|(_, g)| *g).collect();
@@ -82,11 +79,48 @@ pub fn evaluate_all(
             ));
         }
         out
-    };
+    })
+}
+
+/// [`evaluate_all`] over groups read without their members: each evaluation comes with
+/// whether the rules read the group's members (then it is not the group's answer).
+pub fn evaluate_heads(
+    rules: &RuleSet,
+    heads: &BTreeMap<String, GroupHead>,
+    now: Now,
+) -> Vec<(Evaluation, bool)> {
+    let all: Vec<(&String, &GroupHead)> = heads.iter().collect();
+    on_all_cores(&all, |part| {
+        let mut out = Vec::with_capacity(part.len());
+        for batch in part.chunks(HANDOVER) {
+            let groups: Vec<&CloudObject> = batch.iter().map(|(_, h)| &h.props_only).collect();
+            out.extend(batch.iter().zip(rules.evaluate_heads(&groups, now)).map(
+                |((id, _), (r, timed, read_members))| {
+                    let e = Evaluation {
+                        id: (*id).clone(),
+                        decision: r,
+                        timed,
+                    };
+                    (e, read_members)
+                },
+            ));
+        }
+        out
+    })
+}
+
+/// `eval` over `all`, split into one part per core when there are enough items; the answers
+/// in `all`'s order.
+fn on_all_cores<T: Sync, R: Send>(all: &[T], eval: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
     if threads < 2 || all.len() < 256 {
-        return eval(&all);
+        return eval(all);
     }
     let chunk = all.len().div_ceil(threads);
+    let eval = &eval;
     std::thread::scope(|s| {
         let handles: Vec<_> = all
             .chunks(chunk)
@@ -112,11 +146,22 @@ pub fn verdict(
     groups: &BTreeMap<String, CloudObject>,
     with_nested: &BTreeMap<String, CloudObject>,
 ) -> (Verdict, Option<Refusal>) {
+    verdict_by(id, decision, |d| {
+        groups.get(id).map(|g| desired_hash(d, g, with_nested))
+    })
+}
+
+/// [`verdict`] with the hash of a wanted group given by `hash` (`None`: the group is gone).
+pub fn verdict_by(
+    id: &str,
+    decision: Result<Decision, EvalError>,
+    hash: impl FnOnce(&DesiredGroup) -> Option<String>,
+) -> (Verdict, Option<Refusal>) {
     match decision {
-        Ok(Decision::Desired(d)) => match groups.get(id) {
-            Some(g) => (
+        Ok(Decision::Desired(d)) => match hash(&d) {
+            Some(hash) => (
                 Verdict::InScope {
-                    hash: desired_hash(&d, g, with_nested),
+                    hash,
                     dn: DesiredBuilder::dn(&d),
                 },
                 None,
@@ -144,22 +189,20 @@ pub fn desired_hash(
     g: &CloudObject,
     groups: &BTreeMap<String, CloudObject>,
 ) -> String {
-    match d.members {
+    let members = match d.members {
         MemberPolicy::Flatten => {
             let users = transitive_users(groups, &g.id);
-            desired_hash_over(d, g, users.iter().map(|m| m.id.as_str()))
+            MemberDigest::of(users.iter().map(|m| m.id.as_str()))
         }
-        _ => desired_hash_over(d, g, g.members.keys().map(String::as_str)),
-    }
+        _ => MemberDigest::of(g.members.keys().map(String::as_str)),
+    };
+    desired_hash_with(d, g, members)
 }
 
-/// [`desired_hash`] with the cloud members given (in the order `desired_hash` takes them):
-/// the members before a change are hashed without building the group they belonged to.
-pub fn desired_hash_over<'m>(
-    d: &DesiredGroup,
-    g: &CloudObject,
-    members: impl Iterator<Item = &'m str>,
-) -> String {
+/// [`desired_hash`] with the cloud members as their digest: what a group read without its
+/// members is fingerprinted with (`g.members` is not looked at), so a member change of a big
+/// group costs no pass over its members.
+pub fn desired_hash_with(d: &DesiredGroup, g: &CloudObject, members: MemberDigest) -> String {
     let mut h = Sha256::new();
     // `on_create` is left out: a change there never leads to an AD write.
     h.update(
@@ -189,10 +232,8 @@ pub fn desired_hash_over<'m>(
             serde_json::to_vec(&super::desired::cloud_values(&d.to_cloud, g)).unwrap_or_default(),
         );
     }
-    for id in members {
-        h.update(id.as_bytes());
-        h.update(b"\n");
-    }
+    h.update(b"members\0");
+    h.update(members.bytes());
     format!("{:x}", h.finalize())
 }
 

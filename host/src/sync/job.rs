@@ -27,8 +27,9 @@ use super::apply::{self, Outcome};
 use super::desired::DesiredBuilder;
 use super::devices;
 use super::directory::Directory;
-use super::evaluate::{desired_hash, desired_hash_over, evaluate_all, rules_fingerprint};
+use super::evaluate::{evaluate_all, rules_fingerprint};
 use super::gate::{self, Gate, GateInput, Held, HeldEntry};
+use super::heads::{self, ReadGroups};
 use super::leave::{self, Leave, LeavingNote};
 use super::member_writes;
 use super::ownership::{self, Claim};
@@ -1217,10 +1218,15 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         let mut ev = Evaluated::default();
         let all: Vec<&String> = ids.iter().collect();
         for chunk in all.chunks(EVAL_CHUNK) {
-            let groups = self
-                .store
-                .load_by_ids(ObjectKind::Group, chunk.iter().copied())?;
-            judge(self.store, self.rules, self.now, &groups, &mut ev)?;
+            // Read without members where the rules allow: a verdict needs their digest only.
+            let (groups, results) = heads::read_and_evaluate(
+                self.store,
+                self.rules,
+                self.now,
+                chunk.iter().copied(),
+                |_| true,
+            )?;
+            settle_read(self.store, &groups, results, &mut ev)?;
         }
         if ids.len() > EVAL_CHUNK {
             // Many ids: the anchors and hashes in two reads (bounded by the owned groups, as a
@@ -1451,7 +1457,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             true => BTreeMap::new(),
             false => self.store.member_changes(ids.iter().copied())?,
         };
-        let (groups, policies) = self.desire(ids, &noted, &mut out).await?;
+        let (mut groups, policies) = self.desire(ids, &noted, &mut out).await?;
         let short = self
             .pick_short(&groups, &policies, noted, applied, owned, &mut out)
             .await?;
@@ -1462,7 +1468,9 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 short_desired.insert(id.clone(), d);
             }
         }
-        self.fill_members(&groups, &policies, verdicts, whole, &mut out)
+        // The groups compared in full are compared with all their members.
+        groups.read_members(&*self.store, out.desired.keys())?;
+        self.fill_members(&groups.full, &policies, verdicts, whole, &mut out)
             .await?;
         let attrs = actual::managed_attributes(&out.desired);
         // Groups known to be absent from AD are not searched for.
@@ -1519,7 +1527,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
     /// objects (see `member_writes`).
     async fn pick_short(
         &mut self,
-        groups: &BTreeMap<String, CloudObject>,
+        groups: &ReadGroups,
         policies: &BTreeMap<String, MemberPolicy>,
         noted: BTreeMap<String, MemberChanges>,
         applied: &BTreeMap<String, String>,
@@ -1610,24 +1618,23 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
 
     /// The batch's groups evaluated and built into desired objects (in `out`, with their
     /// hashes; refusals there too). Returns the groups read (with the nested ones a flattening
-    /// rule needs) and each desired group's member policy.
+    /// rule needs) and each desired group's member policy. A group with noted member changes
+    /// is read without its members unless its rules read them (see `heads`).
     async fn desire(
         &mut self,
         ids: &[&String],
         noted: &BTreeMap<String, MemberChanges>,
         out: &mut Batch,
-    ) -> Result<
-        (
-            BTreeMap<String, CloudObject>,
-            BTreeMap<String, MemberPolicy>,
-        ),
-        SyncError,
-    > {
-        let mut groups = self
-            .store
-            .load_by_ids(ObjectKind::Group, ids.iter().copied())?;
+    ) -> Result<(ReadGroups, BTreeMap<String, MemberPolicy>), SyncError> {
+        let (mut groups, evaluations) = heads::read_and_evaluate(
+            self.store,
+            self.rules,
+            self.now,
+            ids.iter().copied(),
+            |id| noted.contains_key(id),
+        )?;
         let mut decided: BTreeMap<String, DesiredGroup> = BTreeMap::new();
-        for e in evaluate_all(self.rules, &groups, self.now) {
+        for e in evaluations {
             match e.decision {
                 Ok(Decision::Desired(d)) => {
                     decided.insert(e.id, d);
@@ -1647,16 +1654,23 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
             .filter(|(_, d)| d.members == MemberPolicy::Flatten)
             .map(|(id, _)| id.clone())
             .collect();
-        load_nested(self.store, &flatten, &mut groups)?;
+        load_nested(self.store, &flatten, &mut groups.full)?;
+        groups.settle();
         if self.schema.is_none() && !decided.is_empty() {
             *self.schema = Some(self.conn.load_schema().await?);
         }
         let builder = self.builder();
         let mut policies = BTreeMap::new();
         for (id, d) in &decided {
-            let Some(g) = groups.get(id) else { continue };
+            let (Some(g), Some(count), Some(hash)) = (
+                groups.props_of(id),
+                groups.member_count(id),
+                groups.hash(id, d),
+            ) else {
+                continue;
+            };
             let cap = self.config.max_members_per_group;
-            if let Some(reason) = super::desired::over_member_cap(g.members.len(), cap) {
+            if let Some(reason) = super::desired::over_member_cap(count, cap) {
                 out.refused.push(Refusal {
                     cloud_id: id.clone(),
                     rule: Some(d.rule.clone()),
@@ -1668,13 +1682,13 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
                 Ok(mut o) => {
                     o.cloud_now = super::desired::cloud_values(&o.to_cloud, g);
                     policies.insert(id.clone(), d.members);
-                    out.hashes.insert(id.clone(), desired_hash(d, g, &groups));
-                    if let Some(c) = noted
+                    out.hashes.insert(id.clone(), hash);
+                    let before = noted
                         .get(id)
                         .filter(|_| d.members == MemberPolicy::OnPremises)
-                    {
-                        let was = super::member_delta::ids_before(g, c);
-                        out.before.insert(id.clone(), desired_hash_over(d, g, was));
+                        .and_then(|c| groups.hash_before(id, d, c));
+                    if let Some(h) = before {
+                        out.before.insert(id.clone(), h);
                     }
                     out.desired.insert(id.clone(), o);
                 }
@@ -2053,6 +2067,30 @@ fn settle(
             ev.timed.insert(e.id.clone());
         }
         let (verdict, refused) = super::evaluate::verdict(&e.id, e.decision, groups, with_nested);
+        ev.refused.extend(refused);
+        ev.verdicts.insert(e.id, verdict);
+    }
+    Ok(())
+}
+
+/// [`settle`] over groups of which some were read without their members: those are judged by
+/// their member digest.
+fn settle_read(
+    store: &impl CycleState,
+    groups: &ReadGroups,
+    results: Vec<super::evaluate::Evaluation>,
+    ev: &mut Evaluated,
+) -> Result<(), StateError> {
+    let (headed, whole): (Vec<_>, Vec<_>) =
+        results.into_iter().partition(|e| groups.is_head(&e.id));
+    settle(store, &groups.full, whole, ev)?;
+    ev.evaluated += headed.len();
+    for e in headed {
+        if e.timed {
+            ev.timed.insert(e.id.clone());
+        }
+        let (verdict, refused) =
+            super::evaluate::verdict_by(&e.id, e.decision, |d| groups.hash(&e.id, d));
         ev.refused.extend(refused);
         ev.verdicts.insert(e.id, verdict);
     }

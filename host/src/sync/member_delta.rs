@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::graph::model::{CloudObject, MemberRef};
 use crate::policy::RemovalPolicy;
 use crate::rules::MemberPolicy;
-use crate::state::MemberChanges;
+use crate::state::{MemberChanges, MemberDigest};
 
 use super::types::{dn_key, Change, Links, Op};
 
@@ -61,17 +61,27 @@ pub struct Facts<'a> {
     pub before: Option<&'a str>,
     pub anchored: bool,
     pub quarantined: bool,
-    /// Users and groups with an unapplied change of their own.
-    pub pending: &'a BTreeSet<String>,
+    /// A member the group keeps (not one just added) has an unapplied change of its own
+    /// ([`kept_changed`]).
+    pub kept_changed: bool,
     pub removals: RemovalPolicy,
 }
 
-/// Whether `group`'s member changes `changes` can go the short way.
-pub fn judge(
+/// Whether a member `group` keeps through `changes` (not one they added) is among `pending`,
+/// the users and groups with an unapplied change of their own.
+pub fn kept_changed(
     group: &CloudObject,
     changes: &MemberChanges,
-    facts: Facts<'_>,
-) -> Result<(), FullCompare> {
+    pending: &BTreeSet<String>,
+) -> bool {
+    group
+        .members
+        .keys()
+        .any(|m| pending.contains(m) && !changes.added.contains_key(m))
+}
+
+/// Whether a group's member changes `changes` can go the short way.
+pub fn judge(changes: &MemberChanges, facts: Facts<'_>) -> Result<(), FullCompare> {
     if facts.policy != MemberPolicy::OnPremises {
         return Err(FullCompare::Policy);
     }
@@ -82,11 +92,7 @@ pub fn judge(
         return Err(FullCompare::NotInStep);
     }
     // A kept member whose own object changed may match another AD object now.
-    let kept_changed = group
-        .members
-        .keys()
-        .any(|m| facts.pending.contains(m) && !changes.added.contains_key(m));
-    if kept_changed {
+    if facts.kept_changed {
         return Err(FullCompare::MemberChanged);
     }
     if super::removals::may_be_held(changes.removed.len(), facts.removals) {
@@ -128,6 +134,20 @@ pub fn ids_before<'a>(
         .map(String::as_str)
         .peekable();
     merge_sorted(kept, back)
+}
+
+/// The digest of a group's members before `changes`, from the digest `now` of its members
+/// after them: the cache notes a member added only when it was not cached and removed only
+/// when it was, so each added id is in `now` and no removed one is.
+pub fn digest_before(now: MemberDigest, changes: &MemberChanges) -> MemberDigest {
+    let mut d = now;
+    for id in changes.added.keys() {
+        d.remove(id);
+    }
+    for id in changes.removed.keys() {
+        d.add(id);
+    }
+    d
 }
 
 /// Two sorted runs of distinct ids merged into one sorted run.
@@ -223,14 +243,14 @@ mod tests {
         min_members: 10,
     };
 
-    fn facts<'a>(pending: &'a BTreeSet<String>) -> Facts<'a> {
+    fn facts() -> Facts<'static> {
         Facts {
             policy: MemberPolicy::OnPremises,
             applied: Some("h"),
             before: Some("h"),
             anchored: true,
             quarantined: false,
-            pending,
+            kept_changed: false,
             removals: POLICY,
         }
     }
@@ -266,28 +286,49 @@ mod tests {
     }
 
     #[test]
+    fn the_digest_before_the_changes_is_the_group_before_them() {
+        // What the cache notes: an added id is a member now, a removed one is not.
+        let cases: [(&[&str], &[&str], &[&str]); 4] = [
+            (&["a", "new"], &["new"], &["gone"]),
+            (&["b", "d", "f"], &["d"], &["a", "c", "e", "g"]),
+            (&[], &[], &["x", "y"]),
+            (&["m", "n"], &["m", "n"], &[]),
+        ];
+        for (now, added, removed) in cases {
+            let (g, c) = (group(now), changes(added, removed));
+            let want = MemberDigest::of(before(&g, &c).members.keys().map(String::as_str));
+            let got = digest_before(MemberDigest::of(now.iter().copied()), &c);
+            assert_eq!(
+                got, want,
+                "now {now:?}, added {added:?}, removed {removed:?}"
+            );
+        }
+    }
+
+    #[test]
     fn only_a_group_in_step_before_its_member_changes_goes_the_short_way() {
-        let none = BTreeSet::new();
-        let g = group(&["a", "b"]);
         let c = changes(&["b"], &[]);
-        assert_eq!(judge(&g, &c, facts(&none)), Ok(()));
-        let other = |f: Facts<'_>| judge(&g, &c, f);
-        let mut f = facts(&none);
+        assert_eq!(judge(&c, facts()), Ok(()));
+        let other = |f: Facts<'_>| judge(&c, f);
+        let mut f = facts();
         f.before = Some("other");
         assert_eq!(other(f), Err(FullCompare::NotInStep));
-        f = facts(&none);
+        f = facts();
         f.applied = None;
         f.before = None;
         assert_eq!(other(f), Err(FullCompare::NotInStep));
-        f = facts(&none);
+        f = facts();
         f.anchored = false;
         assert_eq!(other(f), Err(FullCompare::NotInStep));
-        f = facts(&none);
+        f = facts();
         f.quarantined = true;
         assert_eq!(other(f), Err(FullCompare::Quarantined));
-        f = facts(&none);
+        f = facts();
         f.policy = MemberPolicy::Flatten;
         assert_eq!(other(f), Err(FullCompare::Policy));
+        f = facts();
+        f.kept_changed = true;
+        assert_eq!(other(f), Err(FullCompare::MemberChanged));
     }
 
     #[test]
@@ -296,20 +337,19 @@ mod tests {
         let c = changes(&["b"], &[]);
         // The added member's own change is resolved anyway.
         let added = BTreeSet::from(["b".to_string()]);
-        assert_eq!(judge(&g, &c, facts(&added)), Ok(()));
+        assert!(!kept_changed(&g, &c, &added));
         let kept = BTreeSet::from(["a".to_string()]);
-        assert_eq!(judge(&g, &c, facts(&kept)), Err(FullCompare::MemberChanged));
+        assert!(kept_changed(&g, &c, &kept));
+        assert!(!kept_changed(&g, &c, &BTreeSet::new()));
     }
 
     #[test]
     fn removals_that_could_be_held_need_the_full_compare() {
-        let none = BTreeSet::new();
-        let g = group(&[]);
         let five = ["r0", "r1", "r2", "r3", "r4"];
         let six = ["r0", "r1", "r2", "r3", "r4", "r5"];
-        assert_eq!(judge(&g, &changes(&[], &five), facts(&none)), Ok(()));
+        assert_eq!(judge(&changes(&[], &five), facts()), Ok(()));
         assert_eq!(
-            judge(&g, &changes(&[], &six), facts(&none)),
+            judge(&changes(&[], &six), facts()),
             Err(FullCompare::Removals)
         );
     }

@@ -13,6 +13,7 @@ use crate::state::MemberChanges;
 use super::actual;
 use super::desired::DesiredBuilder;
 use super::directory::Directory;
+use super::heads::ReadGroups;
 use super::member_delta::{self, Facts, FullCompare};
 use super::ownership::Claim;
 use super::resolve;
@@ -42,17 +43,25 @@ pub struct Short {
 }
 
 /// The groups of `changes` that go the short way. The rest are compared in full; why is
-/// logged at debug level.
+/// logged at debug level. A group read without its members is asked about its kept members
+/// by id (the pending ones only), not read.
 pub fn pick<S: CycleState>(
     store: &S,
     config: &Config,
-    groups: &BTreeMap<String, CloudObject>,
+    groups: &ReadGroups,
     changes: BTreeMap<String, MemberChanges>,
     known: Known<'_>,
 ) -> Result<BTreeMap<String, MemberChanges>, SyncError> {
     let mut picked = BTreeMap::new();
     for (id, c) in changes {
-        let Some(g) = groups.get(&id) else { continue };
+        let kept_changed = match (groups.full.get(&id), groups.is_head(&id)) {
+            (Some(g), _) => member_delta::kept_changed(g, &c, known.pending),
+            (None, true) => {
+                let others = known.pending.iter().filter(|m| !c.added.contains_key(*m));
+                !store.members_among(&id, others)?.is_empty()
+            }
+            (None, false) => continue,
+        };
         let facts = Facts {
             policy: known
                 .policies
@@ -63,10 +72,10 @@ pub fn pick<S: CycleState>(
             before: known.before.get(&id).map(String::as_str),
             anchored: known.owned.contains(&id),
             quarantined: known.quarantined.contains(&id),
-            pending: known.pending,
+            kept_changed,
             removals: config.member_removals,
         };
-        match member_delta::judge(g, &c, facts) {
+        match member_delta::judge(&c, facts) {
             Ok(()) => {
                 picked.insert(id, c);
             }

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod directory;
 pub mod evaluate;
 pub mod gate;
+pub mod heads;
 pub mod job;
 pub mod leave;
 pub mod member_delta;

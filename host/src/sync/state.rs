@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::model::{CloudObject, DeltaItem};
 use crate::state::{
-    tx, Anchor, HeldDelete, HeldRemovalRow, Leaving, MemberChanges, ObjectKind, OutboxCounts,
-    OutboxEntry, Quarantined, Released, RoundProgress, RunMode, RunStatus, Seen, StateError, Store,
-    StoredLink,
+    tx, Anchor, GroupHead, HeldDelete, HeldRemovalRow, Leaving, MemberChanges, ObjectKind,
+    OutboxCounts, OutboxEntry, Quarantined, Released, RoundProgress, RunMode, RunStatus, Seen,
+    StateError, Store, StoredLink,
 };
 
 use super::record::Write;
@@ -41,6 +41,19 @@ pub trait CycleState {
         kind: ObjectKind,
         ids: impl IntoIterator<Item = &'a String>,
     ) -> Result<BTreeMap<String, CloudObject>, StateError>;
+    /// The cached groups with these ids without their members ([`GroupHead`]): what a cycle
+    /// reads of groups whose rules do not look at members. Ids not cached, or cached without a
+    /// member digest, are left out.
+    fn load_heads<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, GroupHead>, StateError>;
+    /// Which of `ids` are cached members of `group` (the cost follows `ids`, not the group).
+    fn members_among<'a>(
+        &self,
+        group: &str,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeSet<String>, StateError>;
     /// Every cached object of `kind`, `chunk` at a time.
     fn for_each_chunk(
         &self,
@@ -218,6 +231,21 @@ impl CycleState for Store {
         ids: impl IntoIterator<Item = &'a String>,
     ) -> Result<BTreeMap<String, CloudObject>, StateError> {
         Store::load_by_ids(self, kind, ids)
+    }
+
+    fn load_heads<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, GroupHead>, StateError> {
+        Store::load_heads(self, ids)
+    }
+
+    fn members_among<'a>(
+        &self,
+        group: &str,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeSet<String>, StateError> {
+        Store::members_among(self, group, ids)
     }
 
     fn for_each_chunk(

@@ -30,6 +30,21 @@ impl CycleState for PgStore {
         PgStore::load_by_ids(self, kind, ids)
     }
 
+    fn load_heads<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, crate::state::GroupHead>, StateError> {
+        PgStore::load_heads(self, ids)
+    }
+
+    fn members_among<'a>(
+        &self,
+        group: &str,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeSet<String>, StateError> {
+        PgStore::members_among(self, group, ids)
+    }
+
     fn for_each_chunk(
         &self,
         kind: ObjectKind,

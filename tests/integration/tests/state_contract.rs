@@ -15,9 +15,9 @@ use writeback::ha::cycles::{Between, BetweenError};
 use writeback::ha::{pg, HaError, LeaseTimes, PgLease, PgSettings, Takeover};
 use writeback::state::pg::{tx, PgStore};
 use writeback::state::{
-    Anchor, Approved, AuditEvent, EventRecord, HeldDelete, HeldRemovalRow, Leaving, NewCall,
-    ObjectKind, OutboxCounts, RoundProgress, RunMode, RunRecord, RunStatus, Seen, StateError,
-    Store, UnresolvedTotal,
+    Anchor, Approved, AuditEvent, EventRecord, HeldDelete, HeldRemovalRow, Leaving, MemberDigest,
+    NewCall, ObjectKind, OutboxCounts, RoundProgress, RunMode, RunRecord, RunStatus, Seen,
+    StateError, Store, UnresolvedTotal,
 };
 use writeback::sync::record::Write;
 use writeback::sync::state::CycleState;
@@ -127,6 +127,7 @@ contract!(
     a_delta_round_in_chunks,
     a_full_round_drops_what_it_did_not_carry,
     member_changes_are_net_and_go_with_their_marks,
+    member_digests_follow_every_member_change,
     meta_is_kept_by_key,
     a_batch_of_writes_is_one_transaction,
     runs_begin_and_finish,
@@ -433,6 +434,108 @@ fn a_full_round_drops_what_it_did_not_carry<S: CycleState>(store: &mut S) {
     assert!(store
         .member_changes(all.iter())
         .expect("changes")
+        .is_empty());
+}
+
+/// Each group's stored member digest and count are those of its cached members, and a group
+/// read without members has the same properties.
+fn digests_match<S: CycleState>(store: &S, groups: &[&str]) {
+    let groups = ids(groups);
+    let heads = store.load_heads(groups.iter()).expect("heads");
+    let whole = store
+        .load_by_ids(ObjectKind::Group, groups.iter())
+        .expect("groups");
+    let read: Vec<&String> = heads.keys().collect();
+    assert_eq!(read, whole.keys().collect::<Vec<_>>());
+    for (id, g) in &whole {
+        let h = &heads[id];
+        let want = MemberDigest::of(g.members.keys().map(String::as_str));
+        assert_eq!(h.digest, want, "{id}: {:?}", g.members.keys());
+        assert_eq!(h.member_count, g.members.len(), "{id}");
+        assert!(h.props_only.members.is_empty(), "{id}");
+        assert_eq!(
+            (&h.props_only.props, h.props_only.soft_deleted),
+            (&g.props, g.soft_deleted)
+        );
+    }
+}
+
+fn member_digests_follow_every_member_change<S: CycleState>(store: &mut S) {
+    let mut progress = first_round(store);
+    store
+        .finish_round(ObjectKind::Group, "L1", "id", &mut progress)
+        .expect("finish");
+    let all = ["g1", "g2", "g3", "g4"];
+    digests_match(store, &all);
+    assert_eq!(
+        store.load_heads(ids(&["g3"]).iter()).expect("heads")["g3"].member_count,
+        1
+    );
+
+    // From the link: a member gone, one added, one replayed, one removed that never was;
+    // a new group; a soft delete; a hard delete.
+    let mut g1 = item("g1", "One", &[member("user", "u3"), member("user", "u2")]);
+    g1.members_removed = set(&["u1", "u9"]);
+    let mut progress = RoundProgress::new(false);
+    store
+        .apply_round_chunk(
+            ObjectKind::Group,
+            &chunk(vec![
+                g1,
+                item("g4", "Four", &[member("user", "u1")]),
+                removed("g2", RemovedReason::Changed),
+                removed("g3", RemovedReason::Deleted),
+            ]),
+            &mut progress,
+        )
+        .expect("incremental chunk");
+    store
+        .finish_round(ObjectKind::Group, "L2", "id", &mut progress)
+        .expect("finish");
+    digests_match(store, &all);
+    let heads = store.load_heads(ids(&all).iter()).expect("heads");
+    assert_eq!(
+        heads.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["g1", "g2", "g4"]
+    );
+    assert_eq!(heads["g1"].digest, MemberDigest::of(["u2", "u3"]));
+    assert!(heads["g2"].props_only.soft_deleted);
+
+    // A reset whose big group spans two chunks: replaced by its first part, the second laid
+    // over it (a member added, one of the first part removed).
+    let mut progress = RoundProgress::new(true);
+    let first = [member("user", "u1"), member("user", "u4")];
+    store
+        .apply_round_chunk(
+            ObjectKind::Group,
+            &chunk(vec![item("g1", "One", &first), item("g4", "Four", &[])]),
+            &mut progress,
+        )
+        .expect("first chunk");
+    let mut rest = item("g1", "One", &[member("user", "u5"), member("user", "u4")]);
+    rest.members_removed = set(&["u1"]);
+    store
+        .apply_round_chunk(ObjectKind::Group, &chunk(vec![rest]), &mut progress)
+        .expect("second chunk");
+    store
+        .finish_round(ObjectKind::Group, "L3", "id", &mut progress)
+        .expect("finish");
+    digests_match(store, &all);
+    let heads = store.load_heads(ids(&all).iter()).expect("heads");
+    assert_eq!(heads["g1"].digest, MemberDigest::of(["u4", "u5"]));
+    assert_eq!(heads["g1"].member_count, 2);
+    assert_eq!(heads["g4"].digest, MemberDigest::default());
+    assert!(!heads.contains_key("g2"), "dropped by the reset");
+
+    // Members asked by id, whatever the group's size.
+    let asked = ids(&["u5", "u1", "u9", "u4"]);
+    assert_eq!(
+        store.members_among("g1", asked.iter()).expect("members"),
+        set(&["u4", "u5"])
+    );
+    assert!(store
+        .members_among("g4", asked.iter())
+        .expect("members")
         .is_empty());
 }
 
@@ -1266,7 +1369,7 @@ async fn a_newer_schema_is_refused_and_the_current_one_kept() {
     let database = pg.fresh_database("state_schema");
     let s = settings(&pg, &database);
     let mut store = PgStore::open(pg::connect(&s).await.expect("connect"), None).expect("create");
-    assert_eq!(store.schema_version().expect("version"), Some(12));
+    assert_eq!(store.schema_version().expect("version"), Some(13));
     assert_eq!(
         writeback::state::pg::SCHEMA_VERSION,
         writeback::state::SCHEMA_VERSION
@@ -1279,21 +1382,21 @@ async fn a_newer_schema_is_refused_and_the_current_one_kept() {
     assert_eq!(again.meta("kept").expect("read").as_deref(), Some("yes"));
     drop(again);
 
-    pg.query(&database, "UPDATE writeback_schema SET version = 13");
+    pg.query(&database, "UPDATE writeback_schema SET version = 14");
     match PgStore::open(pg::connect(&s).await.expect("connect"), None) {
         Err(e @ StateError::PgNewerSchema { .. }) => {
             assert!(
                 matches!(
                     e,
                     StateError::PgNewerSchema {
-                        found: 13,
-                        supported: 12
+                        found: 14,
+                        supported: 13
                     }
                 ),
                 "{e:?}"
             );
             let text = e.to_string();
-            assert!(text.contains("13") && text.contains("12"), "{text}");
+            assert!(text.contains("14") && text.contains("13"), "{text}");
         }
         Err(other) => panic!("refused for another reason: {other}"),
         Ok(_) => panic!("a newer schema was opened"),
@@ -1302,8 +1405,35 @@ async fn a_newer_schema_is_refused_and_the_current_one_kept() {
     assert_eq!(
         pg.query(&database, "SELECT version FROM writeback_schema")
             .trim(),
-        "13"
+        "14"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_12_database_is_migrated_with_its_groups_member_digests() {
+    let pg = PgTestbed::load();
+    let database = pg.fresh_database("state_schema_12");
+    let s = settings(&pg, &database);
+    let mut store = PgStore::open(pg::connect(&s).await.expect("connect"), None).expect("create");
+    let mut progress = first_round(&mut store);
+    store
+        .finish_round(ObjectKind::Group, "L1", "id", &mut progress)
+        .expect("finish");
+    drop(store);
+    // What a build of schema version 12 left: no digests.
+    pg.query(
+        &database,
+        "ALTER TABLE cloud_object DROP COLUMN member_digest, DROP COLUMN member_count;
+         UPDATE writeback_schema SET version = 12",
+    );
+    let store = PgStore::open(pg::connect(&s).await.expect("connect"), None).expect("migrate");
+    assert_eq!(store.schema_version().expect("version"), Some(13));
+    digests_match(&store, &["g1", "g2", "g3"]);
+    let heads = store
+        .load_heads(ids(&["g1", "g2", "g3"]).iter())
+        .expect("heads");
+    assert_eq!(heads.len(), 3, "every group has its digest");
+    assert_eq!(heads["g1"].digest, MemberDigest::of(["u1", "u2"]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -167,9 +167,9 @@ fn fill_every_table(path: &Path) {
         r#"
         INSERT INTO delta_link VALUES ('group', 'https://graph/v1.0/groups/delta?$deltatoken=a', '2024-05-01T10:00:00Z', 'id,displayName');
         INSERT INTO delta_link VALUES ('user', 'https://graph/v1.0/users/delta?$deltatoken=b', '2024-05-01T10:00:01Z', NULL);
-        INSERT INTO cloud_object VALUES ('group', 'g1', '{"displayName":"R&D, \"Labs\" <Zürich> ✓","note":"a\nb"}', 0, '2024-05-01T10:00:00Z');
-        INSERT INTO cloud_object VALUES ('user', 'u1', '{}', 1, '2024-05-01T10:00:00Z');
-        INSERT INTO cloud_object VALUES ('device', 'd1', '{"trustType":null}', 0, '2024-05-01T10:00:00Z');
+        INSERT INTO cloud_object VALUES ('group', 'g1', '{"displayName":"R&D, \"Labs\" <Zürich> ✓","note":"a\nb"}', 0, '2024-05-01T10:00:00Z', '00000000000000010000000000000002000000000000000300000000000000ff', 2);
+        INSERT INTO cloud_object VALUES ('user', 'u1', '{}', 1, '2024-05-01T10:00:00Z', NULL, NULL);
+        INSERT INTO cloud_object VALUES ('device', 'd1', '{"trustType":null}', 0, '2024-05-01T10:00:00Z', NULL, NULL);
         INSERT INTO cloud_member VALUES ('g1', 'u1', '#microsoft.graph.user'), ('g1', 'd1', '#microsoft.graph.device');
         INSERT INTO anchor VALUES ('g1', 'guid-1', 'CN=R&D\, "Labs",OU=Groups,DC=corp', '10-m365.rhai', '2024-05-01T10:00:02Z');
         INSERT INTO anchor VALUES ('g2', '', 'CN=B,OU=Groups,DC=corp', '10-m365.rhai', '2024-05-01T10:00:02Z');
@@ -332,13 +332,13 @@ async fn every_table_goes_to_postgres_and_back_row_for_row() {
     }
 
     // A schema of another version, on either side, is refused naming both versions.
-    pg.query(&db, "UPDATE writeback_schema SET version = 13");
+    pg.query(&db, "UPDATE writeback_schema SET version = 14");
     let mut memory = Store::open_in_memory().expect("in memory");
     let (e, text) = refused(postgres_to_sqlite(&mut client, &mut memory).await);
     assert!(matches!(e, CopyError::SchemaVersion { .. }), "{e:?}");
     assert!(
-        text.contains(&format!("PostgreSQL database {db} (schema version 13)"))
-            && text.contains("state file (in memory) (schema version 12)"),
+        text.contains(&format!("PostgreSQL database {db} (schema version 14)"))
+            && text.contains("state file (in memory) (schema version 13)"),
         "{text}"
     );
     let old = pg.fresh_database("state_copy_old");
@@ -352,7 +352,7 @@ async fn every_table_goes_to_postgres_and_back_row_for_row() {
     assert!(matches!(e, CopyError::SchemaVersion { .. }), "{e:?}");
     assert!(
         text.contains(&format!(
-            "state file {} (schema version 12)",
+            "state file {} (schema version 13)",
             file.display()
         )) && text.contains(&format!("PostgreSQL database {old} (schema version 11)")),
         "{text}"
@@ -366,7 +366,7 @@ async fn every_table_goes_to_postgres_and_back_row_for_row() {
     // A table this build does not know is refused, not left behind.
     pg.query(
         &db,
-        "UPDATE writeback_schema SET version = 12; CREATE TABLE surprise (x text)",
+        "UPDATE writeback_schema SET version = 13; CREATE TABLE surprise (x text)",
     );
     let (e, text) = refused(postgres_to_sqlite(&mut client, &mut memory).await);
     assert!(matches!(e, CopyError::Layout { .. }), "{e:?}");

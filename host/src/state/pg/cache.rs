@@ -10,7 +10,9 @@ use tokio_postgres::{GenericClient, Row, Statement, Transaction};
 use super::{big, column, count, get, pg, PgStore, PATH};
 use crate::graph::model::{CloudObject, DeltaItem, MemberRef, RemovedReason};
 use crate::state::clock::now_rfc3339;
-use crate::state::{MemberChanges, ObjectKind, RoundProgress, StateError, StoredLink};
+use crate::state::{
+    GroupHead, MemberChanges, MemberDigest, ObjectKind, RoundProgress, StateError, StoredLink,
+};
 
 /// The statements one chunk needs, prepared once.
 struct Stmts {
@@ -22,6 +24,8 @@ struct Stmts {
     upsert_member: Statement,
     mark_pending: Statement,
     cached_member: Statement,
+    read_digest: Statement,
+    write_digest: Statement,
 }
 
 impl Stmts {
@@ -51,6 +55,16 @@ impl Stmts {
             .await?,
             cached_member: prep(
                 "SELECT member_type FROM cloud_member WHERE group_id = $1 AND member_id = $2",
+            )
+            .await?,
+            read_digest: prep(
+                "SELECT member_digest, member_count FROM cloud_object
+                 WHERE kind = 'group' AND id = $1",
+            )
+            .await?,
+            write_digest: prep(
+                "UPDATE cloud_object SET member_digest = $2, member_count = $3
+                 WHERE kind = 'group' AND id = $1",
             )
             .await?,
         })
@@ -175,13 +189,26 @@ async fn replace_objects(
         let mut groups = Vec::new();
         let mut members = Vec::new();
         let mut types = Vec::new();
+        let mut digests = Vec::with_capacity(items.len());
+        let mut counts = Vec::with_capacity(items.len());
         for item in items {
             for m in item.members_added.values() {
                 groups.push(item.id.as_str());
                 members.push(m.id.as_str());
                 types.push(m.odata_type.as_str());
             }
+            let d = MemberDigest::of(item.members_added.keys().map(String::as_str));
+            digests.push(d.to_hex());
+            counts.push(big(item.members_added.len()));
         }
+        t.execute(
+            "UPDATE cloud_object SET member_digest = u.d, member_count = u.n
+             FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, d, n)
+             WHERE cloud_object.kind = 'group' AND cloud_object.id = u.id",
+            &[&ids, &digests, &counts],
+        )
+        .await
+        .map_err(pg(op))?;
         if !groups.is_empty() {
             t.execute(
                 "INSERT INTO cloud_member (group_id, member_id, member_type)
@@ -237,12 +264,16 @@ async fn merge_objects(
         }
         jsons.push(props_json(&item.id, &props)?);
     }
+    // A new group starts with no members: the empty set's digest.
     t.execute(
-        "INSERT INTO cloud_object (kind, id, props_json, soft_deleted, updated_at)
-         SELECT $1, u.id, u.json, false, $4 FROM unnest($2::text[], $3::text[]) AS u(id, json)
+        "INSERT INTO cloud_object
+           (kind, id, props_json, soft_deleted, updated_at, member_digest, member_count)
+         SELECT $1, u.id, u.json, false, $4,
+           CASE WHEN $1 = 'group' THEN $5 END, CASE WHEN $1 = 'group' THEN 0 END
+         FROM unnest($2::text[], $3::text[]) AS u(id, json)
          ON CONFLICT (kind, id) DO UPDATE SET props_json = excluded.props_json,
            soft_deleted = false, updated_at = excluded.updated_at",
-        &[&k, &ids, &jsons, &now],
+        &[&k, &ids, &jsons, &now, &MemberDigest::default().to_hex()],
     )
     .await
     .map_err(pg(op))?;
@@ -254,7 +285,8 @@ async fn merge_objects(
     mark_all_pending(t, kind, &ids, op).await
 }
 
-/// A group's reported member changes over its cached members.
+/// A group's reported member changes over its cached members, its member digest following
+/// each member the cache really gains or loses (Graph replays entries).
 async fn merge_members(
     t: &Transaction<'_>,
     st: &Stmts,
@@ -262,10 +294,14 @@ async fn merge_members(
     note: bool,
 ) -> Result<(), StateError> {
     let op = || format!("apply group delta round: members of {}", item.id);
+    let mut set = stored_digest(t, st, &item.id).await?;
     for m in &item.members_removed {
-        // Only what the cache really loses is a change (Graph replays entries).
-        if note {
-            if let Some(odata_type) = cached_member(t, st, &item.id, m).await? {
+        if let Some(odata_type) = cached_member(t, st, &item.id, m).await? {
+            if let Some((d, n)) = set.as_mut() {
+                d.remove(m);
+                *n -= 1;
+            }
+            if note {
                 let gone = MemberRef {
                     odata_type,
                     id: m.clone(),
@@ -279,14 +315,62 @@ async fn merge_members(
     }
     // Additions after removals: an id in both sets ends up a member.
     for m in item.members_added.values() {
-        if note && cached_member(t, st, &item.id, &m.id).await?.is_none() {
-            note_member_change(t, &item.id, m, true).await?;
+        if cached_member(t, st, &item.id, &m.id).await?.is_none() {
+            if let Some((d, n)) = set.as_mut() {
+                d.add(&m.id);
+                *n += 1;
+            }
+            if note {
+                note_member_change(t, &item.id, m, true).await?;
+            }
         }
         t.execute(&st.upsert_member, &[&item.id, &m.id, &m.odata_type])
             .await
             .map_err(pg(op))?;
     }
+    let (digest, count) = match set {
+        Some(s) => s,
+        None => count_members(t, &item.id).await?,
+    };
+    t.execute(&st.write_digest, &[&item.id, &digest.to_hex(), &count])
+        .await
+        .map_err(pg(op))?;
     Ok(())
+}
+
+/// The member digest and count stored with a cached group (`None`: missing or unreadable).
+async fn stored_digest(
+    t: &Transaction<'_>,
+    st: &Stmts,
+    id: &str,
+) -> Result<Option<(MemberDigest, i64)>, StateError> {
+    let op = || format!("read the member digest of {id}");
+    let row = t.query_opt(&st.read_digest, &[&id]).await.map_err(pg(op))?;
+    let Some(r) = row else { return Ok(None) };
+    let text: Option<String> = get(&r, 0, &op)?;
+    let n: Option<i64> = get(&r, 1, &op)?;
+    Ok(match (text, n) {
+        (Some(text), Some(n)) => MemberDigest::from_hex(&text).map(|d| (d, n)),
+        _ => None,
+    })
+}
+
+/// A group's member digest and count from its member rows.
+async fn count_members(t: &Transaction<'_>, id: &str) -> Result<(MemberDigest, i64), StateError> {
+    let op = || format!("count the members of {id}");
+    let rows = t
+        .query(
+            "SELECT member_id FROM cloud_member WHERE group_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(pg(op))?;
+    let mut d = MemberDigest::default();
+    for r in &rows {
+        let m: String = get(r, 0, &op)?;
+        d.add(&m);
+    }
+    Ok((d, rows.len() as i64))
 }
 
 async fn cached_member(
@@ -590,6 +674,87 @@ impl PgStore {
                 return Ok(());
             }
         }
+    }
+
+    /// The cached groups with these ids without their members (see `GroupHead`); a group
+    /// whose digest is not stored is left out.
+    pub fn load_heads<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, GroupHead>, StateError> {
+        let ids: Vec<&str> = ids
+            .into_iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let op = || "load cached groups without members".to_string();
+        self.block(async {
+            let rows = self
+                .client()
+                .query(
+                    "SELECT id, props_json, soft_deleted, member_digest, member_count
+                     FROM cloud_object WHERE kind = 'group' AND id = ANY($1) ORDER BY id",
+                    &[&ids],
+                )
+                .await
+                .map_err(pg(op))?;
+            let mut out = BTreeMap::new();
+            for r in &rows {
+                let id: String = get(r, 0, &op)?;
+                let json: String = get(r, 1, &op)?;
+                let digest: Option<String> = get(r, 3, &op)?;
+                let n: Option<i64> = get(r, 4, &op)?;
+                let (Some(digest), Some(Ok(member_count))) = (
+                    digest.as_deref().and_then(MemberDigest::from_hex),
+                    n.map(usize::try_from),
+                ) else {
+                    continue;
+                };
+                let props_only = CloudObject {
+                    props: parse_props(&id, &json)?,
+                    id: id.clone(),
+                    members: BTreeMap::new(),
+                    soft_deleted: get(r, 2, &op)?,
+                };
+                out.insert(
+                    id,
+                    GroupHead {
+                        props_only,
+                        member_count,
+                        digest,
+                    },
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    /// Which of `ids` are cached members of `group` (one query).
+    pub fn members_among<'a>(
+        &self,
+        group: &str,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeSet<String>, StateError> {
+        let ids: Vec<&str> = ids.into_iter().map(String::as_str).collect();
+        if ids.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let op = || format!("read members of {group}");
+        self.block(async {
+            let rows = self
+                .client()
+                .query(
+                    "SELECT member_id FROM cloud_member WHERE group_id = $1 AND member_id = ANY($2)",
+                    &[&group, &ids],
+                )
+                .await
+                .map_err(pg(op))?;
+            rows.iter().map(|r| get(r, 0, &op)).collect()
+        })
     }
 
     pub fn count_objects(&self, kind: ObjectKind) -> Result<usize, StateError> {

@@ -1,7 +1,8 @@
-//! The PostgreSQL schema: the SQLite store's tables at its schema version 12, with PostgreSQL
+//! The PostgreSQL schema: the SQLite store's tables at its schema version, with PostgreSQL
 //! types, and its version in `writeback_schema` (one row).
 //!
-//! The SQLite file's migrations are its history; here the schema starts at 12, created whole.
+//! The SQLite file's migrations are its history; here the schema starts at 12, created whole,
+//! and later versions are steps from there.
 //! A later SQLite migration needs its PostgreSQL counterpart: the assertion below stops the
 //! build until it has one.
 
@@ -13,8 +14,8 @@ use crate::state::StateError;
 /// The schema version this build writes: the SQLite store's.
 pub const SCHEMA_VERSION: i64 = crate::state::SCHEMA_VERSION;
 
-// The tables below are version 12's; a new SQLite version must be mirrored here first.
-const _: () = assert!(SCHEMA_VERSION == 12);
+// The tables below are version 13's; a new SQLite version must be mirrored here first.
+const _: () = assert!(SCHEMA_VERSION == 13);
 
 /// Serializes the creation among instances opening a fresh database together (the key is
 /// arbitrary, fixed: "wbschema" in ASCII).
@@ -190,6 +191,12 @@ CREATE TABLE member_change (
 );
 "#;
 
+/// Version 13: each cached group's member digest and count (see the SQLite store's version 13),
+/// filled for the groups already cached by [`fill_member_digests`].
+const V13: &str = r#"
+ALTER TABLE cloud_object ADD COLUMN member_digest text COLLATE "C", ADD COLUMN member_count bigint;
+"#;
+
 /// The recorded version: `None` when the database has no schema yet.
 pub(crate) async fn version(c: &impl GenericClient) -> Result<Option<i64>, StateError> {
     let op = || "read the schema version".to_string();
@@ -225,6 +232,19 @@ pub(crate) async fn ensure(t: &Transaction<'_>) -> Result<(), StateError> {
         .map_err(pg(|| "lock the schema creation".into()))?;
     match version(t).await? {
         Some(found) if found == SCHEMA_VERSION => Ok(()),
+        Some(12) => {
+            t.batch_execute(V13)
+                .await
+                .map_err(pg(|| "migrate the schema to version 13".into()))?;
+            fill_member_digests(t).await?;
+            t.execute(
+                "UPDATE writeback_schema SET version = $1",
+                &[&SCHEMA_VERSION],
+            )
+            .await
+            .map_err(pg(|| "write the schema version".into()))?;
+            Ok(())
+        }
         Some(found) if found > SCHEMA_VERSION => Err(StateError::PgNewerSchema {
             found,
             supported: SCHEMA_VERSION,
@@ -234,7 +254,7 @@ pub(crate) async fn ensure(t: &Transaction<'_>) -> Result<(), StateError> {
             supported: SCHEMA_VERSION,
         }),
         None => {
-            t.batch_execute(V12)
+            t.batch_execute(&format!("{V12}{V13}"))
                 .await
                 .map_err(pg(|| format!("create schema version {SCHEMA_VERSION}")))?;
             t.execute(
@@ -246,4 +266,65 @@ pub(crate) async fn ensure(t: &Transaction<'_>) -> Result<(), StateError> {
             Ok(())
         }
     }
+}
+
+/// Stores every cached group's member digest and count, computed from the member rows read in
+/// group order, a page at a time (the migration to version 13).
+async fn fill_member_digests(t: &Transaction<'_>) -> Result<(), StateError> {
+    use crate::state::MemberDigest;
+    let op = || "compute the cached groups' member digests".to_string();
+    t.execute(
+        "UPDATE cloud_object SET member_digest = $1, member_count = 0 WHERE kind = 'group'",
+        &[&MemberDigest::default().to_hex()],
+    )
+    .await
+    .map_err(pg(op))?;
+    let write = t
+        .prepare(
+            "UPDATE cloud_object SET member_digest = $2, member_count = $3
+             WHERE kind = 'group' AND id = $1",
+        )
+        .await
+        .map_err(pg(op))?;
+    // Keyset pages of whole groups' rows: a page ends at a group boundary it then resumes from.
+    const PAGE: i64 = 50_000;
+    let mut after: Option<(String, String)> = None;
+    let mut current: Option<(String, MemberDigest, i64)> = None;
+    loop {
+        let (g0, m0) = after.clone().unzip();
+        let rows = t
+            .query(
+                "SELECT group_id, member_id FROM cloud_member
+                 WHERE $1::text IS NULL OR (group_id, member_id) > ($1, $2)
+                 ORDER BY group_id, member_id LIMIT $3",
+                &[&g0, &m0, &PAGE],
+            )
+            .await
+            .map_err(pg(op))?;
+        for r in &rows {
+            let group: String = get(r, 0, &op)?;
+            let member: String = get(r, 1, &op)?;
+            if current.as_ref().is_some_and(|(g, _, _)| *g != group) {
+                if let Some((g, d, n)) = current.take() {
+                    t.execute(&write, &[&g, &d.to_hex(), &n])
+                        .await
+                        .map_err(pg(op))?;
+                }
+            }
+            let (_, d, n) =
+                current.get_or_insert_with(|| (group.clone(), MemberDigest::default(), 0));
+            d.add(&member);
+            *n += 1;
+            after = Some((group, member));
+        }
+        if (rows.len() as i64) < PAGE {
+            break;
+        }
+    }
+    if let Some((g, d, n)) = current {
+        t.execute(&write, &[&g, &d.to_hex(), &n])
+            .await
+            .map_err(pg(op))?;
+    }
+    Ok(())
 }

@@ -224,6 +224,7 @@ path = "state.db"
         let seen = GroupReads {
             widest: store.widest.get(),
             total: store.groups_read.get(),
+            members: store.members_read.get(),
         };
         (r, seen)
     }
@@ -241,6 +242,8 @@ pub struct GroupReads {
     pub widest: usize,
     /// Groups handed over in all.
     pub total: usize,
+    /// Members of the groups handed over with their members, in all.
+    pub members: usize,
 }
 
 fn load_rules(config: &Config) -> RuleSet {

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::model::{CloudObject, DeltaItem};
 use crate::state::{
-    Anchor, HeldDelete, HeldRemovalRow, Leaving, MemberChanges, ObjectKind, OutboxCounts,
-    OutboxEntry, Quarantined, Released, RoundProgress, RunMode, RunStatus, Seen, StateError, Store,
-    StoredLink,
+    Anchor, GroupHead, HeldDelete, HeldRemovalRow, Leaving, MemberChanges, ObjectKind,
+    OutboxCounts, OutboxEntry, Quarantined, Released, RoundProgress, RunMode, RunStatus, Seen,
+    StateError, Store, StoredLink,
 };
 
 use super::super::record::Write;
@@ -22,6 +22,8 @@ pub struct Watched<'s> {
     pub widest: Cell<usize>,
     /// Cached groups handed over in all, over every read.
     pub groups_read: Cell<usize>,
+    /// Members of the groups handed over with their members, over every read.
+    pub members_read: Cell<usize>,
 }
 
 impl<'s> Watched<'s> {
@@ -30,7 +32,13 @@ impl<'s> Watched<'s> {
             store,
             widest: Cell::new(0),
             groups_read: Cell::new(0),
+            members_read: Cell::new(0),
         }
+    }
+
+    fn saw_members<'a>(&self, groups: impl Iterator<Item = &'a CloudObject>) {
+        let n: usize = groups.map(|g| g.members.len()).sum();
+        self.members_read.set(self.members_read.get() + n);
     }
 
     fn saw(&self, kind: ObjectKind, n: usize) {
@@ -106,7 +114,25 @@ impl CycleState for Watched<'_> {
     ) -> Result<BTreeMap<String, CloudObject>, StateError> {
         let found = CycleState::load_by_ids(&*self.store, kind, ids)?;
         self.saw(kind, found.len());
+        self.saw_members(found.values());
         Ok(found)
+    }
+
+    fn load_heads<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, GroupHead>, StateError> {
+        let found = CycleState::load_heads(&*self.store, ids)?;
+        self.saw(ObjectKind::Group, found.len());
+        Ok(found)
+    }
+
+    fn members_among<'a>(
+        &self,
+        group: &str,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeSet<String>, StateError> {
+        CycleState::members_among(&*self.store, group, ids)
     }
 
     fn for_each_chunk(
@@ -117,6 +143,7 @@ impl CycleState for Watched<'_> {
     ) -> Result<(), StateError> {
         CycleState::for_each_chunk(&*self.store, kind, chunk, |objects| {
             self.saw(kind, objects.len());
+            self.saw_members(objects.iter());
             f(objects)
         })
     }
