@@ -133,16 +133,72 @@ pub struct RoundProgress {
     /// Ids written by earlier chunks of this round: a full round replaces an object's
     /// properties and members the first time it shows up, and overlays later occurrences (a
     /// large group repeated across pages).
-    pub(crate) seen: std::collections::HashSet<String>,
+    pub(crate) seen: SeenIds,
+    /// What the round changed, when asked for ([`RoundProgress::new`]); a cycle does not ask
+    /// (its changes are the pending marks), so a full round of a million groups keeps no list.
     pub changes: CacheChanges,
+    untracked: bool,
 }
 
 impl RoundProgress {
+    /// A round that lists what it changed in `changes`.
     pub fn new(full: bool) -> Self {
         RoundProgress {
             full,
             ..Default::default()
         }
+    }
+
+    /// A round that keeps no list of what it changed (`changes` stays empty).
+    pub fn untracked(full: bool) -> Self {
+        RoundProgress {
+            full,
+            untracked: true,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn changed(&mut self, id: &str) {
+        if !self.untracked {
+            self.changes.changed.insert(id.to_string());
+        }
+    }
+
+    pub(crate) fn deleted(&mut self, id: &str) {
+        if !self.untracked {
+            self.changes.deleted.insert(id.to_string());
+        }
+    }
+}
+
+/// The ids a round carried so far, each kept as 128 bits of its SHA-256 (a full round of a
+/// million groups holds 16 MB instead of a string apiece; two ids sharing 128 bits would take
+/// some 2^64 ids to expect).
+#[derive(Debug, Default)]
+pub(crate) struct SeenIds(std::collections::HashSet<u128>);
+
+impl SeenIds {
+    fn key(id: &str) -> u128 {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(id.as_bytes());
+        let mut b = [0u8; 16];
+        for (to, from) in b.iter_mut().zip(h.iter()) {
+            *to = *from;
+        }
+        u128::from_le_bytes(b)
+    }
+
+    /// True when `id` was not carried before.
+    pub(crate) fn insert(&mut self, id: &str) -> bool {
+        self.0.insert(Self::key(id))
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.0.contains(&Self::key(id))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -216,11 +272,11 @@ pub(crate) fn apply_chunk(
 
     for item in items.values() {
         // A full round replaces an object the first time the round carries it.
-        let replace = progress.full && progress.seen.insert(item.id.clone());
+        let replace = progress.full && progress.seen.insert(&item.id);
         match item.removed {
             Some(RemovedReason::Deleted) => {
                 if delete_object(conn, &mut st, kind, &item.id)? {
-                    progress.changes.deleted.insert(item.id.clone());
+                    progress.deleted(&item.id);
                 }
             }
             Some(RemovedReason::Changed) => {
@@ -242,7 +298,7 @@ pub(crate) fn apply_chunk(
                 st.soft_delete
                     .execute(params![k, item.id, json, now])
                     .ctx(conn, op)?;
-                progress.changes.changed.insert(item.id.clone());
+                progress.changed(&item.id);
             }
             None => {
                 // A full round's members are the baseline, not changes to it.
@@ -251,7 +307,7 @@ pub(crate) fn apply_chunk(
                     note: !progress.full,
                 };
                 upsert_object(conn, &mut st, kind, item, upsert, &now)?;
-                progress.changes.changed.insert(item.id.clone());
+                progress.changed(&item.id);
             }
         }
         st.mark_pending.execute([k, &item.id]).ctx(conn, op)?;
@@ -273,10 +329,7 @@ pub(crate) fn finish_round(
     let now = now_rfc3339();
     if progress.full {
         // A full round is the whole tenant: whatever it did not mention is gone.
-        let gone: Vec<String> = cached_ids(conn, kind)?
-            .into_iter()
-            .filter(|id| !progress.seen.contains(id))
-            .collect();
+        let gone = absent_ids(conn, kind, &progress.seen)?;
         if !gone.is_empty() {
             let op = || format!("apply {kind} delta round: delete absent objects");
             let mut del = conn
@@ -294,7 +347,7 @@ pub(crate) fn finish_round(
                     del_members.execute([&id]).ctx(conn, op)?;
                 }
                 pending.execute([k, &id]).ctx(conn, op)?;
-                progress.changes.deleted.insert(id);
+                progress.deleted(&id);
             }
         }
     }
@@ -532,17 +585,26 @@ fn cached_props(
     json.map(|j| parse_props(conn, id, &j)).transpose()
 }
 
-fn cached_ids(conn: &Connection, kind: ObjectKind) -> Result<Vec<String>, StateError> {
+/// The cached ids of `kind` that `seen` does not hold, read row by row (the whole cache's ids
+/// are never held at once).
+fn absent_ids(
+    conn: &Connection,
+    kind: ObjectKind,
+    seen: &SeenIds,
+) -> Result<Vec<String>, StateError> {
     let op = || format!("list cached {kind} ids");
     let mut stmt = conn
         .prepare("SELECT id FROM cloud_object WHERE kind = ?1 ORDER BY id")
         .ctx(conn, op)?;
-    let ids = stmt
-        .query_map([kind.as_str()], |r| r.get(0))
-        .ctx(conn, op)?
-        .collect::<Result<Vec<String>, _>>()
-        .ctx(conn, op)?;
-    Ok(ids)
+    let mut rows = stmt.query([kind.as_str()]).ctx(conn, op)?;
+    let mut gone = Vec::new();
+    while let Some(r) = rows.next().ctx(conn, op)? {
+        let id: String = r.get(0).ctx(conn, op)?;
+        if !seen.contains(&id) {
+            gone.push(id);
+        }
+    }
+    Ok(gone)
 }
 
 /// Present keys replace cached values; a JSON null is kept as null (Graph cleared it).

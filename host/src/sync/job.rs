@@ -248,10 +248,19 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         self.pull(ObjectKind::Group).await?;
         self.lap("cloud");
 
-        // 2. How much to look at.
-        let forced = self.affected_by_pending()?;
+        // 2. How much to look at. A pass that compares every group in scope needs no list of
+        // what the pending changes touch (at a first sync of a million groups, all of them).
         let fingerprint = rules_fingerprint(self.config, self.rules);
-        let sweep = self.choose_sweep(&fingerprint, forced.touched.clone())?;
+        let rules_seen = self.rules_seen(&fingerprint)?;
+        let owned = match rules_seen {
+            select::RulesSeen::Never => self.store.anchor_count()?,
+            _ => usize::MAX,
+        };
+        let forced = match select::compares_all(&self.opts, rules_seen, owned) {
+            true => Affected::default(),
+            false => self.affected_by_pending()?,
+        };
+        let sweep = select::sweep(&self.opts, rules_seen, forced.touched.clone());
         let mut report = SyncReport {
             sweep: sweep.kind(),
             ..Default::default()
@@ -366,13 +375,9 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         Ok(())
     }
 
-    /// The sweep this cycle makes: the options, the rules against those last applied, and what
-    /// the pending changes touch. A change of how members are matched compares every group.
-    fn choose_sweep(
-        &mut self,
-        fingerprint: &str,
-        touched: BTreeSet<String>,
-    ) -> Result<Sweep, SyncError> {
+    /// The rules against those last applied. A change of how members are matched compares
+    /// every group.
+    fn rules_seen(&mut self, fingerprint: &str) -> Result<select::RulesSeen, SyncError> {
         let rules_seen = match self.store.meta(RULES_KEY)? {
             None => select::RulesSeen::Never,
             Some(f) if f == fingerprint => select::RulesSeen::Same,
@@ -382,7 +387,7 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         if self.store.meta(MATCH_KEY)?.is_some_and(|m| m != matching) {
             self.opts.compare_all = true;
         }
-        Ok(select::sweep(&self.opts, rules_seen, touched))
+        Ok(rules_seen)
     }
 
     /// An idle cycle: nothing to look at. A plan lists the schedules; a sync delivers the
@@ -1134,7 +1139,8 @@ impl<D: Directory, G: GraphApi, S: CycleState> Cycle<'_, '_, D, G, S> {
         let mut progress = RoundProgress::default();
         let result = delta::run_round_chunked(self.graph, start, delta::CHUNK_ENTRIES, |chunk| {
             if chunk.first {
-                progress = RoundProgress::new(chunk.full);
+                // The round's changes are its pending marks: no list of them is kept.
+                progress = RoundProgress::untracked(chunk.full);
             }
             store.apply_round_chunk(kind, &chunk.items, &mut progress)
         })

@@ -97,6 +97,13 @@ pub enum RulesSeen {
     Never,
 }
 
+/// Whether the sweep compares every group in scope whatever changed: a full read, a
+/// reconciliation, or a first sync (`owned` 0: no group is in step yet). Then what the pending
+/// changes touch need not be worked out.
+pub fn compares_all(opts: &SyncOptions, rules: RulesSeen, owned: usize) -> bool {
+    opts.reread_cloud || opts.compare_all || (rules == RulesSeen::Never && owned == 0)
+}
+
 /// Decides the sweep. `touched` is every group a pending change may affect (the pending groups,
 /// the groups that hold a pending user or group, transitively).
 pub fn sweep(opts: &SyncOptions, rules: RulesSeen, touched: BTreeSet<String>) -> Sweep {

@@ -95,7 +95,7 @@ pub(crate) async fn apply_chunk(
     // download on PostgreSQL latency-bound). The rest go one by one, as on SQLite.
     let (mut whole, mut merged) = (Vec::new(), Vec::new());
     for item in items.values() {
-        let replace = progress.full && progress.seen.insert(item.id.clone());
+        let replace = progress.full && progress.seen.insert(&item.id);
         let Some(removed) = &item.removed else {
             match replace {
                 true => whole.push(item),
@@ -116,7 +116,7 @@ pub(crate) async fn apply_chunk(
                     forget_member_changes(t, &item.id).await?;
                 }
                 if n > 0 {
-                    progress.changes.deleted.insert(item.id.clone());
+                    progress.deleted(&item.id);
                 }
             }
             RemovedReason::Changed => {
@@ -132,7 +132,7 @@ pub(crate) async fn apply_chunk(
                 t.execute(&st.soft_delete, &[&k, &item.id, &json, &now])
                     .await
                     .map_err(pg(op))?;
-                progress.changes.changed.insert(item.id.clone());
+                progress.changed(&item.id);
             }
         }
         t.execute(&st.mark_pending, &[&k, &item.id])
@@ -142,10 +142,9 @@ pub(crate) async fn apply_chunk(
     replace_objects(t, kind, &whole, &now).await?;
     // A full round's members are the baseline, not changes to it.
     merge_objects(t, &st, kind, &merged, !progress.full, &now).await?;
-    progress
-        .changes
-        .changed
-        .extend(whole.iter().chain(&merged).map(|i| i.id.clone()));
+    for i in whole.iter().chain(&merged) {
+        progress.changed(&i.id);
+    }
     Ok(())
 }
 
@@ -473,17 +472,27 @@ pub(crate) async fn finish_round(
     let k = kind.as_str();
     if progress.full {
         let op = || format!("apply {kind} delta round: delete absent objects");
-        let cached: Vec<String> = column(
-            t,
-            "SELECT id FROM cloud_object WHERE kind = $1 ORDER BY id",
-            &[&k],
-            &op,
-        )
-        .await?;
-        let gone: Vec<String> = cached
-            .into_iter()
-            .filter(|id| !progress.seen.contains(id))
-            .collect();
+        // A page of ids at a time: the whole cache's ids are never held at once.
+        const PAGE: i64 = 50_000;
+        let mut gone: Vec<String> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page: Vec<String> = column(
+                t,
+                "SELECT id FROM cloud_object WHERE kind = $1 AND ($2::text IS NULL OR id > $2)
+                 ORDER BY id LIMIT $3",
+                &[&k, &after, &PAGE],
+                &op,
+            )
+            .await?;
+            let last = page.last().cloned();
+            let n = page.len();
+            gone.extend(page.into_iter().filter(|id| !progress.seen.contains(id)));
+            if (n as i64) < PAGE {
+                break;
+            }
+            after = last;
+        }
         if !gone.is_empty() {
             t.execute(
                 "DELETE FROM cloud_object WHERE kind = $1 AND id = ANY($2)",
@@ -500,7 +509,9 @@ pub(crate) async fn finish_round(
                 .map_err(pg(op))?;
             }
             mark_all_pending(t, kind, &gone, op).await?;
-            progress.changes.deleted.extend(gone);
+            for id in &gone {
+                progress.deleted(id);
+            }
         }
     }
     // Written last: if anything above failed, the transaction rolls back with the old link.
