@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::pg::{self, HaError, PgLease};
+use super::pg::{self, HaError, OtherProcess, PgLease};
 use super::Keeper;
 use crate::config::{Config, PostgresConfig};
 use crate::state::pg::PgStore;
@@ -84,11 +84,20 @@ pub async fn join(config: &Config, pg: &PostgresConfig) -> Result<Joined, JoinEr
     // keeper: a process killed stamps no more, one stopped cleanly took its stamp away.
     let token = uuid::Uuid::new_v4().to_string();
     let turn = pg.times.renew_every.max(pg.standby_poll);
-    if lease
-        .stamped_by_another(&token, turn + turn / 2)
+    // Then the name is claimed in one statement: of processes starting together under one
+    // name, one goes on.
+    let claimed = match lease
+        .other_process(&token, turn + turn / 2)
         .await
         .map_err(JoinError::Lease)?
     {
+        OtherProcess::Running => false,
+        OtherProcess::None { stale } => lease
+            .claim_presence(&token, stale.as_deref())
+            .await
+            .map_err(JoinError::Lease)?,
+    };
+    if !claimed {
         return Err(JoinError::SameName(pg.instance.clone()));
     }
     if let Some(row) = lease.row().await.map_err(JoinError::Lease)? {
@@ -103,6 +112,8 @@ pub async fn join(config: &Config, pg: &PostgresConfig) -> Result<Joined, JoinEr
                 .await
                 .map_err(JoinError::Lease)?
             {
+                // The name is given back: this process does not run.
+                let _ = lease.clear_presence(&token).await;
                 return Err(JoinError::SameName(pg.instance.clone()));
             }
         }
@@ -111,6 +122,7 @@ pub async fn join(config: &Config, pg: &PostgresConfig) -> Result<Joined, JoinEr
             .and_then(|t| serde_json::from_str::<WriterRules>(&t).ok());
         if let Some(w) = theirs {
             if row.live && row.holder != pg.instance && w.instance == row.holder && w.hash != ours {
+                let _ = lease.clear_presence(&token).await;
                 return Err(JoinError::OtherRules {
                     holder: row.holder,
                     theirs: w.hash,

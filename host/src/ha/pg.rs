@@ -383,7 +383,11 @@ impl PgLease {
     /// Whether a process other than `token` is running under this instance's name: its stamp
     /// is renewed within `wait` (a process that died stamps no more; one stopped cleanly left
     /// none, and nothing is waited for).
-    pub async fn stamped_by_another(&self, token: &str, wait: Duration) -> Result<bool, HaError> {
+    pub async fn other_process(
+        &self,
+        token: &str,
+        wait: Duration,
+    ) -> Result<OtherProcess, HaError> {
         const SEEN: &str = "SELECT token, extract(epoch FROM seen_at)::float8
              FROM writeback_presence WHERE instance = $1 AND token <> $2";
         let read = || async {
@@ -401,16 +405,58 @@ impl PgLease {
             .transpose()
         };
         let Some((_, seen)) = read().await? else {
-            return Ok(false);
+            return Ok(OtherProcess::None { stale: None });
         };
         tokio::time::sleep(wait).await;
-        Ok(matches!(read().await?, Some((_, later)) if later > seen))
+        Ok(match read().await? {
+            Some((_, later)) if later > seen => OtherProcess::Running,
+            Some((stale, _)) => OtherProcess::None { stale: Some(stale) },
+            None => OtherProcess::None { stale: None },
+        })
+    }
+
+    /// Claims this instance's name for the process `token`: stamps it where no process has
+    /// (`stale` `None`) or over the stale stamp [`PgLease::other_process`] found, in one
+    /// statement. False when another process stamped the name since: of processes starting
+    /// together under one name, one claims it.
+    pub async fn claim_presence(&self, token: &str, stale: Option<&str>) -> Result<bool, HaError> {
+        let n = match stale {
+            None => {
+                self.client
+                    .execute(
+                        "INSERT INTO writeback_presence (instance, token, seen_at)
+                     VALUES ($1, $2, now()) ON CONFLICT (instance) DO NOTHING",
+                        &[&self.instance, &token],
+                    )
+                    .await
+            }
+            Some(old) => {
+                self.client
+                    .execute(
+                        "UPDATE writeback_presence SET token = $2, seen_at = now()
+                     WHERE instance = $1 AND token = $3",
+                        &[&self.instance, &token, &old],
+                    )
+                    .await
+            }
+        }
+        .map_err(sql("claim presence"))?;
+        Ok(n == 1)
     }
 
     /// The lease row, if any instance ever took it.
     pub async fn row(&self) -> Result<Option<LeaseRow>, HaError> {
         select_row(self.client.as_ref()).await
     }
+}
+
+/// Who else runs under an instance's name (see [`PgLease::other_process`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtherProcess {
+    /// Another process stamps the name: it is running.
+    Running,
+    /// None does: `stale` is the stamp a killed process left, if any.
+    None { stale: Option<String> },
 }
 
 /// The lease row as any client reads it, without creating the table (`None` when no instance

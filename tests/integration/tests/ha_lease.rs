@@ -193,6 +193,70 @@ async fn instances_started_at_once_settle_on_exactly_one_writer_every_time() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn processes_starting_at_once_under_one_name_claim_it_once_every_time() {
+    let pg = PgTestbed::load();
+    let lease = Duration::from_secs(30);
+    for round in 0..10 {
+        let database = pg.fresh_database(&format!("claim{round}"));
+        let s = settings(&pg, &database);
+        let mut all = Vec::new();
+        for _ in 0..4 {
+            all.push(Arc::new(instance(&s, "same", lease).await));
+        }
+        // Half the rounds start over a stamp a killed process left.
+        if round % 2 == 1 {
+            all[0].stamp_presence("killed").await.expect("stamp");
+        }
+        let tries: Vec<_> = all
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, l)| {
+                tokio::spawn(async move {
+                    let token = format!("p{i}");
+                    // Start-up's wait: one and a half of the keeper's turns (50 ms here).
+                    let claimed = match l.other_process(&token, Duration::from_millis(75)).await? {
+                        pg::OtherProcess::Running => false,
+                        pg::OtherProcess::None { stale } => {
+                            l.claim_presence(&token, stale.as_deref()).await?
+                        }
+                    };
+                    if claimed {
+                        // The claimant's keeper stamps the name at every turn.
+                        tokio::spawn(async move {
+                            for _ in 0..20 {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                let _ = l.stamp_presence(&token).await;
+                            }
+                        });
+                    }
+                    Ok::<bool, HaError>(claimed)
+                })
+            })
+            .collect();
+        let mut claimed = 0;
+        for t in tries {
+            if t.await.expect("join").expect("claim") {
+                claimed += 1;
+            }
+        }
+        assert_eq!(
+            claimed, 1,
+            "round {round}: {claimed} processes run under one name"
+        );
+        // The name is stamped by the process that claimed it.
+        let stamped = pg.query(
+            &database,
+            "SELECT token FROM writeback_presence WHERE instance = 'same'",
+        );
+        assert!(
+            ["p0", "p1", "p2", "p3"].contains(&stamped.trim()),
+            "round {round}: {stamped:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_server_certificate_from_another_ca_is_refused() {
     let pg = PgTestbed::load();
     let mut s = settings(&pg, &pg.database);
