@@ -42,6 +42,10 @@ pub struct Short {
     pub actual: ActualObject,
 }
 
+/// How many pending users and groups a group read without its members is asked about by id;
+/// with more pending, its member changes are compared in full.
+const PENDING_ASKED_BY_ID: usize = 10_000;
+
 /// The groups of `changes` that go the short way. The rest are compared in full; why is
 /// logged at debug level. A group read without its members is asked about its kept members
 /// by id (the pending ones only), not read.
@@ -56,6 +60,9 @@ pub fn pick<S: CycleState>(
     for (id, c) in changes {
         let kept_changed = match (groups.full.get(&id), groups.is_head(&id)) {
             (Some(g), _) => member_delta::kept_changed(g, &c, known.pending),
+            // Beyond a bound (a users' round read in full marks every user) asking by id
+            // costs more than the full comparison it could save.
+            (None, true) if known.pending.len() > PENDING_ASKED_BY_ID => true,
             (None, true) => {
                 let others = known.pending.iter().filter(|m| !c.added.contains_key(*m));
                 !store.members_among(&id, others)?.is_empty()
