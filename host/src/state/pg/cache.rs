@@ -574,6 +574,12 @@ async fn objects(
     Ok(out)
 }
 
+/// `ids` sorted and without repeats, for one `= ANY($1)` query.
+fn unique_ids<'a>(ids: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
+    let set: BTreeSet<&str> = ids.into_iter().map(String::as_str).collect();
+    set.into_iter().collect()
+}
+
 impl PgStore {
     pub fn stored_link(&self, kind: ObjectKind) -> Result<Option<StoredLink>, StateError> {
         let op = || format!("read {kind} delta link");
@@ -625,12 +631,7 @@ impl PgStore {
         kind: ObjectKind,
         ids: impl IntoIterator<Item = &'a String>,
     ) -> Result<BTreeMap<String, CloudObject>, StateError> {
-        let ids: Vec<&str> = ids
-            .into_iter()
-            .map(String::as_str)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let ids = unique_ids(ids);
         if ids.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -693,12 +694,7 @@ impl PgStore {
         &self,
         ids: impl IntoIterator<Item = &'a String>,
     ) -> Result<BTreeMap<String, GroupHead>, StateError> {
-        let ids: Vec<&str> = ids
-            .into_iter()
-            .map(String::as_str)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let ids = unique_ids(ids);
         if ids.is_empty() {
             return Ok(BTreeMap::new());
         }
