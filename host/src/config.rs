@@ -680,8 +680,11 @@ impl Config {
         for (name, table) in more {
             let raw = targets::merged(path, &doc, &name, table)?;
             let settings = targets::own_settings(&doc, &name);
-            let (target, more_unread) = Self::build(path, raw, which, &name)
+            let (mut target, more_unread) = Self::build(path, raw, which, &name)
                 .map_err(|e| targets::locate(e, &name, &settings))?;
+            if let Some(pg) = &mut target.postgres {
+                pg.settings.schema = Some(targets::schema(path, &name)?);
+            }
             // The shared sections' secrets were noted with the first target.
             unread.extend(
                 more_unread
@@ -847,13 +850,6 @@ impl Config {
             return Err(v.invalid("state.audit_retention_days", "must be at least 1 day"));
         }
         let postgres = match raw.state.postgres {
-            Some(p) if !raw.targets.is_empty() => {
-                drop(p);
-                return Err(v.invalid(
-                    "state.postgres",
-                    "not available with [targets.*]: each target keeps its state in its own SQLite file",
-                ));
-            }
             Some(p) => Some(postgres::section(&v, p, &resolve)?),
             None => None,
         };

@@ -391,12 +391,20 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 writing: None,
                 rules: joined.rules,
             };
-            let mut store = Some(joined.store);
-            run_on(config, Some(shared), move |_: &Config| {
-                store.take().ok_or_else(|| {
-                    DaemonError::State(StateError::PgRuntime(
-                        "one AD target only on a shared state".into(),
-                    ))
+            // Each target's state is in a schema of its own, written under the one lease.
+            let mut stores = BTreeMap::from([(config.target.clone(), joined.store)]);
+            for t in &config.more_targets {
+                if let Some(pg) = &t.postgres {
+                    let store = crate::ha::instance::target_store(pg).await?;
+                    stores.insert(t.target.clone(), store);
+                }
+            }
+            run_on(config, Some(shared), move |c: &Config| {
+                stores.remove(&c.target).ok_or_else(|| {
+                    DaemonError::State(StateError::PgRuntime(format!(
+                        "target {}: no state opened on the shared database",
+                        c.target
+                    )))
                 })
             })
             .await

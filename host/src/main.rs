@@ -278,14 +278,14 @@ async fn run(cli: Cli, online: Option<Config>) -> Result<ExitCode> {
         Command::Explain { group, json } => explain(online()?, target, &group, json).await,
         Command::State {
             command: StateCommand::Copy { to },
-        } => state_copy(online()?, to).await,
+        } => state_copy(online()?, target, to).await,
     }
 }
 
 /// `writeback state copy --to postgres|sqlite`: the whole state from one backend into the
-/// other, while nothing writes either.
-async fn state_copy(config: Config, to: StateBackend) -> Result<ExitCode> {
-    use writeback::state::pg::{postgres_to_sqlite, sqlite_to_postgres};
+/// other, while nothing writes either; with `[targets.*]`, each target's state file and schema
+/// (or the one `--target` names).
+async fn state_copy(config: Config, target: Option<&str>, to: StateBackend) -> Result<ExitCode> {
     let Some(pg) = config.postgres.as_ref() else {
         anyhow::bail!(
             "[state.postgres] is not configured in {}: add it (the database the state moves to or from) before copying",
@@ -294,15 +294,7 @@ async fn state_copy(config: Config, to: StateBackend) -> Result<ExitCode> {
     };
     let s = &pg.settings;
     let database = format!("PostgreSQL {}@{}:{}/{}", s.user, s.host, s.port, s.database);
-    let file = config.state_path.display().to_string();
-    // No cycle, sync or plan on the file for the whole copy (none starts while it is held).
-    let Some(_lock) = StateLock::try_acquire(&config)? else {
-        anyhow::bail!(
-            "the state file {file} is in use (a sync, a plan or a daemon's cycle holds its lock): \
-             stop the daemon (systemctl stop writeback) and let the run end, then copy again"
-        );
-    };
-    let mut client = writeback::ha::pg::connect(s).await?;
+    let client = writeback::ha::pg::connect(s).await?;
     if let Some(lease) = writeback::ha::read_lease(&client)
         .await
         .with_context(|| format!("{database}: read the lease"))?
@@ -316,6 +308,41 @@ async fn state_copy(config: Config, to: StateBackend) -> Result<ExitCode> {
             );
         }
     }
+    drop(client);
+    // Target by target: one that fails is named, and `--target` copies it again alone.
+    for t in config.select_targets(target)? {
+        target_header(&config, t);
+        let Some(tpg) = t.postgres.as_ref() else {
+            anyhow::bail!("no [state.postgres] for target {}", t.target);
+        };
+        let place = match &tpg.settings.schema {
+            Some(schema) => format!("{database} (schema {schema})"),
+            None => database.clone(),
+        };
+        copy_one(t, tpg, &place, to)
+            .await
+            .with_context(|| format!("target {}", t.target))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One target's state copied between its file and its place (`database`) in PostgreSQL.
+async fn copy_one(
+    config: &Config,
+    pg: &writeback::config::PostgresConfig,
+    database: &str,
+    to: StateBackend,
+) -> Result<()> {
+    use writeback::state::pg::{postgres_to_sqlite, sqlite_to_postgres};
+    let file = config.state_path.display().to_string();
+    // No cycle, sync or plan on the file for the whole copy (none starts while it is held).
+    let Some(_lock) = StateLock::try_acquire(config)? else {
+        anyhow::bail!(
+            "the state file {file} is in use (a sync, a plan or a daemon's cycle holds its lock): \
+             stop the daemon (systemctl stop writeback) and let the run end, then copy again"
+        );
+    };
+    let mut client = writeback::ha::pg::connect(&pg.settings).await?;
     let (from, into, copied) = match to {
         StateBackend::Postgres => {
             let store = writeback::inspect::open_existing(&config.state_path)?;
@@ -328,7 +355,7 @@ async fn state_copy(config: Config, to: StateBackend) -> Result<ExitCode> {
             let copied = sqlite_to_postgres(&store, &mut client)
                 .await
                 .with_context(|| format!("copy {file} into {database}"))?;
-            (file, database, copied)
+            (file, database.to_string(), copied)
         }
         StateBackend::Sqlite => {
             let existed = config
@@ -337,7 +364,7 @@ async fn state_copy(config: Config, to: StateBackend) -> Result<ExitCode> {
                 .with_context(|| format!("look up the state file {file}"))?;
             let mut store = Store::open(&config.state_path)?;
             match postgres_to_sqlite(&mut client, &mut store).await {
-                Ok(copied) => (database, file, copied),
+                Ok(copied) => (database.to_string(), file, copied),
                 Err(e) => {
                     // A file made for the copy goes with it: no empty state is left behind.
                     drop(store);
@@ -370,7 +397,7 @@ async fn state_copy(config: Config, to: StateBackend) -> Result<ExitCode> {
         println!("  {table:<width$}  {rows:>10}");
     }
     println!("{from} is left as it was.");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The rules folder, stdlib folder and rule settings for `check` and `test`: from `--rules`
@@ -584,8 +611,10 @@ fn shared_state(config: &Config) -> Result<writeback::config::PostgresConfig> {
     Ok(match &config.postgres {
         Some(pg) if !pg.settings.password.expose_secret().is_empty() => pg.clone(),
         _ => Config::load_for_state(&config.path)?
-            .postgres
-            .ok_or_else(|| anyhow::anyhow!("no [state.postgres]"))?,
+            .targets()
+            .find(|t| t.target == config.target)
+            .and_then(|t| t.postgres.clone())
+            .ok_or_else(|| anyhow::anyhow!("no [state.postgres] for target {}", config.target))?,
     })
 }
 
@@ -615,7 +644,7 @@ fn status(config_path: &Path, target: Option<&str>, json: bool) -> Result<ExitCo
     use writeback::inspect::status;
     let config = Config::load_offline(config_path)?;
     if config.postgres.is_some() {
-        return status_shared(config_path, json);
+        return status_shared(config_path, target, json);
     }
     let on_disk = status::rules_hash(&writeback::watch::fingerprint(&setup::rule_roots(&config)));
     let now = time::OffsetDateTime::now_utc();
@@ -656,8 +685,9 @@ fn status(config_path: &Path, target: Option<&str>, json: bool) -> Result<ExitCo
     Ok(exit(!failed, 1))
 }
 
-/// `writeback status` on a shared state ([state.postgres]): the lease and the instances.
-fn status_shared(config_path: &Path, json: bool) -> Result<ExitCode> {
+/// `writeback status` on a shared state ([state.postgres]): the lease and the instances, then
+/// each target's state.
+fn status_shared(config_path: &Path, target: Option<&str>, json: bool) -> Result<ExitCode> {
     use writeback::ha::status;
     // The database's password is needed here (and no other secret): offline left it empty.
     let config = Config::load_for_state(config_path)?;
@@ -672,45 +702,54 @@ fn status_shared(config_path: &Path, json: bool) -> Result<ExitCode> {
     let on_disk = writeback::inspect::status::rules_hash(&writeback::watch::fingerprint(
         &setup::rule_roots(&config),
     ));
-    let state = match snapshot(&config) {
-        Ok(mut snap) => {
-            // The daemon part is this host's instance: its note, its PID checked here.
-            if let Some(note) = shared.instances.get(&shared.instance) {
-                snap.store.set_meta(
-                    writeback::inspect::status::DAEMON_KEY,
-                    &serde_json::to_string(note)?,
-                )?;
-            }
-            Some(writeback::inspect::status::gather(
-                &snap.store,
-                false,
-                on_disk,
-                now,
-            )?)
-        }
-        Err(e) => match e.downcast_ref::<writeback::ha::snapshot::SnapshotError>() {
-            Some(writeback::ha::snapshot::SnapshotError::Empty) => None,
-            _ => return Err(e),
-        },
-    };
-    if json {
-        let mut doc = match &state {
-            Some(st) => serde_json::to_value(st)?,
-            None => serde_json::json!({}),
-        };
-        if let serde_json::Value::Object(m) = &mut doc {
-            m.insert("shared".into(), serde_json::to_value(&shared)?);
-        }
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
+    if !json {
         print!("{}", writeback::printable::text(&status::render(&shared)));
-        match &state {
-            Some(st) => print!(
-                "{}",
-                writeback::printable::text(&writeback::inspect::status::render(st, now))
-            ),
-            None => println!("no instance has synced into this database yet"),
+    }
+    let mut docs = Vec::new();
+    for t in config.select_targets(target)? {
+        let state = match snapshot(t) {
+            Ok(mut snap) => {
+                // The daemon part is this host's instance: its note, its PID checked here.
+                if let Some(note) = shared.instances.get(&shared.instance) {
+                    snap.store.set_meta(
+                        writeback::inspect::status::DAEMON_KEY,
+                        &serde_json::to_string(note)?,
+                    )?;
+                }
+                Some(writeback::inspect::status::gather(
+                    &snap.store,
+                    false,
+                    on_disk.clone(),
+                    now,
+                )?)
+            }
+            Err(e) => match e.downcast_ref::<writeback::ha::snapshot::SnapshotError>() {
+                Some(writeback::ha::snapshot::SnapshotError::Empty) => None,
+                _ => return Err(e),
+            },
+        };
+        if json {
+            let mut doc = match &state {
+                Some(st) => serde_json::to_value(st)?,
+                None => serde_json::json!({}),
+            };
+            if let serde_json::Value::Object(m) = &mut doc {
+                m.insert("shared".into(), serde_json::to_value(&shared)?);
+            }
+            docs.push((t.target.clone(), doc));
+        } else {
+            target_header(&config, t);
+            match &state {
+                Some(st) => print!(
+                    "{}",
+                    writeback::printable::text(&writeback::inspect::status::render(st, now))
+                ),
+                None => println!("no instance has synced into this database yet"),
+            }
         }
+    }
+    if json {
+        print_json_by_target(&config, docs)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1045,6 +1084,9 @@ async fn sync_targets(
     json: bool,
 ) -> Result<ExitCode> {
     let targets = config.select_targets(target)?;
+    if let (Some(pg), false) = (&config.postgres, opts.dry_run) {
+        return sync_shared(&config, pg, targets, opts, json).await;
+    }
     if targets.len() == 1 && !config.has_targets() {
         return Ok(ExitCode::from(sync_cmd(&config, None, opts, json).await?));
     }
@@ -1074,8 +1116,11 @@ async fn sync_cmd(
 ) -> Result<u8> {
     let rules =
         setup::load_rules(config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
-    if let Some(pg) = &config.postgres {
-        return sync_shared(config, pg, named, opts, json, &rules).await;
+    if config.postgres.is_some() {
+        // A plan, on a private copy: the shared state is not written, and the writer is not
+        // held up. (A sync writes through `sync_shared`.)
+        let mut snap = snapshot(config)?;
+        return cycle_cmd(config, named, opts, json, &mut snap.store, &rules, None).await;
     }
     // A plan holds the lock too: it reads AD, and a plan made while a sync writes would compare
     // the state before that sync with AD halfway through it.
@@ -1109,43 +1154,78 @@ async fn sync_cmd(
     cycle_cmd(config, named, opts, json, &mut store, &rules, None).await
 }
 
-/// `sync_cmd` on a shared state ([state.postgres]): the verb writes as the lease's holder.
+/// `sync` and `adopt` on a shared state ([state.postgres]): this process writes as the lease's
+/// holder, taken once for every target (`targets`, of `config`'s).
 async fn sync_shared(
     config: &Config,
     pg: &writeback::config::PostgresConfig,
+    targets: Vec<&Config>,
+    opts: SyncOptions,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut writer = writeback::ha::oneshot::Writer::take(config, pg).await?;
+    let mut home = writer.store.take();
+    let mut codes = Vec::new();
+    for t in targets {
+        let named = config.has_targets().then_some(t.target.as_str());
+        if named.is_some() && !json {
+            target_header(config, t);
+        }
+        let store = match (t.target == config.target, &t.postgres) {
+            (true, _) => home
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("target {} twice", t.target)),
+            (false, Some(tpg)) => writer.target_store(tpg).await.map_err(Into::into),
+            (false, None) => Err(anyhow::anyhow!(
+                "no [state.postgres] for target {}",
+                t.target
+            )),
+        };
+        let code = match store {
+            Ok(mut store) => {
+                shared_cycle(t, named, opts, json, &mut store, writer.check.clone()).await
+            }
+            Err(e) => Err(e),
+        };
+        match code {
+            Ok(code) => codes.push(code),
+            // With one target its error is the answer; with several, the others still run.
+            Err(e) if !config.has_targets() => {
+                writer.done().await;
+                return Err(e);
+            }
+            Err(e) => {
+                eprintln!("error: target {}: {}", t.target, error_chain(&e));
+                codes.push(1);
+            }
+        }
+    }
+    writer.done().await;
+    Ok(worst(&codes))
+}
+
+/// One target's cycle on the shared state `store`, fenced by the writer's lease.
+async fn shared_cycle(
+    config: &Config,
     named: Option<&str>,
     opts: SyncOptions,
     json: bool,
-    rules: &writeback::rules::RuleSet,
+    store: &mut writeback::state::pg::PgStore,
+    guard: writeback::ad::WriteGuard,
 ) -> Result<u8> {
-    if opts.dry_run {
-        // On a private copy: the shared state is not written, and the writer is not held up.
-        let mut snap = snapshot(config)?;
-        return cycle_cmd(config, named, opts, json, &mut snap.store, rules, None).await;
-    }
-
-    let mut writer = writeback::ha::oneshot::Writer::take(config, pg).await?;
-    match writer.store.close_interrupted_runs() {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            interrupted = n,
+    let rules =
+        setup::load_rules(config).map_err(|e| anyhow::anyhow!("the rules do not load:\n{e}"))?;
+    let interrupted = store.close_interrupted_runs()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            target = %config.target,
             "earlier runs did not finish; this run completes them"
-        ),
-        Err(e) => {
-            writer.done().await;
-            return Err(e.into());
-        }
+        );
     }
-    let guard: writeback::ad::WriteGuard = writer.check.clone();
     // No `approve` or `release` from any host while this run writes.
-    let code = match writeback::daemon::Cycling::lock(&mut writer.store) {
-        Ok(mut store) => {
-            cycle_cmd(config, named, opts, json, &mut *store, rules, Some(guard)).await
-        }
-        Err(e) => Err(e.into()),
-    };
-    writer.done().await;
-    code
+    let mut store = writeback::daemon::Cycling::lock(store)?;
+    cycle_cmd(config, named, opts, json, &mut *store, &rules, Some(guard)).await
 }
 
 /// Runs one cycle on `store` and prints its plan or report; the exit code.

@@ -189,6 +189,7 @@ pub(super) fn section(
             password: secrecy::SecretString::from(password),
             ca_file,
             connect_timeout: Duration::from_secs(raw.connect_timeout_secs),
+            schema: None,
         },
         instance,
         times: LeaseTimes::new(Duration::from_secs(raw.lease_secs)),

@@ -41,6 +41,23 @@ pub(super) fn check_name(path: &Path, key: &str, name: &str) -> Result<(), Confi
     }
 }
 
+/// The PostgreSQL schema of target `name`'s state on a shared database (`[state.postgres]`).
+pub(super) fn schema(path: &Path, name: &str) -> Result<String, ConfigError> {
+    let schema = crate::ha::pg::target_schema(name);
+    if schema.len() > crate::ha::pg::MAX_IDENTIFIER {
+        return Err(invalid(
+            path,
+            &format!("targets.{name}"),
+            &format!(
+                "with [state.postgres] a target's name is at most {} characters: its state is in the schema {schema:?}, and PostgreSQL cuts names after {} bytes",
+                crate::ha::pg::MAX_IDENTIFIER - (schema.len() - name.len()),
+                crate::ha::pg::MAX_IDENTIFIER
+            ),
+        ));
+    }
+    Ok(schema)
+}
+
 fn invalid(path: &Path, key: &str, message: &str) -> ConfigError {
     ConfigError::Invalid {
         path: path.to_path_buf(),
@@ -94,6 +111,13 @@ pub(super) fn merged(
         ));
     }
     let state = table("state")?;
+    if state.as_ref().is_some_and(|s| s.contains_key("postgres")) {
+        return Err(invalid(
+            path,
+            &format!("{at}.state.postgres"),
+            "the targets share [state.postgres]: one database and one lease, each target's state in a schema of its own",
+        ));
+    }
     if !state.as_ref().is_some_and(|s| s.contains_key("path")) {
         return Err(invalid(
             path,
@@ -394,6 +418,72 @@ parent = "OU=Cloud,DC=fabrikam,DC=example,DC=test"
             let e = parse(&format!("{BASE}{extra}")).expect_err(key);
             assert_eq!(key_of(e), key, "{extra}");
         }
+    }
+
+    const POSTGRES: &str = "[state.postgres]\n\
+        url = \"postgresql://writeback@db.corp.example.test/writeback\"\n\
+        password_env = \"WB_TARGETS_TEST_SECRET\"\nca_file = \"ca.pem\"\ninstance = \"wb1\"\n";
+
+    fn with_postgres(targets: &str) -> String {
+        format!("{BASE}{targets}").replace(
+            "[state]\npath = \"corp.sqlite\"\n",
+            &format!("[state]\npath = \"corp.sqlite\"\n{POSTGRES}"),
+        )
+    }
+
+    #[test]
+    fn on_a_shared_database_each_target_has_its_schema_and_all_share_the_instance() {
+        let c = parse(&with_postgres(FABRIKAM)).expect("loads");
+        let corp = c.postgres.as_ref().expect("corp on PostgreSQL");
+        let fab = c.more_targets[0].postgres.as_ref().expect("fabrikam too");
+        // The [ad] target's state stays in the connection's schema, beside the lease.
+        assert_eq!(corp.settings.schema, None);
+        assert_eq!(fab.settings.schema.as_deref(), Some("writeback_fabrikam"));
+        assert_eq!(fab.settings.home().schema, None);
+        assert_eq!(
+            (&fab.instance, &fab.settings.database),
+            (&corp.instance, &corp.settings.database)
+        );
+        // Names differing in case only are one target already; the schema is lower case.
+        let upper = FABRIKAM.replace("targets.fabrikam.", "targets.Fab_2.");
+        let c = parse(&with_postgres(&upper)).expect("loads");
+        let schema = c.more_targets[0]
+            .postgres
+            .as_ref()
+            .and_then(|p| p.settings.schema.clone());
+        assert_eq!(schema.as_deref(), Some("writeback_fab_2"));
+    }
+
+    #[test]
+    fn a_target_of_its_own_database_or_too_long_a_name_for_a_schema_is_refused() {
+        let own = FABRIKAM.replace(
+            "path = \"fabrikam.sqlite\"\n",
+            &format!(
+                "path = \"fabrikam.sqlite\"\n{}",
+                POSTGRES.replace("[state.postgres]", "[targets.fabrikam.state.postgres]")
+            ),
+        );
+        let e = parse(&with_postgres(&own)).expect_err("its own database");
+        assert_eq!(key_of(e), "targets.fabrikam.state.postgres");
+        let long = "f".repeat(54);
+        let e = parse(&with_postgres(
+            &FABRIKAM.replace("targets.fabrikam.", &format!("targets.{long}.")),
+        ))
+        .expect_err("too long");
+        let text = e.to_string();
+        assert_eq!(key_of(e), format!("targets.{long}"));
+        assert!(text.contains("at most 53 characters"), "{text}");
+        // The same name is fine without PostgreSQL (it names no schema).
+        parse(&format!(
+            "{BASE}{}",
+            FABRIKAM.replace("targets.fabrikam.", &format!("targets.{long}."))
+        ))
+        .expect("without [state.postgres]");
+        let fits = "f".repeat(53);
+        parse(&with_postgres(
+            &FABRIKAM.replace("targets.fabrikam.", &format!("targets.{fits}.")),
+        ))
+        .expect("53 characters");
     }
 
     #[test]

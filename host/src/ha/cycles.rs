@@ -19,6 +19,7 @@
 
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
@@ -28,9 +29,26 @@ use crate::config::PostgresConfig;
 use crate::state::pg::{stored_schema, PgStore};
 use crate::state::StateError;
 
-/// The advisory lock's first key ("WBcy"); the second is the epoch (two `int4` keys, a space
-/// apart from the one-`bigint` keys the schema's creation uses).
+/// The advisory lock's first key ("WBcy") for the `[ad]` target's state; the second is the
+/// epoch (two `int4` keys, a space apart from the one-`bigint` keys the schema's creation uses).
 const CLASS: i32 = 0x5742_6379;
+
+/// The first key of the cycle lock of the state in `schema` (a `[targets.<name>]` target's;
+/// `None`: the `[ad]` target's). Each target's cycles and verbs order among themselves: the
+/// daemon runs the targets' cycles side by side, each on its own store's session.
+pub fn class(schema: Option<&str>) -> i32 {
+    let Some(schema) = schema else {
+        return CLASS;
+    };
+    let digest: [u8; 32] = Sha256::digest(schema.as_bytes()).into();
+    let [a, b, c, d, ..] = digest;
+    let first = i32::from_be_bytes([a, b, c, d]);
+    // Never the `[ad]` target's, whatever the name.
+    match first == CLASS {
+        true => !CLASS,
+        false => first,
+    }
+}
 
 /// How long a writer's cycle waits for a verb's transaction before it is skipped (retried at
 /// the next tick). A verb's transaction takes milliseconds, and one frozen inside it is ended
@@ -65,13 +83,19 @@ fn millis(d: Duration) -> u128 {
 /// Takes the cycle lock of `epoch` on `c`'s session, waiting at most `wait`, and names the
 /// session after `who` so that a verb kept waiting can say who holds it. Held until
 /// [`let_go`] or the session's end.
-pub async fn hold(c: &Client, epoch: i64, who: &str, wait: Duration) -> Result<(), HaError> {
+pub async fn hold(
+    c: &Client,
+    class: i32,
+    epoch: i64,
+    who: &str,
+    wait: Duration,
+) -> Result<(), HaError> {
     // One round trip; `SET LOCAL` bounds this wait only (a session lock outlives the
     // transaction that took it).
     let taken = c
         .batch_execute(&format!(
             "BEGIN; SET LOCAL lock_timeout = {}; SET application_name = {};
-             SELECT pg_advisory_lock({CLASS}, {}); COMMIT",
+             SELECT pg_advisory_lock({class}, {}); COMMIT",
             millis(wait),
             literal(who),
             key(epoch),
@@ -88,7 +112,7 @@ pub async fn hold(c: &Client, epoch: i64, who: &str, wait: Duration) -> Result<(
         Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE => Err(HaError::CycleLockBusy {
             epoch,
             waited: wait,
-            holder: holder(c, epoch).await?,
+            holder: holder(c, class, epoch).await?,
         }),
         _ => Err(HaError::Sql {
             op: "take the cycle lock",
@@ -98,8 +122,8 @@ pub async fn hold(c: &Client, epoch: i64, who: &str, wait: Duration) -> Result<(
 }
 
 /// Lets go of the cycle lock of `epoch` held on `c`'s session.
-pub async fn let_go(c: &Client, epoch: i64) -> Result<(), HaError> {
-    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&CLASS, &key(epoch)])
+pub async fn let_go(c: &Client, class: i32, epoch: i64) -> Result<(), HaError> {
+    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &key(epoch)])
         .await
         .map_err(sql("let go of the cycle lock"))?;
     Ok(())
@@ -108,7 +132,11 @@ pub async fn let_go(c: &Client, epoch: i64) -> Result<(), HaError> {
 /// In a verb's transaction: the lease's epoch now, its cycle lock (held until the transaction
 /// ends; waiting at most `wait` for a cycle to end), and the lease kept at that epoch until
 /// the transaction ends. `Ok(None)`: the lease moved on meanwhile; roll back and try again.
-pub async fn wait_in(t: &Transaction<'_>, wait: Duration) -> Result<Option<i64>, HaError> {
+pub async fn wait_in(
+    t: &Transaction<'_>,
+    class: i32,
+    wait: Duration,
+) -> Result<Option<i64>, HaError> {
     let epoch = epoch_now(t).await?;
     // A savepoint: a wait that times out leaves the transaction usable, to name the holder.
     t.batch_execute(&format!(
@@ -120,7 +148,7 @@ pub async fn wait_in(t: &Transaction<'_>, wait: Duration) -> Result<Option<i64>,
     let taken = t
         .execute(
             "SELECT pg_advisory_xact_lock($1, $2)",
-            &[&CLASS, &key(epoch)],
+            &[&class, &key(epoch)],
         )
         .await;
     match taken {
@@ -135,7 +163,7 @@ pub async fn wait_in(t: &Transaction<'_>, wait: Duration) -> Result<Option<i64>,
             return Err(HaError::CycleLockBusy {
                 epoch,
                 waited: wait,
-                holder: holder(t, epoch).await?,
+                holder: holder(t, class, epoch).await?,
             });
         }
         Err(source) => {
@@ -187,7 +215,7 @@ async fn pin(t: &Transaction<'_>, epoch: i64) -> Result<i64, HaError> {
 }
 
 /// Who holds the cycle lock of `epoch`: the holding session's name and server PID.
-async fn holder(c: &impl GenericClient, epoch: i64) -> Result<String, HaError> {
+async fn holder(c: &impl GenericClient, class: i32, epoch: i64) -> Result<String, HaError> {
     let row = c
         .query_opt(
             "SELECT a.application_name, a.pid, coalesce(host(a.client_addr), 'a local socket')
@@ -196,7 +224,7 @@ async fn holder(c: &impl GenericClient, epoch: i64) -> Result<String, HaError> {
                      SELECT oid FROM pg_database WHERE datname = current_database())
                AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND l.objsubid = 2
              LIMIT 1",
-            &[&i64::from(CLASS), &i64::from(key(epoch))],
+            &[&i64::from(class), &i64::from(key(epoch))],
         )
         .await
         .map_err(sql("find the cycle lock's holder"))?;
@@ -236,6 +264,8 @@ pub struct Between {
     store: PgStore,
     instance: String,
     wait: Duration,
+    /// The cycle lock's first key for this target's state.
+    class: i32,
 }
 
 impl Between {
@@ -269,6 +299,7 @@ impl Between {
             store: PgStore::open(client, None)?,
             instance: pg.instance.clone(),
             wait,
+            class: class(pg.settings.schema.as_deref()),
         })
     }
 
@@ -283,10 +314,11 @@ impl Between {
             store,
             instance,
             wait,
+            class,
         } = self;
         for _ in 0..ATTEMPTS {
             let done = store.with_transaction(async |t| {
-                match wait_in(t, *wait).await.map_err(StateError::Lease)? {
+                match wait_in(t, *class, *wait).await.map_err(StateError::Lease)? {
                     Some(_) => f(t, instance).await.map(Some),
                     None => Ok(None),
                 }
@@ -315,6 +347,15 @@ mod tests {
         assert_eq!(key(i64::from(i32::MAX)), i32::MAX);
         assert_eq!(key(i64::from(i32::MAX) + 1), 0);
         assert!(key(-1) >= 0);
+    }
+
+    #[test]
+    fn each_targets_cycle_lock_is_its_own_and_the_first_keeps_its_key() {
+        assert_eq!(class(None), CLASS);
+        let (a, b) = (class(Some("writeback_a")), class(Some("writeback_b")));
+        assert_ne!(a, b);
+        assert!(a != CLASS && b != CLASS);
+        assert_eq!(a, class(Some("writeback_a")), "stable");
     }
 
     #[test]

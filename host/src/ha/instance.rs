@@ -72,13 +72,16 @@ pub struct Joined {
 
 /// Connects, checks and starts holding the lease (see the module's doc).
 pub async fn join(config: &Config, pg: &PostgresConfig) -> Result<Joined, JoinError> {
-    let client = connect(pg).await?;
-    let mut store = PgStore::open(client, None)?;
-    store.set_fence(Some((pg.instance.clone(), 0)), None);
-    store.share(pg.settings.clone(), pg.times.lease)?;
-    let lease = PgLease::open(Arc::new(connect(pg).await?), pg.instance.clone(), pg.times)
-        .await
-        .map_err(JoinError::Lease)?;
+    let store = target_store(pg).await?;
+    // The lease is one for every target: in the `[ad]` target's schema.
+    let home = pg.settings.home();
+    let lease = PgLease::open(
+        Arc::new(connect_to(pg, &home).await?),
+        pg.instance.clone(),
+        pg.times,
+    )
+    .await
+    .map_err(JoinError::Lease)?;
     let ours = rules_hash(config);
     // A writer or a standby running under this name stamps its presence at each turn of its
     // keeper: a process killed stamps no more, one stopped cleanly took its stamp away.
@@ -132,13 +135,7 @@ pub async fn join(config: &Config, pg: &PostgresConfig) -> Result<Joined, JoinEr
         }
     }
     drop(lease);
-    let keeper = Keeper::start(
-        pg.settings.clone(),
-        pg.instance.clone(),
-        token,
-        pg.times,
-        pg.standby_poll,
-    );
+    let keeper = Keeper::start(home, pg.instance.clone(), token, pg.times, pg.standby_poll);
     Ok(Joined {
         store,
         keeper,
@@ -146,9 +143,28 @@ pub async fn join(config: &Config, pg: &PostgresConfig) -> Result<Joined, JoinEr
     })
 }
 
+/// The state of the target `pg` belongs to, opened for an instance sharing it: its schema
+/// created or checked, writes fenced with epoch 0 (which no lease ever has) until the caller
+/// fences them with its own.
+pub async fn target_store(pg: &PostgresConfig) -> Result<PgStore, JoinError> {
+    let client = connect(pg).await?;
+    let mut store = PgStore::open(client, None)?;
+    store.set_fence(Some((pg.instance.clone(), 0)), None);
+    store.share(pg.settings.clone(), pg.times.lease)?;
+    Ok(store)
+}
+
 /// A connection, its failure named by the setting to fix.
 pub async fn connect(pg: &PostgresConfig) -> Result<tokio_postgres::Client, JoinError> {
-    pg::connect(&pg.settings).await.map_err(|e| match e {
+    connect_to(pg, &pg.settings).await
+}
+
+/// [`connect`] with other settings of the same database (its `[ad]` target's schema).
+async fn connect_to(
+    pg: &PostgresConfig,
+    settings: &pg::PgSettings,
+) -> Result<tokio_postgres::Client, JoinError> {
+    pg::connect(settings).await.map_err(|e| match e {
         HaError::Password { .. } => JoinError::Password(e),
         HaError::Certificate { .. } | HaError::CaFile { .. } => JoinError::Certificate {
             path: pg.settings.ca_file.clone(),
@@ -183,5 +199,13 @@ pub fn rules_hash(config: &Config) -> String {
     }
     // Sorted maps: the same settings give the same text.
     h.update(serde_json::to_string(&config.rules.settings).unwrap_or_default());
+    // Each other target's settings (its own overrides merged in): a config without targets
+    // hashes as it always did.
+    for t in &config.more_targets {
+        h.update(b"\0target\0");
+        h.update(t.target.as_bytes());
+        h.update(b"\0");
+        h.update(serde_json::to_string(&t.rules.settings).unwrap_or_default());
+    }
     crate::state::short_id(h)
 }

@@ -23,14 +23,17 @@ pub enum OneShotError {
 /// The writer's part for one verb: the store fenced with the lease, the check for AD writes,
 /// and the keeper renewing the lease until [`Writer::done`].
 pub struct Writer {
-    pub store: PgStore,
+    /// The state of the target `take` was given (taken by the caller).
+    pub store: Option<PgStore>,
     pub check: LocalCheck,
     pub epoch: i64,
     keeper: Keeper,
 }
 
 impl Writer {
-    /// Joins and takes the lease (refused at once when another instance holds it).
+    /// Joins and takes the lease (refused at once when another instance holds it). `config`
+    /// is the whole file's (its rules hash covers every target); [`Writer::store`] is the
+    /// state of `pg`'s target.
     pub async fn take(config: &Config, pg: &PostgresConfig) -> Result<Writer, OneShotError> {
         let joined = join(config, pg).await?;
         let mut keeper = joined.keeper;
@@ -43,7 +46,7 @@ impl Writer {
                     let mut store = joined.store;
                     store.set_fence(Some((pg.instance.clone(), epoch)), Some(check.clone()));
                     return Ok(Writer {
-                        store,
+                        store: Some(store),
                         check,
                         epoch,
                         keeper,
@@ -69,6 +72,17 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// The state of another target (`pg`: its `[state.postgres]`, its own schema), fenced
+    /// with this writer's lease like [`Writer::store`].
+    pub async fn target_store(&self, pg: &PostgresConfig) -> Result<PgStore, OneShotError> {
+        let mut store = super::instance::target_store(pg).await?;
+        store.set_fence(
+            Some((pg.instance.clone(), self.epoch)),
+            Some(self.check.clone()),
+        );
+        Ok(store)
     }
 
     /// Gives the lease up.

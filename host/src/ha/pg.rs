@@ -79,6 +79,34 @@ pub struct PgSettings {
     /// The CA that signed the server's certificate; the server's name is checked against it.
     pub ca_file: PathBuf,
     pub connect_timeout: Duration,
+    /// The schema of a `[targets.<name>]` target's state (see [`target_schema`]); `None` for
+    /// the `[ad]` target, whose state is in the connection's own schema beside the lease.
+    pub schema: Option<String>,
+}
+
+impl PgSettings {
+    /// The same database without a target's schema: where the lease and the instances'
+    /// presence are, one for all the targets.
+    pub fn home(&self) -> PgSettings {
+        PgSettings {
+            schema: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// The schema that holds target `name`'s state: its tables under the same names as the
+/// `[ad]` target's, which stay in the connection's own schema.
+pub fn target_schema(name: &str) -> String {
+    format!("writeback_{}", name.to_ascii_lowercase())
+}
+
+/// PostgreSQL's longest identifier, in bytes (longer ones are cut, silently).
+pub const MAX_IDENTIFIER: usize = 63;
+
+/// `name` as an SQL identifier.
+fn identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The lease as the database holds it.
@@ -165,7 +193,38 @@ pub async fn connect(s: &PgSettings) -> Result<Client, HaError> {
             tracing::warn!("PostgreSQL connection closed: {e}");
         }
     });
+    if let Some(schema) = &s.schema {
+        in_schema(&client, schema).await?;
+    }
     Ok(client)
+}
+
+/// Points `client`'s session at `schema`, created when missing: the state's tables are found
+/// and created there, and the lease (never in a target's schema) in the schemas after it. The
+/// schema exists before the search path names it, so no state table is ever looked up in the
+/// `[ad]` target's schema instead.
+async fn in_schema(client: &Client, schema: &str) -> Result<(), HaError> {
+    // Under the lock the state's creation takes: instances starting together would otherwise
+    // race in `CREATE SCHEMA IF NOT EXISTS` (the loser failing on the catalog's unique key).
+    client
+        .batch_execute(&format!(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock({});
+             CREATE SCHEMA IF NOT EXISTS {};
+             COMMIT;",
+            crate::state::pg::CREATE_LOCK,
+            identifier(schema)
+        ))
+        .await
+        .map_err(sql("create the target's schema"))?;
+    client
+        .execute(
+            "SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), false)",
+            &[&identifier(schema)],
+        )
+        .await
+        .map_err(sql("set the target's schema"))?;
+    Ok(())
 }
 
 /// Whether the TLS layer refused the server's certificate (somewhere in the error's sources).

@@ -37,6 +37,7 @@ fn settings(pg: &PgTestbed, database: &str) -> PgSettings {
         password: pg.password().into(),
         ca_file: pg.ca_file.clone(),
         connect_timeout: Duration::from_secs(5),
+        schema: None,
     }
 }
 

@@ -32,6 +32,7 @@ use tokio_postgres::{Client, GenericClient, Row, Transaction};
 use super::StateError;
 
 pub use copy::{postgres_to_sqlite, sqlite_to_postgres, Copied, CopyError};
+pub(crate) use schema::CREATE_LOCK;
 pub use schema::SCHEMA_VERSION;
 
 /// Writes usable inside [`PgStore::with_transaction`]: the same behaviour as the SQLite
@@ -65,6 +66,8 @@ pub struct PgStore {
     settings: Option<(crate::ha::PgSettings, std::time::Duration)>,
     /// The epoch whose cycle lock this store's session holds (see `ha::cycles`).
     cycling: Option<i64>,
+    /// That lock's first key: its target's (see `ha::cycles::class`).
+    lock_class: i32,
 }
 
 /// Whether this process still holds the lease by its own clock: `Err(why)` when not.
@@ -94,6 +97,7 @@ impl PgStore {
             local: None,
             settings: None,
             cycling: None,
+            lock_class: crate::ha::cycles::class(None),
         };
         store.with_transaction(async |t| schema::ensure(t).await)?;
         Ok(store)
@@ -120,6 +124,7 @@ impl PgStore {
             crate::ha::pg::limit_session(&self.client, lease),
         )
         .map_err(StateError::Lease)?;
+        self.lock_class = crate::ha::cycles::class(settings.schema.as_deref());
         self.settings = Some((settings, lease));
         Ok(())
     }
@@ -156,7 +161,7 @@ impl PgStore {
         self.let_go_cycles();
         block_on(
             &self.handle,
-            crate::ha::cycles::hold(&self.client, epoch, &who, wait),
+            crate::ha::cycles::hold(&self.client, self.lock_class, epoch, &who, wait),
         )
         .map_err(StateError::Lease)?;
         self.cycling = Some(epoch);
@@ -167,7 +172,8 @@ impl PgStore {
     /// the session it fails on is gone, and the lock with it.
     pub fn let_go_cycles(&mut self) {
         if let Some(epoch) = self.cycling.take() {
-            if let Err(e) = block_on(&self.handle, crate::ha::cycles::let_go(&self.client, epoch)) {
+            let let_go = crate::ha::cycles::let_go(&self.client, self.lock_class, epoch);
+            if let Err(e) = block_on(&self.handle, let_go) {
                 tracing::warn!("{e}");
             }
         }
@@ -205,6 +211,7 @@ impl PgStore {
             local,
             settings: _,
             cycling: _,
+            lock_class: _,
         } = self;
         if let (Some((_, epoch)), Some(local)) = (fence.as_ref(), local.as_ref()) {
             local().map_err(|why| {

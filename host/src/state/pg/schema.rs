@@ -19,7 +19,7 @@ const _: () = assert!(SCHEMA_VERSION == 13);
 
 /// Serializes the creation among instances opening a fresh database together (the key is
 /// arbitrary, fixed: "wbschema" in ASCII).
-const CREATE_LOCK: i64 = 0x7762_7363_6865_6d61;
+pub(crate) const CREATE_LOCK: i64 = 0x7762_7363_6865_6d61;
 
 /// Version 12. Booleans are `boolean` (SQLite's 0/1 integers), integers `bigint`, JSON stays
 /// text checked by a cast (so it reads back exactly as written), times stay the RFC 3339 text
@@ -202,7 +202,12 @@ pub(crate) async fn version(c: &impl GenericClient) -> Result<Option<i64>, State
     let op = || "read the schema version".to_string();
     let present: bool = {
         let row = c
-            .query_one("SELECT to_regclass('writeback_schema') IS NOT NULL", &[])
+            // In this session's own schema only: a target's schema before its creation must not
+            // find the `[ad]` target's table further down the search path.
+            .query_one(
+                "SELECT to_regclass(format('%I.writeback_schema', current_schema())) IS NOT NULL",
+                &[],
+            )
             .await
             .map_err(pg(op))?;
         get(&row, 0, &op)?
