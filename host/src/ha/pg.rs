@@ -217,10 +217,13 @@ async fn in_schema(client: &Client, schema: &str) -> Result<(), HaError> {
         ))
         .await
         .map_err(sql("create the target's schema"))?;
+    // `writeback.target_schema` tells the state's schema check that this session is a target's:
+    // its state is looked up in its own schema only (see `state::pg::schema::version`).
     client
         .execute(
-            "SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), false)",
-            &[&identifier(schema)],
+            "SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), false),
+                    set_config('writeback.target_schema', $2, false)",
+            &[&identifier(schema), &schema],
         )
         .await
         .map_err(sql("set the target's schema"))?;

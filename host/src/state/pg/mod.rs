@@ -253,9 +253,38 @@ pub async fn stored_schema(c: &impl GenericClient) -> Result<Option<i64>, StateE
     schema::version(c).await
 }
 
-/// Waits for `fut` on `handle` from synchronous code running on a runtime worker.
+/// Waits for `fut` on `handle` from synchronous code running inside the runtime.
+///
+/// The wait parks this thread with the standard library's parker, not with `handle.block_on`:
+/// on the thread of the runtime's own `block_on` (where the daemon's loop runs), a nested
+/// `block_on` parks on the same parker as the outer one and can take the wake-up meant for
+/// another future of the calling task (the targets' cycles run side by side in one task),
+/// which then sleeps for ever. The queries themselves run on the connection's task.
 fn block_on<F: Future>(handle: &Handle, fut: F) -> F::Output {
-    tokio::task::block_in_place(|| handle.block_on(fut))
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    tokio::task::block_in_place(|| {
+        // Timers and sockets (a connection made again) need the runtime's drivers.
+        let _entered = handle.enter();
+        let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                return out;
+            }
+            // Returns at the next wake-up (or spuriously: the future is polled again).
+            std::thread::park();
+        }
+    })
 }
 
 /// Attaches the operation to a PostgreSQL error.
@@ -295,4 +324,46 @@ where
 {
     let rows = c.query(sql, params).await.map_err(pg(op))?;
     rows.iter().map(|r| get(r, 0, op)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// The daemon's loop runs in the runtime's own `block_on`, its targets' cycles side by side
+    /// in one task: a store call waiting inside one of them must not swallow the wake-up of
+    /// another (which would then sleep for ever).
+    #[test]
+    fn a_wait_inside_the_runtimes_block_on_leaves_the_other_futures_wake_ups_alone() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let handle = rt.handle().clone();
+            rt.block_on(async move {
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let _ = tx.send(());
+                });
+                // Polled first: waits for the message, sent while the other one blocks.
+                let waiting = async { rx.await.is_ok() };
+                let blocking = async {
+                    super::block_on(&handle, tokio::time::sleep(Duration::from_millis(200)));
+                };
+                let (got, ()) = tokio::join!(waiting, blocking);
+                let _ = done.send(got);
+            });
+        });
+        assert_eq!(
+            finished.recv_timeout(Duration::from_secs(10)),
+            Ok(true),
+            "the waiting future was never woken"
+        );
+    }
 }

@@ -202,10 +202,13 @@ pub(crate) async fn version(c: &impl GenericClient) -> Result<Option<i64>, State
     let op = || "read the schema version".to_string();
     let present: bool = {
         let row = c
-            // In this session's own schema only: a target's schema before its creation must not
-            // find the `[ad]` target's table further down the search path.
+            // A target's session (see `ha::pg::connect`) looks in its own schema only: the
+            // `[ad]` target's table further down its search path is not its state. Any other
+            // session finds the table on its search path, as its statements do.
             .query_one(
-                "SELECT to_regclass(format('%I.writeback_schema', current_schema())) IS NOT NULL",
+                "SELECT CASE WHEN current_setting('writeback.target_schema', true) <> ''
+                    THEN to_regclass(format('%I.writeback_schema', current_schema()))
+                    ELSE to_regclass('writeback_schema') END IS NOT NULL",
                 &[],
             )
             .await
