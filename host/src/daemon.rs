@@ -399,15 +399,21 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                     stores.insert(t.target.clone(), store);
                 }
             }
-            run_on(config, Some(shared), move |c: &Config| {
+            let daemon = run_on(config, Some(shared), move |c: &Config| {
                 stores.remove(&c.target).ok_or_else(|| {
                     DaemonError::State(StateError::PgRuntime(format!(
                         "target {}: no state opened on the shared database",
                         c.target
                     )))
                 })
-            })
-            .await
+            });
+            // On a runtime worker, not on the thread of the runtime's own `block_on`: the store's
+            // calls block in `block_in_place`, and on that thread, with the targets' cycles side
+            // by side in the loop's task, a cycle was left waiting for a wake-up that never came
+            // (the daemon hung in a cycle). On a worker, wake-ups go through the scheduler.
+            tokio::spawn(daemon)
+                .await
+                .map_err(|e| DaemonError::State(StateError::PgRuntime(e.to_string())))?
         }
     }
 }

@@ -13,7 +13,7 @@ use super::types::{Change, PlannedTrigger, Unresolved};
 use super::SyncReport;
 
 /// Receives a cycle's plan batch by batch.
-pub trait ChangeSink: Send {
+pub trait ChangeSink: Send + Sync {
     /// Changes in id order, what happened to them (empty in a dry run), the triggers they
     /// fire once applied.
     fn changes(&mut self, changes: &[Change], outcomes: &[Outcome], triggers: &[PlannedTrigger]);
@@ -73,7 +73,7 @@ impl<W: Write + Send> TextStream<W> {
     }
 }
 
-impl<W: Write + Send> ChangeSink for TextStream<W> {
+impl<W: Write + Send + Sync> ChangeSink for TextStream<W> {
     fn changes(&mut self, changes: &[Change], outcomes: &[Outcome], triggers: &[PlannedTrigger]) {
         let text = report::render_changes(changes, outcomes, triggers, &[]);
         self.write(&text);
@@ -168,7 +168,7 @@ impl<W: Write + Send> JsonStream<W> {
     }
 }
 
-impl<W: Write + Send> ChangeSink for JsonStream<W> {
+impl<W: Write + Send + Sync> ChangeSink for JsonStream<W> {
     fn changes(&mut self, changes: &[Change], _: &[Outcome], _: &[PlannedTrigger]) {
         for c in changes {
             let sep: &[u8] = if self.changes == 0 {

@@ -685,7 +685,12 @@ impl Daemon {
             if start.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("writeback run did not stop within {timeout:?} after SIGTERM");
+                let log = self.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "writeback run did not stop within {timeout:?} after SIGTERM; the end of its log:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
