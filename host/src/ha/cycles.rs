@@ -3,8 +3,8 @@
 //! does this). Both verbs change only the state, never AD, so neither takes the lease: the
 //! writer keeps it, and applies an approval in its next cycle.
 //!
-//! A PostgreSQL advisory lock whose key is the lease's epoch. The writer holds its epoch's key
-//! on its store's session for each cycle ([`hold`], [`let_go`]). A verb takes the key of the
+//! A PostgreSQL advisory lock whose keys are the target ([`class`]) and the lease's epoch. The
+//! writer holds its epoch's key on its store's session for each cycle ([`hold`], [`let_go`]). A verb takes the key of the
 //! epoch it reads for one transaction ([`wait_in`]), then checks in that transaction that the
 //! lease is still at that epoch, locking the lease row `FOR KEY SHARE` so that no takeover
 //! happens before it commits; when the epoch moved on, it tries again with the new one.
