@@ -27,3 +27,22 @@ macro_rules! eventually {
         }
     }};
 }
+
+/// [`eventually!`], printing the logs of the daemons listed (anything with `log_text()`) when
+/// it times out.
+#[macro_export]
+macro_rules! eventually_or_logs {
+    ($timeout:expr, $what:expr, [$($d:expr),*], $cond:expr) => {{
+        let start = ::std::time::Instant::now();
+        loop {
+            if $cond {
+                break start.elapsed();
+            }
+            if start.elapsed() > $timeout {
+                $(eprintln!("--- log of {} ---\n{}", stringify!($d), $d.log_text());)*
+                panic!("timed out after {:?} waiting for {}", $timeout, $what);
+            }
+            ::tokio::time::sleep(::std::time::Duration::from_millis(100)).await;
+        }
+    }};
+}

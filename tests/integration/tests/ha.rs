@@ -7,28 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use writeback_integration::eventually;
+use writeback_integration::{eventually, eventually_or_logs};
 use writeback_integration::harness::{free_port, new_id, security_group, Bed, Daemon};
 use writeback_integration::postgres::PgTestbed;
 
 const PG_PASSWORD_ENV: &str = "WRITEBACK_TEST_PG_PASSWORD";
-
-/// `eventually!`, printing the instances' logs when it times out.
-macro_rules! eventually_or_logs {
-    ($timeout:expr, $what:expr, [$($d:expr),*], $cond:expr) => {{
-        let start = Instant::now();
-        loop {
-            if $cond {
-                break start.elapsed();
-            }
-            if start.elapsed() > $timeout {
-                $(eprintln!("--- log of {} ---\n{}", stringify!($d), $d.log_text());)*
-                panic!("timed out after {:?} waiting for {}", $timeout, $what);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }};
-}
 
 /// One instance: its config (own local state path, own name, own listen port).
 struct Instance {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use writeback_integration::eventually;
+use writeback_integration::{eventually, eventually_or_logs};
 use writeback_integration::harness::{
     cloud_user, free_port, new_id, security_group, Bed, ForestBed, OnPremUser,
 };
@@ -18,23 +18,6 @@ use writeback_integration::postgres::PgTestbed;
 use writeback_integration::testbed::create_ou;
 
 const PG_PASSWORD_ENV: &str = "WRITEBACK_TEST_PG_PASSWORD";
-
-/// `eventually!`, printing the instances' logs when it times out.
-macro_rules! eventually_or_logs {
-    ($timeout:expr, $what:expr, [$($d:expr),*], $cond:expr) => {{
-        let start = Instant::now();
-        loop {
-            if $cond {
-                break;
-            }
-            if start.elapsed() > $timeout {
-                $(eprintln!("--- log of {} ---\n{}", stringify!($d), $d.log_text());)*
-                panic!("timed out after {:?} waiting for {}", $timeout, $what);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }};
-}
 
 /// One instance's config: its own name, port and local state files.
 struct Instance {
