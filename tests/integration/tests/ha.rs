@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use writeback_integration::{eventually, eventually_or_logs};
 use writeback_integration::harness::{free_port, new_id, security_group, Bed, Daemon};
 use writeback_integration::postgres::PgTestbed;
+use writeback_integration::{eventually, eventually_or_logs};
 
 const PG_PASSWORD_ENV: &str = "WRITEBACK_TEST_PG_PASSWORD";
 

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use writeback_integration::{eventually, eventually_or_logs};
 use writeback_integration::harness::{
     cloud_user, free_port, new_id, security_group, Bed, ForestBed, OnPremUser,
 };
 use writeback_integration::postgres::PgTestbed;
 use writeback_integration::testbed::create_ou;
+use writeback_integration::{eventually, eventually_or_logs};
 
 const PG_PASSWORD_ENV: &str = "WRITEBACK_TEST_PG_PASSWORD";
 
