@@ -72,6 +72,14 @@ pub enum DaemonError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     Join(#[from] crate::ha::instance::JoinError),
+    #[error("target {target}: {source}")]
+    TargetState {
+        target: String,
+        #[source]
+        source: crate::ha::instance::JoinError,
+    },
+    #[error("the daemon's loop ended abnormally: {0}")]
+    Loop(String),
 }
 
 /// What the daemon asks of its state beyond a cycle's needs: one SQLite file of its own, or
@@ -395,7 +403,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             let mut stores = BTreeMap::from([(config.target.clone(), joined.store)]);
             for t in &config.more_targets {
                 if let Some(pg) = &t.postgres {
-                    let store = crate::ha::instance::target_store(pg).await?;
+                    let store = crate::ha::instance::target_store(pg)
+                        .await
+                        .map_err(|source| DaemonError::TargetState {
+                            target: t.target.clone(),
+                            source,
+                        })?;
                     stores.insert(t.target.clone(), store);
                 }
             }
@@ -413,7 +426,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             // (the daemon hung in a cycle). On a worker, wake-ups go through the scheduler.
             tokio::spawn(daemon)
                 .await
-                .map_err(|e| DaemonError::State(StateError::PgRuntime(e.to_string())))?
+                .map_err(|e| DaemonError::Loop(e.to_string()))?
         }
     }
 }
