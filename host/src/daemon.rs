@@ -76,7 +76,7 @@ pub enum DaemonError {
     TargetState {
         target: String,
         #[source]
-        source: crate::ha::instance::JoinError,
+        source: Box<crate::ha::instance::JoinError>,
     },
     #[error("the daemon's loop ended abnormally: {0}")]
     Loop(String),
@@ -407,7 +407,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                         .await
                         .map_err(|source| DaemonError::TargetState {
                             target: t.target.clone(),
-                            source,
+                            source: Box::new(source),
                         })?;
                     stores.insert(t.target.clone(), store);
                 }
