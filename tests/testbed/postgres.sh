@@ -426,9 +426,14 @@ port_in_use() {
     (exec 3<>"/dev/tcp/${HOST}/${PORT}") 2>/dev/null
 }
 
-# Called when our server is not running: anything on the port is someone else's.
+# Called when our server is not running: anything on the port is someone else's. A server of
+# ours killed a moment ago may still hold it while its last children exit: waited for briefly.
 require_free_port() {
     local owner
+    for _ in $(seq 1 50); do
+        port_in_use || return 0
+        sleep 0.2
+    done
     if port_in_use; then
         owner="$(ss -ltnpH "sport = :${PORT}" 2>/dev/null | sed -n 's/.*users:((\(.*\)))/\1/p' | head -n 1 || true)"
         die "port ${PORT} on ${HOST} is already taken by another process${owner:+ (${owner})}; stop it or set WRITEBACK_PG_PORT"
