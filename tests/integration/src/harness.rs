@@ -126,6 +126,40 @@ pub struct ForestBed {
 }
 
 impl ForestBed {
+    /// The `[targets.<name>.*]` tables that write into this forest (its DC, its service account
+    /// with the password in a private file under `dir`, its managed OU and the default rules'
+    /// containers below it), keeping its state in `state_path`.
+    pub fn target_toml(&self, dir: &Path, name: &str, state_path: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let pw = dir.join(format!("{name}-password"));
+        std::fs::write(&pw, &self.ad.service_password).expect("password file");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        format!(
+            r#"
+[targets.{name}.ad]
+url = "{url}"
+bind_dn = "{bind}"
+password_file = "{pw}"
+ca_file = "{ca}"
+managed_ous = ["{managed}"]
+member_search_bases = ["{root}"]
+
+[targets.{name}.state]
+path = "{state_path}"
+
+[targets.{name}.settings]
+m365_container = "OU=M365,{managed}"
+security_container = "OU=Security,{managed}"
+"#,
+            url = self.ad.ldaps_url,
+            bind = self.ad.service_dn,
+            pw = pw.display(),
+            ca = self.ad.ca_file.display(),
+            managed = self.managed,
+            root = self.root,
+        )
+    }
+
     /// The tree in forest B with `n_users` users; panics (naming `WRITEBACK_TESTBED_B_ENV`)
     /// when forest B is not running.
     pub async fn new(prefix: &str, n_users: usize) -> ForestBed {

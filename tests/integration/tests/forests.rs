@@ -5,7 +5,6 @@
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 use writeback_integration::eventually;
 use writeback_integration::harness::{
@@ -19,33 +18,9 @@ const DAEMON: &str =
 /// Writes the two-target config: `[ad]` (forest A, named `corp`) from the bed, and
 /// `[targets.fabrikam]` for forest B, its service password in a private file.
 fn write_config(a: &Bed, b: &ForestBed, daemon: &str) {
-    let pw = a.dir.path().join("fabrikam-password");
-    std::fs::write(&pw, &b.ad.service_password).expect("password file");
-    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let extra = format!(
-        r#"[daemon]
-{daemon}
-[targets.fabrikam.ad]
-url = "{url}"
-bind_dn = "{bind}"
-password_file = "{pw}"
-ca_file = "{ca}"
-managed_ous = ["{managed}"]
-member_search_bases = ["{root}"]
-
-[targets.fabrikam.state]
-path = "fabrikam.db"
-
-[targets.fabrikam.settings]
-m365_container = "OU=M365,{managed}"
-security_container = "OU=Security,{managed}"
-"#,
-        url = b.ad.ldaps_url,
-        bind = b.ad.service_dn,
-        pw = pw.display(),
-        ca = b.ad.ca_file.display(),
-        managed = b.managed,
-        root = b.root,
+        "[daemon]\n{daemon}\n{}",
+        b.target_toml(a.dir.path(), "fabrikam", "fabrikam.db")
     );
     let path = a.write_config(None, "", &extra);
     let text = std::fs::read_to_string(&path).expect("read config");

@@ -5,7 +5,6 @@
 //! poll 1 s.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,9 +32,6 @@ fn instance(
     database: &str,
     name: &'static str,
 ) -> Instance {
-    let pw = a.dir.path().join("fabrikam-password");
-    std::fs::write(&pw, &b.ad.service_password).expect("password file");
-    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let extra = format!(
         r#"
 [daemon]
@@ -50,33 +46,13 @@ ca_file = "{pgca}"
 instance = "{name}"
 lease_secs = 3
 standby_poll_secs = 1
-
-[targets.fabrikam.ad]
-url = "{url}"
-bind_dn = "{bind}"
-password_file = "{pw}"
-ca_file = "{ca}"
-managed_ous = ["{managed}"]
-member_search_bases = ["{root}"]
-
-[targets.fabrikam.state]
-path = "fabrikam-{name}.db"
-
-[targets.fabrikam.settings]
-m365_container = "OU=M365,{managed}"
-security_container = "OU=Security,{managed}"
-"#,
+{target}"#,
         port = free_port(),
         user = pg.user,
         host = pg.host,
         pgport = pg.port,
         pgca = pg.ca_file.display(),
-        url = b.ad.ldaps_url,
-        bind = b.ad.service_dn,
-        pw = pw.display(),
-        ca = b.ad.ca_file.display(),
-        managed = b.managed,
-        root = b.root,
+        target = b.target_toml(a.dir.path(), "fabrikam", &format!("fabrikam-{name}.db")),
     );
     let base = a.write_config(None, "", &extra);
     let text = std::fs::read_to_string(&base)
